@@ -1,0 +1,354 @@
+#include "backend/cpu/cpu_backend.h"
+
+#include <omp.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cpu/adam.h"
+#include "backend/cpu/attention/backward.h"
+#include "backend/cpu/attention/forward.h"
+#include "backend/cpu/cross_entropy.h"
+#include "backend/cpu/embedding.h"
+#include "backend/cpu/head_norm_rotary.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/muon.h"
+#include "backend/cpu/relu_squared.h"
+#include "backend/cpu/rms_norm.h"
+#include "backend/cpu/scaled_sum.h"
+#include "core/bf16.h"
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace speedrun {
+
+namespace {
+
+void need_float(const char* op, const Tensor& t) {
+  check(t.dtype == DType::F32 || t.dtype == DType::F64, "cpu ", op, ": dtype ",
+        dtype_name(t.dtype), " is not supported (F32 or F64)");
+}
+
+void same(const char* op, const Tensor& a, const Tensor& b) {
+  check(a.dtype == b.dtype, "cpu ", op, ": dtype mismatch ", dtype_name(a.dtype), " vs ",
+        dtype_name(b.dtype));
+  check(a.numel() == b.numel(), "cpu ", op, ": size mismatch ", a.shape_str(), " vs ",
+        b.shape_str());
+}
+
+// Calls f(T{}) with T = float or double according to t's dtype.
+template <class F>
+void dispatch(const char* op, const Tensor& t, F&& f) {
+  need_float(op, t);
+  if (t.dtype == DType::F32)
+    f(float{});
+  else
+    f(double{});
+}
+
+template <class T>
+T coef_value(const Coef& c) {
+  if (c.value_param.empty()) return T(c.offset);
+  // PyTorch evaluates (1 - lamb) in the parameter's precision first.
+  return T(T(c.offset) + T(c.sign) * *c.value_param.ptr<T>());
+}
+
+template <class T>
+void add_grad(const Coef& c, double dot) {
+  if (c.grad_param.empty()) return;
+  *c.grad_param.ptr<T>() += T(c.sign * dot);
+}
+
+}  // namespace
+
+CpuBackend::CpuBackend(int threads) { set_threads(threads); }
+
+void CpuBackend::set_threads(int threads) {
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+  }
+}
+
+void* CpuBackend::allocate(size_t bytes) {
+  const size_t n = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, n ? n : 64);
+  check(p != nullptr, "cpu: out of memory allocating ", bytes, " bytes");
+  std::memset(p, 0, n);
+  return p;
+}
+
+void CpuBackend::release(void* p) { std::free(p); }
+
+void CpuBackend::upload(Tensor dst, const void* host) { std::memcpy(dst.data, host, dst.bytes()); }
+
+void CpuBackend::download(void* host, const Tensor& src) {
+  std::memcpy(host, src.data, src.bytes());
+}
+
+void CpuBackend::copy(Tensor dst, const Tensor& src) {
+  same("copy", dst, src);
+  if (dst.data != src.data) std::memcpy(dst.data, src.data, dst.bytes());
+}
+
+void CpuBackend::fill(Tensor t, double value) {
+  const int64_t n = t.numel();
+  switch (t.dtype) {
+    case DType::F32: {
+      float* p = t.ptr<float>();
+      const float v = float(value);
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) p[i] = v;
+      break;
+    }
+    case DType::F64: {
+      double* p = t.ptr<double>();
+#pragma omp parallel for schedule(static)
+      for (int64_t i = 0; i < n; ++i) p[i] = value;
+      break;
+    }
+    case DType::I32: {
+      int32_t* p = t.ptr<int32_t>();
+      for (int64_t i = 0; i < n; ++i) p[i] = int32_t(value);
+      break;
+    }
+    default:
+      fail("cpu fill: dtype ", dtype_name(t.dtype), " is not supported");
+  }
+}
+
+void CpuBackend::convert(Tensor dst, const Tensor& src) {
+  check(dst.numel() == src.numel(), "cpu convert: size mismatch");
+  const int64_t n = dst.numel();
+  auto load = [&](int64_t i) -> double {
+    switch (src.dtype) {
+      case DType::F32: return static_cast<const float*>(src.data)[i];
+      case DType::F64: return static_cast<const double*>(src.data)[i];
+      case DType::BF16: return bf16_to_float(static_cast<const uint16_t*>(src.data)[i]);
+      default: fail("cpu convert: source dtype ", dtype_name(src.dtype), " is not supported");
+    }
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = load(i);
+    switch (dst.dtype) {
+      case DType::F32: static_cast<float*>(dst.data)[i] = float(v); break;
+      case DType::F64: static_cast<double*>(dst.data)[i] = v; break;
+      case DType::BF16: static_cast<uint16_t*>(dst.data)[i] = bf16_bits(float(v)); break;
+      default: fail("cpu convert: target dtype ", dtype_name(dst.dtype), " is not supported");
+    }
+  }
+}
+
+double CpuBackend::sum(const Tensor& t) {
+  double s = 0;
+  dispatch("sum", t, [&](auto z) {
+    using T = decltype(z);
+    const T* p = t.ptr<T>();
+    for (int64_t i = 0; i < t.numel(); ++i) s += double(p[i]);
+  });
+  return s;
+}
+
+void CpuBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+                        bool accumulate) {
+  const int64_t M = C.rows(), N = C.cols();
+  const int64_t K = transA ? A.rows() : A.cols();
+  check(A.rows() * A.cols() == M * K && (transA ? A.cols() : A.rows()) == M, "cpu matmul: A ",
+        A.shape_str(), (transA ? "^T" : ""), " does not fit C ", C.shape_str());
+  check((transB ? B.cols() : B.rows()) == K && (transB ? B.rows() : B.cols()) == N,
+        "cpu matmul: B ", B.shape_str(), (transB ? "^T" : ""), " does not fit A ",
+        A.shape_str(), (transA ? "^T" : ""), " and C ", C.shape_str());
+  check(A.dtype == C.dtype && B.dtype == C.dtype, "cpu matmul: dtype mismatch");
+  dispatch("matmul", C, [&](auto z) {
+    using T = decltype(z);
+    cpu::gemm<T>(transA, transB, M, N, K, T(1), A.ptr<T>(), A.cols(), B.ptr<T>(), B.cols(),
+                 T(accumulate ? 1 : 0), C.ptr<T>(), N);
+  });
+}
+
+void CpuBackend::embedding_forward(Tensor out, const Tensor& tokens, const Tensor& wte) {
+  dispatch("embedding_forward", out, [&](auto z) {
+    using T = decltype(z);
+    cpu::embedding_forward<T>(out.ptr<T>(), tokens.ptr<int32_t>(), wte.ptr<T>(), tokens.numel(),
+                              wte.cols());
+  });
+}
+
+void CpuBackend::embedding_backward(Tensor dwte, const Tensor& tokens, const Tensor& dout) {
+  dispatch("embedding_backward", dwte, [&](auto z) {
+    using T = decltype(z);
+    cpu::embedding_backward<T>(dwte.ptr<T>(), tokens.ptr<int32_t>(), dout.ptr<T>(),
+                               tokens.numel(), dwte.cols());
+  });
+}
+
+void CpuBackend::rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) {
+  same("rms_norm_forward", y, x);
+  dispatch("rms_norm_forward", x, [&](auto z) {
+    using T = decltype(z);
+    cpu::rms_norm_forward<T>(y.ptr<T>(), rstd.ptr<T>(), x.ptr<T>(), x.rows(), x.cols(), T(eps));
+  });
+}
+
+void CpuBackend::rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x,
+                                   const Tensor& rstd, bool accumulate) {
+  same("rms_norm_backward", dx, x);
+  dispatch("rms_norm_backward", x, [&](auto z) {
+    using T = decltype(z);
+    cpu::rms_norm_backward<T>(dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), rstd.ptr<T>(), x.rows(),
+                              x.cols(), accumulate);
+  });
+}
+
+void CpuBackend::head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x,
+                                          const Tensor& cos, const Tensor& sin, int64_t T,
+                                          int64_t H, double eps) {
+  same("head_norm_rotary_forward", y, x);
+  const int64_t D = x.cols() / H;
+  dispatch("head_norm_rotary_forward", x, [&](auto z) {
+    using S = decltype(z);
+    cpu::head_norm_rotary_forward<S>(y.ptr<S>(), rstd.ptr<S>(), x.ptr<S>(), cos.ptr<S>(),
+                                     sin.ptr<S>(), x.rows(), T, H, D, S(eps));
+  });
+}
+
+void CpuBackend::head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x,
+                                           const Tensor& rstd, const Tensor& cos,
+                                           const Tensor& sin, int64_t T, int64_t H) {
+  same("head_norm_rotary_backward", dx, x);
+  const int64_t D = x.cols() / H;
+  dispatch("head_norm_rotary_backward", x, [&](auto z) {
+    using S = decltype(z);
+    cpu::head_norm_rotary_backward<S>(dx.ptr<S>(), dy.ptr<S>(), x.ptr<S>(), rstd.ptr<S>(),
+                                      cos.ptr<S>(), sin.ptr<S>(), x.rows(), T, H, D);
+  });
+}
+
+void CpuBackend::rotary_tables(Tensor cos, Tensor sin, double base) {
+  dispatch("rotary_tables", cos, [&](auto z) {
+    using S = decltype(z);
+    cpu::rotary_tables<S>(cos.ptr<S>(), sin.ptr<S>(), cos.rows(), 2 * cos.cols(), base);
+  });
+}
+
+void CpuBackend::attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k,
+                                   const Tensor& v, const std::vector<BlockMask>& masks, int64_t H,
+                                   double scale) {
+  const int64_t B = int64_t(masks.size());
+  check(B >= 1 && q.rows() % B == 0, "cpu attention_forward: ", masks.size(),
+        " masks for ", q.rows(), " rows");
+  const int64_t T = q.rows() / B, D = q.cols() / H;
+  dispatch("attention_forward", q, [&](auto z) {
+    using S = decltype(z);
+    cpu::attention_forward<S>(out.ptr<S>(), lse.ptr<S>(), q.ptr<S>(), k.ptr<S>(), v.ptr<S>(),
+                              masks.data(), B, T, H, D, S(scale));
+  });
+}
+
+void CpuBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout,
+                                    const Tensor& q, const Tensor& k, const Tensor& v,
+                                    const Tensor& out, const Tensor& lse,
+                                    const std::vector<BlockMask>& masks, int64_t H,
+                                    double scale) {
+  const int64_t B = int64_t(masks.size());
+  const int64_t T = q.rows() / B, D = q.cols() / H;
+  dispatch("attention_backward", q, [&](auto z) {
+    using S = decltype(z);
+    cpu::attention_backward<S>(dq.ptr<S>(), dk.ptr<S>(), dv.ptr<S>(), dout.ptr<S>(), q.ptr<S>(),
+                               k.ptr<S>(), v.ptr<S>(), out.ptr<S>(), lse.ptr<S>(), masks.data(),
+                               B, T, H, D, S(scale));
+  });
+}
+
+void CpuBackend::relu_squared_forward(Tensor y, const Tensor& x) {
+  same("relu_squared_forward", y, x);
+  dispatch("relu_squared_forward", x, [&](auto z) {
+    using T = decltype(z);
+    cpu::relu_squared_forward<T>(y.ptr<T>(), x.ptr<T>(), x.numel());
+  });
+}
+
+void CpuBackend::relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) {
+  same("relu_squared_backward", dx, x);
+  dispatch("relu_squared_backward", x, [&](auto z) {
+    using T = decltype(z);
+    cpu::relu_squared_backward<T>(dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), x.numel());
+  });
+}
+
+void CpuBackend::scaled_sum_forward(Tensor out, const Tensor& x, const Coef& a, const Tensor& y,
+                                    const Coef& b) {
+  same("scaled_sum_forward", out, x);
+  same("scaled_sum_forward", out, y);
+  dispatch("scaled_sum_forward", out, [&](auto z) {
+    using T = decltype(z);
+    cpu::scaled_sum_forward<T>(out.ptr<T>(), x.ptr<T>(), coef_value<T>(a), y.ptr<T>(),
+                               coef_value<T>(b), out.numel());
+  });
+}
+
+void CpuBackend::scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc_y,
+                                     const Tensor& dout, const Tensor& x, const Coef& a,
+                                     const Tensor& y, const Coef& b) {
+  dispatch("scaled_sum_backward", dout, [&](auto z) {
+    using T = decltype(z);
+    auto ptr_or_null = [](const Tensor& t) { return t.empty() ? nullptr : t.ptr<T>(); };
+    for (const Tensor* t : {&dx, &dy, &x, &y})
+      if (!t->empty()) same("scaled_sum_backward", *t, dout);
+    const auto [gx, gy] = cpu::scaled_sum_backward<T>(
+        ptr_or_null(dx), acc_x, ptr_or_null(dy), acc_y, dout.ptr<T>(), coef_value<T>(a),
+        ptr_or_null(x), coef_value<T>(b), ptr_or_null(y), dout.numel());
+    if (!x.empty()) add_grad<T>(a, gx);
+    if (!y.empty()) add_grad<T>(b, gy);
+  });
+}
+
+void CpuBackend::softcap_cross_entropy(Tensor logits, Tensor losses, const Tensor& targets,
+                                       double cap, double grad_scale, bool backward) {
+  check(losses.numel() == logits.rows() && targets.numel() == logits.rows(),
+        "cpu softcap_cross_entropy: ", logits.rows(), " rows but ", losses.numel(), " losses and ",
+        targets.numel(), " targets");
+  dispatch("softcap_cross_entropy", logits, [&](auto z) {
+    using T = decltype(z);
+    cpu::softcap_cross_entropy<T>(logits.ptr<T>(), losses.ptr<T>(), targets.ptr<int32_t>(),
+                                  logits.rows(), logits.cols(), T(cap), T(grad_scale), backward);
+  });
+}
+
+void CpuBackend::adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const AdamArgs& a) {
+  same("adam_step", p, g);
+  same("adam_step", p, m);
+  same("adam_step", p, v);
+  dispatch("adam_step", p, [&](auto z) {
+    using T = decltype(z);
+    cpu::adam_step<T>(p.ptr<T>(), g.ptr<T>(), m.ptr<T>(), v.ptr<T>(), p.numel(), a.lr, a.beta1,
+                      a.beta2, a.eps, a.step);
+  });
+}
+
+void CpuBackend::muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) {
+  same("muon_momentum", out, g);
+  same("muon_momentum", buf, g);
+  dispatch("muon_momentum", g, [&](auto z) {
+    using T = decltype(z);
+    cpu::muon_momentum<T>(out.ptr<T>(), buf.ptr<T>(), g.ptr<T>(), g.numel(), T(mu));
+  });
+}
+
+void CpuBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) {
+  same("newton_schulz", X, G);
+  dispatch("newton_schulz", G, [&](auto z) {
+    using T = decltype(z);
+    cpu::newton_schulz5<T>(X.ptr<T>(), G.ptr<T>(), G.rows(), G.cols(), steps, bf16_round);
+  });
+}
+
+void CpuBackend::axpy(Tensor y, const Tensor& x, double alpha) {
+  same("axpy", y, x);
+  dispatch("axpy", y, [&](auto z) {
+    using T = decltype(z);
+    cpu::axpy<T>(y.ptr<T>(), x.ptr<T>(), T(alpha), y.numel());
+  });
+}
+
+}  // namespace speedrun

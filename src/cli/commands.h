@@ -1,0 +1,11 @@
+// One function per subcommand, each in its own file: registers the subcommand, its flags
+// and its action on the app. argv is passed for flags that select defaults (--preset).
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace speedrun::cli {
+
+void add_train_command(CLI::App& app, int argc, char** argv);
+void add_eval_command(CLI::App& app);
+
+}  // namespace speedrun::cli

@@ -1,0 +1,62 @@
+// speedrun eval: validation loss of a weights file on shards under a given window.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "backend/cpu/cpu_backend.h"
+#include "cli/commands.h"
+#include "core/safetensors.h"
+#include "data/loader.h"
+#include "data/shard.h"
+#include "model/gpt.h"
+#include "model/params.h"
+
+namespace speedrun::cli {
+
+namespace {
+struct EvalArgs {
+  std::string weights, val_glob;
+  int64_t window = 1792, seq_len = 65536, batch = 1, val_tokens = 10485760;
+  int threads = 0;
+};
+
+void run_eval(const EvalArgs& a) {
+  check(a.window >= 1, "--window ", a.window, ": must be >= 1");
+  check(a.seq_len >= 1 && a.batch >= 1, "--seq-len and --batch must be >= 1");
+  const int64_t per_batch = a.batch * a.seq_len;
+  check(a.val_tokens >= per_batch && a.val_tokens % per_batch == 0, "--val-tokens ",
+        a.val_tokens, " must be a positive multiple of --batch x --seq-len = ", per_batch);
+  CpuBackend backend(a.threads);
+  GPTConfig cfg =
+      GPTConfig::from_metadata(SafetensorsFile::open(a.weights).metadata(), a.weights);
+  Parameters params(backend, cfg, DType::F32);
+  params.load(a.weights);
+  DataLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 0, 1, cfg.vocab);
+  GPT model(backend, params, a.batch, a.seq_len);
+  std::vector<int32_t> x(size_t(per_batch)), y(size_t(per_batch));
+  const int64_t batches = a.val_tokens / per_batch;
+  double sum = 0;
+  for (int64_t k = 0; k < batches; ++k) {
+    loader.next_batch(x.data(), y.data());
+    sum += model.forward_loss(x.data(), y.data(), a.window);
+  }
+  std::printf("val_loss:%.6f tokens:%lld window:%lld weights:%s\n", sum / double(batches),
+              (long long)a.val_tokens, (long long)a.window, a.weights.c_str());
+}
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto a = std::make_shared<EvalArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "eval", "Validation loss of a weights file (the model shape is read from its metadata)");
+  sub->add_option("--weights", a->weights, "weights file (.safetensors)")->required();
+  sub->add_option("--val", a->val_glob, "glob of validation shards")->required();
+  sub->add_option("--window", a->window, "attention window in tokens")->capture_default_str();
+  sub->add_option("--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();
+  sub->add_option("--batch", a->batch, "sequences per batch")->capture_default_str();
+  sub->add_option("--val-tokens", a->val_tokens, "tokens to evaluate")->capture_default_str();
+  sub->add_option("--threads", a->threads, "CPU threads (0: all cores)")->capture_default_str();
+  sub->callback([a]() { run_eval(*a); });
+}
+
+}  // namespace speedrun::cli

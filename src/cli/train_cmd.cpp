@@ -1,0 +1,149 @@
+// speedrun train: the record's training loop on shards (or the built-in synthetic corpus).
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "backend/cpu/cpu_backend.h"
+#include "cli/commands.h"
+#include "data/shard.h"
+#include "data/synthetic.h"
+#include "model/params.h"
+#include "train/config.h"
+#include "train/sample.h"
+#include "train/trainer.h"
+
+namespace speedrun::cli {
+
+namespace {
+
+// The --preset value in argv (so the other flags can default to the preset's values).
+std::string find_preset(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--preset") == 0 && i + 1 < argc) return argv[i + 1];
+    if (std::strncmp(argv[i], "--preset=", 9) == 0) return argv[i] + 9;
+  }
+  return "tiny";
+}
+
+struct TrainArgs {
+  TrainConfig cfg;
+  std::string window_schedule;
+  bool no_sample = false;
+};
+
+void run_train(TrainArgs& a) {
+  TrainConfig& c = a.cfg;
+  c.schedule.window_schedule = parse_window_schedule(a.window_schedule);
+  CpuBackend backend(c.threads);
+  std::vector<std::string> train_files, val_files;
+  bool synthetic = false;
+  if (c.train_glob.empty()) {
+    synthetic = true;
+    check(c.val_glob.empty(), "--val given without --train: give both, or neither for the "
+                              "built-in synthetic corpus");
+    const std::string dir = fmt::format("data/synthetic_v{}_eot{}", c.model.vocab, c.model.eot);
+    const int64_t tokens_per_step = c.batch * c.seq_len * c.world;
+    const int64_t train_tokens = std::max<int64_t>(4 << 20, 2 * tokens_per_step + 1);
+    const int64_t val_tokens = std::max<int64_t>(c.val_tokens + 1, tokens_per_step + 1);
+    std::printf("data: no --train given: using the built-in synthetic corpus in %s/ "
+                "(%lld train tokens, vocab %lld, EOT %d)\n",
+                dir.c_str(), (long long)train_tokens, (long long)c.model.vocab, c.model.eot);
+    auto files = write_synthetic_shards(dir, train_tokens, val_tokens, int(c.model.vocab),
+                                        c.model.eot, 1234);
+    for (const auto& f : files)
+      (f.find("_val_") != std::string::npos ? val_files : train_files).push_back(f);
+  } else {
+    train_files = expand_glob(c.train_glob, "--train");
+    if (!c.val_glob.empty()) val_files = expand_glob(c.val_glob, "--val");
+  }
+  Trainer trainer(backend, c, train_files, val_files);
+  TrainResult r = trainer.run();
+  if (!r.val_losses.empty())
+    std::printf("final val_loss: %.4f (step %lld)\n", r.val_losses.back().second,
+                (long long)r.val_losses.back().first);
+  if (synthetic && !a.no_sample) {
+    Parameters params(backend, c.model, DType::F32);
+    params.load(r.final_weights);
+    SampleOptions o;
+    o.context = std::min<int64_t>(c.seq_len, 256);
+    o.window = c.schedule.window_end;
+    o.max_tokens = 40;
+    o.temperature = 0.8;
+    o.seed = c.seed;
+    const std::vector<int32_t> prompt = {c.model.eot};
+    auto out = sample_tokens(backend, params, prompt, o);
+    std::string text;
+    for (int32_t t : out) text += synthetic_token_text(t, int(c.model.vocab), c.model.eot) + " ";
+    std::printf("sample (temperature 0.8): %s\n", text.c_str());
+  }
+}
+
+}  // namespace
+
+void add_train_command(CLI::App& app, int argc, char** argv) {
+  auto args = std::make_shared<TrainArgs>();
+  const std::string preset = find_preset(argc, argv);
+  try {
+    args->cfg = preset_config(preset);
+  } catch (const Error&) {
+    args->cfg = preset_config("tiny");  // the parse below reports the bad --preset
+  }
+  args->window_schedule = to_string(args->cfg.schedule.window_schedule);
+  TrainConfig& c = args->cfg;
+  CLI::App* sub = app.add_subcommand(
+      "train", "Train a GPT with the record's recipe. Flags default to the preset's values.");
+  sub->add_option("--preset", c.preset, "record | previous-record | tiny")
+      ->check(CLI::IsMember({"record", "previous-record", "tiny"}))
+      ->capture_default_str();
+  sub->add_option("--train", c.train_glob,
+                  "glob of training shards (default: the built-in synthetic corpus)");
+  sub->add_option("--val", c.val_glob, "glob of validation shards");
+  sub->add_option("--layers", c.model.layers, "transformer layers (even)")->capture_default_str();
+  sub->add_option("--heads", c.model.heads, "attention heads")->capture_default_str();
+  sub->add_option("--head-dim", c.model.head_dim, "head dimension (even)")->capture_default_str();
+  sub->add_option("--vocab", c.model.vocab, "vocabulary rows")->capture_default_str();
+  sub->add_option("--eot", c.model.eot, "document delimiter token id")->capture_default_str();
+  sub->add_option("--seq-len", c.seq_len, "tokens per sequence (T)")->capture_default_str();
+  sub->add_option("--batch", c.batch, "sequences per rank per step (B)")->capture_default_str();
+  sub->add_option("--steps", c.schedule.steps, "training steps (N)")->capture_default_str();
+  sub->add_option("--cooldown", c.schedule.cooldown, "steps of linear LR decay at the end")
+      ->capture_default_str();
+  sub->add_option("--warmup", c.schedule.warmup, "steps of linear LR warmup")
+      ->capture_default_str();
+  sub->add_option("--window-start", c.schedule.window_start, "attention window at step 0")
+      ->capture_default_str();
+  sub->add_option("--window-end", c.schedule.window_end, "attention window after the last step")
+      ->capture_default_str();
+  sub->add_option("--window-schedule", args->window_schedule, "linear | fixed (= window-end)")
+      ->check(CLI::IsMember({"linear", "fixed"}))
+      ->capture_default_str();
+  sub->add_option("--muon-lr", c.optim.muon_lr, "Muon learning rate")->capture_default_str();
+  sub->add_option("--adam-beta1", c.optim.beta1, "Adam beta1")->capture_default_str();
+  sub->add_option("--adam-beta2", c.optim.beta2, "Adam beta2")->capture_default_str();
+  sub->add_option("--lr-embed", c.optim.lr_embed, "Adam LR of wte")->capture_default_str();
+  sub->add_option("--lr-head", c.optim.lr_head, "Adam LR of lm_head")->capture_default_str();
+  sub->add_option("--lr-scalar", c.optim.lr_scalar, "Adam LR of the scalars")
+      ->capture_default_str();
+  sub->add_option("--momentum-warmup", c.schedule.momentum_warmup,
+                  "steps of Muon momentum warmup 0.85 -> 0.95")
+      ->capture_default_str();
+  sub->add_flag("--ns-bf16", c.optim.ns_bf16,
+                "round Newton-Schulz intermediates to bf16 as the record's GPU run does");
+  sub->add_option("--val-every", c.val_every, "steps between validations (0: end only)")
+      ->capture_default_str();
+  sub->add_option("--val-tokens", c.val_tokens, "tokens per validation")->capture_default_str();
+  sub->add_option("--seed", c.seed, "initialisation seed")->capture_default_str();
+  sub->add_option("--threads", c.threads, "CPU threads (0: all cores)")->capture_default_str();
+  sub->add_option("--out", c.out_dir, "output directory")->capture_default_str();
+  sub->add_option("--init", c.init, "start from these weights (.safetensors)");
+  sub->add_option("--save-every", c.save_every, "steps between weight files (0: start and end)")
+      ->capture_default_str();
+  sub->add_flag("--no-sample", args->no_sample, "do not print a sample after training");
+  sub->callback([args]() { run_train(*args); });
+}
+
+}  // namespace speedrun::cli

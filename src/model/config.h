@@ -1,0 +1,30 @@
+// GPTConfig: the shape of the model of SPEC.md. Width C = heads * head_dim; MLP hidden
+// F = 4C; layers must be even (U-net: first half encoder, second half decoder).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+namespace speedrun {
+
+struct GPTConfig {
+  int64_t layers = 12;
+  int64_t heads = 6;
+  int64_t head_dim = 128;
+  int64_t vocab = 50304;   // rows of wte and lm_head (50257 padded to a multiple of 128)
+  int32_t eot = 50256;     // document delimiter token id
+  double rope_base = 10000.0;
+  double softcap = 30.0;
+  int64_t attn_tile = 128; // block-mask tile edge in tokens
+
+  int64_t width() const { return heads * head_dim; }
+  int64_t hidden() const { return 4 * width(); }
+  // Throws speedrun::Error naming the flag to fix when the shape is inconsistent.
+  void validate() const;
+  // String form for safetensors metadata, and back (missing keys keep defaults).
+  std::map<std::string, std::string> to_metadata() const;
+  static GPTConfig from_metadata(const std::map<std::string, std::string>& meta,
+                                 const std::string& file);
+};
+
+}  // namespace speedrun

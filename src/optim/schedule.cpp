@@ -1,0 +1,52 @@
+#include "optim/schedule.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace speedrun {
+
+void ScheduleConfig::validate() const {
+  check(steps >= 1, "--steps ", steps, ": must be >= 1");
+  check(warmup >= 0 && cooldown >= 0, "--warmup/--cooldown must be >= 0");
+  check(warmup + cooldown <= steps, "--warmup ", warmup, " + --cooldown ", cooldown,
+        " exceed --steps ", steps);
+  check(window_start >= 64 && window_start % 64 == 0, "--window-start ", window_start,
+        ": must be a positive multiple of 64");
+  check(window_end >= 64 && window_end % 64 == 0, "--window-end ", window_end,
+        ": must be a positive multiple of 64");
+  check(momentum_warmup >= 0, "--momentum-warmup ", momentum_warmup, ": must be >= 0");
+}
+
+double lr_multiplier(const ScheduleConfig& c, int64_t s) {
+  if (s < c.warmup) return double(s + 1) / double(c.warmup);
+  if (s < c.steps - c.cooldown) return 1.0;
+  return double(c.steps - s) / double(c.cooldown);
+}
+
+int64_t attention_window(const ScheduleConfig& c, int64_t s) {
+  if (c.window_schedule == WindowSchedule::Fixed) return c.window_end;
+  // The record's expression, evaluated in the same order in double precision.
+  const double x = double(s) / double(c.steps) * double(c.window_end - c.window_start) +
+                   double(c.window_start);
+  return 64 * int64_t(std::floor(x / 64.0));
+}
+
+double muon_momentum_at(const ScheduleConfig& c, int64_t s) {
+  const double f =
+      c.momentum_warmup == 0 ? 1.0 : std::min(double(s) / double(c.momentum_warmup), 1.0);
+  return (1.0 - f) * c.momentum_start + f * c.momentum_end;
+}
+
+WindowSchedule parse_window_schedule(const std::string& s) {
+  if (s == "linear") return WindowSchedule::Linear;
+  if (s == "fixed") return WindowSchedule::Fixed;
+  fail("--window-schedule '", s, "': expected 'linear' or 'fixed'");
+}
+
+std::string to_string(WindowSchedule w) {
+  return w == WindowSchedule::Linear ? "linear" : "fixed";
+}
+
+}  // namespace speedrun
