@@ -153,16 +153,30 @@ def attention_block(q, k, v, docs, window, tile=128):
     return torch.cat(outs, dim=2)
 
 
+try:  # torch >= 2.5
+    from torch.nn.attention.flex_attention import flex_attention as _flex_raw
+except ImportError:
+    _flex_raw = None
 _flex_compiled = None
 
 
 def _flex_attention():
     """The record's `flex_attention = torch.compile(flex_attention, dynamic=False)`."""
     global _flex_compiled
+    if _flex_raw is None:
+        raise RuntimeError(f"attention 'flex' needs torch >= 2.5 (this is {torch.__version__})")
     if _flex_compiled is None:
-        from torch.nn.attention.flex_attention import flex_attention
-        _flex_compiled = torch.compile(flex_attention, dynamic=False)
+        _flex_compiled = torch.compile(_flex_raw, dynamic=False)
     return _flex_compiled
+
+
+def attention_flex(q, k, v, block_mask):
+    """Inside a compiled model, flex_attention itself (torch.compile fuses it into the
+    graph); in an eager model, the compiled flex_attention (uncompiled it would
+    materialise the [T, T] scores)."""
+    if torch.compiler.is_compiling():
+        return _flex_raw(q, k, v, block_mask=block_mask)
+    return _flex_attention()(q, k, v, block_mask=block_mask)
 
 
 class FlexMaskBuilder:
@@ -171,7 +185,8 @@ class FlexMaskBuilder:
     One mask_mod function object serves every call: it reads the document ids and the
     window from two tensors that each call overwrites in place, so neither
     create_block_mask (compiled once, as the record compiles it) nor the compiled model
-    ever sees a new closure and nothing recompiles when the window changes."""
+    ever sees a new closure and nothing recompiles when the window changes. Hence a
+    returned BlockMask is valid until the next call (use it, forward and backward, first)."""
 
     def __init__(self, B, T, eot, device, compile_mask=True):
         from torch.nn.attention.flex_attention import create_block_mask
@@ -248,7 +263,7 @@ class CausalSelfAttention(nn.Module):
         q, k, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         kind, a, b, c = attn  # ("flex", block_mask, _, _) or (dense|block, docs, window, tile)
         if kind == "flex":
-            y = _flex_attention()(q, k, vt, block_mask=a)
+            y = attention_flex(q, k, vt, a)
         elif kind == "block":
             y = attention_block(q, k, vt, a, b, c)
         else:
@@ -289,6 +304,8 @@ class GPT(nn.Module):
         self.cfg = cfg.validate()
         self.attention = attention
         self.tile = tile
+        if attention == "flex":
+            _flex_attention()  # created here, so a compiled forward only reads it
         self.num_encoder_layers = cfg.layers // 2
         self.num_decoder_layers = cfg.layers - self.num_encoder_layers
         self.skip_weights = nn.Parameter(torch.ones(self.num_decoder_layers))
@@ -305,6 +322,10 @@ class GPT(nn.Module):
             self._rotary = rotary_tables(T, self.cfg.head_dim, self.cfg.rope_base, dtype, device)
             self._rotary_T = T
         return self._rotary
+
+    def prepare_rotary(self, T, dtype, device):
+        """Fills the rotary cache ahead of time, so that a compiled forward only reads it."""
+        self._rotary_tables(T, dtype, torch.device(device))
 
     def forward(self, idx, targets, window, block_mask=None):
         """idx, targets [B, T] int64; window: int (dense/block) or ignored when block_mask

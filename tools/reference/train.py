@@ -135,6 +135,8 @@ class Runner:
         model.to(self.device)
         dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
         rmodel.set_precision_(model, dtype)
+        model.prepare_rotary(args.seq_len, torch.bfloat16 if args.dtype == "bf16" else
+                             torch.float32, self.device)
         self.model = model
         self.fwd = torch.compile(model) if args.compile else model
         ns_dtype = torch.bfloat16 if args.ns_dtype == "bf16" else torch.float32
@@ -149,8 +151,11 @@ class Runner:
 
     def loss(self, x, y, window):
         x, y = x.to(self.device), y.to(self.device)
-        bm = self.masks(x, window) if self.masks is not None else None
-        return self.fwd(x, y, window, bm)
+        if self.masks is None:
+            return self.fwd(x, y, window)
+        # flex: the window lives in the block mask; passing it as a Python int as well
+        # would make torch.compile specialise (recompile) on every new window
+        return self.fwd(x, y, None, self.masks(x, window))
 
     def sync(self):
         if self.device.type == "cuda":
