@@ -434,7 +434,7 @@ class TestTrain(unittest.TestCase):
                     "--init", init, "--seq-len", "32", "--batch", "2", "--steps", str(N),
                     "--cooldown", "4", "--val-every", "5", "--val-tokens", "128",
                     "--window-start", "64", "--window-end", "128", "--momentum-warmup", "6",
-                    "--threads", "1", "--out", out, "--save-final"]
+                    "--threads", "1", "--out", out, "--save-every", "5"]
             import contextlib
             import io
             with contextlib.redirect_stdout(io.StringIO()) as so:
@@ -453,8 +453,13 @@ class TestTrain(unittest.TestCase):
             self.assertEqual([r["lr"] for r in train], [roptim.lr_multiplier(s, N, 4) for s in range(N)])
             self.assertEqual(train[6]["momentum"], 0.95)
             self.assertLess(val[-1]["val_loss"], 0.6 * math.log(MICRO.vocab))
-            final, meta = rdata.load_safetensors(os.path.join(out, "final.safetensors"))
-            self.assertEqual(meta["layers"], "2")
+            self.assertEqual(sorted(f for f in os.listdir(out) if f.endswith(".safetensors")),
+                             [f"model_step{s:06d}.safetensors" for s in (0, 5, 10, 12)])
+            first, _ = rdata.load_safetensors(os.path.join(out, "model_step000000.safetensors"))
+            for k, t in rmodel.state_dict_fp32(m).items():
+                self.assertTrue(torch.equal(first[k], t), k)
+            final, meta = rdata.load_safetensors(os.path.join(out, "model_step000012.safetensors"))
+            self.assertEqual((meta["layers"], meta["step"], meta["eot"]), ("2", "12", "31"))
             self.assertEqual(final["transformer.h.0.attn.lamb"].item(), 0.5)  # zero gradient
             # a flag that contradicts the weights' metadata is refused
             with self.assertRaises(SystemExit):
