@@ -487,12 +487,12 @@ def ceilings(args, run):
     b = torch.randn(n, n, device=dev).to(dt)
     ms = timer.reps(lambda k: a @ b, 10, warmup=3)
     gemm = 2 * n ** 3 / (statistics.median(ms) / 1000) / 1e12
-    del a, b
+    a = b = None  # free before the copy test
     src = torch.rand(nbytes // 4, device=dev)
     dst = torch.empty_like(src)
     ms2 = timer.reps(lambda k: dst.copy_(src), 10, warmup=3)
     copy = 2 * nbytes / (statistics.median(ms2) / 1000) / 1e9
-    del src, dst
+    src = dst = None
     if dev == "cuda":
         torch.cuda.empty_cache()
     return {"gemm_bf16_tflops": gemm, "gemm_n": n, "gemm_dtype": str(dt), "gemm_ms": summary(ms),
@@ -512,8 +512,8 @@ def environment(run):
         p = torch.cuda.get_device_properties(0)
         env.update(device=p.name, sms=p.multi_processor_count, mem_gib=p.total_memory / 2 ** 30)
     try:
-        from torch.nn.attention.flex_attention import flex_attention, create_block_mask  # noqa: F401
-        env["flex_attention"] = True
+        import torch.nn.attention.flex_attention as fa
+        env["flex_attention"] = all(hasattr(fa, n) for n in ("flex_attention", "create_block_mask"))
     except Exception as e:  # noqa: BLE001
         env["flex_attention"] = f"unavailable: {e}"
     return env
@@ -685,7 +685,10 @@ def main(argv=None):
     env = run.section("env", lambda: environment(run))
     if not args.smoke and (not env or "device" not in env):
         run.log("no CUDA device visible: nothing to measure (use --smoke on a CPU machine)")
-        print(table(run.results))
+        run.results["errors"]["env"] = "no CUDA device visible"
+        run.save()
+        if not args.no_table:
+            print(table(run.results))
         return 2
     run.section("ceilings", lambda: ceilings(args, run), need_s=20)
     bench = Bench(args, run)

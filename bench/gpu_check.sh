@@ -7,7 +7,7 @@
 #   PYTHON=/usr/bin/python3 bash bench/gpu_check.sh --smoke   # CPU plumbing check
 # Extra arguments go to gpu_anchor.py.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 OUT="${OUT:-./out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
