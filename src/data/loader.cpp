@@ -1,0 +1,90 @@
+#include "data/loader.h"
+
+#include <utility>
+
+#include "core/error.h"
+
+namespace speedrun {
+
+DataLoader::DataLoader(std::vector<std::string> files, int64_t B, int64_t T, int rank,
+                       int world, int64_t vocab)
+    : files_(std::move(files)), B_(B), T_(T), vocab_(vocab), rank_(rank), world_(world) {
+  check(!files_.empty(), "data loader: no shard files given (pass a --train/--val pattern that matches shards)");
+  check(B >= 1 && T >= 1, "data loader: batch ", B, " x seq-len ", T,
+        " is empty (--batch and --seq-len must be >= 1)");
+  check(world >= 1 && rank >= 0 && rank < world, "data loader: rank ", rank,
+        " is outside a world of ", world, " processes");
+  check(vocab >= 1, "data loader: vocab ", vocab, " must be >= 1 (--vocab)");
+  check(B <= (int64_t(1) << 40) / T / world, "data loader: B*T*world = ", B, "*", T, "*", world,
+        " tokens per step is absurdly large (check --batch and --seq-len)");
+  const int64_t step = B * T * world;
+  sizes_.reserve(files_.size());
+  for (const std::string& f : files_) {
+    int64_t n = read_shard_header(f);
+    check(n >= step + 1, "shard ", f, ": has ", n, " tokens, but one step needs B*T*world + 1 = ",
+          B, "*", T, "*", world, " + 1 = ", step + 1,
+          " (use a smaller --batch or --seq-len, or bigger shards)");
+    sizes_.push_back(n);
+  }
+  reset();
+}
+
+void DataLoader::load(int64_t shard) {
+  if (loaded_ == shard) return;
+  current_ = Shard();  // unmap first: at most one shard mapped
+  loaded_ = -1;
+  Shard s = Shard::open(files_[size_t(shard)]);
+  check(s.size() == sizes_[size_t(shard)], "shard ", s.path(), ": now holds ", s.size(),
+        " tokens but held ", sizes_[size_t(shard)],
+        " when the run started (was it rewritten during training? restart the run)");
+  current_ = std::move(s);
+  loaded_ = shard;
+}
+
+void DataLoader::reset() {
+  shard_ = 0;
+  pos_ = int64_t(rank_) * B_ * T_;
+  load(shard_);
+}
+
+void DataLoader::next_batch(int32_t* x, int32_t* y) {
+  load(shard_);
+  const int64_t bt = B_ * T_;
+  const uint16_t* tok = current_.tokens() + pos_;
+  // pos + B*T + 1 <= N always holds: pos + B*T*W < N, or pos = r*B*T and N >= B*T*W + 1.
+  for (int64_t i = 0; i <= bt; ++i) {
+    if (int64_t(tok[i]) >= vocab_)
+      fail("shard ", current_.path(), ": token ", tok[i], " at position ", pos_ + i,
+           " is >= vocab ", vocab_, " (set --vocab to at least ", int64_t(tok[i]) + 1,
+           ", or re-create the shard with the model's tokenizer)");
+  }
+  for (int64_t i = 0; i < bt; ++i) {
+    x[i] = int32_t(tok[i]);
+    y[i] = int32_t(tok[i + 1]);
+  }
+  const int64_t step = bt * world_;
+  pos_ += step;
+  if (pos_ + step >= sizes_[size_t(shard_)]) {
+    shard_ = (shard_ + 1) % int64_t(files_.size());
+    pos_ = int64_t(rank_) * bt;
+    load(shard_);
+  }
+}
+
+void DataLoader::seek(Position p) {
+  const int64_t bt = B_ * T_, step = bt * world_;
+  const int64_t first = int64_t(rank_) * bt;
+  bool ok = p.shard >= 0 && p.shard < int64_t(files_.size()) && p.pos >= first &&
+            (p.pos - first) % step == 0;
+  if (ok) ok = p.pos == first || p.pos + step < sizes_[size_t(p.shard)];
+  check(ok, "data loader: cannot resume at shard ", p.shard, " position ", p.pos,
+        ": not a position this loader reaches with ", files_.size(), " shards, B=", B_, ", T=", T_,
+        ", rank ", rank_, " of ", world_,
+        " (resume with the same data, --batch, --seq-len and number of processes as the run "
+        "that saved it)");
+  shard_ = p.shard;
+  pos_ = p.pos;
+  load(shard_);
+}
+
+}  // namespace speedrun

@@ -1,0 +1,114 @@
+#include "data/shard.h"
+
+#include <glob.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace speedrun {
+
+static_assert(std::endian::native == std::endian::little,
+              "shards are little-endian; this build assumes a little-endian host");
+
+namespace {
+
+// Checks a shard's first 1024 bytes against the file's size; returns N.
+int64_t validate_header(const std::string& path, const uint8_t* header, uint64_t file_size) {
+  int32_t h[3];
+  std::memcpy(h, header, sizeof h);
+  check(h[0] == kShardMagic, "shard ", path, ": header magic ", h[0], " != ", kShardMagic,
+        ": not a speedrun/llm.c token shard (was it written by `speedrun prepare`?)");
+  check(h[1] == kShardVersion, "shard ", path, ": header version ", h[1], " != ", kShardVersion,
+        ": unsupported shard version (re-create it with `speedrun prepare`)");
+  check(h[2] >= 0, "shard ", path, ": header token count ", h[2],
+        " is negative: corrupt header (re-create it with `speedrun prepare`)");
+  const int64_t n = h[2];
+  const uint64_t want = uint64_t(kShardHeaderBytes) + 2 * uint64_t(n);
+  if (file_size < want)
+    fail("shard ", path, ": file is ", file_size, " bytes but its header says ", n,
+         " tokens, which need 1024 + 2*", n, " = ", want,
+         " bytes: truncated (an interrupted copy or write? re-create or re-copy it)");
+  if (file_size > want)
+    fail("shard ", path, ": file is ", file_size, " bytes but its header says ", n,
+         " tokens, which need 1024 + 2*", n, " = ", want, " bytes: ", file_size - want,
+         " trailing bytes (not a shard, or a corrupt one: re-create it with `speedrun prepare`)");
+  return n;
+}
+
+void check_min_size(const std::string& path, uint64_t size) {
+  check(size >= uint64_t(kShardHeaderBytes), "shard ", path, ": file is ", size,
+        " bytes, smaller than the 1024-byte header: not a token shard (was it written by "
+        "`speedrun prepare`?)");
+}
+
+}  // namespace
+
+Shard Shard::open(const std::string& path) {
+  Shard s;
+  s.file_ = MappedFile::open(path, "shard");
+  check_min_size(path, s.file_.size());
+  s.n_ = validate_header(path, s.file_.data(), s.file_.size());
+  // The mapping is page-aligned and the header 1024 bytes, so the tokens are aligned.
+  s.tokens_ = reinterpret_cast<const uint16_t*>(s.file_.data() + kShardHeaderBytes);
+  return s;
+}
+
+int64_t read_shard_header(const std::string& path) {
+  size_t size = 0;
+  int fd = open_regular_file(path, "shard", &size);
+  uint8_t header[kShardHeaderBytes];
+  ssize_t got = 0;
+  if (size >= size_t(kShardHeaderBytes)) {
+    while (got < kShardHeaderBytes) {
+      ssize_t r = ::pread(fd, header + got, size_t(kShardHeaderBytes - got), got);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break;
+      got += r;
+    }
+  }
+  int e = errno;
+  ::close(fd);
+  check_min_size(path, size);
+  check(got == kShardHeaderBytes, "shard ", path, ": cannot read its header: ", std::strerror(e));
+  return validate_header(path, header, size);
+}
+
+void write_shard(const std::string& path, const uint16_t* tokens, int64_t n) {
+  check(n >= 0 && n <= INT32_MAX, "shard ", path, ": cannot write ", n,
+        " tokens: a shard holds 0 .. 2147483647 tokens (split the data into more shards)");
+  check(n == 0 || tokens != nullptr, "shard ", path, ": no token buffer given for ", n, " tokens");
+  int32_t header[256] = {};
+  header[0] = kShardMagic;
+  header[1] = kShardVersion;
+  header[2] = int32_t(n);
+  AtomicFileWriter out(path, "shard");
+  out.write(header, sizeof header);
+  out.write(tokens, size_t(n) * sizeof(uint16_t));
+  out.commit();
+}
+
+std::vector<std::string> expand_glob(const std::string& pattern, const char* what) {
+  glob_t g{};
+  int rc = ::glob(pattern.c_str(), 0, nullptr, &g);
+  std::vector<std::string> files;
+  if (rc == 0)
+    for (size_t i = 0; i < g.gl_pathc; ++i) files.emplace_back(g.gl_pathv[i]);
+  ::globfree(&g);
+  if (rc == GLOB_NOMATCH || (rc == 0 && files.empty()))
+    fail("no files match ", what, " '", pattern,
+         "' (check the path; quote the pattern so the shell does not expand it; "
+         "`speedrun prepare` writes shards)");
+  if (rc == GLOB_NOSPACE) fail(what, " '", pattern, "': out of memory while expanding the pattern");
+  if (rc != 0)
+    fail(what, " '", pattern, "': cannot read a directory while expanding the pattern (check permissions)");
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace speedrun

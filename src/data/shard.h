@@ -1,0 +1,45 @@
+// Token shards (SPEC.md, Data): a header of 256 little-endian int32 — [0] magic 20240520,
+// [1] version 1, [2] token count N — then N uint16 tokens; the file is exactly 1024 + 2N
+// bytes. The format of llm.c and of the speedrun record's fineweb_*.bin files.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/mapped_file.h"
+
+namespace speedrun {
+
+constexpr int32_t kShardMagic = 20240520;
+constexpr int32_t kShardVersion = 1;
+constexpr int64_t kShardHeaderBytes = 256 * 4;
+
+// A validated shard, mapped read-only (move-only; unmapped on destruction).
+class Shard {
+ public:
+  // Maps and validates `path`; any defect (missing, a directory, short, bad magic or
+  // version, size != 1024 + 2N) throws Error naming the file.
+  static Shard open(const std::string& path);
+
+  const uint16_t* tokens() const { return tokens_; }  // [size()]
+  int64_t size() const { return n_; }
+  const std::string& path() const { return file_.path(); }
+
+ private:
+  MappedFile file_;
+  const uint16_t* tokens_ = nullptr;
+  int64_t n_ = 0;
+};
+
+// Validates the shard's header and size without mapping its tokens; returns N.
+int64_t read_shard_header(const std::string& path);
+
+// Writes tokens[0..n) as a shard. Written to "<path>.tmp.<pid>", fsynced and renamed, so
+// a crash never leaves a half shard under `path`. n must fit the int32 header.
+void write_shard(const std::string& path, const uint16_t* tokens, int64_t n);
+
+// Files matching the glob(3) `pattern`, sorted by path (byte order, as Python's sorted()).
+// No match throws "no files match <what> '<pattern>'"; `what` names the flag ("--train").
+std::vector<std::string> expand_glob(const std::string& pattern, const char* what);
+
+}  // namespace speedrun
