@@ -21,8 +21,9 @@ namespace speedrun::cpu::attn {
 // matmuls). Below ~-87 (float) / ~-708 (double) it returns 0, including for -inf.
 // Accuracy: ~1 ulp in float (Cephes' minimax polynomial), a few ulps in double (Taylor to
 // degree 13 on |r| <= ln2/2, truncation < 1e-17).
+// Always inlined: called out of line it blocks the vectorisation of its callers' loops.
 template <class T>
-inline T exp_nonpos(T x) {
+[[gnu::always_inline]] inline T exp_nonpos(T x) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>);
   using I = std::conditional_t<std::is_same_v<T, float>, int32_t, int64_t>;
   constexpr bool kF = std::is_same_v<T, float>;
@@ -36,10 +37,11 @@ inline T exp_nonpos(T x) {
   constexpr int kMant = kF ? 23 : 52;
   constexpr I kBias = kF ? 127 : 1023;
 
-  const T xc = x < kLo ? kLo : x;
-  const T t = xc * kLog2e + kRound;
-  const T n = t - kRound;  // round(xc / ln2)
-  T r = xc - n * kLn2Hi;
+  // No clamp of x (a float select that GCC will not vectorise under -ftrapping-math):
+  // out-of-range values are masked at the end, through integer ops, which it does.
+  const T t = x * kLog2e + kRound;
+  const T n = t - kRound;  // round(x / ln2)
+  T r = x - n * kLn2Hi;
   r = r - n * kLn2Lo;
   T p;
   if constexpr (kF) {
@@ -67,7 +69,8 @@ inline T exp_nonpos(T x) {
   }
   const I ni = std::bit_cast<I>(t) - std::bit_cast<I>(kRound);
   const T scale = std::bit_cast<T>(I((ni + kBias) << kMant));
-  return x < kLo ? T(0) : p * scale;
+  const I keep = -I(!(x < kLo));  // all ones, or zero below kLo; NaN stays NaN
+  return std::bit_cast<T>(I(std::bit_cast<I>(p * scale) & keep));
 }
 
 // Base pointer of head h of row t of sequence b in a [B, T, H, D] tensor.
@@ -105,6 +108,8 @@ inline void tile_scores(T* S, int64_t ld, const T* Q, const T* K, int64_t bq, in
 }
 
 // Sets the scores of the pairs (q0 + r, k0 + c) that the mask hides to -inf (partial tiles).
+// Query i sees the keys [max(i - window + 1, start of i's document), i]: one interval, so
+// each row is cut at two columns (the document start by binary search: doc[] ascends).
 template <class T>
 inline void tile_mask(T* S, int64_t ld, const BlockMask& m, int64_t q0, int64_t bq, int64_t k0,
                       int64_t bk) {
@@ -112,16 +117,51 @@ inline void tile_mask(T* S, int64_t ld, const BlockMask& m, int64_t q0, int64_t 
   const int32_t* doc = m.doc.data();
   for (int64_t r = 0; r < bq; ++r) {
     const int64_t i = q0 + r;
-    const int32_t di = doc[i];
-    // Visible keys of query i form one interval [i - window + 1, i] cut to i's document.
-    const int64_t jlo = i - m.window + 1;
     T* s = S + r * ld;
-    for (int64_t c = 0; c < bk; ++c) {
-      const int64_t j = k0 + c;
-      const bool vis = (j <= i) & (j >= jlo) & (doc[j] == di);
-      s[c] = vis ? s[c] : kNegInf;
+    const int64_t hi = std::min(bk, i - k0 + 1);  // columns [lo, hi) stay
+    int64_t lo = std::clamp<int64_t>(i - m.window + 1 - k0, 0, bk);
+    if (lo < hi) lo = std::lower_bound(doc + k0 + lo, doc + k0 + hi, doc[i]) - (doc + k0);
+    if (lo >= hi) {
+      std::fill(s, s + bk, kNegInf);
+      continue;
     }
+    std::fill(s, s + lo, kNegInf);
+    std::fill(s + hi, s + bk, kNegInf);
   }
+}
+
+// Lanes of exp_shift_sum's sum: independent accumulators so that the loop vectorises
+// without -ffast-math (which the project does not use), in a fixed order (deterministic).
+inline constexpr int64_t kLanes = 16;
+
+// max_c s[c] over n values (-inf when n == 0 or all are -inf). The order does not change
+// a max, so the simd reduction is exact.
+template <class T>
+inline T row_max(const T* s, int64_t n) {
+  T mx = -std::numeric_limits<T>::infinity();
+#pragma omp simd reduction(max : mx)
+  for (int64_t c = 0; c < n; ++c) mx = mx < s[c] ? s[c] : mx;
+  return mx;
+}
+
+// s[c] = exp(s[c] - m) in place over n values; returns their sum.
+template <class T>
+inline T exp_shift_sum(T* s, int64_t n, T m) {
+  T acc[kLanes] = {};
+  int64_t c = 0;
+  for (; c + kLanes <= n; c += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const T p = exp_nonpos<T>(s[c + l] - m);
+      s[c + l] = p;
+      acc[l] += p;
+    }
+  for (; c < n; ++c) {
+    s[c] = exp_nonpos<T>(s[c] - m);
+    acc[0] += s[c];
+  }
+  T sum = 0;
+  for (int64_t l = 0; l < kLanes; ++l) sum += acc[l];
+  return sum;
 }
 
 // P = exp(S - lse_row) in place over a tile, lse indexed by the tile's rows.

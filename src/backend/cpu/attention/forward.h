@@ -60,20 +60,14 @@ void attention_forward(T* out, T* lse, const T* q, const T* k, const T* v,
         bool rescale = false;
         for (int64_t r = 0; r < bq; ++r) {
           T* s = S.data() + r * tile;
-          T mt = kNegInf;
-          for (int64_t c = 0; c < bk; ++c) mt = std::max(mt, s[c]);
+          const T mt = attn::row_max(s, bk);
           if (mt == kNegInf) {  // no visible key of this row in this tile
             std::fill(s, s + bk, T(0));
             alpha[size_t(r)] = T(1);
             continue;
           }
           const T mnew = std::max(m[size_t(r)], mt);
-          T sum = 0;
-          for (int64_t c = 0; c < bk; ++c) {
-            const T p = attn::exp_nonpos<T>(s[c] - mnew);
-            s[c] = p;
-            sum += p;
-          }
+          const T sum = attn::exp_shift_sum(s, bk, mnew);
           const T a = attn::exp_nonpos<T>(m[size_t(r)] - mnew);
           alpha[size_t(r)] = a;
           rescale |= a != T(1);
