@@ -250,6 +250,27 @@ TEST(Pretokenizer, PiecesCoverTheTextAndSurviveHugeRuns) {
   }
 }
 
+TEST(Pretokenizer, AsciiFastPathEqualsPcre2) {
+  // Strings over a small alphabet that hits every branch boundary: contractions, every
+  // ASCII white space, letters, digits, punctuation, and non-ASCII letters, digits,
+  // spaces and marks right next to them.
+  const Pretokenizer fast(true), slow(false);
+  const char* atoms[] = {" ", " ", "  ", "\t", "\n", "\r\n", "\x0B", "\x0C", "a", "Z", "b", "7",
+                         "'", "'s", "'S", "'ll", "'re", "'ve", "'m", "'d", "'t", "!", "-", "\"",
+                         "\x01", "\x7F", "\xC3\xA9", "\xC2\xA0", "\xC2\x85", "\xE3\x80\x80",
+                         "\xD9\xA3", "\xCC\x81", "\xE2\x80\x94", "\xF0\x9F\x98\x80", "\xE1\xA0\x8E"};
+  std::mt19937_64 rng(17);
+  for (int i = 0; i < 20000; ++i) {
+    std::string s;
+    for (int k = rng() % 12; k > 0; --k) s += atoms[rng() % std::size(atoms)];
+    ASSERT_EQ(fast.split(s), slow.split(s)) << to_hex(s);
+  }
+  for (int i = 0; i < 300; ++i) {
+    const std::string s = random_text(rng, 300);
+    ASSERT_EQ(fast.split(s), slow.split(s)) << to_hex(s);
+  }
+}
+
 TEST(Pretokenizer, LettersAndNumbersAreTiktokens) {
   // Every code point: our pieces treat it as a letter, a number or neither exactly when
   // tiktoken's do (tests/data/tokenizer_unicode_classes.json, made from tiktoken).

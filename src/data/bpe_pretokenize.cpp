@@ -3,7 +3,8 @@
 
 #include <pcre2.h>
 
-#include <memory>
+#include <array>
+#include <cstdint>
 
 #include "core/error.h"
 
@@ -72,9 +73,55 @@ ThreadState& thread_state() {
   return s;
 }
 
+// ASCII classes as the pattern sees them: letters, digits, white space, and the rest
+// (punctuation and control characters: [^\s\p{L}\p{N}]). kHigh marks bytes >= 0x80.
+enum : uint8_t { kOther, kLetter, kDigit, kSpace, kHigh };
+constexpr auto kAsciiClass = [] {
+  std::array<uint8_t, 256> t{};
+  for (int c = 0; c < 256; ++c)
+    t[c] = c >= 0x80                                     ? kHigh
+           : (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ? kLetter
+           : c >= '0' && c <= '9'                         ? kDigit
+           : c == ' ' || (c >= '\t' && c <= '\r')        ? kSpace
+                                                          : kOther;
+  return t;
+}();
+
+// The end of the piece at p when the pattern's choice there depends on ASCII bytes only;
+// 0 when a non-ASCII character could change it (PCRE2 decides those). Mirrors the pattern
+// branch by branch.
+size_t ascii_next(const unsigned char* s, size_t n, size_t p) {
+  auto cls = [&](size_t i) { return kAsciiClass[s[i]]; };
+  uint8_t c = cls(p);
+  if (c == kHigh) return 0;
+  if (s[p] == '\'' && p + 1 < n) {  // 's|'t|'re|'ve|'m|'ll|'d
+    const unsigned char a = s[p + 1];
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return p + 2;
+    if (p + 2 < n) {
+      const unsigned char b = s[p + 2];
+      if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) return p + 3;
+    }
+  }
+  size_t q = p;  // start of the run; a space right before a non-space run joins it
+  if (s[p] == ' ' && p + 1 < n && cls(p + 1) != kSpace) {
+    q = p + 1;
+    c = cls(q);
+    if (c == kHigh) return 0;
+  }
+  size_t r = q + 1;
+  if (c != kSpace) {  // ' ?\p{L}++', ' ?\p{N}++', ' ?[^\s\p{L}\p{N}]++'
+    while (r < n && cls(r) == c) ++r;
+    return r < n && cls(r) == kHigh ? 0 : r;  // the run might go on in non-ASCII
+  }
+  while (r < n && cls(r) == kSpace) ++r;  // '\s+(?!\S)|\s'
+  if (r == n) return n;
+  if (cls(r) == kHigh) return 0;  // more white space (U+00A0, ...) or not
+  return r - p >= 2 ? r - 1 : p + 1;  // leave the last one to precede the non-space
+}
+
 }  // namespace
 
-Pretokenizer::Pretokenizer() {
+Pretokenizer::Pretokenizer(bool ascii_fast_path) : ascii_fast_path_(ascii_fast_path) {
   int err = 0;
   PCRE2_SIZE err_off = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kPattern), PCRE2_ZERO_TERMINATED,
@@ -89,6 +136,15 @@ Pretokenizer::Pretokenizer() {
 Pretokenizer::~Pretokenizer() { pcre2_code_free(static_cast<pcre2_code*>(code_)); }
 
 size_t Pretokenizer::next(std::string_view text, size_t pos) const {
+  if (ascii_fast_path_) {
+    const size_t end =
+        ascii_next(reinterpret_cast<const unsigned char*>(text.data()), text.size(), pos);
+    if (end != 0) return end;
+  }
+  return next_pcre2(text, pos);
+}
+
+size_t Pretokenizer::next_pcre2(std::string_view text, size_t pos) const {
   ThreadState& ts = thread_state();
   auto* code = static_cast<const pcre2_code*>(code_);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
