@@ -3,8 +3,10 @@
 // repeated if short), on 1 thread and on all OpenMP threads (encode_batch). The first pass
 // starts with empty word caches; the best of the next passes shows the steady state.
 // It also writes the corpus (documents separated by NUL bytes) so that
-// tools/tokenizer_oracle/bench.mjs can time tiktoken on exactly the same text.
-//   bench_tokenizer [--mb 20] [--corpus /tmp/speedrun_tokenizer_corpus.txt] [--dir GPT2_DIR]
+// tools/tokenizer_oracle/bench.mjs can time tiktoken on exactly the same text, and times
+// train_bpe (50,257 ids) on the corpus repeated to --train-mb MB (0 skips it).
+//   bench_tokenizer [--mb 20] [--train-mb 100] [--corpus /tmp/speedrun_tokenizer_corpus.txt]
+//                   [--dir GPT2_DIR]
 #include <omp.h>
 
 #include <algorithm>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/bpe_train.h"
 #include "data/tokenizer.h"
 
 namespace fs = std::filesystem;
@@ -64,14 +67,16 @@ double now() {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  double mb = 20;
+  double mb = 20, train_mb = 100;
   fs::path corpus = "/tmp/speedrun_tokenizer_corpus.txt";
   fs::path dir = speedrun::gpt2_tokenizer_dir();
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--mb")) mb = std::atof(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--train-mb")) train_mb = std::atof(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--corpus")) corpus = argv[i + 1];
     else if (!std::strcmp(argv[i], "--dir")) dir = argv[i + 1];
-    else speedrun::fail("bench_tokenizer: unknown flag ", argv[i], " (--mb, --corpus, --dir)");
+    else speedrun::fail("bench_tokenizer: unknown flag ", argv[i],
+                        " (--mb, --train-mb, --corpus, --dir)");
   }
   const speedrun::Tokenizer tok = speedrun::Tokenizer::load(dir);
   const std::vector<std::string> docs = debian_text(static_cast<size_t>(mb * 1e6));
@@ -109,6 +114,19 @@ int main(int argc, char** argv) try {
     std::printf("%8d %12zu %14.1f %14.1f %12.2f\n", threads, tokens, bytes / 1e6 / cold,
                 bytes / 1e6 / warm, tokens / 1e6 / warm);
     if (max_threads == 1) break;
+  }
+  omp_set_num_threads(max_threads);
+  if (train_mb > 0) {
+    std::vector<std::string_view> train;
+    size_t train_bytes = 0;
+    for (size_t i = 0; train_bytes < train_mb * 1e6; i = (i + 1) % views.size()) {
+      train.push_back(views[i]);
+      train_bytes += views[i].size();
+    }
+    const double t0 = now();
+    const speedrun::BpeVocab v = speedrun::train_bpe(train, 50257);
+    std::printf("train_bpe: %.1f MB, %zu merges, %d threads: %.2f s\n", train_bytes / 1e6,
+                v.merges.size(), max_threads, now() - t0);
   }
   return 0;
 } catch (const std::exception& e) {
