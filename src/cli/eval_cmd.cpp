@@ -33,7 +33,7 @@ void run_eval(const EvalArgs& a) {
   params.load(a.weights);
   DataLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 0, 1, cfg.vocab);
   GPT model(backend, params, a.batch, a.seq_len);
-  std::vector<int32_t> x(size_t(per_batch)), y(size_t(per_batch));
+  std::vector<int32_t> x(static_cast<size_t>(per_batch)), y(static_cast<size_t>(per_batch));
   const int64_t batches = a.val_tokens / per_batch;
   double sum = 0;
   for (int64_t k = 0; k < batches; ++k) {

@@ -96,6 +96,8 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   TrainConfig& c = args->cfg;
   CLI::App* sub = app.add_subcommand(
       "train", "Train a GPT with the record's recipe. Flags default to the preset's values.");
+  // A flag given twice takes its last value (scripts append overrides).
+  sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   sub->add_option("--preset", c.preset, "record | previous-record | tiny")
       ->check(CLI::IsMember({"record", "previous-record", "tiny"}))
       ->capture_default_str();

@@ -166,11 +166,11 @@ std::vector<double> GPT::logits_at(const int32_t* x, int64_t pos, int64_t window
   const int64_t V = cfg_.vocab;
   Tensor row = logits_.slice(0, 1);
   be_.matmul(row, nf_.slice(pos, pos + 1), false, p_.w.lm_head, true, false);
-  std::vector<double> out(size_t(V));
+  std::vector<double> out(static_cast<size_t>(V));
   if (row.dtype == DType::F64) {
     be_.download(out.data(), row);
   } else {
-    std::vector<float> tmp(size_t(V));
+    std::vector<float> tmp(static_cast<size_t>(V));
     be_.download(tmp.data(), row);
     out.assign(tmp.begin(), tmp.end());
   }

@@ -17,7 +17,7 @@ std::vector<int32_t> sample_tokens(Backend& backend, Parameters& params,
   const int32_t eot = params.config().eot;
   Rng rng(o.seed);
   std::vector<int32_t> ctx = prompt, out;
-  std::vector<int32_t> buf(size_t(T), eot);
+  std::vector<int32_t> buf(static_cast<size_t>(T), eot);
   for (int64_t n = 0; n < o.max_tokens; ++n) {
     const int64_t len = std::min<int64_t>(int64_t(ctx.size()), T);
     std::copy(ctx.end() - len, ctx.end(), buf.begin());

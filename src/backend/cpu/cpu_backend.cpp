@@ -293,7 +293,8 @@ void CpuBackend::scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc_
   dispatch("scaled_sum_backward", dout, [&](auto z) {
     using T = decltype(z);
     auto ptr_or_null = [](const Tensor& t) { return t.empty() ? nullptr : t.ptr<T>(); };
-    for (const Tensor* t : {&dx, &dy, &x, &y})
+    const Tensor* given[] = {&dx, &dy, &x, &y};
+    for (const Tensor* t : given)
       if (!t->empty()) same("scaled_sum_backward", *t, dout);
     const auto [gx, gy] = cpu::scaled_sum_backward<T>(
         ptr_or_null(dx), acc_x, ptr_or_null(dy), acc_y, dout.ptr<T>(), coef_value<T>(a),

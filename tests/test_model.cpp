@@ -1,0 +1,235 @@
+// The whole model: its hand-written backward against central finite differences in double
+// on a micro config, SPEC.md's step-0 facts, and the gradient flow of zero-initialised
+// projections.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/rng.h"
+#include "model/gpt.h"
+#include "model/params.h"
+#include "tolerances.h"
+
+using namespace speedrun;
+
+namespace {
+
+GPTConfig micro_config() {
+  GPTConfig c;
+  c.layers = 2;
+  c.heads = 2;
+  c.head_dim = 16;  // width 32
+  c.vocab = 37;
+  c.eot = 3;
+  c.attn_tile = 16;
+  return c;
+}
+
+// Two sequences; the first holds 3 documents (EOT inside), the second starts mid-document.
+void micro_batch(int64_t B, int64_t T, int32_t vocab, int32_t eot, std::vector<int32_t>& x,
+                 std::vector<int32_t>& y, uint64_t seed) {
+  Rng rng(seed);
+  x.resize(size_t(B * T));
+  y.resize(size_t(B * T));
+  for (auto& t : x) {
+    t = int32_t(rng.below(uint64_t(vocab)));
+    if (t == eot) t = (t + 1) % vocab;
+  }
+  for (auto& t : y) t = int32_t(rng.below(uint64_t(vocab)));
+  x[0] = eot;
+  x[size_t(T / 3)] = eot;
+  x[size_t(T / 3 + 1)] = eot;  // adjacent EOTs: a one-token document
+  x[size_t(2 * T / 3)] = eot;
+  if (B > 1) x[size_t(T + T / 2)] = eot;
+}
+
+// Random values everywhere (including the zero-initialised projections and head) so every
+// path of the backward carries a gradient.
+void randomize(Parameters& p, uint64_t seed) {
+  Rng rng(seed);
+  for (int i = 0; i < p.count(); ++i) {
+    std::vector<double> h(size_t(p.value(i).numel()));
+    const double s = p.group(i) == ParamGroup::Scalar ? 0.5 : 0.3;
+    for (auto& v : h) v = (p.group(i) == ParamGroup::Scalar ? 0.6 : 0.0) + s * rng.normal();
+    p.from_host_f64(i, h);
+  }
+}
+
+}  // namespace
+
+TEST(Model, GradientMatchesFiniteDifferencesInDouble) {
+  CpuBackend be;
+  const GPTConfig cfg = micro_config();
+  const int64_t B = 2, T = 40, window = 12;
+  Parameters p(be, cfg, DType::F64);
+  randomize(p, 7);
+  GPT model(be, p, B, T);
+  std::vector<int32_t> x, y;
+  micro_batch(B, T, int32_t(cfg.vocab), cfg.eot, x, y, 11);
+
+  p.zero_grad();
+  const double loss = model.forward_backward(x.data(), y.data(), window);
+  EXPECT_TRUE(std::isfinite(loss));
+
+  Rng pick(3);
+  const double h = 1e-6;
+  int checked = 0;
+  for (int i = 0; i < p.count(); ++i) {
+    const int64_t n = p.value(i).numel();
+    std::vector<double> g(static_cast<size_t>(n));
+    be.download(g.data(), p.grad(i));
+    double gmax = 0;
+    for (double v : g) gmax = std::max(gmax, std::fabs(v));
+    std::vector<double> w = p.to_host_f64(i);
+    // Every scalar and up to 12 random entries of each matrix.
+    std::vector<int64_t> idx;
+    if (n <= 12) {
+      for (int64_t k = 0; k < n; ++k) idx.push_back(k);
+    } else {
+      for (int k = 0; k < 12; ++k) idx.push_back(int64_t(pick.below(uint64_t(n))));
+    }
+    for (int64_t k : idx) {
+      const double w0 = w[size_t(k)];
+      w[size_t(k)] = w0 + h;
+      p.from_host_f64(i, w);
+      const double lp = model.forward_loss(x.data(), y.data(), window);
+      w[size_t(k)] = w0 - h;
+      p.from_host_f64(i, w);
+      const double lm = model.forward_loss(x.data(), y.data(), window);
+      w[size_t(k)] = w0;
+      p.from_host_f64(i, w);
+      const double fd = (lp - lm) / (2 * h);
+      EXPECT_NEAR(g[size_t(k)], fd, tol::kFiniteDiff * std::max(1.0, gmax))
+          << p.name(i) << "[" << k << "]";
+      ++checked;
+    }
+    // A wrong backward often leaves a whole tensor at zero: every tensor here must move.
+    if (p.name(i) != "transformer.h.0.attn.lamb") EXPECT_GT(gmax, 1e-8) << p.name(i);
+  }
+  EXPECT_GT(checked, 150);
+}
+
+TEST(Model, FirstLayerLambHasExactlyZeroGradient) {
+  // SPEC.md: v1 is layer 0's own v, so (1-lamb) v + lamb v1 does not depend on lamb there.
+  CpuBackend be;
+  const GPTConfig cfg = micro_config();
+  Parameters p(be, cfg, DType::F64);
+  randomize(p, 5);
+  GPT model(be, p, 2, 40);
+  std::vector<int32_t> x, y;
+  micro_batch(2, 40, int32_t(cfg.vocab), cfg.eot, x, y, 1);
+  p.zero_grad();
+  model.forward_backward(x.data(), y.data(), 64);
+  double g0 = 1, g1 = 0;
+  be.download(&g0, p.grad(p.index("transformer.h.0.attn.lamb")));
+  be.download(&g1, p.grad(p.index("transformer.h.1.attn.lamb")));
+  EXPECT_EQ(g0, 0.0);
+  EXPECT_NE(g1, 0.0);
+}
+
+TEST(Model, StepZeroLossIsLnVocabAndOnlyTheHeadGetsGradient) {
+  CpuBackend be;
+  GPTConfig cfg = micro_config();
+  cfg.vocab = 64;
+  Parameters p(be, cfg, DType::F32);
+  p.init(42);
+  GPT model(be, p, 2, 40);
+  std::vector<int32_t> x, y;
+  micro_batch(2, 40, int32_t(cfg.vocab), cfg.eot, x, y, 2);
+  p.zero_grad();
+  const double loss = model.forward_backward(x.data(), y.data(), 64);
+  EXPECT_NEAR(loss, std::log(64.0), 1e-6);
+  for (int i = 0; i < p.count(); ++i) {
+    std::vector<float> g(size_t(p.grad(i).numel()));
+    be.download(g.data(), p.grad(i));
+    double gmax = 0;
+    for (float v : g) gmax = std::max(gmax, double(std::fabs(v)));
+    if (p.name(i) == "lm_head.weight")
+      EXPECT_GT(gmax, 1e-4);
+    else
+      EXPECT_EQ(gmax, 0.0) << p.name(i);
+  }
+}
+
+TEST(Model, InitFollowsSpec) {
+  CpuBackend be;
+  GPTConfig cfg = micro_config();
+  Parameters p(be, cfg, DType::F32);
+  p.init(1);
+  auto stats = [&](const std::string& n) {
+    auto v = p.to_host_f64(p.index(n));
+    double mx = 0, s2 = 0;
+    for (double x : v) {
+      mx = std::max(mx, std::fabs(x));
+      s2 += x * x;
+      // bf16-representable: the low 16 bits of the fp32 pattern are zero.
+      float f = float(x);
+      uint32_t u;
+      std::memcpy(&u, &f, 4);
+      EXPECT_EQ(u & 0xffffu, 0u) << n;
+    }
+    return std::pair{mx, std::sqrt(s2 / double(v.size()))};
+  };
+  const double bound = 1.0 / std::sqrt(32.0);
+  auto [qmax, qrms] = stats("transformer.h.0.attn.c_q.weight");
+  EXPECT_LE(qmax, bound * 1.004);
+  EXPECT_NEAR(qrms, bound / std::sqrt(3.0), 0.1 * bound);
+  auto [fmax, frms] = stats("transformer.h.1.mlp.c_fc.weight");
+  EXPECT_LE(fmax, bound * 1.004);
+  auto [emax, erms] = stats("transformer.wte.weight");
+  EXPECT_NEAR(erms, 1.0, 0.1);
+  EXPECT_EQ(stats("lm_head.weight").first, 0.0);
+  EXPECT_EQ(stats("transformer.h.1.attn.c_proj.weight").first, 0.0);
+  EXPECT_EQ(stats("transformer.h.0.mlp.c_proj.weight").first, 0.0);
+  EXPECT_EQ(p.to_host_f64(p.index("transformer.h.1.lambdas")), (std::vector<double>{1.0, 0.0}));
+  EXPECT_EQ(p.to_host_f64(p.index("transformer.h.1.attn.lamb")), (std::vector<double>{0.5}));
+  EXPECT_EQ(p.to_host_f64(p.index("skip_weights")), (std::vector<double>{1.0}));
+}
+
+TEST(Model, SequencesInABatchAreIndependent) {
+  // Loss of a batch of two sequences = mean of each sequence's loss alone: no attention
+  // or rotary position crosses the boundary between batch rows.
+  CpuBackend be;
+  const GPTConfig cfg = micro_config();
+  Parameters p(be, cfg, DType::F64);
+  randomize(p, 9);
+  std::vector<int32_t> x, y;
+  micro_batch(2, 40, int32_t(cfg.vocab), cfg.eot, x, y, 4);
+  GPT both(be, p, 2, 40), one(be, p, 1, 40);
+  const double l2 = both.forward_loss(x.data(), y.data(), 24);
+  const double a = one.forward_loss(x.data(), y.data(), 24);
+  const double b = one.forward_loss(x.data() + 40, y.data() + 40, 24);
+  EXPECT_NEAR(l2, (a + b) / 2, 1e-12);
+}
+
+TEST(Model, DocumentMaskingIsolatesDocuments) {
+  // Changing tokens of an earlier document must not change the loss on later documents'
+  // positions: compare per-position logits after the last EOT.
+  CpuBackend be;
+  const GPTConfig cfg = micro_config();
+  Parameters p(be, cfg, DType::F64);
+  randomize(p, 13);
+  GPT model(be, p, 1, 40);
+  std::vector<int32_t> x, y;
+  micro_batch(1, 40, int32_t(cfg.vocab), cfg.eot, x, y, 8);
+  const int64_t last_eot = 2 * 40 / 3;
+  // Another token id that is not the EOT.
+  auto bump = [&](int32_t t, int32_t d) {
+    int32_t u = (t + d) % int32_t(cfg.vocab);
+    return u == cfg.eot ? (u + 1) % int32_t(cfg.vocab) : u;
+  };
+  auto la = model.logits_at(x.data(), 35, 64);
+  for (int64_t t = 1; t < last_eot; ++t)
+    if (x[size_t(t)] != cfg.eot) x[size_t(t)] = bump(x[size_t(t)], 5);
+  auto lb = model.logits_at(x.data(), 35, 64);
+  for (size_t v = 0; v < la.size(); ++v) EXPECT_NEAR(la[v], lb[v], 1e-12);
+  // ...while the same change inside the last document does change them.
+  x[size_t(last_eot + 2)] = bump(x[size_t(last_eot + 2)], 1);
+  auto lc = model.logits_at(x.data(), 35, 64);
+  double diff = 0;
+  for (size_t v = 0; v < la.size(); ++v) diff = std::max(diff, std::fabs(la[v] - lc[v]));
+  EXPECT_GT(diff, 1e-6);
+}

@@ -1,0 +1,104 @@
+// The optimizer groups of SPEC.md on a real parameter table: which LR each parameter
+// gets, Adam's first steps, Muon's update = -lr * scale * NS(Nesterov(g)).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/muon.h"
+#include "core/rng.h"
+#include "model/params.h"
+#include "optim/optimizer.h"
+
+using namespace speedrun;
+
+namespace {
+GPTConfig cfg() {
+  GPTConfig c;
+  c.layers = 2;
+  c.heads = 2;
+  c.head_dim = 8;
+  c.vocab = 40;
+  c.eot = 0;
+  return c;
+}
+}  // namespace
+
+TEST(Optimizer, AdamGroupsGetTheirLearningRates) {
+  CpuBackend be;
+  Parameters p(be, cfg(), DType::F64);
+  p.init(3);
+  OptimConfig oc;
+  Optimizer opt(be, p, oc);
+  std::vector<std::vector<double>> before(p.count());
+  for (int i = 0; i < p.count(); ++i) {
+    before[i] = p.to_host_f64(i);
+    be.fill(p.grad(i), 1e-3);
+  }
+  const double mult = 0.5;
+  opt.step(mult, 0.9);
+  for (int i = 0; i < p.count(); ++i) {
+    if (p.group(i) == ParamGroup::Matrix) continue;
+    const double lr = p.group(i) == ParamGroup::Embed  ? oc.lr_embed
+                      : p.group(i) == ParamGroup::Head ? oc.lr_head
+                                                       : oc.lr_scalar;
+    // Adam's first step: m/bc1 = g, sqrt(v/bc2) = |g|, so p -= lr * g / (|g| + eps).
+    const double expect = lr * mult * 1e-3 / (1e-3 + oc.eps);
+    auto after = p.to_host_f64(i);
+    for (size_t k = 0; k < after.size(); ++k)
+      ASSERT_NEAR(before[i][k] - after[k], expect, 1e-12) << p.name(i);
+  }
+  EXPECT_EQ(opt.steps_taken(), 1);
+}
+
+TEST(Optimizer, AdamCountsStepsWithZeroGradient) {
+  // SPEC.md: Adam's step counter advances on every step, zero gradients included.
+  CpuBackend be;
+  Parameters p(be, cfg(), DType::F64);
+  p.init(3);
+  OptimConfig oc;
+  Optimizer opt(be, p, oc);
+  const int i = p.index("lm_head.weight");
+  p.zero_grad();
+  opt.step(1.0, 0.9);  // t = 1, g = 0: no change
+  EXPECT_EQ(p.to_host_f64(i), std::vector<double>(p.value(i).numel(), 0.0));
+  be.fill(p.grad(i), 2e-3);
+  opt.step(1.0, 0.9);  // t = 2
+  const double b1 = oc.beta1, b2 = oc.beta2, g = 2e-3;
+  const double m = (1 - b1) * g, v = (1 - b2) * g * g;
+  const double upd = oc.lr_head / (1 - b1 * b1) * m / (std::sqrt(v) / std::sqrt(1 - b2 * b2) + oc.eps);
+  for (double x : p.to_host_f64(i)) ASSERT_NEAR(x, -upd, 1e-15);
+}
+
+TEST(Optimizer, MuonUpdateIsScaledNewtonSchulzOfNesterovMomentum) {
+  CpuBackend be;
+  Parameters p(be, cfg(), DType::F64);
+  p.init(3);
+  OptimConfig oc;
+  Optimizer opt(be, p, oc);
+  Rng rng(5);
+  const int i_fc = p.index("transformer.h.1.mlp.c_fc.weight");   // [64, 16]: scale 2
+  const int i_q = p.index("transformer.h.0.attn.c_q.weight");    // [16, 16]: scale 1
+  std::vector<std::vector<double>> g(p.count());
+  for (int i = 0; i < p.count(); ++i) {
+    g[i].resize(size_t(p.value(i).numel()));
+    for (auto& v : g[i]) v = rng.normal();
+    be.upload(p.grad(i), g[i].data());
+  }
+  auto w_fc = p.to_host_f64(i_fc), w_q = p.to_host_f64(i_q);
+  const double mu = 0.9, mult = 0.25;
+  opt.step(mult, mu);
+  for (auto [i, w0, rows, cols] : {std::tuple{i_fc, w_fc, 64, 16}, std::tuple{i_q, w_q, 16, 16}}) {
+    // First step: buf = g, Nesterov update = g + mu * g.
+    std::vector<double> upd(g[i].size()), X(g[i].size());
+    for (size_t k = 0; k < upd.size(); ++k) upd[k] = g[i][k] * (1 + mu);
+    cpu::newton_schulz5<double>(X.data(), upd.data(), rows, cols, 5, false);
+    ASSERT_EQ(p.value(i).dim(0), rows);
+    ASSERT_EQ(p.value(i).dim(1), cols);
+    const double scale = std::sqrt(std::max(1.0, double(rows) / cols));
+    EXPECT_EQ(scale, rows == 64 ? 2.0 : 1.0);
+    auto after = p.to_host_f64(i);
+    for (size_t k = 0; k < after.size(); ++k)
+      ASSERT_NEAR(after[k], w0[k] - oc.muon_lr * mult * scale * X[k], 1e-12) << p.name(i);
+  }
+}
