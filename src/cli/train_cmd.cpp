@@ -32,12 +32,14 @@ std::string find_preset(int argc, char** argv) {
 struct TrainArgs {
   TrainConfig cfg;
   std::string window_schedule;
+  std::string dtype = "fp32";
   bool no_sample = false;
 };
 
 void run_train(TrainArgs& a) {
   TrainConfig& c = a.cfg;
   c.schedule.window_schedule = parse_window_schedule(a.window_schedule);
+  c.dtype = a.dtype == "fp64" ? DType::F64 : DType::F32;
   CpuBackend backend(c.threads);
   std::vector<std::string> train_files, val_files;
   bool synthetic = false;
@@ -66,7 +68,7 @@ void run_train(TrainArgs& a) {
     std::printf("final val_loss: %.4f (step %lld)\n", r.val_losses.back().second,
                 (long long)r.val_losses.back().first);
   if (synthetic && !a.no_sample) {
-    Parameters params(backend, c.model, DType::F32);
+    Parameters params(backend, c.model, c.dtype);
     params.load(r.final_weights);
     SampleOptions o;
     o.context = std::min<int64_t>(c.seq_len, 256);
@@ -143,6 +145,9 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   sub->add_option("--out", c.out_dir, "output directory")->capture_default_str();
   sub->add_option("--init", c.init, "start from these weights (.safetensors)");
   sub->add_option("--save-every", c.save_every, "steps between weight files (0: start and end)")
+      ->capture_default_str();
+  sub->add_option("--dtype", args->dtype, "CPU precision: fp32, or fp64 for exact comparisons")
+      ->check(CLI::IsMember({"fp32", "fp64"}))
       ->capture_default_str();
   sub->add_flag("--no-sample", args->no_sample, "do not print a sample after training");
   sub->callback([args]() { run_train(*args); });

@@ -15,6 +15,7 @@ void TrainConfig::validate() const {
   check(val_tokens % per_batch == 0, "--val-tokens ", val_tokens,
         " is not a multiple of the tokens of one validation batch (batch ", batch, " x seq-len ",
         seq_len, " x ranks ", world, " = ", per_batch, "): pick a multiple");
+  check(dtype == DType::F32 || dtype == DType::F64, "--dtype must be fp32 or fp64");
   check(threads >= 0, "--threads ", threads, ": must be >= 0");
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "core/dtype.h"
 #include "model/config.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
@@ -23,6 +24,7 @@ struct TrainConfig {
   int64_t save_every = 0;       // steps between weight checkpoints (0: only step 0 and end)
   uint64_t seed = 0;
   int threads = 0;              // 0: all cores
+  DType dtype = DType::F32;     // CPU compute precision: F32, or F64 for exact comparisons
   std::string train_glob, val_glob, out_dir = "runs/latest", init;
   int rank = 0, world = 1;
 

@@ -51,7 +51,7 @@ TrainResult Trainer::run() {
     val_batches = c.val_tokens / (B * T * c.world);
   }
 
-  Parameters params(be_, c.model, DType::F32);
+  Parameters params(be_, c.model, c.dtype);
   if (!c.init.empty()) {
     params.load(c.init);
     log(fmt::format("init: weights from {}", c.init));
