@@ -50,14 +50,14 @@ TrainConfig preset_config(const std::string& name) {
     c.model.vocab = 512;
     c.model.eot = 0;
     c.seq_len = 1024;
-    c.batch = 8;
+    c.batch = 4;
     c.schedule.steps = 300;
     c.schedule.cooldown = 110;
     c.schedule.window_start = 64;
     c.schedule.window_end = 512;
     c.schedule.momentum_warmup = 50;
     c.val_every = 50;
-    c.val_tokens = 8 * 1024 * 8;
+    c.val_tokens = 4 * 1024 * 8;
     c.out_dir = "runs/tiny";
     return c;
   }

@@ -42,8 +42,8 @@ PRESETS = {
                             window_start=1024, window_end=1024, adam_beta1=0.9, muon_lr=0.04,
                             momentum_warmup=500),
     "tiny": dict(_RECORD, layers=4, heads=4, head_dim=32, vocab=512, eot=0, seq_len=1024,
-                 batch=8, steps=300, cooldown=110, window_start=64, window_end=512,
-                 momentum_warmup=50, val_every=50, val_tokens=8 * 1024 * 8),
+                 batch=4, steps=300, cooldown=110, window_start=64, window_end=512,
+                 momentum_warmup=50, val_every=50, val_tokens=4 * 1024 * 8),
 }
 _TYPES = {k: type(v) for k, v in _RECORD.items()}
 
