@@ -7,5 +7,7 @@ namespace speedrun::cli {
 
 void add_train_command(CLI::App& app, int argc, char** argv);
 void add_eval_command(CLI::App& app);
+void add_prepare_command(CLI::App& app);    // prepare, shards info
+void add_tokenizer_command(CLI::App& app);  // tokenizer train | encode | decode
 
 }  // namespace speedrun::cli

@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   speedrun::cli::add_train_command(app, argc, argv);
   speedrun::cli::add_eval_command(app);
+  speedrun::cli::add_prepare_command(app);
+  speedrun::cli::add_tokenizer_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
