@@ -1,16 +1,20 @@
-// speedrun train: the record's training loop on shards (or the built-in synthetic corpus).
+// speedrun train: the record's training loop on shards (or the built-in corpus: fortunes
+// when installed, else the synthetic one).
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
 
 #include "backend/cpu/cpu_backend.h"
 #include "cli/commands.h"
+#include "data/demo_corpus.h"
 #include "data/shard.h"
 #include "data/synthetic.h"
+#include "data/tokenizer.h"
 #include "model/params.h"
 #include "train/config.h"
 #include "train/sample.h"
@@ -43,21 +47,40 @@ void run_train(TrainArgs& a) {
   CpuBackend backend(c.threads);
   std::vector<std::string> train_files, val_files;
   bool synthetic = false;
+  std::optional<Tokenizer> text_tokenizer;  // the built-in real-text corpus's
   if (c.train_glob.empty()) {
-    synthetic = true;
     check(c.val_glob.empty(), "--val given without --train: give both, or neither for the "
-                              "built-in synthetic corpus");
-    const std::string dir = fmt::format("data/synthetic_v{}_eot{}", c.model.vocab, c.model.eot);
-    const int64_t tokens_per_step = c.batch * c.seq_len * c.world;
-    const int64_t train_tokens = std::max<int64_t>(4 << 20, 2 * tokens_per_step + 1);
-    const int64_t val_tokens = std::max<int64_t>(c.val_tokens + 1, tokens_per_step + 1);
-    std::printf("data: no --train given: using the built-in synthetic corpus in %s/ "
-                "(%lld train tokens, vocab %lld, EOT %d)\n",
-                dir.c_str(), (long long)train_tokens, (long long)c.model.vocab, c.model.eot);
-    auto files = write_synthetic_shards(dir, train_tokens, val_tokens, int(c.model.vocab),
-                                        c.model.eot, 1234);
-    for (const auto& f : files)
-      (f.find("_val_") != std::string::npos ? val_files : train_files).push_back(f);
+                              "built-in corpus");
+    if (std::optional<DemoCorpus> demo = fortunes_corpus("data", kDemoVocabSize, c.val_tokens)) {
+      c.model.vocab = demo->vocab;
+      c.model.eot = demo->eot;
+      text_tokenizer = Tokenizer::load(demo->tokenizer_dir);
+      train_files = demo->train_files;
+      val_files = demo->val_files;
+      std::printf("data: no --train given: using %lld fortunes from %s, prepared in %s/ "
+                  "(%lld train + %lld val tokens; BPE of %d ids, so --vocab %lld --eot %d)\n",
+                  (long long)demo->documents, demo->source_dir.c_str(),
+                  std::filesystem::path(demo->tokenizer_dir).parent_path().c_str(),
+                  (long long)demo->train_tokens, (long long)demo->val_tokens,
+                  text_tokenizer->vocab_size(), (long long)c.model.vocab, c.model.eot);
+    } else {
+      synthetic = true;
+      std::printf("data: no fortunes in %s (apt-get install fortunes, or set "
+                  "SPEEDRUN_FORTUNES_DIR): falling back to the synthetic corpus\n",
+                  fortunes_dir().c_str());
+      const std::string dir =
+          fmt::format("data/synthetic_v{}_eot{}", c.model.vocab, c.model.eot);
+      const int64_t tokens_per_step = c.batch * c.seq_len * c.world;
+      const int64_t train_tokens = std::max<int64_t>(4 << 20, 2 * tokens_per_step + 1);
+      const int64_t val_tokens = std::max<int64_t>(c.val_tokens + 1, tokens_per_step + 1);
+      std::printf("data: no --train given: using the built-in synthetic corpus in %s/ "
+                  "(%lld train tokens, vocab %lld, EOT %d)\n",
+                  dir.c_str(), (long long)train_tokens, (long long)c.model.vocab, c.model.eot);
+      auto files = write_synthetic_shards(dir, train_tokens, val_tokens, int(c.model.vocab),
+                                          c.model.eot, 1234);
+      for (const auto& f : files)
+        (f.find("_val_") != std::string::npos ? val_files : train_files).push_back(f);
+    }
   } else {
     train_files = expand_glob(c.train_glob, "--train");
     if (!c.val_glob.empty()) val_files = expand_glob(c.val_glob, "--val");
@@ -67,20 +90,27 @@ void run_train(TrainArgs& a) {
   if (!r.val_losses.empty())
     std::printf("final val_loss: %.4f (step %lld)\n", r.val_losses.back().second,
                 (long long)r.val_losses.back().first);
-  if (synthetic && !a.no_sample) {
+  if ((synthetic || text_tokenizer) && !a.no_sample) {
     Parameters params(backend, c.model, c.dtype);
     params.load(r.final_weights);
     SampleOptions o;
     o.context = std::min<int64_t>(c.seq_len, 256);
     o.window = c.schedule.window_end;
-    o.max_tokens = 40;
+    o.max_tokens = text_tokenizer ? 150 : 40;
     o.temperature = 0.8;
     o.seed = c.seed;
     const std::vector<int32_t> prompt = {c.model.eot};
     auto out = sample_tokens(backend, params, prompt, o);
     std::string text;
-    for (int32_t t : out) text += synthetic_token_text(t, int(c.model.vocab), c.model.eot) + " ";
-    std::printf("sample (temperature 0.8): %s\n", text.c_str());
+    if (text_tokenizer) {
+      for (int32_t t : out)  // ids past the tokenizer's are padding rows of the vocabulary
+        text += t < text_tokenizer->vocab_size() ? std::string(text_tokenizer->token_bytes(t))
+                                                 : fmt::format("<{}?>", t);
+      std::printf("sample (temperature 0.8):\n%s\n", text.c_str());
+    } else {
+      for (int32_t t : out) text += synthetic_token_text(t, int(c.model.vocab), c.model.eot) + " ";
+      std::printf("sample (temperature 0.8): %s\n", text.c_str());
+    }
   }
 }
 
@@ -104,7 +134,8 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
       ->check(CLI::IsMember({"record", "previous-record", "tiny"}))
       ->capture_default_str();
   sub->add_option("--train", c.train_glob,
-                  "glob of training shards (default: the built-in synthetic corpus)");
+                  "glob of training shards (default: the built-in corpus: fortunes if installed, "
+                  "else synthetic)");
   sub->add_option("--val", c.val_glob, "glob of validation shards");
   sub->add_option("--layers", c.model.layers, "transformer layers (even)")->capture_default_str();
   sub->add_option("--heads", c.model.heads, "attention heads")->capture_default_str();

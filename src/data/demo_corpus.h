@@ -1,0 +1,54 @@
+// The real-text corpus of the built-in default run: Debian's `fortunes` package
+// (/usr/share/games/fortunes, ~15K fortunes, 2.5 MB of English), tokenized with a small
+// byte-level BPE vocabulary trained on it, so a CPU run of a couple of minutes learns
+// visibly and its samples read as text.
+//
+// Every fortune (the text between lines holding only "%") is a document; the fortune
+// files are read in name order, skipping *.dat (indexes), *.u8 (links to the same files)
+// and sub-folders (off/, offensive fortunes, in some packagings); backspace overstriking
+// is removed. The fortunes are shuffled with a fixed seed (so validation samples every
+// file, not just the first) and prepared like `speedrun prepare` (prepare.h) into
+// DATA_DIR/fortunes_bpe<K>/:
+//   tokenizer/encoder.json, tokenizer/vocab.bpe   the trained vocabulary (K ids)
+//   fortunes_val_000000.bin                       whole fortunes, > val_tokens tokens
+//   fortunes_train_000000.bin                     the rest
+//   prepare.json, corpus.json                     counts; the cache key, written last
+// A second call with the same inputs and parameters reuses the folder when corpus.json
+// matches and every shard has its recorded size; otherwise it rebuilds it (about a
+// second on two cores).
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace speedrun {
+
+struct DemoCorpus {
+  std::vector<std::string> train_files, val_files;
+  int64_t vocab = 0;  // model rows: the tokenizer's ids rounded up to a multiple of 128
+  int32_t eot = 0;    // the tokenizer's <|endoftext|>
+  std::string tokenizer_dir;
+  std::string source_dir;  // where the fortunes were read
+  int64_t documents = 0, train_tokens = 0, val_tokens = 0;
+};
+
+// The vocabulary of the default run: enough merges to cover common English words while
+// the tiny model's embedding and head stay small.
+constexpr int32_t kDemoVocabSize = 2048;
+
+// $SPEEDRUN_FORTUNES_DIR when set, else /usr/share/games/fortunes.
+std::string fortunes_dir();
+
+// The fortune files of `dir` (see above), sorted by name; empty when there are none.
+std::vector<std::string> fortune_files(const std::string& dir);
+
+// The fortunes corpus prepared (or reused) under data_dir/fortunes_bpe<vocab_size>/, or
+// nullopt when `source_dir` holds no fortune files. val_tokens as in prepare.h: the
+// validation part holds more than that many tokens. Throws when the fortunes are too few
+// for it, naming the fix.
+std::optional<DemoCorpus> fortunes_corpus(const std::string& data_dir, int32_t vocab_size,
+                                          int64_t val_tokens,
+                                          const std::string& source_dir = fortunes_dir());
+
+}  // namespace speedrun
