@@ -166,3 +166,12 @@ TEST_F(Cli, EvalReadsTheShapeFromTheWeights) {
                    " --window 64 --seq-len 128 --val-tokens 1000",
                {"--val-tokens"});
 }
+
+TEST_F(Cli, DivergingRunStopsWithAClearError) {
+  // An absurd learning rate overflows the weights: the run must stop at the first
+  // non-finite loss, say so, and keep the weights written before.
+  expect_error(small("--train " + (dir / "good_train_000.bin").string() +
+                     " --lr-embed 1e39 --lr-head 1e39 --steps 4"),
+               {"training step 1", "NaN", "lower the learning rates"});
+  EXPECT_TRUE(fs::exists(dir / "run" / "model_step000000.safetensors"));
+}
