@@ -11,6 +11,7 @@
 #include <array>
 #include <functional>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -555,6 +556,53 @@ TEST_F(Prepare, Gpt2ShardsStartEveryDocumentWith50256) {
   // tiktoken's encode_ordinary: the literal text is 6 ordinary tokens, not the special id.
   EXPECT_EQ(std::vector<uint16_t>(train.tokens(), train.tokens() + train.size()),
             (std::vector<uint16_t>{50256, 27, 91, 437, 1659, 5239, 91, 29, 50256, 0}));
+}
+
+// scripts/fineweb.sh against a local copy of the record's files (file:// URLs): the
+// download, its resumption, and the header check that keeps a bad file out.
+TEST_F(Prepare, FinewebScriptDownloadsResumesAndRejectsBadShards) {
+  if (std::system("command -v curl >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "curl not installed (apt-get install curl)";
+  const fs::path src = dir / "hf", out = dir / "fineweb10B";
+  fs::create_directories(src);
+  std::mt19937 rng(5);
+  for (const char* name : {"fineweb_val_000000.bin", "fineweb_train_000001.bin",
+                           "fineweb_train_000002.bin", "fineweb_train_000003.bin"}) {
+    std::vector<uint16_t> t(3000);
+    for (uint16_t& x : t) x = uint16_t(rng() % 50257);
+    t[0] = 50256;
+    write_shard((src / name).string(), t.data(), int64_t(t.size()));
+  }
+  const std::string bytes1 = read_file(src / "fineweb_train_000001.bin");
+  write_file(out / "fineweb_train_000001.bin.part", bytes1.substr(0, 2500));  // interrupted
+  const std::string env = "SPEEDRUN=" + std::string(SPEEDRUN_BINARY) + " FINEWEB_DIR=" +
+                          out.string() + " FINEWEB_URL=file://" + src.string() + " bash " +
+                          SPEEDRUN_SOURCE_DIR + "/scripts/fineweb.sh";
+  auto script = [&](const std::string& n) {
+    const std::string cmd = env + " " + n + " 2>&1";
+    FILE* p = popen(cmd.c_str(), "r");
+    std::string text;
+    std::array<char, 4096> buf;
+    size_t k;
+    while ((k = fread(buf.data(), 1, buf.size(), p)) > 0) text.append(buf.data(), k);
+    const int status = pclose(p);
+    return Outcome{WIFEXITED(status) ? WEXITSTATUS(status) : 128, text};
+  };
+  Outcome r = script("2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* name :
+       {"fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"})
+    EXPECT_EQ(read_file(out / name), read_file(src / name)) << name;
+  EXPECT_FALSE(fs::exists(out / "fineweb_train_000003.bin"));
+  EXPECT_NE(r.out.find("3 shard(s), 9000 tokens"), std::string::npos) << r.out;
+
+  // A shard whose ids are not GPT-2's is refused and not kept.
+  std::vector<uint16_t> bad(3000, 60000);
+  write_shard((src / "fineweb_train_000003.bin").string(), bad.data(), 3000);
+  r = script("3");
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("outside --vocab 50257"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out / "fineweb_train_000003.bin"));
 }
 
 // ---------------------------------------------------------------- the fortunes corpus
