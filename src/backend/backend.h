@@ -105,6 +105,22 @@ class Backend {
                                   const std::vector<BlockMask>& masks, int64_t H,
                                   double scale) = 0;
 
+  // ---- incremental decoding (sampling with a KV cache) -----------------------------------
+  // Both have defaults that throw, so a backend without them still builds; sampling then
+  // fails with a message naming the backend.
+  // cos, sin [R, D/2] (=) the rotary tables of positions start .. start+R-1, computed as
+  // rotary_tables computes its rows (the same bits as rows start.. of a longer table).
+  virtual void rotary_tables_at(Tensor cos, Tensor sin, double base, int64_t start) {
+    fail(name(), " backend: rotary_tables_at is not implemented; sample on the cpu backend");
+  }
+  // One query over a key/value cache: out [1, C] (=) per head softmax_j(scale q.k_j) v_j
+  // over the cache rows j in `rows` (non-empty, each < S), summed in the order given;
+  // q [1, C]; k, v [S, C] with C = H*D. out must not alias q, k or v.
+  virtual void attention_decode(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
+                                const std::vector<int32_t>& rows, int64_t H, double scale) {
+    fail(name(), " backend: attention_decode is not implemented; sample on the cpu backend");
+  }
+
   // ---- MLP activation -----------------------------------------------------------------
   // y = relu(x)^2 (=).
   virtual void relu_squared_forward(Tensor y, const Tensor& x) = 0;

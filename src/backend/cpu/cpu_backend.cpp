@@ -7,6 +7,7 @@
 
 #include "backend/cpu/adam.h"
 #include "backend/cpu/attention/backward.h"
+#include "backend/cpu/attention/decode.h"
 #include "backend/cpu/attention/forward.h"
 #include "backend/cpu/cross_entropy.h"
 #include "backend/cpu/embedding.h"
@@ -257,6 +258,30 @@ void CpuBackend::attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tenso
     cpu::attention_backward<S>(dq.ptr<S>(), dk.ptr<S>(), dv.ptr<S>(), dout.ptr<S>(), q.ptr<S>(),
                                k.ptr<S>(), v.ptr<S>(), out.ptr<S>(), lse.ptr<S>(), masks.data(),
                                B, T, H, D, S(scale));
+  });
+}
+
+void CpuBackend::rotary_tables_at(Tensor cos, Tensor sin, double base, int64_t start) {
+  check(start >= 0, "cpu rotary_tables_at: start position ", start, " must be >= 0");
+  same("rotary_tables_at", cos, sin);
+  dispatch("rotary_tables_at", cos, [&](auto z) {
+    using S = decltype(z);
+    cpu::rotary_tables<S>(cos.ptr<S>(), sin.ptr<S>(), cos.rows(), 2 * cos.cols(), base, start);
+  });
+}
+
+void CpuBackend::attention_decode(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
+                                  const std::vector<int32_t>& rows, int64_t H, double scale) {
+  same("attention_decode", out, q);
+  same("attention_decode", k, v);
+  check(q.rows() == 1 && H >= 1 && q.cols() % H == 0 && k.cols() == q.cols(),
+        "cpu attention_decode: q ", q.shape_str(), " and cache ", k.shape_str(),
+        " must be [1, C] and [S, C] with C a multiple of ", H, " heads");
+  const int64_t D = q.cols() / H;
+  dispatch("attention_decode", q, [&](auto z) {
+    using S = decltype(z);
+    cpu::attention_decode<S>(out.ptr<S>(), q.ptr<S>(), k.ptr<S>(), v.ptr<S>(), rows.data(),
+                             int64_t(rows.size()), k.rows(), H, D, scale);
   });
 }
 

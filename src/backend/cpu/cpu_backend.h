@@ -41,6 +41,9 @@ class CpuBackend final : public Backend {
   void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
                           const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                           const std::vector<BlockMask>& masks, int64_t H, double scale) override;
+  void rotary_tables_at(Tensor cos, Tensor sin, double base, int64_t start) override;
+  void attention_decode(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const std::vector<int32_t>& rows, int64_t H, double scale) override;
   void relu_squared_forward(Tensor y, const Tensor& x) override;
   void relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) override;
   void scaled_sum_forward(Tensor out, const Tensor& x, const Coef& a, const Tensor& y,

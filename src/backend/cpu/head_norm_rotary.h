@@ -11,16 +11,17 @@
 
 namespace speedrun::cpu {
 
-// cos, sin [seq_len, D/2] (=): inv_freq_j = (1/base)^(2j/D) and angle = t*inv_freq_j, both
-// rounded to T as PyTorch computes them in the tensor's dtype; cos/sin of that angle in double.
+// cos, sin [seq_len, D/2] (=) for positions t = start .. start+seq_len-1:
+// inv_freq_j = (1/base)^(2j/D) and angle = t*inv_freq_j, both rounded to T as PyTorch
+// computes them in the tensor's dtype; cos/sin of that angle in double.
 template <class T>
-void rotary_tables(T* cos, T* sin, int64_t seq_len, int64_t D, double base) {
+void rotary_tables(T* cos, T* sin, int64_t seq_len, int64_t D, double base, int64_t start = 0) {
   check(D > 0 && D % 2 == 0, "rotary_tables: head dim ", D, " must be even and positive");
   const int64_t half = D / 2;
   for (int64_t j = 0; j < half; ++j) {
     const T inv = std::pow(T(1) / T(base), T(2 * j) / T(D));
     for (int64_t t = 0; t < seq_len; ++t) {
-      const T angle = T(t) * inv;
+      const T angle = T(start + t) * inv;
       cos[t * half + j] = T(std::cos(double(angle)));
       sin[t * half + j] = T(std::sin(double(angle)));
     }
