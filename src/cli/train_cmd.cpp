@@ -16,7 +16,9 @@
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
 #include "model/params.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
+#include "train/config_io.h"
 #include "train/sample.h"
 #include "train/trainer.h"
 
@@ -38,12 +40,18 @@ struct TrainArgs {
   std::string window_schedule;
   std::string dtype = "fp32";
   bool no_sample = false;
+  std::vector<std::string> given;  // flags given on the command line, without dashes
 };
 
 void run_train(TrainArgs& a) {
   TrainConfig& c = a.cfg;
   c.schedule.window_schedule = parse_window_schedule(a.window_schedule);
   c.dtype = a.dtype == "fp64" ? DType::F64 : DType::F32;
+  if (!c.resume.empty()) {  // the checkpoint's config, with the flags given here on top
+    const auto ck = find_checkpoint(c.resume, [](const std::string& s) { std::printf("%s\n", s.c_str()); });
+    c = config_from_json(merge_resume_config(ck.meta.config, config_to_json(c), a.given),
+                         ck.dir + "/meta.json");
+  }
   CpuBackend backend(c.threads);
   std::vector<std::string> train_files, val_files;
   bool synthetic = false;
@@ -60,7 +68,7 @@ void run_train(TrainArgs& a) {
       std::printf("data: no --train given: using %lld fortunes from %s, prepared in %s/ "
                   "(%lld train + %lld val tokens; BPE of %d ids, so --vocab %lld --eot %d)\n",
                   (long long)demo->documents, demo->source_dir.c_str(),
-                  std::filesystem::path(demo->tokenizer_dir).parent_path().c_str(),
+                  std::filesystem::path(demo->train_files[0]).parent_path().c_str(),
                   (long long)demo->train_tokens, (long long)demo->val_tokens,
                   text_tokenizer->vocab_size(), (long long)c.model.vocab, c.model.eot);
     } else {
@@ -175,13 +183,27 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   sub->add_option("--threads", c.threads, "CPU threads (0: all cores)")->capture_default_str();
   sub->add_option("--out", c.out_dir, "output directory")->capture_default_str();
   sub->add_option("--init", c.init, "start from these weights (.safetensors)");
-  sub->add_option("--save-every", c.save_every, "steps between weight files (0: start and end)")
+  sub->add_option("--save-every", c.save_every,
+                  "steps between checkpoints OUT/ckpt_stepNNNNNN (0: none; weights at start "
+                  "and end)")
       ->capture_default_str();
+  sub->add_option("--keep", c.keep, "checkpoints to keep, the newest (0: all)")
+      ->capture_default_str();
+  sub->add_option("--stop-after", c.stop_after,
+                  "stop after this many steps with a checkpoint; the schedule still spans --steps")
+      ->capture_default_str();
+  sub->add_option("--resume", c.resume,
+                  "continue from the newest complete checkpoint of this run directory (or this "
+                  "checkpoint directory); other flags default to the checkpoint's config");
   sub->add_option("--dtype", args->dtype, "CPU precision: fp32, or fp64 for exact comparisons")
       ->check(CLI::IsMember({"fp32", "fp64"}))
       ->capture_default_str();
   sub->add_flag("--no-sample", args->no_sample, "do not print a sample after training");
-  sub->callback([args]() { run_train(*args); });
+  sub->callback([args, sub]() {
+    for (const CLI::Option* o : sub->get_options())
+      if (o->count() > 0) args->given.push_back(o->get_name().substr(o->get_name().find_first_not_of('-')));
+    run_train(*args);
+  });
 }
 
 }  // namespace speedrun::cli

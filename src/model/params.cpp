@@ -133,18 +133,35 @@ void Parameters::init(uint64_t seed) {
 }
 
 void Parameters::save(const std::string& path,
-                      const std::map<std::string, std::string>& extra_meta) const {
-  std::vector<std::vector<float>> host(count());
+                      const std::map<std::string, std::string>& extra_meta,
+                      DType file_dtype) const {
+  check(file_dtype == DType::F32 || file_dtype == DType::F64 || file_dtype == DType::BF16,
+        "weights ", path, ": cannot write dtype ", dtype_name(file_dtype),
+        "; choose F32, F64 or BF16");
+  // One host buffer per tensor, in the file's dtype.
+  std::vector<std::vector<uint8_t>> host(count());
   std::vector<TensorRecord> recs;
   for (int i = 0; i < count(); ++i) {
-    auto d = to_host_f64(i);
-    host[i].assign(d.begin(), d.end());
+    const auto d = to_host_f64(i);
+    auto& buf = host[i];
+    buf.resize(d.size() * dtype_size(file_dtype));
+    for (size_t k = 0; k < d.size(); ++k) {
+      if (file_dtype == DType::F64) {
+        std::memcpy(buf.data() + 8 * k, &d[k], 8);
+      } else if (file_dtype == DType::F32) {
+        const float f = float(d[k]);
+        std::memcpy(buf.data() + 4 * k, &f, 4);
+      } else {
+        const uint16_t b = bf16_bits(float(d[k]));
+        std::memcpy(buf.data() + 2 * k, &b, 2);
+      }
+    }
     const Tensor& t = values_[i];
     TensorRecord r;
     r.name = name(i);
-    r.dtype = DType::F32;
+    r.dtype = file_dtype;
     for (int k = 0; k < t.ndim; ++k) r.shape.push_back(t.shape[k]);
-    r.data = host[i].data();
+    r.data = buf.data();
     recs.push_back(std::move(r));
   }
   auto meta = config_.to_metadata();

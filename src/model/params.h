@@ -55,8 +55,11 @@ class Parameters {
   std::vector<double> to_host_f64(int i) const;
   void from_host_f64(int i, const std::vector<double>& data);
 
-  // Weights file I/O (safetensors, fp32, SPEC names, config in the metadata).
-  void save(const std::string& path, const std::map<std::string, std::string>& extra_meta) const;
+  // Weights file I/O (safetensors, SPEC names, config in the metadata), written atomically.
+  // file_dtype: F32 (default), F64 (exact copy of an fp64 model) or BF16 (rounded to
+  // nearest even, as PyTorch's .to(torch.bfloat16)).
+  void save(const std::string& path, const std::map<std::string, std::string>& extra_meta,
+            DType file_dtype = DType::F32) const;
   // Loads every parameter from `path`; names and shapes must match this config exactly.
   void load(const std::string& path);
 

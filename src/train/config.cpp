@@ -10,6 +10,8 @@ void TrainConfig::validate() const {
   check(batch >= 1, "--batch ", batch, ": must be >= 1");
   check(val_every >= 0, "--val-every ", val_every, ": must be >= 0");
   check(save_every >= 0, "--save-every ", save_every, ": must be >= 0");
+  check(keep >= 0, "--keep ", keep, ": must be >= 0 (0 keeps every checkpoint)");
+  check(stop_after >= 0, "--stop-after ", stop_after, ": must be >= 0");
   check(val_tokens >= 0, "--val-tokens ", val_tokens, ": must be >= 0");
   const int64_t per_batch = batch * seq_len * world;
   check(val_tokens % per_batch == 0, "--val-tokens ", val_tokens,

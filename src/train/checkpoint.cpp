@@ -1,0 +1,328 @@
+#include "train/checkpoint.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "core/atomic_file.h"
+#include "core/mapped_file.h"
+#include "core/safetensors.h"
+
+namespace speedrun {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFormat = "speedrun-checkpoint";
+constexpr int kVersion = 1;
+constexpr const char* kModel = "model.safetensors";
+constexpr const char* kState = "state.safetensors";
+constexpr const char* kMeta = "meta.json";
+
+void fsync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void rename_or_fail(const fs::path& from, const fs::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    const int e = errno;
+    fail("checkpoint: cannot rename ", from.string(), " to ", to.string(), ": ",
+         std::strerror(e), " (check the permissions and free space of ",
+         to.parent_path().string(), ")");
+  }
+}
+
+// Step of a directory named ckpt_step<digits>, or -1.
+int64_t checkpoint_step(const std::string& name) {
+  static const std::regex re("ckpt_step([0-9]{6,18})");
+  std::smatch m;
+  if (!std::regex_match(name, m, re)) return -1;
+  return std::stoll(m[1].str());
+}
+
+bool process_alive(long pid) { return pid > 0 && (::kill(pid_t(pid), 0) == 0 || errno == EPERM); }
+
+// Leftovers of interrupted writes and deletes (".ckpt_step*.tmp.<pid>", ".trash.", ".old.")
+// whose process is gone.
+void remove_leftovers(const fs::path& run_dir) {
+  static const std::regex re("\\.ckpt_step[0-9]+\\.(tmp|trash|old)\\.([0-9]+)");
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run_dir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (std::regex_match(name, m, re) && !process_alive(std::stol(m[2].str())))
+      fs::remove_all(e.path(), ec);
+  }
+}
+
+nlohmann::json read_json_file(const fs::path& p, const std::string& ckpt) {
+  std::ifstream f(p, std::ios::binary);
+  check(bool(f), "checkpoint ", ckpt, ": cannot read ", p.string());
+  std::stringstream ss;
+  ss << f.rdbuf();
+  try {
+    return nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", ckpt, ": ", kMeta, " is not valid JSON (", e.what(),
+         "): the checkpoint is damaged; resume from an older one (pass its directory to "
+         "--resume) or delete this one");
+  }
+}
+
+}  // namespace
+
+std::string checkpoint_name(int64_t step) { return fmt::format("ckpt_step{:06d}", step); }
+
+std::string file_checksum(const std::string& path) {
+  MappedFile f = MappedFile::open(path, "checkpoint file");
+  const uint8_t* p = f.data();
+  const size_t n = f.size();
+  // Four lanes of multiply-xorshift over little-endian 64-bit words, then a final mix.
+  constexpr uint64_t K = 0x9e3779b97f4a7c15ull;
+  uint64_t h[4] = {0x243f6a8885a308d3ull, 0x13198a2e03707344ull, 0xa4093822299f31d0ull,
+                   0x082efa98ec4e6c89ull};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32)
+    for (int l = 0; l < 4; ++l) {
+      uint64_t w;
+      std::memcpy(&w, p + i + 8 * l, 8);
+      h[l] = (h[l] ^ w) * K;
+      h[l] ^= h[l] >> 29;
+    }
+  uint64_t tail[4] = {0, 0, 0, 0};
+  std::memcpy(tail, p + i, n - i);
+  uint64_t r = uint64_t(n);
+  for (int l = 0; l < 4; ++l) {
+    h[l] = (h[l] ^ tail[l]) * K;
+    h[l] ^= h[l] >> 29;
+    r = (r ^ h[l]) * 0xbf58476d1ce4e5b9ull;
+    r ^= r >> 31;
+  }
+  return fmt::format("{:016x}", r);
+}
+
+std::string write_checkpoint(const std::string& out_dir, Backend& backend,
+                             const CheckpointMeta& meta, const Parameters& params,
+                             const Optimizer& opt,
+                             const std::map<std::string, std::string>& weights_meta) {
+  const fs::path out(out_dir);
+  fs::create_directories(out);
+  const std::string name = checkpoint_name(meta.step);
+  const std::string pid = std::to_string(::getpid());
+  const fs::path final_dir = out / name, tmp = out / ("." + name + ".tmp." + pid);
+  fs::remove_all(tmp);
+  fs::create_directory(tmp);
+
+  params.save((tmp / kModel).string(), weights_meta, params.dtype());
+
+  const auto state = opt.state();
+  std::vector<std::vector<uint8_t>> host(state.size());
+  std::vector<TensorRecord> recs;
+  for (size_t i = 0; i < state.size(); ++i) {
+    const Tensor& t = state[i].second;
+    host[i].resize(t.bytes());
+    backend.download(host[i].data(), t);
+    TensorRecord r;
+    r.name = state[i].first;
+    r.dtype = t.dtype;
+    for (int k = 0; k < t.ndim; ++k) r.shape.push_back(t.shape[k]);
+    r.data = host[i].data();
+    recs.push_back(std::move(r));
+  }
+  write_safetensors((tmp / kState).string(), recs,
+                    {{"format", "speedrun-optimizer-state"}, {"step", std::to_string(meta.step)}});
+
+  nlohmann::json j;
+  j["format"] = kFormat;
+  j["version"] = kVersion;
+  j["step"] = meta.step;
+  j["optimizer_steps"] = meta.optimizer_steps;
+  j["loader"] = {{"shard", meta.loader.shard}, {"pos", meta.loader.pos}};
+  j["log"] = {{"train_ms", meta.train_ms}, {"timed_steps", meta.timed_steps}};
+  j["rng"] = "none: training draws no random numbers after the seeded initialisation";
+  j["config"] = meta.config;
+  j["train_shards"] = nlohmann::json::array();
+  for (const auto& s : meta.train_shards)
+    j["train_shards"].push_back({{"file", s.file}, {"tokens", s.tokens}});
+  for (const char* f : {kModel, kState})
+    j["files"][f] = {{"bytes", fs::file_size(tmp / f)}, {"checksum", file_checksum((tmp / f).string())}};
+  const std::string text = j.dump(2) + "\n";
+  AtomicFileWriter w((tmp / kMeta).string(), "checkpoint");
+  w.write(text.data(), text.size());
+  w.commit();
+  fsync_dir(tmp);
+
+  // Replace a checkpoint of the same step (a rerun after resuming from an older one).
+  const fs::path old = out / ("." + name + ".old." + pid);
+  const bool replacing = fs::exists(final_dir);
+  if (replacing) rename_or_fail(final_dir, old);
+  rename_or_fail(tmp, final_dir);
+  fsync_dir(out);
+  if (replacing) fs::remove_all(old);
+  return final_dir.string();
+}
+
+CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
+  const fs::path dir(ckpt_dir);
+  check(fs::is_directory(dir), "checkpoint ", ckpt_dir,
+        ": not a directory (a checkpoint is a ckpt_stepNNNNNN directory written by speedrun "
+        "train --save-every)");
+  check(fs::exists(dir / kMeta), "checkpoint ", ckpt_dir, ": no ", kMeta,
+        ": not a complete speedrun checkpoint; pass a ckpt_stepNNNNNN directory written by "
+        "speedrun train --save-every, or its run directory");
+  const nlohmann::json j = read_json_file(dir / kMeta, ckpt_dir);
+  check(j.is_object() && j.value("format", "") == kFormat, "checkpoint ", ckpt_dir, ": ", kMeta,
+        " is not a speedrun checkpoint (no \"format\": \"", kFormat, "\")");
+  check(j.value("version", 0) == kVersion, "checkpoint ", ckpt_dir, ": format version ",
+        j.value("version", 0), " is not ", kVersion, ": written by another speedrun version");
+  CheckpointMeta m;
+  try {
+    m.step = j.at("step").get<int64_t>();
+    m.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+    m.loader.shard = j.at("loader").at("shard").get<int64_t>();
+    m.loader.pos = j.at("loader").at("pos").get<int64_t>();
+    m.train_ms = j.at("log").at("train_ms").get<double>();
+    m.timed_steps = j.at("log").at("timed_steps").get<int64_t>();
+    m.config = j.at("config");
+    for (const auto& s : j.at("train_shards"))
+      m.train_shards.push_back({s.at("file").get<std::string>(), s.at("tokens").get<int64_t>()});
+    for (const char* f : {kModel, kState}) {
+      const auto& info = j.at("files").at(f);
+      const fs::path p = dir / f;
+      check(fs::is_regular_file(p), "checkpoint ", ckpt_dir, ": ", f,
+            " is missing: the checkpoint is incomplete; resume from an older one");
+      const auto bytes = info.at("bytes").get<uint64_t>();
+      const auto size = fs::file_size(p);
+      check(size == bytes, "checkpoint ", ckpt_dir, ": ", f, " has ", size, " bytes but ", kMeta,
+            " says ", bytes, " (truncated or replaced): resume from an older checkpoint");
+      check(file_checksum(p.string()) == info.at("checksum").get<std::string>(), "checkpoint ",
+            ckpt_dir, ": ", f, " does not match its checksum in ", kMeta,
+            " (the file is corrupt): resume from an older checkpoint");
+      SafetensorsFile::open(p.string());  // header and offsets
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", ckpt_dir, ": ", kMeta, " lacks a field or has a wrong type (", e.what(),
+         "): written by another speedrun version, or damaged");
+  }
+  check(m.step >= 0 && m.optimizer_steps >= 0, "checkpoint ", ckpt_dir, ": negative step in ",
+        kMeta);
+  return m;
+}
+
+void load_checkpoint(const std::string& ckpt_dir, const CheckpointMeta& meta, Backend& backend,
+                     Parameters& params, Optimizer& opt) {
+  const fs::path dir(ckpt_dir);
+  const std::string model = (dir / kModel).string(), state_path = (dir / kState).string();
+  const SafetensorsFile w = SafetensorsFile::open(model);
+  for (const auto& n : w.names())
+    check(w.get(n).dtype == params.dtype(), "checkpoint ", model, ": tensor '", n, "' is ",
+          dtype_name(w.get(n).dtype), " but the run computes in ", dtype_name(params.dtype()),
+          ": resume with the --dtype of the run that wrote it");
+  params.load(model);
+  const SafetensorsFile f = SafetensorsFile::open(state_path);
+  const auto state = opt.state();
+  check(f.names().size() == state.size(), "checkpoint ", state_path, ": ", f.names().size(),
+        " optimizer tensors, but this model has ", state.size(),
+        ": the checkpoint was written for another model");
+  for (const auto& [name, t] : state) {
+    check(f.has(name), "checkpoint ", state_path, ": no optimizer tensor '", name,
+          "': the checkpoint was written for another model");
+    const auto v = f.get(name);
+    std::vector<int64_t> want(t.shape.begin(), t.shape.begin() + t.ndim);
+    check(v.dtype == t.dtype && v.shape == want, "checkpoint ", state_path, ": tensor '", name,
+          "' is ", dtype_name(v.dtype), " of another shape than the optimizer's ",
+          dtype_name(t.dtype), " ", t.shape_str(), ": written for another model or --dtype");
+    std::vector<uint8_t> host(v.bytes);
+    std::memcpy(host.data(), v.data, v.bytes);
+    backend.upload(t, host.data());
+  }
+  opt.set_steps_taken(meta.optimizer_steps);
+}
+
+std::vector<std::string> list_checkpoints(const std::string& run_dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(run_dir, ec)) {
+    const int64_t s = checkpoint_step(e.path().filename().string());
+    if (s >= 0 && e.is_directory()) found.emplace_back(s, e.path().string());
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+FoundCheckpoint find_checkpoint(const std::string& path, const LogFn& warn) {
+  const fs::path p(path);
+  check(fs::is_directory(p), "--resume ", path,
+        ": not a directory; pass a run's --out directory or one of its ckpt_stepNNNNNN");
+  if (fs::exists(p / kMeta) || checkpoint_step(p.filename().string()) >= 0)
+    return {path, read_checkpoint(path)};
+  const auto all = list_checkpoints(path);
+  check(!all.empty(), "--resume ", path, ": no checkpoint (ckpt_stepNNNNNN) in it: the run saved "
+        "none; train with --save-every K to write them");
+  std::string defects;
+  for (const auto& c : all) {
+    try {
+      return {c, read_checkpoint(c)};
+    } catch (const Error& e) {
+      defects += std::string("\n  ") + e.what();
+      if (warn) warn(std::string("resume: skipping a damaged checkpoint: ") + e.what());
+    }
+  }
+  fail("--resume ", path, ": no complete checkpoint:", defects);
+}
+
+void prune_checkpoints(const std::string& run_dir, int64_t keep) {
+  remove_leftovers(run_dir);
+  if (keep <= 0) return;
+  const auto all = list_checkpoints(run_dir);
+  const std::string pid = std::to_string(::getpid());
+  for (size_t i = size_t(keep); i < all.size(); ++i) {
+    const fs::path c(all[i]);
+    const fs::path trash = c.parent_path() / ("." + c.filename().string() + ".trash." + pid);
+    rename_or_fail(c, trash);
+    fs::remove_all(trash);
+  }
+}
+
+std::string resolve_weights(const std::string& path, const LogFn& warn) {
+  const fs::path p(path);
+  if (fs::is_regular_file(p)) return path;
+  check(fs::is_directory(p), "weights ", path,
+        ": no such file or directory; pass a .safetensors file, a checkpoint directory or a "
+        "run directory");
+  if (fs::exists(p / kMeta) || checkpoint_step(p.filename().string()) >= 0)
+  {
+    read_checkpoint(path);  // validated before anything reads it
+    return (p / kModel).string();
+  }
+  if (!list_checkpoints(path).empty()) return (fs::path(find_checkpoint(path, warn).dir) / kModel).string();
+  std::vector<std::string> weights;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(p, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind("model_step", 0) == 0 && e.path().extension() == ".safetensors")
+      weights.push_back(e.path().string());
+  }
+  check(!weights.empty(), "weights ", path, ": the directory holds no checkpoint "
+        "(ckpt_stepNNNNNN) and no model_step*.safetensors: pass a run's --out directory");
+  return *std::max_element(weights.begin(), weights.end());
+}
+
+}  // namespace speedrun

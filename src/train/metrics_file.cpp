@@ -1,0 +1,112 @@
+#include "train/metrics_file.h"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace speedrun {
+
+namespace {
+
+std::vector<std::string> read_lines(const std::string& path, bool* ends_with_newline) {
+  std::ifstream f(path, std::ios::binary);
+  check(bool(f), "metrics ", path, ": cannot read it (check the path: a run's --out directory "
+        "holds metrics.jsonl)");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string text = ss.str();
+  *ends_with_newline = text.empty() || text.back() == '\n';
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+double number_or_nan(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key) || !j.at(key).is_number()) return NAN;
+  return j.at(key).get<double>();
+}
+
+}  // namespace
+
+MetricsLog read_metrics(const std::string& path) {
+  bool nl = true;
+  const auto lines = read_lines(path, &nl);
+  MetricsLog m;
+  size_t blank = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string& line = lines[i];
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      ++blank;
+      continue;
+    }
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      fail("metrics ", path, " line ", i + 1, ": not JSON (\"", line.substr(0, 60),
+           line.size() > 60 ? "..." : "", "\"): pass a metrics.jsonl written by speedrun train");
+    }
+    check(j.is_object() && j.contains("step") && j["step"].is_number_integer(), "metrics ", path,
+          " line ", i + 1, ": no integer \"step\": not a speedrun metrics record");
+    const int64_t step = j["step"].get<int64_t>();
+    if (j.contains("train_loss") && j["train_loss"].is_number()) {
+      MetricsLog::Train t;
+      t.step = step;
+      t.loss = j["train_loss"].get<double>();
+      t.lr = number_or_nan(j, "lr");
+      t.momentum = number_or_nan(j, "momentum");
+      t.ms = number_or_nan(j, "ms");
+      t.window = number_or_nan(j, "window");
+      m.train.push_back(t);
+    } else if (j.contains("val_loss") && j["val_loss"].is_number()) {
+      MetricsLog::Val v;
+      v.step = step;
+      v.loss = j["val_loss"].get<double>();
+      v.window = number_or_nan(j, "window");
+      m.val.push_back(v);
+    } else {
+      fail("metrics ", path, " line ", i + 1,
+           ": neither a numeric \"train_loss\" nor \"val_loss\": not a speedrun metrics record");
+    }
+  }
+  check(!m.train.empty() || !m.val.empty(), "metrics ", path,
+        lines.size() == blank ? " is empty" : " holds no record",
+        ": the run wrote no step yet (wait for its first step, or check the directory)");
+  return m;
+}
+
+int64_t keep_metrics_before(const std::string& src, const std::string& dst, int64_t step) {
+  std::vector<std::string> keep;
+  if (std::filesystem::exists(src)) {
+    bool nl = true;
+    const auto lines = read_lines(src, &nl);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(lines[i]);
+      } catch (const nlohmann::json::exception&) {
+        if (i + 1 == lines.size() && !nl) break;  // cut by a crash mid-write
+        fail("metrics ", src, " line ", i + 1, ": not JSON; fix or remove the line, then resume");
+      }
+      check(j.is_object() && j.contains("step") && j["step"].is_number_integer(), "metrics ", src,
+            " line ", i + 1, ": no integer \"step\"; fix or remove the line, then resume");
+      if (j["step"].get<int64_t>() < step) keep.push_back(lines[i]);
+    }
+  }
+  std::string text;
+  for (const auto& l : keep) text += l + "\n";
+  AtomicFileWriter w(dst, "metrics");
+  w.write(text.data(), text.size());
+  w.commit();
+  return int64_t(keep.size());
+}
+
+}  // namespace speedrun

@@ -1,0 +1,40 @@
+// metrics.jsonl, the per-run record the trainer appends to: one JSON object per line,
+//   {"step", "train_loss", "lr", "window", "momentum", "ms"}  per training step (ms: its
+//                                                            wall time, validation excluded)
+//   {"step", "val_loss", "window"}                           per validation
+// `step` of a training record is the step index s (0-based; the console's step:s+1).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace speedrun {
+
+struct MetricsLog {
+  struct Train {
+    int64_t step = 0;
+    double loss = 0;
+    double lr = NAN, momentum = NAN, ms = NAN, window = NAN;  // NaN when absent
+  };
+  struct Val {
+    int64_t step = 0;
+    double loss = 0;
+    double window = NAN;
+  };
+  std::vector<Train> train;  // in file order
+  std::vector<Val> val;
+};
+
+// Reads a metrics file. A missing or empty file, a line that is not a JSON object with an
+// integer "step" and a numeric "train_loss" or "val_loss", throws Error naming the file and
+// the line.
+MetricsLog read_metrics(const std::string& path);
+
+// Writes dst (atomically; dst may be src) with the lines of src whose "step" is below
+// `step`: what a run resumed at `step` keeps before it appends. A last line cut short by a
+// crash is dropped; any other line that is not JSON throws. A missing src gives an empty
+// dst. Returns the number of lines kept.
+int64_t keep_metrics_before(const std::string& src, const std::string& dst, int64_t step);
+
+}  // namespace speedrun
