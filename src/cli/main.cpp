@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   speedrun::cli::add_eval_command(app);
   speedrun::cli::add_prepare_command(app);
   speedrun::cli::add_tokenizer_command(app);
+  speedrun::cli::add_sample_command(app);
   speedrun::cli::add_export_command(app);
   try {
     app.parse(argc, argv);

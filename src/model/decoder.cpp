@@ -1,0 +1,162 @@
+#include "model/decoder.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+namespace speedrun {
+
+namespace {
+// rms_norm's eps: fp32's machine epsilon whatever the dtype (SPEC.md), as in GPT.
+constexpr double kNormEps = 1.1920928955078125e-07;
+}  // namespace
+
+Decoder::Decoder(Backend& backend, const Parameters& params, int64_t window,
+                 int64_t max_positions)
+    : be_(backend), p_(params), cfg_(params.config()), window_(window),
+      max_positions_(max_positions) {
+  check(window >= 1, "Decoder: attention window must be >= 1, got ", window);
+  check(max_positions >= 0, "Decoder: max_positions must be >= 0, got ", max_positions);
+  cap_ = max_positions > 0 ? std::min(window, max_positions) : window;
+  const int64_t C = cfg_.width(), F = cfg_.hidden(), V = cfg_.vocab, H = cfg_.heads;
+  const int64_t L = cfg_.layers, D = cfg_.head_dim;
+  const DType dt = params.dtype();
+  mem_ = Arena([&backend](size_t n) { return backend.allocate(n); },
+               [&backend](void* p) { backend.release(p); });
+  Arena& a = mem_;
+  const int i_tok = a.add("token", DType::I32, {1});
+  const int i_emb = a.add("emb", dt, {1, C});
+  const int i_x0 = a.add("x0", dt, {1, C});
+  const int i_h = a.add("h", dt, {1, C});
+  const int i_xin = a.add("xin", dt, {1, C});
+  const int i_xmix = a.add("xmix", dt, {1, C});
+  const int i_n = a.add("n", dt, {1, C});
+  const int i_rstd = a.add("rstd", dt, {1});
+  const int i_rstd_h = a.add("rstd_heads", dt, {H});
+  const int i_q_raw = a.add("q_raw", dt, {1, C});
+  const int i_k_raw = a.add("k_raw", dt, {1, C});
+  const int i_v_raw = a.add("v_raw", dt, {1, C});
+  const int i_v1 = a.add("v1", dt, {1, C});
+  const int i_q = a.add("q", dt, {1, C});
+  const int i_att = a.add("att", dt, {1, C});
+  const int i_xmid = a.add("xmid", dt, {1, C});
+  const int i_fc = a.add("fc", dt, {1, F});
+  const int i_act = a.add("act", dt, {1, F});
+  const int i_logits = a.add("logits", dt, {1, V});
+  const int i_cos = a.add("rotary.cos", dt, {1, D / 2});
+  const int i_sin = a.add("rotary.sin", dt, {1, D / 2});
+  std::vector<int> i_kc, i_vc, i_skip;
+  for (int64_t l = 0; l < L; ++l) {
+    i_kc.push_back(a.add("h" + std::to_string(l) + ".k_cache", dt, {cap_, C}));
+    i_vc.push_back(a.add("h" + std::to_string(l) + ".v_cache", dt, {cap_, C}));
+  }
+  for (int64_t l = 0; l < L / 2; ++l) i_skip.push_back(a.add("skip" + std::to_string(l), dt, {1, C}));
+  a.materialize(backend.device());
+  tok_ = a[i_tok];
+  emb_ = a[i_emb];
+  x0_ = a[i_x0];
+  h_ = a[i_h];
+  xin_ = a[i_xin];
+  xmix_ = a[i_xmix];
+  n_ = a[i_n];
+  rstd_ = a[i_rstd];
+  rstd_h_ = a[i_rstd_h];
+  q_raw_ = a[i_q_raw];
+  k_raw_ = a[i_k_raw];
+  v_raw_ = a[i_v_raw];
+  v1_ = a[i_v1];
+  q_ = a[i_q];
+  att_ = a[i_att];
+  xmid_ = a[i_xmid];
+  fc_ = a[i_fc];
+  act_ = a[i_act];
+  logits_dev_ = a[i_logits];
+  cos_ = a[i_cos];
+  sin_ = a[i_sin];
+  for (int64_t l = 0; l < L; ++l) {
+    kc_.push_back(a[i_kc[size_t(l)]]);
+    vc_.push_back(a[i_vc[size_t(l)]]);
+  }
+  for (int i : i_skip) skip_.push_back(a[i]);
+  logits_.assign(size_t(V), 0.0);
+}
+
+size_t Decoder::cache_bytes() const {
+  size_t n = 0;
+  for (size_t l = 0; l < kc_.size(); ++l) n += kc_[l].bytes() + vc_[l].bytes();
+  return n;
+}
+
+void Decoder::reset() {
+  pos_ = 0;
+  doc_start_ = 0;
+}
+
+void Decoder::step(int32_t token) {
+  check(token >= 0 && token < cfg_.vocab, "Decoder: token ", token, " at position ", pos_,
+        " is outside the vocabulary [0, ", cfg_.vocab, ")");
+  check(max_positions_ == 0 || pos_ < max_positions_, "Decoder: position ", pos_,
+        " is past the ", max_positions_, " tokens this decoder was sized for");
+  const int64_t L = cfg_.layers, H = cfg_.heads;
+  const double scale = 1.0 / std::sqrt(double(cfg_.head_dim));
+  const Weights& w = p_.w;
+  const Tensor none;
+
+  // Document mask: an EOT opens a new document (SPEC.md: docs = inclusive cumsum of EOT).
+  if (token == cfg_.eot) doc_start_ = pos_;
+  const int64_t first = std::max(pos_ - window_ + 1, doc_start_);
+  rows_.clear();
+  for (int64_t j = first; j <= pos_; ++j) rows_.push_back(int32_t(j % cap_));
+  const int64_t slot = pos_ % cap_;
+
+  be_.upload(tok_, &token);
+  be_.embedding_forward(emb_, tok_, w.wte);
+  be_.rms_norm_forward(x0_, rstd_, emb_, kNormEps);
+  be_.rotary_tables_at(cos_, sin_, cfg_.rope_base, pos_);
+  be_.copy(h_, x0_);
+  for (int64_t l = 0; l < L; ++l) {
+    const LayerWeights& W = w.h[l];
+    Tensor xin = h_;
+    if (l >= L / 2) {  // U-net decoder: add the skip from the mirrored encoder layer
+      const int64_t i = l - L / 2, j = L / 2 - 1 - i;
+      be_.scaled_sum_forward(xin_, h_, Coef::constant(1.0), skip_[size_t(j)],
+                             Coef::param(w.skip_weights.element(i), none));
+      xin = xin_;
+    }
+    be_.scaled_sum_forward(xmix_, xin, Coef::param(W.lambdas.element(0), none), x0_,
+                           Coef::param(W.lambdas.element(1), none));
+    be_.rms_norm_forward(n_, rstd_, xmix_, kNormEps);
+    be_.matmul(q_raw_, n_, false, W.c_q, true, false);
+    be_.matmul(k_raw_, n_, false, W.c_k, true, false);
+    // Value residual: v = (1 - lamb) v_raw + lamb v1, v1 = layer 0's v_raw of this token.
+    const Tensor v_raw = l == 0 ? v1_ : v_raw_;
+    be_.matmul(v_raw, n_, false, W.c_v, true, false);
+    Tensor k_row = kc_[size_t(l)].slice(slot, slot + 1), v_row = vc_[size_t(l)].slice(slot, slot + 1);
+    be_.scaled_sum_forward(v_row, v_raw, Coef::one_minus(W.lamb, none), v1_,
+                           Coef::param(W.lamb, none));
+    be_.head_norm_rotary_forward(q_, rstd_h_, q_raw_, cos_, sin_, 1, H, kNormEps);
+    be_.head_norm_rotary_forward(k_row, rstd_h_, k_raw_, cos_, sin_, 1, H, kNormEps);
+    be_.attention_decode(att_, q_, kc_[size_t(l)], vc_[size_t(l)], rows_, H, scale);
+    be_.copy(xmid_, xmix_);
+    be_.matmul(xmid_, att_, false, W.c_proj, true, true);
+    be_.rms_norm_forward(n_, rstd_, xmid_, kNormEps);
+    be_.matmul(fc_, n_, false, W.c_fc, true, false);
+    be_.relu_squared_forward(act_, fc_);
+    be_.copy(h_, xmid_);
+    be_.matmul(h_, act_, false, W.mlp_proj, true, true);
+    if (l < L / 2) be_.copy(skip_[size_t(l)], h_);
+  }
+  be_.rms_norm_forward(n_, rstd_, h_, kNormEps);
+  be_.matmul(logits_dev_, n_, false, w.lm_head, true, false);
+  if (logits_dev_.dtype == DType::F64) {
+    be_.download(logits_.data(), logits_dev_);
+  } else {
+    std::vector<float> tmp(logits_.size());
+    be_.download(tmp.data(), logits_dev_);
+    logits_.assign(tmp.begin(), tmp.end());
+  }
+  for (double& x : logits_) x = cfg_.softcap * std::tanh(x / cfg_.softcap);
+  ++pos_;
+}
+
+}  // namespace speedrun
