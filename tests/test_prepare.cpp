@@ -643,6 +643,8 @@ TEST_F(Fortunes, CorpusIsPreparedOnceAndRebuiltWhenDamaged) {
   EXPECT_EQ(c->tokenizer_dir, (dir / "data" / "fortunes_bpe300" / "tokenizer").string());
   ASSERT_EQ(c->val_files.size(), 1u);
   ASSERT_EQ(c->train_files.size(), 1u);
+  EXPECT_EQ(c->train_files[0],
+            (dir / "data" / "fortunes_bpe300" / "val512" / "fortunes_train_000000.bin").string());
   EXPECT_GT(c->val_tokens, 512);
 
   const Tokenizer t = Tokenizer::load(c->tokenizer_dir);
@@ -671,9 +673,19 @@ TEST_F(Fortunes, CorpusIsPreparedOnceAndRebuiltWhenDamaged) {
   const auto fixed = fortunes_corpus(data, 300, 512, src.string());
   ASSERT_TRUE(fixed);
   EXPECT_EQ(read_file(fixed->train_files[0]), train_bytes);
+  const std::string vocab_bpe = read_file(fs::path(c->tokenizer_dir) / "vocab.bpe");
+  fs::remove(fs::path(c->tokenizer_dir) / "vocab.bpe");
+  ASSERT_TRUE(fortunes_corpus(data, 300, 512, src.string()));
+  EXPECT_EQ(read_file(fs::path(c->tokenizer_dir) / "vocab.bpe"), vocab_bpe);
+  // Another validation budget: its own folder, beside the first (a run reading the first
+  // is not disturbed), with the same tokenizer.
+  const std::string& tok_bytes = vocab_bpe;
   const auto other = fortunes_corpus(data, 300, 1024, src.string());
   ASSERT_TRUE(other);
   EXPECT_GT(other->val_tokens, 1024);
+  EXPECT_NE(other->train_files[0], c->train_files[0]);
+  EXPECT_EQ(read_file(c->train_files[0]), train_bytes);
+  EXPECT_EQ(read_file(fs::path(other->tokenizer_dir) / "vocab.bpe"), tok_bytes);
 
   // Too little text for the validation budget: a clear error.
   expect_error([&] { fortunes_corpus(data, 300, 1 << 24, src.string()); },
@@ -692,7 +704,7 @@ TEST_F(Fortunes, DefaultTrainingRunUsesFortunesOrSaysItFallsBack) {
   EXPECT_NE(r.out.find("using 401 fortunes"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("sample (temperature 0.8):\n"), std::string::npos) << r.out;
   const fs::path made = dir / "cwd1" / "data" / "fortunes_bpe2048";
-  EXPECT_TRUE(fs::exists(made / "corpus.json"));
+  EXPECT_TRUE(fs::exists(made / "val256" / "corpus.json"));
   // The small text runs out of pairs before 2048 ids; the model's rows are the tokenizer's
   // ids rounded up to a multiple of 128.
   const Tokenizer t = Tokenizer::load(made / "tokenizer");

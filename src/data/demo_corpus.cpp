@@ -54,11 +54,19 @@ std::optional<ojson> read_json(const fs::path& p) {
   return j;
 }
 
-DemoCorpus from_manifest(const ojson& m, const fs::path& dir, const std::string& source) {
+void write_json(const fs::path& p, const ojson& j, std::string_view what) {
+  AtomicFileWriter w(p.string(), what);
+  const std::string text = j.dump(2) + "\n";
+  w.write(text.data(), text.size());
+  w.commit();
+}
+
+DemoCorpus from_manifest(const ojson& m, const fs::path& dir, const fs::path& tok_dir,
+                         const std::string& source) {
   DemoCorpus c;
   c.source_dir = source;
-  c.tokenizer_dir = (dir / "tokenizer").string();
-  const Tokenizer tok = Tokenizer::load(c.tokenizer_dir);
+  c.tokenizer_dir = tok_dir.string();
+  const Tokenizer tok = Tokenizer::load(tok_dir);
   c.eot = tok.eot();
   c.vocab = (int64_t(tok.vocab_size()) + 127) / 128 * 128;
   c.documents = m.at("documents").get<int64_t>();
@@ -104,7 +112,10 @@ std::optional<DemoCorpus> fortunes_corpus(const std::string& data_dir, int32_t v
   if (files.empty()) return std::nullopt;
   check(vocab_size >= 257 && vocab_size <= kMaxShardVocab, "fortunes corpus: vocabulary size ",
         vocab_size, " must be in [257, ", kMaxShardVocab, "]");
-  const fs::path dir = fs::path(data_dir) / fmt::format("fortunes_bpe{}", vocab_size);
+  check(val_tokens >= 0, "fortunes corpus: validation tokens ", val_tokens, " must be >= 0");
+  const fs::path root = fs::path(data_dir) / fmt::format("fortunes_bpe{}", vocab_size);
+  const fs::path tok_dir = root / "tokenizer", tok_manifest = root / "tokenizer.json";
+  const fs::path dir = root / fmt::format("val{}", val_tokens);
   const fs::path manifest = dir / "corpus.json";
 
   ojson sources = ojson::array();
@@ -112,22 +123,27 @@ std::optional<DemoCorpus> fortunes_corpus(const std::string& data_dir, int32_t v
     std::error_code ec;
     sources.push_back({fs::path(f).filename().string(), fs::file_size(f, ec)});
   }
-  const ojson key = {{"generator", "speedrun fortunes v1"}, {"source", source_dir},
-                     {"files", sources},        {"vocab_size", vocab_size},
-                     {"val_tokens", val_tokens}, {"shuffle_seed", kShuffleSeed}};
+  const ojson tok_key = {{"generator", "speedrun fortunes v1"}, {"source", source_dir},
+                         {"files", sources}, {"vocab_size", vocab_size},
+                         {"shuffle_seed", kShuffleSeed}};
+  ojson key = tok_key;
+  key["val_tokens"] = val_tokens;
 
-  if (std::optional<ojson> have = read_json(manifest); have && have->value("key", ojson()) == key) {
+  auto matches = [](const fs::path& p, const ojson& k) {
+    std::optional<ojson> have = read_json(p);
+    if (have && have->value("key", ojson()) != k) have.reset();
+    return have;
+  };
+  std::optional<ojson> have = matches(manifest, key);
+  if (have && matches(tok_manifest, tok_key)) {
     try {
-      return from_manifest(*have, dir, source_dir);
+      return from_manifest(*have, dir, tok_dir, source_dir);
     } catch (const std::exception&) {
       // A shard or the tokenizer is missing or damaged: rebuild below.
     }
   }
 
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  check(!ec, "fortunes corpus: cannot create ", dir.string(), ": ", ec.message());
-  fs::remove(manifest, ec);
+  // The fortunes, shuffled: the same documents for the tokenizer and the shards.
   DocumentOptions opt;
   opt.delimiter = "%";
   opt.strip_overstrike = true;
@@ -135,11 +151,26 @@ std::optional<DemoCorpus> fortunes_corpus(const std::string& data_dir, int32_t v
   SplitMix rng{kShuffleSeed};
   for (size_t i = docs.size(); i > 1; --i) std::swap(docs[i - 1], docs[rng.below(i)]);
 
-  const Tokenizer tok(train_bpe(std::vector<std::string_view>(docs.begin(), docs.end()),
-                                vocab_size));
-  const fs::path tok_dir = dir / "tokenizer";
-  tok.save(tok_dir);
+  std::optional<Tokenizer> tok;
+  if (matches(tok_manifest, tok_key)) {
+    try {
+      tok = Tokenizer::load(tok_dir);
+    } catch (const std::exception&) {
+    }
+  }
+  if (!tok) {
+    std::error_code ec;
+    fs::remove(tok_manifest, ec);
+    tok = Tokenizer(train_bpe(std::vector<std::string_view>(docs.begin(), docs.end()),
+                              vocab_size));
+    tok->save(tok_dir);
+    write_json(tok_manifest, {{"key", tok_key}, {"ids", tok->vocab_size()}}, "tokenizer key");
+  }
 
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  check(!ec, "fortunes corpus: cannot create ", dir.string(), ": ", ec.message());
+  fs::remove(manifest, ec);
   PrepareOptions po;
   po.out_dir = dir.string();
   po.name = "fortunes";
@@ -150,11 +181,11 @@ std::optional<DemoCorpus> fortunes_corpus(const std::string& data_dir, int32_t v
   MemoryDocuments source(std::move(docs));
   PrepareResult r;
   try {
-    r = prepare_shards(source, tok, po);
+    r = prepare_shards(source, *tok, po);
   } catch (const Error& e) {
     fail("fortunes corpus from ", source_dir, ": ", e.what(), ". The default corpus is small (",
-         "about 1M tokens): lower --val-tokens (the tiny preset uses 65536), or train on your "
-         "own shards with --train and --val");
+         "about 1M tokens): lower --val-tokens, or train on your own shards with --train and "
+         "--val");
   }
 
   auto list = [](const std::vector<ShardInfo>& shards) {
@@ -165,15 +196,10 @@ std::optional<DemoCorpus> fortunes_corpus(const std::string& data_dir, int32_t v
   };
   const ojson m = {{"key", key},
                    {"documents", r.val_documents + r.train_documents},
-                   {"tokenizer_ids", tok.vocab_size()},
-                   {"eot", tok.eot()},
                    {"val", {{"documents", r.val_documents}, {"shards", list(r.val_shards)}}},
                    {"train", {{"documents", r.train_documents}, {"shards", list(r.train_shards)}}}};
-  AtomicFileWriter w(manifest.string(), "fortunes corpus manifest");
-  const std::string text = m.dump(2) + "\n";
-  w.write(text.data(), text.size());
-  w.commit();
-  return from_manifest(m, dir, source_dir);
+  write_json(manifest, m, "fortunes corpus manifest");
+  return from_manifest(m, dir, tok_dir, source_dir);
 }
 
 }  // namespace speedrun

@@ -10,12 +10,14 @@
 // file, not just the first) and prepared like `speedrun prepare` (prepare.h) into
 // DATA_DIR/fortunes_bpe<K>/:
 //   tokenizer/encoder.json, tokenizer/vocab.bpe   the trained vocabulary (K ids)
-//   fortunes_val_000000.bin                       whole fortunes, > val_tokens tokens
-//   fortunes_train_000000.bin                     the rest
-//   prepare.json, corpus.json                     counts; the cache key, written last
-// A second call with the same inputs and parameters reuses the folder when corpus.json
-// matches and every shard has its recorded size; otherwise it rebuilds it (about a
-// second on two cores).
+//   tokenizer.json                                its cache key, written last
+//   val<V>/fortunes_val_000000.bin                whole fortunes, > V tokens
+//   val<V>/fortunes_train_000000.bin              the rest
+//   val<V>/prepare.json, val<V>/corpus.json       counts; the cache key, written last
+// One folder per validation budget V, so runs with different --val-tokens never rewrite
+// the shards another run is reading. A later call with the same inputs and parameters
+// reuses the files when the keys match and every shard has its recorded size; otherwise
+// it rebuilds them (about a second on two cores; the bytes are the same every time).
 #pragma once
 #include <cstdint>
 #include <optional>
