@@ -107,13 +107,12 @@ void run_train(TrainArgs& a) {
     o.max_tokens = text_tokenizer ? 150 : 40;
     o.temperature = 0.8;
     o.seed = c.seed;
+    if (text_tokenizer) o.allowed_vocab = text_tokenizer->vocab_size();  // not the padding rows
     const std::vector<int32_t> prompt = {c.model.eot};
     auto out = sample_tokens(backend, params, prompt, o);
     std::string text;
     if (text_tokenizer) {
-      for (int32_t t : out)  // ids past the tokenizer's are padding rows of the vocabulary
-        text += t < text_tokenizer->vocab_size() ? std::string(text_tokenizer->token_bytes(t))
-                                                 : fmt::format("<{}?>", t);
+      text = text_tokenizer->decode(out);
       std::printf("sample (temperature 0.8):\n%s\n", text.c_str());
     } else {
       for (int32_t t : out) text += synthetic_token_text(t, int(c.model.vocab), c.model.eot) + " ";
