@@ -1,7 +1,9 @@
 #include "data/documents.h"
 
 #include <sys/stat.h>
+#include <sys/types.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
