@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Renders `speedrun report` in headless Chromium and saves a screenshot: checks that the
+# page draws in a real browser (self-contained HTML + SVG, no script) and makes the
+# picture in the README (docs/report.png).
+#
+#   scripts/report_screenshot.sh [-o OUT.png] [RUN_DIR ...]
+#
+# Without RUN_DIR it first trains two small runs on the default corpus, the paper's main
+# ablation at toy scale: attention-window warmup (the record) against a fixed window,
+# into runs/report_demo/ (about 3 minutes each on 2 cores; reused when already there).
+# Needs Debian's chromium (apt-get install chromium). SPEEDRUN_BIN overrides the binary
+# (default: build/speedrun).
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$root/docs/report.png"
+if [ "${1:-}" = "-o" ]; then
+  out="$(realpath -m "$2")"
+  shift 2
+fi
+bin="${SPEEDRUN_BIN:-$root/build/speedrun}"
+[ -x "$bin" ] || { echo "report_screenshot: no speedrun binary at $bin: build it (cmake --build build) or set SPEEDRUN_BIN" >&2; exit 1; }
+chrome="$(command -v chromium || command -v chromium-browser || true)"
+[ -n "$chrome" ] || { echo "report_screenshot: chromium not found: apt-get install chromium" >&2; exit 1; }
+
+runs=("$@")
+if [ ${#runs[@]} -eq 0 ]; then
+  demo="$root/runs/report_demo"
+  common=(--preset tiny --steps 200 --cooldown 70 --val-every 25 --no-sample)
+  for name in window_warmup fixed_window; do
+    if [ ! -s "$demo/$name/metrics.jsonl" ] || ! grep -q '"step":200,"val_loss"' "$demo/$name/metrics.jsonl"; then
+      extra=()
+      [ "$name" = fixed_window ] && extra=(--window-schedule fixed)
+      echo "report_screenshot: training $name (runs/report_demo/$name)"
+      (cd "$root" && "$bin" train "${common[@]}" "${extra[@]}" --out "$demo/$name" | grep -E '^(step:[0-9]+/[0-9]+ val|data:|model:)' )
+    fi
+    runs+=("$demo/$name")
+  done
+fi
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+"$bin" report "${runs[@]}" --title "speedrun: window warmup vs fixed window (tiny preset)" -o "$tmp/report.html"
+
+# Headless, no network, no profile left behind; the page has no script, so it is complete
+# as soon as it is parsed.
+"$chrome" --headless --no-sandbox --disable-gpu --disable-background-networking \
+  --disable-component-update --disable-sync --no-first-run --hide-scrollbars \
+  --user-data-dir="$tmp/profile" --window-size=1180,1110 \
+  --screenshot="$tmp/shot.png" "file://$tmp/report.html" >"$tmp/chromium.log" 2>&1 || {
+  cat "$tmp/chromium.log" >&2
+  echo "report_screenshot: chromium failed" >&2
+  exit 1
+}
+[ -s "$tmp/shot.png" ] || { cat "$tmp/chromium.log" >&2; echo "report_screenshot: no screenshot written" >&2; exit 1; }
+# The DOM Chromium built must hold every chart: 5 SVGs, a val_loss path per run.
+"$chrome" --headless --no-sandbox --disable-gpu --disable-background-networking \
+  --disable-component-update --disable-sync --no-first-run \
+  --user-data-dir="$tmp/profile2" --dump-dom "file://$tmp/report.html" >"$tmp/dom.html" 2>/dev/null
+svgs=$(grep -o '<svg' "$tmp/dom.html" | wc -l)
+vals=$(grep -o 'data-series="val_loss"' "$tmp/dom.html" | wc -l)
+if [ "$svgs" -ne 5 ] || [ "$vals" -ne ${#runs[@]} ]; then
+  echo "report_screenshot: chromium's DOM has $svgs charts and $vals val_loss paths; expected 5 and ${#runs[@]}" >&2
+  exit 1
+fi
+mkdir -p "$(dirname "$out")"
+cp "$tmp/shot.png" "$out"
+echo "report_screenshot: $out ($(stat -c %s "$out") bytes; $svgs charts, ${#runs[@]} runs, rendered by $("$chrome" --version 2>/dev/null | head -1))"

@@ -1,0 +1,314 @@
+#include "train/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+
+namespace speedrun {
+
+namespace {
+
+// Distinguishable on white, in print and for common color-vision deficiencies (Okabe-Ito
+// first, then tableau).
+constexpr const char* kColors[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00",
+                                   "#56B4E9", "#8c564b", "#7f7f7f", "#bcbd22", "#000000"};
+constexpr int kNumColors = sizeof(kColors) / sizeof(kColors[0]);
+
+std::string escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+struct Series {
+  int run = 0;
+  std::string id;  // data-series
+  std::vector<std::pair<double, double>> pts;
+  double width = 1.5;
+  double opacity = 1.0;
+  bool dots = false;
+  std::string dash;  // stroke-dasharray, so identical schedules of several runs stay visible
+};
+
+struct Chart {
+  std::string title, xlabel, ylabel;
+  bool logy = false;
+  std::vector<Series> series;
+};
+
+// ~n round tick values covering [lo, hi].
+std::vector<double> nice_ticks(double lo, double hi, int n) {
+  const double span = hi - lo;
+  if (!(span > 0)) return {lo};
+  const double raw = span / n, mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 2.5, 5.0, 10.0})
+    if (m * mag >= raw) {
+      step = m * mag;
+      break;
+    }
+  std::vector<double> t;
+  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step)
+    t.push_back(std::fabs(v) < step * 1e-9 ? 0.0 : v);
+  return t;
+}
+
+std::string tick_label(double v, double step) {
+  if (std::fabs(v) >= 1e5 || (std::fabs(v) > 0 && std::fabs(v) < 1e-3)) return fmt::format("{:.2g}", v);
+  int dec = 0;  // the fewest decimals that write the tick step exactly (0.25 -> 2)
+  while (dec < 6) {
+    const double k = step * std::pow(10.0, dec);
+    if (std::fabs(k - std::round(k)) < 1e-6 * std::max(1.0, k)) break;
+    ++dec;
+  }
+  return fmt::format("{:.{}f}", v, dec);
+}
+
+std::string render_chart(const Chart& c, int id) {
+  constexpr double W = 560, H = 300, ml = 62, mr = 14, mt = 30, mb = 46;
+  const double pw = W - ml - mr, ph = H - mt - mb;
+  double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  for (const auto& s : c.series)
+    for (auto [x, y] : s.pts) {
+      if (!std::isfinite(x) || !std::isfinite(y) || (c.logy && y <= 0)) continue;
+      x0 = std::min(x0, x), x1 = std::max(x1, x);
+      y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
+  std::string svg = fmt::format(
+      "<svg class=\"chart\" viewBox=\"0 0 {} {}\" width=\"{}\" height=\"{}\" role=\"img\" "
+      "aria-label=\"{}\">\n<text class=\"title\" x=\"{}\" y=\"18\">{}</text>\n",
+      W, H, W, H, escape(c.title), ml, escape(c.title));
+  if (!std::isfinite(x0)) {
+    svg += fmt::format("<text class=\"empty\" x=\"{}\" y=\"{}\">no data</text>\n</svg>\n",
+                       ml + pw / 2, mt + ph / 2);
+    return svg;
+  }
+  if (x1 == x0) x0 -= 1, x1 += 1;
+  if (y1 == y0) {
+    const double d = y0 == 0 ? 1 : std::fabs(y0) * 0.05;
+    y0 -= d, y1 += d;
+  }
+  auto fy = [&](double y) { return c.logy ? std::log(y) : y; };
+  double fy0 = fy(y0), fy1 = fy(y1);
+  const double pad = (fy1 - fy0) * 0.04;
+  fy0 -= pad, fy1 += pad;
+  if (!c.logy && y0 >= 0 && fy0 < 0) fy0 = 0;
+  auto X = [&](double x) { return ml + (x - x0) / (x1 - x0) * pw; };
+  auto Y = [&](double y) { return mt + ph - (fy(y) - fy0) / (fy1 - fy0) * ph; };
+
+  // Grid, ticks, axes.
+  svg += "<g class=\"grid\">\n";
+  const auto xt = nice_ticks(x0, x1, 6);
+  const double xstep = xt.size() > 1 ? xt[1] - xt[0] : 1;
+  for (double v : xt)
+    svg += fmt::format("<line x1=\"{0:.1f}\" y1=\"{1}\" x2=\"{0:.1f}\" y2=\"{2}\"/>"
+                       "<text class=\"xt\" x=\"{0:.1f}\" y=\"{3}\">{4}</text>\n",
+                       X(v), mt, mt + ph, mt + ph + 16, tick_label(v, xstep));
+  const double ylo = c.logy ? std::exp(fy0) : fy0, yhi = c.logy ? std::exp(fy1) : fy1;
+  const auto yt = nice_ticks(ylo, yhi, 5);
+  const double ystep = yt.size() > 1 ? yt[1] - yt[0] : 1;
+  for (double v : yt) {
+    if (c.logy && v <= 0) continue;
+    svg += fmt::format("<line x1=\"{0}\" y1=\"{1:.1f}\" x2=\"{2}\" y2=\"{1:.1f}\"/>"
+                       "<text class=\"yt\" x=\"{3}\" y=\"{4:.1f}\">{5}</text>\n",
+                       ml, Y(v), ml + pw, ml - 6, Y(v) + 4, tick_label(v, ystep));
+  }
+  svg += "</g>\n";
+  svg += fmt::format("<rect class=\"frame\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>\n", ml,
+                     mt, pw, ph);
+  svg += fmt::format("<text class=\"xl\" x=\"{}\" y=\"{}\">{}</text>\n", ml + pw / 2, H - 8,
+                     escape(c.xlabel));
+  svg += fmt::format(
+      "<text class=\"yl\" transform=\"translate(14 {}) rotate(-90)\">{}{}</text>\n",
+      mt + ph / 2, escape(c.ylabel), c.logy ? " (log scale)" : "");
+  svg += fmt::format("<clipPath id=\"plot{}\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>"
+                     "</clipPath>\n<g clip-path=\"url(#plot{})\">\n",
+                     id, ml, mt, pw, ph, id);
+  for (const auto& s : c.series) {
+    std::string d;
+    bool pen = false;
+    for (auto [x, y] : s.pts) {
+      if (!std::isfinite(x) || !std::isfinite(y) || (c.logy && y <= 0)) {
+        pen = false;
+        continue;
+      }
+      d += fmt::format("{}{:.1f},{:.1f}", pen ? " L" : (d.empty() ? "M" : " M"), X(x), Y(y));
+      pen = true;
+    }
+    const char* color = kColors[s.run % kNumColors];
+    svg += fmt::format(
+        "<path data-run=\"{}\" data-series=\"{}\" d=\"{}\" stroke=\"{}\" stroke-width=\"{}\" "
+        "stroke-opacity=\"{}\" fill=\"none\" stroke-linejoin=\"round\"{}/>\n",
+        s.run, s.id, d, color, s.width, s.opacity,
+        s.dash.empty() ? std::string() : " stroke-dasharray=\"" + s.dash + "\"");
+    if (s.dots && s.pts.size() <= 80)
+      for (auto [x, y] : s.pts)
+        if (std::isfinite(x) && std::isfinite(y) && (!c.logy || y > 0))
+          svg += fmt::format("<circle cx=\"{:.1f}\" cy=\"{:.1f}\" r=\"3\" fill=\"{}\"><title>{:g}: "
+                             "{:.4f}</title></circle>\n",
+                             X(x), Y(y), color, x, y);
+  }
+  svg += "</g>\n</svg>\n";
+  return svg;
+}
+
+// Keeps at most ~max points (every k-th and the last), so a long run's page stays small.
+std::vector<std::pair<double, double>> thin(std::vector<std::pair<double, double>> p, size_t max) {
+  if (p.size() <= max) return p;
+  const size_t k = (p.size() + max - 1) / max;
+  std::vector<std::pair<double, double>> o;
+  for (size_t i = 0; i < p.size(); i += k) o.push_back(p[i]);
+  if (o.back() != p.back()) o.push_back(p.back());
+  return o;
+}
+
+}  // namespace
+
+std::string render_report(const std::vector<ReportRun>& runs, const std::string& title) {
+  check(!runs.empty(), "report: no run given");
+  constexpr size_t kMaxPoints = 3000;
+  Chart loss{"Loss against step", "step", "loss", true, {}};
+  Chart loss_t{"Loss against training time", "training time (s)", "loss", true, {}};
+  Chart lr{"LR multiplier", "step", "multiplier of every group's LR", false, {}};
+  Chart win{"Attention window", "step", "window (tokens)", false, {}};
+  Chart mom{"Muon momentum", "step", "momentum", false, {}};
+  // Training time: cumulative "ms" of the training steps (validation excluded); a
+  // validation at step s comes after the steps before s.
+  double max_ms = 0;
+  std::vector<std::vector<double>> cum(runs.size());
+  for (size_t r = 0; r < runs.size(); ++r) {
+    double t = 0;
+    for (const auto& s : runs[r].metrics.train) {
+      t += std::isfinite(s.ms) ? s.ms : 0;
+      cum[r].push_back(t);
+    }
+    max_ms = std::max(max_ms, t);
+  }
+  const double unit = max_ms > 2 * 3600e3 ? 3600e3 : max_ms > 300e3 ? 60e3 : 1e3;
+  loss_t.xlabel = unit == 3600e3 ? "training time (h)" : unit == 60e3 ? "training time (min)"
+                                                                     : "training time (s)";
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const int ri = int(r);
+    const auto& m = runs[r].metrics;
+    std::vector<std::pair<double, double>> tl, tlt, l, w, mu, vl, vlt;
+    for (size_t i = 0; i < m.train.size(); ++i) {
+      const auto& s = m.train[i];
+      tl.emplace_back(double(s.step), s.loss);
+      tlt.emplace_back(cum[r][i] / unit, s.loss);
+      l.emplace_back(double(s.step), s.lr);
+      w.emplace_back(double(s.step), s.window);
+      mu.emplace_back(double(s.step), s.momentum);
+    }
+    for (const auto& v : m.val) {
+      vl.emplace_back(double(v.step), v.loss);
+      // time after the training steps before v.step
+      double t = 0;
+      for (size_t i = 0; i < m.train.size() && m.train[i].step < v.step; ++i) t = cum[r][i];
+      vlt.emplace_back(t / unit, v.loss);
+    }
+    const double op = runs.size() > 1 ? 0.45 : 0.6;
+    loss.series.push_back({ri, "train_loss", thin(tl, kMaxPoints), 1.0, op, false, ""});
+    loss.series.push_back({ri, "val_loss", thin(vl, kMaxPoints), 2.5, 1.0, true, ""});
+    loss_t.series.push_back({ri, "train_loss_time", thin(tlt, kMaxPoints), 1.0, op, false, ""});
+    loss_t.series.push_back({ri, "val_loss_time", thin(vlt, kMaxPoints), 2.5, 1.0, true, ""});
+    // Schedules are often equal across runs: later runs dashed, so each stays visible.
+    static const char* kDash[] = {"", "8 5", "2 4", "12 4 2 4"};
+    const std::string dash = kDash[r % 4];
+    lr.series.push_back({ri, "lr", thin(l, kMaxPoints), 2.0, 1.0, false, dash});
+    win.series.push_back({ri, "window", thin(w, kMaxPoints), 2.0, 1.0, false, dash});
+    mom.series.push_back({ri, "momentum", thin(mu, kMaxPoints), 2.0, 1.0, false, dash});
+  }
+
+  std::string h;
+  h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
+  h += "<title>" + escape(title) + "</title>\n<style>\n"
+       "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;"
+       "margin:24px;color:#222;background:#fff}\n"
+       "h1{font-size:20px;margin:0 0 12px}\n"
+       "table{border-collapse:collapse;font-size:13px;margin:0 0 14px}\n"
+       "th,td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}\n"
+       "th:first-child,td:first-child{text-align:left}\n"
+       ".sw{display:inline-block;width:14px;height:4px;margin:0 6px 3px 0;vertical-align:middle}\n"
+       ".key{font-size:12px;color:#555;margin:0 0 10px}\n"
+       ".charts{display:flex;flex-wrap:wrap;gap:8px}\n"
+       ".chart{background:#fff;border:1px solid #e4e4e4}\n"
+       ".chart .title{font-size:14px;font-weight:600}\n"
+       ".chart .grid line{stroke:#ececec}\n"
+       ".chart .frame{fill:none;stroke:#999}\n"
+       ".chart text{font-size:11px;fill:#444}\n"
+       ".chart .xt,.chart .xl{text-anchor:middle}\n"
+       ".chart .yt{text-anchor:end}\n"
+       ".chart .yl{text-anchor:middle}\n"
+       ".chart .empty{text-anchor:middle;fill:#999}\n"
+       "</style>\n</head>\n<body>\n";
+  h += "<h1>" + escape(title) + "</h1>\n";
+  h += "<table>\n<tr><th>run</th><th>train steps</th><th>last train loss</th>"
+       "<th>last val loss (step)</th><th>best val loss</th><th>training time</th>"
+       "<th>ms/step</th></tr>\n";
+  for (size_t r = 0; r < runs.size(); ++r) {
+    const auto& m = runs[r].metrics;
+    std::string last_train = "-", last_val = "-", best_val = "-";
+    if (!m.train.empty()) last_train = fmt::format("{:.4f}", m.train.back().loss);
+    if (!m.val.empty()) {
+      last_val = fmt::format("{:.4f} ({})", m.val.back().loss, m.val.back().step);
+      double b = INFINITY;
+      for (const auto& v : m.val) b = std::min(b, v.loss);
+      best_val = fmt::format("{:.4f}", b);
+    }
+    const double total = cum[r].empty() ? 0 : cum[r].back();
+    h += fmt::format(
+        "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td><td>{}</td><td>{:.1f} s</td><td>{}</td></tr>\n",
+        kColors[r % kNumColors], escape(runs[r].name), m.train.size(), last_train, last_val,
+        best_val, total / 1e3,
+        m.train.empty() ? std::string("-") : fmt::format("{:.1f}", total / double(m.train.size())));
+  }
+  h += "</table>\n<p class=\"key\">Loss charts: thin line = training loss of each step, thick "
+       "line with dots = validation loss. Training time excludes validation.</p>\n";
+  h += "<div class=\"charts\">\n";
+  int id = 0;
+  for (const Chart* c : {&loss, &loss_t, &lr, &win, &mom}) h += render_chart(*c, id++);
+  h += "</div>\n</body>\n</html>\n";
+  return h;
+}
+
+std::vector<ReportRun> load_report_runs(const std::vector<std::string>& paths) {
+  namespace fs = std::filesystem;
+  check(!paths.empty(), "report: give at least one run directory");
+  std::vector<ReportRun> runs;
+  std::vector<fs::path> dirs;
+  for (const auto& p : paths) {
+    fs::path file = p;
+    if (fs::is_directory(file)) {
+      file /= "metrics.jsonl";
+      check(fs::exists(file), "report: ", p, " has no metrics.jsonl: pass a run's --out directory");
+    } else {
+      check(fs::exists(file), "report: ", p, ": no such file or directory");
+    }
+    runs.push_back({"", read_metrics(file.string())});
+    dirs.push_back(fs::absolute(file).lexically_normal().parent_path());
+  }
+  // Names: the directory's name; its parent's too when two runs share it.
+  std::map<std::string, int> count;
+  for (const auto& d : dirs) ++count[d.filename().string()];
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const std::string n = dirs[i].filename().string();
+    runs[i].name = count[n] > 1 ? (dirs[i].parent_path().filename() / n).string() : n;
+  }
+  return runs;
+}
+
+}  // namespace speedrun

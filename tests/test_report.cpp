@@ -1,0 +1,192 @@
+// speedrun report: the HTML page holds one SVG path per series and run with the right
+// number of points, overlays several runs, is self-contained, and refuses empty or
+// malformed metrics with the file and line named.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <string>
+
+#include "core/error.h"
+#include "train/report.h"
+
+using namespace speedrun;
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Outcome {
+  int code;
+  std::string out;
+};
+
+Outcome run_cli(const std::string& args) {
+  const std::string cmd = std::string(SPEEDRUN_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+// A run of `steps` steps as the trainer writes it: validation every `val_every` and at the end.
+void write_run(const fs::path& dir, int steps, int val_every, double scale) {
+  fs::create_directories(dir);
+  std::ofstream f(dir / "metrics.jsonl");
+  for (int s = 0; s <= steps; ++s) {
+    if (s % val_every == 0 || s == steps)
+      f << "{\"step\":" << s << ",\"val_loss\":" << scale * (3.0 + 5.0 / (1 + s)) << ",\"window\":"
+        << 64 * (1 + s / 10) << "}\n";
+    if (s == steps) break;
+    f << "{\"step\":" << s << ",\"train_loss\":" << scale * (3.1 + 5.0 / (1 + s))
+      << ",\"lr\":" << (s < steps / 2 ? 1.0 : double(steps - s) / (steps / 2))
+      << ",\"window\":" << 64 * (1 + s / 10) << ",\"momentum\":" << 0.85 + 0.1 * std::min(1.0, s / 20.0)
+      << ",\"ms\":" << 100 + s << "}\n";
+  }
+}
+
+// The d attribute of the path of `series` for run index `run`.
+std::string path_of(const std::string& html, int run, const std::string& series) {
+  const std::regex re("<path data-run=\"" + std::to_string(run) + "\" data-series=\"" + series +
+                      "\" d=\"([^\"]*)\"");
+  std::smatch m;
+  return std::regex_search(html, m, re) ? m[1].str() : std::string("(none)");
+}
+
+size_t points(const std::string& d) {
+  size_t n = 0;
+  for (char c : d) n += c == 'M' || c == 'L';
+  return n;
+}
+
+class Report : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir = fs::temp_directory_path() / ("speedrun_test_report_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    write_run(dir / "a", 40, 10, 1.0);
+    write_run(dir / "b", 60, 20, 1.1);
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir);
+  }
+  fs::path dir;
+};
+
+}  // namespace
+
+TEST_F(Report, EverySeriesOfEveryRunIsAPath) {
+  const auto runs = load_report_runs({(dir / "a").string(), (dir / "b" / "metrics.jsonl").string()});
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].name, "a");
+  EXPECT_EQ(runs[1].name, "b");
+  const std::string html = render_report(runs, "two runs");
+  const int steps[] = {40, 60}, vals[] = {5, 4};  // validations at 0,10,..,40 and 0,20,40,60
+  for (int r = 0; r < 2; ++r) {
+    for (const char* s : {"train_loss", "train_loss_time", "lr", "window", "momentum"})
+      EXPECT_EQ(points(path_of(html, r, s)), size_t(steps[r])) << "run " << r << " " << s;
+    for (const char* s : {"val_loss", "val_loss_time"})
+      EXPECT_EQ(points(path_of(html, r, s)), size_t(vals[r])) << "run " << r << " " << s;
+  }
+  EXPECT_NE(html.find("<title>two runs</title>"), std::string::npos);
+  EXPECT_NE(html.find(">a</td>"), std::string::npos);  // the legend names the runs
+  EXPECT_NE(html.find(">b</td>"), std::string::npos);
+  EXPECT_EQ(std::count(html.begin(), html.end(), '\n') > 20, true);
+  EXPECT_EQ(html.find("<svg") != std::string::npos, true);
+  // Self-contained: no script, no external resource.
+  for (const char* bad : {"<script", "http://", "https://", "@import", "<link", "url(http"})
+    EXPECT_EQ(html.find(bad), std::string::npos) << bad;
+  // The two runs are drawn in different colors.
+  const std::regex color("data-run=\"(\\d)\" data-series=\"lr\" d=\"[^\"]*\" stroke=\"(#[0-9A-Fa-f]{6})\"");
+  std::vector<std::string> colors;
+  for (std::sregex_iterator it(html.begin(), html.end(), color), end; it != end; ++it)
+    colors.push_back((*it)[2].str());
+  ASSERT_EQ(colors.size(), 2u);
+  EXPECT_NE(colors[0], colors[1]);
+}
+
+// The points follow the data: the LR path is flat (same y) while the multiplier is 1, and the
+// loss path's y falls as the loss falls (SVG y grows downwards).
+TEST_F(Report, PathsFollowTheData) {
+  const std::string html = render_report(load_report_runs({(dir / "a").string()}), "one");
+  auto coords = [](const std::string& d) {
+    std::vector<std::pair<double, double>> p;
+    const std::regex num("[ML]([-0-9.]+),([-0-9.]+)");
+    for (std::sregex_iterator it(d.begin(), d.end(), num), end; it != end; ++it)
+      p.emplace_back(std::stod((*it)[1].str()), std::stod((*it)[2].str()));
+    return p;
+  };
+  const auto lr = coords(path_of(html, 0, "lr"));
+  ASSERT_EQ(lr.size(), 40u);
+  EXPECT_EQ(lr[0].second, lr[19].second);
+  EXPECT_GT(lr[39].second, lr[20].second);  // decays: lower on screen = larger y
+  const auto loss = coords(path_of(html, 0, "train_loss"));
+  for (size_t i = 1; i < loss.size(); ++i) {
+    EXPECT_GT(loss[i].first, loss[i - 1].first);
+    EXPECT_GE(loss[i].second, loss[i - 1].second);
+  }
+  // Time axis: cumulative ms (100, 201, 303, ...), increasing.
+  const auto t = coords(path_of(html, 0, "train_loss_time"));
+  for (size_t i = 1; i < t.size(); ++i) EXPECT_GT(t[i].first, t[i - 1].first);
+}
+
+TEST_F(Report, EmptyMissingAndMalformedMetricsAreErrors) {
+  fs::create_directories(dir / "empty");
+  std::ofstream(dir / "empty" / "metrics.jsonl").close();
+  auto expect_error = [&](const fs::path& p, const std::vector<std::string>& words) {
+    try {
+      load_report_runs({p.string()});
+      ADD_FAILURE() << p << ": no error";
+    } catch (const Error& e) {
+      for (const auto& w : words)
+        EXPECT_NE(std::string(e.what()).find(w), std::string::npos) << e.what();
+    }
+  };
+  expect_error(dir / "empty", {"metrics.jsonl", "is empty"});
+  fs::create_directories(dir / "none");
+  expect_error(dir / "none", {"no metrics.jsonl"});
+  expect_error(dir / "missing", {"missing"});
+  fs::create_directories(dir / "bad");
+  {
+    std::ofstream f(dir / "bad" / "metrics.jsonl");
+    f << "{\"step\":0,\"train_loss\":5.0}\n{\"step\":1,\"train_lo\n{\"step\":2,\"train_loss\":4.0}\n";
+  }
+  expect_error(dir / "bad", {"line 2", "not JSON"});
+  {
+    std::ofstream f(dir / "bad" / "metrics.jsonl");
+    f << "{\"step\":0,\"loss\":5.0}\n";
+  }
+  expect_error(dir / "bad", {"line 1", "train_loss"});
+  EXPECT_THROW(render_report({}, "x"), Error);
+
+  // Through the binary: exit 1, the file named, no page written.
+  const std::string out = (dir / "r.html").string();
+  auto r = run_cli("report " + (dir / "empty").string() + " -o " + out);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("is empty"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out));
+  r = run_cli("report " + (dir / "a").string() + " " + (dir / "b").string() + " -o " + out);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream f(out);
+  const std::string html((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(path_of(html, 1, "val_loss"), "(none)");
+}
+
+// Two runs in directories of the same name are told apart by their parents.
+TEST_F(Report, ClashingNamesGetTheirParent) {
+  write_run(dir / "x" / "run", 10, 5, 1.0);
+  write_run(dir / "y" / "run", 10, 5, 1.0);
+  const auto runs = load_report_runs({(dir / "x" / "run").string(), (dir / "y" / "run").string()});
+  EXPECT_EQ(runs[0].name, "x/run");
+  EXPECT_EQ(runs[1].name, "y/run");
+}
