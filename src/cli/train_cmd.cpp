@@ -173,6 +173,14 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   sub->add_option("--momentum-warmup", c.schedule.momentum_warmup,
                   "steps of Muon momentum warmup 0.85 -> 0.95")
       ->capture_default_str();
+  sub->add_option("--momentum-start", c.schedule.momentum_start, "Muon momentum at step 0")
+      ->capture_default_str();
+  sub->add_option("--momentum-end", c.schedule.momentum_end,
+                  "Muon momentum after the warmup")
+      ->capture_default_str();
+  sub->add_option("--adam-eps", c.optim.eps, "Adam epsilon")->capture_default_str();
+  sub->add_option("--ns-steps", c.optim.ns_steps, "Newton-Schulz iterations of Muon")
+      ->capture_default_str();
   sub->add_flag("--ns-bf16", c.optim.ns_bf16,
                 "round Newton-Schulz intermediates to bf16 as the record's GPU run does");
   sub->add_option("--val-every", c.val_every, "steps between validations (0: end only)")

@@ -10,8 +10,8 @@ void OptimConfig::validate() const {
         "learning rates must be >= 0");
   check(beta1 >= 0 && beta1 < 1, "--adam-beta1 ", beta1, ": must be in [0, 1)");
   check(beta2 >= 0 && beta2 < 1, "--adam-beta2 ", beta2, ": must be in [0, 1)");
-  check(eps > 0, "Adam eps must be > 0");
-  check(ns_steps >= 1, "Newton-Schulz steps must be >= 1");
+  check(eps > 0, "--adam-eps ", eps, ": must be > 0");
+  check(ns_steps >= 1, "--ns-steps ", ns_steps, ": must be >= 1");
 }
 
 Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& config)

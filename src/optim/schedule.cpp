@@ -17,6 +17,8 @@ void ScheduleConfig::validate() const {
   check(window_end >= 64 && window_end % 64 == 0, "--window-end ", window_end,
         ": must be a positive multiple of 64");
   check(momentum_warmup >= 0, "--momentum-warmup ", momentum_warmup, ": must be >= 0");
+  check(momentum_start >= 0 && momentum_start < 1 && momentum_end >= 0 && momentum_end < 1,
+        "--momentum-start/--momentum-end must be in [0, 1)");
 }
 
 double lr_multiplier(const ScheduleConfig& c, int64_t s) {

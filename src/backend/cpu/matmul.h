@@ -4,6 +4,7 @@
 #pragma once
 #include <cblas.h>
 #include <cstdint>
+#include <type_traits>
 
 namespace speedrun::cpu {
 
@@ -25,6 +26,21 @@ inline void gemm<double>(bool transA, bool transB, int64_t M, int64_t N, int64_t
                          double* C, int64_t ldc) {
   cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               int(M), int(N), int(K), alpha, A, int(lda), B, int(ldb), beta, C, int(ldc));
+}
+
+// Symmetric rank-k product C[m,m] = alpha * A A^T + beta * C for row-major A [m,k]
+// (BLAS syrk: half the multiplications of the equivalent gemm). The full matrix is
+// written: the upper triangle is computed and mirrored into the lower one.
+template <class T>
+void syrk(int64_t m, int64_t k, T alpha, const T* A, int64_t lda, T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same_v<T, float>)
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(m), int(k), alpha, A, int(lda), beta,
+                C, int(ldc));
+  else
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasNoTrans, int(m), int(k), alpha, A, int(lda), beta,
+                C, int(ldc));
+  for (int64_t i = 1; i < m; ++i)
+    for (int64_t j = 0; j < i; ++j) C[i * ldc + j] = C[j * ldc + i];
 }
 
 }  // namespace speedrun::cpu

@@ -81,10 +81,11 @@ void newton_schulz5(T* X, const T* G, int64_t rows, int64_t cols, int steps, boo
   if (bf16_round) detail::round_bf16_inplace(x, n);
 
   for (int it = 0; it < steps; ++it) {
-    gemm<T>(false, true, m, m, k, T(1), x, k, x, k, T(0), A, m);  // A = X X^T
+    // A and A A are symmetric: syrk does half the work of gemm for both.
+    syrk<T>(m, k, T(1), x, k, T(0), A, m);  // A = X X^T
     if (bf16_round) detail::round_bf16_inplace(A, m * m);
     for (int64_t i = 0; i < m * m; ++i) B[i] = A[i];
-    gemm<T>(false, false, m, m, m, c, A, m, A, m, b, B, m);  // B = b*A + c*A A
+    syrk<T>(m, m, c, A, m, b, B, m);  // B = b*A + c*A A (= c*A A^T)
     if (bf16_round) detail::round_bf16_inplace(B, m * m);
     for (int64_t i = 0; i < n; ++i) xn[i] = x[i];
     gemm<T>(false, false, m, k, m, T(1), B, m, x, k, a, xn, k);  // X = a*X + B X
