@@ -95,9 +95,11 @@ void run_train(TrainArgs& a) {
   }
   Trainer trainer(backend, c, train_files, val_files);
   TrainResult r = trainer.run();
-  if (!r.val_losses.empty())
-    std::printf("final val_loss: %.4f (step %lld)\n", r.val_losses.back().second,
-                (long long)r.val_losses.back().first);
+  if (!r.val_losses.empty()) {
+    const bool finished = r.val_losses.back().first == c.schedule.steps;
+    std::printf("%s val_loss: %.4f (step %lld)\n", finished ? "final" : "last",
+                r.val_losses.back().second, (long long)r.val_losses.back().first);
+  }
   if ((synthetic || text_tokenizer) && !a.no_sample) {
     Parameters params(backend, c.model, c.dtype);
     params.load(r.final_weights);
