@@ -12,26 +12,12 @@
 #include <vector>
 
 #include "data/shard.h"
+#include "run_command.h"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Outcome {
-  int code;
-  std::string out;
-};
-
-Outcome run_cli(const std::string& args) {
-  const std::string cmd = std::string(SPEEDRUN_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
 
 class Cli : public ::testing::Test {
  protected:

@@ -16,6 +16,7 @@
 
 #include "core/safetensors.h"
 #include "data/synthetic.h"
+#include "run_command.h"
 
 namespace fs = std::filesystem;
 
@@ -24,14 +25,9 @@ namespace {
 constexpr const char* kPython = "/usr/bin/python3";
 
 int run(const std::string& cmd, std::string* out = nullptr) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string text;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) text.append(buf.data(), n);
-  const int st = pclose(p);
-  if (out) *out = text;
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+  Outcome r = run_shell(cmd);
+  if (out) *out = r.out;
+  return r.code;
 }
 
 bool torch_available() {

@@ -30,27 +30,12 @@
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
+#include "run_command.h"
 
 namespace speedrun {
 namespace {
 namespace fs = std::filesystem;
 
-struct Outcome {
-  int code;
-  std::string out;
-};
-
-// Runs the built binary through the shell (`prefix` may set variables or cd).
-Outcome run_cli(const std::string& args, const std::string& prefix = "") {
-  const std::string cmd = prefix + " " + SPEEDRUN_BINARY + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
 
 std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -578,16 +563,8 @@ TEST_F(Prepare, FinewebScriptDownloadsResumesAndRejectsBadShards) {
   const std::string env = "SPEEDRUN=" + std::string(SPEEDRUN_BINARY) + " FINEWEB_DIR=" +
                           out.string() + " FINEWEB_URL=file://" + src.string() + " bash " +
                           SPEEDRUN_SOURCE_DIR + "/scripts/fineweb.sh";
-  auto script = [&](const std::string& n) {
-    const std::string cmd = env + " " + n + " 2>&1";
-    FILE* p = popen(cmd.c_str(), "r");
-    std::string text;
-    std::array<char, 4096> buf;
-    size_t k;
-    while ((k = fread(buf.data(), 1, buf.size(), p)) > 0) text.append(buf.data(), k);
-    const int status = pclose(p);
-    return Outcome{WIFEXITED(status) ? WEXITSTATUS(status) : 128, text};
-  };
+  auto script = [&](const std::string& n) { return run_shell(env + " " + n); };
+
   Outcome r = script("2");
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* name :

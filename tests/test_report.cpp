@@ -17,27 +17,13 @@
 
 #include "core/error.h"
 #include "train/report.h"
+#include "run_command.h"
 
 using namespace speedrun;
 namespace fs = std::filesystem;
 
 namespace {
 
-struct Outcome {
-  int code;
-  std::string out;
-};
-
-Outcome run_cli(const std::string& args) {
-  const std::string cmd = std::string(SPEEDRUN_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
 
 // A run of `steps` steps as the trainer writes it: validation every `val_every` and at the end.
 void write_run(const fs::path& dir, int steps, int val_every, double scale) {

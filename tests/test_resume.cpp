@@ -30,6 +30,7 @@
 #include "train/config.h"
 #include "train/config_io.h"
 #include "train/trainer.h"
+#include "run_command.h"
 
 using namespace speedrun;
 namespace fs = std::filesystem;
@@ -48,20 +49,6 @@ void write_bytes(const fs::path& p, const std::string& s) {
   f << s;
 }
 
-struct Outcome {
-  int code;
-  std::string out;
-};
-
-Outcome run_cmd(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
 
 // The metrics of a run without the wall times: (kind, step, values...) per line.
 std::vector<std::string> metrics_without_times(const fs::path& p) {
@@ -375,19 +362,19 @@ TEST_F(Resume, CommandLineResumeTakesTheCheckpointsConfig) {
   const std::string data = " --train '" + (dir / "data" / "synthetic_train_*.bin").string() +
                            "' --val '" + (dir / "data" / "synthetic_val_*.bin").string() + "'";
   const std::string run = (dir / "cli").string();
-  auto r = run_cmd(bin + " train" + data +
+  auto r = run_shell(bin + " train" + data +
                    " --layers 2 --heads 2 --head-dim 16 --vocab 128 --eot 0 --seq-len 128 --batch 2"
                    " --steps 6 --cooldown 2 --val-every 3 --val-tokens 512 --threads 2 --no-sample"
                    " --save-every 3 --stop-after 3 --out " + run);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("--resume"), std::string::npos) << r.out;
   // No flag but --resume: everything else from the checkpoint.
-  r = run_cmd(bin + " train --resume " + run + " --no-sample");
+  r = run_shell(bin + " train --resume " + run + " --no-sample");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("step:6/6 val_loss:"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(fs::path(run) / "model_step000006.safetensors"));
   // A flag that changes the run: refused, listing it.
-  r = run_cmd(bin + " train --resume " + (fs::path(run) / "ckpt_step000003").string() +
+  r = run_shell(bin + " train --resume " + (fs::path(run) / "ckpt_step000003").string() +
               " --batch 4 --val-tokens 1024 --no-sample");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("--batch: checkpoint 2, now 4"), std::string::npos) << r.out;
@@ -402,10 +389,10 @@ TEST_F(Resume, ExportRoundTripsThroughInit) {
   const std::string bin = SPEEDRUN_BINARY;
   const fs::path ck = dir / "exp" / "ckpt_step000008";
   const std::string bf = (dir / "w_bf16.safetensors").string(), fp = (dir / "w_fp32.safetensors").string();
-  auto r = run_cmd(bin + " export " + ck.string() + " --dtype bf16 -o " + bf);
+  auto r = run_shell(bin + " export " + ck.string() + " --dtype bf16 -o " + bf);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("load_state_dict"), std::string::npos) << r.out;
-  r = run_cmd(bin + " export " + (dir / "exp").string() + " --dtype fp32 -o " + fp);
+  r = run_shell(bin + " export " + (dir / "exp").string() + " --dtype fp32 -o " + fp);
   ASSERT_EQ(r.code, 0) << r.out;
 
   // fp32: the checkpoint's values exactly; bf16: each rounded to nearest even.
@@ -445,9 +432,9 @@ TEST_F(Resume, ExportRoundTripsThroughInit) {
   ASSERT_EQ(ri.train_losses.size(), 1u);
   EXPECT_EQ(ri.train_losses[0], model.forward_loss(x.data(), y.data(), 64));
 
-  r = run_cmd(bin + " export " + ck.string() + " --dtype fp16 -o " + bf);
+  r = run_shell(bin + " export " + ck.string() + " --dtype fp16 -o " + bf);
   EXPECT_NE(r.code, 0);
-  r = run_cmd(bin + " export " + (dir / "nothing").string() + " -o " + bf);
+  r = run_shell(bin + " export " + (dir / "nothing").string() + " -o " + bf);
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("nothing"), std::string::npos) << r.out;
 }
@@ -455,14 +442,14 @@ TEST_F(Resume, ExportRoundTripsThroughInit) {
 // The PyTorch reference (tools/reference) loads the bf16 export as its state_dict with
 // strict=True and computes the same loss as speedrun on the same tokens.
 TEST_F(Resume, ExportLoadsIntoThePyTorchReference) {
-  if (run_cmd("/usr/bin/python3 -c 'import torch, numpy'").code != 0)
+  if (run_shell("/usr/bin/python3 -c 'import torch, numpy'").code != 0)
     GTEST_SKIP() << "python3-torch is not installed (scripts/setup.sh installs it): the export "
                     "was not loaded into PyTorch";
   TrainConfig c = config("torch");
   c.save_every = 8;
   train_run(c);
   const std::string bf = (dir / "w.safetensors").string();
-  auto r = run_cmd(std::string(SPEEDRUN_BINARY) + " export " + (dir / "torch").string() +
+  auto r = run_shell(std::string(SPEEDRUN_BINARY) + " export " + (dir / "torch").string() +
                    " --dtype bf16 -o " + bf);
   ASSERT_EQ(r.code, 0) << r.out;
   // The loss of the bf16 weights (loaded as fp32) on 128 tokens under window 256.
@@ -489,7 +476,7 @@ TEST_F(Resume, ExportLoadsIntoThePyTorchReference) {
               "x = torch.tensor([" + xs + "]); y = torch.tensor([" + ys + "])\n"
               "with torch.no_grad():\n"
               "    print('loss %.8f' % net(x, y, 256).item())\n");
-  r = run_cmd("/usr/bin/python3 " + script.string());
+  r = run_shell("/usr/bin/python3 " + script.string());
   ASSERT_EQ(r.code, 0) << r.out;
   const auto at = r.out.find("loss ");
   ASSERT_NE(at, std::string::npos) << r.out;

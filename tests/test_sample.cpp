@@ -24,6 +24,7 @@
 #include "model/params.h"
 #include "tolerances.h"
 #include "train/sample.h"
+#include "run_command.h"
 
 using namespace speedrun;
 namespace fs = std::filesystem;
@@ -77,21 +78,6 @@ int32_t argmax(const std::vector<double>& v) {
   return int32_t(std::max_element(v.begin(), v.end()) - v.begin());
 }
 
-struct Outcome {
-  int code;
-  std::string out;
-};
-
-Outcome run_cli(const std::string& args) {
-  const std::string cmd = std::string(SPEEDRUN_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
-}
 
 }  // namespace
 
