@@ -1,5 +1,6 @@
 // The Backend interface: every op the model, the optimizers and the trainer need, at layer
-// granularity. The model is written once against it; a backend (cpu/, cuda/) implements it.
+// granularity. The model is written once against it; a backend (cpu/, cuda/) implements it
+// and is built by name (backend/factory.h).
 //
 // Dimension legend: B sequences, T tokens per sequence, N = B*T rows, C width, H heads,
 // D head dim (C = H*D), F = 4C hidden, V vocab, R rows of a chunk of the head.
@@ -7,8 +8,12 @@
 //  - Tensors are contiguous, row-major views (core/tensor.h) on this backend's device.
 //  - "=" means the output is assigned (every element written); "+=" that it accumulates.
 //  - Unless stated, outputs must not alias inputs.
-//  - Float tensors of one call share one dtype (F32 on CPU; F64 on CPU for tests);
-//    token tensors are I32.
+//  - Each operand's dtype is one class of the run's precision policy (core/precision.h),
+//    marked after its shape: (m) master, (c) compute, (s) statistics, (g) gradient; token
+//    tensors are I32. Under fp32 or fp64 every class is the same dtype; under bf16
+//    (c) is BF16 and (m), (s), (g) are F32.
+//  - Ops are asynchronous on an asynchronous device: only download(), synchronize() and
+//    the host-side helpers below wait for the device. Forward and backward never need to.
 //  - A backend that does not support an op or dtype throws speedrun::Error saying so; it
 //    never falls back silently to something slower.
 #pragma once
@@ -17,13 +22,15 @@
 #include <vector>
 
 #include "backend/block_mask.h"
+#include "core/precision.h"
 #include "core/tensor.h"
 
 namespace speedrun {
 
 // A scalar coefficient read from a parameter: value = offset + sign * value_param[0], or
 // just `offset` when value_param is empty. grad_param (if set) receives
-// += sign * dL/d(value) in backward. This covers lambdas[k] (sign 1), the value residual's
+// += sign * dL/d(value) in backward. value_param is a master (m) scalar, grad_param a
+// gradient (g) scalar; both stay on the device (no host round trip inside a step). This covers lambdas[k] (sign 1), the value residual's
 // (1 - lamb) (offset 1, sign -1) and the constant 1 of a plain residual add.
 struct Coef {
   Tensor value_param;  // 0-dim view of a parameter, or empty
@@ -46,59 +53,86 @@ class Backend {
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
 
+  // ---- precision ----------------------------------------------------------------------
+  // The policy used when the user asks for none (--dtype auto).
+  virtual Precision default_precision() const = 0;
+  // Throws, naming the backend, the policy and what it supports, unless it can run it.
+  virtual void check_precision(const Precision& p) const = 0;
+
   // ---- memory -----------------------------------------------------------------------
   // Zero-filled, 64-byte aligned; freed with release().
   virtual void* allocate(size_t bytes) = 0;
   virtual void release(void* p) = 0;
   virtual void upload(Tensor dst, const void* host) = 0;      // dst = host bytes
-  virtual void download(void* host, const Tensor& src) = 0;  // host = src bytes
+  virtual void download(void* host, const Tensor& src) = 0;  // host = src bytes (waits)
   virtual void copy(Tensor dst, const Tensor& src) = 0;       // same dtype and numel
   virtual void fill(Tensor t, double value) = 0;
-  // dst = src converted to dst's dtype (rounding to nearest even); same numel.
+  // dst = src converted to dst's dtype (rounding to nearest even); same numel. Any of
+  // F32, F64, BF16 to any of them.
   virtual void convert(Tensor dst, const Tensor& src) = 0;
-  // Sum of all elements, in double on the host (synchronises).
-  virtual double sum(const Tensor& t) = 0;
+  // acc (0-dim F64) += the sum of t's elements, accumulated in double, on the device: the
+  // loss of a step is read once, after the step (no synchronisation inside it).
+  virtual void sum_into(Tensor acc, const Tensor& t) = 0;
+  // Waits until every op issued so far has finished (timing points, host reads).
   virtual void synchronize() {}
+  // Peak device memory allocated so far, in bytes (0 when the backend does not track it).
+  virtual size_t peak_bytes() const { return 0; }
+  // The most tokens a micro-batch should hold on this backend when the user leaves
+  // --grad-accum to auto (0: no limit: one micro-batch per step).
+  virtual int64_t preferred_micro_batch_tokens() const { return 0; }
+
+  // ---- host-side helpers (synchronising; for checkpoints, tests and sampling) ----------
+  // The tensor's values in double on the host; a tensor from double host values. Both
+  // convert through convert() on the device, so the rounding is the backend's.
+  std::vector<double> to_host_f64(const Tensor& t);
+  void from_host_f64(Tensor t, const std::vector<double>& values);
 
   // ---- linear algebra -----------------------------------------------------------------
   // C[M,N] (= or +=) op(A) op(B); op(A) = A [M,K] or A^T with A stored [K,M]; op(B) = B
-  // [K,N] or B^T with B stored [N,K]. Linear layer y = x W^T is matmul(y, x, 0, W, 1, 0);
-  // its backward dx = dy W is matmul(dx, dy, 0, W, 0, acc), dW += dy^T x is
-  // matmul(dW, dy, 1, x, 0, 1).
+  // [K,N] or B^T with B stored [N,K]. A, B (c); C (c), or (g) when it is a weight gradient
+  // (the bf16 policy accumulates weight gradients in F32). Linear layer y = x W^T is
+  // matmul(y, x, 0, W, 1, 0); its backward dx = dy W is matmul(dx, dy, 0, W, 0, acc),
+  // dW += dy^T x is matmul(dW, dy, 1, x, 0, 1).
   virtual void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
                       bool accumulate) = 0;
 
   // ---- embedding ----------------------------------------------------------------------
-  // out[N,C] = wte[V,C][tokens[N]].
+  // out[N,C] (c) = wte[V,C] (c) [tokens[N]].
   virtual void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& wte) = 0;
-  // dwte[V,C] += scatter of dout[N,C] by tokens (deterministic).
+  // dwte[V,C] (g) += scatter of dout[N,C] (c) by tokens (deterministic: no float atomics,
+  // the same bits on every run).
   virtual void embedding_backward(Tensor dwte, const Tensor& tokens, const Tensor& dout) = 0;
 
   // ---- rms_norm over the last dimension, no weight ------------------------------------
-  // y[R,C] = x * rstd, rstd[R] = 1/sqrt(mean(x^2) + eps). y may alias x.
+  // y[R,C] (c) = x (c) * rstd, rstd[R] (s) = 1/sqrt(mean(x^2) + eps). y may alias x.
   virtual void rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) = 0;
-  // dx[R,C] (= or +=) the gradient through rms_norm given dy, x and the saved rstd.
+  // dx[R,C] (c) (= or +=) the gradient through rms_norm given dy (c), x (c) and the saved
+  // rstd (s).
   virtual void rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
                                  bool accumulate) = 0;
 
-  // ---- QK norm + rotary on heads: x, y [N, C] seen as [N, H, D]; row n at position n % T
-  // y = rotary(rms_norm over D of x), rstd [N*H]; cos, sin [T, D/2] (rotary_tables).
+  // ---- QK norm + rotary on heads: x, y [N, C] (c) seen as [N, H, D]; row n at position n % T
+  // y = rotary(rms_norm over D of x), rstd [N*H] (s); cos, sin [T, D/2] (s) (rotary_tables).
   virtual void head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& cos,
                                         const Tensor& sin, int64_t T, int64_t H, double eps) = 0;
-  // dx (=) the gradient through both, given dy, the input x and the saved rstd.
+  // dx (c) (=) the gradient through both, given dy (c), the input x (c) and the saved rstd.
   virtual void head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x,
                                          const Tensor& rstd, const Tensor& cos, const Tensor& sin,
                                          int64_t T, int64_t H) = 0;
-  // cos, sin [T, D/2] = cos/sin(t * base^(-2j/D)), computed like PyTorch in the tables' dtype.
+  // cos, sin [T, D/2] (s) = cos/sin(t * base^(-2j/D)), computed like PyTorch in the tables'
+  // dtype.
   virtual void rotary_tables(Tensor cos, Tensor sin, double base) = 0;
 
   // ---- attention: causal, same document, sliding window (masks[b] for sequence b) ------
-  // out [N, C] (=), lse [B, H, T] (=) log-sum-exp of the scaled scores; q, k, v [N, C] with
-  // C = H*D; scale multiplies q.k. Blocks a mask does not list are never read.
+  // out [N, C] (c) (=), lse [B, H, T] (s) (=) log-sum-exp of the scaled scores; q, k, v
+  // [N, C] (c) with C = H*D; scale multiplies q.k. Blocks a mask does not list are never
+  // read. The masks are host data built once per micro-batch; a device backend copies
+  // their lists itself.
   virtual void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k,
                                  const Tensor& v, const std::vector<BlockMask>& masks, int64_t H,
                                  double scale) = 0;
-  // dq, dk, dv [N, C] (=) given dout and the forward's inputs and outputs.
+  // dq, dk, dv [N, C] (c) (=) given dout (c) and the forward's inputs and outputs.
+  // Deterministic: the same bits on every run.
   virtual void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout,
                                   const Tensor& q, const Tensor& k, const Tensor& v,
                                   const Tensor& out, const Tensor& lse,
@@ -108,51 +142,54 @@ class Backend {
   // ---- incremental decoding (sampling with a KV cache) -----------------------------------
   // Both have defaults that throw, so a backend without them still builds; sampling then
   // fails with a message naming the backend.
-  // cos, sin [R, D/2] (=) the rotary tables of positions start .. start+R-1, computed as
+  // cos, sin [R, D/2] (s) (=) the rotary tables of positions start .. start+R-1, computed as
   // rotary_tables computes its rows (the same bits as rows start.. of a longer table).
   virtual void rotary_tables_at(Tensor cos, Tensor sin, double base, int64_t start) {
-    fail(name(), " backend: rotary_tables_at is not implemented; sample on the cpu backend");
+    fail(name(), " backend: rotary_tables_at is not implemented; sample with --device cpu");
   }
-  // One query over a key/value cache: out [1, C] (=) per head softmax_j(scale q.k_j) v_j
+  // One query over a key/value cache: out [1, C] (c) (=) per head softmax_j(scale q.k_j) v_j
   // over the cache rows j in `rows` (non-empty, each < S), summed in the order given;
-  // q [1, C]; k, v [S, C] with C = H*D. out must not alias q, k or v.
+  // q [1, C] (c); k, v [S, C] (c) with C = H*D. out must not alias q, k or v.
   virtual void attention_decode(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
                                 const std::vector<int32_t>& rows, int64_t H, double scale) {
-    fail(name(), " backend: attention_decode is not implemented; sample on the cpu backend");
+    fail(name(), " backend: attention_decode is not implemented; sample with --device cpu");
   }
 
   // ---- MLP activation -----------------------------------------------------------------
-  // y = relu(x)^2 (=).
+  // y = relu(x)^2 (=); x, y (c).
   virtual void relu_squared_forward(Tensor y, const Tensor& x) = 0;
-  // dx = 2 relu(x) dy (=); dx may alias dy.
+  // dx = 2 relu(x) dy (=); all (c); dx may alias dy.
   virtual void relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) = 0;
 
   // ---- scalar-weighted sums (lambdas, value residual, U-net skips) ----------------------
-  // out = a*x + b*y (=); out may alias x or y.
+  // out = a*x + b*y (=); out, x, y (c); out may alias x or y.
   virtual void scaled_sum_forward(Tensor out, const Tensor& x, const Coef& a, const Tensor& y,
                                   const Coef& b) = 0;
   // dx (= or +=) a*dout, dy (= or +=) b*dout (either may be empty to skip it); a.grad_param
   // += a.sign * <dout, x>, b.grad_param += b.sign * <dout, y> (deterministic reductions).
-  // dx and dy may alias when both accumulate; dx may alias dout when it assigns.
+  // dx, dy, dout, x, y (c). dx and dy may alias when both accumulate; dx may alias dout
+  // when it assigns.
   virtual void scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc_y,
                                    const Tensor& dout, const Tensor& x, const Coef& a,
                                    const Tensor& y, const Coef& b) = 0;
 
   // ---- head: softcap + cross entropy, fused --------------------------------------------
-  // logits [R, V] raw; z = cap*tanh(l/cap); losses[R] (=) logsumexp(z) - z[target].
-  // With backward, logits is overwritten by dL/dlogits for L = grad_scale * sum(losses).
+  // logits [R, V] (c) raw; z = cap*tanh(l/cap) computed in at least F32; losses[R] (s) (=)
+  // logsumexp(z) - z[target]. With backward, logits is overwritten by dL/dlogits for
+  // L = grad_scale * sum(losses).
   virtual void softcap_cross_entropy(Tensor logits, Tensor losses, const Tensor& targets,
                                      double cap, double grad_scale, bool backward) = 0;
 
   // ---- optimizer updates (state lives on the device) ------------------------------------
-  // PyTorch's Adam on p with gradient g and moments m, v (all same shape).
+  // PyTorch's Adam on p (m) with gradient g (g) and moments m, v (m) (all same shape).
   virtual void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const AdamArgs& a) = 0;
-  // buf = mu*buf + g; out = g + mu*buf (Nesterov). out may alias g.
+  // buf (m) = mu*buf + g; out = g + mu*buf (Nesterov); g, out (g). out may alias g.
   virtual void muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) = 0;
-  // X[rows, cols] (=) the record's 5-step quintic Newton-Schulz orthogonalisation of G.
-  // bf16_round emulates the record's bf16 arithmetic (rounds every stored intermediate).
+  // X[rows, cols] (=) the record's quintic Newton-Schulz orthogonalisation of G, `steps`
+  // iterations; G (g), X (g). bf16_round emulates the record's bf16 arithmetic (rounds
+  // every stored intermediate); a bf16 backend computes in bf16 whatever it is given.
   virtual void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) = 0;
-  // y += alpha * x.
+  // y (m) += alpha * x (g).
   virtual void axpy(Tensor y, const Tensor& x, double alpha) = 0;
 };
 

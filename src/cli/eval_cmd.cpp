@@ -3,13 +3,15 @@
 #include <memory>
 #include <string>
 
-#include "backend/cpu/cpu_backend.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
 #include "data/loader.h"
 #include "data/shard.h"
+#include "dist/local_comm.h"
 #include "model/gpt.h"
 #include "model/params.h"
+#include "train/evaluate.h"
 
 namespace speedrun::cli {
 
@@ -17,7 +19,8 @@ namespace {
 struct EvalArgs {
   std::string weights, val_glob;
   int64_t window = 1792, seq_len = 65536, batch = 1, val_tokens = 10485760;
-  int threads = 0;
+  PrecisionChoice dtype = PrecisionChoice::Auto;
+  BackendOptions backend;
 };
 
 void run_eval(const EvalArgs& a) {
@@ -26,21 +29,16 @@ void run_eval(const EvalArgs& a) {
   const int64_t per_batch = a.batch * a.seq_len;
   check(a.val_tokens >= per_batch && a.val_tokens % per_batch == 0, "--val-tokens ",
         a.val_tokens, " must be a positive multiple of --batch x --seq-len = ", per_batch);
-  CpuBackend backend(a.threads);
+  std::unique_ptr<Backend> backend = make_backend(a.backend);
   GPTConfig cfg =
       GPTConfig::from_metadata(SafetensorsFile::open(a.weights).metadata(), a.weights);
-  Parameters params(backend, cfg, DType::F32);
+  Parameters params(*backend, cfg, resolve_precision(*backend, a.dtype));
   params.load(a.weights);
-  DataLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 0, 1, cfg.vocab);
-  GPT model(backend, params, a.batch, a.seq_len);
-  std::vector<int32_t> x(static_cast<size_t>(per_batch)), y(static_cast<size_t>(per_batch));
-  const int64_t batches = a.val_tokens / per_batch;
-  double sum = 0;
-  for (int64_t k = 0; k < batches; ++k) {
-    loader.next_batch(x.data(), y.data());
-    sum += model.forward_loss(x.data(), y.data(), a.window);
-  }
-  std::printf("val_loss:%.6f tokens:%lld window:%lld weights:%s\n", sum / double(batches),
+  StepLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 1, 0, 1, cfg.vocab);
+  GPT model(*backend, params, a.batch, a.seq_len);
+  LocalComm comm(backend.get());
+  const double loss = evaluate(model, loader, a.val_tokens / per_batch, a.window, comm);
+  std::printf("val_loss:%.6f tokens:%lld window:%lld weights:%s\n", loss,
               (long long)a.val_tokens, (long long)a.window, a.weights.c_str());
 }
 }  // namespace
@@ -55,7 +53,8 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();
   sub->add_option("--batch", a->batch, "sequences per batch")->capture_default_str();
   sub->add_option("--val-tokens", a->val_tokens, "tokens to evaluate")->capture_default_str();
-  sub->add_option("--threads", a->threads, "CPU threads (0: all cores)")->capture_default_str();
+  add_enum_option(sub, "--dtype", a->dtype, "precision (auto: the device's)");
+  add_backend_flags(sub, a->backend);
   sub->callback([a]() { run_eval(*a); });
 }
 

@@ -5,7 +5,7 @@
 #include <memory>
 #include <string>
 
-#include "backend/cpu/cpu_backend.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
 #include "model/params.h"
@@ -17,6 +17,7 @@ namespace {
 
 struct ExportArgs {
   std::string checkpoint, out, dtype = "bf16";
+  BackendOptions backend{DeviceChoice::CPU, 1, -1};  // reading and rounding: no GPU needed
 };
 
 void run_export(const ExportArgs& a) {
@@ -33,8 +34,8 @@ void run_export(const ExportArgs& a) {
     meta = f.metadata();
     cfg = GPTConfig::from_metadata(meta, src);
   }
-  CpuBackend backend(1);
-  Parameters params(backend, cfg, DType::F32);
+  std::unique_ptr<Backend> backend = make_backend(a.backend);
+  Parameters params(*backend, cfg, backend->default_precision());
   params.load(src);
   const DType dt = a.dtype == "bf16" ? DType::BF16 : DType::F32;
   meta["exported_from"] = fs::path(src).filename().string();
@@ -63,6 +64,7 @@ void add_export_command(CLI::App& app) {
       ->check(CLI::IsMember({"bf16", "fp32"}))
       ->capture_default_str();
   sub->add_option("-o,--out", a->out, "the file to write (.safetensors)")->required();
+  add_backend_flags(sub, a->backend);
   sub->callback([a]() { run_export(*a); });
 }
 

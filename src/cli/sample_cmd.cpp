@@ -11,7 +11,7 @@
 #include <sstream>
 #include <string>
 
-#include "backend/cpu/cpu_backend.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
 #include "data/tokenizer.h"
@@ -29,7 +29,7 @@ struct SampleArgs {
   int64_t max_tokens = 256, top_k = 0, window = 0;
   double temperature = 0.8;
   uint64_t seed = 0;
-  int threads = 0;
+  BackendOptions backend;
   bool ids = false;
 };
 
@@ -143,8 +143,9 @@ void run_sample(const SampleArgs& a) {
     tok->encode_append(a.prompt, prompt);
   }
 
-  CpuBackend backend(a.threads);
-  Parameters params(backend, cfg, DType::F32);
+  std::unique_ptr<Backend> backend_ptr = make_backend(a.backend);
+  Backend& backend = *backend_ptr;
+  Parameters params(backend, cfg, backend.default_precision());
   params.load(weights);
   SampleOptions o;
   o.max_tokens = a.max_tokens;
@@ -194,7 +195,7 @@ void add_sample_command(CLI::App& app) {
   sub->add_option("--window", a->window,
                   "attention window (default: the one in the weights' metadata)");
   sub->add_flag("--ids", a->ids, "the prompt and the output are token ids, not text");
-  sub->add_option("--threads", a->threads, "CPU threads (0: all cores)")->capture_default_str();
+  add_backend_flags(sub, a->backend);
   sub->callback([a]() { run_sample(*a); });
 }
 

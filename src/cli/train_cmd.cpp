@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "backend/cpu/cpu_backend.h"
+#include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "data/demo_corpus.h"
 #include "data/shard.h"
@@ -37,8 +37,8 @@ std::string find_preset(int argc, char** argv) {
 
 struct TrainArgs {
   TrainConfig cfg;
+  BackendOptions backend;
   std::string window_schedule;
-  std::string dtype = "fp32";
   bool no_sample = false;
   std::vector<std::string> given;  // flags given on the command line, without dashes
 };
@@ -46,13 +46,13 @@ struct TrainArgs {
 void run_train(TrainArgs& a) {
   TrainConfig& c = a.cfg;
   c.schedule.window_schedule = parse_window_schedule(a.window_schedule);
-  c.dtype = a.dtype == "fp64" ? DType::F64 : DType::F32;
   if (!c.resume.empty()) {  // the checkpoint's config, with the flags given here on top
     const auto ck = find_checkpoint(c.resume, [](const std::string& s) { std::printf("%s\n", s.c_str()); });
     c = config_from_json(merge_resume_config(ck.meta.config, config_to_json(c), a.given),
                          ck.dir + "/meta.json");
   }
-  CpuBackend backend(c.threads);
+  std::unique_ptr<Backend> backend_ptr = make_backend(a.backend);
+  Backend& backend = *backend_ptr;
   std::vector<std::string> train_files, val_files;
   bool synthetic = false;
   std::optional<Tokenizer> text_tokenizer;  // the built-in real-text corpus's
@@ -78,7 +78,7 @@ void run_train(TrainArgs& a) {
                   fortunes_dir().c_str());
       const std::string dir =
           fmt::format("data/synthetic_v{}_eot{}", c.model.vocab, c.model.eot);
-      const int64_t tokens_per_step = c.batch * c.seq_len * c.world;
+      const int64_t tokens_per_step = c.batch * c.seq_len;
       const int64_t train_tokens = std::max<int64_t>(4 << 20, 2 * tokens_per_step + 1);
       const int64_t val_tokens = std::max<int64_t>(c.val_tokens + 1, tokens_per_step + 1);
       std::printf("data: no --train given: using the built-in synthetic corpus in %s/ "
@@ -101,7 +101,7 @@ void run_train(TrainArgs& a) {
                 r.val_losses.back().second, (long long)r.val_losses.back().first);
   }
   if ((synthetic || text_tokenizer) && !a.no_sample) {
-    Parameters params(backend, c.model, c.dtype);
+    Parameters params(backend, c.model, resolve_precision(backend, c.dtype));
     params.load(r.final_weights);
     SampleOptions o;
     o.context = std::min<int64_t>(c.seq_len, 256);
@@ -189,7 +189,10 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
       ->capture_default_str();
   sub->add_option("--val-tokens", c.val_tokens, "tokens per validation")->capture_default_str();
   sub->add_option("--seed", c.seed, "initialisation seed")->capture_default_str();
-  sub->add_option("--threads", c.threads, "CPU threads (0: all cores)")->capture_default_str();
+  add_backend_flags(sub, args->backend);
+  sub->add_option("--grad-accum", c.grad_accum,
+                  "micro-batches per rank per step (0: auto, by the device's memory)")
+      ->capture_default_str();
   sub->add_option("--out", c.out_dir, "output directory")->capture_default_str();
   sub->add_option("--init", c.init, "start from these weights (.safetensors)");
   sub->add_option("--save-every", c.save_every,
@@ -204,9 +207,8 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   sub->add_option("--resume", c.resume,
                   "continue from the newest complete checkpoint of this run directory (or this "
                   "checkpoint directory); other flags default to the checkpoint's config");
-  sub->add_option("--dtype", args->dtype, "CPU precision: fp32, or fp64 for exact comparisons")
-      ->check(CLI::IsMember({"fp32", "fp64"}))
-      ->capture_default_str();
+  add_enum_option(sub, "--dtype", c.dtype,
+                  "precision: fp32 (cpu), fp64 (cpu, exact comparisons), bf16 (cuda), auto");
   sub->add_flag("--no-sample", args->no_sample, "do not print a sample after training");
   sub->callback([args, sub]() {
     for (const CLI::Option* o : sub->get_options())

@@ -10,8 +10,10 @@ Arena& Arena::operator=(Arena&& o) noexcept {
     free_ = std::move(o.free_);
     base_ = o.base_;
     total_ = o.total_;
+    materialized_ = o.materialized_;
     o.base_ = nullptr;
     o.total_ = 0;
+    o.materialized_ = false;
   }
   return *this;
 }
@@ -20,11 +22,15 @@ Arena::~Arena() {
   if (base_ && free_) free_(base_);
 }
 
-int Arena::add(const std::string& name, DType dtype, std::initializer_list<int64_t> shape) {
-  check(base_ == nullptr, "Arena: cannot add '", name, "' after materialize()");
+int Arena::add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+               Tensor* bind) {
+  check(!materialized_, "Arena: cannot add '", name, "' after materialize()");
   Entry e;
   e.name = name;
-  e.tensor = Tensor(nullptr, dtype, shape);
+  e.bind = bind;
+  check(shape.size() <= 4, "Arena: '", name, "' has more than 4 dimensions");
+  e.tensor = Tensor(nullptr, dtype, {});
+  for (int64_t d : shape) e.tensor.shape[e.tensor.ndim++] = d;
   e.offset = total_;
   total_ += (e.tensor.bytes() + 63) / 64 * 64;
   entries_.push_back(std::move(e));
@@ -32,13 +38,24 @@ int Arena::add(const std::string& name, DType dtype, std::initializer_list<int64
 }
 
 void Arena::materialize(Device device) {
-  check(base_ == nullptr, "Arena: materialize() called twice");
+  check(!materialized_, "Arena: materialize() called twice");
   check(bool(alloc_), "Arena: no allocator");
   base_ = total_ ? alloc_(total_) : nullptr;
+  materialized_ = true;
   for (auto& e : entries_) {
     e.tensor.data = static_cast<char*>(base_) + e.offset;
     e.tensor.device = device;
+    if (e.bind) *e.bind = e.tensor;
   }
+}
+
+Tensor Arena::flat() const {
+  check(materialized_ && !entries_.empty(), "Arena::flat: the arena is empty or not materialized");
+  const DType dt = entries_[0].tensor.dtype;
+  for (const auto& e : entries_)
+    check(e.tensor.dtype == dt, "Arena::flat: '", e.name, "' is ", dtype_name(e.tensor.dtype),
+          " but '", entries_[0].name, "' is ", dtype_name(dt));
+  return Tensor(base_, dt, {int64_t(total_ / dtype_size(dt))}, entries_[0].tensor.device);
 }
 
 const Tensor& Arena::get(const std::string& name) const {

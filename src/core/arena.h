@@ -1,7 +1,8 @@
 // Arena: memory planned, not allocated per step. Named tensors are added to a plan, then
 // the whole plan is allocated as one block (each tensor 64-byte aligned) and every tensor
 // becomes a view into it. Parameters, gradients, optimizer state and activations each
-// live in an arena laid out from the config.
+// live in an arena laid out from the config. A tensor is declared once, where its view
+// lives: add("h0.q", dtype, {N, C}, &layer.q) binds layer.q at materialize().
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -25,8 +26,14 @@ class Arena {
   Arena& operator=(Arena&& o) noexcept;
   ~Arena();
 
-  // Plans a tensor; returns its index. Only before materialize().
-  int add(const std::string& name, DType dtype, std::initializer_list<int64_t> shape);
+  // Plans a tensor; returns its index. Only before materialize(). If `bind` is given,
+  // *bind becomes the tensor's view at materialize() (so it must outlive that call).
+  int add(const std::string& name, DType dtype, std::initializer_list<int64_t> shape,
+          Tensor* bind = nullptr) {
+    return add(name, dtype, std::vector<int64_t>(shape), bind);
+  }
+  int add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+          Tensor* bind = nullptr);
   // Allocates the block (zero-filled) and binds every planned tensor to it.
   void materialize(Device device);
 
@@ -36,6 +43,10 @@ class Arena {
   // The tensor called `name`; throws if there is none.
   const Tensor& get(const std::string& name) const;
   size_t bytes() const { return total_; }
+  // The whole block as one 1-D tensor of the entries' common dtype (the 64-byte padding
+  // between entries is zero-filled): one collective over every gradient, say. Throws when
+  // entries differ in dtype.
+  Tensor flat() const;
   void* base() const { return base_; }
 
  private:
@@ -43,12 +54,14 @@ class Arena {
     std::string name;
     Tensor tensor;
     size_t offset = 0;
+    Tensor* bind = nullptr;
   };
   std::vector<Entry> entries_;
   AllocFn alloc_;
   FreeFn free_;
   void* base_ = nullptr;
   size_t total_ = 0;
+  bool materialized_ = false;
 };
 
 }  // namespace speedrun

@@ -20,64 +20,40 @@ Decoder::Decoder(Backend& backend, const Parameters& params, int64_t window,
   cap_ = max_positions > 0 ? std::min(window, max_positions) : window;
   const int64_t C = cfg_.width(), F = cfg_.hidden(), V = cfg_.vocab, H = cfg_.heads;
   const int64_t L = cfg_.layers, D = cfg_.head_dim;
-  const DType dt = params.dtype();
+  const DType c = params.precision().compute, s = params.precision().stats();
   mem_ = Arena([&backend](size_t n) { return backend.allocate(n); },
                [&backend](void* p) { backend.release(p); });
   Arena& a = mem_;
-  const int i_tok = a.add("token", DType::I32, {1});
-  const int i_emb = a.add("emb", dt, {1, C});
-  const int i_x0 = a.add("x0", dt, {1, C});
-  const int i_h = a.add("h", dt, {1, C});
-  const int i_xin = a.add("xin", dt, {1, C});
-  const int i_xmix = a.add("xmix", dt, {1, C});
-  const int i_n = a.add("n", dt, {1, C});
-  const int i_rstd = a.add("rstd", dt, {1});
-  const int i_rstd_h = a.add("rstd_heads", dt, {H});
-  const int i_q_raw = a.add("q_raw", dt, {1, C});
-  const int i_k_raw = a.add("k_raw", dt, {1, C});
-  const int i_v_raw = a.add("v_raw", dt, {1, C});
-  const int i_v1 = a.add("v1", dt, {1, C});
-  const int i_q = a.add("q", dt, {1, C});
-  const int i_att = a.add("att", dt, {1, C});
-  const int i_xmid = a.add("xmid", dt, {1, C});
-  const int i_fc = a.add("fc", dt, {1, F});
-  const int i_act = a.add("act", dt, {1, F});
-  const int i_logits = a.add("logits", dt, {1, V});
-  const int i_cos = a.add("rotary.cos", dt, {1, D / 2});
-  const int i_sin = a.add("rotary.sin", dt, {1, D / 2});
-  std::vector<int> i_kc, i_vc, i_skip;
+  a.add("token", DType::I32, {1}, &tok_);
+  a.add("emb", c, {1, C}, &emb_);
+  a.add("x0", c, {1, C}, &x0_);
+  a.add("h", c, {1, C}, &h_);
+  a.add("xin", c, {1, C}, &xin_);
+  a.add("xmix", c, {1, C}, &xmix_);
+  a.add("n", c, {1, C}, &n_);
+  a.add("rstd", s, {1}, &rstd_);
+  a.add("rstd_heads", s, {H}, &rstd_h_);
+  a.add("q_raw", c, {1, C}, &q_raw_);
+  a.add("k_raw", c, {1, C}, &k_raw_);
+  a.add("v_raw", c, {1, C}, &v_raw_);
+  a.add("v1", c, {1, C}, &v1_);
+  a.add("q", c, {1, C}, &q_);
+  a.add("att", c, {1, C}, &att_);
+  a.add("xmid", c, {1, C}, &xmid_);
+  a.add("fc", c, {1, F}, &fc_);
+  a.add("act", c, {1, F}, &act_);
+  a.add("logits", c, {1, V}, &logits_dev_);
+  a.add("rotary.cos", s, {1, D / 2}, &cos_);
+  a.add("rotary.sin", s, {1, D / 2}, &sin_);
+  kc_.resize(size_t(L));
+  vc_.resize(size_t(L));
+  skip_.resize(size_t(L / 2));
   for (int64_t l = 0; l < L; ++l) {
-    i_kc.push_back(a.add("h" + std::to_string(l) + ".k_cache", dt, {cap_, C}));
-    i_vc.push_back(a.add("h" + std::to_string(l) + ".v_cache", dt, {cap_, C}));
+    a.add("h" + std::to_string(l) + ".k_cache", c, {cap_, C}, &kc_[size_t(l)]);
+    a.add("h" + std::to_string(l) + ".v_cache", c, {cap_, C}, &vc_[size_t(l)]);
   }
-  for (int64_t l = 0; l < L / 2; ++l) i_skip.push_back(a.add("skip" + std::to_string(l), dt, {1, C}));
+  for (int64_t l = 0; l < L / 2; ++l) a.add("skip" + std::to_string(l), c, {1, C}, &skip_[size_t(l)]);
   a.materialize(backend.device());
-  tok_ = a[i_tok];
-  emb_ = a[i_emb];
-  x0_ = a[i_x0];
-  h_ = a[i_h];
-  xin_ = a[i_xin];
-  xmix_ = a[i_xmix];
-  n_ = a[i_n];
-  rstd_ = a[i_rstd];
-  rstd_h_ = a[i_rstd_h];
-  q_raw_ = a[i_q_raw];
-  k_raw_ = a[i_k_raw];
-  v_raw_ = a[i_v_raw];
-  v1_ = a[i_v1];
-  q_ = a[i_q];
-  att_ = a[i_att];
-  xmid_ = a[i_xmid];
-  fc_ = a[i_fc];
-  act_ = a[i_act];
-  logits_dev_ = a[i_logits];
-  cos_ = a[i_cos];
-  sin_ = a[i_sin];
-  for (int64_t l = 0; l < L; ++l) {
-    kc_.push_back(a[i_kc[size_t(l)]]);
-    vc_.push_back(a[i_vc[size_t(l)]]);
-  }
-  for (int i : i_skip) skip_.push_back(a[i]);
   logits_.assign(size_t(V), 0.0);
 }
 
@@ -99,7 +75,7 @@ void Decoder::step(int32_t token) {
         " is past the ", max_positions_, " tokens this decoder was sized for");
   const int64_t L = cfg_.layers, H = cfg_.heads;
   const double scale = 1.0 / std::sqrt(double(cfg_.head_dim));
-  const Weights& w = p_.w;
+  const Weights& w = p_.c;  // compute views (the masters for scalars)
   const Tensor none;
 
   // Document mask: an EOT opens a new document (SPEC.md: docs = inclusive cumsum of EOT).
@@ -148,13 +124,7 @@ void Decoder::step(int32_t token) {
   }
   be_.rms_norm_forward(n_, rstd_, h_, kNormEps);
   be_.matmul(logits_dev_, n_, false, w.lm_head, true, false);
-  if (logits_dev_.dtype == DType::F64) {
-    be_.download(logits_.data(), logits_dev_);
-  } else {
-    std::vector<float> tmp(logits_.size());
-    be_.download(tmp.data(), logits_dev_);
-    logits_.assign(tmp.begin(), tmp.end());
-  }
+  logits_ = be_.to_host_f64(logits_dev_);
   for (double& x : logits_) x = cfg_.softcap * std::tanh(x / cfg_.softcap);
   ++pos_;
 }

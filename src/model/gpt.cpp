@@ -17,118 +17,69 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T)
   check(B >= 1 && T >= 1, "GPT: batch and sequence length must be >= 1");
   const int64_t C = cfg_.width(), F = cfg_.hidden(), V = cfg_.vocab, H = cfg_.heads;
   const int64_t L = cfg_.layers, N = N_, D = cfg_.head_dim;
-  const DType dt = params.dtype();
+  const DType c = params.precision().compute, s = params.precision().stats();
   head_rows_ = std::clamp<int64_t>(kHeadElements / V, 1, N);
   acts_ = Arena([&backend](size_t n) { return backend.allocate(n); },
                 [&backend](void* p) { backend.release(p); });
   Arena& a = acts_;
-  const int i_tokens = a.add("tokens", DType::I32, {N});
-  const int i_targets = a.add("targets", DType::I32, {N});
-  const int i_cos = a.add("rotary.cos", dt, {T, D / 2});
-  const int i_sin = a.add("rotary.sin", dt, {T, D / 2});
-  const int i_emb = a.add("emb", dt, {N, C});
-  const int i_rstd0 = a.add("rstd0", dt, {N});
-  const int i_x0 = a.add("x0", dt, {N, C});
-  struct Idx {
-    int xin = -1, xmix, n1, rstd1, q_raw, k_raw, v_raw, q, k, v, rstd_q, rstd_k, att, lse, xmid,
-        n2, rstd2, fc, act, xout;
-  };
-  std::vector<Idx> idx(L);
+  a.add("tokens", DType::I32, {N}, &tokens_);
+  a.add("targets", DType::I32, {N}, &targets_);
+  a.add("loss_acc", DType::F64, {}, &loss_acc_);
+  a.add("rotary.cos", s, {T, D / 2}, &cos_);
+  a.add("rotary.sin", s, {T, D / 2}, &sin_);
+  a.add("emb", c, {N, C}, &emb_);
+  a.add("rstd0", s, {N}, &rstd0_);
+  a.add("x0", c, {N, C}, &x0_);
+  L_.resize(size_t(L));
   for (int64_t l = 0; l < L; ++l) {
     const std::string p = "h" + std::to_string(l) + ".";
-    Idx& x = idx[l];
-    if (l >= L / 2) x.xin = a.add(p + "xin", dt, {N, C});
-    x.xmix = a.add(p + "xmix", dt, {N, C});
-    x.n1 = a.add(p + "n1", dt, {N, C});
-    x.rstd1 = a.add(p + "rstd1", dt, {N});
-    x.q_raw = a.add(p + "q_raw", dt, {N, C});
-    x.k_raw = a.add(p + "k_raw", dt, {N, C});
-    x.v_raw = a.add(p + "v_raw", dt, {N, C});
-    x.q = a.add(p + "q", dt, {N, C});
-    x.k = a.add(p + "k", dt, {N, C});
-    x.v = a.add(p + "v", dt, {N, C});
-    x.rstd_q = a.add(p + "rstd_q", dt, {N * H});
-    x.rstd_k = a.add(p + "rstd_k", dt, {N * H});
-    x.att = a.add(p + "att", dt, {N, C});
-    x.lse = a.add(p + "lse", dt, {B, H, T});
-    x.xmid = a.add(p + "xmid", dt, {N, C});
-    x.n2 = a.add(p + "n2", dt, {N, C});
-    x.rstd2 = a.add(p + "rstd2", dt, {N});
-    x.fc = a.add(p + "fc", dt, {N, F});
-    x.act = a.add(p + "act", dt, {N, F});
-    x.xout = a.add(p + "xout", dt, {N, C});
+    LayerActs& A = L_[size_t(l)];
+    // An encoder block's input is the previous block's output (bound below); a decoder
+    // block's adds the U-net skip, so it has its own.
+    if (l >= L / 2) a.add(p + "xin", c, {N, C}, &A.xin);
+    a.add(p + "xmix", c, {N, C}, &A.xmix);
+    a.add(p + "n1", c, {N, C}, &A.n1);
+    a.add(p + "rstd1", s, {N}, &A.rstd1);
+    a.add(p + "q_raw", c, {N, C}, &A.q_raw);
+    a.add(p + "k_raw", c, {N, C}, &A.k_raw);
+    a.add(p + "v_raw", c, {N, C}, &A.v_raw);
+    a.add(p + "q", c, {N, C}, &A.q);
+    a.add(p + "k", c, {N, C}, &A.k);
+    a.add(p + "v", c, {N, C}, &A.v);
+    a.add(p + "rstd_q", s, {N * H}, &A.rstd_q);
+    a.add(p + "rstd_k", s, {N * H}, &A.rstd_k);
+    a.add(p + "att", c, {N, C}, &A.att);
+    a.add(p + "lse", s, {B, H, T}, &A.lse);
+    a.add(p + "xmid", c, {N, C}, &A.xmid);
+    a.add(p + "n2", c, {N, C}, &A.n2);
+    a.add(p + "rstd2", s, {N}, &A.rstd2);
+    a.add(p + "fc", c, {N, F}, &A.fc);
+    a.add(p + "act", c, {N, F}, &A.act);
+    a.add(p + "xout", c, {N, C}, &A.xout);
   }
-  const int i_nf = a.add("nf", dt, {N, C});
-  const int i_rstdf = a.add("rstdf", dt, {N});
-  const int i_logits = a.add("logits", dt, {head_rows_, V});
-  const int i_losses = a.add("losses", dt, {N});
-  const int i_dh = a.add("grad.h", dt, {N, C});
-  const int i_dn = a.add("grad.n", dt, {N, C});
-  const int i_dq = a.add("grad.q", dt, {N, C});
-  const int i_dk = a.add("grad.k", dt, {N, C});
-  const int i_dv = a.add("grad.v", dt, {N, C});
-  const int i_datt = a.add("grad.att", dt, {N, C});
-  const int i_dfc = a.add("grad.fc", dt, {N, F});
-  const int i_dx0 = a.add("grad.x0", dt, {N, C});
-  const int i_dv1 = a.add("grad.v1", dt, {N, C});
-  const int i_dnf = a.add("grad.nf", dt, {N, C});
-  std::vector<int> i_dskip;
-  for (int64_t j = 0; j < L / 2; ++j)
-    i_dskip.push_back(a.add("grad.skip" + std::to_string(j), dt, {N, C}));
+  a.add("nf", c, {N, C}, &nf_);
+  a.add("rstdf", s, {N}, &rstdf_);
+  a.add("logits", c, {head_rows_, V}, &logits_);
+  a.add("losses", s, {N}, &losses_);
+  a.add("grad.h", c, {N, C}, &dh_);
+  a.add("grad.n", c, {N, C}, &dn_);
+  a.add("grad.q", c, {N, C}, &dq_);
+  a.add("grad.k", c, {N, C}, &dk_);
+  a.add("grad.v", c, {N, C}, &dv_);
+  a.add("grad.att", c, {N, C}, &datt_);
+  a.add("grad.fc", c, {N, F}, &dfc_);
+  a.add("grad.x0", c, {N, C}, &dx0_);
+  a.add("grad.v1", c, {N, C}, &dv1_);
+  a.add("grad.nf", c, {N, C}, &dnf_);
+  dskip_.resize(size_t(L / 2));
+  for (int64_t j = 0; j < L / 2; ++j) a.add("grad.skip" + std::to_string(j), c, {N, C}, &dskip_[size_t(j)]);
   a.materialize(backend.device());
-
-  tokens_ = a[i_tokens];
-  targets_ = a[i_targets];
-  cos_ = a[i_cos];
-  sin_ = a[i_sin];
-  emb_ = a[i_emb];
-  rstd0_ = a[i_rstd0];
-  x0_ = a[i_x0];
-  L_.resize(L);
-  for (int64_t l = 0; l < L; ++l) {
-    const Idx& x = idx[l];
-    LayerActs& A = L_[l];
-    A.xin = x.xin >= 0 ? a[x.xin] : (l == 0 ? x0_ : a[idx[l - 1].xout]);
-    A.xmix = a[x.xmix];
-    A.n1 = a[x.n1];
-    A.rstd1 = a[x.rstd1];
-    A.q_raw = a[x.q_raw];
-    A.k_raw = a[x.k_raw];
-    A.v_raw = a[x.v_raw];
-    A.q = a[x.q];
-    A.k = a[x.k];
-    A.v = a[x.v];
-    A.rstd_q = a[x.rstd_q];
-    A.rstd_k = a[x.rstd_k];
-    A.att = a[x.att];
-    A.lse = a[x.lse];
-    A.xmid = a[x.xmid];
-    A.n2 = a[x.n2];
-    A.rstd2 = a[x.rstd2];
-    A.fc = a[x.fc];
-    A.act = a[x.act];
-    A.xout = a[x.xout];
-  }
-  nf_ = a[i_nf];
-  rstdf_ = a[i_rstdf];
-  logits_ = a[i_logits];
-  losses_ = a[i_losses];
-  dh_ = a[i_dh];
-  dn_ = a[i_dn];
-  dq_ = a[i_dq];
-  dk_ = a[i_dk];
-  dv_ = a[i_dv];
-  datt_ = a[i_datt];
-  dfc_ = a[i_dfc];
-  dx0_ = a[i_dx0];
-  dv1_ = a[i_dv1];
-  dnf_ = a[i_dnf];
-  for (int i : i_dskip) dskip_.push_back(a[i]);
+  for (int64_t l = 0; l < L / 2; ++l) L_[size_t(l)].xin = l == 0 ? x0_ : L_[size_t(l - 1)].xout;
   be_.rotary_tables(cos_, sin_, cfg_.rope_base);
 }
 
 Coef GPT::lambda(int64_t l, int k) const {
-  return Coef::param(p_.w.h[l].lambdas.element(k), p_.g.h[l].lambdas.element(k));
+  return Coef::param(p_.c.h[l].lambdas.element(k), p_.g.h[l].lambdas.element(k));
 }
 
 void GPT::prepare(const int32_t* x, const int32_t* y, int64_t window) {
@@ -146,42 +97,56 @@ void GPT::prepare(const int32_t* x, const int32_t* y, int64_t window) {
     masks_[b] = build_block_mask(x + b * T_, T_, cfg_.eot, window, cfg_.attn_tile);
 }
 
-double GPT::forward_backward(const int32_t* x, const int32_t* y, int64_t window,
-                             double grad_scale) {
+void GPT::train_micro_batch(const int32_t* x, const int32_t* y, int64_t window,
+                            double grad_scale) {
   prepare(x, y, window);
-  const double loss = forward(true, grad_scale);
+  forward(true, grad_scale);
   backward();
+}
+
+void GPT::eval_micro_batch(const int32_t* x, const int32_t* y, int64_t window) {
+  prepare(x, y, window);
+  forward(false, 0.0);
+}
+
+double GPT::take_mean_loss() {
+  check(tokens_accumulated_ > 0, "GPT::take_mean_loss: no micro-batch since the last call");
+  double sum = 0;
+  be_.download(&sum, loss_acc_);
+  be_.fill(loss_acc_, 0.0);
+  const double loss = sum / double(tokens_accumulated_);
+  tokens_accumulated_ = 0;
+  check(std::isfinite(loss), "GPT: the loss is ", loss,
+        " (NaN or infinite): training diverged; lower the learning rates or check the data");
   return loss;
 }
 
+double GPT::forward_backward(const int32_t* x, const int32_t* y, int64_t window,
+                             double grad_scale) {
+  train_micro_batch(x, y, window, grad_scale);
+  return take_mean_loss();
+}
+
 double GPT::forward_loss(const int32_t* x, const int32_t* y, int64_t window) {
-  prepare(x, y, window);
-  return forward(false, 0.0);
+  eval_micro_batch(x, y, window);
+  return take_mean_loss();
 }
 
 std::vector<double> GPT::logits_at(const int32_t* x, int64_t pos, int64_t window) {
   check(pos >= 0 && pos < T_, "GPT::logits_at: position ", pos, " outside [0, ", T_, ")");
-  prepare(x, x, window);
-  forward(false, 0.0);
-  const int64_t V = cfg_.vocab;
+  eval_micro_batch(x, x, window);
+  take_mean_loss();
   Tensor row = logits_.slice(0, 1);
-  be_.matmul(row, nf_.slice(pos, pos + 1), false, p_.w.lm_head, true, false);
-  std::vector<double> out(static_cast<size_t>(V));
-  if (row.dtype == DType::F64) {
-    be_.download(out.data(), row);
-  } else {
-    std::vector<float> tmp(static_cast<size_t>(V));
-    be_.download(tmp.data(), row);
-    out.assign(tmp.begin(), tmp.end());
-  }
+  be_.matmul(row, nf_.slice(pos, pos + 1), false, p_.c.lm_head, true, false);
+  std::vector<double> out = be_.to_host_f64(row);
   for (double& l : out) l = cfg_.softcap * std::tanh(l / cfg_.softcap);
   return out;
 }
 
-double GPT::forward(bool train, double grad_scale) {
+void GPT::forward(bool train, double grad_scale) {
   const int64_t L = cfg_.layers, H = cfg_.heads;
   const double scale = 1.0 / std::sqrt(double(cfg_.head_dim));
-  const Weights& w = p_.w;
+  const Weights& w = p_.c;  // compute views (the masters for scalars)
   const Weights& g = p_.g;
   be_.embedding_forward(emb_, tokens_, w.wte);
   be_.rms_norm_forward(x0_, rstd0_, emb_, kNormEps);
@@ -227,16 +192,14 @@ double GPT::forward(bool train, double grad_scale) {
       be_.matmul(g.lm_head, logits, true, nf, false, true);
     }
   }
-  const double loss = be_.sum(losses_) / double(N_);
-  check(std::isfinite(loss), "GPT: the loss is ", loss,
-        " (NaN or infinite): training diverged; lower the learning rates or check the data");
-  return loss;
+  be_.sum_into(loss_acc_, losses_);
+  tokens_accumulated_ += N_;
 }
 
 void GPT::backward() {
   const int64_t L = cfg_.layers, H = cfg_.heads;
   const double scale = 1.0 / std::sqrt(double(cfg_.head_dim));
-  const Weights& w = p_.w;
+  const Weights& w = p_.c;  // compute views (the masters for scalars)
   const Weights& g = p_.g;
   be_.rms_norm_backward(dh_, dnf_, L_[L - 1].xout, rstdf_, false);
   be_.fill(dx0_, 0.0);

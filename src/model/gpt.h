@@ -1,8 +1,16 @@
 // GPT of SPEC.md, written once against the Backend interface. Forward stores the
-// activations that backward needs in one planned arena sized for B sequences of T tokens;
-// backward writes parameter gradients (+=) into Parameters::g. The head (lm_head, softcap,
-// cross entropy) runs in row chunks so logits never need [B*T, V] memory; in training its
-// backward runs inside the forward pass, chunk by chunk.
+// activations that backward needs in one planned arena sized for micro-batches of B
+// sequences of T tokens; backward adds parameter gradients (+=) to Parameters::g, so K
+// micro-batches accumulate one step's gradient. The head (lm_head, softcap, cross entropy)
+// runs in row chunks so logits never need [B*T, V] memory; in training its backward runs
+// inside the forward pass, chunk by chunk.
+//
+// Dtypes follow the parameters' precision policy (core/precision.h): activations and
+// their gradients in the compute dtype, rstd / lse / losses / rotary tables in the stats
+// dtype, matmul weights from the compute views Parameters::c, scalars from the masters.
+//
+// Losses are summed on the device (Backend::sum_into) and read by take_mean_loss(), the
+// only call that waits for the device: a training step never synchronises inside it.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -16,15 +24,24 @@ namespace speedrun {
 
 class GPT {
  public:
-  // Plans and allocates the activations for batches of B sequences of T tokens.
+  // Plans and allocates the activations for micro-batches of B sequences of T tokens.
   GPT(Backend& backend, Parameters& params, int64_t B, int64_t T);
 
-  // Mean cross-entropy over the B*T targets of inputs x [B*T] and targets y [B*T] (host
-  // arrays) under attention window `window`. Training: also adds dLoss/dparam to params.g
-  // scaled by grad_scale (1 gives the gradient of the mean; the caller zeroes grads).
+  // One micro-batch: inputs x [B*T] and targets y [B*T] (host arrays) under attention
+  // window `window`. Adds grad_scale * dLoss/dparam to params.g, Loss = the mean
+  // cross-entropy over the B*T targets (the caller zeroes the gradients once per step),
+  // and the B*T losses to the loss accumulator.
+  void train_micro_batch(const int32_t* x, const int32_t* y, int64_t window,
+                         double grad_scale = 1.0);
+  // The same forward without gradients: the losses go to the accumulator.
+  void eval_micro_batch(const int32_t* x, const int32_t* y, int64_t window);
+  // The mean loss per target over the micro-batches since the last call; resets the
+  // accumulator. Waits for the device. Throws when it is NaN or infinite.
+  double take_mean_loss();
+
+  // Conveniences that take the loss at once (tests, tools): the mean loss of one batch.
   double forward_backward(const int32_t* x, const int32_t* y, int64_t window,
                           double grad_scale = 1.0);
-  // The same loss without gradients.
   double forward_loss(const int32_t* x, const int32_t* y, int64_t window);
 
   // Softcapped logits [V] at position `pos` of sequence 0 of inputs x [B*T] (no gradients).
@@ -36,12 +53,21 @@ class GPT {
   const std::vector<BlockMask>& masks() const { return masks_; }
 
  private:
-  struct LayerActs {
-    Tensor xin, xmix, n1, rstd1, q_raw, k_raw, v_raw, q, k, v, rstd_q, rstd_k, att, lse, xmid,
-        n2, rstd2, fc, act, xout;
+  struct LayerActs {  // [N, C] (c) unless noted
+    Tensor xin;             // block input (after the U-net skip in decoder layers)
+    Tensor xmix;            // lambdas[0] xin + lambdas[1] x0
+    Tensor n1, rstd1;       // rms_norm(xmix), rstd [N] (s)
+    Tensor q_raw, k_raw, v_raw;  // n1 projected
+    Tensor q, k, v;         // QK-norm + rotary; v with the value residual
+    Tensor rstd_q, rstd_k;  // [N*H] (s)
+    Tensor att, lse;        // attention output; lse [B, H, T] (s)
+    Tensor xmid;            // xmix + att c_proj^T
+    Tensor n2, rstd2;       // rms_norm(xmid)
+    Tensor fc, act;         // [N, F]: n2 c_fc^T, relu(fc)^2
+    Tensor xout;            // xmid + act mlp_proj^T
   };
   void prepare(const int32_t* x, const int32_t* y, int64_t window);
-  double forward(bool train, double grad_scale);
+  void forward(bool train, double grad_scale);
   void backward();
   Coef lambda(int64_t l, int k) const;
 
@@ -49,10 +75,16 @@ class GPT {
   Parameters& p_;
   GPTConfig cfg_;
   int64_t B_, T_, N_, head_rows_;
+  int64_t tokens_accumulated_ = 0;
   Arena acts_;
-  Tensor tokens_, targets_, emb_, rstd0_, x0_, nf_, rstdf_, logits_, losses_, cos_, sin_;
+  Tensor tokens_, targets_;          // [N] I32
+  Tensor cos_, sin_;                 // [T, D/2] (s)
+  Tensor emb_, x0_, rstd0_;          // [N, C]; rstd [N] (s)
+  Tensor nf_, rstdf_;                // final rms_norm
+  Tensor logits_, losses_;           // [head_rows, V] (c); [N] (s)
+  Tensor loss_acc_;                  // 0-dim F64: the sum of losses since take_mean_loss
   std::vector<LayerActs> L_;
-  // Backward buffers.
+  // Backward buffers (c).
   Tensor dh_, dn_, dq_, dk_, dv_, datt_, dfc_, dx0_, dv1_, dnf_;
   std::vector<Tensor> dskip_;
   std::vector<BlockMask> masks_;

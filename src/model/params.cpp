@@ -9,61 +9,80 @@
 
 namespace speedrun {
 
-Parameters::Parameters(Backend& backend, const GPTConfig& config, DType dtype)
-    : backend_(backend), config_(config), dtype_(dtype) {
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& s) {
+  std::string t = "[";
+  for (size_t k = 0; k < s.size(); ++k) t += (k ? "," : "") + std::to_string(s[k]);
+  return t + "]";
+}
+
+}  // namespace
+
+std::vector<ParamSpec> param_table(const GPTConfig& c) {
+  const int64_t C = c.width(), F = c.hidden(), V = c.vocab, L = c.layers;
+  using G = ParamGroup;
+  using W = Weights;
+  using LW = LayerWeights;
+  const InitRule zero{InitRule::Zero, {}}, normal{InitRule::Normal, {}},
+      linear{InitRule::UniformFanIn, {}};
+  std::vector<ParamSpec> t;
+  //          name                     group     shape   init                          layer  view
+  t.push_back({"transformer.wte.weight", G::Embed, {V, C}, normal, -1, &W::wte, nullptr});
+  for (int64_t i = 0; i < L; ++i) {
+    const std::string p = "transformer.h." + std::to_string(i) + ".";
+    t.push_back({p + "lambdas", G::Scalar, {2}, {InitRule::Values, {1.0, 0.0}}, i, nullptr, &LW::lambdas});
+    t.push_back({p + "attn.lamb", G::Scalar, {}, {InitRule::Values, {0.5}}, i, nullptr, &LW::lamb});
+    t.push_back({p + "attn.c_q.weight", G::Matrix, {C, C}, linear, i, nullptr, &LW::c_q});
+    t.push_back({p + "attn.c_k.weight", G::Matrix, {C, C}, linear, i, nullptr, &LW::c_k});
+    t.push_back({p + "attn.c_v.weight", G::Matrix, {C, C}, linear, i, nullptr, &LW::c_v});
+    t.push_back({p + "attn.c_proj.weight", G::Matrix, {C, C}, zero, i, nullptr, &LW::c_proj});
+    t.push_back({p + "mlp.c_fc.weight", G::Matrix, {F, C}, linear, i, nullptr, &LW::c_fc});
+    t.push_back({p + "mlp.c_proj.weight", G::Matrix, {C, F}, zero, i, nullptr, &LW::mlp_proj});
+  }
+  t.push_back({"lm_head.weight", G::Head, {V, C}, zero, -1, &W::lm_head, nullptr});
+  t.push_back({"skip_weights", G::Scalar, {L / 2}, {InitRule::Values, {1.0}}, -1, &W::skip_weights, nullptr});
+  return t;
+}
+
+Parameters::Parameters(Backend& backend, const GPTConfig& config, const Precision& precision)
+    : backend_(backend), config_(config), precision_(precision) {
   config_.validate();
-  const int64_t C = config_.width(), F = config_.hidden(), V = config_.vocab;
-  const int64_t L = config_.layers;
+  backend.check_precision(precision);
+  table_ = param_table(config_);
   auto alloc = [&backend](size_t n) { return backend.allocate(n); };
   auto release = [&backend](void* p) { backend.release(p); };
   values_ = Arena(alloc, release);
   grads_ = Arena(alloc, release);
-  auto add = [&](const std::string& name, ParamGroup grp, std::initializer_list<int64_t> shape) {
-    values_.add(name, dtype, shape);
-    grads_.add(name, dtype, shape);
-    groups_.push_back(grp);
-  };
-  add("transformer.wte.weight", ParamGroup::Embed, {V, C});
-  for (int64_t i = 0; i < L; ++i) {
-    const std::string p = "transformer.h." + std::to_string(i) + ".";
-    add(p + "lambdas", ParamGroup::Scalar, {2});
-    add(p + "attn.lamb", ParamGroup::Scalar, {});
-    add(p + "attn.c_q.weight", ParamGroup::Matrix, {C, C});
-    add(p + "attn.c_k.weight", ParamGroup::Matrix, {C, C});
-    add(p + "attn.c_v.weight", ParamGroup::Matrix, {C, C});
-    add(p + "attn.c_proj.weight", ParamGroup::Matrix, {C, C});
-    add(p + "mlp.c_fc.weight", ParamGroup::Matrix, {F, C});
-    add(p + "mlp.c_proj.weight", ParamGroup::Matrix, {C, F});
+  copies_ = Arena(alloc, release);
+  for (Weights* v : {&w, &g, &c}) v->h.resize(size_t(config_.layers));
+  copy_of_.assign(table_.size(), -1);
+  std::vector<std::pair<int, Tensor*>> copies;  // (param, its copy's view)
+  for (size_t i = 0; i < table_.size(); ++i) {
+    const ParamSpec& s = table_[i];
+    values_.add(s.name, precision.master, s.shape, &s.view(w));
+    grads_.add(s.name, precision.grad, s.shape, &s.view(g));
+    // Scalars are read by the kernels from their masters; matrices need compute copies.
+    if (precision.has_copies() && s.group != ParamGroup::Scalar) {
+      copies_.add(s.name, precision.compute, s.shape, &s.view(c));
+      copies.emplace_back(int(i), &s.view(c));
+    }
   }
-  add("lm_head.weight", ParamGroup::Head, {V, C});
-  add("skip_weights", ParamGroup::Scalar, {L / 2});
   values_.materialize(backend.device());
   grads_.materialize(backend.device());
-
-  auto bind = [&](const Arena& a, Weights& w) {
-    int k = 0;
-    w.wte = a[k++];
-    w.h.resize(L);
-    for (auto& l : w.h) {
-      l.lambdas = a[k++];
-      l.lamb = a[k++];
-      l.c_q = a[k++];
-      l.c_k = a[k++];
-      l.c_v = a[k++];
-      l.c_proj = a[k++];
-      l.c_fc = a[k++];
-      l.mlp_proj = a[k++];
-    }
-    w.lm_head = a[k++];
-    w.skip_weights = a[k++];
-  };
-  bind(values_, w);
-  bind(grads_, g);
+  if (copies_.size() > 0) copies_.materialize(backend.device());
+  for (size_t i = 0; i < table_.size(); ++i)
+    if (!precision.has_copies() || table_[i].group == ParamGroup::Scalar)
+      table_[i].view(c) = values_[int(i)];
+  for (const auto& [i, view] : copies) {
+    copy_of_[size_t(i)] = int(copy_pairs_.size());
+    copy_pairs_.emplace_back(*view, values_[i]);
+  }
 }
 
 int Parameters::index(const std::string& name) const {
   for (int i = 0; i < count(); ++i)
-    if (values_.name(i) == name) return i;
+    if (table_[size_t(i)].name == name) return i;
   fail("model has no parameter named '", name, "'");
 }
 
@@ -77,57 +96,45 @@ void Parameters::zero_grad() {
   for (int i = 0; i < count(); ++i) backend_.fill(grads_[i], 0.0);
 }
 
-std::vector<double> Parameters::to_host_f64(int i) const {
-  const Tensor& t = values_[i];
-  std::vector<double> out(size_t(t.numel()));
-  if (t.dtype == DType::F64) {
-    backend_.download(out.data(), t);
-  } else if (t.dtype == DType::F32) {
-    std::vector<float> tmp(out.size());
-    backend_.download(tmp.data(), t);
-    for (size_t k = 0; k < tmp.size(); ++k) out[k] = tmp[k];
-  } else {
-    fail("Parameters: unsupported parameter dtype ", dtype_name(t.dtype));
-  }
-  return out;
+void Parameters::refresh_copies() {
+  for (const auto& [copy, master] : copy_pairs_) backend_.convert(copy, master);
 }
 
+std::vector<double> Parameters::to_host_f64(int i) const { return backend_.to_host_f64(values_[i]); }
+
 void Parameters::from_host_f64(int i, const std::vector<double>& data) {
-  const Tensor& t = values_[i];
-  check(int64_t(data.size()) == t.numel(), "Parameters: size mismatch for ", name(i));
-  if (t.dtype == DType::F64) {
-    backend_.upload(t, data.data());
-  } else if (t.dtype == DType::F32) {
-    std::vector<float> tmp(data.begin(), data.end());
-    backend_.upload(t, tmp.data());
-  } else {
-    fail("Parameters: unsupported parameter dtype ", dtype_name(t.dtype));
+  check(int64_t(data.size()) == values_[i].numel(), "Parameters: ", data.size(),
+        " values for ", name(i), " of ", values_[i].numel());
+  backend_.from_host_f64(values_[i], data);
+  if (copy_of_[size_t(i)] >= 0) {
+    const auto& [copy, master] = copy_pairs_[size_t(copy_of_[size_t(i)])];
+    backend_.convert(copy, master);
   }
 }
 
 void Parameters::init(uint64_t seed) {
   Rng rng(seed);
   for (int i = 0; i < count(); ++i) {
-    const Tensor& t = values_[i];
-    const std::string& n = name(i);
-    std::vector<double> h(size_t(t.numel()), 0.0);
-    auto ends_with = [&](const char* s) {
-      size_t m = std::strlen(s);
-      return n.size() >= m && n.compare(n.size() - m, m, s) == 0;
-    };
-    if (n == "transformer.wte.weight") {
-      for (auto& x : h) x = round_bf16(rng.normal());
-    } else if (ends_with("c_q.weight") || ends_with("c_k.weight") || ends_with("c_v.weight") ||
-               ends_with("c_fc.weight")) {
-      const double bound = 1.0 / std::sqrt(double(t.dim(1)));
-      for (auto& x : h) x = round_bf16(rng.uniform(-bound, bound));
-    } else if (ends_with("lambdas")) {
-      h = {1.0, 0.0};
-    } else if (ends_with("lamb")) {
-      h = {0.5};
-    } else if (n == "skip_weights") {
-      for (auto& x : h) x = 1.0;
-    }  // c_proj, mlp.c_proj, lm_head: zero
+    const ParamSpec& s = table_[size_t(i)];
+    std::vector<double> h(size_t(values_[i].numel()), 0.0);
+    switch (s.init.kind) {
+      case InitRule::Zero:
+        break;
+      case InitRule::Normal:
+        for (auto& x : h) x = round_bf16(rng.normal());
+        break;
+      case InitRule::UniformFanIn: {
+        const double bound = 1.0 / std::sqrt(double(s.shape.at(1)));
+        for (auto& x : h) x = round_bf16(rng.uniform(-bound, bound));
+        break;
+      }
+      case InitRule::Values:
+        check(s.init.values.size() == 1 || s.init.values.size() == h.size(), "Parameters: init of ",
+              s.name, " gives ", s.init.values.size(), " values for ", h.size(), " elements");
+        for (size_t k = 0; k < h.size(); ++k)
+          h[k] = s.init.values[s.init.values.size() == 1 ? 0 : k];
+        break;
+    }
     from_host_f64(i, h);
   }
 }
@@ -139,11 +146,11 @@ void Parameters::save(const std::string& path,
         "weights ", path, ": cannot write dtype ", dtype_name(file_dtype),
         "; choose F32, F64 or BF16");
   // One host buffer per tensor, in the file's dtype.
-  std::vector<std::vector<uint8_t>> host(count());
+  std::vector<std::vector<uint8_t>> host(static_cast<size_t>(count()));
   std::vector<TensorRecord> recs;
   for (int i = 0; i < count(); ++i) {
     const auto d = to_host_f64(i);
-    auto& buf = host[i];
+    auto& buf = host[size_t(i)];
     buf.resize(d.size() * dtype_size(file_dtype));
     for (size_t k = 0; k < d.size(); ++k) {
       if (file_dtype == DType::F64) {
@@ -156,11 +163,10 @@ void Parameters::save(const std::string& path,
         std::memcpy(buf.data() + 2 * k, &b, 2);
       }
     }
-    const Tensor& t = values_[i];
     TensorRecord r;
     r.name = name(i);
     r.dtype = file_dtype;
-    for (int k = 0; k < t.ndim; ++k) r.shape.push_back(t.shape[k]);
+    r.shape = table_[size_t(i)].shape;
     r.data = buf.data();
     recs.push_back(std::move(r));
   }
@@ -179,20 +185,14 @@ void Parameters::load(const std::string& path) {
           "): the file was written for another shape");
   }
   for (int i = 0; i < count(); ++i) {
-    const Tensor& t = values_[i];
+    const std::vector<int64_t>& want = table_[size_t(i)].shape;
     check(f.has(name(i)), "weights ", path, ": missing tensor '", name(i),
           "': the file was written for another model shape");
     auto v = f.get(name(i));
-    std::vector<int64_t> want;
-    for (int k = 0; k < t.ndim; ++k) want.push_back(t.shape[k]);
-    if (v.shape != want) {
-      std::string got = "[", exp = "[";
-      for (size_t k = 0; k < v.shape.size(); ++k) got += (k ? "," : "") + std::to_string(v.shape[k]);
-      for (size_t k = 0; k < want.size(); ++k) exp += (k ? "," : "") + std::to_string(want[k]);
-      fail("weights ", path, ": tensor '", name(i), "' has shape ", got, "] but the model needs ",
-           exp, "]: check --layers/--heads/--head-dim/--vocab");
-    }
-    std::vector<double> h(size_t(t.numel()));
+    if (v.shape != want)
+      fail("weights ", path, ": tensor '", name(i), "' has shape ", shape_text(v.shape),
+           " but the model needs ", shape_text(want), ": check --layers/--heads/--head-dim/--vocab");
+    std::vector<double> h(size_t(values_[i].numel()));
     if (v.dtype == DType::F32) {
       const float* p = static_cast<const float*>(v.data);
       for (size_t k = 0; k < h.size(); ++k) h[k] = p[k];

@@ -1,6 +1,11 @@
-// The model's parameters and their gradients: two arenas laid out from the config with
-// SPEC.md's checkpoint names, in SPEC.md's order. The same table drives initialisation,
-// checkpoints, optimizer groups and tests.
+// The model's parameters: one table (name, optimizer group, shape, init rule) in SPEC.md's
+// checkpoint names and order, from which come three arenas on the backend's device:
+//   masters   (m) the values the optimizer updates and checkpoints store
+//   grads     (g) dLoss/dparam, accumulated (+=) by backward over micro-batches
+//   copies    (c) compute-dtype copies of the matrices (wte, lm_head, block matrices) for
+//             the forward and backward passes; only under a precision whose compute dtype
+//             differs from the masters' (bf16), else the matrices' compute views are the
+//             masters themselves. refresh_copies() brings them up to date.
 //   transformer.wte.weight [V,C] · transformer.h.{i}.lambdas [2] · ...attn.lamb [] ·
 //   ...attn.c_q/c_k/c_v/c_proj.weight [C,C] · ...mlp.c_fc.weight [F,C] ·
 //   ...mlp.c_proj.weight [C,F] · lm_head.weight [V,C] · skip_weights [L/2]
@@ -19,39 +24,75 @@ namespace speedrun {
 // Which optimizer group a parameter belongs to (SPEC.md "Optimizers").
 enum class ParamGroup { Embed, Head, Scalar, Matrix };
 
+// How a parameter starts (SPEC.md "Init"); random values are rounded to bf16, as the record
+// casts its model to bf16 before turning the linear weights back to fp32.
+struct InitRule {
+  enum Kind {
+    Zero,          // every c_proj and lm_head
+    Normal,        // N(0, 1): wte
+    UniformFanIn,  // U(+-1/sqrt(fan_in)), fan_in = shape[1]: PyTorch's nn.Linear
+    Values,        // exactly `values` (one per element, or one for all)
+  } kind = Zero;
+  std::vector<double> values;
+};
+
 struct LayerWeights {
   Tensor lambdas, lamb, c_q, c_k, c_v, c_proj, c_fc, mlp_proj;
 };
 
-// Typed views of one arena (values or gradients).
+// Typed views of one arena (values, gradients or compute copies).
 struct Weights {
   Tensor wte, lm_head, skip_weights;
   std::vector<LayerWeights> h;
 };
 
+// One row of the parameter table: the name, optimizer group, shape and init rule, and the
+// field its views are bound to in a Weights struct.
+struct ParamSpec {
+  std::string name;
+  ParamGroup group;
+  std::vector<int64_t> shape;
+  InitRule init;
+  int64_t layer = -1;                     // the block it belongs to; -1: model-level
+  Tensor Weights::*top = nullptr;         // its view when layer == -1
+  Tensor LayerWeights::*field = nullptr;  // its view in h[layer] otherwise
+  Tensor& view(Weights& w) const { return layer < 0 ? w.*top : w.h[size_t(layer)].*field; }
+};
+
+// The parameter table of a config, in SPEC.md's order.
+std::vector<ParamSpec> param_table(const GPTConfig& c);
+
 class Parameters {
  public:
-  Parameters(Backend& backend, const GPTConfig& config, DType dtype);
+  Parameters(Backend& backend, const GPTConfig& config, const Precision& precision);
+  // One dtype for masters, compute and gradients (the CPU's fp32 or fp64).
+  Parameters(Backend& backend, const GPTConfig& config, DType dtype)
+      : Parameters(backend, config, Precision{dtype, dtype, dtype}) {}
 
   const GPTConfig& config() const { return config_; }
-  DType dtype() const { return dtype_; }
-  int count() const { return values_.size(); }
-  const std::string& name(int i) const { return values_.name(i); }
-  ParamGroup group(int i) const { return groups_[i]; }
+  const Precision& precision() const { return precision_; }
+  DType dtype() const { return precision_.master; }  // the masters' dtype
+  int count() const { return int(table_.size()); }
+  const std::string& name(int i) const { return table_[size_t(i)].name; }
+  ParamGroup group(int i) const { return table_[size_t(i)].group; }
   const Tensor& value(int i) const { return values_[i]; }
   const Tensor& grad(int i) const { return grads_[i]; }
+  const Arena& grad_arena() const { return grads_; }
   int index(const std::string& name) const;  // throws if unknown
   int64_t numel() const;
 
-  Weights w;   // values
-  Weights g;   // gradients
+  Weights w;   // masters (m)
+  Weights g;   // gradients (g)
+  Weights c;   // compute views (c): the copies, or the masters when there are none
 
-  // SPEC.md's initialisation from a seed (deterministic on every machine): c_q/c_k/c_v/c_fc
-  // uniform(+-1/sqrt(fan_in)), wte normal(0,1), every value rounded to bf16;
-  // c_proj, mlp c_proj and lm_head zero; lambdas [1,0]; lamb 0.5; skip_weights 1.
+  // SPEC.md's initialisation from a seed (deterministic on every machine): each
+  // parameter by its table's InitRule, from one random stream in table order.
   void init(uint64_t seed);
   void zero_grad();
-  // Host copies (fp32 or the arena's dtype) for checkpoints and tests.
+  // Compute copies = masters converted to the compute dtype (no-op without copies).
+  void refresh_copies();
+  // Host copies of a master in double, and back (the copy is refreshed too), for
+  // checkpoints and tests.
   std::vector<double> to_host_f64(int i) const;
   void from_host_f64(int i, const std::vector<double>& data);
 
@@ -66,9 +107,11 @@ class Parameters {
  private:
   Backend& backend_;
   GPTConfig config_;
-  DType dtype_;
-  Arena values_, grads_;
-  std::vector<ParamGroup> groups_;
+  Precision precision_;
+  std::vector<ParamSpec> table_;
+  Arena values_, grads_, copies_;
+  std::vector<std::pair<Tensor, Tensor>> copy_pairs_;  // (copy, master) per matrix
+  std::vector<int> copy_of_;                            // param -> index in copy_pairs_ or -1
 };
 
 }  // namespace speedrun

@@ -14,41 +14,45 @@ void OptimConfig::validate() const {
   check(ns_steps >= 1, "--ns-steps ", ns_steps, ": must be >= 1");
 }
 
-Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& config)
-    : be_(backend), p_(params), cfg_(config) {
+Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& config,
+                     Comm* comm)
+    : be_(backend), p_(params), cfg_(config), comm_(comm) {
   cfg_.validate();
-  state_ = Arena([&backend](size_t n) { return backend.allocate(n); },
-                 [&backend](void* p) { backend.release(p); });
+  auto alloc = [&backend](size_t n) { return backend.allocate(n); };
+  auto release = [&backend](void* p) { backend.release(p); };
+  state_ = Arena(alloc, release);
+  updates_ = Arena(alloc, release);
   const int n = params.count();
-  adam_m_.assign(n, -1);
-  adam_v_.assign(n, -1);
-  muon_buf_.assign(n, -1);
-  int64_t largest = 1;
+  const int world = comm ? comm->size() : 1;
+  const DType master = params.precision().master, grad = params.precision().grad;
+  slots_.resize(size_t(n));
+  int matrices = 0;
   for (int i = 0; i < n; ++i) {
     const Tensor& t = params.value(i);
-    auto shape_of = [&](const std::string& name) {
-      if (t.ndim == 0) return state_.add(name, t.dtype, {});
-      if (t.ndim == 1) return state_.add(name, t.dtype, {t.shape[0]});
-      return state_.add(name, t.dtype, {t.shape[0], t.shape[1]});
-    };
+    std::vector<int64_t> shape(t.shape.begin(), t.shape.begin() + t.ndim);
+    Slot& s = slots_[size_t(i)];
     if (params.group(i) == ParamGroup::Matrix) {
-      muon_buf_[i] = shape_of(params.name(i) + ".momentum_buffer");
-      largest = std::max(largest, t.numel());
+      state_.add(params.name(i) + ".momentum_buffer", master, shape, &s.buf);
+      updates_.add(params.name(i) + ".update", grad, shape, &s.update);
+      s.owner = matrices++ % world;
     } else {
-      adam_m_[i] = shape_of(params.name(i) + ".exp_avg");
-      adam_v_[i] = shape_of(params.name(i) + ".exp_avg_sq");
+      state_.add(params.name(i) + ".exp_avg", master, shape, &s.m);
+      state_.add(params.name(i) + ".exp_avg_sq", master, shape, &s.v);
     }
   }
-  const int i_scratch = state_.add("muon.scratch", params.dtype(), {largest});
   state_.materialize(backend.device());
-  scratch_ = state_[i_scratch];
+  if (updates_.size() > 0) updates_.materialize(backend.device());
 }
+
+int Optimizer::muon_owner(int i) const { return slots_.at(size_t(i)).owner; }
 
 void Optimizer::step(double lr_mult, double momentum) {
   ++t_;
+  const int rank = comm_ ? comm_->rank() : 0, world = comm_ ? comm_->size() : 1;
   for (int i = 0; i < p_.count(); ++i) {
     const Tensor& p = p_.value(i);
     const Tensor& g = p_.grad(i);
+    Slot& s = slots_[size_t(i)];
     switch (p_.group(i)) {
       case ParamGroup::Embed:
       case ParamGroup::Head:
@@ -62,26 +66,33 @@ void Optimizer::step(double lr_mult, double momentum) {
         a.beta2 = cfg_.beta2;
         a.eps = cfg_.eps;
         a.step = t_;
-        be_.adam_step(p, g, state_[adam_m_[i]], state_[adam_v_[i]], a);
+        be_.adam_step(p, g, s.m, s.v, a);
         break;
       }
       case ParamGroup::Matrix: {
-        const int64_t rows = p.dim(0), cols = p.dim(1);
-        be_.muon_momentum(g, state_[muon_buf_[i]], g, momentum);  // g <- Nesterov update
-        Tensor X = scratch_.slice(0, rows * cols).view({rows, cols});
-        be_.newton_schulz(X, g, cfg_.ns_steps, cfg_.ns_bf16);
-        const double scale = std::sqrt(std::max(1.0, double(rows) / double(cols)));
-        be_.axpy(p, X, -cfg_.muon_lr * lr_mult * scale);
+        be_.muon_momentum(g, s.buf, g, momentum);  // g <- Nesterov update
+        if (s.owner == rank)
+          be_.newton_schulz(s.update, g, cfg_.ns_steps, cfg_.ns_bf16);
+        else
+          be_.fill(s.update, 0.0);
         break;
       }
     }
   }
+  if (world > 1) comm_->all_reduce(updates_.flat(), ReduceOp::Sum);
+  for (int i = 0; i < p_.count(); ++i) {
+    if (p_.group(i) != ParamGroup::Matrix) continue;
+    const Tensor& p = p_.value(i);
+    const double rows = double(p.dim(0)), cols = double(p.dim(1));
+    const double scale = std::sqrt(std::max(1.0, rows / cols));
+    be_.axpy(p, slots_[size_t(i)].update, -cfg_.muon_lr * lr_mult * scale);
+  }
+  p_.refresh_copies();
 }
 
 std::vector<std::pair<std::string, Tensor>> Optimizer::state() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (int i = 0; i < state_.size(); ++i)
-    if (state_.name(i) != "muon.scratch") out.emplace_back(state_.name(i), state_[i]);
+  for (int i = 0; i < state_.size(); ++i) out.emplace_back(state_.name(i), state_[i]);
   return out;
 }
 

@@ -4,14 +4,24 @@
 //  - Muon on every block matrix (lr muon_lr): Nesterov momentum, 5-step quintic
 //    Newton-Schulz, scaled by sqrt(max(1, rows/cols)).
 // Every step's LR is base_lr x the schedule multiplier. State (Adam moments, Muon buffers)
-// lives in arenas on the backend's device. Gradients in Parameters::g are consumed (Muon
-// overwrites them with its Nesterov update).
+// lives in arenas on the backend's device, in the masters' dtype. Gradients in
+// Parameters::g (already averaged over ranks) are consumed: Muon overwrites them with its
+// Nesterov update.
+//
+// Over several ranks (SPEC.md "Distributed Muon"): every rank applies the momentum to
+// every matrix (an elementwise pass, so each rank holds the whole optimizer state and rank
+// 0's checkpoint is complete), Muon matrix i (in table order) is orthogonalised by rank
+// i mod W alone into its slot of one flat update buffer, the other slots zero, and one
+// all-reduce (sum) of that buffer gives every rank every update. With one rank this is
+// exactly the single-process optimizer. After the step the compute copies of the weights
+// are refreshed from the masters.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/arena.h"
+#include "dist/comm.h"
 #include "model/params.h"
 
 namespace speedrun {
@@ -31,22 +41,31 @@ struct OptimConfig {
 
 class Optimizer {
  public:
-  Optimizer(Backend& backend, Parameters& params, const OptimConfig& config);
+  // comm: the ranks sharing Muon's work (none: a single process).
+  Optimizer(Backend& backend, Parameters& params, const OptimConfig& config,
+            Comm* comm = nullptr);
   // One update of every parameter from its gradient: LR = base x lr_mult, Muon momentum mu.
   void step(double lr_mult, double momentum);
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
   // Optimizer state tensors, in a fixed order, with names (for checkpoints and tests).
   std::vector<std::pair<std::string, Tensor>> state() const;
+  // Which rank orthogonalises parameter i (-1: not a Muon matrix).
+  int muon_owner(int i) const;
 
  private:
   Backend& be_;
   Parameters& p_;
   OptimConfig cfg_;
+  Comm* comm_;
   int64_t t_ = 0;
-  Arena state_;                   // Adam m, v per Adam parameter; Muon buffer per matrix
-  std::vector<int> adam_m_, adam_v_, muon_buf_;  // arena index per parameter, -1 if none
-  Tensor scratch_;                // Newton-Schulz output, sized for the largest matrix
+  Arena state_;    // Adam m, v per Adam parameter; Muon buffer per matrix (names as checkpoints)
+  Arena updates_;  // Muon's orthogonalised updates, one slot per matrix (g), flat for the all-reduce
+  struct Slot {
+    Tensor m, v, buf, update;  // empty where the parameter has none
+    int owner = -1;            // Muon: the rank that orthogonalises it
+  };
+  std::vector<Slot> slots_;    // per parameter
 };
 
 }  // namespace speedrun

@@ -152,7 +152,12 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
   j["version"] = kVersion;
   j["step"] = meta.step;
   j["optimizer_steps"] = meta.optimizer_steps;
-  j["loader"] = {{"shard", meta.loader.shard}, {"pos", meta.loader.pos}};
+  check(!meta.loaders.empty(), "write_checkpoint: no data reader positions");
+  // "loader" (reader 0) is what a single-reader run reads back; "loaders" has them all.
+  j["loader"] = {{"shard", meta.loaders[0].shard}, {"pos", meta.loaders[0].pos}};
+  j["loaders"] = nlohmann::json::array();
+  for (const auto& p : meta.loaders) j["loaders"].push_back({{"shard", p.shard}, {"pos", p.pos}});
+  j["world"] = meta.world;
   j["log"] = {{"train_ms", meta.train_ms}, {"timed_steps", meta.timed_steps}};
   j["rng"] = "none: training draws no random numbers after the seeded initialisation";
   j["config"] = meta.config;
@@ -194,8 +199,15 @@ CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
   try {
     m.step = j.at("step").get<int64_t>();
     m.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
-    m.loader.shard = j.at("loader").at("shard").get<int64_t>();
-    m.loader.pos = j.at("loader").at("pos").get<int64_t>();
+    if (j.contains("loaders")) {
+      for (const auto& p : j.at("loaders"))
+        m.loaders.push_back({p.at("shard").get<int64_t>(), p.at("pos").get<int64_t>()});
+    } else {
+      m.loaders.push_back({j.at("loader").at("shard").get<int64_t>(),
+                           j.at("loader").at("pos").get<int64_t>()});
+    }
+    check(!m.loaders.empty(), "checkpoint ", ckpt_dir, ": ", kMeta, " lists no data reader");
+    m.world = j.value("world", int64_t(1));
     m.train_ms = j.at("log").at("train_ms").get<double>();
     m.timed_steps = j.at("log").at("timed_steps").get<int64_t>();
     m.config = j.at("config");

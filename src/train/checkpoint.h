@@ -2,7 +2,7 @@
 //   OUT/ckpt_step%06d/model.safetensors  parameters, SPEC.md names, in the run's dtype
 //                     state.safetensors  optimizer state: <param>.exp_avg / .exp_avg_sq
 //                                        (Adam), <param>.momentum_buffer (Muon)
-//                     meta.json          step, optimizer step count, data-loader position,
+//                     meta.json          step, optimizer step count, every data reader's position,
 //                                        the log's timers, the run's config, the shard list,
 //                                        and the size and checksum of both files
 // A checkpoint is written into OUT/.ckpt_step%06d.tmp.<pid>/ (each file fsynced), then
@@ -31,7 +31,10 @@ struct ShardInfo {
 struct CheckpointMeta {
   int64_t step = 0;             // training steps done (the next step to run)
   int64_t optimizer_steps = 0;  // Optimizer::steps_taken()
-  DataLoader::Position loader;  // where the next training batch is read
+  // Where each data reader reads next: reader r*K + k is rank r's micro-batch k
+  // (data/step_loader.h); one reader for a single process without micro-batches.
+  std::vector<DataLoader::Position> loaders;
+  int64_t world = 1;            // ranks of the run that wrote it
   double train_ms = 0;          // the console log's train_time and step_avg counters
   int64_t timed_steps = 0;
   nlohmann::json config;        // config_to_json of the run

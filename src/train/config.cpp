@@ -1,24 +1,42 @@
 #include "train/config.h"
 
+#include "core/error.h"
+
 namespace speedrun {
 
-void TrainConfig::validate() const {
+void TrainConfig::validate(int world) const {
   model.validate();
   schedule.validate();
   optim.validate();
   check(seq_len >= 1, "--seq-len ", seq_len, ": must be >= 1");
   check(batch >= 1, "--batch ", batch, ": must be >= 1");
+  check(grad_accum >= 0, "--grad-accum ", grad_accum, ": must be >= 0 (0: auto)");
   check(val_every >= 0, "--val-every ", val_every, ": must be >= 0");
   check(save_every >= 0, "--save-every ", save_every, ": must be >= 0");
   check(keep >= 0, "--keep ", keep, ": must be >= 0 (0 keeps every checkpoint)");
   check(stop_after >= 0, "--stop-after ", stop_after, ": must be >= 0");
   check(val_tokens >= 0, "--val-tokens ", val_tokens, ": must be >= 0");
-  const int64_t per_batch = batch * seq_len * world;
+  check(world >= 1 && batch % world == 0, "--batch ", batch, " is not a multiple of the ", world,
+        " ranks: each rank reads batch / ranks sequences per step; pick a multiple");
+  micro_batches(*this, world);  // checks grad_accum against the batch
+  const int64_t per_batch = batch * seq_len;
   check(val_tokens % per_batch == 0, "--val-tokens ", val_tokens,
         " is not a multiple of the tokens of one validation batch (batch ", batch, " x seq-len ",
-        seq_len, " x ranks ", world, " = ", per_batch, "): pick a multiple");
-  check(dtype == DType::F32 || dtype == DType::F64, "--dtype must be fp32 or fp64");
-  check(threads >= 0, "--threads ", threads, ": must be >= 0");
+        seq_len, " = ", per_batch, "): pick a multiple");
+}
+
+int64_t micro_batches(const TrainConfig& c, int world, int64_t max_tokens) {
+  const int64_t per_rank = c.batch / world;
+  if (c.grad_accum > 0) {
+    check(per_rank % c.grad_accum == 0, "--grad-accum ", c.grad_accum, " does not divide the ",
+          per_rank, " sequences each rank reads per step (--batch ", c.batch, " over ", world,
+          " ranks): pick a divisor");
+    return c.grad_accum;
+  }
+  if (max_tokens <= 0) return 1;
+  for (int64_t k = 1; k < per_rank; ++k)
+    if (per_rank % k == 0 && (per_rank / k) * c.seq_len <= max_tokens) return k;
+  return per_rank;
 }
 
 TrainConfig preset_config(const std::string& name) {
@@ -26,7 +44,8 @@ TrainConfig preset_config(const std::string& name) {
   c.preset = name;
   if (name == "record" || name == "previous-record") {
     // SPEC.md: 8 sequences of 64K tokens per step (one per GPU on 8 GPUs; on one process
-    // the same 8 sequences as one batch, which gives the same batches and gradients).
+    // the same 8 sequences, as one batch or as micro-batches, which gives the same batches
+    // and gradients).
     c.model = GPTConfig{};
     c.seq_len = 65536;
     c.batch = 8;

@@ -41,15 +41,13 @@ nlohmann::json config_to_json(const TrainConfig& c) {
   j["keep"] = c.keep;
   j["stop-after"] = c.stop_after;
   j["seed"] = c.seed;
-  j["threads"] = c.threads;
-  j["dtype"] = c.dtype == DType::F64 ? "fp64" : "fp32";
+  j["grad-accum"] = c.grad_accum;
+  j["dtype"] = enum_name(c.dtype);
   j["train"] = c.train_glob;
   j["val"] = c.val_glob;
   j["out"] = c.out_dir;
   j["init"] = c.init;
   j["resume"] = c.resume;
-  j["rank"] = c.rank;
-  j["world"] = c.world;
   return j;
 }
 
@@ -65,7 +63,8 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& where) 
            "): the file was not written by this version of speedrun");
     }
   };
-  std::string window_schedule = to_string(c.schedule.window_schedule), dtype = "fp32";
+  std::string window_schedule = to_string(c.schedule.window_schedule),
+              dtype = enum_name(c.dtype);
   get("preset", c.preset);
   get("layers", c.model.layers);
   get("heads", c.model.heads);
@@ -101,19 +100,15 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   get("keep", c.keep);
   get("stop-after", c.stop_after);
   get("seed", c.seed);
-  get("threads", c.threads);
+  get("grad-accum", c.grad_accum);
   get("dtype", dtype);
   get("train", c.train_glob);
   get("val", c.val_glob);
   get("out", c.out_dir);
   get("init", c.init);
   get("resume", c.resume);
-  get("rank", c.rank);
-  get("world", c.world);
   c.schedule.window_schedule = parse_window_schedule(window_schedule);
-  check(dtype == "fp32" || dtype == "fp64", where, ": config dtype '", dtype,
-        "' is neither fp32 nor fp64");
-  c.dtype = dtype == "fp64" ? DType::F64 : DType::F32;
+  c.dtype = parse_enum<PrecisionChoice>(dtype, where + ": config dtype");
   return c;
 }
 

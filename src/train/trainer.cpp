@@ -1,27 +1,29 @@
 #include "train/trainer.h"
 
+#include "backend/factory.h"
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <map>
 #include <memory>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "data/loader.h"
+#include "data/step_loader.h"
 #include "model/gpt.h"
 #include "model/params.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "train/checkpoint.h"
 #include "train/config_io.h"
-#include "train/metrics_file.h"
+#include "train/evaluate.h"
+#include "train/run_files.h"
 
 namespace speedrun {
 
 namespace {
+namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
@@ -34,11 +36,18 @@ std::string format_eta(double s) {
   if (t < 3600) return fmt::format("{}m{:02d}s", t / 60, t % 60);
   return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
 }
+std::string shard_list(const std::vector<ShardInfo>& v) {
+  std::string t;
+  for (const auto& s : v) t += fmt::format(" {} ({} tokens)", s.file, s.tokens);
+  return t;
+}
 }  // namespace
 
-Trainer::Trainer(Backend& backend, TrainConfig config, std::vector<std::string> train_files,
-                 std::vector<std::string> val_files)
+Trainer::Trainer(Backend& backend, Comm& comm, TrainConfig config,
+                 std::vector<std::string> train_files, std::vector<std::string> val_files)
     : be_(backend),
+      local_(&backend),
+      comm_(comm),
       cfg_(std::move(config)),
       train_files_(std::move(train_files)),
       val_files_(std::move(val_files)) {
@@ -46,175 +55,244 @@ Trainer::Trainer(Backend& backend, TrainConfig config, std::vector<std::string> 
     std::fputs((s + "\n").c_str(), stdout);
     std::fflush(stdout);
   };
-  cfg_.validate();
+  cfg_.validate(comm_.size());
+  // The config records the precision actually used, so a resume (on any device) asks for
+  // the same one instead of the new device's default.
+  const Precision p = resolve_precision(be_, cfg_.dtype);
+  for (PrecisionChoice named : {PrecisionChoice::FP32, PrecisionChoice::FP64, PrecisionChoice::BF16})
+    if (named_precision(named) == p) cfg_.dtype = named;
+}
+
+Trainer::Trainer(Backend& backend, TrainConfig config, std::vector<std::string> train_files,
+                 std::vector<std::string> val_files)
+    : Trainer(backend, local_, std::move(config), std::move(train_files), std::move(val_files)) {}
+
+// Everything one run holds, and the phases of its step loop.
+class TrainingRun {
+ public:
+  explicit TrainingRun(Trainer& t);
+  TrainResult run();
+
+ private:
+  bool validation_due(int64_t s) const {
+    return val_ && (s == N_ || (c_.val_every > 0 && s % c_.val_every == 0));
+  }
+  void validate(int64_t s, int64_t window);
+  void train_step(int64_t s, int64_t window);
+  void checkpoint(int64_t done);
+  void start_fresh();
+  void resume();
+  void log(const std::string& line) const {
+    if (comm_.is_root()) t_.log(line);
+  }
+
+  Trainer& t_;
+  Backend& be_;
+  Comm& comm_;
+  const TrainConfig& c_;
+  const int64_t N_, T_;
+  int64_t per_rank_ = 0, K_ = 1, micro_ = 0;  // sequences per rank, micro-batches, sequences each
+  std::unique_ptr<StepLoader> train_, val_;
+  int64_t val_steps_ = 0;
+  std::vector<ShardInfo> shards_;
+  Precision precision_;
+  std::unique_ptr<Parameters> params_;
+  std::unique_ptr<Optimizer> opt_;
+  std::unique_ptr<GPT> model_;
+  RunFiles files_;
+  std::vector<int32_t> x_, y_;
+  int64_t start_ = 0;
+  double train_ms_ = 0;  // training time, validation excluded, from step 10 on (as the record)
+  int64_t timed_ = 0;
+  Clock::time_point run_t0_;  // for the ETA: wall time of this process, validation included
+  TrainResult result_;
+};
+
+TrainingRun::TrainingRun(Trainer& t)
+    : t_(t), be_(t.be_), comm_(t.comm_), c_(t.cfg_), N_(t.cfg_.schedule.steps),
+      T_(t.cfg_.seq_len), files_(t.cfg_, t.comm_.is_root()) {
+  const int world = comm_.size(), rank = comm_.rank();
+  per_rank_ = c_.batch / world;
+  K_ = micro_batches(c_, world, be_.preferred_micro_batch_tokens());
+  micro_ = per_rank_ / K_;
+  result_.micro_batches = K_;
+  train_ = std::make_unique<StepLoader>(t.train_files_, micro_, T_, K_, rank, world, c_.model.vocab);
+  if (!t.val_files_.empty() && c_.val_tokens > 0) {
+    val_ = std::make_unique<StepLoader>(t.val_files_, micro_, T_, K_, rank, world, c_.model.vocab);
+    val_steps_ = c_.val_tokens / (c_.batch * T_);
+  }
+  for (size_t i = 0; i < t.train_files_.size(); ++i)
+    shards_.push_back({fs::path(t.train_files_[i]).filename().string(),
+                       train_->shard_tokens(int64_t(i))});
+  precision_ = resolve_precision(be_, c_.dtype);
+  params_ = std::make_unique<Parameters>(be_, c_.model, precision_);
+  opt_ = std::make_unique<Optimizer>(be_, *params_, c_.optim, &comm_);
+  if (!c_.resume.empty())
+    resume();
+  else
+    start_fresh();
+  model_ = std::make_unique<GPT>(be_, *params_, micro_, T_);
+  x_.resize(size_t(per_rank_ * T_));
+  y_.resize(x_.size());
+}
+
+void TrainingRun::start_fresh() {
+  if (!c_.init.empty()) {
+    params_->load(c_.init);
+    log(fmt::format("init: weights from {}", c_.init));
+  } else {
+    params_->init(c_.seed);
+  }
+  files_.open_metrics(0);
+  files_.save_weights(*params_, 0);
+}
+
+// Continues from the checkpoint c_.resume names, after checking it belongs to this run.
+void TrainingRun::resume() {
+  const FoundCheckpoint ck = find_checkpoint(c_.resume, [this](const std::string& s) { log(s); });
+  const auto diffs = config_differences(ck.meta.config, config_to_json(c_));
+  if (!diffs.empty()) {
+    std::string list;
+    for (const auto& d : diffs) list += "\n  " + d;
+    fail("--resume ", ck.dir, ": this run's config differs from the checkpoint's:", list,
+         "\nresume with the checkpoint's values (leave those flags out) or start a new run");
+  }
+  bool same = ck.meta.train_shards.size() == shards_.size();
+  for (size_t i = 0; same && i < shards_.size(); ++i)
+    same = shards_[i].file == ck.meta.train_shards[i].file &&
+           shards_[i].tokens == ck.meta.train_shards[i].tokens;
+  check(same, "--resume ", ck.dir, ": the checkpoint was trained on shards",
+        shard_list(ck.meta.train_shards), " but --train now gives", shard_list(shards_),
+        ": resume with the same training data");
+  check(ck.meta.step <= N_, "--resume ", ck.dir, ": checkpoint step ", ck.meta.step,
+        " is past --steps ", N_);
+  check(c_.stop_after == 0 || c_.stop_after > ck.meta.step, "--stop-after ", c_.stop_after,
+        " is not after the checkpoint's step ", ck.meta.step, ": give a later step or none");
+  const int64_t readers = comm_.size() * K_;
+  check(int64_t(ck.meta.loaders.size()) == readers, "--resume ", ck.dir,
+        ": the checkpoint was written by a run of ", ck.meta.loaders.size(),
+        " data readers (ranks x micro-batches), this run has ", comm_.size(), " x ", K_, " = ",
+        readers, ": resume with --grad-accum and a number of processes whose product is ",
+        ck.meta.loaders.size());
+  load_checkpoint(ck.dir, ck.meta, be_, *params_, *opt_);
+  train_->seek({ck.meta.loaders.begin() + comm_.rank() * K_,
+                ck.meta.loaders.begin() + (comm_.rank() + 1) * K_});
+  start_ = ck.meta.step;
+  train_ms_ = ck.meta.train_ms;
+  timed_ = ck.meta.timed_steps;
+  result_.start_step = start_;
+  const int64_t kept = files_.open_metrics(start_, fs::path(ck.dir).parent_path().string());
+  log(fmt::format("resume: {} at step {}/{}; metrics.jsonl keeps {} lines before it", ck.dir,
+                  start_, N_, kept));
+}
+
+void TrainingRun::validate(int64_t s, int64_t window) {
+  const double vl = evaluate(*model_, *val_, val_steps_, window, comm_);
+  result_.val_losses.emplace_back(s, vl);
+  if (s == N_) result_.final_val_loss = vl;
+  files_.emit({{"step", s}, {"val_loss", vl}, {"window", window}});
+  log(fmt::format("step:{}/{} val_loss:{:.4f} train_time:{:.0f}ms step_avg:{:.2f}ms", s, N_, vl,
+                  train_ms_, timed_ ? train_ms_ / double(timed_) : 0.0));
+}
+
+// One step: K micro-batches accumulate the gradient of this rank's mean loss, the ranks
+// average it, the optimizer updates. The only wait for the device is the loss read at the
+// end, which is also the step's timing point.
+void TrainingRun::train_step(int64_t s, int64_t window) {
+  const auto t0 = Clock::now();
+  const double lr = lr_multiplier(c_.schedule, s);
+  const double mu = muon_momentum_at(c_.schedule, s);
+  train_->next(x_.data(), y_.data());
+  params_->zero_grad();
+  const int64_t n = micro_ * T_;
+  for (int64_t k = 0; k < K_; ++k)
+    model_->train_micro_batch(x_.data() + k * n, y_.data() + k * n, window, 1.0 / double(K_));
+  if (comm_.size() > 1) comm_.all_reduce(params_->grad_arena().flat(), ReduceOp::Mean);
+  opt_->step(lr, mu);
+  double loss = 0;
+  try {
+    loss = model_->take_mean_loss();  // waits for the step to finish
+  } catch (const Error& e) {
+    fail("training step ", s, ": ", e.what(), " (weights saved so far are in ", c_.out_dir, ")");
+  }
+  loss = comm_.all_reduce(loss, ReduceOp::Mean);
+  const double ms = ms_since(t0);
+  if (s == 10) {  // the record times from step 10 on (compilation and warm-up excluded)
+    train_ms_ = 0;
+    timed_ = 0;
+  }
+  train_ms_ += ms;
+  ++timed_;
+  result_.train_losses.push_back(loss);
+  nlohmann::json rec = {{"step", s},   {"train_loss", loss}, {"lr", lr},
+                        {"window", window}, {"momentum", mu}, {"ms", ms}};
+  const size_t peak = be_.peak_bytes();
+  if (peak > 0) rec["peak_mib"] = double(peak) / double(1 << 20);
+  files_.emit(rec);
+  const int64_t done = s + 1;
+  const double eta_s = ms_since(run_t0_) / 1000.0 / double(done - start_) * double(N_ - done);
+  std::string mem = peak > 0 ? fmt::format(" mem:{:.1f}GiB", double(peak) / double(1 << 30)) : "";
+  log(fmt::format("step:{}/{} train_loss:{:.4f} train_time:{:.0f}ms step_avg:{:.2f}ms "
+                  "window:{} lr:{:.4f} tok/s:{:.0f}{} eta:{}",
+                  done, N_, loss, train_ms_, train_ms_ / double(timed_), window, lr,
+                  double(c_.batch * T_) / (ms / 1000.0), mem, format_eta(eta_s)));
+}
+
+void TrainingRun::checkpoint(int64_t done) {
+  CheckpointMeta m;
+  m.step = done;
+  m.optimizer_steps = opt_->steps_taken();
+  std::vector<int64_t> mine;  // this rank's readers' positions, gathered in rank order
+  for (const auto& p : train_->positions()) mine.insert(mine.end(), {p.shard, p.pos});
+  const std::vector<int64_t> all = comm_.all_gather(mine);
+  for (size_t i = 0; i + 1 < all.size(); i += 2) m.loaders.push_back({all[i], all[i + 1]});
+  m.world = comm_.size();
+  m.train_ms = train_ms_;
+  m.timed_steps = timed_;
+  m.config = config_to_json(c_);
+  m.train_shards = shards_;
+  const std::string dir = files_.checkpoint(be_, m, *params_, *opt_);
+  comm_.barrier();  // no rank runs ahead of a checkpoint being written
+  if (!comm_.is_root()) return;
+  result_.last_checkpoint = dir;
+  log(fmt::format("checkpoint: {}", dir));
+}
+
+TrainResult TrainingRun::run() {
+  log(fmt::format(
+      "model: {} layers, {} heads x {}, width {}, vocab {}, {:.2f}M parameters; {} x {} tokens "
+      "per step{}; {} steps; {} {}; activations {:.1f} MiB",
+      c_.model.layers, c_.model.heads, c_.model.head_dim, c_.model.width(), c_.model.vocab,
+      double(params_->numel()) / 1e6, c_.batch, T_,
+      comm_.size() > 1 || K_ > 1
+          ? fmt::format(" ({} ranks x {} micro-batches x {})", comm_.size(), K_, micro_)
+          : "",
+      N_, be_.name(), precision_.str(), double(model_->activation_bytes()) / (1 << 20)));
+  run_t0_ = Clock::now();
+  for (int64_t s = start_; s <= N_; ++s) {
+    const int64_t window = attention_window(c_.schedule, s);
+    if (validation_due(s)) validate(s, window);
+    if (s == N_) break;
+    train_step(s, window);
+    const int64_t done = s + 1;
+    const bool stop = c_.stop_after > 0 && done == c_.stop_after && done < N_;
+    if ((c_.save_every > 0 && (done % c_.save_every == 0 || done == N_)) || stop) checkpoint(done);
+    if (stop) {
+      log(fmt::format("stopped after step {}/{} (--stop-after): continue with --resume {}", done,
+                      N_, c_.out_dir));
+      result_.final_weights = (fs::path(result_.last_checkpoint) / "model.safetensors").string();
+      return result_;
+    }
+  }
+  files_.save_weights(*params_, N_);
+  result_.final_weights = files_.weights_path(N_);
+  log(fmt::format("saved {}", result_.final_weights));
+  return result_;
 }
 
 TrainResult Trainer::run() {
-  namespace fs = std::filesystem;
-  const TrainConfig& c = cfg_;
-  const ScheduleConfig& sc = c.schedule;
-  const int64_t N = sc.steps, B = c.batch, T = c.seq_len;
-  fs::create_directories(c.out_dir);
-
-  DataLoader train(train_files_, B, T, c.rank, c.world, c.model.vocab);
-  std::unique_ptr<DataLoader> val;
-  int64_t val_batches = 0;
-  if (!val_files_.empty() && c.val_tokens > 0) {
-    val = std::make_unique<DataLoader>(val_files_, B, T, c.rank, c.world, c.model.vocab);
-    val_batches = c.val_tokens / (B * T * c.world);
-  }
-  std::vector<ShardInfo> shards;
-  for (size_t i = 0; i < train_files_.size(); ++i)
-    shards.push_back({fs::path(train_files_[i]).filename().string(), train.shard_tokens(int64_t(i))});
-
-  Parameters params(be_, c.model, c.dtype);
-  Optimizer opt(be_, params, c.optim);
-  TrainResult result;
-  const std::string metrics_path = (fs::path(c.out_dir) / "metrics.jsonl").string();
-  int64_t start = 0;
-  double train_ms = 0;  // training time, validation excluded, from step 10 on (as the record)
-  int64_t timed = 0;
-  if (!c.resume.empty()) {
-    const FoundCheckpoint ck = find_checkpoint(c.resume, log);
-    const auto diffs = config_differences(ck.meta.config, config_to_json(c));
-    if (!diffs.empty()) {
-      std::string list;
-      for (const auto& d : diffs) list += "\n  " + d;
-      fail("--resume ", ck.dir, ": this run's config differs from the checkpoint's:", list,
-           "\nresume with the checkpoint's values (leave those flags out) or start a new run");
-    }
-    auto shard_list = [](const std::vector<ShardInfo>& v) {
-      std::string t;
-      for (const auto& s : v) t += fmt::format(" {} ({} tokens)", s.file, s.tokens);
-      return t;
-    };
-    bool same = ck.meta.train_shards.size() == shards.size();
-    for (size_t i = 0; same && i < shards.size(); ++i)
-      same = shards[i].file == ck.meta.train_shards[i].file &&
-             shards[i].tokens == ck.meta.train_shards[i].tokens;
-    check(same, "--resume ", ck.dir, ": the checkpoint was trained on shards",
-          shard_list(ck.meta.train_shards), " but --train now gives", shard_list(shards),
-          ": resume with the same training data");
-    check(ck.meta.step <= N, "--resume ", ck.dir, ": checkpoint step ", ck.meta.step,
-          " is past --steps ", N);
-    check(c.stop_after == 0 || c.stop_after > ck.meta.step, "--stop-after ", c.stop_after,
-          " is not after the checkpoint's step ", ck.meta.step, ": give a later step or none");
-    load_checkpoint(ck.dir, ck.meta, be_, params, opt);
-    train.seek(ck.meta.loader);
-    start = ck.meta.step;
-    train_ms = ck.meta.train_ms;
-    timed = ck.meta.timed_steps;
-    result.start_step = start;
-    const std::string src = (fs::path(ck.dir).parent_path() / "metrics.jsonl").string();
-    const int64_t kept = keep_metrics_before(src, metrics_path, start);
-    log(fmt::format("resume: {} at step {}/{}; metrics.jsonl keeps {} lines before it", ck.dir,
-                    start, N, kept));
-  } else if (!c.init.empty()) {
-    params.load(c.init);
-    log(fmt::format("init: weights from {}", c.init));
-  } else {
-    params.init(c.seed);
-  }
-  GPT model(be_, params, B, T);
-
-  log(fmt::format(
-      "model: {} layers, {} heads x {}, width {}, vocab {}, {:.2f}M parameters; batch {} x {} "
-      "tokens; {} steps; activations {:.1f} MiB",
-      c.model.layers, c.model.heads, c.model.head_dim, c.model.width(), c.model.vocab,
-      double(params.numel()) / 1e6, B, T, N, double(model.activation_bytes()) / (1 << 20)));
-
-  std::ofstream metrics(metrics_path, start > 0 ? std::ios::app : std::ios::trunc);
-  check(bool(metrics), "cannot write ", metrics_path, ": check --out");
-  auto emit = [&](const nlohmann::json& j) {
-    metrics << j.dump() << '\n';
-    metrics.flush();
-  };
-  auto weights_path = [&](int64_t s) {
-    return (fs::path(c.out_dir) / fmt::format("model_step{:06d}.safetensors", s)).string();
-  };
-  auto weights_meta = [&](int64_t s) {
-    return std::map<std::string, std::string>{{"step", std::to_string(s)},
-                                              {"preset", c.preset},
-                                              {"window", std::to_string(attention_window(sc, s))}};
-  };
-  auto save = [&](int64_t s) { params.save(weights_path(s), weights_meta(s)); };
-  auto checkpoint = [&](int64_t s) {
-    CheckpointMeta m;
-    m.step = s;
-    m.optimizer_steps = opt.steps_taken();
-    m.loader = train.position();
-    m.train_ms = train_ms;
-    m.timed_steps = timed;
-    m.config = config_to_json(c);
-    m.train_shards = shards;
-    result.last_checkpoint = write_checkpoint(c.out_dir, be_, m, params, opt, weights_meta(s));
-    prune_checkpoints(c.out_dir, c.keep);
-    log(fmt::format("checkpoint: {}", result.last_checkpoint));
-  };
-  if (start == 0) save(0);
-
-  std::vector<int32_t> x(size_t(B * T)), y(size_t(B * T));
-  const auto run_t0 = Clock::now();  // for the ETA: wall time of this process, validation included
-  for (int64_t s = start; s <= N; ++s) {
-    const int64_t window = attention_window(sc, s);
-    if (val && (s == N || (c.val_every > 0 && s % c.val_every == 0))) {
-      val->reset();
-      double sum = 0;
-      for (int64_t k = 0; k < val_batches; ++k) {
-        val->next_batch(x.data(), y.data());
-        sum += model.forward_loss(x.data(), y.data(), window);
-      }
-      const double vl = sum / double(val_batches);
-      result.val_losses.emplace_back(s, vl);
-      if (s == N) result.final_val_loss = vl;
-      emit({{"step", s}, {"val_loss", vl}, {"window", window}});
-      log(fmt::format("step:{}/{} val_loss:{:.4f} train_time:{:.0f}ms step_avg:{:.2f}ms", s, N,
-                      vl, train_ms, timed ? train_ms / double(timed) : 0.0));
-    }
-    if (s == N) break;
-
-    const auto t0 = Clock::now();
-    const double lr = lr_multiplier(sc, s);
-    const double mu = muon_momentum_at(sc, s);
-    train.next_batch(x.data(), y.data());
-    params.zero_grad();
-    double loss = 0;
-    try {
-      loss = model.forward_backward(x.data(), y.data(), window);
-    } catch (const Error& e) {
-      fail("training step ", s, ": ", e.what(), " (weights saved so far are in ", c.out_dir,
-           ")");
-    }
-    opt.step(lr, mu);
-    const double ms = ms_since(t0);
-    if (s == 10) {  // the record times from step 10 on (compilation and warm-up excluded)
-      train_ms = 0;
-      timed = 0;
-    }
-    train_ms += ms;
-    ++timed;
-    result.train_losses.push_back(loss);
-    emit({{"step", s}, {"train_loss", loss}, {"lr", lr}, {"window", window}, {"momentum", mu},
-          {"ms", ms}});
-    const int64_t done = s + 1;
-    const double eta_s = ms_since(run_t0) / 1000.0 / double(done - start) * double(N - done);
-    log(fmt::format("step:{}/{} train_loss:{:.4f} train_time:{:.0f}ms step_avg:{:.2f}ms "
-                    "window:{} lr:{:.4f} tok/s:{:.0f} eta:{}",
-                    done, N, loss, train_ms, train_ms / double(timed), window, lr,
-                    double(B * T * c.world) / (ms / 1000.0), format_eta(eta_s)));
-    const bool stop = c.stop_after > 0 && done == c.stop_after && done < N;
-    if ((c.save_every > 0 && (done % c.save_every == 0 || done == N)) || stop) checkpoint(done);
-    if (stop) {
-      log(fmt::format("stopped after step {}/{} (--stop-after): continue with --resume {}", done,
-                      N, c.out_dir));
-      result.final_weights = (std::filesystem::path(result.last_checkpoint) / "model.safetensors").string();
-      return result;
-    }
-  }
-  save(N);
-  result.final_weights = weights_path(N);
-  log(fmt::format("saved {}", result.final_weights));
-  return result;
+  TrainingRun r(*this);
+  return r.run();
 }
 
 }  // namespace speedrun

@@ -140,14 +140,23 @@ void CpuBackend::convert(Tensor dst, const Tensor& src) {
   }
 }
 
-double CpuBackend::sum(const Tensor& t) {
+void CpuBackend::check_precision(const Precision& p) const {
+  const bool one = p.master == p.compute && p.compute == p.grad;
+  check(one && (p.compute == DType::F32 || p.compute == DType::F64), "cpu backend: precision ",
+        p.str(), " is not supported: the CPU computes in fp32 (or fp64 for exact comparisons); "
+        "use --dtype fp32, or --device cuda for bf16");
+}
+
+void CpuBackend::sum_into(Tensor acc, const Tensor& t) {
+  check(acc.dtype == DType::F64 && acc.numel() == 1, "cpu sum_into: the accumulator must be one "
+        "F64 element, got ", dtype_name(acc.dtype), " ", acc.shape_str());
   double s = 0;
-  dispatch("sum", t, [&](auto z) {
+  dispatch("sum_into", t, [&](auto z) {
     using T = decltype(z);
     const T* p = t.ptr<T>();
     for (int64_t i = 0; i < t.numel(); ++i) s += double(p[i]);
   });
-  return s;
+  *acc.ptr<double>() += s;
 }
 
 void CpuBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,

@@ -13,6 +13,10 @@ class CpuBackend final : public Backend {
   Device device() const override { return Device::CPU; }
   static void set_threads(int threads);
 
+  // fp32 for training, fp64 for exact comparisons; one dtype for every tensor class.
+  Precision default_precision() const override { return named_precision(PrecisionChoice::FP32); }
+  void check_precision(const Precision& p) const override;
+
   void* allocate(size_t bytes) override;
   void release(void* p) override;
   void upload(Tensor dst, const void* host) override;
@@ -20,7 +24,7 @@ class CpuBackend final : public Backend {
   void copy(Tensor dst, const Tensor& src) override;
   void fill(Tensor t, double value) override;
   void convert(Tensor dst, const Tensor& src) override;
-  double sum(const Tensor& t) override;
+  void sum_into(Tensor acc, const Tensor& t) override;
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;

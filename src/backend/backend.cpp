@@ -1,0 +1,38 @@
+#include "backend/backend.h"
+
+#include "core/arena.h"
+
+namespace speedrun {
+
+std::vector<double> Backend::to_host_f64(const Tensor& t) {
+  std::vector<double> out(size_t(t.numel()));
+  if (t.dtype == DType::F64) {
+    download(out.data(), t);
+    return out;
+  }
+  Arena staging([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
+  Tensor tmp;
+  staging.add("to_host_f64", DType::F64, {t.numel()}, &tmp);
+  staging.materialize(device());
+  convert(tmp, t.view({t.numel()}));
+  download(out.data(), tmp);
+  return out;
+}
+
+void Backend::from_host_f64(Tensor t, const std::vector<double>& values) {
+  check(int64_t(values.size()) == t.numel(), name(), " from_host_f64: ", values.size(),
+        " values for a tensor of ", t.numel(), " elements ", t.shape_str());
+  if (t.dtype == DType::F64) {
+    upload(t, values.data());
+    return;
+  }
+  Arena staging([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
+  Tensor tmp;
+  staging.add("from_host_f64", DType::F64, {t.numel()}, &tmp);
+  staging.materialize(device());
+  upload(tmp, values.data());
+  convert(t.view({t.numel()}), tmp);
+  synchronize();  // the staging buffer is freed when this returns
+}
+
+}  // namespace speedrun

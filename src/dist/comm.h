@@ -1,0 +1,54 @@
+// Comm: the ranks of a data-parallel run and the collectives the trainer needs, the record's
+// way (SPEC.md "Optimizers"): gradients averaged after backward, Muon's matrix i
+// orthogonalised on rank i mod size() and the updates summed to every rank, validation
+// losses averaged, rank 0 alone logging and writing files.
+//
+// Implementations: LocalComm (one process, dist/local_comm.h), ThreadComm (size() ranks as
+// threads of one process, each with its own backend: multi-rank logic tested on one
+// machine, dist/thread_comm.h). A Comm for processes (MPI, NCCL) is a new file here.
+//
+// Buffers live on the device of the backend the rank trains with; every rank passes the
+// same dtype and numel to a collective, and every rank calls the same collectives in the
+// same order. A Comm that sees another rank fail throws Error naming that rank instead of
+// waiting forever.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/enum_names.h"
+#include "core/tensor.h"
+
+namespace speedrun {
+
+enum class ReduceOp { Sum, Mean };
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual std::string name() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // t (in place) = the elementwise sum (Mean: sum / size()) of every rank's t. Every rank
+  // receives the same bits. F32, F64 (and BF16 where the implementation says so).
+  virtual void all_reduce(Tensor t, ReduceOp op) = 0;
+  // out [size() * n] (=) the ranks' in [n] concatenated in rank order; out must not alias in.
+  virtual void all_gather(Tensor out, const Tensor& in) = 0;
+  // t (=) rank root's t.
+  virtual void broadcast(Tensor t, int root) = 0;
+  virtual void barrier() = 0;
+  // A host double reduced over the ranks (validation loss, tokens counted); the same on
+  // every rank.
+  virtual double all_reduce(double x, ReduceOp op) = 0;
+  // Host integers from every rank (the same count on each), concatenated in rank order
+  // (data-loader positions for a checkpoint).
+  virtual std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) = 0;
+  // Ends the run on every rank: throws Error(why) here; the other ranks stop at their next
+  // collective with an Error naming this rank (a process Comm may end them outright).
+  [[noreturn]] virtual void abort(const std::string& why) = 0;
+
+  bool is_root() const { return rank() == 0; }
+};
+
+}  // namespace speedrun
