@@ -1,0 +1,20 @@
+// The CUDA backend's entry points, in plain C++ (no CUDA headers) so that the factory,
+// compiled by the host compiler, can build it by name. The backend itself (bf16 compute
+// over fp32 masters, cuBLASLt GEMMs, our kernels for the rest) lives in the .cu files of
+// this folder, one per op family, mirroring backend/cpu/.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace speedrun::cuda {
+
+// Number of visible GPUs; 0 with the reason in *why (no driver, no device, ...).
+int visible_devices(std::string* why);
+
+// The backend on GPU `gpu` (-1: the process's local rank modulo `visible`, 0 for a single
+// process). Throws Error naming the device on failure.
+std::unique_ptr<Backend> make_backend(int gpu, int visible);
+
+}  // namespace speedrun::cuda
