@@ -185,9 +185,11 @@ class Backend {
   virtual void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const AdamArgs& a) = 0;
   // buf (m) = mu*buf + g; out = g + mu*buf (Nesterov); g, out (g). out may alias g.
   virtual void muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) = 0;
-  // X[rows, cols] (=) the record's quintic Newton-Schulz orthogonalisation of G, `steps`
-  // iterations; G (g), X (g). bf16_round emulates the record's bf16 arithmetic (rounds
-  // every stored intermediate); a bf16 backend computes in bf16 whatever it is given.
+  // X (=) the record's quintic Newton-Schulz orthogonalisation of G, `steps` iterations;
+  // G, X (g) of one shape: [rows, cols], or [n, rows, cols] for n matrices of one shape,
+  // each orthogonalised on its own (a GPU runs them as batched GEMMs). bf16_round emulates
+  // the record's bf16 arithmetic (rounds every stored intermediate); a bf16 backend
+  // computes in bf16 whatever it is given.
   virtual void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) = 0;
   // y (m) += alpha * x (g).
   virtual void axpy(Tensor y, const Tensor& x, double alpha) = 0;

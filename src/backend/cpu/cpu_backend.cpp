@@ -372,9 +372,14 @@ void CpuBackend::muon_momentum(Tensor out, Tensor buf, const Tensor& g, double m
 
 void CpuBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) {
   same("newton_schulz", X, G);
+  check(G.ndim == 2 || G.ndim == 3, "cpu newton_schulz: G ", G.shape_str(),
+        " must be [rows, cols] or [n, rows, cols]");
+  const int64_t n = G.ndim == 3 ? G.dim(0) : 1, rows = G.dim(-2), cols = G.dim(-1);
   dispatch("newton_schulz", G, [&](auto z) {
     using T = decltype(z);
-    cpu::newton_schulz5<T>(X.ptr<T>(), G.ptr<T>(), G.rows(), G.cols(), steps, bf16_round);
+    for (int64_t i = 0; i < n; ++i)
+      cpu::newton_schulz5<T>(X.ptr<T>() + i * rows * cols, G.ptr<T>() + i * rows * cols, rows,
+                             cols, steps, bf16_round);
   });
 }
 
