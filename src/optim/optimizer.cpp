@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/format.h>
+
 namespace speedrun {
 
 void OptimConfig::validate() const {
@@ -22,26 +24,71 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
   auto release = [&backend](void* p) { backend.release(p); };
   state_ = Arena(alloc, release);
   updates_ = Arena(alloc, release);
+  inputs_ = Arena(alloc, release);
   const int n = params.count();
-  const int world = comm ? comm->size() : 1;
+  const int world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   const DType master = params.precision().master, grad = params.precision().grad;
   slots_.resize(size_t(n));
-  int matrices = 0;
+  std::vector<int> muon;  // Muon parameters in table order
   for (int i = 0; i < n; ++i) {
     const Tensor& t = params.value(i);
     std::vector<int64_t> shape(t.shape.begin(), t.shape.begin() + t.ndim);
     Slot& s = slots_[size_t(i)];
     if (params.group(i) == ParamGroup::Matrix) {
       state_.add(params.name(i) + ".momentum_buffer", master, shape, &s.buf);
-      updates_.add(params.name(i) + ".update", grad, shape, &s.update);
-      s.owner = matrices++ % world;
+      s.owner = int(muon.size()) % world;
+      muon.push_back(i);
     } else {
       state_.add(params.name(i) + ".exp_avg", master, shape, &s.m);
       state_.add(params.name(i) + ".exp_avg_sq", master, shape, &s.v);
     }
   }
+  // Shapes in order of first appearance; per shape one stack per owner, each matrix a
+  // slice of its owner's stack in table order.
+  std::vector<std::pair<int64_t, int64_t>> shapes;
+  for (int i : muon) {
+    const std::pair<int64_t, int64_t> rc{params.value(i).dim(0), params.value(i).dim(1)};
+    if (std::find(shapes.begin(), shapes.end(), rc) == shapes.end()) shapes.push_back(rc);
+  }
+  struct Planned {
+    std::vector<int> members;  // parameters, table order
+    Tensor update, input;      // [n, rows, cols]; input only for this rank's stacks
+    bool mine = false;
+  };
+  std::vector<Planned> plan;
+  for (const auto& [rows, cols] : shapes)
+    for (int r = 0; r < world; ++r) {
+      Planned pl;
+      for (int i : muon)
+        if (params.value(i).dim(0) == rows && params.value(i).dim(1) == cols &&
+            slots_[size_t(i)].owner == r)
+          pl.members.push_back(i);
+      if (pl.members.empty()) continue;
+      pl.mine = r == rank;
+      plan.push_back(std::move(pl));
+    }
+  for (Planned& pl : plan) {
+    const int64_t count = int64_t(pl.members.size());
+    const int64_t rows = params.value(pl.members[0]).dim(0), cols = params.value(pl.members[0]).dim(1);
+    const std::string name = fmt::format("muon.{}x{}.rank{}", rows, cols,
+                                         slots_[size_t(pl.members[0])].owner);
+    updates_.add(name + ".update", grad, {count, rows, cols}, &pl.update);
+    if (pl.mine) inputs_.add(name + ".input", grad, {count, rows, cols}, &pl.input);
+  }
   state_.materialize(backend.device());
   if (updates_.size() > 0) updates_.materialize(backend.device());
+  if (inputs_.size() > 0) inputs_.materialize(backend.device());
+  for (const Planned& pl : plan) {
+    for (size_t k = 0; k < pl.members.size(); ++k) {
+      Slot& s = slots_[size_t(pl.members[k])];
+      s.update = pl.update.slice(int64_t(k), int64_t(k) + 1).view({pl.update.dim(1), pl.update.dim(2)});
+      if (pl.mine) s.input = pl.input.slice(int64_t(k), int64_t(k) + 1).view({pl.input.dim(1), pl.input.dim(2)});
+    }
+    if (pl.mine)
+      stacks_.push_back({pl.input, pl.update});
+    else
+      others_.push_back(pl.update);
+  }
 }
 
 int Optimizer::muon_owner(int i) const { return slots_.at(size_t(i)).owner; }
@@ -69,16 +116,14 @@ void Optimizer::step(double lr_mult, double momentum) {
         be_.adam_step(p, g, s.m, s.v, a);
         break;
       }
-      case ParamGroup::Matrix: {
-        be_.muon_momentum(g, s.buf, g, momentum);  // g <- Nesterov update
-        if (s.owner == rank)
-          be_.newton_schulz(s.update, g, cfg_.ns_steps, cfg_.ns_bf16);
-        else
-          be_.fill(s.update, 0.0);
+      case ParamGroup::Matrix:
+        // Nesterov: the owner's input slot, or (elsewhere) g itself, only for the buffer.
+        be_.muon_momentum(s.owner == rank ? s.input : g, s.buf, g, momentum);
         break;
-      }
     }
   }
+  for (const Tensor& t : others_) be_.fill(t, 0.0);  // the owners' values arrive by the sum
+  for (const Stack& st : stacks_) be_.newton_schulz(st.update, st.input, cfg_.ns_steps, cfg_.ns_bf16);
   if (world > 1) comm_->all_reduce(updates_.flat(), ReduceOp::Sum);
   for (int i = 0; i < p_.count(); ++i) {
     if (p_.group(i) != ParamGroup::Matrix) continue;

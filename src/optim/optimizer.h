@@ -10,11 +10,16 @@
 //
 // Over several ranks (SPEC.md "Distributed Muon"): every rank applies the momentum to
 // every matrix (an elementwise pass, so each rank holds the whole optimizer state and rank
-// 0's checkpoint is complete), Muon matrix i (in table order) is orthogonalised by rank
-// i mod W alone into its slot of one flat update buffer, the other slots zero, and one
-// all-reduce (sum) of that buffer gives every rank every update. With one rank this is
-// exactly the single-process optimizer. After the step the compute copies of the weights
-// are refreshed from the masters.
+// 0's checkpoint is complete); Muon matrix i (in table order) is orthogonalised by rank
+// i mod W alone, into its slot of one flat update buffer whose other slots are zero, and one
+// all-reduce (sum) of that buffer gives every rank every update (exactly: each element is
+// one rank's value plus zeros). With one rank this is the single-process optimizer.
+//
+// Batching: the update buffer is laid out by shape, then owner, then table order, so the
+// matrices a rank orthogonalises form one contiguous stack [n, rows, cols] per shape; their
+// Nesterov inputs are written into a stack of the same layout and Newton-Schulz runs once
+// per shape (batched GEMMs on a GPU). After the step the compute copies of the weights are
+// refreshed from the masters.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -60,12 +65,19 @@ class Optimizer {
   Comm* comm_;
   int64_t t_ = 0;
   Arena state_;    // Adam m, v per Adam parameter; Muon buffer per matrix (names as checkpoints)
-  Arena updates_;  // Muon's orthogonalised updates, one slot per matrix (g), flat for the all-reduce
+  Arena updates_;  // Muon's orthogonalised updates (g): by shape, owner, table order; flat
+  Arena inputs_;   // this rank's Newton-Schulz inputs (g), the layout of its part of updates_
   struct Slot {
-    Tensor m, v, buf, update;  // empty where the parameter has none
-    int owner = -1;            // Muon: the rank that orthogonalises it
+    Tensor m, v, buf;     // Adam moments, or Muon's momentum buffer (empty where none)
+    Tensor update, input; // Muon: the update slot; the input slot if this rank owns it
+    int owner = -1;       // Muon: the rank that orthogonalises it
   };
-  std::vector<Slot> slots_;    // per parameter
+  std::vector<Slot> slots_;  // per parameter
+  struct Stack {             // one shape's matrices owned by this rank, contiguous
+    Tensor input, update;    // [n, rows, cols]
+  };
+  std::vector<Stack> stacks_;
+  std::vector<Tensor> others_;  // the other ranks' update stacks (zeroed before the sum)
 };
 
 }  // namespace speedrun

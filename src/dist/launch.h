@@ -1,0 +1,24 @@
+// How this process was started: alone, or as one rank of a job a launcher started (mpirun
+// and OpenMPI's variables, Slurm's srun, PMI), read from the environment. make_comm builds
+// the Comm for it; a job of several ranks in a build without a multi-process Comm is
+// refused with a message saying so, never trained as independent copies on partial data.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "dist/comm.h"
+
+namespace speedrun {
+
+struct LaunchInfo {
+  int rank = 0, world = 1, local_rank = 0;
+  std::string launcher;  // "" when started alone, else "mpirun", "srun" or "PMI"
+};
+
+LaunchInfo detect_launch();
+
+// The Comm of this process: LocalComm when it runs alone.
+std::unique_ptr<Comm> make_comm(const LaunchInfo& launch, Backend& backend);
+
+}  // namespace speedrun

@@ -1,0 +1,288 @@
+// Many ranks in one process (ThreadComm): the collectives, and the trainer's multi-rank
+// logic against a single rank: W ranks x 1 sequence train as 1 rank x W sequences (and as
+// 1 rank x W micro-batches, which reads exactly the W ranks' batches), Muon split over W
+// ranks equals Muon on one, only rank 0 writes, validation is averaged over ranks, a
+// failing rank ends every rank with its message, and a resumed multi-rank run continues
+// bit-identically.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <mutex>
+
+#include "backend/cpu/cpu_backend.h"
+#include "core/safetensors.h"
+#include "data/shard.h"
+#include "dist/local_comm.h"
+#include "dist/thread_comm.h"
+#include "fixtures.h"
+#include "model/params.h"
+#include "optim/optimizer.h"
+#include "tolerances.h"
+#include "train/trainer.h"
+
+using namespace speedrun;
+using namespace speedrun::test;
+
+namespace {
+
+// Runs a config on `world` thread ranks (each with a one-thread CPU backend); returns
+// rank 0's result and checks every rank saw the same losses.
+TrainResult run_ranks(int world, const TrainConfig& c, const ShardFiles& data) {
+  std::vector<TrainResult> results(static_cast<size_t>(world));
+  run_thread_ranks(world, [&](Comm& comm) {
+    CpuBackend be(1);
+    Trainer t(be, comm, c, data.train, data.val);
+    t.log = [](const std::string&) {};
+    results[size_t(comm.rank())] = t.run();
+  });
+  for (int r = 1; r < world; ++r) {
+    EXPECT_EQ(results[size_t(r)].train_losses, results[0].train_losses) << "rank " << r;
+    EXPECT_EQ(results[size_t(r)].val_losses, results[0].val_losses) << "rank " << r;
+  }
+  return results[0];
+}
+
+TrainResult run_single(const TrainConfig& c, const ShardFiles& data) {
+  CpuBackend be(1);
+  Trainer t(be, c, data.train, data.val);
+  t.log = [](const std::string&) {};
+  return t.run();
+}
+
+std::vector<double> weights_of(const std::string& file) {
+  std::vector<double> out;
+  const SafetensorsFile f = SafetensorsFile::open(file);
+  for (const auto& n : f.names()) {
+    const auto v = f.get(n);
+    const float* p = static_cast<const float*>(v.data);
+    if (v.dtype == DType::F64) {
+      const double* d = static_cast<const double*>(v.data);
+      out.insert(out.end(), d, d + v.bytes / 8);
+    } else {
+      out.insert(out.end(), p, p + v.bytes / 4);
+    }
+  }
+  return out;
+}
+
+double max_rel_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double num = 0, den = 1;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    num = std::max(num, std::fabs(a[i] - b[i]));
+    den = std::max(den, std::fabs(b[i]));
+  }
+  return num / den;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- collectives
+
+TEST(ThreadComm, ReductionsGatherBroadcastInRankOrder) {
+  const int W = 3;
+  std::vector<std::vector<float>> sums(W), means(W), gathered(W), bcast(W);
+  std::vector<double> dsum(W);
+  std::vector<std::vector<int64_t>> ints(W);
+  run_thread_ranks(W, [&](Comm& comm) {
+    const int r = comm.rank();
+    EXPECT_EQ(comm.size(), W);
+    std::vector<float> a = {float(r + 1), 0.1f * float(r), -float(r)};
+    comm.all_reduce(Tensor(a.data(), DType::F32, {3}), ReduceOp::Sum);
+    sums[size_t(r)] = a;
+    std::vector<float> m = {float(r), 3.0f};
+    comm.all_reduce(Tensor(m.data(), DType::F32, {2}), ReduceOp::Mean);
+    means[size_t(r)] = m;
+    std::vector<float> in = {float(10 * r), float(10 * r + 1)}, out(6, NAN);
+    comm.all_gather(Tensor(out.data(), DType::F32, {6}), Tensor(in.data(), DType::F32, {2}));
+    gathered[size_t(r)] = out;
+    std::vector<float> b = {float(r), float(r)};
+    comm.broadcast(Tensor(b.data(), DType::F32, {2}), 2);
+    bcast[size_t(r)] = b;
+    dsum[size_t(r)] = comm.all_reduce(0.5 * r, ReduceOp::Sum);
+    ints[size_t(r)] = comm.all_gather(std::vector<int64_t>{r, 100 + r});
+    comm.barrier();
+  });
+  const float third = (0.0f + 0.1f) + 0.2f;  // rank order, in float
+  for (int r = 0; r < W; ++r) {
+    EXPECT_EQ(sums[size_t(r)], (std::vector<float>{6, third, -3}));
+    EXPECT_EQ(means[size_t(r)], (std::vector<float>{1, 3}));
+    EXPECT_EQ(gathered[size_t(r)], (std::vector<float>{0, 1, 10, 11, 20, 21}));
+    EXPECT_EQ(bcast[size_t(r)], (std::vector<float>{2, 2}));
+    EXPECT_EQ(dsum[size_t(r)], 1.5);
+    EXPECT_EQ(ints[size_t(r)], (std::vector<int64_t>{0, 100, 1, 101, 2, 102}));
+  }
+}
+
+TEST(ThreadComm, AFailingRankEndsEveryRankNamingIt) {
+  std::atomic<int> stopped{0};
+  try {
+    run_thread_ranks(3, [&](Comm& comm) {
+      if (comm.rank() == 1) throw Error("shard x.bin: token 999 is >= vocab 128");
+      try {
+        std::vector<float> a(4, 1.0f);
+        comm.all_reduce(Tensor(a.data(), DType::F32, {4}), ReduceOp::Sum);  // would wait forever
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("rank 1 failed: shard x.bin"), std::string::npos)
+            << e.what();
+        ++stopped;
+        throw;
+      }
+    });
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token 999"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(stopped.load(), 2);
+}
+
+// ---------------------------------------------------------------- Muon split over ranks
+
+TEST(ThreadComm, MuonSplitOverRanksEqualsMuonOnOne) {
+  const GPTConfig cfg = micro_gpt(4);
+  OptimConfig oc;
+  auto run = [&](int world) {
+    std::vector<std::vector<double>> out;
+    std::mutex m;
+    run_thread_ranks(world, [&](Comm& comm) {
+      CpuBackend be(1);
+      Parameters p(be, cfg, DType::F32);
+      randomize(p, 7);
+      Optimizer opt(be, p, oc, &comm);
+      for (int step = 0; step < 3; ++step) {
+        for (int i = 0; i < p.count(); ++i) {
+          Rng rng(uint64_t(100 * step + i));
+          std::vector<double> g(size_t(p.grad(i).numel()));
+          for (auto& x : g) x = 0.01 * rng.normal();
+          be.from_host_f64(p.grad(i), g);
+        }
+        opt.step(1.0, 0.9);
+      }
+      if (comm.rank() == 0) {
+        std::lock_guard<std::mutex> lock(m);
+        for (int i = 0; i < p.count(); ++i) out.push_back(p.to_host_f64(i));
+      }
+      // Every matrix has exactly one owner, i mod world in table order.
+      int k = 0;
+      for (int i = 0; i < p.count(); ++i)
+        if (p.group(i) == ParamGroup::Matrix) EXPECT_EQ(opt.muon_owner(i), k++ % world);
+    });
+    return out;
+  };
+  const auto one = run(1);
+  for (int world : {2, 3, 5}) EXPECT_EQ(run(world), one) << world << " ranks";
+}
+
+// ---------------------------------------------------------------- training over ranks
+
+class Ranks : public ::testing::Test {
+ protected:
+  TempDir dir{"test_dist"};
+  // One train shard large enough that no reader changes shard during the runs (shard
+  // changes are where one reader of W sequences and W readers of one part ways).
+  ShardFiles data = synthetic_shards(dir / "data", 200000, 3000);
+};
+
+TEST_F(Ranks, TwoRanksOfOneTrainLikeOneRankOfTwo) {
+  for (PrecisionChoice dt : {PrecisionChoice::FP64, PrecisionChoice::FP32}) {
+    SCOPED_TRACE(enum_name(dt));
+    TrainConfig one = micro_run(dir / ("one_" + enum_name(dt)), dt);
+    TrainConfig two = one;
+    two.out_dir = (dir / ("two_" + enum_name(dt))).string();
+    const TrainResult a = run_single(one, data);
+    const TrainResult b = run_ranks(2, two, data);
+    const double tol = dt == PrecisionChoice::FP64 ? 1e-10 : 1e-4;
+    ASSERT_EQ(a.train_losses.size(), b.train_losses.size());
+    for (size_t s = 0; s < a.train_losses.size(); ++s)
+      EXPECT_NEAR(a.train_losses[s], b.train_losses[s], tol) << "step " << s;
+    ASSERT_EQ(a.val_losses.size(), b.val_losses.size());
+    for (size_t k = 0; k < a.val_losses.size(); ++k)
+      EXPECT_NEAR(a.val_losses[k].second, b.val_losses[k].second, tol);
+    EXPECT_LT(max_rel_diff(weights_of(b.final_weights), weights_of(a.final_weights)),
+              dt == PrecisionChoice::FP64 ? 1e-9 : 1e-3);
+  }
+}
+
+TEST_F(Ranks, MicroBatchesReadExactlyTheRanksBatches) {
+  // 1 rank x 2 micro-batches and 2 ranks x 1 read the same two readers' sequences: in fp64
+  // they agree to rounding; the gradient of the mean is the mean of the micro-batches'.
+  TrainConfig accum = micro_run(dir / "accum", PrecisionChoice::FP64);
+  accum.grad_accum = 2;
+  TrainConfig ranks = micro_run(dir / "ranks", PrecisionChoice::FP64);
+  const TrainResult a = run_single(accum, data);
+  EXPECT_EQ(a.micro_batches, 2);
+  const TrainResult b = run_ranks(2, ranks, data);
+  for (size_t s = 0; s < a.train_losses.size(); ++s)
+    EXPECT_NEAR(a.train_losses[s], b.train_losses[s], 1e-10) << "step " << s;
+  EXPECT_LT(max_rel_diff(weights_of(a.final_weights), weights_of(b.final_weights)), 1e-9);
+}
+
+TEST_F(Ranks, OnlyRankZeroWritesAndTheLogIsOnce) {
+  TrainConfig c = micro_run(dir / "w", PrecisionChoice::FP32);
+  c.save_every = 4;
+  std::vector<std::string> lines;
+  std::mutex m;
+  run_thread_ranks(2, [&](Comm& comm) {
+    CpuBackend be(1);
+    Trainer t(be, comm, c, data.train, data.val);
+    t.log = [&](const std::string& l) {
+      std::lock_guard<std::mutex> lock(m);
+      lines.push_back(std::to_string(comm.rank()) + ":" + l);
+    };
+    t.run();
+  });
+  for (const auto& l : lines) EXPECT_EQ(l.substr(0, 2), "0:") << l;
+  const auto metrics = metrics_without_times(dir / "w" / "metrics.jsonl");
+  EXPECT_EQ(metrics.size(), 8u + 3u);  // 8 steps and validations at 0, 4 and 8
+  EXPECT_TRUE(fs::is_directory(dir / "w" / "ckpt_step000004"));
+  EXPECT_TRUE(fs::is_directory(dir / "w" / "ckpt_step000008"));
+}
+
+TEST_F(Ranks, ResumedTwoRankRunIsBitIdentical) {
+  TrainConfig full = micro_run(dir / "full", PrecisionChoice::FP32);
+  const TrainResult a = run_ranks(2, full, data);
+  TrainConfig split = micro_run(dir / "split", PrecisionChoice::FP32);
+  split.stop_after = 4;
+  run_ranks(2, split, data);
+  split.stop_after = 0;
+  split.resume = split.out_dir;
+  const TrainResult b = run_ranks(2, split, data);
+  ASSERT_EQ(b.start_step, 4);
+  for (size_t s = 0; s < b.train_losses.size(); ++s)
+    EXPECT_EQ(b.train_losses[s], a.train_losses[s + 4]) << "step " << s + 4;
+  EXPECT_EQ(read_bytes(b.final_weights), read_bytes(a.final_weights));
+  EXPECT_EQ(metrics_without_times(dir / "split" / "metrics.jsonl"),
+            metrics_without_times(dir / "full" / "metrics.jsonl"));
+}
+
+TEST_F(Ranks, ResumeWithOtherReadersIsRefusedNamingThem) {
+  TrainConfig c = micro_run(dir / "r", PrecisionChoice::FP32);
+  c.stop_after = 2;
+  run_ranks(2, c, data);
+  c.stop_after = 0;
+  c.resume = c.out_dir;
+  try {
+    run_single(c, data);
+    ADD_FAILURE() << "resumed 2 readers with 1";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("2 data readers"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(Ranks, ABadShardOnOneRankEndsTheRunWithItsMessage) {
+  // Rank 1's first sequence holds a token outside the vocabulary: rank 1 fails reading it,
+  // rank 0 (waiting in the gradient all-reduce) stops instead of hanging.
+  TrainConfig c = micro_run(dir / "bad", PrecisionChoice::FP32);
+  const fs::path bad = dir / "bad_train_000000.bin";
+  std::vector<uint16_t> tokens(20000, 5);
+  tokens[300] = 500;  // rank 1 reads tokens [256, 513)
+  write_shard(bad.string(), tokens.data(), int64_t(tokens.size()));
+  ShardFiles d{{bad.string()}, data.val};
+  try {
+    run_ranks(2, c, d);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("token 500"), std::string::npos) << e.what();
+  }
+}
