@@ -75,6 +75,11 @@ class Backend {
   virtual void sum_into(Tensor acc, const Tensor& t) = 0;
   // Waits until every op issued so far has finished (timing points, host reads).
   virtual void synchronize() {}
+  // The device queue this backend's ops run on (a cudaStream_t on CUDA), so a communicator
+  // can order its collectives with them; nullptr on the CPU.
+  virtual void* stream() const { return nullptr; }
+  // The device index (GPU ordinal) this backend runs on; 0 on the CPU.
+  virtual int device_index() const { return 0; }
   // Peak device memory allocated so far, in bytes (0 when the backend does not track it).
   virtual size_t peak_bytes() const { return 0; }
   // The most tokens a micro-batch should hold on this backend when the user leaves

@@ -4,6 +4,21 @@
 
 #include "cli/commands.h"
 #include "core/error.h"
+#ifdef SPEEDRUN_HAVE_MPI
+#include "dist/mpi/mpi_comm.h"
+#endif
+
+namespace {
+// Prints an error; in a job of several MPI ranks it names this rank and ends every rank.
+int report_error(const char* what) {
+  std::fflush(stdout);
+#ifdef SPEEDRUN_HAVE_MPI
+  speedrun::abort_mpi_job_if_running(what);
+#endif
+  std::fprintf(stderr, "error: %s\n", what);
+  return 1;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"speedrun: train GPT models with the NanoGPT speedrun recipe (SPEC.md)"};
@@ -19,14 +34,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
-  } catch (const speedrun::Error& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return report_error(e.what());
   }
   return 0;
 }

@@ -15,6 +15,7 @@
 #include "data/shard.h"
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
+#include "dist/launch.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -51,8 +52,17 @@ void run_train(TrainArgs& a) {
     c = config_from_json(merge_resume_config(ck.meta.config, config_to_json(c), a.given),
                          ck.dir + "/meta.json");
   }
-  std::unique_ptr<Backend> backend_ptr = make_backend(a.backend);
+  const LaunchInfo launch = detect_launch();
+  BackendOptions bo = a.backend;
+  if (bo.gpu < 0) bo.gpu = launch.local_rank;  // one GPU per process of a node
+  std::unique_ptr<Backend> backend_ptr = make_backend(bo);
   Backend& backend = *backend_ptr;
+  std::unique_ptr<Comm> comm = make_comm(launch, backend);
+  // Rank 0 prepares the built-in corpus (and prints); the others find it prepared.
+  if (!comm->is_root()) {
+    comm->barrier();
+    if (!std::freopen("/dev/null", "w", stdout)) std::perror("stdout");
+  }
   std::vector<std::string> train_files, val_files;
   bool synthetic = false;
   std::optional<Tokenizer> text_tokenizer;  // the built-in real-text corpus's
@@ -93,8 +103,10 @@ void run_train(TrainArgs& a) {
     train_files = expand_glob(c.train_glob, "--train");
     if (!c.val_glob.empty()) val_files = expand_glob(c.val_glob, "--val");
   }
-  Trainer trainer(backend, c, train_files, val_files);
+  if (comm->is_root() && comm->size() > 1) comm->barrier();
+  Trainer trainer(backend, *comm, c, train_files, val_files);
   TrainResult r = trainer.run();
+  if (!comm->is_root()) return;
   if (!r.val_losses.empty()) {
     const bool finished = r.val_losses.back().first == c.schedule.steps;
     std::printf("%s val_loss: %.4f (step %lld)\n", finished ? "final" : "last",

@@ -4,6 +4,12 @@
 
 #include "core/error.h"
 #include "dist/local_comm.h"
+#ifdef SPEEDRUN_HAVE_MPI
+#include "dist/mpi/mpi_comm.h"
+#endif
+#ifdef SPEEDRUN_HAVE_NCCL
+#include "dist/nccl/nccl_comm.h"
+#endif
 
 namespace speedrun {
 
@@ -39,8 +45,34 @@ LaunchInfo detect_launch() {
   return l;
 }
 
+bool mpi_built() {
+#ifdef SPEEDRUN_HAVE_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool nccl_built() {
+#ifdef SPEEDRUN_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 std::unique_ptr<Comm> make_comm(const LaunchInfo& launch, Backend& backend) {
   if (launch.world <= 1) return std::make_unique<LocalComm>(&backend);
+#ifdef SPEEDRUN_HAVE_MPI
+  if (backend.device() == Device::CPU) return std::make_unique<MpiComm>();
+#ifdef SPEEDRUN_HAVE_NCCL
+  return std::make_unique<NcclComm>(backend);
+#else
+  fail("rank ", launch.rank, " of ", launch.world, ": training on ", backend.name(),
+       " over several processes needs NCCL, which this build lacks (it is part of the CUDA "
+       "toolkit: rebuild where nccl.h is found), or use --device cpu");
+#endif
+#endif
   fail("this process is rank ", launch.rank, " of ", launch.world, " started by ",
        launch.launcher, ", but this build of speedrun has no multi-process communicator, so "
        "the ranks would train as independent copies on slices of the data: run a single "

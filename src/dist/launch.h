@@ -18,7 +18,12 @@ struct LaunchInfo {
 
 LaunchInfo detect_launch();
 
-// The Comm of this process: LocalComm when it runs alone.
+// Whether this build has the MPI communicator (CPU buffers) and the NCCL one (GPU buffers).
+bool mpi_built();
+bool nccl_built();
+
+// The Comm of this process: LocalComm when it runs alone; over several processes MpiComm
+// for the CPU backend and NcclComm for a GPU backend.
 std::unique_ptr<Comm> make_comm(const LaunchInfo& launch, Backend& backend);
 
 }  // namespace speedrun

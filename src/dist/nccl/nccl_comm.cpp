@@ -1,0 +1,85 @@
+#include "dist/nccl/nccl_comm.h"
+
+#include <cuda_runtime.h>
+#include <nccl.h>
+
+#include "core/error.h"
+
+namespace speedrun {
+
+namespace {
+
+void ok(ncclResult_t rc, const char* what) {
+  if (rc == ncclSuccess) return;
+  fail("NCCL ", what, " failed: ", ncclGetErrorString(rc),
+       " (NCCL_DEBUG=INFO in the environment prints why)");
+}
+
+ncclDataType_t nccl_type(DType t, const char* op) {
+  switch (t) {
+    case DType::F32: return ncclFloat32;
+    case DType::F64: return ncclFloat64;
+    case DType::BF16: return ncclBfloat16;
+    case DType::I32: return ncclInt32;
+    default: fail("NcclComm ", op, ": dtype ", dtype_name(t), " is not supported");
+  }
+}
+
+ncclComm_t as_comm(void* c) { return static_cast<ncclComm_t>(c); }
+cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+void need_device(const Tensor& t, const char* op) {
+  check(t.device == Device::CUDA, "NcclComm ", op, ": the buffer is in host memory; NCCL "
+        "reduces GPU buffers (the CPU backend uses MPI)");
+}
+
+}  // namespace
+
+NcclComm::NcclComm(Backend& backend) : be_(backend) {
+  check(backend.device() == Device::CUDA, "NcclComm: the backend is ", backend.name(),
+        ", not a GPU: use MpiComm");
+  ncclUniqueId id{};
+  if (mpi_.rank() == 0) ok(ncclGetUniqueId(&id), "GetUniqueId");
+  mpi_.broadcast_bytes(&id, sizeof(id), 0);
+  check(cudaSetDevice(backend.device_index()) == cudaSuccess, "NcclComm: cudaSetDevice(",
+        backend.device_index(), ") failed");
+  ncclComm_t c = nullptr;
+  ok(ncclCommInitRank(&c, mpi_.size(), id, mpi_.rank()), "CommInitRank");
+  comm_ = c;
+}
+
+NcclComm::~NcclComm() {
+  if (comm_) ncclCommDestroy(as_comm(comm_));
+}
+
+void NcclComm::all_reduce(Tensor t, ReduceOp op) {
+  need_device(t, "all_reduce");
+  ok(ncclAllReduce(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, "all_reduce"),
+                   op == ReduceOp::Mean ? ncclAvg : ncclSum, as_comm(comm_),
+                   as_stream(be_.stream())),
+     "AllReduce");
+}
+
+void NcclComm::all_gather(Tensor out, const Tensor& in) {
+  need_device(in, "all_gather");
+  need_device(out, "all_gather");
+  check(out.dtype == in.dtype && out.numel() == in.numel() * size(), "NcclComm all_gather: out ",
+        out.shape_str(), " must hold ", size(), " x in ", in.shape_str());
+  ok(ncclAllGather(in.data, out.data, size_t(in.numel()), nccl_type(in.dtype, "all_gather"),
+                   as_comm(comm_), as_stream(be_.stream())),
+     "AllGather");
+}
+
+void NcclComm::broadcast(Tensor t, int root) {
+  need_device(t, "broadcast");
+  ok(ncclBroadcast(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, "broadcast"), root,
+                   as_comm(comm_), as_stream(be_.stream())),
+     "Broadcast");
+}
+
+void NcclComm::barrier() {
+  be_.synchronize();
+  mpi_.barrier();
+}
+
+}  // namespace speedrun

@@ -1,0 +1,38 @@
+// NcclComm: the ranks of a GPU job, one process per GPU: collectives on device buffers
+// through NCCL, ordered on the backend's stream; host values and the bootstrap (NCCL's
+// unique id, broadcast from rank 0) through MPI. Built when the CUDA toolkit's NCCL and MPI
+// are both found. NCCL refuses two ranks on one GPU: a one-GPU machine runs world 1 only.
+#pragma once
+#include <memory>
+
+#include "backend/backend.h"
+#include "dist/comm.h"
+#include "dist/mpi/mpi_comm.h"
+
+namespace speedrun {
+
+class NcclComm final : public Comm {
+ public:
+  // backend: this rank's CUDA backend (its stream and device).
+  explicit NcclComm(Backend& backend);
+  ~NcclComm() override;
+  std::string name() const override { return "nccl"; }
+  int rank() const override { return mpi_.rank(); }
+  int size() const override { return mpi_.size(); }
+  void all_reduce(Tensor t, ReduceOp op) override;
+  void all_gather(Tensor out, const Tensor& in) override;
+  void broadcast(Tensor t, int root) override;
+  void barrier() override;
+  double all_reduce(double x, ReduceOp op) override { return mpi_.all_reduce(x, op); }
+  std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
+    return mpi_.all_gather(mine);
+  }
+  [[noreturn]] void abort(const std::string& why) override { mpi_.abort(why); }
+
+ private:
+  Backend& be_;
+  MpiComm mpi_;
+  void* comm_ = nullptr;  // ncclComm_t
+};
+
+}  // namespace speedrun

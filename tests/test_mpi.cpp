@@ -1,0 +1,132 @@
+// Several processes through MPI on this machine (mpirun over loopback): the communicator's
+// collectives, distributed Muon and each rank's data slices (tests/mpi/mpi_selftest.cpp);
+// `speedrun train` on 2 ranks x 1 sequence against 1 rank x 2 step by step; a resumed
+// 2-rank run continuing bit-identically; a failing rank ending the job with its message.
+// Skipped, saying so, when this build has no MPI or mpirun is missing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/shard.h"
+#include "dist/launch.h"
+#include "fixtures.h"
+#include "run_command.h"
+
+using namespace speedrun;
+using namespace speedrun::test;
+
+namespace {
+
+// mpirun as root needs --allow-run-as-root; more ranks than cores need --oversubscribe.
+std::string mpirun(int ranks) {
+  return "timeout 600 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
+         std::to_string(ranks) + " ";
+}
+
+bool skip_reason(std::string* why) {
+  if (!mpi_built()) {
+    *why = "this build has no MPI (install libopenmpi-dev and rebuild)";
+    return true;
+  }
+  if (run_shell("command -v mpirun").code != 0) {
+    *why = "mpirun is not installed (apt-get install openmpi-bin)";
+    return true;
+  }
+  return false;
+}
+
+std::vector<double> losses(const fs::path& metrics, const char* key) {
+  std::vector<double> out;
+  std::ifstream f(metrics);
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains(key)) out.push_back(j[key].get<double>());
+  }
+  return out;
+}
+
+class Mpi : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (skip_reason(&why)) GTEST_SKIP() << why;
+  }
+  TempDir dir{"test_mpi"};
+  // One train shard: no reader changes shard during these runs.
+  ShardFiles data = synthetic_shards(dir / "data", 200000, 3000);
+  std::string micro_flags(const std::string& out) const {
+    return "train --train '" + (dir / "data").string() + "/*train*.bin' --val '" +
+           (dir / "data").string() + "/*val*.bin' --vocab 128 --eot 0 --layers 2 --heads 2 "
+           "--head-dim 16 --seq-len 256 --batch 2 --steps 8 --cooldown 4 --window-start 64 "
+           "--window-end 256 --momentum-warmup 6 --val-every 4 --val-tokens 512 --no-sample "
+           "--threads 1 --device cpu --out " + (dir / out).string();
+  }
+};
+
+}  // namespace
+
+TEST_F(Mpi, SelftestCollectivesMuonAndSlices) {
+  std::vector<uint16_t> tokens(4000);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = uint16_t(i);
+  const std::string shard = (dir / "slices.bin").string();
+  write_shard(shard, tokens.data(), int64_t(tokens.size()));
+  for (int ranks : {1, 2, 3}) {
+    const Outcome o = run_shell(mpirun(ranks) + SPEEDRUN_MPI_SELFTEST + " " + shard);
+    EXPECT_EQ(o.code, 0) << o.out;
+    EXPECT_NE(o.out.find("0 failures"), std::string::npos) << o.out;
+  }
+}
+
+TEST_F(Mpi, TwoRanksTrainLikeOneRankOfTwoSequences) {
+  const Outcome one = run_cli(micro_flags("one") + " --dtype fp64");
+  ASSERT_EQ(one.code, 0) << one.out;
+  const Outcome two = run_shell(mpirun(2) + SPEEDRUN_BINARY + " " + micro_flags("two") + " --dtype fp64");
+  ASSERT_EQ(two.code, 0) << two.out;
+  const auto a = losses(dir / "one" / "metrics.jsonl", "train_loss");
+  const auto b = losses(dir / "two" / "metrics.jsonl", "train_loss");
+  ASSERT_EQ(a.size(), 8u);
+  ASSERT_EQ(b.size(), 8u);
+  for (size_t s = 0; s < a.size(); ++s) EXPECT_NEAR(a[s], b[s], 1e-10) << "step " << s;
+  const auto va = losses(dir / "one" / "metrics.jsonl", "val_loss");
+  const auto vb = losses(dir / "two" / "metrics.jsonl", "val_loss");
+  ASSERT_EQ(va.size(), vb.size());
+  for (size_t k = 0; k < va.size(); ++k) EXPECT_NEAR(va[k], vb[k], 1e-10);
+  // Only rank 0 logs the steps.
+  size_t lines = 0;
+  for (size_t p = two.out.find("train_loss:"); p != std::string::npos; p = two.out.find("train_loss:", p + 1)) ++lines;
+  EXPECT_EQ(lines, 8u) << two.out;
+}
+
+TEST_F(Mpi, ResumeAtTheSameWorldSizeIsBitIdentical) {
+  ASSERT_EQ(run_shell(mpirun(2) + SPEEDRUN_BINARY + " " + micro_flags("full")).code, 0);
+  const Outcome stop = run_shell(mpirun(2) + SPEEDRUN_BINARY + " " + micro_flags("split") + " --stop-after 4");
+  ASSERT_EQ(stop.code, 0) << stop.out;
+  const Outcome resume = run_shell(mpirun(2) + SPEEDRUN_BINARY + " train --resume " +
+                                   (dir / "split").string() + " --threads 1 --device cpu --no-sample");
+  ASSERT_EQ(resume.code, 0) << resume.out;
+  EXPECT_EQ(read_bytes(dir / "split" / "model_step000008.safetensors"),
+            read_bytes(dir / "full" / "model_step000008.safetensors"));
+  EXPECT_EQ(metrics_without_times(dir / "split" / "metrics.jsonl"),
+            metrics_without_times(dir / "full" / "metrics.jsonl"));
+}
+
+TEST_F(Mpi, AFailingRankEndsTheJobWithItsMessage) {
+  // Rank 1 reads tokens [256, 513) of the first step: one of them is outside the vocabulary.
+  fs::create_directories(dir / "bad");
+  std::vector<uint16_t> tokens(20000, 5);
+  tokens[300] = 500;
+  write_shard((dir / "bad" / "bad_train_000000.bin").string(), tokens.data(), int64_t(tokens.size()));
+  const std::string flags = "train --train '" + (dir / "bad").string() + "/*.bin' --vocab 128 "
+                            "--eot 0 --layers 2 --heads 2 --head-dim 16 --seq-len 256 --batch 2 "
+                            "--steps 4 --cooldown 1 --val-tokens 0 --no-sample --threads 1 "
+                            "--device cpu --out " + (dir / "badrun").string();
+  const Outcome o = run_shell(mpirun(2) + SPEEDRUN_BINARY + " " + flags);
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("rank 1 of 2"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("token 500"), std::string::npos) << o.out;
+}
