@@ -19,6 +19,7 @@
 
 #include "backend/block_mask.h"
 #include "backend/factory.h"
+#include "bf16_emulation.h"
 #include "conformance.h"
 
 namespace speedrun::conformance {
@@ -29,6 +30,7 @@ namespace {
 struct Target {
   DeviceChoice device;
   PrecisionChoice precision;
+  bool bf16_emulation = false;  // tests/bf16_emulation.h instead of the factory's backend
 };
 
 const Target kTargets[] = {
@@ -37,8 +39,11 @@ const Target kTargets[] = {
     // backend/cuda/ runs (today cuda::make_backend refuses).
 };
 
+// The suite's own bf16 paths, on the CPU: they run here even where no GPU is.
+const Target kEmulated[] = {{DeviceChoice::CPU, PrecisionChoice::BF16, true}};
+
 std::string label(const Target& t) {
-  return enum_name(t.device) + "_" + enum_name(t.precision);
+  return enum_name(t.device) + "_" + enum_name(t.precision) + (t.bf16_emulation ? "_emulated" : "");
 }
 void PrintTo(const Target& t, std::ostream* os) { *os << label(t); }
 
@@ -59,6 +64,10 @@ bool available(const Target& t, std::string* why) {
 
 // One backend per device per process, built by name like every command builds it.
 Backend& backend(const Target& t) {
+  if (t.bf16_emulation) {
+    static Bf16Emulation emulated;
+    return emulated;
+  }
   static std::map<DeviceChoice, std::unique_ptr<Backend>> made;
   auto& be = made[t.device];
   if (!be) be = make_backend(BackendOptions{t.device, 0, -1});
@@ -780,6 +789,10 @@ std::string test_name(const ::testing::TestParamInfo<Conformance::ParamType>& in
 
 INSTANTIATE_TEST_SUITE_P(Backends, Conformance,
                          ::testing::Combine(::testing::ValuesIn(kTargets),
+                                            ::testing::ValuesIn(all_cases())),
+                         test_name);
+INSTANTIATE_TEST_SUITE_P(Bf16Emulation, Conformance,
+                         ::testing::Combine(::testing::ValuesIn(kEmulated),
                                             ::testing::ValuesIn(all_cases())),
                          test_name);
 
