@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "backend/backend.h"
 #include "core/bf16.h"
 #include "tolerances.h"
@@ -173,6 +175,19 @@ class Side {
   // value is used: tol() below, or a case's own bound).
   void check(const std::string& what, const Tensor& t, double tol) {
     outputs_.push_back({what, t, tol});
+  }
+  // For ops the contract calls deterministic ("the same bits on every run"): a and b, the
+  // outputs of two runs on the same inputs, hold the same values (checked on the tested
+  // side; the oracle's run has nothing to prove).
+  void expect_same_bits(const Tensor& a, const Tensor& b, const std::string& what) {
+    if (oracle) return;
+    const Vec x = be.to_host_f64(a), y = be.to_host_f64(b);
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!(x[i] == y[i]) && !(std::isnan(x[i]) && std::isnan(y[i]))) {
+        ADD_FAILURE() << what << ": a second run on the same inputs differs at element " << i
+                      << " (" << x[i] << " vs " << y[i] << "): the op is not deterministic";
+        return;
+      }
   }
   // The default bound: the conformance tolerance of the least precise floating dtype among
   // the tensors this run made (the op's operands), for reductions of `reduction` terms.

@@ -4,8 +4,9 @@
 // the least precise dtype among the op's operands (tests/tolerances.h). Outputs assigned
 // ("=") start as NaN, so an element the op does not write fails; accumulated ones ("+=")
 // start from random values; aliasing the contract allows is exercised against an oracle
-// run without it. The kernels' own maths (finite differences, naive loops) is proven in
-// test_ops.cpp and test_attention.cpp; this suite proves a backend computes the same.
+// run without it; ops the contract calls deterministic run twice to the same bits. The
+// kernels' own maths (finite differences, naive loops) is proven in test_ops.cpp and
+// test_attention.cpp; this suite proves a backend computes the same.
 //
 // A new backend joins with one line in kTargets below; on a machine without its device
 // its cases skip, saying why.
@@ -347,8 +348,12 @@ void embedding_cases(std::vector<Case>& cases) {
                        Tensor tok = s.tokens(ids(s));
                        Tensor dout = s.randn(Cls::C, {d.N, d.C});
                        Tensor dwte = s.acc(Cls::G, {d.V, d.C});
+                       Tensor again = s.alloc(dwte.dtype, {d.V, d.C});
+                       s.be.copy(again, dwte);
                        s.be.embedding_backward(dwte, tok, dout);
                        s.check("dwte", dwte, s.tol(d.N));
+                       s.be.embedding_backward(again, tok, dout);
+                       s.expect_same_bits(again, dwte, "dwte");
                      }});
   }
 }
@@ -520,6 +525,12 @@ void attention_cases(std::vector<Case>& cases) {
       s.check("dq", dq, t);
       s.check("dk", dk, t);
       s.check("dv", dv, t);
+      if (s.oracle) return;
+      Tensor dq2 = s.out(Cls::C, {N, C}), dk2 = s.out(Cls::C, {N, C}), dv2 = s.out(Cls::C, {N, C});
+      s.be.attention_backward(dq2, dk2, dv2, dout, q, k, v, out, lse, masks, a.H, scale);
+      s.expect_same_bits(dq2, dq, "dq");
+      s.expect_same_bits(dk2, dk, "dk");
+      s.expect_same_bits(dv2, dv, "dv");
     }});
 
   struct Decode {
