@@ -11,64 +11,22 @@
 #include "core/rng.h"
 #include "model/gpt.h"
 #include "model/params.h"
+#include "fixtures.h"
 #include "tolerances.h"
 
 using namespace speedrun;
+using namespace speedrun::test;
 
-namespace {
-
-GPTConfig micro_config() {
-  GPTConfig c;
-  c.layers = 2;
-  c.heads = 2;
-  c.head_dim = 16;  // width 32
-  c.vocab = 37;
-  c.eot = 3;
-  c.attn_tile = 16;
-  return c;
-}
-
-// Two sequences; the first holds 3 documents (EOT inside), the second starts mid-document.
-void micro_batch(int64_t B, int64_t T, int32_t vocab, int32_t eot, std::vector<int32_t>& x,
-                 std::vector<int32_t>& y, uint64_t seed) {
-  Rng rng(seed);
-  x.resize(size_t(B * T));
-  y.resize(size_t(B * T));
-  for (auto& t : x) {
-    t = int32_t(rng.below(uint64_t(vocab)));
-    if (t == eot) t = (t + 1) % vocab;
-  }
-  for (auto& t : y) t = int32_t(rng.below(uint64_t(vocab)));
-  x[0] = eot;
-  x[size_t(T / 3)] = eot;
-  x[size_t(T / 3 + 1)] = eot;  // adjacent EOTs: a one-token document
-  x[size_t(2 * T / 3)] = eot;
-  if (B > 1) x[size_t(T + T / 2)] = eot;
-}
-
-// Random values everywhere (including the zero-initialised projections and head) so every
-// path of the backward carries a gradient.
-void randomize(Parameters& p, uint64_t seed) {
-  Rng rng(seed);
-  for (int i = 0; i < p.count(); ++i) {
-    std::vector<double> h(size_t(p.value(i).numel()));
-    const double s = p.group(i) == ParamGroup::Scalar ? 0.5 : 0.3;
-    for (auto& v : h) v = (p.group(i) == ParamGroup::Scalar ? 0.6 : 0.0) + s * rng.normal();
-    p.from_host_f64(i, h);
-  }
-}
-
-}  // namespace
 
 TEST(Model, GradientMatchesFiniteDifferencesInDouble) {
   CpuBackend be;
-  const GPTConfig cfg = micro_config();
+  const GPTConfig cfg = micro_gpt();
   const int64_t B = 2, T = 40, window = 12;
   Parameters p(be, cfg, DType::F64);
   randomize(p, 7);
   GPT model(be, p, B, T);
   std::vector<int32_t> x, y;
-  micro_batch(B, T, int32_t(cfg.vocab), cfg.eot, x, y, 11);
+  batch_with_documents(B, T, cfg, x, y, 11);
 
   p.zero_grad();
   const double loss = model.forward_backward(x.data(), y.data(), window);
@@ -115,12 +73,12 @@ TEST(Model, GradientMatchesFiniteDifferencesInDouble) {
 TEST(Model, FirstLayerLambHasExactlyZeroGradient) {
   // SPEC.md: v1 is layer 0's own v, so (1-lamb) v + lamb v1 does not depend on lamb there.
   CpuBackend be;
-  const GPTConfig cfg = micro_config();
+  const GPTConfig cfg = micro_gpt();
   Parameters p(be, cfg, DType::F64);
   randomize(p, 5);
   GPT model(be, p, 2, 40);
   std::vector<int32_t> x, y;
-  micro_batch(2, 40, int32_t(cfg.vocab), cfg.eot, x, y, 1);
+  batch_with_documents(2, 40, cfg, x, y, 1);
   p.zero_grad();
   model.forward_backward(x.data(), y.data(), 64);
   double g0 = 1, g1 = 0;
@@ -132,13 +90,13 @@ TEST(Model, FirstLayerLambHasExactlyZeroGradient) {
 
 TEST(Model, StepZeroLossIsLnVocabAndOnlyTheHeadGetsGradient) {
   CpuBackend be;
-  GPTConfig cfg = micro_config();
+  GPTConfig cfg = micro_gpt();
   cfg.vocab = 64;
   Parameters p(be, cfg, DType::F32);
   p.init(42);
   GPT model(be, p, 2, 40);
   std::vector<int32_t> x, y;
-  micro_batch(2, 40, int32_t(cfg.vocab), cfg.eot, x, y, 2);
+  batch_with_documents(2, 40, cfg, x, y, 2);
   p.zero_grad();
   const double loss = model.forward_backward(x.data(), y.data(), 64);
   EXPECT_NEAR(loss, std::log(64.0), 1e-6);
@@ -156,7 +114,7 @@ TEST(Model, StepZeroLossIsLnVocabAndOnlyTheHeadGetsGradient) {
 
 TEST(Model, InitFollowsSpec) {
   CpuBackend be;
-  GPTConfig cfg = micro_config();
+  GPTConfig cfg = micro_gpt();
   Parameters p(be, cfg, DType::F32);
   p.init(1);
   auto stats = [&](const std::string& n) {
@@ -193,11 +151,11 @@ TEST(Model, SequencesInABatchAreIndependent) {
   // Loss of a batch of two sequences = mean of each sequence's loss alone: no attention
   // or rotary position crosses the boundary between batch rows.
   CpuBackend be;
-  const GPTConfig cfg = micro_config();
+  const GPTConfig cfg = micro_gpt();
   Parameters p(be, cfg, DType::F64);
   randomize(p, 9);
   std::vector<int32_t> x, y;
-  micro_batch(2, 40, int32_t(cfg.vocab), cfg.eot, x, y, 4);
+  batch_with_documents(2, 40, cfg, x, y, 4);
   GPT both(be, p, 2, 40), one(be, p, 1, 40);
   const double l2 = both.forward_loss(x.data(), y.data(), 24);
   const double a = one.forward_loss(x.data(), y.data(), 24);
@@ -209,12 +167,12 @@ TEST(Model, DocumentMaskingIsolatesDocuments) {
   // Changing tokens of an earlier document must not change the loss on later documents'
   // positions: compare per-position logits after the last EOT.
   CpuBackend be;
-  const GPTConfig cfg = micro_config();
+  const GPTConfig cfg = micro_gpt();
   Parameters p(be, cfg, DType::F64);
   randomize(p, 13);
   GPT model(be, p, 1, 40);
   std::vector<int32_t> x, y;
-  micro_batch(1, 40, int32_t(cfg.vocab), cfg.eot, x, y, 8);
+  batch_with_documents(1, 40, cfg, x, y, 8);
   const int64_t last_eot = 2 * 40 / 3;
   // Another token id that is not the EOT.
   auto bump = [&](int32_t t, int32_t d) {

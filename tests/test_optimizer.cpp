@@ -9,24 +9,16 @@
 #include "core/rng.h"
 #include "model/params.h"
 #include "optim/optimizer.h"
+#include "fixtures.h"
 
 using namespace speedrun;
+using namespace speedrun::test;
 
-namespace {
-GPTConfig cfg() {
-  GPTConfig c;
-  c.layers = 2;
-  c.heads = 2;
-  c.head_dim = 8;
-  c.vocab = 40;
-  c.eot = 0;
-  return c;
-}
-}  // namespace
+
 
 TEST(Optimizer, AdamGroupsGetTheirLearningRates) {
   CpuBackend be;
-  Parameters p(be, cfg(), DType::F64);
+  Parameters p(be, micro_gpt(), DType::F64);
   p.init(3);
   OptimConfig oc;
   Optimizer opt(be, p, oc);
@@ -54,7 +46,7 @@ TEST(Optimizer, AdamGroupsGetTheirLearningRates) {
 TEST(Optimizer, AdamCountsStepsWithZeroGradient) {
   // SPEC.md: Adam's step counter advances on every step, zero gradients included.
   CpuBackend be;
-  Parameters p(be, cfg(), DType::F64);
+  Parameters p(be, micro_gpt(), DType::F64);
   p.init(3);
   OptimConfig oc;
   Optimizer opt(be, p, oc);
@@ -72,7 +64,7 @@ TEST(Optimizer, AdamCountsStepsWithZeroGradient) {
 
 TEST(Optimizer, MuonUpdateIsScaledNewtonSchulzOfNesterovMomentum) {
   CpuBackend be;
-  Parameters p(be, cfg(), DType::F64);
+  Parameters p(be, micro_gpt(), DType::F64);
   p.init(3);
   OptimConfig oc;
   Optimizer opt(be, p, oc);

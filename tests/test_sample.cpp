@@ -24,36 +24,14 @@
 #include "model/params.h"
 #include "tolerances.h"
 #include "train/sample.h"
+#include "fixtures.h"
 #include "run_command.h"
 
 using namespace speedrun;
+using namespace speedrun::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-// 4 layers, so the U-net has two skips; small tiles so the full forward's mask has many.
-GPTConfig small_config() {
-  GPTConfig c;
-  c.layers = 4;
-  c.heads = 2;
-  c.head_dim = 16;  // width 32
-  c.vocab = 41;
-  c.eot = 3;
-  c.attn_tile = 16;
-  return c;
-}
-
-// Random values everywhere (the zero-initialised projections and head included), so every
-// path (value residual, skips, lambdas) changes the logits.
-void randomize(Parameters& p, uint64_t seed) {
-  Rng rng(seed);
-  for (int i = 0; i < p.count(); ++i) {
-    std::vector<double> h(size_t(p.value(i).numel()));
-    const bool scalar = p.group(i) == ParamGroup::Scalar;
-    for (auto& v : h) v = scalar ? 0.6 + 0.4 * rng.normal() : 0.3 * rng.normal();
-    p.from_host_f64(i, h);
-  }
-}
 
 // Random tokens with EOTs at the given positions (and nowhere else).
 std::vector<int32_t> tokens_with_eots(int64_t n, const GPTConfig& c, std::vector<int64_t> eots,
@@ -155,7 +133,7 @@ class DecoderVsFullForward : public ::testing::TestWithParam<DType> {};
 TEST_P(DecoderVsFullForward, LogitsMatchAtEveryPosition) {
   const DType dt = GetParam();
   CpuBackend be;
-  const GPTConfig c = small_config();
+  const GPTConfig c = micro_gpt(4);
   Parameters p(be, c, dt);
   randomize(p, 11);
   const int64_t T = 150, window = 24;
@@ -193,7 +171,7 @@ INSTANTIATE_TEST_SUITE_P(Dtypes, DecoderVsFullForward, ::testing::Values(DType::
 
 TEST(Decoder, RejectsBadTokensAndPositions) {
   CpuBackend be;
-  const GPTConfig c = small_config();
+  const GPTConfig c = micro_gpt(4);
   Parameters p(be, c, DType::F32);
   randomize(p, 2);
   Decoder dec(be, p, 8, 3);
@@ -215,7 +193,7 @@ TEST(Decoder, RejectsBadTokensAndPositions) {
 // argmax of a full forward over the whole text so far; the prompt holds an EOT.
 TEST(Sample, GreedyEqualsArgmaxOfTheFullForwardAtEveryPosition) {
   CpuBackend be;
-  const GPTConfig c = small_config();
+  const GPTConfig c = micro_gpt(4);
   Parameters p(be, c, DType::F32);
   randomize(p, 23);
   auto prompt = tokens_with_eots(12, c, {0, 7}, 9);
@@ -242,7 +220,7 @@ TEST(Sample, GreedyEqualsArgmaxOfTheFullForwardAtEveryPosition) {
 // With stop_at_eot the output is the free run cut before its first EOT (the same draws).
 TEST(Sample, StopsAtEot) {
   CpuBackend be;
-  GPTConfig c = small_config();
+  GPTConfig c = micro_gpt(4);
   c.vocab = 9;  // few tokens, so an EOT is drawn soon
   Parameters p(be, c, DType::F32);
   randomize(p, 4);
@@ -316,7 +294,7 @@ class SampleCli : public ::testing::Test {
     v.tokens.push_back("abab");
     v.merges.push_back({256, 256});
     Tokenizer(v).save(dir / "tok");
-    cfg = small_config();
+    cfg = micro_gpt(4);
     cfg.vocab = 264;
     cfg.eot = 258;
     CpuBackend be;
