@@ -69,8 +69,8 @@ TEST(Optimizer, MuonUpdateIsScaledNewtonSchulzOfNesterovMomentum) {
   OptimConfig oc;
   Optimizer opt(be, p, oc);
   Rng rng(5);
-  const int i_fc = p.index("transformer.h.1.mlp.c_fc.weight");   // [64, 16]: scale 2
-  const int i_q = p.index("transformer.h.0.attn.c_q.weight");    // [16, 16]: scale 1
+  const int i_fc = p.index("transformer.h.1.mlp.c_fc.weight");   // [128, 32]: scale 2
+  const int i_q = p.index("transformer.h.0.attn.c_q.weight");    // [32, 32]: scale 1
   std::vector<std::vector<double>> g(p.count());
   for (int i = 0; i < p.count(); ++i) {
     g[i].resize(size_t(p.value(i).numel()));
@@ -80,7 +80,7 @@ TEST(Optimizer, MuonUpdateIsScaledNewtonSchulzOfNesterovMomentum) {
   auto w_fc = p.to_host_f64(i_fc), w_q = p.to_host_f64(i_q);
   const double mu = 0.9, mult = 0.25;
   opt.step(mult, mu);
-  for (auto [i, w0, rows, cols] : {std::tuple{i_fc, w_fc, 64, 16}, std::tuple{i_q, w_q, 16, 16}}) {
+  for (auto [i, w0, rows, cols] : {std::tuple{i_fc, w_fc, 128, 32}, std::tuple{i_q, w_q, 32, 32}}) {
     // First step: buf = g, Nesterov update = g + mu * g.
     std::vector<double> upd(g[i].size()), X(g[i].size());
     for (size_t k = 0; k < upd.size(); ++k) upd[k] = g[i][k] * (1 + mu);
@@ -88,7 +88,7 @@ TEST(Optimizer, MuonUpdateIsScaledNewtonSchulzOfNesterovMomentum) {
     ASSERT_EQ(p.value(i).dim(0), rows);
     ASSERT_EQ(p.value(i).dim(1), cols);
     const double scale = std::sqrt(std::max(1.0, double(rows) / cols));
-    EXPECT_EQ(scale, rows == 64 ? 2.0 : 1.0);
+    EXPECT_EQ(scale, rows == 128 ? 2.0 : 1.0);
     auto after = p.to_host_f64(i);
     for (size_t k = 0; k < after.size(); ++k)
       ASSERT_NEAR(after[k], w0[k] - oc.muon_lr * mult * scale * X[k], 1e-12) << p.name(i);
