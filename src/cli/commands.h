@@ -5,6 +5,10 @@
 
 namespace speedrun::cli {
 
+// The exit status of a command that ended without an error but did not finish (a training
+// run stopped by a signal: 128 + the signal, as a shell reports it); 0 otherwise.
+int& exit_status();
+
 void add_train_command(CLI::App& app, int argc, char** argv);
 void add_eval_command(CLI::App& app);
 void add_prepare_command(CLI::App& app);    // prepare, shards info

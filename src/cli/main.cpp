@@ -37,5 +37,10 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     return report_error(e.what());
   }
-  return 0;
+  return speedrun::cli::exit_status();
+}
+
+int& speedrun::cli::exit_status() {
+  static int status = 0;
+  return status;
 }

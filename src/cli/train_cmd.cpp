@@ -1,6 +1,8 @@
 // speedrun train: the record's training loop on shards (or the built-in corpus: fortunes
 // when installed, else the synthetic one).
+#include <csignal>
 #include <cstdio>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -16,6 +18,8 @@
 #include "data/synthetic.h"
 #include "data/tokenizer.h"
 #include "dist/launch.h"
+#include "core/stop_signal.h"
+#include "train/run_dir.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -47,10 +51,22 @@ struct TrainArgs {
 void run_train(TrainArgs& a) {
   TrainConfig& c = a.cfg;
   c.schedule.window_schedule = parse_window_schedule(a.window_schedule);
+  const auto given = [&](const char* flag) {
+    return std::find(a.given.begin(), a.given.end(), flag) != a.given.end();
+  };
   if (!c.resume.empty()) {  // the checkpoint's config, with the flags given here on top
     const auto ck = find_checkpoint(c.resume, [](const std::string& s) { std::printf("%s\n", s.c_str()); });
+    const std::string run_dir = std::filesystem::path(ck.dir).parent_path().string();
+    std::error_code ec;
+    check(!given("out") || std::filesystem::equivalent(c.out_dir, run_dir, ec), "--out ",
+          c.out_dir, " with --resume ", c.resume, ": a resumed run writes into its own "
+          "directory ", run_dir, "; leave --out out (copy the run directory first to branch off)");
     c = config_from_json(merge_resume_config(ck.meta.config, config_to_json(c), a.given),
                          ck.dir + "/meta.json");
+    c.resume = ck.dir;  // found once: the trainer reads this checkpoint, not the newest again
+    c.out_dir = run_dir;
+  } else if (!given("out")) {
+    c.out_dir = next_run_dir(c.out_dir);  // runs/tiny-1, runs/tiny-2, ...: never another run's
   }
   const LaunchInfo launch = detect_launch();
   BackendOptions bo = a.backend;
@@ -104,8 +120,13 @@ void run_train(TrainArgs& a) {
     if (!c.val_glob.empty()) val_files = expand_glob(c.val_glob, "--val");
   }
   if (comm->is_root() && comm->size() > 1) comm->barrier();
+  install_stop_handlers();
   Trainer trainer(backend, *comm, c, train_files, val_files);
   TrainResult r = trainer.run();
+  if (r.stopped_by_signal != 0) {
+    exit_status() = 128 + (r.stopped_by_signal > 0 ? r.stopped_by_signal : SIGTERM);
+    return;
+  }
   if (!comm->is_root()) return;
   if (!r.val_losses.empty()) {
     const bool finished = r.val_losses.back().first == c.schedule.steps;
@@ -222,6 +243,8 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   add_enum_option(sub, "--dtype", c.dtype,
                   "precision: fp32 (cpu), fp64 (cpu, exact comparisons), bf16 (cuda), auto");
   sub->add_flag("--no-sample", args->no_sample, "do not print a sample after training");
+  sub->add_flag("--overwrite", c.overwrite,
+                "start over in an --out that holds another run, deleting that run's files");
   sub->callback([args, sub]() {
     for (const CLI::Option* o : sub->get_options())
       if (o->count() > 0) args->given.push_back(o->get_name().substr(o->get_name().find_first_not_of('-')));

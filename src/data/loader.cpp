@@ -71,6 +71,19 @@ void DataLoader::next_batch(int32_t* x, int32_t* y) {
   }
 }
 
+int64_t DataLoader::batches_per_pass() const {
+  const int64_t step = B_ * T_ * world_;
+  int64_t n = 0;
+  for (const int64_t size : sizes_) {
+    // As next_batch: read at pos, advance, move on when pos + step >= size.
+    for (int64_t pos = int64_t(rank_) * B_ * T_;; pos += step) {
+      ++n;
+      if (pos + 2 * step >= size) break;
+    }
+  }
+  return n;
+}
+
 void DataLoader::seek(Position p) {
   const int64_t bt = B_ * T_, step = bt * world_;
   const int64_t first = int64_t(rank_) * bt;

@@ -33,6 +33,9 @@ class DataLoader {
   void seek(Position p);
 
   int64_t tokens_per_batch() const { return B_ * T_; }  // per rank: the length of x
+  // Batches read from reset() until the loader is back at its first position: each batch
+  // after that repeats one already read.
+  int64_t batches_per_pass() const;
   const std::vector<std::string>& files() const { return files_; }
   int64_t shard_tokens(int64_t shard) const { return sizes_.at(size_t(shard)); }
 

@@ -1,5 +1,7 @@
 #include "data/step_loader.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 
 namespace speedrun {
@@ -21,6 +23,12 @@ void StepLoader::reset() {
 void StepLoader::next(int32_t* x, int32_t* y) {
   const int64_t n = micro_ * T_;
   for (size_t k = 0; k < loaders_.size(); ++k) loaders_[k].next_batch(x + k * n, y + k * n);
+}
+
+int64_t StepLoader::steps_per_pass() const {
+  int64_t n = loaders_[0].batches_per_pass();
+  for (const auto& l : loaders_) n = std::min(n, l.batches_per_pass());
+  return n;
 }
 
 std::vector<DataLoader::Position> StepLoader::positions() const {

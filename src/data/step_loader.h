@@ -28,6 +28,8 @@ class StepLoader {
   int64_t tokens_per_micro_batch() const { return micro_ * T_; }
   int64_t tokens_per_step() const { return readers() * micro_ * T_; }
   int64_t shard_tokens(int64_t shard) const { return loaders_[0].shard_tokens(shard); }
+  // Steps read before any reader repeats a batch it already read (the fewest over readers).
+  int64_t steps_per_pass() const;
 
   // Where each reader's next batch is (this rank's K), and back: enough to resume exactly.
   std::vector<DataLoader::Position> positions() const;

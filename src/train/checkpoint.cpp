@@ -17,6 +17,7 @@
 #include "core/atomic_file.h"
 #include "core/mapped_file.h"
 #include "core/safetensors.h"
+#include "train/run_dir.h"
 
 namespace speedrun {
 
@@ -53,21 +54,6 @@ int64_t checkpoint_step(const std::string& name) {
   std::smatch m;
   if (!std::regex_match(name, m, re)) return -1;
   return std::stoll(m[1].str());
-}
-
-bool process_alive(long pid) { return pid > 0 && (::kill(pid_t(pid), 0) == 0 || errno == EPERM); }
-
-// Leftovers of interrupted writes and deletes (".ckpt_step*.tmp.<pid>", ".trash.", ".old.")
-// whose process is gone.
-void remove_leftovers(const fs::path& run_dir) {
-  static const std::regex re("\\.ckpt_step[0-9]+\\.(tmp|trash|old)\\.([0-9]+)");
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(run_dir, ec)) {
-    std::smatch m;
-    const std::string name = e.path().filename().string();
-    if (std::regex_match(name, m, re) && !process_alive(std::stol(m[2].str())))
-      fs::remove_all(e.path(), ec);
-  }
 }
 
 nlohmann::json read_json_file(const fs::path& p, const std::string& ckpt) {
@@ -127,58 +113,68 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
   const fs::path final_dir = out / name, tmp = out / ("." + name + ".tmp." + pid);
   fs::remove_all(tmp);
   fs::create_directory(tmp);
-
-  params.save((tmp / kModel).string(), weights_meta, params.dtype());
-
-  const auto state = opt.state();
-  std::vector<std::vector<uint8_t>> host(state.size());
-  std::vector<TensorRecord> recs;
-  for (size_t i = 0; i < state.size(); ++i) {
-    const Tensor& t = state[i].second;
-    host[i].resize(t.bytes());
-    backend.download(host[i].data(), t);
-    TensorRecord r;
-    r.name = state[i].first;
-    r.dtype = t.dtype;
-    for (int k = 0; k < t.ndim; ++k) r.shape.push_back(t.shape[k]);
-    r.data = host[i].data();
-    recs.push_back(std::move(r));
-  }
-  write_safetensors((tmp / kState).string(), recs,
-                    {{"format", "speedrun-optimizer-state"}, {"step", std::to_string(meta.step)}});
-
-  nlohmann::json j;
-  j["format"] = kFormat;
-  j["version"] = kVersion;
-  j["step"] = meta.step;
-  j["optimizer_steps"] = meta.optimizer_steps;
-  check(!meta.loaders.empty(), "write_checkpoint: no data reader positions");
-  // "loader" (reader 0) is what a single-reader run reads back; "loaders" has them all.
-  j["loader"] = {{"shard", meta.loaders[0].shard}, {"pos", meta.loaders[0].pos}};
-  j["loaders"] = nlohmann::json::array();
-  for (const auto& p : meta.loaders) j["loaders"].push_back({{"shard", p.shard}, {"pos", p.pos}});
-  j["world"] = meta.world;
-  j["log"] = {{"train_ms", meta.train_ms}, {"timed_steps", meta.timed_steps}};
-  j["rng"] = "none: training draws no random numbers after the seeded initialisation";
-  j["config"] = meta.config;
-  j["train_shards"] = nlohmann::json::array();
-  for (const auto& s : meta.train_shards)
-    j["train_shards"].push_back({{"file", s.file}, {"tokens", s.tokens}});
-  for (const char* f : {kModel, kState})
-    j["files"][f] = {{"bytes", fs::file_size(tmp / f)}, {"checksum", file_checksum((tmp / f).string())}};
-  const std::string text = j.dump(2) + "\n";
-  AtomicFileWriter w((tmp / kMeta).string(), "checkpoint");
-  w.write(text.data(), text.size());
-  w.commit();
-  fsync_dir(tmp);
-
-  // Replace a checkpoint of the same step (a rerun after resuming from an older one).
+  // A failed write (a full disk, a vanished directory) leaves no temporary behind and
+  // the earlier checkpoints untouched.
   const fs::path old = out / ("." + name + ".old." + pid);
-  const bool replacing = fs::exists(final_dir);
-  if (replacing) rename_or_fail(final_dir, old);
-  rename_or_fail(tmp, final_dir);
-  fsync_dir(out);
-  if (replacing) fs::remove_all(old);
+  try {
+    params.save((tmp / kModel).string(), weights_meta, params.dtype());
+
+    const auto state = opt.state();
+    std::vector<std::vector<uint8_t>> host(state.size());
+    std::vector<TensorRecord> recs;
+    for (size_t i = 0; i < state.size(); ++i) {
+      const Tensor& t = state[i].second;
+      host[i].resize(t.bytes());
+      backend.download(host[i].data(), t);
+      TensorRecord r;
+      r.name = state[i].first;
+      r.dtype = t.dtype;
+      for (int k = 0; k < t.ndim; ++k) r.shape.push_back(t.shape[k]);
+      r.data = host[i].data();
+      recs.push_back(std::move(r));
+    }
+    write_safetensors((tmp / kState).string(), recs,
+                      {{"format", "speedrun-optimizer-state"}, {"step", std::to_string(meta.step)}});
+
+    nlohmann::json j;
+    j["format"] = kFormat;
+    j["version"] = kVersion;
+    j["step"] = meta.step;
+    j["optimizer_steps"] = meta.optimizer_steps;
+    check(!meta.loaders.empty(), "write_checkpoint: no data reader positions");
+    // "loader" (reader 0) is what a single-reader run reads back; "loaders" has them all.
+    j["loader"] = {{"shard", meta.loaders[0].shard}, {"pos", meta.loaders[0].pos}};
+    j["loaders"] = nlohmann::json::array();
+    for (const auto& p : meta.loaders) j["loaders"].push_back({{"shard", p.shard}, {"pos", p.pos}});
+    j["world"] = meta.world;
+    j["run_id"] = meta.run_id;
+    j["log"] = {{"train_ms", meta.train_ms}, {"timed_steps", meta.timed_steps}};
+    j["rng"] = "none: training draws no random numbers after the seeded initialisation";
+    j["config"] = meta.config;
+    j["train_shards"] = nlohmann::json::array();
+    for (const auto& s : meta.train_shards)
+      j["train_shards"].push_back({{"file", s.file}, {"tokens", s.tokens}});
+    for (const char* f : {kModel, kState})
+      j["files"][f] = {{"bytes", fs::file_size(tmp / f)}, {"checksum", file_checksum((tmp / f).string())}};
+    const std::string text = j.dump(2) + "\n";
+    AtomicFileWriter w((tmp / kMeta).string(), "checkpoint");
+    w.write(text.data(), text.size());
+    w.commit();
+    fsync_dir(tmp);
+
+    // Replace a checkpoint of the same step (a rerun after resuming from an older one).
+    const bool replacing = fs::exists(final_dir);
+    if (replacing) rename_or_fail(final_dir, old);
+    rename_or_fail(tmp, final_dir);
+    fsync_dir(out);
+    if (replacing) fs::remove_all(old);
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    if (fs::exists(old, ec) && !fs::exists(final_dir, ec)) fs::rename(old, final_dir, ec);
+    fail("checkpoint ", final_dir.string(), ": writing failed: ", e.what(),
+         " (the earlier checkpoints are intact: free space or fix the directory, then resume)");
+  }
   return final_dir.string();
 }
 
@@ -208,6 +204,7 @@ CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
     }
     check(!m.loaders.empty(), "checkpoint ", ckpt_dir, ": ", kMeta, " lists no data reader");
     m.world = j.value("world", int64_t(1));
+    m.run_id = j.value("run_id", std::string());
     m.train_ms = j.at("log").at("train_ms").get<double>();
     m.timed_steps = j.at("log").at("timed_steps").get<int64_t>();
     m.config = j.at("config");
@@ -301,7 +298,7 @@ FoundCheckpoint find_checkpoint(const std::string& path, const LogFn& warn) {
 }
 
 void prune_checkpoints(const std::string& run_dir, int64_t keep) {
-  remove_leftovers(run_dir);
+  remove_write_leftovers(run_dir);
   if (keep <= 0) return;
   const auto all = list_checkpoints(run_dir);
   const std::string pid = std::to_string(::getpid());

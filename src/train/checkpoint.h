@@ -35,6 +35,7 @@ struct CheckpointMeta {
   // (data/step_loader.h); one reader for a single process without micro-batches.
   std::vector<DataLoader::Position> loaders;
   int64_t world = 1;            // ranks of the run that wrote it
+  std::string run_id;           // the run it belongs to (train/run_dir.h); "" from older versions
   double train_ms = 0;          // the console log's train_time and step_avg counters
   int64_t timed_steps = 0;
   nlohmann::json config;        // config_to_json of the run

@@ -29,6 +29,7 @@ struct TrainConfig {
   int64_t keep = 0;             // checkpoints kept (the newest; 0: all)
   int64_t stop_after = 0;       // > 0: stop after this many steps with a checkpoint (resumable)
   std::string resume;           // a run or checkpoint directory to continue from
+  bool overwrite = false;       // a new run may replace the run already in out_dir
   uint64_t seed = 0;
   PrecisionChoice dtype = PrecisionChoice::Auto;  // fp32 | fp64 | bf16 | auto (backend's)
   std::string train_glob, val_glob, out_dir = "runs/latest", init;

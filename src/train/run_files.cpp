@@ -1,5 +1,10 @@
 #include "train/run_files.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -14,7 +19,7 @@ namespace fs = std::filesystem;
 RunFiles::RunFiles(const TrainConfig& config, bool writer)
     : cfg_(config), writer_(writer),
       metrics_path_((fs::path(config.out_dir) / "metrics.jsonl").string()) {
-  if (writer_) fs::create_directories(cfg_.out_dir);
+
 }
 
 int64_t RunFiles::open_metrics(int64_t start, const std::string& resumed_run_dir) {
@@ -24,15 +29,35 @@ int64_t RunFiles::open_metrics(int64_t start, const std::string& resumed_run_dir
     const std::string src = (fs::path(resumed_run_dir) / "metrics.jsonl").string();
     kept = keep_metrics_before(src, metrics_path_, start);
   }
-  metrics_.open(metrics_path_, start > 0 ? std::ios::app : std::ios::trunc);
-  check(bool(metrics_), "cannot write ", metrics_path_, ": check --out");
+  metrics_fd_ = ::open(metrics_path_.c_str(),
+                       O_WRONLY | O_CREAT | O_CLOEXEC | (start > 0 ? O_APPEND : O_TRUNC), 0644);
+  check(metrics_fd_ >= 0, "cannot write ", metrics_path_, ": ", std::strerror(errno),
+        " (check --out)");
   return kept;
+}
+
+RunFiles::~RunFiles() {
+  if (metrics_fd_ >= 0) ::close(metrics_fd_);
 }
 
 void RunFiles::emit(const nlohmann::json& record) {
   if (!writer_) return;
-  metrics_ << record.dump() << '\n';
-  metrics_.flush();
+  const std::string line = record.dump() + "\n";
+  size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(metrics_fd_, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = n < 0 ? errno : ENOSPC;
+      // Cut the partial record (best effort) so the file stays whole lines.
+      const off_t end = ::lseek(metrics_fd_, 0, SEEK_END);
+      if (done > 0 && end >= off_t(done)) (void)!::ftruncate(metrics_fd_, end - off_t(done));
+      fail("cannot write ", metrics_path_, ": ", std::strerror(e),
+           ": the run stops here; its checkpoints are intact (free space, then resume with "
+           "--resume ", cfg_.out_dir, ")");
+    }
+    done += size_t(n);
+  }
 }
 
 std::string RunFiles::weights_path(int64_t step) const {

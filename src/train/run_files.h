@@ -5,7 +5,6 @@
 //   ckpt_step%06d/                checkpoints (train/checkpoint.h), the newest `keep`
 #pragma once
 #include <cstdint>
-#include <fstream>
 #include <map>
 #include <string>
 
@@ -19,11 +18,16 @@ namespace speedrun {
 class RunFiles {
  public:
   RunFiles(const TrainConfig& config, bool writer);
+  ~RunFiles();
+  RunFiles(const RunFiles&) = delete;
+  RunFiles& operator=(const RunFiles&) = delete;
 
   // Opens metrics.jsonl: a fresh run truncates it; a run resumed at `start` from a
   // checkpoint in `resumed_run_dir` keeps that run's lines before `start` and appends.
   // Returns the number of lines kept.
   int64_t open_metrics(int64_t start, const std::string& resumed_run_dir = "");
+  // Appends one record; a failed write (a full disk) throws naming the file, so a run
+  // never goes on with a metrics file that ends mid-record.
   void emit(const nlohmann::json& record);
 
   std::string weights_path(int64_t step) const;
@@ -41,7 +45,7 @@ class RunFiles {
   const TrainConfig& cfg_;
   bool writer_;
   std::string metrics_path_;
-  std::ofstream metrics_;
+  int metrics_fd_ = -1;
 };
 
 }  // namespace speedrun

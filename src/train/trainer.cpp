@@ -6,10 +6,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "core/stop_signal.h"
 #include "data/step_loader.h"
 #include "model/gpt.h"
 #include "model/params.h"
@@ -18,6 +20,7 @@
 #include "train/checkpoint.h"
 #include "train/config_io.h"
 #include "train/evaluate.h"
+#include "train/run_dir.h"
 #include "train/run_files.h"
 
 namespace speedrun {
@@ -82,6 +85,7 @@ class TrainingRun {
   void checkpoint(int64_t done);
   void start_fresh();
   void resume();
+  void open_run_dir();
   void log(const std::string& line) const {
     if (comm_.is_root()) t_.log(line);
   }
@@ -89,8 +93,10 @@ class TrainingRun {
   Trainer& t_;
   Backend& be_;
   Comm& comm_;
-  const TrainConfig& c_;
+  TrainConfig c_;  // the trainer's, with out_dir the directory this run writes
   const int64_t N_, T_;
+  std::optional<FoundCheckpoint> ck_;  // the checkpoint a resumed run continues from
+  std::optional<RunDir> run_dir_;      // held by the writing rank while it writes
   int64_t per_rank_ = 0, K_ = 1, micro_ = 0;  // sequences per rank, micro-batches, sequences each
   std::unique_ptr<StepLoader> train_, val_;
   int64_t val_steps_ = 0;
@@ -99,7 +105,7 @@ class TrainingRun {
   std::unique_ptr<Parameters> params_;
   std::unique_ptr<Optimizer> opt_;
   std::unique_ptr<GPT> model_;
-  RunFiles files_;
+  std::optional<RunFiles> files_;
   std::vector<int32_t> x_, y_;
   int64_t start_ = 0;
   double train_ms_ = 0;  // training time, validation excluded, from step 10 on (as the record)
@@ -110,8 +116,14 @@ class TrainingRun {
 
 TrainingRun::TrainingRun(Trainer& t)
     : t_(t), be_(t.be_), comm_(t.comm_), c_(t.cfg_), N_(t.cfg_.schedule.steps),
-      T_(t.cfg_.seq_len), files_(t.cfg_, t.comm_.is_root()) {
+      T_(t.cfg_.seq_len) {
   const int world = comm_.size(), rank = comm_.rank();
+  if (!c_.resume.empty()) {
+    // A resumed run writes where its checkpoint is, wherever the run was first started.
+    ck_ = find_checkpoint(c_.resume, [this](const std::string& s) { log(s); });
+    c_.out_dir = fs::path(ck_->dir).parent_path().string();
+  }
+
   per_rank_ = c_.batch / world;
   K_ = micro_batches(c_, world, be_.preferred_micro_batch_tokens());
   micro_ = per_rank_ / K_;
@@ -120,6 +132,10 @@ TrainingRun::TrainingRun(Trainer& t)
   if (!t.val_files_.empty() && c_.val_tokens > 0) {
     val_ = std::make_unique<StepLoader>(t.val_files_, micro_, T_, K_, rank, world, c_.model.vocab);
     val_steps_ = c_.val_tokens / (c_.batch * T_);
+    const int64_t pass = val_->steps_per_pass();
+    check(val_steps_ <= pass, "--val-tokens ", c_.val_tokens, " is more than the validation "
+          "shards hold: they give ", pass, " batches of ", c_.batch, " x ", T_, " tokens (",
+          pass * c_.batch * T_, " tokens) before repeating; lower --val-tokens to at most that");
   }
   for (size_t i = 0; i < t.train_files_.size(); ++i)
     shards_.push_back({fs::path(t.train_files_[i]).filename().string(),
@@ -136,6 +152,15 @@ TrainingRun::TrainingRun(Trainer& t)
   y_.resize(x_.size());
 }
 
+// Takes the run directory for this run (rank 0), once the inputs have been checked and
+// before anything is written into it.
+void TrainingRun::open_run_dir() {
+  if (comm_.is_root())
+    run_dir_.emplace(ck_ ? RunDir::resume(c_.out_dir, ck_->meta.run_id)
+                         : RunDir::start(c_.out_dir, c_.overwrite));
+  files_.emplace(c_, comm_.is_root());
+}
+
 void TrainingRun::start_fresh() {
   if (!c_.init.empty()) {
     params_->load(c_.init);
@@ -143,13 +168,14 @@ void TrainingRun::start_fresh() {
   } else {
     params_->init(c_.seed);
   }
-  files_.open_metrics(0);
-  files_.save_weights(*params_, 0);
+  open_run_dir();
+  files_->open_metrics(0);
+  files_->save_weights(*params_, 0);
 }
 
 // Continues from the checkpoint c_.resume names, after checking it belongs to this run.
 void TrainingRun::resume() {
-  const FoundCheckpoint ck = find_checkpoint(c_.resume, [this](const std::string& s) { log(s); });
+  const FoundCheckpoint& ck = *ck_;
   const auto diffs = config_differences(ck.meta.config, config_to_json(c_));
   if (!diffs.empty()) {
     std::string list;
@@ -181,7 +207,8 @@ void TrainingRun::resume() {
   train_ms_ = ck.meta.train_ms;
   timed_ = ck.meta.timed_steps;
   result_.start_step = start_;
-  const int64_t kept = files_.open_metrics(start_, fs::path(ck.dir).parent_path().string());
+  open_run_dir();
+  const int64_t kept = files_->open_metrics(start_, c_.out_dir);
   log(fmt::format("resume: {} at step {}/{}; metrics.jsonl keeps {} lines before it", ck.dir,
                   start_, N_, kept));
 }
@@ -190,7 +217,7 @@ void TrainingRun::validate(int64_t s, int64_t window) {
   const double vl = evaluate(*model_, *val_, val_steps_, window, comm_);
   result_.val_losses.emplace_back(s, vl);
   if (s == N_) result_.final_val_loss = vl;
-  files_.emit({{"step", s}, {"val_loss", vl}, {"window", window}});
+  files_->emit({{"step", s}, {"val_loss", vl}, {"window", window}});
   log(fmt::format("step:{}/{} val_loss:{:.4f} train_time:{:.0f}ms step_avg:{:.2f}ms", s, N_, vl,
                   train_ms_, timed_ ? train_ms_ / double(timed_) : 0.0));
 }
@@ -228,7 +255,7 @@ void TrainingRun::train_step(int64_t s, int64_t window) {
                         {"window", window}, {"momentum", mu}, {"ms", ms}};
   const size_t peak = be_.peak_bytes();
   if (peak > 0) rec["peak_mib"] = double(peak) / double(1 << 20);
-  files_.emit(rec);
+  files_->emit(rec);
   const int64_t done = s + 1;
   const double eta_s = ms_since(run_t0_) / 1000.0 / double(done - start_) * double(N_ - done);
   std::string mem = peak > 0 ? fmt::format(" mem:{:.1f}GiB", double(peak) / double(1 << 30)) : "";
@@ -251,7 +278,8 @@ void TrainingRun::checkpoint(int64_t done) {
   m.timed_steps = timed_;
   m.config = config_to_json(c_);
   m.train_shards = shards_;
-  const std::string dir = files_.checkpoint(be_, m, *params_, *opt_);
+  m.run_id = run_dir_ ? run_dir_->run_id() : "";
+  const std::string dir = files_->checkpoint(be_, m, *params_, *opt_);
   comm_.barrier();  // no rank runs ahead of a checkpoint being written
   if (!comm_.is_root()) return;
   result_.last_checkpoint = dir;
@@ -275,17 +303,25 @@ TrainResult TrainingRun::run() {
     if (s == N_) break;
     train_step(s, window);
     const int64_t done = s + 1;
-    const bool stop = c_.stop_after > 0 && done == c_.stop_after && done < N_;
+    // A stop asked by a signal on any rank ends every rank after the same step.
+    int sig = stop_requested();
+    if (comm_.size() > 1 && comm_.all_reduce(double(sig != 0), ReduceOp::Sum) > 0 && sig == 0)
+      sig = -1;
+    const bool signalled = sig != 0 && done < N_;
+    const bool stop = (c_.stop_after > 0 && done == c_.stop_after && done < N_) || signalled;
     if ((c_.save_every > 0 && (done % c_.save_every == 0 || done == N_)) || stop) checkpoint(done);
     if (stop) {
-      log(fmt::format("stopped after step {}/{} (--stop-after): continue with --resume {}", done,
-                      N_, c_.out_dir));
+      result_.stopped_by_signal = signalled ? sig : 0;
+      log(fmt::format("stopped after step {}/{} ({}): continue with speedrun train --resume {}",
+                      done, N_, signalled ? (sig > 0 ? signal_name(sig) : "a signal on another rank")
+                                          : "--stop-after",
+                      c_.out_dir));
       result_.final_weights = (fs::path(result_.last_checkpoint) / "model.safetensors").string();
       return result_;
     }
   }
-  files_.save_weights(*params_, N_);
-  result_.final_weights = files_.weights_path(N_);
+  files_->save_weights(*params_, N_);
+  result_.final_weights = files_->weights_path(N_);
   log(fmt::format("saved {}", result_.final_weights));
   return result_;
 }

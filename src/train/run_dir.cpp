@@ -1,0 +1,189 @@
+#include "train/run_dir.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "core/atomic_file.h"
+#include "core/error.h"
+
+namespace speedrun {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kRunFile = "run.json";
+constexpr const char* kLockFile = ".lock";
+
+bool process_alive(long pid) { return pid > 0 && (::kill(pid_t(pid), 0) == 0 || errno == EPERM); }
+
+std::string hostname() {
+  char h[256] = {0};
+  return ::gethostname(h, sizeof(h) - 1) == 0 ? std::string(h) : std::string("?");
+}
+
+// Takes OUT/.lock; throws naming the holder when another process has it.
+int take_lock(const fs::path& dir) {
+  const fs::path p = dir / kLockFile;
+  const int fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  check(fd >= 0, "--out ", dir.string(), ": cannot create ", p.string(), ": ", std::strerror(errno),
+        " (check the directory's permissions)");
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    std::string holder(256, '\0');
+    const ssize_t n = ::pread(fd, holder.data(), holder.size() - 1, 0);
+    holder.resize(n > 0 ? size_t(n) : 0);
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0')) holder.pop_back();
+    ::close(fd);
+    fail("--out ", dir.string(), " is being written by another process (", holder.empty() ? "?" : holder,
+         "): wait for it to finish, stop it, or choose another --out");
+  }
+  const std::string me = fmt::format("pid {} on {}\n", ::getpid(), hostname());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != ssize_t(me.size())) {
+    const int e = errno;
+    ::close(fd);
+    fail("--out ", dir.string(), ": cannot write ", p.string(), ": ", std::strerror(e));
+  }
+  return fd;
+}
+
+}  // namespace
+
+void remove_write_leftovers(const std::string& dir) {
+  static const std::regex ckpt("\\.ckpt_step[0-9]+\\.(tmp|trash|old)\\.([0-9]+)");
+  static const std::regex file(".+\\.tmp\\.([0-9]+)");
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    long pid = -1;
+    if (std::regex_match(name, m, ckpt))
+      pid = std::stol(m[2].str());
+    else if (std::regex_match(name, m, file))
+      pid = std::stol(m[1].str());
+    if (pid > 0 && !process_alive(pid)) fs::remove_all(e.path(), ec);
+  }
+}
+
+namespace {
+
+bool is_run_file(const std::string& name) {
+  static const std::regex re("metrics\\.jsonl|run\\.json|model_step[0-9]+\\.safetensors|ckpt_step[0-9]+");
+  return std::regex_match(name, re);
+}
+
+std::string new_run_id() {
+  std::random_device rd;
+  const uint64_t hi = (uint64_t(rd()) << 32) ^ rd();
+  const uint64_t t = uint64_t(std::chrono::system_clock::now().time_since_epoch().count());
+  return fmt::format("{:016x}", hi ^ (t * 0x9e3779b97f4a7c15ull) ^ uint64_t(::getpid()));
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void prepare_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir, ec))
+    check(fs::is_directory(dir, ec), "--out ", dir.string(),
+          " is a file, not a directory: choose a directory for the run");
+  fs::create_directories(dir, ec);
+  check(!ec, "--out ", dir.string(), ": cannot create the directory: ", ec.message());
+}
+
+}  // namespace
+
+bool holds_a_run(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec))
+    if (is_run_file(e.path().filename().string())) return true;
+  return false;
+}
+
+std::string run_id_of(const std::string& dir) {
+  const fs::path p = fs::path(dir) / kRunFile;
+  std::ifstream f(p);
+  if (!f) return "";
+  std::stringstream ss;
+  ss << f.rdbuf();
+  try {
+    const auto j = nlohmann::json::parse(ss.str());
+    return j.value("run_id", std::string());
+  } catch (const nlohmann::json::exception&) {
+    fail(p.string(), " is not valid JSON: the run directory is damaged");
+  }
+}
+
+RunDir RunDir::start(const std::string& dir, bool overwrite) {
+  const fs::path d(dir);
+  prepare_dir(d);
+  const int fd = take_lock(d);
+  RunDir r(dir, fd, new_run_id());
+  remove_write_leftovers(dir);
+  if (holds_a_run(dir)) {
+    check(overwrite, "--out ", dir, " already holds a run (metrics, weights or checkpoints): "
+          "continue it with --resume ", dir, ", choose another --out, or pass --overwrite to "
+          "delete it and start over");
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(d, ec))
+      if (is_run_file(e.path().filename().string())) fs::remove_all(e.path(), ec);
+  }
+  const std::string text =
+      nlohmann::json{{"format", "speedrun-run"}, {"run_id", r.run_id_}, {"created", utc_now()}}
+          .dump(2) + "\n";
+  AtomicFileWriter w((d / kRunFile).string(), "run file");
+  w.write(text.data(), text.size());
+  w.commit();
+  return r;
+}
+
+RunDir RunDir::resume(const std::string& dir, const std::string& run_id) {
+  const fs::path d(dir);
+  prepare_dir(d);
+  const int fd = take_lock(d);
+  RunDir r(dir, fd, run_id);
+  remove_write_leftovers(dir);
+  const std::string here = run_id_of(dir);
+  check(here.empty() || run_id.empty() || here == run_id, "--resume: ", dir,
+        " now holds another run (run_id ", here, ", the checkpoint's is ", run_id,
+        "): the checkpoint's run was replaced; resume from a copy of the old run directory");
+  return r;
+}
+
+RunDir::RunDir(RunDir&& o) noexcept
+    : path_(std::move(o.path_)), lock_fd_(o.lock_fd_), run_id_(std::move(o.run_id_)) {
+  o.lock_fd_ = -1;
+}
+
+RunDir::~RunDir() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // closing drops the flock
+}
+
+std::string next_run_dir(const std::string& base) {
+  for (int n = 1;; ++n) {
+    const std::string p = fmt::format("{}-{}", base, n);
+    if (!fs::exists(p)) return p;
+  }
+}
+
+}  // namespace speedrun
