@@ -5,14 +5,16 @@
 #include <map>
 #include <string>
 
+#include "data/gpt2_vocab.h"
+
 namespace speedrun {
 
 struct GPTConfig {
   int64_t layers = 12;
   int64_t heads = 6;
   int64_t head_dim = 128;
-  int64_t vocab = 50304;   // rows of wte and lm_head (50257 padded to a multiple of 128)
-  int32_t eot = 50256;     // document delimiter token id
+  int64_t vocab = kGpt2PaddedVocab;  // rows of wte and lm_head
+  int32_t eot = kGpt2Eot;            // document delimiter token id
   double rope_base = 10000.0;
   double softcap = 30.0;
   int64_t attn_tile = 128; // block-mask tile edge in tokens
