@@ -38,14 +38,12 @@ std::string find_preset(int argc, char** argv) {
 struct TrainArgs {
   TrainConfig cfg;
   BackendOptions backend;
-  std::string window_schedule;
   bool no_sample = false;
   std::vector<std::string> given;  // flags given on the command line, without dashes
 };
 
 void run_train(TrainArgs& a) {
   TrainConfig& c = a.cfg;
-  c.schedule.window_schedule = parse_window_schedule(a.window_schedule);
   if (!c.resume.empty()) {  // the checkpoint's config, with the flags given here on top
     const auto ck = find_checkpoint(c.resume, [](const std::string& s) { std::printf("%s\n", s.c_str()); });
     c = config_from_json(merge_resume_config(ck.meta.config, config_to_json(c), a.given),
@@ -133,7 +131,6 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   } catch (const Error&) {
     args->cfg = preset_config("tiny");  // the parse below reports the bad --preset
   }
-  args->window_schedule = to_string(args->cfg.schedule.window_schedule);
   TrainConfig& c = args->cfg;
   CLI::App* sub = app.add_subcommand(
       "train", "Train a GPT with the record's recipe. Flags default to the preset's values.");
@@ -162,9 +159,8 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
       ->capture_default_str();
   sub->add_option("--window-end", c.schedule.window_end, "attention window after the last step")
       ->capture_default_str();
-  sub->add_option("--window-schedule", args->window_schedule, "linear | fixed (= window-end)")
-      ->check(CLI::IsMember({"linear", "fixed"}))
-      ->capture_default_str();
+  add_enum_option(sub, "--window-schedule", c.schedule.window_schedule,
+                  "linear: start -> end; fixed: end throughout");
   sub->add_option("--muon-lr", c.optim.muon_lr, "Muon learning rate")->capture_default_str();
   sub->add_option("--adam-beta1", c.optim.beta1, "Adam beta1")->capture_default_str();
   sub->add_option("--adam-beta2", c.optim.beta2, "Adam beta2")->capture_default_str();

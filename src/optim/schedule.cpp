@@ -41,14 +41,4 @@ double muon_momentum_at(const ScheduleConfig& c, int64_t s) {
   return (1.0 - f) * c.momentum_start + f * c.momentum_end;
 }
 
-WindowSchedule parse_window_schedule(const std::string& s) {
-  if (s == "linear") return WindowSchedule::Linear;
-  if (s == "fixed") return WindowSchedule::Fixed;
-  fail("--window-schedule '", s, "': expected 'linear' or 'fixed'");
-}
-
-std::string to_string(WindowSchedule w) {
-  return w == WindowSchedule::Linear ? "linear" : "fixed";
-}
-
 }  // namespace speedrun

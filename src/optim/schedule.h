@@ -2,11 +2,18 @@
 // N = total training steps.
 #pragma once
 #include <cstdint>
-#include <string>
+
+#include "core/enum_names.h"
 
 namespace speedrun {
 
+// Linear: the record's window warmup from window_start to window_end; Fixed: window_end
+// throughout (the previous record).
 enum class WindowSchedule { Linear, Fixed };
+template <> struct EnumNames<WindowSchedule> {
+  static constexpr EnumName<WindowSchedule> list[] = {{WindowSchedule::Linear, "linear"},
+                                                      {WindowSchedule::Fixed, "fixed"}};
+};
 
 struct ScheduleConfig {
   int64_t steps = 1750;          // N
@@ -29,8 +36,5 @@ double lr_multiplier(const ScheduleConfig& c, int64_t s);
 int64_t attention_window(const ScheduleConfig& c, int64_t s);
 // Muon momentum at step s: (1 - f) * start + f * end with f = min(s / warmup, 1).
 double muon_momentum_at(const ScheduleConfig& c, int64_t s);
-
-WindowSchedule parse_window_schedule(const std::string& s);
-std::string to_string(WindowSchedule w);
 
 }  // namespace speedrun

@@ -20,7 +20,7 @@ nlohmann::json config_to_json(const TrainConfig& c) {
   j["cooldown"] = c.schedule.cooldown;
   j["window-start"] = c.schedule.window_start;
   j["window-end"] = c.schedule.window_end;
-  j["window-schedule"] = to_string(c.schedule.window_schedule);
+  j["window-schedule"] = enum_name(c.schedule.window_schedule);
   j["momentum-warmup"] = c.schedule.momentum_warmup;
   j["momentum-start"] = c.schedule.momentum_start;
   j["momentum-end"] = c.schedule.momentum_end;
@@ -63,7 +63,7 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& where) 
            "): the file was not written by this version of speedrun");
     }
   };
-  std::string window_schedule = to_string(c.schedule.window_schedule),
+  std::string window_schedule = enum_name(c.schedule.window_schedule),
               dtype = enum_name(c.dtype);
   get("preset", c.preset);
   get("layers", c.model.layers);
@@ -107,7 +107,8 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& where) 
   get("out", c.out_dir);
   get("init", c.init);
   get("resume", c.resume);
-  c.schedule.window_schedule = parse_window_schedule(window_schedule);
+  c.schedule.window_schedule =
+      parse_enum<WindowSchedule>(window_schedule, where + ": config window-schedule");
   c.dtype = parse_enum<PrecisionChoice>(dtype, where + ": config dtype");
   return c;
 }
