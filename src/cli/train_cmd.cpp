@@ -1,7 +1,6 @@
 // speedrun train: the record's training loop on shards (or the built-in corpus: fortunes
 // when installed, else the synthetic one).
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -11,6 +10,7 @@
 
 #include "cli/backend_flags.h"
 #include "cli/commands.h"
+#include "cli/setting_flags.h"
 #include "data/demo_corpus.h"
 #include "data/shard.h"
 #include "data/synthetic.h"
@@ -20,20 +20,12 @@
 #include "train/config.h"
 #include "train/config_io.h"
 #include "train/sample.h"
+#include "train/settings.h"
 #include "train/trainer.h"
 
 namespace speedrun::cli {
 
 namespace {
-
-// The --preset value in argv (so the other flags can default to the preset's values).
-std::string find_preset(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--preset") == 0 && i + 1 < argc) return argv[i + 1];
-    if (std::strncmp(argv[i], "--preset=", 9) == 0) return argv[i] + 9;
-  }
-  return "tiny";
-}
 
 struct TrainArgs {
   TrainConfig cfg;
@@ -55,8 +47,8 @@ void run_train(TrainArgs& a) {
   bool synthetic = false;
   std::optional<Tokenizer> text_tokenizer;  // the built-in real-text corpus's
   if (c.train_glob.empty()) {
-    check(c.val_glob.empty(), "--val given without --train: give both, or neither for the "
-                              "built-in corpus");
+    check(c.val_glob.empty(), flag_of(c, c.val_glob), " given without ", flag_of(c, c.train_glob),
+          ": give both, or neither for the built-in corpus");
     if (std::optional<DemoCorpus> demo = fortunes_corpus("data", kDemoVocabSize, c.val_tokens)) {
       c.model.vocab = demo->vocab;
       c.model.eot = demo->eot;
@@ -88,8 +80,8 @@ void run_train(TrainArgs& a) {
         (f.find("_val_") != std::string::npos ? val_files : train_files).push_back(f);
     }
   } else {
-    train_files = expand_glob(c.train_glob, "--train");
-    if (!c.val_glob.empty()) val_files = expand_glob(c.val_glob, "--val");
+    train_files = expand_glob(c.train_glob, flag_of(c, c.train_glob).c_str());
+    if (!c.val_glob.empty()) val_files = expand_glob(c.val_glob, flag_of(c, c.val_glob).c_str());
   }
   Trainer trainer(backend, c, train_files, val_files);
   TrainResult r = trainer.run();
@@ -125,90 +117,20 @@ void run_train(TrainArgs& a) {
 
 void add_train_command(CLI::App& app, int argc, char** argv) {
   auto args = std::make_shared<TrainArgs>();
-  const std::string preset = find_preset(argc, argv);
-  try {
-    args->cfg = preset_config(preset);
-  } catch (const Error&) {
-    args->cfg = preset_config("tiny");  // the parse below reports the bad --preset
-  }
-  TrainConfig& c = args->cfg;
+  args->cfg = preset_config(preset_in_args(argc, argv));
   CLI::App* sub = app.add_subcommand(
       "train", "Train a GPT with the record's recipe. Flags default to the preset's values.");
+  sub->footer(presets_help());
   // A flag given twice takes its last value (scripts append overrides).
   sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  sub->add_option("--preset", c.preset, "record | previous-record | tiny")
-      ->check(CLI::IsMember({"record", "previous-record", "tiny"}))
-      ->capture_default_str();
-  sub->add_option("--train", c.train_glob,
-                  "glob of training shards (default: the built-in corpus: fortunes if installed, "
-                  "else synthetic)");
-  sub->add_option("--val", c.val_glob, "glob of validation shards");
-  sub->add_option("--layers", c.model.layers, "transformer layers (even)")->capture_default_str();
-  sub->add_option("--heads", c.model.heads, "attention heads")->capture_default_str();
-  sub->add_option("--head-dim", c.model.head_dim, "head dimension (even)")->capture_default_str();
-  sub->add_option("--vocab", c.model.vocab, "vocabulary rows")->capture_default_str();
-  sub->add_option("--eot", c.model.eot, "document delimiter token id")->capture_default_str();
-  sub->add_option("--seq-len", c.seq_len, "tokens per sequence (T)")->capture_default_str();
-  sub->add_option("--batch", c.batch, "sequences per rank per step (B)")->capture_default_str();
-  sub->add_option("--steps", c.schedule.steps, "training steps (N)")->capture_default_str();
-  sub->add_option("--cooldown", c.schedule.cooldown, "steps of linear LR decay at the end")
-      ->capture_default_str();
-  sub->add_option("--warmup", c.schedule.warmup, "steps of linear LR warmup")
-      ->capture_default_str();
-  sub->add_option("--window-start", c.schedule.window_start, "attention window at step 0")
-      ->capture_default_str();
-  sub->add_option("--window-end", c.schedule.window_end, "attention window after the last step")
-      ->capture_default_str();
-  add_enum_option(sub, "--window-schedule", c.schedule.window_schedule,
-                  "linear: start -> end; fixed: end throughout");
-  sub->add_option("--muon-lr", c.optim.muon_lr, "Muon learning rate")->capture_default_str();
-  sub->add_option("--adam-beta1", c.optim.beta1, "Adam beta1")->capture_default_str();
-  sub->add_option("--adam-beta2", c.optim.beta2, "Adam beta2")->capture_default_str();
-  sub->add_option("--lr-embed", c.optim.lr_embed, "Adam LR of wte")->capture_default_str();
-  sub->add_option("--lr-head", c.optim.lr_head, "Adam LR of lm_head")->capture_default_str();
-  sub->add_option("--lr-scalar", c.optim.lr_scalar, "Adam LR of the scalars")
-      ->capture_default_str();
-  sub->add_option("--momentum-warmup", c.schedule.momentum_warmup,
-                  "steps of Muon momentum warmup 0.85 -> 0.95")
-      ->capture_default_str();
-  sub->add_option("--momentum-start", c.schedule.momentum_start, "Muon momentum at step 0")
-      ->capture_default_str();
-  sub->add_option("--momentum-end", c.schedule.momentum_end,
-                  "Muon momentum after the warmup")
-      ->capture_default_str();
-  sub->add_option("--adam-eps", c.optim.eps, "Adam epsilon")->capture_default_str();
-  sub->add_option("--ns-steps", c.optim.ns_steps, "Newton-Schulz iterations of Muon")
-      ->capture_default_str();
-  sub->add_flag("--ns-bf16", c.optim.ns_bf16,
-                "round Newton-Schulz intermediates to bf16 as the record's GPU run does");
-  sub->add_option("--val-every", c.val_every, "steps between validations (0: end only)")
-      ->capture_default_str();
-  sub->add_option("--val-tokens", c.val_tokens, "tokens per validation")->capture_default_str();
-  sub->add_option("--seed", c.seed, "initialisation seed")->capture_default_str();
+  add_setting_flags(sub, args->cfg);
   add_backend_flags(sub, args->backend);
-  sub->add_option("--grad-accum", c.grad_accum,
-                  "micro-batches per rank per step (0: auto, by the device's memory)")
-      ->capture_default_str();
-  sub->add_option("--out", c.out_dir, "output directory")->capture_default_str();
-  sub->add_option("--init", c.init, "start from these weights (.safetensors)");
-  sub->add_option("--save-every", c.save_every,
-                  "steps between checkpoints OUT/ckpt_stepNNNNNN (0: none; weights at start "
-                  "and end)")
-      ->capture_default_str();
-  sub->add_option("--keep", c.keep, "checkpoints to keep, the newest (0: all)")
-      ->capture_default_str();
-  sub->add_option("--stop-after", c.stop_after,
-                  "stop after this many steps with a checkpoint; the schedule still spans --steps")
-      ->capture_default_str();
-  sub->add_option("--resume", c.resume,
-                  "continue from the newest complete checkpoint of this run directory (or this "
-                  "checkpoint directory); other flags default to the checkpoint's config");
-  add_enum_option(sub, "--dtype", c.dtype,
-                  "precision: fp32 (cpu), fp64 (cpu, exact comparisons), bf16 (cuda), auto");
   sub->add_flag("--no-sample", args->no_sample, "do not print a sample after training");
   sub->callback([args, sub]() {
-    for (const CLI::Option* o : sub->get_options())
-      if (o->count() > 0) args->given.push_back(o->get_name().substr(o->get_name().find_first_not_of('-')));
+    for (const CLI::Option* o : sub->get_options()) {
+      const std::string name = o->get_name();
+      if (o->count() > 0) args->given.push_back(name.substr(name.find_first_not_of('-')));
+    }
     run_train(*args);
   });
 }

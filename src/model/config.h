@@ -21,7 +21,9 @@ struct GPTConfig {
 
   int64_t width() const { return heads * head_dim; }
   int64_t hidden() const { return 4 * width(); }
-  // Throws speedrun::Error naming the flag to fix when the shape is inconsistent.
+  // Throws speedrun::Error when the shape is inconsistent. The model's own invariants, for
+  // a shape from any source (a weights file's metadata); `speedrun train` reports its flags
+  // against the settings table (train/settings.cpp) before a model is built.
   void validate() const;
   // String form for safetensors metadata, and back (missing keys keep defaults).
   std::map<std::string, std::string> to_metadata() const;

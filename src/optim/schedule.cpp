@@ -3,23 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
-
 namespace speedrun {
-
-void ScheduleConfig::validate() const {
-  check(steps >= 1, "--steps ", steps, ": must be >= 1");
-  check(warmup >= 0 && cooldown >= 0, "--warmup/--cooldown must be >= 0");
-  check(warmup + cooldown <= steps, "--warmup ", warmup, " + --cooldown ", cooldown,
-        " exceed --steps ", steps);
-  check(window_start >= 64 && window_start % 64 == 0, "--window-start ", window_start,
-        ": must be a positive multiple of 64");
-  check(window_end >= 64 && window_end % 64 == 0, "--window-end ", window_end,
-        ": must be a positive multiple of 64");
-  check(momentum_warmup >= 0, "--momentum-warmup ", momentum_warmup, ": must be >= 0");
-  check(momentum_start >= 0 && momentum_start < 1 && momentum_end >= 0 && momentum_end < 1,
-        "--momentum-start/--momentum-end must be in [0, 1)");
-}
 
 double lr_multiplier(const ScheduleConfig& c, int64_t s) {
   if (s < c.warmup) return double(s + 1) / double(c.warmup);

@@ -15,6 +15,7 @@ template <> struct EnumNames<WindowSchedule> {
                                                       {WindowSchedule::Fixed, "fixed"}};
 };
 
+// Valid ranges are checked where the values are set: the settings table (train/settings.cpp).
 struct ScheduleConfig {
   int64_t steps = 1750;          // N
   int64_t warmup = 0;            // LR warmup steps: multiplier (s+1)/warmup
@@ -25,7 +26,6 @@ struct ScheduleConfig {
   int64_t momentum_warmup = 300; // Muon momentum goes start -> end over these steps
   double momentum_start = 0.85;
   double momentum_end = 0.95;
-  void validate() const;  // throws naming the flag to fix
 };
 
 // LR multiplier (all groups) at step s: (s+1)/warmup while s < warmup; 1 while
