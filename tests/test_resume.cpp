@@ -307,6 +307,10 @@ TEST_F(Resume, ConfigMismatchListsEveryDifference) {
     for (const char* k : {"--steps: checkpoint 8, now 10", "--seq-len: checkpoint 256, now 512",
                           "--muon-lr: checkpoint 0.05, now 0.04", "--val-tokens"})
       EXPECT_NE(m.find(k), std::string::npos) << k << " missing in: " << m;
+    size_t lines = 0;  // exactly the four settings that differ and must not
+    for (size_t at = m.find("\n  --"); at != std::string::npos; at = m.find("\n  --", at + 1))
+      ++lines;
+    EXPECT_EQ(lines, 4u) << m;
     EXPECT_EQ(m.find("--threads"), std::string::npos) << m;
     EXPECT_EQ(m.find("--save-every"), std::string::npos) << m;
   }
@@ -328,6 +332,26 @@ TEST_F(Resume, ConfigMismatchListsEveryDifference) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("same training data"), std::string::npos) << e.what();
   }
+}
+
+// A checkpoint whose config holds keys that are no longer settings ("threads", "rank",
+// "world" of older versions) resumes: they are neither read nor compared.
+TEST_F(Resume, OlderCheckpointsKeysThatAreNoSettingsDoNotStopAResume) {
+  TrainConfig c = config("old");
+  c.save_every = 4;
+  c.stop_after = 4;
+  train_run(c);
+  const fs::path meta = dir / "old" / "ckpt_step000004" / "meta.json";
+  auto j = nlohmann::json::parse(read_bytes(meta));
+  j["config"]["threads"] = 2;
+  j["config"]["rank"] = 0;
+  j["config"]["world"] = 1;
+  write_bytes(meta, j.dump());
+  c.stop_after = 0;
+  c.resume = (dir / "old").string();
+  const TrainResult r = train_run(c);
+  EXPECT_EQ(r.start_step, 4);
+  EXPECT_TRUE(fs::exists(dir / "old" / "model_step000008.safetensors"));
 }
 
 TEST(ConfigIo, RoundTripsEveryField) {

@@ -37,10 +37,13 @@ struct TrainArgs {
 void run_train(TrainArgs& a) {
   TrainConfig& c = a.cfg;
   if (!c.resume.empty()) {  // the checkpoint's config, with the flags given here on top
-    const auto ck = find_checkpoint(c.resume, [](const std::string& s) { std::printf("%s\n", s.c_str()); });
+    const auto ck =
+        find_checkpoint(c.resume, [](const std::string& s) { std::printf("%s\n", s.c_str()); });
     c = config_from_json(merge_resume_config(ck.meta.config, config_to_json(c), a.given),
                          ck.dir + "/meta.json");
   }
+  check_setting_ranges(c);  // before any data is prepared; the rules between settings follow
+                            // in Trainer, once the data has fixed the vocabulary
   std::unique_ptr<Backend> backend_ptr = make_backend(a.backend);
   Backend& backend = *backend_ptr;
   std::vector<std::string> train_files, val_files;

@@ -2,8 +2,8 @@
 // batch, the data, the artefacts. Every field is a setting declared once in the settings
 // table (train/settings.cpp), from which come the command-line flags, the checkpoint's JSON,
 // the resume comparison and the flag names in errors. Presets (record, previous-record,
-// tiny) are data over that table (train/presets.cpp). Where a run executes (--device, --threads) is not part
-// of it: see BackendOptions (backend/factory.h).
+// tiny) are data over that table (train/presets.cpp). Where a run executes (--device,
+// --threads) is not part of it: see BackendOptions (backend/factory.h).
 #pragma once
 #include <cstdint>
 #include <string>

@@ -160,7 +160,9 @@ std::string Range::describe() const {
     bounds = fmt::format("{} {}", min_open ? ">" : ">=", min);
   else if (has_max)
     bounds = fmt::format("{} {}", max_open ? "<" : "<=", max);
-  std::string kind = multiple == 2 ? "even" : multiple > 1 ? fmt::format("a multiple of {}", multiple) : "";
+  const std::string kind = multiple == 2  ? "even"
+                           : multiple > 1 ? fmt::format("a multiple of {}", multiple)
+                                          : "";
   if (kind.empty()) return bounds;
   return bounds.empty() ? kind : kind + ", " + bounds;
 }
