@@ -33,7 +33,7 @@ class Cli : public ::testing::Test {
   void TearDown() override { fs::remove_all(dir); }
   std::string small(const std::string& extra) const {
     return "train --layers 2 --heads 2 --head-dim 16 --vocab 64 --eot 0 --seq-len 128 --batch 2 "
-           "--steps 2 --cooldown 1 --val-tokens 256 --no-sample --out " +
+           "--window-end 128 --steps 2 --cooldown 1 --val-tokens 256 --no-sample --out " +
            (dir / "run").string() + " " + extra;
   }
   // Writes a copy of the good shard with one header int32 replaced (or truncated).

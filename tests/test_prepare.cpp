@@ -496,7 +496,8 @@ TEST_F(Prepare, CommandLineFromTokenizerTrainingToATrainingRun) {
 
   r = run_cli("train --train '" + out + "/small_train_*.bin' --val '" + out +
               "/small_val_*.bin' --layers 2 --heads 2 --head-dim 16 --vocab 384 --eot 299 "
-              "--seq-len 128 --batch 2 --steps 3 --cooldown 1 --val-tokens 256 --threads 1 "
+              "--seq-len 128 --window-end 128 --batch 2 --steps 3 --cooldown 1 --val-tokens 256 "
+              "--threads 1 "
               "--out " + (dir / "run").string());
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("final val_loss"), std::string::npos) << r.out;
@@ -672,7 +673,8 @@ TEST_F(Fortunes, CorpusIsPreparedOnceAndRebuiltWhenDamaged) {
 TEST_F(Fortunes, DefaultTrainingRunUsesFortunesOrSaysItFallsBack) {
   make_source();
   const std::string flags =
-      "train --layers 2 --heads 2 --head-dim 16 --seq-len 128 --batch 2 --steps 2 "
+      "train --layers 2 --heads 2 --head-dim 16 --seq-len 128 --window-end 128 --batch 2 "
+      "--steps 2 "
       "--cooldown 1 --val-tokens 256 --threads 1";
   fs::create_directories(dir / "cwd1");
   Outcome r = run_cli(flags, "cd " + (dir / "cwd1").string() + " && SPEEDRUN_FORTUNES_DIR=" +

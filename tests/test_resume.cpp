@@ -81,7 +81,7 @@ class Resume : public ::testing::Test {
     c.model.head_dim = 16;
     c.model.vocab = 128;
     c.model.eot = 0;
-    c.seq_len = 128;
+    c.seq_len = 256;
     c.batch = 2;
     c.schedule.steps = 8;
     c.schedule.cooldown = 4;
@@ -295,8 +295,8 @@ TEST_F(Resume, ConfigMismatchListsEveryDifference) {
   d.stop_after = 0;
   d.resume = (dir / "cfg").string();
   d.schedule.steps = 10;
-  d.seq_len = 64;
-  d.val_tokens = 256;
+  d.seq_len = 512;
+  d.val_tokens = 1024;
   d.optim.muon_lr = 0.04;
   d.save_every = 3;       // may differ
   try {
@@ -304,9 +304,13 @@ TEST_F(Resume, ConfigMismatchListsEveryDifference) {
     ADD_FAILURE() << "resumed with another config";
   } catch (const Error& e) {
     const std::string m = e.what();
-    for (const char* k : {"--steps: checkpoint 8, now 10", "--seq-len: checkpoint 128, now 64",
+    for (const char* k : {"--steps: checkpoint 8, now 10", "--seq-len: checkpoint 256, now 512",
                           "--muon-lr: checkpoint 0.05, now 0.04", "--val-tokens"})
       EXPECT_NE(m.find(k), std::string::npos) << k << " missing in: " << m;
+    size_t lines = 0;  // exactly the four settings that differ and must not
+    for (size_t at = m.find("\n  --"); at != std::string::npos; at = m.find("\n  --", at + 1))
+      ++lines;
+    EXPECT_EQ(lines, 4u) << m;
     EXPECT_EQ(m.find("--threads"), std::string::npos) << m;
     EXPECT_EQ(m.find("--save-every"), std::string::npos) << m;
   }
@@ -328,6 +332,26 @@ TEST_F(Resume, ConfigMismatchListsEveryDifference) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("same training data"), std::string::npos) << e.what();
   }
+}
+
+// A checkpoint whose config holds keys that are no longer settings ("threads", "rank",
+// "world" of older versions) resumes: they are neither read nor compared.
+TEST_F(Resume, OlderCheckpointsKeysThatAreNoSettingsDoNotStopAResume) {
+  TrainConfig c = config("old");
+  c.save_every = 4;
+  c.stop_after = 4;
+  train_run(c);
+  const fs::path meta = dir / "old" / "ckpt_step000004" / "meta.json";
+  auto j = nlohmann::json::parse(read_bytes(meta));
+  j["config"]["threads"] = 2;
+  j["config"]["rank"] = 0;
+  j["config"]["world"] = 1;
+  write_bytes(meta, j.dump());
+  c.stop_after = 0;
+  c.resume = (dir / "old").string();
+  const TrainResult r = train_run(c);
+  EXPECT_EQ(r.start_step, 4);
+  EXPECT_TRUE(fs::exists(dir / "old" / "model_step000008.safetensors"));
 }
 
 TEST(ConfigIo, RoundTripsEveryField) {
@@ -362,6 +386,7 @@ TEST_F(Resume, CommandLineResumeTakesTheCheckpointsConfig) {
   const std::string run = (dir / "cli").string();
   auto r = run_shell(bin + " train" + data +
                    " --layers 2 --heads 2 --head-dim 16 --vocab 128 --eot 0 --seq-len 128 --batch 2"
+                   " --window-end 128"
                    " --steps 6 --cooldown 2 --val-every 3 --val-tokens 512 --threads 2 --no-sample"
                    " --save-every 3 --stop-after 3 --out " + run);
   ASSERT_EQ(r.code, 0) << r.out;

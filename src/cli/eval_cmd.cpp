@@ -11,6 +11,7 @@
 #include "dist/local_comm.h"
 #include "model/gpt.h"
 #include "model/params.h"
+#include "train/config.h"
 #include "train/evaluate.h"
 
 namespace speedrun::cli {
@@ -18,7 +19,7 @@ namespace speedrun::cli {
 namespace {
 struct EvalArgs {
   std::string weights, val_glob;
-  int64_t window = 1792, seq_len = 65536, batch = 1, val_tokens = 10485760;
+  int64_t window = 0, seq_len = 0, batch = 1, val_tokens = 0;  // defaults: the record's
   PrecisionChoice dtype = PrecisionChoice::Auto;
   BackendOptions backend;
 };
@@ -45,6 +46,11 @@ void run_eval(const EvalArgs& a) {
 
 void add_eval_command(CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
+  // By default the record's final validation: its last window, sequence length and budget.
+  const TrainConfig record = preset_config("record");
+  a->window = record.schedule.window_end;
+  a->seq_len = record.seq_len;
+  a->val_tokens = record.val_tokens;
   CLI::App* sub = app.add_subcommand(
       "eval", "Validation loss of a weights file (the model shape is read from its metadata)");
   sub->add_option("--weights", a->weights, "weights file (.safetensors)")->required();

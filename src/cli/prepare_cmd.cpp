@@ -12,6 +12,7 @@
 #include "cli/commands.h"
 #include "core/error.h"
 #include "data/documents.h"
+#include "data/gpt2_vocab.h"
 #include "data/prepare.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
@@ -147,8 +148,12 @@ void add_prepare_command(CLI::App& app) {
   CLI::App* info = shards->add_subcommand(
       "info", "Validate shard headers and sizes; print token counts and the largest id");
   info->add_option("patterns", s->patterns, "shard files or globs")->required();
-  info->add_option("--vocab", s->vocab, "fail when an id is >= this (e.g. 50257 for GPT-2)");
-  info->add_option("--eot", s->eot, "count documents: occurrences of this id (GPT-2: 50256)");
+  info->add_option("--vocab", s->vocab,
+                   "fail when an id is >= this (e.g. " + std::to_string(kGpt2Vocab) +
+                        " for GPT-2)");
+  info->add_option("--eot", s->eot,
+                   "count documents: occurrences of this id (GPT-2: " +
+                       std::to_string(kGpt2Eot) + ")");
   info->callback([s]() { run_shards_info(*s); });
 }
 

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "data/bpe_train.h"
 #include "data/documents.h"
+#include "data/gpt2_vocab.h"
 #include "data/tokenizer.h"
 
 namespace speedrun::cli {
@@ -117,7 +118,8 @@ void add_tokenizer_command(CLI::App& app) {
       "train", "Learn a byte-level BPE vocabulary (GPT-2's pre-tokenization and file format)");
   train->add_option("files", t->files, "text files (or JSON Lines with --jsonl)")->required();
   train->add_option("--vocab-size", t->vocab_size,
-                    "ids in all: 256 bytes + merges + <|endoftext|> (GPT-2: 50257)")
+                    "ids in all: 256 bytes + merges + <|endoftext|> (GPT-2: " +
+                        std::to_string(kGpt2Vocab) + ")")
       ->required();
   train->add_option("-o,--out", t->out, "folder for encoder.json + vocab.bpe")->required();
   train->add_flag("--jsonl", t->doc.jsonl, "inputs are JSON Lines with a text field");

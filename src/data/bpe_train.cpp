@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "data/bpe_pretokenize.h"
+#include "data/gpt2_vocab.h"
 #include "data/utf8.h"
 
 namespace speedrun {
@@ -79,7 +80,8 @@ struct Words {
 
 BpeVocab train_bpe(const std::vector<std::string_view>& texts, int32_t vocab_size) {
   check(vocab_size >= 257, "train_bpe: vocab_size ", vocab_size, " is too small: it counts ",
-        "the 256 bytes and <|endoftext|>, so it must be at least 257 (GPT-2 uses 50257)");
+        "the 256 bytes and <|endoftext|>, so it must be at least 257 (GPT-2 uses ", kGpt2Vocab,
+        ")");
   BpeVocab v;
   // Single bytes take ids 0..255 in GPT-2's order: by the code point that spells them.
   std::vector<int> order(256);

@@ -7,16 +7,16 @@
 namespace speedrun {
 
 void GPTConfig::validate() const {
-  check(layers >= 2 && layers % 2 == 0, "--layers ", layers,
-        ": the U-net needs an even number of layers >= 2");
-  check(heads >= 1, "--heads ", heads, ": must be >= 1");
-  check(head_dim >= 2 && head_dim % 2 == 0, "--head-dim ", head_dim,
+  check(layers >= 2 && layers % 2 == 0, "model: ", layers,
+        " layers: the U-net needs an even number of layers >= 2");
+  check(heads >= 1, "model: ", heads, " heads: must be >= 1");
+  check(head_dim >= 2 && head_dim % 2 == 0, "model: head dimension ", head_dim,
         ": rotary needs an even head dimension >= 2");
-  check(vocab >= 2, "--vocab ", vocab, ": must be >= 2");
-  check(eot >= 0 && eot < vocab, "--eot ", eot, " is outside the vocabulary [0, ", vocab,
-        "): give --vocab larger than the EOT id or another --eot");
-  check(attn_tile >= 1, "attention tile ", attn_tile, ": must be >= 1");
-  check(softcap > 0, "softcap must be > 0");
+  check(vocab >= 2, "model: vocabulary of ", vocab, " rows: must be >= 2");
+  check(eot >= 0 && eot < vocab, "model: EOT id ", eot, " is outside the vocabulary [0, ",
+        vocab, ")");
+  check(attn_tile >= 1, "model: attention tile ", attn_tile, ": must be >= 1");
+  check(softcap > 0, "model: softcap ", softcap, ": must be > 0");
 }
 
 std::map<std::string, std::string> GPTConfig::to_metadata() const {
@@ -47,7 +47,11 @@ GPTConfig GPTConfig::from_metadata(const std::map<std::string, std::string>& met
   get("vocab", c.vocab);
   get("eot", eot);
   c.eot = int32_t(eot);
-  c.validate();
+  try {
+    c.validate();
+  } catch (const Error& e) {
+    fail("weights ", file, ": metadata: ", e.what());
+  }
   return c;
 }
 

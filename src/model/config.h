@@ -5,21 +5,25 @@
 #include <map>
 #include <string>
 
+#include "data/gpt2_vocab.h"
+
 namespace speedrun {
 
 struct GPTConfig {
   int64_t layers = 12;
   int64_t heads = 6;
   int64_t head_dim = 128;
-  int64_t vocab = 50304;   // rows of wte and lm_head (50257 padded to a multiple of 128)
-  int32_t eot = 50256;     // document delimiter token id
+  int64_t vocab = kGpt2PaddedVocab;  // rows of wte and lm_head
+  int32_t eot = kGpt2Eot;            // document delimiter token id
   double rope_base = 10000.0;
   double softcap = 30.0;
   int64_t attn_tile = 128; // block-mask tile edge in tokens
 
   int64_t width() const { return heads * head_dim; }
   int64_t hidden() const { return 4 * width(); }
-  // Throws speedrun::Error naming the flag to fix when the shape is inconsistent.
+  // Throws speedrun::Error when the shape is inconsistent. The model's own invariants, for
+  // a shape from any source (a weights file's metadata); `speedrun train` reports its flags
+  // against the settings table (train/settings.cpp) before a model is built.
   void validate() const;
   // String form for safetensors metadata, and back (missing keys keep defaults).
   std::map<std::string, std::string> to_metadata() const;

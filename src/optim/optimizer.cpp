@@ -7,19 +7,9 @@
 
 namespace speedrun {
 
-void OptimConfig::validate() const {
-  check(lr_embed >= 0 && lr_head >= 0 && lr_scalar >= 0 && muon_lr >= 0,
-        "learning rates must be >= 0");
-  check(beta1 >= 0 && beta1 < 1, "--adam-beta1 ", beta1, ": must be in [0, 1)");
-  check(beta2 >= 0 && beta2 < 1, "--adam-beta2 ", beta2, ": must be in [0, 1)");
-  check(eps > 0, "--adam-eps ", eps, ": must be > 0");
-  check(ns_steps >= 1, "--ns-steps ", ns_steps, ": must be >= 1");
-}
-
 Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& config,
                      Comm* comm)
     : be_(backend), p_(params), cfg_(config), comm_(comm) {
-  cfg_.validate();
   auto alloc = [&backend](size_t n) { return backend.allocate(n); };
   auto release = [&backend](void* p) { backend.release(p); };
   state_ = Arena(alloc, release);

@@ -31,6 +31,7 @@
 
 namespace speedrun {
 
+// Valid ranges are checked where the values are set: the settings table (train/settings.cpp).
 struct OptimConfig {
   double lr_embed = 0.6;
   double lr_head = 0.008;
@@ -41,7 +42,6 @@ struct OptimConfig {
   double eps = 1e-8;
   int ns_steps = 5;
   bool ns_bf16 = false;  // emulate the record's bf16 Newton-Schulz and bf16 update buffer
-  void validate() const;
 };
 
 class Optimizer {

@@ -3,23 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "core/error.h"
-
 namespace speedrun {
-
-void ScheduleConfig::validate() const {
-  check(steps >= 1, "--steps ", steps, ": must be >= 1");
-  check(warmup >= 0 && cooldown >= 0, "--warmup/--cooldown must be >= 0");
-  check(warmup + cooldown <= steps, "--warmup ", warmup, " + --cooldown ", cooldown,
-        " exceed --steps ", steps);
-  check(window_start >= 64 && window_start % 64 == 0, "--window-start ", window_start,
-        ": must be a positive multiple of 64");
-  check(window_end >= 64 && window_end % 64 == 0, "--window-end ", window_end,
-        ": must be a positive multiple of 64");
-  check(momentum_warmup >= 0, "--momentum-warmup ", momentum_warmup, ": must be >= 0");
-  check(momentum_start >= 0 && momentum_start < 1 && momentum_end >= 0 && momentum_end < 1,
-        "--momentum-start/--momentum-end must be in [0, 1)");
-}
 
 double lr_multiplier(const ScheduleConfig& c, int64_t s) {
   if (s < c.warmup) return double(s + 1) / double(c.warmup);
@@ -39,16 +23,6 @@ double muon_momentum_at(const ScheduleConfig& c, int64_t s) {
   const double f =
       c.momentum_warmup == 0 ? 1.0 : std::min(double(s) / double(c.momentum_warmup), 1.0);
   return (1.0 - f) * c.momentum_start + f * c.momentum_end;
-}
-
-WindowSchedule parse_window_schedule(const std::string& s) {
-  if (s == "linear") return WindowSchedule::Linear;
-  if (s == "fixed") return WindowSchedule::Fixed;
-  fail("--window-schedule '", s, "': expected 'linear' or 'fixed'");
-}
-
-std::string to_string(WindowSchedule w) {
-  return w == WindowSchedule::Linear ? "linear" : "fixed";
 }
 
 }  // namespace speedrun

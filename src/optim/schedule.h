@@ -2,12 +2,20 @@
 // N = total training steps.
 #pragma once
 #include <cstdint>
-#include <string>
+
+#include "core/enum_names.h"
 
 namespace speedrun {
 
+// Linear: the record's window warmup from window_start to window_end; Fixed: window_end
+// throughout (the previous record).
 enum class WindowSchedule { Linear, Fixed };
+template <> struct EnumNames<WindowSchedule> {
+  static constexpr EnumName<WindowSchedule> list[] = {{WindowSchedule::Linear, "linear"},
+                                                      {WindowSchedule::Fixed, "fixed"}};
+};
 
+// Valid ranges are checked where the values are set: the settings table (train/settings.cpp).
 struct ScheduleConfig {
   int64_t steps = 1750;          // N
   int64_t warmup = 0;            // LR warmup steps: multiplier (s+1)/warmup
@@ -18,7 +26,6 @@ struct ScheduleConfig {
   int64_t momentum_warmup = 300; // Muon momentum goes start -> end over these steps
   double momentum_start = 0.85;
   double momentum_end = 0.95;
-  void validate() const;  // throws naming the flag to fix
 };
 
 // LR multiplier (all groups) at step s: (s+1)/warmup while s < warmup; 1 while
@@ -29,8 +36,5 @@ double lr_multiplier(const ScheduleConfig& c, int64_t s);
 int64_t attention_window(const ScheduleConfig& c, int64_t s);
 // Muon momentum at step s: (1 - f) * start + f * end with f = min(s / warmup, 1).
 double muon_momentum_at(const ScheduleConfig& c, int64_t s);
-
-WindowSchedule parse_window_schedule(const std::string& s);
-std::string to_string(WindowSchedule w);
 
 }  // namespace speedrun

@@ -1,9 +1,9 @@
 // TrainConfig: what a training run computes: the model, the schedules, the optimizers, the
 // batch, the data, the artefacts. Every field is a setting declared once in the settings
-// table (train/settings.h), from which come the command-line flags, the checkpoint's JSON,
+// table (train/settings.cpp), from which come the command-line flags, the checkpoint's JSON,
 // the resume comparison and the flag names in errors. Presets (record, previous-record,
-// tiny) are data over that table. Where a run executes (--device, --threads) is not part
-// of it: see BackendOptions (backend/factory.h).
+// tiny) are data over that table (train/presets.cpp). Where a run executes (--device,
+// --threads) is not part of it: see BackendOptions (backend/factory.h).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -15,8 +15,9 @@
 
 namespace speedrun {
 
+// The defaults are SPEC.md's record: the "record" preset is these values.
 struct TrainConfig {
-  std::string preset = "tiny";
+  std::string preset = "tiny";  // the preset `speedrun train` starts from when none is given
   GPTConfig model;
   ScheduleConfig schedule;
   OptimConfig optim;
@@ -34,7 +35,8 @@ struct TrainConfig {
   PrecisionChoice dtype = PrecisionChoice::Auto;  // fp32 | fp64 | bf16 | auto (backend's)
   std::string train_glob, val_glob, out_dir = "runs/latest", init;
 
-  // Throws naming the flag to fix. world: the number of ranks the run will use.
+  // Throws naming the flag to fix: each setting's range (train/settings.h), then the rules
+  // between settings. world: the number of ranks the run will use.
   void validate(int world = 1) const;
 };
 

@@ -1,6 +1,7 @@
-// TrainConfig as JSON, keyed by the `speedrun train` flag names ("seq-len", "muon-lr"...;
-// fields without a flag use the same style: "adam-eps", "momentum-start"). Checkpoints
-// store it; resume compares the stored and the current config key by key.
+// TrainConfig as JSON, keyed by the settings table (train/settings.h): one key per setting,
+// the `speedrun train` flag without dashes ("seq-len", "muon-lr"; settings without a flag
+// use the same style: "rope-base"). Checkpoints store it; resume compares the stored and
+// the current config setting by setting.
 #pragma once
 #include <string>
 #include <vector>
@@ -11,24 +12,22 @@
 
 namespace speedrun {
 
-// Every field of TrainConfig (doubles round-trip exactly through nlohmann's printing).
+// Every setting of TrainConfig (doubles round-trip exactly through nlohmann's printing;
+// enums as their names: "linear", "bf16").
 nlohmann::json config_to_json(const TrainConfig& c);
-// The inverse; keys missing from `j` keep TrainConfig's defaults. `where` names the
-// source (a meta.json) in errors about a key of the wrong type.
+// The inverse; settings missing from `j` keep TrainConfig's defaults, and keys that are no
+// settings (an older version's "threads", "rank", "world") are ignored. `where` names the
+// source (a meta.json) in errors about a value of the wrong type.
 TrainConfig config_from_json(const nlohmann::json& j, const std::string& where);
 
-// Keys that may differ on resume because they do not change what is computed: where
-// files go, threads, checkpoint cadence, where the data is found (the shard list itself
-// is compared separately), the --init file (weights come from the checkpoint).
-bool resume_may_differ(const std::string& key);
-
-// The config of a resumed run: the checkpoint's, with the keys in `given` (flags given on
-// the command line, without dashes) taken from `flags`; "resume" and "stop-after" always
-// come from `flags` (they describe this invocation, not the run).
+// The config of a resumed run: the checkpoint's, with the settings in `given` (flags given
+// on the command line, without dashes) taken from `flags`, and those that describe this
+// invocation (OnResume::ThisRun: "resume", "stop-after") always from `flags`.
 nlohmann::json merge_resume_config(const nlohmann::json& checkpoint, const nlohmann::json& flags,
                                    const std::vector<std::string>& given);
 
-// One line per key that differs and may not: "--seq-len: checkpoint 256, now 128".
+// One line per setting that differs and must not (OnResume::Same):
+// "--seq-len: checkpoint 256, now 128". Keys that are no settings are not compared.
 std::vector<std::string> config_differences(const nlohmann::json& checkpoint,
                                             const nlohmann::json& now);
 
