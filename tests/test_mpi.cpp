@@ -123,7 +123,7 @@ TEST_F(Mpi, AFailingRankEndsTheJobWithItsMessage) {
   write_shard((dir / "bad" / "bad_train_000000.bin").string(), tokens.data(), int64_t(tokens.size()));
   const std::string flags = "train --train '" + (dir / "bad").string() + "/*.bin' --vocab 128 "
                             "--eot 0 --layers 2 --heads 2 --head-dim 16 --seq-len 256 --batch 2 "
-                            "--steps 4 --cooldown 1 --val-tokens 0 --no-sample --threads 1 "
+                            "--window-end 256 --steps 4 --cooldown 1 --val-tokens 0 --no-sample --threads 1 "
                             "--device cpu --out " + (dir / "badrun").string();
   const Outcome o = run_shell(mpirun(2) + SPEEDRUN_BINARY + " " + flags);
   EXPECT_NE(o.code, 0) << o.out;

@@ -180,9 +180,10 @@ TEST_F(Resume, KeepsTheNewestKCheckpoints) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir / "keep")) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
-  EXPECT_EQ(names, (std::vector<std::string>{"ckpt_step000006", "ckpt_step000007", "ckpt_step000008",
-                                             "metrics.jsonl", "model_step000000.safetensors",
-                                             "model_step000008.safetensors"}));
+  EXPECT_EQ(names, (std::vector<std::string>{".lock", "ckpt_step000006", "ckpt_step000007",
+                                             "ckpt_step000008", "metrics.jsonl",
+                                             "model_step000000.safetensors",
+                                             "model_step000008.safetensors", "run.json"}));
   EXPECT_EQ(r.last_checkpoint, (dir / "keep" / "ckpt_step000008").string());
   // The checkpoint's weights are the final weights.
   auto a = SafetensorsFile::open((dir / "keep" / "model_step000008.safetensors").string());

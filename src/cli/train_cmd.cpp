@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "cli/setting_flags.h"
 #include "cli/training_data.h"
+#include "data/synthetic.h"
 #include "core/stop_signal.h"
 #include "dist/launch.h"
 #include "model/params.h"
