@@ -15,8 +15,11 @@
 
 #include <cuda_runtime.h>
 
-#include <chrono>
-#include <cstring>
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
 
 #include "backend/cuda/attention/attention.h"
 #include "core/error.h"
