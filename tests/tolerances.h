@@ -4,6 +4,9 @@
 //  - kFiniteDiff: central differences in double with h = 1e-6: truncation O(h^2) plus
 //    cancellation O(eps/h) ~ 1e-10 relative; 1e-6 leaves margin for curvature.
 //  - kBf16: bf16 inputs (8-bit mantissa) accumulated in fp32.
+//  - kStat: fp32 row statistics (attention's lse) of bf16 inputs through tensor-core dot
+//    products (fp32 accumulation that may truncate): a few ulps of the score per 16-wide
+//    k-step, ~1e-6 relative; one wrongly visible key among n moves lse by ~1/n.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -16,6 +19,7 @@ constexpr double kDouble = 1e-12;
 constexpr double kFloat = 2e-5;
 constexpr double kFiniteDiff = 1e-6;
 constexpr double kBf16 = 1e-2;
+constexpr double kStat = 1e-4;
 
 // ---- conformance: a backend through the Backend interface against the CPU backend in fp64
 // (tests/test_conformance.cpp). The bound is that of the least precise dtype among the op's

@@ -1,0 +1,259 @@
+// Attention backward on the GPU, deterministic (no atomics: every output row is summed by
+// one warp in list order), FlashAttention-2's split into three launches:
+//  1. delta_kernel: D_i = rowsum(dO_i * O_i) in fp32, one warp per (row, head).
+//  2. dkv_kernel: one CTA per (key tile, head), 8 warps of 16 keys; walks the key tile's
+//     listed query tiles in chunks of dkv_chunk(D) queries: S^T = K Q^T, P^T from the
+//     forward's lse, dP^T = V dO^T, dS^T = P^T (dP^T - D), dV += P^T dO, dK += dS^T Q.
+//  3. dq_kernel: one CTA per (query tile, head), 8 warps of 16 queries; walks the query
+//     tile's listed key tiles in chunks of dq_chunk(D) keys: S, P, dP = dO V^T, dS,
+//     dQ += dS K.
+// P and dS are recomputed in both passes (7 tile products instead of 5) to avoid atomics.
+// Scores in log2 units, mask rule and dS: tile_math.h. dQ and dK take the scale at the end.
+#include "backend/cuda/attention/common.cuh"
+#include "backend/cuda/attention/kernels.h"
+
+namespace speedrun::cuda::attn {
+
+namespace {
+
+constexpr int kDeltaWarps = 8;
+
+template <int D>
+__global__ void __launch_bounds__(32 * kDeltaWarps) delta_kernel(const BackwardArgs a) {
+  const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;  // (row, head)
+  const int lane = threadIdx.x & 31;
+  if (w >= a.N * a.H) return;  // whole warps leave together
+  const int64_t n = w / a.H;
+  const int h = int(w % a.H);
+  const auto* o = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.out) + n * a.ld + int64_t(h) * D);
+  const auto* g = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.dout) + n * a.ld + int64_t(h) * D);
+  float s = 0.f;
+  SR_UNROLL
+  for (int it = 0; it < (D / 2 + 31) / 32; ++it) {
+    const int p = it * 32 + lane;
+    if (p >= D / 2) break;
+    const float2 x = __bfloat1622float2(o[p]), y = __bfloat1622float2(g[p]);
+    s += x.x * y.x + x.y * y.y;
+  }
+  SR_UNROLL
+  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  if (lane == 0) {
+    const int64_t T = a.plan.T, b = n / T, t = n % T;
+    a.delta[(b * a.H + h) * T + t] = s;
+  }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
+  constexpr int kLd = smem_ld(D);
+  constexpr int kChunk = dkv_chunk(D);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* sK = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
+  bf16* sV = sK + kTile * kLd;                     // [kTile][kLd]
+  bf16* sQ = sV + kTile * kLd;                     // [2][kChunk][kLd]
+  bf16* sdO = sQ + 2 * kChunk * kLd;               // [2][kChunk][kLd]
+  float* sLse = reinterpret_cast<float*>(sdO + 2 * kChunk * kLd);  // [2][kChunk]
+  float* sDelta = sLse + 2 * kChunk;                                // [2][kChunk]
+  int32_t* sLo = reinterpret_cast<int32_t*>(sDelta + 2 * kChunk);   // [2][kChunk]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int h = int(blockIdx.x % unsigned(a.H));
+  const WorkItem it = a.plan.k_items[blockIdx.x / unsigned(a.H)];
+  const int T = a.plan.T;
+  const int k0 = it.tile * kTile;
+  const int64_t row0 = int64_t(it.seq) * T;
+  const int64_t head = int64_t(h) * D;
+  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;  // [B, H, T] row of this head
+  const bf16* qbase = static_cast<const bf16*>(a.q) + row0 * a.ld + head;
+  const bf16* gbase = static_cast<const bf16*>(a.dout) + row0 * a.ld + head;
+  const float scale_log2 = a.scale * kLog2e;
+
+  load_rows<kTile, D>(sK, static_cast<const bf16*>(a.k) + (row0 + k0) * a.ld + head, a.ld,
+                      T - k0, tid);
+  load_rows<kTile, D>(sV, static_cast<const bf16*>(a.v) + (row0 + k0) * a.ld + head, a.ld,
+                      T - k0, tid);
+  cp_async_commit();
+  const int n = chunk_count(it, kChunk);
+  auto load_chunk = [&](int c) {
+    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
+    if (ch.valid) {
+      const int st = c & 1;
+      load_rows<kChunk, D>(sQ + st * kChunk * kLd, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      load_rows<kChunk, D>(sdO + st * kChunk * kLd, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      if (tid < kChunk) {  // per-query statistics; zeros past T (those rows are hidden)
+        const int i = ch.start + tid;
+        const bool ok = i < T;
+        cp_async_4(sLse + st * kChunk + tid, ok ? a.lse + stat0 + i : a.lse, ok);
+        cp_async_4(sDelta + st * kChunk + tid, ok ? a.delta + stat0 + i : a.delta, ok);
+        cp_async_4(sLo + st * kChunk + tid, ok ? a.plan.lo + row0 + i : a.plan.lo, ok);
+      }
+    }
+    cp_async_commit();
+  };
+  load_chunk(0);
+
+  int kj[2];  // this thread's two keys
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) kj[slot] = k0 + warp * 16 + c_row(lane, 2 * slot);
+  float dk[D / 8][4] = {}, dv[D / 8][4] = {};
+
+  for (int c = 0; c < n; ++c) {
+    if (c + 1 < n)
+      load_chunk(c + 1);
+    else
+      cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
+    if (ch.valid) {
+      const int st = c & 1;
+      const bf16* q = sQ + st * kChunk * kLd;
+      const bf16* g = sdO + st * kChunk * kLd;
+      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
+      gemm_abt<D, kChunk>(s, sK + warp * 16 * kLd, kLd, q, kLd, lane);   // S^T: keys x queries
+      gemm_abt<D, kChunk>(dp, sV + warp * 16 * kLd, kLd, g, kLd, lane);  // dP^T
+      SR_UNROLL
+      for (int nb = 0; nb < kChunk / 8; ++nb)
+        SR_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const int col = nb * 8 + c_col(lane, i);  // query, relative to the chunk
+          float x = s[nb][i] * scale_log2;
+          if (!ch.full && !visible(ch.start + col, kj[i >> 1], sLo[st * kChunk + col], T))
+            x = kNegInf;
+          const float p = prob_from_lse(x, lse_to_log2(sLse[st * kChunk + col]));
+          s[nb][i] = p;
+          dp[nb][i] = dscore(p, dp[nb][i], sDelta[st * kChunk + col]);
+        }
+      gemm_cb<kChunk, D>(dv, s, g, kLd, lane);   // dV += P^T dO
+      gemm_cb<kChunk, D>(dk, dp, q, kLd, lane);  // dK += dS^T Q
+    }
+    __syncthreads();
+  }
+
+  const int r0 = k0 + warp * 16;
+  const float one[2] = {1.f, 1.f}, sc[2] = {a.scale, a.scale};
+  store_rows<D>(dv, one, sV + warp * 16 * kLd,
+                static_cast<bf16*>(a.dv) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+  store_rows<D>(dk, sc, sK + warp * 16 * kLd,
+                static_cast<bf16*>(a.dk) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
+  constexpr int kLd = smem_ld(D);
+  constexpr int kChunk = dq_chunk(D);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
+  bf16* sdO = sQ + kTile * kLd;                    // [kTile][kLd]
+  bf16* sK = sdO + kTile * kLd;                    // [2][kChunk][kLd]
+  bf16* sV = sK + 2 * kChunk * kLd;                // [2][kChunk][kLd]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int h = int(blockIdx.x % unsigned(a.H));
+  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
+  const int T = a.plan.T;
+  const int q0 = it.tile * kTile;
+  const int64_t row0 = int64_t(it.seq) * T;
+  const int64_t head = int64_t(h) * D;
+  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;
+  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
+  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const float scale_log2 = a.scale * kLog2e;
+
+  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
+                      T - q0, tid);
+  load_rows<kTile, D>(sdO, static_cast<const bf16*>(a.dout) + (row0 + q0) * a.ld + head, a.ld,
+                      T - q0, tid);
+  cp_async_commit();
+  const int n = chunk_count(it, kChunk);
+  auto load_chunk = [&](int c) {
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (ch.valid) {
+      const int st = c & 1;
+      load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    }
+    cp_async_commit();
+  };
+  load_chunk(0);
+
+  int qi[2], lo[2];
+  float lse2[2], delta[2];
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
+    const bool ok = qi[slot] < T;
+    lo[slot] = ok ? a.plan.lo[row0 + qi[slot]] : 0;
+    lse2[slot] = ok ? lse_to_log2(a.lse[stat0 + qi[slot]]) : 0.f;
+    delta[slot] = ok ? a.delta[stat0 + qi[slot]] : 0.f;
+  }
+  float dq[D / 8][4] = {};
+
+  for (int c = 0; c < n; ++c) {
+    if (c + 1 < n)
+      load_chunk(c + 1);
+    else
+      cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (ch.valid) {
+      const int st = c & 1;
+      const bf16* kc = sK + st * kChunk * kLd;
+      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
+      gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, kc, kLd, lane);
+      gemm_abt<D, kChunk>(dp, sdO + warp * 16 * kLd, kLd, sV + st * kChunk * kLd, kLd, lane);
+      SR_UNROLL
+      for (int nb = 0; nb < kChunk / 8; ++nb)
+        SR_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          float x = s[nb][i] * scale_log2;
+          if (!ch.full) {
+            const int j = ch.start + nb * 8 + c_col(lane, i);
+            if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
+          }
+          s[nb][i] = dscore(prob_from_lse(x, lse2[i >> 1]), dp[nb][i], delta[i >> 1]);
+        }
+      gemm_cb<kChunk, D>(dq, s, kc, kLd, lane);  // dQ += dS K
+    }
+    __syncthreads();
+  }
+
+  const int r0 = q0 + warp * 16;
+  const float sc[2] = {a.scale, a.scale};
+  store_rows<D>(dq, sc, sQ + warp * 16 * kLd,
+                static_cast<bf16*>(a.dq) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+}
+
+template <int D>
+cudaError_t launch(const BackwardArgs& a, cudaStream_t stream) {
+  const int64_t warps = a.N * a.H;
+  const dim3 delta_grid(unsigned((warps + kDeltaWarps - 1) / kDeltaWarps));
+  delta_kernel<D><<<delta_grid, 32 * kDeltaWarps, 0, stream>>>(a);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  dkv_kernel<D><<<dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_smem(D), stream>>>(a);
+  e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  dq_kernel<D><<<dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D), stream>>>(a);
+  return cudaGetLastError();
+}
+
+template <int D>
+cudaError_t prepare() {
+  cudaError_t e = cudaFuncSetAttribute(dkv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(dkv_smem(D)));
+  if (e != cudaSuccess) return e;
+  return cudaFuncSetAttribute(dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              int(dq_smem(D)));
+}
+
+}  // namespace
+
+cudaError_t prepare_backward(int D) { return D == 64 ? prepare<64>() : prepare<128>(); }
+
+cudaError_t launch_backward(int D, const BackwardArgs& a, cudaStream_t stream) {
+  return D == 64 ? launch<64>(a, stream) : launch<128>(a, stream);
+}
+
+}  // namespace speedrun::cuda::attn

@@ -1,0 +1,136 @@
+// Attention forward on the GPU: one CTA per (query tile, head), in the plan's order (longest
+// key-tile list first). 8 warps each own 16 query rows of the 128-row tile; the CTA walks
+// the tile's listed key tiles in chunks of fwd_chunk(D) keys, double-buffered through
+// cp.async: S = Q K^T and O += P V on the tensor cores (mma.sync m16n8k16 bf16, fp32
+// accumulate), the online softmax in fp32 registers (tile_math.h), the mask rule only in
+// partial tiles. Writes out (bf16) and lse (fp32, natural log) of every real row.
+#include "backend/cuda/attention/common.cuh"
+#include "backend/cuda/attention/kernels.h"
+
+namespace speedrun::cuda::attn {
+
+namespace {
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) {
+  constexpr int kLd = smem_ld(D);
+  constexpr int kChunk = fwd_chunk(D);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
+  bf16* sK = sQ + kTile * kLd;                     // [2][kChunk][kLd]
+  bf16* sV = sK + 2 * kChunk * kLd;                // [2][kChunk][kLd]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int h = int(blockIdx.x % unsigned(a.H));
+  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
+  const int T = a.plan.T;
+  const int q0 = it.tile * kTile;
+  const int64_t row0 = int64_t(it.seq) * T;  // the sequence's first row of [N, C]
+  const int64_t head = int64_t(h) * D;
+  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
+  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const float scale_log2 = a.scale * kLog2e;
+
+  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
+                      T - q0, tid);
+  cp_async_commit();
+  const int n = chunk_count(it, kChunk);
+  auto load_chunk = [&](int c) {
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (ch.valid) {
+      const int st = c & 1;
+      load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    }
+    cp_async_commit();
+  };
+  load_chunk(0);
+
+  // This thread's two rows (accumulator slots 0 and 1: rows g and g + 8 of its warp).
+  int qi[2], lo[2];
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
+    lo[slot] = qi[slot] < T ? a.plan.lo[row0 + qi[slot]] : 0;
+  }
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
+  float o[D / 8][4] = {};
+
+  for (int c = 0; c < n; ++c) {
+    if (c + 1 < n)
+      load_chunk(c + 1);
+    else
+      cp_async_commit();  // an empty group keeps the wait count uniform
+    cp_async_wait<1>();   // Q and chunk c have landed
+    __syncthreads();
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (ch.valid) {
+      const int st = c & 1;
+      float s[kChunk / 8][4] = {};
+      gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, sK + st * kChunk * kLd, kLd, lane);
+      SR_UNROLL
+      for (int nb = 0; nb < kChunk / 8; ++nb)
+        SR_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          float x = s[nb][i] * scale_log2;
+          if (!ch.full) {
+            const int j = ch.start + nb * 8 + c_col(lane, i);
+            if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
+          }
+          s[nb][i] = x;
+        }
+      SR_UNROLL
+      for (int slot = 0; slot < 2; ++slot) {
+        float mx = kNegInf;
+        SR_UNROLL
+        for (int nb = 0; nb < kChunk / 8; ++nb)
+          mx = fmaxf(mx, fmaxf(s[nb][2 * slot], s[nb][2 * slot + 1]));
+        mx = quad_max(mx);
+        const float alpha = softmax_chunk<kChunk / 4>(
+            [&](int k) -> float& { return s[k >> 1][2 * slot + (k & 1)]; }, mx, m[slot], l[slot]);
+        SR_UNROLL
+        for (int nb = 0; nb < D / 8; ++nb) {
+          o[nb][2 * slot] *= alpha;
+          o[nb][2 * slot + 1] *= alpha;
+        }
+      }
+      gemm_cb<kChunk, D>(o, s, sV + st * kChunk * kLd, kLd, lane);
+    }
+    __syncthreads();  // stage c & 1 is reloaded by the next iteration
+  }
+
+  float mul[2];
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    const RowEnd e = finish_row(m[slot], quad_sum(l[slot]));
+    mul[slot] = e.inv_l;
+    if ((lane & 3) == 0 && qi[slot] < T)
+      a.lse[(int64_t(it.seq) * a.H + h) * T + qi[slot]] = e.lse;
+  }
+  const int r0 = q0 + warp * 16;
+  store_rows<D>(o, mul, sQ + warp * 16 * kLd,
+                static_cast<bf16*>(a.out) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+}
+
+template <int D>
+cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
+  const dim3 grid(unsigned(a.plan.n_q_items) * unsigned(a.H));
+  forward_kernel<D><<<grid, kThreads, fwd_smem(D), stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t prepare_forward(int D) {
+  if (D == 64)
+    return cudaFuncSetAttribute(forward_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                int(fwd_smem(64)));
+  return cudaFuncSetAttribute(forward_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              int(fwd_smem(128)));
+}
+
+cudaError_t launch_forward(int D, const ForwardArgs& a, cudaStream_t stream) {
+  return D == 64 ? launch<64>(a, stream) : launch<128>(a, stream);
+}
+
+}  // namespace speedrun::cuda::attn

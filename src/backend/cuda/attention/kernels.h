@@ -1,0 +1,43 @@
+// The launches of the attention kernels (forward.cu, backward.cu), for runner.cpp. Tensors
+// are bf16 [N, C] head-interleaved (row n, head h at n * ld + h * D), lse and delta fp32
+// [B, H, T]; `plan` points at the device copy of the work lists (plan.h).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/attention/tile_math.h"
+
+namespace speedrun::cuda::attn {
+
+struct ForwardArgs {
+  PlanView plan;
+  const void *q, *k, *v;  // bf16 [N, C]
+  void* out;              // bf16 [N, C]
+  float* lse;             // [B, H, T]
+  int64_t ld;             // C = H * D
+  int H;
+  float scale;
+};
+
+struct BackwardArgs {
+  PlanView plan;
+  const void *q, *k, *v, *out, *dout;  // bf16 [N, C]
+  const float* lse;                    // [B, H, T], the forward's
+  float* delta;                        // [B, H, T] scratch: rowsum(dO * O)
+  void *dq, *dk, *dv;                  // bf16 [N, C]
+  int64_t ld;                          // C = H * D
+  int64_t N;                           // B * T rows
+  int H;
+  float scale;
+};
+
+// Raise the dynamic shared-memory limits of the head-dim-D kernels on the current device.
+cudaError_t prepare_forward(int D);
+cudaError_t prepare_backward(int D);
+// Enqueue on `stream`; return the launch error (cudaSuccess when all launched).
+cudaError_t launch_forward(int D, const ForwardArgs& a, cudaStream_t stream);
+// D_i = rowsum(dO * O), then dK/dV over key tiles, then dQ over query tiles.
+cudaError_t launch_backward(int D, const BackwardArgs& a, cudaStream_t stream);
+
+}  // namespace speedrun::cuda::attn

@@ -1,0 +1,90 @@
+// Host-side planning of the CUDA attention kernels (plain C++, tested on the CPU): the flat
+// work lists the kernels walk, built from the BlockMasks of a micro-batch, their byte layout
+// in one buffer (uploaded once per distinct set of masks), the launch shapes and shared
+// memory per head dim, and the check that tells a new set of masks from the last one.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "backend/block_mask.h"
+#include "backend/cuda/attention/tile_math.h"
+
+namespace speedrun::cuda::attn {
+
+// ---- kernel shapes --------------------------------------------------------------------------
+// Forward and dQ: one CTA per (query tile, head), 8 warps of 16 query rows, walking the
+// tile's key tiles in chunks of fwd_chunk / dq_chunk keys. dK/dV: one CTA per (key tile,
+// head), 8 warps of 16 keys, walking the key tile's query tiles in chunks of dkv_chunk
+// queries. Shared memory rows hold D bf16 plus 8 of padding (16 bytes: ldmatrix reads 8
+// consecutive rows without bank conflicts). Chunks are double-buffered.
+struct KernelShape {
+  int threads;      // per CTA
+  int rows;         // rows (queries, or keys for dK/dV) per CTA: one tile
+  int chunk;        // partner rows per pipeline stage
+  size_t smem;      // dynamic shared memory bytes
+};
+inline constexpr int kWarps = 8;
+inline constexpr int kThreads = 32 * kWarps;
+constexpr int smem_ld(int D) { return D + 8; }
+constexpr int fwd_chunk(int D) { return 64; }
+constexpr int dq_chunk(int D) { return D > 64 ? 32 : 64; }
+constexpr int dkv_chunk(int D) { return D > 64 ? 32 : 64; }
+// Q tile + (K, V) x 2 stages.
+constexpr size_t fwd_smem(int D) { return size_t(kTile + 4 * fwd_chunk(D)) * smem_ld(D) * 2; }
+// Q, dO tiles + (K, V) x 2 stages.
+constexpr size_t dq_smem(int D) { return size_t(2 * kTile + 4 * dq_chunk(D)) * smem_ld(D) * 2; }
+// K, V tiles + (Q, dO) x 2 stages + (lse, delta, lo) x 2 stages.
+constexpr size_t dkv_smem(int D) {
+  return size_t(2 * kTile + 4 * dkv_chunk(D)) * smem_ld(D) * 2 + size_t(2 * 3 * dkv_chunk(D)) * 4;
+}
+KernelShape forward_shape(int D);
+KernelShape dq_shape(int D);
+KernelShape dkv_shape(int D);
+// Whether the kernels have an instance for head dim D (64 and 128).
+bool supported_head_dim(int64_t D);
+
+// ---- the work lists ---------------------------------------------------------------------------
+// Byte layout of one plan buffer: sections in this order, each 16-byte aligned.
+//   q_items  WorkItem[n_q_items]  one per (sequence, query tile), longest list first
+//   k_items  WorkItem[n_k_items]  one per (sequence, key tile), longest list first
+//   q_list   int32[n_entries]     the masks' q_kv / q_full as entries, sequence after sequence
+//   k_list   int32[n_entries]     the masks' k_q / k_full likewise
+//   lo       int32[B*T]           first visible key of each query (tile_math.h, visible())
+// Grids are flat: CTA x of a launch is item x / H, head x % H, so the longest items of every
+// head start first. Ties keep (sequence, tile) order, so the plan is a function of the masks.
+struct PlanLayout {
+  int64_t B = 0, T = 0;
+  int64_t n_q_items = 0, n_k_items = 0, n_entries = 0;
+  size_t q_items = 0, k_items = 0, q_list = 0, k_list = 0, lo = 0;  // byte offsets
+  size_t bytes = 0;                                                // whole buffer
+};
+
+// Validates the masks for the CUDA kernels (one T, 128-token tiles, well-formed lists) and
+// returns the layout. `op` prefixes error messages.
+PlanLayout plan_layout(const char* op, const std::vector<BlockMask>& masks);
+// Writes the plan into dst (layout.bytes bytes, 16-byte aligned). `order` is scratch.
+void write_plan(const std::vector<BlockMask>& masks, const PlanLayout& layout, void* dst,
+                std::vector<WorkItem>& order);
+// The kernels' view of a plan written at `base` (host or device memory).
+PlanView plan_view(const PlanLayout& layout, const void* base);
+// Launch grid of a kernel over q_items or k_items: items * H CTAs.
+int64_t grid_size(int64_t items, int64_t H);
+
+// ---- telling a new set of masks from the last one ------------------------------------------
+// The forward of every layer and the backward of a micro-batch get the same masks; the
+// runner uploads a plan only when they change. Masks are rebuilt into the same vector every
+// micro-batch (the same addresses, new contents), so the check compares contents: all
+// fields, exactly (O(T + listed tiles) per call, memcmp speed; no hash collisions).
+class MaskCache {
+ public:
+  bool matches(const std::vector<BlockMask>& masks) const;
+  void remember(const std::vector<BlockMask>& masks);  // reuses its buffers once warm
+  void forget() { valid_ = false; }
+
+ private:
+  std::vector<BlockMask> last_;
+  bool valid_ = false;
+};
+
+}  // namespace speedrun::cuda::attn

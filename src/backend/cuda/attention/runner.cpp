@@ -1,0 +1,240 @@
+// AttentionRunner: validates a call, keeps the device copy of the work lists for the
+// current masks (plan.h), and enqueues the kernels (kernels.h) on the backend's stream.
+//
+// Work lists are uploaded only when the masks change (MaskCache: every layer's forward and
+// the backward of a micro-batch reuse them). An upload is written into one of two pinned
+// staging buffers and copied asynchronously on the stream; the host waits only for the copy
+// that last used the same staging buffer, two plans back, so it can run ahead of the GPU.
+// The device copy is overwritten in stream order, after every kernel that read the old one.
+// Buffers grow (with headroom) and are reused: no allocation per step once warm; growing
+// waits for the stream, since queued kernels may still read the old buffer.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "backend/cuda/attention/attention.h"
+#include "backend/cuda/attention/kernels.h"
+#include "backend/cuda/attention/plan.h"
+#include "core/error.h"
+
+namespace speedrun::cuda {
+
+using attn::PlanLayout;
+using attn::PlanView;
+
+namespace {
+
+void cuda_ok(cudaError_t e, const char* op, const char* what) {
+  if (e != cudaSuccess) fail(op, ": ", what, " failed: ", cudaGetErrorString(e));
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The shapes of one call, checked against the contract of backend.h.
+struct Shapes {
+  int64_t B, T, N, C, H, D;
+};
+
+Shapes check_shapes(const char* op, const Tensor& q, const std::vector<BlockMask>& masks,
+                    int64_t H) {
+  Shapes s{};
+  s.B = int64_t(masks.size());
+  check(s.B >= 1, op, ": no masks; pass one BlockMask per sequence");
+  check(H >= 1, op, ": H = ", H, " must be >= 1");
+  s.N = q.rows();
+  s.C = q.cols();
+  check(s.N >= 1 && s.N % s.B == 0, op, ": ", s.N, " rows do not split into ", s.B, " sequences");
+  check(s.C % H == 0, op, ": width C = ", s.C, " is not a multiple of H = ", H);
+  s.T = s.N / s.B;
+  s.H = H;
+  s.D = s.C / H;
+  check(attn::supported_head_dim(s.D), op, ": head dim D = ", s.D,
+        " has no CUDA kernel (64 and 128 do)");
+  check(masks[0].T == s.T, op, ": the masks were built for T = ", masks[0].T,
+        " but the tensors hold ", s.B, " sequences of T = ", s.T);
+  return s;
+}
+
+void check_tensor(const char* op, const char* name, const Tensor& t, DType dtype,
+                  int64_t rows, int64_t cols) {
+  check(!t.empty(), op, ": ", name, " is empty");
+  check(t.device == Device::CUDA, op, ": ", name, " is not on the CUDA device");
+  check(t.dtype == dtype, op, ": ", name, " is ", dtype_name(t.dtype), ", expected ",
+        dtype_name(dtype));
+  check(t.rows() == rows && t.cols() == cols, op, ": ", name, " has shape ", t.shape_str(),
+        ", expected ", rows, " x ", cols);
+  check(aligned16(t.data), op, ": ", name, " is not 16-byte aligned");
+}
+
+void check_stats(const char* op, const char* name, const Tensor& t, const Shapes& s) {
+  check(!t.empty() && t.device == Device::CUDA && t.dtype == DType::F32, op, ": ", name,
+        " must be an F32 tensor on the CUDA device");
+  check(t.numel() == s.B * s.H * s.T, op, ": ", name, " has shape ", t.shape_str(),
+        ", expected [B, H, T] = [", s.B, ", ", s.H, ", ", s.T, "]");
+}
+
+}  // namespace
+
+struct AttentionRunner::Impl {
+  cudaStream_t stream = nullptr;
+  attn::MaskCache cache;
+  PlanLayout layout;
+  PlanView view{};
+  void* plan_dev = nullptr;
+  size_t plan_cap = 0;
+  void* pinned[2] = {nullptr, nullptr};
+  size_t pinned_cap[2] = {0, 0};
+  cudaEvent_t copied[2] = {nullptr, nullptr};
+  int slot = 0;
+  std::vector<attn::WorkItem> order;  // scratch of write_plan
+  void* delta = nullptr;              // backward scratch [B, H, T] fp32
+  size_t delta_cap = 0;
+  bool prepared_fwd[2] = {false, false};  // shared-memory limits raised, D = 64 / 128
+  bool prepared_bwd[2] = {false, false};
+
+  void grow_device(void*& p, size_t& cap, size_t bytes, const char* op, const char* what) {
+    if (bytes <= cap) return;
+    cuda_ok(cudaStreamSynchronize(stream), op, "waiting for the stream before growing a buffer");
+    if (p) cuda_ok(cudaFree(p), op, "cudaFree");
+    p = nullptr;
+    cap = 0;
+    const size_t want = bytes + bytes / 4;
+    cuda_ok(cudaMalloc(&p, want), op, what);
+    cap = want;
+  }
+
+  // Makes the device hold the work lists of `masks`; returns the kernels' view of them.
+  const PlanView& ensure_plan(const char* op, const std::vector<BlockMask>& masks) {
+    if (cache.matches(masks)) return view;
+    cache.forget();  // until the new plan is fully enqueued
+    const PlanLayout L = attn::plan_layout(op, masks);
+    const int s = slot;
+    cuda_ok(cudaEventSynchronize(copied[s]), op, "waiting for an earlier plan upload");
+    if (L.bytes > pinned_cap[s]) {
+      if (pinned[s]) cuda_ok(cudaFreeHost(pinned[s]), op, "cudaFreeHost");
+      pinned[s] = nullptr;
+      pinned_cap[s] = 0;
+      const size_t want = L.bytes + L.bytes / 4;
+      cuda_ok(cudaMallocHost(&pinned[s], want), op, "cudaMallocHost (plan staging)");
+      pinned_cap[s] = want;
+    }
+    attn::write_plan(masks, L, pinned[s], order);
+    grow_device(plan_dev, plan_cap, L.bytes, op, "cudaMalloc (plan)");
+    cuda_ok(cudaMemcpyAsync(plan_dev, pinned[s], L.bytes, cudaMemcpyHostToDevice, stream), op,
+            "plan upload");
+    cuda_ok(cudaEventRecord(copied[s], stream), op, "cudaEventRecord");
+    slot ^= 1;
+    layout = L;
+    view = attn::plan_view(L, plan_dev);
+    cache.remember(masks);
+    return view;
+  }
+
+  void check_grid(const char* op, int64_t items, int64_t H) {
+    check(attn::grid_size(items, H) <= INT32_MAX, op, ": ", items, " tiles x ", H,
+          " heads exceed one launch; split the micro-batch");
+  }
+};
+
+AttentionRunner::AttentionRunner(void* stream) : impl_(std::make_unique<Impl>()) {
+  impl_->stream = static_cast<cudaStream_t>(stream);
+  for (cudaEvent_t& e : impl_->copied)
+    cuda_ok(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "AttentionRunner",
+            "cudaEventCreate");
+}
+
+AttentionRunner::~AttentionRunner() {
+  Impl& m = *impl_;
+  cudaStreamSynchronize(m.stream);  // queued kernels and copies still use the buffers
+  for (int s = 0; s < 2; ++s) {
+    if (m.copied[s]) cudaEventDestroy(m.copied[s]);
+    if (m.pinned[s]) cudaFreeHost(m.pinned[s]);
+  }
+  if (m.plan_dev) cudaFree(m.plan_dev);
+  if (m.delta) cudaFree(m.delta);
+}
+
+void AttentionRunner::forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k,
+                              const Tensor& v, const std::vector<BlockMask>& masks, int64_t H,
+                              double scale) {
+  const char* op = "cuda attention_forward";
+  const Shapes s = check_shapes(op, q, masks, H);
+  check_tensor(op, "q", q, DType::BF16, s.N, s.C);
+  check_tensor(op, "k", k, DType::BF16, s.N, s.C);
+  check_tensor(op, "v", v, DType::BF16, s.N, s.C);
+  check_tensor(op, "out", out, DType::BF16, s.N, s.C);
+  check_stats(op, "lse", lse, s);
+  check(out.data != q.data && out.data != k.data && out.data != v.data, op,
+        ": out must not alias q, k or v");
+  Impl& m = *impl_;
+  const PlanView& plan = m.ensure_plan(op, masks);
+  m.check_grid(op, plan.n_q_items, H);
+  const int di = s.D == 64 ? 0 : 1;
+  if (!m.prepared_fwd[di]) {
+    cuda_ok(attn::prepare_forward(int(s.D)), op, "cudaFuncSetAttribute");
+    m.prepared_fwd[di] = true;
+  }
+  attn::ForwardArgs a{};
+  a.plan = plan;
+  a.q = q.data;
+  a.k = k.data;
+  a.v = v.data;
+  a.out = out.data;
+  a.lse = static_cast<float*>(lse.data);
+  a.ld = s.C;
+  a.H = int(H);
+  a.scale = float(scale);
+  cuda_ok(attn::launch_forward(int(s.D), a, m.stream), op, "kernel launch");
+}
+
+void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout,
+                               const Tensor& q, const Tensor& k, const Tensor& v,
+                               const Tensor& out, const Tensor& lse,
+                               const std::vector<BlockMask>& masks, int64_t H, double scale) {
+  const char* op = "cuda attention_backward";
+  const Shapes s = check_shapes(op, q, masks, H);
+  check_tensor(op, "q", q, DType::BF16, s.N, s.C);
+  check_tensor(op, "k", k, DType::BF16, s.N, s.C);
+  check_tensor(op, "v", v, DType::BF16, s.N, s.C);
+  check_tensor(op, "out", out, DType::BF16, s.N, s.C);
+  check_tensor(op, "dout", dout, DType::BF16, s.N, s.C);
+  check_tensor(op, "dq", dq, DType::BF16, s.N, s.C);
+  check_tensor(op, "dk", dk, DType::BF16, s.N, s.C);
+  check_tensor(op, "dv", dv, DType::BF16, s.N, s.C);
+  check_stats(op, "lse", lse, s);
+  for (const void* in : {dout.data, q.data, k.data, v.data, out.data, lse.data})
+    check(in != dq.data && in != dk.data && in != dv.data, op,
+          ": dq, dk, dv must not alias the inputs");
+  Impl& m = *impl_;
+  const PlanView& plan = m.ensure_plan(op, masks);
+  m.check_grid(op, plan.n_q_items, H);
+  m.grow_device(m.delta, m.delta_cap, size_t(s.B * s.H * s.T) * sizeof(float), op,
+                "cudaMalloc (backward scratch)");
+  const int di = s.D == 64 ? 0 : 1;
+  if (!m.prepared_bwd[di]) {
+    cuda_ok(attn::prepare_backward(int(s.D)), op, "cudaFuncSetAttribute");
+    m.prepared_bwd[di] = true;
+  }
+  attn::BackwardArgs a{};
+  a.plan = plan;
+  a.q = q.data;
+  a.k = k.data;
+  a.v = v.data;
+  a.out = out.data;
+  a.dout = dout.data;
+  a.lse = static_cast<const float*>(lse.data);
+  a.delta = static_cast<float*>(m.delta);
+  a.dq = dq.data;
+  a.dk = dk.data;
+  a.dv = dv.data;
+  a.ld = s.C;
+  a.N = s.N;
+  a.H = int(H);
+  a.scale = float(scale);
+  cuda_ok(attn::launch_backward(int(s.D), a, m.stream), op, "kernel launch");
+}
+
+size_t AttentionRunner::device_bytes() const { return impl_->plan_cap + impl_->delta_cap; }
+
+}  // namespace speedrun::cuda

@@ -1,0 +1,429 @@
+// The CUDA attention kernels (backend/cuda/attention/) against the CPU backend in fp64, on a
+// GPU: forward and backward at the awkward shapes of cuda_attention_cases.h for head dims
+// 64 and 128, outputs poisoned with NaN first (every element must be written); determinism
+// (the same bits twice); plans that change between calls; the record's shape (B=1,
+// T=65536, H=6, D=128, windows 64 and 1792) on sampled rows. Every test skips, saying so,
+// where no GPU is visible. The logic these kernels share with the CPU emulation is proven
+// without a GPU in test_cuda_attention_plan.cpp.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "backend/factory.h"
+
+#ifdef SPEEDRUN_HAVE_CUDA
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/attention/attention.h"
+#include "core/error.h"
+#include "cuda_attention_cases.h"
+#include "tolerances.h"
+
+namespace speedrun {
+namespace {
+
+using attn_cases::Case;
+
+void cuda_ok(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) fail("test_cuda_attention: ", what, ": ", cudaGetErrorString(e));
+}
+
+// A device allocation for one test.
+struct DeviceBuffer {
+  void* p = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(size_t n) : bytes(n) { cuda_ok(cudaMalloc(&p, n), "cudaMalloc"); }
+  ~DeviceBuffer() { cudaFree(p); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void poison() { cuda_ok(cudaMemset(p, 0xff, bytes), "cudaMemset"); }  // NaN in bf16 and fp32
+};
+
+// The tensors of one attention call on the device.
+struct DeviceAttention {
+  int64_t B, T, H, D, N, C;
+  DeviceBuffer q, k, v, out, lse, dout, dq, dk, dv;
+  DeviceAttention(int64_t B_, int64_t T_, int64_t H_, int64_t D_)
+      : B(B_), T(T_), H(H_), D(D_), N(B_ * T_), C(H_ * D_),
+        q(size_t(N * C) * 2), k(size_t(N * C) * 2), v(size_t(N * C) * 2), out(size_t(N * C) * 2),
+        lse(size_t(B * H * T) * 4), dout(size_t(N * C) * 2), dq(size_t(N * C) * 2),
+        dk(size_t(N * C) * 2), dv(size_t(N * C) * 2) {}
+  Tensor rows(DeviceBuffer& b) const { return Tensor(b.p, DType::BF16, {N, C}, Device::CUDA); }
+  Tensor stats() { return Tensor(lse.p, DType::F32, {B, H, T}, Device::CUDA); }
+};
+
+void upload_bf16(DeviceBuffer& dst, const std::vector<float>& x) {
+  std::vector<uint16_t> bits(x.size());
+  for (size_t i = 0; i < x.size(); ++i) bits[i] = bf16_bits(x[i]);
+  ASSERT_EQ(bits.size() * 2, dst.bytes);
+  cuda_ok(cudaMemcpy(dst.p, bits.data(), dst.bytes, cudaMemcpyHostToDevice), "upload");
+}
+
+std::vector<float> download_bf16(const DeviceBuffer& src) {
+  std::vector<uint16_t> bits(src.bytes / 2);
+  cuda_ok(cudaMemcpy(bits.data(), src.p, src.bytes, cudaMemcpyDeviceToHost), "download");
+  std::vector<float> x(bits.size());
+  for (size_t i = 0; i < x.size(); ++i) x[i] = bf16_to_float(bits[i]);
+  return x;
+}
+
+std::vector<float> download_f32(const DeviceBuffer& src) {
+  std::vector<float> x(src.bytes / 4);
+  cuda_ok(cudaMemcpy(x.data(), src.p, src.bytes, cudaMemcpyDeviceToHost), "download");
+  return x;
+}
+
+std::vector<unsigned char> download_bytes(const DeviceBuffer& src) {
+  std::vector<unsigned char> x(src.bytes);
+  cuda_ok(cudaMemcpy(x.data(), src.p, src.bytes, cudaMemcpyDeviceToHost), "download");
+  return x;
+}
+
+class CudaAttention : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA GPU visible: " << why;
+    cuda_ok(cudaStreamCreate(&stream_), "cudaStreamCreate");
+  }
+  void TearDown() override {
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+  void sync() { cuda_ok(cudaStreamSynchronize(stream_), "kernels"); }
+  cudaStream_t stream_ = nullptr;
+};
+
+struct Inputs {
+  std::vector<float> q, k, v, dout;
+};
+
+Inputs random_inputs(size_t n, double sd, uint64_t seed) {
+  return {attn_cases::bf16_normal(n, sd, seed), attn_cases::bf16_normal(n, sd, seed + 1),
+          attn_cases::bf16_normal(n, 1.0, seed + 2), attn_cases::bf16_normal(n, 1.0, seed + 3)};
+}
+
+void upload(DeviceAttention& t, const Inputs& in) {
+  upload_bf16(t.q, in.q);
+  upload_bf16(t.k, in.k);
+  upload_bf16(t.v, in.v);
+  upload_bf16(t.dout, in.dout);
+}
+
+void run_both(cuda::AttentionRunner& r, DeviceAttention& t, const std::vector<BlockMask>& masks,
+              double scale) {
+  r.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, t.H, scale);
+  r.backward(t.rows(t.dq), t.rows(t.dk), t.rows(t.dv), t.rows(t.dout), t.rows(t.q), t.rows(t.k),
+             t.rows(t.v), t.rows(t.out), t.stats(), masks, t.H, scale);
+}
+
+void poison_outputs(DeviceAttention& t) {
+  for (DeviceBuffer* b : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) b->poison();
+}
+
+// Forward and backward on every case, both head dims, plain and peaked scores.
+TEST_F(CudaAttention, MatchesTheCpuOracleOnAwkwardShapes) {
+  cuda::AttentionRunner runner(stream_);
+  for (const Case& c : attn_cases::cases())
+    for (int64_t D : {64, 128})
+      for (double sd : {1.0, std::sqrt(3.0)}) {
+        const int64_t H = D == 64 ? 3 : 2;
+        const std::string what = c.name + " D=" + std::to_string(D) + " sd=" + std::to_string(sd);
+        SCOPED_TRACE(what);
+        const std::vector<BlockMask> masks = attn_cases::make_masks(c, 1234);
+        const double scale = 1.0 / std::sqrt(double(D));
+        DeviceAttention t(c.B(), c.T, H, D);
+        const Inputs in = random_inputs(size_t(t.N * t.C), sd, 99 + uint64_t(D));
+        upload(t, in);
+        poison_outputs(t);
+        run_both(runner, t, masks, scale);
+        sync();
+        const attn_cases::Reference ref =
+            attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout);
+        EXPECT_LT(attn_cases::rel_err(download_bf16(t.out), ref.out), tol::kBf16) << "out";
+        EXPECT_LT(attn_cases::rel_err(download_f32(t.lse), ref.lse), tol::kStat) << "lse";
+        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dq), ref.dq), tol::kBf16) << "dq";
+        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dk), ref.dk), tol::kBf16) << "dk";
+        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dv), ref.dv), tol::kBf16) << "dv";
+      }
+}
+
+// The same inputs give the same bits, also after calls with other masks in between (the
+// plan is re-uploaded) and in a second runner.
+TEST_F(CudaAttention, IsDeterministicAcrossCallsPlansAndRunners) {
+  const std::vector<Case> all = attn_cases::cases();
+  const Case& a = all[5];  // T513_w200, two sequences
+  const Case& b = all[0];  // T300_w37_docs, two sequences: other masks, other T
+  for (int64_t D : {64, 128}) {
+    SCOPED_TRACE("D=" + std::to_string(D));
+    const int64_t H = D == 64 ? 3 : 2;
+    const double scale = 1.0 / std::sqrt(double(D));
+    const std::vector<BlockMask> ma = attn_cases::make_masks(a, 5), mb = attn_cases::make_masks(b, 6);
+    DeviceAttention ta(a.B(), a.T, H, D), tb(b.B(), b.T, H, D);
+    upload(ta, random_inputs(size_t(ta.N * ta.C), 1.0, 7));
+    upload(tb, random_inputs(size_t(tb.N * tb.C), 1.0, 8));
+    cuda::AttentionRunner runner(stream_);
+
+    auto results = [&](DeviceAttention& t) {
+      std::vector<std::vector<unsigned char>> r;
+      for (const DeviceBuffer* x : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) r.push_back(download_bytes(*x));
+      return r;
+    };
+    poison_outputs(ta);
+    run_both(runner, ta, ma, scale);
+    sync();
+    const auto first = results(ta);
+
+    poison_outputs(ta);
+    run_both(runner, ta, ma, scale);  // cached plan
+    sync();
+    EXPECT_TRUE(results(ta) == first) << "second call, same plan";
+
+    run_both(runner, tb, mb, scale);  // another plan in between
+    poison_outputs(ta);
+    // forward of a, forward of b, backward of a: the backward must see a's plan again.
+    runner.forward(ta.rows(ta.out), ta.stats(), ta.rows(ta.q), ta.rows(ta.k), ta.rows(ta.v), ma, H, scale);
+    runner.forward(tb.rows(tb.out), tb.stats(), tb.rows(tb.q), tb.rows(tb.k), tb.rows(tb.v), mb, H, scale);
+    runner.backward(ta.rows(ta.dq), ta.rows(ta.dk), ta.rows(ta.dv), ta.rows(ta.dout), ta.rows(ta.q),
+                    ta.rows(ta.k), ta.rows(ta.v), ta.rows(ta.out), ta.stats(), ma, H, scale);
+    sync();
+    EXPECT_TRUE(results(ta) == first) << "after plans changed in between";
+
+    cuda::AttentionRunner other(stream_);
+    poison_outputs(ta);
+    run_both(other, ta, ma, scale);
+    sync();
+    EXPECT_TRUE(results(ta) == first) << "another runner";
+    EXPECT_GT(runner.device_bytes(), 0u);
+  }
+}
+
+TEST_F(CudaAttention, RefusesWhatItCannotRun) {
+  cuda::AttentionRunner runner(stream_);
+  const Case c = attn_cases::cases()[0];
+  const std::vector<BlockMask> masks = attn_cases::make_masks(c, 1);
+  {
+    DeviceAttention t(c.B(), c.T, 2, 96);  // head dim 96: no instance
+    EXPECT_THROW(runner.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v),
+                                masks, 2, 0.1),
+                 Error);
+  }
+  DeviceAttention t(c.B(), c.T, 2, 64);
+  std::vector<BlockMask> m64;
+  for (int64_t b = 0; b < c.B(); ++b) {
+    const std::vector<int32_t> tok = attn_cases::make_tokens(c.T, attn_cases::Docs::kOne, 3);
+    m64.push_back(build_block_mask(tok.data(), c.T, attn_cases::kEot, 37, 64));
+  }
+  EXPECT_THROW(runner.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), m64,
+                              2, 0.1),
+               Error);
+  Tensor f32(t.q.p, DType::F32, {t.N, t.C / 2}, Device::CUDA);
+  EXPECT_THROW(runner.forward(t.rows(t.out), t.stats(), f32, t.rows(t.k), t.rows(t.v), masks, 2, 0.1),
+               Error);
+  EXPECT_THROW(runner.forward(t.rows(t.q), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks,
+                              2, 0.1),
+               Error)
+      << "out aliasing q";
+}
+
+// ---- the record's shape ------------------------------------------------------------------------
+
+// Naive double attention of query i (head h) over the keys the mask shows it, and the
+// backward rows from the GPU's own out and lse (the backward is a function of q, k, v, out,
+// lse and dout): out_i, lse_i; dq_i; dk_j, dv_j.
+struct Sampled {
+  const BlockMask& m;
+  const Inputs& in;
+  const std::vector<float>& out;  // GPU
+  const std::vector<float>& lse;  // GPU
+  int64_t T, H, D;
+  double scale;
+  const float* row(const std::vector<float>& x, int64_t t, int64_t h) const {
+    return &x[size_t((t * H + h) * D)];
+  }
+  double dot(const float* a, const float* b) const {
+    double s = 0;
+    for (int64_t d = 0; d < D; ++d) s += double(a[d]) * b[d];
+    return s;
+  }
+  int64_t first_key(int64_t i) const {
+    int64_t j = i;
+    while (j > 0 && m.visible(i, j - 1)) --j;
+    return j;
+  }
+  void forward_row(int64_t i, int64_t h, std::vector<double>& o, double& l) const {
+    const int64_t j0 = first_key(i);
+    double mx = -INFINITY;
+    for (int64_t j = j0; j <= i; ++j) mx = std::max(mx, scale * dot(row(in.q, i, h), row(in.k, j, h)));
+    double sum = 0;
+    o.assign(size_t(D), 0.0);
+    for (int64_t j = j0; j <= i; ++j) {
+      const double p = std::exp(scale * dot(row(in.q, i, h), row(in.k, j, h)) - mx);
+      sum += p;
+      for (int64_t d = 0; d < D; ++d) o[size_t(d)] += p * row(in.v, j, h)[d];
+    }
+    for (double& x : o) x /= sum;
+    l = mx + std::log(sum);
+  }
+  double p_gpu(int64_t i, int64_t j, int64_t h) const {
+    return std::exp(scale * dot(row(in.q, i, h), row(in.k, j, h)) - lse[size_t(h * T + i)]);
+  }
+  double delta(int64_t i, int64_t h) const { return dot(row(in.dout, i, h), row(out, i, h)); }
+  void dq_row(int64_t i, int64_t h, std::vector<double>& g) const {
+    g.assign(size_t(D), 0.0);
+    const double di = delta(i, h);
+    for (int64_t j = first_key(i); j <= i; ++j) {
+      const double ds = p_gpu(i, j, h) * (dot(row(in.dout, i, h), row(in.v, j, h)) - di);
+      for (int64_t d = 0; d < D; ++d) g[size_t(d)] += scale * ds * row(in.k, j, h)[d];
+    }
+  }
+  void dkv_row(int64_t j, int64_t h, std::vector<double>& gk, std::vector<double>& gv) const {
+    gk.assign(size_t(D), 0.0);
+    gv.assign(size_t(D), 0.0);
+    for (int64_t i = j; i < T && m.visible(i, j); ++i) {
+      const double p = p_gpu(i, j, h);
+      const double ds = p * (dot(row(in.dout, i, h), row(in.v, j, h)) - delta(i, h));
+      for (int64_t d = 0; d < D; ++d) {
+        gv[size_t(d)] += p * row(in.dout, i, h)[d];
+        gk[size_t(d)] += scale * ds * row(in.q, i, h)[d];
+      }
+    }
+  }
+};
+
+// Documents of lognormal lengths, mean ~970 tokens (the anchor benchmark's synthetic data).
+std::vector<int32_t> record_tokens(int64_t T, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::lognormal_distribution<double> len(6.5, 0.9);
+  std::uniform_int_distribution<int32_t> id(0, 50000);
+  std::vector<int32_t> t(static_cast<size_t>(T));
+  int64_t next = 0;
+  for (int64_t i = 0; i < T; ++i) {
+    if (i == next) {
+      t[size_t(i)] = attn_cases::kEot;
+      next = i + std::max<int64_t>(1, int64_t(len(rng)));
+    } else {
+      t[size_t(i)] = id(rng);
+    }
+  }
+  return t;
+}
+
+TEST_F(CudaAttention, RecordShapeIsFiniteAndMatchesSampledRows) {
+  const int64_t T = 65536, H = 6, D = 128;
+  const double scale = 1.0 / std::sqrt(double(D));
+  DeviceAttention t(1, T, H, D);
+  const Inputs in = random_inputs(size_t(T * H * D), 1.0, 2024);
+  upload(t, in);
+  const std::vector<int32_t> tokens = record_tokens(T, 11);
+  cuda::AttentionRunner runner(stream_);
+  std::mt19937_64 rng(3);
+  std::vector<int64_t> rows = {0, 1, 127, 128, 129, 4095, 4096, 32767, T - 129, T - 2, T - 1};
+  for (int k = 0; k < 21; ++k) rows.push_back(int64_t(rng() % uint64_t(T)));
+
+  for (int64_t window : {64, 1792}) {
+    SCOPED_TRACE("window " + std::to_string(window));
+    const std::vector<BlockMask> masks = {build_block_mask(tokens.data(), T, attn_cases::kEot, window)};
+    poison_outputs(t);
+    run_both(runner, t, masks, scale);
+    sync();
+
+    // Time fwd and bwd (warm, median of 5) for the record: not a pass/fail criterion.
+    cudaEvent_t e0, e1, e2;
+    cuda_ok(cudaEventCreate(&e0), "event");
+    cuda_ok(cudaEventCreate(&e1), "event");
+    cuda_ok(cudaEventCreate(&e2), "event");
+    std::vector<float> fwd_ms, bwd_ms;
+    for (int rep = 0; rep < 5; ++rep) {
+      cuda_ok(cudaEventRecord(e0, stream_), "event");
+      runner.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
+      cuda_ok(cudaEventRecord(e1, stream_), "event");
+      runner.backward(t.rows(t.dq), t.rows(t.dk), t.rows(t.dv), t.rows(t.dout), t.rows(t.q),
+                      t.rows(t.k), t.rows(t.v), t.rows(t.out), t.stats(), masks, H, scale);
+      cuda_ok(cudaEventRecord(e2, stream_), "event");
+      sync();
+      float a = 0, b = 0;
+      cudaEventElapsedTime(&a, e0, e1);
+      cudaEventElapsedTime(&b, e1, e2);
+      fwd_ms.push_back(a);
+      bwd_ms.push_back(b);
+    }
+    for (cudaEvent_t e : {e0, e1, e2}) cudaEventDestroy(e);
+    std::sort(fwd_ms.begin(), fwd_ms.end());
+    std::sort(bwd_ms.begin(), bwd_ms.end());
+    int64_t pairs = 0;
+    for (int64_t i = 0; i < T; ++i) {
+      int64_t j = i;
+      while (j > 0 && masks[0].visible(i, j - 1)) --j;
+      pairs += i - j + 1;
+    }
+    const double tiles = double(masks[0].q_kv.size()) * H;
+    std::printf("[ record    ] window %lld: fwd %.3f ms, bwd %.3f ms (median of 5); %lld visible "
+                "pairs per head, %lld listed tiles; exact-FLOP rate fwd %.0f / bwd %.0f TFLOP/s, "
+                "tile-FLOP rate fwd %.0f / bwd %.0f TFLOP/s\n",
+                (long long)window, fwd_ms[2], bwd_ms[2], (long long)pairs,
+                (long long)masks[0].q_kv.size(), 4.0 * pairs * D * H / (fwd_ms[2] * 1e9),
+                10.0 * pairs * D * H / (bwd_ms[2] * 1e9),
+                4.0 * tiles * 128 * 128 * D / (fwd_ms[2] * 1e9),
+                14.0 * tiles * 128 * 128 * D / (bwd_ms[2] * 1e9));
+
+    const std::vector<float> out = download_bf16(t.out), lse = download_f32(t.lse),
+                             dq = download_bf16(t.dq), dk = download_bf16(t.dk),
+                             dv = download_bf16(t.dv);
+    for (const std::vector<float>* x : {&out, &lse, &dq, &dk, &dv}) {
+      size_t bad = 0;
+      for (float y : *x) bad += !std::isfinite(y);
+      EXPECT_EQ(bad, 0u) << "non-finite values (unwritten or NaN)";
+    }
+
+    const Sampled s{masks[0], in, out, lse, T, H, D, scale};
+    std::vector<double> ref_o, got_o, ref_l, got_l, ref_dq, got_dq, ref_dk, got_dk, ref_dv, got_dv;
+    std::vector<double> o, gk, gv;
+    for (int64_t i : rows)
+      for (int64_t h = 0; h < H; ++h) {
+        double l = 0;
+        s.forward_row(i, h, o, l);
+        ref_l.push_back(l);
+        got_l.push_back(lse[size_t(h * T + i)]);
+        for (int64_t d = 0; d < D; ++d) {
+          ref_o.push_back(o[size_t(d)]);
+          got_o.push_back(out[size_t((i * H + h) * D + d)]);
+        }
+        s.dq_row(i, h, o);
+        s.dkv_row(i, h, gk, gv);
+        for (int64_t d = 0; d < D; ++d) {
+          const size_t at = size_t((i * H + h) * D + d);
+          ref_dq.push_back(o[size_t(d)]);
+          got_dq.push_back(dq[at]);
+          ref_dk.push_back(gk[size_t(d)]);
+          got_dk.push_back(dk[at]);
+          ref_dv.push_back(gv[size_t(d)]);
+          got_dv.push_back(dv[at]);
+        }
+      }
+    EXPECT_LT(attn_cases::rel_err(got_o, ref_o), tol::kBf16) << "out";
+    EXPECT_LT(attn_cases::rel_err(got_l, ref_l), tol::kStat) << "lse";
+    EXPECT_LT(attn_cases::rel_err(got_dq, ref_dq), tol::kBf16) << "dq";
+    EXPECT_LT(attn_cases::rel_err(got_dk, ref_dk), tol::kBf16) << "dk";
+    EXPECT_LT(attn_cases::rel_err(got_dv, ref_dv), tol::kBf16) << "dv";
+  }
+}
+
+}  // namespace
+}  // namespace speedrun
+
+#else
+
+TEST(CudaAttention, NeedsTheCudaBuild) {
+  std::string why;
+  speedrun::cuda_device_count(&why);
+  GTEST_SKIP() << "no CUDA GPU visible: " << why;
+}
+
+#endif
