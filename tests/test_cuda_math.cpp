@@ -28,6 +28,7 @@
 #include "backend/cuda/math/reduce.h"
 #include "backend/cuda/math/rms_norm.h"
 #include "backend/cuda/math/rotary.h"
+#include "core/arena.h"
 #include "core/bf16.h"
 #include "core/error.h"
 #include "tolerances.h"
@@ -582,6 +583,20 @@ TEST(CudaPlan, OutOfMemoryMessageSaysWhatToReduce) {
                             "--batch"})
     EXPECT_NE(s.find(piece), std::string::npos) << piece << " in: " << s;
   EXPECT_EQ(cuda::format_bytes(512), "512 B");
+  // An arena adds the largest tensor of the block it could not get.
+  Arena a([&](size_t n) -> void* { fail(cuda::oom_message("tensors", n, 0, 1, 0, 0)); },
+          [](void*) {});
+  a.add("tokens", DType::I32, {65536});
+  a.add("h0.fc", DType::BF16, {65536, 3072});
+  a.add("h0.act", DType::BF16, {65536, 3072});
+  try {
+    a.materialize(Device::CUDA);
+    FAIL() << "materialized";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--grad-accum"), std::string::npos) << m;
+    EXPECT_NE(m.find("the largest 'h0.fc' [65536, 3072] BF16, 402653184 bytes"), std::string::npos) << m;
+  }
   EXPECT_EQ(cuda::format_bytes(1536), "1.50 KiB");
 }
 #endif  // SPEEDRUN_HAVE_CUDA
