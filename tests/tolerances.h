@@ -4,6 +4,9 @@
 //  - kFiniteDiff: central differences in double with h = 1e-6: truncation O(h^2) plus
 //    cancellation O(eps/h) ~ 1e-10 relative; 1e-6 leaves margin for curvature.
 //  - kBf16: bf16 inputs (8-bit mantissa) accumulated in fp32.
+//  - kBf16Iterated: bf16 results fed through several dependent steps (Newton-Schulz's five
+//    iterations, a model's layers and its backward): each step's rounding (2^-9 relative)
+//    is carried and amplified by the next; a first estimate, to be confirmed on the GPU.
 #pragma once
 
 namespace speedrun::tol {
@@ -11,4 +14,5 @@ constexpr double kDouble = 1e-12;
 constexpr double kFloat = 2e-5;
 constexpr double kFiniteDiff = 1e-6;
 constexpr double kBf16 = 1e-2;
+constexpr double kBf16Iterated = 5e-2;
 }  // namespace speedrun::tol
