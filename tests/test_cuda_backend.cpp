@@ -29,8 +29,10 @@
 #include "model/decoder.h"
 #include "model/gpt.h"
 #include "model/params.h"
+#include "run_command.h"
 #include "tolerances.h"
 #include "train/config.h"
+#include "train/sample.h"
 #include "train/trainer.h"
 
 #ifdef SPEEDRUN_HAVE_CUDA
@@ -707,6 +709,33 @@ TEST_F(CudaBackendTest, DecoderLogitsMatchFp64) {
     dc.step(t);
     EXPECT_LE(rel_err(dg.logits(), dc.logits()), tol::kBf16Iterated) << "position " << dc.position();
   }
+}
+
+// speedrun sample --device cuda: the command's greedy tokens are the library's on the GPU.
+TEST_F(CudaBackendTest, SampleCommandRunsOnTheGpu) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_sample";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const GPTConfig cfg = small_config();
+  Parameters pc(cpu_, cfg, DType::F32);
+  randomize(pc, 5);
+  const std::string weights = (dir / "w.safetensors").string();
+  pc.save(weights, {{"window", "16"}});
+  const auto r = run_cli("sample --device cuda --checkpoint " + weights +
+                         " --ids --prompt '5 17 99' --max-tokens 12 --temperature 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  Parameters pg(gpu(), cfg, gpu().default_precision());
+  pg.load(weights);
+  SampleOptions o;
+  o.temperature = 0;
+  o.window = 16;
+  o.max_tokens = 12;
+  const auto gen = sample_tokens(gpu(), pg, {cfg.eot, 5, 17, 99}, o);
+  ASSERT_FALSE(gen.empty());
+  std::string ids;
+  for (int32_t t : gen) ids += " " + std::to_string(t);
+  EXPECT_NE(r.out.find(ids), std::string::npos) << "expected" << ids << "\noutput:\n" << r.out;
+  fs::remove_all(dir);
 }
 
 TEST_F(CudaBackendTest, TrainingTracksTheCpuLossCurve) {
