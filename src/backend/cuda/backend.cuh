@@ -5,7 +5,9 @@
 //
 // Precision: the record's bf16 policy only (core/precision.h): compute BF16, master, grad
 // and stats F32. Every op checks its operands' dtypes against backend.h's classes.
-// Streams: one cudaStream_t per backend; every op is issued on it, in order. Nothing waits
+// Streams: one cudaStream_t per backend, on the GPU made current by the constructor; every
+// op is issued on it, in order. Call a backend from threads whose current device is its
+// GPU (the thread that built it, as every command does). Nothing waits
 // for the device but download(), synchronize(), the host helpers and the rare scratch
 // growth (cudaFree synchronises).
 // Errors: every CUDA and cuBLASLt call is checked (check.h); every launch too, and with
