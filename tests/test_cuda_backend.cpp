@@ -538,6 +538,14 @@ TEST_F(CudaBackendTest, ScaledSumForwardBackwardAndCoefficientGradients) {
     Tensor d2c = c_->from(host(doutc), DType::F64, {n});
     cpu_.scaled_sum_backward(d2c, false, Tensor{}, false, d2c, Tensor{}, ac, Tensor{}, bc);
     EXPECT_LE(rel_err(host(d2), host(d2c)), tol::kBf16) << n;
+    // The value residual: (1 - lamb) and lamb share one gradient scalar.
+    const Coef va = Coef::one_minus(lv.element(0), lg.element(0)), vb = Coef::param(lv.element(0), lg.element(0));
+    const Coef vac = Coef::one_minus(lvc.element(0), lgc.element(0)), vbc = Coef::param(lvc.element(0), lgc.element(0));
+    gpu().from_host_f64(lg, {0.125});
+    cpu_.from_host_f64(lgc, {0.125});
+    gpu().scaled_sum_backward(dx, false, dy, true, dout, x, va, y, vb);
+    cpu_.scaled_sum_backward(dxc, false, dyc, true, doutc, xc, vac, yc, vbc);
+    EXPECT_LE(rel_err(host(lg), host(lgc)), tol::kFloat * 10) << n;
     auto [acc, accc] = both(randn(n, 6), DType::BF16, {n});
     gpu().scaled_sum_backward(acc, true, acc, true, dout, x, a, x, b);
     cpu_.scaled_sum_backward(accc, true, accc, true, doutc, xc, ac, xc, bc);

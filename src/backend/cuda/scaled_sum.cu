@@ -1,7 +1,8 @@
 // Scalar-weighted sums: out = a*x + b*y with a and b read on the device from the F32 master
 // scalars (math/elementwise.h's CoefArg), and the backward: dx, dy (= or +=) a*dout, b*dout
 // while the same pass sums <dout, x> and <dout, y> in double in the two-stage order of
-// math/reduce.h; a second launch adds sign * sum to each F32 gradient scalar. No atomics.
+// math/reduce.h; a second launch (one block) adds sign * sum to the F32 gradient scalars.
+// No atomics.
 // Aliasing as backend.h allows: within an item every input is read before any output is
 // written; dy is read after dx is written, so dx == dy (both +=) adds both terms.
 #include "backend/cuda/backend.cuh"
@@ -9,7 +10,6 @@
 #include "backend/cuda/kernels.cuh"
 #include "backend/cuda/math/elementwise.h"
 #include "backend/cuda/plan.h"
-#include "backend/cuda/reduce.cuh"
 #include "core/error.h"
 
 namespace speedrun::cuda {
@@ -96,17 +96,23 @@ __global__ void __launch_bounds__(math::kReduceThreads)
   }
 }
 
-// Problem 0 is <dout, x> for a's gradient, problem 1 <dout, y> for b's.
-struct AddCoefGrads {
-  float* ga;
-  double sa;
-  float* gb;
-  double sb;
-  __device__ void operator()(double total, int p) const {
-    float* g = p == 0 ? ga : gb;
-    if (g) g[0] += float((p == 0 ? sa : sb) * total);
+// Stage 2 for both dots in one block (the order of reduce_partials_kernel for each), then
+// a's gradient and b's, in that order, as the CPU adds them: a and b may share one
+// gradient scalar (the value residual's (1 - lamb) and lamb), so two blocks could race.
+__global__ void __launch_bounds__(math::kReduceThreads)
+    coef_grads_kernel(const double* partial, int count, float* ga, double sa, float* gb, double sb) {
+  __shared__ double smem[math::kReduceWarps];
+  double ax = 0, ay = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) {
+    ax += partial[i];
+    ay += partial[count + i];
   }
-};
+  const double sx = block_sum(ax, smem), sy = block_sum(ay, smem);
+  if (threadIdx.x == 0) {
+    if (ga) ga[0] += float(sa * sx);
+    if (gb) gb[0] += float(sb * sy);
+  }
+}
 
 CoefArg coef_arg(const char* op, const char* name, const Coef& c) {
   CoefArg r;
@@ -195,9 +201,9 @@ void CudaBackend::scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc
                                                                        ca, py, cb, n, partial);
   launched(op, "scaled_sum_backward_kernel");
   if (!reduce) return;
-  reduce_partials_kernel<<<2, math::kReduceThreads, 0, stream_>>>(
-      partial, int(blocks), AddCoefGrads{ga, a.sign, gb, b.sign});
-  launched(op, "reduce_partials_kernel");
+  coef_grads_kernel<<<1, math::kReduceThreads, 0, stream_>>>(partial, int(blocks), ga, a.sign, gb,
+                                                              b.sign);
+  launched(op, "coef_grads_kernel");
 }
 
 }  // namespace speedrun::cuda
