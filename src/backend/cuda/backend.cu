@@ -19,7 +19,6 @@ namespace {
 // has run, so the host may refill its own buffer as soon as upload() returns.
 constexpr int kStagingSlots = 8;
 constexpr size_t kStagingSlotBytes = size_t(1) << 20;
-constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
 
 bool env_flag(const char* name) {
   const char* v = std::getenv(name);

@@ -30,6 +30,9 @@
 
 namespace speedrun::cuda {
 
+// The one cuBLASLt workspace every GEMM shares (they all run on the backend's stream).
+inline constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
+
 // Device memory the backend keeps for one purpose (reduction partials, sort scratch,
 // Newton-Schulz work matrices), grown on demand and freed with the backend.
 struct Scratch {

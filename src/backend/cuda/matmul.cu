@@ -80,7 +80,7 @@ void CudaBackend::gemm(const GemmCall& call, const char* op) {
 
     cublasLtMatmulPreference_t pref = nullptr;
     check_cublas(cublasLtMatmulPreferenceCreate(&pref), op, "creating a matmul preference");
-    const size_t ws = size_t(32) << 20;
+    const size_t ws = kGemmWorkspaceBytes;
     const uint32_t al[4] = {key.alignB, key.alignA, key.alignC, key.alignC};
     const cublasLtMatmulPreferenceAttributes_t which[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
@@ -104,7 +104,7 @@ void CudaBackend::gemm(const GemmCall& call, const char* op) {
   const GemmEntry& e = it->second;
   const void* cin = call.beta != 0 ? call.Cin : call.D;
   check_cublas(cublasLtMatmul(lt_, e.desc, &call.alpha, call.B, e.a, call.A, e.b, &call.beta, cin,
-                              e.c, call.D, e.c, &e.algo, gemm_workspace_, size_t(32) << 20,
+                              e.c, call.D, e.c, &e.algo, gemm_workspace_, kGemmWorkspaceBytes,
                               stream_),
                op, ("cublasLtMatmul " + gemm_key_str(key)).c_str());
   last_algo_ = fingerprint(e.algo);
