@@ -7,6 +7,9 @@
 //  - kStat: fp32 row statistics (attention's lse) of bf16 inputs through tensor-core dot
 //    products (fp32 accumulation that may truncate): a few ulps of the score per 16-wide
 //    k-step, ~1e-6 relative; one wrongly visible key among n moves lse by ~1/n.
+//  - kBf16Iterated: bf16 results fed through several dependent steps (Newton-Schulz's five
+//    iterations, a model's layers and its backward): each step's rounding (2^-9 relative)
+//    is carried and amplified by the next; a first estimate, to be confirmed on the GPU.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -20,6 +23,7 @@ constexpr double kFloat = 2e-5;
 constexpr double kFiniteDiff = 1e-6;
 constexpr double kBf16 = 1e-2;
 constexpr double kStat = 1e-4;
+constexpr double kBf16Iterated = 5e-2;
 
 // ---- conformance: a backend through the Backend interface against the CPU backend in fp64
 // (tests/test_conformance.cpp). The bound is that of the least precise dtype among the op's

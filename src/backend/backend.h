@@ -196,7 +196,8 @@ class Backend {
   // the record's bf16 arithmetic (rounds every stored intermediate); a bf16 backend
   // computes in bf16 whatever it is given.
   virtual void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) = 0;
-  // y (m) += alpha * x (g).
+  // y (m) += alpha * x (g) in the optimizer; GPT's backward also adds activation
+  // gradients with it, y and x (c).
   virtual void axpy(Tensor y, const Tensor& x, double alpha) = 0;
 };
 

@@ -40,7 +40,17 @@ int Arena::add(const std::string& name, DType dtype, const std::vector<int64_t>&
 void Arena::materialize(Device device) {
   check(!materialized_, "Arena: materialize() called twice");
   check(bool(alloc_), "Arena: no allocator");
-  base_ = total_ ? alloc_(total_) : nullptr;
+  try {
+    base_ = total_ ? alloc_(total_) : nullptr;
+  } catch (const Error& e) {
+    // Name the block's largest tensor: an out-of-memory error then says what to shrink.
+    const Entry* big = &entries_.front();
+    for (const auto& x : entries_)
+      if (x.tensor.bytes() > big->tensor.bytes()) big = &x;
+    fail(e.what(), " (a block of ", entries_.size(), " tensors, the largest '", big->name, "' ",
+         big->tensor.shape_str(), " ", dtype_name(big->tensor.dtype), ", ", big->tensor.bytes(),
+         " bytes)");
+  }
   materialized_ = true;
   for (auto& e : entries_) {
     e.tensor.data = static_cast<char*>(base_) + e.offset;

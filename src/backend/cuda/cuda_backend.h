@@ -3,6 +3,7 @@
 // over fp32 masters, cuBLASLt GEMMs, our kernels for the rest) lives in the .cu files of
 // this folder, one per op family, mirroring backend/cpu/.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -16,5 +17,17 @@ int visible_devices(std::string* why);
 // The backend on GPU `gpu` (-1: the process's local rank modulo `visible`, 0 for a single
 // process). Throws Error naming the device on failure.
 std::unique_ptr<Backend> make_backend(int gpu, int visible);
+
+// The GEMM cache of a CUDA backend (tests and diagnostics): cuBLASLt descriptors and the
+// heuristic's algorithm are chosen once per problem (shape, transposes, dtypes,
+// accumulate, batch, alignment) and reused. last_algo fingerprints the algorithm of the
+// last GEMM issued. Throws when `be` is not a CUDA backend.
+struct GemmCacheInfo {
+  size_t entries = 0;     // distinct problems seen
+  uint64_t lookups = 0;   // GEMMs issued
+  uint64_t misses = 0;    // of which chose an algorithm
+  uint64_t last_algo = 0;
+};
+GemmCacheInfo gemm_cache_info(const Backend& be);
 
 }  // namespace speedrun::cuda

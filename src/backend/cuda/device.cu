@@ -1,7 +1,11 @@
 // Finding GPUs and building the CUDA backend on one.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+
+#include "backend/cuda/backend.cuh"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/plan.h"
 #include "core/error.h"
 
 namespace speedrun::cuda {
@@ -19,7 +23,9 @@ int visible_devices(std::string* why) {
 }
 
 std::unique_ptr<Backend> make_backend(int gpu, int visible) {
-  fail("--device cuda: the CUDA backend is being built and cannot run yet; use --device cpu");
+  const int g = choose_gpu(gpu, visible, std::getenv("OMPI_COMM_WORLD_LOCAL_RANK"),
+                           std::getenv("SLURM_LOCALID"));
+  return std::make_unique<CudaBackend>(g);
 }
 
 }  // namespace speedrun::cuda

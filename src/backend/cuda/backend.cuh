@@ -1,0 +1,166 @@
+// The CUDA backend's class, shared by the family files of this folder (backend.cu: the
+// class, memory and conversions; matmul.cu; embedding.cu; rms_norm.cu; head_norm_rotary.cu;
+// relu_squared.cu; scaled_sum.cu; cross_entropy.cu; adam.cu; muon.cu; decode.cu), each of
+// which defines its ops' member functions and kernels.
+//
+// Precision: the record's bf16 policy only (core/precision.h): compute BF16, master, grad
+// and stats F32. Every op checks its operands' dtypes against backend.h's classes.
+// Streams: one cudaStream_t per backend, on the GPU made current by the constructor; every
+// op is issued on it, in order. Call a backend from threads whose current device is its
+// GPU (the thread that built it, as every command does). Nothing waits
+// for the device but download(), synchronize(), the host helpers and the rare scratch
+// growth (cudaFree synchronises).
+// Errors: every CUDA and cuBLASLt call is checked (check.h); every launch too, and with
+// SPEEDRUN_CUDA_SYNC=1 in the environment each launch is followed by a synchronisation so
+// that an asynchronous failure names its kernel.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/attention/attention.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/gemm_plan.h"
+
+namespace speedrun::cuda {
+
+// The one cuBLASLt workspace every GEMM shares (they all run on the backend's stream).
+inline constexpr size_t kGemmWorkspaceBytes = size_t(32) << 20;
+
+// Device memory the backend keeps for one purpose (reduction partials, sort scratch,
+// Newton-Schulz work matrices), grown on demand and freed with the backend.
+struct Scratch {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+};
+
+// One row-major GEMM call (gemm_plan.h): D = alpha op(A) op(B) + beta Cin; Cin and D share
+// a layout; Cin may be D itself, and is not read when beta == 0.
+struct GemmCall {
+  GemmKey key;
+  float alpha = 1, beta = 0;
+  const void* A = nullptr;
+  const void* B = nullptr;
+  const void* Cin = nullptr;
+  void* D = nullptr;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int gpu);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+  Device device() const override { return Device::CUDA; }
+  Precision default_precision() const override { return named_precision(PrecisionChoice::BF16); }
+  void check_precision(const Precision& p) const override;
+
+  void* allocate(size_t bytes) override;
+  void release(void* p) override;
+  void upload(Tensor dst, const void* host) override;
+  void download(void* host, const Tensor& src) override;
+  void copy(Tensor dst, const Tensor& src) override;
+  void fill(Tensor t, double value) override;
+  void convert(Tensor dst, const Tensor& src) override;
+  void sum_into(Tensor acc, const Tensor& t) override;
+  void synchronize() override;
+  size_t peak_bytes() const override { return peak_; }
+  // One 64K-token sequence per micro-batch: the record's per-GPU batch.
+  int64_t preferred_micro_batch_tokens() const override { return 65536; }
+
+  void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+              bool accumulate) override;
+  void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& wte) override;
+  void embedding_backward(Tensor dwte, const Tensor& tokens, const Tensor& dout) override;
+  void rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) override;
+  void rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                         bool accumulate) override;
+  void head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& cos,
+                                const Tensor& sin, int64_t T, int64_t H, double eps) override;
+  void head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                                 const Tensor& cos, const Tensor& sin, int64_t T,
+                                 int64_t H) override;
+  void rotary_tables(Tensor cos, Tensor sin, double base) override;
+  void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k,
+                         const Tensor& v, const std::vector<BlockMask>& masks, int64_t H,
+                         double scale) override;
+  void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout, const Tensor& q,
+                          const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
+                          const std::vector<BlockMask>& masks, int64_t H, double scale) override;
+  void rotary_tables_at(Tensor cos, Tensor sin, double base, int64_t start) override;
+  void attention_decode(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const std::vector<int32_t>& rows, int64_t H, double scale) override;
+  void relu_squared_forward(Tensor y, const Tensor& x) override;
+  void relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) override;
+  void scaled_sum_forward(Tensor out, const Tensor& x, const Coef& a, const Tensor& y,
+                          const Coef& b) override;
+  void scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc_y, const Tensor& dout,
+                           const Tensor& x, const Coef& a, const Tensor& y,
+                           const Coef& b) override;
+  void softcap_cross_entropy(Tensor logits, Tensor losses, const Tensor& targets, double cap,
+                             double grad_scale, bool backward) override;
+  void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const AdamArgs& a) override;
+  void muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) override;
+  void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) override;
+  void axpy(Tensor y, const Tensor& x, double alpha) override;
+
+  // Diagnostics for tests (cuda_backend.h).
+  GemmCacheInfo gemm_cache_info() const;
+  int gpu() const { return gpu_; }
+
+ private:
+  // Frees everything the constructor made (also when it throws halfway).
+  void teardown() noexcept;
+
+  // ---- shared by the family files ----
+  // Checks the last launch of `kernel` for op `op`; under SPEEDRUN_CUDA_SYNC also waits for
+  // it and checks its completion.
+  void launched(const char* op, const char* kernel);
+  // Device memory for a purpose, grown to at least `bytes` (contents not kept).
+  void* scratch(Scratch& s, size_t bytes, const char* what);
+  // cudaMalloc + zero fill, tracked in peak_bytes; `what` names it in an out-of-memory error.
+  void* device_alloc(size_t bytes, const std::string& what);
+  void device_free(void* p);
+  // Copies host bytes to the device on the stream; the host buffer may change as soon as
+  // this returns (small copies go through the pinned staging ring).
+  void upload_bytes(void* dst, const void* host, size_t bytes, const char* op);
+  // Runs one GEMM (matmul.cu), choosing and caching its descriptors and algorithm once.
+  void gemm(const GemmCall& call, const char* op);
+  // Two-stage deterministic sum (math/reduce.h) of t's elements in double, added to acc.
+  void reduce_into_f64(double* acc, const Tensor& t, const char* op);
+
+  struct GemmEntry {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  struct StagingSlot {
+    void* host = nullptr;  // pinned
+    cudaEvent_t done = nullptr;
+  };
+
+  int gpu_ = 0;
+  bool sync_each_launch_ = false;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* gemm_workspace_ = nullptr;
+  std::unordered_map<GemmKey, GemmEntry, GemmKeyHash> gemms_;
+  uint64_t gemm_lookups_ = 0, gemm_misses_ = 0;
+  uint64_t last_algo_ = 0;
+  std::vector<StagingSlot> staging_;
+  size_t next_slot_ = 0;
+  std::unordered_map<void*, size_t> sizes_;
+  size_t held_ = 0, peak_ = 0;
+  Scratch partials_, sort_, ns_, decode_rows_, decode_scores_, rotary_freq_;
+  std::unique_ptr<AttentionRunner> attention_;
+};
+
+}  // namespace speedrun::cuda

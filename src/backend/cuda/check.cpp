@@ -1,0 +1,44 @@
+#include "backend/cuda/check.h"
+
+#include <string>
+
+#include "core/error.h"
+
+namespace speedrun::cuda {
+
+void check_cuda(cudaError_t e, const char* op, const char* what) {
+  if (e == cudaSuccess) return;
+  // Clear a non-sticky error so that the next call starts clean (a sticky one, such as an
+  // illegal address, stays: the context is lost and every later call reports it).
+  cudaGetLastError();
+  std::string hint;
+  if (e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
+      e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
+      e == cudaErrorAssert || e == cudaErrorHardwareStackError)
+    hint = " (kernels run asynchronously: this may come from an earlier op; rerun with "
+           "SPEEDRUN_CUDA_SYNC=1 to name the failing kernel)";
+  fail("cuda ", op, ": ", what, ": ", cudaGetErrorName(e), ": ", cudaGetErrorString(e), hint);
+}
+
+void check_cublas(cublasStatus_t s, const char* op, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+  fail("cuda ", op, ": ", what, ": cuBLASLt status ", int(s), " (", cublasLtGetStatusName(s),
+       ": ", cublasLtGetStatusString(s), ")");
+}
+
+void need(const char* op, const char* operand, const Tensor& t, DType dtype) {
+  check(!t.empty(), "cuda ", op, ": ", operand, " is empty");
+  check(t.device == Device::CUDA, "cuda ", op, ": ", operand, " ", t.shape_str(),
+        " is not on the GPU (allocate it through the CUDA backend)");
+  check(t.dtype == dtype, "cuda ", op, ": ", operand, " ", t.shape_str(), " is ",
+        dtype_name(t.dtype), ", expected ", dtype_name(dtype),
+        " (the bf16 policy: compute BF16; master, grad and stats F32)");
+}
+
+void need_numel(const char* op, const char* a_name, const Tensor& a, const char* b_name,
+                const Tensor& b) {
+  check(a.numel() == b.numel(), "cuda ", op, ": ", a_name, " ", a.shape_str(), " and ", b_name,
+        " ", b.shape_str(), " differ in size");
+}
+
+}  // namespace speedrun::cuda

@@ -1,0 +1,24 @@
+// Error checks of the CUDA backend: functions (no macros) that turn a failed CUDA or
+// cuBLASLt call, or a wrong operand, into a speedrun::Error naming the op.
+#pragma once
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include "core/tensor.h"
+
+namespace speedrun::cuda {
+
+// Throws "cuda <op>: <what>: <error name>: <description>" unless e is cudaSuccess.
+// Errors of earlier asynchronous kernels surface at later calls; the message then says how
+// to find the kernel (SPEEDRUN_CUDA_SYNC=1).
+void check_cuda(cudaError_t e, const char* op, const char* what);
+// The same for cuBLASLt's status codes.
+void check_cublas(cublasStatus_t s, const char* op, const char* what);
+
+// Operand checks: t is a device tensor of `dtype` (backend.h's classes under the bf16
+// policy), or two operands have as many elements.
+void need(const char* op, const char* operand, const Tensor& t, DType dtype);
+void need_numel(const char* op, const char* a_name, const Tensor& a, const char* b_name,
+                const Tensor& b);
+
+}  // namespace speedrun::cuda

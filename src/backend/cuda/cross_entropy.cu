@@ -1,0 +1,107 @@
+// Softcap + cross entropy, one block per row of bf16 logits, all math in fp32
+// (math/cross_entropy.h): each thread keeps an online (max, sum) over its logits, the
+// states merge across the warp (butterfly) and then across the warps in warp order, so
+// every thread holds the row's state; the loss goes to losses[row] (F32) and, with
+// backward, a second pass overwrites the logits with the gradient in bf16.
+// Targets outside [0, V) (GPT validates them first) give a NaN loss.
+#include "backend/cuda/backend.cuh"
+#include "backend/cuda/check.h"
+#include "backend/cuda/kernels.cuh"
+#include "backend/cuda/math/cross_entropy.h"
+#include "backend/cuda/plan.h"
+#include "core/error.h"
+
+namespace speedrun::cuda {
+
+namespace {
+
+using math::SoftmaxState;
+
+template <bool Vec>
+__global__ void __launch_bounds__(kThreads)
+    softcap_cross_entropy_kernel(uint16_t* logits, float* losses, const int32_t* targets,
+                                 int64_t V, float cap, float grad_scale, bool backward) {
+  __shared__ SoftmaxState warp_states[kThreads / 32];
+  const int64_t row = blockIdx.x;
+  uint16_t* l = logits + row * V;
+  SoftmaxState st = math::softmax_start(cap);
+  float th;
+  if constexpr (Vec) {
+    for (int64_t i = threadIdx.x * 8; i < V; i += int64_t(blockDim.x) * 8) {
+      float v[8];
+      load8(l + i, v);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) math::softmax_add(st, math::softcap(v[k], cap, th));
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+      math::softmax_add(st, math::softcap(load_bf16(l + i), cap, th));
+  }
+  for (int o = 16; o > 0; o >>= 1) {
+    const SoftmaxState other{__shfl_xor_sync(0xffffffffu, st.m, o),
+                             __shfl_xor_sync(0xffffffffu, st.s, o)};
+    st = math::softmax_merge(st, other);
+  }
+  if ((threadIdx.x & 31) == 0) warp_states[threadIdx.x >> 5] = st;
+  __syncthreads();
+  st = warp_states[0];
+  for (int w = 1; w < int(blockDim.x >> 5); ++w) st = math::softmax_merge(st, warp_states[w]);
+
+  const int32_t target = targets[row];
+  const bool valid = target >= 0 && target < V;
+  if (threadIdx.x == 0) {
+    const float zt = valid ? math::softcap(load_bf16(l + target), cap, th) : __int_as_float(0x7fc00000);
+    losses[row] = math::ce_loss(st, zt);
+  }
+  if (!backward) return;
+  // Every thread has read its logits above, and the barrier orders those reads before any
+  // write below (thread 0 read l[target] before the barrier too).
+  __syncthreads();
+  const float inv = 1.0f / st.s;
+  if constexpr (Vec) {
+    for (int64_t i = threadIdx.x * 8; i < V; i += int64_t(blockDim.x) * 8) {
+      float v[8];
+      load8(l + i, v);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) {
+        const float z = math::softcap(v[k], cap, th);
+        v[k] = math::ce_grad(z, th, i + k == target, st, inv, grad_scale);
+      }
+      store8(l + i, v);
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+      const float z = math::softcap(load_bf16(l + i), cap, th);
+      store_bf16(l + i, math::ce_grad(z, th, i == target, st, inv, grad_scale));
+    }
+  }
+}
+
+}  // namespace
+
+void CudaBackend::softcap_cross_entropy(Tensor logits, Tensor losses, const Tensor& targets,
+                                        double cap, double grad_scale, bool backward) {
+  const char* op = "softcap_cross_entropy";
+  need(op, "logits", logits, DType::BF16);
+  need(op, "losses", losses, DType::F32);
+  need(op, "targets", targets, DType::I32);
+  const int64_t R = logits.rows(), V = logits.cols();
+  check(losses.numel() == R && targets.numel() == R, "cuda softcap_cross_entropy: ", R,
+        " rows but ", losses.numel(), " losses and ", targets.numel(), " targets");
+  check(cap > 0, "cuda softcap_cross_entropy: cap ", cap, " must be positive");
+  check(R < (int64_t(1) << 31), "cuda softcap_cross_entropy: ", R, " rows exceed 2^31");
+  if (R == 0) return;
+  auto* pl = static_cast<uint16_t*>(logits.data);
+  auto* ploss = static_cast<float*>(losses.data);
+  const auto* pt = static_cast<const int32_t*>(targets.data);
+  const Launch l = block_rows_launch(R);
+  if (vec8_ok(V, pl))
+    softcap_cross_entropy_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(
+        pl, ploss, pt, V, float(cap), float(grad_scale), backward);
+  else
+    softcap_cross_entropy_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(
+        pl, ploss, pt, V, float(cap), float(grad_scale), backward);
+  launched(op, "softcap_cross_entropy_kernel");
+}
+
+}  // namespace speedrun::cuda

@@ -1,0 +1,70 @@
+// Device helpers shared by the kernels of this folder: warp and block reductions in the
+// fixed order of math/reduce.h, and 16-byte bf16 loads and stores. Only .cu files include
+// this.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backend/cuda/math/bf16.h"
+#include "backend/cuda/math/reduce.h"
+
+namespace speedrun::cuda {
+
+// Lane 0 gets the warp's sum in math::warp_tree's order (every lane must call).
+template <class T>
+__device__ inline T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Every lane gets the warp's sum (butterfly: a fixed order too, the same on every lane).
+template <class T>
+__device__ inline T warp_allsum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Thread 0 gets the block's sum in math::block_tree's order. The block must have
+// math::kReduceThreads threads; smem holds math::kReduceWarps values. Every thread calls.
+__device__ inline double block_sum(double v, double* smem) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  double r = 0;
+  if (warp == 0) r = warp_sum(lane < math::kReduceWarps ? smem[lane] : 0.0);
+  __syncthreads();  // smem may be reused
+  return r;
+}
+
+// 8 bf16 at p (16-byte aligned) as floats, and back (rounded to nearest even).
+__device__ inline void load8(const uint16_t* p, float (&v)[8]) {
+  const uint4 u = *reinterpret_cast<const uint4*>(p);
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    v[2 * i] = math::unpack_lo(w[i]);
+    v[2 * i + 1] = math::unpack_hi(w[i]);
+  }
+}
+
+__device__ inline void store8(uint16_t* p, const float (&v)[8]) {
+  uint4 u;
+  u.x = math::pack_bf16x2(v[0], v[1]);
+  u.y = math::pack_bf16x2(v[2], v[3]);
+  u.z = math::pack_bf16x2(v[4], v[5]);
+  u.w = math::pack_bf16x2(v[6], v[7]);
+  *reinterpret_cast<uint4*>(p) = u;
+}
+
+__device__ inline float load_bf16(const uint16_t* p) { return math::bf16_to_f32(*p); }
+__device__ inline void store_bf16(uint16_t* p, float v) { *p = math::f32_to_bf16(v); }
+
+// The global index and stride of a grid-stride loop, in 64 bits.
+__device__ inline int64_t global_thread() {
+  return int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+__device__ inline int64_t grid_threads() { return int64_t(gridDim.x) * blockDim.x; }
+
+}  // namespace speedrun::cuda

@@ -1,0 +1,30 @@
+// Elementwise arithmetic of the CUDA kernels in fp32: relu^2 (written as the CPU writes it,
+// so a NaN propagates the same way), scaled sums and their coefficients, axpy.
+#pragma once
+#include <math.h>
+
+#include "backend/cuda/math/hd.h"
+
+namespace speedrun::cuda::math {
+
+// relu(x)^2 = ((x + |x|)/2)^2; its derivative times dy = (x + |x|) * dy.
+SR_HD inline float relu_squared(float x) {
+  const float r = (x + fabsf(x)) * 0.5f;
+  return r * r;
+}
+SR_HD inline float relu_squared_grad(float x, float dy) { return (x + fabsf(x)) * dy; }
+
+// A Coef (backend.h) on the device: offset + sign * value[0] evaluated in fp32 as
+// PyTorch evaluates (1 - lamb), or offset alone when there is no parameter.
+struct CoefArg {
+  const float* value = nullptr;  // master scalar (F32) or null
+  float* grad = nullptr;         // gradient scalar (F32) or null
+  double sign = 1.0;
+  double offset = 0.0;
+};
+
+SR_HD inline float coef_value(const CoefArg& c) {
+  return c.value ? float(c.offset) + float(c.sign) * c.value[0] : float(c.offset);
+}
+
+}  // namespace speedrun::cuda::math

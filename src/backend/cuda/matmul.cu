@@ -1,0 +1,156 @@
+// matmul through cuBLASLt: bf16 A and B, fp32 accumulation, C in bf16 (activations) or
+// F32 (weight gradients, accumulate: beta 1). Row-major problems are mapped onto
+// cuBLASLt's column-major ones by gemm_plan.h. The descriptors and the heuristic's
+// algorithm are made once per GemmKey and cached; one 32 MiB workspace serves every call
+// (all on the backend's one stream).
+#include <algorithm>
+
+#include "backend/cuda/backend.cuh"
+#include "backend/cuda/check.h"
+#include "core/error.h"
+
+namespace speedrun::cuda {
+
+namespace {
+
+cudaDataType_t lt_type(DType t) {
+  switch (t) {
+    case DType::BF16: return CUDA_R_16BF;
+    case DType::F32: return CUDA_R_32F;
+    default: fail("cuda matmul: dtype ", dtype_name(t), " is not supported (BF16 or F32)");
+  }
+}
+
+uint64_t fingerprint(const cublasLtMatmulAlgo_t& a) {
+  uint64_t h = 1469598103934665603ull;
+  for (uint64_t w : a.data) h = (h ^ w) * 1099511628211ull;
+  return h;
+}
+
+// Destroys a half-built cache entry when building it fails.
+struct EntryGuard {
+  cublasLtMatmulDesc_t* desc;
+  cublasLtMatrixLayout_t* layouts[3];
+  bool armed = true;
+  ~EntryGuard() {
+    if (!armed) return;
+    for (auto* l : layouts)
+      if (*l) cublasLtMatrixLayoutDestroy(*l), *l = nullptr;
+    if (*desc) cublasLtMatmulDescDestroy(*desc), *desc = nullptr;
+  }
+};
+
+void make_layout(cublasLtMatrixLayout_t* l, DType t, const LtMatrix& m, int64_t batch,
+                 int64_t stride, const char* op, const char* which) {
+  check_cublas(cublasLtMatrixLayoutCreate(l, lt_type(t), m.rows, m.cols, m.ld), op, which);
+  if (batch > 1) {
+    const int32_t count = int32_t(batch);
+    check_cublas(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count,
+                                                  sizeof count),
+                 op, which);
+    check_cublas(cublasLtMatrixLayoutSetAttribute(*l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET,
+                                                  &stride, sizeof stride),
+                 op, which);
+  }
+}
+
+}  // namespace
+
+void CudaBackend::gemm(const GemmCall& call, const char* op) {
+  const GemmKey& key = call.key;
+  ++gemm_lookups_;
+  auto it = gemms_.find(key);
+  if (it == gemms_.end()) {
+    ++gemm_misses_;
+    GemmEntry e;
+    EntryGuard guard{&e.desc, {&e.a, &e.b, &e.c}};
+    const LtGemm g = lt_gemm(key);
+    check_cublas(cublasLtMatmulDescCreate(&e.desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), op,
+                 "creating a matmul descriptor");
+    const cublasOperation_t ta = g.transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t tb = g.transb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    check_cublas(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta),
+                 op, "setting TRANSA");
+    check_cublas(cublasLtMatmulDescSetAttribute(e.desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb),
+                 op, "setting TRANSB");
+    // cuBLASLt's A is our B and its B our A (gemm_plan.h).
+    make_layout(&e.a, key.b, g.a, key.batch, g.stride_a, op, "layout of B");
+    make_layout(&e.b, key.a, g.b, key.batch, g.stride_b, op, "layout of A");
+    make_layout(&e.c, key.c, g.c, key.batch, g.stride_c, op, "layout of C");
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    check_cublas(cublasLtMatmulPreferenceCreate(&pref), op, "creating a matmul preference");
+    const size_t ws = kGemmWorkspaceBytes;
+    const uint32_t al[4] = {key.alignB, key.alignA, key.alignC, key.alignC};
+    const cublasLtMatmulPreferenceAttributes_t which[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+    cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; ++i)
+      st = cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]);
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    if (st == CUBLAS_STATUS_SUCCESS)
+      st = cublasLtMatmulAlgoGetHeuristic(lt_, e.desc, e.a, e.b, e.c, e.c, pref, 1, &result,
+                                          &returned);
+    cublasLtMatmulPreferenceDestroy(pref);
+    check_cublas(st, op, ("choosing an algorithm for " + gemm_key_str(key)).c_str());
+    check(returned > 0, "cuda ", op, ": cuBLASLt has no algorithm for ", gemm_key_str(key));
+    e.algo = result.algo;
+    guard.armed = false;
+    it = gemms_.emplace(key, e).first;
+  }
+  const GemmEntry& e = it->second;
+  const void* cin = call.beta != 0 ? call.Cin : call.D;
+  check_cublas(cublasLtMatmul(lt_, e.desc, &call.alpha, call.B, e.a, call.A, e.b, &call.beta, cin,
+                              e.c, call.D, e.c, &e.algo, gemm_workspace_, kGemmWorkspaceBytes,
+                              stream_),
+               op, ("cublasLtMatmul " + gemm_key_str(key)).c_str());
+  last_algo_ = fingerprint(e.algo);
+  if (sync_each_launch_) launched(op, "cublasLtMatmul");
+}
+
+void CudaBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+                         bool accumulate) {
+  const char* op = "matmul";
+  need(op, "A", A, DType::BF16);
+  need(op, "B", B, DType::BF16);
+  check(C.dtype == DType::BF16 || C.dtype == DType::F32, "cuda matmul: C ", C.shape_str(), " is ",
+        dtype_name(C.dtype), ", expected BF16 (activations) or F32 (weight gradients)");
+  need(op, "C", C, C.dtype);
+  const int64_t M = C.rows(), N = C.cols();
+  const int64_t K = transA ? A.rows() : A.cols();
+  check((transA ? A.cols() : A.rows()) == M && A.rows() * A.cols() == M * K, "cuda matmul: A ",
+        A.shape_str(), (transA ? "^T" : ""), " does not fit C ", C.shape_str());
+  check((transB ? B.cols() : B.rows()) == K && (transB ? B.rows() : B.cols()) == N,
+        "cuda matmul: B ", B.shape_str(), (transB ? "^T" : ""), " does not fit A ", A.shape_str(),
+        (transA ? "^T" : ""), " and C ", C.shape_str());
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (!accumulate) fill(C, 0.0);
+    return;
+  }
+  GemmCall call;
+  call.key.M = M;
+  call.key.N = N;
+  call.key.K = K;
+  call.key.transA = transA;
+  call.key.transB = transB;
+  call.key.a = A.dtype;
+  call.key.b = B.dtype;
+  call.key.c = C.dtype;
+  call.key.accumulate = accumulate;
+  call.key.alignA = pointer_alignment(A.data);
+  call.key.alignB = pointer_alignment(B.data);
+  call.key.alignC = pointer_alignment(C.data);
+  call.alpha = 1;
+  call.beta = accumulate ? 1 : 0;
+  call.A = A.data;
+  call.B = B.data;
+  call.Cin = C.data;
+  call.D = C.data;
+  gemm(call, op);
+}
+
+}  // namespace speedrun::cuda

@@ -1,0 +1,225 @@
+// Muon's device work: Nesterov momentum (F32), axpy (F32, or BF16 for the model's
+// activation gradients), and the quintic Newton-Schulz
+// orthogonalisation in bf16 as the record computes it: X = bf16(G) (transposed when
+// rows > cols), divided by bf16(bf16(||X||_F) + 1e-7); `steps` times A = X X^T,
+// B = c A A + b A, X = B X + a X (math/muon.h) as strided-batched cuBLASLt GEMMs over a
+// stack of n matrices of one shape (bf16 operands and results, fp32 accumulation); then X
+// written back in F32, transposed back. The norms use the deterministic two-stage order
+// of math/reduce.h, one set of partials per matrix.
+#include <utility>
+
+#include "backend/cuda/backend.cuh"
+#include "backend/cuda/check.h"
+#include "backend/cuda/kernels.cuh"
+#include "backend/cuda/math/muon.h"
+#include "backend/cuda/plan.h"
+#include "backend/cuda/reduce.cuh"
+#include "core/error.h"
+
+namespace speedrun::cuda {
+
+namespace {
+
+__global__ void muon_momentum_kernel(float* out, float* buf, const float* g, int64_t n, float mu) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
+    float b = buf[i];
+    const float o = math::muon_momentum_update(g[i], b, mu);
+    buf[i] = b;
+    out[i] = o;
+  }
+}
+
+__global__ void axpy_kernel(float* y, const float* x, int64_t n, float alpha) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] += alpha * x[i];
+}
+
+// The model also adds activation gradients (bf16) with axpy: fp32 math, one rounding.
+template <bool Vec>
+__global__ void axpy_bf16_kernel(uint16_t* y, const uint16_t* x, int64_t n, float alpha) {
+  if constexpr (Vec) {
+    for (int64_t i = global_thread(); i < n / 8; i += grid_threads()) {
+      float a[8], b[8];
+      load8(y + 8 * i, a);
+      load8(x + 8 * i, b);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) a[k] += alpha * b[k];
+      store8(y + 8 * i, a);
+    }
+  } else {
+    for (int64_t i = global_thread(); i < n; i += grid_threads())
+      store_bf16(y + i, load_bf16(y + i) + alpha * load_bf16(x + i));
+  }
+}
+
+// Matrix blockIdx.y: X = bf16(G) laid out [m, k] (transposed when tr), and the sum of
+// squares of those bf16 values, partial[matrix * gridDim.x + block].
+__global__ void __launch_bounds__(math::kReduceThreads)
+    ns_load_kernel(uint16_t* X, double* partial, const float* G, int64_t rows, int64_t cols,
+                   bool tr) {
+  __shared__ double smem[math::kReduceWarps];
+  const int64_t size = rows * cols, mat = blockIdx.y;
+  const float* g = G + mat * size;
+  uint16_t* x = X + mat * size;
+  double acc = 0;
+  for (int64_t s = global_thread(); s < size; s += grid_threads()) {
+    const uint16_t b = math::f32_to_bf16(g[s]);
+    const double v = math::bf16_to_f32(b);
+    acc += v * v;
+    x[tr ? (s % cols) * rows + s / cols : s] = b;
+  }
+  const double total = block_sum(acc, smem);
+  if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
+}
+
+struct NsDivisor {
+  float* divisor;
+  __device__ void operator()(double sumsq, int mat) const { divisor[mat] = math::ns_divisor(sumsq); }
+};
+
+__global__ void ns_scale_kernel(uint16_t* X, const float* divisor, int64_t size) {
+  uint16_t* x = X + int64_t(blockIdx.y) * size;
+  const float d = divisor[blockIdx.y];
+  for (int64_t i = global_thread(); i < size; i += grid_threads())
+    x[i] = math::f32_to_bf16(math::bf16_to_f32(x[i]) / d);
+}
+
+__global__ void ns_store_kernel(float* out, const uint16_t* X, int64_t rows, int64_t cols, bool tr) {
+  const int64_t size = rows * cols, mat = blockIdx.y;
+  float* o = out + mat * size;
+  const uint16_t* x = X + mat * size;
+  for (int64_t s = global_thread(); s < size; s += grid_threads())
+    o[s] = math::bf16_to_f32(x[tr ? (s % cols) * rows + s / cols : s]);
+}
+
+}  // namespace
+
+void CudaBackend::muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) {
+  const char* op = "muon_momentum";
+  need(op, "out", out, DType::F32);
+  need(op, "buf", buf, DType::F32);
+  need(op, "g", g, DType::F32);
+  need_numel(op, "out", out, "g", g);
+  need_numel(op, "buf", buf, "g", g);
+  const int64_t n = g.numel();
+  if (n == 0) return;
+  const Launch l = elementwise_launch(n);
+  muon_momentum_kernel<<<l.blocks, l.threads, 0, stream_>>>(
+      static_cast<float*>(out.data), static_cast<float*>(buf.data),
+      static_cast<const float*>(g.data), n, float(mu));
+  launched(op, "muon_momentum_kernel");
+}
+
+void CudaBackend::axpy(Tensor y, const Tensor& x, double alpha) {
+  // y (m) += alpha x (g) in the optimizer; both (c) where the model sums gradients.
+  const char* op = "axpy";
+  check(y.dtype == DType::F32 || y.dtype == DType::BF16, "cuda axpy: y ", y.shape_str(), " is ",
+        dtype_name(y.dtype), ", expected F32 (a master) or BF16 (an activation gradient)");
+  need(op, "y", y, y.dtype);
+  need(op, "x", x, y.dtype);
+  need_numel(op, "y", y, "x", x);
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  if (y.dtype == DType::F32) {
+    const Launch l = elementwise_launch(n);
+    axpy_kernel<<<l.blocks, l.threads, 0, stream_>>>(static_cast<float*>(y.data),
+                                                     static_cast<const float*>(x.data), n,
+                                                     float(alpha));
+    launched(op, "axpy_kernel");
+    return;
+  }
+  auto* py = static_cast<uint16_t*>(y.data);
+  const auto* px = static_cast<const uint16_t*>(x.data);
+  if (vec8_ok(n, py, px)) {
+    const Launch l = elementwise_launch(n / 8);
+    axpy_bf16_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(py, px, n, float(alpha));
+  } else {
+    const Launch l = elementwise_launch(n);
+    axpy_bf16_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(py, px, n, float(alpha));
+  }
+  launched(op, "axpy_bf16_kernel");
+}
+
+void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf16_round*/) {
+  // A bf16 backend computes in bf16 whatever it is asked (backend.h).
+  const char* op = "newton_schulz";
+  need(op, "X", X, DType::F32);
+  need(op, "G", G, DType::F32);
+  check(G.ndim == 2 || G.ndim == 3, "cuda newton_schulz: G ", G.shape_str(),
+        " must be [rows, cols] or [n, rows, cols]");
+  check(X.ndim == G.ndim && X.shape == G.shape, "cuda newton_schulz: X ", X.shape_str(),
+        " and G ", G.shape_str(), " differ");
+  check(steps >= 0, "cuda newton_schulz: steps ", steps, " must be >= 0");
+  const int64_t n = G.ndim == 3 ? G.dim(0) : 1, rows = G.dim(-2), cols = G.dim(-1);
+  if (n == 0) return;
+  const NewtonSchulzPlan p = newton_schulz_plan(n, rows, cols);
+  char* base = static_cast<char*>(scratch(ns_, p.total, "Newton-Schulz work matrices"));
+  auto* x = reinterpret_cast<uint16_t*>(base + p.x0);
+  auto* xn = reinterpret_cast<uint16_t*>(base + p.x1);
+  auto* A = reinterpret_cast<uint16_t*>(base + p.a);
+  auto* B = reinterpret_cast<uint16_t*>(base + p.b);
+  auto* partial = reinterpret_cast<double*>(base + p.partial);
+  auto* divisor = reinterpret_cast<float*>(base + p.divisor);
+  const int64_t size = rows * cols;
+
+  ns_load_kernel<<<dim3(unsigned(p.partials), unsigned(n)), math::kReduceThreads, 0, stream_>>>(
+      x, partial, static_cast<const float*>(G.data), rows, cols, p.transposed);
+  launched(op, "ns_load_kernel");
+  reduce_partials_kernel<<<unsigned(n), math::kReduceThreads, 0, stream_>>>(partial, p.partials,
+                                                                             NsDivisor{divisor});
+  launched(op, "reduce_partials_kernel");
+  const Launch l = elementwise_launch(size);
+  ns_scale_kernel<<<dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_>>>(x, divisor, size);
+  launched(op, "ns_scale_kernel");
+
+  // The three GEMMs of math::newton_schulz_iterations, batched over the n matrices.
+  struct Ops {
+    CudaBackend& be;
+    int64_t n, m, k;
+    uint16_t *x, *xn, *A, *B;
+    GemmCall call(int64_t M, int64_t N, int64_t K, bool transB, int64_t sa, int64_t sb,
+                  int64_t sc, float alpha, float beta) const {
+      GemmCall c;
+      c.key.M = M;
+      c.key.N = N;
+      c.key.K = K;
+      c.key.transB = transB;
+      c.key.batch = n;
+      if (n > 1) c.key.strideA = sa, c.key.strideB = sb, c.key.strideC = sc;
+      c.key.accumulate = beta != 0;
+      c.alpha = alpha;
+      c.beta = beta;
+      return c;
+    }
+    void xxt() {  // A = X X^T
+      GemmCall c = call(m, m, k, true, m * k, m * k, m * m, 1.0f, 0.0f);
+      c.A = x, c.B = x, c.Cin = A, c.D = A;
+      finish(c);
+    }
+    void aa(float alpha, float beta) {  // B = alpha A A + beta A
+      GemmCall c = call(m, m, m, false, m * m, m * m, m * m, alpha, beta);
+      c.A = A, c.B = A, c.Cin = A, c.D = B;
+      finish(c);
+    }
+    void bx(float alpha, float beta) {  // X' = alpha B X + beta X
+      GemmCall c = call(m, k, m, false, m * m, m * k, m * k, alpha, beta);
+      c.A = B, c.B = x, c.Cin = x, c.D = xn;
+      finish(c);
+      std::swap(x, xn);
+    }
+    void finish(GemmCall& c) {
+      c.key.alignA = pointer_alignment(c.A);
+      c.key.alignB = pointer_alignment(c.B);
+      const uint32_t ci = pointer_alignment(c.Cin), cd = pointer_alignment(c.D);
+      c.key.alignC = ci < cd ? ci : cd;
+      be.gemm(c, "newton_schulz");
+    }
+  };
+  Ops ops{*this, n, p.m, p.k, x, xn, A, B};
+  math::newton_schulz_iterations(ops, steps);
+
+  ns_store_kernel<<<dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_>>>(
+      static_cast<float*>(X.data), ops.x, rows, cols, p.transposed);
+  launched(op, "ns_store_kernel");
+}
+
+}  // namespace speedrun::cuda

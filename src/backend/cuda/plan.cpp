@@ -1,0 +1,127 @@
+#include "backend/cuda/plan.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "backend/cuda/math/reduce.h"
+#include "core/error.h"
+
+namespace speedrun::cuda {
+
+namespace {
+// A non-negative integer from an environment variable's value, or -1 when it is unset.
+int local_rank_from(const char* name, const char* value) {
+  if (value == nullptr || *value == 0) return -1;
+  char* end = nullptr;
+  const long r = std::strtol(value, &end, 10);
+  check(end != value && *end == 0 && r >= 0 && r < (1L << 30), "--device cuda: ", name, "='",
+        value, "' is not a local rank (a non-negative integer): fix the launcher's environment");
+  return int(r);
+}
+
+size_t align256(size_t x) { return (x + 255) / 256 * 256; }
+}  // namespace
+
+int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid) {
+  check(visible > 0, "--device cuda: no CUDA GPU is visible");
+  if (gpu >= 0) {
+    check(gpu < visible, "--device cuda: GPU ", gpu, " asked for, but only ", visible,
+          " visible (0..", visible - 1, "): check CUDA_VISIBLE_DEVICES");
+    return gpu;
+  }
+  int rank = local_rank_from("OMPI_COMM_WORLD_LOCAL_RANK", ompi_local_rank);
+  if (rank < 0) rank = local_rank_from("SLURM_LOCALID", slurm_localid);
+  if (rank < 0) rank = 0;
+  return rank % visible;
+}
+
+Launch elementwise_launch(int64_t items) {
+  Launch l;
+  const int64_t b = (items + l.threads - 1) / l.threads;
+  l.blocks = b < 1 ? 1 : b > kMaxElementwiseBlocks ? kMaxElementwiseBlocks : b;
+  return l;
+}
+
+Launch warp_rows_launch(int64_t rows) {
+  Launch l;
+  l.blocks = rows < 1 ? 1 : (rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock;
+  return l;
+}
+
+Launch block_rows_launch(int64_t rows) {
+  Launch l;
+  l.blocks = rows < 1 ? 1 : rows;
+  return l;
+}
+
+bool vec8_ok(int64_t n, const void* a, const void* b, const void* c, const void* d) {
+  if (n % 8 != 0) return false;
+  for (const void* p : {a, b, c, d})
+    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
+  return true;
+}
+
+int radix_bits(int64_t V) {
+  int bits = 1;
+  while (bits < 31 && (int64_t(1) << bits) < V) ++bits;
+  return bits;
+}
+
+EmbeddingBackwardPlan embedding_backward_plan(int64_t N, int64_t V, size_t sort_temp_bytes) {
+  check(N >= 1 && V >= 1, "embedding_backward: ", N, " tokens and vocabulary ", V);
+  EmbeddingBackwardPlan p;
+  p.end_bit = radix_bits(V);
+  const size_t ids = align256(size_t(N) * 4);
+  p.keys_out = 0;
+  p.values_in = p.keys_out + ids;
+  p.values_out = p.values_in + ids;
+  p.temp = p.values_out + ids;
+  p.temp_bytes = sort_temp_bytes;
+  p.total = p.temp + align256(sort_temp_bytes);
+  return p;
+}
+
+NewtonSchulzPlan newton_schulz_plan(int64_t n, int64_t rows, int64_t cols) {
+  check(n >= 1 && rows >= 1 && cols >= 1, "newton_schulz: ", n, " matrices [", rows, ", ", cols,
+        "]");
+  check(n <= 65535, "newton_schulz: ", n, " matrices in one call exceed 65535");
+  NewtonSchulzPlan p;
+  p.transposed = rows > cols;
+  p.m = p.transposed ? cols : rows;
+  p.k = p.transposed ? rows : cols;
+  p.partials = math::reduce_blocks(rows * cols);
+  const size_t xb = align256(size_t(n * p.m * p.k) * 2), ab = align256(size_t(n * p.m * p.m) * 2);
+  p.x0 = 0;
+  p.x1 = p.x0 + xb;
+  p.a = p.x1 + xb;
+  p.b = p.a + ab;
+  p.partial = p.b + ab;
+  p.divisor = p.partial + align256(size_t(n) * size_t(p.partials) * 8);
+  p.total = p.divisor + align256(size_t(n) * 4);
+  return p;
+}
+
+std::string format_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 5) bytes /= 1024, ++u;
+  char buf[64];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%.0f B", bytes);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f %s", bytes, units[u]);
+  return buf;
+}
+
+std::string oom_message(const std::string& what, size_t asked, size_t free_bytes,
+                        size_t total_bytes, size_t held_bytes, int gpu) {
+  return "cuda: out of GPU memory allocating " + what + ": asked for " +
+         format_bytes(double(asked)) + " (" + std::to_string(asked) + " bytes) on GPU " +
+         std::to_string(gpu) + ", which has " + format_bytes(double(free_bytes)) + " free of " +
+         format_bytes(double(total_bytes)) + " (this backend holds " +
+         format_bytes(double(held_bytes)) +
+         "). Activations grow with the tokens of a micro-batch: lower --seq-len, split each "
+         "step into more micro-batches with --grad-accum, or lower --batch";
+}
+
+}  // namespace speedrun::cuda

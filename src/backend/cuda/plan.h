@@ -1,0 +1,77 @@
+// Host-side planning of the CUDA backend in plain C++ (no CUDA headers), so that
+// tests/test_cuda_math.cpp checks it without a GPU: which GPU a process takes, launch
+// shapes, the embedding backward's scratch layout, and the out-of-memory message.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace speedrun::cuda {
+
+// ---- devices ----------------------------------------------------------------------------
+// The GPU a process uses: `gpu` itself when >= 0 (it must be < visible), else the process's
+// local rank (OMPI_COMM_WORLD_LOCAL_RANK, else SLURM_LOCALID, else 0: pass the variables'
+// values or null) modulo `visible`. Throws Error naming the variable when one is not a
+// non-negative integer.
+int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid);
+
+// ---- launch shapes ------------------------------------------------------------------------
+inline constexpr int kThreads = 256;  // threads per block of every elementwise/row kernel
+inline constexpr int kWarpRowsPerBlock = kThreads / 32;
+// Grid-stride kernels never launch more blocks than this (132 SMs x 16 resident blocks
+// covers an H200; more blocks would only loop less).
+inline constexpr int64_t kMaxElementwiseBlocks = 132 * 16;
+
+struct Launch {
+  int64_t blocks = 0;
+  int threads = kThreads;
+};
+// `items` independent items (elements, or 8-element vectors), grid-stride.
+Launch elementwise_launch(int64_t items);
+// One warp per row, kWarpRowsPerBlock rows per block.
+Launch warp_rows_launch(int64_t rows);
+// One block per row.
+Launch block_rows_launch(int64_t rows);
+
+// Whether bf16 data of n elements at each given address can be read 8 at a time with
+// 16-byte accesses: n % 8 == 0 and every address 16-byte aligned (null addresses are
+// ignored).
+bool vec8_ok(int64_t n, const void* a, const void* b = nullptr, const void* c = nullptr,
+             const void* d = nullptr);
+
+// ---- embedding backward -----------------------------------------------------------------
+// Sorting (token, position) pairs by token: the radix sort needs only the bits of ids < V.
+int radix_bits(int64_t V);
+// The scratch block of one embedding backward over N tokens: sorted keys, positions in,
+// positions out (N 32-bit values each) and the sort's temporary storage, each 256-byte
+// aligned.
+struct EmbeddingBackwardPlan {
+  int end_bit = 0;
+  size_t keys_out = 0, values_in = 0, values_out = 0, temp = 0;  // byte offsets
+  size_t temp_bytes = 0, total = 0;
+};
+EmbeddingBackwardPlan embedding_backward_plan(int64_t N, int64_t V, size_t sort_temp_bytes);
+
+// ---- Newton-Schulz --------------------------------------------------------------------------
+// The scratch block of one newton_schulz call over n matrices [rows, cols]: the work
+// matrices are [m, k] = the short side by the long one (transposed when rows > cols); two
+// bf16 X buffers (current and next), bf16 A and B [m, m], the norms' partial sums
+// (`partials` per matrix, math/reduce.h) and one F32 divisor per matrix; each 256-byte
+// aligned.
+struct NewtonSchulzPlan {
+  bool transposed = false;
+  int64_t m = 0, k = 0;
+  int partials = 0;
+  size_t x0 = 0, x1 = 0, a = 0, b = 0, partial = 0, divisor = 0, total = 0;  // byte offsets
+};
+NewtonSchulzPlan newton_schulz_plan(int64_t n, int64_t rows, int64_t cols);
+
+// ---- messages -----------------------------------------------------------------------------
+// "512 B", "1.50 KiB", "3.00 GiB", "1.00 PiB".
+std::string format_bytes(double bytes);
+// The message of a failed allocation: what was asked, for what, what the GPU has free, and
+// which flags reduce the memory a run needs.
+std::string oom_message(const std::string& what, size_t asked, size_t free_bytes,
+                        size_t total_bytes, size_t held_bytes, int gpu);
+
+}  // namespace speedrun::cuda

@@ -1,0 +1,788 @@
+// The CUDA backend against the CPU backend in fp64, op by op, on random inputs: the GPU
+// runs the bf16 policy and the CPU the same function in double on the same (bf16-rounded)
+// values. Outputs are poisoned with NaN first, so an unwritten element fails; sizes like
+// 31/32/33 and T not a multiple of 128 on purpose. Then determinism (the same bits twice),
+// the GEMM cache, errors, and the whole model: loss and gradients against fp64, a training
+// run against the CPU's fp32 loss curve, and KV-cache decoding. Every test skips, saying
+// why, where no GPU is visible; the model and training tests also need the flash-attention
+// kernels (backend/cuda/attention/).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "backend/factory.h"
+#include "core/arena.h"
+#include "core/bf16.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/synthetic.h"
+#include "model/decoder.h"
+#include "model/gpt.h"
+#include "model/params.h"
+#include "run_command.h"
+#include "tolerances.h"
+#include "train/config.h"
+#include "train/sample.h"
+#include "train/trainer.h"
+
+#ifdef SPEEDRUN_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/math/reduce.h"
+#endif
+
+namespace speedrun {
+namespace {
+
+namespace fs = std::filesystem;
+using Vec = std::vector<double>;
+using Shape = std::vector<int64_t>;
+
+// Tensors owned for one test, on one backend.
+class Pool {
+ public:
+  explicit Pool(Backend& be) : be_(be) {}
+  Tensor make(DType dt, const Shape& shape) {
+    arenas_.emplace_back([this](size_t n) { return be_.allocate(n); },
+                         [this](void* p) { be_.release(p); });
+    Tensor t;
+    arenas_.back().add("t", dt, shape, &t);
+    arenas_.back().materialize(be_.device());
+    return t;
+  }
+  Tensor from(const Vec& v, DType dt, const Shape& shape) {
+    Tensor t = make(dt, shape);
+    be_.from_host_f64(t, v);
+    return t;
+  }
+  Tensor poisoned(DType dt, const Shape& shape) {
+    Tensor t = make(dt, shape);
+    be_.fill(t, NAN);
+    return t;
+  }
+
+ private:
+  Backend& be_;
+  std::deque<Arena> arenas_;
+};
+
+Vec randn(int64_t n, uint64_t seed, double scale = 1.0, double mean = 0.0) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> d(mean, scale);
+  Vec v(static_cast<size_t>(n));
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<int32_t> rand_tokens(int64_t n, int32_t V, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  for (auto& x : t) x = int32_t(rng() % uint64_t(V));
+  return t;
+}
+
+// ||got - ref||_inf / max(1, ||ref||_inf) (tests/tolerances.h); NaN never passes.
+double rel_err(const Vec& got, const Vec& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  double num = 0, den = 1;
+  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
+    const double e = std::fabs(got[i] - ref[i]);
+    num = std::isnan(e) ? INFINITY : std::max(num, e);
+    den = std::max(den, std::fabs(ref[i]));
+  }
+  return num / den;
+}
+
+// The same, relative to the reference's own largest magnitude (for small gradients).
+double rel_to_max(const Vec& got, const Vec& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double e = std::fabs(got[i] - ref[i]);
+    num = std::isnan(e) ? INFINITY : std::max(num, e);
+    den = std::max(den, std::fabs(ref[i]));
+  }
+  return den > 0 ? num / den : num;
+}
+
+std::vector<uint8_t> raw(Backend& be, const Tensor& t) {
+  std::vector<uint8_t> b(t.bytes());
+  be.download(b.data(), t);
+  return b;
+}
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA GPU visible: " << why;
+    BackendOptions o;
+    o.device = DeviceChoice::CUDA;
+    gpu_ = make_backend(o);
+    g_ = std::make_unique<Pool>(*gpu_);
+    c_ = std::make_unique<Pool>(cpu_);
+  }
+  Backend& gpu() { return *gpu_; }
+  // A GPU tensor of dtype dt holding v (rounded by the GPU's convert), and the CPU fp64
+  // tensor holding exactly the values the GPU sees.
+  std::pair<Tensor, Tensor> both(const Vec& v, DType dt, const Shape& shape) {
+    Tensor g = g_->from(v, dt, shape);
+    Tensor c = c_->from(gpu_->to_host_f64(g), DType::F64, shape);
+    return {g, c};
+  }
+  Vec host(const Tensor& t) { return t.device == Device::CUDA ? gpu_->to_host_f64(t) : cpu_.to_host_f64(t); }
+
+  CpuBackend cpu_{2};
+  std::unique_ptr<Backend> gpu_;
+  std::unique_ptr<Pool> g_, c_;  // declared after the backends: freed before them
+};
+
+// ---- policy, memory, conversions ------------------------------------------------------------
+
+TEST_F(CudaBackendTest, RunsTheBf16PolicyOnly) {
+  EXPECT_EQ(gpu().name(), "cuda");
+  EXPECT_EQ(gpu().default_precision(), named_precision(PrecisionChoice::BF16));
+  EXPECT_EQ(gpu().preferred_micro_batch_tokens(), 65536);
+  EXPECT_NO_THROW(gpu().check_precision(named_precision(PrecisionChoice::BF16)));
+  try {
+    gpu().check_precision(named_precision(PrecisionChoice::FP32));
+    FAIL() << "fp32 accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "cuda backend: precision fp32 is not supported; use --dtype bf16 or auto, or --device cpu");
+  }
+  EXPECT_THROW(gpu().check_precision(named_precision(PrecisionChoice::FP64)), Error);
+}
+
+TEST_F(CudaBackendTest, MemoryIsZeroFilledAndRoundTrips) {
+  const size_t before = gpu().peak_bytes();
+  Tensor z = g_->make(DType::F32, {1000});
+  EXPECT_GE(gpu().peak_bytes(), before + 4000);
+  for (double v : host(z)) ASSERT_EQ(v, 0.0);
+  // Small uploads go through the staging ring, large ones straight; the host buffer may
+  // change as soon as upload returns.
+  for (int64_t n : {int64_t(31), int64_t(65536), int64_t(1) << 19}) {
+    Tensor t = g_->make(DType::I32, {n});
+    Tensor u = g_->make(DType::I32, {n});
+    std::vector<int32_t> a = rand_tokens(n, 1 << 30, uint64_t(n)), b(a.size());
+    gpu().upload(t, a.data());
+    const std::vector<int32_t> sent = a;
+    std::fill(a.begin(), a.end(), -7);  // overwritten at once
+    gpu().copy(u, t);
+    gpu().download(b.data(), u);
+    EXPECT_EQ(b, sent) << n;
+  }
+  // Many small uploads in a row reuse the ring's slots.
+  Tensor ring = g_->make(DType::I32, {64});
+  std::vector<int32_t> v(64), back(64);
+  for (int k = 0; k < 50; ++k) {
+    for (int i = 0; i < 64; ++i) v[size_t(i)] = k * 1000 + i;
+    gpu().upload(ring, v.data());
+  }
+  gpu().download(back.data(), ring);
+  EXPECT_EQ(back, v);
+}
+
+TEST_F(CudaBackendTest, FillWritesEveryDtype) {
+  for (int64_t n : {31, 32, 33, 100001}) {
+    Tensor f = g_->make(DType::F32, {n}), d = g_->make(DType::F64, {n}), b = g_->make(DType::BF16, {n}),
+           i = g_->make(DType::I32, {n});
+    gpu().fill(f, 1.25);
+    gpu().fill(d, -3.5);
+    gpu().fill(b, 0.1);
+    gpu().fill(i, 42);
+    for (double x : host(f)) ASSERT_EQ(x, 1.25);
+    for (double x : host(d)) ASSERT_EQ(x, -3.5);
+    for (double x : host(b)) ASSERT_EQ(x, double(round_bf16(0.1f)));
+    std::vector<int32_t> iv(static_cast<size_t>(n));
+    gpu().download(iv.data(), i);
+    for (int32_t x : iv) ASSERT_EQ(x, 42);
+    gpu().fill(f, 0.0);
+    for (double x : host(f)) ASSERT_EQ(x, 0.0);
+  }
+}
+
+TEST_F(CudaBackendTest, ConvertRoundsLikeTheCpuBitForBit) {
+  const DType types[] = {DType::F32, DType::F64, DType::BF16};
+  Vec v = randn(100003, 1, 10.0);
+  v[0] = NAN;
+  v[1] = INFINITY;
+  v[2] = -INFINITY;
+  v[3] = 1.0 + 1.0 / 256;  // a bf16 tie
+  v[4] = 1e-40;
+  v[5] = 1e300;
+  const int64_t n = int64_t(v.size());
+  for (DType from : types)
+    for (DType to : types) {
+      Tensor gs = g_->make(from, {n}), gd = g_->poisoned(to, {n});
+      Tensor cs = c_->make(from, {n}), cd = c_->make(to, {n});
+      // The same source bits on both sides.
+      Tensor src64 = g_->from(v, DType::F64, {n});
+      gpu().convert(gs, src64);
+      const auto bits = raw(gpu(), gs);
+      cpu_.upload(cs, bits.data());
+      gpu().convert(gd, gs);
+      cpu_.convert(cd, cs);
+      std::vector<uint8_t> want(cd.bytes());
+      cpu_.download(want.data(), cd);
+      auto got = raw(gpu(), gd);
+      // NaN payloads may differ between the two; everything else must be the same bits.
+      const Vec gh = host(gd), ch = host(cd);
+      for (int64_t k = 0; k < n; ++k) {
+        if (std::isnan(ch[size_t(k)])) {
+          ASSERT_TRUE(std::isnan(gh[size_t(k)])) << k;
+          continue;
+        }
+        const size_t w = dtype_size(to);
+        ASSERT_EQ(std::memcmp(got.data() + k * w, want.data() + k * w, w), 0)
+            << dtype_name(from) << " -> " << dtype_name(to) << " element " << k << ": " << v[size_t(k)];
+      }
+    }
+}
+
+TEST_F(CudaBackendTest, SumIntoIsTheTwoStageOrderAndDeterministic) {
+  for (int64_t n : {1, 31, 4097, 1000003}) {
+    const Vec v = randn(n, uint64_t(n), 1.0, 0.1);
+    auto [t, tc] = both(v, DType::F32, {n});
+    const Vec vals = host(t);
+    Tensor acc = g_->make(DType::F64, {});
+    gpu().fill(acc, 0.5);
+    gpu().sum_into(acc, t);
+    double got = 0;
+    gpu().download(&got, acc);
+#ifdef SPEEDRUN_HAVE_CUDA
+    const double want =
+        0.5 + cuda::math::two_stage_sum(n, [&](double a, int64_t i) { return a + vals[size_t(i)]; });
+    EXPECT_EQ(got, want) << n;
+#endif
+    long double exact = 0.5;
+    for (double x : vals) exact += x;
+    EXPECT_NEAR(got, double(exact), 1e-12 * std::max(1.0, std::fabs(double(exact))));
+    gpu().fill(acc, 0.5);
+    gpu().sum_into(acc, t);
+    double again = 0;
+    gpu().download(&again, acc);
+    EXPECT_EQ(std::memcmp(&got, &again, 8), 0) << n;
+  }
+}
+
+TEST_F(CudaBackendTest, OutOfMemorySaysWhatToReduce) {
+  try {
+    gpu().allocate(size_t(1) << 50);  // 1 PiB
+    FAIL() << "1 PiB allocated";
+  } catch (const Error& e) {
+    const std::string s = e.what();
+    for (const char* piece : {"out of GPU memory", "1.00 PiB", "free of", "--seq-len",
+                              "--grad-accum", "--batch"})
+      EXPECT_NE(s.find(piece), std::string::npos) << piece << " in: " << s;
+  }
+  // Through an arena, the message also names the largest tensor of the block.
+  try {
+    Arena a([this](size_t n) { return gpu().allocate(n); }, [this](void* p) { gpu().release(p); });
+    a.add("small", DType::F32, {16});
+    a.add("h0.fc", DType::BF16, {int64_t(1) << 24, int64_t(1) << 24});
+    a.materialize(gpu().device());
+    FAIL() << "a 512 TiB arena allocated";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'h0.fc'"), std::string::npos) << e.what();
+  }
+  // The backend still works afterwards.
+  Tensor t = g_->make(DType::F32, {10});
+  gpu().fill(t, 2.0);
+  EXPECT_EQ(host(t)[9], 2.0);
+}
+
+TEST_F(CudaBackendTest, WrongDtypesAreRefusedByName) {
+  Tensor f = g_->make(DType::F32, {4, 8}), b = g_->make(DType::BF16, {4, 8}), r = g_->make(DType::F32, {4});
+  try {
+    gpu().rms_norm_forward(f, r, f, 1e-6);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("rms_norm_forward"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("BF16"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(gpu().relu_squared_forward(b, f), Error);
+  Tensor host_t(nullptr, DType::BF16, {4, 8});
+  EXPECT_THROW(gpu().relu_squared_forward(b, host_t), Error);
+}
+
+TEST_F(CudaBackendTest, SyncModeStillRuns) {
+  setenv("SPEEDRUN_CUDA_SYNC", "1", 1);
+  BackendOptions o;
+  o.device = DeviceChoice::CUDA;
+  auto be = make_backend(o);
+  unsetenv("SPEEDRUN_CUDA_SYNC");
+  Pool p(*be);
+  Tensor x = p.from(randn(64, 3), DType::BF16, {2, 32}), y = p.poisoned(DType::BF16, {2, 32});
+  Tensor r = p.make(DType::F32, {2});
+  be->rms_norm_forward(y, r, x, 1e-6);
+  be->synchronize();
+  for (double v : be->to_host_f64(y)) ASSERT_TRUE(std::isfinite(v));
+}
+
+// ---- matmul ----------------------------------------------------------------------------------
+
+struct MM {
+  int64_t M, N, K;
+};
+
+TEST_F(CudaBackendTest, MatmulMatchesFp64ForEveryTransposeAndOutput) {
+  const MM shapes[] = {{31, 32, 33}, {33, 31, 32}, {200, 64, 256}, {1, 128, 64}, {257, 96, 33}};
+  for (const MM& s : shapes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (DType cdt : {DType::BF16, DType::F32})
+          for (bool acc : {false, true}) {
+            if (cdt == DType::F32 && !acc) continue;  // weight gradients accumulate
+            const Shape as = ta ? Shape{s.K, s.M} : Shape{s.M, s.K};
+            const Shape bs = tb ? Shape{s.N, s.K} : Shape{s.K, s.N};
+            auto [A, Ac] = both(randn(s.M * s.K, 1), DType::BF16, as);
+            auto [B, Bc] = both(randn(s.K * s.N, 2), DType::BF16, bs);
+            auto [C, Cc] = both(randn(s.M * s.N, 3), cdt, {s.M, s.N});
+            if (!acc) gpu().fill(C, NAN);
+            gpu().matmul(C, A, ta, B, tb, acc);
+            cpu_.matmul(Cc, Ac, ta, Bc, tb, acc);
+            EXPECT_LE(rel_err(host(C), host(Cc)), cdt == DType::BF16 ? tol::kBf16 : tol::kFloat * s.K)
+                << s.M << "x" << s.N << "x" << s.K << " ta " << ta << " tb " << tb << " "
+                << dtype_name(cdt) << (acc ? " +=" : " =");
+          }
+}
+
+#ifdef SPEEDRUN_HAVE_CUDA
+TEST_F(CudaBackendTest, MatmulChoosesItsAlgorithmOncePerProblem) {
+  auto [A, Ac] = both(randn(64 * 96, 1), DType::BF16, {64, 96});
+  auto [B, Bc] = both(randn(96 * 128, 2), DType::BF16, {96, 128});
+  Tensor C = g_->make(DType::BF16, {64, 128});
+  gpu().matmul(C, A, false, B, false, false);
+  const cuda::GemmCacheInfo first = cuda::gemm_cache_info(gpu());
+  gpu().from_host_f64(A, randn(64 * 96, 5));  // other data, same problem
+  gpu().matmul(C, A, false, B, false, false);
+  const cuda::GemmCacheInfo second = cuda::gemm_cache_info(gpu());
+  EXPECT_EQ(second.entries, first.entries);
+  EXPECT_EQ(second.misses, first.misses);
+  EXPECT_EQ(second.lookups, first.lookups + 1);
+  EXPECT_EQ(second.last_algo, first.last_algo);
+  // The same shape 16 bytes off a 256-byte boundary is another problem: its alignment
+  // differs, and the product is still right.
+  Tensor flat = g_->make(DType::BF16, {64 * 128 + 8});
+  Tensor C2 = flat.slice(8, 8 + 64 * 128).view({64, 128});
+  gpu().matmul(C2, A, false, B, false, false);
+  EXPECT_EQ(cuda::gemm_cache_info(gpu()).misses, first.misses + 1);
+  Tensor Cc = c_->make(DType::F64, {64, 128});
+  cpu_.matmul(Cc, Ac, false, Bc, false, false);
+  EXPECT_LE(rel_err(host(C2), host(Cc)), tol::kBf16);
+  EXPECT_THROW(cuda::gemm_cache_info(cpu_), Error);
+}
+#endif
+
+// ---- embedding -------------------------------------------------------------------------------
+
+TEST_F(CudaBackendTest, EmbeddingForwardCopiesRowsAndBackwardIsDeterministic) {
+  for (int64_t C : {31, 32, 64}) {
+    const int64_t V = 37, N = 1000;  // many repeats of each token
+    auto [wte, wtec] = both(randn(V * C, uint64_t(C)), DType::BF16, {V, C});
+    const std::vector<int32_t> tok = rand_tokens(N, int32_t(V), uint64_t(C));
+    Tensor tg = g_->make(DType::I32, {N}), tc = c_->make(DType::I32, {N});
+    gpu().upload(tg, tok.data());
+    cpu_.upload(tc, tok.data());
+    Tensor out = g_->poisoned(DType::BF16, {N, C}), outc = c_->make(DType::F64, {N, C});
+    gpu().embedding_forward(out, tg, wte);
+    cpu_.embedding_forward(outc, tc, wtec);
+    EXPECT_EQ(rel_err(host(out), host(outc)), 0.0) << C;
+
+    auto [dout, doutc] = both(randn(N * C, 9), DType::BF16, {N, C});
+    const Vec start = randn(V * C, 10);
+    auto [dw, dwc] = both(start, DType::F32, {V, C});
+    gpu().embedding_backward(dw, tg, dout);
+    cpu_.embedding_backward(dwc, tc, doutc);
+    EXPECT_LE(rel_err(host(dw), host(dwc)), tol::kFloat * 30) << C;  // up to ~60 fp32 adds a row
+    const auto first = raw(gpu(), dw);
+    gpu().from_host_f64(dw, start);
+    gpu().embedding_backward(dw, tg, dout);
+    EXPECT_EQ(raw(gpu(), dw), first) << "embedding backward is not deterministic, C " << C;
+  }
+}
+
+// ---- rms_norm --------------------------------------------------------------------------------
+
+TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
+  const double eps = 1.1920928955078125e-07;
+  for (int64_t rows : {1, 33, 1025})
+    for (int64_t dim : {31, 32, 33, 768}) {
+      auto [x, xc] = both(randn(rows * dim, uint64_t(rows + dim), 2.0), DType::BF16, {rows, dim});
+      Tensor y = g_->poisoned(DType::BF16, {rows, dim}), r = g_->poisoned(DType::F32, {rows});
+      Tensor yc = c_->make(DType::F64, {rows, dim}), rc = c_->make(DType::F64, {rows});
+      gpu().rms_norm_forward(y, r, x, eps);
+      cpu_.rms_norm_forward(yc, rc, xc, eps);
+      EXPECT_LE(rel_err(host(y), host(yc)), tol::kBf16) << rows << "x" << dim;
+      EXPECT_LE(rel_err(host(r), host(rc)), tol::kFloat * 10) << rows << "x" << dim;
+      // Backward, with the CPU fed the GPU's rstd (F32) so only the pass differs.
+      auto [dy, dyc] = both(randn(rows * dim, 77), DType::BF16, {rows, dim});
+      Tensor rc2 = c_->from(host(r), DType::F64, {rows});
+      for (bool acc : {false, true}) {
+        auto [dx, dxc] = both(randn(rows * dim, 78), DType::BF16, {rows, dim});
+        if (!acc) gpu().fill(dx, NAN);
+        gpu().rms_norm_backward(dx, dy, x, r, acc);
+        cpu_.rms_norm_backward(dxc, dyc, xc, rc2, acc);
+        EXPECT_LE(rel_err(host(dx), host(dxc)), tol::kBf16) << rows << "x" << dim << " acc " << acc;
+      }
+      // y may alias x.
+      Tensor xa = g_->from(host(x), DType::BF16, {rows, dim});
+      gpu().rms_norm_forward(xa, r, xa, eps);
+      EXPECT_EQ(host(xa), host(y));
+    }
+}
+
+// ---- QK norm + rotary ------------------------------------------------------------------------
+
+TEST_F(CudaBackendTest, RotaryTablesMatchTheCpu) {
+  for (int64_t D : {64, 128}) {
+    const int64_t T = 300, half = D / 2;
+    // Against the CPU's fp32 tables, computed the same way (fp32 frequencies and angles):
+    // only the device's double cos/sin may round a last bit differently.
+    Tensor c = g_->poisoned(DType::F32, {T, half}), s = g_->poisoned(DType::F32, {T, half});
+    Tensor cc = c_->make(DType::F32, {T, half}), sc = c_->make(DType::F32, {T, half});
+    gpu().rotary_tables(c, s, 10000.0);
+    cpu_.rotary_tables(cc, sc, 10000.0);
+    EXPECT_LE(rel_err(host(c), host(cc)), tol::kFloat);
+    EXPECT_LE(rel_err(host(s), host(sc)), tol::kFloat);
+    // Rows from `start` are the same bits as those rows of the full table.
+    Tensor c1 = g_->poisoned(DType::F32, {7, half}), s1 = g_->poisoned(DType::F32, {7, half});
+    gpu().rotary_tables_at(c1, s1, 10000.0, 123);
+    const Vec full = host(c), part = host(c1);
+    for (int64_t k = 0; k < 7 * half; ++k) ASSERT_EQ(part[size_t(k)], full[size_t(123 * half + k)]);
+  }
+}
+
+TEST_F(CudaBackendTest, HeadNormRotaryForwardAndBackward) {
+  const double eps = 1.1920928955078125e-07;
+  for (int64_t D : {64, 128}) {
+    const int64_t T = 200, B = 2, N = B * T, H = 3, C = H * D, half = D / 2;  // T % 128 != 0
+    Tensor cs = g_->make(DType::F32, {T, half}), sn = g_->make(DType::F32, {T, half});
+    gpu().rotary_tables(cs, sn, 10000.0);
+    Tensor csc = c_->from(host(cs), DType::F64, {T, half}), snc = c_->from(host(sn), DType::F64, {T, half});
+    auto [x, xc] = both(randn(N * C, uint64_t(D), 3.0), DType::BF16, {N, C});
+    Tensor y = g_->poisoned(DType::BF16, {N, C}), r = g_->poisoned(DType::F32, {N * H});
+    Tensor yc = c_->make(DType::F64, {N, C}), rc = c_->make(DType::F64, {N * H});
+    gpu().head_norm_rotary_forward(y, r, x, cs, sn, T, H, eps);
+    cpu_.head_norm_rotary_forward(yc, rc, xc, csc, snc, T, H, eps);
+    EXPECT_LE(rel_err(host(y), host(yc)), tol::kBf16) << D;
+    EXPECT_LE(rel_err(host(r), host(rc)), tol::kFloat * 10) << D;
+    auto [dy, dyc] = both(randn(N * C, 5), DType::BF16, {N, C});
+    Tensor rc2 = c_->from(host(r), DType::F64, {N * H});
+    Tensor dx = g_->poisoned(DType::BF16, {N, C}), dxc = c_->make(DType::F64, {N, C});
+    gpu().head_norm_rotary_backward(dx, dy, x, r, cs, sn, T, H);
+    cpu_.head_norm_rotary_backward(dxc, dyc, xc, rc2, csc, snc, T, H);
+    EXPECT_LE(rel_err(host(dx), host(dxc)), tol::kBf16) << D;
+    // dx may alias dy.
+    gpu().head_norm_rotary_backward(dy, dy, x, r, cs, sn, T, H);
+    EXPECT_EQ(host(dy), host(dx));
+  }
+}
+
+// ---- elementwise -----------------------------------------------------------------------------
+
+TEST_F(CudaBackendTest, ReluSquaredForwardAndBackward) {
+  for (int64_t n : {31, 32, 33, 8000, 8001}) {
+    auto [x, xc] = both(randn(n, uint64_t(n)), DType::BF16, {n});
+    auto [dy, dyc] = both(randn(n, uint64_t(n) + 1), DType::BF16, {n});
+    Tensor y = g_->poisoned(DType::BF16, {n}), dx = g_->poisoned(DType::BF16, {n});
+    Tensor yc = c_->make(DType::F64, {n}), dxc = c_->make(DType::F64, {n});
+    gpu().relu_squared_forward(y, x);
+    gpu().relu_squared_backward(dx, dy, x);
+    cpu_.relu_squared_forward(yc, xc);
+    cpu_.relu_squared_backward(dxc, dyc, xc);
+    EXPECT_LE(rel_err(host(y), host(yc)), tol::kBf16) << n;
+    EXPECT_LE(rel_err(host(dx), host(dxc)), tol::kBf16) << n;
+  }
+}
+
+TEST_F(CudaBackendTest, ScaledSumForwardBackwardAndCoefficientGradients) {
+  for (int64_t n : {31, 32, 33, 40000, 40001}) {
+    auto [x, xc] = both(randn(n, 1), DType::BF16, {n});
+    auto [y, yc] = both(randn(n, 2), DType::BF16, {n});
+    auto [dout, doutc] = both(randn(n, 3), DType::BF16, {n});
+    auto [lv, lvc] = both(Vec{0.3}, DType::F32, {1});
+    auto [lg, lgc] = both(Vec{0.125}, DType::F32, {1});
+    auto [sv, svc] = both(Vec{1.7}, DType::F32, {1});
+    auto [sg, sgc] = both(Vec{-2.0}, DType::F32, {1});
+    const Coef a = Coef::one_minus(lv.element(0), lg.element(0)), b = Coef::param(sv.element(0), sg.element(0));
+    const Coef ac = Coef::one_minus(lvc.element(0), lgc.element(0)), bc = Coef::param(svc.element(0), sgc.element(0));
+    Tensor out = g_->poisoned(DType::BF16, {n}), outc = c_->make(DType::F64, {n});
+    gpu().scaled_sum_forward(out, x, a, y, b);
+    cpu_.scaled_sum_forward(outc, xc, ac, yc, bc);
+    EXPECT_LE(rel_err(host(out), host(outc)), tol::kBf16) << n;
+    // dx assigned, dy accumulated, both coefficient gradients.
+    auto [dy, dyc] = both(randn(n, 4), DType::BF16, {n});
+    Tensor dx = g_->poisoned(DType::BF16, {n}), dxc = c_->make(DType::F64, {n});
+    gpu().scaled_sum_backward(dx, false, dy, true, dout, x, a, y, b);
+    cpu_.scaled_sum_backward(dxc, false, dyc, true, doutc, xc, ac, yc, bc);
+    EXPECT_LE(rel_err(host(dx), host(dxc)), tol::kBf16) << n;
+    EXPECT_LE(rel_err(host(dy), host(dyc)), tol::kBf16) << n;
+    EXPECT_LE(rel_err(host(lg), host(lgc)), tol::kFloat * 10) << n;
+    EXPECT_LE(rel_err(host(sg), host(sgc)), tol::kFloat * 10) << n;
+    // Deterministic: the same gradient bits from the same start.
+    const auto g1 = raw(gpu(), lg);
+    gpu().from_host_f64(lg, {0.125});
+    gpu().scaled_sum_backward(dx, false, dy, true, dout, x, a, y, b);
+    EXPECT_EQ(raw(gpu(), lg), g1) << n;
+    // Aliases backend.h allows: dx == dout (assign); dx == dy (both accumulate).
+    Tensor d2 = g_->from(host(dout), DType::BF16, {n});
+    gpu().scaled_sum_backward(d2, false, Tensor{}, false, d2, Tensor{}, a, Tensor{}, b);
+    Tensor d2c = c_->from(host(doutc), DType::F64, {n});
+    cpu_.scaled_sum_backward(d2c, false, Tensor{}, false, d2c, Tensor{}, ac, Tensor{}, bc);
+    EXPECT_LE(rel_err(host(d2), host(d2c)), tol::kBf16) << n;
+    // The value residual: (1 - lamb) and lamb share one gradient scalar.
+    const Coef va = Coef::one_minus(lv.element(0), lg.element(0)), vb = Coef::param(lv.element(0), lg.element(0));
+    const Coef vac = Coef::one_minus(lvc.element(0), lgc.element(0)), vbc = Coef::param(lvc.element(0), lgc.element(0));
+    gpu().from_host_f64(lg, {0.125});
+    cpu_.from_host_f64(lgc, {0.125});
+    gpu().scaled_sum_backward(dx, false, dy, true, dout, x, va, y, vb);
+    cpu_.scaled_sum_backward(dxc, false, dyc, true, doutc, xc, vac, yc, vbc);
+    EXPECT_LE(rel_err(host(lg), host(lgc)), tol::kFloat * 10) << n;
+    auto [acc, accc] = both(randn(n, 6), DType::BF16, {n});
+    gpu().scaled_sum_backward(acc, true, acc, true, dout, x, a, x, b);
+    cpu_.scaled_sum_backward(accc, true, accc, true, doutc, xc, ac, xc, bc);
+    EXPECT_LE(rel_err(host(acc), host(accc)), tol::kBf16) << n;
+  }
+}
+
+// ---- head: softcap + cross entropy ----------------------------------------------------------
+
+TEST_F(CudaBackendTest, SoftcapCrossEntropyLossesAndGradients) {
+  for (int64_t V : {31, 32, 33, 50304}) {
+    const int64_t R = 5;
+    auto [l, lc] = both(randn(R * V, uint64_t(V), 15.0), DType::BF16, {R, V});
+    const std::vector<int32_t> tgt = rand_tokens(R, int32_t(V), uint64_t(V) + 1);
+    Tensor tg = g_->make(DType::I32, {R}), tc = c_->make(DType::I32, {R});
+    gpu().upload(tg, tgt.data());
+    cpu_.upload(tc, tgt.data());
+    Tensor loss = g_->poisoned(DType::F32, {R}), lossc = c_->make(DType::F64, {R});
+    gpu().softcap_cross_entropy(l, loss, tg, 30.0, 0.5, true);
+    cpu_.softcap_cross_entropy(lc, lossc, tc, 30.0, 0.5, true);
+    EXPECT_LE(rel_err(host(loss), host(lossc)), tol::kFloat * 10) << V;
+    EXPECT_LE(rel_err(host(l), host(lc)), tol::kBf16) << V;
+  }
+}
+
+// ---- optimizers ------------------------------------------------------------------------------
+
+TEST_F(CudaBackendTest, AdamMomentumAxpyMatchFp64) {
+  for (int64_t n : {31, 32, 33, 100001}) {
+    auto [p, pc] = both(randn(n, 1), DType::F32, {n});
+    auto [m, mc] = both(randn(n, 2, 0.01), DType::F32, {n});
+    auto [v, vc] = both(randn(n, 3, 0.001, 0.002), DType::F32, {n});
+    gpu().fill(v, 1e-4);
+    cpu_.fill(vc, double(float(1e-4)));
+    for (int64_t step = 1; step <= 3; ++step) {
+      auto [g, gc] = both(randn(n, uint64_t(step) + 10, 0.01), DType::F32, {n});
+      AdamArgs a;
+      a.lr = 0.04;
+      a.step = step;
+      gpu().adam_step(p, g, m, v, a);
+      cpu_.adam_step(pc, gc, mc, vc, a);
+    }
+    EXPECT_LE(rel_err(host(p), host(pc)), tol::kFloat) << n;
+    EXPECT_LE(rel_err(host(m), host(mc)), tol::kFloat) << n;
+    EXPECT_LE(rel_err(host(v), host(vc)), tol::kFloat) << n;
+
+    auto [g, gc] = both(randn(n, 20), DType::F32, {n});
+    auto [buf, bufc] = both(randn(n, 21), DType::F32, {n});
+    gpu().muon_momentum(g, buf, g, 0.9);  // out aliases g, as the optimizer calls it
+    cpu_.muon_momentum(gc, bufc, gc, 0.9);
+    EXPECT_LE(rel_err(host(g), host(gc)), tol::kFloat) << n;
+    EXPECT_LE(rel_err(host(buf), host(bufc)), tol::kFloat) << n;
+    gpu().axpy(p, g, -0.05);
+    cpu_.axpy(pc, gc, -0.05);
+    EXPECT_LE(rel_err(host(p), host(pc)), tol::kFloat) << n;
+    // The model's use: activation gradients in bf16.
+    auto [h, hc] = both(randn(n, 30), DType::BF16, {n});
+    auto [d, dc] = both(randn(n, 31), DType::BF16, {n});
+    gpu().axpy(h, d, 1.0);
+    cpu_.axpy(hc, dc, 1.0);
+    EXPECT_LE(rel_err(host(h), host(hc)), tol::kBf16) << n;
+  }
+}
+
+TEST_F(CudaBackendTest, NewtonSchulzInBf16MatchesTheCpusBf16Emulation) {
+  const Shape shapes[] = {{31, 33}, {33, 31}, {64, 64}, {4, 64, 64}, {3, 96, 32}, {2, 32, 96}};
+  for (const Shape& s : shapes) {
+    int64_t n = 1;
+    for (int64_t d : s) n *= d;
+    auto [G, Gc] = both(randn(n, uint64_t(n)), DType::F32, s);
+    Tensor X = g_->poisoned(DType::F32, s), Xc = c_->make(DType::F64, s);
+    gpu().newton_schulz(X, G, 5, true);
+    cpu_.newton_schulz(Xc, Gc, 5, true);
+    // Both store every intermediate in bf16; their fp32/fp64 accumulations round a few
+    // elements the other way, and five iterations carry that along.
+    EXPECT_LE(rel_err(host(X), host(Xc)), tol::kBf16Iterated) << G.shape_str();
+    // Deterministic.
+    const auto first = raw(gpu(), X);
+    gpu().newton_schulz(X, G, 5, true);
+    EXPECT_EQ(raw(gpu(), X), first);
+  }
+}
+
+// ---- decoding ----------------------------------------------------------------------------------
+
+TEST_F(CudaBackendTest, AttentionDecodeOverCacheRowsInOrder) {
+  for (int64_t D : {64, 128}) {
+    const int64_t H = 2, C = H * D, S = 300;
+    auto [q, qc] = both(randn(C, 1), DType::BF16, {1, C});
+    auto [k, kc] = both(randn(S * C, 2), DType::BF16, {S, C});
+    auto [v, vc] = both(randn(S * C, 3), DType::BF16, {S, C});
+    for (int64_t n : {1, 31, 257}) {
+      std::vector<int32_t> rows;
+      for (int64_t j = 0; j < n; ++j) rows.push_back(int32_t((j * 7 + 11) % S));  // a ring's order
+      Tensor out = g_->poisoned(DType::BF16, {1, C}), outc = c_->make(DType::F64, {1, C});
+      const double scale = 1.0 / std::sqrt(double(D));
+      gpu().attention_decode(out, q, k, v, rows, H, scale);
+      cpu_.attention_decode(outc, qc, kc, vc, rows, H, scale);
+      EXPECT_LE(rel_err(host(out), host(outc)), tol::kBf16) << "D " << D << " rows " << n;
+    }
+  }
+}
+
+// ---- the whole model -------------------------------------------------------------------------
+
+GPTConfig small_config() {
+  GPTConfig c;
+  c.layers = 2;
+  c.heads = 2;
+  c.head_dim = 64;  // the attention kernels take 64 or 128
+  c.vocab = 256;
+  c.eot = 0;
+  return c;
+}
+
+// Several documents per sequence, EOT at awkward places.
+std::vector<int32_t> documents(int64_t n, int32_t vocab, uint64_t seed) {
+  Rng rng(seed);
+  std::vector<int32_t> x(static_cast<size_t>(n));
+  for (auto& t : x) t = 1 + int32_t(rng.below(uint64_t(vocab - 1)));
+  for (int64_t p : {int64_t(0), int64_t(37), int64_t(38), int64_t(130), int64_t(200), n - 5})
+    if (p < n) x[size_t(p)] = 0;
+  return x;
+}
+
+// Random weights everywhere (zero-initialised projections too) so every gradient path
+// carries signal; values bf16-representable so both sides start from the same model.
+void randomize(Parameters& p, uint64_t seed) {
+  Rng rng(seed);
+  for (int i = 0; i < p.count(); ++i) {
+    std::vector<double> h(size_t(p.value(i).numel()));
+    const bool scalar = p.group(i) == ParamGroup::Scalar;
+    for (auto& v : h) v = round_bf16((scalar ? 0.6 : 0.0) + (scalar ? 0.3 : 0.1) * rng.normal());
+    p.from_host_f64(i, h);
+  }
+}
+
+TEST_F(CudaBackendTest, ModelLossAndEveryGradientMatchFp64) {
+  const GPTConfig cfg = small_config();
+  const int64_t B = 1, T = 256, window = 160;
+  Parameters pg(gpu(), cfg, gpu().default_precision());
+  Parameters pc(cpu_, cfg, DType::F64);
+  randomize(pc, 3);
+  for (int i = 0; i < pc.count(); ++i) pg.from_host_f64(i, pc.to_host_f64(i));
+  const std::vector<int32_t> x = documents(B * T, int32_t(cfg.vocab), 1),
+                             y = documents(B * T, int32_t(cfg.vocab), 2);
+  GPT mg(gpu(), pg, B, T), mc(cpu_, pc, B, T);
+  pg.zero_grad();
+  pc.zero_grad();
+  const double lg = mg.forward_backward(x.data(), y.data(), window);
+  const double lc = mc.forward_backward(x.data(), y.data(), window);
+  EXPECT_NEAR(lg, lc, 1e-2 * lc);
+  for (int i = 0; i < pc.count(); ++i)
+    EXPECT_LE(rel_to_max(gpu().to_host_f64(pg.grad(i)), cpu_.to_host_f64(pc.grad(i))),
+              tol::kBf16Iterated)
+        << pc.name(i);
+}
+
+TEST_F(CudaBackendTest, DecoderLogitsMatchFp64) {
+  const GPTConfig cfg = small_config();
+  Parameters pg(gpu(), cfg, gpu().default_precision());
+  Parameters pc(cpu_, cfg, DType::F64);
+  randomize(pc, 4);
+  for (int i = 0; i < pc.count(); ++i) pg.from_host_f64(i, pc.to_host_f64(i));
+  Decoder dg(gpu(), pg, 8, 20), dc(cpu_, pc, 8, 20);
+  const std::vector<int32_t> toks = {0, 5, 17, 99, 3, 0, 250, 7, 7, 7, 1, 2};  // EOT opens documents
+  for (int32_t t : toks) {
+    dg.step(t);
+    dc.step(t);
+    EXPECT_LE(rel_err(dg.logits(), dc.logits()), tol::kBf16Iterated) << "position " << dc.position();
+  }
+}
+
+// speedrun sample --device cuda: the command's greedy tokens are the library's on the GPU.
+TEST_F(CudaBackendTest, SampleCommandRunsOnTheGpu) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_sample";
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const GPTConfig cfg = small_config();
+  Parameters pc(cpu_, cfg, DType::F32);
+  randomize(pc, 5);
+  const std::string weights = (dir / "w.safetensors").string();
+  pc.save(weights, {{"window", "16"}});
+  const auto r = run_cli("sample --device cuda --checkpoint " + weights +
+                         " --ids --prompt '5 17 99' --max-tokens 12 --temperature 0");
+  ASSERT_EQ(r.code, 0) << r.out;
+  Parameters pg(gpu(), cfg, gpu().default_precision());
+  pg.load(weights);
+  SampleOptions o;
+  o.temperature = 0;
+  o.window = 16;
+  o.max_tokens = 12;
+  const auto gen = sample_tokens(gpu(), pg, {cfg.eot, 5, 17, 99}, o);
+  ASSERT_FALSE(gen.empty());
+  std::string ids;
+  for (int32_t t : gen) ids += " " + std::to_string(t);
+  EXPECT_NE(r.out.find(ids), std::string::npos) << "expected" << ids << "\noutput:\n" << r.out;
+  fs::remove_all(dir);
+}
+
+TEST_F(CudaBackendTest, TrainingTracksTheCpuLossCurve) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_train";
+  fs::remove_all(dir);
+  TrainConfig c = preset_config("tiny");
+  c.model = small_config();
+  c.model.vocab = 128;
+  c.seq_len = 256;
+  c.batch = 4;
+  c.schedule.steps = 100;
+  c.schedule.cooldown = 30;
+  c.schedule.window_start = 64;
+  c.schedule.window_end = 256;
+  c.schedule.momentum_warmup = 20;
+  c.val_every = 0;
+  c.val_tokens = 4 * 256;
+  auto files = write_synthetic_shards((dir / "data").string(), 400000, 40000, 128, 0, 99);
+  std::vector<std::string> tr, va;
+  for (auto& f : files) (f.find("_val_") != std::string::npos ? va : tr).push_back(f);
+  auto run = [&](Backend& be, const std::string& name) {
+    TrainConfig cc = c;
+    cc.out_dir = (dir / name).string();
+    Trainer t(be, cc, tr, va);
+    t.log = [](const std::string&) {};
+    return t.run();
+  };
+  const TrainResult rg = run(gpu(), "cuda"), rc = run(cpu_, "cpu");
+  ASSERT_EQ(rg.train_losses.size(), 100u);
+  ASSERT_EQ(rc.train_losses.size(), 100u);
+  // bf16 activations against fp32: the curves wander apart by bf16 noise, never by a trend.
+  for (size_t s = 0; s < 100; ++s)
+    EXPECT_LT(std::fabs(rg.train_losses[s] - rc.train_losses[s]), 0.05) << "step " << s;
+  EXPECT_NEAR(rg.train_losses.back(), rc.train_losses.back(), 0.02 * rc.train_losses.back());
+  EXPECT_NEAR(rg.final_val_loss, rc.final_val_loss, 0.02 * rc.final_val_loss);
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace speedrun

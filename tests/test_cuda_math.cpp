@@ -1,0 +1,605 @@
+// The CUDA backend's arithmetic and planning, checked on the CPU without a GPU or the CUDA
+// runtime: the __host__ __device__ functions of src/backend/cuda/math/ (compiled here by
+// g++) against the CPU backend's kernels (src/backend/cpu/) or fp64 loops, and the
+// host-side plans (GPU choice, launch shapes for the record's config, GEMM layouts,
+// scratch layouts, messages). What only a GPU can show is in test_cuda_backend.cpp.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "backend/cpu/adam.h"
+#include "backend/cpu/cross_entropy.h"
+#include "backend/cpu/head_norm_rotary.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/muon.h"
+#include "backend/cpu/relu_squared.h"
+#include "backend/cpu/rms_norm.h"
+#include "backend/cuda/math/adam.h"
+#include "backend/cuda/math/bf16.h"
+#include "backend/cuda/math/cross_entropy.h"
+#include "backend/cuda/math/elementwise.h"
+#include "backend/cuda/math/muon.h"
+#include "backend/cuda/math/reduce.h"
+#include "backend/cuda/math/rms_norm.h"
+#include "backend/cuda/math/rotary.h"
+#include "core/arena.h"
+#include "core/bf16.h"
+#include "core/error.h"
+#include "tolerances.h"
+
+#ifdef SPEEDRUN_HAVE_CUDA
+#include "backend/cuda/gemm_plan.h"
+#include "backend/cuda/plan.h"
+#endif
+
+namespace speedrun {
+namespace {
+
+namespace m = cuda::math;
+using Vec = std::vector<double>;
+using FVec = std::vector<float>;
+
+FVec randf(int64_t n, uint64_t seed, double scale = 1.0, double mean = 0.0) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> d(mean, scale);
+  FVec v(static_cast<size_t>(n));
+  for (auto& x : v) x = float(d(rng));
+  return v;
+}
+
+Vec to_d(const FVec& v) { return Vec(v.begin(), v.end()); }
+
+// ||got - ref||_inf / max(1, ||ref||_inf) (tests/tolerances.h); NaN never passes.
+double rel_err(const Vec& got, const Vec& ref) {
+  EXPECT_EQ(got.size(), ref.size());
+  double num = 0, den = 1;
+  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
+    const double e = std::fabs(got[i] - ref[i]);
+    num = std::isnan(e) ? INFINITY : std::max(num, e);
+    den = std::max(den, std::fabs(ref[i]));
+  }
+  return num / den;
+}
+double rel_err(const FVec& got, const Vec& ref) { return rel_err(to_d(got), ref); }
+
+const int64_t kDims[] = {31, 32, 33, 768};
+
+// ---- bf16 ------------------------------------------------------------------------------------
+
+TEST(CudaMath, Bf16RoundingMatchesTheCpuBitForBit) {
+  std::vector<float> xs = {0.0f, -0.0f, 1.0f, -1.0f, 3.14159f, 1e-40f, -1e-40f, 65504.0f,
+                           std::numeric_limits<float>::max(), std::numeric_limits<float>::infinity(),
+                           -std::numeric_limits<float>::infinity(),
+                           std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN(),
+                           std::numeric_limits<float>::denorm_min()};
+  // Exact ties between two bf16 values: both directions of round-to-even.
+  for (uint32_t hi : {0x3f80u, 0x3f81u, 0xbf80u, 0xbf81u, 0x0001u})
+    xs.push_back(m::bits_float((hi << 16) | 0x8000u));
+  std::mt19937 rng(1);
+  for (int i = 0; i < 200000; ++i) xs.push_back(m::bits_float(rng()));
+  for (float x : xs) {
+    ASSERT_EQ(m::f32_to_bf16(x), bf16_bits(x)) << x;
+    const uint16_t b = m::f32_to_bf16(x);
+    if (!std::isnan(x)) ASSERT_EQ(m::float_bits(m::bf16_to_f32(b)), m::float_bits(round_bf16(x)));
+    else ASSERT_TRUE(std::isnan(m::bf16_to_f32(b)));
+  }
+  // F64 goes through F32 like the CPU's convert (double rounding included).
+  for (double d : {1.0 + 1e-12, 1.00390625 + 1e-17, -2.5e-300, 1e300}) {
+    EXPECT_EQ(m::f64_to_bf16(d), bf16_bits(float(d))) << d;
+  }
+  const uint32_t w = m::pack_bf16x2(1.5f, -2.25f);
+  EXPECT_EQ(m::unpack_lo(w), 1.5f);
+  EXPECT_EQ(m::unpack_hi(w), -2.25f);
+}
+
+// ---- the deterministic reduction order --------------------------------------------------------
+
+TEST(CudaMath, ReductionPlanDependsOnTheSizeAloneAndIsCapped) {
+  EXPECT_EQ(m::reduce_blocks(0), 1);
+  EXPECT_EQ(m::reduce_blocks(1), 1);
+  EXPECT_EQ(m::reduce_blocks(m::kReduceThreads * m::kItemsPerThread), 1);
+  EXPECT_EQ(m::reduce_blocks(m::kReduceThreads * m::kItemsPerThread + 1), 2);
+  EXPECT_EQ(m::reduce_blocks(int64_t(65536) * 768), m::kMaxPartials);  // the record's [T, C]
+  for (int64_t n = 1; n < 5000000; n = n * 3 + 1) {
+    EXPECT_GE(m::reduce_blocks(n), 1);
+    EXPECT_LE(m::reduce_blocks(n), m::kMaxPartials);
+    EXPECT_LE(m::reduce_blocks(n), m::reduce_blocks(n + 1));
+  }
+}
+
+TEST(CudaMath, TwoStageSumVisitsEveryItemOnceAndIsAccurate) {
+  for (int64_t n : {1, 31, 32, 33, 4095, 4097, 300001}) {
+    std::vector<int> seen(static_cast<size_t>(n), 0);
+    m::two_stage_sum(n, [&](double acc, int64_t i) {
+      ++seen[size_t(i)];
+      return acc;
+    });
+    EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; })) << n;
+    const FVec x = randf(n, uint64_t(n), 1.0, 0.3);
+    long double exact = 0;
+    for (float v : x) exact += v;
+    const double got = m::two_stage_sum(n, [&](double acc, int64_t i) { return acc + x[size_t(i)]; });
+    EXPECT_NEAR(got, double(exact), 1e-12 * std::max(1.0, std::fabs(double(exact)))) << n;
+  }
+}
+
+TEST(CudaMath, WarpTreeIsTheShuffleDownOrder) {
+  // Lane 0 after v += shfl_down(v, o), o = 16..1: ((v0+v16)+(v8+v24)) + ... A value that
+  // cancels only in that order shows the order is the one replayed.
+  double u[32] = {};
+  u[0] = 1e16;
+  u[1] = 1.0;
+  u[16] = -1e16;
+  u[17] = 1.0;
+  // Tree: (u0+u16) = 0, (u1+u17) = 2 -> 2; left to right: ((1e16 + 1) - 1e16) + 1 = 1.
+  EXPECT_EQ(m::warp_tree(u), 2.0);
+  double t[m::kReduceThreads];
+  for (int i = 0; i < m::kReduceThreads; ++i) t[i] = i;
+  EXPECT_EQ(m::block_tree(t), double(m::kReduceThreads) * (m::kReduceThreads - 1) / 2);
+}
+
+// ---- rms_norm --------------------------------------------------------------------------------
+
+TEST(CudaMath, RmsNormRowMatchesTheCpuBackend) {
+  const double eps = 1.1920928955078125e-07;
+  for (int64_t dim : kDims) {
+    const FVec x = randf(dim, uint64_t(dim), 2.0), dy = randf(dim, uint64_t(dim) + 7);
+    FVec y(static_cast<size_t>(dim)), dx(static_cast<size_t>(dim));
+    float rstd = 0;
+    m::rms_norm_row_forward(y.data(), &rstd, x.data(), dim, float(eps));
+    m::rms_norm_row_backward(dx.data(), dy.data(), x.data(), rstd, dim);
+    Vec xd = to_d(x), dyd = to_d(dy), yr(static_cast<size_t>(dim)), dxr(static_cast<size_t>(dim)), rr(1);
+    cpu::rms_norm_forward<double>(yr.data(), rr.data(), xd.data(), 1, dim, eps);
+    cpu::rms_norm_backward<double>(dxr.data(), dyd.data(), xd.data(), rr.data(), 1, dim, false);
+    EXPECT_LE(rel_err(y, yr), tol::kFloat) << dim;
+    EXPECT_LE(rel_err(dx, dxr), tol::kFloat) << dim;
+    EXPECT_LE(std::fabs(rstd - rr[0]) / rr[0], tol::kFloat) << dim;
+  }
+}
+
+// ---- rotary ----------------------------------------------------------------------------------
+
+TEST(CudaMath, RotaryTablesMatchTheCpuBitForBit) {
+  for (int64_t D : {64, 128}) {
+    const int64_t T = 257, half = D / 2, start = 1000;
+    FVec c(static_cast<size_t>(T * half)), s(static_cast<size_t>(T * half));
+    cpu::rotary_tables<float>(c.data(), s.data(), T, D, 10000.0, start);
+    for (int64_t j = 0; j < half; ++j) {
+      const float inv = m::rotary_inv_freq(j, D, 10000.0);
+      for (int64_t t = 0; t < T; ++t) {
+        const m::CosSin cs = m::rotary_entry(start + t, inv);
+        ASSERT_EQ(cs.c, c[size_t(t * half + j)]) << "D " << D << " t " << t << " j " << j;
+        ASSERT_EQ(cs.s, s[size_t(t * half + j)]) << "D " << D << " t " << t << " j " << j;
+      }
+    }
+  }
+}
+
+// The kernel's per-(row, head) work written with the shared functions, in order.
+void head_forward(float* y, float* rstd, const float* x, const float* c, const float* s,
+                  int64_t D, float eps) {
+  const int64_t half = D / 2;
+  float ss = 0;
+  for (int64_t i = 0; i < D; ++i) ss += x[i] * x[i];
+  *rstd = m::rms_rstd(ss, D, eps);
+  for (int64_t j = 0; j < half; ++j)
+    m::rotate(x[j] * *rstd, x[j + half] * *rstd, {c[j], s[j]}, y[j], y[j + half]);
+}
+
+void head_backward(float* dx, const float* dy, const float* x, float rstd, const float* c,
+                   const float* s, int64_t D) {
+  const int64_t half = D / 2;
+  FVec g(static_cast<size_t>(D));
+  float dot = 0;
+  for (int64_t j = 0; j < half; ++j) {
+    m::rotate_back(dy[j], dy[j + half], {c[j], s[j]}, g[size_t(j)], g[size_t(j + half)]);
+    dot += g[size_t(j)] * x[j] + g[size_t(j + half)] * x[j + half];
+  }
+  const float k = m::rms_backward_coef(rstd, dot, D);
+  for (int64_t i = 0; i < D; ++i) dx[i] = m::rms_backward_elem(rstd, k, g[size_t(i)], x[i]);
+}
+
+TEST(CudaMath, HeadNormRotaryMatchesTheCpuBackend) {
+  const double eps = 1.1920928955078125e-07;
+  for (int64_t D : {2, 64, 66, 128}) {
+    const int64_t T = 5, H = 3, N = 7, half = D / 2;
+    Vec cd(static_cast<size_t>(T * half)), sd(static_cast<size_t>(T * half));
+    cpu::rotary_tables<double>(cd.data(), sd.data(), T, D, 10000.0);
+    const FVec cf(cd.begin(), cd.end()), sf(sd.begin(), sd.end());
+    const FVec x = randf(N * H * D, uint64_t(D), 3.0), dy = randf(N * H * D, uint64_t(D) + 1);
+    FVec y(x.size()), dx(x.size()), rstd(static_cast<size_t>(N * H));
+    for (int64_t r = 0; r < N * H; ++r) {
+      const int64_t t = (r / H) % T;
+      head_forward(&y[size_t(r * D)], &rstd[size_t(r)], &x[size_t(r * D)], &cf[size_t(t * half)],
+                   &sf[size_t(t * half)], D, float(eps));
+      head_backward(&dx[size_t(r * D)], &dy[size_t(r * D)], &x[size_t(r * D)], rstd[size_t(r)],
+                    &cf[size_t(t * half)], &sf[size_t(t * half)], D);
+    }
+    Vec xd = to_d(x), dyd = to_d(dy), yr(x.size()), dxr(x.size()), rr(static_cast<size_t>(N * H));
+    cpu::head_norm_rotary_forward<double>(yr.data(), rr.data(), xd.data(), cd.data(), sd.data(), N,
+                                          T, H, D, eps);
+    cpu::head_norm_rotary_backward<double>(dxr.data(), dyd.data(), xd.data(), rr.data(), cd.data(),
+                                           sd.data(), N, T, H, D);
+    EXPECT_LE(rel_err(y, yr), tol::kFloat) << D;
+    EXPECT_LE(rel_err(dx, dxr), tol::kFloat) << D;
+    EXPECT_LE(rel_err(rstd, rr), tol::kFloat) << D;
+  }
+}
+
+// ---- softcap + cross entropy -----------------------------------------------------------------
+
+TEST(CudaMath, SoftcapCrossEntropyRowMatchesTheCpuBackend) {
+  for (int64_t V : {31, 32, 33, 1000, 50304}) {
+    FVec l = randf(V, uint64_t(V), 20.0);  // reaches the softcap's bend
+    const int32_t target = int32_t(V / 3);
+    float loss = 0;
+    FVec g = l;
+    m::softcap_ce_row(g.data(), &loss, target, V, 30.0f, 0.25f, true);
+    Vec ld = to_d(l), lr(1);
+    const int32_t tg[1] = {target};
+    cpu::softcap_cross_entropy<double>(ld.data(), lr.data(), tg, 1, V, 30.0, 0.25, true);
+    EXPECT_LE(std::fabs(loss - lr[0]) / std::max(1.0, lr[0]), tol::kFloat) << V;
+    EXPECT_LE(rel_err(g, ld), tol::kFloat) << V;
+  }
+}
+
+TEST(CudaMath, SoftmaxStatesMergeInAnyGrouping) {
+  const FVec z = randf(1000, 5, 10.0);
+  m::SoftmaxState seq = m::softmax_start(30.0f), a = m::softmax_start(30.0f),
+                  b = m::softmax_start(30.0f);
+  for (size_t i = 0; i < z.size(); ++i) {
+    m::softmax_add(seq, z[i]);
+    m::softmax_add(i % 3 ? a : b, z[i]);
+  }
+  const m::SoftmaxState ab = m::softmax_merge(a, b), ba = m::softmax_merge(b, a);
+  EXPECT_EQ(ab.m, seq.m);
+  EXPECT_NEAR(ab.s, seq.s, 1e-5 * seq.s);
+  EXPECT_EQ(ab.m, ba.m);
+  EXPECT_NEAR(ab.s, ba.s, 1e-6 * ab.s);
+  // Two empty states (max = -cap) merge without NaN.
+  const m::SoftmaxState e = m::softmax_merge(m::softmax_start(30.0f), m::softmax_start(30.0f));
+  EXPECT_EQ(e.s, 0.0f);
+  // A NaN logit makes the loss NaN.
+  FVec l = {1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f};
+  float loss = 0;
+  m::softcap_ce_row(l.data(), &loss, 0, 3, 30.0f, 1.0f, false);
+  EXPECT_TRUE(std::isnan(loss));
+}
+
+// ---- optimizers ------------------------------------------------------------------------------
+
+TEST(CudaMath, AdamUpdateMatchesTheCpuBackendOverSteps) {
+  const int64_t n = 1001;
+  const FVec g0 = randf(n, 1, 0.01);
+  FVec p = randf(n, 2), mm(static_cast<size_t>(n), 0), v(static_cast<size_t>(n), 0);
+  Vec pd = to_d(p), md(static_cast<size_t>(n), 0), vd(static_cast<size_t>(n), 0);
+  for (int64_t step = 1; step <= 5; ++step) {
+    const FVec g = randf(n, uint64_t(step) + 10, 0.01);
+    const m::AdamScalars s = m::adam_scalars(0.04, 0.8, 0.95, 1e-8, step);
+    for (int64_t i = 0; i < n; ++i)
+      m::adam_update(p[size_t(i)], g[size_t(i)], mm[size_t(i)], v[size_t(i)], s);
+    const Vec gd = to_d(g);
+    cpu::adam_step<double>(pd.data(), gd.data(), md.data(), vd.data(), n, 0.04, 0.8, 0.95, 1e-8, step);
+  }
+  EXPECT_LE(rel_err(p, pd), tol::kFloat);
+  EXPECT_LE(rel_err(mm, md), tol::kFloat);
+  EXPECT_LE(rel_err(v, vd), tol::kFloat);
+}
+
+TEST(CudaMath, MuonMomentumMatchesTheCpuBackend) {
+  const int64_t n = 333;
+  const FVec g = randf(n, 3);
+  FVec buf = randf(n, 4), out(static_cast<size_t>(n));
+  Vec gd = to_d(g), bufd = to_d(buf), outd(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) out[size_t(i)] = m::muon_momentum_update(g[size_t(i)], buf[size_t(i)], 0.95f);
+  cpu::muon_momentum<double>(outd.data(), bufd.data(), gd.data(), n, 0.95);
+  EXPECT_LE(rel_err(out, outd), tol::kFloat);
+  EXPECT_LE(rel_err(buf, bufd), tol::kFloat);
+}
+
+// Newton-Schulz replayed through math::newton_schulz_iterations with naive host GEMMs:
+// T = double without rounding (against the CPU's double), or float rounding every stored
+// result to bf16 (the GPU's storage) against the CPU's bf16 emulation.
+template <class T>
+struct HostNs {
+  int64_t m, k;
+  bool bf16;
+  std::vector<T> x, xn, A, B;
+  T r(double v) const { return bf16 ? T(round_bf16(float(v))) : T(v); }
+  void xxt() {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < m; ++j) {
+        double s = 0;
+        for (int64_t l = 0; l < k; ++l) s += double(x[size_t(i * k + l)]) * double(x[size_t(j * k + l)]);
+        A[size_t(i * m + j)] = r(s);
+      }
+  }
+  void aa(float alpha, float beta) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < m; ++j) {
+        double s = 0;
+        for (int64_t l = 0; l < m; ++l) s += double(A[size_t(i * m + l)]) * double(A[size_t(l * m + j)]);
+        B[size_t(i * m + j)] = r(double(alpha) * s + double(beta) * double(A[size_t(i * m + j)]));
+      }
+  }
+  void bx(float alpha, float beta) {
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < k; ++j) {
+        double s = 0;
+        for (int64_t l = 0; l < m; ++l) s += double(B[size_t(i * m + l)]) * double(x[size_t(l * k + j)]);
+        xn[size_t(i * k + j)] = r(double(alpha) * s + double(beta) * double(x[size_t(i * k + j)]));
+      }
+    std::swap(x, xn);
+  }
+};
+
+template <class T>
+std::vector<T> host_newton_schulz(const std::vector<T>& G, int64_t rows, int64_t cols, int steps,
+                                  bool bf16) {
+  const bool tr = rows > cols;
+  HostNs<T> ns{tr ? cols : rows, tr ? rows : cols, bf16, {}, {}, {}, {}};
+  const int64_t n = rows * cols;
+  ns.x.resize(static_cast<size_t>(n));
+  ns.xn.resize(static_cast<size_t>(n));
+  ns.A.resize(static_cast<size_t>(ns.m * ns.m));
+  ns.B.resize(static_cast<size_t>(ns.m * ns.m));
+  double ss = 0;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) {
+      const T v = ns.r(double(G[size_t(i * cols + j)]));
+      ns.x[size_t(tr ? j * rows + i : i * cols + j)] = v;
+      ss += double(v) * double(v);
+    }
+  const double div = bf16 ? double(m::ns_divisor(ss)) : std::sqrt(ss) + 1e-7;
+  for (auto& v : ns.x) v = ns.r(double(v) / div);
+  m::newton_schulz_iterations(ns, steps);
+  std::vector<T> X(static_cast<size_t>(n));
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) X[size_t(i * cols + j)] = ns.x[size_t(tr ? j * rows + i : i * cols + j)];
+  return X;
+}
+
+TEST(CudaMath, NewtonSchulzSequenceMatchesTheCpuBackend) {
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{31, 33}, {33, 31}, {32, 32}}) {
+    const FVec gf = randf(rows * cols, uint64_t(rows * 100 + cols));
+    // In double: the same function as the CPU's up to the coefficients' rounding to fp32
+    // (math::kNs holds floats: relative 1e-8, amplified a little by five iterations).
+    const Vec gd = to_d(gf);
+    Vec ref(gd.size());
+    cpu::newton_schulz5<double>(ref.data(), gd.data(), rows, cols, 5, false);
+    EXPECT_LE(rel_err(host_newton_schulz<double>(gd, rows, cols, 5, false), ref), 1e-6)
+        << rows << "x" << cols;
+    // In bf16 storage: against the CPU's bf16 emulation, which rounds the same stored
+    // results (here they agree to the bit; fp32 accumulation order may flip a bf16 bit).
+    FVec reff(gf.size());
+    cpu::newton_schulz5<float>(reff.data(), gf.data(), rows, cols, 5, true);
+    EXPECT_LE(rel_err(host_newton_schulz<float>(gf, rows, cols, 5, true), to_d(reff)), tol::kBf16)
+        << rows << "x" << cols;
+  }
+}
+
+TEST(CudaMath, NewtonSchulzDivisorIsTheRecordsBf16Norm) {
+  for (double ss : {1.0, 2.0, 12345.678, 1e-20}) {
+    float d = round_bf16(float(std::sqrt(ss)));
+    d = round_bf16(float(d + 1e-7));
+    EXPECT_EQ(m::ns_divisor(ss), d) << ss;
+  }
+}
+
+// ---- elementwise -----------------------------------------------------------------------------
+
+TEST(CudaMath, ReluSquaredAndCoefficientsMatchTheCpu) {
+  FVec x = randf(1000, 9, 2.0);
+  x.push_back(std::numeric_limits<float>::quiet_NaN());
+  x.push_back(-0.0f);
+  const FVec dy = randf(int64_t(x.size()), 10);
+  FVec y(x.size()), dx(x.size());
+  cpu::relu_squared_forward<float>(y.data(), x.data(), int64_t(x.size()));
+  cpu::relu_squared_backward<float>(dx.data(), dy.data(), x.data(), int64_t(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) {
+    EXPECT_EQ(m::float_bits(m::relu_squared(x[i])), m::float_bits(y[i])) << x[i];
+    EXPECT_EQ(m::float_bits(m::relu_squared_grad(x[i], dy[i])), m::float_bits(dx[i])) << x[i];
+  }
+  const float lamb = 0.3f;
+  EXPECT_EQ(m::coef_value(m::CoefArg{&lamb, nullptr, -1.0, 1.0}), float(1.0f - 0.3f));
+  EXPECT_EQ(m::coef_value(m::CoefArg{&lamb, nullptr, 1.0, 0.0}), 0.3f);
+  EXPECT_EQ(m::coef_value(m::CoefArg{nullptr, nullptr, 1.0, 1.0}), 1.0f);
+}
+
+#ifdef SPEEDRUN_HAVE_CUDA
+// ---- host-side planning ----------------------------------------------------------------------
+
+TEST(CudaPlan, GpuChoiceFollowsTheLocalRank) {
+  EXPECT_EQ(cuda::choose_gpu(-1, 1, nullptr, nullptr), 0);
+  EXPECT_EQ(cuda::choose_gpu(-1, 8, "3", nullptr), 3);
+  EXPECT_EQ(cuda::choose_gpu(-1, 8, nullptr, "5"), 5);
+  EXPECT_EQ(cuda::choose_gpu(-1, 8, "2", "5"), 2);  // OpenMPI's first
+  EXPECT_EQ(cuda::choose_gpu(-1, 4, "6", nullptr), 2);  // modulo the visible GPUs
+  EXPECT_EQ(cuda::choose_gpu(1, 2, "0", nullptr), 1);   // an explicit GPU wins
+  EXPECT_THROW(cuda::choose_gpu(2, 2, nullptr, nullptr), Error);
+  EXPECT_THROW(cuda::choose_gpu(-1, 2, "x", nullptr), Error);
+  EXPECT_THROW(cuda::choose_gpu(-1, 2, "-1", nullptr), Error);
+  EXPECT_THROW(cuda::choose_gpu(-1, 0, nullptr, nullptr), Error);
+  try {
+    cuda::choose_gpu(-1, 2, nullptr, "abc");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("SLURM_LOCALID"), std::string::npos) << e.what();
+  }
+}
+
+// The record's config: T = 65536 tokens per micro-batch, C = 768, H = 6, D = 128,
+// V = 50304, F = 4C; the head's logits in chunks of 2^25 / V rows.
+TEST(CudaPlan, LaunchShapesOfTheRecordFitTheHardware) {
+  const int64_t T = 65536, C = 768, H = 6, V = 50304, F = 4 * C;
+  const int64_t head_rows = (int64_t(1) << 25) / V;
+  for (int64_t items : {T * C / 8, T * F / 8, T * C, V * C, int64_t(1)}) {
+    const cuda::Launch l = cuda::elementwise_launch(items);
+    EXPECT_GE(l.blocks, 1);
+    EXPECT_LE(l.blocks, cuda::kMaxElementwiseBlocks);
+    EXPECT_EQ(l.threads, 256);
+  }
+  // Grid-stride coverage: every item exactly once.
+  for (int64_t items : {1, 255, 256, 257, 1000003}) {
+    const cuda::Launch l = cuda::elementwise_launch(items);
+    std::vector<uint8_t> seen(static_cast<size_t>(items), 0);
+    for (int64_t g = 0; g < l.blocks * l.threads; ++g)
+      for (int64_t i = g; i < items; i += l.blocks * l.threads) ++seen[size_t(i)];
+    EXPECT_TRUE(std::all_of(seen.begin(), seen.end(), [](uint8_t c) { return c == 1; })) << items;
+  }
+  EXPECT_EQ(cuda::warp_rows_launch(T).blocks, T / 8);            // rms_norm rows
+  EXPECT_EQ(cuda::warp_rows_launch(T * H).blocks, T * H / 8);    // QK heads
+  EXPECT_EQ(cuda::warp_rows_launch(33).blocks, 5);
+  EXPECT_EQ(cuda::block_rows_launch(head_rows).blocks, 667);     // cross-entropy rows
+  EXPECT_LT(cuda::warp_rows_launch(T * H).blocks, int64_t(1) << 31);
+  EXPECT_EQ(m::reduce_blocks(T * C), m::kMaxPartials);
+}
+
+TEST(CudaPlan, VectorAccessNeedsSizeAndAlignment) {
+  alignas(16) static uint16_t buf[64];
+  EXPECT_TRUE(cuda::vec8_ok(64, buf, buf + 8));
+  EXPECT_FALSE(cuda::vec8_ok(63, buf));
+  EXPECT_FALSE(cuda::vec8_ok(64, buf + 1));
+  EXPECT_FALSE(cuda::vec8_ok(64, buf, buf + 4));
+  EXPECT_TRUE(cuda::vec8_ok(64, buf, nullptr, buf + 16));
+}
+
+TEST(CudaPlan, EmbeddingBackwardPlan) {
+  EXPECT_EQ(cuda::radix_bits(1), 1);
+  EXPECT_EQ(cuda::radix_bits(2), 1);
+  EXPECT_EQ(cuda::radix_bits(3), 2);
+  EXPECT_EQ(cuda::radix_bits(128), 7);
+  EXPECT_EQ(cuda::radix_bits(129), 8);
+  EXPECT_EQ(cuda::radix_bits(50304), 16);  // the record's padded GPT-2 vocabulary
+  const auto p = cuda::embedding_backward_plan(65536, 50304, 123457);
+  EXPECT_EQ(p.end_bit, 16);
+  for (size_t off : {p.keys_out, p.values_in, p.values_out, p.temp}) EXPECT_EQ(off % 256, 0u);
+  EXPECT_GE(p.values_in - p.keys_out, 65536u * 4);
+  EXPECT_GE(p.values_out - p.values_in, 65536u * 4);
+  EXPECT_GE(p.temp - p.values_out, 65536u * 4);
+  EXPECT_GE(p.total - p.temp, 123457u);
+  const auto q = cuda::embedding_backward_plan(33, 37, 0);
+  EXPECT_EQ(q.values_in, 256u);
+  EXPECT_THROW(cuda::embedding_backward_plan(0, 10, 0), Error);
+}
+
+TEST(CudaPlan, NewtonSchulzPlanForTheRecordsMatrices) {
+  const auto sq = cuda::newton_schulz_plan(4, 768, 768);  // c_q, c_k, c_v, c_proj of a layer
+  EXPECT_FALSE(sq.transposed);
+  EXPECT_EQ(sq.m, 768);
+  EXPECT_EQ(sq.k, 768);
+  const auto fc = cuda::newton_schulz_plan(12, 3072, 768);  // c_fc: rows > cols, transposed
+  EXPECT_TRUE(fc.transposed);
+  EXPECT_EQ(fc.m, 768);
+  EXPECT_EQ(fc.k, 3072);
+  const auto pr = cuda::newton_schulz_plan(12, 768, 3072);  // mlp c_proj
+  EXPECT_FALSE(pr.transposed);
+  EXPECT_EQ(pr.m, 768);
+  EXPECT_EQ(pr.k, 3072);
+  for (const auto& p : {sq, fc, pr}) {
+    for (size_t off : {p.x0, p.x1, p.a, p.b, p.partial, p.divisor}) EXPECT_EQ(off % 256, 0u);
+    EXPECT_LT(p.x0, p.x1);
+    EXPECT_LT(p.x1, p.a);
+    EXPECT_LT(p.a, p.b);
+    EXPECT_LT(p.b, p.partial);
+    EXPECT_LT(p.partial, p.divisor);
+    EXPECT_LT(p.divisor, p.total);
+  }
+  EXPECT_EQ(fc.x1 - fc.x0, size_t(12) * 768 * 3072 * 2);
+  EXPECT_EQ(fc.partials, m::reduce_blocks(3072 * 768));
+  EXPECT_THROW(cuda::newton_schulz_plan(70000, 2, 2), Error);
+}
+
+// cuBLASLt's column-major problem, run by a naive column-major GEMM, must equal the
+// row-major product the CPU backend computes.
+void lt_reference(const cuda::LtGemm& g, const double* A, const double* B, double* D, double alpha,
+                  double beta) {
+  auto at = [](const double* p, const cuda::LtMatrix& mm, bool t, uint64_t i, uint64_t j) {
+    // Element (i, j) of op(M): M is column-major rows x cols with leading dimension ld.
+    return t ? p[j + i * uint64_t(mm.ld)] : p[i + j * uint64_t(mm.ld)];
+  };
+  for (uint64_t i = 0; i < g.m; ++i)
+    for (uint64_t j = 0; j < g.n; ++j) {
+      double s = 0;
+      for (uint64_t l = 0; l < g.k; ++l) s += at(A, g.a, g.transa, i, l) * at(B, g.b, g.transb, l, j);
+      double& d = D[i + j * uint64_t(g.c.ld)];
+      d = alpha * s + beta * d;
+    }
+}
+
+TEST(CudaPlan, RowMajorGemmMapsOntoColumnMajorLayouts) {
+  for (int64_t M : {31, 33})
+    for (int64_t N : {32, 1})
+      for (int64_t K : {33, 8})
+        for (bool ta : {false, true})
+          for (bool tb : {false, true}) {
+            cuda::GemmKey key;
+            key.M = M, key.N = N, key.K = K, key.transA = ta, key.transB = tb;
+            key.accumulate = true;
+            const cuda::LtGemm g = cuda::lt_gemm(key);
+            ASSERT_EQ(g.transa ? g.a.cols : g.a.rows, g.m);
+            ASSERT_EQ(g.transb ? g.b.rows : g.b.cols, g.n);
+            // Leading dimensions are at least the stored rows (cuBLASLt's rule).
+            EXPECT_GE(uint64_t(g.a.ld), g.a.rows);
+            EXPECT_GE(uint64_t(g.b.ld), g.b.rows);
+            EXPECT_GE(uint64_t(g.c.ld), g.c.rows);
+            const Vec A = to_d(randf(M * K, 1)), B = to_d(randf(K * N, 2)), C0 = to_d(randf(M * N, 3));
+            Vec ref = C0, got = C0;
+            cpu::gemm<double>(ta, tb, M, N, K, 1.5, A.data(), ta ? M : K, B.data(), tb ? K : N, 1.0,
+                              ref.data(), N);
+            lt_reference(g, B.data(), A.data(), got.data(), 1.5, 1.0);  // its A is our B
+            EXPECT_LE(rel_err(got, ref), tol::kDouble)
+                << cuda::gemm_key_str(key);
+          }
+}
+
+TEST(CudaPlan, GemmKeysHashAndPrint) {
+  cuda::GemmKey a;
+  a.M = 65536, a.N = 768, a.K = 3072, a.transA = true, a.c = DType::F32, a.accumulate = true;
+  cuda::GemmKey b = a;
+  EXPECT_EQ(cuda::GemmKeyHash{}(a), cuda::GemmKeyHash{}(b));
+  EXPECT_TRUE(a == b);
+  b.alignC = 64;
+  EXPECT_FALSE(a == b);
+  EXPECT_NE(cuda::GemmKeyHash{}(a), cuda::GemmKeyHash{}(b));
+  EXPECT_EQ(cuda::gemm_key_str(a), "M=65536 N=768 K=3072 A^T BF16 x B BF16 -> F32 (+=)");
+  alignas(256) static char buf[512];
+  EXPECT_EQ(cuda::pointer_alignment(buf), 256u);
+  EXPECT_EQ(cuda::pointer_alignment(buf + 64), 64u);
+  EXPECT_EQ(cuda::pointer_alignment(buf + 2), 2u);
+}
+
+TEST(CudaPlan, OutOfMemoryMessageSaysWhatToReduce) {
+  const std::string s = cuda::oom_message("tensors", size_t(1) << 50, size_t(3) << 30,
+                                          size_t(141) << 30, size_t(1) << 30, 0);
+  for (const char* piece : {"out of GPU memory", "tensors", "1.00 PiB", "1125899906842624 bytes",
+                            "3.00 GiB free of 141.00 GiB", "GPU 0", "--seq-len", "--grad-accum",
+                            "--batch"})
+    EXPECT_NE(s.find(piece), std::string::npos) << piece << " in: " << s;
+  EXPECT_EQ(cuda::format_bytes(512), "512 B");
+  // An arena adds the largest tensor of the block it could not get.
+  Arena a([&](size_t n) -> void* { fail(cuda::oom_message("tensors", n, 0, 1, 0, 0)); },
+          [](void*) {});
+  a.add("tokens", DType::I32, {65536});
+  a.add("h0.fc", DType::BF16, {65536, 3072});
+  a.add("h0.act", DType::BF16, {65536, 3072});
+  try {
+    a.materialize(Device::CUDA);
+    FAIL() << "materialized";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--grad-accum"), std::string::npos) << m;
+    EXPECT_NE(m.find("the largest 'h0.fc' [65536, 3072] BF16, 402653184 bytes"), std::string::npos) << m;
+  }
+  EXPECT_EQ(cuda::format_bytes(1536), "1.50 KiB");
+}
+#endif  // SPEEDRUN_HAVE_CUDA
+
+}  // namespace
+}  // namespace speedrun
