@@ -36,8 +36,7 @@ struct Target {
 
 const Target kTargets[] = {
     {DeviceChoice::CPU, PrecisionChoice::FP32},
-    // The CUDA backend joins with {DeviceChoice::CUDA, PrecisionChoice::BF16} once
-    // backend/cuda/ runs (today cuda::make_backend refuses).
+    {DeviceChoice::CUDA, PrecisionChoice::BF16},
 };
 
 // The suite's own bf16 paths, on the CPU: they run here even where no GPU is.

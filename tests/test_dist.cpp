@@ -165,8 +165,11 @@ TEST(ThreadComm, MuonSplitOverRanksEqualsMuonOnOne) {
       }
       // Every matrix has exactly one owner, i mod world in table order.
       int k = 0;
-      for (int i = 0; i < p.count(); ++i)
-        if (p.group(i) == ParamGroup::Matrix) EXPECT_EQ(opt.muon_owner(i), k++ % world);
+      for (int i = 0; i < p.count(); ++i) {
+        if (p.group(i) == ParamGroup::Matrix) {
+          EXPECT_EQ(opt.muon_owner(i), k++ % world);
+        }
+      }
     });
     return out;
   };

@@ -65,7 +65,9 @@ TEST(Model, GradientMatchesFiniteDifferencesInDouble) {
       ++checked;
     }
     // A wrong backward often leaves a whole tensor at zero: every tensor here must move.
-    if (p.name(i) != "transformer.h.0.attn.lamb") EXPECT_GT(gmax, 1e-8) << p.name(i);
+    if (p.name(i) != "transformer.h.0.attn.lamb") {
+      EXPECT_GT(gmax, 1e-8) << p.name(i);
+    }
   }
   EXPECT_GT(checked, 150);
 }

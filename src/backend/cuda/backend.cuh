@@ -73,6 +73,8 @@ class CudaBackend final : public Backend {
   void sum_into(Tensor acc, const Tensor& t) override;
   void synchronize() override;
   size_t peak_bytes() const override { return peak_; }
+  void* stream() const override { return stream_; }
+  int device_index() const override { return gpu_; }
   // One 64K-token sequence per micro-batch: the record's per-GPU batch.
   int64_t preferred_micro_batch_tokens() const override { return 65536; }
 
