@@ -1,11 +1,13 @@
 // speedrun report: one self-contained HTML page (inline SVG charts) from runs' metrics.jsonl.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cli/commands.h"
 #include "core/atomic_file.h"
+#include "core/error.h"
 #include "train/report.h"
 
 namespace speedrun::cli {
@@ -17,7 +19,25 @@ struct ReportArgs {
   std::string out = "report.html", title = "speedrun report";
 };
 
+// No output may overwrite an input: -o naming a run's metrics file (or a run directory)
+// would replace the run's record with HTML.
+void check_output_is_not_an_input(const ReportArgs& a) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const std::string& r : a.runs) {
+    const fs::path in(r);
+    for (const fs::path& p : {in, in / "metrics.jsonl"})
+      check(!fs::exists(a.out, ec) || !fs::exists(p, ec) || !fs::equivalent(a.out, p, ec),
+            "report: -o ", a.out, " is the input ", p.string(),
+            ": it would be overwritten; write the report to another file");
+    check(fs::weakly_canonical(fs::path(a.out), ec) != fs::weakly_canonical(in / "metrics.jsonl", ec),
+          "report: -o ", a.out, " is the input ", (in / "metrics.jsonl").string(),
+          ": it would be overwritten; write the report to another file");
+  }
+}
+
 void run_report(const ReportArgs& a) {
+  check_output_is_not_an_input(a);
   const auto runs = load_report_runs(a.runs);
   const std::string html = render_report(runs, a.title);
   AtomicFileWriter w(a.out, "report");
