@@ -19,6 +19,8 @@
 
 set(SPEEDRUN_DEPS_ROOT "" CACHE PATH
     "Folder of Debian packages unpacked with dpkg -x, searched first (portable build)")
+# ON: search SPEEDRUN_DEPS_ROOT alone (proves the folder holds everything the build needs).
+option(SPEEDRUN_DEPS_ONLY "Portable build: find the static libraries in SPEEDRUN_DEPS_ROOT only" OFF)
 set(SPEEDRUN_LIB_TYPE SHARED)
 set(CMAKE_POSITION_INDEPENDENT_CODE ON)
 # Only $ORIGIN, also in the build tree: no path of this machine may leak into the binaries.
@@ -34,7 +36,9 @@ if(SPEEDRUN_DEPS_ROOT)
   # find_package(fmt / GTest / CLI11 / nlohmann_json) look here first.
   list(PREPEND CMAKE_PREFIX_PATH "${SPEEDRUN_DEPS_ROOT}/usr")
 endif()
-list(APPEND _roots "/")
+if(NOT (SPEEDRUN_DEPS_ONLY AND SPEEDRUN_DEPS_ROOT))
+  list(APPEND _roots "/")
+endif()
 
 # One static library: the first of `names` under `subdirs` of each root, else fail naming it.
 function(speedrun_find_static var what)
@@ -43,10 +47,12 @@ function(speedrun_find_static var what)
     foreach(sub ${A_SUBDIRS})
       file(GLOB _hits "${root}${sub}")
       foreach(dir ${_hits})
-        foreach(n ${A_NAMES})
-          if(EXISTS "${dir}/${n}")
-            set(${var} "${dir}/${n}" PARENT_SCOPE)
-            message(STATUS "speedrun (portable): ${what}: ${dir}/${n}")
+        foreach(n ${A_NAMES})  # a name may be a pattern
+          file(GLOB _files "${dir}/${n}")
+          if(_files)
+            list(GET _files 0 _f)
+            set(${var} "${_f}" PARENT_SCOPE)
+            message(STATUS "speedrun (portable): ${what}: ${_f}")
             return()
           endif()
         endforeach()
@@ -74,7 +80,7 @@ endfunction()
 function(speedrun_find_gcc_static var name)
   execute_process(COMMAND ${CMAKE_CXX_COMPILER} -print-file-name=${name}
                   OUTPUT_VARIABLE _p OUTPUT_STRIP_TRAILING_WHITESPACE)
-  if(IS_ABSOLUTE "${_p}" AND EXISTS "${_p}")
+  if(IS_ABSOLUTE "${_p}" AND EXISTS "${_p}" AND NOT SPEEDRUN_DEPS_ONLY)
     set(${var} "${_p}" PARENT_SCOPE)
     message(STATUS "speedrun (portable): ${name}: ${_p}")
     return()
@@ -83,7 +89,7 @@ function(speedrun_find_gcc_static var name)
   set(${var} "${_q}" PARENT_SCOPE)
 endfunction()
 
-speedrun_find_static(SPEEDRUN_OPENBLAS_A "OpenBLAS (OpenMP build)" NAMES libopenblas.a
+speedrun_find_static(SPEEDRUN_OPENBLAS_A "OpenBLAS (OpenMP build)" NAMES libopenblas.a "libopenblasp-r*.a"
     SUBDIRS usr/lib/x86_64-linux-gnu/openblas-openmp)
 speedrun_find_header(SPEEDRUN_OPENBLAS_INCLUDE "OpenBLAS" cblas.h
     SUBDIRS usr/include/x86_64-linux-gnu/openblas-openmp)
