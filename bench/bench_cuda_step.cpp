@@ -7,6 +7,7 @@
 //
 //   bench_cuda_step [--device cuda|cpu|auto] [--preset record|previous-record|tiny]
 //                   [--seq-len T] [--windows 64,1792] [--warmup 2] [--reps 10] [--json FILE]
+//                   [--threads N (CPU; 0: all cores)]
 //
 // Defaults: the record's model on one sequence of 65,536 tokens (the record's batch per
 // GPU). Data: random tokens cut into documents by EOT with lognormal lengths (mean ~1000
@@ -91,7 +92,7 @@ struct Args {
   std::string device = "cuda", preset = "record", json;
   int64_t seq_len = 0;
   std::vector<int64_t> windows;
-  int warmup = 2, reps = 10;
+  int warmup = 2, reps = 10, threads = 0;
 };
 
 Args parse(int argc, char** argv) {
@@ -105,6 +106,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--warmup" && has) a.warmup = std::atoi(argv[++i]);
     else if (k == "--reps" && has) a.reps = std::atoi(argv[++i]);
     else if (k == "--json" && has) a.json = argv[++i];
+    else if (k == "--threads" && has) a.threads = std::atoi(argv[++i]);
     else if (k == "--windows" && has) {
       std::stringstream ss(argv[++i]);
       std::string w;
@@ -127,6 +129,7 @@ int run(const Args& a, double launch_s) {
   BackendOptions bo;
   bo.device = parse_enum<DeviceChoice>(a.device, "--device");
   bo.gpu = 0;
+  bo.threads = a.threads;
   if (bo.device == DeviceChoice::CUDA) {
     std::string why;
     if (!cuda_built() || cuda_device_count(&why) == 0) {
