@@ -197,6 +197,9 @@ find_cuda_libs() {
     done
   fi
   for lib in libcuda.so.1 libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
+    # Every copy, with its version in the real file name, for the log.
+    for d in "${dirs[@]}"; do [ -e "$d/$lib" ] && readlink -f "$d/$lib"; done | sort -u |
+      sed "s|^|   copy of $lib: |"
     found=$(ldconfig -p 2>/dev/null | awk -v l="$lib" '$1==l {print $NF; exit}')
     if [ -n "$found" ]; then
       echo "lib $lib: $(readlink -f "$found") (loader cache)"
@@ -226,8 +229,9 @@ usable() {
   fi
   for f in "$dir"/*; do
     [ -x "$f" ] && [ -f "$f" ] || continue
-    if ldd "$f" 2>/dev/null | grep -q 'not found'; then
-      echo "$(basename "$f"): $(ldd "$f" | grep 'not found' | awk '{print $1}' | tr '\n' ' ')not found"; return 1
+    # A missing library, or a missing symbol version (an older glibc or cuBLASLt).
+    if ldd "$f" 2>&1 | grep -q 'not found'; then
+      echo "$(basename "$f"): $(ldd "$f" 2>&1 | grep 'not found' | head -3 | tr -s ' \t\n' ' ')"; return 1
     fi
   done
   timeout 30 "$dir/speedrun" --help >/dev/null 2>&1 || { echo "speedrun --help fails"; return 1; }
