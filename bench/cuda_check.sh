@@ -196,7 +196,7 @@ find_cuda_libs() {
       for d in "$sp"/nvidia/*/lib "$sp"/nvidia/*/lib64; do [ -d "$d" ] && dirs+=("$d"); done
     done
   fi
-  for lib in libcuda.so.1 libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
+  for lib in libcuda.so.1 libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
     # Every copy, with its version in the real file name, for the log.
     for d in "${dirs[@]}"; do [ -e "$d/$lib" ] && readlink -f "$d/$lib"; done | sort -u |
       sed "s|^|   copy of $lib: |"

@@ -4,7 +4,8 @@
 # Debian -dev packages. Everything else is linked statically:
 #   - speedrun_lib becomes one shared library, libspeedrun.so, holding OpenBLAS (the OpenMP
 #     build, static), gcc's libgfortran and libquadmath (which OpenBLAS needs), PCRE2, the
-#     C++ runtime (-static-libstdc++ -static-libgcc) and cudart (static); the executables
+#     C++ runtime (-static-libstdc++ -static-libgcc) and cudart (static, hidden; the
+#     executables that call the runtime directly link their own copy); the executables
 #     find it beside them (RPATH $ORIGIN) and stay small;
 #   - libgomp goes into each executable instead (its thread-local storage model cannot be
 #     linked into a shared object); the library's OpenMP symbols resolve to the executable's;
@@ -117,5 +118,16 @@ set(SPEEDRUN_DEP_PRIVATE ${SPEEDRUN_OPENBLAS_A} ${SPEEDRUN_PCRE2_A} ${SPEEDRUN_G
 # OpenMP: compiled in (-fopenmp on C++ sources), libgomp linked by each executable.
 set(SPEEDRUN_OPENMP_COMPILE $<$<COMPILE_LANGUAGE:CXX>:-fopenmp>)
 set(SPEEDRUN_DEP_INTERFACE ${SPEEDRUN_GOMP_A} Threads::Threads ${CMAKE_DL_LIBS})
+# The CUDA runtime: static (the default; no libcudart needed at run time, but
+# libspeedrun.so and each executable that calls the runtime directly hold separate copies,
+# which share the device's primary context and so its memory, streams and events) or
+# shared (one copy; libcudart.so.13 must then be found on the GPU machine).
+set(SPEEDRUN_PORTABLE_CUDART static CACHE STRING "Portable build's CUDA runtime: static | shared")
+if(SPEEDRUN_PORTABLE_CUDART STREQUAL "shared")
+  set(SPEEDRUN_CUDART CUDA::cudart)
+  set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)
+else()
+  set(SPEEDRUN_CUDART CUDA::cudart_static)
+endif()
 set(SPEEDRUN_MPI OFF CACHE BOOL "" FORCE)
 message(STATUS "speedrun: portable build (libspeedrun.so, static dependencies, MPI off)")

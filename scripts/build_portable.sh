@@ -109,7 +109,7 @@ fi
 
 # What the binaries need from the machine: glibc (and which version) and CUDA libraries.
 GLIBC_OK='^(libc\.so\.6|libm\.so\.6|libmvec\.so\.1|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|ld-linux-x86-64\.so\.2)$'
-CUDA_OK='^(libcublasLt\.so\.[0-9]+|libcublas\.so\.[0-9]+|libnccl\.so\.[0-9]+|libcuda\.so\.1)$'
+CUDA_OK='^(libcudart\.so\.[0-9]+|libcublasLt\.so\.[0-9]+|libcublas\.so\.[0-9]+|libnccl\.so\.[0-9]+|libcuda\.so\.1)$'
 needed=$(for f in "$OUT_DIR"/*; do
   readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; done | sort -u)
 bad=$(echo "$needed" | grep -Ev "$GLIBC_OK" | grep -Ev "$CUDA_OK" | grep -v '^libspeedrun\.so$' || true)
