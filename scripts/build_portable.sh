@@ -123,6 +123,9 @@ echo "$glibc_req" >"$OUT_DIR/GLIBC_REQUIRED"
   nvcc=$(sed -n 's/^set(CMAKE_CUDA_COMPILER "\(.*\)")/\1/p' "$TREE"/CMakeFiles/*/CMakeCUDACompiler.cmake 2>/dev/null | head -1)
   echo "compilers: $(c++ --version | head -1); $([ -n "$nvcc" ] && "$nvcc" --version | tail -1 || echo 'no nvcc: CPU only')"
   echo "glibc required: >= $glibc_req (highest GLIBC_ symbol version of the binaries)"
+  echo "glibc symbols of the two newest versions: $(for f in "$OUT_DIR"/*; do objdump -T "$f"; done 2>/dev/null |
+    awk '/GLIBC_[0-9]/ {for (i = 1; i <= NF; i++) if ($i ~ /GLIBC_/) {v = $i; gsub(/[()]/, "", v); print v, $NF}}' |
+    sort -u | sort -k1,1V | awk '{a[$1] = a[$1] " " $2} END {for (v in a) print v ":" a[v]}' | sort -V | tail -2 | tr '\n' ';')"
   echo "shared libraries needed: $(echo $needed)"
   echo "files:"
   (cd "$OUT_DIR" && ls -l --time-style=+ | awk 'NR>1 {printf "  %-24s %10d\n", $NF, $5}')
@@ -134,7 +137,10 @@ if [[ "$OUT_DIR" != /* ]]; then  # inside the repository: it travels with the tr
 tree_bytes=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } |
               xargs -0 -r du -cb 2>/dev/null | awk '$2=="total"{s+=$1} END{print s+0}')
 out_bytes=$(du -cb "$OUT_DIR" | tail -1 | cut -f1)
-echo "travels to the GPU machine: working tree $((tree_bytes / 1048576)) MiB + $OUT_DIR $((out_bytes / 1048576)) MiB = $(((tree_bytes + out_bytes) / 1048576)) MiB (limit 64 MiB)"
+debs_bytes=0
+[ -d .debs ] && debs_bytes=$(du -cb .debs | tail -1 | cut -f1)
+echo "travels to the GPU machine: working tree $((tree_bytes / 1048576)) MiB + $OUT_DIR $((out_bytes / 1048576)) MiB + .debs $((debs_bytes / 1048576)) MiB = $(((tree_bytes + out_bytes + debs_bytes) / 1048576)) MiB (limit 64 MiB)"
+out_bytes=$((out_bytes + debs_bytes))
 [ $((tree_bytes + out_bytes)) -lt $((60 * 1048576)) ] || echo "build_portable: WARNING: over 60 MiB with the working tree" >&2
 fi
 
