@@ -214,8 +214,9 @@ find_cuda_libs() {
     done
     if [ -n "$found" ]; then
       echo "lib $lib: $(readlink -f "$found") (added to LD_LIBRARY_PATH)"
-      case ":${LD_LIBRARY_PATH:-}:" in *":$(dirname "$found"):"*) ;; *)
-        export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;; esac
+      d=$(dirname "$found")
+      case ":${LD_LIBRARY_PATH:-}:" in *":$d:"*) ;; *)
+        export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" ;; esac
     else
       echo "lib $lib: not found"
     fi
@@ -424,7 +425,7 @@ if [ -z "$BIN" ] || [ "$mode" = none ]; then
   end skip "no benchmark binary"
 else
   if [ "$GPU" = 1 ]; then
-    dev=(--device cuda --preset record --windows 64,1792)
+    dev=(--device cuda --preset record --windows "64,1792")
     [ "$mode" = speedrun ] && extra=(--batch 1 --micro-batch 1) || extra=(--reps 10 --warmup 2)
   else  # the same code path on the CPU, at a size that takes seconds
     dev=(--device cpu --threads "$CPU_THREADS" --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0)
@@ -479,7 +480,9 @@ for tool in memcheck racecheck; do
   log="$WORK/san_$tool.log"
   echo "==== $tool: speedrun train (micro)" >>"$log"
   # shellcheck disable=SC2086
-  (cd "$WORK/san_$tool" && run "$log" "$(limit 90 $([ $tool = memcheck ] && echo 45 || echo 5))" \
+  reserve=5
+  [ "$tool" = memcheck ] && reserve=45  # racecheck's share
+  (cd "$WORK/san_$tool" && run "$log" "$(limit 90 "$reserve")" \
      "$SANITIZER" --tool "$tool" --error-exitcode 99 --print-limit 30 \
      "$BIN/speedrun" train $MICRO --device cuda --out "$WORK/san_$tool/run")
   rc=$?
