@@ -137,6 +137,31 @@ TEST(ThreadComm, AFailingRankEndsEveryRankNamingIt) {
   EXPECT_EQ(stopped.load(), 2);
 }
 
+// The per-layer reductions of the backward (and the rest after it) cover every gradient,
+// each once.
+TEST(ThreadComm, LayerGradientViewsCoverEveryGradientOnce) {
+  CpuBackend be(1);
+  const GPTConfig cfg = micro_gpt(4);
+  Parameters p(be, cfg, DType::F32);
+  std::vector<std::pair<const char*, const char*>> spans;
+  for (int64_t l = 0; l < cfg.layers; ++l) {
+    const Tensor t = p.layer_grads(l);
+    spans.emplace_back(static_cast<const char*>(t.data), static_cast<const char*>(t.data) + t.bytes());
+  }
+  for (const Tensor& t : p.other_grads())
+    spans.emplace_back(static_cast<const char*>(t.data), static_cast<const char*>(t.data) + t.bytes());
+  for (int i = 0; i < p.count(); ++i) {
+    const char* a = static_cast<const char*>(p.grad(i).data);
+    const char* b = a + p.grad(i).bytes();
+    int covered = 0;
+    for (const auto& [lo, hi] : spans) covered += (lo <= a && b <= hi) ? 1 : 0;
+    EXPECT_EQ(covered, 1) << p.name(i);
+  }
+  for (size_t i = 0; i < spans.size(); ++i)
+    for (size_t j = i + 1; j < spans.size(); ++j)
+      EXPECT_TRUE(spans[i].second <= spans[j].first || spans[j].second <= spans[i].first);
+}
+
 // ---------------------------------------------------------------- Muon split over ranks
 
 TEST(ThreadComm, MuonSplitOverRanksEqualsMuonOnOne) {

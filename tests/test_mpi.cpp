@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/shard.h"
+#include "backend/factory.h"
 #include "dist/launch.h"
 #include "fixtures.h"
 #include "run_command.h"
@@ -80,6 +81,16 @@ TEST_F(Mpi, SelftestCollectivesMuonAndSlices) {
     EXPECT_EQ(o.code, 0) << o.out;
     EXPECT_NE(o.out.find("0 failures"), std::string::npos) << o.out;
   }
+}
+
+TEST_F(Mpi, NcclOnThisGpuAgreesWithMpi) {
+  if (!nccl_built()) GTEST_SKIP() << "this build has no NCCL (the CUDA toolkit's nccl.h was not found)";
+  std::string why;
+  if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA GPU visible: " << why;
+  // NCCL refuses two ranks on one GPU: one rank per visible GPU.
+  const Outcome o = run_shell(mpirun(std::min(2, cuda_device_count())) + SPEEDRUN_MPI_SELFTEST + " --nccl");
+  EXPECT_EQ(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("0 failures"), std::string::npos) << o.out;
 }
 
 TEST_F(Mpi, TwoRanksTrainLikeOneRankOfTwoSequences) {

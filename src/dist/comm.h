@@ -38,6 +38,13 @@ class Comm {
   // t (=) rank root's t.
   virtual void broadcast(Tensor t, int root) = 0;
   virtual void barrier() = 0;
+  // all_reduce started now and finished by wait_async(): on a GPU it runs on a stream of
+  // its own, after every op the backend has issued so far, so it overlaps the work issued
+  // next (the backward of the layers below); t must not be touched until wait_async().
+  // The default does it at once.
+  virtual void all_reduce_async(Tensor t, ReduceOp op) { all_reduce(t, op); }
+  // The backend's later ops wait for every all_reduce_async started so far.
+  virtual void wait_async() {}
   // A host double reduced over the ranks (validation loss, tokens counted); the same on
   // every rank.
   virtual double all_reduce(double x, ReduceOp op) = 0;

@@ -248,6 +248,7 @@ void GPT::backward() {
                               Coef::constant(1.0), L_[j].xout,
                               Coef::param(w.skip_weights.element(i), g.skip_weights.element(i)));
     }
+    if (on_layer_grads) on_layer_grads(l);
   }
   // dh is now d xin[0] = a share of d x0.
   be_.axpy(dx0_, dh_, 1.0);

@@ -13,6 +13,7 @@
 // only call that waits for the device: a training step never synchronises inside it.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -46,6 +47,11 @@ class GPT {
 
   // Softcapped logits [V] at position `pos` of sequence 0 of inputs x [B*T] (no gradients).
   std::vector<double> logits_at(const int32_t* x, int64_t pos, int64_t window);
+
+  // Called during train_micro_batch's backward with each block l (L-1 down to 0) as soon as
+  // its parameters' gradients are final for this micro-batch (to reduce them over the ranks
+  // while the blocks below run). Empty: not called.
+  std::function<void(int64_t)> on_layer_grads;
 
   int64_t B() const { return B_; }
   int64_t T() const { return T_; }

@@ -92,6 +92,25 @@ int64_t Parameters::numel() const {
   return n;
 }
 
+namespace {
+// The flat view from the start of `first` to the end of `last` (same arena, same dtype).
+Tensor span(const Tensor& first, const Tensor& last) {
+  const char* a = static_cast<const char*>(first.data);
+  const char* b = static_cast<const char*>(last.data) + last.bytes();
+  const int64_t n = int64_t(b - a) / int64_t(dtype_size(first.dtype));
+  return Tensor(first.data, first.dtype, {n}, first.device);
+}
+}  // namespace
+
+Tensor Parameters::layer_grads(int64_t l) const {
+  const LayerWeights& h = g.h.at(size_t(l));
+  return span(h.lambdas, h.mlp_proj);  // table order: lambdas first, mlp c_proj last
+}
+
+std::vector<Tensor> Parameters::other_grads() const {
+  return {span(g.wte, g.wte), span(g.lm_head, g.skip_weights)};
+}
+
 void Parameters::zero_grad() {
   for (int i = 0; i < count(); ++i) backend_.fill(grads_[i], 0.0);
 }

@@ -78,6 +78,11 @@ class Parameters {
   const Tensor& value(int i) const { return values_[i]; }
   const Tensor& grad(int i) const { return grads_[i]; }
   const Arena& grad_arena() const { return grads_; }
+  // Block l's gradients as one flat view (they are adjacent in the arena, padding between
+  // them zero), for reducing a layer as soon as backward has finished it.
+  Tensor layer_grads(int64_t l) const;
+  // The gradients outside the blocks (wte; lm_head with skip_weights), as flat views.
+  std::vector<Tensor> other_grads() const;
   int index(const std::string& name) const;  // throws if unknown
   int64_t numel() const;
 

@@ -232,9 +232,21 @@ void TrainingRun::train_step(int64_t s, int64_t window) {
   train_->next(x_.data(), y_.data());
   params_->zero_grad();
   const int64_t n = micro_ * T_;
-  for (int64_t k = 0; k < K_; ++k)
+  const bool ranks = comm_.size() > 1;
+  for (int64_t k = 0; k < K_; ++k) {
+    // In the last micro-batch each block's gradients are averaged over the ranks as soon as
+    // backward has finished them, overlapping the blocks below (on a GPU).
+    if (ranks && k == K_ - 1)
+      model_->on_layer_grads = [this](int64_t l) {
+        comm_.all_reduce_async(params_->layer_grads(l), ReduceOp::Mean);
+      };
     model_->train_micro_batch(x_.data() + k * n, y_.data() + k * n, window, 1.0 / double(K_));
-  if (comm_.size() > 1) comm_.all_reduce(params_->grad_arena().flat(), ReduceOp::Mean);
+  }
+  if (ranks) {
+    model_->on_layer_grads = nullptr;
+    for (const Tensor& t : params_->other_grads()) comm_.all_reduce_async(t, ReduceOp::Mean);
+    comm_.wait_async();
+  }
   opt_->step(lr, mu);
   double loss = 0;
   try {

@@ -8,11 +8,17 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/factory.h"
+#include "core/arena.h"
+#include "dist/launch.h"
 #include "core/rng.h"
 #include "data/shard.h"
 #include "data/step_loader.h"
 #include "dist/local_comm.h"
 #include "dist/mpi/mpi_comm.h"
+#ifdef SPEEDRUN_HAVE_NCCL
+#include "dist/nccl/nccl_comm.h"
+#endif
 #include "model/params.h"
 #include "optim/optimizer.h"
 
@@ -53,9 +59,65 @@ std::vector<std::vector<double>> muon_steps(Comm* comm) {
 }
 }  // namespace
 
+#ifdef SPEEDRUN_HAVE_NCCL
+// The NCCL communicator on this rank's GPU against MPI on the same values in host memory:
+// sum, mean, gather, broadcast and the async reduction. A one-GPU machine runs it at world 1.
+int nccl_check(MpiComm& mpi) {
+  BackendOptions o;
+  o.device = DeviceChoice::CUDA;
+  o.gpu = detect_launch().local_rank;
+  auto be = make_backend(o);
+  NcclComm nccl(*be);
+  const int r = mpi.rank(), W = mpi.size();
+  const int64_t n = 1000;
+  std::vector<double> host(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) host[size_t(i)] = std::sin(double(i + 1) * (r + 1));
+  Arena mem([&](size_t b) { return be->allocate(b); }, [&](void* p) { be->release(p); });
+  Tensor d, g;
+  mem.add("x", DType::F32, {n}, &d);
+  mem.add("gathered", DType::F32, {int64_t(W) * n}, &g);
+  mem.materialize(be->device());
+  for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean}) {
+    std::vector<float> ref(host.begin(), host.end());
+    mpi.all_reduce(Tensor(ref.data(), DType::F32, {n}), op);
+    be->from_host_f64(d, host);
+    nccl.all_reduce(d, op);
+    const auto got = be->to_host_f64(d);
+    be->from_host_f64(d, host);
+    nccl.all_reduce_async(d, op);
+    nccl.wait_async();
+    const auto got_async = be->to_host_f64(d);
+    for (int64_t i = 0; i < n; ++i) {
+      expect(std::fabs(got[size_t(i)] - ref[size_t(i)]) <= 1e-6 * (1 + std::fabs(ref[size_t(i)])), r,
+             "nccl all_reduce agrees with MPI");
+      expect(got_async[size_t(i)] == got[size_t(i)], r, "nccl async all_reduce = all_reduce");
+      if (failures) break;
+    }
+  }
+  be->from_host_f64(d, host);
+  nccl.all_gather(g, d);
+  const auto all = be->to_host_f64(g);
+  expect(std::fabs(all[size_t(r) * size_t(n)] - float(host[0])) < 1e-7, r, "nccl all_gather");
+  nccl.broadcast(d, 0);
+  nccl.barrier();
+  return 0;
+}
+#endif
+
 int main(int argc, char** argv) {
   MpiComm comm;
   const int r = comm.rank(), W = comm.size();
+  if (argc > 1 && std::string(argv[1]) == "--nccl") {
+#ifdef SPEEDRUN_HAVE_NCCL
+    nccl_check(comm);
+    const double all_failures = comm.all_reduce(double(failures), ReduceOp::Sum);
+    if (r == 0) std::printf("nccl selftest: %d ranks, %.0f failures\n", W, all_failures);
+    return all_failures == 0 ? 0 : 1;
+#else
+    std::printf("nccl selftest: this build has no NCCL\n");
+    return 2;
+#endif
+  }
   // Collectives.
   std::vector<float> a = {float(r + 1), 0.5f * float(r)};
   comm.all_reduce(Tensor(a.data(), DType::F32, {2}), ReduceOp::Sum);

@@ -46,10 +46,41 @@ NcclComm::NcclComm(Backend& backend) : be_(backend) {
   ncclComm_t c = nullptr;
   ok(ncclCommInitRank(&c, mpi_.size(), id, mpi_.rank()), "CommInitRank");
   comm_ = c;
+  cudaStream_t side = nullptr;
+  cudaEvent_t a = nullptr, b = nullptr;
+  check(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess &&
+            cudaEventCreateWithFlags(&a, cudaEventDisableTiming) == cudaSuccess &&
+            cudaEventCreateWithFlags(&b, cudaEventDisableTiming) == cudaSuccess,
+        "NcclComm: cannot create its stream and events");
+  side_ = side;
+  compute_done_ = a;
+  side_done_ = b;
 }
 
 NcclComm::~NcclComm() {
+  if (side_) cudaStreamSynchronize(as_stream(side_));
   if (comm_) ncclCommDestroy(as_comm(comm_));
+  if (compute_done_) cudaEventDestroy(static_cast<cudaEvent_t>(compute_done_));
+  if (side_done_) cudaEventDestroy(static_cast<cudaEvent_t>(side_done_));
+  if (side_) cudaStreamDestroy(as_stream(side_));
+}
+
+void NcclComm::all_reduce_async(Tensor t, ReduceOp op) {
+  need_device(t, "all_reduce_async");
+  cudaEvent_t ready = static_cast<cudaEvent_t>(compute_done_);
+  check(cudaEventRecord(ready, as_stream(be_.stream())) == cudaSuccess &&
+            cudaStreamWaitEvent(as_stream(side_), ready, 0) == cudaSuccess,
+        "NcclComm all_reduce_async: cannot order the side stream after the backend's");
+  ok(ncclAllReduce(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, "all_reduce"),
+                   op == ReduceOp::Mean ? ncclAvg : ncclSum, as_comm(comm_), as_stream(side_)),
+     "AllReduce");
+}
+
+void NcclComm::wait_async() {
+  cudaEvent_t done = static_cast<cudaEvent_t>(side_done_);
+  check(cudaEventRecord(done, as_stream(side_)) == cudaSuccess &&
+            cudaStreamWaitEvent(as_stream(be_.stream()), done, 0) == cudaSuccess,
+        "NcclComm wait_async: cannot order the backend's stream after the reductions");
 }
 
 void NcclComm::all_reduce(Tensor t, ReduceOp op) {

@@ -23,6 +23,10 @@ class NcclComm final : public Comm {
   void all_gather(Tensor out, const Tensor& in) override;
   void broadcast(Tensor t, int root) override;
   void barrier() override;
+  // On a stream of NCCL's own, after an event of the backend's stream: the backward of the
+  // next layers runs while a layer's gradients are reduced.
+  void all_reduce_async(Tensor t, ReduceOp op) override;
+  void wait_async() override;
   double all_reduce(double x, ReduceOp op) override { return mpi_.all_reduce(x, op); }
   std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
     return mpi_.all_gather(mine);
@@ -32,7 +36,10 @@ class NcclComm final : public Comm {
  private:
   Backend& be_;
   MpiComm mpi_;
-  void* comm_ = nullptr;  // ncclComm_t
+  void* comm_ = nullptr;         // ncclComm_t
+  void* side_ = nullptr;         // cudaStream_t for the async reductions
+  void* compute_done_ = nullptr; // cudaEvent_t: the backend's work so far
+  void* side_done_ = nullptr;    // cudaEvent_t: the side stream's work so far
 };
 
 }  // namespace speedrun
