@@ -212,7 +212,9 @@ nlohmann::ordered_json stats_json(const SampleStats& s) {
   return j;
 }
 
-std::string explanation(const SweepSummary& s) {
+}  // namespace
+
+std::string summary_note(const SweepSummary& s) {
   std::string e = "Mean ± sample standard deviation (n - 1) over the finished seeds; seeds: "
                   "finished / given.";
   if (s.target_loss)
@@ -222,8 +224,6 @@ std::string explanation(const SweepSummary& s) {
                      *s.target_loss);
   return e;
 }
-
-}  // namespace
 
 std::vector<std::vector<std::string>> summary_cells(const SweepSummary& s) {
   std::vector<std::vector<std::string>> rows;
@@ -279,7 +279,7 @@ std::string summary_markdown(const SweepSummary& s) {
       out += "\n";
     }
   }
-  return out + "\n" + explanation(s) + "\n";
+  return out + "\n" + summary_note(s) + "\n";
 }
 
 nlohmann::ordered_json summary_json(const SweepSummary& s) {
@@ -311,7 +311,7 @@ nlohmann::ordered_json summary_json(const SweepSummary& s) {
     }
     j["variants"].push_back(x);
   }
-  j["note"] = explanation(s);
+  j["note"] = summary_note(s);
   return j;
 }
 

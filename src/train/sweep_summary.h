@@ -95,5 +95,7 @@ nlohmann::ordered_json summary_json(const SweepSummary& s);
 // The table's cells, shared by the formats and the HTML report: a header row, then one row
 // per variant.
 std::vector<std::vector<std::string>> summary_cells(const SweepSummary& s);
+// What the table's numbers are, in a sentence or two, for below it.
+std::string summary_note(const SweepSummary& s);
 
 }  // namespace speedrun
