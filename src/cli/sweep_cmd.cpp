@@ -6,7 +6,6 @@
 #include <string>
 
 #include "cli/commands.h"
-#include "core/child_process.h"
 #include "train/sweep.h"
 
 namespace speedrun::cli {
@@ -28,7 +27,9 @@ void run_sweep_cmd(const SweepArgs& a) {
     return;
   }
   SweepOptions o;
-  o.train_binary = self_executable();
+  // This process's own image, even if the file is rebuilt while the sweep runs: every run
+  // of a sweep runs the same binary.
+  o.train_binary = "/proc/self/exe";
   o.rerun_command = "speedrun sweep " + a.spec + (a.out.empty() ? "" : " --out " + a.out);
   o.dry_run = a.dry_run;
   const SweepOutcome r = run_sweep(spec, o);

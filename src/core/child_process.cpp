@@ -8,7 +8,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 
 #include "core/error.h"
 
@@ -104,13 +103,6 @@ void ChildProcess::wait() {
 
 void ChildProcess::signal(int sig) const {
   if (running()) ::kill(pid_, sig);
-}
-
-std::string self_executable() {
-  std::error_code ec;
-  const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  check(!ec, "cannot find this program's path (/proc/self/exe): ", ec.message());
-  return p.string();
 }
 
 }  // namespace speedrun

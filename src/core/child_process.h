@@ -50,7 +50,4 @@ class ChildProcess {
   int code_ = 0, killed_by_ = 0;
 };
 
-// The path of the running executable (/proc/self/exe), for commands that start themselves.
-std::string self_executable();
-
 }  // namespace speedrun

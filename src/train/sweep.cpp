@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -251,6 +252,7 @@ class Runner {
   };
   std::vector<std::string> command(size_t i) const;
   void launch(size_t i);
+  bool gated();
   void ended(Active& a);
   void say(const std::string& line);
   std::string progress_line() const;
@@ -265,9 +267,14 @@ class Runner {
   std::vector<std::string> failed_;
   int finished_ = 0, paused_ = 0, stopped_ = 0;
   int forwarded_ = 0;  // the signal forwarded to the children, once
+  // Runs on the built-in corpus prepare it under data/ on first use: the first run starts
+  // alone, and the others once its log shows the model line (its data is ready), so
+  // parallel runs never prepare the same files at once.
+  std::optional<size_t> gate_;
+  std::uintmax_t gate_offset_ = 0;
   int64_t total_steps_ = 0, base_steps_ = 0;
   Clock::time_point t0_, last_draw_;
-  bool tty_ = false, drawn_ = false;
+  bool tty_ = false, drawn_ = false, first_launch_ = true;
 };
 
 std::vector<std::string> Runner::command(size_t i) const {
@@ -331,7 +338,24 @@ void Runner::launch(size_t i) {
   say(st.state == State::Resume    ? fmt::format("resume {} from step {}", p.rel, st.step)
       : st.state == State::Restart ? fmt::format("restart {} (no usable checkpoint)", p.rel)
                                    : fmt::format("start {}", p.rel));
+  std::error_code ec;
+  const std::uintmax_t offset = fs::file_size(log, ec);
   active_.push_back({i, ChildProcess::start(argv, log.string()), Clock::now()});
+  if (first_launch_ && p.config.train_glob.empty()) gate_ = i, gate_offset_ = ec ? 0 : offset;
+  first_launch_ = false;
+}
+
+bool Runner::gated() {
+  if (!gate_) return false;
+  const size_t i = *gate_;
+  const bool running = std::any_of(active_.begin(), active_.end(),
+                                   [&](const Active& a) { return a.run == i; });
+  std::ifstream f(fs::path(plans_[i].dir) / kLog, std::ios::binary);
+  f.seekg(std::streamoff(gate_offset_));
+  const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (!running || text.rfind("model: ", 0) == 0 || text.find("\nmodel: ") != std::string::npos)
+    gate_.reset();
+  return gate_.has_value();
 }
 
 void Runner::ended(Active& a) {
@@ -446,7 +470,7 @@ SweepOutcome Runner::run() {
   install_stop_handlers();
   t0_ = last_draw_ = Clock::now();
   for (;;) {
-    while (forwarded_ == 0 && !queue.empty() && int(active_.size()) < spec_.parallel) {
+    while (forwarded_ == 0 && !queue.empty() && int(active_.size()) < spec_.parallel && !gated()) {
       launch(queue.front());
       queue.pop_front();
     }
