@@ -397,8 +397,11 @@ void Runner::ended(Active& a) {
 
 SweepOutcome Runner::run() {
   tty_ = ::isatty(::fileno(o_.out));
-  fs::create_directories(spec_.out);
-  SweepLock lock(spec_.out);
+  std::optional<SweepLock> lock;  // a dry run writes nothing and takes no lock
+  if (!o_.dry_run) {
+    fs::create_directories(spec_.out);
+    lock.emplace(spec_.out);
+  }
   const fs::path record = fs::path(spec_.out) / kRecord;
   const nlohmann::json before = fs::exists(record) ? read_record(record) : nlohmann::json{};
   std::map<std::string, nlohmann::json> before_config;
