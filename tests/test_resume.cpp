@@ -30,37 +30,14 @@
 #include "train/config.h"
 #include "train/config_io.h"
 #include "train/trainer.h"
+#include "fixtures.h"
 #include "run_command.h"
 
 using namespace speedrun;
+using namespace speedrun::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_bytes(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-void write_bytes(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << s;
-}
-
-
-// The metrics of a run without the wall times: (kind, step, values...) per line.
-std::vector<std::string> metrics_without_times(const fs::path& p) {
-  std::vector<std::string> out;
-  std::ifstream f(p);
-  for (std::string line; std::getline(f, line);) {
-    auto j = nlohmann::json::parse(line);
-    j.erase("ms");
-    out.push_back(j.dump());
-  }
-  return out;
-}
 
 class Resume : public ::testing::Test {
  protected:
@@ -75,24 +52,7 @@ class Resume : public ::testing::Test {
   }
   // A micro run of 8 steps whose window, LR and momentum all move during the run.
   TrainConfig config(const std::string& out, DType dtype = DType::F32) const {
-    TrainConfig c = preset_config("tiny");
-    c.model.layers = 2;
-    c.model.heads = 2;
-    c.model.head_dim = 16;
-    c.model.vocab = 128;
-    c.model.eot = 0;
-    c.seq_len = 256;
-    c.batch = 2;
-    c.schedule.steps = 8;
-    c.schedule.cooldown = 4;
-    c.schedule.window_start = 64;
-    c.schedule.window_end = 256;
-    c.schedule.momentum_warmup = 6;
-    c.val_every = 4;
-    c.val_tokens = 512;
-    c.dtype = dtype == DType::F64 ? PrecisionChoice::FP64 : PrecisionChoice::FP32;
-    c.out_dir = (dir / out).string();
-    return c;
+    return micro_run(dir / out, dtype == DType::F64 ? PrecisionChoice::FP64 : PrecisionChoice::FP32);
   }
   TrainResult train_run(const TrainConfig& c, std::vector<std::string>* log = nullptr) {
     CpuBackend be(2);

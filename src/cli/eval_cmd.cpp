@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/backend_flags.h"
+#include "cli/shape_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
 #include "data/loader.h"
@@ -22,6 +23,7 @@ struct EvalArgs {
   int64_t window = 0, seq_len = 0, batch = 1, val_tokens = 0;  // defaults: the record's
   PrecisionChoice dtype = PrecisionChoice::Auto;
   BackendOptions backend;
+  ShapeHints shape;
 };
 
 void run_eval(const EvalArgs& a) {
@@ -31,8 +33,7 @@ void run_eval(const EvalArgs& a) {
   check(a.val_tokens >= per_batch && a.val_tokens % per_batch == 0, "--val-tokens ",
         a.val_tokens, " must be a positive multiple of --batch x --seq-len = ", per_batch);
   std::unique_ptr<Backend> backend = make_backend(a.backend);
-  GPTConfig cfg =
-      GPTConfig::from_metadata(SafetensorsFile::open(a.weights).metadata(), a.weights);
+  GPTConfig cfg = GPTConfig::from_weights(SafetensorsFile::open(a.weights), a.shape);
   Parameters params(*backend, cfg, resolve_precision(*backend, a.dtype));
   params.load(a.weights);
   StepLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 1, 0, 1, cfg.vocab);
@@ -61,6 +62,7 @@ void add_eval_command(CLI::App& app) {
   sub->add_option("--val-tokens", a->val_tokens, "tokens to evaluate")->capture_default_str();
   add_enum_option(sub, "--dtype", a->dtype, "precision (auto: the device's)");
   add_backend_flags(sub, a->backend);
+  add_shape_flags(sub, a->shape);
   sub->callback([a]() { run_eval(*a); });
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/backend_flags.h"
+#include "cli/shape_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
 #include "model/params.h"
@@ -18,12 +19,13 @@ namespace {
 struct ExportArgs {
   std::string checkpoint, out, dtype = "bf16";
   BackendOptions backend{DeviceChoice::CPU, 1, -1};  // reading and rounding: no GPU needed
+  ShapeHints shape;
 };
 
 void run_export(const ExportArgs& a) {
   namespace fs = std::filesystem;
   const std::string src =
-      resolve_weights(a.checkpoint, [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); });
+      resolve_weights(a.checkpoint, [](const std::string& s) { std::fprintf(stderr, "export: %s\n", s.c_str()); });
   std::error_code ec;
   check(!fs::exists(a.out) || !fs::equivalent(src, a.out, ec), "export: -o ", a.out,
         " is the checkpoint's own weights file ", src, ": write the export to another path");
@@ -32,7 +34,8 @@ void run_export(const ExportArgs& a) {
   {
     const SafetensorsFile f = SafetensorsFile::open(src);
     meta = f.metadata();
-    cfg = GPTConfig::from_metadata(meta, src);
+    cfg = GPTConfig::from_weights(f, a.shape);
+    for (const auto& [k, v] : cfg.to_metadata()) meta[k] = v;  // the export says its shape
   }
   std::unique_ptr<Backend> backend = make_backend(a.backend);
   Parameters params(*backend, cfg, backend->default_precision());
@@ -65,6 +68,7 @@ void add_export_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("-o,--out", a->out, "the file to write (.safetensors)")->required();
   add_backend_flags(sub, a->backend);
+  add_shape_flags(sub, a->shape);
   sub->callback([a]() { run_export(*a); });
 }
 

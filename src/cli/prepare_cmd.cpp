@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,10 @@ void run_prepare(PrepareArgs& a, const CLI::App& sub) {
   o.name = a.name.empty() ? std::filesystem::path(a.out).lexically_normal().filename().string()
                           : a.name;
   if (o.name.empty() || o.name == "." || o.name == "..") o.name = "data";
+  if (a.name.empty())  // the prefix comes from -o: say so if it cannot be one
+    check(std::regex_match(o.name, std::regex("[A-Za-z0-9][A-Za-z0-9._-]*")), "-o ", a.out,
+          ": the folder's name '", o.name, "' prefixes the shard file names, so it may hold "
+          "only letters, digits, '.', '_' and '-': pass --name PREFIX, or choose another folder");
   o.shard_tokens = a.shard_tokens;
   o.val_docs = a.val_docs;
   o.val_tokens = a.val_docs > 0 ? 0 : a.val_tokens;

@@ -1,6 +1,7 @@
 // speedrun report: one self-contained HTML page (inline SVG charts) from runs' metrics.jsonl,
 // a sweep's runs as one band per variant under its summary table.
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,7 +22,25 @@ struct ReportArgs {
   std::optional<double> target_loss;
 };
 
+// No output may overwrite an input: -o naming a run's metrics file (or a run directory, or
+// a sweep's record) would replace the run's record with HTML.
+void check_output_is_not_an_input(const ReportArgs& a) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (const std::string& r : a.runs) {
+    const fs::path in(r);
+    for (const fs::path& p : {in, in / "metrics.jsonl", in / "sweep.json"})
+      check(!fs::exists(a.out, ec) || !fs::exists(p, ec) || !fs::equivalent(a.out, p, ec),
+            "report: -o ", a.out, " is the input ", p.string(),
+            ": it would be overwritten; write the report to another file");
+    check(fs::weakly_canonical(fs::path(a.out), ec) != fs::weakly_canonical(in / "metrics.jsonl", ec),
+          "report: -o ", a.out, " is the input ", (in / "metrics.jsonl").string(),
+          ": it would be overwritten; write the report to another file");
+  }
+}
+
 void run_report(const ReportArgs& a) {
+  check_output_is_not_an_input(a);
   const ReportInputs in = load_report_inputs(a.runs);
   const auto& runs = in.runs;
   check(!runs.empty(), "report: none of the runs has written metrics yet");

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cli/backend_flags.h"
+#include "cli/shape_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
 #include "data/tokenizer.h"
@@ -30,6 +31,7 @@ struct SampleArgs {
   double temperature = 0.8;
   uint64_t seed = 0;
   BackendOptions backend;
+  ShapeHints shape;
   bool ids = false;
 };
 
@@ -104,9 +106,10 @@ void run_sample(const SampleArgs& a) {
         ": must be >= 0 (0: greedy)");
   check(a.window >= 0, "--window ", a.window, ": must be >= 1 (0: the checkpoint's)");
   const std::string weights =
-      resolve_weights(a.checkpoint, [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); });
-  std::map<std::string, std::string> meta = SafetensorsFile::open(weights).metadata();
-  const GPTConfig cfg = GPTConfig::from_metadata(meta, weights);
+      resolve_weights(a.checkpoint, [](const std::string& s) { std::fprintf(stderr, "sample: %s\n", s.c_str()); });
+  const SafetensorsFile file = SafetensorsFile::open(weights);
+  std::map<std::string, std::string> meta = file.metadata();
+  const GPTConfig cfg = GPTConfig::from_weights(file, a.shape);
   int64_t window = a.window;
   if (window == 0) {
     auto it = meta.find("window");
@@ -196,6 +199,7 @@ void add_sample_command(CLI::App& app) {
                   "attention window (default: the one in the weights' metadata)");
   sub->add_flag("--ids", a->ids, "the prompt and the output are token ids, not text");
   add_backend_flags(sub, a->backend);
+  add_shape_flags(sub, a->shape);
   sub->callback([a]() { run_sample(*a); });
 }
 

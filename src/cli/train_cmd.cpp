@@ -44,7 +44,7 @@ void settle_config(TrainArgs& a) {
   };
   if (!c.resume.empty()) {
     const auto ck =
-        find_checkpoint(c.resume, [](const std::string& s) { std::printf("%s\n", s.c_str()); });
+        find_checkpoint(c.resume, [](const std::string& s) { std::printf("resume: %s\n", s.c_str()); });
     const std::string run_dir = std::filesystem::path(ck.dir).parent_path().string();
     std::error_code ec;
     check(!given("out") || std::filesystem::equivalent(c.out_dir, run_dir, ec), "--out ",

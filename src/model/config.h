@@ -9,6 +9,15 @@
 
 namespace speedrun {
 
+class SafetensorsFile;
+
+// What a command line says about a model whose weights file lacks speedrun's metadata (a
+// PyTorch export of the record, say): what the tensors' shapes cannot tell. 0 / -1: not given.
+struct ShapeHints {
+  int64_t heads = 0, head_dim = 0;  // either one (width = heads x head dim)
+  int64_t eot = -1;                 // the document delimiter id
+};
+
 struct GPTConfig {
   int64_t layers = 12;
   int64_t heads = 6;
@@ -29,6 +38,11 @@ struct GPTConfig {
   std::map<std::string, std::string> to_metadata() const;
   static GPTConfig from_metadata(const std::map<std::string, std::string>& meta,
                                  const std::string& file);
+  // The model of a weights file: its speedrun metadata (hints given must agree with it),
+  // or else what its tensors determine (layers from the block names, width and vocabulary
+  // from wte) completed by the hints: heads or head dim, and the EOT id (GPT-2's for a
+  // GPT-2-sized vocabulary when not given). Missing hints throw naming the flags.
+  static GPTConfig from_weights(const SafetensorsFile& f, const ShapeHints& hints);
 };
 
 }  // namespace speedrun

@@ -291,7 +291,7 @@ FoundCheckpoint find_checkpoint(const std::string& path, const LogFn& warn) {
       return {c, read_checkpoint(c)};
     } catch (const Error& e) {
       defects += std::string("\n  ") + e.what();
-      if (warn) warn(std::string("resume: skipping a damaged checkpoint: ") + e.what());
+      if (warn) warn(std::string("skipping a damaged checkpoint: ") + e.what());
     }
   }
   fail("--resume ", path, ": no complete checkpoint:", defects);

@@ -15,7 +15,7 @@ const std::vector<Preset>& presets() {
       // batches and gradients). Newton-Schulz in fp32 (--ns-bf16 emulates the GPU's bf16).
       {"record",
        "SPEC.md's record: GPT-2 small, 1750 steps of 8 x 65,536 tokens, window 64 -> 1792",
-       {}},
+       {{"out", "runs/record"}}},
       {"previous-record",
        "the record before it: 1875 steps, fixed window 1024, beta1 0.9, Muon lr 0.04",
        {{"steps", "1875"},
@@ -25,13 +25,14 @@ const std::vector<Preset>& presets() {
         {"window-end", "1024"},
         {"adam-beta1", "0.9"},
         {"muon-lr", "0.04"},
-        {"momentum-warmup", "500"}}},
+        {"momentum-warmup", "500"},
+        {"out", "runs/previous-record"}}},
       {"tiny",
-       "4 layers x 4 heads x 32, sequences of 1024 tokens, 300 steps, window 64 -> 512: "
-       "minutes on a CPU",
+       "4 layers x 2 heads x 64, sequences of 1024 tokens, 300 steps, window 64 -> 512: "
+       "minutes on a CPU (head dim 64: the GPU's attention kernels take 64 or 128)",
        {{"layers", "4"},
-        {"heads", "4"},
-        {"head-dim", "32"},
+        {"heads", "2"},
+        {"head-dim", "64"},
         {"vocab", "512"},
         {"eot", "0"},
         {"seq-len", "1024"},

@@ -120,7 +120,7 @@ TrainingRun::TrainingRun(Trainer& t)
   const int world = comm_.size(), rank = comm_.rank();
   if (!c_.resume.empty()) {
     // A resumed run writes where its checkpoint is, wherever the run was first started.
-    ck_ = find_checkpoint(c_.resume, [this](const std::string& s) { log(s); });
+    ck_ = find_checkpoint(c_.resume, [this](const std::string& s) { log("resume: " + s); });
     c_.out_dir = fs::path(ck_->dir).parent_path().string();
   }
 

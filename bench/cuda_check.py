@@ -1,0 +1,196 @@
+"""Helpers of bench/cuda_check.sh (standard library only):
+
+  python3 bench/cuda_check.py compare GPU.jsonl CPU.jsonl --json OUT.json [--label-a cuda]
+      the two runs' loss curves (speedrun's metrics.jsonl) against the bf16-noise criterion
+  python3 bench/cuda_check.py bench BENCH.json
+      the step benchmark (`speedrun bench --json` or bench_cuda_step --json) beside the
+      PyTorch anchor of docs/PERFORMANCE.md
+  python3 bench/cuda_check.py results STEPS.tsv --json OUT.json [--part NAME=FILE ...]
+      one JSON of every step's result and the parts' JSON files
+
+The criterion for the curves (bf16 compute on the GPU against fp32 on the CPU, same
+initial weights and batches): both runs finite and of the same length; the first step's
+losses within 0.02 (one forward pass from identical weights: only rounding differs); the
+mean of the last 10 steps within 0.05 and every step within 0.15 (the trajectories drift
+apart by rounding, as two bf16 runs with different reduction orders do, but a wrong
+gradient or update shows as a curve that falls more slowly: typically > 0.1 by step 100);
+the final validation losses, when both runs have one, within 0.05; and the loss falling by
+at least 1.0 over the run (the model learns).
+"""
+import argparse
+import json
+import math
+import sys
+
+FIRST_MAX = 0.02
+LAST10_MAX = 0.05
+STEP_MAX = 0.15
+VAL_MAX = 0.05
+MIN_DROP = 1.0
+
+# docs/PERFORMANCE.md, "GPU anchor: the PyTorch record on one H200" (2026-11-28).
+ANCHOR = {
+    64: {"fwd_bwd_ms": 113.3, "optimizer_ms": 50.6, "step_ms": 163.5},
+    1792: {"fwd_bwd_ms": 131.4, "optimizer_ms": 49.7, "step_ms": 175.6},
+}
+ANCHOR_PEAK_GIB = 30.5
+ANCHOR_FIRST_STEP_S = 258.0
+TARGET = 0.75  # the CUDA backend's goal: at most 0.75x the anchor's times
+
+
+def read_metrics(path):
+    train, val = {}, {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            m = json.loads(line)
+            if "train_loss" in m:
+                train[int(m["step"])] = float(m["train_loss"])
+            elif "val_loss" in m:
+                val[int(m["step"])] = float(m["val_loss"])
+    return [train[k] for k in sorted(train)], val
+
+
+def compare(args):
+    a, va = read_metrics(args.a)
+    b, vb = read_metrics(args.b)
+    res = {"a": args.label_a, "b": args.label_b, "steps_a": len(a), "steps_b": len(b),
+           "criterion": {"first_max": FIRST_MAX, "last10_max": LAST10_MAX,
+                         "step_max": STEP_MAX, "val_max": VAL_MAX, "min_drop": MIN_DROP},
+           "curve_a": a, "curve_b": b, "val_a": va, "val_b": vb, "failures": []}
+    fails = res["failures"]
+    n = min(len(a), len(b))
+    if n == 0:
+        fails.append("no train_loss in one of the runs")
+    if len(a) != len(b):
+        fails.append(f"different lengths: {len(a)} vs {len(b)} steps")
+    if any(not math.isfinite(x) for x in a + b):
+        fails.append("a loss is not finite")
+    if n:
+        d = [abs(a[i] - b[i]) for i in range(n)]
+        k = min(10, n)
+        res["first_delta"] = d[0]
+        res["max_delta"] = max(d)
+        res["max_delta_step"] = d.index(max(d))
+        res["last10_delta"] = abs(sum(a[n - k:n]) / k - sum(b[n - k:n]) / k)
+        res["final_a"], res["final_b"] = a[n - 1], b[n - 1]
+        res["drop_a"] = a[0] - sum(a[n - k:n]) / k
+        res["drop_b"] = b[0] - sum(b[n - k:n]) / k
+        if d[0] > FIRST_MAX:
+            fails.append(f"first step differs by {d[0]:.4f} > {FIRST_MAX}")
+        if res["last10_delta"] > LAST10_MAX:
+            fails.append(f"last-10 mean differs by {res['last10_delta']:.4f} > {LAST10_MAX}")
+        if res["max_delta"] > STEP_MAX:
+            fails.append(f"step {res['max_delta_step']} differs by {res['max_delta']:.4f} > {STEP_MAX}")
+        if n >= 20 and min(res["drop_a"], res["drop_b"]) < MIN_DROP:
+            fails.append(f"loss fell by only {min(res['drop_a'], res['drop_b']):.3f} < {MIN_DROP}")
+    common = sorted(set(va) & set(vb))
+    if common:
+        s = common[-1]
+        res["val_step"], res["val_delta"] = s, abs(va[s] - vb[s])
+        if res["val_delta"] > VAL_MAX:
+            fails.append(f"val loss at step {s} differs by {res['val_delta']:.4f} > {VAL_MAX}")
+    res["pass"] = not fails
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    if n:
+        print(f"{args.label_a} vs {args.label_b}: {n} steps; first |d| {res['first_delta']:.4f}, "
+              f"max |d| {res['max_delta']:.4f} (step {res['max_delta_step']}), last-10 mean |d| "
+              f"{res['last10_delta']:.4f}; final {res['final_a']:.4f} vs {res['final_b']:.4f}"
+              + (f"; val |d| {res['val_delta']:.4f} at step {res['val_step']}" if common else ""))
+        for i in sorted(set([0, 1, 2, 5, 10, 20, 50, n - 1]) & set(range(n))):
+            print(f"  step {i:4d}: {a[i]:.4f} {b[i]:.4f}  |d| {abs(a[i] - b[i]):.4f}")
+    print("PASS" if res["pass"] else "FAIL: " + "; ".join(fails))
+    print(f"criterion: first |d| <= {FIRST_MAX}, last-10 mean |d| <= {LAST10_MAX}, every step "
+          f"|d| <= {STEP_MAX}, final val |d| <= {VAL_MAX}, loss falls >= {MIN_DROP}")
+    return 0 if res["pass"] else 1
+
+
+def fmt(v, spec=".1f"):
+    return "n/a" if v is None or v == 0 else format(v, spec)
+
+
+def bench(args):
+    with open(args.json) as f:
+        j = json.load(f)
+    cfg = j.get("config", {})
+    print(f"step benchmark ({j.get('tool', 'speedrun bench')}): {j.get('backend')} "
+          f"{j.get('precision')}, {cfg.get('layers')}x{cfg.get('heads')}x{cfg.get('head_dim')}, "
+          f"vocab {cfg.get('vocab')}, {cfg.get('batch', 1)} x {cfg.get('seq_len')} tokens")
+    print(f"| quantity | window | speedrun ({j.get('backend')}) | PyTorch anchor (H200) | ratio "
+          f"| target (0.75x) |")
+    print("|---|---|---|---|---|---|")
+    rows = []
+    for w in j.get("windows", []):
+        win, st = int(w.get("window", 0)), w.get("step", {})
+        an = ANCHOR.get(win, {})
+        for key, name in (("fwd_bwd_ms", "fwd+bwd (ms)"), ("optimizer_ms", "optimizer (ms)"),
+                          ("step_ms", "full step (ms)")):
+            ours, ref = st.get(key), an.get(key)
+            ratio = f"{ours / ref:.2f}x" if ours and ref else "n/a"
+            target = fmt(ref * TARGET if ref else None)
+            rows.append((name, win, fmt(ours), fmt(ref), ratio, target))
+            print(f"| {name} | {win} | {fmt(ours)} | {fmt(ref)} | {ratio} | {target} |")
+        if st.get("tokens_per_s"):
+            print(f"| tokens/s | {win} | {st['tokens_per_s']:,.0f} | | | |")
+        if st.get("mfu"):
+            print(f"| MFU (measured GEMM rate) | {win} | {100 * st['mfu']:.1f}% | | | |")
+    peak = (j.get("peak_memory") or {}).get("bytes") or 0
+    gib = peak / 2**30 if peak else None
+    print(f"| peak memory (GiB) | | {fmt(gib, '.2f')} | {ANCHOR_PEAK_GIB} | "
+          f"{f'{gib / ANCHOR_PEAK_GIB:.2f}x' if gib else 'n/a'} | |")
+    first = (j.get("launch") or {}).get("to_first_step_s")
+    print(f"| launch to first step (s) | | {fmt(first, '.2f')} | ~{ANCHOR_FIRST_STEP_S:.0f} | "
+          f"{f'{first / ANCHOR_FIRST_STEP_S:.3f}x' if first else 'n/a'} | 5 |")
+    ceil = j.get("ceilings") or {}
+    if ceil.get("gemm", {}).get("flops_per_s"):
+        print(f"| ceilings: GEMM {ceil['gemm'].get('n')}^3 / copy | | "
+              f"{ceil['gemm']['flops_per_s'] / 1e12:.0f} TFLOP/s / "
+              f"{ceil.get('copy', {}).get('bytes_per_s', 0) / 1e9:,.0f} GB/s | 788 / 4,246 | | |")
+    return 0
+
+
+def results(args):
+    steps = []
+    with open(args.steps) as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if len(p) >= 4:
+                steps.append({"step": p[0], "status": p[1], "seconds": float(p[2] or 0), "note": p[3]})
+    out = {"steps": steps}
+    for part in args.part or []:
+        name, _, path = part.partition("=")
+        try:
+            with open(path) as f:
+                out[name] = json.load(f)
+        except (OSError, ValueError) as e:
+            out[name] = {"missing": str(e)}
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=1)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("--json")
+    c.add_argument("--label-a", default="cuda bf16")
+    c.add_argument("--label-b", default="cpu fp32")
+    b = sub.add_parser("bench")
+    b.add_argument("json")
+    r = sub.add_parser("results")
+    r.add_argument("steps")
+    r.add_argument("--json", required=True)
+    r.add_argument("--part", action="append")
+    a = ap.parse_args()
+    return {"compare": compare, "bench": bench, "results": results}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+// A run directory that cannot be corrupted, and the other holes a careless or hostile user
+// finds: moved runs, two writers, reused directories, failed writes, leftovers, outputs
+// over inputs, weights without our metadata, validation budgets beyond the data, signals.
+#include <gtest/gtest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/safetensors.h"
+#include "data/shard.h"
+#include "fixtures.h"
+#include "run_command.h"
+#include "train/config.h"
+#include "train/run_dir.h"
+#include "train/run_files.h"
+
+using namespace speedrun;
+using namespace speedrun::test;
+
+namespace {
+
+std::vector<std::string> names_in(const fs::path& d) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(d)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+class Reliability : public ::testing::Test {
+ protected:
+  TempDir dir{"test_reliability"};
+  ShardFiles data = synthetic_shards(dir / "data", 60000, 3000);
+  // The micro run M: 10 steps of a 2-layer model on synthetic shards.
+  std::string micro(const fs::path& out, const std::string& extra = "") const {
+    return "train --train '" + (dir / "data").string() + "/*train*.bin' --val '" +
+           (dir / "data").string() + "/*val*.bin' --vocab 128 --eot 0 --layers 2 --heads 2 "
+           "--head-dim 16 --seq-len 256 --batch 2 --window-end 256 --steps 10 --cooldown 2 "
+           "--val-tokens 512 --val-every 5 --no-sample --threads 1 --device cpu --out " +
+           out.string() + " " + extra;
+  }
+  Outcome ok(const std::string& args) {
+    Outcome o = run_cli(args);
+    EXPECT_EQ(o.code, 0) << args << "\n" << o.out;
+    return o;
+  }
+  Outcome refused(const std::string& args, const std::vector<std::string>& needles) {
+    Outcome o = run_cli(args);
+    EXPECT_NE(o.code, 0) << args << "\n" << o.out;
+    EXPECT_LT(o.code, 128) << "crashed: " << o.out;
+    for (const auto& n : needles)
+      EXPECT_NE(o.out.find(n), std::string::npos) << "missing '" << n << "' in:\n" << o.out;
+    return o;
+  }
+};
+
+}  // namespace
+
+// 1. Resuming a moved run writes into the moved directory, never into the path it was
+// started in (where another run now lives).
+TEST_F(Reliability, ResumingAMovedRunWritesWhereItsCheckpointIs) {
+  ok(micro(dir / "A", "--save-every 5 --keep 1 --stop-after 5"));
+  fs::rename(dir / "A", dir / "A_old");
+  ok(micro(dir / "A", "--seed 99 --save-every 5 --keep 1 --stop-after 5"));
+  const std::string a_metrics = read_bytes(dir / "A" / "metrics.jsonl");
+  const auto a_files = names_in(dir / "A");
+  ok("train --resume " + (dir / "A_old").string() + " --threads 1 --no-sample");
+  EXPECT_EQ(read_bytes(dir / "A" / "metrics.jsonl"), a_metrics);
+  EXPECT_EQ(names_in(dir / "A"), a_files);
+  EXPECT_TRUE(fs::exists(dir / "A_old" / "model_step000010.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "A_old" / "ckpt_step000010"));
+  // --out elsewhere with --resume is refused rather than silently ignored.
+  refused("train --resume " + (dir / "A_old").string() + " --out " + (dir / "B").string(),
+          {"a resumed run writes into its own directory"});
+}
+
+// 2. A second process writing the same --out is refused, naming the holder; a lock left by
+// a process that died is free.
+TEST_F(Reliability, ASecondWriterIsRefusedNamingTheHolder) {
+  {
+    RunDir held = RunDir::start((dir / "D").string(), false);
+    refused(micro(dir / "D", "--overwrite"), {"is being written by another process", "pid"});
+  }
+  // The lock file stays behind, with a dead holder's pid: the next run goes ahead.
+  ASSERT_TRUE(fs::exists(dir / "D" / ".lock"));
+  ok(micro(dir / "D", "--overwrite --steps 2 --cooldown 1 --val-every 0"));
+}
+
+// 3. A new run into a used --out is refused unless --overwrite, which replaces the old
+// run's files; without --out every run gets a directory of its own.
+TEST_F(Reliability, ANewRunDoesNotMixWithAnOldOne) {
+  ok(micro(dir / "R", "--save-every 5"));
+  refused(micro(dir / "R", "--seed 3"), {"already holds a run", "--overwrite", "--resume"});
+  ok(micro(dir / "R", "--seed 3 --steps 4 --cooldown 1 --val-every 0 --overwrite"));
+  EXPECT_FALSE(fs::exists(dir / "R" / "ckpt_step000010"));  // the old run's checkpoints are gone
+  EXPECT_FALSE(fs::exists(dir / "R" / "model_step000010.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "R" / "model_step000004.safetensors"));
+  // The default --out: runs/<preset>-N, a new one each time.
+  const std::string cd = "cd " + dir.path.string() + " && ";
+  std::string flags = micro(dir / "unused");
+  flags = flags.substr(0, flags.find(" --out "));
+  for (int k = 0; k < 2; ++k) {
+    const Outcome o = run_shell(cd + SPEEDRUN_BINARY + " " + flags + " --steps 2 --cooldown 1 --val-every 0");
+    EXPECT_EQ(o.code, 0) << o.out;
+  }
+  EXPECT_TRUE(fs::exists(dir / "runs" / "tiny-1" / "model_step000002.safetensors"));
+  EXPECT_TRUE(fs::exists(dir / "runs" / "tiny-2" / "model_step000002.safetensors"));
+}
+
+// 4. A failed write of metrics.jsonl stops the run naming the file (here: a full device).
+TEST_F(Reliability, AFailedMetricsWriteStopsNamingTheFile) {
+  if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full on this system";
+  fs::create_directories(dir / "full");
+  fs::create_symlink("/dev/full", dir / "full" / "metrics.jsonl");
+  TrainConfig c = micro_run(dir / "full");
+  RunFiles files(c, true);
+  files.open_metrics(0);
+  try {
+    files.emit({{"step", 0}, {"train_loss", 1.0}});
+    ADD_FAILURE() << "the write to /dev/full succeeded";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("metrics.jsonl"), std::string::npos) << m;
+    EXPECT_NE(m.find("No space left"), std::string::npos) << m;
+  }
+}
+
+// 5. A checkpoint that fails to write leaves no temporary behind and the earlier
+// checkpoints intact; leftovers of writes killed earlier are removed at the next start.
+TEST_F(Reliability, FailedAndKilledWritesLeaveNothingBehind) {
+  ok(micro(dir / "W", "--save-every 5 --stop-after 5"));
+  const auto before = names_in(dir / "W");
+  // Files may grow to 4 MB: the step-10 checkpoint's state (~1 MB) still fits, but no
+  // larger files: resume with a file size limit under the model file's size (~330 KB).
+  const Outcome o = run_shell("ulimit -f 200; trap '' XFSZ; " + std::string(SPEEDRUN_BINARY) +
+                              " train --resume " + (dir / "W").string() +
+                              " --threads 1 --no-sample --save-every 1");
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("writing failed"), std::string::npos) << o.out;
+  for (const auto& n : names_in(dir / "W")) EXPECT_EQ(n.find(".tmp."), std::string::npos) << n;
+  EXPECT_TRUE(fs::exists(dir / "W" / "ckpt_step000005" / "meta.json"));
+  // Leftovers of killed writes (their pid is gone) are removed when a run opens the dir.
+  fs::create_directories(dir / "W" / ".ckpt_step000006.tmp.999999");
+  write_bytes(dir / "W" / "metrics.jsonl.tmp.999999", "half a line");
+  ok("train --resume " + (dir / "W").string() + " --threads 1 --no-sample");
+  for (const auto& n : names_in(dir / "W")) EXPECT_EQ(n.find(".tmp."), std::string::npos) << n;
+  (void)before;
+}
+
+// 6. No command's output may overwrite an input it reads.
+TEST_F(Reliability, ReportRefusesToWriteOverItsInput) {
+  ok(micro(dir / "P", "--steps 2 --cooldown 1 --val-every 0"));
+  const std::string m = read_bytes(dir / "P" / "metrics.jsonl");
+  refused("report " + (dir / "P").string() + " -o " + (dir / "P" / "metrics.jsonl").string(),
+          {"would be overwritten"});
+  EXPECT_EQ(read_bytes(dir / "P" / "metrics.jsonl"), m);
+}
+
+// 7. Weights without our metadata (written by PyTorch) are usable: the shapes give what
+// they can, flags the rest.
+TEST_F(Reliability, WeightsWithoutMetadataTakeTheRestAsFlags) {
+  ok(micro(dir / "E", "--steps 2 --cooldown 1 --val-every 0"));
+  const fs::path ours = dir / "E" / "model_step000002.safetensors";
+  const SafetensorsFile f = SafetensorsFile::open(ours.string());
+  std::vector<TensorRecord> recs;
+  for (const auto& n : f.names()) {
+    const auto v = f.get(n);
+    recs.push_back({n, v.dtype, v.shape, v.data});
+  }
+  const fs::path bare = dir / "bare.safetensors";
+  write_safetensors(bare.string(), recs, {});
+  const std::string val = " --val '" + (dir / "data").string() + "/*val*.bin' --seq-len 256 "
+                          "--val-tokens 512 --window 256 --device cpu";
+  refused("eval --weights " + bare.string() + val, {"--heads or --head-dim", "2 layers", "width 32"});
+  refused("eval --weights " + bare.string() + val + " --head-dim 16",
+          {"--eot"});  // a vocabulary of 128 is not GPT-2's: the EOT id must be given
+  const Outcome a = ok("eval --weights " + bare.string() + val + " --head-dim 16 --eot 0");
+  const Outcome b = ok("eval --weights " + ours.string() + val);
+  EXPECT_EQ(a.out.substr(0, a.out.find(" tokens")), b.out.substr(0, b.out.find(" tokens")));
+  refused("eval --weights " + ours.string() + val + " --heads 4", {"says 2 heads"});
+  ok("export " + bare.string() + " --head-dim 16 --eot 0 -o " + (dir / "x.safetensors").string());
+  EXPECT_EQ(SafetensorsFile::open((dir / "x.safetensors").string()).metadata().at("heads"), "2");
+}
+
+// 8. A validation budget beyond what the validation shards hold is refused, not wrapped.
+TEST_F(Reliability, ValidationTokensBeyondTheShardsAreRefused) {
+  refused(micro(dir / "V", "--val-tokens 10240"), {"--val-tokens 10240", "before repeating"});
+}
+
+// 9. SIGTERM (or Ctrl-C) stops after the current step with a checkpoint; the resumed run
+// is bit-identical to an uninterrupted one.
+TEST_F(Reliability, SigtermStopsWithACheckpointAndResumesExactly) {
+  const std::string flags = micro(dir / "S", "--steps 200 --cooldown 10 --val-every 0");
+  ok(micro(dir / "ref", "--steps 200 --cooldown 10 --val-every 0"));
+  int out[2];
+  ASSERT_EQ(::pipe(out), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::dup2(out[1], 2);
+    ::close(out[0]);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + std::string(SPEEDRUN_BINARY) + " " + flags).c_str(), nullptr);
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string text;
+  char buf[4096];
+  bool signalled = false;
+  for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) {
+    text.append(buf, size_t(n));
+    if (!signalled && text.find("step:3/200") != std::string::npos) {
+      // sh -c execs the binary: the child is the trainer itself.
+      ::kill(pid, SIGTERM);
+      signalled = true;
+    }
+  }
+  ::close(out[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(signalled) << text.substr(0, 3000);
+  ASSERT_TRUE(WIFEXITED(status)) << text;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGTERM) << text;
+  EXPECT_NE(text.find("(SIGTERM): continue with speedrun train --resume"), std::string::npos)
+      << text;
+  ok("train --resume " + (dir / "S").string() + " --threads 1 --no-sample");
+  EXPECT_EQ(read_bytes(dir / "S" / "model_step000200.safetensors"),
+            read_bytes(dir / "ref" / "model_step000200.safetensors"));
+}
+
+// 10. Smaller holes.
+TEST_F(Reliability, SmallerHolesGetClearErrors) {
+  write_bytes(dir / "afile", "x");
+  refused(micro(dir / "afile"), {"is a file, not a directory"});
+  // A damaged newest checkpoint: one warning, named by the command that reads it.
+  ok(micro(dir / "K", "--save-every 5"));
+  write_bytes(dir / "K" / "ckpt_step000010" / "meta.json", "{broken");
+  const Outcome e = ok("export " + (dir / "K").string() + " -o " + (dir / "k.safetensors").string());
+  EXPECT_NE(e.out.find("export: skipping a damaged checkpoint"), std::string::npos) << e.out;
+  EXPECT_EQ(e.out.find("resume:"), std::string::npos) << e.out;
+  const Outcome r = ok("train --resume " + (dir / "K").string() + " --threads 1 --no-sample");
+  size_t warnings = 0;
+  for (size_t p = r.out.find("skipping a damaged"); p != std::string::npos;
+       p = r.out.find("skipping a damaged", p + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, 1u) << r.out;
+  // prepare -o "a b" names -o, not a --name that was not given.
+  write_bytes(dir / "doc.txt", "a document\n");
+  refused("prepare " + (dir / "doc.txt").string() + " -o '" + (dir / "a b").string() + "'",
+          {"-o ", "pass --name"});
+}
