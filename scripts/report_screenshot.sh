@@ -12,7 +12,7 @@
 # --sweep renders a sweep's report instead (one band per variant under the summary table,
 # docs/report_sweep.png); without SWEEP_DIR it first runs the sweep of
 # docs/sweep_example.json (the same two variants, 3 seeds each, into runs/sweep_example/:
-# about 10 minutes on 2 cores; finished runs are kept and skipped).
+# 5 to 10 minutes on 2 cores; finished runs are kept and skipped).
 # Needs Debian's chromium (apt-get install chromium). SPEEDRUN_BIN overrides the binary
 # (default: build/speedrun).
 set -euo pipefail

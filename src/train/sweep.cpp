@@ -425,7 +425,7 @@ SweepOutcome Runner::run() {
     if (!diffs.empty()) {
       std::string list;
       for (const auto& d : diffs) list += "\n  " + d;
-      fail("sweep: ", p.dir, " holds a run started with other settings than the spec now gives:",
+      fail("sweep: ", p.dir, " holds a run started with other settings than the spec (with its preset) now gives:",
            list, "\nrestore the spec, or move that directory away to run it anew with these "
            "settings (or give the sweep another \"out\")");
     }
