@@ -4,16 +4,27 @@
 # picture in the README (docs/report.png).
 #
 #   scripts/report_screenshot.sh [-o OUT.png] [RUN_DIR ...]
+#   scripts/report_screenshot.sh --sweep [-o OUT.png] [SWEEP_DIR]
 #
 # Without RUN_DIR it first trains two small runs on the default corpus, the paper's main
 # ablation at toy scale: attention-window warmup (the record) against a fixed window,
 # into runs/report_demo/ (about 3 minutes each on 2 cores; reused when already there).
+# --sweep renders a sweep's report instead (one band per variant under the summary table,
+# docs/report_sweep.png); without SWEEP_DIR it first runs the sweep of
+# docs/sweep_example.json (the same two variants, 3 seeds each, into runs/sweep_example/:
+# 5 to 10 minutes on 2 cores; finished runs are kept and skipped).
 # Needs Debian's chromium (apt-get install chromium). SPEEDRUN_BIN overrides the binary
 # (default: build/speedrun).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+sweep=0
+if [ "${1:-}" = "--sweep" ]; then
+  sweep=1
+  shift
+fi
 out="$root/docs/report.png"
+[ $sweep -eq 1 ] && out="$root/docs/report_sweep.png"
 if [ "${1:-}" = "-o" ]; then
   out="$(realpath -m "$2")"
   shift 2
@@ -24,7 +35,17 @@ chrome="$(command -v chromium || command -v chromium-browser || true)"
 [ -n "$chrome" ] || { echo "report_screenshot: chromium not found: apt-get install chromium" >&2; exit 1; }
 
 runs=("$@")
-if [ ${#runs[@]} -eq 0 ]; then
+title="speedrun: window warmup vs fixed window (tiny preset)"
+if [ $sweep -eq 1 ]; then
+  if [ ${#runs[@]} -eq 0 ]; then
+    echo "report_screenshot: running the sweep of docs/sweep_example.json (runs/sweep_example)"
+    (cd "$root" && "$bin" sweep docs/sweep_example.json | grep -vE '^sweep: runs ')
+    runs=("$root/runs/sweep_example")
+    title="speedrun sweep: window warmup vs fixed window, 3 seeds each (tiny preset, 150 steps)"
+  else
+    title="speedrun sweep $(basename "$(realpath "${runs[0]}")")"
+  fi
+elif [ ${#runs[@]} -eq 0 ]; then
   demo="$root/runs/report_demo"
   common=(--preset tiny --steps 200 --cooldown 70 --val-every 25 --no-sample)
   for name in window_warmup fixed_window; do
@@ -38,31 +59,46 @@ if [ ${#runs[@]} -eq 0 ]; then
   done
 fi
 
+size=1180,1110
+[ $sweep -eq 1 ] && size=1180,1370  # the summary table above the runs' table
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-"$bin" report "${runs[@]}" --title "speedrun: window warmup vs fixed window (tiny preset)" -o "$tmp/report.html"
+"$bin" report "${runs[@]}" --title "$title" -o "$tmp/report.html"
 
 # Headless, no network, no profile left behind; the page has no script, so it is complete
 # as soon as it is parsed.
 "$chrome" --headless --no-sandbox --disable-gpu --disable-background-networking \
   --disable-component-update --disable-sync --no-first-run --hide-scrollbars \
-  --user-data-dir="$tmp/profile" --window-size=1180,1110 \
+  --user-data-dir="$tmp/profile" --window-size="$size" \
   --screenshot="$tmp/shot.png" "file://$tmp/report.html" >"$tmp/chromium.log" 2>&1 || {
   cat "$tmp/chromium.log" >&2
   echo "report_screenshot: chromium failed" >&2
   exit 1
 }
 [ -s "$tmp/shot.png" ] || { cat "$tmp/chromium.log" >&2; echo "report_screenshot: no screenshot written" >&2; exit 1; }
-# The DOM Chromium built must hold every chart: 5 SVGs, a val_loss path per run.
+# The DOM Chromium built must hold every chart: 5 SVGs, a val_loss path per run (for a
+# sweep: the summary table, and a mean line and a band per variant).
 "$chrome" --headless --no-sandbox --disable-gpu --disable-background-networking \
   --disable-component-update --disable-sync --no-first-run \
   --user-data-dir="$tmp/profile2" --dump-dom "file://$tmp/report.html" >"$tmp/dom.html" 2>/dev/null
 svgs=$(grep -o '<svg' "$tmp/dom.html" | wc -l)
-vals=$(grep -o 'data-series="val_loss"' "$tmp/dom.html" | wc -l)
-if [ "$svgs" -ne 5 ] || [ "$vals" -ne ${#runs[@]} ]; then
-  echo "report_screenshot: chromium's DOM has $svgs charts and $vals val_loss paths; expected 5 and ${#runs[@]}" >&2
-  exit 1
+if [ $sweep -eq 1 ]; then
+  lines=$(grep -o 'data-series="val_loss" d=' "$tmp/dom.html" | wc -l)
+  bands=$(grep -o 'data-series="val_loss" data-band="min-max"' "$tmp/dom.html" | wc -l)
+  tables=$(grep -o '<table class="summary">' "$tmp/dom.html" | wc -l)
+  if [ "$svgs" -ne 5 ] || [ "$bands" -lt 1 ] || [ "$bands" -ne "$lines" ] || [ "$tables" -ne 1 ]; then
+    echo "report_screenshot: chromium's DOM has $svgs charts, $lines val_loss lines, $bands val_loss bands, $tables summary tables; expected 5, one line and one band per variant, 1" >&2
+    exit 1
+  fi
+  what="$bands variants as bands"
+else
+  vals=$(grep -o 'data-series="val_loss"' "$tmp/dom.html" | wc -l)
+  if [ "$svgs" -ne 5 ] || [ "$vals" -ne ${#runs[@]} ]; then
+    echo "report_screenshot: chromium's DOM has $svgs charts and $vals val_loss paths; expected 5 and ${#runs[@]}" >&2
+    exit 1
+  fi
+  what="${#runs[@]} runs"
 fi
 mkdir -p "$(dirname "$out")"
 cp "$tmp/shot.png" "$out"
-echo "report_screenshot: $out ($(stat -c %s "$out") bytes; $svgs charts, ${#runs[@]} runs, rendered by $("$chrome" --version 2>/dev/null | head -1))"
+echo "report_screenshot: $out ($(stat -c %s "$out") bytes; $svgs charts, $what, rendered by $("$chrome" --version 2>/dev/null | head -1))"

@@ -16,5 +16,6 @@ void add_tokenizer_command(CLI::App& app);  // tokenizer train | encode | decode
 void add_sample_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_report_command(CLI::App& app);
+void add_sweep_command(CLI::App& app);
 
 }  // namespace speedrun::cli

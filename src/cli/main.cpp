@@ -30,6 +30,7 @@ int main(int argc, char** argv) {
   speedrun::cli::add_sample_command(app);
   speedrun::cli::add_export_command(app);
   speedrun::cli::add_report_command(app);
+  speedrun::cli::add_sweep_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

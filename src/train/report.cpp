@@ -4,10 +4,13 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <regex>
+#include <optional>
 
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "train/sweep.h"
 
 namespace speedrun {
 
@@ -41,12 +44,15 @@ struct Series {
   double opacity = 1.0;
   bool dots = false;
   std::string dash;  // stroke-dasharray, so identical schedules of several runs stay visible
+  const char* key = "run";     // data-run="INDEX" or data-variant="INDEX"
+  std::vector<double> lo, hi;  // a band: filled from lo to hi at each point's x (opacity: fill)
 };
 
 struct Chart {
   std::string title, xlabel, ylabel;
   bool logy = false;
   std::vector<Series> series;
+  std::optional<double> target;  // a dashed horizontal line (the target loss)
 };
 
 // ~n round tick values covering [lo, hi].
@@ -82,11 +88,16 @@ std::string render_chart(const Chart& c, int id) {
   const double pw = W - ml - mr, ph = H - mt - mb;
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (const auto& s : c.series)
-    for (auto [x, y] : s.pts) {
-      if (!std::isfinite(x) || !std::isfinite(y) || (c.logy && y <= 0)) continue;
-      x0 = std::min(x0, x), x1 = std::max(x1, x);
-      y0 = std::min(y0, y), y1 = std::max(y1, y);
+    for (size_t i = 0; i < s.pts.size(); ++i) {
+      const auto [x, y] = s.pts[i];
+      for (double v : {y, s.lo.empty() ? y : s.lo[i], s.hi.empty() ? y : s.hi[i]}) {
+        if (!std::isfinite(x) || !std::isfinite(v) || (c.logy && v <= 0)) continue;
+        x0 = std::min(x0, x), x1 = std::max(x1, x);
+        y0 = std::min(y0, v), y1 = std::max(y1, v);
+      }
     }
+  if (std::isfinite(x0) && c.target && std::isfinite(*c.target) && (!c.logy || *c.target > 0))
+    y0 = std::min(y0, *c.target), y1 = std::max(y1, *c.target);
   std::string svg = fmt::format(
       "<svg class=\"chart\" viewBox=\"0 0 {} {}\" width=\"{}\" height=\"{}\" role=\"img\" "
       "aria-label=\"{}\">\n<text class=\"title\" x=\"{}\" y=\"18\">{}</text>\n",
@@ -138,6 +149,22 @@ std::string render_chart(const Chart& c, int id) {
                      "</clipPath>\n<g clip-path=\"url(#plot{})\">\n",
                      id, ml, mt, pw, ph, id);
   for (const auto& s : c.series) {
+    const char* color = kColors[s.run % kNumColors];
+    if (!s.lo.empty()) {  // a band: along the top edge, back along the bottom one
+      std::string top, bottom;
+      for (size_t i = 0; i < s.pts.size(); ++i) {
+        const double x = s.pts[i].first, lo = s.lo[i], hi = s.hi[i];
+        if (!std::isfinite(x) || !std::isfinite(lo) || !std::isfinite(hi) || (c.logy && lo <= 0))
+          continue;
+        top += fmt::format("{}{:.1f},{:.1f}", top.empty() ? "M" : " L", X(x), Y(hi));
+        bottom = fmt::format(" L{:.1f},{:.1f}", X(x), Y(lo)) + bottom;
+      }
+      if (!top.empty())
+        svg += fmt::format("<path data-{}=\"{}\" data-series=\"{}\" data-band=\"min-max\" "
+                           "d=\"{}{} Z\" fill=\"{}\" fill-opacity=\"{}\" stroke=\"none\"/>\n",
+                           s.key, s.run, s.id, top, bottom, color, s.opacity);
+      continue;
+    }
     std::string d;
     bool pen = false;
     for (auto [x, y] : s.pts) {
@@ -148,11 +175,10 @@ std::string render_chart(const Chart& c, int id) {
       d += fmt::format("{}{:.1f},{:.1f}", pen ? " L" : (d.empty() ? "M" : " M"), X(x), Y(y));
       pen = true;
     }
-    const char* color = kColors[s.run % kNumColors];
     svg += fmt::format(
-        "<path data-run=\"{}\" data-series=\"{}\" d=\"{}\" stroke=\"{}\" stroke-width=\"{}\" "
+        "<path data-{}=\"{}\" data-series=\"{}\" d=\"{}\" stroke=\"{}\" stroke-width=\"{}\" "
         "stroke-opacity=\"{}\" fill=\"none\" stroke-linejoin=\"round\"{}/>\n",
-        s.run, s.id, d, color, s.width, s.opacity,
+        s.key, s.run, s.id, d, color, s.width, s.opacity,
         s.dash.empty() ? std::string() : " stroke-dasharray=\"" + s.dash + "\"");
     if (s.dots && s.pts.size() <= 80)
       for (auto [x, y] : s.pts)
@@ -161,6 +187,11 @@ std::string render_chart(const Chart& c, int id) {
                              "{:.4f}</title></circle>\n",
                              X(x), Y(y), color, x, y);
   }
+  if (c.target && std::isfinite(*c.target) && (!c.logy || *c.target > 0))
+    svg += fmt::format("<line class=\"target\" data-target=\"{0:g}\" x1=\"{1}\" y1=\"{2:.1f}\" "
+                       "x2=\"{3}\" y2=\"{2:.1f}\"/><text class=\"tl\" x=\"{4}\" y=\"{5:.1f}\">"
+                       "target {0:g}</text>\n",
+                       *c.target, ml, Y(*c.target), ml + pw, ml + pw - 4, Y(*c.target) - 4);
   svg += "</g>\n</svg>\n";
   return svg;
 }
@@ -175,16 +206,80 @@ std::vector<std::pair<double, double>> thin(std::vector<std::pair<double, double
   return o;
 }
 
+// Thins a series to at most ~max points (every k-th and the last), its band with it.
+Series thinned(Series s, size_t max) {
+  if (s.pts.size() <= max) return s;
+  const size_t k = (s.pts.size() + max - 1) / max;
+  Series o = s;
+  o.pts.clear(), o.lo.clear(), o.hi.clear();
+  const auto keep = [&](size_t i) {
+    o.pts.push_back(s.pts[i]);
+    if (!s.lo.empty()) o.lo.push_back(s.lo[i]), o.hi.push_back(s.hi[i]);
+  };
+  for (size_t i = 0; i < s.pts.size(); i += k) keep(i);
+  if ((s.pts.size() - 1) % k != 0) keep(s.pts.size() - 1);
+  return o;
+}
+
+// The values of a group's runs at each step, and each run's training time there.
+struct Pooled {
+  std::vector<double> y, t;
+};
+using Pool = std::map<int64_t, Pooled>;
+
+// The group's series: at each step, the mean over the runs that have the step (x: the step,
+// or the mean training time there); with `band`, the min and max too.
+Series pooled_series(const Pool& pool, int group, const char* id, bool time_axis, bool band) {
+  Series s;
+  s.run = group;
+  s.id = id;
+  s.key = "variant";
+  for (const auto& [step, p] : pool) {
+    double sum = 0, lo = INFINITY, hi = -INFINITY, t = 0;
+    int n = 0;
+    for (size_t i = 0; i < p.y.size(); ++i) {
+      if (!std::isfinite(p.y[i])) continue;
+      sum += p.y[i], t += p.t[i], ++n;
+      lo = std::min(lo, p.y[i]), hi = std::max(hi, p.y[i]);
+    }
+    if (n == 0) continue;
+    s.pts.emplace_back(time_axis ? t / n : double(step), sum / n);
+    if (band) s.lo.push_back(lo), s.hi.push_back(hi);
+  }
+  return s;
+}
+
+const char* kDash[] = {"", "8 5", "2 4", "12 4 2 4"};
+
+// One run's line.
+Series run_line(int run, const char* id, std::vector<std::pair<double, double>> pts, double width,
+                double opacity, bool dots, const std::string& dash) {
+  Series s;
+  s.run = run, s.id = id, s.pts = std::move(pts), s.width = width, s.opacity = opacity;
+  s.dots = dots, s.dash = dash;
+  return s;
+}
+
+std::string swatch(int color) {
+  return fmt::format("<span class=\"sw\" style=\"background:{}\"></span>", kColors[color % kNumColors]);
+}
+
 }  // namespace
 
 std::string render_report(const std::vector<ReportRun>& runs, const std::string& title) {
+  ReportOptions o;
+  o.title = title;
+  return render_report(runs, o);
+}
+
+std::string render_report(const std::vector<ReportRun>& runs, const ReportOptions& o) {
   check(!runs.empty(), "report: no run given");
   constexpr size_t kMaxPoints = 3000;
-  Chart loss{"Loss against step", "step", "loss", true, {}};
-  Chart loss_t{"Loss against training time", "training time (s)", "loss", true, {}};
-  Chart lr{"LR multiplier", "step", "multiplier of every group's LR", false, {}};
-  Chart win{"Attention window", "step", "window (tokens)", false, {}};
-  Chart mom{"Muon momentum", "step", "momentum", false, {}};
+  Chart loss{"Loss against step", "step", "loss", true, {}, o.target_loss};
+  Chart loss_t{"Loss against training time", "training time (s)", "loss", true, {}, o.target_loss};
+  Chart lr{"LR multiplier", "step", "multiplier of every group's LR", false, {}, std::nullopt};
+  Chart win{"Attention window", "step", "window (tokens)", false, {}, std::nullopt};
+  Chart mom{"Muon momentum", "step", "momentum", false, {}, std::nullopt};
   // Training time: cumulative "ms" of the training steps (validation excluded); a
   // validation at step s comes after the steps before s.
   double max_ms = 0;
@@ -200,41 +295,105 @@ std::string render_report(const std::vector<ReportRun>& runs, const std::string&
   const double unit = max_ms > 2 * 3600e3 ? 3600e3 : max_ms > 300e3 ? 60e3 : 1e3;
   loss_t.xlabel = unit == 3600e3 ? "training time (h)" : unit == 60e3 ? "training time (min)"
                                                                      : "training time (s)";
+  // The time after the training steps before `step`.
+  const auto time_before = [&](size_t r, int64_t step) {
+    double t = 0;
+    const auto& train = runs[r].metrics.train;
+    for (size_t i = 0; i < train.size() && train[i].step < step; ++i) t = cum[r][i];
+    return t;
+  };
+
+  // Groups, in the order they first appear; each run's color is its group's.
+  const bool grouped = std::any_of(runs.begin(), runs.end(), [](const ReportRun& r) { return !r.group.empty(); });
+  std::vector<std::string> groups;
+  std::vector<int> color(runs.size());
   for (size_t r = 0; r < runs.size(); ++r) {
-    const int ri = int(r);
-    const auto& m = runs[r].metrics;
-    std::vector<std::pair<double, double>> tl, tlt, l, w, mu, vl, vlt;
-    for (size_t i = 0; i < m.train.size(); ++i) {
-      const auto& s = m.train[i];
-      tl.emplace_back(double(s.step), s.loss);
-      tlt.emplace_back(cum[r][i] / unit, s.loss);
-      l.emplace_back(double(s.step), s.lr);
-      w.emplace_back(double(s.step), s.window);
-      mu.emplace_back(double(s.step), s.momentum);
+    if (!grouped) {
+      color[r] = int(r);
+      continue;
     }
-    for (const auto& v : m.val) {
-      vl.emplace_back(double(v.step), v.loss);
-      // time after the training steps before v.step
-      double t = 0;
-      for (size_t i = 0; i < m.train.size() && m.train[i].step < v.step; ++i) t = cum[r][i];
-      vlt.emplace_back(t / unit, v.loss);
+    const std::string g = runs[r].group.empty() ? runs[r].name : runs[r].group;
+    auto it = std::find(groups.begin(), groups.end(), g);
+    if (it == groups.end()) it = groups.insert(groups.end(), g);
+    color[r] = int(it - groups.begin());
+  }
+
+  if (!grouped) {
+    for (size_t r = 0; r < runs.size(); ++r) {
+      const int ri = int(r);
+      const auto& m = runs[r].metrics;
+      std::vector<std::pair<double, double>> tl, tlt, l, w, mu, vl, vlt;
+      for (size_t i = 0; i < m.train.size(); ++i) {
+        const auto& s = m.train[i];
+        tl.emplace_back(double(s.step), s.loss);
+        tlt.emplace_back(cum[r][i] / unit, s.loss);
+        l.emplace_back(double(s.step), s.lr);
+        w.emplace_back(double(s.step), s.window);
+        mu.emplace_back(double(s.step), s.momentum);
+      }
+      for (const auto& v : m.val) {
+        vl.emplace_back(double(v.step), v.loss);
+        vlt.emplace_back(time_before(r, v.step) / unit, v.loss);
+      }
+      const double op = runs.size() > 1 ? 0.45 : 0.6;
+      loss.series.push_back(run_line(ri, "train_loss", thin(tl, kMaxPoints), 1.0, op, false, ""));
+      loss.series.push_back(run_line(ri, "val_loss", thin(vl, kMaxPoints), 2.5, 1.0, true, ""));
+      loss_t.series.push_back(run_line(ri, "train_loss_time", thin(tlt, kMaxPoints), 1.0, op, false, ""));
+      loss_t.series.push_back(run_line(ri, "val_loss_time", thin(vlt, kMaxPoints), 2.5, 1.0, true, ""));
+      // Schedules are often equal across runs: later runs dashed, so each stays visible.
+      const std::string dash = kDash[r % 4];
+      lr.series.push_back(run_line(ri, "lr", thin(l, kMaxPoints), 2.0, 1.0, false, dash));
+      win.series.push_back(run_line(ri, "window", thin(w, kMaxPoints), 2.0, 1.0, false, dash));
+      mom.series.push_back(run_line(ri, "momentum", thin(mu, kMaxPoints), 2.0, 1.0, false, dash));
     }
-    const double op = runs.size() > 1 ? 0.45 : 0.6;
-    loss.series.push_back({ri, "train_loss", thin(tl, kMaxPoints), 1.0, op, false, ""});
-    loss.series.push_back({ri, "val_loss", thin(vl, kMaxPoints), 2.5, 1.0, true, ""});
-    loss_t.series.push_back({ri, "train_loss_time", thin(tlt, kMaxPoints), 1.0, op, false, ""});
-    loss_t.series.push_back({ri, "val_loss_time", thin(vlt, kMaxPoints), 2.5, 1.0, true, ""});
-    // Schedules are often equal across runs: later runs dashed, so each stays visible.
-    static const char* kDash[] = {"", "8 5", "2 4", "12 4 2 4"};
-    const std::string dash = kDash[r % 4];
-    lr.series.push_back({ri, "lr", thin(l, kMaxPoints), 2.0, 1.0, false, dash});
-    win.series.push_back({ri, "window", thin(w, kMaxPoints), 2.0, 1.0, false, dash});
-    mom.series.push_back({ri, "momentum", thin(mu, kMaxPoints), 2.0, 1.0, false, dash});
+  } else {
+    // Bands first, so every group's mean line is drawn over all the bands.
+    std::vector<Series> bands, bands_t, lines, lines_t;
+    for (size_t g = 0; g < groups.size(); ++g) {
+      Pool train, val, l, w, mu;
+      for (size_t r = 0; r < runs.size(); ++r) {
+        if (color[r] != int(g)) continue;
+        const auto& m = runs[r].metrics;
+        for (size_t i = 0; i < m.train.size(); ++i) {
+          const auto& s = m.train[i];
+          const double t = cum[r][i] / unit;
+          train[s.step].y.push_back(s.loss), train[s.step].t.push_back(t);
+          l[s.step].y.push_back(s.lr), l[s.step].t.push_back(t);
+          w[s.step].y.push_back(s.window), w[s.step].t.push_back(t);
+          mu[s.step].y.push_back(s.momentum), mu[s.step].t.push_back(t);
+        }
+        for (const auto& v : m.val)
+          val[v.step].y.push_back(v.loss), val[v.step].t.push_back(time_before(r, v.step) / unit);
+      }
+      const int gi = int(g);
+      const auto series = [&](const Pool& p, const char* id, bool time_axis, bool band, double width,
+                              double opacity, bool dots, const std::string& dash) {
+        Series s = pooled_series(p, gi, id, time_axis, band);
+        s.width = width, s.opacity = opacity, s.dots = dots, s.dash = dash;
+        return thinned(std::move(s), kMaxPoints);
+      };
+      bands.push_back(series(train, "train_loss", false, true, 0, 0.12, false, ""));
+      bands.push_back(series(val, "val_loss", false, true, 0, 0.22, false, ""));
+      bands_t.push_back(series(train, "train_loss_time", true, true, 0, 0.12, false, ""));
+      bands_t.push_back(series(val, "val_loss_time", true, true, 0, 0.22, false, ""));
+      lines.push_back(series(train, "train_loss", false, false, 1.0, 0.6, false, ""));
+      lines.push_back(series(val, "val_loss", false, false, 2.5, 1.0, true, ""));
+      lines_t.push_back(series(train, "train_loss_time", true, false, 1.0, 0.6, false, ""));
+      lines_t.push_back(series(val, "val_loss_time", true, false, 2.5, 1.0, true, ""));
+      const std::string dash = kDash[g % 4];
+      lr.series.push_back(series(l, "lr", false, false, 2.0, 1.0, false, dash));
+      win.series.push_back(series(w, "window", false, false, 2.0, 1.0, false, dash));
+      mom.series.push_back(series(mu, "momentum", false, false, 2.0, 1.0, false, dash));
+    }
+    loss.series = bands;
+    loss.series.insert(loss.series.end(), lines.begin(), lines.end());
+    loss_t.series = bands_t;
+    loss_t.series.insert(loss_t.series.end(), lines_t.begin(), lines_t.end());
   }
 
   std::string h;
   h += "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n";
-  h += "<title>" + escape(title) + "</title>\n<style>\n"
+  h += "<title>" + escape(o.title) + "</title>\n<style>\n"
        "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;"
        "margin:24px;color:#222;background:#fff}\n"
        "h1{font-size:20px;margin:0 0 12px}\n"
@@ -253,9 +412,30 @@ std::string render_report(const std::vector<ReportRun>& runs, const std::string&
        ".chart .yt{text-anchor:end}\n"
        ".chart .yl{text-anchor:middle}\n"
        ".chart .empty{text-anchor:middle;fill:#999}\n"
+       ".chart .target{stroke:#444;stroke-width:1.2;stroke-dasharray:6 4}\n"
+       ".chart .tl{text-anchor:end}\n"
        "</style>\n</head>\n<body>\n";
-  h += "<h1>" + escape(title) + "</h1>\n";
-  h += "<table>\n<tr><th>run</th><th>train steps</th><th>last train loss</th>"
+  h += "<h1>" + escape(o.title) + "</h1>\n";
+  if (o.summary) {
+    const auto cells = summary_cells(*o.summary);
+    h += "<table class=\"summary\">\n<tr>";
+    for (const auto& c : cells[0]) h += "<th>" + escape(c) + "</th>";
+    h += "</tr>\n";
+    for (size_t i = 1; i < cells.size(); ++i) {
+      h += "<tr>";
+      for (size_t c = 0; c < cells[i].size(); ++c) {
+        std::string sw;
+        if (c == 0) {
+          const auto it = std::find(groups.begin(), groups.end(), cells[i][0]);
+          if (it != groups.end()) sw = swatch(int(it - groups.begin()));
+        }
+        h += "<td>" + sw + escape(cells[i][c]) + "</td>";
+      }
+      h += "</tr>\n";
+    }
+    h += "</table>\n<p class=\"key\">" + escape(summary_note(*o.summary)) + "</p>\n";
+  }
+  h += "<table class=\"runs\">\n<tr><th>run</th><th>train steps</th><th>last train loss</th>"
        "<th>last val loss (step)</th><th>best val loss</th><th>training time</th>"
        "<th>ms/step</th></tr>\n";
   for (size_t r = 0; r < runs.size(); ++r) {
@@ -270,14 +450,19 @@ std::string render_report(const std::vector<ReportRun>& runs, const std::string&
     }
     const double total = cum[r].empty() ? 0 : cum[r].back();
     h += fmt::format(
-        "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td><td>{}</td><td>{}</td>"
-        "<td>{}</td><td>{}</td><td>{:.1f} s</td><td>{}</td></tr>\n",
-        kColors[r % kNumColors], escape(runs[r].name), m.train.size(), last_train, last_val,
-        best_val, total / 1e3,
+        "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1f} s</td>"
+        "<td>{}</td></tr>\n",
+        swatch(color[r]), escape(runs[r].name), m.train.size(), last_train, last_val, best_val,
+        total / 1e3,
         m.train.empty() ? std::string("-") : fmt::format("{:.1f}", total / double(m.train.size())));
   }
   h += "</table>\n<p class=\"key\">Loss charts: thin line = training loss of each step, thick "
-       "line with dots = validation loss. Training time excludes validation.</p>\n";
+       "line with dots = validation loss";
+  if (grouped)
+    h += "; each variant is the mean over its runs at each step, the shaded band spans their "
+         "minimum to maximum";
+  if (o.target_loss) h += fmt::format("; dashed line = target loss {:g}", *o.target_loss);
+  h += ". Training time excludes validation.</p>\n";
   h += "<div class=\"charts\">\n";
   int id = 0;
   for (const Chart* c : {&loss, &loss_t, &lr, &win, &mom}) h += render_chart(*c, id++);
@@ -298,7 +483,7 @@ std::vector<ReportRun> load_report_runs(const std::vector<std::string>& paths) {
     } else {
       check(fs::exists(file), "report: ", p, ": no such file or directory");
     }
-    runs.push_back({"", read_metrics(file.string())});
+    runs.push_back({"", read_metrics(file.string()), ""});
     dirs.push_back(fs::absolute(file).lexically_normal().parent_path());
   }
   // Names: the directory's name; its parent's too when two runs share it.
@@ -309,6 +494,66 @@ std::vector<ReportRun> load_report_runs(const std::vector<std::string>& paths) {
     runs[i].name = count[n] > 1 ? (dirs[i].parent_path().filename() / n).string() : n;
   }
   return runs;
+}
+
+namespace {
+
+// The path without a trailing slash, absolute: "runs/x/" -> "/cwd/runs/x".
+std::filesystem::path clean_dir(const std::filesystem::path& p) {
+  auto a = std::filesystem::absolute(p).lexically_normal();
+  return a.filename().empty() ? a.parent_path() : a;
+}
+
+}  // namespace
+
+ReportInputs load_report_inputs(const std::vector<std::string>& paths) {
+  namespace fs = std::filesystem;
+  check(!paths.empty(), "report: give at least one run or sweep directory");
+  ReportInputs in;
+  std::vector<std::string> plain;
+  int sweeps = 0;
+  for (const auto& p : paths) {
+    if (fs::is_directory(p) && is_sweep_dir(p)) ++sweeps;
+    else plain.push_back(p);
+  }
+  const std::vector<ReportRun> plain_runs = plain.empty() ? std::vector<ReportRun>{} : load_report_runs(plain);
+  static const std::regex seed_dir("seed([0-9]+)");
+  size_t k = 0;
+  for (const auto& p : paths) {
+    if (fs::is_directory(p) && is_sweep_dir(p)) {
+      in.grouped = true;
+      SweepDirRuns d = load_sweep_dir(p);
+      if (!in.target_loss) in.target_loss = d.target_loss;
+      // Two sweeps may both have a "baseline": their variants are told apart by the sweep.
+      const std::string prefix = sweeps > 1 ? clean_dir(p).filename().string() + "/" : "";
+      for (SweepRun& r : d.runs) {
+        r.variant = prefix + r.variant;
+        if (!r.metrics.train.empty() || !r.metrics.val.empty())
+          in.runs.push_back({fmt::format("{}/seed{}", r.variant, r.seed), r.metrics, r.variant});
+        in.records.push_back(std::move(r));
+      }
+      continue;
+    }
+    ReportRun run = plain_runs[k++];
+    const fs::path dir = clean_dir(fs::is_directory(p) ? fs::path(p) : fs::path(p).parent_path());
+    std::smatch m;
+    const std::string leaf = dir.filename().string();
+    std::string variant = run.name;
+    uint64_t seed = 0;
+    if (std::regex_match(leaf, m, seed_dir)) {  // a sweep's OUT/<variant>/seed<k>
+      variant = run.group = dir.parent_path().filename().string();
+      seed = std::stoull(m[1].str());
+      in.grouped = true;
+    }
+    SweepRun rec = load_sweep_run(dir.string(), variant, seed);
+    rec.metrics = run.metrics;
+    in.records.push_back(std::move(rec));
+    in.runs.push_back(std::move(run));
+  }
+  if (in.grouped)
+    for (auto& r : in.runs)
+      if (r.group.empty()) r.group = r.name;
+  return in;
 }
 
 }  // namespace speedrun
