@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/factory.h"
 #include "data/shard.h"
 #include "run_command.h"
 
@@ -160,4 +161,17 @@ TEST_F(Cli, DivergingRunStopsWithAClearError) {
                      " --lr-embed 1e39 --lr-head 1e39 --steps 4"),
                {"training step 1", "NaN", "lower the learning rates"});
   EXPECT_TRUE(fs::exists(dir / "run" / "model_step000000.safetensors"));
+}
+
+// --device cuda where there is no CUDA backend (a CPU-only build) or no GPU says which, on
+// every command that takes it; --device nonsense lists the devices.
+TEST_F(Cli, DeviceCudaWithoutAGpuSaysWhy) {
+  if (speedrun::cuda_device_count() > 0) GTEST_SKIP() << "a GPU is visible here";
+  const std::string why = speedrun::cuda_built() ? "no CUDA GPU is visible"
+                                                 : "this build of speedrun has no CUDA backend";
+  expect_error(small("--device cuda"), {"--device cuda", why, "--device cpu"});
+  expect_error("eval --weights x.safetensors --val 'x*' --device cuda", {"--device cuda", why});
+  expect_error(small("--device tpu"), {"--device"});
+  const Outcome r = run_cli("train --help");
+  EXPECT_NE(r.out.find("auto | cpu | cuda"), std::string::npos) << r.out;
 }
