@@ -31,6 +31,10 @@ struct OpStat {
 class TimingBackend final : public Backend {
  public:
   explicit TimingBackend(Backend& inner) : be_(inner) {}
+  // Not copyable: TimingBackend(other_timing_backend) would copy, not wrap; wrap one with
+  // TimingBackend(static_cast<Backend&>(other)).
+  TimingBackend(const TimingBackend&) = delete;
+  TimingBackend& operator=(const TimingBackend&) = delete;
 
   // Per-op synchronisation, timing and counting on or off (off: plain forwarding).
   void set_timing(bool on) { timing_ = on; }
