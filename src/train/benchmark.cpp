@@ -348,8 +348,9 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
       const auto t0 = Clock::now();
       w.loss = bench.step(window);
       step_ms.push_back(ms_between(t0, Clock::now()));
-      const auto s0 = Clock::now();
       params.zero_grad();
+      be.synchronize();
+      const auto s0 = Clock::now();
       for (int64_t k = 0; k < K; ++k)
         model.train_micro_batch(x.data() + k * n, y.data() + k * n, window, 1.0 / double(K));
       be.synchronize();
