@@ -259,6 +259,8 @@ TEST(Benchmark, StepFlopsOfTheTinyPreset) {
   auto be = cpu();
   BenchOptions o;
   o.preset = "tiny";
+  o.batch = 2;      // two micro-batches of one sequence: the step counts both
+  o.seq_len = 512;
   o.reps = 1;
   o.warmup = 0;
   o.windows = {64, 128};
@@ -267,9 +269,9 @@ TEST(Benchmark, StepFlopsOfTheTinyPreset) {
   const BenchResult r =
       run_benchmark(*be, o, LaunchTime{std::chrono::steady_clock::now(), "main"});
   ASSERT_EQ(r.windows.size(), 2u);
-  EXPECT_EQ(r.micro_batches, 4);  // the preset's 4 sequences, one per micro-batch
+  EXPECT_EQ(r.micro_batches, 2);
   const GPTConfig c = preset_config("tiny").model;
-  const double tokens = 4.0 * 1024, P = double(matmul_param_count(c));
+  const double tokens = 2.0 * 512, P = double(matmul_param_count(c));
   for (const WindowBench& w : r.windows) {
     EXPECT_EQ(w.matmul_flops, 6.0 * P * tokens) << w.window;
     EXPECT_EQ(w.attention_flops, double(c.layers) * 14.0 * double(w.attention_pairs) *
