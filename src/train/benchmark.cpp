@@ -271,6 +271,7 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   const bool gpu = backend.device() != Device::CPU;
   BenchResult r;
   r.load_before = load_average();
+  r.hardware_threads = int(std::thread::hardware_concurrency());
   r.date = utc_now();
   r.backend = backend.name();
   r.preset = o.preset.empty() ? (gpu ? "record" : "tiny") : o.preset;
@@ -297,7 +298,7 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   r.warmup = o.warmup;
   r.threads = gpu ? 0 : omp_get_max_threads();
   r.host = gpu ? backend.name() : fmt::format("{} ({} hardware threads)", cpu_model(),
-                                              std::thread::hardware_concurrency());
+                                              r.hardware_threads);
   const Precision precision = resolve_precision(backend, o.dtype);
   r.precision = precision.str();
 

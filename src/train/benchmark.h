@@ -102,6 +102,7 @@ struct BenchResult {
   int reps = 0, warmup = 0;
   std::string date;
   double load_before = -1, load_after = -1;  // 1-minute load average (-1: unknown)
+  int hardware_threads = 0;                  // of this machine's CPUs
   Ceilings ceilings;
   std::vector<WindowBench> windows;
   double peak_bytes = 0;

@@ -1,4 +1,5 @@
 // The benchmark's report: text tables for the console and docs, JSON for tools.
+#include <algorithm>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -42,7 +43,7 @@ std::string format_bench(const BenchResult& r) {
   auto line = [&o](const std::string& s) { o += s + "\n"; };
   const Ceilings& c = r.ceilings;
   line(fmt::format("speedrun bench, {}: {} backend on {}{}, {}", r.date, r.backend, r.host,
-                   r.threads > 0 ? fmt::format(", {} threads", r.threads) : "", r.precision));
+                   r.threads > 0 ? fmt::format(", {} thread{}", r.threads, r.threads == 1 ? "" : "s") : "", r.precision));
   line(fmt::format("model: preset {}, {} layers, {} heads x {} (width {}), vocab {}: {:.2f}M "
                    "parameters, {:.2f}M in matmuls",
                    r.preset, r.layers, r.heads, r.head_dim, r.heads * r.head_dim, r.vocab,
@@ -55,6 +56,12 @@ std::string format_bench(const BenchResult& r) {
   if (r.load_before >= 0)
     line(fmt::format("load average (1 min): {:.2f} before, {:.2f} after", r.load_before,
                      r.load_after));
+  // Other work on the CPUs slows the host side of every step (on the CPU backend, the
+  // step itself: OpenMP's barriers wait for descheduled threads).
+  if (r.hardware_threads > 0 && std::max(r.load_before, r.load_after) > 0.5 * r.hardware_threads)
+    line(fmt::format("warning: other work is running on this machine (load {:.1f} on {} hardware "
+                     "threads): times are slower and noisier than on a quiet one",
+                     std::max(r.load_before, r.load_after), r.hardware_threads));
   line("");
   line("ceilings, measured in this run (warm-up, median):");
   line(fmt::format("  GEMM {}^3 {} (Backend::matmul)   {:9.3f} ms  {}FLOP/s", c.gemm_n,
@@ -111,6 +118,7 @@ nlohmann::json bench_json(const BenchResult& r) {
       {"threads", r.threads},
       {"precision", r.precision},
       {"load_average", {{"before", r.load_before}, {"after", r.load_after}}},
+      {"hardware_threads", r.hardware_threads},
       {"config",
        {{"preset", r.preset}, {"layers", r.layers}, {"heads", r.heads},
         {"head_dim", r.head_dim}, {"vocab", r.vocab}, {"params", r.params},
