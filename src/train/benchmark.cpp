@@ -230,13 +230,13 @@ LaunchTime LaunchTime::detect(Clock::time_point main_entry) {
   timespec ts{};
   if (paren != std::string::npos && clock_gettime(CLOCK_BOOTTIME, &ts) == 0) {
     std::istringstream is(stat.substr(paren + 2));
-    std::string field;
-    for (int k = 3; k <= 22 && (is >> field); ++k) {
-    }
+    std::string field;  // fields 3..22 follow the parenthesised command name
+    bool read = true;
+    for (int k = 3; k <= 22 && read; ++k) read = bool(is >> field);
     const double start_s = std::strtod(field.c_str(), nullptr) / double(sysconf(_SC_CLK_TCK));
     const double age = double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec) - start_s;
     // Believe it only if it is consistent with main's clock (ticks are 10 ms).
-    if (age >= since_main - 0.02 && age < since_main + 60.0)
+    if (read && age >= since_main - 0.02 && age < since_main + 60.0)
       return {now - std::chrono::duration_cast<Clock::duration>(
                         std::chrono::duration<double>(std::max(age, since_main))),
               "process start"};
