@@ -132,7 +132,12 @@ class Bf16Emulation final : public Backend {
   void newton_schulz(Tensor X, const Tensor& G, int steps, bool) override {
     cpu_->newton_schulz(X, G, steps, true);
   }
-  void axpy(Tensor y, const Tensor& x, double alpha) override { cpu_->axpy(y, x, alpha); }
+  // The optimizer's axpy is on F32 masters; the model's backward also adds BF16 activation
+  // gradients with it (the U-net skips).
+  void axpy(Tensor y, const Tensor& x, double alpha) override {
+    Wide w(*cpu_);
+    cpu_->axpy(w.out(y), w.in(x), alpha);
+  }
 
  private:
   // The F32 stand-ins of one op's BF16 operands: one per buffer, so operands that alias

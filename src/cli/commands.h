@@ -1,6 +1,8 @@
 // One function per subcommand, each in its own file: registers the subcommand, its flags
 // and its action on the app. argv is passed for flags that select defaults (--preset).
 #pragma once
+#include <chrono>
+
 #include <CLI/CLI.hpp>
 
 namespace speedrun::cli {
@@ -17,5 +19,8 @@ void add_sample_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_sweep_command(CLI::App& app);
+// main_entry: the time at main's first line, for the launch -> first step time when the
+// process's start cannot be read.
+void add_bench_command(CLI::App& app, std::chrono::steady_clock::time_point main_entry);
 
 }  // namespace speedrun::cli

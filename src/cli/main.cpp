@@ -1,4 +1,5 @@
 // speedrun: trains GPT models with the NanoGPT speedrun recipe. See README.md.
+#include <chrono>
 #include <cstdio>
 #include <exception>
 
@@ -21,6 +22,7 @@ int report_error(const char* what) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const auto main_entry = std::chrono::steady_clock::now();  // speedrun bench: launch time
   CLI::App app{"speedrun: train GPT models with the NanoGPT speedrun recipe (SPEC.md)"};
   app.require_subcommand(1);
   speedrun::cli::add_train_command(app, argc, argv);
@@ -31,6 +33,7 @@ int main(int argc, char** argv) {
   speedrun::cli::add_export_command(app);
   speedrun::cli::add_report_command(app);
   speedrun::cli::add_sweep_command(app);
+  speedrun::cli::add_bench_command(app, main_entry);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

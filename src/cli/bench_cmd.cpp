@@ -1,0 +1,94 @@
+// speedrun bench: the speed of a training step on a device (train/benchmark.h): the device's
+// measured ceilings, a per-op table per window, the real step's time, tokens/s and MFU, peak
+// memory and the time from launch to the first step.
+#include <cstdio>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include "cli/backend_flags.h"
+#include "cli/commands.h"
+#include "core/atomic_file.h"
+#include "train/benchmark.h"
+
+namespace speedrun::cli {
+
+namespace {
+
+struct BenchArgs {
+  BenchOptions opt;
+  BackendOptions backend;
+  std::string windows, json;
+};
+
+std::vector<int64_t> parse_windows(const std::string& s) {
+  std::vector<int64_t> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int64_t w = 0;
+    try {
+      w = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    check(used > 0 && used == item.size() && w >= 1, "--windows '", s,
+          "': give attention windows in tokens, >= 1, separated by commas (64,1792)");
+    out.push_back(w);
+  }
+  check(!out.empty(), "--windows '", s, "': give at least one window");
+  return out;
+}
+
+void run_bench(BenchArgs& a, const LaunchTime& launch) {
+  if (!a.windows.empty()) a.opt.windows = parse_windows(a.windows);
+  a.opt.validate();
+  std::unique_ptr<Backend> backend = make_backend(a.backend);
+  const BenchResult r = run_benchmark(*backend, a.opt, launch, [](const std::string& s) {
+    std::fprintf(stderr, "bench: %s\n", s.c_str());
+  });
+  std::fputs(format_bench(r).c_str(), stdout);
+  if (!a.json.empty()) {
+    const std::string text = bench_json(r).dump(2) + "\n";
+    AtomicFileWriter w(a.json, "bench JSON");
+    w.write(text.data(), text.size());
+    w.commit();
+    std::printf("\nwrote %s\n", a.json.c_str());
+  }
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app, std::chrono::steady_clock::time_point main_entry) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* sub = app.add_subcommand(
+      "bench", "Measure a training step: the device's ceilings, per-op times, tokens/s, MFU");
+  sub->add_option("--preset", a->opt.preset,
+                  "model: record | previous-record | tiny (default: record on cuda, tiny on cpu)")
+      ->check(CLI::IsMember({"record", "previous-record", "tiny"}));
+  sub->add_option("--seq-len", a->opt.seq_len, "tokens per sequence (default: the preset's)");
+  sub->add_option("--batch", a->opt.batch,
+                  "sequences per step (default: the preset's; 1 with --micro-batch 1 is one "
+                  "sequence and an optimizer step, as the GPU anchor)");
+  sub->add_option("--micro-batch", a->opt.micro_batch, "sequences per micro-batch")
+      ->capture_default_str();
+  sub->add_option("--windows", a->windows,
+                  "attention windows, comma-separated (default: the preset's start and end, "
+                  "e.g. 64,1792)");
+  sub->add_option("--reps", a->opt.reps, "timed repetitions (medians)")->capture_default_str();
+  sub->add_option("--warmup", a->opt.warmup, "untimed steps per window first")
+      ->capture_default_str();
+  sub->add_option("--gemm-size", a->opt.gemm_size,
+                  "n of the n^3 GEMM ceiling (default: 8192 on a GPU, 2048 on the CPU)");
+  sub->add_option("--copy-mib", a->opt.copy_mib,
+                  "buffer of the copy ceiling in MiB (default: 1024 on a GPU, 128 on the CPU)");
+  sub->add_option("--seed", a->opt.seed, "seed of the weights' nudge and the batches")
+      ->capture_default_str();
+  sub->add_option("--json", a->json, "also write the results as JSON to this file");
+  add_enum_option(sub, "--dtype", a->opt.dtype, "precision (auto: the device's)");
+  add_backend_flags(sub, a->backend);
+  sub->callback([a, main_entry]() { run_bench(*a, LaunchTime::detect(main_entry)); });
+}
+
+}  // namespace speedrun::cli

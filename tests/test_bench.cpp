@@ -1,0 +1,339 @@
+// speedrun bench: the work it counts (FLOPs against hand-computed values, visible pairs of
+// hand-built masks), the TimingBackend decorator (forwards every op the model and the
+// optimizer call, same bits as the wrapped backend), and the command's JSON. No test reads
+// a time value: times depend on the machine; the counts and the plumbing do not.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "backend/block_mask.h"
+#include "backend/factory.h"
+#include "bf16_emulation.h"
+#include "fixtures.h"
+#include "model/gpt.h"
+#include "model/params.h"
+#include "optim/optimizer.h"
+#include "run_command.h"
+#include "train/benchmark.h"
+#include "train/op_work.h"
+#include "train/timing_backend.h"
+
+namespace speedrun {
+namespace {
+
+using test::micro_gpt;
+
+std::unique_ptr<Backend> cpu() { return make_backend(BackendOptions{DeviceChoice::CPU, 0, -1}); }
+
+// Brute force over every (query, key) pair: the definition the counts must equal.
+int64_t pairs_by_definition(const BlockMask& m) {
+  int64_t n = 0;
+  for (int64_t i = 0; i < m.T; ++i)
+    for (int64_t j = 0; j < m.T; ++j) n += m.visible(i, j);
+  return n;
+}
+
+TEST(OpWork, VisiblePairsOfAHandBuiltMask) {
+  // EOT 0 at positions 2 and 6: documents [0, 2), [2, 6), [6, 8); window 3.
+  //   query:   0  1  2  3  4  5  6  7
+  //   keys:    1  2  1  2  3  3  1  2   (i - j < 3, same document, j <= i)  = 15
+  const std::vector<int32_t> tokens = {5, 5, 0, 5, 5, 5, 0, 5};
+  const BlockMask m = build_block_mask(tokens.data(), 8, 0, 3, 4);
+  EXPECT_EQ(visible_pairs(m), 15);
+  EXPECT_EQ(pairs_by_definition(m), 15);
+  // One document, no window limit: T (T + 1) / 2.
+  const std::vector<int32_t> plain(8, 5);
+  EXPECT_EQ(visible_pairs(build_block_mask(plain.data(), 8, 0, 100, 4)), 36);
+  // Window 1: each query sees itself only.
+  EXPECT_EQ(visible_pairs(build_block_mask(tokens.data(), 8, 0, 1, 4)), 8);
+}
+
+TEST(OpWork, VisiblePairsOfRandomMasksEqualTheDefinition) {
+  Rng rng(7);
+  for (int64_t T : {31, 32, 33, 257}) {
+    std::vector<int32_t> t(static_cast<size_t>(T));
+    for (auto& v : t) v = rng.uniform() < 0.05 ? 0 : 1 + int32_t(rng.below(9));
+    for (int64_t window : {1, 5, 16, 64, 1000}) {
+      const BlockMask m = build_block_mask(t.data(), T, 0, window, 16);
+      EXPECT_EQ(visible_pairs(m), pairs_by_definition(m)) << "T " << T << " window " << window;
+    }
+  }
+}
+
+TEST(OpWork, MatmulAndNewtonSchulzFlops) {
+  float buf[1];
+  const Tensor C(buf, DType::F32, {6, 5}), A(buf, DType::F32, {6, 7}), At(buf, DType::F32, {7, 6});
+  EXPECT_EQ(matmul_flops(C, A, false), 2.0 * 6 * 5 * 7);
+  EXPECT_EQ(matmul_flops(C, At, true), 2.0 * 6 * 5 * 7);
+  // Per iteration on [m, k], m the short side: X X^T 2 m m k, A A 2 m^3, B X 2 m m k.
+  const Tensor wide(buf, DType::F32, {3, 32, 128}), tall(buf, DType::F32, {128, 32});
+  EXPECT_EQ(newton_schulz_flops(wide, 5), 3.0 * 5 * (4.0 * 32 * 32 * 128 + 2.0 * 32 * 32 * 32));
+  EXPECT_EQ(newton_schulz_flops(tall, 5), 5.0 * (4.0 * 32 * 32 * 128 + 2.0 * 32 * 32 * 32));
+  EXPECT_EQ(attention_forward_flops(15, 2, 16), 4.0 * 15 * 2 * 16);
+  EXPECT_EQ(attention_backward_flops(15, 2, 16), 10.0 * 15 * 2 * 16);
+}
+
+// One training step as the trainer runs it: zero_grad, a micro-batch, the optimizer, the
+// loss read; ops filed under the phases the benchmark uses.
+double one_step(TimingBackend* timed, Parameters& p, GPT& model, Optimizer& opt,
+                const std::vector<int32_t>& x, const std::vector<int32_t>& y, int64_t window) {
+  if (timed) timed->set_phase("step");
+  p.zero_grad();
+  if (timed) timed->set_phase("fwd+bwd");
+  model.train_micro_batch(x.data(), y.data(), window, 1.0);
+  if (timed) timed->set_phase("optimizer");
+  opt.step(1.0, 0.9);
+  if (timed) timed->set_phase("step");
+  return model.take_mean_loss();
+}
+
+const OpStat* find(const std::vector<OpStat>& s, const std::string& phase, const std::string& op) {
+  for (const OpStat& t : s)
+    if (t.phase == phase && t.op == op) return &t;
+  return nullptr;
+}
+
+TEST(TimingBackend, CountsTheStepsFlopsExactly) {
+  auto inner = cpu();
+  TimingBackend be(*inner);
+  const GPTConfig c = micro_gpt(2);  // C 32, F 128, V 37, 2 heads x 16, tile 16
+  const int64_t B = 2, T = 48, window = 20;
+  Parameters p(be, c, DType::F64);
+  test::randomize(p, 1);
+  GPT model(be, p, B, T);
+  Optimizer opt(be, p, OptimConfig{});
+  std::vector<int32_t> x, y;
+  test::batch_with_documents(B, T, c, x, y, 2);
+  be.set_timing(true);
+  one_step(&be, p, model, opt, x, y, window);
+
+  // Matmuls: forward 2 P N, backward 4 P N (dx and dW) for every matmul parameter, the head
+  // included: 6 x (12 C^2 L + V C) x tokens.
+  const double P = 12.0 * 32 * 32 * 2 + 37.0 * 32;
+  EXPECT_EQ(matmul_param_count(c), int64_t(P));
+  const OpStat* mm = find(be.stats(), "fwd+bwd", "matmul");
+  ASSERT_NE(mm, nullptr);
+  EXPECT_EQ(mm->flops, 6.0 * P * double(B * T));
+  EXPECT_EQ(mm->calls, 2 * 18 + 3);  // per layer 6 forward, 12 backward; the head 3
+
+  // Attention: the masks' visible pairs, 4 D per pair per head forward, 10 D backward.
+  int64_t pairs = 0;
+  for (int64_t b = 0; b < B; ++b)
+    pairs += pairs_by_definition(build_block_mask(x.data() + b * T, T, c.eot, window, c.attn_tile));
+  const OpStat* af = find(be.stats(), "fwd+bwd", "attention_forward");
+  const OpStat* ab = find(be.stats(), "fwd+bwd", "attention_backward");
+  ASSERT_NE(af, nullptr);
+  ASSERT_NE(ab, nullptr);
+  EXPECT_EQ(af->flops, 2.0 * 4 * double(pairs) * 2 * 16);
+  EXPECT_EQ(ab->flops, 2.0 * 10 * double(pairs) * 2 * 16);
+
+  // Newton-Schulz: 8 [32, 32] matrices (c_q, c_k, c_v, c_proj of 2 layers) and 4 of
+  // [128, 32] / [32, 128], 5 iterations each, m = 32 and k = 32 or 128.
+  const double sq = 4.0 * 32 * 32 * 32 + 2.0 * 32 * 32 * 32, rect = 4.0 * 32 * 32 * 128 + 2.0 * 32 * 32 * 32;
+  const OpStat* ns = find(be.stats(), "optimizer", "newton_schulz");
+  ASSERT_NE(ns, nullptr);
+  EXPECT_EQ(ns->flops, 5.0 * (8 * sq + 4 * rect));
+
+  // Memory-bound work: adam_step reads g and p, m, v and writes p, m, v: 7 x its bytes.
+  double adam_elems = 0;
+  for (int i = 0; i < p.count(); ++i)
+    if (p.group(i) != ParamGroup::Matrix) adam_elems += double(p.value(i).numel());
+  const OpStat* adam = find(be.stats(), "optimizer", "adam_step");
+  ASSERT_NE(adam, nullptr);
+  EXPECT_EQ(adam->bytes, 7.0 * 8 * adam_elems);
+}
+
+// The ops a step of the model and the optimizer calls, by name. A new op in the model or
+// the optimizer shows up here first: add it to this list and to TimingBackend.
+const std::set<std::string> kStepOps = {
+    "upload", "download", "copy", "fill", "convert", "sum_into", "matmul",
+    "embedding_forward", "embedding_backward", "rms_norm_forward", "rms_norm_backward",
+    "head_norm_rotary_forward", "head_norm_rotary_backward", "attention_forward",
+    "attention_backward", "relu_squared_forward", "relu_squared_backward",
+    "scaled_sum_forward", "scaled_sum_backward", "softcap_cross_entropy", "adam_step",
+    "muon_momentum", "newton_schulz", "axpy"};
+
+std::set<std::string> names(const std::vector<OpStat>& s) {
+  std::set<std::string> n;
+  for (const OpStat& t : s) n.insert(t.op);
+  return n;
+}
+
+TEST(TimingBackend, ForwardsEveryOpOfAStepUnderItsOwnName) {
+  // Two decorators stacked: what the outer one files under a name is what reached the
+  // inner one under that name, call for call. bf16 (emulated), so that the optimizer's
+  // refresh of the compute copies (convert) runs too.
+  conformance::Bf16Emulation bf16;
+  TimingBackend inner(bf16), outer(static_cast<Backend&>(inner));
+  const GPTConfig c = micro_gpt(2);
+  Parameters p(outer, c, outer.default_precision());
+  test::randomize(p, 3);
+  GPT model(outer, p, 2, 48);
+  Optimizer opt(outer, p, OptimConfig{});
+  std::vector<int32_t> x, y;
+  test::batch_with_documents(2, 48, c, x, y, 4);
+  inner.set_timing(true);
+  outer.set_timing(true);
+  one_step(&outer, p, model, opt, x, y, 20);
+  EXPECT_EQ(names(outer.stats()), kStepOps);
+  std::map<std::string, int64_t> seen_outer, seen_inner;
+  for (const OpStat& s : outer.stats()) seen_outer[s.op] += s.calls;
+  for (const OpStat& s : inner.stats()) seen_inner[s.op] += s.calls;
+  EXPECT_EQ(seen_outer, seen_inner);
+  for (const char* phase : {"fwd+bwd", "optimizer", "step"}) {
+    bool any = false;
+    for (const OpStat& s : outer.stats()) any |= s.phase == phase;
+    EXPECT_TRUE(any) << phase;
+  }
+  for (const char* op : {"adam_step", "muon_momentum", "newton_schulz", "axpy", "convert"})
+    EXPECT_NE(find(outer.stats(), "optimizer", op), nullptr) << op;
+}
+
+TEST(TimingBackend, ForwardsTheOpsWithDefaults) {
+  // The virtuals with a default in Backend must reach the wrapped backend, not the default
+  // (which throws, or answers 0/nullptr).
+  auto inner = cpu();
+  TimingBackend be(*inner);
+  be.set_timing(true);
+  EXPECT_EQ(be.name(), inner->name());
+  EXPECT_EQ(be.device(), inner->device());
+  EXPECT_EQ(be.stream(), inner->stream());
+  EXPECT_EQ(be.device_index(), inner->device_index());
+  EXPECT_EQ(be.peak_bytes(), inner->peak_bytes());
+  EXPECT_EQ(be.preferred_micro_batch_tokens(), inner->preferred_micro_batch_tokens());
+  std::vector<float> cos(8), sin(8), q(8, 0.5f), k(3 * 8, 0.25f), v(3 * 8, 1.0f), out(8);
+  be.rotary_tables_at(Tensor(cos.data(), DType::F32, {2, 4}), Tensor(sin.data(), DType::F32, {2, 4}),
+                      10000.0, 5);
+  be.attention_decode(Tensor(out.data(), DType::F32, {1, 8}), Tensor(q.data(), DType::F32, {1, 8}),
+                      Tensor(k.data(), DType::F32, {3, 8}), Tensor(v.data(), DType::F32, {3, 8}),
+                      {0, 2}, 1, 0.5);
+  EXPECT_EQ(out[0], 1.0f);  // the average of ones
+  EXPECT_EQ(names(be.stats()), (std::set<std::string>{"rotary_tables_at", "attention_decode"}));
+}
+
+// Every parameter's bits after one step.
+std::vector<std::vector<double>> weights(const Parameters& p) {
+  std::vector<std::vector<double>> w;
+  for (int i = 0; i < p.count(); ++i) w.push_back(p.to_host_f64(i));
+  return w;
+}
+
+void expect_same_bits_through_decorator(Backend& plain, Backend& wrapped_inner, const Precision& prec) {
+  TimingBackend timed(wrapped_inner);
+  timed.set_timing(true);
+  const GPTConfig c = micro_gpt(2);
+  std::vector<int32_t> x, y;
+  test::batch_with_documents(2, 48, c, x, y, 6);
+  double loss[2];
+  std::vector<std::vector<double>> after[2];
+  for (int run = 0; run < 2; ++run) {
+    Backend& be = run == 0 ? plain : static_cast<Backend&>(timed);
+    Parameters p(be, c, prec);
+    test::randomize(p, 5);
+    GPT model(be, p, 2, 48);
+    Optimizer opt(be, p, OptimConfig{});
+    one_step(run == 0 ? nullptr : &timed, p, model, opt, x, y, 20);
+    loss[run] = one_step(run == 0 ? nullptr : &timed, p, model, opt, x, y, 20);
+    after[run] = weights(p);
+  }
+  EXPECT_EQ(std::memcmp(&loss[0], &loss[1], sizeof(double)), 0) << loss[0] << " vs " << loss[1];
+  ASSERT_EQ(after[0].size(), after[1].size());
+  for (size_t i = 0; i < after[0].size(); ++i)
+    EXPECT_EQ(std::memcmp(after[0][i].data(), after[1][i].data(), after[0][i].size() * sizeof(double)), 0)
+        << "parameter " << i;
+}
+
+TEST(TimingBackend, ResultsAreTheWrappedBackendsBitForBit) {
+  auto a = cpu(), b = cpu();
+  expect_same_bits_through_decorator(*a, *b, named_precision(PrecisionChoice::FP32));
+  conformance::Bf16Emulation c, d;
+  expect_same_bits_through_decorator(c, d, named_precision(PrecisionChoice::BF16));
+}
+
+TEST(Benchmark, StepFlopsOfTheTinyPreset) {
+  auto be = cpu();
+  BenchOptions o;
+  o.preset = "tiny";
+  o.batch = 2;      // two micro-batches of one sequence: the step counts both
+  o.seq_len = 512;
+  o.reps = 1;
+  o.warmup = 0;
+  o.windows = {64, 128};
+  o.gemm_size = 64;
+  o.copy_mib = 1;
+  const BenchResult r =
+      run_benchmark(*be, o, LaunchTime{std::chrono::steady_clock::now(), "main"});
+  ASSERT_EQ(r.windows.size(), 2u);
+  EXPECT_EQ(r.micro_batches, 2);
+  const GPTConfig c = preset_config("tiny").model;
+  const double tokens = 2.0 * 512, P = double(matmul_param_count(c));
+  for (const WindowBench& w : r.windows) {
+    EXPECT_EQ(w.matmul_flops, 6.0 * P * tokens) << w.window;
+    EXPECT_EQ(w.attention_flops, double(c.layers) * 14.0 * double(w.attention_pairs) *
+                                     double(c.heads * c.head_dim));
+    // Every query sees itself, and at most `window` keys.
+    EXPECT_GE(w.attention_pairs, int64_t(tokens));
+    EXPECT_LE(w.attention_pairs, int64_t(tokens) * w.window);
+    double share = 0;
+    for (const OpRow& row : w.ops) share += row.share;
+    EXPECT_NEAR(share, 1.0, 1e-9);
+  }
+  // A wider window sees more pairs.
+  EXPECT_GT(r.windows[1].attention_pairs, r.windows[0].attention_pairs);
+}
+
+TEST(BenchCommand, WritesJsonWithEveryField) {
+  test::TempDir dir("bench_cmd");
+  const std::string json = (dir / "bench.json").string();
+  const Outcome r = run_cli("bench --device cpu --preset tiny --reps 2 --warmup 1 --json " + json);
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* needle : {"ceilings", "GEMM", "copy", "serialises the device", "tokens/s", "MFU",
+                             "launch -> first step", "peak memory", "window 64", "window 512"})
+    EXPECT_NE(r.out.find(needle), std::string::npos) << needle << " missing in:\n" << r.out;
+  const nlohmann::json j = nlohmann::json::parse(test::read_bytes(json));
+  EXPECT_EQ(j["backend"], "cpu");
+  EXPECT_EQ(j["config"]["preset"], "tiny");
+  EXPECT_EQ(j["config"]["reps"], 2);
+  EXPECT_EQ(j["config"]["micro_batches"], 4);
+  for (const char* k : {"flops_per_s", "ms", "n"}) EXPECT_TRUE(j["ceilings"]["gemm"][k].is_number()) << k;
+  for (const char* k : {"bytes_per_s", "ms", "bytes"})
+    EXPECT_TRUE(j["ceilings"]["copy"][k].is_number()) << k;
+  for (const char* k : {"to_first_step_s", "to_backend_s", "first_step_ms"})
+    EXPECT_TRUE(j["launch"][k].is_number()) << k;
+  EXPECT_TRUE(j["peak_memory"]["bytes"].is_number());
+  ASSERT_EQ(j["windows"].size(), 2u);
+  EXPECT_EQ(j["windows"][0]["window"], 64);
+  EXPECT_EQ(j["windows"][1]["window"], 512);
+  for (const auto& w : j["windows"]) {
+    for (const char* k : {"fwd_bwd_ms", "optimizer_ms", "step_ms", "tokens_per_s", "model_flops",
+                          "matmul_flops", "attention_flops", "attention_pairs", "mfu", "floor_ms"})
+      EXPECT_TRUE(w["step"][k].is_number()) << k;
+    std::set<std::string> ops;
+    for (const auto& row : w["ops"]) {
+      for (const char* k : {"calls", "ms", "share", "flops", "bytes", "rate", "of_ceiling"})
+        EXPECT_TRUE(row[k].is_number()) << k;
+      ops.insert(row["phase"].get<std::string>() + "/" + row["op"].get<std::string>());
+    }
+    for (const char* op : {"fwd+bwd/matmul", "fwd+bwd/attention_forward", "fwd+bwd/attention_backward",
+                           "optimizer/adam_step", "optimizer/muon_momentum",
+                           "optimizer/newton_schulz", "optimizer/axpy"})
+      EXPECT_TRUE(ops.count(op)) << op;
+  }
+}
+
+TEST(BenchCommand, RefusesBadFlagsClearly) {
+  const Outcome a = run_cli("bench --device cpu --windows 64,0");
+  EXPECT_EQ(a.code, 1) << a.out;
+  EXPECT_NE(a.out.find("--windows"), std::string::npos) << a.out;
+  const Outcome b = run_cli("bench --device cpu --preset tiny --micro-batch 3");
+  EXPECT_EQ(b.code, 1) << b.out;
+  EXPECT_NE(b.out.find("--micro-batch 3"), std::string::npos) << b.out;
+}
+
+}  // namespace
+}  // namespace speedrun
