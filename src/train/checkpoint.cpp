@@ -56,18 +56,12 @@ int64_t checkpoint_step(const std::string& name) {
   return std::stoll(m[1].str());
 }
 
-nlohmann::json read_json_file(const fs::path& p, const std::string& ckpt) {
+std::string read_text_file(const fs::path& p, const std::string& ckpt) {
   std::ifstream f(p, std::ios::binary);
   check(bool(f), "checkpoint ", ckpt, ": cannot read ", p.string());
   std::stringstream ss;
   ss << f.rdbuf();
-  try {
-    return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::exception& e) {
-    fail("checkpoint ", ckpt, ": ", kMeta, " is not valid JSON (", e.what(),
-         "): the checkpoint is damaged; resume from an older one (pass its directory to "
-         "--resume) or delete this one");
-  }
+  return ss.str();
 }
 
 }  // namespace
@@ -178,15 +172,15 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
   return final_dir.string();
 }
 
-CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
-  const fs::path dir(ckpt_dir);
-  check(fs::is_directory(dir), "checkpoint ", ckpt_dir,
-        ": not a directory (a checkpoint is a ckpt_stepNNNNNN directory written by speedrun "
-        "train --save-every)");
-  check(fs::exists(dir / kMeta), "checkpoint ", ckpt_dir, ": no ", kMeta,
-        ": not a complete speedrun checkpoint; pass a ckpt_stepNNNNNN directory written by "
-        "speedrun train --save-every, or its run directory");
-  const nlohmann::json j = read_json_file(dir / kMeta, ckpt_dir);
+CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& ckpt_dir) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", ckpt_dir, ": ", kMeta, " is not valid JSON (", e.what(),
+         "): the checkpoint is damaged; resume from an older one (pass its directory to "
+         "--resume) or delete this one");
+  }
   check(j.is_object() && j.value("format", "") == kFormat, "checkpoint ", ckpt_dir, ": ", kMeta,
         " is not a speedrun checkpoint (no \"format\": \"", kFormat, "\")");
   check(j.value("version", 0) == kVersion, "checkpoint ", ckpt_dir, ": format version ",
@@ -212,17 +206,7 @@ CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
       m.train_shards.push_back({s.at("file").get<std::string>(), s.at("tokens").get<int64_t>()});
     for (const char* f : {kModel, kState}) {
       const auto& info = j.at("files").at(f);
-      const fs::path p = dir / f;
-      check(fs::is_regular_file(p), "checkpoint ", ckpt_dir, ": ", f,
-            " is missing: the checkpoint is incomplete; resume from an older one");
-      const auto bytes = info.at("bytes").get<uint64_t>();
-      const auto size = fs::file_size(p);
-      check(size == bytes, "checkpoint ", ckpt_dir, ": ", f, " has ", size, " bytes but ", kMeta,
-            " says ", bytes, " (truncated or replaced): resume from an older checkpoint");
-      check(file_checksum(p.string()) == info.at("checksum").get<std::string>(), "checkpoint ",
-            ckpt_dir, ": ", f, " does not match its checksum in ", kMeta,
-            " (the file is corrupt): resume from an older checkpoint");
-      SafetensorsFile::open(p.string());  // header and offsets
+      m.files[f] = {info.at("bytes").get<uint64_t>(), info.at("checksum").get<std::string>()};
     }
   } catch (const nlohmann::json::exception& e) {
     fail("checkpoint ", ckpt_dir, ": ", kMeta, " lacks a field or has a wrong type (", e.what(),
@@ -230,6 +214,31 @@ CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
   }
   check(m.step >= 0 && m.optimizer_steps >= 0, "checkpoint ", ckpt_dir, ": negative step in ",
         kMeta);
+  return m;
+}
+
+CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
+  const fs::path dir(ckpt_dir);
+  check(fs::is_directory(dir), "checkpoint ", ckpt_dir,
+        ": not a directory (a checkpoint is a ckpt_stepNNNNNN directory written by speedrun "
+        "train --save-every)");
+  check(fs::exists(dir / kMeta), "checkpoint ", ckpt_dir, ": no ", kMeta,
+        ": not a complete speedrun checkpoint; pass a ckpt_stepNNNNNN directory written by "
+        "speedrun train --save-every, or its run directory");
+  CheckpointMeta m = parse_checkpoint_meta(read_text_file(dir / kMeta, ckpt_dir), ckpt_dir);
+  for (const char* f : {kModel, kState}) {
+    const CheckpointFile& info = m.files.at(f);
+    const fs::path p = dir / f;
+    check(fs::is_regular_file(p), "checkpoint ", ckpt_dir, ": ", f,
+          " is missing: the checkpoint is incomplete; resume from an older one");
+    const auto size = fs::file_size(p);
+    check(size == info.bytes, "checkpoint ", ckpt_dir, ": ", f, " has ", size, " bytes but ",
+          kMeta, " says ", info.bytes, " (truncated or replaced): resume from an older checkpoint");
+    check(file_checksum(p.string()) == info.checksum, "checkpoint ", ckpt_dir, ": ", f,
+          " does not match its checksum in ", kMeta,
+          " (the file is corrupt): resume from an older checkpoint");
+    SafetensorsFile::open(p.string());  // header and offsets
+  }
   return m;
 }
 
