@@ -85,7 +85,8 @@ for t in "${targets[@]}"; do
   corpus=$(ls "$work/corpus/$t" | wc -l)
   if [ "$rc" -ne 0 ]; then
     echo "fuzz: $t: FINDING after ${runs:-?} runs (status $rc); the input and report:"
-    grep -h -E "^(==|SUMMARY|fuzz finding|artifact_prefix|Test unit written|terminate|  what| *#[0-9]+ 0x)" "$log" | head -40
+    grep -h -E "runtime error|ERROR|SUMMARY|^fuzz finding|Test unit written|^terminate|^  what|^ *#[0-9]+ 0x" "$log" |
+      cut -c1-240 | head -30
     failed+=("$t")
   else
     echo "fuzz: $t: ${runs:-?} runs in ${seconds} s, no finding (corpus: $corpus generated inputs)"

@@ -181,10 +181,12 @@ CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& c
          "): the checkpoint is damaged; resume from an older one (pass its directory to "
          "--resume) or delete this one");
   }
-  check(j.is_object() && j.value("format", "") == kFormat, "checkpoint ", ckpt_dir, ": ", kMeta,
-        " is not a speedrun checkpoint (no \"format\": \"", kFormat, "\")");
-  check(j.value("version", 0) == kVersion, "checkpoint ", ckpt_dir, ": format version ",
-        j.value("version", 0), " is not ", kVersion, ": written by another speedrun version");
+  // json::value() throws a json type_error when the key holds another type: compare instead.
+  check(j.is_object() && j.contains("format") && j["format"] == kFormat, "checkpoint ", ckpt_dir,
+        ": ", kMeta, " is not a speedrun checkpoint (no \"format\": \"", kFormat, "\")");
+  check(j.contains("version") && j["version"] == kVersion, "checkpoint ", ckpt_dir,
+        ": format version ", j.contains("version") ? j["version"].dump() : "(none)", " is not ",
+        kVersion, ": written by another speedrun version");
   CheckpointMeta m;
   try {
     m.step = j.at("step").get<int64_t>();
@@ -197,8 +199,8 @@ CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& c
                            j.at("loader").at("pos").get<int64_t>()});
     }
     check(!m.loaders.empty(), "checkpoint ", ckpt_dir, ": ", kMeta, " lists no data reader");
-    m.world = j.value("world", int64_t(1));
-    m.run_id = j.value("run_id", std::string());
+    m.world = j.contains("world") ? j.at("world").get<int64_t>() : 1;
+    m.run_id = j.contains("run_id") ? j.at("run_id").get<std::string>() : std::string();
     m.train_ms = j.at("log").at("train_ms").get<double>();
     m.timed_steps = j.at("log").at("timed_steps").get<int64_t>();
     m.config = j.at("config");
