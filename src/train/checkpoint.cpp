@@ -64,6 +64,29 @@ std::string read_text_file(const fs::path& p, const std::string& ckpt) {
   return ss.str();
 }
 
+// meta.json's integer `key` of `obj`: a JSON integer in [min, INT64_MAX]. nlohmann's get<>
+// would convert a float out of range with undefined behaviour, and wrap a huge or negative
+// one silently. A missing key or an `obj` that is no object throws json's out_of_range or
+// type_error, which parse_checkpoint_meta turns into an Error.
+int64_t meta_int(const nlohmann::json& obj, const char* key, int64_t min, const std::string& ckpt) {
+  const nlohmann::json& v = obj.at(key);
+  const bool fits = v.is_number_integer() &&
+                    !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) &&
+                    v.get<int64_t>() >= min;
+  check(fits, "checkpoint ", ckpt, ": ", kMeta, ": \"", key, "\" is ", v.dump(),
+        ", not an integer >= ", min, ": written by another speedrun version, or damaged; resume "
+        "from an older checkpoint");
+  return v.get<int64_t>();
+}
+
+// An array of meta.json (a JSON object would iterate as its values).
+const nlohmann::json& meta_array(const nlohmann::json& obj, const char* key, const std::string& ckpt) {
+  const nlohmann::json& v = obj.at(key);
+  check(v.is_array(), "checkpoint ", ckpt, ": ", kMeta, ": \"", key, "\" is not an array: "
+        "written by another speedrun version, or damaged; resume from an older checkpoint");
+  return v;
+}
+
 }  // namespace
 
 std::string checkpoint_name(int64_t step) { return fmt::format("ckpt_step{:06d}", step); }
@@ -189,33 +212,36 @@ CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& c
         kVersion, ": written by another speedrun version");
   CheckpointMeta m;
   try {
-    m.step = j.at("step").get<int64_t>();
-    m.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+    const std::string& c = ckpt_dir;
+    m.step = meta_int(j, "step", 0, c);
+    m.optimizer_steps = meta_int(j, "optimizer_steps", 0, c);
     if (j.contains("loaders")) {
-      for (const auto& p : j.at("loaders"))
-        m.loaders.push_back({p.at("shard").get<int64_t>(), p.at("pos").get<int64_t>()});
+      for (const auto& p : meta_array(j, "loaders", c))
+        m.loaders.push_back({meta_int(p, "shard", 0, c), meta_int(p, "pos", 0, c)});
     } else {
-      m.loaders.push_back({j.at("loader").at("shard").get<int64_t>(),
-                           j.at("loader").at("pos").get<int64_t>()});
+      const nlohmann::json& p = j.at("loader");
+      m.loaders.push_back({meta_int(p, "shard", 0, c), meta_int(p, "pos", 0, c)});
     }
     check(!m.loaders.empty(), "checkpoint ", ckpt_dir, ": ", kMeta, " lists no data reader");
-    m.world = j.contains("world") ? j.at("world").get<int64_t>() : 1;
+    m.world = j.contains("world") ? meta_int(j, "world", 1, c) : 1;
     m.run_id = j.contains("run_id") ? j.at("run_id").get<std::string>() : std::string();
-    m.train_ms = j.at("log").at("train_ms").get<double>();
-    m.timed_steps = j.at("log").at("timed_steps").get<int64_t>();
+    const nlohmann::json& log = j.at("log");
+    check(log.at("train_ms").is_number() && log.at("train_ms").get<double>() >= 0, "checkpoint ",
+          ckpt_dir, ": ", kMeta, ": \"train_ms\" is ", log.at("train_ms").dump(),
+          ", not a number >= 0: damaged; resume from an older checkpoint");
+    m.train_ms = log.at("train_ms").get<double>();
+    m.timed_steps = meta_int(log, "timed_steps", 0, c);
     m.config = j.at("config");
-    for (const auto& s : j.at("train_shards"))
-      m.train_shards.push_back({s.at("file").get<std::string>(), s.at("tokens").get<int64_t>()});
+    for (const auto& s : meta_array(j, "train_shards", c))
+      m.train_shards.push_back({s.at("file").get<std::string>(), meta_int(s, "tokens", 0, c)});
     for (const char* f : {kModel, kState}) {
       const auto& info = j.at("files").at(f);
-      m.files[f] = {info.at("bytes").get<uint64_t>(), info.at("checksum").get<std::string>()};
+      m.files[f] = {uint64_t(meta_int(info, "bytes", 0, c)), info.at("checksum").get<std::string>()};
     }
   } catch (const nlohmann::json::exception& e) {
     fail("checkpoint ", ckpt_dir, ": ", kMeta, " lacks a field or has a wrong type (", e.what(),
          "): written by another speedrun version, or damaged");
   }
-  check(m.step >= 0 && m.optimizer_steps >= 0, "checkpoint ", ckpt_dir, ": negative step in ",
-        kMeta);
   return m;
 }
 
