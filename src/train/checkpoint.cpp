@@ -232,6 +232,9 @@ CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& c
     m.train_ms = log.at("train_ms").get<double>();
     m.timed_steps = meta_int(log, "timed_steps", 0, c);
     m.config = j.at("config");
+    check(m.config.is_object(), "checkpoint ", ckpt_dir, ": ", kMeta, ": \"config\" is a ",
+          m.config.type_name(), ", not an object of settings: damaged; resume from an older "
+          "checkpoint");
     for (const auto& s : meta_array(j, "train_shards", c))
       m.train_shards.push_back({s.at("file").get<std::string>(), meta_int(s, "tokens", 0, c)});
     for (const char* f : {kModel, kState}) {
