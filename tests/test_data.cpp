@@ -658,6 +658,12 @@ TEST_F(DataTest, SafetensorsRefusesBadFilesNamingThem) {
        {"non-negative"}},
       {"fields", R"({"a":{"dtype":"F32","shape":[2]}})", eight, -1, {"data_offsets"}},
       {"metadata", R"({"__metadata__":{"step":3}})", {}, -1, {"not a string"}},
+      // A million nested arrays: parsing is fine, printing the shape in the error message
+      // recursed once per level and overflowed the stack.
+      {"deep",
+       R"({"a":{"dtype":"F32","shape":)" + std::string(1000000, '[') +
+           std::string(1000000, ']') + R"(,"data_offsets":[0,8]}})",
+       eight, -1, {"not valid JSON", "nested more than 512 levels"}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/json_input.h"
 
 namespace speedrun {
 
@@ -117,7 +118,7 @@ void SafetensorsFile::parse(const uint8_t* bytes, uint64_t size) {
   const char* text = reinterpret_cast<const char*>(bytes + 8);
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(text, text + n);
+    header = parse_json(std::string_view(text, n));
   } catch (const nlohmann::json::exception& e) {
     fail("safetensors ", path, ": header is not valid JSON (", e.what(),
          "): not a safetensors file, or a corrupt one", hint);

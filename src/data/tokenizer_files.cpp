@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_input.h"
 
 namespace speedrun {
 namespace fs = std::filesystem;
@@ -155,7 +156,7 @@ BpeVocab parse_bpe_files(std::string_view vocab_json_text, std::string_view merg
                          const std::string& vj, const std::string& mf) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(vocab_json_text);
+    j = parse_json(vocab_json_text);
   } catch (const nlohmann::json::exception& e) {
     fail("tokenizer: ", vj, " is not valid JSON (", e.what(), "); ", kFix);
   }

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "core/atomic_file.h"
+#include "core/json_input.h"
 #include "core/mapped_file.h"
 #include "core/safetensors.h"
 #include "train/run_dir.h"
@@ -198,7 +199,7 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
 CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& ckpt_dir) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = parse_json(text);
   } catch (const nlohmann::json::exception& e) {
     fail("checkpoint ", ckpt_dir, ": ", kMeta, " is not valid JSON (", e.what(),
          "): the checkpoint is damaged; resume from an older one (pass its directory to "

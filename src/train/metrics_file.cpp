@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/json_input.h"
 
 namespace speedrun {
 
@@ -53,7 +54,7 @@ MetricsLog parse_metrics(std::string_view text, const std::string& path) {
     }
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(line);
+      j = parse_json(line);
     } catch (const nlohmann::json::exception&) {
       fail("metrics ", path, " line ", i + 1, ": not JSON (\"", line.substr(0, 60),
            line.size() > 60 ? "..." : "", "\"): pass a metrics.jsonl written by speedrun train");
@@ -106,7 +107,7 @@ std::string metrics_before(std::string_view text, const std::string& src, int64_
     if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(lines[i]);
+      j = parse_json(lines[i]);
     } catch (const nlohmann::json::exception&) {
       if (i + 1 == lines.size() && !nl) break;  // cut by a crash mid-write
       fail("metrics ", src, " line ", i + 1, ": not JSON; fix or remove the line, then resume");
