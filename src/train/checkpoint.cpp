@@ -109,7 +109,7 @@ std::string file_checksum(const std::string& path) {
       h[l] ^= h[l] >> 29;
     }
   uint64_t tail[4] = {0, 0, 0, 0};
-  std::memcpy(tail, p + i, n - i);
+  if (n > i) std::memcpy(tail, p + i, n - i);  // an empty file maps to no pointer at all
   uint64_t r = uint64_t(n);
   for (int l = 0; l < 4; ++l) {
     h[l] = (h[l] ^ tail[l]) * K;
