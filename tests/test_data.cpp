@@ -352,6 +352,8 @@ TEST_F(DataTest, LoaderResumesExactlyFromASavedPosition) {
   expect_error([&] { b.seek({0, 0}); }, says);     // rank 1 never reads at 0
   expect_error([&] { b.seek({0, 132}); }, says);   // 132 + 24 >= 150: would have moved on
   EXPECT_NO_THROW(b.seek({0, 108}));               // 108 + 24 < 150
+  // A position from a damaged meta.json near INT64_MAX: pos + B*T*W overflowed.
+  expect_error([&] { b.seek({0, 12 + (INT64_MAX - 12) / 24 * 24}); }, says);
 }
 
 TEST_F(DataTest, LoaderKeepsAtMostOneShardMapped) {
