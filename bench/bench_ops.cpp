@@ -139,7 +139,8 @@ int main() {
   }
 
   std::printf("\n%-28s %-18s %10s\n", "newton_schulz5 (5 steps)", "shape", "ms");
-  for (auto [r, c] : {std::pair<int64_t, int64_t>{768, 768}, {3072, 768}}) {
+  for (const auto& shape_rc : {std::pair<int64_t, int64_t>{768, 768}, {3072, 768}}) {
+    const int64_t r = shape_rc.first, c = shape_rc.second;  // clang < 16 cannot capture bindings
     Buf G = randn(r * c, 11), X(G.size());
     char shape[32];
     std::snprintf(shape, sizeof shape, "[%ld,%ld]", long(r), long(c));

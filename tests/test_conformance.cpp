@@ -288,8 +288,10 @@ void memory_cases(std::vector<Case>& cases) {
 
   // sum_into accumulates into an F64 scalar, in double: the oracle's bound for the
   // summation order of n terms, whatever the tensor's dtype.
-  for (auto [c, n] : {std::pair{Cls::S, int64_t(1)}, std::pair{Cls::S, int64_t(1025)},
-                      std::pair{Cls::C, int64_t(100003)}}) {
+  for (const auto& class_n : {std::pair{Cls::S, int64_t(1)}, std::pair{Cls::S, int64_t(1025)},
+                              std::pair{Cls::C, int64_t(100003)}}) {
+    const Cls c = class_n.first;  // named variables: clang < 16 cannot capture bindings
+    const int64_t n = class_n.second;
     cases.push_back({nm("sum_into", "class", class_name(c), "n", n), [c, n](Side& s) {
                        Tensor acc = s.alloc(DType::F64, {1}).view({});
                        s.be.from_host_f64(acc, s.normal(1, 10));

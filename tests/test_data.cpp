@@ -352,6 +352,8 @@ TEST_F(DataTest, LoaderResumesExactlyFromASavedPosition) {
   expect_error([&] { b.seek({0, 0}); }, says);     // rank 1 never reads at 0
   expect_error([&] { b.seek({0, 132}); }, says);   // 132 + 24 >= 150: would have moved on
   EXPECT_NO_THROW(b.seek({0, 108}));               // 108 + 24 < 150
+  // A position from a damaged meta.json near INT64_MAX: pos + B*T*W overflowed.
+  expect_error([&] { b.seek({0, 12 + (INT64_MAX - 12) / 24 * 24}); }, says);
 }
 
 TEST_F(DataTest, LoaderKeepsAtMostOneShardMapped) {
@@ -658,6 +660,12 @@ TEST_F(DataTest, SafetensorsRefusesBadFilesNamingThem) {
        {"non-negative"}},
       {"fields", R"({"a":{"dtype":"F32","shape":[2]}})", eight, -1, {"data_offsets"}},
       {"metadata", R"({"__metadata__":{"step":3}})", {}, -1, {"not a string"}},
+      // A million nested arrays: parsing is fine, printing the shape in the error message
+      // recursed once per level and overflowed the stack.
+      {"deep",
+       R"({"a":{"dtype":"F32","shape":)" + std::string(1000000, '[') +
+           std::string(1000000, ']') + R"(,"data_offsets":[0,8]}})",
+       eight, -1, {"not valid JSON", "nested more than 512 levels"}},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);

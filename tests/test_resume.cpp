@@ -338,6 +338,81 @@ TEST(ConfigIo, RoundTripsEveryField) {
   EXPECT_THROW(config_from_json(nlohmann::json{{"steps", "many"}}, "meta.json"), Error);
 }
 
+TEST(ConfigIo, ValuesMustHoldTheSettingsTypeAndFitIt) {
+  // nlohmann's get<> would convert these (1e30 to int64 with undefined behaviour).
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, nlohmann::json>>{{"steps", 1e30},
+                                                           {"steps", 2.5},
+                                                           {"steps", true},
+                                                           {"steps", 18446744073709551615u},
+                                                           {"eot", 4294967297},
+                                                           {"seed", -1},
+                                                           {"overwrite", 1},
+                                                           {"muon-lr", "0.1"}}) {
+    SCOPED_TRACE(key + " = " + value.dump());
+    try {
+      config_from_json(nlohmann::json{{key, value}}, "dir/meta.json");
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("dir/meta.json: config key '" + key + "'"),
+                std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(config_from_json(nlohmann::json{{"muon-lr", 1}}, "m").optim.muon_lr, 1.0);
+  EXPECT_EQ(config_from_json(nlohmann::json{{"seed", 18446744073709551615u}}, "m").seed,
+            18446744073709551615u);
+}
+
+TEST(CheckpointMeta, DamagedFieldsAreErrorsNamingTheCheckpoint) {
+  nlohmann::json good = {
+      {"format", "speedrun-checkpoint"}, {"version", 1}, {"step", 4}, {"optimizer_steps", 4},
+      {"loaders", {{{"shard", 0}, {"pos", 64}}}}, {"world", 1}, {"run_id", "r"},
+      {"log", {{"train_ms", 1.5}, {"timed_steps", 0}}}, {"config", nlohmann::json::object()},
+      {"train_shards", {{{"file", "a.bin"}, {"tokens", 100}}}},
+      {"files", {{"model.safetensors", {{"bytes", 8}, {"checksum", "00"}}},
+                 {"state.safetensors", {{"bytes", 8}, {"checksum", "00"}}}}}};
+  const CheckpointMeta m = parse_checkpoint_meta(good.dump(), "ck");
+  EXPECT_EQ(m.loaders[0].pos, 64);
+  EXPECT_EQ(m.files.at("state.safetensors").bytes, 8u);
+  // Each once let a json type_error escape or converted a value with undefined behaviour.
+  const std::vector<std::pair<nlohmann::json::json_pointer, nlohmann::json>> bad = {
+      {"/version"_json_pointer, {{"a", 1}}},
+      {"/format"_json_pointer, 7},
+      {"/world"_json_pointer, "one"},
+      {"/world"_json_pointer, 0},
+      {"/step"_json_pointer, -1},
+      {"/step"_json_pointer, 1.5},
+      {"/loaders/0/pos"_json_pointer, 4.9e24},
+      {"/loaders"_json_pointer, {{"x", {{"shard", 0}, {"pos", 0}}}}},
+      {"/log/train_ms"_json_pointer, "slow"},
+      {"/config"_json_pointer, 5},
+      {"/files/model.safetensors/bytes"_json_pointer, -8},
+      {"/train_shards/0/tokens"_json_pointer, 18446744073709551615u},
+  };
+  for (const auto& [where, value] : bad) {
+    nlohmann::json j = good;
+    j[where] = value;
+    SCOPED_TRACE(where.to_string() + " = " + value.dump());
+    try {
+      parse_checkpoint_meta(j.dump(), "runs/x/ckpt_step000004");
+      ADD_FAILURE() << "accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("checkpoint runs/x/ckpt_step000004"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+TEST(CheckpointMeta, ChecksumOfAnEmptyFileIsDefined) {
+  const fs::path dir = fs::temp_directory_path() / ("speedrun_cksum_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  write_bytes(dir / "empty", "");
+  write_bytes(dir / "one", std::string(1, '\0'));
+  EXPECT_EQ(file_checksum((dir / "empty").string()), file_checksum((dir / "empty").string()));
+  EXPECT_NE(file_checksum((dir / "empty").string()), file_checksum((dir / "one").string()));
+  fs::remove_all(dir);
+}
+
 // ---------------------------------------------------------------- through the binary
 
 TEST_F(Resume, CommandLineResumeTakesTheCheckpointsConfig) {

@@ -9,6 +9,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/json_input.h"
 
 namespace speedrun {
 
@@ -90,25 +91,40 @@ void write_safetensors(const std::string& path, const std::vector<TensorRecord>&
 
 SafetensorsFile SafetensorsFile::open(const std::string& path) {
   SafetensorsFile f;
+  f.path_ = path;
   f.file_ = MappedFile::open(path, "safetensors");
-  const uint64_t size = f.file_.size();
+  f.parse(f.file_.data(), f.file_.size());
+  return f;
+}
+
+SafetensorsFile SafetensorsFile::from_bytes(const uint8_t* bytes, size_t size,
+                                            const std::string& name) {
+  SafetensorsFile f;
+  f.path_ = name;
+  f.owned_.assign(bytes, bytes + size);
+  f.parse(f.owned_.data(), f.owned_.size());
+  return f;
+}
+
+void SafetensorsFile::parse(const uint8_t* bytes, uint64_t size) {
+  const std::string& path = path_;
   const char* hint = " (an interrupted write or copy? re-create or re-copy it)";
   check(size >= 8, "safetensors ", path, ": file is ", size,
         " bytes, too short for the 8-byte header length: not a safetensors file", hint);
   uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= uint64_t(f.file_.data()[i]) << (8 * i);
+  for (int i = 0; i < 8; ++i) n |= uint64_t(bytes[i]) << (8 * i);
   check(n <= size - 8, "safetensors ", path, ": header length ", n, " goes beyond the file (",
         size, " bytes): truncated, or not a safetensors file", hint);
-  const char* text = reinterpret_cast<const char*>(f.file_.data() + 8);
+  const char* text = reinterpret_cast<const char*>(bytes + 8);
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(text, text + n);
+    header = parse_json(std::string_view(text, n));
   } catch (const nlohmann::json::exception& e) {
     fail("safetensors ", path, ": header is not valid JSON (", e.what(),
          "): not a safetensors file, or a corrupt one", hint);
   }
   check(header.is_object(), "safetensors ", path, ": header is JSON but not an object");
-  f.data_start_ = f.file_.data() + 8 + n;
+  data_start_ = bytes + 8 + n;
   const uint64_t data_size = size - 8 - n;
 
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
@@ -118,7 +134,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       for (const auto& [k, v] : e.items()) {
         check(v.is_string(), "safetensors ", path, ": __metadata__ value of \"", k,
               "\" is not a string");
-        f.metadata_[k] = v.get<std::string>();
+        metadata_[k] = v.get<std::string>();
       }
       continue;
     }
@@ -148,14 +164,13 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
           dtype_name(t.dtype), " ", shape_text(t.shape), " needs ", bytes, " bytes but data_offsets [",
           t.begin, ", ", t.end, "] hold ", t.end - t.begin, ": corrupt header");
     ranges.emplace_back(t.begin, t.end);
-    f.tensors_.emplace(name, std::move(t));
+    tensors_.emplace(name, std::move(t));
   }
   std::sort(ranges.begin(), ranges.end());
   for (size_t i = 1; i < ranges.size(); ++i)
     check(ranges[i].first >= ranges[i - 1].second, "safetensors ", path, ": data ranges [",
           ranges[i - 1].first, ", ", ranges[i - 1].second, ") and [", ranges[i].first, ", ",
           ranges[i].second, ") overlap: corrupt header");
-  return f;
 }
 
 SafetensorsFile::View SafetensorsFile::get(const std::string& name) const {

@@ -36,6 +36,9 @@ class SafetensorsFile {
   // BF16, I32, U16), shape and offsets (inside the data, size = dtype * shape, no
   // overlaps); any defect throws Error naming the file.
   static SafetensorsFile open(const std::string& path);
+  // The same checks on a file's bytes in memory (kept as a copy); `name` stands for the
+  // path in errors and path().
+  static SafetensorsFile from_bytes(const uint8_t* bytes, size_t size, const std::string& name);
 
   struct View {
     DType dtype;
@@ -50,7 +53,7 @@ class SafetensorsFile {
   // A missing name throws Error listing some of the names the file has.
   View get(const std::string& name) const;
   std::vector<std::string> names() const;  // in data order (the order they were written)
-  const std::string& path() const { return file_.path(); }
+  const std::string& path() const { return path_; }
 
  private:
   struct Entry {
@@ -58,7 +61,11 @@ class SafetensorsFile {
     std::vector<int64_t> shape;
     uint64_t begin, end;
   };
-  MappedFile file_;
+  void parse(const uint8_t* bytes, uint64_t size);  // fills the tables from the whole file
+
+  std::string path_;
+  MappedFile file_;               // the bytes of open()
+  std::vector<uint8_t> owned_;    // the bytes of from_bytes()
   const uint8_t* data_start_ = nullptr;
   std::map<std::string, Entry> tensors_;
   std::map<std::string, std::string> metadata_;

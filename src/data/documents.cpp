@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_input.h"
 #include "data/utf8.h"
 
 namespace speedrun {
@@ -204,7 +205,7 @@ bool DocumentReader::next(std::vector<std::string>& out, size_t max_bytes) {
           }
           nlohmann::json j;
           try {
-            j = nlohmann::json::parse(line);
+            j = parse_json(line);
           } catch (const nlohmann::json::exception& e) {
             fail(path, ":", r.line, ": not valid JSON (", e.what(), "); each line of a JSON Lines",
                  " file must be one JSON object with a string field \"", opt_.field,

@@ -89,7 +89,7 @@ void DataLoader::seek(Position p) {
   const int64_t first = int64_t(rank_) * bt;
   bool ok = p.shard >= 0 && p.shard < int64_t(files_.size()) && p.pos >= first &&
             (p.pos - first) % step == 0;
-  if (ok) ok = p.pos == first || p.pos + step < sizes_[size_t(p.shard)];
+  if (ok) ok = p.pos == first || p.pos < sizes_[size_t(p.shard)] - step;  // pos + step overflows
   check(ok, "data loader: cannot resume at shard ", p.shard, " position ", p.pos,
         ": not a position this loader reaches with ", files_.size(), " shards, B=", B_, ", T=", T_,
         ", rank ", rank_, " of ", world_,

@@ -49,11 +49,15 @@ void check_min_size(const std::string& path, uint64_t size) {
 
 }  // namespace
 
+int64_t check_shard_bytes(const uint8_t* bytes, uint64_t size, const std::string& name) {
+  check_min_size(name, size);
+  return validate_header(name, bytes, size);
+}
+
 Shard Shard::open(const std::string& path) {
   Shard s;
   s.file_ = MappedFile::open(path, "shard");
-  check_min_size(path, s.file_.size());
-  s.n_ = validate_header(path, s.file_.data(), s.file_.size());
+  s.n_ = check_shard_bytes(s.file_.data(), s.file_.size(), path);
   // The mapping is page-aligned and the header 1024 bytes, so the tokens are aligned.
   s.tokens_ = reinterpret_cast<const uint16_t*>(s.file_.data() + kShardHeaderBytes);
   return s;

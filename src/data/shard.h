@@ -34,6 +34,10 @@ class Shard {
 // Validates the shard's header and size without mapping its tokens; returns N.
 int64_t read_shard_header(const std::string& path);
 
+// The checks of Shard::open on a whole shard's bytes in memory (`name` in the errors);
+// returns N.
+int64_t check_shard_bytes(const uint8_t* bytes, uint64_t size, const std::string& name);
+
 // Writes tokens[0..n) as a shard. Written to "<path>.tmp.<pid>", fsynced and renamed, so
 // a crash never leaves a half shard under `path`. n must fit the int32 header.
 void write_shard(const std::string& path, const uint16_t* tokens, int64_t n);

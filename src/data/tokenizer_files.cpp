@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_input.h"
 
 namespace speedrun {
 namespace fs = std::filesystem;
@@ -146,10 +147,16 @@ std::pair<fs::path, fs::path> find_bpe_files(const fs::path& dir) {
 }
 
 BpeVocab read_bpe_files(const fs::path& vocab_json, const fs::path& merges_file) {
-  const std::string vj = vocab_json.string(), mf = merges_file.string();
+  const std::string vocab_text = read_file(vocab_json);
+  return parse_bpe_files(vocab_text, read_file(merges_file), vocab_json.string(),
+                         merges_file.string());
+}
+
+BpeVocab parse_bpe_files(std::string_view vocab_json_text, std::string_view merges_text,
+                         const std::string& vj, const std::string& mf) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_file(vocab_json));
+    j = parse_json(vocab_json_text);
   } catch (const nlohmann::json::exception& e) {
     fail("tokenizer: ", vj, " is not valid JSON (", e.what(), "); ", kFix);
   }
@@ -194,7 +201,7 @@ BpeVocab read_bpe_files(const fs::path& vocab_json, const fs::path& merges_file)
     check(fresh, "tokenizer: ", vj, ": token '", gpt2_spell(t), "' appears twice; ", kFix);
   }
 
-  const std::string text = read_file(merges_file);
+  const std::string_view text = merges_text;
   size_t line_no = 0, pos = 0;
   const size_t want = n - 1 - 256;
   v.merges.reserve(want);

@@ -45,6 +45,9 @@ std::pair<std::filesystem::path, std::filesystem::path> find_bpe_files(
 // Reads and validates the pair; every error names the file (and line) and what to do.
 BpeVocab read_bpe_files(const std::filesystem::path& vocab_json,
                         const std::filesystem::path& merges_file);
+// The same on the files' texts; the names stand for the files in errors.
+BpeVocab parse_bpe_files(std::string_view vocab_json_text, std::string_view merges_text,
+                         const std::string& vocab_json_name, const std::string& merges_name);
 
 // Writes the pair. ascii_json = true escapes non-ASCII as \uXXXX, like OpenAI's
 // encoder.json (GPT-2's own tables then come out byte-identical to the originals);

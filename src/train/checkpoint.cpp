@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "core/atomic_file.h"
+#include "core/json_input.h"
 #include "core/mapped_file.h"
 #include "core/safetensors.h"
 #include "train/run_dir.h"
@@ -56,18 +57,35 @@ int64_t checkpoint_step(const std::string& name) {
   return std::stoll(m[1].str());
 }
 
-nlohmann::json read_json_file(const fs::path& p, const std::string& ckpt) {
+std::string read_text_file(const fs::path& p, const std::string& ckpt) {
   std::ifstream f(p, std::ios::binary);
   check(bool(f), "checkpoint ", ckpt, ": cannot read ", p.string());
   std::stringstream ss;
   ss << f.rdbuf();
-  try {
-    return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::exception& e) {
-    fail("checkpoint ", ckpt, ": ", kMeta, " is not valid JSON (", e.what(),
-         "): the checkpoint is damaged; resume from an older one (pass its directory to "
-         "--resume) or delete this one");
-  }
+  return ss.str();
+}
+
+// meta.json's integer `key` of `obj`: a JSON integer in [min, INT64_MAX]. nlohmann's get<>
+// would convert a float out of range with undefined behaviour, and wrap a huge or negative
+// one silently. A missing key or an `obj` that is no object throws json's out_of_range or
+// type_error, which parse_checkpoint_meta turns into an Error.
+int64_t meta_int(const nlohmann::json& obj, const char* key, int64_t min, const std::string& ckpt) {
+  const nlohmann::json& v = obj.at(key);
+  const bool fits = v.is_number_integer() &&
+                    !(v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)) &&
+                    v.get<int64_t>() >= min;
+  check(fits, "checkpoint ", ckpt, ": ", kMeta, ": \"", key, "\" is ", v.dump(),
+        ", not an integer >= ", min, ": written by another speedrun version, or damaged; resume "
+        "from an older checkpoint");
+  return v.get<int64_t>();
+}
+
+// An array of meta.json (a JSON object would iterate as its values).
+const nlohmann::json& meta_array(const nlohmann::json& obj, const char* key, const std::string& ckpt) {
+  const nlohmann::json& v = obj.at(key);
+  check(v.is_array(), "checkpoint ", ckpt, ": ", kMeta, ": \"", key, "\" is not an array: "
+        "written by another speedrun version, or damaged; resume from an older checkpoint");
+  return v;
 }
 
 }  // namespace
@@ -91,7 +109,7 @@ std::string file_checksum(const std::string& path) {
       h[l] ^= h[l] >> 29;
     }
   uint64_t tail[4] = {0, 0, 0, 0};
-  std::memcpy(tail, p + i, n - i);
+  if (n > i) std::memcpy(tail, p + i, n - i);  // an empty file maps to no pointer at all
   uint64_t r = uint64_t(n);
   for (int l = 0; l < 4; ++l) {
     h[l] = (h[l] ^ tail[l]) * K;
@@ -178,6 +196,59 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
   return final_dir.string();
 }
 
+CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& ckpt_dir) {
+  nlohmann::json j;
+  try {
+    j = parse_json(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", ckpt_dir, ": ", kMeta, " is not valid JSON (", e.what(),
+         "): the checkpoint is damaged; resume from an older one (pass its directory to "
+         "--resume) or delete this one");
+  }
+  // json::value() throws a json type_error when the key holds another type: compare instead.
+  check(j.is_object() && j.contains("format") && j["format"] == kFormat, "checkpoint ", ckpt_dir,
+        ": ", kMeta, " is not a speedrun checkpoint (no \"format\": \"", kFormat, "\")");
+  check(j.contains("version") && j["version"] == kVersion, "checkpoint ", ckpt_dir,
+        ": format version ", j.contains("version") ? j["version"].dump() : "(none)", " is not ",
+        kVersion, ": written by another speedrun version");
+  CheckpointMeta m;
+  try {
+    const std::string& c = ckpt_dir;
+    m.step = meta_int(j, "step", 0, c);
+    m.optimizer_steps = meta_int(j, "optimizer_steps", 0, c);
+    if (j.contains("loaders")) {
+      for (const auto& p : meta_array(j, "loaders", c))
+        m.loaders.push_back({meta_int(p, "shard", 0, c), meta_int(p, "pos", 0, c)});
+    } else {
+      const nlohmann::json& p = j.at("loader");
+      m.loaders.push_back({meta_int(p, "shard", 0, c), meta_int(p, "pos", 0, c)});
+    }
+    check(!m.loaders.empty(), "checkpoint ", ckpt_dir, ": ", kMeta, " lists no data reader");
+    m.world = j.contains("world") ? meta_int(j, "world", 1, c) : 1;
+    m.run_id = j.contains("run_id") ? j.at("run_id").get<std::string>() : std::string();
+    const nlohmann::json& log = j.at("log");
+    check(log.at("train_ms").is_number() && log.at("train_ms").get<double>() >= 0, "checkpoint ",
+          ckpt_dir, ": ", kMeta, ": \"train_ms\" is ", log.at("train_ms").dump(),
+          ", not a number >= 0: damaged; resume from an older checkpoint");
+    m.train_ms = log.at("train_ms").get<double>();
+    m.timed_steps = meta_int(log, "timed_steps", 0, c);
+    m.config = j.at("config");
+    check(m.config.is_object(), "checkpoint ", ckpt_dir, ": ", kMeta, ": \"config\" is a ",
+          m.config.type_name(), ", not an object of settings: damaged; resume from an older "
+          "checkpoint");
+    for (const auto& s : meta_array(j, "train_shards", c))
+      m.train_shards.push_back({s.at("file").get<std::string>(), meta_int(s, "tokens", 0, c)});
+    for (const char* f : {kModel, kState}) {
+      const auto& info = j.at("files").at(f);
+      m.files[f] = {uint64_t(meta_int(info, "bytes", 0, c)), info.at("checksum").get<std::string>()};
+    }
+  } catch (const nlohmann::json::exception& e) {
+    fail("checkpoint ", ckpt_dir, ": ", kMeta, " lacks a field or has a wrong type (", e.what(),
+         "): written by another speedrun version, or damaged");
+  }
+  return m;
+}
+
 CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
   const fs::path dir(ckpt_dir);
   check(fs::is_directory(dir), "checkpoint ", ckpt_dir,
@@ -186,50 +257,20 @@ CheckpointMeta read_checkpoint(const std::string& ckpt_dir) {
   check(fs::exists(dir / kMeta), "checkpoint ", ckpt_dir, ": no ", kMeta,
         ": not a complete speedrun checkpoint; pass a ckpt_stepNNNNNN directory written by "
         "speedrun train --save-every, or its run directory");
-  const nlohmann::json j = read_json_file(dir / kMeta, ckpt_dir);
-  check(j.is_object() && j.value("format", "") == kFormat, "checkpoint ", ckpt_dir, ": ", kMeta,
-        " is not a speedrun checkpoint (no \"format\": \"", kFormat, "\")");
-  check(j.value("version", 0) == kVersion, "checkpoint ", ckpt_dir, ": format version ",
-        j.value("version", 0), " is not ", kVersion, ": written by another speedrun version");
-  CheckpointMeta m;
-  try {
-    m.step = j.at("step").get<int64_t>();
-    m.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
-    if (j.contains("loaders")) {
-      for (const auto& p : j.at("loaders"))
-        m.loaders.push_back({p.at("shard").get<int64_t>(), p.at("pos").get<int64_t>()});
-    } else {
-      m.loaders.push_back({j.at("loader").at("shard").get<int64_t>(),
-                           j.at("loader").at("pos").get<int64_t>()});
-    }
-    check(!m.loaders.empty(), "checkpoint ", ckpt_dir, ": ", kMeta, " lists no data reader");
-    m.world = j.value("world", int64_t(1));
-    m.run_id = j.value("run_id", std::string());
-    m.train_ms = j.at("log").at("train_ms").get<double>();
-    m.timed_steps = j.at("log").at("timed_steps").get<int64_t>();
-    m.config = j.at("config");
-    for (const auto& s : j.at("train_shards"))
-      m.train_shards.push_back({s.at("file").get<std::string>(), s.at("tokens").get<int64_t>()});
-    for (const char* f : {kModel, kState}) {
-      const auto& info = j.at("files").at(f);
-      const fs::path p = dir / f;
-      check(fs::is_regular_file(p), "checkpoint ", ckpt_dir, ": ", f,
-            " is missing: the checkpoint is incomplete; resume from an older one");
-      const auto bytes = info.at("bytes").get<uint64_t>();
-      const auto size = fs::file_size(p);
-      check(size == bytes, "checkpoint ", ckpt_dir, ": ", f, " has ", size, " bytes but ", kMeta,
-            " says ", bytes, " (truncated or replaced): resume from an older checkpoint");
-      check(file_checksum(p.string()) == info.at("checksum").get<std::string>(), "checkpoint ",
-            ckpt_dir, ": ", f, " does not match its checksum in ", kMeta,
-            " (the file is corrupt): resume from an older checkpoint");
-      SafetensorsFile::open(p.string());  // header and offsets
-    }
-  } catch (const nlohmann::json::exception& e) {
-    fail("checkpoint ", ckpt_dir, ": ", kMeta, " lacks a field or has a wrong type (", e.what(),
-         "): written by another speedrun version, or damaged");
+  CheckpointMeta m = parse_checkpoint_meta(read_text_file(dir / kMeta, ckpt_dir), ckpt_dir);
+  for (const char* f : {kModel, kState}) {
+    const CheckpointFile& info = m.files.at(f);
+    const fs::path p = dir / f;
+    check(fs::is_regular_file(p), "checkpoint ", ckpt_dir, ": ", f,
+          " is missing: the checkpoint is incomplete; resume from an older one");
+    const auto size = fs::file_size(p);
+    check(size == info.bytes, "checkpoint ", ckpt_dir, ": ", f, " has ", size, " bytes but ",
+          kMeta, " says ", info.bytes, " (truncated or replaced): resume from an older checkpoint");
+    check(file_checksum(p.string()) == info.checksum, "checkpoint ", ckpt_dir, ": ", f,
+          " does not match its checksum in ", kMeta,
+          " (the file is corrupt): resume from an older checkpoint");
+    SafetensorsFile::open(p.string());  // header and offsets
   }
-  check(m.step >= 0 && m.optimizer_steps >= 0, "checkpoint ", ckpt_dir, ": negative step in ",
-        kMeta);
   return m;
 }
 

@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +29,12 @@ struct ShardInfo {
   int64_t tokens = 0;
 };
 
+// A file of the checkpoint as meta.json records it.
+struct CheckpointFile {
+  uint64_t bytes = 0;
+  std::string checksum;  // file_checksum()
+};
+
 struct CheckpointMeta {
   int64_t step = 0;             // training steps done (the next step to run)
   int64_t optimizer_steps = 0;  // Optimizer::steps_taken()
@@ -40,6 +47,8 @@ struct CheckpointMeta {
   int64_t timed_steps = 0;
   nlohmann::json config;        // config_to_json of the run
   std::vector<ShardInfo> train_shards;
+  std::map<std::string, CheckpointFile> files;  // model.safetensors, state.safetensors (read
+                                                // back only; write_checkpoint measures them)
 };
 
 using LogFn = std::function<void(const std::string&)>;
@@ -58,6 +67,10 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
 // Reads meta.json and checks both files against it (present, size, checksum, safetensors
 // header); any defect throws Error naming the file and what to do.
 CheckpointMeta read_checkpoint(const std::string& ckpt_dir);
+
+// The checks of read_checkpoint on the text of meta.json alone (`ckpt_dir` names it in the
+// errors): its fields, their types and ranges; the files it lists are not looked at.
+CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& ckpt_dir);
 
 // Loads the parameters and the optimizer state of a checkpoint read by read_checkpoint
 // (names, shapes and dtypes must match exactly) and sets the optimizer's step count.

@@ -1,11 +1,37 @@
 #include "train/config_io.h"
 
 #include <algorithm>
+#include <limits>
 #include <type_traits>
 
 #include "train/settings.h"
 
 namespace speedrun {
+
+namespace {
+
+// True when `v` holds a value of T exactly: nlohmann's get<> would convert a float to an
+// integer (with undefined behaviour out of range), wrap an integer too big for T, and read
+// a boolean as a number.
+template <class T>
+bool json_holds(const nlohmann::json& v) {
+  if constexpr (std::is_same_v<T, bool>) {
+    return v.is_boolean();
+  } else if constexpr (std::is_integral_v<T>) {
+    constexpr uint64_t max = uint64_t(std::numeric_limits<T>::max());
+    if (v.is_number_unsigned()) return v.get<uint64_t>() <= max;
+    if (!v.is_number_integer()) return false;
+    const int64_t x = v.get<int64_t>();
+    if (x >= 0) return uint64_t(x) <= max;
+    return std::is_signed_v<T> && x >= int64_t(std::numeric_limits<T>::min());
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return v.is_number();
+  } else {
+    return v.is_string();  // strings and enums (by name)
+  }
+}
+
+}  // namespace
 
 nlohmann::json config_to_json(const TrainConfig& c) {
   nlohmann::json j = nlohmann::json::object();
@@ -25,15 +51,12 @@ TrainConfig config_from_json(const nlohmann::json& j, const std::string& where) 
     if (!j.contains(s.key)) return;
     const nlohmann::json& v = j.at(s.key);
     using T = std::decay_t<decltype(x)>;
-    try {
-      if constexpr (std::is_enum_v<T>)
-        x = parse_enum<T>(v.get<std::string>(), where + ": config " + s.key);
-      else
-        v.get_to(x);
-    } catch (const nlohmann::json::exception&) {
-      fail(where, ": config key '", s.key, "' has the wrong type (", v.dump(),
-           "): the file was not written by this version of speedrun");
-    }
+    check(json_holds<T>(v), where, ": config key '", s.key, "' has the wrong type or is out of "
+          "range (", v.dump(), "): the file was not written by this version of speedrun");
+    if constexpr (std::is_enum_v<T>)
+      x = parse_enum<T>(v.get<std::string>(), where + ": config " + s.key);
+    else
+      v.get_to(x);
   });
   return c;
 }

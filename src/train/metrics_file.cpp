@@ -9,21 +9,25 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/json_input.h"
 
 namespace speedrun {
 
 namespace {
 
-std::vector<std::string> read_lines(const std::string& path, bool* ends_with_newline) {
+std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   check(bool(f), "metrics ", path, ": cannot read it (check the path: a run's --out directory "
         "holds metrics.jsonl)");
   std::stringstream ss;
   ss << f.rdbuf();
-  const std::string text = ss.str();
+  return ss.str();
+}
+
+std::vector<std::string> split_lines(std::string_view text, bool* ends_with_newline) {
   *ends_with_newline = text.empty() || text.back() == '\n';
   std::vector<std::string> lines;
-  std::istringstream in(text);
+  std::istringstream in{std::string(text)};
   for (std::string line; std::getline(in, line);) lines.push_back(line);
   return lines;
 }
@@ -35,9 +39,11 @@ double number_or_nan(const nlohmann::json& j, const char* key) {
 
 }  // namespace
 
-MetricsLog read_metrics(const std::string& path) {
+MetricsLog read_metrics(const std::string& path) { return parse_metrics(read_text(path), path); }
+
+MetricsLog parse_metrics(std::string_view text, const std::string& path) {
   bool nl = true;
-  const auto lines = read_lines(path, &nl);
+  const auto lines = split_lines(text, &nl);
   MetricsLog m;
   size_t blank = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -48,7 +54,7 @@ MetricsLog read_metrics(const std::string& path) {
     }
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(line);
+      j = parse_json(line);
     } catch (const nlohmann::json::exception&) {
       fail("metrics ", path, " line ", i + 1, ": not JSON (\"", line.substr(0, 60),
            line.size() > 60 ? "..." : "", "\"): pass a metrics.jsonl written by speedrun train");
@@ -83,30 +89,37 @@ MetricsLog read_metrics(const std::string& path) {
 }
 
 int64_t keep_metrics_before(const std::string& src, const std::string& dst, int64_t step) {
-  std::vector<std::string> keep;
-  if (std::filesystem::exists(src)) {
-    bool nl = true;
-    const auto lines = read_lines(src, &nl);
-    for (size_t i = 0; i < lines.size(); ++i) {
-      if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
-      nlohmann::json j;
-      try {
-        j = nlohmann::json::parse(lines[i]);
-      } catch (const nlohmann::json::exception&) {
-        if (i + 1 == lines.size() && !nl) break;  // cut by a crash mid-write
-        fail("metrics ", src, " line ", i + 1, ": not JSON; fix or remove the line, then resume");
-      }
-      check(j.is_object() && j.contains("step") && j["step"].is_number_integer(), "metrics ", src,
-            " line ", i + 1, ": no integer \"step\"; fix or remove the line, then resume");
-      if (j["step"].get<int64_t>() < step) keep.push_back(lines[i]);
-    }
-  }
-  std::string text;
-  for (const auto& l : keep) text += l + "\n";
+  int64_t kept = 0;
+  const std::string text =
+      std::filesystem::exists(src) ? metrics_before(read_text(src), src, step, &kept) : "";
   AtomicFileWriter w(dst, "metrics");
   w.write(text.data(), text.size());
   w.commit();
-  return int64_t(keep.size());
+  return kept;
+}
+
+std::string metrics_before(std::string_view text, const std::string& src, int64_t step,
+                           int64_t* kept) {
+  std::vector<std::string> keep;
+  bool nl = true;
+  const auto lines = split_lines(text, &nl);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = parse_json(lines[i]);
+    } catch (const nlohmann::json::exception&) {
+      if (i + 1 == lines.size() && !nl) break;  // cut by a crash mid-write
+      fail("metrics ", src, " line ", i + 1, ": not JSON; fix or remove the line, then resume");
+    }
+    check(j.is_object() && j.contains("step") && j["step"].is_number_integer(), "metrics ", src,
+          " line ", i + 1, ": no integer \"step\"; fix or remove the line, then resume");
+    if (j["step"].get<int64_t>() < step) keep.push_back(lines[i]);
+  }
+  std::string out;
+  for (const auto& l : keep) out += l + "\n";
+  *kept = int64_t(keep.size());
+  return out;
 }
 
 }  // namespace speedrun

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace speedrun {
@@ -30,11 +31,16 @@ struct MetricsLog {
 // integer "step" and a numeric "train_loss" or "val_loss", throws Error naming the file and
 // the line.
 MetricsLog read_metrics(const std::string& path);
+// The same on the file's text; `path` names it in errors.
+MetricsLog parse_metrics(std::string_view text, const std::string& path);
 
 // Writes dst (atomically; dst may be src) with the lines of src whose "step" is below
 // `step`: what a run resumed at `step` keeps before it appends. A last line cut short by a
 // crash is dropped; any other line that is not JSON throws. A missing src gives an empty
 // dst. Returns the number of lines kept.
 int64_t keep_metrics_before(const std::string& src, const std::string& dst, int64_t step);
+// What keep_metrics_before writes, from src's text; *kept receives the number of lines.
+std::string metrics_before(std::string_view text, const std::string& src, int64_t step,
+                           int64_t* kept);
 
 }  // namespace speedrun

@@ -59,6 +59,7 @@ struct Chart {
 std::vector<double> nice_ticks(double lo, double hi, int n) {
   const double span = hi - lo;
   if (!(span > 0)) return {lo};
+  if (!std::isfinite(span)) return {lo, hi};  // -1e308 .. 1e308
   const double raw = span / n, mag = std::pow(10.0, std::floor(std::log10(raw)));
   double step = mag;
   for (double m : {1.0, 2.0, 2.5, 5.0, 10.0})
@@ -66,9 +67,15 @@ std::vector<double> nice_ticks(double lo, double hi, int n) {
       step = m * mag;
       break;
     }
+  // Ticks first*step .. last*step, counted rather than stepped: where step is below the
+  // values' resolution (steps 1e17 and 1e17 + 16), v += step would never move.
+  const double first = std::ceil(lo / step), last = std::floor(hi / step + 1e-9);
+  if (!(last - first >= 0 && last - first <= 4.0 * n)) return {lo, hi};
   std::vector<double> t;
-  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step)
+  for (int i = 0; i <= int(last - first); ++i) {
+    const double v = (first + i) * step;
     t.push_back(std::fabs(v) < step * 1e-9 ? 0.0 : v);
+  }
   return t;
 }
 
