@@ -10,7 +10,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text = fuzz::text(data, size);
   speedrun::MetricsLog log;
   if (fuzz::parses(name, [&] { log = speedrun::parse_metrics(text, name); })) {
-    const std::string page = speedrun::render_report({{"run<&>", log}, {"b", log}}, "t");
+    // Two runs of one variant (drawn as a band) and one alone: every chart path is taken.
+    const std::string page = speedrun::render_report(
+        {{"run<&>", log, "v<&>"}, {"b", log, "v<&>"}, {"c", log, ""}}, "t");
     fuzz::require(page.find("</html>") != page.npos, "the report page is incomplete");
   }
   const int64_t step = size > 0 ? int64_t(data[0]) - 8 : 0;

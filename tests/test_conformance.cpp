@@ -193,8 +193,8 @@ void memory_cases(std::vector<Case>& cases) {
   kinds.push_back({"dtype", "F64", [](const Side&) { return DType::F64; }});
   kinds.push_back({"dtype", "I32", [](const Side&) { return DType::I32; }});
   for (const Kind& k : kinds) {
-    const int64_t n = 1025;
-    cases.push_back({nm("upload_download", k.key, k.name, "n", n), [k, n](Side& s) {
+    constexpr int64_t n = 1025;  // a constant: the lambdas use it without capturing it
+    cases.push_back({nm("upload_download", k.key, k.name, "n", n), [k](Side& s) {
                        if (s.oracle) return;
                        const DType d = k.dtype(s);
                        const std::vector<uint8_t> host = host_bytes(d, s.normal(n, 100));
@@ -209,8 +209,8 @@ void memory_cases(std::vector<Case>& cases) {
   // fill writes every element, with the value rounded to the tensor's dtype.
   for (Cls c : {Cls::M, Cls::C, Cls::S, Cls::G})
     for (double v : {0.0, -2.5, 0.1}) {
-      const int64_t n = 1025;
-      cases.push_back({nm("fill", "class", class_name(c), "value", v, "n", n), [c, v, n](Side& s) {
+      constexpr int64_t n = 1025;
+      cases.push_back({nm("fill", "class", class_name(c), "value", v, "n", n), [c, v](Side& s) {
                          if (s.oracle) return;
                          Tensor t = s.out(c, {n});
                          s.be.fill(t, v);
@@ -229,8 +229,8 @@ void memory_cases(std::vector<Case>& cases) {
                    }});
 
   for (Cls c : {Cls::M, Cls::C, Cls::S, Cls::G}) {
-    const int64_t n = 1025 * 3;
-    cases.push_back({nm("copy", "class", class_name(c), "n", n), [c, n](Side& s) {
+    constexpr int64_t n = 1025 * 3;
+    cases.push_back({nm("copy", "class", class_name(c), "n", n), [c](Side& s) {
                        Tensor src = s.randn(c, {3, 1025});
                        Tensor dst = s.out(c, {3, 1025});
                        s.be.copy(dst, src);
