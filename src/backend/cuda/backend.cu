@@ -114,7 +114,12 @@ void* CudaBackend::device_alloc(size_t bytes, const std::string& what) {
     fail(oom_message(what, bytes, free_b, total_b, held_, gpu_));
   }
   check_cuda(e, "allocate", ("cudaMalloc of " + format_bytes(double(bytes)) + " for " + what).c_str());
-  check_cuda(cudaMemsetAsync(p, 0, n, stream_), "allocate", "zero-filling new memory");
+  const cudaError_t z = cudaMemsetAsync(p, 0, n, stream_);
+  if (z != cudaSuccess) {
+    // p is not yet tracked in sizes_: free it here, or nothing ever will.
+    cudaFree(p);
+    check_cuda(z, "allocate", "zero-filling new memory");
+  }
   sizes_[p] = n;
   held_ += n;
   if (held_ > peak_) peak_ = held_;
