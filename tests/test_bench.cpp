@@ -4,7 +4,9 @@
 // a time value: times depend on the machine; the counts and the plumbing do not.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -184,6 +186,7 @@ TEST(TimingBackend, ForwardsEveryOpOfAStepUnderItsOwnName) {
   std::map<std::string, int64_t> seen_outer, seen_inner;
   for (const OpStat& s : outer.stats()) seen_outer[s.op] += s.calls;
   for (const OpStat& s : inner.stats()) seen_inner[s.op] += s.calls;
+  seen_inner.erase("synchronize");  // the outer one's own, around each op it times
   EXPECT_EQ(seen_outer, seen_inner);
   for (const char* phase : {"fwd+bwd", "optimizer", "step"}) {
     bool any = false;
@@ -192,6 +195,55 @@ TEST(TimingBackend, ForwardsEveryOpOfAStepUnderItsOwnName) {
   }
   for (const char* op : {"adam_step", "muon_momentum", "newton_schulz", "axpy", "convert"})
     EXPECT_NE(find(outer.stats(), "optimizer", op), nullptr) << op;
+}
+
+// What a step does on the host side: it uploads each micro-batch's tokens and reads its
+// loss once, at the end (take_mean_loss, the timing point). Nothing else: no allocation or
+// release, no synchronisation, no other download, so a step runs ahead of the host on a
+// GPU and can be captured as a CUDA graph. (What a backend does inside one op, such as
+// growing its own scratch, is the backend's; this is what the model and optimizer ask.)
+TEST(TimingBackend, AStepAllocatesNothingAndWaitsOnlyForItsLoss) {
+  conformance::Bf16Emulation bf16;  // bf16 over fp32 masters, as on a GPU
+  TimingBackend be(bf16);
+  const GPTConfig c = micro_gpt(2);
+  const int64_t K = 2, T = 48;  // two micro-batches of one sequence each
+  Parameters p(be, c, be.default_precision());
+  test::randomize(p, 5);
+  GPT model(be, p, 1, T);
+  Optimizer opt(be, p, OptimConfig{});
+  std::vector<int32_t> x, y;
+  test::batch_with_documents(K, T, c, x, y, 6);
+  const auto step = [&] {
+    be.set_phase("step");
+    p.zero_grad();
+    be.set_phase("fwd+bwd");
+    for (int64_t k = 0; k < K; ++k)
+      model.train_micro_batch(x.data() + k * T, y.data() + k * T, 20, 1.0 / double(K));
+    be.set_phase("optimizer");
+    opt.step(1.0, 0.9);
+    be.set_phase("step");
+    return model.take_mean_loss();
+  };
+  step();
+  be.set_timing(true);
+  const int steps = 3;
+  for (int s = 0; s < steps; ++s) EXPECT_TRUE(std::isfinite(step()));
+  for (const OpStat& s : be.stats()) {
+    EXPECT_TRUE(s.op != "allocate" && s.op != "release" && s.op != "synchronize")
+        << s.op << " x" << s.calls << " in " << s.phase;
+    if (s.op == "download") {
+      EXPECT_EQ(s.phase, "step") << "a download waits for the device mid-step";
+      EXPECT_EQ(s.calls, steps) << "one loss read per step";
+      EXPECT_LE(s.bytes, double(steps * 8)) << "the loss is one number";
+    }
+    if (s.op == "upload") {  // per micro-batch its tokens and targets, int32
+      EXPECT_EQ(s.phase, "fwd+bwd");
+      EXPECT_EQ(s.calls, steps * K * 2);
+      EXPECT_EQ(s.bytes, double(steps * K * 2 * T * 4));
+    }
+  }
+  EXPECT_NE(find(be.stats(), "step", "download"), nullptr);
+  EXPECT_NE(find(be.stats(), "fwd+bwd", "upload"), nullptr);
 }
 
 TEST(TimingBackend, ForwardsTheOpsWithDefaults) {

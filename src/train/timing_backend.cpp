@@ -40,6 +40,17 @@ void TimingBackend::record(const char* name, double ms, const OpWork& w, bool ho
   stats_.push_back(OpStat{phase_, name, 1, ms, w.flops, w.bytes, host});
 }
 
+void* TimingBackend::allocate(size_t n) {
+  void* p = nullptr;
+  run("allocate", [&] { return bytes(double(n)); }, [&] { p = be_.allocate(n); }, true);
+  return p;
+}
+void TimingBackend::release(void* p) {
+  run("release", [] { return OpWork{}; }, [&] { be_.release(p); }, true);
+}
+void TimingBackend::synchronize() {
+  run("synchronize", [] { return OpWork{}; }, [&] { be_.synchronize(); }, true);
+}
 void TimingBackend::upload(Tensor dst, const void* host) {
   run("upload", [&] { return bytes(sz(dst)); }, [&] { be_.upload(dst, host); }, true);
 }

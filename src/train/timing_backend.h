@@ -51,15 +51,18 @@ class TimingBackend final : public Backend {
   Precision default_precision() const override { return be_.default_precision(); }
   void check_precision(const Precision& p) const override { be_.check_precision(p); }
 
-  void* allocate(size_t bytes) override { return be_.allocate(bytes); }
-  void release(void* p) override { be_.release(p); }
+  // Allocation, release and explicit synchronisation are filed too (as host events), so a
+  // test can show that a step does none of them: a step that allocates or waits mid-way
+  // cannot be captured as a CUDA graph and stalls the GPU's launch queue.
+  void* allocate(size_t bytes) override;
+  void release(void* p) override;
   void upload(Tensor dst, const void* host) override;
   void download(void* host, const Tensor& src) override;
   void copy(Tensor dst, const Tensor& src) override;
   void fill(Tensor t, double value) override;
   void convert(Tensor dst, const Tensor& src) override;
   void sum_into(Tensor acc, const Tensor& t) override;
-  void synchronize() override { be_.synchronize(); }
+  void synchronize() override;
   void* stream() const override { return be_.stream(); }
   int device_index() const override { return be_.device_index(); }
   size_t peak_bytes() const override { return be_.peak_bytes(); }
