@@ -4,7 +4,7 @@
 # picture in the README (docs/report.png).
 #
 #   scripts/report_screenshot.sh [-o OUT.png] [RUN_DIR ...]
-#   scripts/report_screenshot.sh --sweep [-o OUT.png] [SWEEP_DIR]
+#   scripts/report_screenshot.sh --sweep [-o OUT.png] [--title TITLE] [--loss-max L] [SWEEP_DIR]
 #
 # Without RUN_DIR it first trains two small runs on the default corpus, the paper's main
 # ablation at toy scale: attention-window warmup (the record) against a fixed window,
@@ -12,7 +12,9 @@
 # --sweep renders a sweep's report instead (one band per variant under the summary table,
 # docs/report_sweep.png); without SWEEP_DIR it first runs the sweep of
 # docs/sweep_example.json (the same two variants, 3 seeds each, into runs/sweep_example/:
-# 5 to 10 minutes on 2 cores; finished runs are kept and skipped).
+# 5 to 10 minutes on 2 cores; finished runs are kept and skipped). --title and --loss-max
+# are passed to `speedrun report` (--loss-max zooms the loss charts on the end of the runs).
+# The screenshot is as tall as the page's tables need, so every chart is in it.
 # Needs Debian's chromium (apt-get install chromium). SPEEDRUN_BIN overrides the binary
 # (default: build/speedrun).
 set -euo pipefail
@@ -25,16 +27,23 @@ if [ "${1:-}" = "--sweep" ]; then
 fi
 out="$root/docs/report.png"
 [ $sweep -eq 1 ] && out="$root/docs/report_sweep.png"
-if [ "${1:-}" = "-o" ]; then
-  out="$(realpath -m "$2")"
-  shift 2
-fi
+title=""
+report_opts=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    -o) out="$(realpath -m "$2")"; shift 2 ;;
+    --title) title="$2"; shift 2 ;;
+    --loss-max) report_opts+=(--loss-max "$2"); shift 2 ;;
+    *) break ;;
+  esac
+done
 bin="${SPEEDRUN_BIN:-$root/build/speedrun}"
 [ -x "$bin" ] || { echo "report_screenshot: no speedrun binary at $bin: build it (cmake --build build) or set SPEEDRUN_BIN" >&2; exit 1; }
 chrome="$(command -v chromium || command -v chromium-browser || true)"
 [ -n "$chrome" ] || { echo "report_screenshot: chromium not found: apt-get install chromium" >&2; exit 1; }
 
 runs=("$@")
+given_title="$title"
 title="speedrun: window warmup vs fixed window (tiny preset)"
 if [ $sweep -eq 1 ]; then
   if [ ${#runs[@]} -eq 0 ]; then
@@ -59,11 +68,18 @@ elif [ ${#runs[@]} -eq 0 ]; then
   done
 fi
 
-size=1180,1110
-[ $sweep -eq 1 ] && size=1180,1370  # the summary table above the runs' table
+[ -n "$given_title" ] && title="$given_title"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-"$bin" report "${runs[@]}" --title "$title" -o "$tmp/report.html"
+"$bin" report "${runs[@]}" --title "$title" ${report_opts[@]+"${report_opts[@]}"} -o "$tmp/report.html"
+# The window holds the tables (about 22 px a row) above the charts: 1110 px for two runs,
+# 1370 for a sweep of 2 variants x 3 seeds (10 rows with the summary's), more per row.
+rows=$(grep -o '<tr>' "$tmp/report.html" | wc -l)
+if [ $sweep -eq 1 ]; then
+  size=1180,$((1370 + 22 * (rows > 10 ? rows - 10 : 0)))
+else
+  size=1180,$((1110 + 22 * (rows > 3 ? rows - 3 : 0)))
+fi
 
 # Headless, no network, no profile left behind; the page has no script, so it is complete
 # as soon as it is parsed.

@@ -126,6 +126,47 @@ TEST_F(Report, PathsFollowTheData) {
   for (size_t i = 1; i < t.size(); ++i) EXPECT_GT(t[i].first, t[i - 1].first);
 }
 
+// loss_max zooms the loss charts on the end of the runs: their y axis stops at it, the
+// early (higher) points leave the plot area above (clipped), the late ones stay inside; the
+// schedules' charts are not cut.
+TEST_F(Report, LossMaxCutsTheLossAxes) {
+  const auto runs = load_report_runs({(dir / "a").string()});  // val loss 8.0 -> 3.12
+  ReportOptions o;
+  o.loss_max = 3.5;
+  const std::string html = render_report(runs, o);
+  const std::string full = render_report(runs, "uncut");
+  const auto first_chart = [](const std::string& h) {
+    const size_t a = h.find("<svg"), b = h.find("</svg>", a);
+    return h.substr(a, b - a);
+  };
+  const auto y_ticks = [](const std::string& svg) {
+    std::vector<double> t;
+    const std::regex re("<text class=\"yt\"[^>]*>([-0-9.e]+)</text>");
+    for (std::sregex_iterator it(svg.begin(), svg.end(), re), end; it != end; ++it)
+      t.push_back(std::stod((*it)[1].str()));
+    return t;
+  };
+  const auto cut = y_ticks(first_chart(html)), uncut = y_ticks(first_chart(full));
+  ASSERT_FALSE(cut.empty());
+  ASSERT_FALSE(uncut.empty());
+  EXPECT_LE(*std::max_element(cut.begin(), cut.end()), 3.5 * 1.05);
+  EXPECT_GT(*std::max_element(uncut.begin(), uncut.end()), 5.0);
+  const auto ys = [](const std::string& d) {
+    std::vector<double> y;
+    const std::regex num("[ML][-0-9.]+,([-0-9.]+)");
+    for (std::sregex_iterator it(d.begin(), d.end(), num), end; it != end; ++it)
+      y.push_back(std::stod((*it)[1].str()));
+    return y;
+  };
+  const auto val = ys(path_of(html, 0, "val_loss"));
+  ASSERT_EQ(val.size(), 5u);
+  EXPECT_LT(val.front(), 30.0);  // above the plot's top edge (mt = 30): off the chart
+  EXPECT_GT(val.back(), 30.0);   // the last validation, 3.12, is inside
+  EXPECT_NE(html.find("clip-path"), std::string::npos);
+  EXPECT_NE(html.find("loss axes cut at 3.5"), std::string::npos);
+  EXPECT_EQ(path_of(html, 0, "lr"), path_of(full, 0, "lr"));  // schedules unchanged
+}
+
 TEST_F(Report, EmptyMissingAndMalformedMetricsAreErrors) {
   fs::create_directories(dir / "empty");
   std::ofstream(dir / "empty" / "metrics.jsonl").close();

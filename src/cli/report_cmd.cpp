@@ -19,7 +19,7 @@ namespace {
 struct ReportArgs {
   std::vector<std::string> runs;
   std::string out = "report.html", title = "speedrun report";
-  std::optional<double> target_loss;
+  std::optional<double> target_loss, loss_max;
 };
 
 // No output may overwrite an input: -o naming a run's metrics file (or a run directory, or
@@ -47,6 +47,7 @@ void run_report(const ReportArgs& a) {
   ReportOptions o;
   o.title = a.title;
   o.target_loss = a.target_loss ? a.target_loss : in.target_loss;
+  o.loss_max = a.loss_max;
   // The summary table for a sweep, runs grouped by variant, or a target to time.
   if (in.grouped || o.target_loss) o.summary = summarize(in.records, o.target_loss);
   const std::string html = render_report(runs, o);
@@ -75,6 +76,10 @@ void add_report_command(CLI::App& app) {
   sub->add_option("--target-loss", a->target_loss,
                   "validation loss to reach: a line on the loss charts, and the steps and time "
                   "to it in the summary table (default: a sweep's target)");
+  sub->add_option("--loss-max", a->loss_max,
+                  "top of the loss charts' y axis (default: the highest loss): zooms on the end "
+                  "of the runs, where variants differ by little")
+      ->check(CLI::PositiveNumber);
   sub->callback([a]() { run_report(*a); });
 }
 

@@ -53,6 +53,7 @@ struct Chart {
   bool logy = false;
   std::vector<Series> series;
   std::optional<double> target;  // a dashed horizontal line (the target loss)
+  std::optional<double> y_max;   // the top of the y axis, when the data goes higher (clipped)
 };
 
 // ~n round tick values covering [lo, hi].
@@ -105,6 +106,7 @@ std::string render_chart(const Chart& c, int id) {
     }
   if (std::isfinite(x0) && c.target && std::isfinite(*c.target) && (!c.logy || *c.target > 0))
     y0 = std::min(y0, *c.target), y1 = std::max(y1, *c.target);
+  if (c.y_max && *c.y_max > y0) y1 = std::min(y1, *c.y_max);
   std::string svg = fmt::format(
       "<svg class=\"chart\" viewBox=\"0 0 {} {}\" width=\"{}\" height=\"{}\" role=\"img\" "
       "aria-label=\"{}\">\n<text class=\"title\" x=\"{}\" y=\"18\">{}</text>\n",
@@ -282,8 +284,9 @@ std::string render_report(const std::vector<ReportRun>& runs, const std::string&
 std::string render_report(const std::vector<ReportRun>& runs, const ReportOptions& o) {
   check(!runs.empty(), "report: no run given");
   constexpr size_t kMaxPoints = 3000;
-  Chart loss{"Loss against step", "step", "loss", true, {}, o.target_loss};
-  Chart loss_t{"Loss against training time", "training time (s)", "loss", true, {}, o.target_loss};
+  Chart loss{"Loss against step", "step", "loss", true, {}, o.target_loss, o.loss_max};
+  Chart loss_t{"Loss against training time", "training time (s)", "loss", true, {}, o.target_loss,
+               o.loss_max};
   Chart lr{"LR multiplier", "step", "multiplier of every group's LR", false, {}, std::nullopt};
   Chart win{"Attention window", "step", "window (tokens)", false, {}, std::nullopt};
   Chart mom{"Muon momentum", "step", "momentum", false, {}, std::nullopt};
@@ -469,6 +472,7 @@ std::string render_report(const std::vector<ReportRun>& runs, const ReportOption
     h += "; each variant is the mean over its runs at each step, the shaded band spans their "
          "minimum to maximum";
   if (o.target_loss) h += fmt::format("; dashed line = target loss {:g}", *o.target_loss);
+  if (o.loss_max) h += fmt::format("; loss axes cut at {:g} (higher values leave the chart)", *o.loss_max);
   h += ". Training time excludes validation.</p>\n";
   h += "<div class=\"charts\">\n";
   int id = 0;

@@ -10,7 +10,8 @@
 // data-series="SERIES">, and each loss series also as a band from the minimum to the
 // maximum, <path data-variant="INDEX" data-series="SERIES" data-band="min-max">; the sweep's
 // summary table (train/sweep_summary.h) comes above the charts. A target loss is a dashed
-// line on the loss charts.
+// line on the loss charts; a loss_max cuts their y axis there, so that the small
+// differences at the end of runs are visible.
 #pragma once
 #include <optional>
 #include <string>
@@ -30,6 +31,7 @@ struct ReportRun {
 struct ReportOptions {
   std::string title = "speedrun report";
   std::optional<double> target_loss;    // a dashed line on the loss charts
+  std::optional<double> loss_max;       // the loss charts' y axis ends here (zooms on the end)
   std::optional<SweepSummary> summary;  // the table above the charts
 };
 
