@@ -486,3 +486,19 @@ TEST_F(Sweep, AnUnknownFlagIsRefusedBeforeAnythingRuns) {
   EXPECT_TRUE(has(r.out, "\"muon-lrr\" is not a flag of speedrun train")) << r.out;
   EXPECT_FALSE(fs::exists(*dir / "out"));
 }
+
+// The committed specs (experiments/, docs/) stay valid as the settings change: each passes
+// the sweep's checks and plans its runs (dry run: nothing is started or written).
+TEST(SweepSpec, EveryCommittedSpecIsValid) {
+  std::vector<fs::path> specs = {fs::path(SPEEDRUN_SOURCE_DIR) / "docs" / "sweep_example.json"};
+  for (const auto& e : fs::directory_iterator(fs::path(SPEEDRUN_SOURCE_DIR) / "experiments"))
+    if (e.path().extension() == ".json") specs.push_back(e.path());
+  ASSERT_GE(specs.size(), 3u);
+  const fs::path out = fs::temp_directory_path() / ("speedrun_specs_" + std::to_string(::getpid()));
+  for (const fs::path& s : specs) {
+    const Outcome r = run_cli("sweep --dry-run --out " + out.string() + " " + s.string());
+    EXPECT_EQ(r.code, 0) << s << ":\n" << r.out;
+    EXPECT_TRUE(has(r.out, "(dry run: nothing is started)")) << s << ":\n" << r.out;
+    EXPECT_FALSE(fs::exists(out)) << s;
+  }
+}
