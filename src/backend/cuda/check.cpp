@@ -1,5 +1,7 @@
 #include "backend/cuda/check.h"
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
@@ -14,9 +16,15 @@ void check_cuda(cudaError_t e, const char* op, const char* what) {
   std::string hint;
   if (e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
       e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
-      e == cudaErrorAssert || e == cudaErrorHardwareStackError)
-    hint = " (kernels run asynchronously: this may come from an earlier op; rerun with "
-           "SPEEDRUN_CUDA_SYNC=1 to name the failing kernel)";
+      e == cudaErrorAssert || e == cudaErrorHardwareStackError) {
+    // With SPEEDRUN_CUDA_SYNC set every op was waited for: the op named is the one at fault.
+    const char* sync = std::getenv("SPEEDRUN_CUDA_SYNC");
+    if (sync != nullptr && *sync != 0 && std::strcmp(sync, "0") != 0)
+      hint = " (SPEEDRUN_CUDA_SYNC is set: every op before this one finished cleanly)";
+    else
+      hint = " (kernels run asynchronously: this may come from an earlier op; rerun with "
+             "SPEEDRUN_CUDA_SYNC=1 to name the failing kernel)";
+  }
   fail("cuda ", op, ": ", what, ": ", cudaGetErrorName(e), ": ", cudaGetErrorString(e), hint);
 }
 
