@@ -244,6 +244,20 @@ TEST(CudaAttentionPlan, RejectsMasksTheKernelsCannotWalk) {
     bad[0].doc.pop_back();
     EXPECT_THROW(plan_layout("t", bad), Error);
   }
+  {
+    // A query tile with no key tile listed (its entries handed to the next tile): the
+    // kernels' pipeline assumes every tile has one, so the plan refuses it.
+    std::vector<BlockMask> bad = masks;
+    ASSERT_GE(bad[0].num_blocks(), 2);
+    bad[0].q_ptr[1] = bad[0].q_ptr[0];
+    try {
+      plan_layout("t", bad);
+      ADD_FAILURE() << "a tile with an empty list accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("lists no partner for tile 0"), std::string::npos)
+          << e.what();
+    }
+  }
 }
 
 TEST(CudaAttentionPlan, TheSameMasksAreRecognisedAndAnyChangeIsSeen) {
