@@ -287,8 +287,10 @@ std::string render_report(const std::vector<ReportRun>& runs, const ReportOption
   Chart loss{"Loss against step", "step", "loss", true, {}, o.target_loss, o.loss_max};
   Chart loss_t{"Loss against training time", "training time (s)", "loss", true, {}, o.target_loss,
                o.loss_max};
-  Chart lr{"LR multiplier", "step", "multiplier of every group's LR", false, {}, std::nullopt, std::nullopt};
-  Chart win{"Attention window", "step", "window (tokens)", false, {}, std::nullopt, std::nullopt};
+  Chart lr{"LR multiplier", "step", "multiplier of every group's LR", false, {}, std::nullopt,
+           std::nullopt};
+  Chart win{"Attention window", "step", "window (tokens)", false, {}, std::nullopt,
+            std::nullopt};
   Chart mom{"Muon momentum", "step", "momentum", false, {}, std::nullopt, std::nullopt};
   // Training time: cumulative "ms" of the training steps (validation excluded); a
   // validation at step s comes after the steps before s.

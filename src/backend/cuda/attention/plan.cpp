@@ -50,9 +50,9 @@ PlanLayout plan_layout(const char* op, const std::vector<BlockMask>& masks) {
     // Every tile sees at least its diagonal tile (j = i is visible for any window >= 1). The
     // kernels rely on it: a tile with an empty list would store its output before the copy of
     // its own resident tile had been waited for.
-    for (int64_t t = 0; t < nb; ++t)
-      check(m.q_ptr[size_t(t) + 1] > m.q_ptr[size_t(t)] && m.k_ptr[size_t(t) + 1] > m.k_ptr[size_t(t)],
-            op, ": mask of sequence ", b, " lists no partner for tile ", t,
+    for (size_t t = 0; t < size_t(nb); ++t)
+      check(m.q_ptr[t + 1] > m.q_ptr[t] && m.k_ptr[t + 1] > m.k_ptr[t], op, ": mask of sequence ",
+            b, " lists no partner for tile ", t,
             " (every tile sees its diagonal); build it with build_block_mask");
     L.n_q_items += nb;
     L.n_entries += int64_t(nnz);
