@@ -385,6 +385,11 @@ TEST(BenchCommand, RefusesBadFlagsClearly) {
   const Outcome b = run_cli("bench --device cpu --preset tiny --micro-batch 3");
   EXPECT_EQ(b.code, 1) << b.out;
   EXPECT_NE(b.out.find("--micro-batch 3"), std::string::npos) << b.out;
+  // A --json that cannot be written is refused before the benchmark runs, not after it.
+  const Outcome c = run_cli("bench --device cpu --json /nonexistent-dir/b.json");
+  EXPECT_EQ(c.code, 1) << c.out;
+  EXPECT_NE(c.out.find("/nonexistent-dir/b.json"), std::string::npos) << c.out;
+  EXPECT_EQ(c.out.find("ceilings"), std::string::npos) << "ran before refusing:\n" << c.out;
 }
 
 }  // namespace

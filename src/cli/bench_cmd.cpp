@@ -3,6 +3,7 @@
 // memory and the time from launch to the first step.
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 
@@ -44,16 +45,19 @@ std::vector<int64_t> parse_windows(const std::string& s) {
 void run_bench(BenchArgs& a, const LaunchTime& launch) {
   if (!a.windows.empty()) a.opt.windows = parse_windows(a.windows);
   a.opt.validate();
+  // The JSON file is opened first: a path that cannot be written fails now, not after a
+  // benchmark of minutes. (Its temporary file is removed if the benchmark fails.)
+  std::optional<AtomicFileWriter> json;
+  if (!a.json.empty()) json.emplace(a.json, "bench JSON");
   std::unique_ptr<Backend> backend = make_backend(a.backend);
   const BenchResult r = run_benchmark(*backend, a.opt, launch, [](const std::string& s) {
     std::fprintf(stderr, "bench: %s\n", s.c_str());
   });
   std::fputs(format_bench(r).c_str(), stdout);
-  if (!a.json.empty()) {
+  if (json) {
     const std::string text = bench_json(r).dump(2) + "\n";
-    AtomicFileWriter w(a.json, "bench JSON");
-    w.write(text.data(), text.size());
-    w.commit();
+    json->write(text.data(), text.size());
+    json->commit();
     std::printf("\nwrote %s\n", a.json.c_str());
   }
 }
