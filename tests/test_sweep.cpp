@@ -487,6 +487,21 @@ TEST_F(Sweep, AnUnknownFlagIsRefusedBeforeAnythingRuns) {
   EXPECT_FALSE(fs::exists(*dir / "out"));
 }
 
+// A directory given as the spec, or a file where the sweep's directory goes: each named,
+// with what to give instead, before any run starts.
+TEST_F(Sweep, ADirectorySpecOrAFileForTheOutputIsRefusedClearly) {
+  Outcome r = run_cli("sweep " + dir->path.string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(has(r.out, "is a directory; give the spec's JSON file")) << r.out;
+  const fs::path file = dir->path / "a_file";
+  std::ofstream(file) << "x";
+  r = run_cli("sweep --out " + file.string() + " " +
+              write_spec(spec(Json::array({Json{{"name", "a"}}}), Json::array({0}))));
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_TRUE(has(r.out, "cannot use " + file.string() + " as the sweep's directory")) << r.out;
+  EXPECT_FALSE(has(r.out, "filesystem error")) << r.out;
+}
+
 // The committed specs (experiments/, docs/) stay valid as the settings change: each passes
 // the sweep's checks and plans its runs (dry run: nothing is started or written).
 TEST(SweepSpec, EveryCommittedSpecIsValid) {

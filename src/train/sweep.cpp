@@ -399,7 +399,11 @@ SweepOutcome Runner::run() {
   tty_ = ::isatty(::fileno(o_.out));
   std::optional<SweepLock> lock;  // a dry run writes nothing and takes no lock
   if (!o_.dry_run) {
-    fs::create_directories(spec_.out);
+    std::error_code ec;
+    fs::create_directories(spec_.out, ec);
+    check(!ec && fs::is_directory(spec_.out), "sweep: cannot use ", spec_.out,
+          " as the sweep's directory (", ec ? ec.message() : "it is not a directory",
+          "): give another with --out or the spec's \"out\"");
     lock.emplace(spec_.out);
   }
   const fs::path record = fs::path(spec_.out) / kRecord;

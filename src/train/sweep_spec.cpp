@@ -308,6 +308,9 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& file) {
 }
 
 SweepSpec read_sweep_spec(const std::string& path) {
+  std::error_code ec;
+  check(!std::filesystem::is_directory(path, ec), "sweep spec ", path,
+        ": is a directory; give the spec's JSON file");
   std::ifstream f(path, std::ios::binary);
   check(bool(f), "sweep spec ", path, ": cannot read it (check the path)");
   std::stringstream ss;
