@@ -207,6 +207,16 @@ TEST_F(Report, EmptyMissingAndMalformedMetricsAreErrors) {
   std::ifstream f(out);
   const std::string html((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_NE(path_of(html, 1, "val_loss"), "(none)");
+  // A target or an axis cut that is not a finite loss names its flag; no page is written.
+  fs::remove(out);
+  for (const std::string flag : {"--target-loss nan", "--loss-max inf", "--loss-max -1",
+                                 "--loss-max nan"}) {
+    r = run_cli("report " + (dir / "a").string() + " -o " + out + " " + flag);
+    EXPECT_EQ(r.code, 1) << flag << ": " << r.out;
+    EXPECT_NE(r.out.find("error: " + flag.substr(0, flag.find(' '))), std::string::npos)
+        << flag << ": " << r.out;
+    EXPECT_FALSE(fs::exists(out)) << flag;
+  }
 }
 
 // Two runs in directories of the same name are told apart by their parents.

@@ -1,5 +1,6 @@
 // speedrun report: one self-contained HTML page (inline SVG charts) from runs' metrics.jsonl,
 // a sweep's runs as one band per variant under its summary table.
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -40,6 +41,10 @@ void check_output_is_not_an_input(const ReportArgs& a) {
 }
 
 void run_report(const ReportArgs& a) {
+  check(!a.target_loss || std::isfinite(*a.target_loss), "--target-loss ", *a.target_loss,
+        ": give a finite validation loss");
+  check(!a.loss_max || (std::isfinite(*a.loss_max) && *a.loss_max > 0), "--loss-max ",
+        *a.loss_max, ": give a finite loss above 0");
   check_output_is_not_an_input(a);
   const ReportInputs in = load_report_inputs(a.runs);
   const auto& runs = in.runs;
@@ -78,8 +83,7 @@ void add_report_command(CLI::App& app) {
                   "to it in the summary table (default: a sweep's target)");
   sub->add_option("--loss-max", a->loss_max,
                   "top of the loss charts' y axis (default: the highest loss): zooms on the end "
-                  "of the runs, where variants differ by little")
-      ->check(CLI::PositiveNumber);
+                  "of the runs, where variants differ by little");
   sub->callback([a]() { run_report(*a); });
 }
 
