@@ -54,8 +54,9 @@ class Resume : public ::testing::Test {
   TrainConfig config(const std::string& out, DType dtype = DType::F32) const {
     return micro_run(dir / out, dtype == DType::F64 ? PrecisionChoice::FP64 : PrecisionChoice::FP32);
   }
-  TrainResult train_run(const TrainConfig& c, std::vector<std::string>* log = nullptr) {
-    CpuBackend be(2);
+  TrainResult train_run(const TrainConfig& c, std::vector<std::string>* log = nullptr,
+                        int threads = 2) {
+    CpuBackend be(threads);
     Trainer t(be, c, train, val);
     t.log = [log](const std::string& l) {
       if (log) log->push_back(l);
@@ -122,6 +123,7 @@ TEST_P(ResumeExact, StoppedAndResumedRunIsBitIdenticalToAnUninterruptedOne) {
   }
   EXPECT_TRUE(saw_resume);
   EXPECT_TRUE(saw_step5);
+  for (const auto& l : log) EXPECT_EQ(l.find("last bits"), std::string::npos) << l;
   // The state really is used: resuming with a zeroed optimizer state would diverge.
   const auto ck = read_checkpoint((dir / "full" / "ckpt_step000004").string());
   EXPECT_EQ(ck.step, 4);
@@ -374,6 +376,7 @@ TEST(CheckpointMeta, DamagedFieldsAreErrorsNamingTheCheckpoint) {
   const CheckpointMeta m = parse_checkpoint_meta(good.dump(), "ck");
   EXPECT_EQ(m.loaders[0].pos, 64);
   EXPECT_EQ(m.files.at("state.safetensors").bytes, 8u);
+  EXPECT_EQ(m.numerics, "");  // older checkpoints do not record it
   // Each once let a json type_error escape or converted a value with undefined behaviour.
   const std::vector<std::pair<nlohmann::json::json_pointer, nlohmann::json>> bad = {
       {"/version"_json_pointer, {{"a", 1}}},
@@ -388,6 +391,7 @@ TEST(CheckpointMeta, DamagedFieldsAreErrorsNamingTheCheckpoint) {
       {"/config"_json_pointer, 5},
       {"/files/model.safetensors/bytes"_json_pointer, -8},
       {"/train_shards/0/tokens"_json_pointer, 18446744073709551615u},
+      {"/numerics"_json_pointer, 2},
   };
   for (const auto& [where, value] : bad) {
     nlohmann::json j = good;
@@ -414,6 +418,27 @@ TEST(CheckpointMeta, ChecksumOfAnEmptyFileIsDefined) {
 }
 
 // ---------------------------------------------------------------- through the binary
+
+// The checkpoint records what decides a result's bits beyond its inputs (the device, the
+// CPU's threads); a resume on other threads goes on, saying it will not be bit-identical.
+TEST_F(Resume, ResumeOnOtherThreadsSaysItIsNotBitIdentical) {
+  TrainConfig c = config("threads");
+  c.save_every = 4;
+  c.stop_after = 4;
+  train_run(c, nullptr, 2);
+  EXPECT_EQ(read_checkpoint((dir / "threads" / "ckpt_step000004").string()).numerics,
+            "cpu, 2 threads");
+  c.stop_after = 0;
+  c.resume = (dir / "threads").string();
+  std::vector<std::string> log;
+  const TrainResult r = train_run(c, &log, 1);
+  EXPECT_EQ(r.train_losses.size(), 4u);
+  bool said = false;
+  for (const auto& l : log)
+    said |= l.find("resume: the checkpoint was computed on cpu, 2 threads, this run on cpu, 1 "
+                   "thread:") == 0 && l.find("last bits") != std::string::npos;
+  EXPECT_TRUE(said);
+}
 
 TEST_F(Resume, CommandLineResumeTakesTheCheckpointsConfig) {
   const std::string bin = SPEEDRUN_BINARY;

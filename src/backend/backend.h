@@ -52,6 +52,10 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
+  // What, beyond the inputs, decides the bits of a result: the device and, on a CPU, the
+  // threads a reduction is split over ("cpu, 2 threads"). A checkpoint records it; a resume
+  // where it differs continues the same training, but not bit for bit.
+  virtual std::string numerics() const { return name(); }
 
   // ---- precision ----------------------------------------------------------------------
   // The policy used when the user asks for none (--dtype auto).

@@ -166,6 +166,7 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
     for (const auto& p : meta.loaders) j["loaders"].push_back({{"shard", p.shard}, {"pos", p.pos}});
     j["world"] = meta.world;
     j["run_id"] = meta.run_id;
+    j["numerics"] = meta.numerics;
     j["log"] = {{"train_ms", meta.train_ms}, {"timed_steps", meta.timed_steps}};
     j["rng"] = "none: training draws no random numbers after the seeded initialisation";
     j["config"] = meta.config;
@@ -226,6 +227,12 @@ CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& c
     check(!m.loaders.empty(), "checkpoint ", ckpt_dir, ": ", kMeta, " lists no data reader");
     m.world = j.contains("world") ? meta_int(j, "world", 1, c) : 1;
     m.run_id = j.contains("run_id") ? j.at("run_id").get<std::string>() : std::string();
+    if (j.contains("numerics")) {
+      check(j.at("numerics").is_string(), "checkpoint ", ckpt_dir, ": ", kMeta,
+            ": \"numerics\" is a ", j.at("numerics").type_name(),
+            ", not a string: damaged; resume from an older checkpoint");
+      m.numerics = j.at("numerics").get<std::string>();
+    }
     const nlohmann::json& log = j.at("log");
     check(log.at("train_ms").is_number() && log.at("train_ms").get<double>() >= 0, "checkpoint ",
           ckpt_dir, ": ", kMeta, ": \"train_ms\" is ", log.at("train_ms").dump(),

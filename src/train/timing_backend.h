@@ -47,6 +47,7 @@ class TimingBackend final : public Backend {
   Backend& inner() { return be_; }
 
   std::string name() const override { return be_.name(); }
+  std::string numerics() const override { return be_.numerics(); }
   Device device() const override { return be_.device(); }
   Precision default_precision() const override { return be_.default_precision(); }
   void check_precision(const Precision& p) const override { be_.check_precision(p); }

@@ -211,6 +211,11 @@ void TrainingRun::resume() {
   const int64_t kept = files_->open_metrics(start_, c_.out_dir);
   log(fmt::format("resume: {} at step {}/{}; metrics.jsonl keeps {} lines before it", ck.dir,
                   start_, N_, kept));
+  if (!ck.meta.numerics.empty() && ck.meta.numerics != be_.numerics())
+    log(fmt::format("resume: the checkpoint was computed on {}, this run on {}: it continues "
+                    "the same training, but its losses will differ from an uninterrupted "
+                    "run's in the last bits (bit for bit needs the same device and --threads)",
+                    ck.meta.numerics, be_.numerics()));
 }
 
 void TrainingRun::validate(int64_t s, int64_t window) {
@@ -291,6 +296,7 @@ void TrainingRun::checkpoint(int64_t done) {
   m.config = config_to_json(c_);
   m.train_shards = shards_;
   m.run_id = run_dir_ ? run_dir_->run_id() : "";
+  m.numerics = be_.numerics();
   const std::string dir = files_->checkpoint(be_, m, *params_, *opt_);
   comm_.barrier();  // no rank runs ahead of a checkpoint being written
   if (!comm_.is_root()) return;

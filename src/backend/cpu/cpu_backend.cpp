@@ -71,6 +71,11 @@ void CpuBackend::set_threads(int threads) {
   }
 }
 
+std::string CpuBackend::numerics() const {
+  const int n = omp_get_max_threads();
+  return "cpu, " + std::to_string(n) + (n == 1 ? " thread" : " threads");
+}
+
 void* CpuBackend::allocate(size_t bytes) {
   const size_t n = (bytes + 63) / 64 * 64;
   void* p = std::aligned_alloc(64, n ? n : 64);

@@ -10,6 +10,7 @@ class CpuBackend final : public Backend {
   // threads <= 0 keeps OpenMP's default (all cores).
   explicit CpuBackend(int threads = 0);
   std::string name() const override { return "cpu"; }
+  std::string numerics() const override;  // "cpu, N threads"
   Device device() const override { return Device::CPU; }
   static void set_threads(int threads);
 

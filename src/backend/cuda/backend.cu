@@ -26,6 +26,13 @@ bool env_flag(const char* name) {
 }
 }  // namespace
 
+std::string CudaBackend::numerics() const {
+  cudaDeviceProp p{};
+  check_cuda(cudaGetDeviceProperties(&p, gpu_), "numerics", "reading the GPU's properties");
+  return "cuda, " + std::string(p.name) + ", sm_" + std::to_string(p.major) +
+         std::to_string(p.minor);
+}
+
 CudaBackend::CudaBackend(int gpu) : gpu_(gpu), sync_each_launch_(env_flag("SPEEDRUN_CUDA_SYNC")) {
   const std::string dev = "GPU " + std::to_string(gpu);
   check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());

@@ -59,6 +59,8 @@ class CudaBackend final : public Backend {
   CudaBackend& operator=(const CudaBackend&) = delete;
 
   std::string name() const override { return "cuda"; }
+  // "cuda, NVIDIA H200, sm_90": another GPU model may choose other GEMM algorithms.
+  std::string numerics() const override;
   Device device() const override { return Device::CUDA; }
   Precision default_precision() const override { return named_precision(PrecisionChoice::BF16); }
   void check_precision(const Precision& p) const override;
