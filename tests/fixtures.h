@@ -143,4 +143,20 @@ inline TrainConfig micro_run(const fs::path& out, PrecisionChoice dtype = Precis
   return c;
 }
 
+// A run long enough to learn: 100 steps of 4 x 256 tokens on synthetic_shards' vocabulary
+// (2 layers, 2 heads x 32), window 64 -> 256, cooldown 30, momentum warmup 20; validation
+// every 50 steps over 4096 tokens; each backend's own precision (--dtype auto). test_train
+// checks it learns; the CUDA test compares the GPU's curve with the CPU's on it.
+inline TrainConfig learning_run(const fs::path& out) {
+  TrainConfig c = micro_run(out, PrecisionChoice::Auto);
+  c.model.head_dim = 32;
+  c.batch = 4;
+  c.schedule.steps = 100;
+  c.schedule.cooldown = 30;
+  c.schedule.momentum_warmup = 20;
+  c.val_every = 50;
+  c.val_tokens = 4 * 256 * 4;
+  return c;
+}
+
 }  // namespace speedrun::test

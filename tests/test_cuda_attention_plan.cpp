@@ -345,6 +345,22 @@ void mma_16816(std::array<Acc, 32>& c, const std::array<Regs, 32>& a,
   }
 }
 
+// One x4 B load holds two n8 fragments: two mma.m16n8k16 into accumulator columns 2 np and
+// 2 np + 1 (what gemm_abt and gemm_cb do per 16 columns).
+template <size_t NT, class A, class B>
+void mma_x4_pair(std::array<std::array<Acc, NT>, 32>& acc, const A& af, const B& bf, int np) {
+  for (int half = 0; half < 2; ++half) {
+    std::array<std::array<uint32_t, 2>, 32> b{};
+    std::array<Acc, 32> c{};
+    for (int L = 0; L < 32; ++L) {
+      b[size_t(L)] = {bf[size_t(L)][size_t(2 * half)], bf[size_t(L)][size_t(2 * half + 1)]};
+      c[size_t(L)] = acc[size_t(L)][size_t(2 * np + half)];
+    }
+    mma_16816(c, af, b);
+    for (int L = 0; L < 32; ++L) acc[size_t(L)][size_t(2 * np + half)] = c[size_t(L)];
+  }
+}
+
 // common.cuh's gemm_abt and gemm_cb, lane by lane, with fragment.h's addresses.
 template <int K, int N>
 void emu_gemm_abt(std::array<std::array<Acc, N / 8>, 32>& acc, const std::vector<uint16_t>& smem,
@@ -358,16 +374,7 @@ void emu_gemm_abt(std::array<std::array<Acc, N / 8>, 32>& acc, const std::vector
       for (int L = 0; L < 32; ++L)
         ba[size_t(L)] = b0 + (np * 16 + ldsm_bn_row(L)) * ldb + kk * 16 + ldsm_bn_col(L);
       const auto bf = ldmatrix_x4(smem, ba, false);
-      for (int half = 0; half < 2; ++half) {
-        std::array<std::array<uint32_t, 2>, 32> b{};
-        std::array<Acc, 32> c{};
-        for (int L = 0; L < 32; ++L) {
-          b[size_t(L)] = {bf[size_t(L)][size_t(2 * half)], bf[size_t(L)][size_t(2 * half + 1)]};
-          c[size_t(L)] = acc[size_t(L)][size_t(2 * np + half)];
-        }
-        mma_16816(c, af, b);
-        for (int L = 0; L < 32; ++L) acc[size_t(L)][size_t(2 * np + half)] = c[size_t(L)];
-      }
+      mma_x4_pair(acc, af, bf, np);
     }
   }
 }
@@ -393,16 +400,7 @@ void emu_gemm_cb(std::array<std::array<Acc, N / 8>, 32>& acc,
       for (int L = 0; L < 32; ++L)
         ba[size_t(L)] = b0 + (kk * 16 + ldsm_bk_row(L)) * ldb + np * 16 + ldsm_bk_col(L);
       const auto bf = ldmatrix_x4(smem, ba, true);
-      for (int half = 0; half < 2; ++half) {
-        std::array<std::array<uint32_t, 2>, 32> b{};
-        std::array<Acc, 32> c{};
-        for (int L = 0; L < 32; ++L) {
-          b[size_t(L)] = {bf[size_t(L)][size_t(2 * half)], bf[size_t(L)][size_t(2 * half + 1)]};
-          c[size_t(L)] = acc[size_t(L)][size_t(2 * np + half)];
-        }
-        mma_16816(c, af, b);
-        for (int L = 0; L < 32; ++L) acc[size_t(L)][size_t(2 * np + half)] = c[size_t(L)];
-      }
+      mma_x4_pair(acc, af, bf, np);
     }
   }
 }

@@ -30,6 +30,7 @@
 #include "model/gpt.h"
 #include "model/params.h"
 #include "run_command.h"
+#include "fixtures.h"
 #include "tolerances.h"
 #include "train/config.h"
 #include "train/sample.h"
@@ -751,25 +752,15 @@ TEST_F(CudaBackendTest, SampleCommandRunsOnTheGpu) {
 TEST_F(CudaBackendTest, TrainingTracksTheCpuLossCurve) {
   const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_train";
   fs::remove_all(dir);
-  TrainConfig c = preset_config("tiny");
-  c.model = small_config();
-  c.model.vocab = 128;
-  c.seq_len = 256;
-  c.batch = 4;
-  c.schedule.steps = 100;
-  c.schedule.cooldown = 30;
-  c.schedule.window_start = 64;
-  c.schedule.window_end = 256;
-  c.schedule.momentum_warmup = 20;
+  TrainConfig c = test::learning_run(dir / "run");
+  c.model.head_dim = 64;  // the attention kernels take 64 or 128
   c.val_every = 0;
   c.val_tokens = 4 * 256;
-  auto files = write_synthetic_shards((dir / "data").string(), 400000, 40000, 128, 0, 99);
-  std::vector<std::string> tr, va;
-  for (auto& f : files) (f.find("_val_") != std::string::npos ? va : tr).push_back(f);
+  const test::ShardFiles data = test::synthetic_shards(dir / "data", 400000, 40000);
   auto run = [&](Backend& be, const std::string& name) {
     TrainConfig cc = c;
     cc.out_dir = (dir / name).string();
-    Trainer t(be, cc, tr, va);
+    Trainer t(be, cc, data.train, data.val);
     t.log = [](const std::string&) {};
     return t.run();
   };

@@ -44,8 +44,9 @@ class Resume : public ::testing::Test {
   void SetUp() override {
     dir = fs::temp_directory_path() / ("speedrun_test_resume_" + std::to_string(::getpid()));
     fs::remove_all(dir);
-    auto files = write_synthetic_shards((dir / "data").string(), 30000, 3000, 128, 0, 99);
-    for (auto& f : files) (f.find("_val_") != std::string::npos ? val : train).push_back(f);
+    ShardFiles s = synthetic_shards(dir / "data", 30000, 3000);
+    train = std::move(s.train);
+    val = std::move(s.val);
   }
   void TearDown() override {
     if (!HasFailure()) fs::remove_all(dir);

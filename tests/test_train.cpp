@@ -14,6 +14,7 @@
 #include "data/synthetic.h"
 #include "train/config.h"
 #include "train/trainer.h"
+#include "fixtures.h"
 
 using namespace speedrun;
 namespace fs = std::filesystem;
@@ -21,25 +22,8 @@ namespace fs = std::filesystem;
 TEST(Train, MicroModelLearnsFarBelowUnigramEntropy) {
   const fs::path dir = fs::temp_directory_path() / "speedrun_test_train";
   fs::remove_all(dir);
-  TrainConfig c = preset_config("tiny");
-  c.model.layers = 2;
-  c.model.heads = 2;
-  c.model.head_dim = 32;
-  c.model.vocab = 128;
-  c.model.eot = 0;
-  c.seq_len = 256;
-  c.batch = 4;
-  c.schedule.steps = 100;
-  c.schedule.cooldown = 30;
-  c.schedule.window_start = 64;
-  c.schedule.window_end = 256;
-  c.schedule.momentum_warmup = 20;
-  c.val_every = 50;
-  c.val_tokens = 4 * 256 * 4;
-  c.out_dir = (dir / "run").string();
-  auto files = write_synthetic_shards((dir / "data").string(), 400000, 40000, 128, 0, 99);
-  std::vector<std::string> tr, va;
-  for (auto& f : files) (f.find("_val_") != std::string::npos ? va : tr).push_back(f);
+  const TrainConfig c = test::learning_run(dir / "run");
+  const auto [tr, va] = test::synthetic_shards(dir / "data", 400000, 40000);
   ASSERT_FALSE(tr.empty());
   ASSERT_FALSE(va.empty());
   Shard s = Shard::open(tr[0]);

@@ -19,8 +19,8 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
       .choices = preset_names},
     c.preset);
   v(S{.key = "train",
-      .help = "glob of training shards (default: the built-in corpus: fortunes if installed, "
-              "else synthetic)",
+      .help = "glob of training shards (default: the built-in corpus: the King James Bible "
+              "if installed, else fortunes, else synthetic)",
       .unit = "glob", .on_resume = may_change},
     c.train_glob);
   v(S{.key = "val", .help = "glob of validation shards", .unit = "glob",

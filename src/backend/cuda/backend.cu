@@ -2,7 +2,6 @@
 // (allocation with peak tracking, uploads through a pinned staging ring, downloads,
 // copies), launch checks, scratch memory, and attention forwarded to the flash-attention
 // runner (attention/attention.h).
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -19,11 +18,6 @@ namespace {
 // has run, so the host may refill its own buffer as soon as upload() returns.
 constexpr int kStagingSlots = 8;
 constexpr size_t kStagingSlotBytes = size_t(1) << 20;
-
-bool env_flag(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != 0 && std::strcmp(v, "0") != 0;
-}
 }  // namespace
 
 std::string CudaBackend::numerics() const {
@@ -33,7 +27,7 @@ std::string CudaBackend::numerics() const {
          std::to_string(p.minor);
 }
 
-CudaBackend::CudaBackend(int gpu) : gpu_(gpu), sync_each_launch_(env_flag("SPEEDRUN_CUDA_SYNC")) {
+CudaBackend::CudaBackend(int gpu) : gpu_(gpu), sync_each_launch_(sync_after_each_op()) {
   const std::string dev = "GPU " + std::to_string(gpu);
   check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init",

@@ -8,6 +8,11 @@
 
 namespace speedrun::cuda {
 
+bool sync_after_each_op() {
+  const char* v = std::getenv("SPEEDRUN_CUDA_SYNC");
+  return v != nullptr && *v != 0 && std::strcmp(v, "0") != 0;
+}
+
 void check_cuda(cudaError_t e, const char* op, const char* what) {
   if (e == cudaSuccess) return;
   // Clear a non-sticky error so that the next call starts clean (a sticky one, such as an
@@ -18,8 +23,7 @@ void check_cuda(cudaError_t e, const char* op, const char* what) {
       e == cudaErrorIllegalInstruction || e == cudaErrorMisalignedAddress ||
       e == cudaErrorAssert || e == cudaErrorHardwareStackError) {
     // With SPEEDRUN_CUDA_SYNC set every op was waited for: the op named is the one at fault.
-    const char* sync = std::getenv("SPEEDRUN_CUDA_SYNC");
-    if (sync != nullptr && *sync != 0 && std::strcmp(sync, "0") != 0)
+    if (sync_after_each_op())
       hint = " (SPEEDRUN_CUDA_SYNC is set: every op before this one finished cleanly)";
     else
       hint = " (kernels run asynchronously: this may come from an earlier op; rerun with "

@@ -8,6 +8,10 @@
 
 namespace speedrun::cuda {
 
+// SPEEDRUN_CUDA_SYNC set (and not "0"): synchronise after every op, so that an error names
+// the op that caused it. Read by the backend at construction and by check_cuda's hint.
+bool sync_after_each_op();
+
 // Throws "cuda <op>: <what>: <error name>: <description>" unless e is cudaSuccess.
 // Errors of earlier asynchronous kernels surface at later calls; the message then says how
 // to find the kernel (SPEEDRUN_CUDA_SYNC=1).
