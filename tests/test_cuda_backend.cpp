@@ -365,6 +365,7 @@ TEST_F(CudaBackendTest, MatmulChoosesItsAlgorithmOncePerProblem) {
   gpu().matmul(C, A, false, B, false, false);
   const cuda::GemmCacheInfo first = cuda::gemm_cache_info(gpu());
   gpu().from_host_f64(A, randn(64 * 96, 5));  // other data, same problem
+  cpu_.from_host_f64(Ac, randn(64 * 96, 5));
   gpu().matmul(C, A, false, B, false, false);
   const cuda::GemmCacheInfo second = cuda::gemm_cache_info(gpu());
   EXPECT_EQ(second.entries, first.entries);
