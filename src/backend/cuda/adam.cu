@@ -38,7 +38,7 @@ void CudaBackend::adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const
   if (n == 0) return;
   const math::AdamScalars s = math::adam_scalars(a.lr, a.beta1, a.beta2, a.eps, a.step);
   const Launch l = elementwise_launch(n);
-  adam_kernel<<<l.blocks, l.threads, 0, stream_>>>(
+  SR_LAUNCH(l.blocks, l.threads, 0, stream_, adam_kernel)(
       static_cast<float*>(p.data), static_cast<const float*>(g.data), static_cast<float*>(m.data),
       static_cast<float*>(v.data), n, s);
   launched(op, "adam_kernel");

@@ -1,6 +1,7 @@
 // fill and convert: elementwise over F32, F64, BF16 (and I32 for fill), rounding to
 // nearest even exactly as the CPU backend's convert (F64 to BF16 through F32).
 #include <cmath>
+#include <type_traits>
 
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -47,17 +48,17 @@ void CudaBackend::fill(Tensor t, double value) {
   const Launch l = elementwise_launch(n);
   switch (t.dtype) {
     case DType::F32:
-      fill_kernel<<<l.blocks, l.threads, 0, stream_>>>(static_cast<float*>(t.data), n, float(value));
+      SR_LAUNCH(l.blocks, l.threads, 0, stream_, fill_kernel<float>)(static_cast<float*>(t.data), n, float(value));
       break;
     case DType::F64:
-      fill_kernel<<<l.blocks, l.threads, 0, stream_>>>(static_cast<double*>(t.data), n, value);
+      SR_LAUNCH(l.blocks, l.threads, 0, stream_, fill_kernel<double>)(static_cast<double*>(t.data), n, value);
       break;
     case DType::BF16:
-      fill_kernel<<<l.blocks, l.threads, 0, stream_>>>(static_cast<uint16_t*>(t.data), n,
+      SR_LAUNCH(l.blocks, l.threads, 0, stream_, fill_kernel<uint16_t>)(static_cast<uint16_t*>(t.data), n,
                                                        math::f64_to_bf16(value));
       break;
     case DType::I32:
-      fill_kernel<<<l.blocks, l.threads, 0, stream_>>>(static_cast<int32_t*>(t.data), n,
+      SR_LAUNCH(l.blocks, l.threads, 0, stream_, fill_kernel<int32_t>)(static_cast<int32_t*>(t.data), n,
                                                        int32_t(value));
       break;
     default:
@@ -82,15 +83,16 @@ void CudaBackend::convert(Tensor dst, const Tensor& src) {
   if (n == 0) return;
   const Launch l = elementwise_launch(n);
   auto go = [&](auto* d) {
+    using Dst = std::remove_pointer_t<decltype(d)>;
     switch (src.dtype) {
       case DType::F32:
-        convert_kernel<<<l.blocks, l.threads, 0, stream_>>>(d, static_cast<const float*>(src.data), n);
+        SR_LAUNCH(l.blocks, l.threads, 0, stream_, convert_kernel<Dst, float>)(d, static_cast<const float*>(src.data), n);
         break;
       case DType::F64:
-        convert_kernel<<<l.blocks, l.threads, 0, stream_>>>(d, static_cast<const double*>(src.data), n);
+        SR_LAUNCH(l.blocks, l.threads, 0, stream_, convert_kernel<Dst, double>)(d, static_cast<const double*>(src.data), n);
         break;
       default:
-        convert_kernel<<<l.blocks, l.threads, 0, stream_>>>(d, static_cast<const uint16_t*>(src.data), n);
+        SR_LAUNCH(l.blocks, l.threads, 0, stream_, convert_kernel<Dst, uint16_t>)(d, static_cast<const uint16_t*>(src.data), n);
         break;
     }
   };

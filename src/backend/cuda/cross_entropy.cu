@@ -96,10 +96,10 @@ void CudaBackend::softcap_cross_entropy(Tensor logits, Tensor losses, const Tens
   const auto* pt = static_cast<const int32_t*>(targets.data);
   const Launch l = block_rows_launch(R);
   if (vec8_ok(V, pl))
-    softcap_cross_entropy_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, softcap_cross_entropy_kernel<true>)(
         pl, ploss, pt, V, float(cap), float(grad_scale), backward);
   else
-    softcap_cross_entropy_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, softcap_cross_entropy_kernel<false>)(
         pl, ploss, pt, V, float(cap), float(grad_scale), backward);
   launched(op, "softcap_cross_entropy_kernel");
 }

@@ -84,7 +84,7 @@ void CudaBackend::attention_decode(Tensor out, const Tensor& q, const Tensor& k,
   auto* d_scores = static_cast<float*>(
       scratch(decode_scores_, size_t(H) * rows.size() * sizeof(float), "the decode scores"));
   upload_bytes(d_rows, rows.data(), rows.size() * sizeof(int32_t), op);
-  attention_decode_kernel<<<unsigned(H), kDecodeThreads, 0, stream_>>>(
+  SR_LAUNCH(unsigned(H), kDecodeThreads, 0, stream_, attention_decode_kernel)(
       static_cast<uint16_t*>(out.data), static_cast<const uint16_t*>(q.data),
       static_cast<const uint16_t*>(k.data), static_cast<const uint16_t*>(v.data), d_rows, n, C, D,
       float(scale), d_scores);

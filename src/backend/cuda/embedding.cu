@@ -4,7 +4,11 @@
 // then the block at the start of each token's run adds that token's rows of dout into its
 // F32 gradient row in position order: dwte[t] += dout[n1], += dout[n2], ... the order of
 // the CPU backend, so both give the same sums.
+#ifdef SPEEDRUN_CUDA_EMULATED
+#include "backend/cuda/emulator/cub_sort.h"
+#else
 #include <cub/device/device_radix_sort.cuh>
+#endif
 
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -72,12 +76,12 @@ void CudaBackend::embedding_forward(Tensor out, const Tensor& tokens, const Tens
   if (N == 0) return;
   if (vec8_ok(C, out.data, wte.data)) {
     const Launch l = elementwise_launch(N * C / 8);
-    embedding_forward_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, embedding_forward_kernel<true>)(
         static_cast<uint16_t*>(out.data), static_cast<const int32_t*>(tokens.data),
         static_cast<const uint16_t*>(wte.data), N, C, V);
   } else {
     const Launch l = elementwise_launch(N * C);
-    embedding_forward_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, embedding_forward_kernel<false>)(
         static_cast<uint16_t*>(out.data), static_cast<const int32_t*>(tokens.data),
         static_cast<const uint16_t*>(wte.data), N, C, V);
   }
@@ -108,14 +112,14 @@ void CudaBackend::embedding_backward(Tensor dwte, const Tensor& tokens, const Te
   auto* values_in = reinterpret_cast<int32_t*>(base + plan.values_in);
   auto* values_out = reinterpret_cast<int32_t*>(base + plan.values_out);
   const Launch l = elementwise_launch(N);
-  iota_kernel<<<l.blocks, l.threads, 0, stream_>>>(values_in, N);
+  SR_LAUNCH(l.blocks, l.threads, 0, stream_, iota_kernel)(values_in, N);
   launched(op, "iota_kernel");
   size_t temp = plan.temp_bytes;
   check_cuda(cub::DeviceRadixSort::SortPairs(base + plan.temp, temp, keys_in, keys_out, values_in,
                                              values_out, int(N), 0, plan.end_bit, stream_),
              op, "radix sort of the tokens");
   launched(op, "cub::DeviceRadixSort::SortPairs");
-  embedding_backward_kernel<<<int(N), 128, 0, stream_>>>(static_cast<float*>(dwte.data), keys_out,
+  SR_LAUNCH(int(N), 128, 0, stream_, embedding_backward_kernel)(static_cast<float*>(dwte.data), keys_out,
                                                          values_out,
                                                          static_cast<const uint16_t*>(dout.data),
                                                          N, C, V);

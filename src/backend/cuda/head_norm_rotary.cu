@@ -135,7 +135,7 @@ void CudaBackend::head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& 
   const int64_t heads = x.rows() * H, D = x.cols() / H;
   if (heads == 0) return;
   const Launch l = warp_rows_launch(heads);
-  head_norm_rotary_forward_kernel<<<l.blocks, l.threads, 0, stream_>>>(
+  SR_LAUNCH(l.blocks, l.threads, 0, stream_, head_norm_rotary_forward_kernel)(
       static_cast<uint16_t*>(y.data), static_cast<float*>(rstd.data),
       static_cast<const uint16_t*>(x.data), static_cast<const float*>(cos.data),
       static_cast<const float*>(sin.data), heads, T, H, D, float(eps));
@@ -158,7 +158,7 @@ void CudaBackend::head_norm_rotary_backward(Tensor dx, const Tensor& dy, const T
   const int64_t heads = x.rows() * H, D = x.cols() / H;
   if (heads == 0) return;
   const Launch l = warp_rows_launch(heads);
-  head_norm_rotary_backward_kernel<<<l.blocks, l.threads, 0, stream_>>>(
+  SR_LAUNCH(l.blocks, l.threads, 0, stream_, head_norm_rotary_backward_kernel)(
       static_cast<uint16_t*>(dx.data), static_cast<const uint16_t*>(dy.data),
       static_cast<const uint16_t*>(x.data), static_cast<const float*>(rstd.data),
       static_cast<const float*>(cos.data), static_cast<const float*>(sin.data), heads, T, H, D);
@@ -180,7 +180,7 @@ void CudaBackend::rotary_tables_at(Tensor cos, Tensor sin, double base, int64_t 
       scratch(rotary_freq_, inv.size() * sizeof(float), "the rotary frequencies"));
   upload_bytes(d_inv, inv.data(), inv.size() * sizeof(float), op);
   const Launch l = elementwise_launch(rows * half);
-  rotary_tables_kernel<<<l.blocks, l.threads, 0, stream_>>>(static_cast<float*>(cos.data),
+  SR_LAUNCH(l.blocks, l.threads, 0, stream_, rotary_tables_kernel)(static_cast<float*>(cos.data),
                                                             static_cast<float*>(sin.data), d_inv,
                                                             rows, half, start);
   launched(op, "rotary_tables_kernel");

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/launch.h"
 #include "backend/cuda/math/bf16.h"
 #include "backend/cuda/math/reduce.h"
 

@@ -103,7 +103,7 @@ void CudaBackend::muon_momentum(Tensor out, Tensor buf, const Tensor& g, double 
   const int64_t n = g.numel();
   if (n == 0) return;
   const Launch l = elementwise_launch(n);
-  muon_momentum_kernel<<<l.blocks, l.threads, 0, stream_>>>(
+  SR_LAUNCH(l.blocks, l.threads, 0, stream_, muon_momentum_kernel)(
       static_cast<float*>(out.data), static_cast<float*>(buf.data),
       static_cast<const float*>(g.data), n, float(mu));
   launched(op, "muon_momentum_kernel");
@@ -121,7 +121,7 @@ void CudaBackend::axpy(Tensor y, const Tensor& x, double alpha) {
   if (n == 0) return;
   if (y.dtype == DType::F32) {
     const Launch l = elementwise_launch(n);
-    axpy_kernel<<<l.blocks, l.threads, 0, stream_>>>(static_cast<float*>(y.data),
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, axpy_kernel)(static_cast<float*>(y.data),
                                                      static_cast<const float*>(x.data), n,
                                                      float(alpha));
     launched(op, "axpy_kernel");
@@ -131,10 +131,10 @@ void CudaBackend::axpy(Tensor y, const Tensor& x, double alpha) {
   const auto* px = static_cast<const uint16_t*>(x.data);
   if (vec8_ok(n, py, px)) {
     const Launch l = elementwise_launch(n / 8);
-    axpy_bf16_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(py, px, n, float(alpha));
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, axpy_bf16_kernel<true>)(py, px, n, float(alpha));
   } else {
     const Launch l = elementwise_launch(n);
-    axpy_bf16_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(py, px, n, float(alpha));
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, axpy_bf16_kernel<false>)(py, px, n, float(alpha));
   }
   launched(op, "axpy_bf16_kernel");
 }
@@ -161,14 +161,14 @@ void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf1
   auto* divisor = reinterpret_cast<float*>(base + p.divisor);
   const int64_t size = rows * cols;
 
-  ns_load_kernel<<<dim3(unsigned(p.partials), unsigned(n)), math::kReduceThreads, 0, stream_>>>(
+  SR_LAUNCH(dim3(unsigned(p.partials), unsigned(n)), math::kReduceThreads, 0, stream_, ns_load_kernel)(
       x, partial, static_cast<const float*>(G.data), rows, cols, p.transposed);
   launched(op, "ns_load_kernel");
-  reduce_partials_kernel<<<unsigned(n), math::kReduceThreads, 0, stream_>>>(partial, p.partials,
+  SR_LAUNCH(unsigned(n), math::kReduceThreads, 0, stream_, reduce_partials_kernel<NsDivisor>)(partial, p.partials,
                                                                              NsDivisor{divisor});
   launched(op, "reduce_partials_kernel");
   const Launch l = elementwise_launch(size);
-  ns_scale_kernel<<<dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_>>>(x, divisor, size);
+  SR_LAUNCH(dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_, ns_scale_kernel)(x, divisor, size);
   launched(op, "ns_scale_kernel");
 
   // The three GEMMs of math::newton_schulz_iterations, batched over the n matrices.
@@ -217,7 +217,7 @@ void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf1
   Ops ops{*this, n, p.m, p.k, x, xn, A, B};
   math::newton_schulz_iterations(ops, steps);
 
-  ns_store_kernel<<<dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_>>>(
+  SR_LAUNCH(dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_, ns_store_kernel)(
       static_cast<float*>(X.data), ops.x, rows, cols, p.transposed);
   launched(op, "ns_store_kernel");
 }

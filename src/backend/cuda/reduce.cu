@@ -39,22 +39,22 @@ void CudaBackend::reduce_into_f64(double* acc, const Tensor& t, const char* op) 
       scratch(partials_, sizeof(double) * 2 * math::kMaxPartials, "reduction partials"));
   switch (t.dtype) {
     case DType::F32:
-      sum_partials_kernel<<<blocks, math::kReduceThreads, 0, stream_>>>(
+      SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, sum_partials_kernel<float>)(
           partial, static_cast<const float*>(t.data), n);
       break;
     case DType::F64:
-      sum_partials_kernel<<<blocks, math::kReduceThreads, 0, stream_>>>(
+      SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, sum_partials_kernel<double>)(
           partial, static_cast<const double*>(t.data), n);
       break;
     case DType::BF16:
-      sum_partials_kernel<<<blocks, math::kReduceThreads, 0, stream_>>>(
+      SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, sum_partials_kernel<uint16_t>)(
           partial, static_cast<const uint16_t*>(t.data), n);
       break;
     default:
       fail("cuda ", op, ": dtype ", dtype_name(t.dtype), " is not supported (F32, F64, BF16)");
   }
   launched(op, "sum_partials_kernel");
-  reduce_partials_kernel<<<1, math::kReduceThreads, 0, stream_>>>(partial, blocks, AddToF64{acc});
+  SR_LAUNCH(1, math::kReduceThreads, 0, stream_, reduce_partials_kernel<AddToF64>)(partial, blocks, AddToF64{acc});
   launched(op, "reduce_partials_kernel");
 }
 

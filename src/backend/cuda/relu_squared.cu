@@ -58,10 +58,10 @@ void CudaBackend::relu_squared_forward(Tensor y, const Tensor& x) {
   const auto* px = static_cast<const uint16_t*>(x.data);
   if (vec8_ok(n, py, px)) {
     const Launch l = elementwise_launch(n / 8);
-    relu_squared_forward_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(py, px, n);
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, relu_squared_forward_kernel<true>)(py, px, n);
   } else {
     const Launch l = elementwise_launch(n);
-    relu_squared_forward_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(py, px, n);
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, relu_squared_forward_kernel<false>)(py, px, n);
   }
   launched(op, "relu_squared_forward_kernel");
 }
@@ -80,10 +80,10 @@ void CudaBackend::relu_squared_backward(Tensor dx, const Tensor& dy, const Tenso
   const auto* px = static_cast<const uint16_t*>(x.data);
   if (vec8_ok(n, pdx, pdy, px)) {
     const Launch l = elementwise_launch(n / 8);
-    relu_squared_backward_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(pdx, pdy, px, n);
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, relu_squared_backward_kernel<true>)(pdx, pdy, px, n);
   } else {
     const Launch l = elementwise_launch(n);
-    relu_squared_backward_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(pdx, pdy, px, n);
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, relu_squared_backward_kernel<false>)(pdx, pdy, px, n);
   }
   launched(op, "relu_squared_backward_kernel");
 }

@@ -110,11 +110,11 @@ void CudaBackend::rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, doubl
   if (rows == 0 || dim == 0) return;
   const Launch l = warp_rows_launch(rows);
   if (vec8_ok(dim, y.data, x.data))
-    rms_norm_forward_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, rms_norm_forward_kernel<true>)(
         static_cast<uint16_t*>(y.data), static_cast<float*>(rstd.data),
         static_cast<const uint16_t*>(x.data), rows, dim, float(eps));
   else
-    rms_norm_forward_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, rms_norm_forward_kernel<false>)(
         static_cast<uint16_t*>(y.data), static_cast<float*>(rstd.data),
         static_cast<const uint16_t*>(x.data), rows, dim, float(eps));
   launched(op, "rms_norm_forward_kernel");
@@ -135,12 +135,12 @@ void CudaBackend::rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x
   if (rows == 0 || dim == 0) return;
   const Launch l = warp_rows_launch(rows);
   if (vec8_ok(dim, dx.data, dy.data, x.data))
-    rms_norm_backward_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, rms_norm_backward_kernel<true>)(
         static_cast<uint16_t*>(dx.data), static_cast<const uint16_t*>(dy.data),
         static_cast<const uint16_t*>(x.data), static_cast<const float*>(rstd.data), rows, dim,
         accumulate);
   else
-    rms_norm_backward_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, rms_norm_backward_kernel<false>)(
         static_cast<uint16_t*>(dx.data), static_cast<const uint16_t*>(dy.data),
         static_cast<const uint16_t*>(x.data), static_cast<const float*>(rstd.data), rows, dim,
         accumulate);

@@ -147,10 +147,10 @@ void CudaBackend::scaled_sum_forward(Tensor out, const Tensor& x, const Coef& a,
   const auto* py = static_cast<const uint16_t*>(y.data);
   if (vec8_ok(n, po, px, py)) {
     const Launch l = elementwise_launch(n / 8);
-    scaled_sum_forward_kernel<true><<<l.blocks, l.threads, 0, stream_>>>(po, px, ca, py, cb, n);
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, scaled_sum_forward_kernel<true>)(po, px, ca, py, cb, n);
   } else {
     const Launch l = elementwise_launch(n);
-    scaled_sum_forward_kernel<false><<<l.blocks, l.threads, 0, stream_>>>(po, px, ca, py, cb, n);
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, scaled_sum_forward_kernel<false>)(po, px, ca, py, cb, n);
   }
   launched(op, "scaled_sum_forward_kernel");
 }
@@ -194,14 +194,14 @@ void CudaBackend::scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc
     threads = math::kReduceThreads;
   }
   if (vec)
-    scaled_sum_backward_kernel<true><<<blocks, threads, 0, stream_>>>(pdx, mx, pdy, my, pdo, px, ca,
+    SR_LAUNCH(blocks, threads, 0, stream_, scaled_sum_backward_kernel<true>)(pdx, mx, pdy, my, pdo, px, ca,
                                                                       py, cb, n, partial);
   else
-    scaled_sum_backward_kernel<false><<<blocks, threads, 0, stream_>>>(pdx, mx, pdy, my, pdo, px,
+    SR_LAUNCH(blocks, threads, 0, stream_, scaled_sum_backward_kernel<false>)(pdx, mx, pdy, my, pdo, px,
                                                                        ca, py, cb, n, partial);
   launched(op, "scaled_sum_backward_kernel");
   if (!reduce) return;
-  coef_grads_kernel<<<1, math::kReduceThreads, 0, stream_>>>(partial, int(blocks), ga, a.sign, gb,
+  SR_LAUNCH(1, math::kReduceThreads, 0, stream_, coef_grads_kernel)(partial, int(blocks), ga, a.sign, gb,
                                                               b.sign);
   launched(op, "coef_grads_kernel");
 }

@@ -47,7 +47,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   constexpr int kLd = smem_ld(D);
   constexpr int kChunk = dkv_chunk(D);
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SR_DYNAMIC_SMEM(smem_raw);
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
   bf16* sV = sK + kTile * kLd;                     // [kTile][kLd]
   bf16* sQ = sV + kTile * kLd;                     // [2][kChunk][kLd]
@@ -142,7 +142,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   constexpr int kLd = smem_ld(D);
   constexpr int kChunk = dq_chunk(D);
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SR_DYNAMIC_SMEM(smem_raw);
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
   bf16* sdO = sQ + kTile * kLd;                    // [kTile][kLd]
   bf16* sK = sdO + kTile * kLd;                    // [2][kChunk][kLd]
@@ -229,13 +229,13 @@ template <int D>
 cudaError_t launch(const BackwardArgs& a, cudaStream_t stream) {
   const int64_t warps = a.N * a.H;
   const dim3 delta_grid(unsigned((warps + kDeltaWarps - 1) / kDeltaWarps));
-  delta_kernel<D><<<delta_grid, 32 * kDeltaWarps, 0, stream>>>(a);
+  SR_LAUNCH(delta_grid, 32 * kDeltaWarps, 0, stream, delta_kernel<D>)(a);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  dkv_kernel<D><<<dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_smem(D), stream>>>(a);
+  SR_LAUNCH(dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_smem(D), stream, dkv_kernel<D>)(a);
   e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  dq_kernel<D><<<dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D), stream>>>(a);
+  SR_LAUNCH(dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D), stream, dq_kernel<D>)(a);
   return cudaGetLastError();
 }
 

@@ -15,11 +15,39 @@
 #include "backend/cuda/attention/fragment.h"
 #include "backend/cuda/attention/plan.h"
 #include "backend/cuda/attention/tile_math.h"
+#include "backend/cuda/launch.h"
+#ifdef SPEEDRUN_CUDA_EMULATED
+#include "backend/cuda/emulator/ptx.h"
+#endif
 
 namespace speedrun::cuda::attn {
 
 using bf16 = __nv_bfloat16;
 
+#ifdef SPEEDRUN_CUDA_EMULATED
+// The same instructions on the emulator (emulator/ptx.h, simt.h).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  emu::ldmatrix_x4(r, p, false);
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  emu::ldmatrix_x4(r, p, true);
+}
+__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
+                                          uint32_t b1) {
+  emu::mma_m16n8k16_bf16(c, a, b0, b1);
+}
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
+  emu::async_copy(smem, gmem, 16, valid ? 16 : 0);
+}
+__device__ __forceinline__ void cp_async_4(void* smem, const void* gmem, bool valid) {
+  emu::async_copy(smem, gmem, 4, valid ? 4 : 0);
+}
+__device__ __forceinline__ void cp_async_commit() { emu::async_commit(); }
+template <int n>
+__device__ __forceinline__ void cp_async_wait() {
+  emu::async_wait(n);
+}
+#else
 __device__ __forceinline__ uint32_t smem_u32(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -68,6 +96,7 @@ template <int n>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(n) : "memory");
 }
+#endif  // SPEEDRUN_CUDA_EMULATED
 
 // Rows [0, kRows) of a head slice (row stride ld elements, D columns) into shared memory
 // s[kRows][D + 8]; rows >= valid are zero-filled (padding of a short last tile: zeros keep

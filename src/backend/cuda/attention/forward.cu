@@ -15,7 +15,7 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) {
   constexpr int kLd = smem_ld(D);
   constexpr int kChunk = fwd_chunk(D);
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  SR_DYNAMIC_SMEM(smem_raw);
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
   bf16* sK = sQ + kTile * kLd;                     // [2][kChunk][kLd]
   bf16* sV = sK + 2 * kChunk * kLd;                // [2][kChunk][kLd]
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
 template <int D>
 cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
   const dim3 grid(unsigned(a.plan.n_q_items) * unsigned(a.H));
-  forward_kernel<D><<<grid, kThreads, fwd_smem(D), stream>>>(a);
+  SR_LAUNCH(grid, kThreads, fwd_smem(D), stream, forward_kernel<D>)(a);
   return cudaGetLastError();
 }
 

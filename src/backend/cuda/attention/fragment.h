@@ -25,8 +25,8 @@
 namespace speedrun::cuda::attn {
 
 // Row and column, inside the 16x8 accumulator tile, of element i (0..3) of `lane`.
-SR_HD int c_row(int lane, int i) { return (lane >> 2) + ((i >> 1) << 3); }
-SR_HD int c_col(int lane, int i) { return ((lane & 3) << 1) + (i & 1); }
+SR_TILE_HD int c_row(int lane, int i) { return (lane >> 2) + ((i >> 1) << 3); }
+SR_TILE_HD int c_col(int lane, int i) { return ((lane & 3) << 1) + (i & 1); }
 
 // ldmatrix.x4 over a 16x16 block stored row-major (16-byte rows of 8 bf16): the row and
 // column (in elements, relative to the block) whose address `lane` supplies.
@@ -36,15 +36,15 @@ SR_HD int c_col(int lane, int i) { return ((lane & 3) << 1) + (i & 1); }
 //    of 8): registers b0, b1 of n-block 0, then b0, b1 of n-block 1. Same addresses as A.
 //  - ldsm_bn_*: no .trans, the block is B stored [n][k] (rows = two n-blocks of 8,
 //    columns = K): registers b0, b1 of n-block 0, then b0, b1 of n-block 1.
-SR_HD int ldsm_a_row(int lane) { return lane & 15; }
-SR_HD int ldsm_a_col(int lane) { return (lane >> 4) << 3; }
-SR_HD int ldsm_bk_row(int lane) { return lane & 15; }
-SR_HD int ldsm_bk_col(int lane) { return (lane >> 4) << 3; }
-SR_HD int ldsm_bn_row(int lane) { return ((lane >> 4) << 3) + (lane & 7); }
-SR_HD int ldsm_bn_col(int lane) { return ((lane >> 3) & 1) << 3; }
+SR_TILE_HD int ldsm_a_row(int lane) { return lane & 15; }
+SR_TILE_HD int ldsm_a_col(int lane) { return (lane >> 4) << 3; }
+SR_TILE_HD int ldsm_bk_row(int lane) { return lane & 15; }
+SR_TILE_HD int ldsm_bk_col(int lane) { return (lane >> 4) << 3; }
+SR_TILE_HD int ldsm_bn_row(int lane) { return ((lane >> 4) << 3) + (lane & 7); }
+SR_TILE_HD int ldsm_bn_col(int lane) { return ((lane >> 3) & 1) << 3; }
 
 // Two floats rounded to bf16 (nearest even), packed lower column first: one A register.
-SR_HD uint32_t pack_bf16x2(float lo, float hi) {
+SR_TILE_HD uint32_t pack_bf16x2(float lo, float hi) {
 #ifdef __CUDA_ARCH__
   uint32_t r;
   asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));  // first source -> high half
@@ -56,7 +56,7 @@ SR_HD uint32_t pack_bf16x2(float lo, float hi) {
 
 // The A fragment of one 16-wide k-step from two adjacent 16x8 accumulator tiles (columns
 // 0..7 in c0, 8..15 in c1): how P (and dS) feed the next product without leaving registers.
-SR_HD void a_from_c(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
+SR_TILE_HD void a_from_c(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4]) {
   a[0] = pack_bf16x2(c0[0], c0[1]);
   a[1] = pack_bf16x2(c0[2], c0[3]);
   a[2] = pack_bf16x2(c1[0], c1[1]);

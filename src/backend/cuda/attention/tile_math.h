@@ -11,10 +11,12 @@
 #include <cstdint>
 
 #ifdef __CUDACC__
-#define SR_HD __host__ __device__ __forceinline__
+// SR_TILE_HD: inline arithmetic of the tile loops on both sides (math/hd.h's SR_HD, for the
+// other kernels, leaves inline to each function).
+#define SR_TILE_HD __host__ __device__ __forceinline__
 #define SR_UNROLL _Pragma("unroll")
 #else
-#define SR_HD inline
+#define SR_TILE_HD inline
 #define SR_UNROLL
 #endif
 
@@ -37,9 +39,9 @@ static_assert(sizeof(WorkItem) == 16, "WorkItem is loaded as one 16-byte vector"
 // A list entry: partner tile index << 1 | full (every pair of the tile visible, and both
 // tiles of full length: a full tile skips the per-element test, so padding rows of a short
 // last tile must never be in one).
-SR_HD int32_t make_entry(int32_t tile, bool full) { return (tile << 1) | (full ? 1 : 0); }
-SR_HD int32_t entry_tile(int32_t e) { return e >> 1; }
-SR_HD bool entry_full(int32_t e) { return (e & 1) != 0; }
+SR_TILE_HD int32_t make_entry(int32_t tile, bool full) { return (tile << 1) | (full ? 1 : 0); }
+SR_TILE_HD int32_t entry_tile(int32_t e) { return e >> 1; }
+SR_TILE_HD bool entry_full(int32_t e) { return (e & 1) != 0; }
 
 // What a kernel reads: pointers into one buffer (device memory for the kernels, host memory
 // for the CPU emulation) and the sizes.
@@ -62,10 +64,10 @@ struct Chunk {
   bool full;      // the tile's full flag
   bool valid;     // start < T
 };
-SR_HD int32_t chunk_count(const WorkItem& it, int32_t rows) {
+SR_TILE_HD int32_t chunk_count(const WorkItem& it, int32_t rows) {
   return (it.end - it.begin) * (kTile / rows);
 }
-SR_HD Chunk chunk_at(const int32_t* list, const WorkItem& it, int32_t c, int32_t rows,
+SR_TILE_HD Chunk chunk_at(const int32_t* list, const WorkItem& it, int32_t c, int32_t rows,
                      int32_t T) {
   const int32_t per = kTile / rows;
   const int32_t e = list[it.begin + c / per];
@@ -79,12 +81,12 @@ SR_HD Chunk chunk_at(const int32_t* list, const WorkItem& it, int32_t c, int32_t
 // lo_i = max(first token of i's document, i - window + 1) (plan.cpp computes lo per token).
 // Rows i >= T (padding of a short last tile) see nothing; keys j >= T are past every real
 // query, so j <= i hides them.
-SR_HD bool visible(int32_t i, int32_t j, int32_t lo_i, int32_t T) {
+SR_TILE_HD bool visible(int32_t i, int32_t j, int32_t lo_i, int32_t T) {
   return i < T && j <= i && j >= lo_i;
 }
 
 // ---- online softmax ----------------------------------------------------------------------
-SR_HD float exp2_approx(float x) {
+SR_TILE_HD float exp2_approx(float x) {
 #ifdef __CUDA_ARCH__
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));  // 2^-inf = +0
@@ -96,7 +98,7 @@ SR_HD float exp2_approx(float x) {
 
 // The value subtracted before exp2: the running max, or 0 while a row has seen no visible
 // key (its max is -inf, and -inf - -inf would be NaN; every exponent is then -inf -> 0).
-SR_HD float softmax_shift(float m) { return m == kNegInf ? 0.f : m; }
+SR_TILE_HD float softmax_shift(float m) { return m == kNegInf ? 0.f : m; }
 
 // One row's share of a chunk. at(k), k < kN, are the scores (log2 units, -inf where hidden)
 // of the keys this thread holds for the row; chunk_max is the max over the row's whole chunk
@@ -104,7 +106,7 @@ SR_HD float softmax_shift(float m) { return m == kNegInf ? 0.f : m; }
 // place, updates the running max m and this thread's partial sum l (l = alpha * l + sum p),
 // and returns alpha = 2^(m_old - m_new), the factor the row's output accumulators take.
 template <int kN, class At>
-SR_HD float softmax_chunk(At&& at, float chunk_max, float& m, float& l) {
+SR_TILE_HD float softmax_chunk(At&& at, float chunk_max, float& m, float& l) {
   const float m_new = fmaxf(m, chunk_max);
   const float shift = softmax_shift(m_new);
   const float alpha = exp2_approx(m - shift);
@@ -126,16 +128,16 @@ struct RowEnd {
   float lse;
   float inv_l;
 };
-SR_HD RowEnd finish_row(float m, float l) {
+SR_TILE_HD RowEnd finish_row(float m, float l) {
   if (l == 0.f) return RowEnd{kNegInf, 0.f};
   return RowEnd{(m + log2f(l)) * kLn2, 1.f / l};
 }
 
 // ---- backward -----------------------------------------------------------------------------
 // P = exp(s - lse) recomputed from the forward's lse: 2^(x - lse * log2 e).
-SR_HD float lse_to_log2(float lse) { return lse * kLog2e; }
-SR_HD float prob_from_lse(float x, float lse_log2) { return exp2_approx(x - lse_log2); }
+SR_TILE_HD float lse_to_log2(float lse) { return lse * kLog2e; }
+SR_TILE_HD float prob_from_lse(float x, float lse_log2) { return exp2_approx(x - lse_log2); }
 // dS = P * (dP - D) with D = rowsum(dO * O) (scale applied once, to dQ and dK at the end).
-SR_HD float dscore(float p, float dp, float delta) { return p * (dp - delta); }
+SR_TILE_HD float dscore(float p, float dp, float delta) { return p * (dp - delta); }
 
 }  // namespace speedrun::cuda::attn
