@@ -3,7 +3,8 @@
 // 64 and 128, outputs poisoned with NaN first (every element must be written); determinism
 // (the same bits twice); plans that change between calls; the record's shape (B=1,
 // T=65536, H=6, D=128, windows 64 and 1792) on sampled rows. Every test skips, saying so,
-// where no GPU is visible. The logic these kernels share with the CPU emulation is proven
+// where no GPU is visible, and run on the CPU emulator of CUDA in the emulated build
+// (scripts/emulate.sh). The logic these kernels share with the CPU emulation is proven
 // without a GPU in test_cuda_attention_plan.cpp.
 #include <gtest/gtest.h>
 

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs the CUDA backend's tests without a GPU: builds build-emu/ with the CUDA code compiled
+# by the host compiler against the CPU emulator of CUDA (src/backend/cuda/emulator/: every
+# CUDA thread a fiber, warp collectives, ldmatrix/mma.sync/cp.async and cuBLASLt as their
+# specifications define them), then runs
+#   - the emulator's own tests (test_cuda_emulator);
+#   - every Backend op of the CUDA backend against the fp64 oracle (test_conformance),
+#     its own tests (test_cuda_backend: the model's loss and every gradient, decoding,
+#     sampling) and the attention kernels on awkward shapes (test_cuda_attention);
+#   - the attention kernels and the reductions again under two other schedules (threads
+#     and blocks in reverse with cp.async landing at issue; a seeded shuffle), where a race
+#     would change results.
+# Left to a GPU (and to `scripts/emulate.sh --all`, about 30 minutes): the 100-step
+# training run against the CPU curve and the record-shape attention check.
+# Needs the CUDA toolkit's headers (/usr/local/cuda), not a GPU or its driver. About 6
+# minutes on 2 cores (docs/TESTING.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -f /usr/local/cuda/include/cuda_runtime.h ] && ! command -v nvcc >/dev/null; then
+  echo "emulate: no CUDA toolkit headers (/usr/local/cuda): the CUDA backend's tests are skipped"
+  exit 0
+fi
+all=0
+[ "${1:-}" = "--all" ] && all=1
+
+cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON -DSPEEDRUN_MPI=OFF \
+  >/dev/null
+targets=(speedrun test_cuda_emulator test_conformance test_cuda_backend test_cuda_attention)
+cmake --build build-emu -j"$(nproc)" --target "${targets[@]}"
+
+cd build-emu
+slow='CudaBackendTest.TrainingTracksTheCpuLossCurve:CudaAttention.RecordShapeIsFiniteAndMatchesSampledRows'
+filter="-$slow"
+[ "$all" = 1 ] && filter='*'
+run() {  # run <schedule> <binary> [gtest filter]
+  echo "== $2 (schedule: $1)"
+  SPEEDRUN_CUDA_EMULATOR_ORDER="$1" ./"$2" --gtest_brief=1 --gtest_filter="${3:-*}"
+}
+run forward test_cuda_emulator
+run forward test_conformance '*cuda*'
+run forward test_cuda_backend "$filter"
+run forward test_cuda_attention "$filter"
+for s in reverse,early 1234; do
+  run "$s" test_cuda_attention "$filter"
+  run "$s" test_conformance '*cuda*'
+done
+echo "emulate: the CUDA backend's tests passed on the emulator"

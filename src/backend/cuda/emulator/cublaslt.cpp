@@ -1,0 +1,237 @@
+// The cuBLASLt subset CudaBackend::gemm uses, for an emulated build (no libcublasLt
+// linked): column-major layouts with a leading dimension and an optional strided batch,
+// bf16 or fp32 operands, TRANSA/TRANSB, fp32 compute and scale, C and D in one layout.
+// D = alpha op(A) op(B) + beta C is computed by OpenBLAS's sgemm on fp32 copies of the
+// operands (bf16 widens exactly; accumulation in fp32 as on the GPU) and rounded to D's
+// type. Shapes that do not fit each other are refused with CUBLAS_STATUS_INVALID_VALUE, as
+// cuBLASLt refuses them; the heuristic offers one algorithm for any valid problem.
+#include <cblas.h>
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "backend/cuda/emulator/simt.h"
+#include "backend/cuda/math/bf16.h"
+
+struct cublasLtContext {};
+
+namespace {
+
+struct Layout {
+  cudaDataType type;
+  uint64_t rows, cols;
+  int64_t ld;
+  int32_t batch = 1;
+  int64_t stride = 0;
+};
+struct Desc {
+  cublasComputeType_t compute;
+  cudaDataType_t scale;
+  cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
+};
+
+std::mutex g_mutex;
+std::map<const void*, Layout> g_layouts;
+std::map<const void*, Desc> g_descs;
+
+bool known_type(cudaDataType t) { return t == CUDA_R_16BF || t == CUDA_R_32F; }
+size_t type_bytes(cudaDataType t) { return t == CUDA_R_16BF ? 2 : 4; }
+
+float load(const void* base, cudaDataType t, int64_t i) {
+  if (t == CUDA_R_16BF)
+    return speedrun::cuda::math::bf16_to_f32(static_cast<const uint16_t*>(base)[i]);
+  return static_cast<const float*>(base)[i];
+}
+void store(void* base, cudaDataType t, int64_t i, float v) {
+  if (t == CUDA_R_16BF)
+    static_cast<uint16_t*>(base)[i] = speedrun::cuda::math::f32_to_bf16(v);
+  else
+    static_cast<float*>(base)[i] = v;
+}
+
+// A column-major rows x cols matrix (element (r, c) at r + c * ld) as row-major fp32.
+std::vector<float> widen(const void* base, const Layout& l) {
+  std::vector<float> v(l.rows * l.cols);
+  for (uint64_t r = 0; r < l.rows; ++r)
+    for (uint64_t c = 0; c < l.cols; ++c) v[r * l.cols + c] = load(base, l.type, int64_t(r + c * uint64_t(l.ld)));
+  return v;
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasLtCreate(cublasLtHandle_t* h) {
+  if (speedrun::cuda::emu::peek_sticky_error() != cudaSuccess) return CUBLAS_STATUS_NOT_INITIALIZED;
+  *h = new cublasLtContext;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t compute,
+                                        cudaDataType_t scale) {
+  if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  *d = new cublasLtMatmulDescOpaque_t{};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_descs[*d] = Desc{compute, scale};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_descs.erase(d);
+  delete d;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
+                                              const void* buf, size_t size) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_descs.find(d);
+  if (it == g_descs.end()) return CUBLAS_STATUS_INVALID_VALUE;
+  if (attr != CUBLASLT_MATMUL_DESC_TRANSA && attr != CUBLASLT_MATMUL_DESC_TRANSB)
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (size != sizeof(cublasOperation_t)) return CUBLAS_STATUS_INVALID_VALUE;
+  cublasOperation_t op;
+  std::memcpy(&op, buf, size);
+  if (op != CUBLAS_OP_N && op != CUBLAS_OP_T) return CUBLAS_STATUS_NOT_SUPPORTED;
+  (attr == CUBLASLT_MATMUL_DESC_TRANSA ? it->second.ta : it->second.tb) = op;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType type, uint64_t rows,
+                                          uint64_t cols, int64_t ld) {
+  if (!known_type(type)) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (ld < int64_t(rows) || ld < 1) return CUBLAS_STATUS_INVALID_VALUE;
+  *l = new cublasLtMatrixLayoutOpaque_t{};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_layouts[*l] = Layout{type, rows, cols, ld};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_layouts.erase(l);
+  delete l;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t attr,
+                                                const void* buf, size_t size) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_layouts.find(l);
+  if (it == g_layouts.end()) return CUBLAS_STATUS_INVALID_VALUE;
+  if (attr == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && size == sizeof(int32_t)) {
+    std::memcpy(&it->second.batch, buf, size);
+    return it->second.batch >= 1 ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_INVALID_VALUE;
+  }
+  if (attr == CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET && size == sizeof(int64_t)) {
+    std::memcpy(&it->second.stride, buf, size);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  return CUBLAS_STATUS_NOT_SUPPORTED;
+}
+
+cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
+  *p = new cublasLtMatmulPreferenceOpaque_t{};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
+  delete p;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
+                                                    const void*, size_t) {
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // extern "C"
+
+namespace {
+
+// The problem's shapes, or false where they do not fit each other.
+bool problem(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+             cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl, Desc& desc, Layout& A, Layout& B,
+             Layout& C, Layout& D) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto di = g_descs.find(d);
+  auto ai = g_layouts.find(a), bi = g_layouts.find(b), ci = g_layouts.find(c), dd = g_layouts.find(dl);
+  if (di == g_descs.end() || ai == g_layouts.end() || bi == g_layouts.end() || ci == g_layouts.end() ||
+      dd == g_layouts.end())
+    return false;
+  desc = di->second;
+  A = ai->second, B = bi->second, C = ci->second, D = dd->second;
+  const uint64_t m = D.rows, n = D.cols;
+  const uint64_t am = desc.ta == CUBLAS_OP_N ? A.rows : A.cols, k = desc.ta == CUBLAS_OP_N ? A.cols : A.rows;
+  const uint64_t bk = desc.tb == CUBLAS_OP_N ? B.rows : B.cols, bn = desc.tb == CUBLAS_OP_N ? B.cols : B.rows;
+  return am == m && bk == k && bn == n && C.rows == m && C.cols == n && C.type == D.type &&
+         A.batch == B.batch && A.batch == C.batch && A.batch == D.batch && A.type == B.type;
+}
+
+}  // namespace
+
+extern "C" {
+
+cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                              cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                                              cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t, int requested,
+                                              cublasLtMatmulHeuristicResult_t results[], int* returned) {
+  Desc desc;
+  Layout A, B, C, D;
+  *returned = 0;
+  if (requested < 1 || !problem(d, a, b, c, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
+  std::memset(&results[0], 0, sizeof results[0]);
+  results[0].algo.data[0] = 0x5eed;  // one algorithm, the same for every problem
+  results[0].state = CUBLAS_STATUS_SUCCESS;
+  results[0].wavesCount = 1;
+  *returned = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha, const void* a,
+                              cublasLtMatrixLayout_t al, const void* b, cublasLtMatrixLayout_t bl, const void* beta,
+                              const void* c, cublasLtMatrixLayout_t cl, void* dp, cublasLtMatrixLayout_t dl,
+                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+  if (speedrun::cuda::emu::peek_sticky_error() != cudaSuccess) return CUBLAS_STATUS_EXECUTION_FAILED;
+  Desc desc;
+  Layout A, B, C, D;
+  if (!problem(d, al, bl, cl, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
+  const float fa = *static_cast<const float*>(alpha), fb = *static_cast<const float*>(beta);
+  const int m = int(D.rows), n = int(D.cols);
+  const int k = int(desc.ta == CUBLAS_OP_N ? A.cols : A.rows);
+  for (int32_t s = 0; s < A.batch; ++s) {
+    const auto* pa = static_cast<const unsigned char*>(a) + s * A.stride * int64_t(type_bytes(A.type));
+    const auto* pb = static_cast<const unsigned char*>(b) + s * B.stride * int64_t(type_bytes(B.type));
+    const auto* pc = static_cast<const unsigned char*>(c) + s * C.stride * int64_t(type_bytes(C.type));
+    auto* pd = static_cast<unsigned char*>(dp) + s * D.stride * int64_t(type_bytes(D.type));
+    const std::vector<float> wa = widen(pa, A), wb = widen(pb, B);
+    std::vector<float> out(size_t(m) * size_t(n), 0.f);
+    if (fb != 0) out = widen(pc, C);
+    if (k > 0)
+      cblas_sgemm(CblasRowMajor, desc.ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                  desc.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, fa, wa.data(), int(A.cols),
+                  wb.data(), int(B.cols), fb, out.data(), n);
+    else
+      for (float& v : out) v *= fb;
+    for (int r = 0; r < m; ++r)
+      for (int col = 0; col < n; ++col) store(pd, D.type, int64_t(r) + int64_t(col) * D.ld, out[size_t(r) * n + col]);
+  }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+const char* cublasLtGetStatusName(cublasStatus_t s) {
+  switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    default: return "CUBLAS_STATUS_UNKNOWN";
+  }
+}
+const char* cublasLtGetStatusString(cublasStatus_t s) { return cublasLtGetStatusName(s); }
+
+}  // extern "C"

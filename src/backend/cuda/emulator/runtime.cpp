@@ -1,0 +1,233 @@
+// The CUDA runtime functions speedrun calls, for an emulated build (no libcudart linked):
+// one device (sm_90, an H200's limits), device memory in host memory, every stream and
+// event synchronous. Device memory is capped (SPEEDRUN_CUDA_EMULATOR_MEMORY bytes, 4 GiB
+// by default) so that running out of it can be tested; new allocations hold 0xff bytes
+// (NaN in bf16 and fp32) so that reading memory nobody wrote shows. A kernel failure is
+// sticky, as a fault on the device is: every later call returns it.
+#include <cuda_runtime.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <new>
+#include <string>
+
+#include "backend/cuda/emulator/simt.h"
+
+namespace {
+
+std::mutex g_mutex;
+std::map<const void*, size_t> g_device;  // live cudaMalloc blocks
+size_t g_used = 0;
+
+size_t capacity() {
+  static const size_t cap = [] {
+    const char* e = std::getenv("SPEEDRUN_CUDA_EMULATOR_MEMORY");
+    return e ? size_t(std::strtoull(e, nullptr, 10)) : size_t(4) << 30;
+  }();
+  return cap;
+}
+
+bool no_device() {
+  const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
+  return v && (std::strcmp(v, "") == 0 || std::strcmp(v, "-1") == 0);
+}
+
+// Every call but the error queries starts here: a sticky failure or a hidden device.
+cudaError_t gate() {
+  if (no_device()) return cudaErrorNoDevice;
+  return speedrun::cuda::emu::peek_sticky_error();
+}
+
+double now_ms() {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+struct Event {
+  double ms = 0;
+};
+struct Stream {};
+
+}  // namespace
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  *count = no_device() ? 0 : 1;
+  return no_device() ? cudaErrorNoDevice : cudaSuccess;
+}
+
+cudaError_t cudaSetDevice(int device) {
+  if (cudaError_t e = gate()) return e;
+  return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+}
+
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
+  if (cudaError_t e = gate()) return e;
+  if (device != 0) return cudaErrorInvalidDevice;
+  std::memset(p, 0, sizeof *p);
+  std::strncpy(p->name, "speedrun CUDA emulator (H200 limits)", sizeof p->name - 1);
+  p->major = 9;
+  p->minor = 0;
+  p->multiProcessorCount = 132;
+  p->totalGlobalMem = capacity();
+  p->sharedMemPerBlock = 48 << 10;
+  p->sharedMemPerBlockOptin = 232448;
+  p->sharedMemPerMultiprocessor = 233472;
+  p->l2CacheSize = 60 << 20;
+  p->warpSize = 32;
+  p->maxThreadsPerBlock = 1024;
+  p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024;
+  p->maxThreadsDim[2] = 64;
+  p->maxGridSize[0] = 0x7fffffff;
+  p->maxGridSize[1] = p->maxGridSize[2] = 65535;
+  p->regsPerBlock = 65536;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
+  if (cudaError_t e = gate()) return e;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  *total = capacity();
+  *free_bytes = capacity() - g_used;
+  return cudaSuccess;
+}
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  *p = nullptr;
+  if (cudaError_t e = gate()) return e;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const size_t n = bytes ? bytes : 1;
+  if (n > capacity() - g_used) return cudaErrorMemoryAllocation;
+  void* q = ::operator new(n, std::align_val_t(256), std::nothrow);
+  if (!q) return cudaErrorMemoryAllocation;
+  std::memset(q, 0xff, n);
+  g_device[q] = n;
+  g_used += n;
+  *p = q;
+  return cudaSuccess;
+}
+
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  if (cudaError_t e = gate()) return e;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_device.find(p);
+  if (it == g_device.end()) return cudaErrorInvalidValue;
+  g_used -= it->second;
+  g_device.erase(it);
+  ::operator delete(p, std::align_val_t(256));
+  return cudaSuccess;
+}
+
+cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
+  if (cudaError_t e = gate()) return e;
+  *p = ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
+  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
+cudaError_t cudaFreeHost(void* p) {
+  if (p) ::operator delete(p, std::align_val_t(256));
+  return cudaSuccess;
+}
+
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  if (cudaError_t e = gate()) return e;
+  if (bytes) std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  if (cudaError_t e = gate()) return e;
+  if (bytes) std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
+  return cudaMemset(p, value, bytes);
+}
+
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  if (cudaError_t e = gate()) return e;
+  *s = reinterpret_cast<cudaStream_t>(new Stream);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete reinterpret_cast<Stream*>(s);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return gate(); }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return gate(); }
+
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  if (cudaError_t err = gate()) return err;
+  *e = reinterpret_cast<cudaEvent_t>(new Event);
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete reinterpret_cast<Event*>(e);
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  if (cudaError_t err = gate()) return err;
+  reinterpret_cast<Event*>(e)->ms = now_ms();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return gate(); }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
+  if (cudaError_t err = gate()) return err;
+  *ms = float(reinterpret_cast<Event*>(end)->ms - reinterpret_cast<Event*>(start)->ms);
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (cudaError_t e = gate()) return e;
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorNotSupported;
+  if (value < 0 || value > 232448) return cudaErrorInvalidValue;
+  speedrun::cuda::emu::set_max_dynamic_smem(func, value);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError() {
+  if (no_device()) return cudaErrorNoDevice;
+  return speedrun::cuda::emu::take_launch_error();
+}
+cudaError_t cudaPeekAtLastError() { return speedrun::cuda::emu::peek_sticky_error(); }
+cudaError_t cudaDeviceSynchronize() { return gate(); }
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    default: return "cudaErrorUnknown";
+  }
+}
+
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorLaunchFailure: return "unspecified launch failure (the emulator printed why)";
+    case cudaErrorNotSupported: return "operation not supported";
+    default: return "unknown error";
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,149 @@
+// The CPU emulation of CUDA's execution model that an emulated build runs kernels on
+// (prelude.h): a launch runs its blocks one after another, each block as blockDim
+// fibers (one per CUDA thread) switched cooperatively on one OS thread. A fiber runs
+// until it reaches a barrier (__syncthreads), a warp collective (__syncwarp, a shuffle,
+// ldmatrix, mma: ptx.h) or its end; a barrier opens when every live thread of the block
+// (or lane of the warp) has reached it.
+//
+// What it checks, each a launch failure naming the kernel, block and thread:
+//  - launch shapes as an H200 takes them (threads per block, grid dims, dynamic shared
+//    memory against the kernel's cudaFuncAttributeMaxDynamicSharedMemorySize);
+//  - barriers nobody can pass (a deadlock: some threads wait where others never arrive);
+//  - warp collectives with a partial mask or an exited lane, and lanes of one warp at
+//    different collectives (both undefined on the hardware);
+//  - ldmatrix / cp.async addresses outside the block's dynamic shared memory or misaligned.
+// Shared memory starts as 0xff bytes (NaN in bf16 and fp32), so a read of a value nobody
+// wrote shows in the results.
+//
+// Races show as results that change with the schedule (every kernel of this backend is
+// deterministic): set_schedule() or SPEEDRUN_CUDA_EMULATOR_ORDER (forward, reverse, or a
+// number seeding a shuffle) changes the order threads run between barriers and blocks run
+// in, and whether cp.async copies land as soon as issued or only at their wait (ptx.h).
+//
+// It does not model timing, memory ordering between blocks beyond "one block after
+// another", streams (everything is synchronous) or the instructions' exact rounding.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+
+namespace speedrun::cuda::emu {
+
+// ---- schedule ------------------------------------------------------------------------------
+struct Schedule {
+  enum class Order { Forward, Reverse, Shuffle } order = Order::Forward;
+  uint64_t seed = 0;          // Shuffle only
+  bool early_copies = false;  // cp.async lands when issued (else at its wait_group)
+};
+void set_schedule(const Schedule& s);
+Schedule schedule();
+// "forward", "reverse", or a seed; "...,early" lands copies at issue.
+Schedule parse_schedule(const std::string& text);
+
+// ---- the running thread ----------------------------------------------------------------------
+const uint3& thread_idx();
+const uint3& block_idx();
+const dim3& block_dim();
+const dim3& grid_dim();
+int lane_id();
+int warp_id();
+
+// Ends the launch with a failure (from inside a kernel): the message names the kernel,
+// block and thread. Does not return.
+[[noreturn]] void kernel_fail(const std::string& what);
+
+// __syncthreads at file:line (the call site: threads of a block waiting at two different
+// barriers is undefined on the hardware, and reported here).
+void sync_threads(const char* file, int line);
+
+// A warp collective: every lane of the warp calls it with the same `what`; each passes
+// in_bytes of input and receives out_bytes of output, and `fn` (run once, by the last lane
+// to arrive) computes all 32 outputs from all 32 inputs (lane L's at ins + L * in_bytes).
+using CollectiveFn = void (*)(const unsigned char* ins, unsigned char* outs, const void* ctx);
+void warp_collective(const char* what, unsigned mask, const void* in, size_t in_bytes,
+                     void* out, size_t out_bytes, CollectiveFn fn, const void* ctx = nullptr);
+
+void sync_warp(unsigned mask = 0xffffffffu);
+
+namespace detail {
+struct ShflIn {
+  unsigned char value[8];
+  int src;
+};
+void shfl_fn(const unsigned char* ins, unsigned char* outs, const void* size);
+}  // namespace detail
+
+template <class T>
+T shfl_from(const char* what, unsigned mask, T v, int src) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 8, "a shuffle moves <= 8 bytes");
+  static constexpr size_t kSize = sizeof(T);
+  detail::ShflIn in{};
+  std::memcpy(in.value, &v, sizeof(T));
+  in.src = src;
+  T out;
+  warp_collective(what, mask, &in, sizeof in, &out, sizeof out, detail::shfl_fn, &kSize);
+  return out;
+}
+template <class T>
+T shfl_xor(unsigned mask, T v, int lane_mask) {
+  return shfl_from("__shfl_xor_sync", mask, v, (lane_id() ^ lane_mask) & 31);
+}
+template <class T>
+T shfl_down(unsigned mask, T v, unsigned delta) {
+  const int src = lane_id() + int(delta);
+  return shfl_from("__shfl_down_sync", mask, v, src < 32 ? src : lane_id());
+}
+
+// The block's dynamic shared memory (the launch's byte count), and whether [p, p + n) lies
+// inside it.
+unsigned char* dynamic_smem();
+bool in_dynamic_smem(const void* p, size_t n);
+
+// ---- cp.async (ptx.h issues through these) --------------------------------------------------
+void async_copy(void* smem, const void* global, size_t bytes, size_t src_bytes);
+void async_commit();
+void async_wait(int pending);
+
+// ---- launches --------------------------------------------------------------------------------
+// The dynamic shared memory a kernel may take (cudaFuncSetAttribute).
+void set_max_dynamic_smem(const void* kernel, int bytes);
+
+// Runs body() as every thread of every block; returns cudaSuccess or the launch's error
+// (also left for cudaGetLastError; a failure inside a kernel is printed and sticky, as a
+// kernel fault is on the device).
+cudaError_t run_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem,
+                       const std::function<void()>& body);
+
+// SR_LAUNCH's object in an emulated build: Launcher(...)(args...) launches.
+template <class Body>
+struct Launcher {
+  const char* name;
+  const void* kernel;
+  dim3 grid, block;
+  size_t smem;
+  Body body;
+  template <class... Args>
+  void operator()(Args&&... args) const {
+    std::tuple<std::decay_t<Args>...> params(std::forward<Args>(args)...);  // by value
+    run_launch(name, kernel, grid, block, smem, [&] { std::apply(body, params); });
+  }
+};
+template <class Body>
+Launcher<Body> make_launcher(const char* name, const void* kernel, dim3 grid, dim3 block,
+                             size_t smem, cudaStream_t, Body body) {
+  return Launcher<Body>{name, kernel, grid, block, smem, body};
+}
+
+// Sticky state of the emulated device (runtime.cpp reads it).
+cudaError_t take_launch_error();     // the last launch error, cleared (cudaGetLastError)
+cudaError_t peek_sticky_error();     // a kernel failure, which every later call returns
+std::string last_failure();          // its message
+void reset_device_for_tests();       // clears a sticky failure (the emulator's own tests)
+
+}  // namespace speedrun::cuda::emu

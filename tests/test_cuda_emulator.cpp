@@ -1,0 +1,426 @@
+// The CPU emulator of CUDA (src/backend/cuda/emulator/) that the emulated build runs the
+// CUDA backend on: that it runs kernels as the hardware defines them (barriers, shuffles,
+// ldmatrix + mma.sync fragments against a plain matrix product, cp.async groups), and that
+// it reports what it promises to catch: races (results that change with the schedule),
+// deadlocks, divergent barriers and collectives, a lane missing from a full-mask shuffle,
+// cp.async outside shared memory or read before its wait, launch shapes an H200 refuses,
+// running out of device memory. Also its cuBLASLt (strided batches, transposes) and its
+// radix sort. The kernels here are CUDA C++, compiled by the host compiler through the
+// emulator's prelude; in a build with nvcc (or none) this file has no tests.
+#include <gtest/gtest.h>
+
+#ifdef SPEEDRUN_CUDA_EMULATED
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/attention/fragment.h"
+#include "backend/cuda/emulator/cub_sort.h"
+#include "backend/cuda/emulator/ptx.h"
+#include "backend/cuda/emulator/simt.h"
+#include "backend/cuda/launch.h"
+#include "backend/cuda/math/bf16.h"
+
+namespace speedrun::cuda {
+namespace {
+
+namespace emu = cuda::emu;
+
+// ---- kernels -------------------------------------------------------------------------------
+
+// out[b * n + i] = sum of in[b * n + 0..n) via shared memory and a tree: correct with the
+// barriers, a race without them.
+template <bool Barriers>
+__global__ void block_sum_kernel(float* out, const float* in) {
+  __shared__ float s[256];
+  const int t = int(threadIdx.x), n = int(blockDim.x);
+  s[t] = in[blockIdx.x * n + t];
+  if (Barriers) __syncthreads();
+  for (int step = n / 2; step > 0; step /= 2) {
+    if (t < step) s[t] += s[t + step];
+    if (Barriers) __syncthreads();
+  }
+  if (t == 0) out[blockIdx.x] = s[0];
+}
+
+__global__ void shuffle_kernel(int* xor_out, int* down_out) {
+  const int v = int(threadIdx.x) * 10;
+  xor_out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, v, 5);
+  down_out[threadIdx.x] = __shfl_down_sync(0xffffffffu, v, 3);
+}
+
+// Lanes >= 16 leave before the shuffle the others wait at.
+__global__ void missing_lane_kernel(int* out) {
+  if ((threadIdx.x & 31) >= 16) return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, int(threadIdx.x), 1);
+}
+
+// Half the block waits at one barrier, half at another.
+__global__ void divergent_barrier_kernel(int* out) {
+  if (threadIdx.x < 64) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  out[threadIdx.x] = 1;
+}
+
+// Warp 0 waits at a shuffle that lane 0 never reaches: it waits at the barrier instead.
+__global__ void deadlock_kernel(int* out) {
+  if (threadIdx.x == 0) {
+    __syncthreads();
+  } else if (threadIdx.x < 32) {
+    out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
+  }
+}
+
+// One warp: C[16x8] = A[16x16] B[16x8] through ldmatrix (A row-major, B stored [n][k]) and
+// mma.sync, addressed with attention/fragment.h; A and B are staged in dynamic shared memory
+// with cp.async.
+__global__ void mma_kernel(float* c, const uint16_t* a, const uint16_t* bt) {
+  SR_DYNAMIC_SMEM(smem);
+  auto* sa = reinterpret_cast<uint16_t*>(smem);  // [16][16]
+  auto* sb = sa + 16 * 16;                         // [16][16]: two n-blocks of 8 rows
+  const int lane = int(threadIdx.x);
+  // 2 x 16 rows x 2 pieces of 16 bytes = 64 pieces, 2 per lane.
+  for (int p = lane; p < 64; p += 32) {
+    const int m = p / 32, r = (p % 32) / 2, col = (p % 2) * 8;
+    uint16_t* dst = (m == 0 ? sa : sb) + r * 16 + col;
+    const uint16_t* src = (m == 0 ? a : bt) + r * 16 + col;
+    emu::async_copy(dst, src, 16, 16);
+  }
+  emu::async_commit();
+  emu::async_wait(0);
+  __syncthreads();
+  uint32_t af[4], bf[4];
+  emu::ldmatrix_x4(af, sa + attn::ldsm_a_row(lane) * 16 + attn::ldsm_a_col(lane), false);
+  emu::ldmatrix_x4(bf, sb + attn::ldsm_bn_row(lane) * 16 + attn::ldsm_bn_col(lane), false);
+  float acc0[4] = {}, acc1[4] = {};
+  emu::mma_m16n8k16_bf16(acc0, af, bf[0], bf[1]);  // n-block 0
+  emu::mma_m16n8k16_bf16(acc1, af, bf[2], bf[3]);  // n-block 1
+  for (int i = 0; i < 4; ++i) {
+    c[attn::c_row(lane, i) * 16 + attn::c_col(lane, i)] = acc0[i];
+    c[attn::c_row(lane, i) * 16 + 8 + attn::c_col(lane, i)] = acc1[i];
+  }
+}
+
+// Reads shared memory after cp.async was issued but before its wait (when `wait` is false).
+__global__ void early_read_kernel(float* out, const float* in, bool wait) {
+  SR_DYNAMIC_SMEM(smem);
+  auto* s = reinterpret_cast<float*>(smem);
+  emu::async_copy(s + threadIdx.x, in + threadIdx.x, 4, 4);
+  emu::async_commit();
+  if (wait) emu::async_wait(0);
+  __syncthreads();
+  out[threadIdx.x] = s[threadIdx.x];
+}
+
+__global__ void copy_outside_smem_kernel(const float* in) {
+  SR_DYNAMIC_SMEM(smem);
+  emu::async_copy(smem + 16 * (threadIdx.x + 1), in, 16, 16);  // thread 0 fits, 1 does not
+}
+
+__global__ void nothing_kernel(int*) {}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+struct Device {
+  std::vector<void*> ptrs;
+  template <class T>
+  T* upload(const std::vector<T>& v) {
+    void* p = nullptr;
+    EXPECT_EQ(cudaMalloc(&p, v.size() * sizeof(T)), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+    ptrs.push_back(p);
+    return static_cast<T*>(p);
+  }
+  template <class T>
+  T* zeros(size_t n) {
+    return upload(std::vector<T>(n, T{}));
+  }
+  ~Device() {
+    for (void* p : ptrs) cudaFree(p);
+  }
+};
+
+template <class T>
+std::vector<T> download(const T* p, size_t n) {
+  std::vector<T> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+// Runs with a schedule, restoring the default afterwards.
+struct ScheduleScope {
+  emu::Schedule saved = emu::schedule();
+  explicit ScheduleScope(const emu::Schedule& s) { emu::set_schedule(s); }
+  ~ScheduleScope() { emu::set_schedule(saved); }
+};
+
+emu::Schedule order(emu::Schedule::Order o, uint64_t seed = 0, bool early = false) {
+  emu::Schedule s;
+  s.order = o;
+  s.seed = seed;
+  s.early_copies = early;
+  return s;
+}
+
+// A launch that must fail inside the kernel: the failure is sticky, as on a device, so the
+// test clears it.
+void expect_kernel_failure(cudaError_t launch_result, const std::string& words) {
+  EXPECT_EQ(launch_result, cudaErrorLaunchFailure);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorLaunchFailure);
+  EXPECT_EQ(cudaDeviceSynchronize(), cudaErrorLaunchFailure) << "a kernel fault is sticky";
+  EXPECT_NE(emu::last_failure().find(words), std::string::npos) << emu::last_failure();
+  emu::reset_device_for_tests();
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+}
+
+std::vector<float> randn(size_t n, uint32_t seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (float& x : v) x = d(g);
+  return v;
+}
+
+// ---- execution model --------------------------------------------------------------------------
+
+TEST(CudaEmulator, BarriersMakeABlockReductionRightInEverySchedule) {
+  Device d;
+  const std::vector<float> in = randn(4 * 256, 1);
+  const float* din = d.upload(in);
+  float* out = d.zeros<float>(4);
+  for (auto o : {emu::Schedule::Order::Forward, emu::Schedule::Order::Reverse, emu::Schedule::Order::Shuffle}) {
+    ScheduleScope scope(order(o, 7));
+    SR_LAUNCH(4, 256, 0, nullptr, block_sum_kernel<true>)(out, din);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> got = download(out, 4);
+    for (int b = 0; b < 4; ++b) {
+      double want = 0;
+      for (int i = 0; i < 256; ++i) want += in[size_t(b * 256 + i)];
+      EXPECT_NEAR(got[size_t(b)], want, 1e-3) << "block " << b;
+    }
+  }
+}
+
+TEST(CudaEmulator, AMissingBarrierShowsAsResultsThatChangeWithTheSchedule) {
+  Device d;
+  const float* din = d.upload(randn(256, 2));
+  float* out = d.zeros<float>(1);
+  std::vector<float> results;
+  for (auto o : {emu::Schedule::Order::Forward, emu::Schedule::Order::Reverse}) {
+    ScheduleScope scope(order(o));
+    SR_LAUNCH(1, 256, 0, nullptr, block_sum_kernel<false>)(out, din);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    results.push_back(download(out, 1)[0]);
+  }
+  EXPECT_NE(results[0], results[1]) << "the race went unseen";
+}
+
+TEST(CudaEmulator, ShufflesFollowTheirDefinitions) {
+  Device d;
+  int* x = d.zeros<int>(64);
+  int* dn = d.zeros<int>(64);
+  SR_LAUNCH(1, 64, 0, nullptr, shuffle_kernel)(x, dn);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> gx = download(x, 64), gd = download(dn, 64);
+  for (int t = 0; t < 64; ++t) {
+    const int warp = t / 32 * 32, lane = t % 32;
+    EXPECT_EQ(gx[size_t(t)], (warp + (lane ^ 5)) * 10);
+    EXPECT_EQ(gd[size_t(t)], (lane + 3 < 32 ? t + 3 : t) * 10) << "lanes past the end keep their value";
+  }
+}
+
+TEST(CudaEmulator, ReportsALaneMissingFromAFullMaskShuffle) {
+  Device d;
+  int* out = d.zeros<int>(32);
+  SR_LAUNCH(1, 32, 0, nullptr, missing_lane_kernel)(out);
+  expect_kernel_failure(emu::peek_sticky_error(), "ended while its warp waits at __shfl_xor_sync");
+}
+
+TEST(CudaEmulator, ReportsThreadsAtDifferentBarriers) {
+  Device d;
+  int* out = d.zeros<int>(128);
+  SR_LAUNCH(1, 128, 0, nullptr, divergent_barrier_kernel)(out);
+  expect_kernel_failure(emu::peek_sticky_error(), "while others wait at");
+}
+
+TEST(CudaEmulator, ReportsADeadlock) {
+  Device d;
+  int* out = d.zeros<int>(64);
+  SR_LAUNCH(1, 64, 0, nullptr, deadlock_kernel)(out);
+  expect_kernel_failure(emu::peek_sticky_error(), "deadlock");
+}
+
+// ---- tensor cores and cp.async ---------------------------------------------------------------
+
+TEST(CudaEmulator, LdmatrixAndMmaComputeTheMatrixProductThroughFragmentH) {
+  std::vector<uint16_t> a(16 * 16), bt(16 * 16);
+  const std::vector<float> ra = randn(a.size(), 3), rb = randn(bt.size(), 4);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]), bt[i] = math::f32_to_bf16(rb[i]);
+  Device d;
+  float* c = d.zeros<float>(16 * 16);
+  const uint16_t* da = d.upload(a);
+  const uint16_t* db = d.upload(bt);
+  for (bool early : {false, true}) {
+    ScheduleScope scope(order(emu::Schedule::Order::Reverse, 0, early));
+    SR_LAUNCH(1, 32, 2 * 16 * 16 * 2, nullptr, mma_kernel)(c, da, db);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> got = download(c, 16 * 16);
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 16; ++j) {
+        double want = 0;
+        for (int k = 0; k < 16; ++k)
+          want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) * math::bf16_to_f32(bt[size_t(j * 16 + k)]);
+        EXPECT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
+      }
+  }
+}
+
+TEST(CudaEmulator, CpAsyncLandsAtItsWaitAndIsCheckedAgainstSharedMemory) {
+  Device d;
+  const std::vector<float> in = randn(64, 5);
+  const float* din = d.upload(in);
+  float* out = d.zeros<float>(64);
+  SR_LAUNCH(1, 64, 64 * 4, nullptr, early_read_kernel)(out, din, true);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(download(out, 64), in);
+  SR_LAUNCH(1, 64, 64 * 4, nullptr, early_read_kernel)(out, din, false);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  for (float v : download(out, 64)) EXPECT_TRUE(std::isnan(v)) << "read before the wait: still the poison";
+  {
+    ScheduleScope scope(order(emu::Schedule::Order::Forward, 0, true));
+    SR_LAUNCH(1, 64, 64 * 4, nullptr, early_read_kernel)(out, din, false);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    EXPECT_EQ(download(out, 64), in) << "landing at issue, the other end of what hardware may do";
+  }
+  SR_LAUNCH(1, 2, 16, nullptr, copy_outside_smem_kernel)(din);
+  expect_kernel_failure(emu::peek_sticky_error(), "outside the block's dynamic shared memory");
+}
+
+// ---- launches and memory ----------------------------------------------------------------------
+
+TEST(CudaEmulator, RefusesLaunchShapesAnH200Refuses) {
+  Device d;
+  int* out = d.zeros<int>(1);
+  SR_LAUNCH(1, 1025, 0, nullptr, nothing_kernel)(out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  SR_LAUNCH(dim3(1, 65536), 32, 0, nullptr, nothing_kernel)(out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidConfiguration);
+  SR_LAUNCH(1, 32, 64 << 10, nullptr, nothing_kernel)(out);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue) << "64 KiB without the attribute";
+  EXPECT_EQ(cudaFuncSetAttribute(nothing_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 << 10),
+            cudaSuccess);
+  SR_LAUNCH(1, 32, 64 << 10, nullptr, nothing_kernel)(out);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  EXPECT_EQ(cudaFuncSetAttribute(nothing_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 228 << 10),
+            cudaErrorInvalidValue)
+      << "past an H200's 227 KiB";
+  EXPECT_EQ(emu::peek_sticky_error(), cudaSuccess) << "refused launches are not sticky";
+}
+
+TEST(CudaEmulator, DeviceMemoryRunsOutAndStartsAsNaN) {
+  size_t free_b = 0, total = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total), cudaSuccess);
+  void* p = nullptr;
+  EXPECT_EQ(cudaMalloc(&p, total + 1), cudaErrorMemoryAllocation);
+  EXPECT_EQ(p, nullptr);
+  ASSERT_EQ(cudaMalloc(&p, 8), cudaSuccess);
+  float f[2];
+  ASSERT_EQ(cudaMemcpy(f, p, 8, cudaMemcpyDeviceToHost), cudaSuccess);
+  EXPECT_TRUE(std::isnan(f[0]) && std::isnan(f[1]));
+  EXPECT_EQ(cudaFree(p), cudaSuccess);
+  EXPECT_EQ(cudaFree(f), cudaErrorInvalidValue) << "not device memory";
+}
+
+// ---- libraries --------------------------------------------------------------------------------
+
+TEST(CudaEmulator, CublasLtStridedBatchedTransposedProductMatchesFp64) {
+  // Column-major: D (m x n) = op(A) op(B), A stored k x m (TRANSA), B stored k x n; 3 batches.
+  const int m = 5, n = 7, k = 9, batch = 3;
+  const int64_t sa = int64_t(k) * m + 4, sb = int64_t(k) * n, sd = int64_t(m) * n;
+  std::vector<uint16_t> a(size_t(sa * batch)), b(size_t(sb * batch));
+  const std::vector<float> ra = randn(a.size(), 6), rb = randn(b.size(), 7);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = math::f32_to_bf16(rb[i]);
+  Device d;
+  const uint16_t* da = d.upload(a);
+  const uint16_t* db = d.upload(b);
+  float* dd = d.zeros<float>(size_t(sd * batch));
+  cublasLtHandle_t h;
+  ASSERT_EQ(cublasLtCreate(&h), CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulDesc_t desc;
+  ASSERT_EQ(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), CUBLAS_STATUS_SUCCESS);
+  const cublasOperation_t t = CUBLAS_OP_T;
+  ASSERT_EQ(cublasLtMatmulDescSetAttribute(desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t), CUBLAS_STATUS_SUCCESS);
+  cublasLtMatrixLayout_t la, lb, ld;
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, k, m, k), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, k, n, k), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, m, n, m), CUBLAS_STATUS_SUCCESS);
+  const int32_t count = batch;
+  for (auto [l, stride] : {std::pair{la, sa}, std::pair{lb, sb}, std::pair{ld, sd}}) {
+    ASSERT_EQ(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+              CUBLAS_STATUS_SUCCESS);
+    ASSERT_EQ(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                               sizeof stride),
+              CUBLAS_STATUS_SUCCESS);
+  }
+  const float alpha = 2, beta = 0;
+  ASSERT_EQ(cublasLtMatmul(h, desc, &alpha, da, la, db, lb, &beta, dd, ld, dd, ld, nullptr, nullptr, 0, nullptr),
+            CUBLAS_STATUS_SUCCESS);
+  const std::vector<float> got = download(dd, size_t(sd * batch));
+  for (int s = 0; s < batch; ++s)
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        double want = 0;
+        for (int p = 0; p < k; ++p)
+          want += double(math::bf16_to_f32(a[size_t(s * sa + p + i * k)])) *
+                  math::bf16_to_f32(b[size_t(s * sb + p + j * k)]);
+        EXPECT_NEAR(got[size_t(s * sd + i + j * m)], 2 * want, 1e-4 * (1 + std::fabs(want)));
+      }
+  // Shapes that do not fit are refused, as cuBLASLt refuses them.
+  cublasLtMatrixLayout_t wrong;
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&wrong, CUDA_R_32F, m + 1, n, m + 1), CUBLAS_STATUS_SUCCESS);
+  EXPECT_EQ(cublasLtMatmul(h, desc, &alpha, da, la, db, lb, &beta, dd, wrong, dd, wrong, nullptr, nullptr, 0,
+                           nullptr),
+            CUBLAS_STATUS_INVALID_VALUE);
+  EXPECT_EQ(cublasLtMatrixLayoutCreate(&wrong, CUDA_R_32F, 4, 4, 3), CUBLAS_STATUS_INVALID_VALUE) << "ld < rows";
+  for (auto l : {la, lb, ld}) cublasLtMatrixLayoutDestroy(l);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(h);
+}
+
+TEST(CudaEmulator, RadixSortIsStableOverTheGivenBits) {
+  const std::vector<uint32_t> keys = {5, 3, 0x105, 3, 1, 5};  // 0x105 sorts as 5 over 8 bits
+  const std::vector<int32_t> vals = {0, 1, 2, 3, 4, 5};
+  std::vector<uint32_t> ko(keys.size());
+  std::vector<int32_t> vo(vals.size());
+  size_t temp = 0;
+  ASSERT_EQ(cub::DeviceRadixSort::SortPairs(nullptr, temp, keys.data(), ko.data(), vals.data(), vo.data(),
+                                            int(keys.size()), 0, 8),
+            cudaSuccess);
+  std::vector<char> scratch(temp);
+  ASSERT_EQ(cub::DeviceRadixSort::SortPairs(scratch.data(), temp, keys.data(), ko.data(), vals.data(),
+                                            vo.data(), int(keys.size()), 0, 8),
+            cudaSuccess);
+  EXPECT_EQ(vo, (std::vector<int32_t>{4, 1, 3, 0, 2, 5}));
+  EXPECT_EQ(ko, (std::vector<uint32_t>{1, 3, 3, 5, 0x105, 5}));
+}
+
+}  // namespace
+}  // namespace speedrun::cuda
+
+#else
+
+TEST(CudaEmulator, OnlyInTheEmulatedBuild) {
+  GTEST_SKIP() << "the CUDA emulator's tests run in the emulated build (cmake -DSPEEDRUN_CUDA_EMULATOR=ON)";
+}
+
+#endif
