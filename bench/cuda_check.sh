@@ -19,7 +19,11 @@
 #
 #   bash bench/cuda_check.sh              # on the GPU machine, carrying build-portable (and .debs)
 #   bash bench/cuda_check.sh --dry-run    # here, without a GPU: every step, GPU steps skipped
-# Options: --dry-run; --build DIR (the binaries to use); --budget-s S (default 330: the
+#   bash bench/cuda_check.sh --emulated --build build-emu   # the GPU steps too, on the CPU
+#                                         # emulator of CUDA (scripts/emulate.sh's build)
+# Options: --dry-run; --emulated (a dry run whose GPU steps run on the emulated build, at
+#   dry-run sizes, less its two slowest tests and compute-sanitizer: the script's GPU
+#   branches exercised before a GPU sees them); --build DIR (the binaries to use); --budget-s S (default 330: the
 #   whole script's deadline; each step gets what is left); --fallback (build from .debs/
 #   even when the carried build runs).
 # Environment: OUT (default out/cuda_check), CUDA_CHECK_TRAIN_FLAGS (the compared run's
@@ -31,16 +35,18 @@ T0=$(date +%s)
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 DRY=0
+EMU=0
 BUILD=""
 BUDGET_S=330
 FORCE_FALLBACK=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1; shift ;;
+    --emulated) DRY=1; EMU=1; shift ;;
     --build) BUILD=$2; shift 2 ;;
     --budget-s) BUDGET_S=$2; shift 2 ;;
     --fallback) FORCE_FALLBACK=1; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
     *) echo "cuda_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -166,6 +172,9 @@ note="glibc ${GLIBC_HERE:-?}"
 if [ "$DRY" = 0 ] && command -v nvidia-smi >/dev/null && timeout 30 nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
   GPU=1
   note="$note; $(timeout 30 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | head -1)"
+elif [ "$EMU" = 1 ]; then
+  GPU=1  # the GPU steps, on the emulator
+  note="$note; no GPU: the CUDA emulator (--emulated), dry-run sizes"
 else
   note="$note; no GPU$( [ "$DRY" = 1 ] && echo ' (dry run)')"
 fi
@@ -314,6 +323,9 @@ if [ -n "$BIN" ]; then
 fi
 
 # ---- tests -----------------------------------------------------------------------------
+# Minutes each on the emulator (scripts/emulate.sh --all runs them).
+EMU_SLOW_TESTS='CudaBackendTest.TrainingTracksTheCpuLossCurve:CudaAttention.RecordShapeIsFiniteAndMatchesSampledRows'
+
 TESTS=()
 if [ -n "$BIN" ]; then
   for f in "$BIN"/test_cuda* "$BIN"/test_conformance "$BIN"/test_model; do [ -x "$f" ] && TESTS+=("$f"); done
@@ -338,8 +350,10 @@ else
     name=$(basename "$t")
     t1=$(now)
     # The cores the background CPU run leaves.
+    filter='*'
+    [ "$EMU" = 1 ] && filter="-$EMU_SLOW_TESTS"
     (cd "$WORK" && OMP_NUM_THREADS=$(( $(nproc) - CPU_THREADS > 0 ? $(nproc) - CPU_THREADS : 1 )) \
-       run "$WORK/$name.log" "$(limit 150 150)" "$t" --gtest_brief=1)
+       run "$WORK/$name.log" "$(limit 150 150)" "$t" --gtest_brief=1 --gtest_filter="$filter")
     rc=$?
     { echo "==== $name (exit $rc)"; cat "$WORK/$name.log"; } >>"$OUT/tests.log"
     p=$(grep -m1 -oE '\[  PASSED  \] [0-9]+' "$WORK/$name.log" | grep -oE '[0-9]+$')
@@ -424,7 +438,10 @@ begin bench "the record step (1 x 65,536 tokens, windows 64 and 1792) by ${mode/
 if [ -z "$BIN" ] || [ "$mode" = none ]; then
   end skip "no benchmark binary"
 else
-  if [ "$GPU" = 1 ]; then
+  if [ "$GPU" = 1 ] && [ "$EMU" = 1 ]; then  # the GPU path at a size the emulator runs
+    dev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0)
+    [ "$mode" = speedrun ] && extra=(--batch 1 --micro-batch 1 --gemm-size 256 --copy-mib 8) || extra=()
+  elif [ "$GPU" = 1 ]; then
     dev=(--device cuda --preset record --windows "64,1792")
     [ "$mode" = speedrun ] && extra=(--batch 1 --micro-batch 1) || extra=(--reps 10 --warmup 2)
   else  # the same code path on the CPU, at a size that takes seconds
@@ -454,6 +471,8 @@ else
     end skip "no GPU: the same code ran on the CPU at tiny size"
   elif [ "$GPU" = 0 ]; then
     end "$r" "no GPU, and the CPU run of the same code failed (bench.log)"
+  elif [ "$EMU" = 1 ]; then
+    end "$r" "emulated: the GPU path ran at tiny size (its times are the emulator's, not a GPU's)"
   elif [ -s "$WORK/bench_table.md" ]; then
     end "$r" "$(basename "${cmd[0]}")$( [ "$mode" = speedrun ] && echo ' bench'): the table below"
   else
@@ -468,6 +487,9 @@ for tool in memcheck racecheck; do
   begin "$tool" "compute-sanitizer --tool $tool on 2 training steps of a micro model"
   if [ "$GPU" = 0 ]; then
     end skip "no GPU"
+    continue
+  elif [ "$EMU" = 1 ]; then
+    end skip "emulated: compute-sanitizer needs a GPU (the emulator checks barriers, collectives and shared-memory addresses itself)"
     continue
   elif [ -z "$SANITIZER" ]; then
     end skip "compute-sanitizer not found"

@@ -9,7 +9,10 @@
 #     sampling) and the attention kernels on awkward shapes (test_cuda_attention);
 #   - the attention kernels and the reductions again under two other schedules (threads
 #     and blocks in reverse with cp.async landing at issue; a seeded shuffle), where a race
-#     would change results.
+#     would change results;
+#   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
+#     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
+#     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
 # Left to a GPU (and to `scripts/emulate.sh --all`, about 30 minutes): the 100-step
 # training run against the CPU curve and the record-shape attention check.
 # Needs the CUDA toolkit's headers (/usr/local/cuda), not a GPU or its driver. About 6
@@ -44,4 +47,9 @@ for s in reverse,early 1234; do
   run "$s" test_cuda_attention "$filter"
   run "$s" test_conformance '*cuda*'
 done
+cd ..
+echo "== bench/cuda_check.sh --emulated"
+OUT="$PWD/build-emu/cuda_check" bash bench/cuda_check.sh --emulated --build build-emu >/dev/null ||
+  { cat build-emu/cuda_check/summary.md; echo "emulate: bench/cuda_check.sh --emulated failed (logs in build-emu/cuda_check/)"; exit 1; }
+cat build-emu/cuda_check/summary.md
 echo "emulate: the CUDA backend's tests passed on the emulator"
