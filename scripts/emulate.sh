@@ -15,6 +15,10 @@
 #     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
 # Left to a GPU (and to `scripts/emulate.sh --all`, about 30 minutes): the 100-step
 # training run against the CPU curve and the record-shape attention check.
+# `--asan` builds build-emu-asan/ instead, with AddressSanitizer + UndefinedBehaviorSanitizer
+# (device memory is host memory there, so every kernel's out-of-bounds access, leak or
+# undefined arithmetic is a report: compute-sanitizer's memcheck without a GPU), and runs
+# the tests once; about 25 minutes on 2 cores, so CI leaves it out.
 # Needs the CUDA toolkit's headers (/usr/local/cuda), not a GPU or its driver. About 6
 # minutes on 2 cores (docs/TESTING.md).
 set -euo pipefail
@@ -24,25 +28,58 @@ if [ ! -f /usr/local/cuda/include/cuda_runtime.h ] && ! command -v nvcc >/dev/nu
   exit 0
 fi
 all=0
-[ "${1:-}" = "--all" ] && all=1
+asan=0
+for a in "$@"; do
+  case "$a" in
+    --all) all=1 ;;
+    --asan) asan=1 ;;
+    *) echo "emulate: unknown argument $a (--all, --asan)" >&2; exit 2 ;;
+  esac
+done
+dir=build-emu
+flags=()
+if [ "$asan" = 1 ]; then
+  dir=build-emu-asan
+  flags=(-DSPEEDRUN_SANITIZE=address,undefined -DCMAKE_CXX_COMPILER=g++)
+  reports="$PWD/$dir/sanitizer-reports"
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:log_path=$reports/asan"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan"
+fi
 
-cmake -S . -B build-emu -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON -DSPEEDRUN_MPI=OFF \
-  >/dev/null
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON -DSPEEDRUN_MPI=OFF \
+  ${flags[@]+"${flags[@]}"} >/dev/null
 targets=(speedrun test_cuda_emulator test_conformance test_cuda_backend test_cuda_attention)
-cmake --build build-emu -j"$(nproc)" --target "${targets[@]}"
+cmake --build "$dir" -j"$(nproc)" --target "${targets[@]}"
 
-cd build-emu
+cd "$dir"
 slow='CudaBackendTest.TrainingTracksTheCpuLossCurve:CudaAttention.RecordShapeIsFiniteAndMatchesSampledRows'
 filter="-$slow"
 [ "$all" = 1 ] && filter='*'
+reports_found() {  # prints the sanitizer reports, if any; true when there were some
+  [ "$asan" = 1 ] && compgen -G "$reports/*" >/dev/null || return 1
+  for f in "$reports"/*; do echo "--- $f"; head -60 "$f"; done
+  echo "emulate: sanitizer reports (each is a finding: fix the code)"
+}
 run() {  # run <schedule> <binary> [gtest filter]
   echo "== $2 (schedule: $1)"
-  SPEEDRUN_CUDA_EMULATOR_ORDER="$1" ./"$2" --gtest_brief=1 --gtest_filter="${3:-*}"
+  SPEEDRUN_CUDA_EMULATOR_ORDER="$1" ./"$2" --gtest_brief=1 --gtest_filter="${3:-*}" || {
+    rc=$?
+    reports_found || true
+    echo "emulate: $2 failed (exit $rc)"
+    exit "$rc"
+  }
 }
 run forward test_cuda_emulator
 run forward test_conformance '*cuda*'
 run forward test_cuda_backend "$filter"
 run forward test_cuda_attention "$filter"
+if [ "$asan" = 1 ]; then
+  reports_found && exit 1
+  echo "emulate: the CUDA backend's tests passed on the emulator under ASan + UBSan"
+  exit 0
+fi
 for s in reverse,early 1234; do
   run "$s" test_cuda_attention "$filter"
   run "$s" test_conformance '*cuda*'

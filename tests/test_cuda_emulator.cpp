@@ -391,8 +391,9 @@ TEST(CudaEmulator, CublasLtStridedBatchedTransposedProductMatchesFp64) {
   EXPECT_EQ(cublasLtMatmul(h, desc, &alpha, da, la, db, lb, &beta, dd, wrong, dd, wrong, nullptr, nullptr, 0,
                            nullptr),
             CUBLAS_STATUS_INVALID_VALUE);
-  EXPECT_EQ(cublasLtMatrixLayoutCreate(&wrong, CUDA_R_32F, 4, 4, 3), CUBLAS_STATUS_INVALID_VALUE) << "ld < rows";
-  for (auto l : {la, lb, ld}) cublasLtMatrixLayoutDestroy(l);
+  cublasLtMatrixLayout_t refused = nullptr;
+  EXPECT_EQ(cublasLtMatrixLayoutCreate(&refused, CUDA_R_32F, 4, 4, 3), CUBLAS_STATUS_INVALID_VALUE) << "ld < rows";
+  for (auto l : {la, lb, ld, wrong}) cublasLtMatrixLayoutDestroy(l);
   cublasLtMatmulDescDestroy(desc);
   cublasLtDestroy(h);
 }

@@ -2,8 +2,10 @@
 // block's CUDA threads are fibers on stacks kept for the OS thread's next launch (each with
 // a guard page, so an overflow faults instead of writing over its neighbour). On x86-64 a
 // switch saves the callee-saved registers and the FP control words and swaps stacks (a few
-// ns); elsewhere, and under AddressSanitizer, it is ucontext's swapcontext (a system call
-// per switch, ~40x slower).
+// ns); elsewhere it is ucontext's swapcontext (a system call per switch, ~40x slower).
+// Under AddressSanitizer every switch is announced to it (__sanitizer_*_switch_fiber), so
+// that an emulated build with -DSPEEDRUN_SANITIZE=address checks the kernels' memory
+// accesses as compute-sanitizer's memcheck would on a GPU.
 #include "backend/cuda/emulator/simt.h"
 
 #include <sys/mman.h>
@@ -21,7 +23,19 @@
 #include <random>
 #include <vector>
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__)
+#define SR_EMU_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SR_EMU_ASAN 1
+#endif
+#endif
+#ifdef SR_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+#if defined(__x86_64__)
 #define SR_EMU_FAST_SWITCH 1
 // sr_emu_switch(&save, next): pushes this context's callee-saved state, stores its stack
 // pointer in *save and resumes the context whose stack pointer is `next`.
@@ -62,26 +76,41 @@ namespace speedrun::cuda::emu {
 
 namespace {
 
-// One execution context: a fiber's, or the scheduler's.
+// One execution context: a fiber's, or the scheduler's (whose stack AddressSanitizer
+// learns when the first fiber starts).
 struct Context {
 #ifdef SR_EMU_FAST_SWITCH
   void* sp = nullptr;
 #else
   ucontext_t uc;
 #endif
+  const void* stack_bottom = nullptr;
+  size_t stack_size = 0;
 };
 
-// Leaves `from` (its state saved there) for `to`.
-inline void switch_to(Context& from, Context& to) {
+// Leaves `from` (its state saved there) for `to`; `from_ends`: never to be resumed.
+inline void switch_to(Context& from, Context& to, bool from_ends = false) {
+#ifdef SR_EMU_ASAN
+  void* fake_stack = nullptr;
+  __sanitizer_start_switch_fiber(from_ends ? nullptr : &fake_stack, to.stack_bottom, to.stack_size);
+#else
+  (void)from_ends;
+#endif
 #ifdef SR_EMU_FAST_SWITCH
   sr_emu_switch(&from.sp, to.sp);
 #else
   swapcontext(&from.uc, &to.uc);
 #endif
+#ifdef SR_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
 }
 
 // Makes `c` start entry() on [stack, stack + bytes) when first switched to.
 void prepare(Context& c, void* stack, size_t bytes, void (*entry)()) {
+#ifdef SR_EMU_ASAN
+  __asan_unpoison_memory_region(stack, bytes);  // the frames of the stack's last fiber
+#endif
 #ifdef SR_EMU_FAST_SWITCH
   // The frame sr_emu_switch pops: control words, r15..r12, rbx, rbp, then `entry` as the
   // return address at a 16-byte boundary (so entry starts with rsp = 8 mod 16, as after
@@ -96,12 +125,16 @@ void prepare(Context& c, void* stack, size_t bytes, void (*entry)()) {
   asm volatile("fnstcw %0" : "=m"(csr[1]));
   *--sp = uint64_t(csr[0]) | (uint64_t(csr[1] & 0xffff) << 32);
   c.sp = sp;
+  c.stack_bottom = stack;
+  c.stack_size = bytes;
 #else
   getcontext(&c.uc);
   c.uc.uc_stack.ss_sp = stack;
   c.uc.uc_stack.ss_size = bytes;
   c.uc.uc_link = nullptr;
   makecontext(&c.uc, entry, 0);
+  c.stack_bottom = stack;
+  c.stack_size = bytes;
 #endif
 }
 
@@ -150,6 +183,7 @@ struct Fiber {
   uint3 tid{};
   int linear = 0, warp = 0, lane = 0;
   State state = State::Runnable;
+  bool started = false;
   std::vector<Copy> open;                 // cp.async since the last commit
   std::vector<std::vector<Copy>> groups;  // committed, oldest first
 };
@@ -216,8 +250,15 @@ std::string dims(uint3 v) {
   return "(" + std::to_string(v.x) + "," + std::to_string(v.y) + "," + std::to_string(v.z) + ")";
 }
 
+// Thrown through a fiber's frames when its launch has failed, so that they unwind (and
+// free what they hold) before the fiber is left for good.
+struct Abandon {};
+
 // Back to the scheduler; returns when this fiber is resumed.
-void yield(LaunchState& L, Fiber& f) { switch_to(f.ctx, L.scheduler); }
+void yield(LaunchState& L, Fiber& f) {
+  switch_to(f.ctx, L.scheduler);
+  if (L.failed) throw Abandon{};  // resumed only to unwind
+}
 
 void finish_fiber(LaunchState& L, Fiber& f) {
   for (auto& g : f.groups)
@@ -239,16 +280,27 @@ void finish_fiber(LaunchState& L, Fiber& f) {
   }
 }
 
+void record_failure(LaunchState& L, const Fiber& f, const std::string& what) {
+  if (L.failed) return;
+  L.failed = true;
+  L.failure = "block " + dims(L.block_idx) + " thread " + dims(f.tid) + ": " + what;
+}
+
 void fiber_entry() {
   LaunchState& L = *tls;
   Fiber& f = *L.current;
+#ifdef SR_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &L.scheduler.stack_bottom, &L.scheduler.stack_size);
+#endif
   try {
     (*L.body)();
+    finish_fiber(L, f);
+  } catch (const Abandon&) {
   } catch (const std::exception& e) {
-    kernel_fail(std::string("exception: ") + e.what());
+    record_failure(L, f, std::string("exception: ") + e.what());
   }
-  finish_fiber(L, f);
-  switch_to(f.ctx, L.scheduler);  // never resumed
+  f.state = State::Done;
+  switch_to(f.ctx, L.scheduler, true);  // never resumed
   std::abort();
 }
 
@@ -276,6 +328,19 @@ std::string deadlock_report(const LaunchState& L) {
          " no thread can go on (a barrier or warp collective not every thread reaches)";
 }
 
+void resume(LaunchState& L, Fiber& f) {
+  f.started = true;
+  L.current = &f;
+  switch_to(L.scheduler, f.ctx);
+  L.current = nullptr;
+}
+
+// After a failure: every fiber that started and has not ended resumes once, to unwind.
+void unwind_all(LaunchState& L) {
+  for (Fiber& f : L.fibers)
+    if (f.started && f.state != State::Done) resume(L, f);
+}
+
 void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& rng) {
   const int n = int(L.block.x * L.block.y * L.block.z);
   L.block_idx = bidx;
@@ -288,6 +353,7 @@ void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& r
   for (int i = 0; i < n; ++i) {
     Fiber& f = L.fibers[size_t(i)];
     f.linear = i;
+    f.started = false;
     f.tid = uint3{unsigned(i) % L.block.x, (unsigned(i) / L.block.x) % L.block.y,
                   unsigned(i) / (L.block.x * L.block.y)};
     f.warp = i / 32;
@@ -303,16 +369,14 @@ void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& r
     for (size_t i : order) {
       Fiber& f = L.fibers[i];
       if (f.state != State::Runnable) continue;
-      L.current = &f;
-      switch_to(L.scheduler, f.ctx);
-      L.current = nullptr;
+      resume(L, f);
       progressed = true;
-      if (L.failed) return;
+      if (L.failed) return unwind_all(L);
     }
     if (L.live > 0 && !progressed) {
       L.failed = true;
       L.failure = "block " + dims(bidx) + ": " + deadlock_report(L);
-      return;
+      return unwind_all(L);
     }
     if (s.order == Schedule::Order::Shuffle) std::shuffle(order.begin(), order.end(), rng);
   }
@@ -372,13 +436,8 @@ int warp_id() { return launch_state().current->warp; }
 
 void kernel_fail(const std::string& what) {
   LaunchState& L = launch_state();
-  Fiber& f = *L.current;
-  if (!L.failed) {
-    L.failed = true;
-    L.failure = "block " + dims(L.block_idx) + " thread " + dims(f.tid) + ": " + what;
-  }
-  switch_to(f.ctx, L.scheduler);  // never resumed
-  std::abort();
+  record_failure(L, *L.current, what);
+  throw Abandon{};
 }
 
 void sync_threads(const char* file, int line) {

@@ -55,7 +55,7 @@ int lane_id();
 int warp_id();
 
 // Ends the launch with a failure (from inside a kernel): the message names the kernel,
-// block and thread. Does not return.
+// block and thread. Does not return: the thread's frames unwind, then the others'.
 [[noreturn]] void kernel_fail(const std::string& what);
 
 // __syncthreads at file:line (the call site: threads of a block waiting at two different
