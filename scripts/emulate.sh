@@ -13,8 +13,8 @@
 #   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
 #     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
 #     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
-# Left to a GPU (and to `scripts/emulate.sh --all`, about 30 minutes): the 100-step
-# training run against the CPU curve and the record-shape attention check.
+# Left to a GPU (and to `scripts/emulate.sh --all`): the 100-step training run against the
+# CPU curve (~3 minutes here) and the record-shape attention check (over half an hour).
 # `--asan` builds build-emu-asan/ instead, with AddressSanitizer + UndefinedBehaviorSanitizer
 # (device memory is host memory there, so every kernel's out-of-bounds access, leak or
 # undefined arithmetic is a report: compute-sanitizer's memcheck without a GPU), and runs
