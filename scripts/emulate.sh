@@ -7,7 +7,7 @@
 #   - every Backend op of the CUDA backend against the fp64 oracle (test_conformance),
 #     its own tests (test_cuda_backend: the model's loss and every gradient, decoding,
 #     sampling) and the attention kernels on awkward shapes (test_cuda_attention);
-#   - the attention kernels and the reductions again under two other schedules (threads
+#   - the attention kernels and every other op again under two other schedules (threads
 #     and blocks in reverse with cp.async landing at issue; a seeded shuffle), where a race
 #     would change results;
 #   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
@@ -83,6 +83,7 @@ fi
 for s in reverse,early 1234; do
   run "$s" test_cuda_attention "$filter"
   run "$s" test_conformance '*cuda*'
+  run "$s" test_cuda_backend "$filter"
 done
 cd ..
 echo "== bench/cuda_check.sh --emulated"
