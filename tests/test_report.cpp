@@ -139,25 +139,22 @@ TEST_F(Report, LossMaxCutsTheLossAxes) {
     const size_t a = h.find("<svg"), b = h.find("</svg>", a);
     return h.substr(a, b - a);
   };
-  const auto y_ticks = [](const std::string& svg) {
-    std::vector<double> t;
-    const std::regex re("<text class=\"yt\"[^>]*>([-0-9.e]+)</text>");
-    for (std::sregex_iterator it(svg.begin(), svg.end(), re), end; it != end; ++it)
-      t.push_back(std::stod((*it)[1].str()));
-    return t;
+  // The numbers the first group of `re` captures, in order.
+  const auto captured = [](const std::string& text, const std::regex& re) {
+    std::vector<double> v;
+    for (std::sregex_iterator it(text.begin(), text.end(), re), end; it != end; ++it)
+      v.push_back(std::stod((*it)[1].str()));
+    return v;
+  };
+  const auto y_ticks = [&](const std::string& svg) {
+    return captured(svg, std::regex("<text class=\"yt\"[^>]*>([-0-9.e]+)</text>"));
   };
   const auto cut = y_ticks(first_chart(html)), uncut = y_ticks(first_chart(full));
   ASSERT_FALSE(cut.empty());
   ASSERT_FALSE(uncut.empty());
   EXPECT_LE(*std::max_element(cut.begin(), cut.end()), 3.5 * 1.05);
   EXPECT_GT(*std::max_element(uncut.begin(), uncut.end()), 5.0);
-  const auto ys = [](const std::string& d) {
-    std::vector<double> y;
-    const std::regex num("[ML][-0-9.]+,([-0-9.]+)");
-    for (std::sregex_iterator it(d.begin(), d.end(), num), end; it != end; ++it)
-      y.push_back(std::stod((*it)[1].str()));
-    return y;
-  };
+  const auto ys = [&](const std::string& d) { return captured(d, std::regex("[ML][-0-9.]+,([-0-9.]+)")); };
   const auto val = ys(path_of(html, 0, "val_loss"));
   ASSERT_EQ(val.size(), 5u);
   EXPECT_LT(val.front(), 30.0);  // above the plot's top edge (mt = 30): off the chart

@@ -38,6 +38,23 @@ std::mutex g_mutex;
 std::map<const void*, Layout> g_layouts;
 std::map<const void*, Desc> g_descs;
 
+// A new opaque handle registered with its description, and its removal.
+template <class Opaque, class Info>
+Opaque* add_handle(std::map<const void*, Info>& registry, const Info& info) {
+  auto* h = new Opaque{};
+  std::lock_guard<std::mutex> lock(g_mutex);
+  registry[h] = info;
+  return h;
+}
+template <class Opaque, class Info>
+void remove_handle(std::map<const void*, Info>& registry, Opaque* h) {
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    registry.erase(h);
+  }
+  delete h;
+}
+
 bool known_type(cudaDataType t) { return t == CUDA_R_16BF || t == CUDA_R_32F; }
 size_t type_bytes(cudaDataType t) { return t == CUDA_R_16BF ? 2 : 4; }
 
@@ -78,15 +95,11 @@ cublasStatus_t cublasLtDestroy(cublasLtHandle_t h) {
 cublasStatus_t cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t compute,
                                         cudaDataType_t scale) {
   if (compute != CUBLAS_COMPUTE_32F || scale != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
-  *d = new cublasLtMatmulDescOpaque_t{};
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_descs[*d] = Desc{compute, scale};
+  *d = add_handle<cublasLtMatmulDescOpaque_t>(g_descs, Desc{compute, scale});
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_descs.erase(d);
-  delete d;
+  remove_handle(g_descs, d);
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
@@ -108,15 +121,11 @@ cublasStatus_t cublasLtMatrixLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataTyp
                                           uint64_t cols, int64_t ld) {
   if (!known_type(type)) return CUBLAS_STATUS_NOT_SUPPORTED;
   if (ld < int64_t(rows) || ld < 1) return CUBLAS_STATUS_INVALID_VALUE;
-  *l = new cublasLtMatrixLayoutOpaque_t{};
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_layouts[*l] = Layout{type, rows, cols, ld};
+  *l = add_handle<cublasLtMatrixLayoutOpaque_t>(g_layouts, Layout{type, rows, cols, ld});
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
-  std::lock_guard<std::mutex> lock(g_mutex);
-  g_layouts.erase(l);
-  delete l;
+  remove_handle(g_layouts, l);
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t attr,

@@ -2,17 +2,14 @@
 
 #include <string>
 
+#include "backend/cuda/math/bf16.h"
+
 namespace speedrun::cuda::emu {
 
 namespace {
 
 uint16_t half_of(uint32_t w, int hi) { return uint16_t(hi ? w >> 16 : w & 0xffffu); }
-float bf16_value(uint16_t b) {
-  const uint32_t u = uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+float bf16_value(uint16_t b) { return math::bf16_to_f32(b); }
 
 struct LdmIn {
   const uint16_t* row;
