@@ -35,6 +35,7 @@
 #include "run_command.h"
 #include "fixtures.h"
 #include "tolerances.h"
+#include "bf16_emulation.h"
 #include "train/config.h"
 #include "train/sample.h"
 #include "train/trainer.h"
@@ -705,10 +706,24 @@ TEST_F(CudaBackendTest, ModelLossAndEveryGradientMatchFp64) {
   const double lg = mg.forward_backward(x.data(), y.data(), window);
   const double lc = mc.forward_backward(x.data(), y.data(), window);
   EXPECT_NEAR(lg, lc, 1e-2 * lc);
-  for (int i = 0; i < pc.count(); ++i)
-    EXPECT_LE(rel_to_max(gpu().to_host_f64(pg.grad(i)), cpu_.to_host_f64(pc.grad(i))),
-              tol::kBf16Iterated)
-        << pc.name(i);
+  // The noise floor of bf16, measured on the same model and batch: the CPU with bf16
+  // storage (tests/bf16_emulation.h). The scalar gradients (lambdas, skip_weights) are dot
+  // products over the whole batch that cancel, so bf16's 2^-9 per value becomes several
+  // percent of their sum there (measured: up to 8%); a gradient may be off by twice that
+  // floor, and never needs to be closer than kBf16Iterated. A wrong gradient is off by
+  // its own size.
+  conformance::Bf16Emulation bf16;
+  Parameters pe(bf16, cfg, bf16.default_precision());
+  for (int i = 0; i < pc.count(); ++i) pe.from_host_f64(i, pc.to_host_f64(i));
+  GPT me(bf16, pe, B, T);
+  pe.zero_grad();
+  me.forward_backward(x.data(), y.data(), window);
+  for (int i = 0; i < pc.count(); ++i) {
+    const Vec want = cpu_.to_host_f64(pc.grad(i));
+    const double floor = rel_to_max(bf16.to_host_f64(pe.grad(i)), want);
+    EXPECT_LE(rel_to_max(gpu().to_host_f64(pg.grad(i)), want), std::max(tol::kBf16Iterated, 2 * floor))
+        << pc.name(i) << " (the bf16 storage floor: " << floor << ")";
+  }
 }
 
 TEST_F(CudaBackendTest, DecoderLogitsMatchFp64) {
