@@ -9,7 +9,8 @@
 #     sampling) and the attention kernels on awkward shapes (test_cuda_attention);
 #   - the attention kernels and every other op again under two other schedules (threads
 #     and blocks in reverse with cp.async landing at issue; a seeded shuffle), where a race
-#     would change results;
+#     would change results, both with lazy streams (work runs only when waited for), where
+#     a missing stream, event or staging-buffer wait would;
 #   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
 #     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
 #     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
@@ -80,7 +81,7 @@ if [ "$asan" = 1 ]; then
   echo "emulate: the CUDA backend's tests passed on the emulator under ASan + UBSan"
   exit 0
 fi
-for s in reverse,early 1234; do
+for s in reverse,early,lazy 1234,lazy; do
   run "$s" test_cuda_attention "$filter"
   run "$s" test_conformance '*cuda*'
   run "$s" test_cuda_backend "$filter"

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -203,6 +204,38 @@ TEST_F(CudaAttention, IsDeterministicAcrossCallsPlansAndRunners) {
     EXPECT_TRUE(results(ta) == first) << "another runner";
     EXPECT_GT(runner.device_bytes(), 0u);
   }
+}
+
+// Three plans queued with no wait in between: the third reuses the first's staging buffer
+// (two are kept), so the runner must wait for the first upload before overwriting it. Each
+// call must still see its own work lists. On the emulator's lazy streams
+// (SPEEDRUN_CUDA_EMULATOR_ORDER=...,lazy) nothing runs before the final sync, so a missing
+// wait gives the first call the third's plan.
+TEST_F(CudaAttention, PlansQueuedWithoutAWaitKeepTheirOwnWorkLists) {
+  const std::vector<Case> all = attn_cases::cases();
+  // Largest plan first, so neither buffer grows (growing waits for the stream).
+  const Case* cs[3] = {&all[5], &all[3], &all[2]};  // T513_w200, T64_w5, T129_w128
+  const int64_t H = 2, D = 64;
+  const double scale = 1.0 / std::sqrt(double(D));
+  std::vector<std::unique_ptr<DeviceAttention>> ts;
+  std::vector<std::vector<BlockMask>> masks;
+  std::vector<std::vector<float>> alone;
+  cuda::AttentionRunner runner(stream_);
+  for (int i = 0; i < 3; ++i) {
+    ts.push_back(std::make_unique<DeviceAttention>(cs[i]->B(), cs[i]->T, H, D));
+    masks.push_back(attn_cases::make_masks(*cs[i], 20 + uint64_t(i)));
+    upload(*ts.back(), random_inputs(size_t(ts.back()->N * ts.back()->C), 1.0, 30 + uint64_t(i)));
+  }
+  for (int i = 0; i < 3; ++i) {
+    poison_outputs(*ts[size_t(i)]);
+    run_both(runner, *ts[size_t(i)], masks[size_t(i)], scale);
+    sync();
+    alone.push_back(download_bf16(ts[size_t(i)]->dq));
+  }
+  for (auto& t : ts) poison_outputs(*t);
+  for (int i = 0; i < 3; ++i) run_both(runner, *ts[size_t(i)], masks[size_t(i)], scale);
+  sync();
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(download_bf16(ts[size_t(i)]->dq), alone[size_t(i)]) << cs[i]->name;
 }
 
 TEST_F(CudaAttention, RefusesWhatItCannotRun) {

@@ -4,8 +4,9 @@
 // it reports what it promises to catch: races (results that change with the schedule),
 // deadlocks, divergent barriers and collectives, a lane missing from a full-mask shuffle,
 // cp.async outside shared memory or read before its wait, launch shapes an H200 refuses,
-// running out of device memory. Also its cuBLASLt (strided batches, transposes) and its
-// radix sort. The kernels here are CUDA C++, compiled by the host compiler through the
+// running out of device memory; that lazy streams show a missing event wait and that async
+// copies treat pageable and pinned host memory as CUDA does. Also its cuBLASLt (strided
+// batches, transposes) and its radix sort. The kernels here are CUDA C++, compiled by the host compiler through the
 // emulator's prelude; in a build with nvcc (or none) this file has no tests.
 #include <gtest/gtest.h>
 
@@ -24,6 +25,7 @@
 #include "backend/cuda/emulator/cub_sort.h"
 #include "backend/cuda/emulator/ptx.h"
 #include "backend/cuda/emulator/simt.h"
+#include "backend/cuda/emulator/streams.h"
 #include "backend/cuda/launch.h"
 #include "backend/cuda/math/bf16.h"
 
@@ -128,6 +130,11 @@ __global__ void copy_outside_smem_kernel(const float* in) {
 
 __global__ void nothing_kernel(int*) {}
 
+__global__ void scale_kernel(float* out, const float* in, float a, int n) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = a * in[i];
+}
+
 // ---- helpers --------------------------------------------------------------------------------
 
 struct Device {
@@ -163,11 +170,12 @@ struct ScheduleScope {
   ~ScheduleScope() { emu::set_schedule(saved); }
 };
 
-emu::Schedule order(emu::Schedule::Order o, uint64_t seed = 0, bool early = false) {
+emu::Schedule order(emu::Schedule::Order o, uint64_t seed = 0, bool early = false, bool lazy = false) {
   emu::Schedule s;
   s.order = o;
   s.seed = seed;
   s.early_copies = early;
+  s.lazy_streams = lazy;
   return s;
 }
 
@@ -239,6 +247,7 @@ TEST(CudaEmulator, ShufflesFollowTheirDefinitions) {
 }
 
 TEST(CudaEmulator, ReportsALaneMissingFromAFullMaskShuffle) {
+  ScheduleScope forward(order(emu::Schedule::Order::Forward));  // the messages below are its
   Device d;
   int* out = d.zeros<int>(32);
   SR_LAUNCH(1, 32, 0, nullptr, missing_lane_kernel)(out);
@@ -246,6 +255,7 @@ TEST(CudaEmulator, ReportsALaneMissingFromAFullMaskShuffle) {
 }
 
 TEST(CudaEmulator, ReportsThreadsAtDifferentBarriers) {
+  ScheduleScope forward(order(emu::Schedule::Order::Forward));  // the messages below are its
   Device d;
   int* out = d.zeros<int>(128);
   SR_LAUNCH(1, 128, 0, nullptr, divergent_barrier_kernel)(out);
@@ -253,6 +263,7 @@ TEST(CudaEmulator, ReportsThreadsAtDifferentBarriers) {
 }
 
 TEST(CudaEmulator, ReportsADeadlock) {
+  ScheduleScope forward(order(emu::Schedule::Order::Forward));  // the messages below are its
   Device d;
   int* out = d.zeros<int>(64);
   SR_LAUNCH(1, 64, 0, nullptr, deadlock_kernel)(out);
@@ -285,6 +296,7 @@ TEST(CudaEmulator, LdmatrixAndMmaComputeTheMatrixProductThroughFragmentH) {
 }
 
 TEST(CudaEmulator, CpAsyncLandsAtItsWaitAndIsCheckedAgainstSharedMemory) {
+  ScheduleScope forward(order(emu::Schedule::Order::Forward));  // the messages below are its
   Device d;
   const std::vector<float> in = randn(64, 5);
   const float* din = d.upload(in);
@@ -413,6 +425,113 @@ TEST(CudaEmulator, RadixSortIsStableOverTheGivenBits) {
             cudaSuccess);
   EXPECT_EQ(vo, (std::vector<int32_t>{4, 1, 3, 0, 2, 5}));
   EXPECT_EQ(ko, (std::vector<uint32_t>{1, 3, 3, 5, 0x105, 5}));
+}
+
+// ---- streams ----------------------------------------------------------------------------------
+
+// Stream A computes mid = 2 in, stream B out = 3 mid; with B waiting for A's event, out is
+// 6 in under either model. Without the wait, lazy streams run B's kernel before A's (A
+// has not been waited for) and B reads mid as it was: the bug a GPU may show, which eager
+// streams hide.
+TEST(CudaEmulator, LazyStreamsShowAMissingEventWait) {
+  const int n = 64;
+  const std::vector<float> in = randn(n, 8);
+  for (bool lazy : {false, true}) {
+    for (bool wait : {true, false}) {
+      ScheduleScope scope(order(emu::Schedule::Order::Forward, 0, false, lazy));
+      Device d;
+      const float* din = d.upload(in);
+      float* mid = d.zeros<float>(n);
+      float* out = d.zeros<float>(n);
+      cudaStream_t a, b;
+      cudaEvent_t done;
+      ASSERT_EQ(cudaStreamCreateWithFlags(&a, cudaStreamNonBlocking), cudaSuccess);
+      ASSERT_EQ(cudaStreamCreateWithFlags(&b, cudaStreamNonBlocking), cudaSuccess);
+      ASSERT_EQ(cudaEventCreate(&done), cudaSuccess);
+      SR_LAUNCH(1, n, 0, a, scale_kernel)(mid, din, 2.f, n);
+      ASSERT_EQ(cudaEventRecord(done, a), cudaSuccess);
+      if (wait) ASSERT_EQ(cudaStreamWaitEvent(b, done, 0), cudaSuccess);
+      SR_LAUNCH(1, n, 0, b, scale_kernel)(out, mid, 3.f, n);
+      ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
+      std::vector<float> got(n);
+      ASSERT_EQ(cudaMemcpyAsync(got.data(), out, n * sizeof(float), cudaMemcpyDeviceToHost, b), cudaSuccess);
+      int right = 0;
+      for (int i = 0; i < n; ++i) right += got[size_t(i)] == 6 * in[size_t(i)];
+      if (wait || !lazy)
+        EXPECT_EQ(right, n) << "lazy " << lazy << " wait " << wait;
+      else
+        EXPECT_EQ(right, 0) << "the missing wait went unseen";
+      ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+      cudaEventDestroy(done);
+      cudaStreamDestroy(a);
+      cudaStreamDestroy(b);
+    }
+  }
+}
+
+// CUDA's rules for host memory in async copies: pageable memory is read at the call and
+// written before it returns; pinned memory is read and written when the copy runs, so a
+// pinned buffer reused before its copy ran is a bug that lazy streams show.
+TEST(CudaEmulator, AsyncCopiesUseHostMemoryAsCudaDefines) {
+  ScheduleScope scope(order(emu::Schedule::Order::Forward, 0, false, true));
+  Device d;
+  float* dev = d.zeros<float>(4);
+  cudaStream_t s;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  std::vector<float> pageable(4, 1.f);
+  ASSERT_EQ(cudaMemcpyAsync(dev, pageable.data(), 16, cudaMemcpyHostToDevice, s), cudaSuccess);
+  pageable.assign(4, 2.f);
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(download(dev, 4), std::vector<float>(4, 1.f)) << "pageable: read at the call";
+
+  float* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(reinterpret_cast<void**>(&pinned), 16), cudaSuccess);
+  std::fill(pinned, pinned + 4, 3.f);
+  ASSERT_EQ(cudaMemcpyAsync(dev, pinned, 16, cudaMemcpyHostToDevice, s), cudaSuccess);
+  std::fill(pinned, pinned + 4, 4.f);  // too early: the copy has not run
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  EXPECT_EQ(download(dev, 4), std::vector<float>(4, 4.f)) << "pinned: read when the copy runs";
+
+  std::fill(pinned, pinned + 4, 0.f);
+  ASSERT_EQ(cudaMemcpyAsync(pinned, dev, 16, cudaMemcpyDeviceToHost, s), cudaSuccess);
+  EXPECT_EQ(pinned[0], 0.f) << "pinned: written when the copy runs, after a wait";
+  cudaEvent_t e0, e1;
+  ASSERT_EQ(cudaEventCreate(&e0), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&e1), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(e0, s), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(e1, s), cudaSuccess);
+  float ms = 0;
+  EXPECT_EQ(cudaEventElapsedTime(&ms, e0, e1), cudaErrorNotReady) << "events that have not run";
+  ASSERT_EQ(cudaEventSynchronize(e1), cudaSuccess);
+  EXPECT_EQ(pinned[0], 4.f);
+  EXPECT_EQ(cudaEventElapsedTime(&ms, e0, e1), cudaSuccess);
+
+  std::vector<float> back(4, 0.f);
+  ASSERT_EQ(cudaMemcpyAsync(back.data(), dev, 16, cudaMemcpyDeviceToHost, s), cudaSuccess);
+  EXPECT_EQ(back, std::vector<float>(4, 4.f)) << "pageable: finished when the call returns";
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  ASSERT_EQ(cudaFreeHost(pinned), cudaSuccess);
+  cudaStreamDestroy(s);
+}
+
+// The legacy default stream waits for blocking streams (cudaStreamCreate), not for
+// non-blocking ones.
+TEST(CudaEmulator, TheDefaultStreamWaitsForBlockingStreamsOnly) {
+  ScheduleScope scope(order(emu::Schedule::Order::Forward, 0, false, true));
+  const std::vector<float> in = randn(32, 9);
+  Device d;
+  const float* din = d.upload(in);
+  for (bool blocking : {true, false}) {
+    float* out = d.zeros<float>(32);
+    cudaStream_t s;
+    ASSERT_EQ(blocking ? cudaStreamCreate(&s) : cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking),
+              cudaSuccess);
+    SR_LAUNCH(1, 32, 0, s, scale_kernel)(out, din, 2.f, 32);
+    const std::vector<float> got = download(out, 32);  // cudaMemcpy: the default stream
+    EXPECT_EQ(got[0] == 2 * in[0], blocking) << (blocking ? "blocking" : "non-blocking");
+    cudaStreamDestroy(s);
+  }
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/cuda/emulator/simt.h"
+#include "backend/cuda/emulator/streams.h"
 #include "backend/cuda/math/bf16.h"
 
 struct cublasLtContext {};
@@ -203,31 +204,34 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha, const void* a,
                               cublasLtMatrixLayout_t al, const void* b, cublasLtMatrixLayout_t bl, const void* beta,
                               const void* c, cublasLtMatrixLayout_t cl, void* dp, cublasLtMatrixLayout_t dl,
-                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t) {
+                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t stream) {
   if (speedrun::cuda::emu::peek_sticky_error() != cudaSuccess) return CUBLAS_STATUS_EXECUTION_FAILED;
   Desc desc;
   Layout A, B, C, D;
   if (!problem(d, al, bl, cl, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
+  // Host scalars are read at the call, the matrices when the stream runs the product.
   const float fa = *static_cast<const float*>(alpha), fb = *static_cast<const float*>(beta);
-  const int m = int(D.rows), n = int(D.cols);
-  const int k = int(desc.ta == CUBLAS_OP_N ? A.cols : A.rows);
-  for (int32_t s = 0; s < A.batch; ++s) {
-    const auto* pa = static_cast<const unsigned char*>(a) + s * A.stride * int64_t(type_bytes(A.type));
-    const auto* pb = static_cast<const unsigned char*>(b) + s * B.stride * int64_t(type_bytes(B.type));
-    const auto* pc = static_cast<const unsigned char*>(c) + s * C.stride * int64_t(type_bytes(C.type));
-    auto* pd = static_cast<unsigned char*>(dp) + s * D.stride * int64_t(type_bytes(D.type));
-    const std::vector<float> wa = widen(pa, A), wb = widen(pb, B);
-    std::vector<float> out(size_t(m) * size_t(n), 0.f);
-    if (fb != 0) out = widen(pc, C);
-    if (k > 0)
-      cblas_sgemm(CblasRowMajor, desc.ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                  desc.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, fa, wa.data(), int(A.cols),
-                  wb.data(), int(B.cols), fb, out.data(), n);
-    else
-      for (float& v : out) v *= fb;
-    for (int r = 0; r < m; ++r)
-      for (int col = 0; col < n; ++col) store(pd, D.type, int64_t(r) + int64_t(col) * D.ld, out[size_t(r) * n + col]);
-  }
+  speedrun::cuda::emu::enqueue(stream, [=] {
+    const int m = int(D.rows), n = int(D.cols);
+    const int k = int(desc.ta == CUBLAS_OP_N ? A.cols : A.rows);
+    for (int32_t s = 0; s < A.batch; ++s) {
+      const auto* pa = static_cast<const unsigned char*>(a) + s * A.stride * int64_t(type_bytes(A.type));
+      const auto* pb = static_cast<const unsigned char*>(b) + s * B.stride * int64_t(type_bytes(B.type));
+      const auto* pc = static_cast<const unsigned char*>(c) + s * C.stride * int64_t(type_bytes(C.type));
+      auto* pd = static_cast<unsigned char*>(dp) + s * D.stride * int64_t(type_bytes(D.type));
+      const std::vector<float> wa = widen(pa, A), wb = widen(pb, B);
+      std::vector<float> out(size_t(m) * size_t(n), 0.f);
+      if (fb != 0) out = widen(pc, C);
+      if (k > 0)
+        cblas_sgemm(CblasRowMajor, desc.ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
+                    desc.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, fa, wa.data(), int(A.cols),
+                    wb.data(), int(B.cols), fb, out.data(), n);
+      else
+        for (float& v : out) v *= fb;
+      for (int r = 0; r < m; ++r)
+        for (int col = 0; col < n; ++col) store(pd, D.type, int64_t(r) + int64_t(col) * D.ld, out[size_t(r) * n + col]);
+    }
+  });
   return CUBLAS_STATUS_SUCCESS;
 }
 

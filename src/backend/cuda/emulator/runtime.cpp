@@ -1,12 +1,13 @@
 // The CUDA runtime functions speedrun calls, for an emulated build (no libcudart linked):
-// one device (sm_90, an H200's limits), device memory in host memory, every stream and
-// event synchronous. Device memory is capped (SPEEDRUN_CUDA_EMULATOR_MEMORY bytes, 4 GiB
+// one device (sm_90, an H200's limits), device memory in host memory, streams and events
+// as streams.h models them (at once, or as late as CUDA allows). Device memory is capped (SPEEDRUN_CUDA_EMULATOR_MEMORY bytes, 4 GiB
 // by default) so that running out of it can be tested; new allocations hold 0xff bytes
 // (NaN in bf16 and fp32) so that reading memory nobody wrote shows. A kernel failure is
 // sticky, as a fault on the device is: every later call returns it.
 #include <cuda_runtime.h>
 
-#include <chrono>
+#include <memory>
+#include <vector>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -15,6 +16,7 @@
 #include <string>
 
 #include "backend/cuda/emulator/simt.h"
+#include "backend/cuda/emulator/streams.h"
 
 namespace {
 
@@ -41,15 +43,7 @@ cudaError_t gate() {
   return speedrun::cuda::emu::peek_sticky_error();
 }
 
-double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-struct Event {
-  double ms = 0;
-};
-struct Stream {};
+namespace emu = speedrun::cuda::emu;
 
 }  // namespace
 
@@ -114,6 +108,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
 cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
   if (cudaError_t e = gate()) return e;
+  emu::drain_all();  // cudaFree waits for the device: queued work may still use p
   std::lock_guard<std::mutex> lock(g_mutex);
   auto it = g_device.find(p);
   if (it == g_device.end()) return cudaErrorInvalidValue;
@@ -126,65 +121,97 @@ cudaError_t cudaFree(void* p) {
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
   if (cudaError_t e = gate()) return e;
   *p = ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
-  return *p ? cudaSuccess : cudaErrorMemoryAllocation;
+  if (!*p) return cudaErrorMemoryAllocation;
+  emu::register_pinned(*p, bytes ? bytes : 1);
+  return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
 cudaError_t cudaFreeHost(void* p) {
-  if (p) ::operator delete(p, std::align_val_t(256));
+  if (!p) return cudaSuccess;
+  emu::drain_all();  // as cudaFree: a queued copy may still use it
+  emu::unregister_pinned(p);
+  ::operator delete(p, std::align_val_t(256));
   return cudaSuccess;
 }
 
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
-  if (cudaError_t e = gate()) return e;
-  if (bytes) std::memmove(dst, src, bytes);
-  return cudaSuccess;
-}
+// CUDA's rules for host memory (streams.h): pageable memory is read at issue and written
+// before the call returns; pinned memory when the copy runs.
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
-                            cudaStream_t) {
-  return cudaMemcpy(dst, src, bytes, kind);
-}
-cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+                            cudaStream_t stream) {
   if (cudaError_t e = gate()) return e;
-  if (bytes) std::memset(p, value, bytes);
+  if (bytes == 0) return cudaSuccess;
+  if (kind == cudaMemcpyHostToDevice && !emu::is_pinned(src, bytes)) {
+    auto staged = std::make_shared<std::vector<unsigned char>>(
+        static_cast<const unsigned char*>(src), static_cast<const unsigned char*>(src) + bytes);
+    emu::enqueue(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+    return cudaSuccess;
+  }
+  emu::enqueue(stream, [dst, src, bytes] { std::memmove(dst, src, bytes); });
+  if (kind == cudaMemcpyDeviceToHost && !emu::is_pinned(dst, bytes)) {
+    emu::drain(stream);
+    return gate();
+  }
   return cudaSuccess;
 }
-cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t) {
-  return cudaMemset(p, value, bytes);
+// The legacy default stream: after the blocking streams' work, finished on return.
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  return cudaMemcpyAsync(dst, src, bytes, kind, nullptr);
 }
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+  if (cudaError_t e = gate()) return e;
+  if (bytes) emu::enqueue(stream, [p, value, bytes] { std::memset(p, value, bytes); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void* p, int value, size_t bytes) { return cudaMemsetAsync(p, value, bytes, nullptr); }
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) {
   if (cudaError_t e = gate()) return e;
-  *s = reinterpret_cast<cudaStream_t>(new Stream);
+  *s = emu::create_stream(true);
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
+  if (cudaError_t e = gate()) return e;
+  *s = emu::create_stream((flags & cudaStreamNonBlocking) == 0);
+  return cudaSuccess;
+}
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete reinterpret_cast<Stream*>(s);
+  emu::destroy_stream(s);
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return gate(); }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return gate(); }
+cudaError_t cudaStreamSynchronize(cudaStream_t s) {
+  if (cudaError_t e = gate()) return e;
+  emu::drain(s);
+  return gate();
+}
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  if (cudaError_t err = gate()) return err;
+  emu::wait_event(s, e);
+  return cudaSuccess;
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   if (cudaError_t err = gate()) return err;
-  *e = reinterpret_cast<cudaEvent_t>(new Event);
+  *e = emu::create_event();
   return cudaSuccess;
 }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete reinterpret_cast<Event*>(e);
+  emu::destroy_event(e);
   return cudaSuccess;
 }
-cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s) {
   if (cudaError_t err = gate()) return err;
-  reinterpret_cast<Event*>(e)->ms = now_ms();
+  emu::record_event(e, s);
   return cudaSuccess;
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t) { return gate(); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (cudaError_t err = gate()) return err;
+  emu::sync_event(e);
+  return gate();
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (cudaError_t err = gate()) return err;
-  *ms = float(reinterpret_cast<Event*>(end)->ms - reinterpret_cast<Event*>(start)->ms);
-  return cudaSuccess;
+  return emu::elapsed_ms(start, end, ms) ? cudaSuccess : cudaErrorNotReady;
 }
 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
@@ -200,7 +227,11 @@ cudaError_t cudaGetLastError() {
   return speedrun::cuda::emu::take_launch_error();
 }
 cudaError_t cudaPeekAtLastError() { return speedrun::cuda::emu::peek_sticky_error(); }
-cudaError_t cudaDeviceSynchronize() { return gate(); }
+cudaError_t cudaDeviceSynchronize() {
+  if (cudaError_t e = gate()) return e;
+  emu::drain_all();
+  return gate();
+}
 
 const char* cudaGetErrorName(cudaError_t e) {
   switch (e) {
@@ -212,6 +243,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
+    case cudaErrorNotReady: return "cudaErrorNotReady";
     default: return "cudaErrorUnknown";
   }
 }
@@ -226,6 +258,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorLaunchFailure: return "unspecified launch failure (the emulator printed why)";
     case cudaErrorNotSupported: return "operation not supported";
+    case cudaErrorNotReady: return "device not ready";
     default: return "unknown error";
   }
 }

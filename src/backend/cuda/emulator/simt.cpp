@@ -8,6 +8,8 @@
 // accesses as compute-sanitizer's memcheck would on a GPU.
 #include "backend/cuda/emulator/simt.h"
 
+#include "backend/cuda/emulator/streams.h"
+
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -388,17 +390,21 @@ void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& r
 
 Schedule parse_schedule(const std::string& text) {
   Schedule s;
-  std::string order = text;
   const size_t comma = text.find(',');
-  if (comma != std::string::npos) {
-    order = text.substr(0, comma);
-    const std::string rest = text.substr(comma + 1);
-    if (rest != "early") {
-      std::fprintf(stderr, "speedrun CUDA emulator: SPEEDRUN_CUDA_EMULATOR_ORDER=%s: after the "
-                           "comma only 'early' is known\n", text.c_str());
+  const std::string order = text.substr(0, comma);
+  for (size_t at = comma; at != std::string::npos;) {
+    const size_t next = text.find(',', at + 1);
+    const std::string flag = text.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
+    if (flag == "early") {
+      s.early_copies = true;
+    } else if (flag == "lazy") {
+      s.lazy_streams = true;
+    } else {
+      std::fprintf(stderr, "speedrun CUDA emulator: SPEEDRUN_CUDA_EMULATOR_ORDER=%s: after a "
+                           "comma only 'early' and 'lazy' are known\n", text.c_str());
       std::exit(2);
     }
-    s.early_copies = true;
+    at = next;
   }
   if (order == "forward" || order.empty()) {
     s.order = Schedule::Order::Forward;
@@ -409,7 +415,8 @@ Schedule parse_schedule(const std::string& text) {
     s.seed = std::strtoull(order.c_str(), &end, 10);
     if (!end || *end) {
       std::fprintf(stderr, "speedrun CUDA emulator: SPEEDRUN_CUDA_EMULATOR_ORDER=%s: give "
-                           "forward, reverse or a seed number, optionally followed by ',early'\n",
+                           "forward, reverse or a seed number, optionally followed by ',early' "
+                           "and ',lazy'\n",
                    text.c_str());
       std::exit(2);
     }
@@ -419,6 +426,7 @@ Schedule parse_schedule(const std::string& text) {
 }
 
 void set_schedule(const Schedule& s) {
+  drain_all();  // work queued under the old model runs before the new one applies
   std::lock_guard<std::mutex> lock(g_mutex);
   g_schedule = s;
   g_schedule_read = true;
@@ -561,8 +569,11 @@ void set_max_dynamic_smem(const void* kernel, int bytes) {
   g_max_smem[kernel] = bytes;
 }
 
-cudaError_t run_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem,
-                       const std::function<void()>& body) {
+namespace {
+
+// The launch's shape against an H200's limits and the sticky state: cudaSuccess, or the
+// error (left for cudaGetLastError) a launch gets at once.
+cudaError_t check_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem) {
   auto refuse = [&](cudaError_t e, const std::string& why) {
     std::fprintf(stderr, "speedrun CUDA emulator: launch of %s refused: %s\n", name, why.c_str());
     std::lock_guard<std::mutex> lock(g_mutex);
@@ -599,6 +610,16 @@ cudaError_t run_launch(const char* name, const void* kernel, dim3 grid, dim3 blo
     std::fprintf(stderr, "speedrun CUDA emulator: a kernel launched another kernel\n");
     std::abort();
   }
+  return cudaSuccess;
+}
+
+// Runs a checked launch's blocks; a failure inside is printed and made sticky.
+cudaError_t execute_launch(const char* name, dim3 grid, dim3 block, size_t smem,
+                           const std::function<void()>& body) {
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (g_sticky != cudaSuccess) return g_sticky;  // an earlier kernel faulted: nothing runs
+  }
   const Schedule s = current_schedule();
   LaunchState L;
   L.name = name;
@@ -632,6 +653,23 @@ cudaError_t run_launch(const char* name, const void* kernel, dim3 grid, dim3 blo
   g_sticky = g_last_error = cudaErrorLaunchFailure;
   g_failure = std::string(name) + ": " + L.failure;
   return cudaErrorLaunchFailure;
+}
+
+}  // namespace
+
+cudaError_t run_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem,
+                       const std::function<void()>& body) {
+  if (cudaError_t e = check_launch(name, kernel, grid, block, smem)) return e;
+  return execute_launch(name, grid, block, smem, body);
+}
+
+cudaError_t issue_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem,
+                         cudaStream_t stream, std::function<void()> body) {
+  if (cudaError_t e = check_launch(name, kernel, grid, block, smem)) return e;
+  enqueue(stream, [name, grid, block, smem, body = std::move(body)] {
+    execute_launch(name, grid, block, smem, body);
+  });
+  return cudaSuccess;
 }
 
 cudaError_t take_launch_error() {

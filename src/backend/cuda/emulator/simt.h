@@ -18,10 +18,13 @@
 // Races show as results that change with the schedule (every kernel of this backend is
 // deterministic): set_schedule() or SPEEDRUN_CUDA_EMULATOR_ORDER (forward, reverse, or a
 // number seeding a shuffle) changes the order threads run between barriers and blocks run
-// in, and whether cp.async copies land as soon as issued or only at their wait (ptx.h).
+// in, whether cp.async copies land as soon as issued or only at their wait (ptx.h), and
+// whether streams run their work when it is issued or as late as CUDA allows (streams.h),
+// where a missing stream or event wait shows.
 //
 // It does not model timing, memory ordering between blocks beyond "one block after
-// another", streams (everything is synchronous) or the instructions' exact rounding.
+// another", two streams' work running at the same time, or the instructions' exact
+// rounding.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -40,10 +43,12 @@ struct Schedule {
   enum class Order { Forward, Reverse, Shuffle } order = Order::Forward;
   uint64_t seed = 0;          // Shuffle only
   bool early_copies = false;  // cp.async lands when issued (else at its wait_group)
+  bool lazy_streams = false;  // streams run their work only when waited for (streams.h)
 };
 void set_schedule(const Schedule& s);
 Schedule schedule();
-// "forward", "reverse", or a seed; "...,early" lands copies at issue.
+// "forward", "reverse", or a seed, then optionally ",early" (cp.async lands at issue) and
+// ",lazy" (lazy streams), in any order.
 Schedule parse_schedule(const std::string& text);
 
 // ---- the running thread ----------------------------------------------------------------------
@@ -114,11 +119,16 @@ void async_wait(int pending);
 // The dynamic shared memory a kernel may take (cudaFuncSetAttribute).
 void set_max_dynamic_smem(const void* kernel, int bytes);
 
-// Runs body() as every thread of every block; returns cudaSuccess or the launch's error
-// (also left for cudaGetLastError; a failure inside a kernel is printed and sticky, as a
-// kernel fault is on the device).
+// Runs body() as every thread of every block now; returns cudaSuccess or the launch's
+// error (also left for cudaGetLastError; a failure inside a kernel is printed and sticky,
+// as a kernel fault is on the device).
 cudaError_t run_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem,
                        const std::function<void()>& body);
+// A launch on a stream: the shape is checked now (a refusal is returned, as
+// cudaGetLastError would), the blocks run when the stream runs its work (streams.h); a
+// failure inside the kernel is then sticky.
+cudaError_t issue_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem,
+                         cudaStream_t stream, std::function<void()> body);
 
 // SR_LAUNCH's object in an emulated build: Launcher(...)(args...) launches.
 template <class Body>
@@ -127,17 +137,19 @@ struct Launcher {
   const void* kernel;
   dim3 grid, block;
   size_t smem;
+  cudaStream_t stream;
   Body body;
   template <class... Args>
   void operator()(Args&&... args) const {
     std::tuple<std::decay_t<Args>...> params(std::forward<Args>(args)...);  // by value
-    run_launch(name, kernel, grid, block, smem, [&] { std::apply(body, params); });
+    issue_launch(name, kernel, grid, block, smem, stream,
+                 [params = std::move(params), body = body]() mutable { std::apply(body, params); });
   }
 };
 template <class Body>
 Launcher<Body> make_launcher(const char* name, const void* kernel, dim3 grid, dim3 block,
-                             size_t smem, cudaStream_t, Body body) {
-  return Launcher<Body>{name, kernel, grid, block, smem, body};
+                             size_t smem, cudaStream_t stream, Body body) {
+  return Launcher<Body>{name, kernel, grid, block, smem, stream, body};
 }
 
 // Sticky state of the emulated device (runtime.cpp reads it).

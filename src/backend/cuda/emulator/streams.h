@@ -1,0 +1,51 @@
+// Streams and events of the CUDA emulator: where the work a stream is given (a kernel, a
+// copy, a memset, a GEMM, a sort, a collective) runs, and when.
+//
+// Two models, chosen by the schedule (simt.h; SPEEDRUN_CUDA_EMULATOR_ORDER "...,lazy"):
+//  - eager (the default): work runs when it is issued, so every stream is synchronous;
+//  - lazy: work given to a stream is queued and runs only when something waits for it —
+//    the host (cudaStreamSynchronize, cudaEventSynchronize, cudaDeviceSynchronize, a
+//    copy to pageable memory, cudaFree), or another stream (cudaStreamWaitEvent: the
+//    waiting stream's later work first runs the recorded stream up to its event). This is
+//    the latest a GPU may run it, so a missing wait shows: the consumer reads what was
+//    there before (new device memory holds NaN), where eager hides the bug.
+// Either way the legacy default stream (nullptr) runs its work at once, after every
+// blocking stream (cudaStreamCreate without cudaStreamNonBlocking) has run what it holds:
+// the implicit synchronisation CUDA defines between them.
+//
+// Host memory in copies follows CUDA's rules: a copy from pageable memory reads it when
+// issued, a copy to pageable memory is finished when the call returns, and pinned memory
+// (cudaHostAlloc / cudaMallocHost) is read or written only when the copy runs, so a host
+// buffer changed before its copy ran shows.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <functional>
+
+namespace speedrun::cuda::emu {
+
+// Runs `work` on stream s (nullptr: the legacy default stream) under the current model.
+// work must own what it reads from the host (copy arguments in).
+void enqueue(cudaStream_t s, std::function<void()> work);
+
+// Streams and events (runtime.cpp forwards the CUDA calls here).
+cudaStream_t create_stream(bool blocking);
+void destroy_stream(cudaStream_t s);  // runs what it holds first
+void drain(cudaStream_t s);           // runs everything s holds
+void drain_all();                     // every stream (cudaDeviceSynchronize, cudaFree)
+
+cudaEvent_t create_event();
+void destroy_event(cudaEvent_t e);
+void record_event(cudaEvent_t e, cudaStream_t s);
+void wait_event(cudaStream_t s, cudaEvent_t e);  // s's later work waits for e
+void sync_event(cudaEvent_t e);                  // the host waits for e
+// Milliseconds between two events that have run; false when one has not (cudaErrorNotReady).
+bool elapsed_ms(cudaEvent_t start, cudaEvent_t end, float* ms);
+
+// Pinned host memory (cudaHostAlloc): registered so that copies know which rule applies.
+void register_pinned(const void* p, size_t bytes);
+void unregister_pinned(const void* p);
+bool is_pinned(const void* p, size_t bytes);
+
+}  // namespace speedrun::cuda::emu
