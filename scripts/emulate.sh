@@ -11,6 +11,9 @@
 #     and blocks in reverse with cp.async landing at issue; a seeded shuffle), where a race
 #     would change results, both with lazy streams (work runs only when waited for), where
 #     a missing stream, event or staging-buffer wait would;
+#   - with MPI: the NCCL communicator's collectives against MPI's and `mpirun -np 2
+#     speedrun train --device cuda` against one GPU of two micro-batches (test_mpi), each
+#     rank a process with an emulated GPU, NCCL emulated over MPI (emulator/nccl.cpp);
 #   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
 #     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
 #     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
@@ -49,9 +52,13 @@ if [ "$asan" = 1 ]; then
   export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:log_path=$reports/ubsan"
 fi
 
-cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON -DSPEEDRUN_MPI=OFF \
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON \
   ${flags[@]+"${flags[@]}"} >/dev/null
 targets=(speedrun test_cuda_emulator test_conformance test_cuda_backend test_cuda_attention)
+# With MPI (scripts/setup.sh installs it): NCCL emulated over MPI, and the multi-GPU tests.
+mpi=0
+grep -q '^SPEEDRUN_HAVE_NCCL_EMULATED:INTERNAL=ON' "$dir/CMakeCache.txt" 2>/dev/null && mpi=1
+[ "$mpi" = 1 ] && targets+=(test_mpi mpi_selftest)
 cmake --build "$dir" -j"$(nproc)" --target "${targets[@]}"
 
 cd "$dir"
@@ -86,6 +93,11 @@ for s in reverse,early,lazy 1234,lazy; do
   run "$s" test_conformance '*cuda*'
   run "$s" test_cuda_backend "$filter"
 done
+if [ "$mpi" = 1 ]; then
+  for s in forward 1234,lazy; do run "$s" test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*'; done
+else
+  echo "== no MPI in this build: the multi-GPU tests (test_mpi on the emulated NCCL) are skipped"
+fi
 cd ..
 echo "== bench/cuda_check.sh --emulated"
 OUT="$PWD/build-emu/cuda_check" bash bench/cuda_check.sh --emulated --build build-emu >/dev/null ||

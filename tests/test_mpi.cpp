@@ -2,6 +2,10 @@
 // collectives, distributed Muon and each rank's data slices (tests/mpi/mpi_selftest.cpp);
 // `speedrun train` on 2 ranks x 1 sequence against 1 rank x 2 step by step; a resumed
 // 2-rank run continuing bit-identically; a failing rank ending the job with its message.
+// On GPUs, through NCCL: its collectives against MPI's, and `speedrun train --device cuda`
+// on 2 ranks against 1 rank of 2 micro-batches, where 2 GPUs are visible or in the CUDA
+// emulator's build (each rank a process with an emulated GPU of its own, NCCL emulated over
+// MPI: src/backend/cuda/emulator/nccl.cpp).
 // Skipped, saying so, when this build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
@@ -83,14 +87,69 @@ TEST_F(Mpi, SelftestCollectivesMuonAndSlices) {
   }
 }
 
+// Ranks with a GPU each: on real GPUs one per visible GPU, at most 2 (NCCL refuses two
+// ranks on one GPU); on the emulator always 2, each its own emulated GPU. The command's
+// prefix gives each rank a GPU of its local rank.
+int gpu_ranks() {
+#ifdef SPEEDRUN_CUDA_EMULATED
+  return 2;
+#else
+  return std::min(2, cuda_device_count());
+#endif
+}
+std::string gpu_mpirun(int ranks) {
+#ifdef SPEEDRUN_CUDA_EMULATED
+  return "SPEEDRUN_CUDA_EMULATOR_DEVICES=" + std::to_string(ranks) + " " + mpirun(ranks);
+#else
+  return mpirun(ranks);
+#endif
+}
+
 TEST_F(Mpi, NcclOnThisGpuAgreesWithMpi) {
   if (!nccl_built()) GTEST_SKIP() << "this build has no NCCL (the CUDA toolkit's nccl.h was not found)";
   std::string why;
   if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA GPU visible: " << why;
-  // NCCL refuses two ranks on one GPU: one rank per visible GPU.
-  const Outcome o = run_shell(mpirun(std::min(2, cuda_device_count())) + SPEEDRUN_MPI_SELFTEST + " --nccl");
+  const Outcome o = run_shell(gpu_mpirun(gpu_ranks()) + SPEEDRUN_MPI_SELFTEST + " --nccl");
   EXPECT_EQ(o.code, 0) << o.out;
   EXPECT_NE(o.out.find("0 failures"), std::string::npos) << o.out;
+}
+
+// The GPU path of data parallelism end to end: NcclComm, the per-layer async reductions on
+// their own stream, distributed Muon's update exchange on device buffers, validation
+// averaged over ranks. 2 ranks x 1 sequence read what 1 rank of 2 micro-batches reads
+// (docs/DISTRIBUTED.md), each sequence's forward and backward is the same computation on
+// both, and the mean of two fp32 gradients is their sum halved, exactly, in either order:
+// the runs agree bit for bit (on the emulator, whose NCCL sums in rank order, this is
+// asserted; real NCCL may round a mean its own way, so to 1e-6 there). Muon and Adam
+// hardly see a gradient's scale, so only that tightness notices a mean taken wrongly.
+TEST_F(Mpi, TwoGpuRanksTrainLikeOneGpuOfTwoMicroBatches) {
+  if (!nccl_built()) GTEST_SKIP() << "this build has no NCCL (the CUDA toolkit's nccl.h was not found)";
+  std::string why;
+  if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA GPU visible: " << why;
+  if (gpu_ranks() < 2) GTEST_SKIP() << "one GPU visible: NCCL needs a GPU per rank";
+  auto flags = [&](const std::string& out) {
+    return "train --train '" + (dir / "data").string() + "/*train*.bin' --val '" + (dir / "data").string() +
+           "/*val*.bin' --vocab 128 --eot 0 --layers 2 --heads 2 --head-dim 64 --seq-len 256 --batch 2 "
+           "--steps 4 --cooldown 2 --window-start 128 --window-end 256 --momentum-warmup 3 --val-every 2 "
+           "--val-tokens 512 --no-sample --threads 1 --device cuda --out " + (dir / out).string();
+  };
+  const Outcome one = run_shell(gpu_mpirun(1) + SPEEDRUN_BINARY + " " + flags("one") + " --grad-accum 2");
+  ASSERT_EQ(one.code, 0) << one.out;
+  const Outcome two = run_shell(gpu_mpirun(2) + SPEEDRUN_BINARY + " " + flags("two"));
+  ASSERT_EQ(two.code, 0) << two.out;
+  for (const char* key : {"train_loss", "val_loss"}) {
+    const auto a = losses(dir / "one" / "metrics.jsonl", key);
+    const auto b = losses(dir / "two" / "metrics.jsonl", key);
+    ASSERT_EQ(a.size(), b.size()) << key;
+    ASSERT_FALSE(a.empty()) << key;
+    for (size_t s = 0; s < a.size(); ++s) {
+#ifdef SPEEDRUN_CUDA_EMULATED
+      EXPECT_EQ(a[s], b[s]) << key << " " << s;
+#else
+      EXPECT_NEAR(a[s], b[s], 1e-6 * a[s]) << key << " " << s;
+#endif
+    }
+  }
 }
 
 TEST_F(Mpi, TwoRanksTrainLikeOneRankOfTwoSequences) {

@@ -97,8 +97,14 @@ int nccl_check(MpiComm& mpi) {
   be->from_host_f64(d, host);
   nccl.all_gather(g, d);
   const auto all = be->to_host_f64(g);
-  expect(std::fabs(all[size_t(r) * size_t(n)] - float(host[0])) < 1e-7, r, "nccl all_gather");
+  for (int q = 0; q < W; ++q)
+    for (int64_t i = 0; i < n; i += 97)
+      expect(all[size_t(q) * size_t(n) + size_t(i)] == double(float(std::sin(double(i + 1) * (q + 1)))), r,
+             "nccl all_gather: every rank's values in rank order");
   nccl.broadcast(d, 0);
+  const auto root = be->to_host_f64(d);
+  for (int64_t i = 0; i < n; i += 97)
+    expect(root[size_t(i)] == double(float(std::sin(double(i + 1)))), r, "nccl broadcast: rank 0's values");
   nccl.barrier();
   return 0;
 }

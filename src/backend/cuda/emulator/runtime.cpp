@@ -1,9 +1,11 @@
 // The CUDA runtime functions speedrun calls, for an emulated build (no libcudart linked):
-// one device (sm_90, an H200's limits), device memory in host memory, streams and events
-// as streams.h models them (at once, or as late as CUDA allows). Device memory is capped (SPEEDRUN_CUDA_EMULATOR_MEMORY bytes, 4 GiB
-// by default) so that running out of it can be tested; new allocations hold 0xff bytes
-// (NaN in bf16 and fp32) so that reading memory nobody wrote shows. A kernel failure is
-// sticky, as a fault on the device is: every later call returns it.
+// one device (sm_90, an H200's limits; SPEEDRUN_CUDA_EMULATOR_DEVICES alike ones for an
+// emulated multi-GPU job), device memory in host memory, streams and events as streams.h
+// models them (at once, or as late as CUDA allows). Device memory is capped
+// (SPEEDRUN_CUDA_EMULATOR_MEMORY bytes, 4 GiB by default) so that running out of it can be
+// tested; new allocations hold 0xff bytes (NaN in bf16 and fp32) so that reading memory
+// nobody wrote shows. A kernel failure is sticky, as a fault on the device is: every later
+// call returns it.
 #include <cuda_runtime.h>
 
 #include <memory>
@@ -32,6 +34,17 @@ size_t capacity() {
   return cap;
 }
 
+// How many GPUs a process sees (SPEEDRUN_CUDA_EMULATOR_DEVICES, 1 by default), all alike:
+// ranks of an emulated multi-GPU job (mpirun) each take the one of their local rank.
+int device_count() {
+  static const int n = [] {
+    const char* e = std::getenv("SPEEDRUN_CUDA_EMULATOR_DEVICES");
+    const int v = e ? std::atoi(e) : 1;
+    return v > 0 ? v : 1;
+  }();
+  return n;
+}
+
 bool no_device() {
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
   return v && (std::strcmp(v, "") == 0 || std::strcmp(v, "-1") == 0);
@@ -50,18 +63,18 @@ namespace emu = speedrun::cuda::emu;
 extern "C" {
 
 cudaError_t cudaGetDeviceCount(int* count) {
-  *count = no_device() ? 0 : 1;
+  *count = no_device() ? 0 : device_count();
   return no_device() ? cudaErrorNoDevice : cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
   if (cudaError_t e = gate()) return e;
-  return device == 0 ? cudaSuccess : cudaErrorInvalidDevice;
+  return device >= 0 && device < device_count() ? cudaSuccess : cudaErrorInvalidDevice;
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   if (cudaError_t e = gate()) return e;
-  if (device != 0) return cudaErrorInvalidDevice;
+  if (device < 0 || device >= device_count()) return cudaErrorInvalidDevice;
   std::memset(p, 0, sizeof *p);
   std::strncpy(p->name, "speedrun CUDA emulator (H200 limits)", sizeof p->name - 1);
   p->major = 9;

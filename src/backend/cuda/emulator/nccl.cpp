@@ -1,0 +1,215 @@
+// The NCCL functions speedrun calls (dist/nccl/nccl_comm.cpp), for an emulated build with
+// MPI: each MPI process is one rank with its own emulated GPU, whose device memory is host
+// memory, so a collective is MPI on the buffers themselves, over a communicator of its own
+// (MPI_Comm_dup of the world, so its traffic never matches the host's MPI calls).
+//
+// Sums are done by every rank alike: the ranks' buffers gathered, then added in rank order
+// in the dtype's own arithmetic (bf16 through fp32, rounded once per addition), so every
+// rank receives the same bits, as NCCL guarantees. Avg divides the sum by the rank count.
+//
+// A collective exchanges its data when it is issued, after the work its stream already
+// holds (with lazy streams, streams.h, that work runs first): a GPU's NCCL kernels progress
+// without the host, which deferring the exchange could turn into a deadlock the hardware
+// never has (one rank inside a host MPI call, the other waiting in the collective). Its
+// result lands in the output buffer as the stream's next item, so with lazy streams a
+// consumer that does not wait for the collective's stream reads the buffer unreduced.
+#ifdef SPEEDRUN_HAVE_MPI
+
+#include <mpi.h>
+#include <nccl.h>
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "backend/cuda/emulator/simt.h"
+#include "backend/cuda/emulator/streams.h"
+#include "backend/cuda/math/bf16.h"
+
+struct ncclComm {
+  MPI_Comm mpi = MPI_COMM_NULL;
+  int rank = 0, size = 1;
+};
+
+namespace {
+
+namespace emu = speedrun::cuda::emu;
+
+constexpr uint32_t kIdMagic = 0x5eedecc1u;
+
+size_t type_bytes(ncclDataType_t t) {
+  switch (t) {
+    case ncclInt8: case ncclUint8: return 1;
+    case ncclFloat16: case ncclBfloat16: return 2;
+    case ncclInt32: case ncclUint32: case ncclFloat32: return 4;
+    case ncclInt64: case ncclUint64: case ncclFloat64: return 8;
+    default: return 0;
+  }
+}
+
+bool supported_sum(ncclDataType_t t) {
+  return t == ncclFloat32 || t == ncclFloat64 || t == ncclBfloat16 || t == ncclInt32;
+}
+
+// acc (=) acc + x elementwise, n values of type t.
+void add(void* acc, const void* x, size_t n, ncclDataType_t t) {
+  switch (t) {
+    case ncclFloat32: {
+      auto* a = static_cast<float*>(acc);
+      const auto* b = static_cast<const float*>(x);
+      for (size_t i = 0; i < n; ++i) a[i] += b[i];
+      break;
+    }
+    case ncclFloat64: {
+      auto* a = static_cast<double*>(acc);
+      const auto* b = static_cast<const double*>(x);
+      for (size_t i = 0; i < n; ++i) a[i] += b[i];
+      break;
+    }
+    case ncclBfloat16: {
+      auto* a = static_cast<uint16_t*>(acc);
+      const auto* b = static_cast<const uint16_t*>(x);
+      for (size_t i = 0; i < n; ++i)
+        a[i] = speedrun::cuda::math::f32_to_bf16(speedrun::cuda::math::bf16_to_f32(a[i]) +
+                                                 speedrun::cuda::math::bf16_to_f32(b[i]));
+      break;
+    }
+    case ncclInt32: {
+      auto* a = static_cast<int32_t*>(acc);
+      const auto* b = static_cast<const int32_t*>(x);
+      for (size_t i = 0; i < n; ++i) a[i] += b[i];
+      break;
+    }
+    default: break;
+  }
+}
+
+void divide(void* acc, size_t n, ncclDataType_t t, int by) {
+  switch (t) {
+    case ncclFloat32:
+      for (size_t i = 0; i < n; ++i) static_cast<float*>(acc)[i] /= float(by);
+      break;
+    case ncclFloat64:
+      for (size_t i = 0; i < n; ++i) static_cast<double*>(acc)[i] /= double(by);
+      break;
+    case ncclBfloat16: {
+      auto* a = static_cast<uint16_t*>(acc);
+      for (size_t i = 0; i < n; ++i)
+        a[i] = speedrun::cuda::math::f32_to_bf16(speedrun::cuda::math::bf16_to_f32(a[i]) / float(by));
+      break;
+    }
+    case ncclInt32:
+      for (size_t i = 0; i < n; ++i) static_cast<int32_t*>(acc)[i] /= by;
+      break;
+    default: break;
+  }
+}
+
+bool usable(ncclComm_t c) { return c != nullptr && c->mpi != MPI_COMM_NULL; }
+
+// The stream's earlier work, then exchange() now; the bytes it returns are copied to `out`
+// when the stream runs its next item (see the top of this file).
+ncclResult_t run_on(cudaStream_t stream, void* out,
+                    std::function<std::vector<unsigned char>()> exchange) {
+  if (emu::peek_sticky_error() != cudaSuccess) return ncclUnhandledCudaError;
+  auto result = std::make_shared<std::vector<unsigned char>>();
+  emu::enqueue(stream, [result, exchange = std::move(exchange)] { *result = exchange(); });
+  emu::drain(stream);
+  emu::enqueue(stream, [result, out] { std::memcpy(out, result->data(), result->size()); });
+  return emu::peek_sticky_error() == cudaSuccess ? ncclSuccess : ncclUnhandledCudaError;
+}
+
+}  // namespace
+
+extern "C" {
+
+ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
+  std::memset(id, 0, sizeof *id);
+  std::memcpy(id->internal, &kIdMagic, sizeof kIdMagic);
+  const uint64_t nonce = std::random_device{}();
+  std::memcpy(id->internal + 8, &nonce, sizeof nonce);
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int rank) {
+  *comm = nullptr;
+  uint32_t magic = 0;
+  std::memcpy(&magic, id.internal, sizeof magic);
+  int inited = 0, world = 0, me = 0;
+  MPI_Initialized(&inited);
+  if (magic != kIdMagic || !inited) return ncclInvalidArgument;  // an id from elsewhere, or no MPI
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &me);
+  if (nranks != world || rank != me) return ncclInvalidArgument;  // the ranks are MPI's
+  auto* c = new ncclComm;
+  MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
+  c->rank = rank;
+  c->size = nranks;
+  *comm = c;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclCommDestroy(ncclComm_t comm) {
+  if (!comm) return ncclInvalidArgument;
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm->mpi != MPI_COMM_NULL) MPI_Comm_free(&comm->mpi);
+  delete comm;
+  return ncclSuccess;
+}
+
+ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataType_t type, ncclRedOp_t op,
+                           ncclComm_t comm, cudaStream_t stream) {
+  if (!usable(comm) || !supported_sum(type) || (op != ncclSum && op != ncclAvg) || count > size_t(INT32_MAX))
+    return ncclInvalidArgument;
+  return run_on(stream, recv, [=] {
+    const size_t bytes = count * type_bytes(type);
+    std::vector<unsigned char> all(bytes * size_t(comm->size));
+    MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
+    for (int r = 1; r < comm->size; ++r) add(all.data(), all.data() + size_t(r) * bytes, count, type);
+    if (op == ncclAvg) divide(all.data(), count, type, comm->size);
+    all.resize(bytes);
+    return all;
+  });
+}
+
+ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
+                           cudaStream_t stream) {
+  const size_t bytes = count * type_bytes(type);
+  if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX)) return ncclInvalidArgument;
+  return run_on(stream, recv, [=] {
+    std::vector<unsigned char> all(bytes * size_t(comm->size));
+    MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
+    return all;
+  });
+}
+
+ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
+                           ncclComm_t comm, cudaStream_t stream) {
+  const size_t bytes = count * type_bytes(type);
+  if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX) || root < 0 || root >= comm->size)
+    return ncclInvalidArgument;
+  return run_on(stream, recv, [=] {
+    std::vector<unsigned char> data(bytes);
+    if (comm->rank == root) std::memcpy(data.data(), send, bytes);
+    MPI_Bcast(data.data(), int(bytes), MPI_BYTE, root, comm->mpi);
+    return data;
+  });
+}
+
+const char* ncclGetErrorString(ncclResult_t r) {
+  switch (r) {
+    case ncclSuccess: return "no error";
+    case ncclUnhandledCudaError: return "unhandled cuda error (a kernel failed before the collective)";
+    case ncclInvalidArgument: return "invalid argument (the emulated NCCL takes its ranks from MPI, "
+                                     "sums F32/F64/BF16/I32)";
+    default: return "unknown result";
+  }
+}
+
+}  // extern "C"
+
+#endif  // SPEEDRUN_HAVE_MPI
