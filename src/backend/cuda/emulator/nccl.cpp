@@ -54,57 +54,38 @@ bool supported_sum(ncclDataType_t t) {
   return t == ncclFloat32 || t == ncclFloat64 || t == ncclBfloat16 || t == ncclInt32;
 }
 
-// acc (=) acc + x elementwise, n values of type t.
+// a[i] (=) f(a[i], b[i]) for n values of type T.
+template <class T, class F>
+void each(void* acc, const void* x, size_t n, F f) {
+  auto* a = static_cast<T*>(acc);
+  const auto* b = static_cast<const T*>(x);
+  for (size_t i = 0; i < n; ++i) a[i] = f(a[i], b[i]);
+}
+
+uint16_t bf16_of(float v) { return speedrun::cuda::math::f32_to_bf16(v); }
+float f32_of(uint16_t v) { return speedrun::cuda::math::bf16_to_f32(v); }
+
+// acc (=) acc + x elementwise, n values of type t (bf16 through fp32, rounded once).
 void add(void* acc, const void* x, size_t n, ncclDataType_t t) {
   switch (t) {
-    case ncclFloat32: {
-      auto* a = static_cast<float*>(acc);
-      const auto* b = static_cast<const float*>(x);
-      for (size_t i = 0; i < n; ++i) a[i] += b[i];
-      break;
-    }
-    case ncclFloat64: {
-      auto* a = static_cast<double*>(acc);
-      const auto* b = static_cast<const double*>(x);
-      for (size_t i = 0; i < n; ++i) a[i] += b[i];
-      break;
-    }
-    case ncclBfloat16: {
-      auto* a = static_cast<uint16_t*>(acc);
-      const auto* b = static_cast<const uint16_t*>(x);
-      for (size_t i = 0; i < n; ++i)
-        a[i] = speedrun::cuda::math::f32_to_bf16(speedrun::cuda::math::bf16_to_f32(a[i]) +
-                                                 speedrun::cuda::math::bf16_to_f32(b[i]));
-      break;
-    }
-    case ncclInt32: {
-      auto* a = static_cast<int32_t*>(acc);
-      const auto* b = static_cast<const int32_t*>(x);
-      for (size_t i = 0; i < n; ++i) a[i] += b[i];
-      break;
-    }
-    default: break;
+    case ncclFloat32: return each<float>(acc, x, n, std::plus<>());
+    case ncclFloat64: return each<double>(acc, x, n, std::plus<>());
+    case ncclInt32: return each<int32_t>(acc, x, n, std::plus<>());
+    case ncclBfloat16:
+      return each<uint16_t>(acc, x, n, [](uint16_t a, uint16_t b) { return bf16_of(f32_of(a) + f32_of(b)); });
+    default: return;
   }
 }
 
+// acc (=) acc / by elementwise.
 void divide(void* acc, size_t n, ncclDataType_t t, int by) {
   switch (t) {
-    case ncclFloat32:
-      for (size_t i = 0; i < n; ++i) static_cast<float*>(acc)[i] /= float(by);
-      break;
-    case ncclFloat64:
-      for (size_t i = 0; i < n; ++i) static_cast<double*>(acc)[i] /= double(by);
-      break;
-    case ncclBfloat16: {
-      auto* a = static_cast<uint16_t*>(acc);
-      for (size_t i = 0; i < n; ++i)
-        a[i] = speedrun::cuda::math::f32_to_bf16(speedrun::cuda::math::bf16_to_f32(a[i]) / float(by));
-      break;
-    }
-    case ncclInt32:
-      for (size_t i = 0; i < n; ++i) static_cast<int32_t*>(acc)[i] /= by;
-      break;
-    default: break;
+    case ncclFloat32: return each<float>(acc, acc, n, [by](float a, float) { return a / float(by); });
+    case ncclFloat64: return each<double>(acc, acc, n, [by](double a, double) { return a / double(by); });
+    case ncclInt32: return each<int32_t>(acc, acc, n, [by](int32_t a, int32_t) { return a / by; });
+    case ncclBfloat16:
+      return each<uint16_t>(acc, acc, n, [by](uint16_t a, uint16_t) { return bf16_of(f32_of(a) / float(by)); });
+    default: return;
   }
 }
 
