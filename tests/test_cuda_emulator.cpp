@@ -4,8 +4,9 @@
 // it reports what it promises to catch: races (results that change with the schedule),
 // deadlocks, divergent barriers and collectives, a lane missing from a full-mask shuffle,
 // cp.async outside shared memory or read before its wait, launch shapes an H200 refuses,
-// running out of device memory; that lazy streams show a missing event wait and that async
-// copies treat pageable and pinned host memory as CUDA does. Also its cuBLASLt (strided
+// running out of device memory; that lazy streams show a missing event wait, that async
+// copies treat pageable and pinned host memory as CUDA does and that a collective's result
+// lands only when waited for. Also its cuBLASLt (strided
 // batches, transposes) and its radix sort. The kernels here are CUDA C++, compiled by the host compiler through the
 // emulator's prelude; in a build with nvcc (or none) this file has no tests.
 #include <gtest/gtest.h>
@@ -532,6 +533,46 @@ TEST(CudaEmulator, TheDefaultStreamWaitsForBlockingStreamsOnly) {
     EXPECT_EQ(got[0] == 2 * in[0], blocking) << (blocking ? "blocking" : "non-blocking");
     cudaStreamDestroy(s);
   }
+}
+
+// A collective's result (an Access::Lands item) issued before a second collective on other
+// bytes stays queued while the second takes its input (drain_for), and lands when an event
+// recorded after it is waited for, or when a later item touches its bytes.
+TEST(CudaEmulator, ACollectivesResultLandsOnlyWhenWaitedFor) {
+  ScheduleScope scope(order(emu::Schedule::Order::Forward, 0, false, true));
+  Device d;
+  float* a = d.zeros<float>(4);
+  float* b = d.zeros<float>(4);
+  cudaStream_t s;
+  cudaEvent_t landed;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&landed), cudaSuccess);
+  auto land = [&](float* p, float v) {
+    emu::enqueue(s, [p, v] { std::fill(p, p + 4, v); }, {emu::Access::Lands, p, 16});
+  };
+  bool read_b = false;
+  land(a, 1.f);
+  ASSERT_EQ(cudaEventRecord(landed, s), cudaSuccess);
+  emu::enqueue(s, [&] { read_b = true; }, {emu::Access::Reads, b, 16});
+  emu::drain_for(s, b, 16);
+  EXPECT_TRUE(read_b) << "the second collective took its input";
+  EXPECT_EQ(a[0], 0.f) << "the first result landed before anything waited for it";
+  ASSERT_EQ(cudaEventSynchronize(landed), cudaSuccess);
+  EXPECT_EQ(a[0], 1.f) << "waiting for the event after it lands it";
+
+  land(a, 2.f);
+  land(b, 3.f);
+  emu::enqueue(s, [] {}, {emu::Access::Reads, a, 16});
+  emu::drain_for(s, a, 16);
+  EXPECT_EQ(a[0], 2.f) << "a result under the new input lands first";
+  EXPECT_EQ(b[0], 0.f) << "one elsewhere stays queued";
+  land(b, 4.f);
+  SR_LAUNCH(1, 4, 0, s, scale_kernel)(a, a, 1.f, 4);  // unknown access: in order
+  emu::drain_for(s, b, 0);
+  EXPECT_EQ(b[0], 4.f) << "results on the same bytes land in order, before a kernel";
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  cudaEventDestroy(landed);
+  cudaStreamDestroy(s);
 }
 
 }  // namespace

@@ -13,6 +13,9 @@
 // never has (one rank inside a host MPI call, the other waiting in the collective). Its
 // result lands in the output buffer as the stream's next item, so with lazy streams a
 // consumer that does not wait for the collective's stream reads the buffer unreduced.
+// Earlier results on the stream that the new collective's input does not touch stay queued
+// (streams.h drain_for): a consumer that waits for the first of several collectives and
+// reads the last one's buffer reads it unreduced too.
 #ifdef SPEEDRUN_HAVE_MPI
 
 #include <mpi.h>
@@ -91,15 +94,19 @@ void divide(void* acc, size_t n, ncclDataType_t t, int by) {
 
 bool usable(ncclComm_t c) { return c != nullptr && c->mpi != MPI_COMM_NULL; }
 
-// The stream's earlier work, then exchange() now; the bytes it returns are copied to `out`
-// when the stream runs its next item (see the top of this file).
-ncclResult_t run_on(cudaStream_t stream, void* out,
+// The stream's earlier work, then exchange() of [in, in + in_bytes) now; the out_bytes it
+// returns are copied to `out` when the stream runs its next item (see the top of this
+// file). Earlier collectives' results that nothing here touches stay queued
+// (emu::drain_for), so under lazy streams each result lands only when waited for.
+ncclResult_t run_on(cudaStream_t stream, const void* in, size_t in_bytes, void* out, size_t out_bytes,
                     std::function<std::vector<unsigned char>()> exchange) {
   if (emu::peek_sticky_error() != cudaSuccess) return ncclUnhandledCudaError;
   auto result = std::make_shared<std::vector<unsigned char>>();
-  emu::enqueue(stream, [result, exchange = std::move(exchange)] { *result = exchange(); });
-  emu::drain(stream);
-  emu::enqueue(stream, [result, out] { std::memcpy(out, result->data(), result->size()); });
+  emu::enqueue(stream, [result, exchange = std::move(exchange)] { *result = exchange(); },
+               {emu::Access::Reads, in, in_bytes});
+  emu::drain_for(stream, in, in_bytes);
+  emu::enqueue(stream, [result, out] { std::memcpy(out, result->data(), result->size()); },
+               {emu::Access::Lands, out, out_bytes});
   return emu::peek_sticky_error() == cudaSuccess ? ncclSuccess : ncclUnhandledCudaError;
 }
 
@@ -146,8 +153,8 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
                            ncclComm_t comm, cudaStream_t stream) {
   if (!usable(comm) || !supported_sum(type) || (op != ncclSum && op != ncclAvg) || count > size_t(INT32_MAX))
     return ncclInvalidArgument;
-  return run_on(stream, recv, [=] {
-    const size_t bytes = count * type_bytes(type);
+  const size_t bytes = count * type_bytes(type);
+  return run_on(stream, send, bytes, recv, bytes, [=] {
     std::vector<unsigned char> all(bytes * size_t(comm->size));
     MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
     for (int r = 1; r < comm->size; ++r) add(all.data(), all.data() + size_t(r) * bytes, count, type);
@@ -161,7 +168,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
                            cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX)) return ncclInvalidArgument;
-  return run_on(stream, recv, [=] {
+  return run_on(stream, send, bytes, recv, bytes * size_t(comm->size), [=] {
     std::vector<unsigned char> all(bytes * size_t(comm->size));
     MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
     return all;
@@ -173,7 +180,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   const size_t bytes = count * type_bytes(type);
   if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX) || root < 0 || root >= comm->size)
     return ncclInvalidArgument;
-  return run_on(stream, recv, [=] {
+  return run_on(stream, send, comm->rank == root ? bytes : 0, recv, bytes, [=] {
     std::vector<unsigned char> data(bytes);
     if (comm->rank == root) std::memcpy(data.data(), send, bytes);
     MPI_Bcast(data.data(), int(bytes), MPI_BYTE, root, comm->mpi);

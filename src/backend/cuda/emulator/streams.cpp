@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "backend/cuda/emulator/simt.h"
 
@@ -21,6 +22,7 @@ namespace {
 struct Item {
   uint64_t seq;
   std::function<void()> work;
+  Access access;
 };
 
 struct Queue {
@@ -71,6 +73,21 @@ void run_to(uint64_t id, uint64_t seq) {
   }
 }
 
+bool overlap(const Access& a, const void* lo, size_t bytes) {
+  const char* a0 = static_cast<const char*>(a.lo);
+  const char* b0 = static_cast<const char*>(lo);
+  return a0 < b0 + bytes && b0 < a0 + a.bytes;
+}
+
+// Whether item `it` may run before the Lands items `held` that precede it in its stream.
+bool may_pass(const Item& it, const std::vector<const Item*>& held) {
+  if (it.access.kind == Access::Marker) return true;
+  if (it.access.kind == Access::Any) return held.empty();
+  for (const Item* h : held)
+    if (overlap(h->access, it.access.lo, it.access.bytes)) return false;
+  return true;
+}
+
 void run_blocking_streams() {
   std::vector<uint64_t> ids;
   for (auto& [id, q] : g_queues)
@@ -80,7 +97,7 @@ void run_blocking_streams() {
 
 }  // namespace
 
-void enqueue(cudaStream_t s, std::function<void()> work) {
+void enqueue(cudaStream_t s, std::function<void()> work, Access access) {
   if (!lazy()) {
     work();
     return;
@@ -92,7 +109,7 @@ void enqueue(cudaStream_t s, std::function<void()> work) {
     return;
   }
   Queue& q = *queue_of(s);
-  q.items.push_back(Item{++q.issued, std::move(work)});
+  q.items.push_back(Item{++q.issued, std::move(work), access});
 }
 
 cudaStream_t create_stream(bool blocking) {
@@ -120,6 +137,36 @@ void drain(cudaStream_t s) {
   run_to(queue_of(s)->id, UINT64_MAX);
 }
 
+void drain_for(cudaStream_t s, const void* lo, size_t bytes) {
+  if (s == nullptr) return drain(s);
+  std::lock_guard<std::recursive_mutex> lock(g_m);
+  const uint64_t id = queue_of(s)->id;
+  // Each pass runs one item (or a prefix, in order) and starts again: running it may have
+  // run this stream's items from the front (a wait for an event recorded here).
+  for (;;) {
+    auto found = g_queues.find(id);
+    if (found == g_queues.end()) return;
+    Queue& q = *found->second;
+    std::vector<const Item*> held;  // Lands items left queued so far
+    auto it = q.items.begin();
+    for (; it != q.items.end(); ++it) {
+      if (it->access.kind == Access::Lands && !overlap(it->access, lo, bytes) && may_pass(*it, held)) {
+        held.push_back(&*it);
+        continue;
+      }
+      break;
+    }
+    if (it == q.items.end()) return;  // only results nothing here needs
+    if (!may_pass(*it, held)) {
+      run_to(id, it->seq);  // in order, with the results before it
+      continue;
+    }
+    Item item = std::move(*it);
+    q.items.erase(it);
+    item.work();
+  }
+}
+
 void drain_all() {
   std::lock_guard<std::recursive_mutex> lock(g_m);
   std::vector<uint64_t> ids;
@@ -142,7 +189,7 @@ void record_event(cudaEvent_t e, cudaStream_t s) {
   enqueue(s, [stamp] {
     stamp->ms = now_ms();
     stamp->ran = true;
-  });
+  }, {Access::Marker});
   if (s != nullptr && lazy()) {
     ev.stream = queue_of(s)->id;
     ev.seq = queue_of(s)->issued;
@@ -156,7 +203,7 @@ void wait_event(cudaStream_t s, cudaEvent_t e) {
   const Event& ev = *reinterpret_cast<Event*>(e);
   if (ev.stream == 0) return;  // ran already, or never recorded: nothing to wait for
   const uint64_t id = ev.stream, seq = ev.seq;
-  enqueue(s, [id, seq] { run_to(id, seq); });
+  enqueue(s, [id, seq] { run_to(id, seq); }, {Access::Marker});
 }
 
 void sync_event(cudaEvent_t e) {

@@ -25,14 +25,32 @@
 
 namespace speedrun::cuda::emu {
 
+// What an item of a stream touches, where the emulator knows it (a collective's). Lazy
+// streams use it to keep a collective's result from landing sooner than it must:
+//  - Any: unknown (kernels, copies, GEMMs): runs in order with everything before it;
+//  - Marker: touches no device memory (an event's record or wait);
+//  - Reads: reads [lo, lo + bytes) only (a collective taking its input);
+//  - Lands: writes [lo, lo + bytes) only (a collective's result).
+struct Access {
+  enum Kind { Any, Marker, Reads, Lands } kind = Any;
+  const void* lo = nullptr;
+  size_t bytes = 0;
+};
+
 // Runs `work` on stream s (nullptr: the legacy default stream) under the current model.
 // work must own what it reads from the host (copy arguments in).
-void enqueue(cudaStream_t s, std::function<void()> work);
+void enqueue(cudaStream_t s, std::function<void()> work, Access access = {});
 
 // Streams and events (runtime.cpp forwards the CUDA calls here).
 cudaStream_t create_stream(bool blocking);
 void destroy_stream(cudaStream_t s);  // runs what it holds first
 void drain(cudaStream_t s);           // runs everything s holds
+// Runs what s holds, except Lands items whose bytes neither [lo, lo + bytes) nor anything
+// run after them touches: those stay queued, in order, and land when something waits for
+// them (an event recorded after them, a drain). A collective issued while an earlier one's
+// result is still queued (lazy streams) takes its input this way, so the earlier result
+// lands no sooner than a GPU may land it.
+void drain_for(cudaStream_t s, const void* lo, size_t bytes);
 void drain_all();                     // every stream (cudaDeviceSynchronize, cudaFree)
 
 cudaEvent_t create_event();
