@@ -148,7 +148,9 @@ TEST(ThreadComm, LayerGradientViewsCoverEveryGradientOnce) {
     const Tensor t = p.layer_grads(l);
     spans.emplace_back(static_cast<const char*>(t.data), static_cast<const char*>(t.data) + t.bytes());
   }
-  for (const Tensor& t : p.other_grads())
+  std::vector<Tensor> outside = p.other_grads();
+  outside.push_back(p.head_grads());
+  for (const Tensor& t : outside)
     spans.emplace_back(static_cast<const char*>(t.data), static_cast<const char*>(t.data) + t.bytes());
   for (int i = 0; i < p.count(); ++i) {
     const char* a = static_cast<const char*>(p.grad(i).data);
@@ -200,6 +202,119 @@ TEST(ThreadComm, MuonSplitOverRanksEqualsMuonOnOne) {
   };
   const auto one = run(1);
   for (int world : {2, 3, 5}) EXPECT_EQ(run(world), one) << world << " ranks";
+}
+
+// Rank 0 of two whose async reductions finish as late as a GPU's stream may finish them:
+// all_reduce_async takes t's values and fills t with NaN; wait_async(ticket) writes the
+// reduced values back for that ticket and the ones before it. Rank 1 is a twin with the
+// same gradients and zero Muon updates of its own, so a reduction's result is t as it was
+// at the call (Mean of equal values; Sum with zeros). Reading a buffer before waiting for
+// its ticket reads NaN, and writing one is undone when its reduction lands.
+class LateComm final : public Comm {
+ public:
+  explicit LateComm(Backend& be) : be_(be) {}
+  std::string name() const override { return "late"; }
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  void all_reduce(Tensor, ReduceOp) override {}
+  void all_gather(Tensor, const Tensor&) override { ADD_FAILURE() << "not used"; }
+  void broadcast(Tensor, int) override {}
+  void barrier() override {}
+  int64_t all_reduce_async(Tensor t, ReduceOp) override {
+    pending_.push_back({async_started_, t, be_.to_host_f64(t)});
+    be_.fill(t, std::nan(""));
+    return async_started_++;
+  }
+  void wait_async(int64_t ticket) override {
+    while (!pending_.empty() && pending_.front().ticket <= ticket) {
+      be_.from_host_f64(pending_.front().t, pending_.front().values);
+      pending_.erase(pending_.begin());
+    }
+  }
+  double all_reduce(double x, ReduceOp) override { return x; }
+  std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
+    std::vector<int64_t> out = mine;
+    out.insert(out.end(), mine.begin(), mine.end());
+    return out;
+  }
+  [[noreturn]] void abort(const std::string& why) override { fail(why); }
+  size_t pending() const { return pending_.size(); }
+
+ private:
+  struct Pending {
+    int64_t ticket;
+    Tensor t;
+    std::vector<double> values;
+  };
+  Backend& be_;
+  std::vector<Pending> pending_;
+};
+
+// The optimizer given each gradient's ticket, its reductions still running, waits for each
+// where it reads it and for the update exchange before applying it: the same bits as with
+// every reduction done first. Two orders of arrival: the trainer's (lm_head, a span per
+// block from the last, wte, skip_weights) and each gradient alone in table order (so the last matrix to arrive is one this rank does not orthogonalise).
+TEST(Optimizer, WaitsForEachReductionWhereItReadsIt) {
+  const GPTConfig cfg = micro_gpt(4);
+  enum Arrival { Done, ByBlock, ByParameter };
+  auto run = [&](Arrival arrival) {
+    CpuBackend be(1);
+    Parameters p(be, cfg, DType::F32);
+    randomize(p, 7);
+    LateComm comm(be);
+    Optimizer opt(be, p, OptimConfig{}, &comm);
+    for (int step = 0; step < 3; ++step) {
+      for (int i = 0; i < p.count(); ++i) {
+        Rng rng(uint64_t(100 * step + i));
+        std::vector<double> g(size_t(p.grad(i).numel()));
+        for (auto& x : g) x = 0.01 * rng.normal();
+        be.from_host_f64(p.grad(i), g);
+      }
+      std::vector<int64_t> ready;
+      if (arrival != Done) {
+        ready.assign(size_t(p.count()), Comm::kAllAsync);
+        std::vector<Tensor> spans;
+        if (arrival == ByBlock) {
+          spans.push_back(p.head_grads());
+          for (int64_t l = cfg.layers - 1; l >= 0; --l) spans.push_back(p.layer_grads(l));
+          for (const Tensor& t : p.other_grads()) spans.push_back(t);
+        } else {
+          for (int i = 0; i < p.count(); ++i) spans.push_back(p.grad(i));
+        }
+        for (const Tensor& t : spans) {
+          const int64_t ticket = comm.all_reduce_async(t, ReduceOp::Mean);
+          for (int i : p.grads_within(t)) ready[size_t(i)] = ticket;
+        }
+      }
+      opt.step(1.0, 0.9, ready);
+      EXPECT_EQ(comm.pending(), 0u) << "a reduction still running after the step";
+    }
+    std::vector<std::vector<double>> out;
+    for (int i = 0; i < p.count(); ++i) out.push_back(p.to_host_f64(i));
+    for (const auto& [name, t] : opt.state()) out.push_back(be.to_host_f64(t));
+    return out;
+  };
+  const auto first = run(Done);
+  for (Arrival arrival : {ByBlock, ByParameter}) {
+    const auto late = run(arrival);
+    ASSERT_EQ(first.size(), late.size());
+    for (size_t i = 0; i < first.size(); ++i) {
+      for (double x : late[i])
+        ASSERT_FALSE(std::isnan(x)) << "arrival " << arrival << ", tensor " << i
+                                    << ": a gradient was read before its reduction";
+      EXPECT_EQ(late[i], first[i]) << "arrival " << arrival << ", tensor " << i;
+    }
+  }
+}
+
+TEST(Optimizer, RefusesTicketsThatDoNotMatchTheParameters) {
+  CpuBackend be(1);
+  Parameters p(be, micro_gpt(2), DType::F32);
+  LateComm comm(be);
+  Optimizer opt(be, p, OptimConfig{}, &comm);
+  EXPECT_THROW(opt.step(1.0, 0.9, std::vector<int64_t>(3, 0)), Error);
+  Optimizer alone(be, p, OptimConfig{});
+  EXPECT_THROW(alone.step(1.0, 0.9, std::vector<int64_t>(size_t(p.count()), 0)), Error);
 }
 
 // ---------------------------------------------------------------- training over ranks

@@ -38,13 +38,21 @@ class Comm {
   // t (=) rank root's t.
   virtual void broadcast(Tensor t, int root) = 0;
   virtual void barrier() = 0;
+  static constexpr int64_t kAllAsync = INT64_MAX;  // wait_async: every reduction started
   // all_reduce started now and finished by wait_async(): on a GPU it runs on a stream of
   // its own, after every op the backend has issued so far, so it overlaps the work issued
-  // next (the backward of the layers below); t must not be touched until wait_async().
-  // The default does it at once.
-  virtual void all_reduce_async(Tensor t, ReduceOp op) { all_reduce(t, op); }
-  // The backend's later ops wait for every all_reduce_async started so far.
-  virtual void wait_async() {}
+  // next (the backward of the layers below, the optimizer's other updates); t must not be
+  // touched until it has been waited for. Returns its ticket: 0, 1, 2, ... in the order
+  // this Comm started them (every rank starts the same ones in the same order). The
+  // default does it at once.
+  virtual int64_t all_reduce_async(Tensor t, ReduceOp op) {
+    all_reduce(t, op);
+    return async_started_++;
+  }
+  // The backend's later ops wait for the all_reduce_async of `ticket` and every one started
+  // before it (they finish in order); kAllAsync: every one started so far; a negative
+  // ticket: none. The host does not wait.
+  virtual void wait_async(int64_t ticket = kAllAsync) { (void)ticket; }
   // A host double reduced over the ranks (validation loss, tokens counted); the same on
   // every rank.
   virtual double all_reduce(double x, ReduceOp op) = 0;
@@ -56,6 +64,9 @@ class Comm {
   [[noreturn]] virtual void abort(const std::string& why) = 0;
 
   bool is_root() const { return rank() == 0; }
+
+ protected:
+  int64_t async_started_ = 0;  // all_reduce_async calls so far (the next ticket)
 };
 
 }  // namespace speedrun

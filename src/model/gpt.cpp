@@ -201,6 +201,7 @@ void GPT::backward() {
   const double scale = 1.0 / std::sqrt(double(cfg_.head_dim));
   const Weights& w = p_.c;  // compute views (the masters for scalars)
   const Weights& g = p_.g;
+  if (on_head_grads) on_head_grads();  // forward's head chunks have finished lm_head's
   be_.rms_norm_backward(dh_, dnf_, L_[L - 1].xout, rstdf_, false);
   be_.fill(dx0_, 0.0);
   be_.fill(dv1_, 0.0);

@@ -48,9 +48,12 @@ class GPT {
   // Softcapped logits [V] at position `pos` of sequence 0 of inputs x [B*T] (no gradients).
   std::vector<double> logits_at(const int32_t* x, int64_t pos, int64_t window);
 
-  // Called during train_micro_batch's backward with each block l (L-1 down to 0) as soon as
-  // its parameters' gradients are final for this micro-batch (to reduce them over the ranks
-  // while the blocks below run). Empty: not called.
+  // Called during train_micro_batch's backward as soon as gradients are final for this
+  // micro-batch, to reduce them over the ranks while the rest of backward runs (empty: not
+  // called): on_head_grads once lm_head's (the head runs before the blocks' backward),
+  // on_layer_grads with each block l, L-1 down to 0. wte's and skip_weights' are final
+  // when train_micro_batch returns.
+  std::function<void()> on_head_grads;
   std::function<void(int64_t)> on_layer_grads;
 
   int64_t B() const { return B_; }

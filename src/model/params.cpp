@@ -107,8 +107,21 @@ Tensor Parameters::layer_grads(int64_t l) const {
   return span(h.lambdas, h.mlp_proj);  // table order: lambdas first, mlp c_proj last
 }
 
+Tensor Parameters::head_grads() const { return span(g.lm_head, g.lm_head); }
+
 std::vector<Tensor> Parameters::other_grads() const {
-  return {span(g.wte, g.wte), span(g.lm_head, g.skip_weights)};
+  return {span(g.wte, g.wte), span(g.skip_weights, g.skip_weights)};
+}
+
+std::vector<int> Parameters::grads_within(const Tensor& span) const {
+  const char* lo = static_cast<const char*>(span.data);
+  const char* hi = lo + span.bytes();
+  std::vector<int> out;
+  for (int i = 0; i < count(); ++i) {
+    const char* a = static_cast<const char*>(grads_[i].data);
+    if (lo <= a && a + grads_[i].bytes() <= hi) out.push_back(i);
+  }
+  return out;
 }
 
 void Parameters::zero_grad() {

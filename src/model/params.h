@@ -81,8 +81,12 @@ class Parameters {
   // Block l's gradients as one flat view (they are adjacent in the arena, padding between
   // them zero), for reducing a layer as soon as backward has finished it.
   Tensor layer_grads(int64_t l) const;
-  // The gradients outside the blocks (wte; lm_head with skip_weights), as flat views.
+  // lm_head's gradient (final before the blocks' backward runs).
+  Tensor head_grads() const;
+  // The other gradients outside the blocks (wte; skip_weights), as flat views.
   std::vector<Tensor> other_grads() const;
+  // The parameters whose gradients lie inside `span` (a view of the gradient arena).
+  std::vector<int> grads_within(const Tensor& span) const;
   int index(const std::string& name) const;  // throws if unknown
   int64_t numel() const;
 

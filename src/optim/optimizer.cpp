@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "core/error.h"
+
 namespace speedrun {
 
 Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& config,
@@ -75,7 +77,7 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
       if (pl.mine) s.input = pl.input.slice(int64_t(k), int64_t(k) + 1).view({pl.input.dim(1), pl.input.dim(2)});
     }
     if (pl.mine)
-      stacks_.push_back({pl.input, pl.update});
+      stacks_.push_back({pl.input, pl.update, pl.members});
     else
       others_.push_back(pl.update);
   }
@@ -83,38 +85,82 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
 
 int Optimizer::muon_owner(int i) const { return slots_.at(size_t(i)).owner; }
 
-void Optimizer::step(double lr_mult, double momentum) {
+void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>& ready) {
+  check(ready.empty() || (comm_ && int(ready.size()) == p_.count()), "Optimizer::step: ",
+        ready.size(), " gradient tickets for ", p_.count(), " parameters",
+        comm_ ? "" : " without a Comm");
   ++t_;
   const int rank = comm_ ? comm_->rank() : 0, world = comm_ ? comm_->size() : 1;
-  for (int i = 0; i < p_.count(); ++i) {
-    const Tensor& p = p_.value(i);
-    const Tensor& g = p_.grad(i);
-    Slot& s = slots_[size_t(i)];
-    switch (p_.group(i)) {
-      case ParamGroup::Embed:
-      case ParamGroup::Head:
-      case ParamGroup::Scalar: {
-        const double base = p_.group(i) == ParamGroup::Embed  ? cfg_.lr_embed
-                            : p_.group(i) == ParamGroup::Head ? cfg_.lr_head
-                                                              : cfg_.lr_scalar;
-        AdamArgs a;
-        a.lr = base * lr_mult;
-        a.beta1 = cfg_.beta1;
-        a.beta2 = cfg_.beta2;
-        a.eps = cfg_.eps;
-        a.step = t_;
-        be_.adam_step(p, g, s.m, s.v, a);
-        break;
-      }
-      case ParamGroup::Matrix:
-        // Nesterov: the owner's input slot, or (elsewhere) g itself, only for the buffer.
-        be_.muon_momentum(s.owner == rank ? s.input : g, s.buf, g, momentum);
-        break;
+  // The latest ticket waited for: the reductions finish in ticket order, so waiting for
+  // one covers every earlier one.
+  int64_t waited = -1;
+  auto arrived = [&](int i) -> int64_t { return ready.empty() ? -1 : ready[size_t(i)]; };
+  auto await = [&](int i) {
+    const int64_t t = arrived(i);
+    if (t <= waited) return;
+    comm_->wait_async(t);
+    waited = t;
+  };
+  // Parameters (of a group) ordered by when their gradients arrive, ties in table order.
+  auto by_arrival = [&](auto&& pick) {
+    std::vector<int> out;
+    for (int i = 0; i < p_.count(); ++i)
+      if (pick(i)) out.push_back(i);
+    std::stable_sort(out.begin(), out.end(), [&](int a, int b) { return arrived(a) < arrived(b); });
+    return out;
+  };
+
+  // 1. This rank's Newton-Schulz stacks, each once its matrices' gradients are in.
+  std::vector<const Stack*> stacks;
+  for (const Stack& st : stacks_) stacks.push_back(&st);
+  auto last = [&](const Stack* st) {
+    int64_t t = -1;
+    for (int i : st->members) t = std::max(t, arrived(i));
+    return t;
+  };
+  std::stable_sort(stacks.begin(), stacks.end(),
+                   [&](const Stack* a, const Stack* b) { return last(a) < last(b); });
+  for (const Stack* st : stacks) {
+    for (int i : st->members) {
+      await(i);
+      Slot& s = slots_[size_t(i)];
+      be_.muon_momentum(s.input, s.buf, p_.grad(i), momentum);  // Nesterov into the stack
     }
+    be_.newton_schulz(st->update, st->input, cfg_.ns_steps, cfg_.ns_bf16);
   }
-  for (const Tensor& t : others_) be_.fill(t, 0.0);  // the owners' values arrive by the sum
-  for (const Stack& st : stacks_) be_.newton_schulz(st.update, st.input, cfg_.ns_steps, cfg_.ns_bf16);
-  if (world > 1) comm_->all_reduce(updates_.flat(), ReduceOp::Sum);
+  // 2. The other ranks' matrices: every rank keeps every momentum buffer (the Nesterov
+  // value is written over g and not used).
+  for (int i : by_arrival([&](int i) {
+         return p_.group(i) == ParamGroup::Matrix && slots_[size_t(i)].owner != rank;
+       })) {
+    await(i);
+    be_.muon_momentum(p_.grad(i), slots_[size_t(i)].buf, p_.grad(i), momentum);
+  }
+  // 3. The updates to every rank: each slot holds its owner's value and zeros elsewhere,
+  // so the sum is exact. It runs while Adam does.
+  int64_t exchange = -1;
+  if (world > 1) {
+    for (const Tensor& t : others_) be_.fill(t, 0.0);
+    exchange = comm_->all_reduce_async(updates_.flat(), ReduceOp::Sum);
+  }
+  // 4. Adam on wte, lm_head and the scalars.
+  for (int i : by_arrival([&](int i) { return p_.group(i) != ParamGroup::Matrix; })) {
+    await(i);
+    const double base = p_.group(i) == ParamGroup::Embed  ? cfg_.lr_embed
+                        : p_.group(i) == ParamGroup::Head ? cfg_.lr_head
+                                                          : cfg_.lr_scalar;
+    AdamArgs a;
+    a.lr = base * lr_mult;
+    a.beta1 = cfg_.beta1;
+    a.beta2 = cfg_.beta2;
+    a.eps = cfg_.eps;
+    a.step = t_;
+    Slot& s = slots_[size_t(i)];
+    be_.adam_step(p_.value(i), p_.grad(i), s.m, s.v, a);
+  }
+  // 5. The Muon updates, once every reduction (the exchange last) is done: nothing of this
+  // step still runs on the Comm's stream after this.
+  if (exchange >= 0 || !ready.empty()) comm_->wait_async(Comm::kAllAsync);
   for (int i = 0; i < p_.count(); ++i) {
     if (p_.group(i) != ParamGroup::Matrix) continue;
     const Tensor& p = p_.value(i);

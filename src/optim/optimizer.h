@@ -20,6 +20,15 @@
 // Nesterov inputs are written into a stack of the same layout and Newton-Schulz runs once
 // per shape (batched GEMMs on a GPU). After the step the compute copies of the weights are
 // refreshed from the masters.
+//
+// Overlap (SPEC.md's values do not depend on it): the ranks' gradient reductions may still
+// be running when step() is called (Comm::all_reduce_async; `ready` gives each gradient's
+// ticket). The step issues its work in the order the gradients arrive and waits for each
+// only where it is first read: this rank's Newton-Schulz stacks first (the blocks'
+// gradients are reduced while backward runs), then the other matrices' momentum; then the
+// update exchange starts on the Comm's stream and Adam runs while it does (wte's gradient,
+// reduced last, is waited for here); then the Muon updates land.
+// Each op reads the same values as in any other order, so the result is bit-identical.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -50,7 +59,9 @@ class Optimizer {
   Optimizer(Backend& backend, Parameters& params, const OptimConfig& config,
             Comm* comm = nullptr);
   // One update of every parameter from its gradient: LR = base x lr_mult, Muon momentum mu.
-  void step(double lr_mult, double momentum);
+  // ready: empty (every gradient is in place), or per parameter the ticket of the
+  // comm's all_reduce_async that averages its gradient (Comm::kAllAsync: any).
+  void step(double lr_mult, double momentum, const std::vector<int64_t>& ready = {});
   int64_t steps_taken() const { return t_; }
   void set_steps_taken(int64_t t) { t_ = t; }
   // Optimizer state tensors, in a fixed order, with names (for checkpoints and tests).
@@ -75,6 +86,7 @@ class Optimizer {
   std::vector<Slot> slots_;  // per parameter
   struct Stack {             // one shape's matrices owned by this rank, contiguous
     Tensor input, update;    // [n, rows, cols]
+    std::vector<int> members;  // their parameters, table order
   };
   std::vector<Stack> stacks_;
   std::vector<Tensor> others_;  // the other ranks' update stacks (zeroed before the sum)

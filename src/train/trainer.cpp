@@ -238,21 +238,34 @@ void TrainingRun::train_step(int64_t s, int64_t window) {
   params_->zero_grad();
   const int64_t n = micro_ * T_;
   const bool ranks = comm_.size() > 1;
+  // Per parameter, the ticket of the reduction that averages its gradient over the ranks:
+  // the optimizer waits for each only where it reads that gradient.
+  std::vector<int64_t> ready;
+  auto average = [&](const Tensor& span) {
+    const int64_t ticket = comm_.all_reduce_async(span, ReduceOp::Mean);
+    for (int i : params_->grads_within(span)) ready[size_t(i)] = ticket;
+  };
+  if (ranks) ready.assign(size_t(params_->count()), Comm::kAllAsync);
+  struct Unhook {  // the hook refers to this frame: gone with it, even when a step throws
+    GPT& model;
+    ~Unhook() {
+      model.on_head_grads = nullptr;
+      model.on_layer_grads = nullptr;
+    }
+  } unhook{*model_};
   for (int64_t k = 0; k < K_; ++k) {
-    // In the last micro-batch each block's gradients are averaged over the ranks as soon as
-    // backward has finished them, overlapping the blocks below (on a GPU).
-    if (ranks && k == K_ - 1)
-      model_->on_layer_grads = [this](int64_t l) {
-        comm_.all_reduce_async(params_->layer_grads(l), ReduceOp::Mean);
-      };
+    // In the last micro-batch lm_head's and then each block's gradients are averaged over
+    // the ranks as soon as backward has finished them, overlapping the blocks below (on a
+    // GPU).
+    if (ranks && k == K_ - 1) {
+      model_->on_head_grads = [&] { average(params_->head_grads()); };
+      model_->on_layer_grads = [&](int64_t l) { average(params_->layer_grads(l)); };
+    }
     model_->train_micro_batch(x_.data() + k * n, y_.data() + k * n, window, 1.0 / double(K_));
   }
-  if (ranks) {
-    model_->on_layer_grads = nullptr;
-    for (const Tensor& t : params_->other_grads()) comm_.all_reduce_async(t, ReduceOp::Mean);
-    comm_.wait_async();
-  }
-  opt_->step(lr, mu);
+  if (ranks)
+    for (const Tensor& t : params_->other_grads()) average(t);
+  opt_->step(lr, mu, ready);
   double loss = 0;
   try {
     loss = model_->take_mean_loss();  // waits for the step to finish

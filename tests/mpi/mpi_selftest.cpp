@@ -73,13 +73,23 @@ int nccl_check(MpiComm& mpi) {
   std::vector<double> host(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) host[size_t(i)] = std::sin(double(i + 1) * (r + 1));
   Arena mem([&](size_t b) { return be->allocate(b); }, [&](void* p) { be->release(p); });
-  Tensor d, g;
+  Tensor d, y, g;
   mem.add("x", DType::F32, {n}, &d);
+  mem.add("y", DType::F32, {n}, &y);
   mem.add("gathered", DType::F32, {int64_t(W) * n}, &g);
   mem.materialize(be->device());
+  auto agrees = [&](const std::vector<double>& got, const std::vector<float>& ref, const char* what) {
+    for (int64_t i = 0; i < n; ++i)
+      if (!(std::fabs(got[size_t(i)] - ref[size_t(i)]) <= 1e-6 * (1 + std::fabs(ref[size_t(i)])))) {
+        expect(false, r, what);
+        return;
+      }
+  };
+  std::vector<float> ref_sum, ref_mean;
   for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean}) {
     std::vector<float> ref(host.begin(), host.end());
     mpi.all_reduce(Tensor(ref.data(), DType::F32, {n}), op);
+    (op == ReduceOp::Sum ? ref_sum : ref_mean) = ref;
     be->from_host_f64(d, host);
     nccl.all_reduce(d, op);
     const auto got = be->to_host_f64(d);
@@ -94,6 +104,22 @@ int nccl_check(MpiComm& mpi) {
       if (failures) break;
     }
   }
+  // Tickets: waiting for one async reduction is enough to read its buffer while the one
+  // started after it may still run; the ring of events is reused past 64 of them.
+  for (int round = 0; round < 2; ++round) {
+    be->from_host_f64(d, host);
+    be->from_host_f64(y, host);
+    const int64_t t1 = nccl.all_reduce_async(d, ReduceOp::Sum);
+    const int64_t t2 = nccl.all_reduce_async(y, ReduceOp::Mean);
+    expect(t2 == t1 + 1, r, "nccl tickets count the async reductions");
+    nccl.wait_async(t1);
+    agrees(be->to_host_f64(d), ref_sum, "nccl wait_async(ticket): that reduction has landed");
+    nccl.wait_async();
+    agrees(be->to_host_f64(y), ref_mean, "nccl wait_async(): every reduction has landed");
+    for (int k = 0; k < 70; ++k) nccl.all_reduce_async(g.slice(0, 1), ReduceOp::Mean);
+    nccl.wait_async(t1);  // its event has been reused: waits through the newest
+  }
+  be->synchronize();
   be->from_host_f64(d, host);
   nccl.all_gather(g, d);
   const auto all = be->to_host_f64(g);

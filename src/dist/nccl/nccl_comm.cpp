@@ -47,25 +47,29 @@ NcclComm::NcclComm(Backend& backend) : be_(backend) {
   ok(ncclCommInitRank(&c, mpi_.size(), id, mpi_.rank()), "CommInitRank");
   comm_ = c;
   cudaStream_t side = nullptr;
-  cudaEvent_t a = nullptr, b = nullptr;
+  cudaEvent_t a = nullptr;
   check(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess &&
-            cudaEventCreateWithFlags(&a, cudaEventDisableTiming) == cudaSuccess &&
-            cudaEventCreateWithFlags(&b, cudaEventDisableTiming) == cudaSuccess,
+            cudaEventCreateWithFlags(&a, cudaEventDisableTiming) == cudaSuccess,
         "NcclComm: cannot create its stream and events");
   side_ = side;
   compute_done_ = a;
-  side_done_ = b;
+  for (int i = 0; i < kEvents; ++i) {
+    cudaEvent_t e = nullptr;
+    check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming) == cudaSuccess,
+          "NcclComm: cannot create its events");
+    done_.push_back(e);
+  }
 }
 
 NcclComm::~NcclComm() {
   if (side_) cudaStreamSynchronize(as_stream(side_));
   if (comm_) ncclCommDestroy(as_comm(comm_));
   if (compute_done_) cudaEventDestroy(static_cast<cudaEvent_t>(compute_done_));
-  if (side_done_) cudaEventDestroy(static_cast<cudaEvent_t>(side_done_));
+  for (void* e : done_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
   if (side_) cudaStreamDestroy(as_stream(side_));
 }
 
-void NcclComm::all_reduce_async(Tensor t, ReduceOp op) {
+int64_t NcclComm::all_reduce_async(Tensor t, ReduceOp op) {
   need_device(t, "all_reduce_async");
   cudaEvent_t ready = static_cast<cudaEvent_t>(compute_done_);
   check(cudaEventRecord(ready, as_stream(be_.stream())) == cudaSuccess &&
@@ -74,12 +78,20 @@ void NcclComm::all_reduce_async(Tensor t, ReduceOp op) {
   ok(ncclAllReduce(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, "all_reduce"),
                    op == ReduceOp::Mean ? ncclAvg : ncclSum, as_comm(comm_), as_stream(side_)),
      "AllReduce");
+  const int64_t ticket = async_started_++;
+  check(cudaEventRecord(static_cast<cudaEvent_t>(done_[size_t(ticket % kEvents)]),
+                        as_stream(side_)) == cudaSuccess,
+        "NcclComm all_reduce_async: cannot record the reduction's event");
+  return ticket;
 }
 
-void NcclComm::wait_async() {
-  cudaEvent_t done = static_cast<cudaEvent_t>(side_done_);
-  check(cudaEventRecord(done, as_stream(side_)) == cudaSuccess &&
-            cudaStreamWaitEvent(as_stream(be_.stream()), done, 0) == cudaSuccess,
+void NcclComm::wait_async(int64_t ticket) {
+  if (async_started_ == 0 || ticket < 0) return;  // nothing started, or nothing asked for
+  const int64_t newest = async_started_ - 1;
+  // Past the newest, or reused since: the newest event covers it.
+  const int64_t t = (ticket > newest || ticket <= newest - kEvents) ? newest : ticket;
+  check(cudaStreamWaitEvent(as_stream(be_.stream()),
+                            static_cast<cudaEvent_t>(done_[size_t(t % kEvents)]), 0) == cudaSuccess,
         "NcclComm wait_async: cannot order the backend's stream after the reductions");
 }
 

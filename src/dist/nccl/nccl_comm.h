@@ -4,6 +4,7 @@
 // are both found. NCCL refuses two ranks on one GPU: a one-GPU machine runs world 1 only.
 #pragma once
 #include <memory>
+#include <vector>
 
 #include "backend/backend.h"
 #include "dist/comm.h"
@@ -24,9 +25,11 @@ class NcclComm final : public Comm {
   void broadcast(Tensor t, int root) override;
   void barrier() override;
   // On a stream of NCCL's own, after an event of the backend's stream: the backward of the
-  // next layers runs while a layer's gradients are reduced.
-  void all_reduce_async(Tensor t, ReduceOp op) override;
-  void wait_async() override;
+  // next layers runs while a layer's gradients are reduced. Each one records an event of
+  // its own (a ring of kEvents), so the backend can wait for one reduction and not the
+  // ones started after it.
+  int64_t all_reduce_async(Tensor t, ReduceOp op) override;
+  void wait_async(int64_t ticket = kAllAsync) override;
   double all_reduce(double x, ReduceOp op) override { return mpi_.all_reduce(x, op); }
   std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
     return mpi_.all_gather(mine);
@@ -39,7 +42,11 @@ class NcclComm final : public Comm {
   void* comm_ = nullptr;         // ncclComm_t
   void* side_ = nullptr;         // cudaStream_t for the async reductions
   void* compute_done_ = nullptr; // cudaEvent_t: the backend's work so far
-  void* side_done_ = nullptr;    // cudaEvent_t: the side stream's work so far
+  // cudaEvent_t per ticket, slot ticket % kEvents: the side stream up to that reduction. A
+  // ticket whose slot has been reused since is waited for through the newest one (the side
+  // stream runs in order, so that covers it).
+  static constexpr int kEvents = 64;
+  std::vector<void*> done_;
 };
 
 }  // namespace speedrun
