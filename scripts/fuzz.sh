@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the libFuzzer targets of fuzz/ (one per parser of outside input; fuzz/README.md),
-# each for a bounded time, one after another, and prints the executions of each.
+# each for a bounded time, as many at once as there are cores, and prints the executions
+# of each.
 #
 #   scripts/fuzz.sh [-t SECONDS] [TARGET ...]      # default: 20 s each, every target
 #
@@ -65,22 +66,39 @@ export ASAN_OPTIONS="halt_on_error=1:detect_leaks=1:abort_on_error=0:symbolize=1
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export OMP_NUM_THREADS=1  # one core per target; the document reader's threads would share it
 
-total=0
-failed=()
-for t in "${targets[@]}"; do
+# One target per core at a time (each is single-threaded), reported in order.
+fuzz_one() {  # fuzz_one <target>: runs it, leaves its exit status in $work/logs/<target>.rc
+  local t="$1" rc=0 dict_args=()
   mkdir -p "$work/corpus/$t"
-  dict_args=()
   if [ -n "${dicts[$t]:-}" ]; then
     : >"$work/$t.dict"
     for d in ${dicts[$t]}; do cat "fuzz/dict/$d.dict" >>"$work/$t.dict"; done
     dict_args=(-dict="$work/$t.dict")
   fi
-  log="$work/logs/$t.log"
-  rc=0
   # shellcheck disable=SC2086
   "build-asan/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -max_len=8192 -print_final_stats=1 -artifact_prefix="$work/artifacts/$t-" \
-    "${dict_args[@]}" ${SPEEDRUN_FUZZ_ARGS:-} "$work/corpus/$t" "fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+    "${dict_args[@]}" ${SPEEDRUN_FUZZ_ARGS:-} "$work/corpus/$t" "fuzz/corpus/$t" \
+    >"$work/logs/$t.log" 2>&1 || rc=$?
+  echo "$rc" >"$work/logs/$t.rc"
+}
+jobs_max=$(nproc)
+running=0
+for t in "${targets[@]}"; do
+  if [ "$running" -ge "$jobs_max" ]; then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  fuzz_one "$t" &
+  running=$((running + 1))
+done
+wait
+
+total=0
+failed=()
+for t in "${targets[@]}"; do
+  log="$work/logs/$t.log"
+  rc=$(cat "$work/logs/$t.rc" 2>/dev/null || echo 1)
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   corpus=$(ls "$work/corpus/$t" | wc -l)
   if [ "$rc" -ne 0 ]; then
