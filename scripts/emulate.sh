@@ -11,9 +11,10 @@
 #     and blocks in reverse with cp.async landing at issue; a seeded shuffle), where a race
 #     would change results, both with lazy streams (work runs only when waited for), where
 #     a missing stream, event or staging-buffer wait would;
-#   - with MPI: the NCCL communicator's collectives against MPI's and `mpirun -np 2
-#     speedrun train --device cuda` against one GPU of two micro-batches (test_mpi), each
-#     rank a process with an emulated GPU, NCCL emulated over MPI (emulator/nccl.cpp);
+#   - with MPI: the NCCL communicator's collectives against MPI's, `mpirun -np 2 speedrun
+#     train --device cuda` against one GPU of two micro-batches and the emulator's check on
+#     a collective's input (test_mpi), each rank a process with an emulated GPU, NCCL
+#     emulated over MPI (emulator/nccl.cpp);
 #   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
 #     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
 #     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
@@ -94,7 +95,7 @@ for s in reverse,early,lazy 1234,lazy; do
   run "$s" test_cuda_backend "$filter"
 done
 if [ "$mpi" = 1 ]; then
-  for s in forward 1234,lazy; do run "$s" test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*'; done
+  for s in forward 1234,lazy; do run "$s" test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*'; done
 else
   echo "== no MPI in this build: the multi-GPU tests (test_mpi on the emulated NCCL) are skipped"
 fi

@@ -114,6 +114,19 @@ TEST_F(Mpi, NcclOnThisGpuAgreesWithMpi) {
   EXPECT_NE(o.out.find("0 failures"), std::string::npos) << o.out;
 }
 
+// The emulator sees a collective's input written while the collective may still read it
+// (a missing wait before reusing a reduced buffer), and nothing when the wait is there.
+TEST_F(Mpi, EmulatedNcclReportsABufferWrittenWhileReduced) {
+#ifndef SPEEDRUN_CUDA_EMULATED
+  GTEST_SKIP() << "the check is the CUDA emulator's (scripts/emulate.sh)";
+#else
+  if (!nccl_built()) GTEST_SKIP() << "this build has no NCCL";
+  const Outcome o = run_shell(gpu_mpirun(gpu_ranks()) + SPEEDRUN_MPI_SELFTEST + " --nccl-race");
+  EXPECT_EQ(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("0 failures"), std::string::npos) << o.out;
+#endif
+}
+
 // The GPU path of data parallelism end to end: NcclComm, the per-layer async reductions on
 // their own stream, distributed Muon's update exchange on device buffers, validation
 // averaged over ranks. 2 ranks x 1 sequence read what 1 rank of 2 micro-batches reads

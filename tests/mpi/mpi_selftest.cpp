@@ -1,6 +1,7 @@
 // Run under mpirun (tests/test_mpi.cpp does): checks the MPI communicator's collectives,
 // that distributed Muon equals single-process Muon on the same gradients, and that each
-// rank's data readers read SPEC.md's slices. Exits 0 when every check holds on every rank;
+// rank's data readers read SPEC.md's slices; with --nccl the NCCL communicator against MPI,
+// with --nccl-race (emulated build) the emulator's check on a collective's input. Exits 0 when every check holds on every rank;
 // prints the failed checks and exits 1 otherwise.
 #include <cmath>
 #include <cstdio>
@@ -18,6 +19,9 @@
 #include "dist/mpi/mpi_comm.h"
 #ifdef SPEEDRUN_HAVE_NCCL
 #include "dist/nccl/nccl_comm.h"
+#endif
+#if defined(SPEEDRUN_HAVE_NCCL) && defined(SPEEDRUN_CUDA_EMULATED)
+#include "backend/cuda/emulator/simt.h"
 #endif
 #include "model/params.h"
 #include "optim/optimizer.h"
@@ -136,9 +140,67 @@ int nccl_check(MpiComm& mpi) {
 }
 #endif
 
+#if defined(SPEEDRUN_HAVE_NCCL) && defined(SPEEDRUN_CUDA_EMULATED)
+// The emulator's check on a collective's input, under lazy streams: a buffer overwritten on
+// the backend's stream while its async reduction may still read it (no wait between them)
+// is reported as a device fault naming the collective; with the wait, nothing is.
+int nccl_race_check(MpiComm& mpi) {
+  namespace emu = speedrun::cuda::emu;
+  emu::Schedule lazy = emu::schedule();
+  lazy.lazy_streams = true;
+  emu::set_schedule(lazy);
+  BackendOptions o;
+  o.device = DeviceChoice::CUDA;
+  o.gpu = detect_launch().local_rank;
+  auto be = make_backend(o);
+  NcclComm nccl(*be);
+  const int r = mpi.rank();
+  const int64_t n = 256;
+  Arena mem([&](size_t b) { return be->allocate(b); }, [&](void* p) { be->release(p); });
+  Tensor d;
+  mem.add("x", DType::F32, {n}, &d);
+  mem.materialize(be->device());
+  for (bool wait : {true, false}) {
+    be->from_host_f64(d, std::vector<double>(size_t(n), 1.0 + r));
+    nccl.all_reduce_async(d, ReduceOp::Sum);
+    if (wait) nccl.wait_async();
+    be->fill(d, 0.0);  // the next use of the buffer
+    std::string error;
+    try {
+      be->synchronize();
+      nccl.wait_async();
+      be->synchronize();
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    const std::string fault = emu::last_failure();
+    if (wait) {
+      expect(error.empty() && fault.empty(), r, "a write after the wait is not a race: " + error);
+    } else {
+      expect(!error.empty(), r, "the write during the reduction ended the step with an error");
+      expect(fault.find("ncclAllReduce: its input was written while it ran") != std::string::npos,
+             r, "the fault names the collective and the race: " + fault);
+      emu::reset_device_for_tests();  // so the communicator and the memory can be released
+    }
+  }
+  return 0;
+}
+#endif
+
 int main(int argc, char** argv) {
   MpiComm comm;
   const int r = comm.rank(), W = comm.size();
+  if (argc > 1 && std::string(argv[1]) == "--nccl-race") {
+#if defined(SPEEDRUN_HAVE_NCCL) && defined(SPEEDRUN_CUDA_EMULATED)
+    nccl_race_check(comm);
+    const double all_failures = comm.all_reduce(double(failures), ReduceOp::Sum);
+    if (r == 0) std::printf("nccl race selftest: %d ranks, %.0f failures\n", W, all_failures);
+    return all_failures == 0 ? 0 : 1;
+#else
+    std::printf("nccl race selftest: needs the emulated NCCL\n");
+    return 2;
+#endif
+  }
   if (argc > 1 && std::string(argv[1]) == "--nccl") {
 #ifdef SPEEDRUN_HAVE_NCCL
     nccl_check(comm);

@@ -98,14 +98,34 @@ bool usable(ncclComm_t c) { return c != nullptr && c->mpi != MPI_COMM_NULL; }
 // returns are copied to `out` when the stream runs its next item (see the top of this
 // file). Earlier collectives' results that nothing here touches stay queued
 // (emu::drain_for), so under lazy streams each result lands only when waited for.
-ncclResult_t run_on(cudaStream_t stream, const void* in, size_t in_bytes, void* out, size_t out_bytes,
+//
+// The input is kept as taken and compared when the result lands: a GPU's collective may read
+// its input at any moment until it completes, so input bytes that changed in between were
+// written by work that did not wait for the collective (a race the exchange at issue would
+// hide). That is reported as a device fault naming the collective.
+ncclResult_t run_on(const char* name, cudaStream_t stream, const void* in, size_t in_bytes,
+                    void* out, size_t out_bytes,
                     std::function<std::vector<unsigned char>()> exchange) {
   if (emu::peek_sticky_error() != cudaSuccess) return ncclUnhandledCudaError;
   auto result = std::make_shared<std::vector<unsigned char>>();
-  emu::enqueue(stream, [result, exchange = std::move(exchange)] { *result = exchange(); },
+  auto taken = std::make_shared<std::vector<unsigned char>>();
+  emu::enqueue(stream,
+               [result, taken, in, in_bytes, exchange = std::move(exchange)] {
+                 const auto* p = static_cast<const unsigned char*>(in);
+                 taken->assign(p, p + in_bytes);
+                 *result = exchange();
+               },
                {emu::Access::Reads, in, in_bytes});
   emu::drain_for(stream, in, in_bytes);
-  emu::enqueue(stream, [result, out] { std::memcpy(out, result->data(), result->size()); },
+  emu::enqueue(stream,
+               [name, result, taken, in, out] {
+                 if (!taken->empty() && std::memcmp(in, taken->data(), taken->size()) != 0)
+                   emu::device_fault(std::string(name) +
+                                     ": its input was written while it ran, by work that did "
+                                     "not wait for it (an event after the collective, "
+                                     "cudaStreamWaitEvent)");
+                 std::memcpy(out, result->data(), result->size());
+               },
                {emu::Access::Lands, out, out_bytes});
   return emu::peek_sticky_error() == cudaSuccess ? ncclSuccess : ncclUnhandledCudaError;
 }
@@ -154,7 +174,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   if (!usable(comm) || !supported_sum(type) || (op != ncclSum && op != ncclAvg) || count > size_t(INT32_MAX))
     return ncclInvalidArgument;
   const size_t bytes = count * type_bytes(type);
-  return run_on(stream, send, bytes, recv, bytes, [=] {
+  return run_on("ncclAllReduce", stream, send, bytes, recv, bytes, [=] {
     std::vector<unsigned char> all(bytes * size_t(comm->size));
     MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
     for (int r = 1; r < comm->size; ++r) add(all.data(), all.data() + size_t(r) * bytes, count, type);
@@ -168,7 +188,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
                            cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX)) return ncclInvalidArgument;
-  return run_on(stream, send, bytes, recv, bytes * size_t(comm->size), [=] {
+  return run_on("ncclAllGather", stream, send, bytes, recv, bytes * size_t(comm->size), [=] {
     std::vector<unsigned char> all(bytes * size_t(comm->size));
     MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
     return all;
@@ -180,7 +200,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   const size_t bytes = count * type_bytes(type);
   if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX) || root < 0 || root >= comm->size)
     return ncclInvalidArgument;
-  return run_on(stream, send, comm->rank == root ? bytes : 0, recv, bytes, [=] {
+  return run_on("ncclBroadcast", stream, send, comm->rank == root ? bytes : 0, recv, bytes, [=] {
     std::vector<unsigned char> data(bytes);
     if (comm->rank == root) std::memcpy(data.data(), send, bytes);
     MPI_Bcast(data.data(), int(bytes), MPI_BYTE, root, comm->mpi);

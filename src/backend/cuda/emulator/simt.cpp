@@ -689,6 +689,14 @@ std::string last_failure() {
   return g_failure;
 }
 
+void device_fault(const std::string& what) {
+  std::fprintf(stderr, "speedrun CUDA emulator: %s\n", what.c_str());
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_sticky != cudaSuccess) return;  // the first fault is the one reported
+  g_sticky = g_last_error = cudaErrorLaunchFailure;
+  g_failure = what;
+}
+
 void reset_device_for_tests() {
   std::lock_guard<std::mutex> lock(g_mutex);
   g_sticky = g_last_error = cudaSuccess;

@@ -156,6 +156,9 @@ Launcher<Body> make_launcher(const char* name, const void* kernel, dim3 grid, di
 cudaError_t take_launch_error();     // the last launch error, cleared (cudaGetLastError)
 cudaError_t peek_sticky_error();     // a kernel failure, which every later call returns
 std::string last_failure();          // its message
+// A fault found outside a kernel (a collective's buffer written while it ran): printed and
+// made sticky as a kernel failure is.
+void device_fault(const std::string& what);
 void reset_device_for_tests();       // clears a sticky failure (the emulator's own tests)
 
 }  // namespace speedrun::cuda::emu
