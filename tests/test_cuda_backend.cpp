@@ -637,6 +637,12 @@ TEST_F(CudaBackendTest, NewtonSchulzInBf16MatchesTheCpusBf16Emulation) {
     const auto first = raw(gpu(), X);
     gpu().newton_schulz(X, G, 5, true);
     EXPECT_EQ(raw(gpu(), X), first);
+    // bf16 values in the F32 output, as newton_schulz_is_bf16() promises: distributed Muon
+    // exchanges a bf16 copy of them and counts on it being exact.
+    ASSERT_TRUE(gpu().newton_schulz_is_bf16());
+    int wide = 0;
+    for (double v : host(X)) wide += double(round_bf16(float(v))) != v;
+    EXPECT_EQ(wide, 0) << G.shape_str() << ": values a bf16 copy would change";
   }
 }
 

@@ -17,6 +17,7 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
   state_ = Arena(alloc, release);
   updates_ = Arena(alloc, release);
   inputs_ = Arena(alloc, release);
+  wire_ = Arena(alloc, release);
   const int n = params.count();
   const int world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   const DType master = params.precision().master, grad = params.precision().grad;
@@ -45,8 +46,10 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
   struct Planned {
     std::vector<int> members;  // parameters, table order
     Tensor update, input;      // [n, rows, cols]; input only for this rank's stacks
+    Tensor wire;               // the update's BF16 copy, where exchanged so
     bool mine = false;
   };
+  const bool wire = world > 1 && backend.newton_schulz_is_bf16();
   std::vector<Planned> plan;
   for (const auto& [rows, cols] : shapes)
     for (int r = 0; r < world; ++r) {
@@ -65,10 +68,12 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
     const std::string name = fmt::format("muon.{}x{}.rank{}", rows, cols,
                                          slots_[size_t(pl.members[0])].owner);
     updates_.add(name + ".update", grad, {count, rows, cols}, &pl.update);
+    if (wire) wire_.add(name + ".wire", DType::BF16, {count, rows, cols}, &pl.wire);
     if (pl.mine) inputs_.add(name + ".input", grad, {count, rows, cols}, &pl.input);
   }
   state_.materialize(backend.device());
   if (updates_.size() > 0) updates_.materialize(backend.device());
+  if (wire_.size() > 0) wire_.materialize(backend.device());
   if (inputs_.size() > 0) inputs_.materialize(backend.device());
   for (const Planned& pl : plan) {
     for (size_t k = 0; k < pl.members.size(); ++k) {
@@ -77,9 +82,9 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
       if (pl.mine) s.input = pl.input.slice(int64_t(k), int64_t(k) + 1).view({pl.input.dim(1), pl.input.dim(2)});
     }
     if (pl.mine)
-      stacks_.push_back({pl.input, pl.update, pl.members});
+      stacks_.push_back({pl.input, pl.update, pl.members, pl.wire});
     else
-      others_.push_back(pl.update);
+      others_.push_back({pl.update, pl.wire});
   }
 }
 
@@ -139,9 +144,12 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
   // 3. The updates to every rank: each slot holds its owner's value and zeros elsewhere,
   // so the sum is exact. It runs while Adam does.
   int64_t exchange = -1;
+  const bool wire = wire_.size() > 0;
   if (world > 1) {
-    for (const Tensor& t : others_) be_.fill(t, 0.0);
-    exchange = comm_->all_reduce_async(updates_.flat(), ReduceOp::Sum);
+    for (const Stack& st : stacks_)
+      if (wire) be_.convert(st.wire, st.update);
+    for (const Other& o : others_) be_.fill(wire ? o.wire : o.update, 0.0);
+    exchange = comm_->all_reduce_async(wire ? wire_.flat() : updates_.flat(), ReduceOp::Sum);
   }
   // 4. Adam on wte, lm_head and the scalars.
   for (int i : by_arrival([&](int i) { return p_.group(i) != ParamGroup::Matrix; })) {
@@ -161,6 +169,8 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
   // 5. The Muon updates, once every reduction (the exchange last) is done: nothing of this
   // step still runs on the Comm's stream after this.
   if (exchange >= 0 || !ready.empty()) comm_->wait_async(Comm::kAllAsync);
+  if (wire)
+    for (const Other& o : others_) be_.convert(o.update, o.wire);
   for (int i = 0; i < p_.count(); ++i) {
     if (p_.group(i) != ParamGroup::Matrix) continue;
     const Tensor& p = p_.value(i);

@@ -15,6 +15,9 @@
 // all-reduce (sum) of that buffer gives every rank every update (exactly: each element is
 // one rank's value plus zeros). With one rank this is the single-process optimizer.
 //
+// On a GPU the exchanged buffer is a BF16 copy of the updates: the Newton-Schulz values are
+// bf16 there, so the copy and the sum are exact and the exchange moves half the bytes.
+//
 // Batching: the update buffer is laid out by shape, then owner, then table order, so the
 // matrices a rank orthogonalises form one contiguous stack [n, rows, cols] per shape; their
 // Nesterov inputs are written into a stack of the same layout and Newton-Schulz runs once
@@ -78,6 +81,10 @@ class Optimizer {
   Arena state_;    // Adam m, v per Adam parameter; Muon buffer per matrix (names as checkpoints)
   Arena updates_;  // Muon's orthogonalised updates (g): by shape, owner, table order; flat
   Arena inputs_;   // this rank's Newton-Schulz inputs (g), the layout of its part of updates_
+  // The updates' BF16 copy, the layout of updates_, exchanged instead of them when the
+  // backend's Newton-Schulz gives bf16 values (a GPU): the same values in half the bytes.
+  // Empty on one rank and where the Newton-Schulz values are wider.
+  Arena wire_;
   struct Slot {
     Tensor m, v, buf;     // Adam moments, or Muon's momentum buffer (empty where none)
     Tensor update, input; // Muon: the update slot; the input slot if this rank owns it
@@ -87,9 +94,13 @@ class Optimizer {
   struct Stack {             // one shape's matrices owned by this rank, contiguous
     Tensor input, update;    // [n, rows, cols]
     std::vector<int> members;  // their parameters, table order
+    Tensor wire;             // its part of wire_ (empty without wire_)
   };
   std::vector<Stack> stacks_;
-  std::vector<Tensor> others_;  // the other ranks' update stacks (zeroed before the sum)
+  struct Other {             // another rank's stack of one shape
+    Tensor update, wire;     // wire: empty without wire_
+  };
+  std::vector<Other> others_;  // (the exchanged buffer's part zeroed before the sum)
 };
 
 }  // namespace speedrun

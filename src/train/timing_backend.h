@@ -105,6 +105,7 @@ class TimingBackend final : public Backend {
   void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const AdamArgs& a) override;
   void muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) override;
   void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) override;
+  bool newton_schulz_is_bf16() const override { return be_.newton_schulz_is_bf16(); }
   void axpy(Tensor y, const Tensor& x, double alpha) override;
 
  private:

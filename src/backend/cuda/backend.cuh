@@ -114,6 +114,7 @@ class CudaBackend final : public Backend {
   void adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const AdamArgs& a) override;
   void muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) override;
   void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) override;
+  bool newton_schulz_is_bf16() const override { return true; }  // muon.cu: bf16 throughout
   void axpy(Tensor y, const Tensor& x, double alpha) override;
 
   // Diagnostics for tests (cuda_backend.h).
