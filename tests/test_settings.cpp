@@ -337,6 +337,10 @@ TEST(Settings, EveryNumberMustBeFiniteAndInRange) {
   c = preset_config("tiny");
   c.preset = "fastest";
   EXPECT_EQ(error_of(c), "--preset 'fastest': unknown; choose record, previous-record or tiny");
+  c = preset_config("tiny");  // batch x seq-len past int64 (found by fuzz_checkpoint_meta)
+  c.batch = 333333333333338;
+  EXPECT_EQ(error_of(c), "--batch 333333333333338 x --seq-len 1024 is more than 2^40 tokens "
+                         "per step: lower them");
 }
 
 TEST(Settings, EnumsAndTextsParseOnceListingTheValidValues) {
