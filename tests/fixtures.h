@@ -47,6 +47,17 @@ inline void randomize(Parameters& p, uint64_t seed) {
   }
 }
 
+// Every gradient of p (=) 0.01 N(0, 1) from a stream of its own per (step, parameter): the
+// gradients of optimizer tests that compare runs, the same on every rank.
+inline void random_grads(Backend& be, Parameters& p, int step) {
+  for (int i = 0; i < p.count(); ++i) {
+    Rng rng(uint64_t(100 * step + i));
+    std::vector<double> g(size_t(p.grad(i).numel()));
+    for (auto& x : g) x = 0.01 * rng.normal();
+    be.from_host_f64(p.grad(i), g);
+  }
+}
+
 // B sequences of T random tokens, EOTs at a third, just after it (a one-token document)
 // and two thirds of the first sequence, and mid-way through the second.
 inline void batch_with_documents(int64_t B, int64_t T, const GPTConfig& c,

@@ -178,12 +178,7 @@ TEST(ThreadComm, MuonSplitOverRanksEqualsMuonOnOne) {
       randomize(p, 7);
       Optimizer opt(be, p, oc, &comm);
       for (int step = 0; step < 3; ++step) {
-        for (int i = 0; i < p.count(); ++i) {
-          Rng rng(uint64_t(100 * step + i));
-          std::vector<double> g(size_t(p.grad(i).numel()));
-          for (auto& x : g) x = 0.01 * rng.normal();
-          be.from_host_f64(p.grad(i), g);
-        }
+        random_grads(be, p, step);
         opt.step(1.0, 0.9);
       }
       if (comm.rank() == 0) {
@@ -264,12 +259,7 @@ TEST(Optimizer, WaitsForEachReductionWhereItReadsIt) {
     LateComm comm(be);
     Optimizer opt(be, p, OptimConfig{}, &comm);
     for (int step = 0; step < 3; ++step) {
-      for (int i = 0; i < p.count(); ++i) {
-        Rng rng(uint64_t(100 * step + i));
-        std::vector<double> g(size_t(p.grad(i).numel()));
-        for (auto& x : g) x = 0.01 * rng.normal();
-        be.from_host_f64(p.grad(i), g);
-      }
+      random_grads(be, p, step);
       std::vector<int64_t> ready;
       if (arrival != Done) {
         ready.assign(size_t(p.count()), Comm::kAllAsync);

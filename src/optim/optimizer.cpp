@@ -146,8 +146,8 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
   int64_t exchange = -1;
   const bool wire = wire_.size() > 0;
   if (world > 1) {
-    for (const Stack& st : stacks_)
-      if (wire) be_.convert(st.wire, st.update);
+    if (wire)
+      for (const Stack& st : stacks_) be_.convert(st.wire, st.update);
     for (const Other& o : others_) be_.fill(wire ? o.wire : o.update, 0.0);
     exchange = comm_->all_reduce_async(wire ? wire_.flat() : updates_.flat(), ReduceOp::Sum);
   }

@@ -25,6 +25,7 @@
 #endif
 #include "model/params.h"
 #include "optim/optimizer.h"
+#include "fixtures.h"
 
 using namespace speedrun;
 
@@ -39,22 +40,11 @@ void expect(bool ok, int rank, const std::string& what) {
 
 std::vector<std::vector<double>> muon_steps(Comm* comm) {
   CpuBackend be(1);
-  GPTConfig cfg;
-  cfg.layers = 4;
-  cfg.heads = 2;
-  cfg.head_dim = 16;
-  cfg.vocab = 37;
-  cfg.eot = 3;
-  Parameters p(be, cfg, DType::F32);
+  Parameters p(be, test::micro_gpt(4), DType::F32);
   p.init(5);
   Optimizer opt(be, p, OptimConfig{}, comm);
   for (int step = 0; step < 3; ++step) {
-    for (int i = 0; i < p.count(); ++i) {
-      Rng rng(uint64_t(100 * step + i));
-      std::vector<double> g(size_t(p.grad(i).numel()));
-      for (auto& x : g) x = 0.01 * rng.normal();
-      be.from_host_f64(p.grad(i), g);
-    }
+    test::random_grads(be, p, step);
     opt.step(1.0, 0.9);
   }
   std::vector<std::vector<double>> out;
@@ -187,15 +177,20 @@ int nccl_race_check(MpiComm& mpi) {
 }
 #endif
 
+// Every rank's failures summed; rank 0 prints them under `name`. The exit status: 0 when none.
+int report(MpiComm& comm, const char* name) {
+  const double all_failures = comm.all_reduce(double(failures), ReduceOp::Sum);
+  if (comm.rank() == 0) std::printf("%s: %d ranks, %.0f failures\n", name, comm.size(), all_failures);
+  return all_failures == 0 ? 0 : 1;
+}
+
 int main(int argc, char** argv) {
   MpiComm comm;
   const int r = comm.rank(), W = comm.size();
   if (argc > 1 && std::string(argv[1]) == "--nccl-race") {
 #if defined(SPEEDRUN_HAVE_NCCL) && defined(SPEEDRUN_CUDA_EMULATED)
     nccl_race_check(comm);
-    const double all_failures = comm.all_reduce(double(failures), ReduceOp::Sum);
-    if (r == 0) std::printf("nccl race selftest: %d ranks, %.0f failures\n", W, all_failures);
-    return all_failures == 0 ? 0 : 1;
+    return report(comm, "nccl race selftest");
 #else
     std::printf("nccl race selftest: needs the emulated NCCL\n");
     return 2;
@@ -204,9 +199,7 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string(argv[1]) == "--nccl") {
 #ifdef SPEEDRUN_HAVE_NCCL
     nccl_check(comm);
-    const double all_failures = comm.all_reduce(double(failures), ReduceOp::Sum);
-    if (r == 0) std::printf("nccl selftest: %d ranks, %.0f failures\n", W, all_failures);
-    return all_failures == 0 ? 0 : 1;
+    return report(comm, "nccl selftest");
 #else
     std::printf("nccl selftest: this build has no NCCL\n");
     return 2;
@@ -253,7 +246,5 @@ int main(int argc, char** argv) {
       expect(same, r, "step " + std::to_string(step) + " reads tokens at " + std::to_string(pos));
     }
   }
-  const double all_failures = comm.all_reduce(double(failures), ReduceOp::Sum);
-  if (r == 0) std::printf("mpi selftest: %d ranks, %.0f failures\n", W, all_failures);
-  return all_failures == 0 ? 0 : 1;
+  return report(comm, "mpi selftest");
 }
