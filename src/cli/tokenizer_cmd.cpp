@@ -22,7 +22,7 @@ namespace speedrun::cli {
 
 namespace {
 
-struct TrainArgs {
+struct TokenizerTrainArgs {
   std::vector<std::string> files;
   std::string out;
   int32_t vocab_size = 0;
@@ -31,7 +31,7 @@ struct TrainArgs {
   int threads = 0;
 };
 
-void run_tokenizer_train(const TrainArgs& a) {
+void run_tokenizer_train(const TokenizerTrainArgs& a) {
   check(!(a.doc.jsonl && !a.doc.delimiter.empty()),
         "--delimiter applies to text files, not --jsonl: give one of them");
   check(a.vocab_size >= 257, "--vocab-size ", a.vocab_size,
@@ -113,7 +113,7 @@ void add_tokenizer_command(CLI::App& app) {
   CLI::App* tk = app.add_subcommand("tokenizer", "Train a BPE vocabulary; encode and decode");
   tk->require_subcommand(1);
 
-  auto t = std::make_shared<TrainArgs>();
+  auto t = std::make_shared<TokenizerTrainArgs>();
   CLI::App* train = tk->add_subcommand(
       "train", "Learn a byte-level BPE vocabulary (GPT-2's pre-tokenization and file format)");
   train->add_option("files", t->files, "text files (or JSON Lines with --jsonl)")->required();

@@ -24,7 +24,8 @@
 
 namespace speedrun {
 
-struct ShardInfo {
+// A training shard a checkpoint was trained on (meta.json), checked on resume.
+struct TrainShard {
   std::string file;  // base name
   int64_t tokens = 0;
 };
@@ -47,7 +48,7 @@ struct CheckpointMeta {
   double train_ms = 0;          // the console log's train_time and step_avg counters
   int64_t timed_steps = 0;
   nlohmann::json config;        // config_to_json of the run
-  std::vector<ShardInfo> train_shards;
+  std::vector<TrainShard> train_shards;
   std::map<std::string, CheckpointFile> files;  // model.safetensors, state.safetensors (read
                                                 // back only; write_checkpoint measures them)
 };

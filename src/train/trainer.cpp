@@ -39,7 +39,7 @@ std::string format_eta(double s) {
   if (t < 3600) return fmt::format("{}m{:02d}s", t / 60, t % 60);
   return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
 }
-std::string shard_list(const std::vector<ShardInfo>& v) {
+std::string shard_list(const std::vector<TrainShard>& v) {
   std::string t;
   for (const auto& s : v) t += fmt::format(" {} ({} tokens)", s.file, s.tokens);
   return t;
@@ -100,7 +100,7 @@ class TrainingRun {
   int64_t per_rank_ = 0, K_ = 1, micro_ = 0;  // sequences per rank, micro-batches, sequences each
   std::unique_ptr<StepLoader> train_, val_;
   int64_t val_steps_ = 0;
-  std::vector<ShardInfo> shards_;
+  std::vector<TrainShard> shards_;
   Precision precision_;
   std::unique_ptr<Parameters> params_;
   std::unique_ptr<Optimizer> opt_;
