@@ -24,6 +24,10 @@
 #include <vector>
 
 #include "backend/cuda/attention/attention.h"
+#include "backend/cuda/attention/plan.h"
+#ifdef SPEEDRUN_CUDA_EMULATED
+#include "backend/cuda/emulator/ptx.h"
+#endif
 #include "core/error.h"
 #include "cuda_attention_cases.h"
 #include "tolerances.h"
@@ -236,6 +240,101 @@ TEST_F(CudaAttention, PlansQueuedWithoutAWaitKeepTheirOwnWorkLists) {
   for (int i = 0; i < 3; ++i) run_both(runner, *ts[size_t(i)], masks[size_t(i)], scale);
   sync();
   for (int i = 0; i < 3; ++i) EXPECT_EQ(download_bf16(ts[size_t(i)]->dq), alone[size_t(i)]) << cs[i]->name;
+}
+
+#ifdef SPEEDRUN_CUDA_EMULATED
+// The mma.sync instructions the kernels issue per (item, chunk, warp) of work, from
+// common.cuh's products: gemm_abt<K, N> and gemm_cb<K, N> issue K/16 * N/8 each.
+struct MmaCount {
+  uint64_t forward = 0, backward = 0, unskipped_forward = 0, unskipped_backward = 0;
+};
+
+// What the kernels issue when a warp skips exactly the chunks of its 16-row sub-tile that
+// hold no visible pair, by the dense rule (BlockMask::visible; rows and keys < T), and what
+// they would issue without skipping (every valid chunk of every listed tile, all 8 warps).
+MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D) {
+  const int fc = cuda::attn::fwd_chunk(D), qc = cuda::attn::dq_chunk(D), kc = cuda::attn::dkv_chunk(D);
+  const uint64_t per_fwd = 2 * uint64_t(D / 16) * uint64_t(fc / 8);  // S = Q K^T, O += P V
+  const uint64_t per_dq = 3 * uint64_t(D / 16) * uint64_t(qc / 8);   // S, dP, dQ += dS K
+  const uint64_t per_dkv = 4 * uint64_t(D / 16) * uint64_t(kc / 8);  // S^T, dP^T, dV, dK
+  MmaCount n;
+  for (const BlockMask& m : masks) {
+    const int64_t T = m.T, tile = m.tile;
+    // Whether rows [r0, r0 + 16) and keys [j0, j0 + len) hold a visible pair.
+    auto any = [&](int64_t r0, int64_t j0, int64_t len) {
+      for (int64_t i = r0; i < std::min(T, r0 + 16); ++i)
+        for (int64_t j = j0; j < std::min(T, j0 + len); ++j)
+          if (m.visible(i, j)) return true;
+      return false;
+    };
+    for (int64_t qb = 0; qb < m.num_blocks(); ++qb)
+      for (int32_t e = m.q_ptr[size_t(qb)]; e < m.q_ptr[size_t(qb) + 1]; ++e) {
+        const int64_t kb = m.q_kv[size_t(e)];
+        for (int w = 0; w < cuda::attn::kWarps; ++w) {
+          for (int64_t j0 = kb * tile; j0 < (kb + 1) * tile; j0 += fc)
+            if (j0 < T) {
+              n.unskipped_forward += per_fwd;
+              if (any(qb * tile + 16 * w, j0, fc)) n.forward += per_fwd;
+            }
+          for (int64_t j0 = kb * tile; j0 < (kb + 1) * tile; j0 += qc)
+            if (j0 < T) {
+              n.unskipped_backward += per_dq;
+              if (any(qb * tile + 16 * w, j0, qc)) n.backward += per_dq;
+            }
+          // dK/dV: warp w owns keys kb * tile + 16w.. and walks query chunks of qb.
+          for (int64_t i0 = qb * tile; i0 < (qb + 1) * tile; i0 += kc)
+            if (i0 < T) {
+              n.unskipped_backward += per_dkv;
+              bool seen = false;
+              for (int64_t i = i0; i < std::min(T, i0 + kc) && !seen; ++i)
+                for (int64_t j = kb * tile + 16 * w; j < std::min(T, kb * tile + 16 * w + 16) && !seen; ++j)
+                  seen = m.visible(i, j);
+              if (seen) n.backward += per_dkv;
+            }
+        }
+      }
+  }
+  n.forward *= uint64_t(H);
+  n.backward *= uint64_t(H);
+  n.unskipped_forward *= uint64_t(H);
+  n.unskipped_backward *= uint64_t(H);
+  return n;
+}
+#endif
+
+// A warp skips the products of a chunk in which its 16 rows (or keys) see nothing: counted
+// by the emulator's mma.sync counter against the dense rule, on every case (results are
+// checked by MatchesTheCpuOracleOnAwkwardShapes). A GPU has no such counter here: the
+// emulated build only.
+TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
+#ifndef SPEEDRUN_CUDA_EMULATED
+  GTEST_SKIP() << "counts mma.sync instructions on the CPU emulator of CUDA (scripts/emulate.sh)";
+#else
+  cuda::AttentionRunner runner(stream_);
+  uint64_t skipped = 0;
+  for (const Case& c : attn_cases::cases())
+    for (int D : {64, 128}) {
+      SCOPED_TRACE(c.name + " D=" + std::to_string(D));
+      const int64_t H = 2;
+      const std::vector<BlockMask> masks = attn_cases::make_masks(c, 77);
+      DeviceAttention t(c.B(), c.T, H, D);
+      upload(t, random_inputs(size_t(t.N * t.C), 1.0, 5));
+      const double scale = 1.0 / std::sqrt(double(D));
+      const uint64_t n0 = cuda::emu::mma_count();
+      runner.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
+      sync();
+      const uint64_t n1 = cuda::emu::mma_count();
+      runner.backward(t.rows(t.dq), t.rows(t.dk), t.rows(t.dv), t.rows(t.dout), t.rows(t.q),
+                      t.rows(t.k), t.rows(t.v), t.rows(t.out), t.stats(), masks, H, scale);
+      sync();
+      const uint64_t n2 = cuda::emu::mma_count();
+      const MmaCount want = expected_mma(masks, H, D);
+      EXPECT_EQ(n1 - n0, want.forward) << "forward (" << want.unskipped_forward << " without skipping)";
+      EXPECT_EQ(n2 - n1, want.backward) << "backward (" << want.unskipped_backward << " without skipping)";
+      skipped += want.unskipped_forward - want.forward + want.unskipped_backward - want.backward;
+    }
+  EXPECT_GT(skipped, 0u) << "the cases must hold chunks a warp sees nothing of";
+#endif
 }
 
 TEST_F(CudaAttention, RefusesWhatItCannotRun) {

@@ -216,6 +216,24 @@ TEST(CudaAttentionPlan, ChunksCoverEveryRealRowOfEveryListedTileOnce) {
   }
 }
 
+// sees_any (the warps' skip test) is "some key of [j0, j1] is visible()" for every query,
+// first visible key and range, past T included.
+TEST(CudaAttentionPlan, SeesAnyIsVisibleOverARange) {
+  const int32_t T = 40;
+  int64_t yes = 0, no = 0;
+  for (int32_t i = 0; i < T + 3; ++i)
+    for (int32_t lo = 0; lo <= std::min(i, T - 1); ++lo)
+      for (int32_t j0 = 0; j0 < T + 3; ++j0)
+        for (int32_t j1 = j0; j1 < T + 3; ++j1) {
+          bool brute = false;
+          for (int32_t j = j0; j <= j1; ++j) brute = brute || visible(i, j, lo, T);
+          ASSERT_EQ(sees_any(i, lo, T, j0, j1), brute) << "i " << i << " lo " << lo << " [" << j0 << ", " << j1 << "]";
+          (brute ? yes : no)++;
+        }
+  EXPECT_GT(yes, 0);
+  EXPECT_GT(no, 0);
+}
+
 TEST(CudaAttentionPlan, RejectsMasksTheKernelsCannotWalk) {
   const Case c = attn_cases::cases()[0];
   std::vector<BlockMask> masks = masks_of(c);

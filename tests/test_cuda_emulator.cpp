@@ -58,6 +58,12 @@ __global__ void shuffle_kernel(int* xor_out, int* down_out) {
   down_out[threadIdx.x] = __shfl_down_sync(0xffffffffu, v, 3);
 }
 
+// out[t] = __any_sync over the warp of (lane == pick[warp]); pick < 0 or >= 32: no lane.
+__global__ void vote_kernel(int* out, const int* pick) {
+  const int lane = int(threadIdx.x & 31), warp = int(threadIdx.x >> 5);
+  out[threadIdx.x] = __any_sync(0xffffffffu, lane == pick[warp]);
+}
+
 // Lanes >= 16 leave before the shuffle the others wait at.
 __global__ void missing_lane_kernel(int* out) {
   if ((threadIdx.x & 31) >= 16) return;
@@ -245,6 +251,18 @@ TEST(CudaEmulator, ShufflesFollowTheirDefinitions) {
     EXPECT_EQ(gx[size_t(t)], (warp + (lane ^ 5)) * 10);
     EXPECT_EQ(gd[size_t(t)], (lane + 3 < 32 ? t + 3 : t) * 10) << "lanes past the end keep their value";
   }
+}
+
+TEST(CudaEmulator, AnyVoteIsTrueOnEveryLaneIffOneLaneIsTrue) {
+  Device d;
+  const std::vector<int> picks = {0, 31, -1, 17};  // a warp each; -1: no lane votes true
+  const int* pick = d.upload(picks);
+  int* out = d.zeros<int>(32 * picks.size());
+  SR_LAUNCH(1, unsigned(32 * picks.size()), 0, nullptr, vote_kernel)(out, pick);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  const std::vector<int> got = download(out, 32 * picks.size());
+  for (size_t t = 0; t < got.size(); ++t)
+    EXPECT_EQ(got[t], picks[t / 32] >= 0 ? 1 : 0) << "thread " << t;
 }
 
 TEST(CudaEmulator, ReportsALaneMissingFromAFullMaskShuffle) {

@@ -92,7 +92,8 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   };
   load_chunk(0);
 
-  int kj[2];  // this thread's two keys
+  const int kw0 = k0 + warp * 16;  // this warp's first key
+  int kj[2];                       // this thread's two keys
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) kj[slot] = k0 + warp * 16 + c_row(lane, 2 * slot);
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
@@ -105,7 +106,15 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
     cp_async_wait<1>();
     __syncthreads();
     const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
-    if (ch.valid) {
+    // A partial chunk whose queries see none of this warp's keys adds nothing: skip it.
+    bool live = ch.valid && ch.full;
+    if (ch.valid && !ch.full) {
+      bool mine = false;
+      for (int q = lane; q < kChunk; q += 32)
+        mine = mine || sees_any(ch.start + q, sLo[(c & 1) * kChunk + q], T, kw0, kw0 + 15);
+      live = __any_sync(0xffffffffu, mine);
+    }
+    if (live) {
       const int st = c & 1;
       const bf16* q = sQ + st * kChunk * kLd;
       const bf16* g = sdO + st * kChunk * kLd;
@@ -130,7 +139,7 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
     __syncthreads();
   }
 
-  const int r0 = k0 + warp * 16;
+  const int r0 = kw0;
   const float one[2] = {1.f, 1.f}, sc[2] = {a.scale, a.scale};
   store_rows<D>(dv, one, sV + warp * 16 * kLd,
                 static_cast<bf16*>(a.dv) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
@@ -197,7 +206,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
     cp_async_wait<1>();
     __syncthreads();
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (ch.valid) {
+    // A partial chunk none of this warp's rows sees adds nothing: skip it.
+    const bool live =
+        ch.valid && (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
+    if (live) {
       const int st = c & 1;
       const bf16* kc = sK + st * kChunk * kLd;
       float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};

@@ -165,6 +165,13 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// Whether any of a warp's 16 query rows (this thread's two: qi[slot] with first visible key
+// lo[slot]) sees a key of [j0, j1] (tile_math.h's sees_any). A vote: every lane calls it.
+__device__ __forceinline__ bool warp_rows_see_any(const int (&qi)[2], const int (&lo)[2], int T,
+                                                  int j0, int j1) {
+  return __any_sync(0xffffffffu, sees_any(qi[0], lo[0], T, j0, j1) || sees_any(qi[1], lo[1], T, j0, j1));
+}
+
 // Writes a warp's 16 x D accumulator rows (scaled by `mul[slot]`, slot 0 = row g, 1 = row g+8)
 // as bf16 into its own 16 rows of shared memory `s` (row stride D + 8), then copies the rows
 // < valid to global memory g (row stride ld) in 16-byte stores. Only this warp touches those

@@ -64,7 +64,10 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
     cp_async_wait<1>();   // Q and chunk c have landed
     __syncthreads();
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (ch.valid) {
+    // A partial chunk none of this warp's rows sees adds nothing: skip it (tile_math.h).
+    const bool live =
+        ch.valid && (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
+    if (live) {
       const int st = c & 1;
       float s[kChunk / 8][4] = {};
       gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, sK + st * kChunk * kLd, kLd, lane);

@@ -85,6 +85,16 @@ SR_TILE_HD bool visible(int32_t i, int32_t j, int32_t lo_i, int32_t T) {
   return i < T && j <= i && j >= lo_i;
 }
 
+// Whether query i sees any key of [j0, j1]: the interval [lo_i, i] of visible() meets it.
+// A warp whose 16 rows see no key of a partial chunk (or whose 16 keys no query of it sees)
+// skips the chunk's products: every p there is 0, so they would add exact zeros. In a
+// partial tile at a document start or at the window's edge that is up to 3 of 4 warps'
+// work (window 64: half of all listed tile work).
+SR_TILE_HD bool sees_any(int32_t i, int32_t lo_i, int32_t T, int32_t j0, int32_t j1) {
+  const int32_t first = lo_i > j0 ? lo_i : j0, last = i < j1 ? i : j1;
+  return i < T && first <= last;
+}
+
 // ---- online softmax ----------------------------------------------------------------------
 SR_TILE_HD float exp2_approx(float x) {
 #ifdef __CUDA_ARCH__

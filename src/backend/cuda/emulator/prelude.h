@@ -10,8 +10,8 @@
 //  - __shared__ variables are `static thread_local`: one copy per OS thread, and one OS
 //    thread runs a whole block at a time, so every CUDA thread of the block shares it;
 //    dynamic shared memory comes from SR_DYNAMIC_SMEM (launch.h);
-//  - threadIdx, blockIdx, blockDim, gridDim, __syncthreads, __syncwarp and the shuffles
-//    are the running fiber's (simt.h).
+//  - threadIdx, blockIdx, blockDim, gridDim, __syncthreads, __syncwarp, the shuffles and
+//    __any_sync are the running fiber's (simt.h).
 #pragma once
 
 #define __host__
@@ -52,6 +52,7 @@ inline unsigned __float_as_uint(float f) {
 #define __syncwarp(...) ::speedrun::cuda::emu::sync_warp(__VA_ARGS__)
 #define __shfl_xor_sync(mask, v, m) ::speedrun::cuda::emu::shfl_xor(mask, v, m)
 #define __shfl_down_sync(mask, v, d) ::speedrun::cuda::emu::shfl_down(mask, v, d)
+#define __any_sync(mask, pred) ::speedrun::cuda::emu::vote_any(mask, pred)
 
 // nvcc's cuda_runtime.h takes a kernel itself here; a host compiler's does not.
 template <class T>

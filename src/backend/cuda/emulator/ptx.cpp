@@ -1,5 +1,6 @@
 #include "backend/cuda/emulator/ptx.h"
 
+#include <atomic>
 #include <string>
 
 #include "backend/cuda/math/bf16.h"
@@ -7,6 +8,8 @@
 namespace speedrun::cuda::emu {
 
 namespace {
+
+std::atomic<uint64_t> g_mma_count{0};
 
 uint16_t half_of(uint32_t w, int hi) { return uint16_t(hi ? w >> 16 : w & 0xffffu); }
 float bf16_value(uint16_t b) { return math::bf16_to_f32(b); }
@@ -41,6 +44,7 @@ struct MmaIn {
 };
 
 void mma_fn(const unsigned char* ins, unsigned char* outs, const void*) {
+  g_mma_count.fetch_add(1, std::memory_order_relaxed);
   const MmaIn* in = reinterpret_cast<const MmaIn*>(ins);
   float A[16][16], B[16][8], C[16][8];
   for (int lane = 0; lane < 32; ++lane) {
@@ -92,5 +96,7 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint3
   warp_collective("mma.sync.m16n8k16", 0xffffffffu, &in, sizeof in, out, sizeof out, mma_fn);
   for (int i = 0; i < 4; ++i) d[i] = out[i];
 }
+
+uint64_t mma_count() { return g_mma_count.load(std::memory_order_relaxed); }
 
 }  // namespace speedrun::cuda::emu

@@ -19,4 +19,9 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool trans);
 // exact, sums in double rounded once to fp32: the hardware's order is unspecified).
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
 
+// mma.sync instructions executed by warps of this process so far (one per warp, not per
+// lane), as a profiler's tensor-pipe instruction count: the tests read it to check the work
+// a kernel does, not only its results.
+uint64_t mma_count();
+
 }  // namespace speedrun::cuda::emu

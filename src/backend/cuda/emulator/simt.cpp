@@ -523,6 +523,25 @@ void detail::shfl_fn(const unsigned char* ins, unsigned char* outs, const void* 
   }
 }
 
+namespace {
+void any_fn(const unsigned char* ins, unsigned char* outs, const void*) {
+  int any = 0;
+  for (int lane = 0; lane < 32; ++lane) {
+    int v;
+    std::memcpy(&v, ins + size_t(lane) * sizeof v, sizeof v);
+    any |= v;
+  }
+  for (int lane = 0; lane < 32; ++lane) std::memcpy(outs + size_t(lane) * sizeof any, &any, sizeof any);
+}
+}  // namespace
+
+int vote_any(unsigned mask, int pred) {
+  const int in = pred != 0 ? 1 : 0;
+  int out = 0;
+  warp_collective("__any_sync", mask, &in, sizeof in, &out, sizeof out, any_fn);
+  return out;
+}
+
 unsigned char* dynamic_smem() { return launch_state().smem_buf; }
 
 bool in_dynamic_smem(const void* p, size_t n) {

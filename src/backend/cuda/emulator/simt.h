@@ -1,7 +1,7 @@
 // The CPU emulation of CUDA's execution model that an emulated build runs kernels on
 // (prelude.h): a launch runs its blocks one after another, each block as blockDim
 // fibers (one per CUDA thread) switched cooperatively on one OS thread. A fiber runs
-// until it reaches a barrier (__syncthreads), a warp collective (__syncwarp, a shuffle,
+// until it reaches a barrier (__syncthreads), a warp collective (__syncwarp, a shuffle, a vote,
 // ldmatrix, mma: ptx.h) or its end; a barrier opens when every live thread of the block
 // (or lane of the warp) has reached it.
 //
@@ -95,6 +95,9 @@ T shfl_from(const char* what, unsigned mask, T v, int src) {
   warp_collective(what, mask, &in, sizeof in, &out, sizeof out, detail::shfl_fn, &kSize);
   return out;
 }
+// __any_sync: 1 on every lane if pred is non-zero on any lane of the warp, else 0.
+int vote_any(unsigned mask, int pred);
+
 template <class T>
 T shfl_xor(unsigned mask, T v, int lane_mask) {
   return shfl_from("__shfl_xor_sync", mask, v, (lane_id() ^ lane_mask) & 31);
