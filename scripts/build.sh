@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Configures and builds speedrun (Release) into build/ with all cores. Arguments name the
 # targets to build (default: everything, tests and benchmarks included).
+# SPEEDRUN_UNITY_BUILD=ON|OFF in the environment sets CMake's option of that name (unity
+# batches: a faster clean build, slower edits; scripts/test.sh turns it on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
+  ${SPEEDRUN_UNITY_BUILD:+-DSPEEDRUN_UNITY_BUILD=$SPEEDRUN_UNITY_BUILD} >/dev/null
 if [ $# -gt 0 ]; then
   for t in "$@"; do cmake --build build -j"$(nproc)" --target "$t"; done
 else

@@ -5,6 +5,7 @@
 # serves scripts/sanitize.sh and scripts/fuzz.sh; without clang, g++ builds the sanitized
 # tests alone. Prints which. Used by those two scripts. The settings are CMakePresets.json's
 # `asan` (clang) and `asan-gcc` presets: `cmake --preset asan` configures the same tree.
+# SPEEDRUN_UNITY_BUILD=ON|OFF in the environment sets CMake's option of that name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,5 +27,5 @@ if [ -f build-asan/CMakeCache.txt ] &&
    ! grep -q "^CMAKE_CXX_COMPILER:[A-Z]*=\(.*/\)\?$cxx\$" build-asan/CMakeCache.txt; then
   rm -rf build-asan
 fi
-cmake --preset "$preset" >/dev/null
+cmake --preset "$preset" ${SPEEDRUN_UNITY_BUILD:+-DSPEEDRUN_UNITY_BUILD=$SPEEDRUN_UNITY_BUILD} >/dev/null
 echo "build-asan: $cxx, sanitizers address,undefined, fuzz targets $fuzz"

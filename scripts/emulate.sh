@@ -54,6 +54,7 @@ if [ "$asan" = 1 ]; then
 fi
 
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON \
+  ${SPEEDRUN_UNITY_BUILD:+-DSPEEDRUN_UNITY_BUILD=$SPEEDRUN_UNITY_BUILD} \
   ${flags[@]+"${flags[@]}"} >/dev/null
 targets=(speedrun test_cuda_emulator test_conformance test_cuda_backend test_cuda_attention)
 # With MPI (scripts/setup.sh installs it): NCCL emulated over MPI, and the multi-GPU tests.

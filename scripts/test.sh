@@ -5,9 +5,12 @@
 # toolkit's headers exist), the CPU tests again under AddressSanitizer +
 # UndefinedBehaviorSanitizer (scripts/sanitize.sh) and every fuzz target for 15 s
 # (scripts/fuzz.sh): about 15 minutes more on 2 cores (docs/TESTING.md).
-# SPEEDRUN_EMULATE=0 and SPEEDRUN_SANITIZE=0 leave those parts out.
+# SPEEDRUN_EMULATE=0 and SPEEDRUN_SANITIZE=0 leave those parts out. The three trees are
+# built as unity batches (SPEEDRUN_UNITY_BUILD, CMakeLists.txt): a clean build is the case
+# to make fast here; SPEEDRUN_UNITY_BUILD=OFF builds them file by file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export SPEEDRUN_UNITY_BUILD="${SPEEDRUN_UNITY_BUILD:-ON}"
 scripts/setup.sh
 scripts/build.sh
 (cd build && ctest --output-on-failure -j"$(nproc)" --timeout 1200)
