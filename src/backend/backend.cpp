@@ -6,6 +6,7 @@ namespace speedrun {
 
 std::vector<double> Backend::to_host_f64(const Tensor& t) {
   std::vector<double> out(size_t(t.numel()));
+  if (out.empty()) return out;  // nothing to stage (an empty arena holds no memory)
   if (t.dtype == DType::F64) {
     download(out.data(), t);
     return out;
@@ -22,6 +23,7 @@ std::vector<double> Backend::to_host_f64(const Tensor& t) {
 void Backend::from_host_f64(Tensor t, const std::vector<double>& values) {
   check(int64_t(values.size()) == t.numel(), name(), " from_host_f64: ", values.size(),
         " values for a tensor of ", t.numel(), " elements ", t.shape_str());
+  if (values.empty()) return;
   if (t.dtype == DType::F64) {
     upload(t, values.data());
     return;

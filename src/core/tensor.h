@@ -36,7 +36,12 @@ struct Tensor {
   }
   size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
   // Rows = product of all but the last dimension; cols = the last dimension.
-  int64_t rows() const { return ndim == 0 ? 1 : numel() / shape[ndim - 1]; }
+  // (A product, not numel() / cols(): a tensor with no columns still has its rows.)
+  int64_t rows() const {
+    int64_t n = 1;
+    for (int i = 0; i + 1 < ndim; ++i) n *= shape[i];
+    return n;
+  }
   int64_t cols() const { return ndim == 0 ? 1 : shape[ndim - 1]; }
 
   template <class T> T* ptr() const {
