@@ -119,9 +119,12 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
   const double P = 12.0 * 32 * 32 * 2 + 37.0 * 32;
   EXPECT_EQ(matmul_param_count(c), int64_t(P));
   const OpStat* mm = find(be.stats(), "fwd+bwd", "matmul");
+  const OpStat* mma = find(be.stats(), "fwd+bwd", "matmul_add");  // c_proj, mlp's c_proj
   ASSERT_NE(mm, nullptr);
-  EXPECT_EQ(mm->flops, 6.0 * P * double(B * T));
-  EXPECT_EQ(mm->calls, 2 * 18 + 3);  // per layer 6 forward, 12 backward; the head 3
+  ASSERT_NE(mma, nullptr);
+  EXPECT_EQ(mm->flops + mma->flops, 6.0 * P * double(B * T));
+  EXPECT_EQ(mm->calls, 2 * 16 + 3);  // per layer 4 forward, 12 backward; the head 3
+  EXPECT_EQ(mma->calls, 2 * 2);      // per layer 2 forward, onto the residual stream
 
   // Attention: the masks' visible pairs, 4 D per pair per head forward, 10 D backward.
   int64_t pairs = 0;
@@ -153,7 +156,7 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
 // The ops a step of the model and the optimizer calls, by name. A new op in the model or
 // the optimizer shows up here first: add it to this list and to TimingBackend.
 const std::set<std::string> kStepOps = {
-    "upload", "download", "copy", "fill", "convert", "sum_into", "matmul",
+    "upload", "download", "fill", "convert", "sum_into", "matmul", "matmul_add",
     "embedding_forward", "embedding_backward", "rms_norm_forward", "rms_norm_backward",
     "head_norm_rotary_forward", "head_norm_rotary_backward", "attention_forward",
     "attention_backward", "relu_squared_forward", "relu_squared_backward",

@@ -307,7 +307,7 @@ void matmul_cases(std::vector<Case>& cases) {
   struct MNK {
     int64_t M, N, K;
   };
-  for (MNK d : {MNK{1, 32, 33}, MNK{31, 33, 1025}, MNK{65, 31, 129}})
+  for (MNK d : {MNK{1, 32, 33}, MNK{31, 33, 1025}, MNK{65, 31, 129}, MNK{3, 16, 0}})
     for (int tA : {0, 1})
       for (int tB : {0, 1})
         for (int acc : {0, 1})
@@ -319,9 +319,33 @@ void matmul_cases(std::vector<Case>& cases) {
                                Tensor B = s.randn(Cls::C, tB ? Shape{d.N, d.K} : Shape{d.K, d.N});
                                Tensor C = acc ? s.acc(c, {d.M, d.N}, 10) : s.out(c, {d.M, d.N});
                                s.be.matmul(C, A, tA, B, tB, acc);
-                               s.check("C", C, s.tol(d.K));
+                               s.check("C", C, s.tol(std::max<int64_t>(d.K, 1)));
                              }});
           }
+}
+
+// matmul_add: C = op(A) op(B) + R, the residual R read and left unchanged; R apart from C,
+// and R being C itself (then it is matmul's +=).
+void matmul_add_cases(std::vector<Case>& cases) {
+  struct MNK {
+    int64_t M, N, K;
+  };
+  for (MNK d : {MNK{31, 33, 1025}, MNK{65, 31, 129}, MNK{3, 16, 0}})
+    for (int tA : {0, 1})
+      for (int tB : {0, 1})
+        for (int alias : {0, 1}) {
+          cases.push_back({nm("matmul_add", "M", d.M, "N", d.N, "K", d.K, "tA", tA, "tB", tB,
+                              "R", alias ? "C" : "apart"),
+                           [=](Side& s) {
+                             Tensor A = s.randn(Cls::C, tA ? Shape{d.K, d.M} : Shape{d.M, d.K});
+                             Tensor B = s.randn(Cls::C, tB ? Shape{d.N, d.K} : Shape{d.K, d.N});
+                             Tensor R = s.randn(Cls::C, {d.M, d.N}, 10);
+                             Tensor C = alias ? R : s.out(Cls::C, {d.M, d.N});
+                             s.be.matmul_add(C, A, tA, B, tB, R);
+                             s.check("C", C, s.tol(std::max<int64_t>(d.K, 1)));
+                             if (!alias) s.check("R", R, 0.0);
+                           }});
+        }
 }
 
 void embedding_cases(std::vector<Case>& cases) {
@@ -747,6 +771,7 @@ std::vector<Case> all_cases() {
   std::vector<Case> c;
   memory_cases(c);
   matmul_cases(c);
+  matmul_add_cases(c);
   embedding_cases(c);
   norm_cases(c);
   rotary_cases(c);

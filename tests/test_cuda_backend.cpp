@@ -364,6 +364,33 @@ TEST_F(CudaBackendTest, MatmulMatchesFp64ForEveryTransposeAndOutput) {
           }
 }
 
+// matmul_add is one cuBLASLt call with the residual as its C: the same bits as copying the
+// residual into the output and accumulating, which is what the CPU backend does; the
+// residual is left as it was.
+TEST_F(CudaBackendTest, MatmulAddEqualsACopyAndAnAccumulatingMatmulBitForBit) {
+  const MM shapes[] = {{31, 32, 33}, {200, 64, 256}, {1, 128, 64}};
+  for (const MM& s : shapes)
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        auto [A, Ac] = both(randn(s.M * s.K, 1), DType::BF16, ta ? Shape{s.K, s.M} : Shape{s.M, s.K});
+        auto [B, Bc] = both(randn(s.K * s.N, 2), DType::BF16, tb ? Shape{s.N, s.K} : Shape{s.K, s.N});
+        auto [R, Rc] = both(randn(s.M * s.N, 3), DType::BF16, {s.M, s.N});
+        const std::vector<double> r0 = host(R);
+        Tensor fused = g_->make(DType::BF16, {s.M, s.N}), apart = g_->make(DType::BF16, {s.M, s.N});
+        gpu().fill(fused, NAN);
+        gpu().matmul_add(fused, A, ta, B, tb, R);
+        gpu().copy(apart, R);
+        gpu().matmul(apart, A, ta, B, tb, true);
+        const std::string what = std::to_string(s.M) + "x" + std::to_string(s.N) + "x" +
+                                 std::to_string(s.K) + " ta " + std::to_string(ta) + " tb " +
+                                 std::to_string(tb);
+        EXPECT_EQ(host(fused), host(apart)) << what;
+        EXPECT_EQ(host(R), r0) << what << ": the residual changed";
+        cpu_.matmul_add(Rc, Ac, ta, Bc, tb, Rc);  // in place, as matmul's +=
+        EXPECT_LE(rel_err(host(fused), host(Rc)), tol::kBf16) << what;
+      }
+}
+
 #ifdef SPEEDRUN_HAVE_CUDA
 TEST_F(CudaBackendTest, MatmulChoosesItsAlgorithmOncePerProblem) {
   auto [A, Ac] = both(randn(64 * 96, 1), DType::BF16, {64, 96});

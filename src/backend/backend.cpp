@@ -4,6 +4,15 @@
 
 namespace speedrun {
 
+void Backend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+                         const Tensor& R) {
+  check(R.dtype == C.dtype && R.rows() == C.rows() && R.cols() == C.cols(), name(),
+        " matmul_add: the residual ", R.shape_str(), " ", dtype_name(R.dtype),
+        " is not the output's shape and dtype ", C.shape_str(), " ", dtype_name(C.dtype));
+  if (R.data != C.data) copy(C, R);
+  matmul(C, A, transA, B, transB, true);
+}
+
 std::vector<double> Backend::to_host_f64(const Tensor& t) {
   std::vector<double> out(size_t(t.numel()));
   if (out.empty()) return out;  // nothing to stage (an empty arena holds no memory)

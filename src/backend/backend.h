@@ -104,6 +104,13 @@ class Backend {
   // dW += dy^T x is matmul(dW, dy, 1, x, 0, 1).
   virtual void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
                       bool accumulate) = 0;
+  // C[M,N] (c) = op(A) op(B) + R[M,N] (c): a layer's output added to the residual stream
+  // R, which is read and left as it is (R has C's shape and dtype; R may be C itself). The
+  // default copies R into C and accumulates, the values and rounding a backend that fuses
+  // the two must give too: the CUDA backend hands R to cuBLASLt as the GEMM's C and C as
+  // its D, one pass instead of a copy and a GEMM.
+  virtual void matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+                          const Tensor& R);
 
   // ---- embedding ----------------------------------------------------------------------
   // out[N,C] (c) = wte[V,C] (c) [tokens[N]].

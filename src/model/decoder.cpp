@@ -113,13 +113,11 @@ void Decoder::step(int32_t token) {
     be_.head_norm_rotary_forward(q_, rstd_h_, q_raw_, cos_, sin_, 1, H, kNormEps);
     be_.head_norm_rotary_forward(k_row, rstd_h_, k_raw_, cos_, sin_, 1, H, kNormEps);
     be_.attention_decode(att_, q_, kc_[size_t(l)], vc_[size_t(l)], rows_, H, scale);
-    be_.copy(xmid_, xmix_);
-    be_.matmul(xmid_, att_, false, W.c_proj, true, true);
+    be_.matmul_add(xmid_, att_, false, W.c_proj, true, xmix_);
     be_.rms_norm_forward(n_, rstd_, xmid_, kNormEps);
     be_.matmul(fc_, n_, false, W.c_fc, true, false);
     be_.relu_squared_forward(act_, fc_);
-    be_.copy(h_, xmid_);
-    be_.matmul(h_, act_, false, W.mlp_proj, true, true);
+    be_.matmul_add(h_, act_, false, W.mlp_proj, true, xmid_);
     if (l < L / 2) be_.copy(skip_[size_t(l)], h_);
   }
   be_.rms_norm_forward(n_, rstd_, h_, kNormEps);

@@ -169,13 +169,11 @@ void GPT::forward(bool train, double grad_scale) {
     be_.head_norm_rotary_forward(A.q, A.rstd_q, A.q_raw, cos_, sin_, T_, H, kNormEps);
     be_.head_norm_rotary_forward(A.k, A.rstd_k, A.k_raw, cos_, sin_, T_, H, kNormEps);
     be_.attention_forward(A.att, A.lse, A.q, A.k, A.v, masks_, H, scale);
-    be_.copy(A.xmid, A.xmix);
-    be_.matmul(A.xmid, A.att, false, W.c_proj, true, true);
+    be_.matmul_add(A.xmid, A.att, false, W.c_proj, true, A.xmix);
     be_.rms_norm_forward(A.n2, A.rstd2, A.xmid, kNormEps);
     be_.matmul(A.fc, A.n2, false, W.c_fc, true, false);
     be_.relu_squared_forward(A.act, A.fc);
-    be_.copy(A.xout, A.xmid);
-    be_.matmul(A.xout, A.act, false, W.mlp_proj, true, true);
+    be_.matmul_add(A.xout, A.act, false, W.mlp_proj, true, A.xmid);
     h = A.xout;
   }
   be_.rms_norm_forward(nf_, rstdf_, h, kNormEps);

@@ -412,7 +412,8 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
           build_block_mask(x.data() + b * r.seq_len, r.seq_len, mc.eot, window, mc.attn_tile));
     w.attention_pairs = pairs;
     for (const OpRow& row : w.ops)
-      if (row.phase == kMicro && row.op == "matmul") w.matmul_flops = double(K) * row.flops;
+      if (row.phase == kMicro && (row.op == "matmul" || row.op == "matmul_add"))
+        w.matmul_flops += double(K) * row.flops;
       else if (row.phase == kOptim && row.op == "newton_schulz") w.optimizer_flops = row.flops;
     w.attention_flops = double(mc.layers) *
                         (attention_forward_flops(pairs, mc.heads, mc.head_dim) +

@@ -76,6 +76,12 @@ void TimingBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor&
       [&] { be_.matmul(C, A, transA, B, transB, accumulate); });
 }
 
+void TimingBackend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B,
+                               bool transB, const Tensor& R) {
+  run("matmul_add", [&] { return flops(matmul_flops(C, A, transA)); },
+      [&] { be_.matmul_add(C, A, transA, B, transB, R); });
+}
+
 void TimingBackend::embedding_forward(Tensor o, const Tensor& tokens, const Tensor& wte) {
   // The rows gathered are as many as the output's.
   run("embedding_forward", [&] { return bytes(sz(tokens) + 2 * sz(o)); },

@@ -73,6 +73,8 @@ class TimingBackend final : public Backend {
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;
+  void matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+                  const Tensor& R) override;
   void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& wte) override;
   void embedding_backward(Tensor dwte, const Tensor& tokens, const Tensor& dout) override;
   void rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) override;

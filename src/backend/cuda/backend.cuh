@@ -82,6 +82,8 @@ class CudaBackend final : public Backend {
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;
+  void matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+                  const Tensor& R) override;
   void embedding_forward(Tensor out, const Tensor& tokens, const Tensor& wte) override;
   void embedding_backward(Tensor dwte, const Tensor& tokens, const Tensor& dout) override;
   void rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) override;
@@ -139,6 +141,9 @@ class CudaBackend final : public Backend {
   void upload_bytes(void* dst, const void* host, size_t bytes, const char* op);
   // Runs one GEMM (matmul.cu), choosing and caching its descriptors and algorithm once.
   void gemm(const GemmCall& call, const char* op);
+  // matmul and matmul_add: C = op(A) op(B) + Cin (beta 1) or + 0 (Cin null, beta 0).
+  void product(const char* op, Tensor C, const Tensor& A, bool transA, const Tensor& B,
+               bool transB, const Tensor* Cin);
   // Two-stage deterministic sum (math/reduce.h) of t's elements in double, added to acc.
   void reduce_into_f64(double* acc, const Tensor& t, const char* op);
 

@@ -1,5 +1,6 @@
-// matmul through cuBLASLt: bf16 A and B, fp32 accumulation, C in bf16 (activations) or
-// F32 (weight gradients, accumulate: beta 1). Row-major problems are mapped onto
+// matmul and matmul_add through cuBLASLt: bf16 A and B, fp32 accumulation, C in bf16
+// (activations) or F32 (weight gradients, accumulate: beta 1); matmul_add reads the
+// residual as cuBLASLt's C and writes our C as its D. Row-major problems are mapped onto
 // cuBLASLt's column-major ones by gemm_plan.h. The descriptors and the heuristic's
 // algorithm are made once per GemmKey and cached; one 32 MiB workspace serves every call
 // (all on the backend's one stream).
@@ -113,22 +114,38 @@ void CudaBackend::gemm(const GemmCall& call, const char* op) {
 
 void CudaBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
                          bool accumulate) {
-  const char* op = "matmul";
+  product("matmul", C, A, transA, B, transB, accumulate ? &C : nullptr);
+}
+
+// One cuBLASLt call: R is the GEMM's C (read, beta 1) and C its D (written). With R at C's
+// address this is matmul(+=); elsewhere it saves the copy of R into C.
+void CudaBackend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B,
+                             bool transB, const Tensor& R) {
+  const char* op = "matmul_add";
+  need(op, "R", R, C.dtype);
+  check(R.rows() == C.rows() && R.cols() == C.cols(), "cuda matmul_add: the residual ",
+        R.shape_str(), " is not the output's shape ", C.shape_str());
+  product(op, C, A, transA, B, transB, &R);
+}
+
+void CudaBackend::product(const char* op, Tensor C, const Tensor& A, bool transA, const Tensor& B,
+                          bool transB, const Tensor* Cin) {
   need(op, "A", A, DType::BF16);
   need(op, "B", B, DType::BF16);
-  check(C.dtype == DType::BF16 || C.dtype == DType::F32, "cuda matmul: C ", C.shape_str(), " is ",
+  check(C.dtype == DType::BF16 || C.dtype == DType::F32, "cuda ", op, ": C ", C.shape_str(), " is ",
         dtype_name(C.dtype), ", expected BF16 (activations) or F32 (weight gradients)");
   need(op, "C", C, C.dtype);
   const int64_t M = C.rows(), N = C.cols();
   const int64_t K = transA ? A.rows() : A.cols();
-  check((transA ? A.cols() : A.rows()) == M && A.rows() * A.cols() == M * K, "cuda matmul: A ",
+  check((transA ? A.cols() : A.rows()) == M && A.rows() * A.cols() == M * K, "cuda ", op, ": A ",
         A.shape_str(), (transA ? "^T" : ""), " does not fit C ", C.shape_str());
   check((transB ? B.cols() : B.rows()) == K && (transB ? B.rows() : B.cols()) == N,
-        "cuda matmul: B ", B.shape_str(), (transB ? "^T" : ""), " does not fit A ", A.shape_str(),
+        "cuda ", op, ": B ", B.shape_str(), (transB ? "^T" : ""), " does not fit A ", A.shape_str(),
         (transA ? "^T" : ""), " and C ", C.shape_str());
   if (M == 0 || N == 0) return;
-  if (K == 0) {
-    if (!accumulate) fill(C, 0.0);
+  if (K == 0) {  // C = Cin, or 0
+    if (!Cin) fill(C, 0.0);
+    else if (Cin->data != C.data) copy(C, *Cin);
     return;
   }
   GemmCall call;
@@ -140,15 +157,17 @@ void CudaBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B
   call.key.a = A.dtype;
   call.key.b = B.dtype;
   call.key.c = C.dtype;
-  call.key.accumulate = accumulate;
+  call.key.accumulate = Cin != nullptr;
   call.key.alignA = pointer_alignment(A.data);
   call.key.alignB = pointer_alignment(B.data);
-  call.key.alignC = pointer_alignment(C.data);
+  // One layout and one alignment serve cuBLASLt's C and D.
+  const uint32_t align_c = pointer_alignment(C.data);
+  call.key.alignC = Cin ? std::min(align_c, pointer_alignment(Cin->data)) : align_c;
   call.alpha = 1;
-  call.beta = accumulate ? 1 : 0;
+  call.beta = Cin ? 1 : 0;
   call.A = A.data;
   call.B = B.data;
-  call.Cin = C.data;
+  call.Cin = Cin ? Cin->data : C.data;
   call.D = C.data;
   gemm(call, op);
 }
