@@ -536,11 +536,11 @@ namespace {
 // A safetensors file assembled by hand: length, header text as given, data.
 void write_raw_safetensors(const std::string& path, const std::string& header,
                            const std::vector<uint8_t>& data, int64_t claimed_length = -1) {
-  std::vector<uint8_t> b(8);
+  std::vector<uint8_t> b(8 + header.size() + data.size());
   const uint64_t n = claimed_length >= 0 ? uint64_t(claimed_length) : header.size();
   for (int i = 0; i < 8; ++i) b[size_t(i)] = uint8_t(n >> (8 * i));
-  b.insert(b.end(), header.begin(), header.end());
-  b.insert(b.end(), data.begin(), data.end());
+  std::copy(header.begin(), header.end(), b.begin() + 8);
+  std::copy(data.begin(), data.end(), b.begin() + 8 + std::ptrdiff_t(header.size()));
   write_bytes(path, b);
 }
 
