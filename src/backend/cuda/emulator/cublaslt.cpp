@@ -35,7 +35,7 @@ struct Desc {
   cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
 };
 
-std::mutex g_mutex;
+std::mutex g_lt_mutex;
 std::map<const void*, Layout> g_layouts;
 std::map<const void*, Desc> g_descs;
 
@@ -43,14 +43,14 @@ std::map<const void*, Desc> g_descs;
 template <class Opaque, class Info>
 Opaque* add_handle(std::map<const void*, Info>& registry, const Info& info) {
   auto* h = new Opaque{};
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_lt_mutex);
   registry[h] = info;
   return h;
 }
 template <class Opaque, class Info>
 void remove_handle(std::map<const void*, Info>& registry, Opaque* h) {
   {
-    std::lock_guard<std::mutex> lock(g_mutex);
+    std::lock_guard<std::mutex> lock(g_lt_mutex);
     registry.erase(h);
   }
   delete h;
@@ -105,7 +105,7 @@ cublasStatus_t cublasLtMatmulDescDestroy(cublasLtMatmulDesc_t d) {
 }
 cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t attr,
                                               const void* buf, size_t size) {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_lt_mutex);
   auto it = g_descs.find(d);
   if (it == g_descs.end()) return CUBLAS_STATUS_INVALID_VALUE;
   if (attr != CUBLASLT_MATMUL_DESC_TRANSA && attr != CUBLASLT_MATMUL_DESC_TRANSB)
@@ -131,7 +131,7 @@ cublasStatus_t cublasLtMatrixLayoutDestroy(cublasLtMatrixLayout_t l) {
 }
 cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublasLtMatrixLayoutAttribute_t attr,
                                                 const void* buf, size_t size) {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_lt_mutex);
   auto it = g_layouts.find(l);
   if (it == g_layouts.end()) return CUBLAS_STATUS_INVALID_VALUE;
   if (attr == CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT && size == sizeof(int32_t)) {
@@ -166,7 +166,7 @@ namespace {
 bool problem(cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
              cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl, Desc& desc, Layout& A, Layout& B,
              Layout& C, Layout& D) {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_lt_mutex);
   auto di = g_descs.find(d);
   auto ai = g_layouts.find(a), bi = g_layouts.find(b), ci = g_layouts.find(c), dd = g_layouts.find(dl);
   if (di == g_descs.end() || ai == g_layouts.end() || bi == g_layouts.end() || ci == g_layouts.end() ||

@@ -22,7 +22,7 @@
 
 namespace {
 
-std::mutex g_mutex;
+std::mutex g_memory_mutex;
 std::map<const void*, size_t> g_device;  // live cudaMalloc blocks
 size_t g_used = 0;
 
@@ -97,7 +97,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
 
 cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
   if (cudaError_t e = gate()) return e;
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_memory_mutex);
   *total = capacity();
   *free_bytes = capacity() - g_used;
   return cudaSuccess;
@@ -106,7 +106,7 @@ cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total) {
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   *p = nullptr;
   if (cudaError_t e = gate()) return e;
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_memory_mutex);
   const size_t n = bytes ? bytes : 1;
   if (n > capacity() - g_used) return cudaErrorMemoryAllocation;
   void* q = ::operator new(n, std::align_val_t(256), std::nothrow);
@@ -122,7 +122,7 @@ cudaError_t cudaFree(void* p) {
   if (!p) return cudaSuccess;
   if (cudaError_t e = gate()) return e;
   emu::drain_all();  // cudaFree waits for the device: queued work may still use p
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_memory_mutex);
   auto it = g_device.find(p);
   if (it == g_device.end()) return cudaErrorInvalidValue;
   g_used -= it->second;

@@ -222,7 +222,7 @@ struct LaunchState {
 thread_local LaunchState* tls = nullptr;
 thread_local std::vector<std::unique_ptr<Stack>> tls_stacks;
 
-std::mutex g_mutex;  // guards what follows
+std::mutex g_state_mutex;  // guards what follows
 Schedule g_schedule;
 bool g_schedule_read = false;
 std::map<const void*, int> g_max_smem;
@@ -231,7 +231,7 @@ cudaError_t g_sticky = cudaSuccess;
 std::string g_failure;
 
 Schedule current_schedule() {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   if (!g_schedule_read) {
     g_schedule_read = true;
     if (const char* e = std::getenv("SPEEDRUN_CUDA_EMULATOR_ORDER")) g_schedule = parse_schedule(e);
@@ -427,7 +427,7 @@ Schedule parse_schedule(const std::string& text) {
 
 void set_schedule(const Schedule& s) {
   drain_all();  // work queued under the old model runs before the new one applies
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   g_schedule = s;
   g_schedule_read = true;
 }
@@ -584,7 +584,7 @@ void async_wait(int pending) {
 // ---- launches -----------------------------------------------------------------------------------
 
 void set_max_dynamic_smem(const void* kernel, int bytes) {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   g_max_smem[kernel] = bytes;
 }
 
@@ -595,12 +595,12 @@ namespace {
 cudaError_t check_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem) {
   auto refuse = [&](cudaError_t e, const std::string& why) {
     std::fprintf(stderr, "speedrun CUDA emulator: launch of %s refused: %s\n", name, why.c_str());
-    std::lock_guard<std::mutex> lock(g_mutex);
+    std::lock_guard<std::mutex> lock(g_state_mutex);
     g_last_error = e;
     return e;
   };
   {
-    std::lock_guard<std::mutex> lock(g_mutex);
+    std::lock_guard<std::mutex> lock(g_state_mutex);
     if (g_sticky != cudaSuccess) {
       g_last_error = g_sticky;
       return g_sticky;
@@ -616,7 +616,7 @@ cudaError_t check_launch(const char* name, const void* kernel, dim3 grid, dim3 b
                   "grid " + dims(uint3{grid.x, grid.y, grid.z}) + " (x < 2^31, y and z <= 65535, none 0)");
   size_t allowed = kDefaultSmem;
   {
-    std::lock_guard<std::mutex> lock(g_mutex);
+    std::lock_guard<std::mutex> lock(g_state_mutex);
     auto it = g_max_smem.find(kernel);
     if (it != g_max_smem.end()) allowed = size_t(it->second);
   }
@@ -636,7 +636,7 @@ cudaError_t check_launch(const char* name, const void* kernel, dim3 grid, dim3 b
 cudaError_t execute_launch(const char* name, dim3 grid, dim3 block, size_t smem,
                            const std::function<void()>& body) {
   {
-    std::lock_guard<std::mutex> lock(g_mutex);
+    std::lock_guard<std::mutex> lock(g_state_mutex);
     if (g_sticky != cudaSuccess) return g_sticky;  // an earlier kernel faulted: nothing runs
   }
   const Schedule s = current_schedule();
@@ -668,7 +668,7 @@ cudaError_t execute_launch(const char* name, dim3 grid, dim3 block, size_t smem,
   tls = nullptr;
   if (!L.failed) return cudaSuccess;
   std::fprintf(stderr, "speedrun CUDA emulator: kernel %s failed: %s\n", name, L.failure.c_str());
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   g_sticky = g_last_error = cudaErrorLaunchFailure;
   g_failure = std::string(name) + ": " + L.failure;
   return cudaErrorLaunchFailure;
@@ -692,32 +692,32 @@ cudaError_t issue_launch(const char* name, const void* kernel, dim3 grid, dim3 b
 }
 
 cudaError_t take_launch_error() {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   const cudaError_t e = g_last_error;
   g_last_error = g_sticky;
   return e;
 }
 
 cudaError_t peek_sticky_error() {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   return g_sticky;
 }
 
 std::string last_failure() {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   return g_failure;
 }
 
 void device_fault(const std::string& what) {
   std::fprintf(stderr, "speedrun CUDA emulator: %s\n", what.c_str());
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   if (g_sticky != cudaSuccess) return;  // the first fault is the one reported
   g_sticky = g_last_error = cudaErrorLaunchFailure;
   g_failure = what;
 }
 
 void reset_device_for_tests() {
-  std::lock_guard<std::mutex> lock(g_mutex);
+  std::lock_guard<std::mutex> lock(g_state_mutex);
   g_sticky = g_last_error = cudaSuccess;
   g_failure.clear();
 }
