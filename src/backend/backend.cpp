@@ -4,11 +4,15 @@
 
 namespace speedrun {
 
-void Backend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
-                         const Tensor& R) {
+void Backend::check_residual(const Tensor& C, const Tensor& R) const {
   check(R.dtype == C.dtype && R.rows() == C.rows() && R.cols() == C.cols(), name(),
         " matmul_add: the residual ", R.shape_str(), " ", dtype_name(R.dtype),
         " is not the output's shape and dtype ", C.shape_str(), " ", dtype_name(C.dtype));
+}
+
+void Backend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
+                         const Tensor& R) {
+  check_residual(C, R);
   if (R.data != C.data) copy(C, R);
   matmul(C, A, transA, B, transB, true);
 }

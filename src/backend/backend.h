@@ -213,6 +213,10 @@ class Backend {
   // y (m) += alpha * x (g) in the optimizer; GPT's backward also adds activation
   // gradients with it, y and x (c).
   virtual void axpy(Tensor y, const Tensor& x, double alpha) = 0;
+
+ protected:
+  // matmul_add's contract on R (C's shape and dtype), for the default and any override.
+  void check_residual(const Tensor& C, const Tensor& R) const;
 };
 
 }  // namespace speedrun

@@ -121,11 +121,9 @@ void CudaBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B
 // address this is matmul(+=); elsewhere it saves the copy of R into C.
 void CudaBackend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B,
                              bool transB, const Tensor& R) {
-  const char* op = "matmul_add";
-  need(op, "R", R, C.dtype);
-  check(R.rows() == C.rows() && R.cols() == C.cols(), "cuda matmul_add: the residual ",
-        R.shape_str(), " is not the output's shape ", C.shape_str());
-  product(op, C, A, transA, B, transB, &R);
+  check_residual(C, R);
+  need("matmul_add", "R", R, C.dtype);
+  product("matmul_add", C, A, transA, B, transB, &R);
 }
 
 void CudaBackend::product(const char* op, Tensor C, const Tensor& A, bool transA, const Tensor& B,
