@@ -212,6 +212,7 @@ int run(const Args& a, double launch_s) {
     nlohmann::json j = {
         {"tool", "bench_cuda_step"},
         {"backend", be->name()},
+        {"host", be->numerics()},
         {"precision", prec.str()},
         {"config",
          {{"preset", a.preset}, {"layers", cfg.model.layers}, {"heads", cfg.model.heads},

@@ -297,8 +297,10 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   r.reps = o.reps;
   r.warmup = o.warmup;
   r.threads = gpu ? 0 : omp_get_max_threads();
-  r.host = gpu ? backend.name() : fmt::format("{} ({} hardware threads)", cpu_model(),
-                                              r.hardware_threads);
+  // On a GPU, its name and architecture ("cuda, NVIDIA H100 80GB HBM3, sm_90"): a timing is
+  // compared only with one from the same GPU model.
+  r.host = gpu ? backend.numerics() : fmt::format("{} ({} hardware threads)", cpu_model(),
+                                                  r.hardware_threads);
   const Precision precision = resolve_precision(backend, o.dtype);
   r.precision = precision.str();
 
