@@ -85,6 +85,8 @@ TEST(ThreadComm, ReductionsGatherBroadcastInRankOrder) {
   std::vector<std::vector<float>> sums(W), means(W), gathered(W), bcast(W);
   std::vector<double> dsum(W);
   std::vector<std::vector<int64_t>> ints(W);
+  std::vector<std::vector<float>> in_place(W);
+  std::vector<std::vector<uint16_t>> bf16s(W);
   run_thread_ranks(W, [&](Comm& comm) {
     const int r = comm.rank();
     EXPECT_EQ(comm.size(), W);
@@ -102,6 +104,16 @@ TEST(ThreadComm, ReductionsGatherBroadcastInRankOrder) {
     bcast[size_t(r)] = b;
     dsum[size_t(r)] = comm.all_reduce(0.5 * r, ReduceOp::Sum);
     ints[size_t(r)] = comm.all_gather(std::vector<int64_t>{r, 100 + r});
+    // In place: this rank's part in, the others' parts (NaN here) overwritten, in any dtype.
+    std::vector<float> whole(6, NAN);
+    whole[size_t(2 * r)] = float(10 * r);
+    whole[size_t(2 * r + 1)] = float(10 * r + 1);
+    comm.all_gather_in_place(Tensor(whole.data(), DType::F32, {6}));
+    in_place[size_t(r)] = whole;
+    std::vector<uint16_t> halves(3, 0xFFFF);
+    halves[size_t(r)] = uint16_t(0x3F80 + r);
+    comm.all_gather_in_place(Tensor(halves.data(), DType::BF16, {3}));
+    bf16s[size_t(r)] = halves;
     comm.barrier();
   });
   const float third = (0.0f + 0.1f) + 0.2f;  // rank order, in float
@@ -112,7 +124,31 @@ TEST(ThreadComm, ReductionsGatherBroadcastInRankOrder) {
     EXPECT_EQ(bcast[size_t(r)], (std::vector<float>{2, 2}));
     EXPECT_EQ(dsum[size_t(r)], 1.5);
     EXPECT_EQ(ints[size_t(r)], (std::vector<int64_t>{0, 100, 1, 101, 2, 102}));
+    EXPECT_EQ(in_place[size_t(r)], (std::vector<float>{0, 1, 10, 11, 20, 21}));
+    EXPECT_EQ(bf16s[size_t(r)], (std::vector<uint16_t>{0x3F80, 0x3F81, 0x3F82}));
   }
+}
+
+// A buffer that is not W equal parts is refused on every rank, naming the shape.
+TEST(ThreadComm, InPlaceGatherRefusesUnequalParts) {
+  EXPECT_THROW(
+      {
+        try {
+          run_thread_ranks(2, [&](Comm& comm) {
+            std::vector<float> t(3, 0.0f);
+            comm.all_gather_in_place(Tensor(t.data(), DType::F32, {3}));
+          });
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find("[3] is not 2 equal parts"), std::string::npos)
+              << e.what();
+          throw;
+        }
+      },
+      Error);
+  LocalComm one;
+  std::vector<float> t(3, 1.0f);
+  one.all_gather_in_place(Tensor(t.data(), DType::F32, {3}));
+  EXPECT_EQ(t, (std::vector<float>{1, 1, 1}));
 }
 
 TEST(ThreadComm, AFailingRankEndsEveryRankNamingIt) {
@@ -199,12 +235,12 @@ TEST(ThreadComm, MuonSplitOverRanksEqualsMuonOnOne) {
   for (int world : {2, 3, 5}) EXPECT_EQ(run(world), one) << world << " ranks";
 }
 
-// Rank 0 of two whose async reductions finish as late as a GPU's stream may finish them:
-// all_reduce_async takes t's values and fills t with NaN; wait_async(ticket) writes the
-// reduced values back for that ticket and the ones before it. Rank 1 is a twin with the
-// same gradients and zero Muon updates of its own, so a reduction's result is t as it was
-// at the call (Mean of equal values; Sum with zeros). Reading a buffer before waiting for
-// its ticket reads NaN, and writing one is undone when its reduction lands.
+// Rank 0 of two whose async collectives finish as late as a GPU's stream may finish them:
+// all_reduce_async and all_gather_async take t's values and fill t with NaN; wait_async(ticket)
+// writes the results back for that ticket and the ones before it. Rank 1 is a twin with
+// the same gradients, and its part of a gather is what rank 0's buffer held there, so a
+// collective's result is t as it was at the call (Mean of equal values). Reading a buffer
+// before waiting for its ticket reads NaN, and writing one is undone when it lands.
 class LateComm final : public Comm {
  public:
   explicit LateComm(Backend& be) : be_(be) {}
@@ -213,12 +249,16 @@ class LateComm final : public Comm {
   int size() const override { return 2; }
   void all_reduce(Tensor, ReduceOp) override {}
   void all_gather(Tensor, const Tensor&) override { ADD_FAILURE() << "not used"; }
+  void all_gather_in_place(Tensor) override { ADD_FAILURE() << "not used"; }
   void broadcast(Tensor, int) override {}
   void barrier() override {}
-  int64_t all_reduce_async(Tensor t, ReduceOp) override {
-    pending_.push_back({async_started_, t, be_.to_host_f64(t)});
-    be_.fill(t, std::nan(""));
-    return async_started_++;
+  int64_t all_reduce_async(Tensor t, ReduceOp op) override {
+    if (op == ReduceOp::Sum) ++sums_;
+    return late(t);
+  }
+  int64_t all_gather_async(Tensor t) override {
+    ++gathers_;
+    return late(t);
   }
   void wait_async(int64_t ticket) override {
     while (!pending_.empty() && pending_.front().ticket <= ticket) {
@@ -234,8 +274,15 @@ class LateComm final : public Comm {
   }
   [[noreturn]] void abort(const std::string& why) override { fail(why); }
   size_t pending() const { return pending_.size(); }
+  int gathers() const { return gathers_; }
+  int sums() const { return sums_; }
 
  private:
+  int64_t late(Tensor t) {
+    pending_.push_back({async_started_, t, be_.to_host_f64(t)});
+    be_.fill(t, std::nan(""));
+    return async_started_++;
+  }
   struct Pending {
     int64_t ticket;
     Tensor t;
@@ -243,6 +290,7 @@ class LateComm final : public Comm {
   };
   Backend& be_;
   std::vector<Pending> pending_;
+  int gathers_ = 0, sums_ = 0;
 };
 
 // The optimizer given each gradient's ticket, its reductions still running, waits for each
@@ -278,6 +326,9 @@ TEST(Optimizer, WaitsForEachReductionWhereItReadsIt) {
       }
       opt.step(1.0, 0.9, ready);
       EXPECT_EQ(comm.pending(), 0u) << "a reduction still running after the step";
+      // The updates are exchanged by one gather per step, never summed.
+      EXPECT_EQ(comm.gathers(), step + 1);
+      EXPECT_EQ(comm.sums(), 0);
     }
     std::vector<std::vector<double>> out;
     for (int i = 0; i < p.count(); ++i) out.push_back(p.to_host_f64(i));

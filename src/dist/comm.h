@@ -1,6 +1,6 @@
 // Comm: the ranks of a data-parallel run and the collectives the trainer needs, the record's
 // way (SPEC.md "Optimizers"): gradients averaged after backward, Muon's matrix i
-// orthogonalised on rank i mod size() and the updates summed to every rank, validation
+// orthogonalised on rank i mod size() and the updates gathered to every rank, validation
 // losses averaged, rank 0 alone logging and writing files.
 //
 // Implementations: LocalComm (one process, dist/local_comm.h), ThreadComm (size() ranks as
@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/enum_names.h"
+#include "core/error.h"
 #include "core/tensor.h"
 
 namespace speedrun {
@@ -35,6 +36,10 @@ class Comm {
   virtual void all_reduce(Tensor t, ReduceOp op) = 0;
   // out [size() * n] (=) the ranks' in [n] concatenated in rank order; out must not alias in.
   virtual void all_gather(Tensor out, const Tensor& in) = 0;
+  // The same in place: t [size() * n], this rank's part t[rank() * n, (rank() + 1) * n) is its
+  // input; afterwards t (=) every rank's part in rank order (the other parts' old contents
+  // are never read). Bytes are copied: any dtype, every rank the same bits.
+  virtual void all_gather_in_place(Tensor t) = 0;
   // t (=) rank root's t.
   virtual void broadcast(Tensor t, int root) = 0;
   virtual void barrier() = 0;
@@ -49,8 +54,15 @@ class Comm {
     all_reduce(t, op);
     return async_started_++;
   }
-  // The backend's later ops wait for the all_reduce_async of `ticket` and every one started
-  // before it (they finish in order); kAllAsync: every one started so far; a negative
+  // all_gather_in_place, started and finished as all_reduce_async (its ticket is of the same
+  // sequence); t must not be touched until it has been waited for. The default does it at
+  // once.
+  virtual int64_t all_gather_async(Tensor t) {
+    all_gather_in_place(t);
+    return async_started_++;
+  }
+  // The backend's later ops wait for the all_reduce_async or all_gather_async of `ticket`
+  // and every one started before it (they finish in order); kAllAsync: every one started so far; a negative
   // ticket: none. The host does not wait.
   virtual void wait_async(int64_t ticket = kAllAsync) { (void)ticket; }
   // A host double reduced over the ranks (validation loss, tokens counted); the same on
@@ -66,7 +78,14 @@ class Comm {
   bool is_root() const { return rank() == 0; }
 
  protected:
-  int64_t async_started_ = 0;  // all_reduce_async calls so far (the next ticket)
+  // all_gather_in_place's part: the bytes of t / size(); throws (naming `who`) unless the
+  // ranks' parts are equal.
+  size_t part_bytes(const Tensor& t, const char* who) const {
+    check(size() > 0 && t.numel() % size() == 0, who, " all_gather_in_place: ", t.shape_str(),
+          " is not ", size(), " equal parts");
+    return t.bytes() / size_t(size());
+  }
+  int64_t async_started_ = 0;  // all_reduce_async + all_gather_async calls so far (the next ticket)
 };
 
 }  // namespace speedrun

@@ -126,6 +126,20 @@ void ThreadComm::all_gather(Tensor out, const Tensor& in) {
   w.wait(rank_);
 }
 
+void ThreadComm::all_gather_in_place(Tensor t) {
+  check_host("all_gather_in_place", t);
+  ThreadWorld& w = *world_;
+  const size_t bytes = part_bytes(t, "ThreadComm");
+  w.slots[size_t(rank_)] = t.data;
+  w.wait(rank_);
+  // Rank r reads part q of rank q's buffer, which rank q does not write here.
+  for (int q = 0; q < w.size; ++q)
+    if (q != rank_)
+      std::memcpy(static_cast<char*>(t.data) + size_t(q) * bytes,
+                  static_cast<const char*>(w.slots[size_t(q)]) + size_t(q) * bytes, bytes);
+  w.wait(rank_);
+}
+
 void ThreadComm::broadcast(Tensor t, int root) {
   check_host("broadcast", t);
   ThreadWorld& w = *world_;

@@ -27,6 +27,7 @@ class ThreadComm final : public Comm {
   int size() const override;
   void all_reduce(Tensor t, ReduceOp op) override;
   void all_gather(Tensor out, const Tensor& in) override;
+  void all_gather_in_place(Tensor t) override;
   void broadcast(Tensor t, int root) override;
   void barrier() override;
   double all_reduce(double x, ReduceOp op) override;

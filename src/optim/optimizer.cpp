@@ -36,56 +36,77 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
       state_.add(params.name(i) + ".exp_avg_sq", master, shape, &s.v);
     }
   }
-  // Shapes in order of first appearance; per shape one stack per owner, each matrix a
-  // slice of its owner's stack in table order.
+  // Owner-major update buffer: rank r's part is [r * part, (r + 1) * part); in it one stack
+  // per shape (shapes in order of first appearance), each matrix a slice of its stack in
+  // table order. Stacks start at multiples of kAlign elements (64-byte aligned in any
+  // dtype of 2 bytes or more) and every part is padded to the longest, so one in-place
+  // all-gather of equal parts exchanges the updates.
+  constexpr int64_t kAlign = 32;
+  auto align = [](int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; };
   std::vector<std::pair<int64_t, int64_t>> shapes;
   for (int i : muon) {
     const std::pair<int64_t, int64_t> rc{params.value(i).dim(0), params.value(i).dim(1)};
     if (std::find(shapes.begin(), shapes.end(), rc) == shapes.end()) shapes.push_back(rc);
   }
   struct Planned {
-    std::vector<int> members;  // parameters, table order
-    Tensor update, input;      // [n, rows, cols]; input only for this rank's stacks
-    Tensor wire;               // the update's BF16 copy, where exchanged so
-    bool mine = false;
+    int owner = 0;
+    int64_t rows = 0, cols = 0, offset = 0;  // offset: elements into the owner's part
+    std::vector<int> members;                // parameters, table order
   };
-  const bool wire = world > 1 && backend.newton_schulz_is_bf16();
   std::vector<Planned> plan;
-  for (const auto& [rows, cols] : shapes)
-    for (int r = 0; r < world; ++r) {
-      Planned pl;
+  int64_t part = 0;
+  for (int r = 0; r < world; ++r) {
+    int64_t offset = 0;
+    for (const auto& [rows, cols] : shapes) {
+      Planned pl{r, rows, cols, offset, {}};
       for (int i : muon)
         if (params.value(i).dim(0) == rows && params.value(i).dim(1) == cols &&
             slots_[size_t(i)].owner == r)
           pl.members.push_back(i);
       if (pl.members.empty()) continue;
-      pl.mine = r == rank;
+      offset = align(offset + int64_t(pl.members.size()) * rows * cols);
       plan.push_back(std::move(pl));
     }
-  for (Planned& pl : plan) {
-    const int64_t count = int64_t(pl.members.size());
-    const int64_t rows = params.value(pl.members[0]).dim(0), cols = params.value(pl.members[0]).dim(1);
-    const std::string name = fmt::format("muon.{}x{}.rank{}", rows, cols,
-                                         slots_[size_t(pl.members[0])].owner);
-    updates_.add(name + ".update", grad, {count, rows, cols}, &pl.update);
-    if (wire) wire_.add(name + ".wire", DType::BF16, {count, rows, cols}, &pl.wire);
-    if (pl.mine) inputs_.add(name + ".input", grad, {count, rows, cols}, &pl.input);
+    part = std::max(part, offset);
   }
+  Tensor update_buffer, wire_buffer;
+  const bool wire = world > 1 && backend.newton_schulz_is_bf16();
+  if (part > 0) {
+    updates_.add("muon.update", grad, {int64_t(world) * part}, &update_buffer);
+    if (wire) wire_.add("muon.update.bf16", DType::BF16, {int64_t(world) * part}, &wire_buffer);
+  }
+  std::vector<Tensor> inputs(plan.size());
+  for (size_t k = 0; k < plan.size(); ++k)
+    if (plan[k].owner == rank)
+      inputs_.add(fmt::format("muon.{}x{}.input", plan[k].rows, plan[k].cols), grad,
+                  {int64_t(plan[k].members.size()), plan[k].rows, plan[k].cols}, &inputs[k]);
   state_.materialize(backend.device());
   if (updates_.size() > 0) updates_.materialize(backend.device());
   if (wire_.size() > 0) wire_.materialize(backend.device());
   if (inputs_.size() > 0) inputs_.materialize(backend.device());
-  for (const Planned& pl : plan) {
-    for (size_t k = 0; k < pl.members.size(); ++k) {
-      Slot& s = slots_[size_t(pl.members[k])];
-      s.update = pl.update.slice(int64_t(k), int64_t(k) + 1).view({pl.update.dim(1), pl.update.dim(2)});
-      if (pl.mine) s.input = pl.input.slice(int64_t(k), int64_t(k) + 1).view({pl.input.dim(1), pl.input.dim(2)});
+  exchange_ = wire ? wire_buffer : update_buffer;
+  auto stack_of = [&](const Tensor& buffer, const Planned& pl) {
+    const int64_t n = int64_t(pl.members.size()), begin = pl.owner * part + pl.offset;
+    return buffer.slice(begin, begin + n * pl.rows * pl.cols).view({n, pl.rows, pl.cols});
+  };
+  for (size_t k = 0; k < plan.size(); ++k) {
+    const Planned& pl = plan[k];
+    const Tensor update = stack_of(update_buffer, pl);
+    for (size_t m = 0; m < pl.members.size(); ++m) {
+      Slot& s = slots_[size_t(pl.members[m])];
+      s.update = update.slice(int64_t(m), int64_t(m) + 1).view({pl.rows, pl.cols});
+      if (pl.owner == rank)
+        s.input = inputs[k].slice(int64_t(m), int64_t(m) + 1).view({pl.rows, pl.cols});
     }
-    if (pl.mine)
-      stacks_.push_back({pl.input, pl.update, pl.members, pl.wire});
-    else
-      others_.push_back({pl.update, pl.wire});
+    if (pl.owner == rank)
+      stacks_.push_back({inputs[k], update, pl.members, wire ? stack_of(wire_buffer, pl) : Tensor{}});
   }
+  // The other ranks' parts, whole (padding included), for the bf16 copy's way back.
+  if (wire)
+    for (int r = 0; r < world; ++r)
+      if (r != rank)
+        others_.push_back({update_buffer.slice(r * part, (r + 1) * part),
+                           wire_buffer.slice(r * part, (r + 1) * part)});
 }
 
 int Optimizer::muon_owner(int i) const { return slots_.at(size_t(i)).owner; }
@@ -141,15 +162,14 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
     await(i);
     be_.muon_momentum(p_.grad(i), slots_[size_t(i)].buf, p_.grad(i), momentum);
   }
-  // 3. The updates to every rank: each slot holds its owner's value and zeros elsewhere,
-  // so the sum is exact. It runs while Adam does.
+  // 3. The updates to every rank: each rank's part of the buffer to the others, gathered in
+  // place (every value is copied, so it is exact). It runs while Adam does.
   int64_t exchange = -1;
   const bool wire = wire_.size() > 0;
-  if (world > 1) {
+  if (world > 1 && exchange_.data != nullptr) {
     if (wire)
       for (const Stack& st : stacks_) be_.convert(st.wire, st.update);
-    for (const Other& o : others_) be_.fill(wire ? o.wire : o.update, 0.0);
-    exchange = comm_->all_reduce_async(wire ? wire_.flat() : updates_.flat(), ReduceOp::Sum);
+    exchange = comm_->all_gather_async(exchange_);
   }
   // 4. Adam on wte, lm_head and the scalars.
   for (int i : by_arrival([&](int i) { return p_.group(i) != ParamGroup::Matrix; })) {

@@ -11,18 +11,20 @@
 // Over several ranks (SPEC.md "Distributed Muon"): every rank applies the momentum to
 // every matrix (an elementwise pass, so each rank holds the whole optimizer state and rank
 // 0's checkpoint is complete); Muon matrix i (in table order) is orthogonalised by rank
-// i mod W alone, into its slot of one flat update buffer whose other slots are zero, and one
-// all-reduce (sum) of that buffer gives every rank every update (exactly: each element is
-// one rank's value plus zeros). With one rank this is the single-process optimizer.
+// i mod W alone, into its slot in that rank's part of one update buffer, and one in-place
+// all-gather of the W equal parts gives every rank every update (exactly: values are
+// copied). The record sums the buffer with zeros in the other ranks' slots (an all-reduce):
+// the same values, but a ring all-reduce moves each byte twice, a gather once, and nothing
+// needs zeroing. With one rank this is the single-process optimizer.
 //
 // On a GPU the exchanged buffer is a BF16 copy of the updates: the Newton-Schulz values are
-// bf16 there, so the copy and the sum are exact and the exchange moves half the bytes.
+// bf16 there, so the copy is exact and the exchange moves half the bytes.
 //
-// Batching: the update buffer is laid out by shape, then owner, then table order, so the
-// matrices a rank orthogonalises form one contiguous stack [n, rows, cols] per shape; their
-// Nesterov inputs are written into a stack of the same layout and Newton-Schulz runs once
-// per shape (batched GEMMs on a GPU). After the step the compute copies of the weights are
-// refreshed from the masters.
+// Batching: the update buffer is laid out by owner, then shape, then table order, so the
+// matrices a rank orthogonalises form one contiguous stack [n, rows, cols] per shape within
+// its part; their Nesterov inputs are written into stacks of the same shapes and
+// Newton-Schulz runs once per shape (batched GEMMs on a GPU). After the step the compute
+// copies of the weights are refreshed from the masters.
 //
 // Overlap (SPEC.md's values do not depend on it): the ranks' gradient reductions may still
 // be running when step() is called (Comm::all_reduce_async; `ready` gives each gradient's
@@ -79,12 +81,13 @@ class Optimizer {
   Comm* comm_;
   int64_t t_ = 0;
   Arena state_;    // Adam m, v per Adam parameter; Muon buffer per matrix (names as checkpoints)
-  Arena updates_;  // Muon's orthogonalised updates (g): by shape, owner, table order; flat
-  Arena inputs_;   // this rank's Newton-Schulz inputs (g), the layout of its part of updates_
+  Arena updates_;  // Muon's orthogonalised updates (g): one buffer, by owner, shape, table order
+  Arena inputs_;   // this rank's Newton-Schulz inputs (g), one stack per shape as its updates
   // The updates' BF16 copy, the layout of updates_, exchanged instead of them when the
   // backend's Newton-Schulz gives bf16 values (a GPU): the same values in half the bytes.
   // Empty on one rank and where the Newton-Schulz values are wider.
   Arena wire_;
+  Tensor exchange_;  // what the ranks gather: wire_'s buffer, else updates_' (empty: none)
   struct Slot {
     Tensor m, v, buf;     // Adam moments, or Muon's momentum buffer (empty where none)
     Tensor update, input; // Muon: the update slot; the input slot if this rank owns it
@@ -97,10 +100,10 @@ class Optimizer {
     Tensor wire;             // its part of wire_ (empty without wire_)
   };
   std::vector<Stack> stacks_;
-  struct Other {             // another rank's stack of one shape
-    Tensor update, wire;     // wire: empty without wire_
+  struct Other {             // another rank's part of the update buffer and of its copy
+    Tensor update, wire;
   };
-  std::vector<Other> others_;  // (the exchanged buffer's part zeroed before the sum)
+  std::vector<Other> others_;  // only with wire_: converted back once gathered
 };
 
 }  // namespace speedrun

@@ -121,6 +121,19 @@ int nccl_check(MpiComm& mpi) {
     for (int64_t i = 0; i < n; i += 97)
       expect(all[size_t(q) * size_t(n) + size_t(i)] == double(float(std::sin(double(i + 1) * (q + 1)))), r,
              "nccl all_gather: every rank's values in rank order");
+  // In place, at once and async: the same gather.
+  for (const bool async : {false, true}) {
+    be->fill(g, std::nan(""));
+    be->copy(g.slice(int64_t(r) * n, int64_t(r + 1) * n), d);
+    if (async) {
+      nccl.all_gather_async(g);
+      nccl.wait_async();
+    } else {
+      nccl.all_gather_in_place(g);
+    }
+    expect(be->to_host_f64(g) == all, r, async ? "nccl all_gather_async in place = all_gather"
+                                               : "nccl all_gather_in_place = all_gather");
+  }
   nccl.broadcast(d, 0);
   const auto root = be->to_host_f64(d);
   for (int64_t i = 0; i < n; i += 97)
@@ -215,6 +228,13 @@ int main(int argc, char** argv) {
   std::vector<float> in = {float(r)}, out(size_t(W), -1.0f);
   comm.all_gather(Tensor(out.data(), DType::F32, {W}), Tensor(in.data(), DType::F32, {1}));
   for (int k = 0; k < W; ++k) expect(out[size_t(k)] == float(k), r, "all_gather");
+  std::vector<float> whole(size_t(2 * W), -1.0f);
+  whole[size_t(2 * r)] = float(r);
+  whole[size_t(2 * r + 1)] = float(100 + r);
+  comm.all_gather_in_place(Tensor(whole.data(), DType::F32, {2 * W}));
+  for (int k = 0; k < W; ++k)
+    expect(whole[size_t(2 * k)] == float(k) && whole[size_t(2 * k + 1)] == float(100 + k), r,
+           "all_gather_in_place");
   std::vector<float> b = {float(r)};
   comm.broadcast(Tensor(b.data(), DType::F32, {1}), W - 1);
   expect(b[0] == float(W - 1), r, "broadcast");

@@ -94,6 +94,16 @@ void MpiComm::all_gather(Tensor out, const Tensor& in) {
      "Allgather");
 }
 
+void MpiComm::all_gather_in_place(Tensor t) {
+  need_host(t, "all_gather_in_place");
+  const size_t bytes = part_bytes(t, "MpiComm");
+  check(bytes <= size_t(INT32_MAX), "MpiComm all_gather_in_place: a part of ", bytes,
+        " bytes exceeds MPI's count");
+  ok(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, t.data, int(bytes), MPI_BYTE,
+                   MPI_COMM_WORLD),
+     "Allgather");
+}
+
 void MpiComm::broadcast(Tensor t, int root) {
   need_host(t, "broadcast");
   broadcast_bytes(t.data, t.bytes(), root);

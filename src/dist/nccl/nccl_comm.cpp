@@ -69,20 +69,50 @@ NcclComm::~NcclComm() {
   if (side_) cudaStreamDestroy(as_stream(side_));
 }
 
-int64_t NcclComm::all_reduce_async(Tensor t, ReduceOp op) {
-  need_device(t, "all_reduce_async");
+void NcclComm::side_after_backend(const char* op) {
   cudaEvent_t ready = static_cast<cudaEvent_t>(compute_done_);
   check(cudaEventRecord(ready, as_stream(be_.stream())) == cudaSuccess &&
             cudaStreamWaitEvent(as_stream(side_), ready, 0) == cudaSuccess,
-        "NcclComm all_reduce_async: cannot order the side stream after the backend's");
-  ok(ncclAllReduce(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, "all_reduce"),
-                   op == ReduceOp::Mean ? ncclAvg : ncclSum, as_comm(comm_), as_stream(side_)),
-     "AllReduce");
+        "NcclComm ", op, ": cannot order the side stream after the backend's");
+}
+
+int64_t NcclComm::record_ticket(const char* op) {
   const int64_t ticket = async_started_++;
   check(cudaEventRecord(static_cast<cudaEvent_t>(done_[size_t(ticket % kEvents)]),
                         as_stream(side_)) == cudaSuccess,
-        "NcclComm all_reduce_async: cannot record the reduction's event");
+        "NcclComm ", op, ": cannot record the collective's event");
   return ticket;
+}
+
+int64_t NcclComm::all_reduce_async(Tensor t, ReduceOp op) {
+  need_device(t, "all_reduce_async");
+  side_after_backend("all_reduce_async");
+  ok(ncclAllReduce(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, "all_reduce"),
+                   op == ReduceOp::Mean ? ncclAvg : ncclSum, as_comm(comm_), as_stream(side_)),
+     "AllReduce");
+  return record_ticket("all_reduce_async");
+}
+
+void NcclComm::gather_in_place(Tensor t, const char* op, void* stream) {
+  need_device(t, op);
+  const size_t bytes = part_bytes(t, "NcclComm");
+  // Sent as bytes (ncclInt8): any dtype. NCCL's in-place form: the send buffer is this
+  // rank's part of the receive buffer.
+  char* base = static_cast<char*>(t.data);
+  ok(ncclAllGather(base + size_t(rank()) * bytes, base, bytes, ncclInt8, as_comm(comm_),
+                   as_stream(stream)),
+     "AllGather");
+}
+
+void NcclComm::all_gather_in_place(Tensor t) {
+  gather_in_place(t, "all_gather_in_place", be_.stream());
+}
+
+int64_t NcclComm::all_gather_async(Tensor t) {
+  need_device(t, "all_gather_async");
+  side_after_backend("all_gather_async");
+  gather_in_place(t, "all_gather_async", side_);
+  return record_ticket("all_gather_async");
 }
 
 void NcclComm::wait_async(int64_t ticket) {

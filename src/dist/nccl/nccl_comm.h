@@ -29,6 +29,8 @@ class NcclComm final : public Comm {
   // its own (a ring of kEvents), so the backend can wait for one reduction and not the
   // ones started after it.
   int64_t all_reduce_async(Tensor t, ReduceOp op) override;
+  void all_gather_in_place(Tensor t) override;
+  int64_t all_gather_async(Tensor t) override;  // as all_reduce_async
   void wait_async(int64_t ticket = kAllAsync) override;
   double all_reduce(double x, ReduceOp op) override { return mpi_.all_reduce(x, op); }
   std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
@@ -37,6 +39,13 @@ class NcclComm final : public Comm {
   [[noreturn]] void abort(const std::string& why) override { mpi_.abort(why); }
 
  private:
+  // The side stream ordered after the backend's work so far; then, after the collective is
+  // issued on it, its ticket's event.
+  void side_after_backend(const char* op);
+  int64_t record_ticket(const char* op);
+  // ncclAllGather of t's parts, in place, on `stream`.
+  void gather_in_place(Tensor t, const char* op, void* stream);
+
   Backend& be_;
   MpiComm mpi_;
   void* comm_ = nullptr;         // ncclComm_t
