@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -161,6 +162,15 @@ TEST_F(Cli, DivergingRunStopsWithAClearError) {
                      " --lr-embed 1e39 --lr-head 1e39 --steps 4"),
                {"training step 1", "NaN", "lower the learning rates"});
   EXPECT_TRUE(fs::exists(dir / "run" / "model_step000000.safetensors"));
+}
+
+// This executable, and every command it starts, sees no GPU however it is run, by ctest or
+// by hand on a GPU machine (tests/hide_gpus.cpp): --device auto takes the CPU.
+TEST_F(Cli, TheCpuEnginesTestsSeeNoGpu) {
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  ASSERT_NE(visible, nullptr);
+  EXPECT_STREQ(visible, "");
+  EXPECT_EQ(speedrun::cuda_device_count(), 0);
 }
 
 // --device cuda where there is no CUDA backend (a CPU-only build) or no GPU says which, on
