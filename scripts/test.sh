@@ -13,8 +13,8 @@ cd "$(dirname "$0")/.."
 export SPEEDRUN_UNITY_BUILD="${SPEEDRUN_UNITY_BUILD:-ON}"
 # ctest runs one test per core, and each computes with OpenMP threads: threads that spin
 # while they wait (OpenMP's default) take the cores from the ones computing. Sleeping
-# waits took the suite from ~290 s to 236 s on 2 cores (docs/TESTING.md); alone, a test is
-# as fast either way.
+# waits cost nothing to a test alone; what they save on a loaded host is within its noise
+# so far (docs/TESTING.md).
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 scripts/setup.sh
 scripts/build.sh

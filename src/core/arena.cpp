@@ -59,15 +59,6 @@ void Arena::materialize(Device device) {
   }
 }
 
-Tensor Arena::flat() const {
-  check(materialized_ && !entries_.empty(), "Arena::flat: the arena is empty or not materialized");
-  const DType dt = entries_[0].tensor.dtype;
-  for (const auto& e : entries_)
-    check(e.tensor.dtype == dt, "Arena::flat: '", e.name, "' is ", dtype_name(e.tensor.dtype),
-          " but '", entries_[0].name, "' is ", dtype_name(dt));
-  return Tensor(base_, dt, {int64_t(total_ / dtype_size(dt))}, entries_[0].tensor.device);
-}
-
 const Tensor& Arena::get(const std::string& name) const {
   for (const auto& e : entries_)
     if (e.name == name) return e.tensor;

@@ -43,10 +43,6 @@ class Arena {
   // The tensor called `name`; throws if there is none.
   const Tensor& get(const std::string& name) const;
   size_t bytes() const { return total_; }
-  // The whole block as one 1-D tensor of the entries' common dtype (the 64-byte padding
-  // between entries is zero-filled): one collective over every gradient, say. Throws when
-  // entries differ in dtype.
-  Tensor flat() const;
   void* base() const { return base_; }
 
  private:

@@ -62,8 +62,8 @@ class Comm {
     return async_started_++;
   }
   // The backend's later ops wait for the all_reduce_async or all_gather_async of `ticket`
-  // and every one started before it (they finish in order); kAllAsync: every one started so far; a negative
-  // ticket: none. The host does not wait.
+  // and every one started before it (they finish in order); kAllAsync: every one started
+  // so far; a negative ticket: none. The host does not wait.
   virtual void wait_async(int64_t ticket = kAllAsync) { (void)ticket; }
   // A host double reduced over the ranks (validation loss, tokens counted); the same on
   // every rank.
@@ -85,7 +85,7 @@ class Comm {
           " is not ", size(), " equal parts");
     return t.bytes() / size_t(size());
   }
-  int64_t async_started_ = 0;  // all_reduce_async + all_gather_async calls so far (the next ticket)
+  int64_t async_started_ = 0;  // async collectives started so far (the next ticket)
 };
 
 }  // namespace speedrun
