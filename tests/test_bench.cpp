@@ -261,6 +261,7 @@ TEST(TimingBackend, ForwardsTheOpsWithDefaults) {
   EXPECT_EQ(be.device_index(), inner->device_index());
   EXPECT_EQ(be.peak_bytes(), inner->peak_bytes());
   EXPECT_EQ(be.preferred_micro_batch_tokens(), inner->preferred_micro_batch_tokens());
+  EXPECT_EQ(be.head_chunk_logits(), inner->head_chunk_logits());
   std::vector<float> cos(8), sin(8), q(8, 0.5f), k(3 * 8, 0.25f), v(3 * 8, 1.0f), out(8);
   be.rotary_tables_at(Tensor(cos.data(), DType::F32, {2, 4}), Tensor(sin.data(), DType::F32, {2, 4}),
                       10000.0, 5);

@@ -43,6 +43,7 @@
 #ifdef SPEEDRUN_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/math/reduce.h"
+#include "backend/cuda/plan.h"
 #endif
 
 namespace speedrun {
@@ -156,6 +157,7 @@ TEST_F(CudaBackendTest, RunsTheBf16PolicyOnly) {
   EXPECT_EQ(gpu().name(), "cuda");
   EXPECT_EQ(gpu().default_precision(), named_precision(PrecisionChoice::BF16));
   EXPECT_EQ(gpu().preferred_micro_batch_tokens(), 65536);
+  EXPECT_EQ(gpu().head_chunk_logits(), cuda::kHeadChunkLogits);
   EXPECT_NO_THROW(gpu().check_precision(named_precision(PrecisionChoice::BF16)));
   try {
     gpu().check_precision(named_precision(PrecisionChoice::FP32));
@@ -736,7 +738,10 @@ TEST_F(CudaBackendTest, ModelLossAndEveryGradientMatchFp64) {
   for (int i = 0; i < pc.count(); ++i) pg.from_host_f64(i, pc.to_host_f64(i));
   const std::vector<int32_t> x = documents(B * T, int32_t(cfg.vocab), 1),
                              y = documents(B * T, int32_t(cfg.vocab), 2);
-  GPT mg(gpu(), pg, B, T), mc(cpu_, pc, B, T);
+  // The GPU's head in chunks of 100 rows (two and a remainder of 56), the CPU's in one.
+  GPT mg(gpu(), pg, B, T, 100 * cfg.vocab), mc(cpu_, pc, B, T);
+  ASSERT_EQ(mg.head_rows(), 100);
+  ASSERT_EQ(mc.head_rows(), B * T);
   pg.zero_grad();
   pc.zero_grad();
   const double lg = mg.forward_backward(x.data(), y.data(), window);

@@ -435,10 +435,12 @@ TEST(CudaPlan, GpuChoiceFollowsTheLocalRank) {
 }
 
 // The record's config: T = 65536 tokens per micro-batch, C = 768, H = 6, D = 128,
-// V = 50304, F = 4C; the head's logits in chunks of 2^25 / V rows.
+// V = 50304, F = 4C; the head's logits in chunks of kHeadChunkLogits / V rows.
 TEST(CudaPlan, LaunchShapesOfTheRecordFitTheHardware) {
   const int64_t T = 65536, C = 768, H = 6, V = 50304, F = 4 * C;
-  const int64_t head_rows = (int64_t(1) << 25) / V;
+  const int64_t head_rows = cuda::kHeadChunkLogits / V;
+  EXPECT_EQ(head_rows, 5336);
+  EXPECT_EQ((T + head_rows - 1) / head_rows, 13);  // chunks per sequence
   for (int64_t items : {T * C / 8, T * F / 8, T * C, V * C, int64_t(1)}) {
     const cuda::Launch l = cuda::elementwise_launch(items);
     EXPECT_GE(l.blocks, 1);
@@ -456,7 +458,7 @@ TEST(CudaPlan, LaunchShapesOfTheRecordFitTheHardware) {
   EXPECT_EQ(cuda::warp_rows_launch(T).blocks, T / 8);            // rms_norm rows
   EXPECT_EQ(cuda::warp_rows_launch(T * H).blocks, T * H / 8);    // QK heads
   EXPECT_EQ(cuda::warp_rows_launch(33).blocks, 5);
-  EXPECT_EQ(cuda::block_rows_launch(head_rows).blocks, 667);     // cross-entropy rows
+  EXPECT_EQ(cuda::block_rows_launch(head_rows).blocks, 5336);    // cross-entropy rows
   EXPECT_LT(cuda::warp_rows_launch(T * H).blocks, int64_t(1) << 31);
   EXPECT_EQ(m::reduce_blocks(T * C), m::kMaxPartials);
 }

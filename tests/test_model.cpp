@@ -193,3 +193,37 @@ TEST(Model, DocumentMaskingIsolatesDocuments) {
   for (size_t v = 0; v < la.size(); ++v) diff = std::max(diff, std::fabs(la[v] - lc[v]));
   EXPECT_GT(diff, 1e-6);
 }
+
+TEST(Model, TheHeadsChunkSizeChangesNoResult) {
+  // The head runs in chunks of rows (a GPU takes larger ones than the CPU): one row at a
+  // time, chunks that leave a remainder, and the whole batch at once give the same loss and
+  // gradients, up to the order in which lm_head's gradient sums the chunks.
+  CpuBackend be;
+  const GPTConfig cfg = micro_gpt();
+  const int64_t B = 2, T = 40, N = B * T, V = cfg.vocab;
+  Parameters p(be, cfg, DType::F64);
+  randomize(p, 17);
+  std::vector<int32_t> x, y;
+  batch_with_documents(B, T, cfg, x, y, 5);
+  auto run = [&](int64_t head_logits, int64_t rows) {
+    GPT model(be, p, B, T, head_logits);
+    EXPECT_EQ(model.head_rows(), rows);
+    p.zero_grad();
+    const double loss = model.forward_backward(x.data(), y.data(), 24);
+    std::vector<std::vector<double>> grads;
+    for (int i = 0; i < p.count(); ++i) grads.push_back(be.to_host_f64(p.grad(i)));
+    return std::make_pair(loss, grads);
+  };
+  const auto whole = run(N * V, N);
+  EXPECT_EQ(GPT(be, p, B, T).head_rows(), N);  // the CPU's default covers this batch
+  for (const auto& [logits, rows] : {std::pair<int64_t, int64_t>{V, 1}, {7 * V + V / 2, 7},
+                                     {1, 1}, {100 * N * V, N}}) {
+    const auto chunked = run(logits, rows);
+    EXPECT_NEAR(chunked.first, whole.first, 1e-13) << rows;
+    for (int i = 0; i < p.count(); ++i)
+      for (size_t k = 0; k < whole.second[size_t(i)].size(); ++k)
+        ASSERT_NEAR(chunked.second[size_t(i)][k], whole.second[size_t(i)][k], 1e-12)
+            << p.name(i) << "[" << k << "] with " << rows << "-row chunks";
+  }
+  EXPECT_THROW(GPT(be, p, B, T, -1), Error);
+}

@@ -89,6 +89,11 @@ class Backend {
   // The most tokens a micro-batch should hold on this backend when the user leaves
   // --grad-accum to auto (0: no limit: one micro-batch per step).
   virtual int64_t preferred_micro_batch_tokens() const { return 0; }
+  // How many logits the model's head computes at once (rows of a chunk times the
+  // vocabulary). Each chunk's backward reads lm_head once more and adds into its whole
+  // gradient, so a chunk too small pays that traffic many times; one too large holds
+  // logits the size of the whole batch.
+  virtual int64_t head_chunk_logits() const { return int64_t(1) << 25; }
 
   // ---- host-side helpers (synchronising; for checkpoints, tests and sampling) ----------
   // The tensor's values in double on the host; a tensor from double host values. Both

@@ -8,17 +8,17 @@ namespace speedrun {
 namespace {
 // rms_norm's eps: fp32's machine epsilon, whatever the dtype (SPEC.md).
 constexpr double kNormEps = 1.1920928955078125e-07;
-// Rows of the head computed at once: bounds the logits buffer to ~32M elements.
-constexpr int64_t kHeadElements = int64_t(1) << 25;
 }  // namespace
 
-GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T)
+GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t head_logits)
     : be_(backend), p_(params), cfg_(params.config()), B_(B), T_(T), N_(B * T) {
   check(B >= 1 && T >= 1, "GPT: batch and sequence length must be >= 1");
+  check(head_logits >= 0, "GPT: head_logits must be >= 0, got ", head_logits);
   const int64_t C = cfg_.width(), F = cfg_.hidden(), V = cfg_.vocab, H = cfg_.heads;
   const int64_t L = cfg_.layers, N = N_, D = cfg_.head_dim;
   const DType c = params.precision().compute, s = params.precision().stats();
-  head_rows_ = std::clamp<int64_t>(kHeadElements / V, 1, N);
+  if (head_logits == 0) head_logits = backend.head_chunk_logits();
+  head_rows_ = std::clamp<int64_t>(head_logits / V, 1, N);
   acts_ = Arena([&backend](size_t n) { return backend.allocate(n); },
                 [&backend](void* p) { backend.release(p); });
   Arena& a = acts_;

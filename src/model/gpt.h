@@ -25,8 +25,10 @@ namespace speedrun {
 
 class GPT {
  public:
-  // Plans and allocates the activations for micro-batches of B sequences of T tokens.
-  GPT(Backend& backend, Parameters& params, int64_t B, int64_t T);
+  // Plans and allocates the activations for micro-batches of B sequences of T tokens. The
+  // head runs in chunks of head_logits / V rows (at least 1, at most B*T); 0 takes the
+  // backend's Backend::head_chunk_logits().
+  GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t head_logits = 0);
 
   // One micro-batch: inputs x [B*T] and targets y [B*T] (host arrays) under attention
   // window `window`. Adds grad_scale * dLoss/dparam to params.g, Loss = the mean
@@ -58,6 +60,7 @@ class GPT {
 
   int64_t B() const { return B_; }
   int64_t T() const { return T_; }
+  int64_t head_rows() const { return head_rows_; }
   size_t activation_bytes() const { return acts_.bytes(); }
   const std::vector<BlockMask>& masks() const { return masks_; }
 

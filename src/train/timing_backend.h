@@ -70,6 +70,7 @@ class TimingBackend final : public Backend {
   int64_t preferred_micro_batch_tokens() const override {
     return be_.preferred_micro_batch_tokens();
   }
+  int64_t head_chunk_logits() const override { return be_.head_chunk_logits(); }
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;

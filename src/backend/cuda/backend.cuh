@@ -26,6 +26,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/attention/attention.h"
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/plan.h"
 #include "backend/cuda/gemm_plan.h"
 
 namespace speedrun::cuda {
@@ -79,6 +80,7 @@ class CudaBackend final : public Backend {
   int device_index() const override { return gpu_; }
   // One 64K-token sequence per micro-batch: the record's per-GPU batch.
   int64_t preferred_micro_batch_tokens() const override { return 65536; }
+  int64_t head_chunk_logits() const override { return kHeadChunkLogits; }
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;

@@ -22,6 +22,16 @@ inline constexpr int kWarpRowsPerBlock = kThreads / 32;
 // covers an H200; more blocks would only loop less).
 inline constexpr int64_t kMaxElementwiseBlocks = 132 * 16;
 
+// Logits the head computes at once on a GPU: 2^28 (5,336 rows of the GPT-2 vocabulary,
+// 512 MiB in bf16; 13 chunks per 64K-token sequence). Each chunk reads lm_head [V, C] in
+// bf16 twice (its logits GEMM and d x's) and reads and writes its fp32 gradient once
+// (d W +=): 464 MB of traffic per chunk at V = 50,304, C = 768, whatever its rows. At
+// 2^25 logits (667 rows, 99 chunks) that is 46 GB per sequence, ~11 ms at an H200's
+// 4.2 TB/s, where 13 chunks move 6 GB; and the d x GEMM's [rows, 768] output then fills
+// 126 output tiles of 128 x 256 instead of 18 on 132 SMs. Logits of 667 rows (64 MiB)
+// already overflow the 50-60 MB L2, so smaller chunks win no cache reuse back.
+inline constexpr int64_t kHeadChunkLogits = int64_t(1) << 28;
+
 struct Launch {
   int64_t blocks = 0;
   int threads = kThreads;
