@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "core/bf16.h"
 #include "core/rng.h"
 #include "model/gpt.h"
 #include "model/params.h"
@@ -147,6 +148,33 @@ TEST(Model, InitFollowsSpec) {
   EXPECT_EQ(p.to_host_f64(p.index("transformer.h.1.lambdas")), (std::vector<double>{1.0, 0.0}));
   EXPECT_EQ(p.to_host_f64(p.index("transformer.h.1.attn.lamb")), (std::vector<double>{0.5}));
   EXPECT_EQ(p.to_host_f64(p.index("skip_weights")), (std::vector<double>{1.0}));
+}
+
+TEST(Model, InitIsOneRandomStreamInTableOrder) {
+  // init draws its normals' uniforms in order and transforms them in parallel, block by
+  // block: the values must be those of one sequential stream, across block boundaries
+  // (an embedding of 1.3M values spans two blocks of 2^20), in table order, and the same
+  // in an fp32 master (rounded on the host) as in an fp64 one. Re-initialising overwrites.
+  CpuBackend be;
+  GPTConfig cfg = micro_gpt();
+  cfg.vocab = 40000;
+  Parameters p64(be, cfg, DType::F64), p32(be, cfg, DType::F32);
+  p64.init(5);
+  p32.from_host_f64(p32.index("lm_head.weight"), std::vector<double>(size_t(40000 * 32), 0.25));
+  p32.init(5);
+  Rng rng(5);
+  const std::vector<double> wte = p64.to_host_f64(p64.index("transformer.wte.weight"));
+  ASSERT_EQ(wte.size(), size_t(40000 * 32));
+  for (size_t k = 0; k < wte.size(); ++k)
+    ASSERT_EQ(wte[k], round_bf16(rng.normal())) << "wte[" << k << "]";
+  const double bound = 1.0 / std::sqrt(32.0);
+  for (const char* n : {"transformer.h.0.attn.c_q.weight", "transformer.h.0.attn.c_k.weight"}) {
+    const std::vector<double> w = p64.to_host_f64(p64.index(n));
+    for (size_t k = 0; k < w.size(); ++k)
+      ASSERT_EQ(w[k], round_bf16(rng.uniform(-bound, bound))) << n << "[" << k << "]";
+  }
+  for (int i = 0; i < p64.count(); ++i)
+    EXPECT_EQ(p32.to_host_f64(i), p64.to_host_f64(i)) << p64.name(i);
 }
 
 TEST(Model, SequencesInABatchAreIndependent) {

@@ -31,8 +31,13 @@ class Rng {
   // Standard normal (Box-Muller; one value per call, the pair's second is discarded so
   // the stream position depends only on the number of calls).
   double normal() {
-    double u1 = uniform();
-    double u2 = uniform();
+    const double u1 = uniform();
+    const double u2 = uniform();
+    return normal_from(u1, u2);
+  }
+  // The normal that normal() returns after drawing u1 then u2: a caller may draw the
+  // uniforms in order and transform them elsewhere (in parallel) for the same numbers.
+  static double normal_from(double u1, double u2) {
     if (u1 < 1e-300) u1 = 1e-300;
     return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
   }

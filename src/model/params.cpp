@@ -1,5 +1,6 @@
 #include "model/params.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -137,7 +138,29 @@ std::vector<double> Parameters::to_host_f64(int i) const { return backend_.to_ho
 void Parameters::from_host_f64(int i, const std::vector<double>& data) {
   check(int64_t(data.size()) == values_[i].numel(), "Parameters: ", data.size(),
         " values for ", name(i), " of ", values_[i].numel());
-  backend_.from_host_f64(values_[i], data);
+  std::vector<float> scratch;
+  set_master(i, data, scratch);
+}
+
+void Parameters::set_master(int i, const std::vector<double>& data, std::vector<float>& scratch) {
+  const Tensor& t = values_[i];
+  const int64_t n = t.numel();
+  if (t.dtype == DType::F64) {
+    backend_.upload(t, data.data());
+  } else if (t.dtype == DType::F32) {
+    // Rounded here as the backend's convert() rounds (to nearest even), without its
+    // staging buffer of n doubles on the device.
+    scratch.resize(size_t(n));
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 16))
+    for (int64_t k = 0; k < n; ++k) scratch[size_t(k)] = float(data[size_t(k)]);
+    backend_.upload(t, scratch.data());
+  } else {
+    backend_.from_host_f64(t, data);
+  }
+  refresh_copy(i);
+}
+
+void Parameters::refresh_copy(int i) {
   if (copy_of_[size_t(i)] >= 0) {
     const auto& [copy, master] = copy_pairs_[size_t(copy_of_[size_t(i)])];
     backend_.convert(copy, master);
@@ -146,15 +169,40 @@ void Parameters::from_host_f64(int i, const std::vector<double>& data) {
 
 void Parameters::init(uint64_t seed) {
   Rng rng(seed);
+  // Host buffers reused from tensor to tensor: the memory of the largest one is touched
+  // once, not every tensor's anew (page faults were most of the time on a large model).
+  std::vector<double> h, u;
+  std::vector<float> scratch;
   for (int i = 0; i < count(); ++i) {
     const ParamSpec& s = table_[size_t(i)];
-    std::vector<double> h(size_t(values_[i].numel()), 0.0);
+    const int64_t n = values_[i].numel();
+    if (s.init.kind == InitRule::Zero) {  // on the device, no host values
+      backend_.fill(values_[i], 0.0);
+      refresh_copy(i);
+      continue;
+    }
+    h.resize(size_t(n));
     switch (s.init.kind) {
       case InitRule::Zero:
         break;
-      case InitRule::Normal:
-        for (auto& x : h) x = round_bf16(rng.normal());
+      case InitRule::Normal: {
+        // The uniforms are drawn in the stream's order, block by block; Box-Muller's
+        // logarithm and cosine, most of the time, run in parallel on them.
+        constexpr int64_t kBlock = int64_t(1) << 20;
+        u.resize(size_t(2 * std::min(n, kBlock)));
+        for (int64_t b = 0; b < n; b += kBlock) {
+          const int64_t e = std::min(n, b + kBlock);
+          for (int64_t k = 0; k < e - b; ++k) {
+            u[size_t(2 * k)] = rng.uniform();
+            u[size_t(2 * k + 1)] = rng.uniform();
+          }
+#pragma omp parallel for schedule(static) if (e - b > (int64_t(1) << 14))
+          for (int64_t k = b; k < e; ++k)
+            h[size_t(k)] =
+                round_bf16(Rng::normal_from(u[size_t(2 * (k - b))], u[size_t(2 * (k - b) + 1)]));
+        }
         break;
+      }
       case InitRule::UniformFanIn: {
         const double bound = 1.0 / std::sqrt(double(s.shape.at(1)));
         for (auto& x : h) x = round_bf16(rng.uniform(-bound, bound));
@@ -167,7 +215,7 @@ void Parameters::init(uint64_t seed) {
           h[k] = s.init.values[s.init.values.size() == 1 ? 0 : k];
         break;
     }
-    from_host_f64(i, h);
+    if (n > 0) set_master(i, h, scratch);
   }
 }
 
