@@ -348,7 +348,7 @@ TEST(BenchCommand, WritesJsonWithEveryField) {
   const std::string json = (dir / "bench.json").string();
   // Short sequences and small ceilings: every field, in a third of the default's time.
   const Outcome r = run_cli("bench --device cpu --preset tiny --reps 2 --warmup 1 --seq-len 256 "
-                            "--gemm-size 512 --copy-mib 16 --json " + json);
+                            "--gemm-size 512 --copy-mib 16 --head-logits 51200 --json " + json);
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* needle : {"ceilings", "GEMM", "copy", "serialises the device", "tokens/s", "MFU",
                              "launch -> first step", "peak memory", "window 64", "window 512"})
@@ -359,6 +359,8 @@ TEST(BenchCommand, WritesJsonWithEveryField) {
   EXPECT_EQ(j["config"]["reps"], 2);
   EXPECT_EQ(j["config"]["micro_batches"], 4);
   EXPECT_EQ(j["config"]["seq_len"], 256);
+  EXPECT_EQ(j["config"]["head_rows"], 100);  // 51200 logits of a 512-token vocabulary
+  EXPECT_NE(r.out.find("head: chunks of 100 rows (3 per micro-batch"), std::string::npos) << r.out;
   EXPECT_EQ(j["ceilings"]["gemm"]["n"], 512);
   EXPECT_EQ(j["ceilings"]["copy"]["bytes"], 2 * (16 << 20));  // read + written
   for (const char* k : {"flops_per_s", "ms", "n"}) EXPECT_TRUE(j["ceilings"]["gemm"][k].is_number()) << k;

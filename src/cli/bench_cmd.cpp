@@ -87,6 +87,9 @@ void add_bench_command(CLI::App& app, std::chrono::steady_clock::time_point main
                   "n of the n^3 GEMM ceiling (default: 8192 on a GPU, 2048 on the CPU)");
   sub->add_option("--copy-mib", a->opt.copy_mib,
                   "buffer of the copy ceiling in MiB (default: 1024 on a GPU, 128 on the CPU)");
+  sub->add_option("--head-logits", a->opt.head_logits,
+                  "logits the head computes at once, rows x vocabulary (default: the device's: "
+                  "2^28 on a GPU, 2^25 on the CPU)");
   sub->add_option("--seed", a->opt.seed, "seed of the weights' nudge and the batches")
       ->capture_default_str();
   sub->add_option("--json", a->json, "also write the results as JSON to this file");

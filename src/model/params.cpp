@@ -145,6 +145,7 @@ void Parameters::from_host_f64(int i, const std::vector<double>& data) {
 void Parameters::set_master(int i, const std::vector<double>& data, std::vector<float>& scratch) {
   const Tensor& t = values_[i];
   const int64_t n = t.numel();
+  if (n == 0) return;
   if (t.dtype == DType::F64) {
     backend_.upload(t, data.data());
   } else if (t.dtype == DType::F32) {
@@ -215,7 +216,7 @@ void Parameters::init(uint64_t seed) {
           h[k] = s.init.values[s.init.values.size() == 1 ? 0 : k];
         break;
     }
-    if (n > 0) set_master(i, h, scratch);
+    set_master(i, h, scratch);
   }
 }
 

@@ -218,6 +218,7 @@ void BenchOptions::validate() const {
   check(warmup >= 0, "--warmup ", warmup, ": must be >= 0");
   check(gemm_size >= 0, "--gemm-size ", gemm_size, ": must be >= 1 (0: by device)");
   check(copy_mib >= 0, "--copy-mib ", copy_mib, ": must be >= 1 (0: by device)");
+  check(head_logits >= 0, "--head-logits ", head_logits, ": must be >= 1 (0: by device)");
 }
 
 LaunchTime LaunchTime::detect(Clock::time_point main_entry) {
@@ -314,7 +315,9 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   const double nudge_ms = ms_between(t_nudge, Clock::now());  // the benchmark's own: left out
   r.params = params.numel();
   Optimizer opt(be, params, tc.optim);
-  GPT model(be, params, r.micro_batch, r.seq_len);
+  GPT model(be, params, r.micro_batch, r.seq_len, o.head_logits);
+  r.head_rows = model.head_rows();
+  r.head_bytes = double(r.head_rows * mc.vocab) * double(dtype_size(precision.compute));
   be.synchronize();
   const Clock::time_point t_weights = Clock::now();
   Rng rng(o.seed);

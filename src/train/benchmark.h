@@ -40,6 +40,7 @@ struct BenchOptions {
   int warmup = 2;                 // untimed steps per window first
   int64_t gemm_size = 0;          // GEMM ceiling's n (0: 8192 on a GPU, 2048 on the CPU)
   int64_t copy_mib = 0;           // copy ceiling's buffer size (0: 1024 MiB on a GPU, 128 on the CPU)
+  int64_t head_logits = 0;        // logits the head computes at once (0: the backend's choice)
   PrecisionChoice dtype = PrecisionChoice::Auto;
   uint64_t seed = 1;
   void validate() const;          // throws naming the flag to fix
@@ -99,6 +100,8 @@ struct BenchResult {
   int threads = 0;  // CPU threads (0 on a GPU)
   int64_t layers = 0, heads = 0, head_dim = 0, vocab = 0, params = 0, matmul_params = 0;
   int64_t seq_len = 0, batch = 0, micro_batch = 0, micro_batches = 0;
+  int64_t head_rows = 0;  // rows of the head's chunks
+  double head_bytes = 0;  // their logits buffer
   int reps = 0, warmup = 0;
   std::string date;
   double load_before = -1, load_after = -1;  // 1-minute load average (-1: unknown)

@@ -53,6 +53,10 @@ std::string format_bench(const BenchResult& r) {
                    r.batch, r.seq_len, r.batch * r.seq_len, r.micro_batches,
                    r.micro_batches == 1 ? "" : "es", r.micro_batch, r.micro_batch == 1 ? "" : "s",
                    r.warmup, r.reps));
+  const int64_t rows = r.micro_batch * r.seq_len;
+  line(fmt::format("head: chunks of {} rows ({} per micro-batch, {:.0f} MiB of logits)",
+                   r.head_rows, (rows + r.head_rows - 1) / std::max<int64_t>(r.head_rows, 1),
+                   r.head_bytes / double(1 << 20)));
   if (r.load_before >= 0)
     line(fmt::format("load average (1 min): {:.2f} before, {:.2f} after", r.load_before,
                      r.load_after));
@@ -124,6 +128,7 @@ nlohmann::json bench_json(const BenchResult& r) {
         {"head_dim", r.head_dim}, {"vocab", r.vocab}, {"params", r.params},
         {"matmul_params", r.matmul_params}, {"seq_len", r.seq_len}, {"batch", r.batch},
         {"micro_batch", r.micro_batch}, {"micro_batches", r.micro_batches},
+        {"head_rows", r.head_rows},
         {"reps", r.reps}, {"warmup", r.warmup}}},
       {"ceilings",
        {{"gemm", {{"n", c.gemm_n}, {"dtype", c.gemm_dtype}, {"ms", c.gemm_ms},
