@@ -5,6 +5,9 @@
   python3 bench/cuda_check.py bench BENCH.json
       the step benchmark (`speedrun bench --json` or bench_cuda_step --json) beside the
       PyTorch anchor of docs/PERFORMANCE.md
+  python3 bench/cuda_check.py head BENCH.json OTHER.json
+      the first window's forward+backward in two `speedrun bench --json` runs that differ in
+      the head's chunk size (--head-logits), side by side
   python3 bench/cuda_check.py results STEPS.tsv --json OUT.json [--part NAME=FILE ...]
       one JSON of every step's result and the parts' JSON files
 
@@ -172,6 +175,33 @@ def bench(args):
     return 0
 
 
+def head_run(path):
+    with open(path) as f:
+        j = json.load(f)
+    cfg = j.get("config", {})
+    w = (j.get("windows") or [{}])[0]
+    ops = {o.get("op"): o for o in w.get("ops", []) if o.get("phase") == "fwd+bwd"}
+    rows, tokens = cfg.get("head_rows") or 0, (cfg.get("micro_batch") or 1) * (cfg.get("seq_len") or 0)
+    return {"rows": rows, "chunks": -(-tokens // rows) if rows else 0, "window": w.get("window"),
+            "fwd_bwd_ms": (w.get("step") or {}).get("fwd_bwd_ms"),
+            "matmul_ms": (ops.get("matmul") or {}).get("ms"),
+            "ce_ms": (ops.get("softcap_cross_entropy") or {}).get("ms")}
+
+
+def head(args):
+    a, b = head_run(args.json), head_run(args.other)
+    print(f"| head chunk (rows) | chunks per micro-batch | fwd+bwd at window {a['window']} (ms) "
+          f"| matmuls, serialised (ms) | cross entropy, serialised (ms) |")
+    print("|---|---|---|---|---|")
+    for r in (a, b):
+        print(f"| {r['rows']} | {r['chunks']} | {fmt(r['fwd_bwd_ms'], '.2f')} | "
+              f"{fmt(r['matmul_ms'], '.2f')} | {fmt(r['ce_ms'], '.2f')} |")
+    if a["fwd_bwd_ms"] and b["fwd_bwd_ms"]:
+        print(f"head chunks of {a['rows']} rows: fwd+bwd {a['fwd_bwd_ms']:.2f} ms; of {b['rows']} "
+              f"rows: {b['fwd_bwd_ms']:.2f} ms ({b['fwd_bwd_ms'] / a['fwd_bwd_ms']:.3f}x)")
+    return 0
+
+
 def results(args):
     steps = []
     with open(args.steps) as f:
@@ -203,12 +233,15 @@ def main():
     c.add_argument("--label-b", default="cpu fp32")
     b = sub.add_parser("bench")
     b.add_argument("json")
+    h = sub.add_parser("head")
+    h.add_argument("json")
+    h.add_argument("other")
     r = sub.add_parser("results")
     r.add_argument("steps")
     r.add_argument("--json", required=True)
     r.add_argument("--part", action="append")
     a = ap.parse_args()
-    return {"compare": compare, "bench": bench, "results": results}[a.cmd](a)
+    return {"compare": compare, "bench": bench, "head": head, "results": results}[a.cmd](a)
 
 
 if __name__ == "__main__":

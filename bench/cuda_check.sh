@@ -12,6 +12,8 @@
 #   compare    the two loss curves against the bf16-noise criterion (bench/cuda_check.py)
 #   bench      the record step (one 64K-token sequence, windows 64 and 1792): `speedrun
 #              bench` if the binary has it, else bench_cuda_step, beside the PyTorch anchor
+#   head       the bench at window 64 again with the CPU's smaller head chunks (2^25
+#              logits), beside the default's: what the GPU's chunk size is worth
 #   memcheck   compute-sanitizer memcheck, then racecheck, on 2 training steps of a micro
 #   racecheck  model (and on test_cuda* with CUDA_CHECK_SANITIZE_FILTER), if the tool works
 # Logs go to $OUT (at most 8 files, none deeper than $OUT/); the last thing printed is the
@@ -117,13 +119,15 @@ finish() {
   [ -n "${CPU_PID:-}" ] && kill "$CPU_PID" 2>/dev/null
   if command -v python3 >/dev/null; then
     python3 bench/cuda_check.py results "$STEPS" --json "$OUT/results.json" \
-      --part "compare=$WORK/compare.json" --part "bench=$WORK/bench.json" >/dev/null 2>&1
+      --part "compare=$WORK/compare.json" --part "bench=$WORK/bench.json" \
+      --part "head=$WORK/bench_head.json" >/dev/null 2>&1
   fi
   write_summary
   echo
   say "cuda_check done ($( [ "$DRY" = 1 ] && echo 'dry run, ')$(elapsed)s of ${BUDGET_S}s); logs in $OUT"
   [ -s "$WORK/compare.txt" ] && { echo; cat "$WORK/compare.txt"; }
   [ -s "$WORK/bench_table.md" ] && { echo; cat "$WORK/bench_table.md"; }
+  [ -s "$WORK/head.md" ] && { echo; cat "$WORK/head.md"; }
   echo
   cat "$OUT/summary.md"
   local bad
@@ -480,6 +484,39 @@ else
   elif [ -s "$WORK/bench_table.md" ]; then
     end "$r" "$(basename "${cmd[0]}")$( [ "$mode" = speedrun ] && echo ' bench'): the table below"
   else
+    end "$r" "no results: see bench.log"
+  fi
+fi
+
+# ---- the head's chunk size -------------------------------------------------------------
+# The GPU's head chunks (2^28 logits) follow a count of memory traffic, not a timing: the
+# same bench at window 64 with the CPU's 2^25 shows what the choice is worth.
+begin head "forward+backward at window 64 with 2^25-logit head chunks against the default's"
+if [ "$GPU" = 0 ]; then
+  end skip "no GPU"
+elif [ "$mode" != speedrun ] || [ ! -s "$WORK/bench.json" ] || [ -z "$PY" ]; then
+  end skip "needs the bench step's speedrun bench JSON and python3"
+else
+  if [ "$EMU" = 1 ]; then  # the code path at tiny size: 16 rows of its 512-token vocabulary
+    hdev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0 --head-logits 8192
+          --gemm-size 256 --copy-mib 8)
+  else
+    hdev=(--device cuda --preset record --windows 64 --reps 3 --warmup 1 --head-logits 33554432
+          --gemm-size 4096 --copy-mib 256)
+  fi
+  (cd "$WORK" && run "$BENCH_LOG" "$(limit 60 60)" "$BIN/speedrun" bench "${hdev[@]}" --batch 1 \
+     --micro-batch 1 --json "$WORK/bench_head.json")
+  r=$(status_of $?)
+  if [ "$r" = no-time ] || [ "$r" = timeout ]; then
+    # A measurement beside the check, not part of it: the budget's end skips it.
+    end skip "the budget ran out before it finished (bench.log)"
+  elif [ -s "$WORK/bench_head.json" ]; then
+    $PY bench/cuda_check.py head "$WORK/bench.json" "$WORK/bench_head.json" >"$WORK/head.md" 2>&1
+    { echo; echo "---- head chunk sizes"; cat "$WORK/head.md"; } >>"$BENCH_LOG"
+    sed 's/^/      /' "$WORK/head.md"
+    end "$r" "$(tail -n 1 "$WORK/head.md")"
+  else
+    show_tail "$BENCH_LOG" 10
     end "$r" "no results: see bench.log"
   fi
 fi

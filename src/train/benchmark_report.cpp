@@ -54,7 +54,7 @@ std::string format_bench(const BenchResult& r) {
                    r.micro_batches == 1 ? "" : "es", r.micro_batch, r.micro_batch == 1 ? "" : "s",
                    r.warmup, r.reps));
   const int64_t rows = r.micro_batch * r.seq_len;
-  line(fmt::format("head: chunks of {} rows ({} per micro-batch, {:.0f} MiB of logits)",
+  line(fmt::format("head: chunks of {} rows ({} per micro-batch, {:.1f} MiB of logits)",
                    r.head_rows, (rows + r.head_rows - 1) / std::max<int64_t>(r.head_rows, 1),
                    r.head_bytes / double(1 << 20)));
   if (r.load_before >= 0)
