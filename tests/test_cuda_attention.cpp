@@ -302,16 +302,75 @@ MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D) {
 }
 #endif
 
-// A warp skips the products of a chunk in which its 16 rows (or keys) see nothing: counted
-// by the emulator's mma.sync counter against the dense rule, on every case (results are
-// checked by MatchesTheCpuOracleOnAwkwardShapes). A GPU has no such counter here: the
+#ifdef SPEEDRUN_CUDA_EMULATED
+// The shared-memory bytes the kernels' cp.async fill: each CTA's own tile(s), and every
+// valid chunk of its listed partner tiles in which some pair of the tile and the chunk is
+// visible by the dense rule (a partial chunk with none is not loaded), with what loading
+// every valid chunk would take.
+struct CopyCount {
+  uint64_t forward = 0, backward = 0, unskipped_forward = 0, unskipped_backward = 0;
+};
+
+CopyCount expected_copies(const std::vector<BlockMask>& masks, int64_t H, int D) {
+  const int fc = cuda::attn::fwd_chunk(D), qc = cuda::attn::dq_chunk(D), kc = cuda::attn::dkv_chunk(D);
+  const uint64_t rows = uint64_t(D) * 2;  // bytes of one row of one head
+  CopyCount n;
+  for (const BlockMask& m : masks) {
+    const int64_t T = m.T, tile = m.tile;
+    auto any = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+      for (int64_t i = i0; i <= std::min(i1, T - 1); ++i)
+        for (int64_t j = j0; j <= std::min(j1, i); ++j)
+          if (m.visible(i, j)) return true;
+      return false;
+    };
+    for (int64_t qb = 0; qb < m.num_blocks(); ++qb) {
+      n.forward += tile * rows;                 // Q
+      n.unskipped_forward += tile * rows;
+      n.backward += 2 * tile * rows;            // dQ's Q and dO
+      n.unskipped_backward += 2 * tile * rows;
+      const int64_t q0 = qb * tile, q1 = q0 + tile - 1;
+      for (int32_t e = m.q_ptr[size_t(qb)]; e < m.q_ptr[size_t(qb) + 1]; ++e) {
+        const int64_t kb = m.q_kv[size_t(e)];
+        for (int64_t j0 = kb * tile; j0 < std::min(T, (kb + 1) * tile); j0 += fc) {
+          n.unskipped_forward += 2 * fc * rows;  // K and V
+          if (any(q0, q1, j0, j0 + fc - 1)) n.forward += 2 * fc * rows;
+        }
+        for (int64_t j0 = kb * tile; j0 < std::min(T, (kb + 1) * tile); j0 += qc) {
+          n.unskipped_backward += 2 * qc * rows;
+          if (any(q0, q1, j0, j0 + qc - 1)) n.backward += 2 * qc * rows;
+        }
+      }
+    }
+    for (int64_t kb = 0; kb < m.num_blocks(); ++kb) {
+      n.backward += 2 * tile * rows;  // dK/dV's K and V
+      n.unskipped_backward += 2 * tile * rows;
+      const int64_t k0 = kb * tile, k1 = k0 + tile - 1;
+      for (int32_t e = m.k_ptr[size_t(kb)]; e < m.k_ptr[size_t(kb) + 1]; ++e) {
+        const int64_t qb = m.k_q[size_t(e)];
+        for (int64_t i0 = qb * tile; i0 < std::min(T, (qb + 1) * tile); i0 += kc) {
+          const uint64_t bytes = 2 * kc * rows + 3 * uint64_t(kc) * 4;  // Q, dO; lse, delta, lo
+          n.unskipped_backward += bytes;
+          if (any(i0, i0 + kc - 1, k0, k1)) n.backward += bytes;
+        }
+      }
+    }
+  }
+  for (uint64_t* x : {&n.forward, &n.backward, &n.unskipped_forward, &n.unskipped_backward}) *x *= uint64_t(H);
+  return n;
+}
+#endif
+
+// A warp skips the products of a chunk in which its 16 rows (or keys) see nothing, and a
+// CTA does not load a chunk in which none of its tile's do: counted by the emulator's
+// mma.sync and cp.async counters against the dense rule, on every case (results are
+// checked by MatchesTheCpuOracleOnAwkwardShapes). A GPU has no such counters here: the
 // emulated build only.
 TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
 #ifndef SPEEDRUN_CUDA_EMULATED
   GTEST_SKIP() << "counts mma.sync instructions on the CPU emulator of CUDA (scripts/emulate.sh)";
 #else
   cuda::AttentionRunner runner(stream_);
-  uint64_t skipped = 0;
+  uint64_t skipped = 0, not_loaded = 0;
   for (const Case& c : attn_cases::cases())
     for (int D : {64, 128}) {
       SCOPED_TRACE(c.name + " D=" + std::to_string(D));
@@ -320,20 +379,25 @@ TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
       DeviceAttention t(c.B(), c.T, H, D);
       upload(t, random_inputs(size_t(t.N * t.C), 1.0, 5));
       const double scale = 1.0 / std::sqrt(double(D));
-      const uint64_t n0 = cuda::emu::mma_count();
+      const uint64_t n0 = cuda::emu::mma_count(), b0 = cuda::emu::async_copy_bytes();
       runner.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
       sync();
-      const uint64_t n1 = cuda::emu::mma_count();
+      const uint64_t n1 = cuda::emu::mma_count(), b1 = cuda::emu::async_copy_bytes();
       runner.backward(t.rows(t.dq), t.rows(t.dk), t.rows(t.dv), t.rows(t.dout), t.rows(t.q),
                       t.rows(t.k), t.rows(t.v), t.rows(t.out), t.stats(), masks, H, scale);
       sync();
-      const uint64_t n2 = cuda::emu::mma_count();
+      const uint64_t n2 = cuda::emu::mma_count(), b2 = cuda::emu::async_copy_bytes();
+      const CopyCount copies = expected_copies(masks, H, D);
+      EXPECT_EQ(b1 - b0, copies.forward) << "forward loads (" << copies.unskipped_forward << " loading every chunk)";
+      EXPECT_EQ(b2 - b1, copies.backward) << "backward loads (" << copies.unskipped_backward << " loading every chunk)";
+      not_loaded += copies.unskipped_forward - copies.forward + copies.unskipped_backward - copies.backward;
       const MmaCount want = expected_mma(masks, H, D);
       EXPECT_EQ(n1 - n0, want.forward) << "forward (" << want.unskipped_forward << " without skipping)";
       EXPECT_EQ(n2 - n1, want.backward) << "backward (" << want.unskipped_backward << " without skipping)";
       skipped += want.unskipped_forward - want.forward + want.unskipped_backward - want.backward;
     }
   EXPECT_GT(skipped, 0u) << "the cases must hold chunks a warp sees nothing of";
+  EXPECT_GT(not_loaded, 0u) << "the cases must hold chunks a whole tile sees nothing of";
 #endif
 }
 

@@ -151,6 +151,38 @@ TEST(CudaAttentionPlan, ListsItemsAndLoMatchTheMasks) {
         EXPECT_FALSE(visible(int32_t(i), 0, 0, int32_t(T))) << "padding rows see nothing";
     }
 
+    // range_sees_any (whether a CTA loads a partial chunk) against the dense rule over whole
+    // ranges: every chunk size the kernels use, of every tile, against every tile, both
+    // ways round (a query tile and key chunks; a key tile and query chunks). It leans on lo
+    // never decreasing along a sequence.
+    for (int64_t b = 0; b < c.B(); ++b) {
+      const BlockMask& m = masks[size_t(b)];
+      const int32_t* lo = v.lo + b * T;
+      for (int64_t i = 1; i < T; ++i) ASSERT_LE(lo[i - 1], lo[i]) << "b=" << b << " i=" << i;
+      auto any_pair = [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
+        for (int64_t i = i0; i <= std::min(i1, T - 1); ++i)
+          for (int64_t j = j0; j <= std::min(j1, i); ++j)
+            if (m.visible(i, j)) return true;
+        return false;
+      };
+      const int32_t tiles = int32_t((T + kTile - 1) / kTile);
+      int64_t seen = 0, unseen = 0;
+      for (int32_t rows : {32, 64})
+        for (int32_t t = 0; t < tiles; ++t)
+          for (int32_t u = 0; u < tiles; ++u)
+            for (int32_t c0 = u * kTile; c0 < (u + 1) * kTile; c0 += rows) {
+              const int32_t c1 = c0 + rows - 1, t0 = t * kTile, t1 = t0 + kTile - 1;
+              const bool keys = any_pair(t0, t1, c0, c1), queries = any_pair(c0, c1, t0, t1);
+              ASSERT_EQ(range_sees_any(lo, int32_t(T), t0, t1, c0, c1), keys)
+                  << "b=" << b << " queries [" << t0 << ", " << t1 << "] keys [" << c0 << ", " << c1 << "]";
+              ASSERT_EQ(range_sees_any(lo, int32_t(T), c0, c1, t0, t1), queries)
+                  << "b=" << b << " queries [" << c0 << ", " << c1 << "] keys [" << t0 << ", " << t1 << "]";
+              (keys ? seen : unseen)++;
+            }
+      EXPECT_GT(seen, 0);
+      EXPECT_GT(unseen, 0);
+    }
+
     // Full entries: every pair visible; every visible pair lies in a listed tile.
     for (int64_t b = 0; b < c.B(); ++b) {
       const BlockMask& m = masks[size_t(b)];

@@ -74,9 +74,15 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
                       T - k0, tid);
   cp_async_commit();
   const int n = chunk_count(it, kChunk);
+  const int32_t* lo_seq = a.plan.lo + row0;
+  // Whether any query of the chunk sees a key of the tile: a chunk none does is not loaded.
+  auto tile_seen = [&](const Chunk& ch) {
+    return ch.valid &&
+           (ch.full || range_sees_any(lo_seq, T, ch.start, ch.start + kChunk - 1, k0, k0 + kTile - 1));
+  };
   auto load_chunk = [&](int c) {
     const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
-    if (ch.valid) {
+    if (tile_seen(ch)) {
       const int st = c & 1;
       load_rows<kChunk, D>(sQ + st * kChunk * kLd, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
       load_rows<kChunk, D>(sdO + st * kChunk * kLd, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
@@ -106,9 +112,10 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
     cp_async_wait<1>();
     __syncthreads();
     const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
-    // A partial chunk whose queries see none of this warp's keys adds nothing: skip it.
+    // A partial chunk whose queries see none of this warp's keys adds nothing: skip it (one
+    // that sees none of the tile's keys was not loaded).
     bool live = ch.valid && ch.full;
-    if (ch.valid && !ch.full) {
+    if (!ch.full && tile_seen(ch)) {  // uniform over the block: every lane votes
       bool mine = false;
       for (int q = lane; q < kChunk; q += 32)
         mine = mine || sees_any(ch.start + q, sLo[(c & 1) * kChunk + q], T, kw0, kw0 + 15);
@@ -175,9 +182,15 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
                       T - q0, tid);
   cp_async_commit();
   const int n = chunk_count(it, kChunk);
+  const int32_t* lo_seq = a.plan.lo + row0;
+  // Whether any row of the tile sees a key of the chunk: a chunk none does is not loaded.
+  auto tile_sees = [&](const Chunk& ch) {
+    return ch.valid &&
+           (ch.full || range_sees_any(lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1));
+  };
   auto load_chunk = [&](int c) {
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (ch.valid) {
+    if (tile_sees(ch)) {
       const int st = c & 1;
       load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
       load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
@@ -207,8 +220,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
     __syncthreads();
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
     // A partial chunk none of this warp's rows sees adds nothing: skip it.
-    const bool live =
-        ch.valid && (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
+    const bool live = tile_sees(ch) &&  // uniform over the block, so every lane votes below
+                      (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
     if (live) {
       const int st = c & 1;
       const bf16* kc = sK + st * kChunk * kLd;

@@ -35,9 +35,15 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
                       T - q0, tid);
   cp_async_commit();
   const int n = chunk_count(it, kChunk);
+  const int32_t* lo_seq = a.plan.lo + row0;
+  // Whether any row of the tile sees a key of the chunk: a chunk none does is not loaded.
+  auto tile_sees = [&](const Chunk& ch) {
+    return ch.valid &&
+           (ch.full || range_sees_any(lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1));
+  };
   auto load_chunk = [&](int c) {
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (ch.valid) {
+    if (tile_sees(ch)) {
       const int st = c & 1;
       load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
       load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
@@ -65,8 +71,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
     __syncthreads();
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
     // A partial chunk none of this warp's rows sees adds nothing: skip it (tile_math.h).
-    const bool live =
-        ch.valid && (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
+    const bool live = tile_sees(ch) &&  // uniform over the block, so every lane votes below
+                      (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
     if (live) {
       const int st = c & 1;
       float s[kChunk / 8][4] = {};

@@ -95,6 +95,19 @@ SR_TILE_HD bool sees_any(int32_t i, int32_t lo_i, int32_t T, int32_t j0, int32_t
   return i < T && first <= last;
 }
 
+// Whether any query of [i0, i1] sees any key of [j0, j1], from one entry of the sequence's
+// lo (lo[t] for its tokens t < T): that of max(i0, j0), the first query that can (a query
+// before j0 sees only earlier keys). lo never decreases along a sequence (the larger of its
+// document's first token and i - window + 1), so a later query sees no key before that
+// query's first: when it sees nothing of [j0, j1], or lies past i1 or T, no query of
+// [i0, i1] does. A CTA skips loading a partial chunk this rules out for its whole tile:
+// every one of its warps would skip the chunk's products.
+SR_TILE_HD bool range_sees_any(const int32_t* lo, int32_t T, int32_t i0, int32_t i1, int32_t j0,
+                               int32_t j1) {
+  const int32_t i = i0 > j0 ? i0 : j0;
+  return i <= i1 && i < T && sees_any(i, lo[i], T, j0, j1);
+}
+
 // ---- online softmax ----------------------------------------------------------------------
 SR_TILE_HD float exp2_approx(float x) {
 #ifdef __CUDA_ARCH__

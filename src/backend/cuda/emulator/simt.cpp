@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -552,7 +553,14 @@ bool in_dynamic_smem(const void* p, size_t n) {
 
 // ---- cp.async -----------------------------------------------------------------------------------
 
+namespace {
+std::atomic<uint64_t> g_async_copy_bytes{0};
+}  // namespace
+
+uint64_t async_copy_bytes() { return g_async_copy_bytes.load(std::memory_order_relaxed); }
+
 void async_copy(void* smem, const void* global, size_t bytes, size_t src_bytes) {
+  g_async_copy_bytes.fetch_add(bytes, std::memory_order_relaxed);
   LaunchState& L = launch_state();
   if (!in_dynamic_smem(smem, bytes))
     kernel_fail("cp.async of " + std::to_string(bytes) +

@@ -117,6 +117,10 @@ bool in_dynamic_smem(const void* p, size_t n);
 void async_copy(void* smem, const void* global, size_t bytes, size_t src_bytes);
 void async_commit();
 void async_wait(int pending);
+// Shared-memory bytes the cp.async instructions of this process have filled so far (zero
+// fills included), as a profiler counts a kernel's copies: tests hold a kernel to the data
+// it should load, not only to its results.
+uint64_t async_copy_bytes();
 
 // ---- launches --------------------------------------------------------------------------------
 // The dynamic shared memory a kernel may take (cudaFuncSetAttribute).
