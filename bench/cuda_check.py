@@ -129,8 +129,9 @@ def bench(args):
           f"vocab {cfg.get('vocab')}, {cfg.get('batch', 1)} x {cfg.get('seq_len')} tokens")
     # The GPU this ran on ("cuda, NVIDIA H100 80GB HBM3, sm_90"); older JSON lacks it.
     host = j.get("host") or ""
+    on_gpu = j.get("backend") == "cuda"
     same_gpu = ANCHOR_GPU in host
-    where = ANCHOR_GPU if same_gpu or not host else f"{ANCHOR_GPU}, another GPU"
+    where = ANCHOR_GPU if same_gpu or not host or not on_gpu else f"{ANCHOR_GPU}, another GPU"
     if host:
         print(f"GPU: {host}")
     print(f"| quantity | window | speedrun ({j.get('backend')}) | PyTorch anchor ({where}) | ratio "
@@ -167,7 +168,11 @@ def bench(args):
         print(f"| ceilings: GEMM {ceil['gemm'].get('n')}^3 / copy | | "
               f"{ceil['gemm']['flops_per_s'] / 1e12:.0f} TFLOP/s / "
               f"{ceil.get('copy', {}).get('bytes_per_s', 0) / 1e9:,.0f} GB/s | 788 / 4,246 | | |")
-    if host and not same_gpu:
+    if not on_gpu:
+        print()
+        print(f"This ran on the {j.get('backend')} backend ({host}), the path a run without a GPU "
+              f"exercises: its times are not comparable with the anchor's.")
+    elif host and not same_gpu:
         print()
         print(f"The anchor ran on an {ANCHOR_GPU}, this on {host}: the time ratios compare two "
               f"GPUs. MFU (each against its own GPU's measured GEMM rate) is the like-for-like "
