@@ -41,6 +41,16 @@ void Backend::from_host_f64(Tensor t, const std::vector<double>& values) {
     upload(t, values.data());
     return;
   }
+  if (t.dtype == DType::F32) {
+    // Rounded on the host as convert() rounds (to nearest even): no staging buffer of n
+    // doubles on the device.
+    const int64_t n = t.numel();
+    std::vector<float> f(static_cast<size_t>(n));
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 16))
+    for (int64_t k = 0; k < n; ++k) f[size_t(k)] = float(values[size_t(k)]);
+    upload(t, f.data());
+    return;
+  }
   Arena staging([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
   Tensor tmp;
   staging.add("from_host_f64", DType::F64, {t.numel()}, &tmp);

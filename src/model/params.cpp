@@ -138,26 +138,7 @@ std::vector<double> Parameters::to_host_f64(int i) const { return backend_.to_ho
 void Parameters::from_host_f64(int i, const std::vector<double>& data) {
   check(int64_t(data.size()) == values_[i].numel(), "Parameters: ", data.size(),
         " values for ", name(i), " of ", values_[i].numel());
-  std::vector<float> scratch;
-  set_master(i, data, scratch);
-}
-
-void Parameters::set_master(int i, const std::vector<double>& data, std::vector<float>& scratch) {
-  const Tensor& t = values_[i];
-  const int64_t n = t.numel();
-  if (n == 0) return;
-  if (t.dtype == DType::F64) {
-    backend_.upload(t, data.data());
-  } else if (t.dtype == DType::F32) {
-    // Rounded here as the backend's convert() rounds (to nearest even), without its
-    // staging buffer of n doubles on the device.
-    scratch.resize(size_t(n));
-#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 16))
-    for (int64_t k = 0; k < n; ++k) scratch[size_t(k)] = float(data[size_t(k)]);
-    backend_.upload(t, scratch.data());
-  } else {
-    backend_.from_host_f64(t, data);
-  }
+  backend_.from_host_f64(values_[i], data);
   refresh_copy(i);
 }
 
@@ -173,7 +154,6 @@ void Parameters::init(uint64_t seed) {
   // Host buffers reused from tensor to tensor: the memory of the largest one is touched
   // once, not every tensor's anew (page faults were most of the time on a large model).
   std::vector<double> h, u;
-  std::vector<float> scratch;
   for (int i = 0; i < count(); ++i) {
     const ParamSpec& s = table_[size_t(i)];
     const int64_t n = values_[i].numel();
@@ -216,7 +196,7 @@ void Parameters::init(uint64_t seed) {
           h[k] = s.init.values[s.init.values.size() == 1 ? 0 : k];
         break;
     }
-    set_master(i, h, scratch);
+    from_host_f64(i, h);
   }
 }
 

@@ -114,9 +114,6 @@ class Parameters {
   void load(const std::string& path);
 
  private:
-  // Master i = data (n values, rounded to the master's dtype), then its compute copy.
-  // scratch: a host buffer the call may use (reused by init across tensors).
-  void set_master(int i, const std::vector<double>& data, std::vector<float>& scratch);
   void refresh_copy(int i);  // compute copy i = master i converted (no-op without a copy)
 
   Backend& backend_;

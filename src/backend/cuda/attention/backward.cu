@@ -75,10 +75,9 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   cp_async_commit();
   const int n = chunk_count(it, kChunk);
   const int32_t* lo_seq = a.plan.lo + row0;
-  // Whether any query of the chunk sees a key of the tile: a chunk none does is not loaded.
+  // A chunk whose queries see no key of the tile is not loaded.
   auto tile_seen = [&](const Chunk& ch) {
-    return ch.valid &&
-           (ch.full || range_sees_any(lo_seq, T, ch.start, ch.start + kChunk - 1, k0, k0 + kTile - 1));
+    return chunk_needed(ch, lo_seq, T, ch.start, ch.start + kChunk - 1, k0, k0 + kTile - 1);
   };
   auto load_chunk = [&](int c) {
     const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
@@ -183,10 +182,9 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   cp_async_commit();
   const int n = chunk_count(it, kChunk);
   const int32_t* lo_seq = a.plan.lo + row0;
-  // Whether any row of the tile sees a key of the chunk: a chunk none does is not loaded.
+  // A chunk no row of the tile sees is not loaded.
   auto tile_sees = [&](const Chunk& ch) {
-    return ch.valid &&
-           (ch.full || range_sees_any(lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1));
+    return chunk_needed(ch, lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1);
   };
   auto load_chunk = [&](int c) {
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);

@@ -165,6 +165,14 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// Whether a CTA loads chunk ch: it holds tokens, and its tile is full or some query of
+// [i0, i1] sees some key of [j0, j1] (tile_math.h's range_sees_any; lo: the sequence's).
+// The same for every thread of the block, so votes that follow it stay collective.
+__device__ __forceinline__ bool chunk_needed(const Chunk& ch, const int32_t* lo, int T, int i0,
+                                             int i1, int j0, int j1) {
+  return ch.valid && (ch.full || range_sees_any(lo, T, i0, i1, j0, j1));
+}
+
 // Whether any of a warp's 16 query rows (this thread's two: qi[slot] with first visible key
 // lo[slot]) sees a key of [j0, j1] (tile_math.h's sees_any). A vote: every lane calls it.
 __device__ __forceinline__ bool warp_rows_see_any(const int (&qi)[2], const int (&lo)[2], int T,
