@@ -60,18 +60,22 @@ class Bf16Emulation final : public Backend {
     Wide w(*cpu_);
     cpu_->rms_norm_backward(w.out(dx), w.in(dy), w.in(x), w.in(rstd), acc);
   }
-  void head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& cos,
-                                const Tensor& sin, int64_t T, int64_t H, double eps) override {
+
+
+  void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
+                   const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,
+                   const Tensor& sin, int64_t T, int64_t H, double eps) override {
     Wide w(*cpu_);
-    cpu_->head_norm_rotary_forward(w.out(y), w.out(rstd), w.in(x), w.in(cos), w.in(sin), T, H,
-                                   eps);
+    cpu_->qkv_forward(w.out(q), w.out(k), w.out(v), w.out(rstd), w.in(qkv), w.in(v1src), a, b,
+                      w.in(cos), w.in(sin), T, H, eps);
   }
-  void head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
-                                 const Tensor& cos, const Tensor& sin, int64_t T,
-                                 int64_t H) override {
+  void qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                    const Tensor& qkv, const Tensor& rstd, const Tensor& v1src, const Coef& a,
+                    const Coef& b, const Tensor& cos, const Tensor& sin, int64_t T,
+                    int64_t H) override {
     Wide w(*cpu_);
-    cpu_->head_norm_rotary_backward(w.out(dx), w.in(dy), w.in(x), w.in(rstd), w.in(cos),
-                                    w.in(sin), T, H);
+    cpu_->qkv_backward(w.out(dqkv), w.out(dv1), w.in(dq), w.in(dk), w.in(dv), w.in(qkv),
+                       w.in(rstd), w.in(v1src), a, b, w.in(cos), w.in(sin), T, H);
   }
   void rotary_tables(Tensor cos, Tensor sin, double base) override {
     cpu_->rotary_tables(cos, sin, base);

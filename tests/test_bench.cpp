@@ -123,7 +123,9 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
   ASSERT_NE(mm, nullptr);
   ASSERT_NE(mma, nullptr);
   EXPECT_EQ(mm->flops + mma->flops, 6.0 * P * double(B * T));
-  EXPECT_EQ(mm->calls, 2 * 16 + 3);  // per layer 4 forward, 12 backward; the head 3
+  // Per layer 2 forward (q/k/v stacked as one, c_fc), 8 backward (dx and dW of q/k/v,
+  // c_proj, c_fc, mlp's c_proj); the head 3.
+  EXPECT_EQ(mm->calls, 2 * 10 + 3);
   EXPECT_EQ(mma->calls, 2 * 2);      // per layer 2 forward, onto the residual stream
 
   // Attention: the masks' visible pairs, 4 D per pair per head forward, 10 D backward.
@@ -158,7 +160,7 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
 const std::set<std::string> kStepOps = {
     "upload", "download", "fill", "convert", "sum_into", "matmul", "matmul_add",
     "embedding_forward", "embedding_backward", "rms_norm_forward", "rms_norm_backward",
-    "head_norm_rotary_forward", "head_norm_rotary_backward", "attention_forward",
+    "qkv_forward", "qkv_backward", "attention_forward",
     "attention_backward", "relu_squared_forward", "relu_squared_backward",
     "scaled_sum_forward", "scaled_sum_backward", "softcap_cross_entropy", "adam_step",
     "muon_momentum", "newton_schulz", "axpy"};

@@ -426,29 +426,56 @@ void rotary_cases(std::vector<Case>& cases) {
       *cos = s.in(Cls::S, {d.T, d.D / 2}, c);
       *sin = s.in(Cls::S, {d.T, d.D / 2}, sn);
     };
-    cases.push_back({nm("head_norm_rotary_forward", "B", d.B, "T", d.T, "H", d.H, "D", d.D),
-                     [=](Side& s) {
-                       Tensor cos, sin;
-                       tables(s, &cos, &sin);
-                       Tensor x = s.randn(Cls::C, {N, C}, 3.0);
-                       Tensor y = s.out(Cls::C, {N, C});
-                       Tensor rstd = s.out(Cls::S, {N * d.H});
-                       s.be.head_norm_rotary_forward(y, rstd, x, cos, sin, d.T, d.H, kNormEps);
-                       s.check("y", y, s.tol(d.D));
-                       s.check("rstd", rstd, s.tol(d.D));
-                     }});
-    cases.push_back({nm("head_norm_rotary_backward", "B", d.B, "T", d.T, "H", d.H, "D", d.D),
-                     [=](Side& s) {
-                       Tensor cos, sin;
-                       tables(s, &cos, &sin);
-                       const Vec xv = rounded(s, Cls::C, s.normal(N * C, 3.0));
-                       Tensor x = s.in(Cls::C, {N, C}, xv);
-                       Tensor rstd = s.in(Cls::S, {N * d.H}, rstd_of(xv, N * d.H, d.D, kNormEps));
-                       Tensor dy = s.randn(Cls::C, {N, C});
-                       Tensor dx = s.out(Cls::C, {N, C});
-                       s.be.head_norm_rotary_backward(dx, dy, x, rstd, cos, sin, d.T, d.H);
-                       s.check("dx", dx, s.tol(d.D));
-                     }});
+    // The stacked projection's ops: in layer 0 v1 is qkv's own v_raw (and dv1 takes both
+    // terms, then is v_raw's gradient); in later layers it is another tensor's. lamb's
+    // (1 - lamb) and lamb share one gradient scalar, as in the model.
+    for (int layer : {0, 1}) {
+      auto lamb = [](Side& s, Tensor* grad) {
+        Tensor v = s.scalar(Cls::M, 0.3 + 0.1 * s.normal(1)[0]);
+        *grad = s.scalar(Cls::G, s.normal(1)[0]);
+        return std::make_pair(Coef::one_minus(v, *grad), Coef::param(v, *grad));
+      };
+      cases.push_back({nm("qkv_forward", "B", d.B, "T", d.T, "H", d.H, "D", d.D, "layer", layer),
+                       [=](Side& s) {
+                         Tensor cos, sin, g;
+                         tables(s, &cos, &sin);
+                         const auto [a, b] = lamb(s, &g);
+                         Tensor qkv = s.randn(Cls::C, {N, 3 * C}, 3.0);
+                         Tensor v1src = layer == 0 ? qkv : s.randn(Cls::C, {N, 3 * C});
+                         Tensor q = s.out(Cls::C, {N, C}), k = s.out(Cls::C, {N, C});
+                         Tensor v = s.out(Cls::C, {N, C}), rstd = s.out(Cls::S, {2, N * d.H});
+                         s.be.qkv_forward(q, k, v, rstd, qkv, v1src, a, b, cos, sin, d.T, d.H,
+                                          kNormEps);
+                         s.check("q", q, s.tol(d.D));
+                         s.check("k", k, s.tol(d.D));
+                         s.check("v", v, s.tol());
+                         s.check("rstd", rstd, s.tol(d.D));
+                       }});
+      cases.push_back({nm("qkv_backward", "B", d.B, "T", d.T, "H", d.H, "D", d.D, "layer", layer),
+                       [=](Side& s) {
+                         Tensor cos, sin, g;
+                         tables(s, &cos, &sin);
+                         const auto [a, b] = lamb(s, &g);
+                         const Vec xv = rounded(s, Cls::C, s.normal(N * 3 * C, 3.0));
+                         Vec qk_raw;  // q_raw's heads, then k_raw's, row by row
+                         for (int64_t part = 0; part < 2; ++part)
+                           for (int64_t n = 0; n < N; ++n)
+                             qk_raw.insert(qk_raw.end(), xv.begin() + n * 3 * C + part * C,
+                                           xv.begin() + n * 3 * C + part * C + C);
+                         Tensor qkv = s.in(Cls::C, {N, 3 * C}, xv);
+                         Tensor rstd = s.in(Cls::S, {2, N * d.H},
+                                            rstd_of(qk_raw, 2 * N * d.H, d.D, kNormEps));
+                         Tensor v1src = layer == 0 ? qkv : s.randn(Cls::C, {N, 3 * C});
+                         Tensor dq = s.randn(Cls::C, {N, C}), dk = s.randn(Cls::C, {N, C});
+                         Tensor dv = s.randn(Cls::C, {N, C}), dv1 = s.acc(Cls::C, {N, C});
+                         Tensor dqkv = s.out(Cls::C, {N, 3 * C});
+                         s.be.qkv_backward(dqkv, dv1, dq, dk, dv, qkv, rstd, v1src, a, b, cos, sin,
+                                           d.T, d.H);
+                         s.check("dqkv", dqkv, s.tol(d.D));
+                         s.check("dv1", dv1, s.tol());
+                         s.check("lamb.grad", g, s.tol(N * C));
+                       }});
+    }
   }
 
   struct TDB {

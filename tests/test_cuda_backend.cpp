@@ -500,30 +500,62 @@ TEST_F(CudaBackendTest, RotaryTablesMatchTheCpu) {
   }
 }
 
-TEST_F(CudaBackendTest, HeadNormRotaryForwardAndBackward) {
+TEST_F(CudaBackendTest, QkvForwardAndBackward) {
+  // The stacked projection's heads against the fp64 CPU, with v1 another layer's and (layer
+  // 0) qkv's own; (1 - lamb) and lamb get separate gradient scalars so that each dot shows.
   const double eps = 1.1920928955078125e-07;
-  for (int64_t D : {64, 128}) {
-    const int64_t T = 200, B = 2, N = B * T, H = 3, C = H * D, half = D / 2;  // T % 128 != 0
-    Tensor cs = g_->make(DType::F32, {T, half}), sn = g_->make(DType::F32, {T, half});
-    gpu().rotary_tables(cs, sn, 10000.0);
-    Tensor csc = c_->from(host(cs), DType::F64, {T, half}), snc = c_->from(host(sn), DType::F64, {T, half});
-    auto [x, xc] = both(randn(N * C, uint64_t(D), 3.0), DType::BF16, {N, C});
-    Tensor y = g_->poisoned(DType::BF16, {N, C}), r = g_->poisoned(DType::F32, {N * H});
-    Tensor yc = c_->make(DType::F64, {N, C}), rc = c_->make(DType::F64, {N * H});
-    gpu().head_norm_rotary_forward(y, r, x, cs, sn, T, H, eps);
-    cpu_.head_norm_rotary_forward(yc, rc, xc, csc, snc, T, H, eps);
-    EXPECT_LE(rel_err(host(y), host(yc)), tol::kBf16) << D;
-    EXPECT_LE(rel_err(host(r), host(rc)), tol::kFloat * 10) << D;
-    auto [dy, dyc] = both(randn(N * C, 5), DType::BF16, {N, C});
-    Tensor rc2 = c_->from(host(r), DType::F64, {N * H});
-    Tensor dx = g_->poisoned(DType::BF16, {N, C}), dxc = c_->make(DType::F64, {N, C});
-    gpu().head_norm_rotary_backward(dx, dy, x, r, cs, sn, T, H);
-    cpu_.head_norm_rotary_backward(dxc, dyc, xc, rc2, csc, snc, T, H);
-    EXPECT_LE(rel_err(host(dx), host(dxc)), tol::kBf16) << D;
-    // dx may alias dy.
-    gpu().head_norm_rotary_backward(dy, dy, x, r, cs, sn, T, H);
-    EXPECT_EQ(host(dy), host(dx));
-  }
+  for (int64_t D : {64, 128})
+    for (bool layer0 : {false, true}) {
+      const int64_t T = 200, B = 2, N = B * T, H = 3, C = H * D, half = D / 2;  // T % 128 != 0
+      Tensor cs = g_->make(DType::F32, {T, half}), sn = g_->make(DType::F32, {T, half});
+      gpu().rotary_tables(cs, sn, 10000.0);
+      Tensor csc = c_->from(host(cs), DType::F64, {T, half});
+      Tensor snc = c_->from(host(sn), DType::F64, {T, half});
+      auto [qkv, qkvc] = both(randn(N * 3 * C, uint64_t(D), 3.0), DType::BF16, {N, 3 * C});
+      auto [other, otherc] = both(randn(N * 3 * C, uint64_t(D) + 1), DType::BF16, {N, 3 * C});
+      const Tensor v1 = layer0 ? qkv : other, v1c = layer0 ? qkvc : otherc;
+      auto [lv, lvc] = both(Vec{0.3}, DType::F32, {1});
+      auto [ga, gac] = both(Vec{0.125}, DType::F32, {1});
+      auto [gb, gbc] = both(Vec{-2.0}, DType::F32, {1});
+      const Coef a = Coef::one_minus(lv.element(0), ga.element(0));
+      const Coef b = Coef::param(lv.element(0), gb.element(0));
+      const Coef ac = Coef::one_minus(lvc.element(0), gac.element(0));
+      const Coef bc = Coef::param(lvc.element(0), gbc.element(0));
+      Tensor q = g_->poisoned(DType::BF16, {N, C}), k = g_->poisoned(DType::BF16, {N, C});
+      Tensor v = g_->poisoned(DType::BF16, {N, C}), r = g_->poisoned(DType::F32, {2, N * H});
+      Tensor qc = c_->make(DType::F64, {N, C}), kc = c_->make(DType::F64, {N, C});
+      Tensor vc = c_->make(DType::F64, {N, C}), rc = c_->make(DType::F64, {2, N * H});
+      gpu().qkv_forward(q, k, v, r, qkv, v1, a, b, cs, sn, T, H, eps);
+      cpu_.qkv_forward(qc, kc, vc, rc, qkvc, v1c, ac, bc, csc, snc, T, H, eps);
+      const std::string at = "D " + std::to_string(D) + (layer0 ? ", layer 0" : ", layer 1");
+      EXPECT_LE(rel_err(host(q), host(qc)), tol::kBf16) << at;
+      EXPECT_LE(rel_err(host(k), host(kc)), tol::kBf16) << at;
+      EXPECT_LE(rel_err(host(v), host(vc)), tol::kBf16) << at;
+      EXPECT_LE(rel_err(host(r), host(rc)), tol::kFloat * 10) << at;
+
+      auto [dq, dqc] = both(randn(N * C, 5), DType::BF16, {N, C});
+      auto [dk, dkc] = both(randn(N * C, 6), DType::BF16, {N, C});
+      auto [dv, dvc] = both(randn(N * C, 7), DType::BF16, {N, C});
+      const Vec dv1_start = randn(N * C, 8);
+      auto [dv1, dv1c] = both(dv1_start, DType::BF16, {N, C});
+      Tensor rc2 = c_->from(host(r), DType::F64, {2, N * H});
+      Tensor dqkv = g_->poisoned(DType::BF16, {N, 3 * C}), dqkvc = c_->make(DType::F64, {N, 3 * C});
+      gpu().qkv_backward(dqkv, dv1, dq, dk, dv, qkv, r, v1, a, b, cs, sn, T, H);
+      cpu_.qkv_backward(dqkvc, dv1c, dqc, dkc, dvc, qkvc, rc2, v1c, ac, bc, csc, snc, T, H);
+      EXPECT_LE(rel_err(host(dqkv), host(dqkvc)), tol::kBf16) << at;
+      EXPECT_LE(rel_err(host(dv1), host(dv1c)), tol::kBf16) << at;
+      EXPECT_LE(rel_err(host(ga), host(gac)), tol::kFloat * 10) << at;
+      EXPECT_LE(rel_err(host(gb), host(gbc)), tol::kFloat * 10) << at;
+      // Deterministic: the same bits from the same start.
+      const auto bits = raw(gpu(), dqkv), bits_a = raw(gpu(), ga), bits_b = raw(gpu(), gb);
+      gpu().from_host_f64(dv1, dv1_start);
+      gpu().from_host_f64(ga, {0.125});
+      gpu().from_host_f64(gb, {-2.0});
+      gpu().qkv_backward(dqkv, dv1, dq, dk, dv, qkv, r, v1, a, b, cs, sn, T, H);
+      EXPECT_EQ(raw(gpu(), dqkv), bits) << at;
+      EXPECT_EQ(raw(gpu(), ga), bits_a) << at;
+      EXPECT_EQ(raw(gpu(), gb), bits_b) << at;
+    }
 }
 
 // ---- elementwise -----------------------------------------------------------------------------

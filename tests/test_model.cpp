@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/head_norm_rotary.h"
+#include "core/arena.h"
 #include "core/bf16.h"
 #include "core/rng.h"
 #include "model/gpt.h"
@@ -254,4 +257,193 @@ TEST(Model, TheHeadsChunkSizeChangesNoResult) {
             << p.name(i) << "[" << k << "] with " << rows << "-row chunks";
   }
   EXPECT_THROW(GPT(be, p, B, T, -1), Error);
+}
+
+namespace {
+
+// A device tensor of `dtype` holding `values` (owned by the test's backend until released).
+struct Buffers {
+  explicit Buffers(Backend& be) : be(be) {}
+  ~Buffers() {
+    for (void* p : owned) be.release(p);
+  }
+  Tensor make(DType d, std::initializer_list<int64_t> shape, const std::vector<double>& values) {
+    Tensor t(nullptr, d, shape, be.device());
+    owned.push_back(be.allocate(t.bytes()));
+    t.data = owned.back();
+    be.from_host_f64(t, values);
+    return t;
+  }
+  Tensor scalar(DType d, double v) {
+    Tensor t = make(d, {1}, {v});
+    return t.element(0);
+  }
+  Backend& be;
+  std::vector<void*> owned;
+};
+
+std::vector<double> normals(size_t n, uint64_t seed, double scale = 1.0) {
+  Rng r(seed);
+  std::vector<double> v(n);
+  for (double& x : v) x = scale * r.normal();
+  return v;
+}
+
+// Columns [c0, c0 + w) of a row-major [rows, cols] host array.
+std::vector<double> columns(const std::vector<double>& a, int64_t rows, int64_t cols, int64_t c0,
+                            int64_t w) {
+  std::vector<double> out;
+  for (int64_t r = 0; r < rows; ++r)
+    out.insert(out.end(), a.begin() + r * cols + c0, a.begin() + r * cols + c0 + w);
+  return out;
+}
+
+// QK norm + rotary of separate [N, H*D] tensors on the CPU (the rule qkv_forward and
+// qkv_backward apply to q_raw and k_raw in place), in x's dtype.
+void heads_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& cos, const Tensor& sin,
+                   int64_t T, int64_t H, double eps) {
+  const int64_t N = x.rows(), D = x.cols() / H;
+  if (x.dtype == DType::F64)
+    cpu::head_norm_rotary_forward<double>(y.ptr<double>(), rstd.ptr<double>(), x.ptr<double>(),
+                                          cos.ptr<double>(), sin.ptr<double>(), N, T, H, D, eps);
+  else
+    cpu::head_norm_rotary_forward<float>(y.ptr<float>(), rstd.ptr<float>(), x.ptr<float>(),
+                                         cos.ptr<float>(), sin.ptr<float>(), N, T, H, D,
+                                         float(eps));
+}
+
+void heads_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
+                    const Tensor& cos, const Tensor& sin, int64_t T, int64_t H) {
+  const int64_t N = x.rows(), D = x.cols() / H;
+  if (x.dtype == DType::F64)
+    cpu::head_norm_rotary_backward<double>(dx.ptr<double>(), dy.ptr<double>(), x.ptr<double>(),
+                                           rstd.ptr<double>(), cos.ptr<double>(),
+                                           sin.ptr<double>(), N, T, H, D);
+  else
+    cpu::head_norm_rotary_backward<float>(dx.ptr<float>(), dy.ptr<float>(), x.ptr<float>(),
+                                          rstd.ptr<float>(), cos.ptr<float>(), sin.ptr<float>(),
+                                          N, T, H, D);
+}
+
+}  // namespace
+
+TEST(Model, StackedQkvOpsAreTheSeparateOps) {
+  // qkv_forward / qkv_backward on the [N, 3C] projection give what QK norm + rotary and
+  // scaled_sum give on q_raw, k_raw, v_raw as separate tensors (the model's former path):
+  // the same bits, but the coefficient gradients, whose dots are summed in another order.
+  CpuBackend be;
+  const int64_t T = 11, B = 2, N = B * T, H = 3, D = 8, C = H * D;
+  for (DType d : {DType::F64, DType::F32}) {
+    for (bool layer0 : {false, true}) {
+      SCOPED_TRACE(std::string(dtype_name(d)) + (layer0 ? ", layer 0" : ", layer 1"));
+      Buffers buf(be);
+      const std::vector<double> qkv_h = normals(size_t(N * 3 * C), 1, 2.0);
+      const std::vector<double> v1_h = layer0 ? qkv_h : normals(size_t(N * 3 * C), 2);
+      Tensor cos = buf.make(d, {T, D / 2}, std::vector<double>(size_t(T * D / 2), 0));
+      Tensor sin = buf.make(d, {T, D / 2}, std::vector<double>(size_t(T * D / 2), 0));
+      be.rotary_tables(cos, sin, 10000.0);
+      Tensor qkv = buf.make(d, {N, 3 * C}, qkv_h);
+      Tensor v1src = layer0 ? qkv : buf.make(d, {N, 3 * C}, v1_h);
+      // Two gradient scalars (the model shares one), so each dot is seen on its own.
+      Tensor lamb = buf.scalar(d, 0.3), ga = buf.scalar(d, 0.25), gb = buf.scalar(d, -0.5);
+      const Coef a = Coef::one_minus(lamb, ga), b = Coef::param(lamb, gb);
+      auto nc = [&](const std::vector<double>& v) { return buf.make(d, {N, C}, v); };
+      const std::vector<double> zeros(size_t(N * C), 0.0);
+      // The separate tensors.
+      Tensor q_raw = nc(columns(qkv_h, N, 3 * C, 0, C)), k_raw = nc(columns(qkv_h, N, 3 * C, C, C));
+      Tensor v_raw = nc(columns(qkv_h, N, 3 * C, 2 * C, C));
+      Tensor v1 = layer0 ? v_raw : nc(columns(v1_h, N, 3 * C, 2 * C, C));
+
+      // Forward.
+      Tensor q = nc(zeros), k = nc(zeros), v = nc(zeros);
+      Tensor rstd = buf.make(d, {2, N * H}, std::vector<double>(size_t(2 * N * H), 0));
+      be.qkv_forward(q, k, v, rstd, qkv, v1src, a, b, cos, sin, T, H, 1e-6);
+      Tensor q2 = nc(zeros), k2 = nc(zeros), v2 = nc(zeros);
+      Tensor rq = buf.make(d, {N * H}, std::vector<double>(size_t(N * H), 0));
+      Tensor rk = buf.make(d, {N * H}, std::vector<double>(size_t(N * H), 0));
+      heads_forward(q2, rq, q_raw, cos, sin, T, H, 1e-6);
+      heads_forward(k2, rk, k_raw, cos, sin, T, H, 1e-6);
+      be.scaled_sum_forward(v2, v_raw, a, v1, b);
+      EXPECT_EQ(be.to_host_f64(q), be.to_host_f64(q2));
+      EXPECT_EQ(be.to_host_f64(k), be.to_host_f64(k2));
+      EXPECT_EQ(be.to_host_f64(v), be.to_host_f64(v2));
+      std::vector<double> rs = be.to_host_f64(rq), rks = be.to_host_f64(rk);
+      rs.insert(rs.end(), rks.begin(), rks.end());
+      EXPECT_EQ(be.to_host_f64(rstd), rs);
+
+      // Backward, from dv1 already holding later layers' shares.
+      const std::vector<double> dq_h = normals(size_t(N * C), 3), dk_h = normals(size_t(N * C), 4);
+      const std::vector<double> dv_h = normals(size_t(N * C), 5), dv1_h = normals(size_t(N * C), 6);
+      Tensor dq = nc(dq_h), dk = nc(dk_h), dv = nc(dv_h), dv1 = nc(dv1_h);
+      Tensor dqkv = buf.make(d, {N, 3 * C}, std::vector<double>(size_t(N * 3 * C), NAN));
+      be.qkv_backward(dqkv, dv1, dq, dk, dv, qkv, rstd, v1src, a, b, cos, sin, T, H);
+      const double ga_fused = be.to_host_f64(ga)[0], gb_fused = be.to_host_f64(gb)[0];
+      be.from_host_f64(ga.view({1}), {0.25});
+      be.from_host_f64(gb.view({1}), {-0.5});
+      Tensor dq_raw = nc(zeros), dk_raw = nc(zeros), dv_raw = nc(zeros), dv1b = nc(dv1_h);
+      heads_backward(dq_raw, dq, q_raw, rq, cos, sin, T, H);
+      heads_backward(dk_raw, dk, k_raw, rk, cos, sin, T, H);
+      if (layer0) {
+        be.scaled_sum_backward(dv1b, true, dv1b, true, dv, v_raw, a, v1, b);
+        be.copy(dv_raw, dv1b);
+      } else {
+        be.scaled_sum_backward(dv_raw, false, dv1b, true, dv, v_raw, a, v1, b);
+      }
+      const std::vector<double> got = be.to_host_f64(dqkv);
+      EXPECT_EQ(columns(got, N, 3 * C, 0, C), be.to_host_f64(dq_raw));
+      EXPECT_EQ(columns(got, N, 3 * C, C, C), be.to_host_f64(dk_raw));
+      EXPECT_EQ(columns(got, N, 3 * C, 2 * C, C), be.to_host_f64(dv_raw));
+      EXPECT_EQ(be.to_host_f64(dv1), be.to_host_f64(dv1b));
+      EXPECT_NE(ga_fused, 0.25);  // the gradients moved
+      EXPECT_NE(gb_fused, -0.5);
+      const double tol = d == DType::F64 ? 1e-12 : 1e-5;
+      EXPECT_NEAR(ga_fused, be.to_host_f64(ga)[0], tol);
+      EXPECT_NEAR(gb_fused, be.to_host_f64(gb)[0], tol);
+    }
+  }
+}
+
+TEST(Model, QkvIsOneViewOfTheThreeProjections) {
+  // c_k and c_v follow c_q with no padding in every arena (masters, gradients, compute
+  // copies), even where a matrix's bytes are not a multiple of the arenas' 64-byte
+  // alignment, so LayerWeights::qkv is [3C, C] over all three.
+  CpuBackend be;
+  GPTConfig cfg = micro_gpt();
+  cfg.heads = 1;
+  cfg.head_dim = 6;  // C = 6: 36 doubles, 288 bytes, not a multiple of 64
+  Parameters p(be, cfg, DType::F64);
+  const int64_t C = cfg.width();
+  for (const Weights* w : {&p.w, &p.g, &p.c})
+    for (const LayerWeights& h : w->h) {
+      EXPECT_EQ(h.qkv.data, h.c_q.data);
+      EXPECT_EQ(h.qkv.shape_str(), "[" + std::to_string(3 * C) + ", " + std::to_string(C) + "]");
+      EXPECT_EQ(static_cast<char*>(h.c_k.data), static_cast<char*>(h.c_q.data) + h.c_q.bytes());
+      EXPECT_EQ(static_cast<char*>(h.c_v.data), static_cast<char*>(h.c_k.data) + h.c_k.bytes());
+    }
+  // The view is the three matrices: written through c_k, read through qkv's rows C..2C.
+  std::vector<double> ck(size_t(C * C));
+  for (size_t i = 0; i < ck.size(); ++i) ck[i] = double(i) + 0.5;
+  p.from_host_f64(p.index("transformer.h.1.attn.c_k.weight"), ck);
+  const std::vector<double> all = be.to_host_f64(p.w.h[1].qkv);
+  EXPECT_EQ(std::vector<double>(all.begin() + C * C, all.begin() + 2 * C * C), ck);
+  // Tensors apart in memory are refused, naming why.
+  EXPECT_THROW(stack_rows({p.w.h[0].c_q, p.w.h[0].c_v}), Error);
+  EXPECT_THROW(stack_rows({p.w.h[0].c_v, p.w.h[0].c_proj}), Error);  // padding between
+}
+
+TEST(Model, ArenaAdjacentTensorsHaveNoPadding) {
+  Arena a([](size_t n) { return std::calloc(n, 1); }, [](void* p) { std::free(p); });
+  Tensor x, y, z, w;
+  a.add("x", DType::F32, {3}, &x);
+  a.add_adjacent("y", DType::F32, {5}, &y);
+  a.add_adjacent("z", DType::F32, {1}, &z);
+  a.add("w", DType::F32, {2}, &w);
+  EXPECT_THROW(a.add_adjacent("bf", DType::BF16, {2}), Error);  // another dtype cannot follow
+  a.materialize(Device::CPU);
+  auto at = [&](const Tensor& t) { return static_cast<char*>(t.data) - static_cast<char*>(a.base()); };
+  EXPECT_EQ(at(x), 0);
+  EXPECT_EQ(at(y), 12);
+  EXPECT_EQ(at(z), 32);
+  EXPECT_EQ(at(w), 64);  // the next plain tensor is aligned again
+  EXPECT_EQ(a.bytes(), size_t(128));
 }

@@ -132,17 +132,34 @@ class Backend {
   virtual void rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
                                  bool accumulate) = 0;
 
-  // ---- QK norm + rotary on heads: x, y [N, C] (c) seen as [N, H, D]; row n at position n % T
-  // y = rotary(rms_norm over D of x), rstd [N*H] (s); cos, sin [T, D/2] (s) (rotary_tables).
-  virtual void head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& cos,
-                                        const Tensor& sin, int64_t T, int64_t H, double eps) = 0;
-  // dx (c) (=) the gradient through both, given dy (c), the input x (c) and the saved rstd.
-  virtual void head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x,
-                                         const Tensor& rstd, const Tensor& cos, const Tensor& sin,
-                                         int64_t T, int64_t H) = 0;
+  // ---- rotary tables -------------------------------------------------------------------
   // cos, sin [T, D/2] (s) = cos/sin(t * base^(-2j/D)), computed like PyTorch in the tables'
   // dtype.
   virtual void rotary_tables(Tensor cos, Tensor sin, double base) = 0;
+
+  // ---- attention's inputs from the stacked q/k/v projection ---------------------------
+  // qkv [N, 3C] (c) is n1 [c_q; c_k; c_v]^T (one GEMM): columns [0, C) q_raw, [C, 2C)
+  // k_raw, [2C, 3C) v_raw, each seen as [N, H, D], row n at position n % T. v1src [N, 3C]
+  // (c) is layer 0's qkv (qkv itself in layer 0); v1 is its v_raw. q, k, v [N, C] (c) (=),
+  // rstd [2, N*H] (s) (=, q's heads then k's); cos, sin [T, D/2] (s) (rotary_tables):
+  //   q, k = QK norm then rotary of q_raw, k_raw: per head x, rstd = 1/sqrt(mean(x^2) +
+  //     eps), with x1|x2 the halves of x*rstd: y1 = x1 cos + x2 sin, y2 = -x1 sin + x2 cos;
+  //   v = a*v_raw + b*v1, as scaled_sum_forward.
+  virtual void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
+                           const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,
+                           const Tensor& sin, int64_t T, int64_t H, double eps) = 0;
+  // dqkv [N, 3C] (c) (=) the gradient of qkv given dq, dk, dv [N, C] (c) and the forward's
+  // qkv, rstd and v1src: dq_raw, dk_raw through rotary and QK norm (with the saved rstd);
+  // a.grad_param += a.sign <dv, v_raw>, b.grad_param += b.sign <dv, v1> (deterministic);
+  //   layers > 0 (v1src is not qkv): dv_raw = a*dv, dv1 [N, C] (c) (+=) b*dv;
+  //   layer 0 (v1src is qkv): dv1 += a*dv, then dv1 += b*dv (each rounded, as
+  //   scaled_sum_backward adds two terms into one buffer), and dv_raw = dv1: the whole
+  //   gradient of v1, which every later layer has added to.
+  // dqkv must not alias the other tensors.
+  virtual void qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const Tensor& dk,
+                            const Tensor& dv, const Tensor& qkv, const Tensor& rstd,
+                            const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,
+                            const Tensor& sin, int64_t T, int64_t H) = 0;
 
   // ---- attention: causal, same document, sliding window (masks[b] for sequence b) ------
   // out [N, C] (c) (=), lse [B, H, T] (s) (=) log-sum-exp of the scaled scores; q, k, v

@@ -37,6 +37,18 @@ int Arena::add(const std::string& name, DType dtype, const std::vector<int64_t>&
   return int(entries_.size()) - 1;
 }
 
+int Arena::add_adjacent(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                        Tensor* bind) {
+  check(!entries_.empty() && entries_.back().tensor.dtype == dtype, "Arena: '", name,
+        "' must follow a tensor of its dtype ", dtype_name(dtype));
+  const Entry& prev = entries_.back();
+  const size_t end = prev.offset + prev.tensor.bytes();
+  const int i = add(name, dtype, shape, bind);
+  entries_.back().offset = end;
+  total_ = (end + entries_.back().tensor.bytes() + 63) / 64 * 64;  // the next add() aligns
+  return i;
+}
+
 void Arena::materialize(Device device) {
   check(!materialized_, "Arena: materialize() called twice");
   check(bool(alloc_), "Arena: no allocator");

@@ -1,7 +1,8 @@
 // Arena: memory planned, not allocated per step. Named tensors are added to a plan, then
-// the whole plan is allocated as one block (each tensor 64-byte aligned) and every tensor
-// becomes a view into it. Parameters, gradients, optimizer state and activations each
-// live in an arena laid out from the config. A tensor is declared once, where its view
+// the whole plan is allocated as one block (each tensor 64-byte aligned, unless added
+// adjacent to the one before) and every tensor becomes a view into it. Parameters,
+// gradients, optimizer state and activations each live in an arena laid out from the
+// config. A tensor is declared once, where its view
 // lives: add("h0.q", dtype, {N, C}, &layer.q) binds layer.q at materialize().
 #pragma once
 #include <cstddef>
@@ -34,6 +35,11 @@ class Arena {
   }
   int add(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
           Tensor* bind = nullptr);
+  // As add(), but placed right after the previous tensor (which must have the same dtype),
+  // with no padding between: a run of such tensors is one contiguous block that one view
+  // can cover (Parameters' c_q, c_k, c_v, read as one stacked matrix).
+  int add_adjacent(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                   Tensor* bind = nullptr);
   // Allocates the block (zero-filled) and binds every planned tensor to it.
   void materialize(Device device);
 

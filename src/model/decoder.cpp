@@ -32,11 +32,9 @@ Decoder::Decoder(Backend& backend, const Parameters& params, int64_t window,
   a.add("xmix", c, {1, C}, &xmix_);
   a.add("n", c, {1, C}, &n_);
   a.add("rstd", s, {1}, &rstd_);
-  a.add("rstd_heads", s, {H}, &rstd_h_);
-  a.add("q_raw", c, {1, C}, &q_raw_);
-  a.add("k_raw", c, {1, C}, &k_raw_);
-  a.add("v_raw", c, {1, C}, &v_raw_);
-  a.add("v1", c, {1, C}, &v1_);
+  a.add("rstd_qk", s, {2, H}, &rstd_qk_);
+  a.add("qkv", c, {1, 3 * C}, &qkv_);
+  a.add("qkv0", c, {1, 3 * C}, &qkv0_);
   a.add("q", c, {1, C}, &q_);
   a.add("att", c, {1, C}, &att_);
   a.add("xmid", c, {1, C}, &xmid_);
@@ -102,16 +100,13 @@ void Decoder::step(int32_t token) {
     be_.scaled_sum_forward(xmix_, xin, Coef::param(W.lambdas.element(0), none), x0_,
                            Coef::param(W.lambdas.element(1), none));
     be_.rms_norm_forward(n_, rstd_, xmix_, kNormEps);
-    be_.matmul(q_raw_, n_, false, W.c_q, true, false);
-    be_.matmul(k_raw_, n_, false, W.c_k, true, false);
+    // q_raw | k_raw | v_raw in one GEMM, as GPT; q and this position's cache rows from it.
     // Value residual: v = (1 - lamb) v_raw + lamb v1, v1 = layer 0's v_raw of this token.
-    const Tensor v_raw = l == 0 ? v1_ : v_raw_;
-    be_.matmul(v_raw, n_, false, W.c_v, true, false);
+    const Tensor qkv = l == 0 ? qkv0_ : qkv_;
+    be_.matmul(qkv, n_, false, W.qkv, true, false);
     Tensor k_row = kc_[size_t(l)].slice(slot, slot + 1), v_row = vc_[size_t(l)].slice(slot, slot + 1);
-    be_.scaled_sum_forward(v_row, v_raw, Coef::one_minus(W.lamb, none), v1_,
-                           Coef::param(W.lamb, none));
-    be_.head_norm_rotary_forward(q_, rstd_h_, q_raw_, cos_, sin_, 1, H, kNormEps);
-    be_.head_norm_rotary_forward(k_row, rstd_h_, k_raw_, cos_, sin_, 1, H, kNormEps);
+    be_.qkv_forward(q_, k_row, v_row, rstd_qk_, qkv, qkv0_, Coef::one_minus(W.lamb, none),
+                    Coef::param(W.lamb, none), cos_, sin_, 1, H, kNormEps);
     be_.attention_decode(att_, q_, kc_[size_t(l)], vc_[size_t(l)], rows_, H, scale);
     be_.matmul_add(xmid_, att_, false, W.c_proj, true, xmix_);
     be_.rms_norm_forward(n_, rstd_, xmid_, kNormEps);

@@ -40,14 +40,11 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t hea
     a.add(p + "xmix", c, {N, C}, &A.xmix);
     a.add(p + "n1", c, {N, C}, &A.n1);
     a.add(p + "rstd1", s, {N}, &A.rstd1);
-    a.add(p + "q_raw", c, {N, C}, &A.q_raw);
-    a.add(p + "k_raw", c, {N, C}, &A.k_raw);
-    a.add(p + "v_raw", c, {N, C}, &A.v_raw);
+    a.add(p + "qkv", c, {N, 3 * C}, &A.qkv);
     a.add(p + "q", c, {N, C}, &A.q);
     a.add(p + "k", c, {N, C}, &A.k);
     a.add(p + "v", c, {N, C}, &A.v);
-    a.add(p + "rstd_q", s, {N * H}, &A.rstd_q);
-    a.add(p + "rstd_k", s, {N * H}, &A.rstd_k);
+    a.add(p + "rstd_qk", s, {2, N * H}, &A.rstd_qk);
     a.add(p + "att", c, {N, C}, &A.att);
     a.add(p + "lse", s, {B, H, T}, &A.lse);
     a.add(p + "xmid", c, {N, C}, &A.xmid);
@@ -67,13 +64,16 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t hea
   a.add("grad.k", c, {N, C}, &dk_);
   a.add("grad.v", c, {N, C}, &dv_);
   a.add("grad.att", c, {N, C}, &datt_);
-  a.add("grad.fc", c, {N, F}, &dfc_);
+  Tensor dfc_mem;  // dfc_ [N, F], then dqkv_ [N, 3C] within one layer's backward
+  a.add("grad.fc", c, {N * std::max(F, 3 * C)}, &dfc_mem);
   a.add("grad.x0", c, {N, C}, &dx0_);
   a.add("grad.v1", c, {N, C}, &dv1_);
   a.add("grad.nf", c, {N, C}, &dnf_);
   dskip_.resize(size_t(L / 2));
   for (int64_t j = 0; j < L / 2; ++j) a.add("grad.skip" + std::to_string(j), c, {N, C}, &dskip_[size_t(j)]);
   a.materialize(backend.device());
+  dfc_ = dfc_mem.slice(0, N * F).view({N, F});
+  dqkv_ = dfc_mem.slice(0, N * 3 * C).view({N, 3 * C});
   for (int64_t l = 0; l < L / 2; ++l) L_[size_t(l)].xin = l == 0 ? x0_ : L_[size_t(l - 1)].xout;
   be_.rotary_tables(cos_, sin_, cfg_.rope_base);
 }
@@ -161,13 +161,12 @@ void GPT::forward(bool train, double grad_scale) {
     }
     be_.scaled_sum_forward(A.xmix, A.xin, lambda(l, 0), x0_, lambda(l, 1));
     be_.rms_norm_forward(A.n1, A.rstd1, A.xmix, kNormEps);
-    be_.matmul(A.q_raw, A.n1, false, W.c_q, true, false);
-    be_.matmul(A.k_raw, A.n1, false, W.c_k, true, false);
-    be_.matmul(A.v_raw, A.n1, false, W.c_v, true, false);
-    be_.scaled_sum_forward(A.v, A.v_raw, Coef::one_minus(W.lamb, g.h[l].lamb), L_[0].v_raw,
-                           Coef::param(W.lamb, g.h[l].lamb));
-    be_.head_norm_rotary_forward(A.q, A.rstd_q, A.q_raw, cos_, sin_, T_, H, kNormEps);
-    be_.head_norm_rotary_forward(A.k, A.rstd_k, A.k_raw, cos_, sin_, T_, H, kNormEps);
+    // q_raw | k_raw | v_raw in one GEMM; then QK norm + rotary, and the value residual
+    // v = (1 - lamb) v_raw + lamb v1 with v1 = layer 0's v_raw.
+    be_.matmul(A.qkv, A.n1, false, W.qkv, true, false);
+    be_.qkv_forward(A.q, A.k, A.v, A.rstd_qk, A.qkv, L_[0].qkv,
+                    Coef::one_minus(W.lamb, g.h[l].lamb), Coef::param(W.lamb, g.h[l].lamb), cos_,
+                    sin_, T_, H, kNormEps);
     be_.attention_forward(A.att, A.lse, A.q, A.k, A.v, masks_, H, scale);
     be_.matmul_add(A.xmid, A.att, false, W.c_proj, true, A.xmix);
     be_.rms_norm_forward(A.n2, A.rstd2, A.xmid, kNormEps);
@@ -203,7 +202,6 @@ void GPT::backward() {
   be_.rms_norm_backward(dh_, dnf_, L_[L - 1].xout, rstdf_, false);
   be_.fill(dx0_, 0.0);
   be_.fill(dv1_, 0.0);
-  const Tensor& v1 = L_[0].v_raw;
   for (int64_t l = L - 1; l >= 0; --l) {
     LayerActs& A = L_[l];
     const LayerWeights& W = w.h[l];
@@ -221,23 +219,13 @@ void GPT::backward() {
     be_.matmul(datt_, dh_, false, W.c_proj, false, false);
     be_.matmul(G.c_proj, dh_, true, A.att, false, true);
     be_.attention_backward(dq_, dk_, dv_, datt_, A.q, A.k, A.v, A.att, A.lse, masks_, H, scale);
-    // Value residual: v = (1 - lamb) v_raw + lamb v1, v1 = layer 0's v_raw.
-    const Coef a = Coef::one_minus(W.lamb, G.lamb), b = Coef::param(W.lamb, G.lamb);
-    Tensor dvr = dv_;
-    if (l > 0) {
-      be_.scaled_sum_backward(dv_, false, dv1_, true, dv_, A.v_raw, a, v1, b);
-    } else {  // v_raw is v1 itself: both paths accumulate into dv1
-      be_.scaled_sum_backward(dv1_, true, dv1_, true, dv_, v1, a, v1, b);
-      dvr = dv1_;
-    }
-    be_.head_norm_rotary_backward(datt_, dq_, A.q_raw, A.rstd_q, cos_, sin_, T_, H);  // dq_raw
-    be_.head_norm_rotary_backward(dn_, dk_, A.k_raw, A.rstd_k, cos_, sin_, T_, H);    // dk_raw
-    be_.matmul(G.c_q, datt_, true, A.n1, false, true);
-    be_.matmul(G.c_k, dn_, true, A.n1, false, true);
-    be_.matmul(G.c_v, dvr, true, A.n1, false, true);
-    be_.matmul(dq_, datt_, false, W.c_q, false, false);  // dq = d n1
-    be_.matmul(dq_, dn_, false, W.c_k, false, true);
-    be_.matmul(dq_, dvr, false, W.c_v, false, true);
+    // q, k, v back to qkv (dqkv_ reuses the MLP gradient's memory); v1 = layer 0's v_raw
+    // gathers every layer's value-residual share in dv1, layer 0 adds it to its own.
+    be_.qkv_backward(dqkv_, dv1_, dq_, dk_, dv_, A.qkv, A.rstd_qk, L_[0].qkv,
+                     Coef::one_minus(W.lamb, G.lamb), Coef::param(W.lamb, G.lamb), cos_, sin_, T_,
+                     H);
+    be_.matmul(G.qkv, dqkv_, true, A.n1, false, true);  // d[c_q; c_k; c_v] += dqkv^T n1
+    be_.matmul(dq_, dqkv_, false, W.qkv, false, false);  // dq = d n1 = dqkv [c_q; c_k; c_v]
     be_.rms_norm_backward(dh_, dq_, A.xmix, A.rstd1, true);  // dh = d xmix
     // xmix = lambdas[0] xin + lambdas[1] x0
     be_.scaled_sum_backward(dh_, false, dx0_, true, dh_, A.xin, lambda(l, 0), x0_, lambda(l, 1));

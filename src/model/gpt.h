@@ -69,9 +69,9 @@ class GPT {
     Tensor xin;             // block input (after the U-net skip in decoder layers)
     Tensor xmix;            // lambdas[0] xin + lambdas[1] x0
     Tensor n1, rstd1;       // rms_norm(xmix), rstd [N] (s)
-    Tensor q_raw, k_raw, v_raw;  // n1 projected
+    Tensor qkv;             // [N, 3C]: n1 [c_q; c_k; c_v]^T = q_raw | k_raw | v_raw
     Tensor q, k, v;         // QK-norm + rotary; v with the value residual
-    Tensor rstd_q, rstd_k;  // [N*H] (s)
+    Tensor rstd_qk;         // [2, N*H] (s): q's, then k's
     Tensor att, lse;        // attention output; lse [B, H, T] (s)
     Tensor xmid;            // xmix + att c_proj^T
     Tensor n2, rstd2;       // rms_norm(xmid)
@@ -98,6 +98,7 @@ class GPT {
   std::vector<LayerActs> L_;
   // Backward buffers (c).
   Tensor dh_, dn_, dq_, dk_, dv_, datt_, dfc_, dx0_, dv1_, dnf_;
+  Tensor dqkv_;  // [N, 3C]: shares grad.fc's memory (the MLP's gradient is spent by then)
   std::vector<Tensor> dskip_;
   std::vector<BlockMask> masks_;
 };

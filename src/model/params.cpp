@@ -46,6 +46,22 @@ std::vector<ParamSpec> param_table(const GPTConfig& c) {
   return t;
 }
 
+Tensor stack_rows(std::initializer_list<Tensor> parts) {
+  check(parts.size() >= 1, "stack_rows: no tensors");
+  const Tensor& first = *parts.begin();
+  const char* next = static_cast<const char*>(first.data);
+  int64_t rows = 0;
+  for (const Tensor& t : parts) {
+    check(t.ndim == 2 && t.dtype == first.dtype && t.cols() == first.cols() &&
+              t.device == first.device && static_cast<const char*>(t.data) == next,
+          "stack_rows: ", t.shape_str(), " ", dtype_name(t.dtype),
+          " does not directly follow the tensor before it with the same columns and dtype");
+    next += t.bytes();
+    rows += t.rows();
+  }
+  return Tensor(first.data, first.dtype, {rows, first.cols()}, first.device);
+}
+
 Parameters::Parameters(Backend& backend, const GPTConfig& config, const Precision& precision)
     : backend_(backend), config_(config), precision_(precision) {
   config_.validate();
@@ -61,11 +77,19 @@ Parameters::Parameters(Backend& backend, const GPTConfig& config, const Precisio
   std::vector<std::pair<int, Tensor*>> copies;  // (param, its copy's view)
   for (size_t i = 0; i < table_.size(); ++i) {
     const ParamSpec& s = table_[i];
-    values_.add(s.name, precision.master, s.shape, &s.view(w));
-    grads_.add(s.name, precision.grad, s.shape, &s.view(g));
+    // c_k and c_v follow c_q with no padding: LayerWeights::qkv views the three as one.
+    const bool stacked = s.field == &LayerWeights::c_k || s.field == &LayerWeights::c_v;
+    auto add = [&](Arena& a, DType d, Tensor* bind) {
+      if (stacked)
+        a.add_adjacent(s.name, d, s.shape, bind);
+      else
+        a.add(s.name, d, s.shape, bind);
+    };
+    add(values_, precision.master, &s.view(w));
+    add(grads_, precision.grad, &s.view(g));
     // Scalars are read by the kernels from their masters; matrices need compute copies.
     if (precision.has_copies() && s.group != ParamGroup::Scalar) {
-      copies_.add(s.name, precision.compute, s.shape, &s.view(c));
+      add(copies_, precision.compute, &s.view(c));
       copies.emplace_back(int(i), &s.view(c));
     }
   }
@@ -79,6 +103,8 @@ Parameters::Parameters(Backend& backend, const GPTConfig& config, const Precisio
     copy_of_[size_t(i)] = int(copy_pairs_.size());
     copy_pairs_.emplace_back(*view, values_[i]);
   }
+  for (Weights* v : {&w, &g, &c})
+    for (LayerWeights& h : v->h) h.qkv = stack_rows({h.c_q, h.c_k, h.c_v});
 }
 
 int Parameters::index(const std::string& name) const {

@@ -38,6 +38,10 @@ struct InitRule {
 
 struct LayerWeights {
   Tensor lambdas, lamb, c_q, c_k, c_v, c_proj, c_fc, mlp_proj;
+  // c_q, c_k, c_v stacked, [3C, C]: one view over the three (they are adjacent in their
+  // arena), so the block's q/k/v projection and its gradients are one GEMM each. Not a row
+  // of the parameter table.
+  Tensor qkv;
 };
 
 // Typed views of one arena (values, gradients or compute copies).
@@ -61,6 +65,10 @@ struct ParamSpec {
 
 // The parameter table of a config, in SPEC.md's order.
 std::vector<ParamSpec> param_table(const GPTConfig& c);
+
+// One [sum of rows, cols] view over 2-D tensors of one dtype and width that lie one right
+// after another in memory; throws if they do not.
+Tensor stack_rows(std::initializer_list<Tensor> parts);
 
 class Parameters {
  public:

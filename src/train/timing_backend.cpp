@@ -102,19 +102,28 @@ void TimingBackend::rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor&
       [&] { be_.rms_norm_backward(dx, dy, x, rstd, accumulate); });
 }
 
-void TimingBackend::head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x,
-                                             const Tensor& cos, const Tensor& sin, int64_t T,
-                                             int64_t H, double eps) {
-  run("head_norm_rotary_forward",
-      [&] { return bytes(sz(x) + sz(cos) + sz(sin) + sz(y) + sz(rstd)); },
-      [&] { be_.head_norm_rotary_forward(y, rstd, x, cos, sin, T, H, eps); });
+void TimingBackend::qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
+                                const Tensor& v1src, const Coef& a, const Coef& b,
+                                const Tensor& cos, const Tensor& sin, int64_t T, int64_t H,
+                                double eps) {
+  // qkv is read whole, v1src's v_raw block only (a third of it).
+  run("qkv_forward",
+      [&] {
+        return bytes(sz(qkv) + sz(v1src) / 3 + sz(q) + sz(k) + sz(v) + sz(rstd) + sz(cos) +
+                     sz(sin));
+      },
+      [&] { be_.qkv_forward(q, k, v, rstd, qkv, v1src, a, b, cos, sin, T, H, eps); });
 }
-void TimingBackend::head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x,
-                                              const Tensor& rstd, const Tensor& cos,
-                                              const Tensor& sin, int64_t T, int64_t H) {
-  run("head_norm_rotary_backward",
-      [&] { return bytes(sz(dy) + sz(x) + sz(rstd) + sz(cos) + sz(sin) + sz(dx)); },
-      [&] { be_.head_norm_rotary_backward(dx, dy, x, rstd, cos, sin, T, H); });
+void TimingBackend::qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const Tensor& dk,
+                                 const Tensor& dv, const Tensor& qkv, const Tensor& rstd,
+                                 const Tensor& v1src, const Coef& a, const Coef& b,
+                                 const Tensor& cos, const Tensor& sin, int64_t T, int64_t H) {
+  run("qkv_backward",
+      [&] {
+        return bytes(sz(dq) + sz(dk) + sz(dv) + sz(qkv) + sz(v1src) / 3 + sz(rstd) + sz(cos) +
+                     sz(sin) + sz(dqkv) + out(dv1, true));
+      },
+      [&] { be_.qkv_backward(dqkv, dv1, dq, dk, dv, qkv, rstd, v1src, a, b, cos, sin, T, H); });
 }
 void TimingBackend::rotary_tables(Tensor cos, Tensor sin, double base) {
   run("rotary_tables", [&] { return bytes(sz(cos) + sz(sin)); },

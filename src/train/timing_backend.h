@@ -81,11 +81,13 @@ class TimingBackend final : public Backend {
   void rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) override;
   void rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
                          bool accumulate) override;
-  void head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& cos,
-                                const Tensor& sin, int64_t T, int64_t H, double eps) override;
-  void head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
-                                 const Tensor& cos, const Tensor& sin, int64_t T,
-                                 int64_t H) override;
+  void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
+                   const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,
+                   const Tensor& sin, int64_t T, int64_t H, double eps) override;
+  void qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                    const Tensor& qkv, const Tensor& rstd, const Tensor& v1src, const Coef& a,
+                    const Coef& b, const Tensor& cos, const Tensor& sin, int64_t T,
+                    int64_t H) override;
   void rotary_tables(Tensor cos, Tensor sin, double base) override;
   void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const std::vector<BlockMask>& masks, int64_t H,

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
@@ -224,27 +225,76 @@ void CpuBackend::rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x,
   });
 }
 
-void CpuBackend::head_norm_rotary_forward(Tensor y, Tensor rstd, const Tensor& x,
-                                          const Tensor& cos, const Tensor& sin, int64_t T,
-                                          int64_t H, double eps) {
-  same("head_norm_rotary_forward", y, x);
-  const int64_t D = x.cols() / H;
-  dispatch("head_norm_rotary_forward", x, [&](auto z) {
+namespace {
+// The shapes of the stacked projection's ops: qkv and v1src [N, 3C], q/k/v-sized [N, C],
+// rstd [2, N*H]; returns C.
+int64_t check_qkv(const char* op, const Tensor& qkv, const Tensor& v1src, const Tensor& rstd,
+                  std::initializer_list<const Tensor*> nc, int64_t H) {
+  const int64_t N = qkv.rows(), C = qkv.cols() / 3;
+  check(qkv.cols() % 3 == 0 && H >= 1 && C % H == 0 && (C / H) % 2 == 0, "cpu ", op, ": qkv ",
+        qkv.shape_str(), " is not [N, 3C] with C a multiple of ", H, " heads of even size");
+  check(v1src.rows() == N && v1src.cols() == 3 * C && v1src.dtype == qkv.dtype, "cpu ", op,
+        ": v1src ", v1src.shape_str(), " is not qkv's shape ", qkv.shape_str());
+  check(rstd.numel() == 2 * N * H, "cpu ", op, ": rstd ", rstd.shape_str(), " is not [2, ",
+        N * H, "]");
+  for (const Tensor* t : nc)
+    check(t->numel() == N * C && t->dtype == qkv.dtype, "cpu ", op, ": ", t->shape_str(), " ",
+          dtype_name(t->dtype), " is not [", N, ", ", C, "] ", dtype_name(qkv.dtype));
+  return C;
+}
+}  // namespace
+
+void CpuBackend::qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
+                             const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,
+                             const Tensor& sin, int64_t T, int64_t H, double eps) {
+  const char* op = "qkv_forward";
+  const int64_t C = check_qkv(op, qkv, v1src, rstd, {&q, &k, &v}, H);
+  const int64_t N = qkv.rows(), D = C / H, ld = 3 * C;
+  dispatch(op, qkv, [&](auto z) {
     using S = decltype(z);
-    cpu::head_norm_rotary_forward<S>(y.ptr<S>(), rstd.ptr<S>(), x.ptr<S>(), cos.ptr<S>(),
-                                     sin.ptr<S>(), x.rows(), T, H, D, S(eps));
+    const S* x = qkv.ptr<S>();
+    S* rs = rstd.ptr<S>();
+    cpu::head_norm_rotary_forward_strided<S>(q.ptr<S>(), C, rs, x, ld, cos.ptr<S>(), sin.ptr<S>(),
+                                             N, T, H, D, S(eps));
+    cpu::head_norm_rotary_forward_strided<S>(k.ptr<S>(), C, rs + N * H, x + C, ld, cos.ptr<S>(),
+                                             sin.ptr<S>(), N, T, H, D, S(eps));
+    cpu::scaled_sum_forward_rows<S>(v.ptr<S>(), C, x + 2 * C, ld, coef_value<S>(a),
+                                    v1src.ptr<S>() + 2 * C, ld, coef_value<S>(b), N, C);
   });
 }
 
-void CpuBackend::head_norm_rotary_backward(Tensor dx, const Tensor& dy, const Tensor& x,
-                                           const Tensor& rstd, const Tensor& cos,
-                                           const Tensor& sin, int64_t T, int64_t H) {
-  same("head_norm_rotary_backward", dx, x);
-  const int64_t D = x.cols() / H;
-  dispatch("head_norm_rotary_backward", x, [&](auto z) {
+void CpuBackend::qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const Tensor& dk,
+                              const Tensor& dv, const Tensor& qkv, const Tensor& rstd,
+                              const Tensor& v1src, const Coef& a, const Coef& b,
+                              const Tensor& cos, const Tensor& sin, int64_t T, int64_t H) {
+  const char* op = "qkv_backward";
+  const int64_t C = check_qkv(op, qkv, v1src, rstd, {&dv1, &dq, &dk, &dv}, H);
+  same(op, dqkv, qkv);
+  const int64_t N = qkv.rows(), D = C / H, ld = 3 * C;
+  const bool layer0 = v1src.data == qkv.data;
+  dispatch(op, qkv, [&](auto z) {
     using S = decltype(z);
-    cpu::head_norm_rotary_backward<S>(dx.ptr<S>(), dy.ptr<S>(), x.ptr<S>(), rstd.ptr<S>(),
-                                      cos.ptr<S>(), sin.ptr<S>(), x.rows(), T, H, D);
+    const S* x = qkv.ptr<S>();
+    const S* rs = rstd.ptr<S>();
+    S* g = dqkv.ptr<S>();
+    cpu::head_norm_rotary_backward_strided<S>(g, ld, dq.ptr<S>(), C, x, ld, rs, cos.ptr<S>(),
+                                              sin.ptr<S>(), N, T, H, D);
+    cpu::head_norm_rotary_backward_strided<S>(g + C, ld, dk.ptr<S>(), C, x + C, ld, rs + N * H,
+                                              cos.ptr<S>(), sin.ptr<S>(), N, T, H, D);
+    const S av = coef_value<S>(a), bv = coef_value<S>(b);
+    const S* v_raw = x + 2 * C;
+    const S* v1 = v1src.ptr<S>() + 2 * C;
+    S* d1 = dv1.ptr<S>();
+    // Layer 0: both terms into dv1, which is then v_raw's whole gradient.
+    const auto [gx, gy] =
+        layer0 ? cpu::scaled_sum_backward_rows<S>(d1, C, true, d1, C, true, dv.ptr<S>(), C, av,
+                                                  v_raw, ld, bv, v1, ld, N, C)
+               : cpu::scaled_sum_backward_rows<S>(g + 2 * C, ld, false, d1, C, true, dv.ptr<S>(),
+                                                  C, av, v_raw, ld, bv, v1, ld, N, C);
+    if (layer0)
+      for (int64_t n = 0; n < N; ++n) std::copy_n(d1 + n * C, C, g + n * ld + 2 * C);
+    add_grad<S>(a, gx);
+    add_grad<S>(b, gy);
   });
 }
 

@@ -79,4 +79,58 @@ std::pair<double, double> scaled_sum_backward(T* dx, bool acc_x, T* dy, bool acc
   return {sx, sy};
 }
 
+// Row-strided forms, for column blocks of wider rows (v_raw inside the stacked q/k/v
+// projection): `rows` rows of `cols` elements; row r of a tensor p starts at p + r*ld_p.
+// Rules and aliasing as above. The backward's dots are summed per row, then over the rows
+// in order: deterministic, whatever the threads.
+template <class T>
+void scaled_sum_forward_rows(T* out, int64_t ldo, const T* x, int64_t ldx, T a, const T* y,
+                             int64_t ldy, T b, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) if (parallel: rows * cols >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    T* o = out + r * ldo;
+    const T* xr = x + r * ldx;
+    const T* yr = y + r * ldy;
+#pragma omp simd
+    for (int64_t i = 0; i < cols; ++i) o[i] = a * xr[i] + b * yr[i];
+  }
+}
+
+template <class T>
+std::pair<double, double> scaled_sum_backward_rows(T* dx, int64_t lddx, bool acc_x, T* dy,
+                                                   int64_t lddy, bool acc_y, const T* dout,
+                                                   int64_t ldd, T a, const T* x, int64_t ldx,
+                                                   T b, const T* y, int64_t ldy, int64_t rows,
+                                                   int64_t cols) {
+  check(dx == nullptr || dx != dy || (acc_x && acc_y),
+        "scaled_sum_backward: dx and dy are the same buffer, which needs acc_x and acc_y");
+  const int mx = dx == nullptr ? 0 : acc_x ? 2 : 1;
+  const int my = dy == nullptr ? 0 : acc_y ? 2 : 1;
+  std::vector<double> part(size_t(2 * rows), 0.0);
+#pragma omp parallel for schedule(static) if (parallel: rows * cols >= kParallelMin)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* d = dout + r * ldd;
+    const T* xr = x ? x + r * ldx : nullptr;
+    const T* yr = y ? y + r * ldy : nullptr;
+    if (xr && yr) {
+      dot2_serial(d, xr, yr, cols, &part[size_t(2 * r)], &part[size_t(2 * r + 1)]);
+    } else if (xr) {
+      part[size_t(2 * r)] = dot_serial(d, xr, cols);
+    } else if (yr) {
+      part[size_t(2 * r + 1)] = dot_serial(d, yr, cols);
+    }
+    T* dxr = dx ? dx + r * lddx : nullptr;
+    T* dyr = dy ? dy + r * lddy : nullptr;
+    if (mx == 0) detail::scaled_sum_grads_y<0>(my, dxr, dyr, d, a, b, cols);
+    if (mx == 1) detail::scaled_sum_grads_y<1>(my, dxr, dyr, d, a, b, cols);
+    if (mx == 2) detail::scaled_sum_grads_y<2>(my, dxr, dyr, d, a, b, cols);
+  }
+  double sx = 0, sy = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    sx += part[size_t(2 * r)];
+    sy += part[size_t(2 * r + 1)];
+  }
+  return {sx, sy};
+}
+
 }  // namespace speedrun::cpu

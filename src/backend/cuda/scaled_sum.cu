@@ -7,6 +7,7 @@
 // written; dy is read after dx is written, so dx == dy (both +=) adds both terms.
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
+#include "backend/cuda/coef.cuh"
 #include "backend/cuda/kernels.cuh"
 #include "backend/cuda/math/elementwise.h"
 #include "backend/cuda/plan.h"
@@ -96,9 +97,10 @@ __global__ void __launch_bounds__(math::kReduceThreads)
   }
 }
 
-// Stage 2 for both dots in one block (the order of reduce_partials_kernel for each), then
-// a's gradient and b's, in that order, as the CPU adds them: a and b may share one
-// gradient scalar (the value residual's (1 - lamb) and lamb), so two blocks could race.
+}  // namespace
+
+// Both dots in one block, a's gradient then b's, as the CPU adds them: with a shared
+// gradient scalar two blocks could race.
 __global__ void __launch_bounds__(math::kReduceThreads)
     coef_grads_kernel(const double* partial, int count, float* ga, double sa, float* gb, double sb) {
   __shared__ double smem[math::kReduceWarps];
@@ -128,8 +130,6 @@ CoefArg coef_arg(const char* op, const char* name, const Coef& c) {
   }
   return r;
 }
-
-}  // namespace
 
 void CudaBackend::scaled_sum_forward(Tensor out, const Tensor& x, const Coef& a, const Tensor& y,
                                      const Coef& b) {

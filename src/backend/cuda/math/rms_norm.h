@@ -1,5 +1,5 @@
 // rms_norm's arithmetic in fp32 (backend.h: y = x * rstd, rstd = 1/sqrt(mean(x^2) + eps);
-// dx = rstd*dy - rstd^3/dim * x * sum(dy*x)), shared by rms_norm.cu, head_norm_rotary.cu
+// dx = rstd*dy - rstd^3/dim * x * sum(dy*x)), shared by rms_norm.cu, qkv.cu
 // and the host test. The kernels sum a row across a warp; rms_norm_row_* below are the
 // same formulas over a row in order, which tests/test_cuda_math.cpp checks against the
 // CPU backend.
