@@ -62,6 +62,18 @@ class Bf16Emulation final : public Backend {
   }
 
 
+  void mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& x, const Coef& a,
+                        const Tensor& y, const Coef& b, double eps) override {
+    Wide w(*cpu_);
+    cpu_->mix_norm_forward(w.out(xmix), w.out(n), w.out(rstd), w.in(x), a, w.in(y), b, eps);
+  }
+  void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
+                         const Tensor& xmix, const Tensor& rstd, const Tensor& x, const Coef& a,
+                         const Tensor& y, const Coef& b) override {
+    Wide w(*cpu_);
+    cpu_->mix_norm_backward(w.out(dx), w.out(dy), w.in(dres), w.in(dn), w.in(xmix), w.in(rstd),
+                            w.in(x), a, w.in(y), b);
+  }
   void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
                    const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,
                    const Tensor& sin, int64_t T, int64_t H, double eps) override {

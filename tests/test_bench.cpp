@@ -160,6 +160,7 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
 const std::set<std::string> kStepOps = {
     "upload", "download", "fill", "convert", "sum_into", "matmul", "matmul_add",
     "embedding_forward", "embedding_backward", "rms_norm_forward", "rms_norm_backward",
+    "mix_norm_forward", "mix_norm_backward",
     "qkv_forward", "qkv_backward", "attention_forward",
     "attention_backward", "relu_squared_forward", "relu_squared_backward",
     "scaled_sum_forward", "scaled_sum_backward", "softcap_cross_entropy", "adam_step",
@@ -403,6 +404,14 @@ TEST(BenchCommand, RefusesBadFlagsClearly) {
   EXPECT_EQ(c.code, 1) << c.out;
   EXPECT_NE(c.out.find("/nonexistent-dir/b.json"), std::string::npos) << c.out;
   EXPECT_EQ(c.out.find("ceilings"), std::string::npos) << "ran before refusing:\n" << c.out;
+  // Sizes "by device" (0) or given must not be negative; the message says both.
+  for (const char* flag : {"--head-logits", "--gemm-size", "--copy-mib"}) {
+    const Outcome d = run_cli(std::string("bench --device cpu --preset tiny ") + flag + " -1");
+    EXPECT_EQ(d.code, 1) << d.out;
+    EXPECT_NE(d.out.find(std::string(flag) + " -1: must be >= 1 (0: by device)"), std::string::npos)
+        << d.out;
+    EXPECT_EQ(d.out.find("ceilings"), std::string::npos) << "ran before refusing:\n" << d.out;
+  }
 }
 
 }  // namespace

@@ -411,6 +411,46 @@ void norm_cases(std::vector<Case>& cases) {
                          s.be.rms_norm_backward(dx, dy, x, rstd, acc);
                          s.check("dx", dx, s.tol(d.C));
                        }});
+  // A block's input mix and its norm, fused: the lambdas' coefficients read from (m)
+  // scalars with (g) gradients; dx over dres (the model's call) or a new tensor.
+  auto lambdas = [](Side& s, Tensor* ga, Tensor* gb) {
+    *ga = s.scalar(Cls::G, s.normal(1)[0]);
+    *gb = s.scalar(Cls::G, s.normal(1)[0]);
+    return std::make_pair(Coef::param(s.scalar(Cls::M, 0.9 + 0.1 * s.normal(1)[0]), *ga),
+                          Coef::param(s.scalar(Cls::M, 0.2 + 0.1 * s.normal(1)[0]), *gb));
+  };
+  for (RC d : {RC{1, 31, 0}, RC{1025, 33, 0}, RC{7, 768, 0}, RC{1025, 32, 1}}) {
+    cases.push_back({nm("mix_norm_forward", "R", d.R, "C", d.C), [=](Side& s) {
+                       Tensor ga, gb;
+                       const auto [a, b] = lambdas(s, &ga, &gb);
+                       Tensor x = s.randn(Cls::C, {d.R, d.C}, 3.0), y = s.randn(Cls::C, {d.R, d.C});
+                       Tensor xmix = s.out(Cls::C, {d.R, d.C}), n = s.out(Cls::C, {d.R, d.C});
+                       Tensor rstd = s.out(Cls::S, {d.R});
+                       s.be.mix_norm_forward(xmix, n, rstd, x, a, y, b, kNormEps);
+                       s.check("xmix", xmix, s.tol());
+                       s.check("n", n, s.tol(d.C));
+                       s.check("rstd", rstd, s.tol(d.C));
+                     }});
+    cases.push_back({nm("mix_norm_backward", "R", d.R, "C", d.C, "dx", d.alias ? "dres" : "new"),
+                     [=](Side& s) {
+                       Tensor ga, gb;
+                       const auto [a, b] = lambdas(s, &ga, &gb);
+                       // xmix and rstd as a forward would leave them.
+                       const Vec mv = rounded(s, Cls::C, s.normal(d.R * d.C, 3.0));
+                       Tensor xmix = s.in(Cls::C, {d.R, d.C}, mv);
+                       Tensor rstd = s.in(Cls::S, {d.R}, rstd_of(mv, d.R, d.C, kNormEps));
+                       Tensor x = s.randn(Cls::C, {d.R, d.C}), y = s.randn(Cls::C, {d.R, d.C});
+                       Tensor dn = s.randn(Cls::C, {d.R, d.C}), dres = s.randn(Cls::C, {d.R, d.C});
+                       Tensor dx = d.alias ? s.out_aliasing(dres, Cls::C, {d.R, d.C})
+                                           : s.out(Cls::C, {d.R, d.C});
+                       Tensor dy = s.acc(Cls::C, {d.R, d.C});
+                       s.be.mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b);
+                       s.check("dx", dx, s.tol(d.C));
+                       s.check("dy", dy, s.tol(d.C));
+                       s.check("a.grad", ga, s.tol(d.R * d.C));
+                       s.check("b.grad", gb, s.tol(d.R * d.C));
+                     }});
+  }
 }
 
 void rotary_cases(std::vector<Case>& cases) {

@@ -447,3 +447,47 @@ TEST(Model, ArenaAdjacentTensorsHaveNoPadding) {
   EXPECT_EQ(at(w), 64);  // the next plain tensor is aligned again
   EXPECT_EQ(a.bytes(), size_t(128));
 }
+
+TEST(Model, MixNormOpsAreTheSeparateOps) {
+  // mix_norm_forward / mix_norm_backward give what scaled_sum then rms_norm give (the
+  // model's former path) bit for bit, but the coefficient gradients, whose dots are summed
+  // in another order; dx may be dres itself, as the model calls it.
+  CpuBackend be;
+  const int64_t R = 37, C = 24;
+  for (DType d : {DType::F64, DType::F32}) {
+    SCOPED_TRACE(dtype_name(d));
+    Buffers buf(be);
+    auto rc = [&](uint64_t seed, double scale = 1.0) {
+      return buf.make(d, {R, C}, normals(size_t(R * C), seed, scale));
+    };
+    Tensor x = rc(1, 2.0), y = rc(2);
+    Tensor l0 = buf.scalar(d, 0.9), l1 = buf.scalar(d, 0.2);
+    Tensor ga = buf.scalar(d, 0.25), gb = buf.scalar(d, -0.5);
+    const Coef a = Coef::param(l0, ga), b = Coef::param(l1, gb);
+    Tensor xmix = rc(9), n = rc(9), rstd = buf.make(d, {R}, std::vector<double>(size_t(R), 0));
+    be.mix_norm_forward(xmix, n, rstd, x, a, y, b, 1e-6);
+    Tensor xmix2 = rc(9), n2 = rc(9), rstd2 = buf.make(d, {R}, std::vector<double>(size_t(R), 0));
+    be.scaled_sum_forward(xmix2, x, a, y, b);
+    be.rms_norm_forward(n2, rstd2, xmix2, 1e-6);
+    EXPECT_EQ(be.to_host_f64(xmix), be.to_host_f64(xmix2));
+    EXPECT_EQ(be.to_host_f64(n), be.to_host_f64(n2));
+    EXPECT_EQ(be.to_host_f64(rstd), be.to_host_f64(rstd2));
+
+    const std::vector<double> dres_h = normals(size_t(R * C), 3), dy_h = normals(size_t(R * C), 4);
+    Tensor dn = rc(5), dh = buf.make(d, {R, C}, dres_h), dy = buf.make(d, {R, C}, dy_h);
+    be.mix_norm_backward(dh, dy, dh, dn, xmix, rstd, x, a, y, b);
+    const double ga_fused = be.to_host_f64(ga)[0], gb_fused = be.to_host_f64(gb)[0];
+    be.from_host_f64(ga.view({1}), {0.25});
+    be.from_host_f64(gb.view({1}), {-0.5});
+    Tensor dh2 = buf.make(d, {R, C}, dres_h), dy2 = buf.make(d, {R, C}, dy_h);
+    be.rms_norm_backward(dh2, dn, xmix, rstd, true);
+    be.scaled_sum_backward(dh2, false, dy2, true, dh2, x, a, y, b);
+    EXPECT_EQ(be.to_host_f64(dh), be.to_host_f64(dh2));
+    EXPECT_EQ(be.to_host_f64(dy), be.to_host_f64(dy2));
+    EXPECT_NE(ga_fused, 0.25);
+    EXPECT_NE(gb_fused, -0.5);
+    const double tol = d == DType::F64 ? 1e-12 : 1e-5;
+    EXPECT_NEAR(ga_fused, be.to_host_f64(ga)[0], tol);
+    EXPECT_NEAR(gb_fused, be.to_host_f64(gb)[0], tol);
+  }
+}

@@ -132,6 +132,20 @@ class Backend {
   virtual void rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
                                  bool accumulate) = 0;
 
+  // ---- a block's input: the lambdas' mix, then rms_norm, fused ------------------------
+  // xmix [R, C] (c) (=) a*x + b*y as scaled_sum_forward; n (c) (=) and rstd [R] (s) (=) as
+  // rms_norm_forward of that (rounded) xmix. x, y (c).
+  virtual void mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& x,
+                                const Coef& a, const Tensor& y, const Coef& b, double eps) = 0;
+  // The gradient through both, given dn (c) and dres (c), the gradient xmix gets from
+  // elsewhere (the residual stream): g = dres + rms_norm_backward(dn, xmix, rstd), rounded
+  // as rms_norm_backward accumulating into dres rounds it; then as scaled_sum_backward with
+  // dout = g: dx (=) a*g, dy (+=) b*g, a.grad_param += a.sign <g, x>, b.grad_param +=
+  // b.sign <g, y> (deterministic). dx may alias dres.
+  virtual void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
+                                 const Tensor& xmix, const Tensor& rstd, const Tensor& x,
+                                 const Coef& a, const Tensor& y, const Coef& b) = 0;
+
   // ---- rotary tables -------------------------------------------------------------------
   // cos, sin [T, D/2] (s) = cos/sin(t * base^(-2j/D)), computed like PyTorch in the tables'
   // dtype.

@@ -97,9 +97,8 @@ void Decoder::step(int32_t token) {
                              Coef::param(w.skip_weights.element(i), none));
       xin = xin_;
     }
-    be_.scaled_sum_forward(xmix_, xin, Coef::param(W.lambdas.element(0), none), x0_,
-                           Coef::param(W.lambdas.element(1), none));
-    be_.rms_norm_forward(n_, rstd_, xmix_, kNormEps);
+    be_.mix_norm_forward(xmix_, n_, rstd_, xin, Coef::param(W.lambdas.element(0), none), x0_,
+                         Coef::param(W.lambdas.element(1), none), kNormEps);
     // q_raw | k_raw | v_raw in one GEMM, as GPT; q and this position's cache rows from it.
     // Value residual: v = (1 - lamb) v_raw + lamb v1, v1 = layer 0's v_raw of this token.
     const Tensor qkv = l == 0 ? qkv0_ : qkv_;

@@ -159,8 +159,9 @@ void GPT::forward(bool train, double grad_scale) {
       be_.scaled_sum_forward(A.xin, h, Coef::constant(1.0), L_[j].xout,
                              Coef::param(w.skip_weights.element(i), g.skip_weights.element(i)));
     }
-    be_.scaled_sum_forward(A.xmix, A.xin, lambda(l, 0), x0_, lambda(l, 1));
-    be_.rms_norm_forward(A.n1, A.rstd1, A.xmix, kNormEps);
+    // xmix = lambdas[0] xin + lambdas[1] x0, n1 = rms_norm(xmix)
+    be_.mix_norm_forward(A.xmix, A.n1, A.rstd1, A.xin, lambda(l, 0), x0_, lambda(l, 1),
+                         kNormEps);
     // q_raw | k_raw | v_raw in one GEMM; then QK norm + rotary, and the value residual
     // v = (1 - lamb) v_raw + lamb v1 with v1 = layer 0's v_raw.
     be_.matmul(A.qkv, A.n1, false, W.qkv, true, false);
@@ -226,9 +227,10 @@ void GPT::backward() {
                      H);
     be_.matmul(G.qkv, dqkv_, true, A.n1, false, true);  // d[c_q; c_k; c_v] += dqkv^T n1
     be_.matmul(dq_, dqkv_, false, W.qkv, false, false);  // dq = d n1 = dqkv [c_q; c_k; c_v]
-    be_.rms_norm_backward(dh_, dq_, A.xmix, A.rstd1, true);  // dh = d xmix
-    // xmix = lambdas[0] xin + lambdas[1] x0
-    be_.scaled_sum_backward(dh_, false, dx0_, true, dh_, A.xin, lambda(l, 0), x0_, lambda(l, 1));
+    // d xmix = dh (the residual stream's) + n1's share; then xmix = lambdas[0] xin +
+    // lambdas[1] x0: dh = d xin, dx0 += lambdas[1] d xmix.
+    be_.mix_norm_backward(dh_, dx0_, dh_, dq_, A.xmix, A.rstd1, A.xin, lambda(l, 0), x0_,
+                          lambda(l, 1));
     if (l >= L / 2) {  // xin = h + skip_weights[i] * xout[j]
       const int64_t i = l - L / 2, j = L / 2 - 1 - i;
       be_.scaled_sum_backward(Tensor{}, false, dskip_[j], false, dh_, Tensor{},

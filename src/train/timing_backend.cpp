@@ -102,6 +102,23 @@ void TimingBackend::rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor&
       [&] { be_.rms_norm_backward(dx, dy, x, rstd, accumulate); });
 }
 
+void TimingBackend::mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& x,
+                                     const Coef& a, const Tensor& y, const Coef& b, double eps) {
+  run("mix_norm_forward", [&] { return bytes(sz(x) + sz(y) + sz(xmix) + sz(n) + sz(rstd)); },
+      [&] { be_.mix_norm_forward(xmix, n, rstd, x, a, y, b, eps); });
+}
+void TimingBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
+                                      const Tensor& xmix, const Tensor& rstd, const Tensor& x,
+                                      const Coef& a, const Tensor& y, const Coef& b) {
+  // x and y are read only for their coefficients' gradients, as in scaled_sum_backward.
+  run("mix_norm_backward",
+      [&] {
+        return bytes(sz(dres) + sz(dn) + sz(xmix) + sz(rstd) +
+                     (a.grad_param.empty() ? 0 : sz(x)) + (b.grad_param.empty() ? 0 : sz(y)) +
+                     sz(dx) + out(dy, true));
+      },
+      [&] { be_.mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b); });
+}
 void TimingBackend::qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
                                 const Tensor& v1src, const Coef& a, const Coef& b,
                                 const Tensor& cos, const Tensor& sin, int64_t T, int64_t H,

@@ -15,6 +15,7 @@
 #include "backend/cpu/embedding.h"
 #include "backend/cpu/head_norm_rotary.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/mix_norm.h"
 #include "backend/cpu/muon.h"
 #include "backend/cpu/relu_squared.h"
 #include "backend/cpu/rms_norm.h"
@@ -222,6 +223,38 @@ void CpuBackend::rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x,
     using T = decltype(z);
     cpu::rms_norm_backward<T>(dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), rstd.ptr<T>(), x.rows(),
                               x.cols(), accumulate);
+  });
+}
+
+void CpuBackend::mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& x,
+                                  const Coef& a, const Tensor& y, const Coef& b, double eps) {
+  const char* op = "mix_norm_forward";
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&xmix, &n, &y}) same(op, *t, x);
+  check(rstd.numel() == x.rows(), "cpu ", op, ": rstd ", rstd.shape_str(), " for ", x.rows(),
+        " rows");
+  dispatch(op, x, [&](auto z) {
+    using S = decltype(z);
+    cpu::mix_norm_forward<S>(xmix.ptr<S>(), n.ptr<S>(), rstd.ptr<S>(), x.ptr<S>(),
+                             coef_value<S>(a), y.ptr<S>(), coef_value<S>(b), x.rows(), x.cols(),
+                             S(eps));
+  });
+}
+
+void CpuBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
+                                   const Tensor& xmix, const Tensor& rstd, const Tensor& x,
+                                   const Coef& a, const Tensor& y, const Coef& b) {
+  const char* op = "mix_norm_backward";
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&dx, &dy, &dres, &dn, &xmix, &y})
+    same(op, *t, x);
+  check(rstd.numel() == x.rows(), "cpu ", op, ": rstd ", rstd.shape_str(), " for ", x.rows(),
+        " rows");
+  dispatch(op, x, [&](auto z) {
+    using S = decltype(z);
+    const auto [gx, gy] = cpu::mix_norm_backward<S>(
+        dx.ptr<S>(), dy.ptr<S>(), dres.ptr<S>(), dn.ptr<S>(), xmix.ptr<S>(), rstd.ptr<S>(),
+        x.ptr<S>(), coef_value<S>(a), y.ptr<S>(), coef_value<S>(b), x.rows(), x.cols());
+    add_grad<S>(a, gx);
+    add_grad<S>(b, gy);
   });
 }
 

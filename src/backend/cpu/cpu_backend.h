@@ -34,6 +34,11 @@ class CpuBackend final : public Backend {
   void rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) override;
   void rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
                          bool accumulate) override;
+  void mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& x, const Coef& a,
+                        const Tensor& y, const Coef& b, double eps) override;
+  void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
+                         const Tensor& xmix, const Tensor& rstd, const Tensor& x, const Coef& a,
+                         const Tensor& y, const Coef& b) override;
   void rotary_tables(Tensor cos, Tensor sin, double base) override;
   void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
                    const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,

@@ -1,6 +1,6 @@
 // The scalar coefficients of the weighted sums (backend.h's Coef) on the device, shared by
-// scaled_sum.cu and qkv.cu: a Coef as the kernels read it, and stage 2 of the reduction
-// that adds sign * <dout, x> to a coefficient's F32 gradient.
+// scaled_sum.cu, mix_norm.cu and qkv.cu: a Coef as the kernels read it, and stage 2 of the
+// reduction that adds sign * <dout, x> to a coefficient's F32 gradient.
 #pragma once
 #include "backend/backend.h"
 #include "backend/cuda/kernels.cuh"
