@@ -56,12 +56,7 @@ std::pair<double, double> mix_norm_backward(T* dx, T* dy, const T* dres, const T
       dyr[i] += b * d;
     }
   }
-  double sx = 0, sy = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    sx += part[size_t(2 * r)];
-    sy += part[size_t(2 * r + 1)];
-  }
-  return {sx, sy};
+  return sum_pairs_in_order(part);
 }
 
 }  // namespace speedrun::cpu

@@ -3,6 +3,8 @@
 // never on the thread count, the chunking across threads, or timing.
 #pragma once
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 namespace speedrun::cpu {
 
@@ -50,6 +52,17 @@ inline void dot2_serial(const T* d, const T* x, const T* y, int64_t n, double* s
   }
   *sx = ((ax[0] + ax[4]) + (ax[1] + ax[5])) + ((ax[2] + ax[6]) + (ax[3] + ax[7]));
   *sy = ((ay[0] + ay[4]) + (ay[1] + ay[5])) + ((ay[2] + ay[6]) + (ay[3] + ay[7]));
+}
+
+// Two dots' partial sums stored in pairs (part[2k], part[2k + 1]), one pair per chunk or
+// row, added in that order: {sum of the first, sum of the second}.
+inline std::pair<double, double> sum_pairs_in_order(const std::vector<double>& part) {
+  double sx = 0, sy = 0;
+  for (size_t k = 0; k + 1 < part.size(); k += 2) {
+    sx += part[k];
+    sy += part[k + 1];
+  }
+  return {sx, sy};
 }
 
 }  // namespace speedrun::cpu

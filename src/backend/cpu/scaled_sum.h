@@ -71,12 +71,7 @@ std::pair<double, double> scaled_sum_backward(T* dx, bool acc_x, T* dy, bool acc
     if (mx == 1) detail::scaled_sum_grads_y<1>(my, dxk, dyk, dout + i0, a, b, len);
     if (mx == 2) detail::scaled_sum_grads_y<2>(my, dxk, dyk, dout + i0, a, b, len);
   }
-  double sx = 0, sy = 0;
-  for (int64_t k = 0; k < chunks; ++k) {
-    sx += part[size_t(2 * k)];
-    sy += part[size_t(2 * k + 1)];
-  }
-  return {sx, sy};
+  return sum_pairs_in_order(part);
 }
 
 // Row-strided forms, for column blocks of wider rows (v_raw inside the stacked q/k/v
@@ -125,12 +120,7 @@ std::pair<double, double> scaled_sum_backward_rows(T* dx, int64_t lddx, bool acc
     if (mx == 1) detail::scaled_sum_grads_y<1>(my, dxr, dyr, d, a, b, cols);
     if (mx == 2) detail::scaled_sum_grads_y<2>(my, dxr, dyr, d, a, b, cols);
   }
-  double sx = 0, sy = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    sx += part[size_t(2 * r)];
-    sy += part[size_t(2 * r + 1)];
-  }
-  return {sx, sy};
+  return sum_pairs_in_order(part);
 }
 
 }  // namespace speedrun::cpu

@@ -9,6 +9,27 @@
 
 namespace speedrun::cuda {
 
+// Stage 1's end in a kernel that sums two dots for coefficients: the block's totals, by
+// math/reduce.h's tree, to partial[blockIdx.x] and partial[gridDim.x + blockIdx.x]. Every
+// thread of the block (math::kReduceThreads) calls it.
+__device__ inline void store_block_dots(double sx, double sy, double* partial) {
+  __shared__ double smem[math::kReduceWarps];
+  sx = block_sum(sx, smem);
+  sy = block_sum(sy, smem);
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = sx;
+    partial[gridDim.x + blockIdx.x] = sy;
+  }
+}
+
+// Blocks of math::kReduceThreads for a kernel that gives each warp a row (or head) and walks
+// `rows` grid-stride: one warp per row up to math::kMaxPartials blocks, a function of the
+// size alone, so the dots' order is too.
+inline int warp_rows_reduce_blocks(int64_t rows) {
+  const int64_t want = (rows + math::kReduceWarps - 1) / math::kReduceWarps;
+  return int(want < math::kMaxPartials ? want : math::kMaxPartials);
+}
+
 // c's value and gradient pointers (checked F32 on the device), its sign and offset.
 math::CoefArg coef_arg(const char* op, const char* name, const Coef& c);
 

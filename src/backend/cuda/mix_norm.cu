@@ -135,13 +135,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
       }
     }
   }
-  __shared__ double smem[math::kReduceWarps];
-  sx = block_sum(sx, smem);
-  sy = block_sum(sy, smem);
-  if (threadIdx.x == 0) {
-    partial[blockIdx.x] = sx;
-    partial[gridDim.x + blockIdx.x] = sy;
-  }
+  store_block_dots(sx, sy, partial);
 }
 
 }  // namespace
@@ -194,8 +188,7 @@ void CudaBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, co
         ": dy must not alias dx or dres (it accumulates)");
   const CoefArg ca = coef_arg(op, "a", a), cb = coef_arg(op, "b", b);
   if (rows == 0 || dim == 0) return;
-  const int64_t want = (rows + math::kReduceWarps - 1) / math::kReduceWarps;
-  const int blocks = int(want < math::kMaxPartials ? want : math::kMaxPartials);
+  const int blocks = warp_rows_reduce_blocks(rows);
   auto* partial = static_cast<double*>(
       scratch(partials_, sizeof(double) * 2 * math::kMaxPartials, "reduction partials"));
   auto* pdx = static_cast<uint16_t*>(dx.data);

@@ -157,13 +157,7 @@ __global__ void __launch_bounds__(math::kReduceThreads, 4)
       }
     }
   }
-  __shared__ double smem[math::kReduceWarps];
-  sx = block_sum(sx, smem);
-  sy = block_sum(sy, smem);
-  if (threadIdx.x == 0) {
-    partial[blockIdx.x] = sx;
-    partial[gridDim.x + blockIdx.x] = sy;
-  }
+  store_block_dots(sx, sy, partial);
 }
 
 // The shapes of both ops; returns C.
@@ -230,8 +224,7 @@ void CudaBackend::qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const 
   const CoefArg ca = coef_arg(op, "a", a), cb = coef_arg(op, "b", b);
   const int64_t heads = qkv.rows() * H, D = C / H;
   if (heads == 0) return;
-  const int64_t want = (heads + math::kReduceWarps - 1) / math::kReduceWarps;
-  const int blocks = int(want < math::kMaxPartials ? want : math::kMaxPartials);
+  const int blocks = warp_rows_reduce_blocks(heads);
   auto* partial = static_cast<double*>(
       scratch(partials_, sizeof(double) * 2 * math::kMaxPartials, "reduction partials"));
   SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, qkv_backward_kernel)(

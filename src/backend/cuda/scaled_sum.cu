@@ -86,15 +86,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
       if (my) store_bf16(dy + i, apply(my, my == 2 ? load_bf16(dy + i) : 0.0f, bv * d));
     }
   }
-  if (partial) {
-    __shared__ double smem[math::kReduceWarps];
-    sx = block_sum(sx, smem);
-    sy = block_sum(sy, smem);
-    if (threadIdx.x == 0) {
-      partial[blockIdx.x] = sx;
-      partial[gridDim.x + blockIdx.x] = sy;
-    }
-  }
+  if (partial) store_block_dots(sx, sy, partial);
 }
 
 }  // namespace
