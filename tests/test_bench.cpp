@@ -142,29 +142,38 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
   // Newton-Schulz: 8 [32, 32] matrices (c_q, c_k, c_v, c_proj of 2 layers) and 4 of
   // [128, 32] / [32, 128], 5 iterations each, m = 32 and k = 32 or 128.
   const double sq = 4.0 * 32 * 32 * 32 + 2.0 * 32 * 32 * 32, rect = 4.0 * 32 * 32 * 128 + 2.0 * 32 * 32 * 32;
-  const OpStat* ns = find(be.stats(), "optimizer", "newton_schulz");
+  // One stack per shape ([32, 32], [128, 32], [32, 128]), one call each.
+  const OpStat* ns = find(be.stats(), "optimizer", "muon_stack");
   ASSERT_NE(ns, nullptr);
+  EXPECT_EQ(ns->calls, 3);
   EXPECT_EQ(ns->flops, 5.0 * (8 * sq + 4 * rect));
 
-  // Memory-bound work: adam_step reads g and p, m, v and writes p, m, v: 7 x its bytes.
-  double adam_elems = 0;
+  // Memory-bound work: Adam reads g and p, m, v and writes p, m, v: 7 x its bytes (fp64:
+  // no compute copies to write), all its parameters in one call.
+  double adam_elems = 0, matrix_elems = 0;
   for (int i = 0; i < p.count(); ++i)
-    if (p.group(i) != ParamGroup::Matrix) adam_elems += double(p.value(i).numel());
-  const OpStat* adam = find(be.stats(), "optimizer", "adam_step");
+    (p.group(i) != ParamGroup::Matrix ? adam_elems : matrix_elems) += double(p.value(i).numel());
+  const OpStat* adam = find(be.stats(), "optimizer", "adam_steps");
   ASSERT_NE(adam, nullptr);
+  EXPECT_EQ(adam->calls, 1);
   EXPECT_EQ(adam->bytes, 7.0 * 8 * adam_elems);
+  // Muon's updates land in one call: each reads its update and reads and writes its master.
+  const OpStat* apply = find(be.stats(), "optimizer", "muon_apply");
+  ASSERT_NE(apply, nullptr);
+  EXPECT_EQ(apply->calls, 1);
+  EXPECT_EQ(apply->bytes, 3.0 * 8 * matrix_elems);
 }
 
 // The ops a step of the model and the optimizer calls, by name. A new op in the model or
 // the optimizer shows up here first: add it to this list and to TimingBackend.
 const std::set<std::string> kStepOps = {
-    "upload", "download", "fill", "convert", "sum_into", "matmul", "matmul_add",
+    "upload", "download", "fill", "sum_into", "matmul", "matmul_add",
     "embedding_forward", "embedding_backward", "rms_norm_forward", "rms_norm_backward",
     "mix_norm_forward", "mix_norm_backward",
     "qkv_forward", "qkv_backward", "attention_forward",
     "attention_backward", "relu_squared_forward", "relu_squared_backward",
-    "scaled_sum_forward", "scaled_sum_backward", "softcap_cross_entropy", "adam_step",
-    "muon_momentum", "newton_schulz", "axpy"};
+    "scaled_sum_forward", "scaled_sum_backward", "softcap_cross_entropy", "adam_steps",
+    "muon_stack", "muon_apply", "axpy"};
 
 std::set<std::string> names(const std::vector<OpStat>& s) {
   std::set<std::string> n;
@@ -175,7 +184,7 @@ std::set<std::string> names(const std::vector<OpStat>& s) {
 TEST(TimingBackend, ForwardsEveryOpOfAStepUnderItsOwnName) {
   // Two decorators stacked: what the outer one files under a name is what reached the
   // inner one under that name, call for call. bf16 (emulated), so that the optimizer's
-  // refresh of the compute copies (convert) runs too.
+  // refresh of the compute copies runs too.
   conformance::Bf16Emulation bf16;
   TimingBackend inner(bf16), outer(static_cast<Backend&>(inner));
   const GPTConfig c = micro_gpt(2);
@@ -199,8 +208,11 @@ TEST(TimingBackend, ForwardsEveryOpOfAStepUnderItsOwnName) {
     for (const OpStat& s : outer.stats()) any |= s.phase == phase;
     EXPECT_TRUE(any) << phase;
   }
-  for (const char* op : {"adam_step", "muon_momentum", "newton_schulz", "axpy", "convert"})
+  // The optimizer's three calls; the compute copies' refresh (bf16 here) is inside two of
+  // them, so no convert is left in a step.
+  for (const char* op : {"adam_steps", "muon_stack", "muon_apply"})
     EXPECT_NE(find(outer.stats(), "optimizer", op), nullptr) << op;
+  EXPECT_EQ(find(outer.stats(), "optimizer", "convert"), nullptr);
 }
 
 // What a step does on the host side: it uploads each micro-batch's tokens and reads its
@@ -386,8 +398,8 @@ TEST(BenchCommand, WritesJsonWithEveryField) {
       ops.insert(row["phase"].get<std::string>() + "/" + row["op"].get<std::string>());
     }
     for (const char* op : {"fwd+bwd/matmul", "fwd+bwd/attention_forward", "fwd+bwd/attention_backward",
-                           "optimizer/adam_step", "optimizer/muon_momentum",
-                           "optimizer/newton_schulz", "optimizer/axpy"})
+                           "optimizer/adam_steps", "optimizer/muon_stack",
+                           "optimizer/muon_apply"})
       EXPECT_TRUE(ops.count(op)) << op;
   }
 }

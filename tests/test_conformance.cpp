@@ -834,6 +834,90 @@ void optimizer_cases(std::vector<Case>& cases) {
     }
 }
 
+// The optimizer's many-tensor ops. Tensors of many sizes (one element, a block's worth and
+// more, one past a multiple of 8) and more of them than a GPU launch takes (48), so a call
+// spans launches; compute copies on some, none on others.
+void multi_tensor_cases(std::vector<Case>& cases) {
+  auto sizes = [](int count) {
+    std::vector<int64_t> n;
+    for (int k = 0; k < count; ++k) n.push_back(k % 7 == 3 ? 1025 * 33 + 7 : 1 + (k * 37) % 300);
+    return n;
+  };
+  for (int count : {3, 50})
+    for (int64_t step : {int64_t(1), int64_t(7)})
+      cases.push_back({nm("adam_steps", "tensors", count, "step", step), [=](Side& s) {
+                         std::vector<AdamTensor> ts;
+                         for (int64_t n : sizes(count)) {
+                           AdamTensor t;
+                           t.p = s.acc(Cls::M, {n});
+                           t.g = s.randn(Cls::G, {n});
+                           t.m = s.acc(Cls::M, {n}, 0.5);
+                           Vec vv = s.normal(n, 0.7);
+                           for (double& x : vv) x *= x;
+                           t.v = s.in(Cls::M, {n}, vv);
+                           t.lr = 0.3 / double(ts.size() + 1);  // each its own lr
+                           ts.push_back(t);
+                         }
+                         const double master = s.tol();  // before the copies' dtype joins
+                         for (size_t k = 0; k < ts.size(); k += 2)
+                           ts[k].copy = s.out(Cls::C, {ts[k].p.numel()});
+                         s.be.adam_steps(ts, AdamArgs{99.0, 0.8, 0.95, 1e-8, step});
+                         for (const AdamTensor& t : ts) {
+                           s.check("p", t.p, master);
+                           s.check("m", t.m, master);
+                           s.check("v", t.v, master);
+                           if (!t.copy.empty()) s.check("copy", t.copy, s.tol());
+                         }
+                       }});
+
+  cases.push_back({nm("muon_apply", "tensors", 50), [=](Side& s) {
+                     std::vector<MuonApply> us;
+                     for (int64_t n : sizes(50)) {
+                       MuonApply u;
+                       u.p = s.acc(Cls::M, {n});
+                       u.update = s.randn(Cls::G, {n});
+                       u.alpha = -0.37 / double(us.size() + 1);
+                       us.push_back(u);
+                     }
+                     const double master = s.tol();
+                     for (size_t k = 1; k < us.size(); k += 2)
+                       us[k].copy = s.out(Cls::C, {us[k].p.numel()});
+                     s.be.muon_apply(us);
+                     for (const MuonApply& u : us) {
+                       s.check("p", u.p, master);
+                       if (!u.copy.empty()) s.check("copy", u.copy, s.tol());
+                     }
+                   }});
+
+  // Momentum and Newton-Schulz of a stack: wide and tall matrices, and a stack of 50.
+  for (Shape sh : {Shape{3, 32, 96}, Shape{2, 96, 32}, Shape{50, 12, 8}})
+    for (int round : {0, 1}) {
+      std::ostringstream dims;
+      for (size_t i = 0; i < sh.size(); ++i) dims << (i ? "x" : "") << sh[i];
+      cases.push_back({nm("muon_stack", "shape", dims.str(), "bf16_round", round),
+                       [sh, round](Side& s) {
+                         const bool bf16_backend = s.tested.compute == DType::BF16;
+                         const Shape one{sh[1], sh[2]};
+                         std::vector<Tensor> bufs, grads;
+                         for (int64_t k = 0; k < sh[0]; ++k) {
+                           grads.push_back(s.randn(Cls::G, one, 0.02));
+                           bufs.push_back(s.acc(Cls::M, one, 0.02));
+                         }
+                         const double master = s.tol();
+                         Tensor X = s.out(Cls::G, sh);
+                         Tensor input = s.be.muon_stack_needs_input() ? s.out(Cls::G, sh) : Tensor{};
+                         s.be.muon_stack(X, input, bufs, grads, 0.95, 5,
+                                         s.oracle && bf16_backend ? false : round);
+                         const int64_t k = std::max(sh[1], sh[2]);
+                         s.check("X", X, bf16_backend || round ? tol::kNewtonSchulzBf16 : s.tol(k));
+                         for (size_t i = 0; i < bufs.size(); ++i) {
+                           s.check("buf", bufs[i], master);
+                           s.check("g (unchanged)", grads[i], master);
+                         }
+                       }});
+    }
+}
+
 std::vector<Case> all_cases() {
   std::vector<Case> c;
   memory_cases(c);
@@ -846,6 +930,7 @@ std::vector<Case> all_cases() {
   elementwise_cases(c);
   head_cases(c);
   optimizer_cases(c);
+  multi_tensor_cases(c);
   return c;
 }
 

@@ -731,6 +731,98 @@ TEST_F(CudaBackendTest, AdamMomentumAxpyMatchFp64) {
   }
 }
 
+// The many-tensor ops give the bits of the single-tensor ops they stand for (backend.h):
+// the same arithmetic per element, the same partial sums for the Newton-Schulz norms, over
+// more tensors than one launch takes (cuda::kMaxLaunchTensors).
+TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
+  std::vector<int64_t> sizes;
+  // Two tensors longer than a launch's grid (kMaxElementwiseBlocks x 256 elements), so their
+  // blocks loop.
+  for (int k = 0; k < 52; ++k)
+    sizes.push_back(k % 25 == 10 ? (1 << 20) + 3 : k % 9 == 4 ? 100003 : 1 + (k * 53) % 700);
+  ASSERT_GT(int(sizes.size()), cuda::kMaxLaunchTensors);
+  std::vector<AdamTensor> fused, single;
+  std::vector<MuonApply> afused, asingle;
+  uint64_t seed = 100;
+  for (int64_t n : sizes) {
+    AdamTensor t[2];
+    MuonApply u[2];
+    const Vec p = randn(n, ++seed), g = randn(n, ++seed, 0.01), m = randn(n, ++seed, 0.01),
+              v = randn(n, ++seed, 0.001, 0.002), up = randn(n, ++seed);
+    for (int r = 0; r < 2; ++r) {
+      t[r].p = g_->from(p, DType::F32, {n});
+      t[r].g = g_->from(g, DType::F32, {n});
+      t[r].m = g_->from(m, DType::F32, {n});
+      t[r].v = g_->from(v, DType::F32, {n});
+      gpu().fill(t[r].v, 1e-4);
+      if (n % 2) t[r].copy = g_->poisoned(DType::BF16, {n});
+      t[r].lr = 0.001 * double(fused.size() + 1);
+      u[r].p = g_->from(p, DType::F32, {n});
+      u[r].update = g_->from(up, DType::F32, {n});
+      if (n % 3) u[r].copy = g_->poisoned(DType::BF16, {n});
+      u[r].alpha = -0.01 * double(afused.size() + 1);
+    }
+    fused.push_back(t[0]);
+    single.push_back(t[1]);
+    afused.push_back(u[0]);
+    asingle.push_back(u[1]);
+  }
+  for (int64_t step = 1; step <= 2; ++step) {
+    AdamArgs a;
+    a.step = step;
+    gpu().adam_steps(fused, a);
+    for (const AdamTensor& t : single) {
+      a.lr = t.lr;
+      gpu().adam_step(t.p, t.g, t.m, t.v, a);
+      if (!t.copy.empty()) gpu().convert(t.copy, t.p);
+    }
+  }
+  gpu().muon_apply(afused);
+  for (const MuonApply& u : asingle) {
+    gpu().axpy(u.p, u.update, u.alpha);
+    if (!u.copy.empty()) gpu().convert(u.copy, u.p);
+  }
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    EXPECT_EQ(raw(gpu(), fused[k].p), raw(gpu(), single[k].p)) << "adam p " << k;
+    EXPECT_EQ(raw(gpu(), fused[k].m), raw(gpu(), single[k].m)) << "adam m " << k;
+    EXPECT_EQ(raw(gpu(), fused[k].v), raw(gpu(), single[k].v)) << "adam v " << k;
+    if (!fused[k].copy.empty()) {
+      EXPECT_EQ(raw(gpu(), fused[k].copy), raw(gpu(), single[k].copy)) << "adam copy " << k;
+    }
+    EXPECT_EQ(raw(gpu(), afused[k].p), raw(gpu(), asingle[k].p)) << "apply p " << k;
+    if (!afused[k].copy.empty()) {
+      EXPECT_EQ(raw(gpu(), afused[k].copy), raw(gpu(), asingle[k].copy)) << "apply copy " << k;
+    }
+  }
+
+  // muon_stack against muon_momentum into a stack, then newton_schulz; a stack of 50 spans
+  // two launches of the fused load.
+  ASSERT_FALSE(gpu().muon_stack_needs_input());
+  for (const Shape& sh : {Shape{50, 24, 40}, Shape{3, 96, 32}, Shape{1, 64, 64}}) {
+    const int64_t n = sh[0], size = sh[1] * sh[2];
+    std::vector<Tensor> bufs[2], grads[2];
+    for (int64_t k = 0; k < n; ++k) {
+      const Vec b = randn(size, ++seed, 0.02), g = randn(size, ++seed, 0.02);
+      for (int r = 0; r < 2; ++r) {
+        bufs[r].push_back(g_->from(b, DType::F32, {sh[1], sh[2]}));
+        grads[r].push_back(g_->from(g, DType::F32, {sh[1], sh[2]}));
+      }
+    }
+    Tensor X = g_->poisoned(DType::F32, sh), Xs = g_->poisoned(DType::F32, sh);
+    Tensor input = g_->poisoned(DType::F32, sh);
+    gpu().muon_stack(X, Tensor{}, bufs[0], grads[0], 0.95, 5, true);
+    for (int64_t k = 0; k < n; ++k)
+      gpu().muon_momentum(input.slice(k, k + 1).view({sh[1], sh[2]}), bufs[1][size_t(k)],
+                          grads[1][size_t(k)], 0.95);
+    gpu().newton_schulz(Xs, input, 5, true);
+    EXPECT_EQ(raw(gpu(), X), raw(gpu(), Xs)) << X.shape_str();
+    for (int64_t k = 0; k < n; ++k) {
+      EXPECT_EQ(raw(gpu(), bufs[0][size_t(k)]), raw(gpu(), bufs[1][size_t(k)])) << k;
+      EXPECT_EQ(raw(gpu(), grads[0][size_t(k)]), raw(gpu(), grads[1][size_t(k)])) << k;
+    }
+  }
+}
+
 TEST_F(CudaBackendTest, NewtonSchulzInBf16MatchesTheCpusBf16Emulation) {
   const Shape shapes[] = {{31, 33}, {33, 31}, {64, 64}, {4, 64, 64}, {3, 96, 32}, {2, 32, 96}};
   for (const Shape& s : shapes) {

@@ -518,6 +518,27 @@ TEST(CudaPlan, NewtonSchulzPlanForTheRecordsMatrices) {
   EXPECT_THROW(cuda::newton_schulz_plan(70000, 2, 2), Error);
 }
 
+// A multi-tensor launch gives each tensor the blocks its own launch would have, back to
+// back (the kernels' walk of them runs in CudaBackendTest under the emulator).
+TEST(CudaPlan, TensorBlockStartsGiveEachTensorItsOwnGrid) {
+  // The record's Adam parameters: wte and lm_head (50,304 x 768) and 25 scalars.
+  std::vector<int64_t> n = {50304 * 768, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1,
+                            2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 6, 50304 * 768};
+  n.push_back(0);  // an empty tensor still takes one block, which does nothing
+  std::vector<int> start(n.size() + 1);
+  cuda::tensor_block_starts(n.data(), int(n.size()), start.data());
+  EXPECT_EQ(start[0], 0);
+  for (size_t k = 0; k < n.size(); ++k)
+    EXPECT_EQ(start[k + 1] - start[k], cuda::elementwise_launch(n[k]).blocks) << k;
+  EXPECT_EQ(start[n.size()], 2 * cuda::kMaxElementwiseBlocks + 26);
+  EXPECT_THROW(cuda::tensor_block_starts(n.data(), 0, start.data()), Error);
+  std::vector<int64_t> many(size_t(cuda::kMaxLaunchTensors) + 1, 1);
+  std::vector<int> s2(many.size() + 1);
+  EXPECT_THROW(cuda::tensor_block_starts(many.data(), int(many.size()), s2.data()), Error);
+  const int64_t bad[] = {5, -1};
+  EXPECT_THROW(cuda::tensor_block_starts(bad, 2, s2.data()), Error);
+}
+
 // cuBLASLt's column-major problem, run by a naive column-major GEMM, must equal the
 // row-major product the CPU backend computes.
 void lt_reference(const cuda::LtGemm& g, const double* A, const double* B, double* D, double alpha,

@@ -17,6 +17,36 @@ void Backend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B
   matmul(C, A, transA, B, transB, true);
 }
 
+void Backend::adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) {
+  for (const AdamTensor& x : t) {
+    AdamArgs b = a;
+    b.lr = x.lr;
+    adam_step(x.p, x.g, x.m, x.v, b);
+    if (!x.copy.empty()) convert(x.copy, x.p);
+  }
+}
+
+void Backend::muon_apply(const std::vector<MuonApply>& u) {
+  for (const MuonApply& x : u) {
+    axpy(x.p, x.update, x.alpha);
+    if (!x.copy.empty()) convert(x.copy, x.p);
+  }
+}
+
+void Backend::muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs,
+                         const std::vector<Tensor>& grads, double mu, int steps, bool bf16_round) {
+  check(bufs.size() == grads.size(), name(), " muon_stack: ", bufs.size(), " momentum buffers for ",
+        grads.size(), " gradients");
+  check(!input.empty(), name(), " muon_stack: this backend needs the input stack");
+  check(input.ndim == 3 && input.dim(0) == int64_t(grads.size()), name(), " muon_stack: input ",
+        input.shape_str(), " is not a stack of ", grads.size(), " matrices");
+  for (size_t k = 0; k < grads.size(); ++k) {
+    const int64_t i = int64_t(k);
+    muon_momentum(input.slice(i, i + 1).view({input.dim(1), input.dim(2)}), bufs[k], grads[k], mu);
+  }
+  newton_schulz(X, input, steps, bf16_round);
+}
+
 std::vector<double> Backend::to_host_f64(const Tensor& t) {
   std::vector<double> out(size_t(t.numel()));
   if (out.empty()) return out;  // nothing to stage (an empty arena holds no memory)

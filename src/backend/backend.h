@@ -47,6 +47,20 @@ struct AdamArgs {
   int64_t step = 1;  // counts from 1
 };
 
+// One parameter of Backend::adam_steps: adam_step(p, g, m, v) at its own lr, then its
+// compute copy (c; empty: none) = p in the copy's dtype.
+struct AdamTensor {
+  Tensor p, g, m, v, copy;
+  double lr = 0;
+};
+
+// One matrix of Backend::muon_apply: p (m) += alpha * update (g), then its compute copy (c;
+// empty: none) = p in the copy's dtype.
+struct MuonApply {
+  Tensor p, update, copy;
+  double alpha = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -249,6 +263,28 @@ class Backend {
   // y (m) += alpha * x (g) in the optimizer; GPT's backward also adds activation
   // gradients with it, y and x (c).
   virtual void axpy(Tensor y, const Tensor& x, double alpha) = 0;
+
+  // ---- the optimizer's ops over many tensors at once ----------------------------------------
+  // Each has the values of the single-tensor ops it is defined by (the default runs them one
+  // by one); a GPU does each in a launch or two instead of one per tensor, and reads every
+  // master once for its update and its compute copy.
+  //
+  // For each t: adam_step(t.p, t.g, t.m, t.v, a with lr = t.lr), then convert(t.copy, t.p)
+  // where t.copy is not empty. a.lr is not read. The tensors must not overlap.
+  virtual void adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a);
+  // For each u: axpy(u.p, u.update, u.alpha), then convert(u.copy, u.p) where u.copy is not
+  // empty. The p's and copies must not overlap each other or the updates.
+  virtual void muon_apply(const std::vector<MuonApply>& u);
+  // Muon on a stack of n matrices of one shape [rows, cols]: for each k,
+  // muon_momentum(input[k], bufs[k], grads[k], mu) (Nesterov), then
+  // newton_schulz(X, input, steps, bf16_round) with X [n, rows, cols] (g). input: the stack
+  // of Nesterov values [n, rows, cols] (g), or empty where muon_stack_needs_input() is false
+  // (a backend that folds the momentum into the Newton-Schulz's first read, so the values
+  // never go to memory); when given, what it holds afterwards is unspecified. grads[k] is
+  // not modified.
+  virtual void muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs,
+                          const std::vector<Tensor>& grads, double mu, int steps, bool bf16_round);
+  virtual bool muon_stack_needs_input() const { return true; }
 
  protected:
   // matmul_add's contract on R (C's shape and dtype), for the default and any override.

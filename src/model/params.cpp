@@ -168,6 +168,11 @@ void Parameters::from_host_f64(int i, const std::vector<double>& data) {
   refresh_copy(i);
 }
 
+Tensor Parameters::copy(int i) const {
+  const int k = copy_of_.at(size_t(i));
+  return k < 0 ? Tensor{} : copy_pairs_[size_t(k)].first;
+}
+
 void Parameters::refresh_copy(int i) {
   if (copy_of_[size_t(i)] >= 0) {
     const auto& [copy, master] = copy_pairs_[size_t(copy_of_[size_t(i)])];

@@ -108,6 +108,9 @@ class Parameters {
   void zero_grad();
   // Compute copies = masters converted to the compute dtype (no-op without copies).
   void refresh_copies();
+  // Parameter i's compute copy (c), which refresh_copies() converts from its master; empty
+  // where it has none (its compute view is the master itself).
+  Tensor copy(int i) const;
   // Host copies of a master in double, and back (the copy is refreshed too), for
   // checkpoints and tests.
   std::vector<double> to_host_f64(int i) const;

@@ -75,9 +75,10 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
     updates_.add("muon.update", grad, {int64_t(world) * part}, &update_buffer);
     if (wire) wire_.add("muon.update.bf16", DType::BF16, {int64_t(world) * part}, &wire_buffer);
   }
+  // The Nesterov values' stacks, where the backend reads them from memory (muon_stack).
   std::vector<Tensor> inputs(plan.size());
   for (size_t k = 0; k < plan.size(); ++k)
-    if (plan[k].owner == rank)
+    if (plan[k].owner == rank && backend.muon_stack_needs_input())
       inputs_.add(fmt::format("muon.{}x{}.input", plan[k].rows, plan[k].cols), grad,
                   {int64_t(plan[k].members.size()), plan[k].rows, plan[k].cols}, &inputs[k]);
   state_.materialize(backend.device());
@@ -92,12 +93,9 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
   for (size_t k = 0; k < plan.size(); ++k) {
     const Planned& pl = plan[k];
     const Tensor update = stack_of(update_buffer, pl);
-    for (size_t m = 0; m < pl.members.size(); ++m) {
-      Slot& s = slots_[size_t(pl.members[m])];
-      s.update = update.slice(int64_t(m), int64_t(m) + 1).view({pl.rows, pl.cols});
-      if (pl.owner == rank)
-        s.input = inputs[k].slice(int64_t(m), int64_t(m) + 1).view({pl.rows, pl.cols});
-    }
+    for (size_t m = 0; m < pl.members.size(); ++m)
+      slots_[size_t(pl.members[m])].update =
+          update.slice(int64_t(m), int64_t(m) + 1).view({pl.rows, pl.cols});
     if (pl.owner == rank)
       stacks_.push_back({inputs[k], update, pl.members, wire ? stack_of(wire_buffer, pl) : Tensor{}});
   }
@@ -147,12 +145,14 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
   std::stable_sort(stacks.begin(), stacks.end(),
                    [&](const Stack* a, const Stack* b) { return last(a) < last(b); });
   for (const Stack* st : stacks) {
+    std::vector<Tensor> bufs, grads;
     for (int i : st->members) {
       await(i);
-      Slot& s = slots_[size_t(i)];
-      be_.muon_momentum(s.input, s.buf, p_.grad(i), momentum);  // Nesterov into the stack
+      bufs.push_back(slots_[size_t(i)].buf);
+      grads.push_back(p_.grad(i));
     }
-    be_.newton_schulz(st->update, st->input, cfg_.ns_steps, cfg_.ns_bf16);
+    // Nesterov into the stack (or straight into the Newton-Schulz), then orthogonalised.
+    be_.muon_stack(st->update, st->input, bufs, grads, momentum, cfg_.ns_steps, cfg_.ns_bf16);
   }
   // 2. The other ranks' matrices: every rank keeps every momentum buffer (the Nesterov
   // value is written over g and not used).
@@ -171,34 +171,44 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
       for (const Stack& st : stacks_) be_.convert(st.wire, st.update);
     exchange = comm_->all_gather_async(exchange_);
   }
-  // 4. Adam on wte, lm_head and the scalars.
+  // 4. Adam on wte, lm_head and the scalars (and their compute copies): one call over the
+  // parameters whose gradients are in, another before each wait (on one rank, or once the
+  // blocks' gradients are in: one call, then wte's, reduced last, with skip_weights').
+  AdamArgs a;
+  a.beta1 = cfg_.beta1;
+  a.beta2 = cfg_.beta2;
+  a.eps = cfg_.eps;
+  a.step = t_;
+  std::vector<AdamTensor> adam;
+  auto flush = [&] {
+    if (!adam.empty()) be_.adam_steps(adam, a);
+    adam.clear();
+  };
   for (int i : by_arrival([&](int i) { return p_.group(i) != ParamGroup::Matrix; })) {
+    if (arrived(i) > waited) flush();
     await(i);
     const double base = p_.group(i) == ParamGroup::Embed  ? cfg_.lr_embed
                         : p_.group(i) == ParamGroup::Head ? cfg_.lr_head
                                                           : cfg_.lr_scalar;
-    AdamArgs a;
-    a.lr = base * lr_mult;
-    a.beta1 = cfg_.beta1;
-    a.beta2 = cfg_.beta2;
-    a.eps = cfg_.eps;
-    a.step = t_;
-    Slot& s = slots_[size_t(i)];
-    be_.adam_step(p_.value(i), p_.grad(i), s.m, s.v, a);
+    const Slot& s = slots_[size_t(i)];
+    adam.push_back({p_.value(i), p_.grad(i), s.m, s.v, p_.copy(i), base * lr_mult});
   }
+  flush();
   // 5. The Muon updates, once every reduction (the exchange last) is done: nothing of this
   // step still runs on the Comm's stream after this.
   if (exchange >= 0 || !ready.empty()) comm_->wait_async(Comm::kAllAsync);
   if (wire)
     for (const Other& o : others_) be_.convert(o.update, o.wire);
+  // Every matrix's update and its compute copy in one call.
+  std::vector<MuonApply> apply;
   for (int i = 0; i < p_.count(); ++i) {
     if (p_.group(i) != ParamGroup::Matrix) continue;
     const Tensor& p = p_.value(i);
     const double rows = double(p.dim(0)), cols = double(p.dim(1));
     const double scale = std::sqrt(std::max(1.0, rows / cols));
-    be_.axpy(p, slots_[size_t(i)].update, -cfg_.muon_lr * lr_mult * scale);
+    apply.push_back({p, slots_[size_t(i)].update, p_.copy(i), -cfg_.muon_lr * lr_mult * scale});
   }
-  p_.refresh_copies();
+  if (!apply.empty()) be_.muon_apply(apply);
 }
 
 std::vector<std::pair<std::string, Tensor>> Optimizer::state() const {

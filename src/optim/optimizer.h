@@ -23,8 +23,10 @@
 // Batching: the update buffer is laid out by owner, then shape, then table order, so the
 // matrices a rank orthogonalises form one contiguous stack [n, rows, cols] per shape within
 // its part; their Nesterov inputs are written into stacks of the same shapes and
-// Newton-Schulz runs once per shape (batched GEMMs on a GPU). After the step the compute
-// copies of the weights are refreshed from the masters.
+// Newton-Schulz runs once per shape (batched GEMMs on a GPU; Backend::muon_stack, which
+// may fold the momentum into its first read). Adam runs as one Backend::adam_steps over its
+// parameters and the Muon updates land in one Backend::muon_apply; both refresh the compute
+// copies of what they update, so every master is read once after its update.
 //
 // Overlap (SPEC.md's values do not depend on it): the ranks' gradient reductions may still
 // be running when step() is called (Comm::all_reduce_async; `ready` gives each gradient's
@@ -83,6 +85,7 @@ class Optimizer {
   Arena state_;    // Adam m, v per Adam parameter; Muon buffer per matrix (names as checkpoints)
   Arena updates_;  // Muon's orthogonalised updates (g): one buffer, by owner, shape, table order
   Arena inputs_;   // this rank's Newton-Schulz inputs (g), one stack per shape as its updates
+                   // (none where the backend's muon_stack reads the gradients itself)
   // The updates' BF16 copy, the layout of updates_, exchanged instead of them when the
   // backend's Newton-Schulz gives bf16 values (a GPU): the same values in half the bytes.
   // Empty on one rank and where the Newton-Schulz values are wider.
@@ -90,12 +93,12 @@ class Optimizer {
   Tensor exchange_;  // what the ranks gather: wire_'s buffer, else updates_' (empty: none)
   struct Slot {
     Tensor m, v, buf;     // Adam moments, or Muon's momentum buffer (empty where none)
-    Tensor update, input; // Muon: the update slot; the input slot if this rank owns it
+    Tensor update;        // Muon: the update slot
     int owner = -1;       // Muon: the rank that orthogonalises it
   };
   std::vector<Slot> slots_;  // per parameter
   struct Stack {             // one shape's matrices owned by this rank, contiguous
-    Tensor input, update;    // [n, rows, cols]
+    Tensor input, update;    // [n, rows, cols] (input empty: see inputs_)
     std::vector<int> members;  // their parameters, table order
     Tensor wire;             // its part of wire_ (empty without wire_)
   };

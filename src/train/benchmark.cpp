@@ -419,7 +419,8 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
     for (const OpRow& row : w.ops)
       if (row.phase == kMicro && (row.op == "matmul" || row.op == "matmul_add"))
         w.matmul_flops += double(K) * row.flops;
-      else if (row.phase == kOptim && row.op == "newton_schulz") w.optimizer_flops = row.flops;
+      else if (row.phase == kOptim && (row.op == "muon_stack" || row.op == "newton_schulz"))
+        w.optimizer_flops += row.flops;
     w.attention_flops = double(mc.layers) *
                         (attention_forward_flops(pairs, mc.heads, mc.head_dim) +
                          attention_backward_flops(pairs, mc.heads, mc.head_dim));

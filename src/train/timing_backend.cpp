@@ -226,5 +226,33 @@ void TimingBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool bf1
 void TimingBackend::axpy(Tensor y, const Tensor& x, double alpha) {
   run("axpy", [&] { return bytes(sz(x) + out(y, true)); }, [&] { be_.axpy(y, x, alpha); });
 }
+// The many-tensor ops count what their single-tensor ops would: adam_step's and axpy's
+// bytes plus each compute copy written; muon_stack the Newton-Schulz's FLOPs (its momentum
+// is the elementwise remainder).
+void TimingBackend::adam_steps(const std::vector<AdamTensor>& ts, const AdamArgs& a) {
+  run("adam_steps",
+      [&] {
+        double b = 0;
+        for (const AdamTensor& t : ts)
+          b += sz(t.g) + out(t.p, true) + out(t.m, true) + out(t.v, true) + sz(t.copy);
+        return bytes(b);
+      },
+      [&] { be_.adam_steps(ts, a); });
+}
+void TimingBackend::muon_apply(const std::vector<MuonApply>& us) {
+  run("muon_apply",
+      [&] {
+        double b = 0;
+        for (const MuonApply& u : us) b += sz(u.update) + out(u.p, true) + sz(u.copy);
+        return bytes(b);
+      },
+      [&] { be_.muon_apply(us); });
+}
+void TimingBackend::muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs,
+                               const std::vector<Tensor>& grads, double mu, int steps,
+                               bool bf16_round) {
+  run("muon_stack", [&] { return flops(newton_schulz_flops(X, steps)); },
+      [&] { be_.muon_stack(X, input, bufs, grads, mu, steps, bf16_round); });
+}
 
 }  // namespace speedrun

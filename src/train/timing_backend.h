@@ -117,6 +117,12 @@ class TimingBackend final : public Backend {
   void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) override;
   bool newton_schulz_is_bf16() const override { return be_.newton_schulz_is_bf16(); }
   void axpy(Tensor y, const Tensor& x, double alpha) override;
+  void adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) override;
+  void muon_apply(const std::vector<MuonApply>& u) override;
+  void muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs,
+                  const std::vector<Tensor>& grads, double mu, int steps,
+                  bool bf16_round) override;
+  bool muon_stack_needs_input() const override { return be_.muon_stack_needs_input(); }
 
  private:
   // Runs `op` (a callable forwarding to be_); with timing on, between two synchronisations,

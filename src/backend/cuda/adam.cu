@@ -1,5 +1,9 @@
 // PyTorch's Adam fused over F32 p, g, m, v (math/adam.h): the scalars in double on the
-// host once per call, the element update in fp32 on the device.
+// host once per call, the element update in fp32 on the device. adam_steps runs it over
+// many parameters in one launch (plan.h tensor_block_starts), each at its own lr, and
+// writes the bf16 compute copy from the updated value while it is in a register.
+#include <algorithm>
+
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
 #include "backend/cuda/kernels.cuh"
@@ -22,7 +26,74 @@ __global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_
   }
 }
 
+// Up to kMaxLaunchTensors parameters: blocks [start[k], start[k + 1]) update tensor k.
+struct AdamBatch {
+  int count;
+  int start[kMaxLaunchTensors + 1];
+  int64_t n[kMaxLaunchTensors];
+  float* p[kMaxLaunchTensors];
+  const float* g[kMaxLaunchTensors];
+  float* m[kMaxLaunchTensors];
+  float* v[kMaxLaunchTensors];
+  uint16_t* copy[kMaxLaunchTensors];  // null: none
+  float step_size[kMaxLaunchTensors];  // lr / bias correction 1, per parameter
+};
+
+// s: the scalars every parameter shares (its step_size replaced by the batch's).
+__global__ void adam_batch_kernel(AdamBatch b, math::AdamScalars s) {
+  const TensorBlock t = tensor_block(b.start, b.count);
+  s.step_size = b.step_size[t.k];
+  float *p = b.p[t.k], *m = b.m[t.k], *v = b.v[t.k];
+  const float* g = b.g[t.k];
+  uint16_t* copy = b.copy[t.k];
+  for (int64_t i = t.first; i < b.n[t.k]; i += t.stride) {
+    float pi = p[i], mi = m[i], vi = v[i];
+    math::adam_update(pi, g[i], mi, vi, s);
+    p[i] = pi;
+    m[i] = mi;
+    v[i] = vi;
+    if (copy) copy[i] = math::f32_to_bf16(pi);
+  }
+}
+
 }  // namespace
+
+void CudaBackend::adam_steps(const std::vector<AdamTensor>& ts, const AdamArgs& a) {
+  const char* op = "adam_steps";
+  check(a.step >= 1, "cuda adam_steps: step ", a.step, " must count from 1");
+  for (const AdamTensor& t : ts) {
+    need(op, "p", t.p, DType::F32);
+    need(op, "g", t.g, DType::F32);
+    need(op, "m", t.m, DType::F32);
+    need(op, "v", t.v, DType::F32);
+    need_numel(op, "p", t.p, "g", t.g);
+    need_numel(op, "p", t.p, "m", t.m);
+    need_numel(op, "p", t.p, "v", t.v);
+    if (!t.copy.empty()) {
+      need(op, "copy", t.copy, DType::BF16);
+      need_numel(op, "p", t.p, "copy", t.copy);
+    }
+  }
+  // The scalars as adam_step computes them; only the step size depends on the lr.
+  const math::AdamScalars shared = math::adam_scalars(0, a.beta1, a.beta2, a.eps, a.step);
+  for (size_t first = 0; first < ts.size(); first += kMaxLaunchTensors) {
+    AdamBatch b{};
+    b.count = int(std::min<size_t>(ts.size() - first, kMaxLaunchTensors));
+    for (int k = 0; k < b.count; ++k) {
+      const AdamTensor& t = ts[first + size_t(k)];
+      b.n[k] = t.p.numel();
+      b.p[k] = static_cast<float*>(t.p.data);
+      b.g[k] = static_cast<const float*>(t.g.data);
+      b.m[k] = static_cast<float*>(t.m.data);
+      b.v[k] = static_cast<float*>(t.v.data);
+      b.copy[k] = static_cast<uint16_t*>(t.copy.data);
+      b.step_size[k] = math::adam_scalars(t.lr, a.beta1, a.beta2, a.eps, a.step).step_size;
+    }
+    tensor_block_starts(b.n, b.count, b.start);
+    SR_LAUNCH(unsigned(b.start[b.count]), kThreads, 0, stream_, adam_batch_kernel)(b, shared);
+    launched(op, "adam_batch_kernel");
+  }
+}
 
 void CudaBackend::adam_step(Tensor p, const Tensor& g, Tensor m, Tensor v, const AdamArgs& a) {
   const char* op = "adam_step";

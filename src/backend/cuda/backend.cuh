@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -127,6 +128,12 @@ class CudaBackend final : public Backend {
   void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) override;
   bool newton_schulz_is_bf16() const override { return true; }  // muon.cu: bf16 throughout
   void axpy(Tensor y, const Tensor& x, double alpha) override;
+  void adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) override;
+  void muon_apply(const std::vector<MuonApply>& u) override;
+  void muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs,
+                  const std::vector<Tensor>& grads, double mu, int steps,
+                  bool bf16_round) override;
+  bool muon_stack_needs_input() const override { return false; }  // muon.cu: fused load
 
   // Diagnostics for tests (cuda_backend.h).
   GemmCacheInfo gemm_cache_info() const;
@@ -140,6 +147,11 @@ class CudaBackend final : public Backend {
   // Checks the last launch of `kernel` for op `op`; under SPEEDRUN_CUDA_SYNC also waits for
   // it and checks its completion.
   void launched(const char* op, const char* kernel);
+  // Newton-Schulz over a stack X [n, rows, cols] (F32 out) whose bf16 work matrix and norm
+  // partials `load` fills (muon.cu: from a G stack, or from the momentum), `op` naming it.
+  using NsLoad = std::function<void(const NewtonSchulzPlan&, uint16_t* x, double* partial)>;
+  void newton_schulz_stack(const char* op, Tensor X, int64_t n, int64_t rows, int64_t cols,
+                           int steps, const NsLoad& load);
   // Device memory for a purpose, grown to at least `bytes` (contents not kept).
   void* scratch(Scratch& s, size_t bytes, const char* what);
   // cudaMalloc + zero fill, tracked in peak_bytes; `what` names it in an out-of-memory error.

@@ -68,4 +68,18 @@ __device__ inline int64_t global_thread() {
 }
 __device__ inline int64_t grid_threads() { return int64_t(gridDim.x) * blockDim.x; }
 
+// A block of a multi-tensor launch (plan.h tensor_block_starts): the tensor k it works on
+// and its first index and stride in that tensor's grid-stride loop, the same as in a launch
+// of the tensor alone.
+struct TensorBlock {
+  int k;
+  int64_t first, stride;
+};
+__device__ inline TensorBlock tensor_block(const int* start, int count) {
+  int k = 0;
+  while (k + 1 < count && int(blockIdx.x) >= start[k + 1]) ++k;
+  return {k, int64_t(int(blockIdx.x) - start[k]) * blockDim.x + threadIdx.x,
+          int64_t(start[k + 1] - start[k]) * blockDim.x};
+}
+
 }  // namespace speedrun::cuda

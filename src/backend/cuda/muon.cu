@@ -6,6 +6,10 @@
 // stack of n matrices of one shape (bf16 operands and results, fp32 accumulation); then X
 // written back in F32, transposed back. The norms use the deterministic two-stage order
 // of math/reduce.h, one set of partials per matrix.
+// muon_stack folds the momentum into the Newton-Schulz's first read (the Nesterov values go
+// from registers to bf16, never to memory in F32); muon_apply lands many matrices' updates
+// and their bf16 compute copies in one launch (plan.h tensor_block_starts).
+#include <algorithm>
 #include <utility>
 
 #include "backend/cuda/backend.cuh"
@@ -69,6 +73,62 @@ __global__ void __launch_bounds__(math::kReduceThreads)
   }
   const double total = block_sum(acc, smem);
   if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
+}
+
+// The momentum buffers and gradients of up to kMaxLaunchTensors matrices of one stack.
+struct NesterovSources {
+  float* buf[kMaxLaunchTensors];
+  const float* g[kMaxLaunchTensors];
+};
+
+// ns_load_kernel's work with the Nesterov value as G: matrix first + blockIdx.y of the
+// stack updates its momentum buffer (math::muon_momentum_update, as muon_momentum) and
+// loads bf16(buf-updated Nesterov value); the same elements per thread and the same
+// partials, so the same bits as muon_momentum into a stack then ns_load_kernel.
+__global__ void __launch_bounds__(math::kReduceThreads)
+    ns_nesterov_load_kernel(uint16_t* X, double* partial, NesterovSources src, int first,
+                            int64_t rows, int64_t cols, bool tr, float mu) {
+  __shared__ double smem[math::kReduceWarps];
+  const int64_t size = rows * cols, mat = first + int64_t(blockIdx.y);
+  float* buf = src.buf[blockIdx.y];
+  const float* g = src.g[blockIdx.y];
+  uint16_t* x = X + mat * size;
+  double acc = 0;
+  for (int64_t s = global_thread(); s < size; s += grid_threads()) {
+    float b = buf[s];
+    const float o = math::muon_momentum_update(g[s], b, mu);
+    buf[s] = b;
+    const uint16_t h = math::f32_to_bf16(o);
+    const double v = math::bf16_to_f32(h);
+    acc += v * v;
+    x[tr ? (s % cols) * rows + s / cols : s] = h;
+  }
+  const double total = block_sum(acc, smem);
+  if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
+}
+
+// Up to kMaxLaunchTensors matrices: p (F32 master) += alpha u (F32), copy (bf16) = p.
+struct ApplyBatch {
+  int count;
+  int start[kMaxLaunchTensors + 1];
+  int64_t n[kMaxLaunchTensors];
+  float* p[kMaxLaunchTensors];
+  const float* u[kMaxLaunchTensors];
+  uint16_t* copy[kMaxLaunchTensors];  // null: none
+  float alpha[kMaxLaunchTensors];
+};
+
+__global__ void apply_batch_kernel(ApplyBatch b) {
+  const TensorBlock t = tensor_block(b.start, b.count);
+  float* p = b.p[t.k];
+  const float* u = b.u[t.k];
+  uint16_t* copy = b.copy[t.k];
+  const float alpha = b.alpha[t.k];
+  for (int64_t i = t.first; i < b.n[t.k]; i += t.stride) {
+    const float y = p[i] + alpha * u[i];  // axpy_kernel's arithmetic
+    p[i] = y;
+    if (copy) copy[i] = math::f32_to_bf16(y);
+  }
 }
 
 struct NsDivisor {
@@ -151,6 +211,80 @@ void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf1
   check(steps >= 0, "cuda newton_schulz: steps ", steps, " must be >= 0");
   const int64_t n = G.ndim == 3 ? G.dim(0) : 1, rows = G.dim(-2), cols = G.dim(-1);
   if (n == 0) return;
+  newton_schulz_stack(op, X, n, rows, cols, steps, [&](const NewtonSchulzPlan& p, uint16_t* x,
+                                                         double* partial) {
+    SR_LAUNCH(dim3(unsigned(p.partials), unsigned(n)), math::kReduceThreads, 0, stream_,
+              ns_load_kernel)(x, partial, static_cast<const float*>(G.data), rows, cols,
+                              p.transposed);
+    launched(op, "ns_load_kernel");
+  });
+}
+
+void CudaBackend::muon_stack(Tensor X, Tensor /*input*/, const std::vector<Tensor>& bufs,
+                             const std::vector<Tensor>& grads, double mu, int steps,
+                             bool /*bf16_round*/) {
+  const char* op = "muon_stack";
+  need(op, "X", X, DType::F32);
+  check(X.ndim == 3, "cuda muon_stack: X ", X.shape_str(), " must be [n, rows, cols]");
+  const int64_t n = X.dim(0), rows = X.dim(1), cols = X.dim(2);
+  check(int64_t(bufs.size()) == n && int64_t(grads.size()) == n, "cuda muon_stack: ",
+        bufs.size(), " momentum buffers and ", grads.size(), " gradients for a stack of ", n);
+  check(steps >= 0, "cuda muon_stack: steps ", steps, " must be >= 0");
+  for (int64_t k = 0; k < n; ++k) {
+    need(op, "buf", bufs[size_t(k)], DType::F32);
+    need(op, "grad", grads[size_t(k)], DType::F32);
+    check(bufs[size_t(k)].numel() == rows * cols && grads[size_t(k)].numel() == rows * cols,
+          "cuda muon_stack: matrix ", k, "'s buffer ", bufs[size_t(k)].shape_str(), " or gradient ",
+          grads[size_t(k)].shape_str(), " is not [", rows, ", ", cols, "]");
+  }
+  if (n == 0) return;
+  newton_schulz_stack(op, X, n, rows, cols, steps, [&](const NewtonSchulzPlan& p, uint16_t* x,
+                                                         double* partial) {
+    for (int64_t first = 0; first < n; first += kMaxLaunchTensors) {
+      const int64_t count = std::min<int64_t>(n - first, kMaxLaunchTensors);
+      NesterovSources src{};
+      for (int64_t k = 0; k < count; ++k) {
+        src.buf[k] = static_cast<float*>(bufs[size_t(first + k)].data);
+        src.g[k] = static_cast<const float*>(grads[size_t(first + k)].data);
+      }
+      SR_LAUNCH(dim3(unsigned(p.partials), unsigned(count)), math::kReduceThreads, 0, stream_,
+                ns_nesterov_load_kernel)(x, partial, src, int(first), rows, cols, p.transposed,
+                                         float(mu));
+      launched(op, "ns_nesterov_load_kernel");
+    }
+  });
+}
+
+void CudaBackend::muon_apply(const std::vector<MuonApply>& us) {
+  const char* op = "muon_apply";
+  for (const MuonApply& u : us) {
+    need(op, "p", u.p, DType::F32);
+    need(op, "update", u.update, DType::F32);
+    need_numel(op, "p", u.p, "update", u.update);
+    if (!u.copy.empty()) {
+      need(op, "copy", u.copy, DType::BF16);
+      need_numel(op, "p", u.p, "copy", u.copy);
+    }
+  }
+  for (size_t first = 0; first < us.size(); first += kMaxLaunchTensors) {
+    ApplyBatch b{};
+    b.count = int(std::min<size_t>(us.size() - first, kMaxLaunchTensors));
+    for (int k = 0; k < b.count; ++k) {
+      const MuonApply& u = us[first + size_t(k)];
+      b.n[k] = u.p.numel();
+      b.p[k] = static_cast<float*>(u.p.data);
+      b.u[k] = static_cast<const float*>(u.update.data);
+      b.copy[k] = static_cast<uint16_t*>(u.copy.data);
+      b.alpha[k] = float(u.alpha);
+    }
+    tensor_block_starts(b.n, b.count, b.start);
+    SR_LAUNCH(unsigned(b.start[b.count]), kThreads, 0, stream_, apply_batch_kernel)(b);
+    launched(op, "apply_batch_kernel");
+  }
+}
+
+void CudaBackend::newton_schulz_stack(const char* op, Tensor X, int64_t n, int64_t rows,
+                                      int64_t cols, int steps, const NsLoad& load) {
   const NewtonSchulzPlan p = newton_schulz_plan(n, rows, cols);
   char* base = static_cast<char*>(scratch(ns_, p.total, "Newton-Schulz work matrices"));
   auto* x = reinterpret_cast<uint16_t*>(base + p.x0);
@@ -161,9 +295,7 @@ void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf1
   auto* divisor = reinterpret_cast<float*>(base + p.divisor);
   const int64_t size = rows * cols;
 
-  SR_LAUNCH(dim3(unsigned(p.partials), unsigned(n)), math::kReduceThreads, 0, stream_, ns_load_kernel)(
-      x, partial, static_cast<const float*>(G.data), rows, cols, p.transposed);
-  launched(op, "ns_load_kernel");
+  load(p, x, partial);  // x = bf16 values [n, m, k], partial = their sums of squares' partials
   SR_LAUNCH(unsigned(n), math::kReduceThreads, 0, stream_, reduce_partials_kernel<NsDivisor>)(partial, p.partials,
                                                                              NsDivisor{divisor});
   launched(op, "reduce_partials_kernel");

@@ -42,6 +42,16 @@ Launch elementwise_launch(int64_t items) {
   return l;
 }
 
+void tensor_block_starts(const int64_t* n, int count, int* start) {
+  check(count >= 1 && count <= kMaxLaunchTensors, "tensor_block_starts: ", count,
+        " tensors in one launch (1 to ", kMaxLaunchTensors, ")");
+  start[0] = 0;
+  for (int k = 0; k < count; ++k) {
+    check(n[k] >= 0, "tensor_block_starts: tensor ", k, " has ", n[k], " elements");
+    start[k + 1] = start[k] + int(elementwise_launch(n[k]).blocks);
+  }
+}
+
 Launch warp_rows_launch(int64_t rows) {
   Launch l;
   l.blocks = rows < 1 ? 1 : (rows + kWarpRowsPerBlock - 1) / kWarpRowsPerBlock;

@@ -49,6 +49,18 @@ Launch block_rows_launch(int64_t rows);
 bool vec8_ok(int64_t n, const void* a, const void* b = nullptr, const void* c = nullptr,
              const void* d = nullptr);
 
+// ---- many tensors in one launch ----------------------------------------------------------
+// The optimizer's multi-tensor kernels (adam.cu, muon.cu) take up to this many tensors per
+// launch, their addresses and sizes as kernel parameters (a table of 48 tensors with five
+// pointers each is ~2.7 KiB, inside the 4 KiB a kernel's parameters may take); more tensors
+// take more launches.
+inline constexpr int kMaxLaunchTensors = 48;
+// The grid of one launch over `count` tensors of n[0..count) elements: tensor k takes the
+// blocks elementwise_launch(n[k]) would give it, [start[k], start[k + 1]), so each tensor is
+// walked exactly as its own launch would walk it; start[count] is the grid. Throws Error for
+// count outside [1, kMaxLaunchTensors] or a negative size.
+void tensor_block_starts(const int64_t* n, int count, int* start);
+
 // ---- embedding backward -----------------------------------------------------------------
 // Sorting (token, position) pairs by token: the radix sort needs only the bits of ids < V.
 int radix_bits(int64_t V);
