@@ -169,10 +169,10 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
 const std::set<std::string> kStepOps = {
     "upload", "download", "fill", "sum_into", "matmul", "matmul_add",
     "embedding_forward", "embedding_backward", "rms_norm_forward", "rms_norm_backward",
-    "mix_norm_forward", "mix_norm_backward",
+    "mix_norm_forward", "mix_norm_backward", "skip_mix_norm_forward", "skip_mix_norm_backward",
     "qkv_forward", "qkv_backward", "attention_forward",
     "attention_backward", "relu_squared_forward", "relu_squared_backward",
-    "scaled_sum_forward", "scaled_sum_backward", "softcap_cross_entropy", "adam_steps",
+    "softcap_cross_entropy", "adam_steps",
     "muon_stack", "muon_apply", "axpy"};
 
 std::set<std::string> names(const std::vector<OpStat>& s) {

@@ -450,6 +450,50 @@ void norm_cases(std::vector<Case>& cases) {
                        s.check("a.grad", ga, s.tol(d.R * d.C));
                        s.check("b.grad", gb, s.tol(d.R * d.C));
                      }});
+    // A U-net decoder block's input: the skip xin = h + c*skip folded in, c a (m) scalar
+    // with a (g) gradient, as skip_weights[i].
+    cases.push_back({nm("skip_mix_norm_forward", "R", d.R, "C", d.C), [=](Side& s) {
+                       Tensor ga, gb;
+                       const auto [a, b] = lambdas(s, &ga, &gb);
+                       Tensor gc = s.scalar(Cls::G, s.normal(1)[0]);
+                       const Coef c = Coef::param(s.scalar(Cls::M, 0.7 + 0.1 * s.normal(1)[0]), gc);
+                       Tensor h = s.randn(Cls::C, {d.R, d.C}, 3.0), skip = s.randn(Cls::C, {d.R, d.C});
+                       Tensor y = s.randn(Cls::C, {d.R, d.C});
+                       Tensor xmix = s.out(Cls::C, {d.R, d.C}), n = s.out(Cls::C, {d.R, d.C});
+                       Tensor rstd = s.out(Cls::S, {d.R});
+                       s.be.skip_mix_norm_forward(xmix, n, rstd, h, skip, c, a, y, b, kNormEps);
+                       s.check("xmix", xmix, s.tol(2));
+                       s.check("n", n, s.tol(d.C));
+                       s.check("rstd", rstd, s.tol(d.C));
+                     }});
+    cases.push_back({nm("skip_mix_norm_backward", "R", d.R, "C", d.C, "dx", d.alias ? "dres" : "new"),
+                     [=](Side& s) {
+                       Tensor ga, gb;
+                       const auto [a, b] = lambdas(s, &ga, &gb);
+                       Tensor gc = s.scalar(Cls::G, s.normal(1)[0]);
+                       const Coef c = Coef::param(s.scalar(Cls::M, 0.7 + 0.1 * s.normal(1)[0]), gc);
+                       const Vec mv = rounded(s, Cls::C, s.normal(d.R * d.C, 3.0));
+                       Tensor xmix = s.in(Cls::C, {d.R, d.C}, mv);
+                       Tensor rstd = s.in(Cls::S, {d.R}, rstd_of(mv, d.R, d.C, kNormEps));
+                       Tensor h = s.randn(Cls::C, {d.R, d.C}), skip = s.randn(Cls::C, {d.R, d.C});
+                       Tensor y = s.randn(Cls::C, {d.R, d.C});
+                       Tensor dn = s.randn(Cls::C, {d.R, d.C}), dres = s.randn(Cls::C, {d.R, d.C});
+                       Tensor dx = d.alias ? s.out_aliasing(dres, Cls::C, {d.R, d.C})
+                                           : s.out(Cls::C, {d.R, d.C});
+                       Tensor dy = s.acc(Cls::C, {d.R, d.C});
+                       Tensor dskip = s.out(Cls::C, {d.R, d.C});
+                       s.be.skip_mix_norm_backward(dx, dskip, dy, dres, dn, xmix, rstd, h, skip, c,
+                                                   a, y, b);
+                       s.check("dx", dx, s.tol(d.C));
+                       s.check("dskip", dskip, s.tol(d.C));
+                       s.check("dy", dy, s.tol(d.C));
+                       s.check("a.grad", ga, s.tol(d.R * d.C));
+                       s.check("b.grad", gb, s.tol(d.R * d.C));
+                       // Its dot reads d xin as stored (bf16 on a bf16 backend).
+                       s.check("c.grad", gc,
+                               s.tested.compute == DType::BF16 ? tol::bf16_rounded_terms(d.R * d.C)
+                                                               : s.tol(d.R * d.C));
+                     }});
   }
 }
 

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -604,6 +605,63 @@ TEST_F(CudaBackendTest, MixNormForwardAndBackward) {
     EXPECT_EQ(raw(gpu(), dh), bits) << C;
     EXPECT_EQ(raw(gpu(), dy), bits_y) << C;
     EXPECT_EQ(raw(gpu(), ga), bits_a) << C;
+  }
+}
+
+// The U-net skip folded in gives the values of the ops it replaces, run on the GPU:
+// scaled_sum_forward into xin, then mix_norm_forward; backward mix_norm_backward from that
+// xin, then scaled_sum_backward for the skip. The same bits but for the coefficients'
+// gradients (other summation orders); rows 8 at a time and one by one; deterministic.
+TEST_F(CudaBackendTest, SkipMixNormIsTheSeparateOps) {
+  const double eps = 1.1920928955078125e-07;
+  for (int64_t C : {768, 33}) {
+    const int64_t R = 300;
+    Tensor h = g_->from(randn(R * C, 1, 2.0), DType::BF16, {R, C});
+    Tensor skip = g_->from(randn(R * C, 2), DType::BF16, {R, C});
+    Tensor y = g_->from(randn(R * C, 3), DType::BF16, {R, C});
+    Tensor lam = g_->from(Vec{0.9, 0.2, 0.7}, DType::F32, {3});
+    const Vec g0 = {0.125, -2.0, 0.5};
+    Tensor gf = g_->from(g0, DType::F32, {3}), gs = g_->from(g0, DType::F32, {3});
+    auto coefs = [&](const Tensor& g) {
+      return std::array<Coef, 3>{Coef::param(lam.element(0), g.element(0)),
+                                 Coef::param(lam.element(1), g.element(1)),
+                                 Coef::param(lam.element(2), g.element(2))};
+    };
+    const auto cf = coefs(gf), cs = coefs(gs);  // a, b, c: fused, separate
+    Tensor m = g_->poisoned(DType::BF16, {R, C}), n = g_->poisoned(DType::BF16, {R, C});
+    Tensor r = g_->poisoned(DType::F32, {R});
+    Tensor xin = g_->poisoned(DType::BF16, {R, C}), ms = g_->poisoned(DType::BF16, {R, C});
+    Tensor ns = g_->poisoned(DType::BF16, {R, C}), rs = g_->poisoned(DType::F32, {R});
+    gpu().skip_mix_norm_forward(m, n, r, h, skip, cf[2], cf[0], y, cf[1], eps);
+    gpu().scaled_sum_forward(xin, h, Coef::constant(1.0), skip, cs[2]);
+    gpu().mix_norm_forward(ms, ns, rs, xin, cs[0], y, cs[1], eps);
+    EXPECT_EQ(raw(gpu(), m), raw(gpu(), ms)) << C;
+    EXPECT_EQ(raw(gpu(), n), raw(gpu(), ns)) << C;
+    EXPECT_EQ(raw(gpu(), r), raw(gpu(), rs)) << C;
+
+    const Vec dn_v = randn(R * C, 4), dres_v = randn(R * C, 5), dy_v = randn(R * C, 6);
+    Tensor dn = g_->from(dn_v, DType::BF16, {R, C});
+    Tensor dh = g_->from(dres_v, DType::BF16, {R, C}), dhs = g_->from(dres_v, DType::BF16, {R, C});
+    Tensor dy = g_->from(dy_v, DType::BF16, {R, C}), dys = g_->from(dy_v, DType::BF16, {R, C});
+    Tensor dskip = g_->poisoned(DType::BF16, {R, C}), dskips = g_->poisoned(DType::BF16, {R, C});
+    gpu().skip_mix_norm_backward(dh, dskip, dy, dh, dn, m, r, h, skip, cf[2], cf[0], y, cf[1]);
+    gpu().mix_norm_backward(dhs, dys, dhs, dn, ms, rs, xin, cs[0], y, cs[1]);
+    gpu().scaled_sum_backward(Tensor{}, false, dskips, false, dhs, Tensor{}, Coef::constant(1.0),
+                              skip, cs[2]);
+    EXPECT_EQ(raw(gpu(), dh), raw(gpu(), dhs)) << C;
+    EXPECT_EQ(raw(gpu(), dskip), raw(gpu(), dskips)) << C;
+    EXPECT_EQ(raw(gpu(), dy), raw(gpu(), dys)) << C;
+    // The three dots, in another order: within fp32 summation (<g, xin> the same but for
+    // the order; <dx, skip> over the same rounded dx).
+    EXPECT_LE(rel_err(host(gf), host(gs)), tol::kFloat) << C;
+    // Deterministic.
+    const auto bits = raw(gpu(), gf);
+    gpu().from_host_f64(gf, g0);
+    gpu().from_host_f64(dh, dres_v);
+    gpu().from_host_f64(dy, dy_v);
+    gpu().skip_mix_norm_backward(dh, dskip, dy, dh, dn, m, r, h, skip, cf[2], cf[0], y, cf[1]);
+    EXPECT_EQ(raw(gpu(), gf), bits) << C;
+    EXPECT_EQ(raw(gpu(), dskip), raw(gpu(), dskips)) << C;
   }
 }
 

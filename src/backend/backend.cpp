@@ -17,6 +17,25 @@ void Backend::matmul_add(Tensor C, const Tensor& A, bool transA, const Tensor& B
   matmul(C, A, transA, B, transB, true);
 }
 
+void Backend::skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& h,
+                                    const Tensor& skip, const Coef& c, const Coef& a,
+                                    const Tensor& y, const Coef& b, double eps) {
+  scaled_sum_forward(xmix, h, Coef::constant(1.0), skip, c);  // xin, in xmix's memory
+  mix_norm_forward(xmix, n, rstd, xmix, a, y, b, eps);
+}
+
+void Backend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const Tensor& dres,
+                                     const Tensor& dn, const Tensor& xmix, const Tensor& rstd,
+                                     const Tensor& h, const Tensor& skip, const Coef& c,
+                                     const Coef& a, const Tensor& y, const Coef& b) {
+  check(dskip.data != dx.data && dskip.data != dres.data && dskip.data != dy.data &&
+            dskip.data != dn.data,
+        name(), " skip_mix_norm_backward: dskip must not alias the other gradients");
+  scaled_sum_forward(dskip, h, Coef::constant(1.0), skip, c);  // xin, in dskip's memory
+  mix_norm_backward(dx, dy, dres, dn, xmix, rstd, dskip, a, y, b);
+  scaled_sum_backward(Tensor{}, false, dskip, false, dx, Tensor{}, Coef::constant(1.0), skip, c);
+}
+
 void Backend::adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) {
   for (const AdamTensor& x : t) {
     AdamArgs b = a;

@@ -148,7 +148,7 @@ class Backend {
 
   // ---- a block's input: the lambdas' mix, then rms_norm, fused ------------------------
   // xmix [R, C] (c) (=) a*x + b*y as scaled_sum_forward; n (c) (=) and rstd [R] (s) (=) as
-  // rms_norm_forward of that (rounded) xmix. x, y (c).
+  // rms_norm_forward of that (rounded) xmix. x, y (c). xmix may alias x.
   virtual void mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& x,
                                 const Coef& a, const Tensor& y, const Coef& b, double eps) = 0;
   // The gradient through both, given dn (c) and dres (c), the gradient xmix gets from
@@ -159,6 +159,23 @@ class Backend {
   virtual void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                                  const Tensor& xmix, const Tensor& rstd, const Tensor& x,
                                  const Coef& a, const Tensor& y, const Coef& b) = 0;
+
+  // A U-net decoder block's input, its skip folded in: xin = h + c*skip as
+  // scaled_sum_forward(xin, h, 1, skip, c) would store it, formed per element and never
+  // stored; then mix_norm_forward(xmix, n, rstd, xin, a, y, b, eps). h, skip, y (c).
+  // (The default stores xin in xmix first.)
+  virtual void skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& h,
+                                     const Tensor& skip, const Coef& c, const Coef& a,
+                                     const Tensor& y, const Coef& b, double eps);
+  // Its gradient: xin recomputed from h and skip as the forward formed it, then
+  // mix_norm_backward(dx, dy, dres, dn, xmix, rstd, xin, a, y, b) (dx = d xin = d h), then
+  // scaled_sum_backward's for skip with dout = dx: dskip [R, C] (c) (=) c*dx and
+  // c.grad_param += c.sign <dx, skip> (deterministic). dx may alias dres; dskip must alias
+  // nothing. (The default recomputes xin into dskip first.)
+  virtual void skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const Tensor& dres,
+                                      const Tensor& dn, const Tensor& xmix, const Tensor& rstd,
+                                      const Tensor& h, const Tensor& skip, const Coef& c,
+                                      const Coef& a, const Tensor& y, const Coef& b);
 
   // ---- rotary tables -------------------------------------------------------------------
   // cos, sin [T, D/2] (s) = cos/sin(t * base^(-2j/D)), computed like PyTorch in the tables'

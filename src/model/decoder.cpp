@@ -28,7 +28,6 @@ Decoder::Decoder(Backend& backend, const Parameters& params, int64_t window,
   a.add("emb", c, {1, C}, &emb_);
   a.add("x0", c, {1, C}, &x0_);
   a.add("h", c, {1, C}, &h_);
-  a.add("xin", c, {1, C}, &xin_);
   a.add("xmix", c, {1, C}, &xmix_);
   a.add("n", c, {1, C}, &n_);
   a.add("rstd", s, {1}, &rstd_);
@@ -90,15 +89,15 @@ void Decoder::step(int32_t token) {
   be_.copy(h_, x0_);
   for (int64_t l = 0; l < L; ++l) {
     const LayerWeights& W = w.h[l];
-    Tensor xin = h_;
-    if (l >= L / 2) {  // U-net decoder: add the skip from the mirrored encoder layer
+    const Coef a = Coef::param(W.lambdas.element(0), none);
+    const Coef b = Coef::param(W.lambdas.element(1), none);
+    if (l >= L / 2) {  // U-net decoder: the skip from the mirrored encoder layer, as GPT
       const int64_t i = l - L / 2, j = L / 2 - 1 - i;
-      be_.scaled_sum_forward(xin_, h_, Coef::constant(1.0), skip_[size_t(j)],
-                             Coef::param(w.skip_weights.element(i), none));
-      xin = xin_;
+      be_.skip_mix_norm_forward(xmix_, n_, rstd_, h_, skip_[size_t(j)],
+                                Coef::param(w.skip_weights.element(i), none), a, x0_, b, kNormEps);
+    } else {
+      be_.mix_norm_forward(xmix_, n_, rstd_, h_, a, x0_, b, kNormEps);
     }
-    be_.mix_norm_forward(xmix_, n_, rstd_, xin, Coef::param(W.lambdas.element(0), none), x0_,
-                         Coef::param(W.lambdas.element(1), none), kNormEps);
     // q_raw | k_raw | v_raw in one GEMM, as GPT; q and this position's cache rows from it.
     // Value residual: v = (1 - lamb) v_raw + lamb v1, v1 = layer 0's v_raw of this token.
     const Tensor qkv = l == 0 ? qkv0_ : qkv_;

@@ -44,7 +44,7 @@ class Decoder {
   int64_t window_, max_positions_, cap_;
   int64_t pos_ = 0, doc_start_ = 0;
   Arena mem_;
-  Tensor tok_, emb_, x0_, h_, xin_, xmix_, n_, rstd_, rstd_qk_, q_, att_, xmid_, fc_, act_,
+  Tensor tok_, emb_, x0_, h_, xmix_, n_, rstd_, rstd_qk_, q_, att_, xmid_, fc_, act_,
       logits_dev_, cos_, sin_;
   Tensor qkv_, qkv0_;  // [1, 3C]: this layer's q_raw | k_raw | v_raw; layer 0's (v1)
   std::vector<Tensor> kc_, vc_, skip_;  // per layer [cap, C]; per encoder layer [1, C]

@@ -35,8 +35,8 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t hea
     const std::string p = "h" + std::to_string(l) + ".";
     LayerActs& A = L_[size_t(l)];
     // An encoder block's input is the previous block's output (bound below); a decoder
-    // block's adds the U-net skip, so it has its own.
-    if (l >= L / 2) a.add(p + "xin", c, {N, C}, &A.xin);
+    // block's adds the U-net skip, which skip_mix_norm forms where it reads it (never
+    // stored: A.xin stays empty).
     a.add(p + "xmix", c, {N, C}, &A.xmix);
     a.add(p + "n1", c, {N, C}, &A.n1);
     a.add(p + "rstd1", s, {N}, &A.rstd1);
@@ -80,6 +80,11 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t hea
 
 Coef GPT::lambda(int64_t l, int k) const {
   return Coef::param(p_.c.h[l].lambdas.element(k), p_.g.h[l].lambdas.element(k));
+}
+
+Coef GPT::skip_coef(int64_t l) const {
+  const int64_t i = l - cfg_.layers / 2;
+  return Coef::param(p_.c.skip_weights.element(i), p_.g.skip_weights.element(i));
 }
 
 void GPT::prepare(const int32_t* x, const int32_t* y, int64_t window) {
@@ -154,14 +159,14 @@ void GPT::forward(bool train, double grad_scale) {
   for (int64_t l = 0; l < L; ++l) {
     LayerActs& A = L_[l];
     const LayerWeights& W = w.h[l];
-    if (l >= L / 2) {  // U-net decoder: add the skip from the mirrored encoder layer
-      const int64_t i = l - L / 2, j = L / 2 - 1 - i;
-      be_.scaled_sum_forward(A.xin, h, Coef::constant(1.0), L_[j].xout,
-                             Coef::param(w.skip_weights.element(i), g.skip_weights.element(i)));
-    }
-    // xmix = lambdas[0] xin + lambdas[1] x0, n1 = rms_norm(xmix)
-    be_.mix_norm_forward(A.xmix, A.n1, A.rstd1, A.xin, lambda(l, 0), x0_, lambda(l, 1),
-                         kNormEps);
+    // xmix = lambdas[0] xin + lambdas[1] x0, n1 = rms_norm(xmix); in a U-net decoder block
+    // xin = h + skip_weights[i] xout[j], the skip from the mirrored encoder block.
+    if (l >= L / 2)
+      be_.skip_mix_norm_forward(A.xmix, A.n1, A.rstd1, h, L_[skip_of(l)].xout, skip_coef(l),
+                                lambda(l, 0), x0_, lambda(l, 1), kNormEps);
+    else
+      be_.mix_norm_forward(A.xmix, A.n1, A.rstd1, A.xin, lambda(l, 0), x0_, lambda(l, 1),
+                           kNormEps);
     // q_raw | k_raw | v_raw in one GEMM; then QK norm + rotary, and the value residual
     // v = (1 - lamb) v_raw + lamb v1 with v1 = layer 0's v_raw.
     be_.matmul(A.qkv, A.n1, false, W.qkv, true, false);
@@ -228,15 +233,16 @@ void GPT::backward() {
     be_.matmul(G.qkv, dqkv_, true, A.n1, false, true);  // d[c_q; c_k; c_v] += dqkv^T n1
     be_.matmul(dq_, dqkv_, false, W.qkv, false, false);  // dq = d n1 = dqkv [c_q; c_k; c_v]
     // d xmix = dh (the residual stream's) + n1's share; then xmix = lambdas[0] xin +
-    // lambdas[1] x0: dh = d xin, dx0 += lambdas[1] d xmix.
-    be_.mix_norm_backward(dh_, dx0_, dh_, dq_, A.xmix, A.rstd1, A.xin, lambda(l, 0), x0_,
-                          lambda(l, 1));
-    if (l >= L / 2) {  // xin = h + skip_weights[i] * xout[j]
-      const int64_t i = l - L / 2, j = L / 2 - 1 - i;
-      be_.scaled_sum_backward(Tensor{}, false, dskip_[j], false, dh_, Tensor{},
-                              Coef::constant(1.0), L_[j].xout,
-                              Coef::param(w.skip_weights.element(i), g.skip_weights.element(i)));
-    }
+    // lambdas[1] x0: dh = d xin, dx0 += lambdas[1] d xmix; in a decoder block xin = h +
+    // skip_weights[i] xout[j] too: d h = d xin, d xout[j] = skip_weights[i] d xin (dskip[j],
+    // added to dh when the backward reaches block j).
+    if (l >= L / 2)
+      be_.skip_mix_norm_backward(dh_, dskip_[size_t(skip_of(l))], dx0_, dh_, dq_, A.xmix, A.rstd1,
+                                 L_[l - 1].xout, L_[skip_of(l)].xout, skip_coef(l), lambda(l, 0),
+                                 x0_, lambda(l, 1));
+    else
+      be_.mix_norm_backward(dh_, dx0_, dh_, dq_, A.xmix, A.rstd1, A.xin, lambda(l, 0), x0_,
+                            lambda(l, 1));
     if (on_layer_grads) on_layer_grads(l);
   }
   // dh is now d xin[0] = a share of d x0.

@@ -66,7 +66,7 @@ class GPT {
 
  private:
   struct LayerActs {  // [N, C] (c) unless noted
-    Tensor xin;             // block input (after the U-net skip in decoder layers)
+    Tensor xin;             // an encoder block's input (a decoder block's is never stored)
     Tensor xmix;            // lambdas[0] xin + lambdas[1] x0
     Tensor n1, rstd1;       // rms_norm(xmix), rstd [N] (s)
     Tensor qkv;             // [N, 3C]: n1 [c_q; c_k; c_v]^T = q_raw | k_raw | v_raw
@@ -82,6 +82,9 @@ class GPT {
   void forward(bool train, double grad_scale);
   void backward();
   Coef lambda(int64_t l, int k) const;
+  // Decoder block l's U-net skip: the encoder block j it mirrors, and skip_weights[i].
+  int64_t skip_of(int64_t l) const { return cfg_.layers - 1 - l; }
+  Coef skip_coef(int64_t l) const;
 
   Backend& be_;
   Parameters& p_;

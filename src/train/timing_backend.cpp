@@ -119,6 +119,26 @@ void TimingBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, 
       },
       [&] { be_.mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b); });
 }
+void TimingBackend::skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& h,
+                                          const Tensor& skip, const Coef& c, const Coef& a,
+                                          const Tensor& y, const Coef& b, double eps) {
+  run("skip_mix_norm_forward",
+      [&] { return bytes(sz(h) + sz(skip) + sz(y) + sz(xmix) + sz(n) + sz(rstd)); },
+      [&] { be_.skip_mix_norm_forward(xmix, n, rstd, h, skip, c, a, y, b, eps); });
+}
+void TimingBackend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const Tensor& dres,
+                                           const Tensor& dn, const Tensor& xmix,
+                                           const Tensor& rstd, const Tensor& h,
+                                           const Tensor& skip, const Coef& c, const Coef& a,
+                                           const Tensor& y, const Coef& b) {
+  // h and skip are read to form xin again (and skip for c's gradient).
+  run("skip_mix_norm_backward",
+      [&] {
+        return bytes(sz(dres) + sz(dn) + sz(xmix) + sz(rstd) + sz(h) + sz(skip) +
+                     (b.grad_param.empty() ? 0 : sz(y)) + sz(dx) + sz(dskip) + out(dy, true));
+      },
+      [&] { be_.skip_mix_norm_backward(dx, dskip, dy, dres, dn, xmix, rstd, h, skip, c, a, y, b); });
+}
 void TimingBackend::qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
                                 const Tensor& v1src, const Coef& a, const Coef& b,
                                 const Tensor& cos, const Tensor& sin, int64_t T, int64_t H,

@@ -81,6 +81,13 @@ class TimingBackend final : public Backend {
   void rms_norm_forward(Tensor y, Tensor rstd, const Tensor& x, double eps) override;
   void rms_norm_backward(Tensor dx, const Tensor& dy, const Tensor& x, const Tensor& rstd,
                          bool accumulate) override;
+  void skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& h,
+                             const Tensor& skip, const Coef& c, const Coef& a, const Tensor& y,
+                             const Coef& b, double eps) override;
+  void skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const Tensor& dres,
+                              const Tensor& dn, const Tensor& xmix, const Tensor& rstd,
+                              const Tensor& h, const Tensor& skip, const Coef& c, const Coef& a,
+                              const Tensor& y, const Coef& b) override;
   void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
                    const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,
                    const Tensor& sin, int64_t T, int64_t H, double eps) override;

@@ -22,6 +22,19 @@ __device__ inline void store_block_dots(double sx, double sy, double* partial) {
   }
 }
 
+// The same with a third dot, to partial[2 * gridDim.x + blockIdx.x].
+__device__ inline void store_block_dots(double sx, double sy, double sz, double* partial) {
+  __shared__ double smem[math::kReduceWarps];
+  sx = block_sum(sx, smem);
+  sy = block_sum(sy, smem);
+  sz = block_sum(sz, smem);
+  if (threadIdx.x == 0) {
+    partial[blockIdx.x] = sx;
+    partial[gridDim.x + blockIdx.x] = sy;
+    partial[2 * gridDim.x + blockIdx.x] = sz;
+  }
+}
+
 // Blocks of math::kReduceThreads for a kernel that gives each warp a row (or head) and walks
 // `rows` grid-stride: one warp per row up to math::kMaxPartials blocks, a function of the
 // size alone, so the dots' order is too.

@@ -8,6 +8,10 @@
 // The backward walks rows grid-stride over a grid that is a function of the size alone and
 // reduces its dots as scaled_sum.cu does (double per thread, math/reduce.h's tree per
 // block, coef_grads_kernel over the blocks): the same bits on every run.
+// skip_mix_norm_forward/backward are the same kernels with a U-net decoder block's skip
+// folded in (Skip): xin = h + c*skip is formed where it is read, forward and backward
+// (math::weighted_sum, as scaled_sum.cu forms it), so it is never written or read back, and
+// the backward also writes dskip = c*dx and sums <dx, skip> for c as a third dot.
 // Rows whose length is a multiple of 8 with 16-byte aligned data are read 8 at a time.
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -23,14 +27,24 @@ namespace {
 
 using math::CoefArg;
 
-template <bool Vec>
+// With Skip, x is h and the mix's x is xin = bf16(hc*h + c*skip) (hc = 1), formed here
+// as scaled_sum_forward forms it (math::weighted_sum) and never stored.
+struct SkipArg {
+  const uint16_t* skip = nullptr;  // [rows, dim]
+  CoefArg c;
+  float hc = 1.0f;  // h's coefficient, a value at run time as in scaled_sum_forward
+};
+
+template <bool Vec, bool Skip>
 __global__ void mix_norm_forward_kernel(uint16_t* xmix, uint16_t* n, float* rstd,
                                         const uint16_t* x, CoefArg a, const uint16_t* y,
-                                        CoefArg b, int64_t rows, int64_t dim, float eps) {
+                                        CoefArg b, SkipArg sk, int64_t rows, int64_t dim,
+                                        float eps) {
   const int64_t r = int64_t(blockIdx.x) * kWarpRowsPerBlock + (threadIdx.x >> 5);
   if (r >= rows) return;  // whole warps leave together
   const int lane = threadIdx.x & 31;
   const float av = math::coef_value(a), bv = math::coef_value(b);
+  const float cv = Skip ? math::coef_value(sk.c) : 0.0f;
   const int64_t o = r * dim;
   float ss = 0;
   if constexpr (Vec) {
@@ -38,16 +52,25 @@ __global__ void mix_norm_forward_kernel(uint16_t* xmix, uint16_t* n, float* rstd
       float xv[8], yv[8];
       load8(x + o + i, xv);
       load8(y + o + i, yv);
+      if constexpr (Skip) {
+        float sv[8];
+        load8(sk.skip + o + i, sv);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) xv[k] = math::round_bf16(math::weighted_sum(sk.hc, xv[k], cv, sv[k]));
+      }
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        xv[k] = math::round_bf16(av * xv[k] + bv * yv[k]);
+        xv[k] = math::round_bf16(math::weighted_sum(av, xv[k], bv, yv[k]));
         ss += xv[k] * xv[k];
       }
       store8(xmix + o + i, xv);
     }
   } else {
     for (int64_t i = lane; i < dim; i += 32) {
-      const float m = math::round_bf16(av * load_bf16(x + o + i) + bv * load_bf16(y + o + i));
+      float xv = load_bf16(x + o + i);
+      if constexpr (Skip)
+        xv = math::round_bf16(math::weighted_sum(sk.hc, xv, cv, load_bf16(sk.skip + o + i)));
+      const float m = math::round_bf16(math::weighted_sum(av, xv, bv, load_bf16(y + o + i)));
       store_bf16(xmix + o + i, m);
       ss += m * m;
     }
@@ -79,18 +102,32 @@ __device__ inline void mix_norm_backward_elem(float s, float coef, float dn, flo
   dy = dy + bv * g;
 }
 
+// With Skip, xv is recomputed from h and skip as the forward formed it, and the skip's
+// backward follows with dout = dx as stored (bf16): dskip = c*dx, sz += dx*skip.
+__device__ inline float skip_input(const SkipArg& sk, float cv, float h, float skip) {
+  return math::round_bf16(math::weighted_sum(sk.hc, h, cv, skip));
+}
+__device__ inline void skip_backward_elem(float cv, float skip, float& dx, float& dskip,
+                                          double& sz) {
+  dx = math::round_bf16(dx);
+  dskip = cv * dx;
+  sz += double(dx) * double(skip);
+}
+
 // math::kReduceThreads threads per block; partial[block] and partial[gridDim.x + block]
-// get the block's two dots.
-template <bool Vec>
+// get the block's two dots (with Skip, partial[2 * gridDim.x + block] the third). x is h
+// with Skip.
+template <bool Vec, bool Skip>
 __global__ void __launch_bounds__(math::kReduceThreads)
     mix_norm_backward_kernel(uint16_t* dx, uint16_t* dy, const uint16_t* dres, const uint16_t* dn,
                              const uint16_t* xmix, const float* rstd, const uint16_t* x,
-                             CoefArg a, const uint16_t* y, CoefArg b, int64_t rows, int64_t dim,
-                             double* partial) {
+                             CoefArg a, const uint16_t* y, CoefArg b, SkipArg sk,
+                             uint16_t* dskip, int64_t rows, int64_t dim, double* partial) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * math::kReduceWarps;
   const float av = math::coef_value(a), bv = math::coef_value(b);
-  double sx = 0, sy = 0;
+  const float cv = Skip ? math::coef_value(sk.c) : 0.0f;
+  double sx = 0, sy = 0, sz = 0;
   for (int64_t r = int64_t(blockIdx.x) * math::kReduceWarps + (threadIdx.x >> 5); r < rows;
        r += warps) {
     const int64_t o = r * dim;
@@ -110,47 +147,99 @@ __global__ void __launch_bounds__(math::kReduceThreads)
     const float coef = math::rms_backward_coef(s, warp_allsum(dot), dim);
     if constexpr (Vec) {
       for (int64_t i = lane * 8; i < dim; i += 256) {
-        float p[8], q[8], res[8], xv[8], yv[8], gx[8], gy[8];
+        float p[8], q[8], res[8], xv[8], yv[8], gx[8], gy[8], sv[8], gs[8];
         load8(dn + o + i, p);
         load8(xmix + o + i, q);
         load8(dres + o + i, res);
         load8(x + o + i, xv);
         load8(y + o + i, yv);
         load8(dy + o + i, gy);
+        if constexpr (Skip) {
+          load8(sk.skip + o + i, sv);
 #pragma unroll
-        for (int k = 0; k < 8; ++k)
+          for (int k = 0; k < 8; ++k) xv[k] = skip_input(sk, cv, xv[k], sv[k]);
+        }
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
           mix_norm_backward_elem(s, coef, p[k], q[k], res[k], xv[k], yv[k], av, bv, gx[k], gy[k],
                                  sx, sy);
+          if constexpr (Skip) skip_backward_elem(cv, sv[k], gx[k], gs[k], sz);
+        }
         store8(dx + o + i, gx);
         store8(dy + o + i, gy);
+        if constexpr (Skip) store8(dskip + o + i, gs);
       }
     } else {
       for (int64_t i = lane; i < dim; i += 32) {
-        float gx, gy = load_bf16(dy + o + i);
+        float xv = load_bf16(x + o + i), sv = 0, gx, gs, gy = load_bf16(dy + o + i);
+        if constexpr (Skip) {
+          sv = load_bf16(sk.skip + o + i);
+          xv = skip_input(sk, cv, xv, sv);
+        }
         mix_norm_backward_elem(s, coef, load_bf16(dn + o + i), load_bf16(xmix + o + i),
-                               load_bf16(dres + o + i), load_bf16(x + o + i),
-                               load_bf16(y + o + i), av, bv, gx, gy, sx, sy);
+                               load_bf16(dres + o + i), xv, load_bf16(y + o + i), av, bv, gx, gy,
+                               sx, sy);
+        if constexpr (Skip) {
+          skip_backward_elem(cv, sv, gx, gs, sz);
+          store_bf16(dskip + o + i, gs);
+        }
         store_bf16(dx + o + i, gx);
         store_bf16(dy + o + i, gy);
       }
     }
   }
-  store_block_dots(sx, sy, partial);
+  if constexpr (Skip)
+    store_block_dots(sx, sy, sz, partial);
+  else
+    store_block_dots(sx, sy, partial);
 }
 
 }  // namespace
 
 void CudaBackend::mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& x,
                                    const Coef& a, const Tensor& y, const Coef& b, double eps) {
-  const char* op = "mix_norm_forward";
+  mix_norm_forward_on("mix_norm_forward", xmix, n, rstd, x, nullptr, nullptr, a, y, b, eps);
+}
+
+void CudaBackend::skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& h,
+                                        const Tensor& skip, const Coef& c, const Coef& a,
+                                        const Tensor& y, const Coef& b, double eps) {
+  mix_norm_forward_on("skip_mix_norm_forward", xmix, n, rstd, h, &skip, &c, a, y, b, eps);
+}
+
+void CudaBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
+                                    const Tensor& xmix, const Tensor& rstd, const Tensor& x,
+                                    const Coef& a, const Tensor& y, const Coef& b) {
+  mix_norm_backward_on("mix_norm_backward", dx, nullptr, dy, dres, dn, xmix, rstd, x, nullptr,
+                       nullptr, a, y, b);
+}
+
+void CudaBackend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const Tensor& dres,
+                                         const Tensor& dn, const Tensor& xmix, const Tensor& rstd,
+                                         const Tensor& h, const Tensor& skip, const Coef& c,
+                                         const Coef& a, const Tensor& y, const Coef& b) {
+  mix_norm_backward_on("skip_mix_norm_backward", dx, &dskip, dy, dres, dn, xmix, rstd, h, &skip,
+                       &c, a, y, b);
+}
+
+void CudaBackend::mix_norm_forward_on(const char* op, Tensor xmix, Tensor n, Tensor rstd,
+                                      const Tensor& x, const Tensor* skip, const Coef* c,
+                                      const Coef& a, const Tensor& y, const Coef& b, double eps) {
   need(op, "xmix", xmix, DType::BF16);
   need(op, "n", n, DType::BF16);
   need(op, "rstd", rstd, DType::F32);
-  need(op, "x", x, DType::BF16);
+  need(op, skip ? "h" : "x", x, DType::BF16);
   need(op, "y", y, DType::BF16);
   need_numel(op, "xmix", xmix, "x", x);
   need_numel(op, "n", n, "x", x);
   need_numel(op, "y", y, "x", x);
+  SkipArg sk;
+  if (skip) {
+    need(op, "skip", *skip, DType::BF16);
+    need_numel(op, "skip", *skip, "h", x);
+    sk.skip = static_cast<const uint16_t*>(skip->data);
+    sk.c = coef_arg(op, "c", *c);
+  }
   const int64_t rows = x.rows(), dim = x.cols();
   check(rstd.numel() == rows, "cuda ", op, ": rstd ", rstd.shape_str(), " for ", rows, " rows");
   const CoefArg ca = coef_arg(op, "a", a), cb = coef_arg(op, "b", b);
@@ -161,22 +250,27 @@ void CudaBackend::mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Ten
   const auto* px = static_cast<const uint16_t*>(x.data);
   const auto* py = static_cast<const uint16_t*>(y.data);
   auto* pr = static_cast<float*>(rstd.data);
-  if (vec8_ok(dim, pm, pn, px, py))
-    SR_LAUNCH(l.blocks, l.threads, 0, stream_, mix_norm_forward_kernel<true>)(
-        pm, pn, pr, px, ca, py, cb, rows, dim, float(eps));
-  else
-    SR_LAUNCH(l.blocks, l.threads, 0, stream_, mix_norm_forward_kernel<false>)(
-        pm, pn, pr, px, ca, py, cb, rows, dim, float(eps));
+  const bool vec = vec8_ok(dim, pm, pn, px, py) && vec8_ok(dim, sk.skip);
+  // SR_LAUNCH names one kernel: the four instances spelled out.
+#define SR_MIX_NORM_FORWARD(VEC, SKIP)                                                     \
+  SR_LAUNCH(l.blocks, l.threads, 0, stream_, mix_norm_forward_kernel<VEC, SKIP>)(           \
+      pm, pn, pr, px, ca, py, cb, sk, rows, dim, float(eps))
+  if (skip && vec) SR_MIX_NORM_FORWARD(true, true);
+  else if (skip) SR_MIX_NORM_FORWARD(false, true);
+  else if (vec) SR_MIX_NORM_FORWARD(true, false);
+  else SR_MIX_NORM_FORWARD(false, false);
+#undef SR_MIX_NORM_FORWARD
   launched(op, "mix_norm_forward_kernel");
 }
 
-void CudaBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
-                                    const Tensor& xmix, const Tensor& rstd, const Tensor& x,
-                                    const Coef& a, const Tensor& y, const Coef& b) {
-  const char* op = "mix_norm_backward";
+void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* dskip, Tensor dy,
+                                       const Tensor& dres, const Tensor& dn, const Tensor& xmix,
+                                       const Tensor& rstd, const Tensor& x, const Tensor* skip,
+                                       const Coef* c, const Coef& a, const Tensor& y,
+                                       const Coef& b) {
   const std::pair<const char*, const Tensor*> given[] = {
       {"dx", &dx}, {"dy", &dy}, {"dres", &dres}, {"dn", &dn}, {"xmix", &xmix}, {"y", &y}};
-  need(op, "x", x, DType::BF16);
+  need(op, skip ? "h" : "x", x, DType::BF16);
   for (const auto& [name, t] : given) {
     need(op, name, *t, DType::BF16);
     need_numel(op, name, *t, "x", x);
@@ -186,11 +280,24 @@ void CudaBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, co
   check(rstd.numel() == rows, "cuda ", op, ": rstd ", rstd.shape_str(), " for ", rows, " rows");
   check(dy.data != dx.data && dy.data != dres.data, "cuda ", op,
         ": dy must not alias dx or dres (it accumulates)");
+  SkipArg sk;
+  uint16_t* pds = nullptr;
+  if (skip) {
+    need(op, "skip", *skip, DType::BF16);
+    need_numel(op, "skip", *skip, "h", x);
+    need(op, "dskip", *dskip, DType::BF16);
+    need_numel(op, "dskip", *dskip, "h", x);
+    for (const auto& [name, t] : given)
+      check(dskip->data != t->data, "cuda ", op, ": dskip must not alias ", name);
+    sk.skip = static_cast<const uint16_t*>(skip->data);
+    sk.c = coef_arg(op, "c", *c);
+    pds = static_cast<uint16_t*>(dskip->data);
+  }
   const CoefArg ca = coef_arg(op, "a", a), cb = coef_arg(op, "b", b);
   if (rows == 0 || dim == 0) return;
   const int blocks = warp_rows_reduce_blocks(rows);
   auto* partial = static_cast<double*>(
-      scratch(partials_, sizeof(double) * 2 * math::kMaxPartials, "reduction partials"));
+      scratch(partials_, sizeof(double) * 3 * math::kMaxPartials, "reduction partials"));
   auto* pdx = static_cast<uint16_t*>(dx.data);
   auto* pdy = static_cast<uint16_t*>(dy.data);
   const auto* pres = static_cast<const uint16_t*>(dres.data);
@@ -199,17 +306,28 @@ void CudaBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, co
   const auto* px = static_cast<const uint16_t*>(x.data);
   const auto* py = static_cast<const uint16_t*>(y.data);
   const auto* pr = static_cast<const float*>(rstd.data);
-  if (vec8_ok(dim, pdx, pdy, pres, pdn) && vec8_ok(dim, pm, px, py))
-    SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, mix_norm_backward_kernel<true>)(
-        pdx, pdy, pres, pdn, pm, pr, px, ca, py, cb, rows, dim, partial);
-  else
-    SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, mix_norm_backward_kernel<false>)(
-        pdx, pdy, pres, pdn, pm, pr, px, ca, py, cb, rows, dim, partial);
+  const bool vec = vec8_ok(dim, pdx, pdy, pres, pdn) && vec8_ok(dim, pm, px, py) &&
+                   vec8_ok(dim, sk.skip, pds);
+#define SR_MIX_NORM_BACKWARD(VEC, SKIP)                                                    \
+  SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, mix_norm_backward_kernel<VEC, SKIP>)( \
+      pdx, pdy, pres, pdn, pm, pr, px, ca, py, cb, sk, pds, rows, dim, partial)
+  if (skip && vec) SR_MIX_NORM_BACKWARD(true, true);
+  else if (skip) SR_MIX_NORM_BACKWARD(false, true);
+  else if (vec) SR_MIX_NORM_BACKWARD(true, false);
+  else SR_MIX_NORM_BACKWARD(false, false);
+#undef SR_MIX_NORM_BACKWARD
   launched(op, "mix_norm_backward_kernel");
-  if (!ca.grad && !cb.grad) return;
-  SR_LAUNCH(1, math::kReduceThreads, 0, stream_, coef_grads_kernel)(partial, blocks, ca.grad,
-                                                                    a.sign, cb.grad, b.sign);
-  launched(op, "coef_grads_kernel");
+  if (ca.grad || cb.grad) {
+    SR_LAUNCH(1, math::kReduceThreads, 0, stream_, coef_grads_kernel)(partial, blocks, ca.grad,
+                                                                      a.sign, cb.grad, b.sign);
+    launched(op, "coef_grads_kernel");
+  }
+  if (sk.c.grad) {  // the third dot, partial[2 * blocks ..), as coef_grads_kernel's second
+    SR_LAUNCH(1, math::kReduceThreads, 0, stream_, coef_grads_kernel)(partial + blocks, blocks,
+                                                                      nullptr, 0.0, sk.c.grad,
+                                                                      c->sign);
+    launched(op, "coef_grads_kernel");
+  }
 }
 
 }  // namespace speedrun::cuda

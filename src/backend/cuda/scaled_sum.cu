@@ -29,12 +29,12 @@ __global__ void scaled_sum_forward_kernel(uint16_t* out, const uint16_t* x, Coef
       load8(x + 8 * i, xv);
       load8(y + 8 * i, yv);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) xv[k] = av * xv[k] + bv * yv[k];
+      for (int k = 0; k < 8; ++k) xv[k] = math::weighted_sum(av, xv[k], bv, yv[k]);
       store8(out + 8 * i, xv);
     }
   } else {
     for (int64_t i = global_thread(); i < n; i += grid_threads())
-      store_bf16(out + i, av * load_bf16(x + i) + bv * load_bf16(y + i));
+      store_bf16(out + i, math::weighted_sum(av, load_bf16(x + i), bv, load_bf16(y + i)));
   }
 }
 

@@ -14,6 +14,10 @@ SR_HD inline float relu_squared(float x) {
 }
 SR_HD inline float relu_squared_grad(float x, float dy) { return (x + fabsf(x)) * dy; }
 
+// a*x + b*y in fp32: the one expression of every weighted sum (scaled_sum.cu, mix_norm.cu),
+// so that a sum formed in one kernel and recomputed in another rounds alike.
+SR_HD inline float weighted_sum(float a, float x, float b, float y) { return a * x + b * y; }
+
 // A Coef (backend.h) on the device: offset + sign * value[0] evaluated in fp32 as
 // PyTorch evaluates (1 - lamb), or offset alone when there is no parameter.
 struct CoefArg {
