@@ -55,53 +55,45 @@ __global__ void axpy_bf16_kernel(uint16_t* y, const uint16_t* x, int64_t n, floa
   }
 }
 
-// Matrix blockIdx.y: X = bf16(G) laid out [m, k] (transposed when tr), and the sum of
-// squares of those bf16 values, partial[matrix * gridDim.x + block].
+// Where the values a Newton-Schulz orthogonalises come from, element s of the launch's
+// matrix m (blockIdx.y): a stack G, or Muon's momentum, which updates each buffer element
+// as it reads it (math::muon_momentum_update, as muon_momentum) and gives the Nesterov
+// value.
+struct FromStack {
+  const float* G;
+  int64_t size;
+  __device__ float operator()(int m, int64_t s) const { return G[m * size + s]; }
+};
+// The momentum buffers and gradients of up to kMaxLaunchTensors matrices of one stack.
+struct FromMomentum {
+  float* buf[kMaxLaunchTensors];
+  const float* g[kMaxLaunchTensors];
+  float mu;
+  __device__ float operator()(int m, int64_t s) const {
+    float b = buf[m][s];
+    const float o = math::muon_momentum_update(g[m][s], b, mu);
+    buf[m][s] = b;
+    return o;
+  }
+};
+
+// Matrix first + blockIdx.y of the stack: X = bf16(its values) laid out [m, k] (transposed
+// when tr), and the sum of squares of those bf16 values, partial[matrix * gridDim.x +
+// block]. The elements per thread, so the partials, depend on the sizes alone: from the
+// momentum the same bits as the momentum into a stack, then this from it.
+template <class Source>
 __global__ void __launch_bounds__(math::kReduceThreads)
-    ns_load_kernel(uint16_t* X, double* partial, const float* G, int64_t rows, int64_t cols,
-                   bool tr) {
+    ns_load_kernel(uint16_t* X, double* partial, Source src, int first, int64_t rows,
+                   int64_t cols, bool tr) {
   __shared__ double smem[math::kReduceWarps];
-  const int64_t size = rows * cols, mat = blockIdx.y;
-  const float* g = G + mat * size;
+  const int64_t size = rows * cols, mat = first + int64_t(blockIdx.y);
   uint16_t* x = X + mat * size;
   double acc = 0;
   for (int64_t s = global_thread(); s < size; s += grid_threads()) {
-    const uint16_t b = math::f32_to_bf16(g[s]);
+    const uint16_t b = math::f32_to_bf16(src(int(blockIdx.y), s));
     const double v = math::bf16_to_f32(b);
     acc += v * v;
     x[tr ? (s % cols) * rows + s / cols : s] = b;
-  }
-  const double total = block_sum(acc, smem);
-  if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
-}
-
-// The momentum buffers and gradients of up to kMaxLaunchTensors matrices of one stack.
-struct NesterovSources {
-  float* buf[kMaxLaunchTensors];
-  const float* g[kMaxLaunchTensors];
-};
-
-// ns_load_kernel's work with the Nesterov value as G: matrix first + blockIdx.y of the
-// stack updates its momentum buffer (math::muon_momentum_update, as muon_momentum) and
-// loads bf16(buf-updated Nesterov value); the same elements per thread and the same
-// partials, so the same bits as muon_momentum into a stack then ns_load_kernel.
-__global__ void __launch_bounds__(math::kReduceThreads)
-    ns_nesterov_load_kernel(uint16_t* X, double* partial, NesterovSources src, int first,
-                            int64_t rows, int64_t cols, bool tr, float mu) {
-  __shared__ double smem[math::kReduceWarps];
-  const int64_t size = rows * cols, mat = first + int64_t(blockIdx.y);
-  float* buf = src.buf[blockIdx.y];
-  const float* g = src.g[blockIdx.y];
-  uint16_t* x = X + mat * size;
-  double acc = 0;
-  for (int64_t s = global_thread(); s < size; s += grid_threads()) {
-    float b = buf[s];
-    const float o = math::muon_momentum_update(g[s], b, mu);
-    buf[s] = b;
-    const uint16_t h = math::f32_to_bf16(o);
-    const double v = math::bf16_to_f32(h);
-    acc += v * v;
-    x[tr ? (s % cols) * rows + s / cols : s] = h;
   }
   const double total = block_sum(acc, smem);
   if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
@@ -214,8 +206,9 @@ void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf1
   newton_schulz_stack(op, X, n, rows, cols, steps, [&](const NewtonSchulzPlan& p, uint16_t* x,
                                                          double* partial) {
     SR_LAUNCH(dim3(unsigned(p.partials), unsigned(n)), math::kReduceThreads, 0, stream_,
-              ns_load_kernel)(x, partial, static_cast<const float*>(G.data), rows, cols,
-                              p.transposed);
+              ns_load_kernel<FromStack>)(x, partial,
+                                         FromStack{static_cast<const float*>(G.data), rows * cols},
+                                         0, rows, cols, p.transposed);
     launched(op, "ns_load_kernel");
   });
 }
@@ -242,15 +235,16 @@ void CudaBackend::muon_stack(Tensor X, Tensor /*input*/, const std::vector<Tenso
                                                          double* partial) {
     for (int64_t first = 0; first < n; first += kMaxLaunchTensors) {
       const int64_t count = std::min<int64_t>(n - first, kMaxLaunchTensors);
-      NesterovSources src{};
+      FromMomentum src{};
+      src.mu = float(mu);
       for (int64_t k = 0; k < count; ++k) {
         src.buf[k] = static_cast<float*>(bufs[size_t(first + k)].data);
         src.g[k] = static_cast<const float*>(grads[size_t(first + k)].data);
       }
       SR_LAUNCH(dim3(unsigned(p.partials), unsigned(count)), math::kReduceThreads, 0, stream_,
-                ns_nesterov_load_kernel)(x, partial, src, int(first), rows, cols, p.transposed,
-                                         float(mu));
-      launched(op, "ns_nesterov_load_kernel");
+                ns_load_kernel<FromMomentum>)(x, partial, src, int(first), rows, cols,
+                                              p.transposed);
+      launched(op, "ns_load_kernel");
     }
   });
 }
