@@ -53,17 +53,6 @@ inline double conformance(DType least_precise, int64_t reduction = 1) {
   return base * std::max(1.0, std::sqrt(double(reduction) / double(kReductionFree)));
 }
 
-// A dot of n terms of O(1) whose one factor is a bf16-rounded intermediate (a gradient
-// stored in bf16 before the dot reads it, as skip_mix_norm_backward's d xin, itself a*g
-// of a rounded g): each term carries up to two roundings of 2^-9 of its size, of random
-// sign, so the sum's error has a standard deviation of about sqrt(2n/3) 2^-9 ~ 1.6e-3
-// sqrt(n) however the dot is summed, and a sum that happens to cancel to O(1) still carries
-// it. The bound, 2^-7 sqrt(n) (~5 standard deviations), is an absolute one for such a sum;
-// a wrong operand or a missed term moves it by O(sqrt(n)).
-inline double bf16_rounded_terms(int64_t n) {
-  return std::max(kBf16, 0x1p-7 * std::sqrt(double(n)));
-}
-
 // Newton-Schulz in bf16 (a bf16 backend, or the CPU's bf16 emulation) against exact
 // arithmetic: ~16 roundings of whole matrices to 8 significant bits (up to 2^-8 each),
 // amplified by the quintic's slope (up to a = 3.44 per step for small singular values)

@@ -1,5 +1,7 @@
 #include "backend/backend.h"
 
+#include <initializer_list>
+
 #include "core/arena.h"
 
 namespace speedrun {
@@ -28,9 +30,10 @@ void Backend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const T
                                      const Tensor& dn, const Tensor& xmix, const Tensor& rstd,
                                      const Tensor& h, const Tensor& skip, const Coef& c,
                                      const Coef& a, const Tensor& y, const Coef& b) {
-  check(dskip.data != dx.data && dskip.data != dres.data && dskip.data != dy.data &&
-            dskip.data != dn.data,
-        name(), " skip_mix_norm_backward: dskip must not alias the other gradients");
+  const std::initializer_list<const Tensor*> others = {&dx, &dres, &dy, &dn, &xmix, &h, &skip, &y};
+  for (const Tensor* t : others)
+    check(dskip.data != t->data, name(), " skip_mix_norm_backward: dskip must not alias ",
+          "another operand (it holds xin first)");
   scaled_sum_forward(dskip, h, Coef::constant(1.0), skip, c);  // xin, in dskip's memory
   mix_norm_backward(dx, dy, dres, dn, xmix, rstd, dskip, a, y, b);
   scaled_sum_backward(Tensor{}, false, dskip, false, dx, Tensor{}, Coef::constant(1.0), skip, c);

@@ -68,6 +68,10 @@ __device__ inline int64_t global_thread() {
 }
 __device__ inline int64_t grid_threads() { return int64_t(gridDim.x) * blockDim.x; }
 
+// The reduction partials' scratch every kernel asks for, whatever its number of dots (up
+// to three per block, mix_norm.cu's with the skip): one size, so the buffer is made once.
+inline constexpr size_t kPartialsBytes = sizeof(double) * 3 * math::kMaxPartials;
+
 // A block of a multi-tensor launch (plan.h tensor_block_starts): the tensor k it works on
 // and its first index and stride in that tensor's grid-stride loop, the same as in a launch
 // of the tensor alone.

@@ -289,6 +289,8 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
     need_numel(op, "dskip", *dskip, "h", x);
     for (const auto& [name, t] : given)
       check(dskip->data != t->data, "cuda ", op, ": dskip must not alias ", name);
+    check(dskip->data != x.data && dskip->data != skip->data, "cuda ", op,
+          ": dskip must not alias h or skip");
     sk.skip = static_cast<const uint16_t*>(skip->data);
     sk.c = coef_arg(op, "c", *c);
     pds = static_cast<uint16_t*>(dskip->data);
@@ -297,7 +299,7 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
   if (rows == 0 || dim == 0) return;
   const int blocks = warp_rows_reduce_blocks(rows);
   auto* partial = static_cast<double*>(
-      scratch(partials_, sizeof(double) * 3 * math::kMaxPartials, "reduction partials"));
+      scratch(partials_, kPartialsBytes, "reduction partials"));
   auto* pdx = static_cast<uint16_t*>(dx.data);
   auto* pdy = static_cast<uint16_t*>(dy.data);
   const auto* pres = static_cast<const uint16_t*>(dres.data);

@@ -226,7 +226,7 @@ void CudaBackend::qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const 
   if (heads == 0) return;
   const int blocks = warp_rows_reduce_blocks(heads);
   auto* partial = static_cast<double*>(
-      scratch(partials_, sizeof(double) * 2 * math::kMaxPartials, "reduction partials"));
+      scratch(partials_, kPartialsBytes, "reduction partials"));
   SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, qkv_backward_kernel)(
       static_cast<uint16_t*>(dqkv.data), static_cast<uint16_t*>(dv1.data),
       static_cast<const uint16_t*>(dq.data), static_cast<const uint16_t*>(dk.data),

@@ -36,7 +36,7 @@ void CudaBackend::reduce_into_f64(double* acc, const Tensor& t, const char* op) 
   const int64_t n = t.numel();
   const int blocks = math::reduce_blocks(n);
   auto* partial = static_cast<double*>(
-      scratch(partials_, sizeof(double) * 2 * math::kMaxPartials, "reduction partials"));
+      scratch(partials_, kPartialsBytes, "reduction partials"));
   switch (t.dtype) {
     case DType::F32:
       SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, sum_partials_kernel<float>)(

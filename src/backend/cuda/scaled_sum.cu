@@ -181,7 +181,7 @@ void CudaBackend::scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc
   int threads = kThreads;
   if (reduce) {
     partial = static_cast<double*>(
-        scratch(partials_, sizeof(double) * 2 * math::kMaxPartials, "reduction partials"));
+        scratch(partials_, kPartialsBytes, "reduction partials"));
     blocks = math::reduce_blocks(items);
     threads = math::kReduceThreads;
   }

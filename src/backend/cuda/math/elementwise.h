@@ -3,6 +3,8 @@
 #pragma once
 #include <math.h>
 
+#include <cmath>
+
 #include "backend/cuda/math/hd.h"
 
 namespace speedrun::cuda::math {
@@ -14,9 +16,19 @@ SR_HD inline float relu_squared(float x) {
 }
 SR_HD inline float relu_squared_grad(float x, float dy) { return (x + fabsf(x)) * dy; }
 
-// a*x + b*y in fp32: the one expression of every weighted sum (scaled_sum.cu, mix_norm.cu),
-// so that a sum formed in one kernel and recomputed in another rounds alike.
-SR_HD inline float weighted_sum(float a, float x, float b, float y) { return a * x + b * y; }
+// a*x + b*y in fp32 as fma(a, x, b*y): b*y rounded, then one rounding of the rest. The one
+// expression of every weighted sum (scaled_sum.cu, mix_norm.cu), with its rounding spelled
+// out, so that a sum formed in one kernel and formed again in another has the same bits
+// whatever the compiler would contract (with a = 1, fma(a, x, b*y) and fma(b, y, a*x)
+// round differently), on the GPU and in the emulated build.
+SR_HD inline float weighted_sum(float a, float x, float b, float y) {
+#ifdef __CUDA_ARCH__
+  return __fmaf_rn(a, x, __fmul_rn(b, y));
+#else
+  const float by = b * y;
+  return std::fma(a, x, by);
+#endif
+}
 
 // A Coef (backend.h) on the device: offset + sign * value[0] evaluated in fp32 as
 // PyTorch evaluates (1 - lamb), or offset alone when there is no parameter.
