@@ -68,6 +68,41 @@ __device__ inline int64_t global_thread() {
 }
 __device__ inline int64_t grid_threads() { return int64_t(gridDim.x) * blockDim.x; }
 
+// A warp's row of dim bf16 elements (one warp per row; Vec: 8 at a time from 16-byte
+// aligned data): this lane's share of <a, b> in fp32, in a fixed order (warp_allsum gives
+// the row's), and dst = src * s, each lane on the elements it would have read itself.
+template <bool Vec>
+__device__ inline float warp_row_dot(const uint16_t* a, const uint16_t* b, int64_t dim, int lane) {
+  float dot = 0;
+  if constexpr (Vec) {
+    for (int64_t i = lane * 8; i < dim; i += 256) {
+      float p[8], q[8];
+      load8(a + i, p);
+      load8(b + i, q);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) dot += p[k] * q[k];
+    }
+  } else {
+    for (int64_t i = lane; i < dim; i += 32) dot += load_bf16(a + i) * load_bf16(b + i);
+  }
+  return dot;
+}
+template <bool Vec>
+__device__ inline void warp_row_scale(uint16_t* dst, const uint16_t* src, int64_t dim, int lane,
+                                      float s) {
+  if constexpr (Vec) {
+    for (int64_t i = lane * 8; i < dim; i += 256) {
+      float v[8];
+      load8(src + i, v);
+#pragma unroll
+      for (int k = 0; k < 8; ++k) v[k] *= s;
+      store8(dst + i, v);
+    }
+  } else {
+    for (int64_t i = lane; i < dim; i += 32) store_bf16(dst + i, load_bf16(src + i) * s);
+  }
+}
+
 // The reduction partials' scratch every kernel asks for, whatever its number of dots (up
 // to three per block, mix_norm.cu's with the skip): one size, so the buffer is made once.
 inline constexpr size_t kPartialsBytes = sizeof(double) * 3 * math::kMaxPartials;

@@ -27,13 +27,18 @@ namespace {
 
 using math::CoefArg;
 
-// With Skip, x is h and the mix's x is xin = bf16(hc*h + c*skip) (hc = 1), formed here
-// as scaled_sum_forward forms it (math::weighted_sum) and never stored.
+// With Skip, x is h and the mix's x is xin = bf16(1*h + c*skip), formed here as
+// scaled_sum_forward forms it (math::weighted_sum, whose rounding is spelled out) and never
+// stored.
 struct SkipArg {
   const uint16_t* skip = nullptr;  // [rows, dim]
   CoefArg c;
-  float hc = 1.0f;  // h's coefficient, a value at run time as in scaled_sum_forward
 };
+
+// xin = bf16(1*h + c*skip), forward and backward alike.
+__device__ inline float skip_input(float cv, float h, float skip) {
+  return math::round_bf16(math::weighted_sum(1.0f, h, cv, skip));
+}
 
 template <bool Vec, bool Skip>
 __global__ void mix_norm_forward_kernel(uint16_t* xmix, uint16_t* n, float* rstd,
@@ -56,7 +61,7 @@ __global__ void mix_norm_forward_kernel(uint16_t* xmix, uint16_t* n, float* rstd
         float sv[8];
         load8(sk.skip + o + i, sv);
 #pragma unroll
-        for (int k = 0; k < 8; ++k) xv[k] = math::round_bf16(math::weighted_sum(sk.hc, xv[k], cv, sv[k]));
+        for (int k = 0; k < 8; ++k) xv[k] = skip_input(cv, xv[k], sv[k]);
       }
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
@@ -68,8 +73,7 @@ __global__ void mix_norm_forward_kernel(uint16_t* xmix, uint16_t* n, float* rstd
   } else {
     for (int64_t i = lane; i < dim; i += 32) {
       float xv = load_bf16(x + o + i);
-      if constexpr (Skip)
-        xv = math::round_bf16(math::weighted_sum(sk.hc, xv, cv, load_bf16(sk.skip + o + i)));
+      if constexpr (Skip) xv = skip_input(cv, xv, load_bf16(sk.skip + o + i));
       const float m = math::round_bf16(math::weighted_sum(av, xv, bv, load_bf16(y + o + i)));
       store_bf16(xmix + o + i, m);
       ss += m * m;
@@ -78,17 +82,7 @@ __global__ void mix_norm_forward_kernel(uint16_t* xmix, uint16_t* n, float* rstd
   const float s = math::rms_rstd(warp_allsum(ss), dim, eps);
   if (lane == 0) rstd[r] = s;
   // Each lane reads back the elements it wrote itself.
-  if constexpr (Vec) {
-    for (int64_t i = lane * 8; i < dim; i += 256) {
-      float v[8];
-      load8(xmix + o + i, v);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] *= s;
-      store8(n + o + i, v);
-    }
-  } else {
-    for (int64_t i = lane; i < dim; i += 32) store_bf16(n + o + i, load_bf16(xmix + o + i) * s);
-  }
+  warp_row_scale<Vec>(n + o, xmix + o, dim, lane, s);
 }
 
 // One element of the backward: g = bf16(dres + the norm's gradient), then the mix's.
@@ -102,11 +96,8 @@ __device__ inline void mix_norm_backward_elem(float s, float coef, float dn, flo
   dy = dy + bv * g;
 }
 
-// With Skip, xv is recomputed from h and skip as the forward formed it, and the skip's
-// backward follows with dout = dx as stored (bf16): dskip = c*dx, sz += dx*skip.
-__device__ inline float skip_input(const SkipArg& sk, float cv, float h, float skip) {
-  return math::round_bf16(math::weighted_sum(sk.hc, h, cv, skip));
-}
+// With Skip, the backward recomputes xv from h and skip (skip_input, as the forward), and
+// the skip's backward follows with dout = dx as stored (bf16): dskip = c*dx, sz += dx*skip.
 __device__ inline void skip_backward_elem(float cv, float skip, float& dx, float& dskip,
                                           double& sz) {
   dx = math::round_bf16(dx);
@@ -131,18 +122,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
   for (int64_t r = int64_t(blockIdx.x) * math::kReduceWarps + (threadIdx.x >> 5); r < rows;
        r += warps) {
     const int64_t o = r * dim;
-    float dot = 0;
-    if constexpr (Vec) {
-      for (int64_t i = lane * 8; i < dim; i += 256) {
-        float p[8], q[8];
-        load8(dn + o + i, p);
-        load8(xmix + o + i, q);
-#pragma unroll
-        for (int k = 0; k < 8; ++k) dot += p[k] * q[k];
-      }
-    } else {
-      for (int64_t i = lane; i < dim; i += 32) dot += load_bf16(dn + o + i) * load_bf16(xmix + o + i);
-    }
+    const float dot = warp_row_dot<Vec>(dn + o, xmix + o, dim, lane);
     const float s = rstd[r];
     const float coef = math::rms_backward_coef(s, warp_allsum(dot), dim);
     if constexpr (Vec) {
@@ -157,7 +137,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
         if constexpr (Skip) {
           load8(sk.skip + o + i, sv);
 #pragma unroll
-          for (int k = 0; k < 8; ++k) xv[k] = skip_input(sk, cv, xv[k], sv[k]);
+          for (int k = 0; k < 8; ++k) xv[k] = skip_input(cv, xv[k], sv[k]);
         }
 #pragma unroll
         for (int k = 0; k < 8; ++k) {
@@ -174,7 +154,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
         float xv = load_bf16(x + o + i), sv = 0, gx, gs, gy = load_bf16(dy + o + i);
         if constexpr (Skip) {
           sv = load_bf16(sk.skip + o + i);
-          xv = skip_input(sk, cv, xv, sv);
+          xv = skip_input(cv, xv, sv);
         }
         mix_norm_backward_elem(s, coef, load_bf16(dn + o + i), load_bf16(xmix + o + i),
                                load_bf16(dres + o + i), xv, load_bf16(y + o + i), av, bv, gx, gy,

@@ -38,17 +38,7 @@ __global__ void rms_norm_forward_kernel(uint16_t* y, float* rstd, const uint16_t
   }
   const float s = math::rms_rstd(warp_allsum(ss), dim, eps);
   if (lane == 0) rstd[r] = s;
-  if constexpr (Vec) {
-    for (int64_t i = lane * 8; i < dim; i += 256) {
-      float v[8];
-      load8(xr + i, v);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) v[k] *= s;
-      store8(yr + i, v);
-    }
-  } else {
-    for (int64_t i = lane; i < dim; i += 32) store_bf16(yr + i, load_bf16(xr + i) * s);
-  }
+  warp_row_scale<Vec>(yr, xr, dim, lane, s);
 }
 
 template <bool Vec>
@@ -61,18 +51,7 @@ __global__ void rms_norm_backward_kernel(uint16_t* dx, const uint16_t* dy, const
   const uint16_t* xr = x + r * dim;
   const uint16_t* dyr = dy + r * dim;
   uint16_t* dxr = dx + r * dim;
-  float dot = 0;
-  if constexpr (Vec) {
-    for (int64_t i = lane * 8; i < dim; i += 256) {
-      float a[8], b[8];
-      load8(dyr + i, a);
-      load8(xr + i, b);
-#pragma unroll
-      for (int k = 0; k < 8; ++k) dot += a[k] * b[k];
-    }
-  } else {
-    for (int64_t i = lane; i < dim; i += 32) dot += load_bf16(dyr + i) * load_bf16(xr + i);
-  }
+  const float dot = warp_row_dot<Vec>(dyr, xr, dim, lane);
   const float s = rstd[r];
   const float coef = math::rms_backward_coef(s, warp_allsum(dot), dim);
   if constexpr (Vec) {
