@@ -94,3 +94,42 @@ TEST(Optimizer, MuonUpdateIsScaledNewtonSchulzOfNesterovMomentum) {
       ASSERT_NEAR(after[k], w0[k] - oc.muon_lr * mult * scale * X[k], 1e-12) << p.name(i);
   }
 }
+
+// The many-tensor and fused ops refuse operands that do not fit, naming what is wrong.
+TEST(Optimizer, FusedOpsRefuseBadOperandsByName) {
+  CpuBackend be;
+  auto message = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+  std::vector<double> m(3 * 4 * 5, 0.1), X(m.size()), in(m.size()), b0(20, 0.0), b1(20, 0.0);
+  const Tensor out(X.data(), DType::F64, {3, 4, 5});
+  const Tensor input(in.data(), DType::F64, {3, 4, 5});
+  const Tensor g0(m.data(), DType::F64, {4, 5}), buf0(b0.data(), DType::F64, {4, 5});
+  const Tensor buf1(b1.data(), DType::F64, {4, 5});
+  EXPECT_NE(message([&] { be.muon_stack(out, input, {buf0, buf1}, {g0}, 0.95, 5, false); })
+                .find("2 momentum buffers for 1 gradients"),
+            std::string::npos);
+  EXPECT_NE(message([&] { be.muon_stack(out, Tensor{}, {buf0}, {g0}, 0.95, 5, false); })
+                .find("needs the input stack"),
+            std::string::npos);
+  EXPECT_NE(message([&] { be.muon_stack(out, input, {buf0}, {g0}, 0.95, 5, false); })
+                .find("is not a stack of 1 matrices"),
+            std::string::npos);
+
+  // dskip over the skip itself would be overwritten (by xin) before it is read.
+  std::vector<double> r(4 * 8, 0.5), rs(4, 1.0), d(4 * 8, 0.2), e(4 * 8, 0.3), s1(1, 0.9),
+      s2(1, 0.1), s3(1, 0.7), gs(3, 0.0);
+  const Tensor A(r.data(), DType::F64, {4, 8}), Rs(rs.data(), DType::F64, {4});
+  const Tensor D(d.data(), DType::F64, {4, 8}), E(e.data(), DType::F64, {4, 8});
+  const Coef a = Coef::param(Tensor(s1.data(), DType::F64, {}), Tensor(gs.data(), DType::F64, {}));
+  const Coef b = Coef::param(Tensor(s2.data(), DType::F64, {}), Tensor(gs.data() + 1, DType::F64, {}));
+  const Coef c = Coef::param(Tensor(s3.data(), DType::F64, {}), Tensor(gs.data() + 2, DType::F64, {}));
+  EXPECT_NE(message([&] { be.skip_mix_norm_backward(D, A, E, D, E, A, Rs, A, A, c, a, A, b); })
+                .find("dskip must not alias"),
+            std::string::npos);
+}
