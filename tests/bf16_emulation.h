@@ -69,10 +69,13 @@ class Bf16Emulation final : public Backend {
   }
   void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                          const Tensor& xmix, const Tensor& rstd, const Tensor& x, const Coef& a,
-                         const Tensor& y, const Coef& b) override {
-    Wide w(*cpu_);
-    cpu_->mix_norm_backward(w.out(dx), w.out(dy), w.in(dres), w.in(dn), w.in(xmix), w.in(rstd),
-                            w.in(x), a, w.in(y), b);
+                         const Tensor& y, const Coef& b, const Tensor& dadd) override {
+    {
+      Wide w(*cpu_);
+      cpu_->mix_norm_backward(w.out(dx), w.out(dy), w.in(dres), w.in(dn), w.in(xmix),
+                              w.in(rstd), w.in(x), a, w.in(y), b, Tensor{});
+    }  // dx rounded to bf16, then dadd added as axpy adds it
+    if (!dadd.empty()) axpy(dx, dadd, 1.0);
   }
   void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
                    const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,

@@ -590,8 +590,8 @@ TEST_F(CudaBackendTest, MixNormForwardAndBackward) {
     const Vec dres_start = randn(R * C, 4), dy_start = randn(R * C, 5);
     auto [dh, dhc] = both(dres_start, DType::BF16, {R, C});
     auto [dy, dyc] = both(dy_start, DType::BF16, {R, C});
-    gpu().mix_norm_backward(dh, dy, dh, dn, m, r, x, a, y, b);
-    cpu_.mix_norm_backward(dhc, dyc, dhc, dnc, mc2, rc2, xc, ac, yc, bc);
+    gpu().mix_norm_backward(dh, dy, dh, dn, m, r, x, a, y, b, Tensor{});
+    cpu_.mix_norm_backward(dhc, dyc, dhc, dnc, mc2, rc2, xc, ac, yc, bc, Tensor{});
     EXPECT_LE(rel_err(host(dh), host(dhc)), tol::kBf16 * 4) << C;
     EXPECT_LE(rel_err(host(dy), host(dyc)), tol::kBf16 * 4) << C;
     EXPECT_LE(rel_err(host(ga), host(gac)), tol::kBf16 * 4) << C;
@@ -601,7 +601,7 @@ TEST_F(CudaBackendTest, MixNormForwardAndBackward) {
     gpu().from_host_f64(dy, dy_start);
     gpu().from_host_f64(ga, {0.125});
     gpu().from_host_f64(gb, {-2.0});
-    gpu().mix_norm_backward(dh, dy, dh, dn, m, r, x, a, y, b);
+    gpu().mix_norm_backward(dh, dy, dh, dn, m, r, x, a, y, b, Tensor{});
     EXPECT_EQ(raw(gpu(), dh), bits) << C;
     EXPECT_EQ(raw(gpu(), dy), bits_y) << C;
     EXPECT_EQ(raw(gpu(), ga), bits_a) << C;
@@ -645,7 +645,7 @@ TEST_F(CudaBackendTest, SkipMixNormIsTheSeparateOps) {
     Tensor dy = g_->from(dy_v, DType::BF16, {R, C}), dys = g_->from(dy_v, DType::BF16, {R, C});
     Tensor dskip = g_->poisoned(DType::BF16, {R, C}), dskips = g_->poisoned(DType::BF16, {R, C});
     gpu().skip_mix_norm_backward(dh, dskip, dy, dh, dn, m, r, h, skip, cf[2], cf[0], y, cf[1]);
-    gpu().mix_norm_backward(dhs, dys, dhs, dn, ms, rs, xin, cs[0], y, cs[1]);
+    gpu().mix_norm_backward(dhs, dys, dhs, dn, ms, rs, xin, cs[0], y, cs[1], Tensor{});
     gpu().scaled_sum_backward(Tensor{}, false, dskips, false, dhs, Tensor{}, Coef::constant(1.0),
                               skip, cs[2]);
     EXPECT_EQ(raw(gpu(), dh), raw(gpu(), dhs)) << C;
@@ -663,6 +663,66 @@ TEST_F(CudaBackendTest, SkipMixNormIsTheSeparateOps) {
     EXPECT_EQ(raw(gpu(), gf), bits) << C;
     EXPECT_EQ(raw(gpu(), dskip), raw(gpu(), dskips)) << C;
   }
+}
+
+// What the backward adds where it writes dx gives the separate ops' bits: mix_norm_backward
+// with dadd is mix_norm_backward then axpy(dx, dadd, 1) (an encoder output's skip share);
+// skip_mix_norm_backward with skip = h and no dskip is the op writing dskip then
+// axpy(dx, dskip, 1) (the first decoder block). The coefficients' gradients too: the same
+// dots in the same order. Rows 8 at a time and one by one.
+TEST_F(CudaBackendTest, MixNormBackwardAddsWhereItWrites) {
+  for (int64_t C : {768, 33}) {
+    const int64_t R = 300;
+    Tensor x = g_->from(randn(R * C, 11, 2.0), DType::BF16, {R, C});
+    Tensor y = g_->from(randn(R * C, 12), DType::BF16, {R, C});
+    Tensor m = g_->from(randn(R * C, 13, 3.0), DType::BF16, {R, C});
+    Tensor r = g_->from(Vec(size_t(R), 0.4), DType::F32, {R});
+    Tensor dn = g_->from(randn(R * C, 14), DType::BF16, {R, C});
+    Tensor dadd = g_->from(randn(R * C, 15), DType::BF16, {R, C});
+    Tensor lam = g_->from(Vec{0.9, 0.2, 0.7}, DType::F32, {3});
+    const Vec g0 = {0.125, -2.0, 0.5}, dres_v = randn(R * C, 16), dy_v = randn(R * C, 17);
+    struct Side {
+      Tensor g, dh, dy;
+      std::array<Coef, 3> c;  // a, b, c
+    };
+    auto side = [&] {
+      Side s{g_->from(g0, DType::F32, {3}), g_->from(dres_v, DType::BF16, {R, C}),
+             g_->from(dy_v, DType::BF16, {R, C}), {}};
+      for (int k = 0; k < 3; ++k) s.c[size_t(k)] = Coef::param(lam.element(k), s.g.element(k));
+      return s;
+    };
+    auto same = [&](const Side& f, const Side& s) {
+      EXPECT_EQ(raw(gpu(), f.dh), raw(gpu(), s.dh)) << C;
+      EXPECT_EQ(raw(gpu(), f.dy), raw(gpu(), s.dy)) << C;
+      EXPECT_EQ(raw(gpu(), f.g), raw(gpu(), s.g)) << C;
+    };
+    Side f = side(), s = side();
+    gpu().mix_norm_backward(f.dh, f.dy, f.dh, dn, m, r, x, f.c[0], y, f.c[1], dadd);
+    gpu().mix_norm_backward(s.dh, s.dy, s.dh, dn, m, r, x, s.c[0], y, s.c[1], Tensor{});
+    gpu().axpy(s.dh, dadd, 1.0);
+    same(f, s);
+    EXPECT_NE(raw(gpu(), f.dh), raw(gpu(), side().dh)) << C;  // it wrote
+
+    // The skip is h itself.
+    f = side(), s = side();
+    Tensor dskip = g_->poisoned(DType::BF16, {R, C});
+    gpu().skip_mix_norm_backward(f.dh, Tensor{}, f.dy, f.dh, dn, m, r, x, x, f.c[2], f.c[0], y,
+                                 f.c[1]);
+    gpu().skip_mix_norm_backward(s.dh, dskip, s.dy, s.dh, dn, m, r, x, x, s.c[2], s.c[0], y,
+                                 s.c[1]);
+    gpu().axpy(s.dh, dskip, 1.0);
+    same(f, s);
+  }
+  // Refusals: dadd over an output (dy); no dskip where skip is not h.
+  const int64_t R = 4, C = 8;
+  Tensor a = g_->from(randn(R * C, 1), DType::BF16, {R, C});
+  Tensor b = g_->from(randn(R * C, 2), DType::BF16, {R, C});
+  Tensor d = g_->from(randn(R * C, 3), DType::BF16, {R, C});
+  Tensor r = g_->from(Vec(size_t(R), 1.0), DType::F32, {R});
+  const Coef one = Coef::constant(1.0);
+  EXPECT_THROW(gpu().mix_norm_backward(d, b, d, a, a, r, a, one, a, one, b), Error);
+  EXPECT_THROW(gpu().skip_mix_norm_backward(d, Tensor{}, b, d, a, a, r, a, b, one, one, a, one),
+               Error);
 }
 
 // ---- elementwise -----------------------------------------------------------------------------

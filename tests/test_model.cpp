@@ -475,7 +475,7 @@ TEST(Model, MixNormOpsAreTheSeparateOps) {
 
     const std::vector<double> dres_h = normals(size_t(R * C), 3), dy_h = normals(size_t(R * C), 4);
     Tensor dn = rc(5), dh = buf.make(d, {R, C}, dres_h), dy = buf.make(d, {R, C}, dy_h);
-    be.mix_norm_backward(dh, dy, dh, dn, xmix, rstd, x, a, y, b);
+    be.mix_norm_backward(dh, dy, dh, dn, xmix, rstd, x, a, y, b, Tensor{});
     const double ga_fused = be.to_host_f64(ga)[0], gb_fused = be.to_host_f64(gb)[0];
     be.from_host_f64(ga.view({1}), {0.25});
     be.from_host_f64(gb.view({1}), {-0.5});

@@ -132,4 +132,13 @@ TEST(Optimizer, FusedOpsRefuseBadOperandsByName) {
   EXPECT_NE(message([&] { be.skip_mix_norm_backward(D, A, E, D, E, A, Rs, A, A, c, a, A, b); })
                 .find("dskip must not alias"),
             std::string::npos);
+  // No dskip only where skip is h; an added tensor must not be an output.
+  std::vector<double> f(4 * 8, 0.1);
+  const Tensor F(f.data(), DType::F64, {4, 8});
+  EXPECT_NE(message([&] { be.skip_mix_norm_backward(D, Tensor{}, E, D, E, A, Rs, A, F, c, a, A, b); })
+                .find("only where skip is h"),
+            std::string::npos);
+  EXPECT_NE(message([&] { be.mix_norm_backward(D, E, D, E, A, Rs, A, a, A, b, E); })
+                .find("dadd must not alias dx or dy"),
+            std::string::npos);
 }

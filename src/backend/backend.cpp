@@ -31,12 +31,24 @@ void Backend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const T
                                      const Tensor& h, const Tensor& skip, const Coef& c,
                                      const Coef& a, const Tensor& y, const Coef& b) {
   const std::initializer_list<const Tensor*> others = {&dx, &dres, &dy, &dn, &xmix, &h, &skip, &y};
+  const bool skip_is_h = dskip.empty();
+  check(!skip_is_h || skip.data == h.data, name(), " skip_mix_norm_backward: dskip may be left ",
+        "empty only where skip is h (the same tensor)");
+  Arena scratch([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
+  if (skip_is_h) {  // xin, then c*dx, in a temporary
+    scratch.add("skip_mix_norm_backward", dx.dtype, {dx.rows(), dx.cols()}, &dskip);
+    scratch.materialize(device());
+  }
   for (const Tensor* t : others)
     check(dskip.data != t->data, name(), " skip_mix_norm_backward: dskip must not alias ",
           "another operand (it holds xin first)");
   scaled_sum_forward(dskip, h, Coef::constant(1.0), skip, c);  // xin, in dskip's memory
-  mix_norm_backward(dx, dy, dres, dn, xmix, rstd, dskip, a, y, b);
+  mix_norm_backward(dx, dy, dres, dn, xmix, rstd, dskip, a, y, b, Tensor{});
   scaled_sum_backward(Tensor{}, false, dskip, false, dx, Tensor{}, Coef::constant(1.0), skip, c);
+  if (skip_is_h) {
+    axpy(dx, dskip, 1.0);
+    synchronize();  // the temporary is freed when this returns
+  }
 }
 
 void Backend::adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) {

@@ -155,10 +155,14 @@ class Backend {
   // elsewhere (the residual stream): g = dres + rms_norm_backward(dn, xmix, rstd), rounded
   // as rms_norm_backward accumulating into dres rounds it; then as scaled_sum_backward with
   // dout = g: dx (=) a*g, dy (+=) b*g, a.grad_param += a.sign <g, x>, b.grad_param +=
-  // b.sign <g, y> (deterministic). dx may alias dres.
+  // b.sign <g, y> (deterministic). dx may alias dres. Where dadd (c) is not empty, dx then
+  // (=) dx + dadd, rounded as axpy(dx, dadd, 1) adds it after the op (a U-net encoder
+  // output's gradient from its skip, added where dx is written instead of in a pass of its
+  // own); dadd must not alias dx or dy.
   virtual void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                                  const Tensor& xmix, const Tensor& rstd, const Tensor& x,
-                                 const Coef& a, const Tensor& y, const Coef& b) = 0;
+                                 const Coef& a, const Tensor& y, const Coef& b,
+                                 const Tensor& dadd) = 0;
 
   // A U-net decoder block's input, its skip folded in: xin = h + c*skip as
   // scaled_sum_forward(xin, h, 1, skip, c) would store it, formed per element and never
@@ -172,6 +176,10 @@ class Backend {
   // scaled_sum_backward's for skip with dout = dx: dskip [R, C] (c) (=) c*dx and
   // c.grad_param += c.sign <dx, skip> (deterministic). dx may alias dres; dskip must alias
   // nothing. (The default recomputes xin into dskip first.)
+  // dskip may be empty where skip is h (the same tensor: the first decoder block, whose
+  // skip is the encoder output it also takes as h): then d h is the whole gradient, and dx
+  // (=) dx + c*dx, rounded as axpy(dx, dskip, 1) would add the dskip above; nothing else
+  // is written. (The default holds xin and c*dx in a temporary of its own.)
   virtual void skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const Tensor& dres,
                                       const Tensor& dn, const Tensor& xmix, const Tensor& rstd,
                                       const Tensor& h, const Tensor& skip, const Coef& c,

@@ -69,8 +69,12 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t hea
   a.add("grad.x0", c, {N, C}, &dx0_);
   a.add("grad.v1", c, {N, C}, &dv1_);
   a.add("grad.nf", c, {N, C}, &dnf_);
-  dskip_.resize(size_t(L / 2));
-  for (int64_t j = 0; j < L / 2; ++j) a.add("grad.skip" + std::to_string(j), c, {N, C}, &dskip_[size_t(j)]);
+  // d xout[j] through decoder block L-1-j's skip, held until the backward reaches block
+  // j + 1 (which adds it to the gradient it writes); the last encoder's skip goes into the
+  // first decoder's own h, whose gradient takes it directly (skip_mix_norm_backward).
+  dskip_.resize(size_t(L / 2 - 1));
+  for (int64_t j = 0; j < L / 2 - 1; ++j)
+    a.add("grad.skip" + std::to_string(j), c, {N, C}, &dskip_[size_t(j)]);
   a.materialize(backend.device());
   dfc_ = dfc_mem.slice(0, N * F).view({N, F});
   dqkv_ = dfc_mem.slice(0, N * 3 * C).view({N, 3 * C});
@@ -212,8 +216,8 @@ void GPT::backward() {
     LayerActs& A = L_[l];
     const LayerWeights& W = w.h[l];
     const LayerWeights& G = g.h[l];
-    // dh holds dLoss/d xout[l] from above; an encoder output also feeds a decoder skip.
-    if (l < L / 2) be_.axpy(dh_, dskip_[l], 1.0);
+    // dh holds dLoss/d xout[l] from above, an encoder output's share from its decoder skip
+    // included (added by the block above's mix backward).
     // MLP: xout = xmid + relu(n2 Wfc^T)^2 Wp^T
     be_.matmul(dfc_, dh_, false, W.mlp_proj, false, false);
     be_.matmul(G.mlp_proj, dh_, true, A.act, false, true);
@@ -235,14 +239,19 @@ void GPT::backward() {
     // d xmix = dh (the residual stream's) + n1's share; then xmix = lambdas[0] xin +
     // lambdas[1] x0: dh = d xin, dx0 += lambdas[1] d xmix; in a decoder block xin = h +
     // skip_weights[i] xout[j] too: d h = d xin, d xout[j] = skip_weights[i] d xin (dskip[j],
-    // added to dh when the backward reaches block j).
-    if (l >= L / 2)
+    // added to dh by block j + 1's backward, which writes d xout[j]). The first decoder's
+    // skip is its own h (j = l - 1): its share goes straight into dh.
+    if (l > L / 2)
       be_.skip_mix_norm_backward(dh_, dskip_[size_t(skip_of(l))], dx0_, dh_, dq_, A.xmix, A.rstd1,
                                  L_[l - 1].xout, L_[skip_of(l)].xout, skip_coef(l), lambda(l, 0),
                                  x0_, lambda(l, 1));
+    else if (l == L / 2)
+      be_.skip_mix_norm_backward(dh_, Tensor{}, dx0_, dh_, dq_, A.xmix, A.rstd1, L_[l - 1].xout,
+                                 L_[skip_of(l)].xout, skip_coef(l), lambda(l, 0), x0_,
+                                 lambda(l, 1));
     else
       be_.mix_norm_backward(dh_, dx0_, dh_, dq_, A.xmix, A.rstd1, A.xin, lambda(l, 0), x0_,
-                            lambda(l, 1));
+                            lambda(l, 1), l > 0 ? dskip_[size_t(l - 1)] : Tensor{});
     if (on_layer_grads) on_layer_grads(l);
   }
   // dh is now d xin[0] = a share of d x0.

@@ -109,15 +109,16 @@ void TimingBackend::mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const T
 }
 void TimingBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                                       const Tensor& xmix, const Tensor& rstd, const Tensor& x,
-                                      const Coef& a, const Tensor& y, const Coef& b) {
+                                      const Coef& a, const Tensor& y, const Coef& b,
+                                      const Tensor& dadd) {
   // x and y are read only for their coefficients' gradients, as in scaled_sum_backward.
   run("mix_norm_backward",
       [&] {
         return bytes(sz(dres) + sz(dn) + sz(xmix) + sz(rstd) +
                      (a.grad_param.empty() ? 0 : sz(x)) + (b.grad_param.empty() ? 0 : sz(y)) +
-                     sz(dx) + out(dy, true));
+                     sz(dadd) + sz(dx) + out(dy, true));
       },
-      [&] { be_.mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b); });
+      [&] { be_.mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b, dadd); });
 }
 void TimingBackend::skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& h,
                                           const Tensor& skip, const Coef& c, const Coef& a,
@@ -131,10 +132,12 @@ void TimingBackend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, c
                                            const Tensor& rstd, const Tensor& h,
                                            const Tensor& skip, const Coef& c, const Coef& a,
                                            const Tensor& y, const Coef& b) {
-  // h and skip are read to form xin again (and skip for c's gradient).
+  // h and skip are read to form xin again (and skip for c's gradient); once where skip is
+  // h (dskip empty, not written).
   run("skip_mix_norm_backward",
       [&] {
-        return bytes(sz(dres) + sz(dn) + sz(xmix) + sz(rstd) + sz(h) + sz(skip) +
+        return bytes(sz(dres) + sz(dn) + sz(xmix) + sz(rstd) + sz(h) +
+                     (skip.data == h.data ? 0 : sz(skip)) +
                      (b.grad_param.empty() ? 0 : sz(y)) + sz(dx) + sz(dskip) + out(dy, true));
       },
       [&] { be_.skip_mix_norm_backward(dx, dskip, dy, dres, dn, xmix, rstd, h, skip, c, a, y, b); });

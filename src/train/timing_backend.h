@@ -99,7 +99,7 @@ class TimingBackend final : public Backend {
                         const Tensor& y, const Coef& b, double eps) override;
   void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                          const Tensor& xmix, const Tensor& rstd, const Tensor& x, const Coef& a,
-                         const Tensor& y, const Coef& b) override;
+                         const Tensor& y, const Coef& b, const Tensor& dadd) override;
   void rotary_tables(Tensor cos, Tensor sin, double base) override;
   void attention_forward(Tensor out, Tensor lse, const Tensor& q, const Tensor& k,
                          const Tensor& v, const std::vector<BlockMask>& masks, int64_t H,

@@ -242,10 +242,16 @@ void CpuBackend::mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tens
 
 void CpuBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                                    const Tensor& xmix, const Tensor& rstd, const Tensor& x,
-                                   const Coef& a, const Tensor& y, const Coef& b) {
+                                   const Coef& a, const Tensor& y, const Coef& b,
+                                   const Tensor& dadd) {
   const char* op = "mix_norm_backward";
   for (const Tensor* t : std::initializer_list<const Tensor*>{&dx, &dy, &dres, &dn, &xmix, &y})
     same(op, *t, x);
+  if (!dadd.empty()) {
+    same(op, dadd, x);
+    check(dadd.data != dx.data && dadd.data != dy.data, "cpu ", op,
+          ": dadd must not alias dx or dy");
+  }
   check(rstd.numel() == x.rows(), "cpu ", op, ": rstd ", rstd.shape_str(), " for ", x.rows(),
         " rows");
   dispatch(op, x, [&](auto z) {
@@ -256,6 +262,7 @@ void CpuBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, con
     add_grad<S>(a, gx);
     add_grad<S>(b, gy);
   });
+  if (!dadd.empty()) axpy(dx, dadd, 1.0);
 }
 
 namespace {

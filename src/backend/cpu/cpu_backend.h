@@ -38,7 +38,7 @@ class CpuBackend final : public Backend {
                         const Tensor& y, const Coef& b, double eps) override;
   void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                          const Tensor& xmix, const Tensor& rstd, const Tensor& x, const Coef& a,
-                         const Tensor& y, const Coef& b) override;
+                         const Tensor& y, const Coef& b, const Tensor& dadd) override;
   void rotary_tables(Tensor cos, Tensor sin, double base) override;
   void qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
                    const Tensor& v1src, const Coef& a, const Coef& b, const Tensor& cos,

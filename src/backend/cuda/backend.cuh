@@ -96,7 +96,7 @@ class CudaBackend final : public Backend {
                         const Tensor& y, const Coef& b, double eps) override;
   void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                          const Tensor& xmix, const Tensor& rstd, const Tensor& x, const Coef& a,
-                         const Tensor& y, const Coef& b) override;
+                         const Tensor& y, const Coef& b, const Tensor& dadd) override;
   void skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, const Tensor& h,
                              const Tensor& skip, const Coef& c, const Coef& a, const Tensor& y,
                              const Coef& b, double eps) override;
@@ -154,14 +154,17 @@ class CudaBackend final : public Backend {
   // Checks the last launch of `kernel` for op `op`; under SPEEDRUN_CUDA_SYNC also waits for
   // it and checks its completion.
   void launched(const char* op, const char* kernel);
-  // mix_norm.cu's two ops, with the U-net skip (skip and c given) or without (null).
+  // mix_norm.cu's two ops, with the U-net skip (skip and c given) or without (null); the
+  // backward with a tensor added to dx (dadd not empty, no skip) or, dskip empty, the
+  // skip's own gradient (skip is h).
   void mix_norm_forward_on(const char* op, Tensor xmix, Tensor n, Tensor rstd, const Tensor& x,
                            const Tensor* skip, const Coef* c, const Coef& a, const Tensor& y,
                            const Coef& b, double eps);
   void mix_norm_backward_on(const char* op, Tensor dx, const Tensor* dskip, Tensor dy,
                             const Tensor& dres, const Tensor& dn, const Tensor& xmix,
                             const Tensor& rstd, const Tensor& x, const Tensor* skip,
-                            const Coef* c, const Coef& a, const Tensor& y, const Coef& b);
+                            const Coef* c, const Coef& a, const Tensor& y, const Coef& b,
+                            const Tensor& dadd);
   // Newton-Schulz over a stack X [n, rows, cols] (F32 out) whose bf16 work matrix and norm
   // partials `load` fills (muon.cu: from a G stack, or from the momentum), `op` naming it.
   using NsLoad = std::function<void(const NewtonSchulzPlan&, uint16_t* x, double* partial)>;

@@ -12,6 +12,9 @@
 // folded in (Skip): xin = h + c*skip is formed where it is read, forward and backward
 // (math::weighted_sum, as scaled_sum.cu forms it), so it is never written or read back, and
 // the backward also writes dskip = c*dx and sums <dx, skip> for c as a third dot.
+// The backward can also add a tensor to dx where it writes it (Add::kTensor: a U-net
+// encoder output's gradient from its skip, dx + dskip as axpy would add it) or, where skip
+// is h itself, the skip's own share c*dx (Add::kSkip: dskip is then not written at all).
 // Rows whose length is a multiple of 8 with 16-byte aligned data are read 8 at a time.
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -105,15 +108,25 @@ __device__ inline void skip_backward_elem(float cv, float skip, float& dx, float
   sz += double(dx) * double(skip);
 }
 
+// What the backward adds to dx after the op's own value (rounded first, as stored):
+// nothing, a tensor (dadd), or, where skip is h, the dskip it would otherwise write.
+enum class Add { kNone, kTensor, kSkip };
+
+// dx (=) bf16(dx) + add, as axpy_bf16_kernel adds with alpha 1 (the store rounds the sum).
+__device__ inline void add_to_dx(float& dx, float add) { dx = math::round_bf16(dx) + add; }
+
 // math::kReduceThreads threads per block; partial[block] and partial[gridDim.x + block]
 // get the block's two dots (with Skip, partial[2 * gridDim.x + block] the third). x is h
-// with Skip.
-template <bool Vec, bool Skip>
+// with Skip. dadd is read with Add::kTensor; dskip is written with Skip and Add::kNone.
+template <bool Vec, bool Skip, Add A>
 __global__ void __launch_bounds__(math::kReduceThreads)
     mix_norm_backward_kernel(uint16_t* dx, uint16_t* dy, const uint16_t* dres, const uint16_t* dn,
                              const uint16_t* xmix, const float* rstd, const uint16_t* x,
                              CoefArg a, const uint16_t* y, CoefArg b, SkipArg sk,
-                             uint16_t* dskip, int64_t rows, int64_t dim, double* partial) {
+                             uint16_t* dskip, const uint16_t* dadd, int64_t rows, int64_t dim,
+                             double* partial) {
+  static_assert(A != Add::kSkip || Skip, "Add::kSkip adds the skip's own gradient");
+  constexpr bool kWriteSkip = Skip && A == Add::kNone;
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * math::kReduceWarps;
   const float av = math::coef_value(a), bv = math::coef_value(b);
@@ -127,13 +140,14 @@ __global__ void __launch_bounds__(math::kReduceThreads)
     const float coef = math::rms_backward_coef(s, warp_allsum(dot), dim);
     if constexpr (Vec) {
       for (int64_t i = lane * 8; i < dim; i += 256) {
-        float p[8], q[8], res[8], xv[8], yv[8], gx[8], gy[8], sv[8], gs[8];
+        float p[8], q[8], res[8], xv[8], yv[8], gx[8], gy[8], sv[8], gs[8], ad[8];
         load8(dn + o + i, p);
         load8(xmix + o + i, q);
         load8(dres + o + i, res);
         load8(x + o + i, xv);
         load8(y + o + i, yv);
         load8(dy + o + i, gy);
+        if constexpr (A == Add::kTensor) load8(dadd + o + i, ad);
         if constexpr (Skip) {
           load8(sk.skip + o + i, sv);
 #pragma unroll
@@ -144,10 +158,12 @@ __global__ void __launch_bounds__(math::kReduceThreads)
           mix_norm_backward_elem(s, coef, p[k], q[k], res[k], xv[k], yv[k], av, bv, gx[k], gy[k],
                                  sx, sy);
           if constexpr (Skip) skip_backward_elem(cv, sv[k], gx[k], gs[k], sz);
+          if constexpr (A == Add::kTensor) add_to_dx(gx[k], ad[k]);
+          if constexpr (A == Add::kSkip) add_to_dx(gx[k], math::round_bf16(gs[k]));
         }
         store8(dx + o + i, gx);
         store8(dy + o + i, gy);
-        if constexpr (Skip) store8(dskip + o + i, gs);
+        if constexpr (kWriteSkip) store8(dskip + o + i, gs);
       }
     } else {
       for (int64_t i = lane; i < dim; i += 32) {
@@ -159,10 +175,10 @@ __global__ void __launch_bounds__(math::kReduceThreads)
         mix_norm_backward_elem(s, coef, load_bf16(dn + o + i), load_bf16(xmix + o + i),
                                load_bf16(dres + o + i), xv, load_bf16(y + o + i), av, bv, gx, gy,
                                sx, sy);
-        if constexpr (Skip) {
-          skip_backward_elem(cv, sv, gx, gs, sz);
-          store_bf16(dskip + o + i, gs);
-        }
+        if constexpr (Skip) skip_backward_elem(cv, sv, gx, gs, sz);
+        if constexpr (kWriteSkip) store_bf16(dskip + o + i, gs);
+        if constexpr (A == Add::kTensor) add_to_dx(gx, load_bf16(dadd + o + i));
+        if constexpr (A == Add::kSkip) add_to_dx(gx, math::round_bf16(gs));
         store_bf16(dx + o + i, gx);
         store_bf16(dy + o + i, gy);
       }
@@ -189,9 +205,10 @@ void CudaBackend::skip_mix_norm_forward(Tensor xmix, Tensor n, Tensor rstd, cons
 
 void CudaBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                                     const Tensor& xmix, const Tensor& rstd, const Tensor& x,
-                                    const Coef& a, const Tensor& y, const Coef& b) {
+                                    const Coef& a, const Tensor& y, const Coef& b,
+                                    const Tensor& dadd) {
   mix_norm_backward_on("mix_norm_backward", dx, nullptr, dy, dres, dn, xmix, rstd, x, nullptr,
-                       nullptr, a, y, b);
+                       nullptr, a, y, b, dadd);
 }
 
 void CudaBackend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const Tensor& dres,
@@ -199,7 +216,7 @@ void CudaBackend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, con
                                          const Tensor& h, const Tensor& skip, const Coef& c,
                                          const Coef& a, const Tensor& y, const Coef& b) {
   mix_norm_backward_on("skip_mix_norm_backward", dx, &dskip, dy, dres, dn, xmix, rstd, h, &skip,
-                       &c, a, y, b);
+                       &c, a, y, b, Tensor{});
 }
 
 void CudaBackend::mix_norm_forward_on(const char* op, Tensor xmix, Tensor n, Tensor rstd,
@@ -247,7 +264,7 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
                                        const Tensor& dres, const Tensor& dn, const Tensor& xmix,
                                        const Tensor& rstd, const Tensor& x, const Tensor* skip,
                                        const Coef* c, const Coef& a, const Tensor& y,
-                                       const Coef& b) {
+                                       const Coef& b, const Tensor& dadd) {
   const std::pair<const char*, const Tensor*> given[] = {
       {"dx", &dx}, {"dy", &dy}, {"dres", &dres}, {"dn", &dn}, {"xmix", &xmix}, {"y", &y}};
   need(op, skip ? "h" : "x", x, DType::BF16);
@@ -262,18 +279,35 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
         ": dy must not alias dx or dres (it accumulates)");
   SkipArg sk;
   uint16_t* pds = nullptr;
+  const uint16_t* padd = nullptr;
+  Add add = Add::kNone;
   if (skip) {
     need(op, "skip", *skip, DType::BF16);
     need_numel(op, "skip", *skip, "h", x);
-    need(op, "dskip", *dskip, DType::BF16);
-    need_numel(op, "dskip", *dskip, "h", x);
-    for (const auto& [name, t] : given)
-      check(dskip->data != t->data, "cuda ", op, ": dskip must not alias ", name);
-    check(dskip->data != x.data && dskip->data != skip->data, "cuda ", op,
-          ": dskip must not alias h or skip");
+    if (dskip->empty()) {  // skip is h: its share c*dx is added to dx
+      check(skip->data == x.data, "cuda ", op,
+            ": dskip may be left empty only where skip is h (the same tensor)");
+      add = Add::kSkip;
+    } else {
+      need(op, "dskip", *dskip, DType::BF16);
+      need_numel(op, "dskip", *dskip, "h", x);
+      for (const auto& [name, t] : given)
+        check(dskip->data != t->data, "cuda ", op, ": dskip must not alias ", name);
+      check(dskip->data != x.data && dskip->data != skip->data, "cuda ", op,
+            ": dskip must not alias h or skip");
+      pds = static_cast<uint16_t*>(dskip->data);
+    }
     sk.skip = static_cast<const uint16_t*>(skip->data);
     sk.c = coef_arg(op, "c", *c);
-    pds = static_cast<uint16_t*>(dskip->data);
+  }
+  if (!dadd.empty()) {
+    check(!skip, "cuda ", op, ": dadd is mix_norm_backward's alone");
+    need(op, "dadd", dadd, DType::BF16);
+    need_numel(op, "dadd", dadd, "x", x);
+    check(dadd.data != dx.data && dadd.data != dy.data, "cuda ", op,
+          ": dadd must not alias dx or dy");
+    padd = static_cast<const uint16_t*>(dadd.data);
+    add = Add::kTensor;
   }
   const CoefArg ca = coef_arg(op, "a", a), cb = coef_arg(op, "b", b);
   if (rows == 0 || dim == 0) return;
@@ -289,14 +323,26 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
   const auto* py = static_cast<const uint16_t*>(y.data);
   const auto* pr = static_cast<const float*>(rstd.data);
   const bool vec = vec8_ok(dim, pdx, pdy, pres, pdn) && vec8_ok(dim, pm, px, py) &&
-                   vec8_ok(dim, sk.skip, pds);
-#define SR_MIX_NORM_BACKWARD(VEC, SKIP)                                                    \
-  SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, mix_norm_backward_kernel<VEC, SKIP>)( \
-      pdx, pdy, pres, pdn, pm, pr, px, ca, py, cb, sk, pds, rows, dim, partial)
-  if (skip && vec) SR_MIX_NORM_BACKWARD(true, true);
-  else if (skip) SR_MIX_NORM_BACKWARD(false, true);
-  else if (vec) SR_MIX_NORM_BACKWARD(true, false);
-  else SR_MIX_NORM_BACKWARD(false, false);
+                   vec8_ok(dim, sk.skip, pds, padd);
+  // SR_LAUNCH names one kernel: the eight instances spelled out.
+#define SR_MIX_NORM_BACKWARD(VEC, SKIP, ADD)                                                \
+  SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_,                                       \
+            mix_norm_backward_kernel<VEC, SKIP, Add::ADD>)(pdx, pdy, pres, pdn, pm, pr, px, ca, \
+                                                           py, cb, sk, pds, padd, rows, dim,  \
+                                                           partial)
+  if (add == Add::kSkip) {
+    if (vec) SR_MIX_NORM_BACKWARD(true, true, kSkip);
+    else SR_MIX_NORM_BACKWARD(false, true, kSkip);
+  } else if (skip) {
+    if (vec) SR_MIX_NORM_BACKWARD(true, true, kNone);
+    else SR_MIX_NORM_BACKWARD(false, true, kNone);
+  } else if (add == Add::kTensor) {
+    if (vec) SR_MIX_NORM_BACKWARD(true, false, kTensor);
+    else SR_MIX_NORM_BACKWARD(false, false, kTensor);
+  } else {
+    if (vec) SR_MIX_NORM_BACKWARD(true, false, kNone);
+    else SR_MIX_NORM_BACKWARD(false, false, kNone);
+  }
 #undef SR_MIX_NORM_BACKWARD
   launched(op, "mix_norm_backward_kernel");
   if (ca.grad || cb.grad) {
