@@ -937,7 +937,9 @@ void multi_tensor_cases(std::vector<Case>& cases) {
                      for (int64_t n : sizes(50)) {
                        MuonApply u;
                        u.p = s.acc(Cls::M, {n});
-                       u.update = s.randn(Cls::G, {n});
+                       // Every fourth update in the compute dtype (bf16 on a bf16 backend:
+                       // another rank's copy from the exchange).
+                       u.update = s.randn(us.size() % 4 == 1 ? Cls::C : Cls::G, {n});
                        u.alpha = -0.37 / double(us.size() + 1);
                        us.push_back(u);
                      }
@@ -949,6 +951,17 @@ void multi_tensor_cases(std::vector<Case>& cases) {
                        s.check("p", u.p, master);
                        if (!u.copy.empty()) s.check("copy", u.copy, s.tol());
                      }
+                   }});
+
+  // The momentum alone (another rank's matrices): the buffers; the gradients are scratch.
+  cases.push_back({nm("muon_momenta", "tensors", 50), [=](Side& s) {
+                     std::vector<Tensor> bufs, grads;
+                     for (int64_t n : sizes(50)) {
+                       grads.push_back(s.randn(Cls::G, {n}, 0.02));
+                       bufs.push_back(s.acc(Cls::M, {n}, 0.02));
+                     }
+                     s.be.muon_momenta(bufs, grads, 0.95);
+                     for (const Tensor& b : bufs) s.check("buf", b, s.tol());
                    }});
 
   // Momentum and Newton-Schulz of a stack: wide and tall matrices, and a stack of 50.

@@ -881,6 +881,12 @@ TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
       if (n % 3) u[r].copy = g_->poisoned(DType::BF16, {n});
       u[r].alpha = -0.01 * double(afused.size() + 1);
     }
+    // Every fourth update is a bf16 copy (another rank's, from the exchange): the single
+    // ops get its exact F32 widening.
+    if (afused.size() % 4 == 1) {
+      u[0].update = g_->from(up, DType::BF16, {n});
+      gpu().convert(u[1].update, u[0].update);
+    }
     fused.push_back(t[0]);
     single.push_back(t[1]);
     afused.push_back(u[0]);
@@ -939,6 +945,21 @@ TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
       EXPECT_EQ(raw(gpu(), bufs[0][size_t(k)]), raw(gpu(), bufs[1][size_t(k)])) << k;
       EXPECT_EQ(raw(gpu(), grads[0][size_t(k)]), raw(gpu(), grads[1][size_t(k)])) << k;
     }
+  }
+
+  // muon_momenta (another rank's matrices) against muon_momentum's buffer update, over the
+  // 52 sizes above (two launches, two tensors whose blocks loop).
+  std::vector<Tensor> mbufs[2], mgrads;
+  for (int64_t n : sizes) {
+    const Vec b = randn(n, ++seed, 0.02), g = randn(n, ++seed, 0.02);
+    for (int r = 0; r < 2; ++r) mbufs[r].push_back(g_->from(b, DType::F32, {n}));
+    mgrads.push_back(g_->from(g, DType::F32, {n}));
+  }
+  gpu().muon_momenta(mbufs[0], mgrads, 0.95);
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    Tensor out = g_->poisoned(DType::F32, {sizes[k]});
+    gpu().muon_momentum(out, mbufs[1][k], mgrads[k], 0.95);
+    EXPECT_EQ(raw(gpu(), mbufs[0][k]), raw(gpu(), mbufs[1][k])) << "momenta buf " << k;
   }
 }
 

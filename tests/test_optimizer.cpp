@@ -132,6 +132,10 @@ TEST(Optimizer, FusedOpsRefuseBadOperandsByName) {
   EXPECT_NE(message([&] { be.skip_mix_norm_backward(D, A, E, D, E, A, Rs, A, A, c, a, A, b); })
                 .find("dskip must not alias"),
             std::string::npos);
+  EXPECT_NE(message([&] { be.muon_momenta({buf0}, {}, 0.95); })
+                .find("1 momentum buffers for 0 gradients"),
+            std::string::npos);
+
   // No dskip only where skip is h; an added tensor must not be an output.
   std::vector<double> f(4 * 8, 0.1);
   const Tensor F(f.data(), DType::F64, {4, 8});

@@ -62,7 +62,17 @@ void Backend::adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) {
 
 void Backend::muon_apply(const std::vector<MuonApply>& u) {
   for (const MuonApply& x : u) {
-    axpy(x.p, x.update, x.alpha);
+    if (x.update.dtype == x.p.dtype) {
+      axpy(x.p, x.update, x.alpha);
+    } else {  // a narrower update (a bf16 copy), widened exactly first
+      Arena wide([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
+      Tensor w;
+      wide.add("muon_apply.update", x.p.dtype, {x.p.numel()}, &w);
+      wide.materialize(device());
+      convert(w, x.update.view({x.update.numel()}));
+      axpy(x.p.view({x.p.numel()}), w, x.alpha);
+      synchronize();  // the temporary is freed when this scope ends
+    }
     if (!x.copy.empty()) convert(x.copy, x.p);
   }
 }
@@ -79,6 +89,13 @@ void Backend::muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs
     muon_momentum(input.slice(i, i + 1).view({input.dim(1), input.dim(2)}), bufs[k], grads[k], mu);
   }
   newton_schulz(X, input, steps, bf16_round);
+}
+
+void Backend::muon_momenta(const std::vector<Tensor>& bufs, const std::vector<Tensor>& grads,
+                           double mu) {
+  check(bufs.size() == grads.size(), name(), " muon_momenta: ", bufs.size(),
+        " momentum buffers for ", grads.size(), " gradients");
+  for (size_t k = 0; k < grads.size(); ++k) muon_momentum(grads[k], bufs[k], grads[k], mu);
 }
 
 std::vector<double> Backend::to_host_f64(const Tensor& t) {

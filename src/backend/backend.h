@@ -55,7 +55,9 @@ struct AdamTensor {
 };
 
 // One matrix of Backend::muon_apply: p (m) += alpha * update (g), then its compute copy (c;
-// empty: none) = p in the copy's dtype.
+// empty: none) = p in the copy's dtype. The update may also be (c) where that is narrower:
+// the bf16 copy another rank sent of an update whose values are bf16
+// (newton_schulz_is_bf16), read as the wider values it holds exactly.
 struct MuonApply {
   Tensor p, update, copy;
   double alpha = 0;
@@ -297,8 +299,9 @@ class Backend {
   // For each t: adam_step(t.p, t.g, t.m, t.v, a with lr = t.lr), then convert(t.copy, t.p)
   // where t.copy is not empty. a.lr is not read. The tensors must not overlap.
   virtual void adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a);
-  // For each u: axpy(u.p, u.update, u.alpha), then convert(u.copy, u.p) where u.copy is not
-  // empty. The p's and copies must not overlap each other or the updates.
+  // For each u: axpy(u.p, u.update, u.alpha) (an update narrower than p converted to p's
+  // dtype first), then convert(u.copy, u.p) where u.copy is not empty. The p's and copies
+  // must not overlap each other or the updates.
   virtual void muon_apply(const std::vector<MuonApply>& u);
   // Muon on a stack of n matrices of one shape [rows, cols]: for each k,
   // muon_momentum(input[k], bufs[k], grads[k], mu) (Nesterov), then
@@ -310,6 +313,12 @@ class Backend {
   virtual void muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs,
                           const std::vector<Tensor>& grads, double mu, int steps, bool bf16_round);
   virtual bool muon_stack_needs_input() const { return true; }
+  // Muon's momentum alone, for the matrices another rank orthogonalises (every rank keeps
+  // every buffer): for each k, bufs[k] (m) = mu*bufs[k] + grads[k] as muon_momentum updates
+  // it; the Nesterov value is not needed, and what grads[k] (g) holds afterwards is
+  // unspecified (the default runs muon_momentum(grads[k], bufs[k], grads[k], mu)).
+  virtual void muon_momenta(const std::vector<Tensor>& bufs, const std::vector<Tensor>& grads,
+                            double mu);
 
  protected:
   // matmul_add's contract on R (C's shape and dtype), for the default and any override.

@@ -69,10 +69,12 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
     }
     part = std::max(part, offset);
   }
+  // With the bf16 wire, the F32 buffer holds this rank's part alone: the other ranks'
+  // updates are applied from the wire as they arrive (muon_apply reads bf16 updates).
   Tensor update_buffer, wire_buffer;
   const bool wire = world > 1 && backend.newton_schulz_is_bf16();
   if (part > 0) {
-    updates_.add("muon.update", grad, {int64_t(world) * part}, &update_buffer);
+    updates_.add("muon.update", grad, {wire ? part : int64_t(world) * part}, &update_buffer);
     if (wire) wire_.add("muon.update.bf16", DType::BF16, {int64_t(world) * part}, &wire_buffer);
   }
   // The Nesterov values' stacks, where the backend reads them from memory (muon_stack).
@@ -86,25 +88,24 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
   if (wire_.size() > 0) wire_.materialize(backend.device());
   if (inputs_.size() > 0) inputs_.materialize(backend.device());
   exchange_ = wire ? wire_buffer : update_buffer;
-  auto stack_of = [&](const Tensor& buffer, const Planned& pl) {
-    const int64_t n = int64_t(pl.members.size()), begin = pl.owner * part + pl.offset;
+  // A stack in a buffer of every rank's parts (whole), or of this rank's part alone.
+  auto stack_of = [&](const Tensor& buffer, const Planned& pl, bool whole) {
+    const int64_t n = int64_t(pl.members.size());
+    const int64_t begin = (whole ? pl.owner * part : 0) + pl.offset;
     return buffer.slice(begin, begin + n * pl.rows * pl.cols).view({n, pl.rows, pl.cols});
   };
   for (size_t k = 0; k < plan.size(); ++k) {
     const Planned& pl = plan[k];
-    const Tensor update = stack_of(update_buffer, pl);
+    const bool own = pl.owner == rank;
+    const Tensor update = own || !wire ? stack_of(update_buffer, pl, !wire)
+                                       : stack_of(wire_buffer, pl, true);
     for (size_t m = 0; m < pl.members.size(); ++m)
       slots_[size_t(pl.members[m])].update =
           update.slice(int64_t(m), int64_t(m) + 1).view({pl.rows, pl.cols});
-    if (pl.owner == rank)
-      stacks_.push_back({inputs[k], update, pl.members, wire ? stack_of(wire_buffer, pl) : Tensor{}});
+    if (own)
+      stacks_.push_back(
+          {inputs[k], update, pl.members, wire ? stack_of(wire_buffer, pl, true) : Tensor{}});
   }
-  // The other ranks' parts, whole (padding included), for the bf16 copy's way back.
-  if (wire)
-    for (int r = 0; r < world; ++r)
-      if (r != rank)
-        others_.push_back({update_buffer.slice(r * part, (r + 1) * part),
-                           wire_buffer.slice(r * part, (r + 1) * part)});
 }
 
 int Optimizer::muon_owner(int i) const { return slots_.at(size_t(i)).owner; }
@@ -154,14 +155,24 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
     // Nesterov into the stack (or straight into the Newton-Schulz), then orthogonalised.
     be_.muon_stack(st->update, st->input, bufs, grads, momentum, cfg_.ns_steps, cfg_.ns_bf16);
   }
-  // 2. The other ranks' matrices: every rank keeps every momentum buffer (the Nesterov
-  // value is written over g and not used).
+  // 2. The other ranks' matrices: every rank keeps every momentum buffer (their Nesterov
+  // values are not needed). One call over the matrices whose gradients are in, another
+  // before each wait.
+  std::vector<Tensor> bufs, grads;
+  auto momenta = [&] {
+    if (!bufs.empty()) be_.muon_momenta(bufs, grads, momentum);
+    bufs.clear();
+    grads.clear();
+  };
   for (int i : by_arrival([&](int i) {
          return p_.group(i) == ParamGroup::Matrix && slots_[size_t(i)].owner != rank;
        })) {
+    if (arrived(i) > waited) momenta();
     await(i);
-    be_.muon_momentum(p_.grad(i), slots_[size_t(i)].buf, p_.grad(i), momentum);
+    bufs.push_back(slots_[size_t(i)].buf);
+    grads.push_back(p_.grad(i));
   }
+  momenta();
   // 3. The updates to every rank: each rank's part of the buffer to the others, gathered in
   // place (every value is copied, so it is exact). It runs while Adam does.
   int64_t exchange = -1;
@@ -197,9 +208,8 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
   // 5. The Muon updates, once every reduction (the exchange last) is done: nothing of this
   // step still runs on the Comm's stream after this.
   if (exchange >= 0 || !ready.empty()) comm_->wait_async(Comm::kAllAsync);
-  if (wire)
-    for (const Other& o : others_) be_.convert(o.update, o.wire);
-  // Every matrix's update and its compute copy in one call.
+  // Every matrix's update and its compute copy in one call (the other ranks' updates, with
+  // the bf16 wire, read from it).
   std::vector<MuonApply> apply;
   for (int i = 0; i < p_.count(); ++i) {
     if (p_.group(i) != ParamGroup::Matrix) continue;

@@ -83,17 +83,19 @@ class Optimizer {
   Comm* comm_;
   int64_t t_ = 0;
   Arena state_;    // Adam m, v per Adam parameter; Muon buffer per matrix (names as checkpoints)
-  Arena updates_;  // Muon's orthogonalised updates (g): one buffer, by owner, shape, table order
+  Arena updates_;  // Muon's orthogonalised updates (g): one buffer, by owner, shape, table
+                   // order (with wire_, this rank's part alone)
   Arena inputs_;   // this rank's Newton-Schulz inputs (g), one stack per shape as its updates
                    // (none where the backend's muon_stack reads the gradients itself)
-  // The updates' BF16 copy, the layout of updates_, exchanged instead of them when the
-  // backend's Newton-Schulz gives bf16 values (a GPU): the same values in half the bytes.
-  // Empty on one rank and where the Newton-Schulz values are wider.
+  // The updates' BF16 copy, every rank's part, exchanged instead of them when the
+  // backend's Newton-Schulz gives bf16 values (a GPU): the same values in half the bytes;
+  // the other ranks' updates are applied from it. Empty on one rank and where the
+  // Newton-Schulz values are wider.
   Arena wire_;
   Tensor exchange_;  // what the ranks gather: wire_'s buffer, else updates_' (empty: none)
   struct Slot {
     Tensor m, v, buf;     // Adam moments, or Muon's momentum buffer (empty where none)
-    Tensor update;        // Muon: the update slot
+    Tensor update;        // Muon: the update slot (another rank's, with wire_: its bf16 copy)
     int owner = -1;       // Muon: the rank that orthogonalises it
   };
   std::vector<Slot> slots_;  // per parameter
@@ -103,10 +105,6 @@ class Optimizer {
     Tensor wire;             // its part of wire_ (empty without wire_)
   };
   std::vector<Stack> stacks_;
-  struct Other {             // another rank's part of the update buffer and of its copy
-    Tensor update, wire;
-  };
-  std::vector<Other> others_;  // only with wire_: converted back once gathered
 };
 
 }  // namespace speedrun

@@ -271,6 +271,18 @@ void TimingBackend::muon_apply(const std::vector<MuonApply>& us) {
       },
       [&] { be_.muon_apply(us); });
 }
+// muon_momenta: each gradient read and its buffer read and written (no Nesterov value).
+void TimingBackend::muon_momenta(const std::vector<Tensor>& bufs, const std::vector<Tensor>& grads,
+                                 double mu) {
+  run("muon_momenta",
+      [&] {
+        double b = 0;
+        for (size_t k = 0; k < bufs.size() && k < grads.size(); ++k)
+          b += sz(grads[k]) + out(bufs[k], true);
+        return bytes(b);
+      },
+      [&] { be_.muon_momenta(bufs, grads, mu); });
+}
 void TimingBackend::muon_stack(Tensor X, Tensor input, const std::vector<Tensor>& bufs,
                                const std::vector<Tensor>& grads, double mu, int steps,
                                bool bf16_round) {

@@ -130,6 +130,8 @@ class TimingBackend final : public Backend {
                   const std::vector<Tensor>& grads, double mu, int steps,
                   bool bf16_round) override;
   bool muon_stack_needs_input() const override { return be_.muon_stack_needs_input(); }
+  void muon_momenta(const std::vector<Tensor>& bufs, const std::vector<Tensor>& grads,
+                    double mu) override;
 
  private:
   // Runs `op` (a callable forwarding to be_); with timing on, between two synchronisations,

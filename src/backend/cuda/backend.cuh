@@ -141,6 +141,8 @@ class CudaBackend final : public Backend {
                   const std::vector<Tensor>& grads, double mu, int steps,
                   bool bf16_round) override;
   bool muon_stack_needs_input() const override { return false; }  // muon.cu: fused load
+  void muon_momenta(const std::vector<Tensor>& bufs, const std::vector<Tensor>& grads,
+                    double mu) override;
 
   // Diagnostics for tests (cuda_backend.h).
   GemmCacheInfo gemm_cache_info() const;

@@ -99,14 +99,16 @@ __global__ void __launch_bounds__(math::kReduceThreads)
   if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
 }
 
-// Up to kMaxLaunchTensors matrices: p (F32 master) += alpha u (F32), copy (bf16) = p.
+// Up to kMaxLaunchTensors matrices: p (F32 master) += alpha u, copy (bf16) = p. u is F32,
+// or (ub) the bf16 copy another rank sent, whose values the F32 update held exactly.
 struct ApplyBatch {
   int count;
   int start[kMaxLaunchTensors + 1];
   int64_t n[kMaxLaunchTensors];
   float* p[kMaxLaunchTensors];
-  const float* u[kMaxLaunchTensors];
-  uint16_t* copy[kMaxLaunchTensors];  // null: none
+  const float* u[kMaxLaunchTensors];      // null where ub is given
+  const uint16_t* ub[kMaxLaunchTensors];  // null where u is given
+  uint16_t* copy[kMaxLaunchTensors];      // null: none
   float alpha[kMaxLaunchTensors];
 };
 
@@ -114,12 +116,35 @@ __global__ void apply_batch_kernel(ApplyBatch b) {
   const TensorBlock t = tensor_block(b.start, b.count);
   float* p = b.p[t.k];
   const float* u = b.u[t.k];
+  const uint16_t* ub = b.ub[t.k];
   uint16_t* copy = b.copy[t.k];
   const float alpha = b.alpha[t.k];
   for (int64_t i = t.first; i < b.n[t.k]; i += t.stride) {
-    const float y = p[i] + alpha * u[i];  // axpy_kernel's arithmetic
+    const float ui = u ? u[i] : math::bf16_to_f32(ub[i]);
+    const float y = p[i] + alpha * ui;  // axpy_kernel's arithmetic
     p[i] = y;
     if (copy) copy[i] = math::f32_to_bf16(y);
+  }
+}
+
+// Up to kMaxLaunchTensors matrices' momentum buffers (F32): buf = mu*buf + g, nothing else
+// written (muon_momentum_kernel's arithmetic).
+struct MomentaBatch {
+  int count;
+  int start[kMaxLaunchTensors + 1];
+  int64_t n[kMaxLaunchTensors];
+  float* buf[kMaxLaunchTensors];
+  const float* g[kMaxLaunchTensors];
+};
+
+__global__ void momenta_batch_kernel(MomentaBatch b, float mu) {
+  const TensorBlock t = tensor_block(b.start, b.count);
+  float* buf = b.buf[t.k];
+  const float* g = b.g[t.k];
+  for (int64_t i = t.first; i < b.n[t.k]; i += t.stride) {
+    float v = buf[i];
+    math::muon_momentum_update(g[i], v, mu);
+    buf[i] = v;
   }
 }
 
@@ -253,7 +278,9 @@ void CudaBackend::muon_apply(const std::vector<MuonApply>& us) {
   const char* op = "muon_apply";
   for (const MuonApply& u : us) {
     need(op, "p", u.p, DType::F32);
-    need(op, "update", u.update, DType::F32);
+    check(u.update.dtype == DType::F32 || u.update.dtype == DType::BF16, "cuda ", op, ": update ",
+          u.update.shape_str(), " is ", dtype_name(u.update.dtype), ", expected F32 or BF16");
+    need(op, "update", u.update, u.update.dtype);
     need_numel(op, "p", u.p, "update", u.update);
     if (!u.copy.empty()) {
       need(op, "copy", u.copy, DType::BF16);
@@ -267,13 +294,40 @@ void CudaBackend::muon_apply(const std::vector<MuonApply>& us) {
       const MuonApply& u = us[first + size_t(k)];
       b.n[k] = u.p.numel();
       b.p[k] = static_cast<float*>(u.p.data);
-      b.u[k] = static_cast<const float*>(u.update.data);
+      const bool narrow = u.update.dtype == DType::BF16;
+      b.u[k] = narrow ? nullptr : static_cast<const float*>(u.update.data);
+      b.ub[k] = narrow ? static_cast<const uint16_t*>(u.update.data) : nullptr;
       b.copy[k] = static_cast<uint16_t*>(u.copy.data);
       b.alpha[k] = float(u.alpha);
     }
     tensor_block_starts(b.n, b.count, b.start);
     SR_LAUNCH(unsigned(b.start[b.count]), kThreads, 0, stream_, apply_batch_kernel)(b);
     launched(op, "apply_batch_kernel");
+  }
+}
+
+void CudaBackend::muon_momenta(const std::vector<Tensor>& bufs, const std::vector<Tensor>& grads,
+                               double mu) {
+  const char* op = "muon_momenta";
+  check(bufs.size() == grads.size(), "cuda ", op, ": ", bufs.size(), " momentum buffers for ",
+        grads.size(), " gradients");
+  for (size_t k = 0; k < grads.size(); ++k) {
+    need(op, "buf", bufs[k], DType::F32);
+    need(op, "g", grads[k], DType::F32);
+    need_numel(op, "buf", bufs[k], "g", grads[k]);
+  }
+  for (size_t first = 0; first < grads.size(); first += kMaxLaunchTensors) {
+    MomentaBatch b{};
+    b.count = int(std::min<size_t>(grads.size() - first, kMaxLaunchTensors));
+    for (int k = 0; k < b.count; ++k) {
+      b.n[k] = grads[first + size_t(k)].numel();
+      b.buf[k] = static_cast<float*>(bufs[first + size_t(k)].data);
+      b.g[k] = static_cast<const float*>(grads[first + size_t(k)].data);
+    }
+    tensor_block_starts(b.n, b.count, b.start);
+    if (b.start[b.count] == 0) continue;  // only empty tensors
+    SR_LAUNCH(unsigned(b.start[b.count]), kThreads, 0, stream_, momenta_batch_kernel)(b, float(mu));
+    launched(op, "momenta_batch_kernel");
   }
 }
 
