@@ -599,7 +599,8 @@ void emu_forward(const PlanView& plan, const Problem& p, Rounding rb, std::vecto
   }
 }
 
-// delta_kernel, dkv_kernel and dq_kernel, row by row, from the forward's out and lse.
+// The backward's kernels (D per row, dkv_kernel, dq_kernel), row by row, from the
+// forward's out and lse.
 void emu_backward(const PlanView& plan, const Problem& p, Rounding rb, const std::vector<float>& out,
                   const std::vector<float>& lse, std::vector<float>& dq, std::vector<float>& dk,
                   std::vector<float>& dv) {

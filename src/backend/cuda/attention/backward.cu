@@ -1,12 +1,14 @@
 // Attention backward on the GPU, deterministic (no atomics: every output row is summed by
-// one warp in list order), FlashAttention-2's split into three launches:
-//  1. delta_kernel: D_i = rowsum(dO_i * O_i) in fp32, one warp per (row, head).
+// one warp in list order), FlashAttention-2's split into two launches:
+//  1. dq_kernel: one CTA per (query tile, head), 8 warps of 16 queries; first D_i =
+//     rowsum(dO_i * O_i) in fp32 for its rows (written for dkv_kernel: every query tile is
+//     one CTA's, so every row's D is written once), then walks the query tile's listed key
+//     tiles in chunks of dq_chunk(D) keys: S, P, dP = dO V^T, dS, dQ += dS K.
 //  2. dkv_kernel: one CTA per (key tile, head), 8 warps of 16 keys; walks the key tile's
 //     listed query tiles in chunks of dkv_chunk(D) queries: S^T = K Q^T, P^T from the
 //     forward's lse, dP^T = V dO^T, dS^T = P^T (dP^T - D), dV += P^T dO, dK += dS^T Q.
-//  3. dq_kernel: one CTA per (query tile, head), 8 warps of 16 queries; walks the query
-//     tile's listed key tiles in chunks of dq_chunk(D) keys: S, P, dP = dO V^T, dS,
-//     dQ += dS K.
+// D in dq_kernel rather than a launch of its own: dO is read once for it (the CTA's own
+// tile, just loaded, from cache) where a separate pass read all of it again.
 // P and dS are recomputed in both passes (7 tile products instead of 5) to avoid atomics.
 // Scores in log2 units, mask rule and dS: tile_math.h. dQ and dK take the scale at the end.
 #include "backend/cuda/attention/common.cuh"
@@ -16,17 +18,14 @@ namespace speedrun::cuda::attn {
 
 namespace {
 
-constexpr int kDeltaWarps = 8;
-
+// D = rowsum(dO * O) of row n, head h (head dim D), by one warp: lanes take bf16 pairs in
+// turn, then a butterfly sum; every lane returns the row's value.
 template <int D>
-__global__ void __launch_bounds__(32 * kDeltaWarps) delta_kernel(const BackwardArgs a) {
-  const int64_t w = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;  // (row, head)
-  const int lane = threadIdx.x & 31;
-  if (w >= a.N * a.H) return;  // whole warps leave together
-  const int64_t n = w / a.H;
-  const int h = int(w % a.H);
-  const auto* o = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.out) + n * a.ld + int64_t(h) * D);
-  const auto* g = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.dout) + n * a.ld + int64_t(h) * D);
+__device__ inline float row_delta(const BackwardArgs& a, int64_t n, int h, int lane) {
+  const auto* o = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.out) +
+                                                          n * a.ld + int64_t(h) * D);
+  const auto* g = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.dout) +
+                                                          n * a.ld + int64_t(h) * D);
   float s = 0.f;
   SR_UNROLL
   for (int it = 0; it < (D / 2 + 31) / 32; ++it) {
@@ -37,10 +36,7 @@ __global__ void __launch_bounds__(32 * kDeltaWarps) delta_kernel(const BackwardA
   }
   SR_UNROLL
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-  if (lane == 0) {
-    const int64_t T = a.plan.T, b = n / T, t = n % T;
-    a.delta[(b * a.H + h) * T + t] = s;
-  }
+  return s;
 }
 
 template <int D>
@@ -198,14 +194,24 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   load_chunk(0);
 
   int qi[2], lo[2];
-  float lse2[2], delta[2];
+  float lse2[2], delta[2] = {0.f, 0.f};
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) {
     qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
     const bool ok = qi[slot] < T;
     lo[slot] = ok ? a.plan.lo[row0 + qi[slot]] : 0;
     lse2[slot] = ok ? lse_to_log2(a.lse[stat0 + qi[slot]]) : 0.f;
-    delta[slot] = ok ? a.delta[stat0 + qi[slot]] : 0.f;
+  }
+  // D for the warp's 16 rows (rows past T have none): each lane keeps its two rows' (slot
+  // 0: row lane / 4, slot 1: row lane / 4 + 8), and lane 0 writes them for dkv_kernel.
+  SR_UNROLL
+  for (int r = 0; r < 16; ++r) {
+    const int t = q0 + warp * 16 + r;
+    if (t >= T) break;  // uniform over the warp
+    const float s = row_delta<D>(a, row0 + t, h, lane);
+    if (lane == 0) a.delta[stat0 + t] = s;
+    if (c_row(lane, 0) == r) delta[0] = s;
+    if (c_row(lane, 2) == r) delta[1] = s;
   }
   float dq[D / 8][4] = {};
 
@@ -250,15 +256,11 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
 
 template <int D>
 cudaError_t launch(const BackwardArgs& a, cudaStream_t stream) {
-  const int64_t warps = a.N * a.H;
-  const dim3 delta_grid(unsigned((warps + kDeltaWarps - 1) / kDeltaWarps));
-  SR_LAUNCH(delta_grid, 32 * kDeltaWarps, 0, stream, delta_kernel<D>)(a);
+  // dq_kernel first: it writes the D that dkv_kernel reads.
+  SR_LAUNCH(dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D), stream, dq_kernel<D>)(a);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   SR_LAUNCH(dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_smem(D), stream, dkv_kernel<D>)(a);
-  e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
-  SR_LAUNCH(dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D), stream, dq_kernel<D>)(a);
   return cudaGetLastError();
 }
 

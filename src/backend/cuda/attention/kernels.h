@@ -24,7 +24,7 @@ struct BackwardArgs {
   PlanView plan;
   const void *q, *k, *v, *out, *dout;  // bf16 [N, C]
   const float* lse;                    // [B, H, T], the forward's
-  float* delta;                        // [B, H, T] scratch: rowsum(dO * O)
+  float* delta;                        // [B, H, T] scratch: rowsum(dO * O), dq_kernel's for dkv_kernel
   void *dq, *dk, *dv;                  // bf16 [N, C]
   int64_t ld;                          // C = H * D
   int64_t N;                           // B * T rows
@@ -37,7 +37,7 @@ cudaError_t prepare_forward(int D);
 cudaError_t prepare_backward(int D);
 // Enqueue on `stream`; return the launch error (cudaSuccess when all launched).
 cudaError_t launch_forward(int D, const ForwardArgs& a, cudaStream_t stream);
-// D_i = rowsum(dO * O), then dK/dV over key tiles, then dQ over query tiles.
+// dQ over query tiles (and D_i = rowsum(dO * O) for each), then dK/dV over key tiles.
 cudaError_t launch_backward(int D, const BackwardArgs& a, cudaStream_t stream);
 
 }  // namespace speedrun::cuda::attn
