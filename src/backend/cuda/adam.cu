@@ -28,9 +28,7 @@ __global__ void adam_kernel(float* p, const float* g, float* m, float* v, int64_
 
 // Up to kMaxLaunchTensors parameters: blocks [start[k], start[k + 1]) update tensor k.
 struct AdamBatch {
-  int count;
-  int start[kMaxLaunchTensors + 1];
-  int64_t n[kMaxLaunchTensors];
+  TensorTable t;
   float* p[kMaxLaunchTensors];
   const float* g[kMaxLaunchTensors];
   float* m[kMaxLaunchTensors];
@@ -41,12 +39,12 @@ struct AdamBatch {
 
 // s: the scalars every parameter shares (its step_size replaced by the batch's).
 __global__ void adam_batch_kernel(AdamBatch b, math::AdamScalars s) {
-  const TensorBlock t = tensor_block(b.start, b.count);
+  const TensorBlock t = tensor_block(b.t);
   s.step_size = b.step_size[t.k];
   float *p = b.p[t.k], *m = b.m[t.k], *v = b.v[t.k];
   const float* g = b.g[t.k];
   uint16_t* copy = b.copy[t.k];
-  for (int64_t i = t.first; i < b.n[t.k]; i += t.stride) {
+  for (int64_t i = t.first; i < b.t.n[t.k]; i += t.stride) {
     float pi = p[i], mi = m[i], vi = v[i];
     math::adam_update(pi, g[i], mi, vi, s);
     p[i] = pi;
@@ -78,10 +76,10 @@ void CudaBackend::adam_steps(const std::vector<AdamTensor>& ts, const AdamArgs& 
   const math::AdamScalars shared = math::adam_scalars(0, a.beta1, a.beta2, a.eps, a.step);
   for (size_t first = 0; first < ts.size(); first += kMaxLaunchTensors) {
     AdamBatch b{};
-    b.count = int(std::min<size_t>(ts.size() - first, kMaxLaunchTensors));
-    for (int k = 0; k < b.count; ++k) {
+    b.t.count = int(std::min<size_t>(ts.size() - first, kMaxLaunchTensors));
+    for (int k = 0; k < b.t.count; ++k) {
       const AdamTensor& t = ts[first + size_t(k)];
-      b.n[k] = t.p.numel();
+      b.t.n[k] = t.p.numel();
       b.p[k] = static_cast<float*>(t.p.data);
       b.g[k] = static_cast<const float*>(t.g.data);
       b.m[k] = static_cast<float*>(t.m.data);
@@ -89,8 +87,7 @@ void CudaBackend::adam_steps(const std::vector<AdamTensor>& ts, const AdamArgs& 
       b.copy[k] = static_cast<uint16_t*>(t.copy.data);
       b.step_size[k] = math::adam_scalars(t.lr, a.beta1, a.beta2, a.eps, a.step).step_size;
     }
-    tensor_block_starts(b.n, b.count, b.start);
-    SR_LAUNCH(unsigned(b.start[b.count]), kThreads, 0, stream_, adam_batch_kernel)(b, shared);
+    SR_LAUNCH(b.t.grid(), kThreads, 0, stream_, adam_batch_kernel)(b, shared);
     launched(op, "adam_batch_kernel");
   }
 }

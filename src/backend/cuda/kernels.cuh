@@ -9,6 +9,7 @@
 #include "backend/cuda/launch.h"
 #include "backend/cuda/math/bf16.h"
 #include "backend/cuda/math/reduce.h"
+#include "backend/cuda/plan.h"
 
 namespace speedrun::cuda {
 
@@ -114,11 +115,24 @@ struct TensorBlock {
   int k;
   int64_t first, stride;
 };
-__device__ inline TensorBlock tensor_block(const int* start, int count) {
+// The head of a multi-tensor launch's table, a kernel parameter: count tensors of n[k]
+// elements, tensor k's blocks [start[k], start[k + 1]). Each op's batch holds one beside
+// its own per-tensor pointers.
+struct TensorTable {
+  int count;
+  int start[kMaxLaunchTensors + 1];
+  int64_t n[kMaxLaunchTensors];
+  // Host: start from n[0, count) (plan.h tensor_block_starts); returns the launch's grid.
+  unsigned grid() {
+    tensor_block_starts(n, count, start);
+    return unsigned(start[count]);
+  }
+};
+__device__ inline TensorBlock tensor_block(const TensorTable& t) {
   int k = 0;
-  while (k + 1 < count && int(blockIdx.x) >= start[k + 1]) ++k;
-  return {k, int64_t(int(blockIdx.x) - start[k]) * blockDim.x + threadIdx.x,
-          int64_t(start[k + 1] - start[k]) * blockDim.x};
+  while (k + 1 < t.count && int(blockIdx.x) >= t.start[k + 1]) ++k;
+  return {k, int64_t(int(blockIdx.x) - t.start[k]) * blockDim.x + threadIdx.x,
+          int64_t(t.start[k + 1] - t.start[k]) * blockDim.x};
 }
 
 }  // namespace speedrun::cuda

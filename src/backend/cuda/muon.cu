@@ -102,9 +102,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
 // Up to kMaxLaunchTensors matrices: p (F32 master) += alpha u, copy (bf16) = p. u is F32,
 // or (ub) the bf16 copy another rank sent, whose values the F32 update held exactly.
 struct ApplyBatch {
-  int count;
-  int start[kMaxLaunchTensors + 1];
-  int64_t n[kMaxLaunchTensors];
+  TensorTable t;
   float* p[kMaxLaunchTensors];
   const float* u[kMaxLaunchTensors];      // null where ub is given
   const uint16_t* ub[kMaxLaunchTensors];  // null where u is given
@@ -113,13 +111,13 @@ struct ApplyBatch {
 };
 
 __global__ void apply_batch_kernel(ApplyBatch b) {
-  const TensorBlock t = tensor_block(b.start, b.count);
+  const TensorBlock t = tensor_block(b.t);
   float* p = b.p[t.k];
   const float* u = b.u[t.k];
   const uint16_t* ub = b.ub[t.k];
   uint16_t* copy = b.copy[t.k];
   const float alpha = b.alpha[t.k];
-  for (int64_t i = t.first; i < b.n[t.k]; i += t.stride) {
+  for (int64_t i = t.first; i < b.t.n[t.k]; i += t.stride) {
     const float ui = u ? u[i] : math::bf16_to_f32(ub[i]);
     const float y = p[i] + alpha * ui;  // axpy_kernel's arithmetic
     p[i] = y;
@@ -130,18 +128,16 @@ __global__ void apply_batch_kernel(ApplyBatch b) {
 // Up to kMaxLaunchTensors matrices' momentum buffers (F32): buf = mu*buf + g, nothing else
 // written (muon_momentum_kernel's arithmetic).
 struct MomentaBatch {
-  int count;
-  int start[kMaxLaunchTensors + 1];
-  int64_t n[kMaxLaunchTensors];
+  TensorTable t;
   float* buf[kMaxLaunchTensors];
   const float* g[kMaxLaunchTensors];
 };
 
 __global__ void momenta_batch_kernel(MomentaBatch b, float mu) {
-  const TensorBlock t = tensor_block(b.start, b.count);
+  const TensorBlock t = tensor_block(b.t);
   float* buf = b.buf[t.k];
   const float* g = b.g[t.k];
-  for (int64_t i = t.first; i < b.n[t.k]; i += t.stride) {
+  for (int64_t i = t.first; i < b.t.n[t.k]; i += t.stride) {
     float v = buf[i];
     math::muon_momentum_update(g[i], v, mu);
     buf[i] = v;
@@ -289,10 +285,10 @@ void CudaBackend::muon_apply(const std::vector<MuonApply>& us) {
   }
   for (size_t first = 0; first < us.size(); first += kMaxLaunchTensors) {
     ApplyBatch b{};
-    b.count = int(std::min<size_t>(us.size() - first, kMaxLaunchTensors));
-    for (int k = 0; k < b.count; ++k) {
+    b.t.count = int(std::min<size_t>(us.size() - first, kMaxLaunchTensors));
+    for (int k = 0; k < b.t.count; ++k) {
       const MuonApply& u = us[first + size_t(k)];
-      b.n[k] = u.p.numel();
+      b.t.n[k] = u.p.numel();
       b.p[k] = static_cast<float*>(u.p.data);
       const bool narrow = u.update.dtype == DType::BF16;
       b.u[k] = narrow ? nullptr : static_cast<const float*>(u.update.data);
@@ -300,8 +296,7 @@ void CudaBackend::muon_apply(const std::vector<MuonApply>& us) {
       b.copy[k] = static_cast<uint16_t*>(u.copy.data);
       b.alpha[k] = float(u.alpha);
     }
-    tensor_block_starts(b.n, b.count, b.start);
-    SR_LAUNCH(unsigned(b.start[b.count]), kThreads, 0, stream_, apply_batch_kernel)(b);
+    SR_LAUNCH(b.t.grid(), kThreads, 0, stream_, apply_batch_kernel)(b);
     launched(op, "apply_batch_kernel");
   }
 }
@@ -318,15 +313,13 @@ void CudaBackend::muon_momenta(const std::vector<Tensor>& bufs, const std::vecto
   }
   for (size_t first = 0; first < grads.size(); first += kMaxLaunchTensors) {
     MomentaBatch b{};
-    b.count = int(std::min<size_t>(grads.size() - first, kMaxLaunchTensors));
-    for (int k = 0; k < b.count; ++k) {
-      b.n[k] = grads[first + size_t(k)].numel();
+    b.t.count = int(std::min<size_t>(grads.size() - first, kMaxLaunchTensors));
+    for (int k = 0; k < b.t.count; ++k) {
+      b.t.n[k] = grads[first + size_t(k)].numel();
       b.buf[k] = static_cast<float*>(bufs[first + size_t(k)].data);
       b.g[k] = static_cast<const float*>(grads[first + size_t(k)].data);
     }
-    tensor_block_starts(b.n, b.count, b.start);
-    if (b.start[b.count] == 0) continue;  // only empty tensors
-    SR_LAUNCH(unsigned(b.start[b.count]), kThreads, 0, stream_, momenta_batch_kernel)(b, float(mu));
+    SR_LAUNCH(b.t.grid(), kThreads, 0, stream_, momenta_batch_kernel)(b, float(mu));
     launched(op, "momenta_batch_kernel");
   }
 }
