@@ -173,7 +173,7 @@ const std::set<std::string> kStepOps = {
     "qkv_forward", "qkv_backward", "attention_forward",
     "attention_backward", "relu_squared_forward", "relu_squared_backward",
     "softcap_cross_entropy", "adam_steps",
-    "muon_stack", "muon_apply", "axpy"};
+    "muon_stack", "muon_apply"};
 
 std::set<std::string> names(const std::vector<OpStat>& s) {
   std::set<std::string> n;

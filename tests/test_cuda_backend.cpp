@@ -668,8 +668,9 @@ TEST_F(CudaBackendTest, SkipMixNormIsTheSeparateOps) {
 // What the backward adds where it writes dx gives the separate ops' bits: mix_norm_backward
 // with dadd is mix_norm_backward then axpy(dx, dadd, 1) (an encoder output's skip share);
 // skip_mix_norm_backward with skip = h and no dskip is the op writing dskip then
-// axpy(dx, dskip, 1) (the first decoder block). The coefficients' gradients too: the same
-// dots in the same order. Rows 8 at a time and one by one.
+// axpy(dx, dskip, 1) (the first decoder block); mix_norm_backward with x = y and no dx is
+// the op writing dx then axpy(dy, dx, 1) (the first block). The coefficients' gradients
+// too: the same dots in the same order. Rows 8 at a time and one by one.
 TEST_F(CudaBackendTest, MixNormBackwardAddsWhereItWrites) {
   for (int64_t C : {768, 33}) {
     const int64_t R = 300;
@@ -712,8 +713,18 @@ TEST_F(CudaBackendTest, MixNormBackwardAddsWhereItWrites) {
                                  s.c[1]);
     gpu().axpy(s.dh, dskip, 1.0);
     same(f, s);
+
+    // x is y (the first block): no dx, its share into dy, as mix_norm_backward writing dx
+    // then axpy(dy, dx, 1). dres (dh) is only read.
+    f = side(), s = side();
+    gpu().mix_norm_backward(Tensor{}, f.dy, f.dh, dn, m, r, y, f.c[0], y, f.c[1], Tensor{});
+    gpu().mix_norm_backward(s.dh, s.dy, s.dh, dn, m, r, y, s.c[0], y, s.c[1], Tensor{});
+    gpu().axpy(s.dy, s.dh, 1.0);
+    EXPECT_EQ(raw(gpu(), f.dy), raw(gpu(), s.dy)) << C;
+    EXPECT_EQ(raw(gpu(), f.g), raw(gpu(), s.g)) << C;
+    EXPECT_EQ(raw(gpu(), f.dh), raw(gpu(), side().dh)) << C;  // not written
   }
-  // Refusals: dadd over an output (dy); no dskip where skip is not h.
+  // Refusals: dadd over an output (dy); no dskip where skip is not h; no dx where x is not y.
   const int64_t R = 4, C = 8;
   Tensor a = g_->from(randn(R * C, 1), DType::BF16, {R, C});
   Tensor b = g_->from(randn(R * C, 2), DType::BF16, {R, C});
@@ -723,6 +734,7 @@ TEST_F(CudaBackendTest, MixNormBackwardAddsWhereItWrites) {
   EXPECT_THROW(gpu().mix_norm_backward(d, b, d, a, a, r, a, one, a, one, b), Error);
   EXPECT_THROW(gpu().skip_mix_norm_backward(d, Tensor{}, b, d, a, a, r, a, b, one, one, a, one),
                Error);
+  EXPECT_THROW(gpu().mix_norm_backward(Tensor{}, b, d, a, a, r, a, one, d, one, Tensor{}), Error);
 }
 
 // ---- elementwise -----------------------------------------------------------------------------

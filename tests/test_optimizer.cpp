@@ -145,4 +145,7 @@ TEST(Optimizer, FusedOpsRefuseBadOperandsByName) {
   EXPECT_NE(message([&] { be.mix_norm_backward(D, E, D, E, A, Rs, A, a, A, b, E); })
                 .find("dadd must not alias dx or dy"),
             std::string::npos);
+  EXPECT_NE(message([&] { be.mix_norm_backward(Tensor{}, E, D, E, A, Rs, A, a, F, b, Tensor{}); })
+                .find("only where x is y"),
+            std::string::npos);
 }

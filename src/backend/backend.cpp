@@ -51,6 +51,22 @@ void Backend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const T
   }
 }
 
+void Backend::mix_norm_backward_into_y(Tensor dy, const Tensor& dres, const Tensor& dn,
+                                       const Tensor& xmix, const Tensor& rstd, const Tensor& x,
+                                       const Coef& a, const Tensor& y, const Coef& b,
+                                       const Tensor& dadd) {
+  check(x.data == y.data, name(), " mix_norm_backward: dx may be left empty only where x is y ",
+        "(the same tensor)");
+  check(dadd.empty(), name(), " mix_norm_backward: no dadd without a dx to add it to");
+  Arena scratch([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
+  Tensor dx;
+  scratch.add("mix_norm_backward", dy.dtype, {dy.rows(), dy.cols()}, &dx);
+  scratch.materialize(device());
+  mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b, Tensor{});
+  axpy(dy, dx, 1.0);
+  synchronize();  // the temporary is freed when this returns
+}
+
 void Backend::adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) {
   for (const AdamTensor& x : t) {
     AdamArgs b = a;

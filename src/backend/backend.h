@@ -160,7 +160,10 @@ class Backend {
   // b.sign <g, y> (deterministic). dx may alias dres. Where dadd (c) is not empty, dx then
   // (=) dx + dadd, rounded as axpy(dx, dadd, 1) adds it after the op (a U-net encoder
   // output's gradient from its skip, added where dx is written instead of in a pass of its
-  // own); dadd must not alias dx or dy.
+  // own); dadd must not alias dx or dy. dx may be empty where x is y (the same tensor: the
+  // first block, whose input is x0 itself): then dy is the whole gradient, dy (+=) b*g as
+  // above, then + a*g, rounded as axpy(dy, dx, 1) would add the dx written otherwise;
+  // nothing else is written (no dadd then).
   virtual void mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, const Tensor& dn,
                                  const Tensor& xmix, const Tensor& rstd, const Tensor& x,
                                  const Coef& a, const Tensor& y, const Coef& b,
@@ -321,6 +324,12 @@ class Backend {
                             double mu);
 
  protected:
+  // mix_norm_backward with dx empty (x is y), as the ops it stands for: the op into a
+  // temporary dx, then axpy(dy, dx, 1). For a backend without a fused path for it.
+  void mix_norm_backward_into_y(Tensor dy, const Tensor& dres, const Tensor& dn,
+                                const Tensor& xmix, const Tensor& rstd, const Tensor& x,
+                                const Coef& a, const Tensor& y, const Coef& b,
+                                const Tensor& dadd);
   // matmul_add's contract on R (C's shape and dtype), for the default and any override.
   void check_residual(const Tensor& C, const Tensor& R) const;
 };

@@ -249,13 +249,14 @@ void GPT::backward() {
       be_.skip_mix_norm_backward(dh_, Tensor{}, dx0_, dh_, dq_, A.xmix, A.rstd1, L_[l - 1].xout,
                                  L_[skip_of(l)].xout, skip_coef(l), lambda(l, 0), x0_,
                                  lambda(l, 1));
-    else
+    else if (l > 0)
       be_.mix_norm_backward(dh_, dx0_, dh_, dq_, A.xmix, A.rstd1, A.xin, lambda(l, 0), x0_,
-                            lambda(l, 1), l > 0 ? dskip_[size_t(l - 1)] : Tensor{});
+                            lambda(l, 1), dskip_[size_t(l - 1)]);
+    else  // the first block's input is x0 itself: d xin goes into dx0 with the rest
+      be_.mix_norm_backward(Tensor{}, dx0_, dh_, dq_, A.xmix, A.rstd1, x0_, lambda(l, 0), x0_,
+                            lambda(l, 1), Tensor{});
     if (on_layer_grads) on_layer_grads(l);
   }
-  // dh is now d xin[0] = a share of d x0.
-  be_.axpy(dx0_, dh_, 1.0);
   be_.rms_norm_backward(dn_, dx0_, emb_, rstd0_, false);
   be_.embedding_backward(g.wte, tokens_, dn_);
 }

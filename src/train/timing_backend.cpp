@@ -111,12 +111,14 @@ void TimingBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, 
                                       const Tensor& xmix, const Tensor& rstd, const Tensor& x,
                                       const Coef& a, const Tensor& y, const Coef& b,
                                       const Tensor& dadd) {
-  // x and y are read only for their coefficients' gradients, as in scaled_sum_backward.
+  // x and y are read only for their coefficients' gradients, as in scaled_sum_backward
+  // (once where they are one tensor, as in the first block, whose dx is then not written).
   run("mix_norm_backward",
       [&] {
+        const bool xy = x.data == y.data && !(a.grad_param.empty() || b.grad_param.empty());
         return bytes(sz(dres) + sz(dn) + sz(xmix) + sz(rstd) +
-                     (a.grad_param.empty() ? 0 : sz(x)) + (b.grad_param.empty() ? 0 : sz(y)) +
-                     sz(dadd) + sz(dx) + out(dy, true));
+                     (a.grad_param.empty() || xy ? 0 : sz(x)) +
+                     (b.grad_param.empty() ? 0 : sz(y)) + sz(dadd) + sz(dx) + out(dy, true));
       },
       [&] { be_.mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b, dadd); });
 }

@@ -245,6 +245,8 @@ void CpuBackend::mix_norm_backward(Tensor dx, Tensor dy, const Tensor& dres, con
                                    const Coef& a, const Tensor& y, const Coef& b,
                                    const Tensor& dadd) {
   const char* op = "mix_norm_backward";
+  if (dx.empty())
+    return mix_norm_backward_into_y(dy, dres, dn, xmix, rstd, x, a, y, b, dadd);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&dx, &dy, &dres, &dn, &xmix, &y})
     same(op, *t, x);
   if (!dadd.empty()) {

@@ -14,7 +14,9 @@
 // the backward also writes dskip = c*dx and sums <dx, skip> for c as a third dot.
 // The backward can also add a tensor to dx where it writes it (Add::kTensor: a U-net
 // encoder output's gradient from its skip, dx + dskip as axpy would add it) or, where skip
-// is h itself, the skip's own share c*dx (Add::kSkip: dskip is then not written at all).
+// is h itself, the skip's own share c*dx (Add::kSkip: dskip is then not written at all);
+// or, where x is y (the first block's input is x0), add dx into dy instead of writing it
+// (Add::kIntoDy).
 // Rows whose length is a multiple of 8 with 16-byte aligned data are read 8 at a time.
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -109,10 +111,12 @@ __device__ inline void skip_backward_elem(float cv, float skip, float& dx, float
 }
 
 // What the backward adds to dx after the op's own value (rounded first, as stored):
-// nothing, a tensor (dadd), or, where skip is h, the dskip it would otherwise write.
-enum class Add { kNone, kTensor, kSkip };
+// nothing, a tensor (dadd), or, where skip is h, the dskip it would otherwise write; or
+// where dx goes instead: into dy, where x is y.
+enum class Add { kNone, kTensor, kSkip, kIntoDy };
 
-// dx (=) bf16(dx) + add, as axpy_bf16_kernel adds with alpha 1 (the store rounds the sum).
+// dx (=) bf16(dx) + add, as axpy_bf16_kernel adds with alpha 1 (the store rounds the sum);
+// also for dy (+=) bf16(dx) where dx goes into dy.
 __device__ inline void add_to_dx(float& dx, float add) { dx = math::round_bf16(dx) + add; }
 
 // math::kReduceThreads threads per block; partial[block] and partial[gridDim.x + block]
@@ -126,6 +130,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
                              uint16_t* dskip, const uint16_t* dadd, int64_t rows, int64_t dim,
                              double* partial) {
   static_assert(A != Add::kSkip || Skip, "Add::kSkip adds the skip's own gradient");
+  static_assert(A != Add::kIntoDy || !Skip, "Add::kIntoDy is the first block's, no skip");
   constexpr bool kWriteSkip = Skip && A == Add::kNone;
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * math::kReduceWarps;
@@ -160,8 +165,9 @@ __global__ void __launch_bounds__(math::kReduceThreads)
           if constexpr (Skip) skip_backward_elem(cv, sv[k], gx[k], gs[k], sz);
           if constexpr (A == Add::kTensor) add_to_dx(gx[k], ad[k]);
           if constexpr (A == Add::kSkip) add_to_dx(gx[k], math::round_bf16(gs[k]));
+          if constexpr (A == Add::kIntoDy) add_to_dx(gy[k], math::round_bf16(gx[k]));
         }
-        store8(dx + o + i, gx);
+        if constexpr (A != Add::kIntoDy) store8(dx + o + i, gx);
         store8(dy + o + i, gy);
         if constexpr (kWriteSkip) store8(dskip + o + i, gs);
       }
@@ -179,7 +185,8 @@ __global__ void __launch_bounds__(math::kReduceThreads)
         if constexpr (kWriteSkip) store_bf16(dskip + o + i, gs);
         if constexpr (A == Add::kTensor) add_to_dx(gx, load_bf16(dadd + o + i));
         if constexpr (A == Add::kSkip) add_to_dx(gx, math::round_bf16(gs));
-        store_bf16(dx + o + i, gx);
+        if constexpr (A == Add::kIntoDy) add_to_dx(gy, math::round_bf16(gx));
+        if constexpr (A != Add::kIntoDy) store_bf16(dx + o + i, gx);
         store_bf16(dy + o + i, gy);
       }
     }
@@ -265,12 +272,19 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
                                        const Tensor& rstd, const Tensor& x, const Tensor* skip,
                                        const Coef* c, const Coef& a, const Tensor& y,
                                        const Coef& b, const Tensor& dadd) {
+  // dx empty: x is y, dx goes into dy (Add::kIntoDy).
+  const bool into_dy = dx.empty() && !skip;
   const std::pair<const char*, const Tensor*> given[] = {
       {"dx", &dx}, {"dy", &dy}, {"dres", &dres}, {"dn", &dn}, {"xmix", &xmix}, {"y", &y}};
   need(op, skip ? "h" : "x", x, DType::BF16);
   for (const auto& [name, t] : given) {
+    if (t->empty() && t == &dx && into_dy) continue;
     need(op, name, *t, DType::BF16);
     need_numel(op, name, *t, "x", x);
+  }
+  if (into_dy) {
+    check(x.data == y.data, "cuda ", op, ": dx may be left empty only where x is y (the same tensor)");
+    check(dadd.empty(), "cuda ", op, ": no dadd without a dx to add it to");
   }
   need(op, "rstd", rstd, DType::F32);
   const int64_t rows = x.rows(), dim = x.cols();
@@ -300,6 +314,7 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
     sk.skip = static_cast<const uint16_t*>(skip->data);
     sk.c = coef_arg(op, "c", *c);
   }
+  if (into_dy) add = Add::kIntoDy;
   if (!dadd.empty()) {
     check(!skip, "cuda ", op, ": dadd is mix_norm_backward's alone");
     need(op, "dadd", dadd, DType::BF16);
@@ -324,7 +339,7 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
   const auto* pr = static_cast<const float*>(rstd.data);
   const bool vec = vec8_ok(dim, pdx, pdy, pres, pdn) && vec8_ok(dim, pm, px, py) &&
                    vec8_ok(dim, sk.skip, pds, padd);
-  // SR_LAUNCH names one kernel: the eight instances spelled out.
+  // SR_LAUNCH names one kernel: the ten instances spelled out.
 #define SR_MIX_NORM_BACKWARD(VEC, SKIP, ADD)                                                \
   SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_,                                       \
             mix_norm_backward_kernel<VEC, SKIP, Add::ADD>)(pdx, pdy, pres, pdn, pm, pr, px, ca, \
@@ -339,6 +354,9 @@ void CudaBackend::mix_norm_backward_on(const char* op, Tensor dx, const Tensor* 
   } else if (add == Add::kTensor) {
     if (vec) SR_MIX_NORM_BACKWARD(true, false, kTensor);
     else SR_MIX_NORM_BACKWARD(false, false, kTensor);
+  } else if (add == Add::kIntoDy) {
+    if (vec) SR_MIX_NORM_BACKWARD(true, false, kIntoDy);
+    else SR_MIX_NORM_BACKWARD(false, false, kIntoDy);
   } else {
     if (vec) SR_MIX_NORM_BACKWARD(true, false, kNone);
     else SR_MIX_NORM_BACKWARD(false, false, kNone);
