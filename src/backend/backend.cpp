@@ -6,6 +6,31 @@
 
 namespace speedrun {
 
+namespace {
+// A tensor of the backend's own for one default's call, freed when it goes out of scope,
+// once the backend has finished with it.
+class Temporary {
+ public:
+  Temporary(Backend& be, const char* name, DType dtype, std::initializer_list<int64_t> shape)
+      : be_(be), arena_([b = &be](size_t n) { return b->allocate(n); },
+                        [b = &be](void* p) { b->release(p); }) {
+    arena_.add(name, dtype, shape, &t);
+    arena_.materialize(be.device());
+  }
+  ~Temporary() {
+    try {
+      be_.synchronize();
+    } catch (...) {  // the error is the queued work's and is reported where it is awaited
+    }
+  }
+  Tensor t;
+
+ private:
+  Backend& be_;
+  Arena arena_;
+};
+}  // namespace
+
 void Backend::check_residual(const Tensor& C, const Tensor& R) const {
   check(R.dtype == C.dtype && R.rows() == C.rows() && R.cols() == C.cols(), name(),
         " matmul_add: the residual ", R.shape_str(), " ", dtype_name(R.dtype),
@@ -30,25 +55,21 @@ void Backend::skip_mix_norm_backward(Tensor dx, Tensor dskip, Tensor dy, const T
                                      const Tensor& dn, const Tensor& xmix, const Tensor& rstd,
                                      const Tensor& h, const Tensor& skip, const Coef& c,
                                      const Coef& a, const Tensor& y, const Coef& b) {
-  const std::initializer_list<const Tensor*> others = {&dx, &dres, &dy, &dn, &xmix, &h, &skip, &y};
-  const bool skip_is_h = dskip.empty();
-  check(!skip_is_h || skip.data == h.data, name(), " skip_mix_norm_backward: dskip may be left ",
-        "empty only where skip is h (the same tensor)");
-  Arena scratch([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
-  if (skip_is_h) {  // xin, then c*dx, in a temporary
-    scratch.add("skip_mix_norm_backward", dx.dtype, {dx.rows(), dx.cols()}, &dskip);
-    scratch.materialize(device());
+  if (dskip.empty()) {  // skip is h: xin, then c*dx, in a temporary, then added to dx
+    check(skip.data == h.data, name(), " skip_mix_norm_backward: dskip may be left empty only ",
+          "where skip is h (the same tensor)");
+    Temporary tmp(*this, "skip_mix_norm_backward", dx.dtype, {dx.rows(), dx.cols()});
+    skip_mix_norm_backward(dx, tmp.t, dy, dres, dn, xmix, rstd, h, skip, c, a, y, b);
+    axpy(dx, tmp.t, 1.0);
+    return;
   }
+  const std::initializer_list<const Tensor*> others = {&dx, &dres, &dy, &dn, &xmix, &h, &skip, &y};
   for (const Tensor* t : others)
     check(dskip.data != t->data, name(), " skip_mix_norm_backward: dskip must not alias ",
           "another operand (it holds xin first)");
   scaled_sum_forward(dskip, h, Coef::constant(1.0), skip, c);  // xin, in dskip's memory
   mix_norm_backward(dx, dy, dres, dn, xmix, rstd, dskip, a, y, b, Tensor{});
   scaled_sum_backward(Tensor{}, false, dskip, false, dx, Tensor{}, Coef::constant(1.0), skip, c);
-  if (skip_is_h) {
-    axpy(dx, dskip, 1.0);
-    synchronize();  // the temporary is freed when this returns
-  }
 }
 
 void Backend::mix_norm_backward_into_y(Tensor dy, const Tensor& dres, const Tensor& dn,
@@ -58,13 +79,9 @@ void Backend::mix_norm_backward_into_y(Tensor dy, const Tensor& dres, const Tens
   check(x.data == y.data, name(), " mix_norm_backward: dx may be left empty only where x is y ",
         "(the same tensor)");
   check(dadd.empty(), name(), " mix_norm_backward: no dadd without a dx to add it to");
-  Arena scratch([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
-  Tensor dx;
-  scratch.add("mix_norm_backward", dy.dtype, {dy.rows(), dy.cols()}, &dx);
-  scratch.materialize(device());
-  mix_norm_backward(dx, dy, dres, dn, xmix, rstd, x, a, y, b, Tensor{});
-  axpy(dy, dx, 1.0);
-  synchronize();  // the temporary is freed when this returns
+  Temporary dx(*this, "mix_norm_backward", dy.dtype, {dy.rows(), dy.cols()});
+  mix_norm_backward(dx.t, dy, dres, dn, xmix, rstd, x, a, y, b, Tensor{});
+  axpy(dy, dx.t, 1.0);
 }
 
 void Backend::adam_steps(const std::vector<AdamTensor>& t, const AdamArgs& a) {
@@ -81,13 +98,9 @@ void Backend::muon_apply(const std::vector<MuonApply>& u) {
     if (x.update.dtype == x.p.dtype) {
       axpy(x.p, x.update, x.alpha);
     } else {  // a narrower update (a bf16 copy), widened exactly first
-      Arena wide([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });
-      Tensor w;
-      wide.add("muon_apply.update", x.p.dtype, {x.p.numel()}, &w);
-      wide.materialize(device());
-      convert(w, x.update.view({x.update.numel()}));
-      axpy(x.p.view({x.p.numel()}), w, x.alpha);
-      synchronize();  // the temporary is freed when this scope ends
+      Temporary wide(*this, "muon_apply.update", x.p.dtype, {x.p.numel()});
+      convert(wide.t, x.update.view({x.update.numel()}));
+      axpy(x.p.view({x.p.numel()}), wide.t, x.alpha);
     }
     if (!x.copy.empty()) convert(x.copy, x.p);
   }

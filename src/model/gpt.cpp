@@ -240,21 +240,18 @@ void GPT::backward() {
     // lambdas[1] x0: dh = d xin, dx0 += lambdas[1] d xmix; in a decoder block xin = h +
     // skip_weights[i] xout[j] too: d h = d xin, d xout[j] = skip_weights[i] d xin (dskip[j],
     // added to dh by block j + 1's backward, which writes d xout[j]). The first decoder's
-    // skip is its own h (j = l - 1): its share goes straight into dh.
-    if (l > L / 2)
-      be_.skip_mix_norm_backward(dh_, dskip_[size_t(skip_of(l))], dx0_, dh_, dq_, A.xmix, A.rstd1,
-                                 L_[l - 1].xout, L_[skip_of(l)].xout, skip_coef(l), lambda(l, 0),
-                                 x0_, lambda(l, 1));
-    else if (l == L / 2)
-      be_.skip_mix_norm_backward(dh_, Tensor{}, dx0_, dh_, dq_, A.xmix, A.rstd1, L_[l - 1].xout,
+    // skip is its own h (j = l - 1): its share goes straight into dh (no dskip). The first
+    // block's input is x0 itself: its d xin goes into dx0 with the rest (no dh).
+    if (l >= L / 2) {
+      const Tensor dskip = l > L / 2 ? dskip_[size_t(skip_of(l))] : Tensor{};
+      be_.skip_mix_norm_backward(dh_, dskip, dx0_, dh_, dq_, A.xmix, A.rstd1, L_[l - 1].xout,
                                  L_[skip_of(l)].xout, skip_coef(l), lambda(l, 0), x0_,
                                  lambda(l, 1));
-    else if (l > 0)
-      be_.mix_norm_backward(dh_, dx0_, dh_, dq_, A.xmix, A.rstd1, A.xin, lambda(l, 0), x0_,
-                            lambda(l, 1), dskip_[size_t(l - 1)]);
-    else  // the first block's input is x0 itself: d xin goes into dx0 with the rest
-      be_.mix_norm_backward(Tensor{}, dx0_, dh_, dq_, A.xmix, A.rstd1, x0_, lambda(l, 0), x0_,
-                            lambda(l, 1), Tensor{});
+    } else {
+      const Tensor dx = l > 0 ? dh_ : Tensor{}, dadd = l > 0 ? dskip_[size_t(l - 1)] : Tensor{};
+      be_.mix_norm_backward(dx, dx0_, dh_, dq_, A.xmix, A.rstd1, A.xin, lambda(l, 0), x0_,
+                            lambda(l, 1), dadd);
+    }
     if (on_layer_grads) on_layer_grads(l);
   }
   be_.rms_norm_backward(dn_, dx0_, emb_, rstd0_, false);
