@@ -5,6 +5,10 @@
 # batches: a faster clean build, slower edits; scripts/test.sh turns it on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A new tree uses Ninja where it is installed (scripts/setup.sh installs it): it builds
+# every target's files in one pool of jobs, where Makefiles build the targets named on one
+# command line one after another. A tree keeps the generator it was made with.
+command -v ninja >/dev/null && export CMAKE_GENERATOR="${CMAKE_GENERATOR:-Ninja}"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
   ${SPEEDRUN_UNITY_BUILD:+-DSPEEDRUN_UNITY_BUILD=$SPEEDRUN_UNITY_BUILD} >/dev/null
 if [ $# -gt 0 ]; then

@@ -27,5 +27,7 @@ if [ -f build-asan/CMakeCache.txt ] &&
    ! grep -q "^CMAKE_CXX_COMPILER:[A-Z]*=\(.*/\)\?$cxx\$" build-asan/CMakeCache.txt; then
   rm -rf build-asan
 fi
+# Ninja for a new tree, as scripts/build.sh says why.
+command -v ninja >/dev/null && export CMAKE_GENERATOR="${CMAKE_GENERATOR:-Ninja}"
 cmake --preset "$preset" ${SPEEDRUN_UNITY_BUILD:+-DSPEEDRUN_UNITY_BUILD=$SPEEDRUN_UNITY_BUILD} >/dev/null
 echo "build-asan: $cxx, sanitizers address,undefined, fuzz targets $fuzz"

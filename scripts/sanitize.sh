@@ -45,7 +45,7 @@ scripts/configure_asan.sh
 t0=$(date +%s)
 build_targets=(--target speedrun)
 for f in "${families[@]}"; do build_targets+=(--target "$f"); done
-cmake --build build-asan -j"$(nproc)" "${build_targets[@]}" | grep -v -E "^\[ *[0-9]+%\] (Built target|Building|Linking)" || true
+cmake --build build-asan -j"$(nproc)" "${build_targets[@]}" | grep -v -E "^\[ *[0-9]+(%|/[0-9]+)\] (Built target|Building|Linking)" || true
 [ -x build-asan/speedrun ] || { echo "sanitize: the build failed" >&2; exit 1; }
 t1=$(date +%s)
 

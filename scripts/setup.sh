@@ -5,7 +5,7 @@
 # (the parity tests and benchmarks against it then skip themselves, saying so).
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libgtest-dev libgmock-dev libbenchmark-dev
+pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
       libpcre2-dev libzstd-dev fortunes bible-kjv libopenmpi-dev openmpi-bin)
 # The sanitized tests and the fuzzers (scripts/sanitize.sh, scripts/fuzz.sh): clang, its
