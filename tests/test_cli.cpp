@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -171,6 +172,21 @@ TEST_F(Cli, TheCpuEnginesTestsSeeNoGpu) {
   ASSERT_NE(visible, nullptr);
   EXPECT_STREQ(visible, "");
   EXPECT_EQ(speedrun::cuda_device_count(), 0);
+}
+
+// cuBLASLt is opened by the CUDA backend when it first runs a GEMM, not linked: its
+// initialisers cost every process that loads it ~0.3 s (src/backend/cuda/cublaslt_loader.h).
+// Neither a CPU process nor a `speedrun` command that does not train on a GPU loads it.
+TEST_F(Cli, ProcessesThatRunNoGpuCodeLoadNoCublasLt) {
+  std::ifstream maps("/proc/self/maps");
+  const std::string mapped((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+  ASSERT_NE(mapped.find("test_cli"), std::string::npos) << "cannot read /proc/self/maps";
+  EXPECT_EQ(mapped.find("libcublasLt"), std::string::npos);
+  // The loader names every library it opens (LD_DEBUG=files); the command itself runs.
+  const Outcome r = run_cli("train --help", "LD_DEBUG=files");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("file="), std::string::npos) << "LD_DEBUG printed nothing: " << r.out;
+  EXPECT_EQ(r.out.find("libcublasLt"), std::string::npos) << r.out;
 }
 
 // --device cuda where there is no CUDA backend (a CPU-only build) or no GPU says which, on

@@ -34,6 +34,13 @@
 #include "tolerances.h"
 
 #ifdef SPEEDRUN_HAVE_CUDA
+#include <cublasLt.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "backend/cuda/cublaslt_loader.h"
 #include "backend/cuda/gemm_plan.h"
 #include "backend/cuda/plan.h"
 #endif
@@ -621,6 +628,34 @@ TEST(CudaPlan, OutOfMemoryMessageSaysWhatToReduce) {
     EXPECT_NE(m.find("the largest 'h0.fc' [65536, 3072] BF16, 402653184 bytes"), std::string::npos) << m;
   }
   EXPECT_EQ(cuda::format_bytes(1536), "1.50 KiB");
+}
+
+// cuBLASLt opened on first use (cublaslt_loader.h): the forwarding functions reach the
+// library, which needs no GPU for its status names; a library that cannot be opened is an
+// error naming it and the fix. The emulated build has the emulator's cuBLASLt instead.
+TEST(CudaPlan, CublasLtOpensOnItsFirstCall) {
+#ifdef SPEEDRUN_CUDA_EMULATED
+  GTEST_SKIP() << "the emulated build runs the emulator's cuBLASLt";
+#else
+  EXPECT_STREQ(cublasLtGetStatusName(CUBLAS_STATUS_NOT_SUPPORTED), "CUBLAS_STATUS_NOT_SUPPORTED");
+  EXPECT_TRUE(cuda::cublaslt_opened());
+  std::ifstream maps("/proc/self/maps");
+  const std::string mapped((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+  EXPECT_NE(mapped.find("libcublasLt.so"), std::string::npos);
+  const std::vector<std::string> names = cuda::cublaslt_candidates();
+  ASSERT_FALSE(names.empty());
+  EXPECT_EQ(names.front(), "libcublasLt.so." + std::to_string(CUBLAS_VER_MAJOR));
+  try {
+    cuda::open_first_library({"libspeedrun-none.so.1", "/nonexistent/libspeedrun-none.so.1"},
+                             "cuBLASLt");
+    FAIL() << "opened a library that does not exist";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const char* piece : {"cannot open cuBLASLt", "libspeedrun-none.so.1",
+                              "/nonexistent/libspeedrun-none.so.1", "LD_LIBRARY_PATH"})
+      EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+  }
+#endif
 }
 #endif  // SPEEDRUN_HAVE_CUDA
 
