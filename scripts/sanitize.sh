@@ -18,16 +18,16 @@
 # against the fp64 oracle; test_ops and test_attention: the CPU kernels forward and
 # backward; test_optimizer, test_schedule), plus sampling's KV cache (test_sample), the
 # model's forward and backward (test_model) and the distributed optimizer's per-reduction
-# waits and rank ordering (test_dist). Left to --all: test_parity (its time goes to the
-# PyTorch reference, 32 s), test_bench, test_reliability, test_sweep and test_train (one
-# 21 s training run to a low loss; the trainer runs under the sanitizers in test_cli's and
-# test_resume's `speedrun train` commands).
+# waits and rank ordering (test_dist), the run directory's guarantees under signals and
+# failed writes (test_reliability), the sweep runner (test_sweep), the benchmark
+# (test_bench) and a training run to a low loss (test_train). Left to --all: test_parity
+# (its time goes to the PyTorch reference, 32 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ci=(test_data test_tokenizer test_bpe_train test_prepare test_resume test_report test_settings
     test_cli test_conformance test_ops test_attention test_optimizer test_schedule test_sample
-    test_model test_dist)
+    test_model test_dist test_reliability test_sweep test_bench test_train)
 families=()
 if [ "${1:-}" = "--all" ]; then
   for f in tests/test_*.cpp; do
