@@ -170,6 +170,26 @@ TEST_F(CudaBackendTest, RunsTheBf16PolicyOnly) {
   EXPECT_THROW(gpu().check_precision(named_precision(PrecisionChoice::FP64)), Error);
 }
 
+// The record preset on one GPU (one 65,536-token sequence per micro-batch): the parameters,
+// their gradients and compute copies, the optimizer's state and the planned activations
+// fit within the PyTorch anchor's peak, 30.5 GiB (docs/PERFORMANCE.md), the peak memory
+// speedrun must not exceed there. The backend's scratch (Newton-Schulz work matrices,
+// reduction partials, the embedding sort, cuBLASLt's workspace) comes on top of this count.
+TEST_F(CudaBackendTest, RecordPresetFitsTheAnchorsPeakMemory) {
+  const TrainConfig tc = preset_config("record");
+  Parameters params(gpu(), tc.model, gpu().default_precision());
+  Optimizer opt(gpu(), params, tc.optim);
+  const size_t held = gpu().peak_bytes();  // a fresh backend: nothing was released
+  const size_t acts = GPT::activation_bytes(gpu(), params, 1, tc.seq_len);
+  const double gib = double(size_t(1) << 30);
+  std::printf("record preset, one sequence per micro-batch: parameters and optimizer %.2f GiB, "
+              "activations %.2f GiB, %.2f GiB in all\n", held / gib, acts / gib, (held + acts) / gib);
+  EXPECT_GT(held, size_t(1) << 30);  // 162M parameters: masters, gradients, copies, state
+  EXPECT_GT(acts, size_t(20) << 30);
+  EXPECT_LE(held + acts, size_t(30.5 * gib));
+  EXPECT_EQ(gpu().peak_bytes(), held);  // activation_bytes allocated nothing
+}
+
 TEST_F(CudaBackendTest, MemoryIsZeroFilledAndRoundTrips) {
   const size_t before = gpu().peak_bytes();
   Tensor z = g_->make(DType::F32, {1000});

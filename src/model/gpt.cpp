@@ -11,6 +11,15 @@ constexpr double kNormEps = 1.1920928955078125e-07;
 }  // namespace
 
 GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t head_logits)
+    : GPT(backend, params, B, T, head_logits, true) {}
+
+size_t GPT::activation_bytes(Backend& backend, Parameters& params, int64_t B, int64_t T,
+                             int64_t head_logits) {
+  return GPT(backend, params, B, T, head_logits, false).acts_.bytes();
+}
+
+GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t head_logits,
+         bool allocate)
     : be_(backend), p_(params), cfg_(params.config()), B_(B), T_(T), N_(B * T) {
   check(B >= 1 && T >= 1, "GPT: batch and sequence length must be >= 1");
   check(head_logits >= 0, "GPT: head_logits must be >= 0, got ", head_logits);
@@ -75,6 +84,7 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t hea
   dskip_.resize(size_t(L / 2 - 1));
   for (int64_t j = 0; j < L / 2 - 1; ++j)
     a.add("grad.skip" + std::to_string(j), c, {N, C}, &dskip_[size_t(j)]);
+  if (!allocate) return;
   a.materialize(backend.device());
   dfc_ = dfc_mem.slice(0, N * F).view({N, F});
   dqkv_ = dfc_mem.slice(0, N * 3 * C).view({N, 3 * C});

@@ -29,6 +29,10 @@ class GPT {
   // head runs in chunks of head_logits / V rows (at least 1, at most B*T); 0 takes the
   // backend's Backend::head_chunk_logits().
   GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t head_logits = 0);
+  // The bytes of activations that constructor allocates on `backend` (one block), planned
+  // and not allocated: what a GPU needs beyond the parameters and the optimizer's state.
+  static size_t activation_bytes(Backend& backend, Parameters& params, int64_t B, int64_t T,
+                                 int64_t head_logits = 0);
 
   // One micro-batch: inputs x [B*T] and targets y [B*T] (host arrays) under attention
   // window `window`. Adds grad_scale * dLoss/dparam to params.g, Loss = the mean
@@ -65,6 +69,10 @@ class GPT {
   const std::vector<BlockMask>& masks() const { return masks_; }
 
  private:
+  // allocate = false plans the activations and stops (activation_bytes).
+  GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t head_logits,
+      bool allocate);
+
   struct LayerActs {  // [N, C] (c) unless noted
     Tensor xin;             // an encoder block's input (a decoder block's is never stored)
     Tensor xmix;            // lambdas[0] xin + lambdas[1] x0
