@@ -7,26 +7,19 @@
 namespace speedrun {
 
 namespace {
-// A tensor of the backend's own for one default's call, freed when it goes out of scope,
-// once the backend has finished with it.
+// A tensor of the backend's own for one default's call, released when it goes out of scope
+// (release() waits for the queued work that may still read it).
 class Temporary {
  public:
   Temporary(Backend& be, const char* name, DType dtype, std::initializer_list<int64_t> shape)
-      : be_(be), arena_([b = &be](size_t n) { return b->allocate(n); },
-                        [b = &be](void* p) { b->release(p); }) {
+      : arena_([b = &be](size_t n) { return b->allocate(n); },
+               [b = &be](void* p) { b->release(p); }) {
     arena_.add(name, dtype, shape, &t);
     arena_.materialize(be.device());
-  }
-  ~Temporary() {
-    try {
-      be_.synchronize();
-    } catch (...) {  // the error is the queued work's and is reported where it is awaited
-    }
   }
   Tensor t;
 
  private:
-  Backend& be_;
   Arena arena_;
 };
 }  // namespace

@@ -80,7 +80,8 @@ class Backend {
   virtual void check_precision(const Precision& p) const = 0;
 
   // ---- memory -----------------------------------------------------------------------
-  // Zero-filled, 64-byte aligned; freed with release().
+  // Zero-filled, 64-byte aligned; freed with release(), which first waits for queued work
+  // that may still read or write the memory (so it may be called right after the last op).
   virtual void* allocate(size_t bytes) = 0;
   virtual void release(void* p) = 0;
   virtual void upload(Tensor dst, const void* host) = 0;      // dst = host bytes
