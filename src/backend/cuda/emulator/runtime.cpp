@@ -1,6 +1,6 @@
 // The CUDA runtime functions speedrun calls, for an emulated build (no libcudart linked):
-// one device (sm_90, an H200's limits; SPEEDRUN_CUDA_EMULATOR_DEVICES alike ones for an
-// emulated multi-GPU job), device memory in host memory, streams and events as streams.h
+// one device (an H200's limits, or another GPU's: gpu_profile.h; SPEEDRUN_CUDA_EMULATOR_DEVICES
+// alike ones for an emulated multi-GPU job), device memory in host memory, streams and events as streams.h
 // models them (at once, or as late as CUDA allows). Device memory is capped
 // (SPEEDRUN_CUDA_EMULATOR_MEMORY bytes, 4 GiB by default) so that running out of it can be
 // tested; new allocations hold 0xff bytes (NaN in bf16 and fp32) so that reading memory
@@ -17,6 +17,7 @@
 #include <new>
 #include <string>
 
+#include "backend/cuda/emulator/gpu_profile.h"
 #include "backend/cuda/emulator/simt.h"
 #include "backend/cuda/emulator/streams.h"
 
@@ -67,24 +68,51 @@ cudaError_t cudaGetDeviceCount(int* count) {
   return no_device() ? cudaErrorNoDevice : cudaSuccess;
 }
 
+int g_current_device = 0;  // the process's (ranks of an emulated job are processes)
+
 cudaError_t cudaSetDevice(int device) {
   if (cudaError_t e = gate()) return e;
-  return device >= 0 && device < device_count() ? cudaSuccess : cudaErrorInvalidDevice;
+  if (device < 0 || device >= device_count()) return cudaErrorInvalidDevice;
+  g_current_device = device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetDevice(int* device) {
+  if (cudaError_t e = gate()) return e;
+  *device = g_current_device;
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  if (cudaError_t e = gate()) return e;
+  if (device < 0 || device >= device_count()) return cudaErrorInvalidDevice;
+  const emu::GpuProfile& g = emu::gpu_profile();
+  switch (attr) {
+    case cudaDevAttrComputeCapabilityMajor: *value = g.major; return cudaSuccess;
+    case cudaDevAttrComputeCapabilityMinor: *value = g.minor; return cudaSuccess;
+    case cudaDevAttrMultiProcessorCount: *value = g.sms; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = int(g.smem_per_block_optin); return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerMultiprocessor: *value = int(g.smem_per_sm); return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = 48 << 10; return cudaSuccess;
+    case cudaDevAttrL2CacheSize: *value = int(g.l2_bytes); return cudaSuccess;
+    default: return cudaErrorNotSupported;
+  }
 }
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   if (cudaError_t e = gate()) return e;
   if (device < 0 || device >= device_count()) return cudaErrorInvalidDevice;
   std::memset(p, 0, sizeof *p);
-  std::strncpy(p->name, "speedrun CUDA emulator (H200 limits)", sizeof p->name - 1);
-  p->major = 9;
-  p->minor = 0;
-  p->multiProcessorCount = 132;
+  const emu::GpuProfile& g = emu::gpu_profile();
+  std::strncpy(p->name, g.name, sizeof p->name - 1);
+  p->major = g.major;
+  p->minor = g.minor;
+  p->multiProcessorCount = g.sms;
   p->totalGlobalMem = capacity();
   p->sharedMemPerBlock = 48 << 10;
-  p->sharedMemPerBlockOptin = 232448;
-  p->sharedMemPerMultiprocessor = 233472;
-  p->l2CacheSize = 60 << 20;
+  p->sharedMemPerBlockOptin = g.smem_per_block_optin;
+  p->sharedMemPerMultiprocessor = g.smem_per_sm;
+  p->l2CacheSize = int(g.l2_bytes);
   p->warpSize = 32;
   p->maxThreadsPerBlock = 1024;
   p->maxThreadsDim[0] = p->maxThreadsDim[1] = 1024;
@@ -230,8 +258,21 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
   if (cudaError_t e = gate()) return e;
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorNotSupported;
-  if (value < 0 || value > 232448) return cudaErrorInvalidValue;
+  if (value < 0 || size_t(value) > emu::gpu_profile().smem_per_block_optin) return cudaErrorInvalidValue;
   speedrun::cuda::emu::set_max_dynamic_smem(func, value);
+  return cudaSuccess;
+}
+
+// Every kernel of an emulated build runs on every profile: the attributes of a kernel that
+// uses no static shared memory (the backend only looks a kernel up, to see it loads).
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
+  if (cudaError_t e = gate()) return e;
+  if (!func) return cudaErrorInvalidDeviceFunction;
+  std::memset(attr, 0, sizeof *attr);
+  const emu::GpuProfile& g = emu::gpu_profile();
+  attr->maxThreadsPerBlock = 1024;
+  attr->maxDynamicSharedSizeBytes = 48 << 10;
+  attr->binaryVersion = attr->ptxVersion = 10 * g.major + g.minor;
   return cudaSuccess;
 }
 
@@ -257,6 +298,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorNotReady: return "cudaErrorNotReady";
+    case cudaErrorInvalidDeviceFunction: return "cudaErrorInvalidDeviceFunction";
     default: return "cudaErrorUnknown";
   }
 }
@@ -272,6 +314,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorLaunchFailure: return "unspecified launch failure (the emulator printed why)";
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorNotReady: return "device not ready";
+    case cudaErrorInvalidDeviceFunction: return "invalid device function";
     default: return "unknown error";
   }
 }

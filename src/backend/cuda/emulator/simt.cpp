@@ -8,6 +8,7 @@
 // accesses as compute-sanitizer's memcheck would on a GPU.
 #include "backend/cuda/emulator/simt.h"
 
+#include "backend/cuda/emulator/gpu_profile.h"
 #include "backend/cuda/emulator/streams.h"
 
 #include <sys/mman.h>
@@ -144,7 +145,6 @@ void prepare(Context& c, void* stack, size_t bytes, void (*entry)()) {
 constexpr size_t kStackBytes = size_t(256) << 10;
 constexpr int kMaxThreads = 1024;
 constexpr size_t kDefaultSmem = 48 << 10;    // without the attribute
-constexpr size_t kMaxSmem = 232448;          // an H200's sharedMemPerBlockOptin (227 KiB)
 constexpr size_t kMaxCollectiveIn = 64;      // bytes per lane
 constexpr size_t kMaxCollectiveOut = 64;
 
@@ -628,11 +628,15 @@ cudaError_t check_launch(const char* name, const void* kernel, dim3 grid, dim3 b
     auto it = g_max_smem.find(kernel);
     if (it != g_max_smem.end()) allowed = size_t(it->second);
   }
+  // Never past the GPU's per-block limit, whatever a kernel was granted under another
+  // profile (a test may switch; a process on a GPU cannot).
+  allowed = std::min(allowed, gpu_profile().smem_per_block_optin);
   if (smem > allowed)
     return refuse(cudaErrorInvalidValue,
                   std::to_string(smem) + " bytes of dynamic shared memory, " + std::to_string(allowed) +
                       " allowed (cudaFuncSetAttribute(MaxDynamicSharedMemorySize) raises it, to " +
-                      std::to_string(kMaxSmem) + " at most)");
+                      std::to_string(gpu_profile().smem_per_block_optin) + " at most on " +
+                      gpu_profile().name + ")");
   if (tls) {
     std::fprintf(stderr, "speedrun CUDA emulator: a kernel launched another kernel\n");
     std::abort();
