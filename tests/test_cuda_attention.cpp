@@ -26,6 +26,7 @@
 #include "backend/cuda/attention/attention.h"
 #include "backend/cuda/attention/plan.h"
 #ifdef SPEEDRUN_CUDA_EMULATED
+#include "backend/cuda/emulator/gpu_profile.h"
 #include "backend/cuda/emulator/ptx.h"
 #endif
 #include "core/error.h"
@@ -133,14 +134,29 @@ void poison_outputs(DeviceAttention& t) {
   for (DeviceBuffer* b : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) b->poison();
 }
 
-// Forward and backward on every case, both head dims, plain and peaked scores.
+// Each set of kernels: both head dims, and head dim 128 in both tilings (plan.h; head dim
+// 64 has one set of chunks).
+struct Kernels {
+  int64_t D;
+  cuda::attn::Tiling tiling;
+};
+std::vector<Kernels> every_kernel_set() {
+  return {{64, cuda::attn::Tiling::kWide},
+          {128, cuda::attn::Tiling::kWide},
+          {128, cuda::attn::Tiling::kNarrow}};
+}
+
+// Forward and backward on every case, both head dims and tilings, plain and peaked scores.
 TEST_F(CudaAttention, MatchesTheCpuOracleOnAwkwardShapes) {
-  cuda::AttentionRunner runner(stream_);
+  cuda::AttentionRunner wide(stream_, cuda::attn::Tiling::kWide),
+      narrow(stream_, cuda::attn::Tiling::kNarrow);
   for (const Case& c : attn_cases::cases())
-    for (int64_t D : {64, 128})
+    for (const auto& [D, tiling] : every_kernel_set())
       for (double sd : {1.0, std::sqrt(3.0)}) {
+        cuda::AttentionRunner& runner = tiling == cuda::attn::Tiling::kWide ? wide : narrow;
         const int64_t H = D == 64 ? 3 : 2;
-        const std::string what = c.name + " D=" + std::to_string(D) + " sd=" + std::to_string(sd);
+        const std::string what = c.name + " D=" + std::to_string(D) + " " +
+                                 cuda::attn::tiling_name(tiling) + " sd=" + std::to_string(sd);
         SCOPED_TRACE(what);
         const std::vector<BlockMask> masks = attn_cases::make_masks(c, 1234);
         const double scale = 1.0 / std::sqrt(double(D));
@@ -166,15 +182,15 @@ TEST_F(CudaAttention, IsDeterministicAcrossCallsPlansAndRunners) {
   const std::vector<Case> all = attn_cases::cases();
   const Case& a = all[5];  // T513_w200, two sequences
   const Case& b = all[0];  // T300_w37_docs, two sequences: other masks, other T
-  for (int64_t D : {64, 128}) {
-    SCOPED_TRACE("D=" + std::to_string(D));
+  for (const auto& [D, tiling] : every_kernel_set()) {
+    SCOPED_TRACE("D=" + std::to_string(D) + " " + cuda::attn::tiling_name(tiling));
     const int64_t H = D == 64 ? 3 : 2;
     const double scale = 1.0 / std::sqrt(double(D));
     const std::vector<BlockMask> ma = attn_cases::make_masks(a, 5), mb = attn_cases::make_masks(b, 6);
     DeviceAttention ta(a.B(), a.T, H, D), tb(b.B(), b.T, H, D);
     upload(ta, random_inputs(size_t(ta.N * ta.C), 1.0, 7));
     upload(tb, random_inputs(size_t(tb.N * tb.C), 1.0, 8));
-    cuda::AttentionRunner runner(stream_);
+    cuda::AttentionRunner runner(stream_, tiling);
 
     auto results = [&](DeviceAttention& t) {
       std::vector<std::vector<unsigned char>> r;
@@ -201,7 +217,7 @@ TEST_F(CudaAttention, IsDeterministicAcrossCallsPlansAndRunners) {
     sync();
     EXPECT_TRUE(results(ta) == first) << "after plans changed in between";
 
-    cuda::AttentionRunner other(stream_);
+    cuda::AttentionRunner other(stream_, tiling);
     poison_outputs(ta);
     run_both(other, ta, ma, scale);
     sync();
@@ -252,8 +268,9 @@ struct MmaCount {
 // What the kernels issue when a warp skips exactly the chunks of its 16-row sub-tile that
 // hold no visible pair, by the dense rule (BlockMask::visible; rows and keys < T), and what
 // they would issue without skipping (every valid chunk of every listed tile, all 8 warps).
-MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D) {
-  const int fc = cuda::attn::fwd_chunk(D), qc = cuda::attn::dq_chunk(D), kc = cuda::attn::dkv_chunk(D);
+MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D, cuda::attn::Tiling tl) {
+  const int fc = cuda::attn::fwd_chunk(D, tl), qc = cuda::attn::dq_chunk(D, tl),
+            kc = cuda::attn::dkv_chunk(D, tl);
   const uint64_t per_fwd = 2 * uint64_t(D / 16) * uint64_t(fc / 8);  // S = Q K^T, O += P V
   const uint64_t per_dq = 3 * uint64_t(D / 16) * uint64_t(qc / 8);   // S, dP, dQ += dS K
   const uint64_t per_dkv = 4 * uint64_t(D / 16) * uint64_t(kc / 8);  // S^T, dP^T, dV, dK
@@ -311,8 +328,10 @@ struct CopyCount {
   uint64_t forward = 0, backward = 0, unskipped_forward = 0, unskipped_backward = 0;
 };
 
-CopyCount expected_copies(const std::vector<BlockMask>& masks, int64_t H, int D) {
-  const int fc = cuda::attn::fwd_chunk(D), qc = cuda::attn::dq_chunk(D), kc = cuda::attn::dkv_chunk(D);
+CopyCount expected_copies(const std::vector<BlockMask>& masks, int64_t H, int D,
+                          cuda::attn::Tiling tl) {
+  const int fc = cuda::attn::fwd_chunk(D, tl), qc = cuda::attn::dq_chunk(D, tl),
+            kc = cuda::attn::dkv_chunk(D, tl);
   const uint64_t rows = uint64_t(D) * 2;  // bytes of one row of one head
   CopyCount n;
   for (const BlockMask& m : masks) {
@@ -369,11 +388,13 @@ TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
 #ifndef SPEEDRUN_CUDA_EMULATED
   GTEST_SKIP() << "counts mma.sync instructions on the CPU emulator of CUDA (scripts/emulate.sh)";
 #else
-  cuda::AttentionRunner runner(stream_);
+  cuda::AttentionRunner wide(stream_, cuda::attn::Tiling::kWide),
+      narrow(stream_, cuda::attn::Tiling::kNarrow);
   uint64_t skipped = 0, not_loaded = 0;
   for (const Case& c : attn_cases::cases())
-    for (int D : {64, 128}) {
-      SCOPED_TRACE(c.name + " D=" + std::to_string(D));
+    for (const auto& [D, tiling] : every_kernel_set()) {
+      cuda::AttentionRunner& runner = tiling == cuda::attn::Tiling::kWide ? wide : narrow;
+      SCOPED_TRACE(c.name + " D=" + std::to_string(D) + " " + cuda::attn::tiling_name(tiling));
       const int64_t H = 2;
       const std::vector<BlockMask> masks = attn_cases::make_masks(c, 77);
       DeviceAttention t(c.B(), c.T, H, D);
@@ -387,17 +408,58 @@ TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
                       t.rows(t.k), t.rows(t.v), t.rows(t.out), t.stats(), masks, H, scale);
       sync();
       const uint64_t n2 = cuda::emu::mma_count(), b2 = cuda::emu::async_copy_bytes();
-      const CopyCount copies = expected_copies(masks, H, D);
+      const CopyCount copies = expected_copies(masks, H, D, tiling);
       EXPECT_EQ(b1 - b0, copies.forward) << "forward loads (" << copies.unskipped_forward << " loading every chunk)";
       EXPECT_EQ(b2 - b1, copies.backward) << "backward loads (" << copies.unskipped_backward << " loading every chunk)";
       not_loaded += copies.unskipped_forward - copies.forward + copies.unskipped_backward - copies.backward;
-      const MmaCount want = expected_mma(masks, H, D);
+      const MmaCount want = expected_mma(masks, H, D, tiling);
       EXPECT_EQ(n1 - n0, want.forward) << "forward (" << want.unskipped_forward << " without skipping)";
       EXPECT_EQ(n2 - n1, want.backward) << "backward (" << want.unskipped_backward << " without skipping)";
       skipped += want.unskipped_forward - want.forward + want.unskipped_backward - want.backward;
     }
   EXPECT_GT(skipped, 0u) << "the cases must hold chunks a warp sees nothing of";
   EXPECT_GT(not_loaded, 0u) << "the cases must hold chunks a whole tile sees nothing of";
+#endif
+}
+
+// A runner takes the widest chunks the GPU's shared memory per block holds (plan.h,
+// tiling_for). On the emulator, also as an RTX 4090 (99 KiB per block): the narrow chunks,
+// which run, where the wide ones' shared memory is refused.
+TEST_F(CudaAttention, TakesTheWidestChunksTheGpuHolds) {
+  int dev = 0, optin = 0;
+  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_ok(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "attribute");
+  EXPECT_EQ(cuda::AttentionRunner(stream_).tiling(), cuda::attn::tiling_for(size_t(optin), "this GPU"));
+#ifdef SPEEDRUN_CUDA_EMULATED
+  const std::string was = cuda::emu::gpu_profile().key;
+  ASSERT_TRUE(cuda::emu::set_gpu_profile("rtx4090"));
+  struct Restore {
+    std::string key;
+    ~Restore() { cuda::emu::set_gpu_profile(key); }
+  } restore{was};
+  const Case c = attn_cases::cases()[5];  // T513_w200, two sequences
+  const int64_t H = 2, D = 128;
+  const double scale = 1.0 / std::sqrt(double(D));
+  const std::vector<BlockMask> masks = attn_cases::make_masks(c, 9);
+  DeviceAttention t(c.B(), c.T, H, D);
+  const Inputs in = random_inputs(size_t(t.N * t.C), 1.0, 10);
+  upload(t, in);
+  cuda::AttentionRunner own(stream_);
+  EXPECT_EQ(own.tiling(), cuda::attn::Tiling::kNarrow);
+  poison_outputs(t);
+  run_both(own, t, masks, scale);
+  sync();
+  const attn_cases::Reference ref = attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout);
+  EXPECT_LT(attn_cases::rel_err(download_bf16(t.out), ref.out), tol::kBf16) << "out";
+  EXPECT_LT(attn_cases::rel_err(download_bf16(t.dq), ref.dq), tol::kBf16) << "dq";
+  EXPECT_LT(attn_cases::rel_err(download_bf16(t.dk), ref.dk), tol::kBf16) << "dk";
+  cuda::AttentionRunner wide(stream_, cuda::attn::Tiling::kWide);
+  try {
+    wide.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
+    ADD_FAILURE() << "105 KB of shared memory per block granted on a 99 KiB GPU";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cudaFuncSetAttribute"), std::string::npos) << e.what();
+  }
 #endif
 }
 
@@ -519,13 +581,20 @@ TEST_F(CudaAttention, RecordShapeIsFiniteAndMatchesSampledRows) {
   const Inputs in = random_inputs(size_t(T * H * D), 1.0, 2024);
   upload(t, in);
   const std::vector<int32_t> tokens = record_tokens(T, 11);
-  cuda::AttentionRunner runner(stream_);
   std::mt19937_64 rng(3);
   std::vector<int64_t> rows = {0, 1, 127, 128, 129, 4095, 4096, 32767, T - 129, T - 2, T - 1};
   for (int k = 0; k < 21; ++k) rows.push_back(int64_t(rng() % uint64_t(T)));
 
-  for (int64_t window : {64, 1792}) {
-    SCOPED_TRACE("window " + std::to_string(window));
+  // This GPU's tiling first (what training runs), then the other where it fits (its time
+  // tells what the chunks cost).
+  const cuda::attn::Tiling own = cuda::AttentionRunner(stream_).tiling();
+  std::vector<std::pair<cuda::attn::Tiling, int64_t>> runs;
+  for (int64_t window : {64, 1792}) runs.push_back({own, window});
+  if (own == cuda::attn::Tiling::kWide)
+    for (int64_t window : {64, 1792}) runs.push_back({cuda::attn::Tiling::kNarrow, window});
+  for (const auto& [tiling, window] : runs) {
+    SCOPED_TRACE("window " + std::to_string(window) + " " + cuda::attn::tiling_name(tiling));
+    cuda::AttentionRunner runner(stream_, tiling);
     const std::vector<BlockMask> masks = {build_block_mask(tokens.data(), T, attn_cases::kEot, window)};
     poison_outputs(t);
     run_both(runner, t, masks, scale);
@@ -561,10 +630,10 @@ TEST_F(CudaAttention, RecordShapeIsFiniteAndMatchesSampledRows) {
       pairs += i - j + 1;
     }
     const double tiles = double(masks[0].q_kv.size()) * H;
-    std::printf("[ record    ] window %lld: fwd %.3f ms, bwd %.3f ms (median of 5); %lld visible "
+    std::printf("[ record    ] %s chunks, window %lld: fwd %.3f ms, bwd %.3f ms (median of 5); %lld visible "
                 "pairs per head, %lld listed tiles; exact-FLOP rate fwd %.0f / bwd %.0f TFLOP/s, "
                 "tile-FLOP rate fwd %.0f / bwd %.0f TFLOP/s\n",
-                (long long)window, fwd_ms[2], bwd_ms[2], (long long)pairs,
+                cuda::attn::tiling_name(tiling), (long long)window, fwd_ms[2], bwd_ms[2], (long long)pairs,
                 (long long)masks[0].q_kv.size(), 4.0 * pairs * D * H / (fwd_ms[2] * 1e9),
                 10.0 * pairs * D * H / (bwd_ms[2] * 1e9),
                 4.0 * tiles * 128 * 128 * D / (fwd_ms[2] * 1e9),

@@ -50,19 +50,46 @@ std::vector<BlockMask> masks_of(const Case& c) { return attn_cases::make_masks(c
 
 // ---- plan ---------------------------------------------------------------------------------
 
-TEST(CudaAttentionPlan, ShapesFitHopper) {
-  for (int D : {64, 128}) {
-    for (const KernelShape& s : {forward_shape(D), dq_shape(D), dkv_shape(D)}) {
-      EXPECT_EQ(s.threads, 256);
-      EXPECT_EQ(s.rows, kWarps * 16) << "one warp per 16 rows of the tile";
-      EXPECT_EQ(kTile % s.chunk, 0) << "chunks cut tiles evenly";
-      EXPECT_EQ(s.chunk % 16, 0);
-      EXPECT_LE(s.smem, size_t(227 * 1024)) << "Hopper's per-block shared memory";
-      EXPECT_EQ(s.smem % 16, 0u);
+TEST(CudaAttentionPlan, ShapesFitTheGpusOfEachTiling) {
+  for (Tiling t : {Tiling::kWide, Tiling::kNarrow})
+    for (int D : {64, 128}) {
+      SCOPED_TRACE(std::string(tiling_name(t)) + " D=" + std::to_string(D));
+      for (const KernelShape& s : {forward_shape(D, t), dq_shape(D, t), dkv_shape(D, t)}) {
+        EXPECT_EQ(s.threads, 256);
+        EXPECT_EQ(s.rows, kWarps * 16) << "one warp per 16 rows of the tile";
+        EXPECT_EQ(kTile % s.chunk, 0) << "chunks cut tiles evenly";
+        EXPECT_EQ(s.chunk % 16, 0);
+        EXPECT_LE(s.smem, max_smem(t));
+        EXPECT_EQ(s.smem % 16, 0u);
+        // The stages' loads: every thread issues the same number of 16-byte copies.
+        EXPECT_EQ(s.chunk * (D / 8) % kThreads, 0);
+      }
+      EXPECT_EQ(smem_ld(D) * 2 % 16, 0) << "rows stay 16-byte aligned (cp.async, ldmatrix)";
+      EXPECT_EQ((smem_ld(D) * 2 / 4) % 32, 4) << "8 consecutive rows start in distinct 16-byte bank groups";
     }
-    EXPECT_EQ(smem_ld(D) * 2 % 16, 0) << "rows stay 16-byte aligned (cp.async, ldmatrix)";
-    EXPECT_EQ((smem_ld(D) * 2 / 4) % 32, 4) << "8 consecutive rows start in distinct 16-byte bank groups";
+  // Per-block shared memory, CUDA C++ Programming Guide: 227 KiB on sm_90, 163 KiB on sm_80,
+  // 99 KiB on sm_86 / sm_89 / sm_120.
+  const size_t hopper = 232448, a100 = 166912, ada = 101376;
+  EXPECT_EQ(max_smem(Tiling::kWide), 105216u) << "dkv at D = 128";
+  EXPECT_EQ(max_smem(Tiling::kNarrow), 87424u);
+  EXPECT_EQ(tiling_for(hopper, "H200"), Tiling::kWide);
+  EXPECT_EQ(tiling_for(a100, "A100"), Tiling::kWide);
+  EXPECT_EQ(tiling_for(max_smem(Tiling::kWide), "exact"), Tiling::kWide);
+  EXPECT_EQ(tiling_for(max_smem(Tiling::kWide) - 1, "one short"), Tiling::kNarrow);
+  EXPECT_EQ(tiling_for(ada, "RTX 4090"), Tiling::kNarrow);
+  try {
+    tiling_for(max_smem(Tiling::kNarrow) - 1, "GPU 3");
+    ADD_FAILURE() << "a GPU without room for the narrow tiling must be refused";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("GPU 3"), std::string::npos) << m;
+    EXPECT_NE(m.find("87424"), std::string::npos) << m;
+    EXPECT_NE(m.find("--device cpu"), std::string::npos) << m;
   }
+  // Head dim 64 has one set of chunks: the same kernels in both tilings.
+  EXPECT_EQ(fwd_chunk(64, Tiling::kWide), fwd_chunk(64, Tiling::kNarrow));
+  EXPECT_EQ(dq_chunk(64, Tiling::kWide), dq_chunk(64, Tiling::kNarrow));
+  EXPECT_EQ(dkv_chunk(64, Tiling::kWide), dkv_chunk(64, Tiling::kNarrow));
   EXPECT_TRUE(supported_head_dim(64));
   EXPECT_TRUE(supported_head_dim(128));
   EXPECT_FALSE(supported_head_dim(96));
@@ -167,7 +194,7 @@ TEST(CudaAttentionPlan, ListsItemsAndLoMatchTheMasks) {
       };
       const int32_t tiles = int32_t((T + kTile - 1) / kTile);
       int64_t seen = 0, unseen = 0;
-      for (int32_t rows : {32, 64})
+      for (int32_t rows : {16, 32, 64})
         for (int32_t t = 0; t < tiles; ++t)
           for (int32_t u = 0; u < tiles; ++u)
             for (int32_t c0 = u * kTile; c0 < (u + 1) * kTile; c0 += rows) {
@@ -545,11 +572,10 @@ float dot(const float* a, const float* b, int64_t D) {
 // forward_kernel, row by row: the plan's items in order, the chunks of each, the mask rule
 // in partial tiles, softmax_chunk per lane (lane t holds columns nb*8 + 2t, 2t+1), the quad
 // sum, finish_row. Rows past T are computed by the GPU but never written: skipped here.
-void emu_forward(const PlanView& plan, const Problem& p, Rounding rb, std::vector<float>& out,
-                 std::vector<float>& lse) {
+template <int chunk>
+void emu_forward_chunks(const PlanView& plan, const Problem& p, Rounding rb, std::vector<float>& out,
+                        std::vector<float>& lse) {
   const int64_t T = plan.T, H = p.H, D = p.D, ld = H * D;
-  constexpr int chunk = fwd_chunk(64);
-  static_assert(fwd_chunk(128) == chunk, "one chunk size for both head dims here");
   const float scale_log2 = float(p.scale) * kLog2e;
   out.assign(p.q.size(), std::nanf(""));
   lse.assign(size_t(p.B * H * T), std::nanf(""));
@@ -599,9 +625,19 @@ void emu_forward(const PlanView& plan, const Problem& p, Rounding rb, std::vecto
   }
 }
 
+// With the key chunk of a tiling (plan.h).
+void emu_forward(const PlanView& plan, const Problem& p, Tiling t, Rounding rb, std::vector<float>& out,
+                 std::vector<float>& lse) {
+  static_assert(fwd_chunk(64, Tiling::kWide) == 64 && fwd_chunk(128, Tiling::kNarrow) == 32);
+  if (fwd_chunk(int(p.D), t) == 64)
+    emu_forward_chunks<64>(plan, p, rb, out, lse);
+  else
+    emu_forward_chunks<32>(plan, p, rb, out, lse);
+}
+
 // The backward's kernels (D per row, dkv_kernel, dq_kernel), row by row, from the
-// forward's out and lse.
-void emu_backward(const PlanView& plan, const Problem& p, Rounding rb, const std::vector<float>& out,
+// forward's out and lse, with the chunks of tiling t.
+void emu_backward(const PlanView& plan, const Problem& p, Tiling t, Rounding rb, const std::vector<float>& out,
                   const std::vector<float>& lse, std::vector<float>& dq, std::vector<float>& dk,
                   std::vector<float>& dv) {
   const int64_t T = plan.T, H = p.H, D = p.D, ld = H * D, B = p.B;
@@ -619,7 +655,7 @@ void emu_backward(const PlanView& plan, const Problem& p, Rounding rb, const std
   dv.assign(p.q.size(), std::nanf(""));
   std::vector<float> ak(static_cast<size_t>(D)), av(static_cast<size_t>(D));
 
-  const int kv_chunk = dkv_chunk(int(D));
+  const int kv_chunk = dkv_chunk(int(D), t);
   for (int32_t n = 0; n < plan.n_k_items; ++n) {
     const WorkItem it = plan.k_items[n];
     const int64_t row0 = int64_t(it.seq) * T;
@@ -656,7 +692,7 @@ void emu_backward(const PlanView& plan, const Problem& p, Rounding rb, const std
       }
   }
 
-  const int q_chunk = dq_chunk(int(D));
+  const int q_chunk = dq_chunk(int(D), t);
   for (int32_t n = 0; n < plan.n_q_items; ++n) {
     const WorkItem it = plan.q_items[n];
     const int64_t row0 = int64_t(it.seq) * T;
@@ -688,28 +724,31 @@ void emu_backward(const PlanView& plan, const Problem& p, Rounding rb, const std
 
 void run_emulation(bool bf16, double tol, double sd) {
   for (const Case& c : attn_cases::cases())
-    for (int64_t D : {64, 128}) {
-      const int64_t H = D == 64 ? 3 : 2;
-      const std::string what = c.name + " D=" + std::to_string(D) + (bf16 ? " bf16" : " fp32");
-      SCOPED_TRACE(what);
-      const Problem p = make_problem(c, H, D, sd, 77 + uint64_t(D));
-      const HostPlan plan(p.masks);
-      const attn_cases::Reference ref =
-          attn_cases::reference(p.masks, p.T, H, D, p.scale, p.q, p.k, p.v, p.dout);
-      std::vector<float> out, lse, dq, dk, dv;
-      emu_forward(plan.view, p, Rounding{bf16}, out, lse);
-      EXPECT_LT(attn_cases::rel_err(out, ref.out), tol) << "out";
-      EXPECT_LT(attn_cases::rel_err(lse, ref.lse), tol::kFloat) << "lse (fp32 in both)";
-      emu_backward(plan.view, p, Rounding{bf16}, out, lse, dq, dk, dv);
-      if (std::getenv("SPEEDRUN_PRINT_ERRORS"))
-        std::printf("%-44s out %.1e lse %.1e dq %.1e dk %.1e dv %.1e\n", what.c_str(),
-                    attn_cases::rel_err(out, ref.out), attn_cases::rel_err(lse, ref.lse),
-                    attn_cases::rel_err(dq, ref.dq), attn_cases::rel_err(dk, ref.dk),
-                    attn_cases::rel_err(dv, ref.dv));
-      EXPECT_LT(attn_cases::rel_err(dq, ref.dq), tol) << "dq";
-      EXPECT_LT(attn_cases::rel_err(dk, ref.dk), tol) << "dk";
-      EXPECT_LT(attn_cases::rel_err(dv, ref.dv), tol) << "dv";
-    }
+    for (int64_t D : {64, 128})
+      for (Tiling t : {Tiling::kWide, Tiling::kNarrow}) {
+        if (D == 64 && t == Tiling::kNarrow) continue;  // the same chunks as kWide
+        const int64_t H = D == 64 ? 3 : 2;
+        const std::string what = c.name + " D=" + std::to_string(D) + " " + tiling_name(t) +
+                                 (bf16 ? " bf16" : " fp32");
+        SCOPED_TRACE(what);
+        const Problem p = make_problem(c, H, D, sd, 77 + uint64_t(D));
+        const HostPlan plan(p.masks);
+        const attn_cases::Reference ref =
+            attn_cases::reference(p.masks, p.T, H, D, p.scale, p.q, p.k, p.v, p.dout);
+        std::vector<float> out, lse, dq, dk, dv;
+        emu_forward(plan.view, p, t, Rounding{bf16}, out, lse);
+        EXPECT_LT(attn_cases::rel_err(out, ref.out), tol) << "out";
+        EXPECT_LT(attn_cases::rel_err(lse, ref.lse), tol::kFloat) << "lse (fp32 in both)";
+        emu_backward(plan.view, p, t, Rounding{bf16}, out, lse, dq, dk, dv);
+        if (std::getenv("SPEEDRUN_PRINT_ERRORS"))
+          std::printf("%-52s out %.1e lse %.1e dq %.1e dk %.1e dv %.1e\n", what.c_str(),
+                      attn_cases::rel_err(out, ref.out), attn_cases::rel_err(lse, ref.lse),
+                      attn_cases::rel_err(dq, ref.dq), attn_cases::rel_err(dk, ref.dk),
+                      attn_cases::rel_err(dv, ref.dv));
+        EXPECT_LT(attn_cases::rel_err(dq, ref.dq), tol) << "dq";
+        EXPECT_LT(attn_cases::rel_err(dk, ref.dk), tol) << "dk";
+        EXPECT_LT(attn_cases::rel_err(dv, ref.dv), tol) << "dv";
+      }
 }
 
 // fp32 everywhere: a single wrongly visible or hidden key would move a row by ~1/window,

@@ -11,9 +11,11 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "backend/block_mask.h"
+#include "backend/cuda/attention/plan.h"
 #include "core/tensor.h"
 
 namespace speedrun::cuda {
@@ -21,7 +23,9 @@ namespace speedrun::cuda {
 class AttentionRunner {
  public:
   // stream: the backend's cudaStream_t, passed as void* to keep CUDA types out of here.
-  explicit AttentionRunner(void* stream);
+  // tiling: the kernels' chunk sizes (plan.h); by default the widest the current GPU's
+  // shared memory per block holds. An Error where the GPU holds neither.
+  explicit AttentionRunner(void* stream, std::optional<attn::Tiling> tiling = std::nullopt);
   ~AttentionRunner();
   AttentionRunner(const AttentionRunner&) = delete;
   AttentionRunner& operator=(const AttentionRunner&) = delete;
@@ -35,6 +39,7 @@ class AttentionRunner {
                 const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
                 const std::vector<BlockMask>& masks, int64_t H, double scale);
 
+  attn::Tiling tiling() const;
   // Device bytes held for work lists and scratch (for the memory report).
   size_t device_bytes() const;
 

@@ -3,9 +3,9 @@
 //  1. dq_kernel: one CTA per (query tile, head), 8 warps of 16 queries; first D_i =
 //     rowsum(dO_i * O_i) in fp32 for its rows (written for dkv_kernel: every query tile is
 //     one CTA's, so every row's D is written once), then walks the query tile's listed key
-//     tiles in chunks of dq_chunk(D) keys: S, P, dP = dO V^T, dS, dQ += dS K.
+//     tiles in chunks of dq_chunk(D, tiling) keys (plan.h): S, P, dP = dO V^T, dS, dQ += dS K.
 //  2. dkv_kernel: one CTA per (key tile, head), 8 warps of 16 keys; walks the key tile's
-//     listed query tiles in chunks of dkv_chunk(D) queries: S^T = K Q^T, P^T from the
+//     listed query tiles in chunks of dkv_chunk(D, tiling) queries: S^T = K Q^T, P^T from the
 //     forward's lse, dP^T = V dO^T, dS^T = P^T (dP^T - D), dV += P^T dO, dK += dS^T Q.
 // D in dq_kernel rather than a launch of its own: dO is read once for it (the CTA's own
 // tile, just loaded, from cache) where a separate pass read all of it again.
@@ -39,10 +39,9 @@ __device__ inline float row_delta(const BackwardArgs& a, int64_t n, int h, int l
   return s;
 }
 
-template <int D>
+template <int D, int kChunk>
 __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   constexpr int kLd = smem_ld(D);
-  constexpr int kChunk = dkv_chunk(D);
   SR_DYNAMIC_SMEM(smem_raw);
   bf16* sK = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
   bf16* sV = sK + kTile * kLd;                     // [kTile][kLd]
@@ -149,10 +148,9 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
                 static_cast<bf16*>(a.dk) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
 }
 
-template <int D>
+template <int D, int kChunk>
 __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   constexpr int kLd = smem_ld(D);
-  constexpr int kChunk = dq_chunk(D);
   SR_DYNAMIC_SMEM(smem_raw);
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
   bf16* sdO = sQ + kTile * kLd;                    // [kTile][kLd]
@@ -254,31 +252,41 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
                 static_cast<bf16*>(a.dq) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
 }
 
-template <int D>
+// The kernels of head dim D with tiling T's chunks (plan.h).
+template <int D, Tiling T>
 cudaError_t launch(const BackwardArgs& a, cudaStream_t stream) {
   // dq_kernel first: it writes the D that dkv_kernel reads.
-  SR_LAUNCH(dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D), stream, dq_kernel<D>)(a);
+  SR_LAUNCH(dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D, T), stream,
+            dq_kernel<D, dq_chunk(D, T)>)(a);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
-  SR_LAUNCH(dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_smem(D), stream, dkv_kernel<D>)(a);
+  SR_LAUNCH(dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_smem(D, T), stream,
+            dkv_kernel<D, dkv_chunk(D, T)>)(a);
   return cudaGetLastError();
 }
 
-template <int D>
+template <int D, Tiling T>
 cudaError_t prepare() {
-  cudaError_t e = cudaFuncSetAttribute(dkv_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(dkv_smem(D)));
+  cudaError_t e = cudaFuncSetAttribute(dkv_kernel<D, dkv_chunk(D, T)>,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(dkv_smem(D, T)));
   if (e != cudaSuccess) return e;
-  return cudaFuncSetAttribute(dq_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              int(dq_smem(D)));
+  return cudaFuncSetAttribute(dq_kernel<D, dq_chunk(D, T)>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, int(dq_smem(D, T)));
 }
 
 }  // namespace
 
-cudaError_t prepare_backward(int D) { return D == 64 ? prepare<64>() : prepare<128>(); }
+// Head dim 64 has one set of chunk sizes (plan.h): both tilings run the same kernels.
+cudaError_t prepare_backward(int D, Tiling t) {
+  if (D == 64) return prepare<64, Tiling::kWide>();
+  return t == Tiling::kWide ? prepare<128, Tiling::kWide>() : prepare<128, Tiling::kNarrow>();
+}
 
-cudaError_t launch_backward(int D, const BackwardArgs& a, cudaStream_t stream) {
-  return D == 64 ? launch<64>(a, stream) : launch<128>(a, stream);
+cudaError_t launch_backward(int D, Tiling t, const BackwardArgs& a, cudaStream_t stream) {
+  if (D == 64) return launch<64, Tiling::kWide>(a, stream);
+  return t == Tiling::kWide ? launch<128, Tiling::kWide>(a, stream)
+                            : launch<128, Tiling::kNarrow>(a, stream);
 }
 
 }  // namespace speedrun::cuda::attn

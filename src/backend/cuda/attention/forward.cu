@@ -1,6 +1,7 @@
 // Attention forward on the GPU: one CTA per (query tile, head), in the plan's order (longest
 // key-tile list first). 8 warps each own 16 query rows of the 128-row tile; the CTA walks
-// the tile's listed key tiles in chunks of fwd_chunk(D) keys, double-buffered through
+// the tile's listed key tiles in chunks of kChunk keys (fwd_chunk(D, tiling): plan.h),
+// double-buffered through
 // cp.async: S = Q K^T and O += P V on the tensor cores (mma.sync m16n8k16 bf16, fp32
 // accumulate), the online softmax in fp32 registers (tile_math.h), the mask rule only in
 // partial tiles. Writes out (bf16) and lse (fp32, natural log) of every real row.
@@ -11,10 +12,9 @@ namespace speedrun::cuda::attn {
 
 namespace {
 
-template <int D>
+template <int D, int kChunk>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) {
   constexpr int kLd = smem_ld(D);
-  constexpr int kChunk = fwd_chunk(D);
   SR_DYNAMIC_SMEM(smem_raw);
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
   bf16* sK = sQ + kTile * kLd;                     // [2][kChunk][kLd]
@@ -120,25 +120,32 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
                 static_cast<bf16*>(a.out) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
 }
 
-template <int D>
+// The kernel of head dim D with tiling T's chunk (plan.h).
+template <int D, Tiling T>
+cudaError_t prepare() {
+  return cudaFuncSetAttribute(forward_kernel<D, fwd_chunk(D, T)>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem(D, T)));
+}
+
+template <int D, Tiling T>
 cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
   const dim3 grid(unsigned(a.plan.n_q_items) * unsigned(a.H));
-  SR_LAUNCH(grid, kThreads, fwd_smem(D), stream, forward_kernel<D>)(a);
+  SR_LAUNCH(grid, kThreads, fwd_smem(D, T), stream, forward_kernel<D, fwd_chunk(D, T)>)(a);
   return cudaGetLastError();
 }
 
 }  // namespace
 
-cudaError_t prepare_forward(int D) {
-  if (D == 64)
-    return cudaFuncSetAttribute(forward_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                int(fwd_smem(64)));
-  return cudaFuncSetAttribute(forward_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              int(fwd_smem(128)));
+// Head dim 64 has one chunk size (plan.h): both tilings run the same kernel.
+cudaError_t prepare_forward(int D, Tiling t) {
+  if (D == 64) return prepare<64, Tiling::kWide>();
+  return t == Tiling::kWide ? prepare<128, Tiling::kWide>() : prepare<128, Tiling::kNarrow>();
 }
 
-cudaError_t launch_forward(int D, const ForwardArgs& a, cudaStream_t stream) {
-  return D == 64 ? launch<64>(a, stream) : launch<128>(a, stream);
+cudaError_t launch_forward(int D, Tiling t, const ForwardArgs& a, cudaStream_t stream) {
+  if (D == 64) return launch<64, Tiling::kWide>(a, stream);
+  return t == Tiling::kWide ? launch<128, Tiling::kWide>(a, stream)
+                            : launch<128, Tiling::kNarrow>(a, stream);
 }
 
 }  // namespace speedrun::cuda::attn

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/attention/plan.h"
 #include "backend/cuda/attention/tile_math.h"
 
 namespace speedrun::cuda::attn {
@@ -32,12 +33,13 @@ struct BackwardArgs {
   float scale;
 };
 
-// Raise the dynamic shared-memory limits of the head-dim-D kernels on the current device.
-cudaError_t prepare_forward(int D);
-cudaError_t prepare_backward(int D);
+// Raise the dynamic shared-memory limits of the head-dim-D kernels of a tiling (plan.h) on
+// the current device.
+cudaError_t prepare_forward(int D, Tiling t);
+cudaError_t prepare_backward(int D, Tiling t);
 // Enqueue on `stream`; return the launch error (cudaSuccess when all launched).
-cudaError_t launch_forward(int D, const ForwardArgs& a, cudaStream_t stream);
+cudaError_t launch_forward(int D, Tiling t, const ForwardArgs& a, cudaStream_t stream);
 // dQ over query tiles (and D_i = rowsum(dO * O) for each), then dK/dV over key tiles.
-cudaError_t launch_backward(int D, const BackwardArgs& a, cudaStream_t stream);
+cudaError_t launch_backward(int D, Tiling t, const BackwardArgs& a, cudaStream_t stream);
 
 }  // namespace speedrun::cuda::attn

@@ -8,9 +8,27 @@
 
 namespace speedrun::cuda::attn {
 
-KernelShape forward_shape(int D) { return {kThreads, kTile, fwd_chunk(D), fwd_smem(D)}; }
-KernelShape dq_shape(int D) { return {kThreads, kTile, dq_chunk(D), dq_smem(D)}; }
-KernelShape dkv_shape(int D) { return {kThreads, kTile, dkv_chunk(D), dkv_smem(D)}; }
+const char* tiling_name(Tiling t) { return t == Tiling::kWide ? "wide" : "narrow"; }
+KernelShape forward_shape(int D, Tiling t) {
+  return {kThreads, kTile, fwd_chunk(D, t), fwd_smem(D, t)};
+}
+KernelShape dq_shape(int D, Tiling t) { return {kThreads, kTile, dq_chunk(D, t), dq_smem(D, t)}; }
+KernelShape dkv_shape(int D, Tiling t) {
+  return {kThreads, kTile, dkv_chunk(D, t), dkv_smem(D, t)};
+}
+size_t max_smem(Tiling t) {
+  size_t m = 0;
+  for (int D : {64, 128}) m = std::max({m, fwd_smem(D, t), dq_smem(D, t), dkv_smem(D, t)});
+  return m;
+}
+Tiling tiling_for(size_t smem_per_block_optin, const char* gpu) {
+  if (max_smem(Tiling::kWide) <= smem_per_block_optin) return Tiling::kWide;
+  check(max_smem(Tiling::kNarrow) <= smem_per_block_optin, "cuda attention: ", gpu, " lets a block have ",
+        smem_per_block_optin, " bytes of shared memory; the attention kernels need ",
+        max_smem(Tiling::kNarrow), " (", max_smem(Tiling::kWide),
+        " for their wider chunks): a GPU of sm_80 or newer has that; use --device cpu here");
+  return Tiling::kNarrow;
+}
 bool supported_head_dim(int64_t D) { return D == 64 || D == 128; }
 
 namespace {

@@ -26,21 +26,41 @@ struct KernelShape {
 };
 inline constexpr int kWarps = 8;
 inline constexpr int kThreads = 32 * kWarps;
+// The chunk sizes, by how much shared memory a CTA may have. kWide: the head dim 128
+// kernels take up to 105,216 bytes (A100's 163 KiB and Hopper's 227 KiB per block hold it).
+// kNarrow: half the partner rows per stage for head dim 128, so every kernel fits the 99 KiB
+// (101,376 bytes) of sm_86 / sm_89 / sm_120 GPUs (RTX 30xx/40xx/50xx, A10, L4, L40S); more
+// chunks, so more barriers per tile. Head dim 64 fits either way and has one set of sizes.
+enum class Tiling { kWide, kNarrow };
+const char* tiling_name(Tiling t);
 constexpr int smem_ld(int D) { return D + 8; }
-constexpr int fwd_chunk(int D) { return 64; }
-constexpr int dq_chunk(int D) { return D > 64 ? 32 : 64; }
-constexpr int dkv_chunk(int D) { return D > 64 ? 32 : 64; }
-// Q tile + (K, V) x 2 stages.
-constexpr size_t fwd_smem(int D) { return size_t(kTile + 4 * fwd_chunk(D)) * smem_ld(D) * 2; }
-// Q, dO tiles + (K, V) x 2 stages.
-constexpr size_t dq_smem(int D) { return size_t(2 * kTile + 4 * dq_chunk(D)) * smem_ld(D) * 2; }
-// K, V tiles + (Q, dO) x 2 stages + (lse, delta, lo) x 2 stages.
-constexpr size_t dkv_smem(int D) {
-  return size_t(2 * kTile + 4 * dkv_chunk(D)) * smem_ld(D) * 2 + size_t(2 * 3 * dkv_chunk(D)) * 4;
+constexpr int fwd_chunk(int D, Tiling t) { return D > 64 && t == Tiling::kNarrow ? 32 : 64; }
+constexpr int dq_chunk(int D, Tiling t) {
+  return D > 64 ? (t == Tiling::kNarrow ? 16 : 32) : 64;
 }
-KernelShape forward_shape(int D);
-KernelShape dq_shape(int D);
-KernelShape dkv_shape(int D);
+constexpr int dkv_chunk(int D, Tiling t) { return dq_chunk(D, t); }
+// Q tile + (K, V) x 2 stages.
+constexpr size_t fwd_smem(int D, Tiling t) {
+  return size_t(kTile + 4 * fwd_chunk(D, t)) * smem_ld(D) * 2;
+}
+// Q, dO tiles + (K, V) x 2 stages.
+constexpr size_t dq_smem(int D, Tiling t) {
+  return size_t(2 * kTile + 4 * dq_chunk(D, t)) * smem_ld(D) * 2;
+}
+// K, V tiles + (Q, dO) x 2 stages + (lse, delta, lo) x 2 stages.
+constexpr size_t dkv_smem(int D, Tiling t) {
+  return size_t(2 * kTile + 4 * dkv_chunk(D, t)) * smem_ld(D) * 2 +
+         size_t(2 * 3 * dkv_chunk(D, t)) * 4;
+}
+KernelShape forward_shape(int D, Tiling t);
+KernelShape dq_shape(int D, Tiling t);
+KernelShape dkv_shape(int D, Tiling t);
+// The most dynamic shared memory any kernel of the tiling asks for (either head dim).
+size_t max_smem(Tiling t);
+// The tiling for a GPU whose CTAs may have `smem_per_block_optin` bytes of dynamic shared
+// memory (cudaDevAttrMaxSharedMemoryPerBlockOptin): kWide where it fits, else kNarrow;
+// an Error naming both sizes where neither does (no GPU of sm_80 or newer).
+Tiling tiling_for(size_t smem_per_block_optin, const char* gpu);
 // Whether the kernels have an instance for head dim D (64 and 128).
 bool supported_head_dim(int64_t D);
 

@@ -11,6 +11,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/attention/attention.h"
@@ -90,6 +92,7 @@ struct AttentionRunner::Impl {
   std::vector<attn::WorkItem> order;  // scratch of write_plan
   void* delta = nullptr;              // backward scratch [B, H, T] fp32
   size_t delta_cap = 0;
+  attn::Tiling tiling = attn::Tiling::kWide;  // chunk sizes (plan.h), for this GPU
   bool prepared_fwd[2] = {false, false};  // shared-memory limits raised, D = 64 / 128
   bool prepared_bwd[2] = {false, false};
 
@@ -137,8 +140,20 @@ struct AttentionRunner::Impl {
   }
 };
 
-AttentionRunner::AttentionRunner(void* stream) : impl_(std::make_unique<Impl>()) {
+AttentionRunner::AttentionRunner(void* stream, std::optional<attn::Tiling> tiling)
+    : impl_(std::make_unique<Impl>()) {
   impl_->stream = static_cast<cudaStream_t>(stream);
+  if (tiling) {
+    impl_->tiling = *tiling;
+  } else {
+    // The current device's per-block limit picks the chunks (plan.h, tiling_for).
+    int dev = 0, optin = 0;
+    cuda_ok(cudaGetDevice(&dev), "AttentionRunner", "cudaGetDevice");
+    cuda_ok(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev),
+            "AttentionRunner", "reading the GPU's shared memory per block");
+    const std::string gpu = "GPU " + std::to_string(dev);
+    impl_->tiling = attn::tiling_for(size_t(optin), gpu.c_str());
+  }
   for (cudaEvent_t& e : impl_->copied)
     cuda_ok(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "AttentionRunner",
             "cudaEventCreate");
@@ -172,7 +187,7 @@ void AttentionRunner::forward(Tensor out, Tensor lse, const Tensor& q, const Ten
   m.check_grid(op, plan.n_q_items, H);
   const int di = s.D == 64 ? 0 : 1;
   if (!m.prepared_fwd[di]) {
-    cuda_ok(attn::prepare_forward(int(s.D)), op, "cudaFuncSetAttribute");
+    cuda_ok(attn::prepare_forward(int(s.D), m.tiling), op, "cudaFuncSetAttribute");
     m.prepared_fwd[di] = true;
   }
   attn::ForwardArgs a{};
@@ -185,7 +200,7 @@ void AttentionRunner::forward(Tensor out, Tensor lse, const Tensor& q, const Ten
   a.ld = s.C;
   a.H = int(H);
   a.scale = float(scale);
-  cuda_ok(attn::launch_forward(int(s.D), a, m.stream), op, "kernel launch");
+  cuda_ok(attn::launch_forward(int(s.D), m.tiling, a, m.stream), op, "kernel launch");
 }
 
 void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout,
@@ -213,7 +228,7 @@ void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& do
                 "cudaMalloc (backward scratch)");
   const int di = s.D == 64 ? 0 : 1;
   if (!m.prepared_bwd[di]) {
-    cuda_ok(attn::prepare_backward(int(s.D)), op, "cudaFuncSetAttribute");
+    cuda_ok(attn::prepare_backward(int(s.D), m.tiling), op, "cudaFuncSetAttribute");
     m.prepared_bwd[di] = true;
   }
   attn::BackwardArgs a{};
@@ -232,8 +247,10 @@ void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& do
   a.N = s.N;
   a.H = int(H);
   a.scale = float(scale);
-  cuda_ok(attn::launch_backward(int(s.D), a, m.stream), op, "kernel launch");
+  cuda_ok(attn::launch_backward(int(s.D), m.tiling, a, m.stream), op, "kernel launch");
 }
+
+attn::Tiling AttentionRunner::tiling() const { return impl_->tiling; }
 
 size_t AttentionRunner::device_bytes() const { return impl_->plan_cap + impl_->delta_cap; }
 
