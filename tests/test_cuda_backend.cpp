@@ -24,6 +24,9 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#ifdef SPEEDRUN_CUDA_EMULATED
+#include "backend/cuda/emulator/gpu_profile.h"
+#endif
 #include "backend/factory.h"
 #include "core/arena.h"
 #include "core/bf16.h"
@@ -343,6 +346,29 @@ TEST_F(CudaBackendTest, WrongDtypesAreRefusedByName) {
   EXPECT_THROW(gpu().relu_squared_forward(b, f), Error);
   Tensor host_t(nullptr, DType::BF16, {4, 8});
   EXPECT_THROW(gpu().relu_squared_forward(b, host_t), Error);
+}
+
+// A GPU the kernels cannot run on is refused when the backend starts, naming it and the
+// way out, instead of failing at its first kernel. On the emulator, as a V100 (sm_70).
+TEST_F(CudaBackendTest, RefusesAGpuOlderThanSm80) {
+#ifndef SPEEDRUN_CUDA_EMULATED
+  GTEST_SKIP() << "needs a GPU older than sm_80: run on the CPU emulator of CUDA, as a V100";
+#else
+  const std::string was = cuda::emu::gpu_profile().key;
+  ASSERT_TRUE(cuda::emu::set_gpu_profile("v100"));
+  BackendOptions o;
+  o.device = DeviceChoice::CUDA;
+  try {
+    auto be = make_backend(o);
+    ADD_FAILURE() << "a backend on an sm_70 GPU";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const char* piece : {"--device cuda", "GPU 0", "V100", "sm_70", "sm_80", "--device cpu"})
+      EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+  }
+  cuda::emu::set_gpu_profile(was);
+  EXPECT_NO_THROW(make_backend(o));
+#endif
 }
 
 TEST_F(CudaBackendTest, SyncModeStillRuns) {

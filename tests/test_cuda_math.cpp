@@ -630,6 +630,75 @@ TEST(CudaPlan, OutOfMemoryMessageSaysWhatToReduce) {
   EXPECT_EQ(cuda::format_bytes(1536), "1.50 KiB");
 }
 
+// Which GPUs a build's architectures run on, by CUDA's compatibility rules (the CUDA C++
+// Programming Guide, "Binary Compatibility" and "PTX Compatibility"; nvcc's "a" targets),
+// and the message that refuses a GPU, each naming the fix.
+TEST(CudaPlan, BuildArchitecturesAndTheGpusTheyRunOn) {
+  const auto archs = cuda::parse_cuda_architectures("80;90a");
+  ASSERT_EQ(archs.size(), 2u);
+  EXPECT_EQ(archs[0].cc, 80);
+  EXPECT_FALSE(archs[0].specific);
+  EXPECT_TRUE(archs[0].sass && archs[0].ptx);
+  EXPECT_EQ(archs[1].cc, 90);
+  EXPECT_TRUE(archs[1].specific);
+  const auto real = cuda::parse_cuda_architectures("86-real,120-virtual");
+  ASSERT_EQ(real.size(), 2u);
+  EXPECT_TRUE(real[0].sass && !real[0].ptx);
+  EXPECT_TRUE(!real[1].sass && real[1].ptx);
+  EXPECT_EQ(real[1].cc, 120);
+  EXPECT_THROW(cuda::parse_cuda_architectures("sm_90"), Error);
+  EXPECT_THROW(cuda::parse_cuda_architectures("90b"), Error);
+  EXPECT_THROW(cuda::parse_cuda_architectures("90-fake"), Error);
+
+  struct Row {
+    const char* archs;
+    int cc;
+    bool runs;
+  };
+  const Row rows[] = {
+      {"90a", 90, true},     // Hopper's own code
+      {"90a", 100, false},   // an "a" target runs on its chip alone, its PTX too
+      {"90a", 89, false},    // machine code never runs on an older GPU
+      {"80;90a", 86, true},  // sm_80 code runs on every 8.x
+      {"80;90a", 89, true},
+      {"80;90a", 90, true},
+      {"80;90a", 120, true},  // compute_80 PTX, compiled by the driver
+      {"80;90a", 75, false},
+      {"80-real", 120, false},  // machine code alone: same major only
+      {"86-real", 80, false},   // 8.6 code on 8.0: older
+      {"86-real", 89, true},
+      {"80-virtual", 90, true},
+  };
+  for (const Row& r : rows)
+    EXPECT_EQ(cuda::build_runs_on(cuda::parse_cuda_architectures(r.archs), r.cc), r.runs)
+        << r.archs << " on sm_" << r.cc;
+
+  // Too old: refused before any kernel is looked up, naming the need and the way out.
+  std::string m = cuda::gpu_support_problem(0, "Tesla V100", 70, "80,90a", "");
+  for (const char* piece : {"GPU 0", "Tesla V100", "sm_70", "sm_80", "--device cpu"})
+    EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+  // A supported GPU whose kernels load: no problem.
+  EXPECT_EQ(cuda::gpu_support_problem(1, "NVIDIA H200", 90, "80,90a", ""), "");
+  // The build has no code for it: rebuild for it.
+  m = cuda::gpu_support_problem(2, "NVIDIA GeForce RTX 4090", 89, "90a",
+                                "cudaFuncGetAttributes: no kernel image is available");
+  for (const char* piece : {"GPU 2", "sm_89", "90a", "no kernel image", "SPEEDRUN_CUDA_ARCHITECTURES=89",
+                            "-DCMAKE_CUDA_ARCHITECTURES=89"})
+    EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+  // The build has code for it, and the driver could not load it: the driver.
+  m = cuda::gpu_support_problem(0, "NVIDIA H100", 90, "80,90a",
+                                "cudaFuncGetAttributes: the provided PTX was compiled with an "
+                                "unsupported toolchain");
+  EXPECT_NE(m.find("driver"), std::string::npos) << m;
+  EXPECT_EQ(m.find("CMAKE_CUDA_ARCHITECTURES"), std::string::npos) << m;
+#ifndef SPEEDRUN_CUDA_EMULATED
+  // The build states what it was compiled for, and it runs on the GPU it is tuned for.
+  const std::string built = cuda::build_cuda_architectures();
+  EXPECT_FALSE(built.empty());
+  EXPECT_TRUE(cuda::build_runs_on(cuda::parse_cuda_architectures(built), 90)) << built;
+#endif
+}
+
 // cuBLASLt opened on first use (cublaslt_loader.h): the forwarding functions reach the
 // library, which needs no GPU for its status names; a library that cannot be opened is an
 // error naming it and the fix. The emulated build has the emulator's cuBLASLt instead.

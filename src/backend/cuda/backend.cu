@@ -18,6 +18,28 @@ namespace {
 // has run, so the host may refill its own buffer as soon as upload() returns.
 constexpr int kStagingSlots = 8;
 constexpr size_t kStagingSlotBytes = size_t(1) << 20;
+
+// Looked up (never launched) when the backend starts: the driver finds code for this GPU
+// in the build, or says why not, before any real kernel would fail mid-step.
+__global__ void probe_kernel() {}
+
+// Refuses a GPU the kernels cannot run on (plan.h, gpu_support_problem), naming the fix.
+void check_gpu_supported(int gpu) {
+  cudaDeviceProp p{};
+  check_cuda(cudaGetDeviceProperties(&p, gpu), "init", "reading the GPU's properties");
+  const int cc = 10 * p.major + p.minor;
+  std::string probe;
+  if (cc >= kMinComputeCapability) {
+    cudaFuncAttributes fa{};
+    const cudaError_t e = cudaFuncGetAttributes(&fa, probe_kernel);
+    if (e != cudaSuccess) {
+      probe = std::string("cudaFuncGetAttributes: ") + cudaGetErrorString(e);
+      cudaGetLastError();  // not sticky; clear it for whoever calls next
+    }
+  }
+  const std::string why = gpu_support_problem(gpu, p.name, cc, build_cuda_architectures(), probe);
+  check(why.empty(), "--device cuda: ", why);
+}
 }  // namespace
 
 std::string CudaBackend::numerics() const {
@@ -30,6 +52,7 @@ std::string CudaBackend::numerics() const {
 CudaBackend::CudaBackend(int gpu) : gpu_(gpu), sync_each_launch_(sync_after_each_op()) {
   const std::string dev = "GPU " + std::to_string(gpu);
   check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
+  check_gpu_supported(gpu);
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init",
              ("creating a stream on " + dev).c_str());
   try {

@@ -35,6 +35,78 @@ int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* sl
   return rank % visible;
 }
 
+std::vector<CudaArch> parse_cuda_architectures(const std::string& list) {
+  std::vector<CudaArch> out;
+  size_t i = 0;
+  while (i <= list.size()) {
+    size_t j = list.find_first_of(";,", i);
+    if (j == std::string::npos) j = list.size();
+    const std::string e = list.substr(i, j - i);
+    i = j + 1;
+    if (e.empty()) continue;
+    CudaArch a;
+    size_t k = 0;
+    while (k < e.size() && e[k] >= '0' && e[k] <= '9') ++k;
+    const std::string digits = e.substr(0, k);
+    std::string rest = e.substr(k);
+    if (!rest.empty() && (rest[0] == 'a' || rest[0] == 'f')) {  // "a": this chip alone
+      a.specific = rest[0] == 'a';
+      rest = rest.substr(1);
+    }
+    if (rest == "-real") a.ptx = false;
+    else if (rest == "-virtual") a.sass = false;
+    else check(rest.empty(), "CUDA architectures '", list, "': '", e,
+               "' is not an architecture (as 80, 90a, 86-real, 80-virtual)");
+    check(digits.size() >= 2 && digits.size() <= 3, "CUDA architectures '", list, "': '", e,
+          "' is not an architecture (as 80, 90a, 86-real, 80-virtual)");
+    a.cc = std::atoi(digits.c_str());
+    out.push_back(a);
+  }
+  return out;
+}
+
+bool build_runs_on(const std::vector<CudaArch>& archs, int cc) {
+  for (const CudaArch& a : archs) {
+    if (a.specific) {
+      if (cc == a.cc && (a.sass || a.ptx)) return true;
+      continue;
+    }
+    if (a.sass && cc / 10 == a.cc / 10 && cc >= a.cc) return true;
+    if (a.ptx && cc >= a.cc) return true;
+  }
+  return false;
+}
+
+std::string build_cuda_architectures() {
+#ifdef SPEEDRUN_CUDA_ARCHITECTURES
+  return SPEEDRUN_CUDA_ARCHITECTURES;
+#else
+  return "";
+#endif
+}
+
+std::string gpu_support_problem(int gpu, const std::string& name, int cc, const std::string& archs,
+                                const std::string& probe_error) {
+  const std::string sm = "sm_" + std::to_string(cc);
+  const std::string who = "GPU " + std::to_string(gpu) + " (" + name + ", " + sm + ")";
+  if (cc < kMinComputeCapability)
+    return who + " is older than the CUDA backend's kernels allow: they need sm_" +
+           std::to_string(kMinComputeCapability) +
+           " or newer (bf16 tensor cores through mma.sync, cp.async). Train on the CPU "
+           "(--device cpu), or on an A100, RTX 30xx or newer GPU";
+  if (probe_error.empty()) return "";
+  const std::string built = "this build's kernels are for " +
+                            (archs.empty() ? std::string("unknown architectures") : archs);
+  if (!build_runs_on(parse_cuda_architectures(archs), cc))
+    return who + " cannot run " + built + " (" + probe_error +
+           "). Rebuild for it: SPEEDRUN_CUDA_ARCHITECTURES=" + std::to_string(cc) +
+           " scripts/build.sh, or cmake -DCMAKE_CUDA_ARCHITECTURES=" + std::to_string(cc) +
+           " (a list such as \"80;90a\" serves several GPUs from one build)";
+  return who + " could not load " + built + " (" + probe_error +
+         "): the NVIDIA driver is likely older than the CUDA toolkit that built speedrun; "
+         "update the driver, or rebuild with the toolkit the driver supports";
+}
+
 Launch elementwise_launch(int64_t items) {
   Launch l;
   const int64_t b = (items + l.threads - 1) / l.threads;

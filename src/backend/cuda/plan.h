@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace speedrun::cuda {
 
@@ -14,6 +15,34 @@ namespace speedrun::cuda {
 // values or null) modulo `visible`. Throws Error naming the variable when one is not a
 // non-negative integer.
 int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid);
+
+// ---- which GPUs a build runs on ---------------------------------------------------------
+// The kernels need sm_80 or newer: bf16 mma.sync, cp.async and bf16 conversions (Ampere).
+inline constexpr int kMinComputeCapability = 80;
+// One entry of CMAKE_CUDA_ARCHITECTURES: "90a", "80", "86-real", "80-virtual". `specific`:
+// an arch-specific target ("a"), whose code runs on that chip alone; `sass` / `ptx`: the
+// build holds machine code / PTX for it (CMake: plain "80" both, "-real" machine code
+// alone, "-virtual" PTX alone).
+struct CudaArch {
+  int cc = 0;  // 10 * major + minor
+  bool specific = false, sass = true, ptx = true;
+};
+// Parses a list separated by ';' or ','. Throws Error naming a malformed entry.
+std::vector<CudaArch> parse_cuda_architectures(const std::string& list);
+// Whether a build of these architectures holds code a GPU of compute capability `cc` runs,
+// by CUDA's rules: machine code for X.Y runs on X.Z, Z >= Y, of the same major (an "a"
+// target's on X.Y alone); PTX for X.Y is compiled by the driver for any X.Y or newer (not
+// an "a" target's).
+bool build_runs_on(const std::vector<CudaArch>& archs, int cc);
+// The architectures this build's kernels were compiled for, as CMake was given them.
+std::string build_cuda_architectures();
+// Why the CUDA backend cannot run on GPU `gpu` (`name`, compute capability `cc`), or ""
+// when it can: a GPU older than sm_80, or `probe_error` (the CUDA error of looking up one of
+// the build's kernels on it; "" when that worked) where the build holds no code for it (the
+// fix: a rebuild for it) or where it does (the driver could not load it: a driver older than
+// the toolkit). Each names the GPU, the build's architectures `archs` and what to do.
+std::string gpu_support_problem(int gpu, const std::string& name, int cc, const std::string& archs,
+                                const std::string& probe_error);
 
 // ---- launch shapes ------------------------------------------------------------------------
 inline constexpr int kThreads = 256;  // threads per block of every elementwise/row kernel
