@@ -302,6 +302,13 @@ else
   fi
 fi
 
+# What the binaries make of this machine: the GPU, whether the build runs on it, the
+# attention chunks there (speedrun devices; a build without the command says nothing).
+if [ -n "$BIN" ] && timeout 60 "$BIN/speedrun" devices >"$WORK/devices.txt" 2>&1; then
+  { echo "== speedrun devices"; cat "$WORK/devices.txt"; } >>"$SETUP"
+  sed -n 's/^\(GPU [0-9]*: .*\|  .*\)$/      \1/p' "$WORK/devices.txt" | head -4
+fi
+
 # ---- the CPU reference run starts now, in the background ---------------------------------
 # The compared run: the tiny preset at head dim 64 (the CUDA attention supports 64 and 128),
 # 100 steps, on the synthetic corpus (the same here and on any machine).

@@ -189,6 +189,25 @@ TEST_F(Cli, ProcessesThatRunNoGpuCodeLoadNoCublasLt) {
   EXPECT_EQ(r.out.find("libcublasLt"), std::string::npos) << r.out;
 }
 
+// speedrun devices: the backends of this build, and here no GPU (the CPU tests hide them).
+TEST_F(Cli, DevicesSaysWhatThisBuildRunsOn) {
+  const Outcome r = run_cli("devices");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out.rfind("speedrun: CPU backend", 0), 0u) << r.out;
+  if (speedrun::cuda_built()) {
+    EXPECT_NE(r.out.find("; CUDA backend"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("no CUDA GPU visible"), std::string::npos) << r.out;
+#ifndef SPEEDRUN_CUDA_EMULATED
+    EXPECT_NE(r.out.find("CUDA kernels compiled for "), std::string::npos) << r.out;
+#endif
+  } else {
+    EXPECT_NE(r.out.find("no CUDA backend"), std::string::npos) << r.out;
+  }
+#ifdef SPEEDRUN_HAVE_MPI
+  EXPECT_NE(r.out.find("; MPI"), std::string::npos) << r.out;
+#endif
+}
+
 // --device cuda where there is no CUDA backend (a CPU-only build) or no GPU says which, on
 // every command that takes it; --device nonsense lists the devices.
 TEST_F(Cli, DeviceCudaWithoutAGpuSaysWhy) {

@@ -371,6 +371,42 @@ TEST_F(CudaBackendTest, RefusesAGpuOlderThanSm80) {
 #endif
 }
 
+// speedrun devices lists every visible GPU, whether the backend runs there and with which
+// attention chunks; on the emulator also as an RTX 4090 (narrow chunks) and a V100 (refused).
+TEST_F(CudaBackendTest, DevicesSaysWhichGpusRunTheBackend) {
+  Outcome r = run_cli("devices");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* piece : {"; CUDA backend", "GPU 0: ", "runs the CUDA backend", "attention chunks",
+                            "this process would take GPU 0"})
+    EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+#ifdef SPEEDRUN_CUDA_EMULATED
+  r = run_cli("devices", "SPEEDRUN_CUDA_EMULATOR_GPU=rtx4090");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* piece : {"RTX 4090", "sm_89", "101376 bytes of shared memory per block",
+                            "runs the CUDA backend (narrow attention chunks)"})
+    EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+  r = run_cli("devices", "SPEEDRUN_CUDA_EMULATOR_GPU=v100");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* piece : {"sm_70", "cannot run the CUDA backend", "sm_80 or newer"})
+    EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+#endif
+}
+
+// --device auto takes a GPU only where the backend runs on it; elsewhere the CPU, saying
+// why, where --device cuda stops with the reason. On the emulator, as a V100.
+TEST_F(CudaBackendTest, DeviceAutoTakesTheCpuBesideAGpuItCannotRunOn) {
+  BackendOptions o;  // auto
+  EXPECT_EQ(make_backend(o)->name(), "cuda");
+#ifdef SPEEDRUN_CUDA_EMULATED
+  const std::string was = cuda::emu::gpu_profile().key;
+  ASSERT_TRUE(cuda::emu::set_gpu_profile("v100"));
+  EXPECT_EQ(make_backend(o)->name(), "cpu");
+  o.device = DeviceChoice::CUDA;
+  EXPECT_THROW(make_backend(o), Error);
+  cuda::emu::set_gpu_profile(was);
+#endif
+}
+
 TEST_F(CudaBackendTest, SyncModeStillRuns) {
   setenv("SPEEDRUN_CUDA_SYNC", "1", 1);
   BackendOptions o;

@@ -1,8 +1,11 @@
 #include "backend/factory.h"
 
+#include <cstdio>
+
 #include "backend/cpu/cpu_backend.h"
 #ifdef SPEEDRUN_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/plan.h"
 #endif
 
 namespace speedrun {
@@ -27,7 +30,20 @@ int cuda_device_count(std::string* why) {
 std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
   check(o.threads >= 0, "--threads ", o.threads, ": must be >= 0 (0: all cores)");
   DeviceChoice d = o.device;
-  if (d == DeviceChoice::Auto) d = cuda_device_count() > 0 ? DeviceChoice::CUDA : DeviceChoice::CPU;
+  if (d == DeviceChoice::Auto) {
+    d = DeviceChoice::CPU;
+#ifdef SPEEDRUN_HAVE_CUDA
+    // A GPU, where this build runs on the one the process would take; else the CPU, saying
+    // why, where --device cuda would stop with that reason.
+    if (const int n = cuda_device_count(); n > 0) {
+      const std::string why = cuda::gpu_problem(cuda::process_gpu(o.gpu, n));
+      if (why.empty())
+        d = DeviceChoice::CUDA;
+      else
+        std::fprintf(stderr, "note: --device auto takes the CPU: %s\n", why.c_str());
+    }
+#endif
+  }
   switch (d) {
     case DeviceChoice::CPU:
       return std::make_unique<CpuBackend>(o.threads);
@@ -48,6 +64,37 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
       break;
   }
   fail("make_backend: unreachable device choice");
+}
+
+std::string devices_report() {
+  std::string out = "speedrun: CPU backend";
+#ifdef SPEEDRUN_HAVE_CUDA
+  out += "; CUDA backend";
+#ifdef SPEEDRUN_CUDA_EMULATED
+  out += " on the CPU emulator of CUDA (a test build)";
+#endif
+#else
+  out += "; no CUDA backend (the CUDA toolkit was not found when this build was configured)";
+#endif
+#ifdef SPEEDRUN_HAVE_MPI
+  out += "; MPI";
+#endif
+#ifdef SPEEDRUN_HAVE_NCCL
+  out += "; NCCL";
+#endif
+  out += "\n";
+#ifdef SPEEDRUN_HAVE_CUDA
+  const std::string archs = cuda::build_cuda_architectures();
+  if (!archs.empty()) out += "CUDA kernels compiled for " + archs + "\n";
+  std::string why;
+  const int n = cuda_device_count(&why);
+  if (n == 0) return out + "no CUDA GPU visible: " + why + "\n";
+  for (const std::string& line : cuda::describe_gpus(n)) out += line + "\n";
+  const int own = cuda::process_gpu(-1, n);
+  out += "this process would take GPU " + std::to_string(own) +
+         " (the local rank modulo the GPUs; CUDA_VISIBLE_DEVICES narrows them)\n";
+#endif
+  return out;
 }
 
 Precision resolve_precision(const Backend& be, PrecisionChoice choice) {

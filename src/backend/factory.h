@@ -2,7 +2,7 @@
 //   cpu   the CPU backend (backend/cpu/): fp32 or fp64, OpenBLAS + OpenMP
 //   cuda  the CUDA backend (backend/cuda/): bf16 over fp32 masters; only in a build with the
 //         CUDA toolkit, and only where a GPU is visible
-//   auto  cuda when this build has it and a GPU is visible, else cpu
+//   auto  cuda when this build has it and runs on the visible GPU a process takes, else cpu
 // A new backend is a folder under backend/, one DeviceChoice name and one branch in
 // factory.cpp.
 #pragma once
@@ -37,6 +37,9 @@ bool cuda_built();
 // Number of visible CUDA GPUs; 0 (with the reason in *why, if given) when there are none,
 // including in a build without CUDA.
 int cuda_device_count(std::string* why = nullptr);
+// What `speedrun devices` prints: the backends this build has, the GPUs its kernels were
+// compiled for, and each visible GPU with whether the build runs on it (or why not).
+std::string devices_report();
 
 // The precision a run uses on backend `be`: the named policy, or the backend's default for
 // auto; throws (naming the backend and the policy) when the backend cannot run it.

@@ -19,6 +19,7 @@ void add_sample_command(CLI::App& app);
 void add_export_command(CLI::App& app);
 void add_report_command(CLI::App& app);
 void add_sweep_command(CLI::App& app);
+void add_devices_command(CLI::App& app);
 // main_entry: the time at main's first line, for the launch -> first step time when the
 // process's start cannot be read.
 void add_bench_command(CLI::App& app, std::chrono::steady_clock::time_point main_entry);

@@ -33,6 +33,7 @@ int main(int argc, char** argv) {
   speedrun::cli::add_export_command(app);
   speedrun::cli::add_report_command(app);
   speedrun::cli::add_sweep_command(app);
+  speedrun::cli::add_devices_command(app);
   speedrun::cli::add_bench_command(app, main_entry);
   try {
     app.parse(argc, argv);

@@ -22,25 +22,27 @@ constexpr size_t kStagingSlotBytes = size_t(1) << 20;
 // Looked up (never launched) when the backend starts: the driver finds code for this GPU
 // in the build, or says why not, before any real kernel would fail mid-step.
 __global__ void probe_kernel() {}
+}  // namespace
 
-// Refuses a GPU the kernels cannot run on (plan.h, gpu_support_problem), naming the fix.
-void check_gpu_supported(int gpu) {
+std::string gpu_problem(int gpu) {
   cudaDeviceProp p{};
   check_cuda(cudaGetDeviceProperties(&p, gpu), "init", "reading the GPU's properties");
   const int cc = 10 * p.major + p.minor;
   std::string probe;
   if (cc >= kMinComputeCapability) {
+    int was = 0;
+    check_cuda(cudaGetDevice(&was), "init", "cudaGetDevice");
+    check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
     cudaFuncAttributes fa{};
     const cudaError_t e = cudaFuncGetAttributes(&fa, probe_kernel);
     if (e != cudaSuccess) {
       probe = std::string("cudaFuncGetAttributes: ") + cudaGetErrorString(e);
       cudaGetLastError();  // not sticky; clear it for whoever calls next
     }
+    check_cuda(cudaSetDevice(was), "init", "cudaSetDevice");
   }
-  const std::string why = gpu_support_problem(gpu, p.name, cc, build_cuda_architectures(), probe);
-  check(why.empty(), "--device cuda: ", why);
+  return gpu_support_problem(gpu, p.name, cc, build_cuda_architectures(), probe);
 }
-}  // namespace
 
 std::string CudaBackend::numerics() const {
   cudaDeviceProp p{};
@@ -52,7 +54,8 @@ std::string CudaBackend::numerics() const {
 CudaBackend::CudaBackend(int gpu) : gpu_(gpu), sync_each_launch_(sync_after_each_op()) {
   const std::string dev = "GPU " + std::to_string(gpu);
   check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
-  check_gpu_supported(gpu);
+  const std::string unsupported = gpu_problem(gpu);
+  check(unsupported.empty(), "--device cuda: ", unsupported);
   check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "init",
              ("creating a stream on " + dev).c_str());
   try {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 
@@ -15,8 +16,18 @@ namespace speedrun::cuda {
 int visible_devices(std::string* why);
 
 // The backend on GPU `gpu` (-1: the process's local rank modulo `visible`, 0 for a single
-// process). Throws Error naming the device on failure.
+// process). Throws Error naming the device on failure, and on a GPU it cannot run on.
 std::unique_ptr<Backend> make_backend(int gpu, int visible);
+// The GPU make_backend(gpu, visible) takes.
+int process_gpu(int gpu, int visible);
+// Why the backend cannot run on GPU `gpu`, naming the fix; "" when it can: a GPU older than
+// sm_80, or one the build has no code for (its kernels are looked up there, plan.h's
+// gpu_support_problem).
+std::string gpu_problem(int gpu);
+// What `speedrun devices` prints of the visible GPUs: per GPU its name, compute capability,
+// SMs, memory, shared memory per block, whether this build runs on it (or why not) and the
+// attention kernels' chunks there.
+std::vector<std::string> describe_gpus(int visible);
 
 // The GEMM cache of a CUDA backend (tests and diagnostics): cuBLASLt descriptors and the
 // heuristic's algorithm are chosen once per problem (shape, transposes, dtypes,
