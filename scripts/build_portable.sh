@@ -92,7 +92,10 @@ fi
 GEN=()
 command -v ninja >/dev/null && GEN=(-G Ninja)
 [ -f "$TREE/CMakeCache.txt" ] && GEN=()  # keep the generator the tree was made with
+# SPEEDRUN_CUDA_ARCHITECTURES=90a (a CMake list) narrows the GPUs, as for scripts/build.sh:
+# the default's two architectures take ~4.5 MiB of libspeedrun.so.
 cmake -S . -B "$TREE" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_PORTABLE=ON \
+  ${SPEEDRUN_CUDA_ARCHITECTURES:+"-DCMAKE_CUDA_ARCHITECTURES=$SPEEDRUN_CUDA_ARCHITECTURES"} \
   ${CMAKE_ARGS[@]+"${CMAKE_ARGS[@]}"} >"$TREE.configure.log" 2>&1 \
   || { cat "$TREE.configure.log" >&2; exit 1; }
 mv "$TREE.configure.log" "$TREE/configure.log"
