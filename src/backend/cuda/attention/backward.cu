@@ -277,16 +277,12 @@ cudaError_t prepare() {
 
 }  // namespace
 
-// Head dim 64 has one set of chunk sizes (plan.h): both tilings run the same kernels.
 cudaError_t prepare_backward(int D, Tiling t) {
-  if (D == 64) return prepare<64, Tiling::kWide>();
-  return t == Tiling::kWide ? prepare<128, Tiling::kWide>() : prepare<128, Tiling::kNarrow>();
+  return with_kernel_set(D, t, []<int kD, Tiling kT>() { return prepare<kD, kT>(); });
 }
 
 cudaError_t launch_backward(int D, Tiling t, const BackwardArgs& a, cudaStream_t stream) {
-  if (D == 64) return launch<64, Tiling::kWide>(a, stream);
-  return t == Tiling::kWide ? launch<128, Tiling::kWide>(a, stream)
-                            : launch<128, Tiling::kNarrow>(a, stream);
+  return with_kernel_set(D, t, [&]<int kD, Tiling kT>() { return launch<kD, kT>(a, stream); });
 }
 
 }  // namespace speedrun::cuda::attn

@@ -136,16 +136,12 @@ cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
-// Head dim 64 has one chunk size (plan.h): both tilings run the same kernel.
 cudaError_t prepare_forward(int D, Tiling t) {
-  if (D == 64) return prepare<64, Tiling::kWide>();
-  return t == Tiling::kWide ? prepare<128, Tiling::kWide>() : prepare<128, Tiling::kNarrow>();
+  return with_kernel_set(D, t, []<int kD, Tiling kT>() { return prepare<kD, kT>(); });
 }
 
 cudaError_t launch_forward(int D, Tiling t, const ForwardArgs& a, cudaStream_t stream) {
-  if (D == 64) return launch<64, Tiling::kWide>(a, stream);
-  return t == Tiling::kWide ? launch<128, Tiling::kWide>(a, stream)
-                            : launch<128, Tiling::kNarrow>(a, stream);
+  return with_kernel_set(D, t, [&]<int kD, Tiling kT>() { return launch<kD, kT>(a, stream); });
 }
 
 }  // namespace speedrun::cuda::attn

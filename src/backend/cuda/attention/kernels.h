@@ -33,6 +33,16 @@ struct BackwardArgs {
   float scale;
 };
 
+// f.template operator()<kD, kT>() for the kernel set of head dim D and tiling t, where
+// prepare and launch pick their template instances: head dim 64 has one set (kWide's
+// chunks are also kNarrow's, plan.h), head dim 128 one per tiling.
+template <class F>
+cudaError_t with_kernel_set(int D, Tiling t, F&& f) {
+  if (D == 64) return f.template operator()<64, Tiling::kWide>();
+  return t == Tiling::kWide ? f.template operator()<128, Tiling::kWide>()
+                            : f.template operator()<128, Tiling::kNarrow>();
+}
+
 // Raise the dynamic shared-memory limits of the head-dim-D kernels of a tiling (plan.h) on
 // the current device.
 cudaError_t prepare_forward(int D, Tiling t);
