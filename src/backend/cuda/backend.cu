@@ -30,8 +30,9 @@ std::string gpu_problem(int gpu) {
   const int cc = 10 * p.major + p.minor;
   std::string probe;
   if (cc >= kMinComputeCapability) {
-    int was = 0;
-    check_cuda(cudaGetDevice(&was), "init", "cudaGetDevice");
+    // The lookup runs on the current device. It stays `gpu` afterwards: setting another
+    // back would give that GPU a context too (CUDA 12 and later create one there), on GPU 0
+    // from every rank of a job.
     check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
     cudaFuncAttributes fa{};
     const cudaError_t e = cudaFuncGetAttributes(&fa, probe_kernel);
@@ -39,7 +40,6 @@ std::string gpu_problem(int gpu) {
       probe = std::string("cudaFuncGetAttributes: ") + cudaGetErrorString(e);
       cudaGetLastError();  // not sticky; clear it for whoever calls next
     }
-    check_cuda(cudaSetDevice(was), "init", "cudaSetDevice");
   }
   return gpu_support_problem(gpu, p.name, cc, build_cuda_architectures(), probe);
 }

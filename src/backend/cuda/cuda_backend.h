@@ -22,7 +22,7 @@ std::unique_ptr<Backend> make_backend(int gpu, int visible);
 int process_gpu(int gpu, int visible);
 // Why the backend cannot run on GPU `gpu`, naming the fix; "" when it can: a GPU older than
 // sm_80, or one the build has no code for (its kernels are looked up there, plan.h's
-// gpu_support_problem).
+// gpu_support_problem). Makes `gpu` the current device where it looks a kernel up.
 std::string gpu_problem(int gpu);
 // What `speedrun devices` prints of the visible GPUs: per GPU its name, compute capability,
 // SMs, memory, shared memory per block, whether this build runs on it (or why not) and the
