@@ -83,20 +83,40 @@ run() {  # run <schedule> <binary> [gtest filter]
     exit "$rc"
   }
 }
-run forward test_cuda_emulator
-run forward test_conformance '*cuda*'
-run forward test_cuda_backend "$filter"
-run forward test_cuda_attention "$filter"
+forward_runs() {
+  run forward test_cuda_emulator
+  run forward test_conformance '*cuda*'
+  run forward test_cuda_backend "$filter"
+  run forward test_cuda_attention "$filter"
+}
+other_runs() {  # other_runs <schedule>
+  run "$1" test_cuda_attention "$filter"
+  run "$1" test_conformance '*cuda*'
+  run "$1" test_cuda_backend "$filter"
+}
 if [ "$asan" = 1 ]; then
+  forward_runs
   reports_found && exit 1
   echo "emulate: the CUDA backend's tests passed on the emulator under ASan + UBSan"
   exit 0
 fi
-for s in reverse,early,lazy 1234,lazy; do
-  run "$s" test_cuda_attention "$filter"
-  run "$s" test_conformance '*cuda*'
-  run "$s" test_cuda_backend "$filter"
-done
+# Two schedules at a time: the emulator runs a process on one core (OpenBLAS's sgemm
+# aside), and their processes share nothing. Each one's output is printed whole, in order.
+side_by_side() {  # side_by_side CMD1 CMD2: both at once; stops when either failed
+  local l1 l2 p1 p2 r1=0 r2=0
+  l1=$(mktemp) l2=$(mktemp)
+  $1 >"$l1" 2>&1 &
+  p1=$!
+  $2 >"$l2" 2>&1 &
+  p2=$!
+  wait "$p1" || r1=$?
+  wait "$p2" || r2=$?
+  cat "$l1" "$l2"
+  rm -f "$l1" "$l2"
+  [ "$r1" = 0 ] && [ "$r2" = 0 ] || exit 1
+}
+side_by_side forward_runs "other_runs reverse,early,lazy"
+other_runs 1234,lazy
 if [ "$mpi" = 1 ]; then
   # Lazy streams only: eager ones run every collective at issue, which proves nothing more.
   run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*'
