@@ -431,12 +431,8 @@ TEST_F(CudaAttention, TakesTheWidestChunksTheGpuHolds) {
   cuda_ok(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "attribute");
   EXPECT_EQ(cuda::AttentionRunner(stream_).tiling(), cuda::attn::tiling_for(size_t(optin), "this GPU"));
 #ifdef SPEEDRUN_CUDA_EMULATED
-  const std::string was = cuda::emu::gpu_profile().key;
-  ASSERT_TRUE(cuda::emu::set_gpu_profile("rtx4090"));
-  struct Restore {
-    std::string key;
-    ~Restore() { cuda::emu::set_gpu_profile(key); }
-  } restore{was};
+  const cuda::emu::ScopedGpuProfile as_rtx4090("rtx4090");
+  ASSERT_TRUE(as_rtx4090.ok());
   const Case c = attn_cases::cases()[5];  // T513_w200, two sequences
   const int64_t H = 2, D = 128;
   const double scale = 1.0 / std::sqrt(double(D));

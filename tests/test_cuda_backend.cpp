@@ -354,19 +354,20 @@ TEST_F(CudaBackendTest, RefusesAGpuOlderThanSm80) {
 #ifndef SPEEDRUN_CUDA_EMULATED
   GTEST_SKIP() << "needs a GPU older than sm_80: run on the CPU emulator of CUDA, as a V100";
 #else
-  const std::string was = cuda::emu::gpu_profile().key;
-  ASSERT_TRUE(cuda::emu::set_gpu_profile("v100"));
   BackendOptions o;
   o.device = DeviceChoice::CUDA;
-  try {
-    auto be = make_backend(o);
-    ADD_FAILURE() << "a backend on an sm_70 GPU";
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    for (const char* piece : {"--device cuda", "GPU 0", "V100", "sm_70", "sm_80", "--device cpu"})
-      EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+  {
+    const cuda::emu::ScopedGpuProfile as_v100("v100");
+    ASSERT_TRUE(as_v100.ok());
+    try {
+      auto be = make_backend(o);
+      ADD_FAILURE() << "a backend on an sm_70 GPU";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      for (const char* piece : {"--device cuda", "GPU 0", "V100", "sm_70", "sm_80", "--device cpu"})
+        EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+    }
   }
-  cuda::emu::set_gpu_profile(was);
   EXPECT_NO_THROW(make_backend(o));
 #endif
 }
@@ -398,12 +399,11 @@ TEST_F(CudaBackendTest, DeviceAutoTakesTheCpuBesideAGpuItCannotRunOn) {
   BackendOptions o;  // auto
   EXPECT_EQ(make_backend(o)->name(), "cuda");
 #ifdef SPEEDRUN_CUDA_EMULATED
-  const std::string was = cuda::emu::gpu_profile().key;
-  ASSERT_TRUE(cuda::emu::set_gpu_profile("v100"));
+  const cuda::emu::ScopedGpuProfile as_v100("v100");
+  ASSERT_TRUE(as_v100.ok());
   EXPECT_EQ(make_backend(o)->name(), "cpu");
   o.device = DeviceChoice::CUDA;
   EXPECT_THROW(make_backend(o), Error);
-  cuda::emu::set_gpu_profile(was);
 #endif
 }
 

@@ -18,31 +18,7 @@ namespace {
 // has run, so the host may refill its own buffer as soon as upload() returns.
 constexpr int kStagingSlots = 8;
 constexpr size_t kStagingSlotBytes = size_t(1) << 20;
-
-// Looked up (never launched) when the backend starts: the driver finds code for this GPU
-// in the build, or says why not, before any real kernel would fail mid-step.
-__global__ void probe_kernel() {}
 }  // namespace
-
-std::string gpu_problem(int gpu) {
-  cudaDeviceProp p{};
-  check_cuda(cudaGetDeviceProperties(&p, gpu), "init", "reading the GPU's properties");
-  const int cc = 10 * p.major + p.minor;
-  std::string probe;
-  if (cc >= kMinComputeCapability) {
-    // The lookup runs on the current device. It stays `gpu` afterwards: setting another
-    // back would give that GPU a context too (CUDA 12 and later create one there), on GPU 0
-    // from every rank of a job.
-    check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
-    cudaFuncAttributes fa{};
-    const cudaError_t e = cudaFuncGetAttributes(&fa, probe_kernel);
-    if (e != cudaSuccess) {
-      probe = std::string("cudaFuncGetAttributes: ") + cudaGetErrorString(e);
-      cudaGetLastError();  // not sticky; clear it for whoever calls next
-    }
-  }
-  return gpu_support_problem(gpu, p.name, cc, build_cuda_architectures(), probe);
-}
 
 std::string CudaBackend::numerics() const {
   cudaDeviceProp p{};

@@ -1,7 +1,7 @@
-// Finding GPUs and building the CUDA backend on one.
+// Finding GPUs, telling whether this build runs on one, building the CUDA backend on one,
+// and describing them (speedrun devices).
 #include <cuda_runtime.h>
 
-#include <cstdio>
 #include <cstdlib>
 
 #include "backend/cuda/attention/plan.h"
@@ -13,6 +13,12 @@
 
 namespace speedrun::cuda {
 
+namespace {
+// Looked up (never launched) when a backend starts: the driver finds code for the GPU in
+// the build, or says why not, before any real kernel would fail mid-step.
+__global__ void probe_kernel() {}
+}  // namespace
+
 int visible_devices(std::string* why) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
@@ -23,6 +29,26 @@ int visible_devices(std::string* why) {
   }
   if (n == 0 && why) *why = "the CUDA driver reports no device";
   return n;
+}
+
+std::string gpu_problem(int gpu) {
+  cudaDeviceProp p{};
+  check_cuda(cudaGetDeviceProperties(&p, gpu), "init", "reading the GPU's properties");
+  const int cc = 10 * p.major + p.minor;
+  std::string probe;
+  if (cc >= kMinComputeCapability) {
+    // The lookup runs on the current device. It stays `gpu` afterwards: setting another
+    // back would give that GPU a context too (CUDA 12 and later create one there), on GPU 0
+    // from every rank of a job.
+    check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
+    cudaFuncAttributes fa{};
+    const cudaError_t e = cudaFuncGetAttributes(&fa, probe_kernel);
+    if (e != cudaSuccess) {
+      probe = std::string("cudaFuncGetAttributes: ") + cudaGetErrorString(e);
+      cudaGetLastError();  // not sticky; clear it for whoever calls next
+    }
+  }
+  return gpu_support_problem(gpu, p.name, cc, build_cuda_architectures(), probe);
 }
 
 int process_gpu(int gpu, int visible) {
@@ -39,12 +65,12 @@ std::vector<std::string> describe_gpus(int visible) {
   for (int g = 0; g < visible; ++g) {
     cudaDeviceProp p{};
     check_cuda(cudaGetDeviceProperties(&p, g), "devices", "reading a GPU's properties");
-    const double gib = double(size_t(1) << 30);
-    char head[512];
-    std::snprintf(head, sizeof head, "GPU %d: %s, sm_%d%d, %d SMs, %.1f GiB, %zu bytes of shared memory per block",
-                  g, p.name, p.major, p.minor, p.multiProcessorCount, double(p.totalGlobalMem) / gib,
-                  size_t(p.sharedMemPerBlockOptin));
-    std::string line = head;
+    std::string line = "GPU " + std::to_string(g) + ": " + p.name + ", sm_" +
+                       std::to_string(10 * p.major + p.minor) + ", " +
+                       std::to_string(p.multiProcessorCount) + " SMs, " +
+                       format_bytes(double(p.totalGlobalMem)) + ", " +
+                       std::to_string(p.sharedMemPerBlockOptin) +
+                       " bytes of shared memory per block";
     const std::string why = gpu_problem(g);
     if (!why.empty()) {
       line += "\n  cannot run the CUDA backend: " + why;

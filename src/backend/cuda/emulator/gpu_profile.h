@@ -26,4 +26,20 @@ const GpuProfile& gpu_profile();
 // unknown key, leaving the profile as it was.
 bool set_gpu_profile(const std::string& key);
 
+// The profile `key` for a scope (a test), the one before it afterwards, however the scope
+// ends. ok(): the key was known.
+class ScopedGpuProfile {
+ public:
+  explicit ScopedGpuProfile(const std::string& key)
+      : was_(gpu_profile().key), ok_(set_gpu_profile(key)) {}
+  ~ScopedGpuProfile() { set_gpu_profile(was_); }
+  ScopedGpuProfile(const ScopedGpuProfile&) = delete;
+  ScopedGpuProfile& operator=(const ScopedGpuProfile&) = delete;
+  bool ok() const { return ok_; }
+
+ private:
+  std::string was_;
+  bool ok_;
+};
+
 }  // namespace speedrun::cuda::emu
