@@ -128,4 +128,8 @@ echo "== bench/cuda_check.sh --emulated"
 OUT="$PWD/build-emu/cuda_check" bash bench/cuda_check.sh --emulated --build build-emu >/dev/null ||
   { cat build-emu/cuda_check/summary.md; echo "emulate: bench/cuda_check.sh --emulated failed (logs in build-emu/cuda_check/)"; exit 1; }
 cat build-emu/cuda_check/summary.md
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  echo "== bench/head_sass.sh: machine instructions per logit of the head's cross entropy"
+  bench/head_sass.sh
+fi
 echo "emulate: the CUDA backend's tests passed on the emulator"

@@ -469,7 +469,9 @@ TEST(CudaEmulator, LazyStreamsShowAMissingEventWait) {
       ASSERT_EQ(cudaEventCreate(&done), cudaSuccess);
       SR_LAUNCH(1, n, 0, a, scale_kernel)(mid, din, 2.f, n);
       ASSERT_EQ(cudaEventRecord(done, a), cudaSuccess);
-      if (wait) ASSERT_EQ(cudaStreamWaitEvent(b, done, 0), cudaSuccess);
+      if (wait) {
+        ASSERT_EQ(cudaStreamWaitEvent(b, done, 0), cudaSuccess);
+      }
       SR_LAUNCH(1, n, 0, b, scale_kernel)(out, mid, 3.f, n);
       ASSERT_EQ(cudaStreamSynchronize(b), cudaSuccess);
       std::vector<float> got(n);

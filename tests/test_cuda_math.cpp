@@ -24,6 +24,7 @@
 #include "backend/cuda/math/bf16.h"
 #include "backend/cuda/math/cross_entropy.h"
 #include "backend/cuda/math/elementwise.h"
+#include "backend/cuda/math/exp2.h"
 #include "backend/cuda/math/muon.h"
 #include "backend/cuda/math/reduce.h"
 #include "backend/cuda/math/rms_norm.h"
@@ -256,10 +257,48 @@ TEST(CudaMath, SoftcapCrossEntropyRowMatchesTheCpuBackend) {
   }
 }
 
+// The host's exp2 as the GPU's ex2.approx.ftz gives it: results below 2^-126 are +0 (so the
+// CPU emulator of CUDA flushes what the GPU flushes), the rest within the instruction's 2 ulp.
+TEST(CudaMath, Exp2FlushesWhatTheGpuFlushes) {
+  EXPECT_EQ(m::exp2_ftz(-126.0f), std::ldexp(1.0f, -126));
+  EXPECT_EQ(m::exp2_ftz(-126.5f), 0.0f);
+  EXPECT_EQ(m::exp2_ftz(-149.0f), 0.0f);
+  EXPECT_EQ(m::exp2_ftz(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_FALSE(std::signbit(m::exp2_ftz(-200.0f)));
+  EXPECT_TRUE(std::isnan(m::exp2_ftz(std::numeric_limits<float>::quiet_NaN())));
+  EXPECT_EQ(m::exp2_ftz(0.0f), 1.0f);
+  for (float x = -125.0f; x <= 0.0f; x += 0.37f) {
+    const double want = std::exp2(double(x));
+    EXPECT_LE(std::fabs(m::exp2_ftz(x) - want), 2 * 1.2e-7 * want) << x;
+  }
+}
+
+// The row's math in base 2 gives the natural-log loss of the definition (the CPU backend
+// computes it in natural units, in double here): at the cap's bend, and where the logits
+// sit at -cap and +cap (the widest exponents a row can have).
+TEST(CudaMath, SoftcapCrossEntropyInBase2IsTheNaturalLoss) {
+  for (const float cap : {15.0f, 30.0f, 40.0f}) {
+    FVec l(513);
+    for (size_t i = 0; i < l.size(); ++i) l[i] = (i % 2 ? 1.0f : -1.0f) * 1e4f * float(i % 7);
+    l[3] = 0.5f;
+    for (const int32_t target : {0, 3, 7}) {
+      float loss = 0;
+      FVec g = l;
+      m::softcap_ce_row(g.data(), &loss, target, int64_t(l.size()), cap, 1.0f, true);
+      Vec ld = to_d(l), lr(1);
+      const int32_t tg[1] = {target};
+      cpu::softcap_cross_entropy<double>(ld.data(), lr.data(), tg, 1, int64_t(l.size()),
+                                         double(cap), 1.0, true);
+      EXPECT_LE(std::fabs(loss - lr[0]) / std::max(1.0, lr[0]), tol::kFloat) << cap << " " << target;
+      EXPECT_LE(rel_err(g, ld), tol::kFloat) << cap << " " << target;
+    }
+  }
+}
+
 TEST(CudaMath, SoftmaxStatesMergeInAnyGrouping) {
   const FVec z = randf(1000, 5, 10.0);
-  m::SoftmaxState seq = m::softmax_start(30.0f), a = m::softmax_start(30.0f),
-                  b = m::softmax_start(30.0f);
+  const m::Softcap c = m::softcap_of(30.0f);
+  m::SoftmaxState seq = m::softmax_start(c), a = m::softmax_start(c), b = m::softmax_start(c);
   for (size_t i = 0; i < z.size(); ++i) {
     m::softmax_add(seq, z[i]);
     m::softmax_add(i % 3 ? a : b, z[i]);
@@ -270,7 +309,7 @@ TEST(CudaMath, SoftmaxStatesMergeInAnyGrouping) {
   EXPECT_EQ(ab.m, ba.m);
   EXPECT_NEAR(ab.s, ba.s, 1e-6 * ab.s);
   // Two empty states (max = -cap) merge without NaN.
-  const m::SoftmaxState e = m::softmax_merge(m::softmax_start(30.0f), m::softmax_start(30.0f));
+  const m::SoftmaxState e = m::softmax_merge(m::softmax_start(c), m::softmax_start(c));
   EXPECT_EQ(e.s, 0.0f);
   // A NaN logit makes the loss NaN.
   FVec l = {1.0f, std::numeric_limits<float>::quiet_NaN(), 2.0f};

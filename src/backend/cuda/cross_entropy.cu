@@ -24,18 +24,19 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ SoftmaxState warp_states[kThreads / 32];
   const int64_t row = blockIdx.x;
   uint16_t* l = logits + row * V;
-  SoftmaxState st = math::softmax_start(cap);
+  const math::Softcap c = math::softcap_of(cap);
+  SoftmaxState st = math::softmax_start(c);
   float th;
   if constexpr (Vec) {
     for (int64_t i = threadIdx.x * 8; i < V; i += int64_t(blockDim.x) * 8) {
       float v[8];
       load8(l + i, v);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) math::softmax_add(st, math::softcap(v[k], cap, th));
+      for (int k = 0; k < 8; ++k) math::softmax_add(st, math::softcap2(v[k], c, th));
     }
   } else {
     for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
-      math::softmax_add(st, math::softcap(load_bf16(l + i), cap, th));
+      math::softmax_add(st, math::softcap2(load_bf16(l + i), c, th));
   }
   for (int o = 16; o > 0; o >>= 1) {
     const SoftmaxState other{__shfl_xor_sync(0xffffffffu, st.m, o),
@@ -50,8 +51,8 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t target = targets[row];
   const bool valid = target >= 0 && target < V;
   if (threadIdx.x == 0) {
-    const float zt = valid ? math::softcap(load_bf16(l + target), cap, th) : __int_as_float(0x7fc00000);
-    losses[row] = math::ce_loss(st, zt);
+    const float tt = valid ? math::softcap2(load_bf16(l + target), c, th) : __int_as_float(0x7fc00000);
+    losses[row] = math::ce_loss(st, tt);
   }
   if (!backward) return;
   // Every thread has read its logits above, and the barrier orders those reads before any
@@ -64,15 +65,15 @@ __global__ void __launch_bounds__(kThreads)
       load8(l + i, v);
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        const float z = math::softcap(v[k], cap, th);
-        v[k] = math::ce_grad(z, th, i + k == target, st, inv, grad_scale);
+        const float t = math::softcap2(v[k], c, th);
+        v[k] = math::ce_grad(t, th, i + k == target, st, inv, grad_scale);
       }
       store8(l + i, v);
     }
   } else {
     for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-      const float z = math::softcap(load_bf16(l + i), cap, th);
-      store_bf16(l + i, math::ce_grad(z, th, i == target, st, inv, grad_scale));
+      const float t = math::softcap2(load_bf16(l + i), c, th);
+      store_bf16(l + i, math::ce_grad(t, th, i == target, st, inv, grad_scale));
     }
   }
 }

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "backend/cuda/math/exp2.h"
+
 #ifdef __CUDACC__
 // SR_TILE_HD: inline arithmetic of the tile loops on both sides (math/hd.h's SR_HD, for the
 // other kernels, leaves inline to each function).
@@ -24,8 +26,8 @@ namespace speedrun::cuda::attn {
 
 // The BlockMask tile the kernels walk (a mask built with another tile is refused).
 inline constexpr int kTile = 128;
-inline constexpr float kLog2e = 1.4426950408889634f;
-inline constexpr float kLn2 = 0.6931471805599453f;
+using math::kLn2;
+using math::kLog2e;
 inline constexpr float kNegInf = -__builtin_huge_valf();
 
 // ---- work lists (their byte layout: plan.h) ----------------------------------------------
@@ -109,16 +111,6 @@ SR_TILE_HD bool range_sees_any(const int32_t* lo, int32_t T, int32_t i0, int32_t
 }
 
 // ---- online softmax ----------------------------------------------------------------------
-SR_TILE_HD float exp2_approx(float x) {
-#ifdef __CUDA_ARCH__
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));  // 2^-inf = +0
-  return y;
-#else
-  return std::exp2(x);
-#endif
-}
-
 // The value subtracted before exp2: the running max, or 0 while a row has seen no visible
 // key (its max is -inf, and -inf - -inf would be NaN; every exponent is then -inf -> 0).
 SR_TILE_HD float softmax_shift(float m) { return m == kNegInf ? 0.f : m; }
@@ -132,12 +124,12 @@ template <int kN, class At>
 SR_TILE_HD float softmax_chunk(At&& at, float chunk_max, float& m, float& l) {
   const float m_new = fmaxf(m, chunk_max);
   const float shift = softmax_shift(m_new);
-  const float alpha = exp2_approx(m - shift);
+  const float alpha = math::exp2_ftz(m - shift);
   float sum = 0.f;
   SR_UNROLL
   for (int k = 0; k < kN; ++k) {
     float& x = at(k);
-    x = exp2_approx(x - shift);
+    x = math::exp2_ftz(x - shift);
     sum += x;
   }
   m = m_new;
@@ -159,7 +151,7 @@ SR_TILE_HD RowEnd finish_row(float m, float l) {
 // ---- backward -----------------------------------------------------------------------------
 // P = exp(s - lse) recomputed from the forward's lse: 2^(x - lse * log2 e).
 SR_TILE_HD float lse_to_log2(float lse) { return lse * kLog2e; }
-SR_TILE_HD float prob_from_lse(float x, float lse_log2) { return exp2_approx(x - lse_log2); }
+SR_TILE_HD float prob_from_lse(float x, float lse_log2) { return math::exp2_ftz(x - lse_log2); }
 // dS = P * (dP - D) with D = rowsum(dO * O) (scale applied once, to dQ and dK at the end).
 SR_TILE_HD float dscore(float p, float dp, float delta) { return p * (dp - delta); }
 

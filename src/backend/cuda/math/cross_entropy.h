@@ -1,70 +1,87 @@
 // Softcap + cross entropy over one row of logits in fp32 (backend.h's
 // softcap_cross_entropy): z = cap*tanh(l/cap), loss = logsumexp(z) - z[target], and the
 // gradient grad_scale * (softmax(z) - onehot) * (1 - tanh^2). The kernel keeps an online
-// (max, sum of exp(z - max)) per thread and merges them; softcap_ce_row() applies the
-// same functions to a row in order, for the host test.
-// z is never below -cap, so a state starts at max = -cap: merging two states never
+// (max, sum) per thread and merges them; softcap_ce_row() applies the same functions to a
+// row in order, for the host test.
+// The GPU's kernel is bound by its instructions, not its bytes (two passes over the V =
+// 50,304 logits of a row, each a tanh and an exp per logit), so the math is written for few
+// of them: logits are kept in base 2, t = z * log2(e) = th * (cap * log2(e)), so an exp is
+// one MUFU.EX2 (math/exp2.h), and l / cap is l * (1 / cap) (a multiply; a correctly
+// rounded fp32 division is ~10 instructions). Each moves a result by about an fp32 ulp of
+// its operand, far inside the bf16 rounding of the logits themselves.
+// t is never below -k (z >= -cap), so a state starts at max = -k: merging two states never
 // subtracts infinities. A NaN logit makes the sum, and so the loss, NaN.
 #pragma once
 #include <math.h>
 
 #include <cstdint>
 
+#include "backend/cuda/math/exp2.h"
 #include "backend/cuda/math/hd.h"
 
 namespace speedrun::cuda::math {
 
-struct SoftmaxState {
-  float m;  // running max of z (>= -cap)
-  float s;  // sum of exp(z - m)
+// What a row's math needs of the cap, formed once per kernel.
+struct Softcap {
+  float inv_cap;  // 1 / cap
+  float k;        // cap * log2(e): t = th * k
 };
 
-SR_HD inline SoftmaxState softmax_start(float cap) { return {-cap, 0.0f}; }
+SR_HD inline Softcap softcap_of(float cap) { return {1.0f / cap, cap * kLog2e}; }
 
-// z = cap * tanh(l / cap); th = tanh(l / cap) (for the gradient).
-SR_HD inline float softcap(float l, float cap, float& th) {
-  th = tanhf(l / cap);
-  return cap * th;
+// th = tanh(l / cap); returns t = z * log2(e), the softcapped logit in base 2.
+SR_HD inline float softcap2(float l, Softcap c, float& th) {
+  th = tanhf(l * c.inv_cap);
+  return th * c.k;
 }
 
-SR_HD inline void softmax_add(SoftmaxState& st, float z) {
-  if (z > st.m) {
-    st.s = st.s * expf(st.m - z) + 1.0f;
-    st.m = z;
+struct SoftmaxState {
+  float m;  // running max of t (>= -k)
+  float s;  // sum of 2^(t - m)
+};
+
+SR_HD inline SoftmaxState softmax_start(Softcap c) { return {-c.k, 0.0f}; }
+
+SR_HD inline void softmax_add(SoftmaxState& st, float t) {
+  if (t > st.m) {
+    st.s = st.s * exp2_ftz(st.m - t) + 1.0f;
+    st.m = t;
   } else {
-    st.s += expf(z - st.m);
+    st.s += exp2_ftz(t - st.m);
   }
 }
 
 SR_HD inline SoftmaxState softmax_merge(SoftmaxState a, SoftmaxState b) {
   const float m = fmaxf(a.m, b.m);
-  return {m, a.s * expf(a.m - m) + b.s * expf(b.m - m)};
+  return {m, a.s * exp2_ftz(a.m - m) + b.s * exp2_ftz(b.m - m)};
 }
 
-SR_HD inline float ce_loss(SoftmaxState st, float z_target) {
-  return st.m + logf(st.s) - z_target;
+// logsumexp(z) - z[target], back in natural units.
+SR_HD inline float ce_loss(SoftmaxState st, float t_target) {
+  return (st.m + log2f(st.s) - t_target) * kLn2;
 }
 
 // dL/dl for one logit, L = grad_scale * loss; inv_s = 1 / st.s.
-SR_HD inline float ce_grad(float z, float th, bool is_target, SoftmaxState st, float inv_s,
+SR_HD inline float ce_grad(float t, float th, bool is_target, SoftmaxState st, float inv_s,
                            float grad_scale) {
-  const float p = expf(z - st.m) * inv_s;
+  const float p = exp2_ftz(t - st.m) * inv_s;
   return grad_scale * (p - (is_target ? 1.0f : 0.0f)) * (1.0f - th * th);
 }
 
 // One row in order (host test): *loss (=); with backward, l (=) the gradient.
 inline void softcap_ce_row(float* l, float* loss, int32_t target, int64_t V, float cap,
                            float grad_scale, bool backward) {
-  SoftmaxState st = softmax_start(cap);
+  const Softcap c = softcap_of(cap);
+  SoftmaxState st = softmax_start(c);
   float th = 0;
-  for (int64_t v = 0; v < V; ++v) softmax_add(st, softcap(l[v], cap, th));
-  const float zt = softcap(l[target], cap, th);
-  *loss = ce_loss(st, zt);
+  for (int64_t v = 0; v < V; ++v) softmax_add(st, softcap2(l[v], c, th));
+  const float tt = softcap2(l[target], c, th);
+  *loss = ce_loss(st, tt);
   if (!backward) return;
   const float inv = 1.0f / st.s;
   for (int64_t v = 0; v < V; ++v) {
-    const float z = softcap(l[v], cap, th);
-    l[v] = ce_grad(z, th, v == target, st, inv, grad_scale);
+    const float t = softcap2(l[v], c, th);
+    l[v] = ce_grad(t, th, v == target, st, inv, grad_scale);
   }
 }
 
