@@ -278,7 +278,7 @@ cudaError_t prepare() {
 }  // namespace
 
 cudaError_t prepare_backward(int D, Tiling t) {
-  return with_kernel_set(D, t, []<int kD, Tiling kT>() { return prepare<kD, kT>(); });
+  return with_kernel_set(D, t, [&]<int kD, Tiling kT>() { return prepare<kD, kT>(); });
 }
 
 cudaError_t launch_backward(int D, Tiling t, const BackwardArgs& a, cudaStream_t stream) {

@@ -137,7 +137,7 @@ cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
 }  // namespace
 
 cudaError_t prepare_forward(int D, Tiling t) {
-  return with_kernel_set(D, t, []<int kD, Tiling kT>() { return prepare<kD, kT>(); });
+  return with_kernel_set(D, t, [&]<int kD, Tiling kT>() { return prepare<kD, kT>(); });
 }
 
 cudaError_t launch_forward(int D, Tiling t, const ForwardArgs& a, cudaStream_t stream) {

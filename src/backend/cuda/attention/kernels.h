@@ -35,7 +35,9 @@ struct BackwardArgs {
 
 // f.template operator()<kD, kT>() for the kernel set of head dim D and tiling t, where
 // prepare and launch pick their template instances: head dim 64 has one set (kWide's
-// chunks are also kNarrow's, plan.h), head dim 128 one per tiling.
+// chunks are also kNarrow's, plan.h), head dim 128 one per tiling. Callers pass a lambda
+// with a capture default even when it captures nothing: a captureless template lambda has
+// a conversion to a function pointer whose template parameters nvcc warns are unused.
 template <class F>
 cudaError_t with_kernel_set(int D, Tiling t, F&& f) {
   if (D == 64) return f.template operator()<64, Tiling::kWide>();
