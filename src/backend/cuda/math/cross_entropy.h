@@ -56,9 +56,10 @@ SR_HD inline SoftmaxState softmax_merge(SoftmaxState a, SoftmaxState b) {
   return {m, a.s * exp2_ftz(a.m - m) + b.s * exp2_ftz(b.m - m)};
 }
 
-// logsumexp(z) - z[target], back in natural units.
+// logsumexp(z) - z[target], back in natural units. m - t first: exact where the target is
+// near the max (Sterbenz), so a small loss keeps its digits.
 SR_HD inline float ce_loss(SoftmaxState st, float t_target) {
-  return (st.m + log2f(st.s) - t_target) * kLn2;
+  return ((st.m - t_target) + log2f(st.s)) * kLn2;
 }
 
 // dL/dl for one logit, L = grad_scale * loss; inv_s = 1 / st.s.
