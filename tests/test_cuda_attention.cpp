@@ -260,9 +260,13 @@ TEST_F(CudaAttention, PlansQueuedWithoutAWaitKeepTheirOwnWorkLists) {
 
 #ifdef SPEEDRUN_CUDA_EMULATED
 // The mma.sync instructions the kernels issue per (item, chunk, warp) of work, from
-// common.cuh's products: gemm_abt<K, N> and gemm_cb<K, N> issue K/16 * N/8 each.
+// common.cuh's products: gemm_abt<K, N> and gemm_cb<K, N> issue K/16 * N/8 each; and the
+// ldmatrix.x4 that feed them: N/16 per k-step for B, and for A in gemm_abt K/16 per product
+// unless the kernel holds A in registers (plan.h's fwd_keeps_q, dq_keeps_q: K/16 once per
+// warp and item).
 struct MmaCount {
   uint64_t forward = 0, backward = 0, unskipped_forward = 0, unskipped_backward = 0;
+  uint64_t ldsm_forward = 0, ldsm_backward = 0;
 };
 
 // What the kernels issue when a warp skips exactly the chunks of its 16-row sub-tile that
@@ -274,6 +278,12 @@ MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D, cud
   const uint64_t per_fwd = 2 * uint64_t(D / 16) * uint64_t(fc / 8);  // S = Q K^T, O += P V
   const uint64_t per_dq = 3 * uint64_t(D / 16) * uint64_t(qc / 8);   // S, dP, dQ += dS K
   const uint64_t per_dkv = 4 * uint64_t(D / 16) * uint64_t(kc / 8);  // S^T, dP^T, dV, dK
+  const bool keep_q = cuda::attn::fwd_keeps_q(D, tl), keep_q_do = cuda::attn::dq_keeps_q(D, tl);
+  const uint64_t k16 = uint64_t(D / 16);
+  // Per live chunk and warp: B of S (and dP) and of the gemm_cb products, A where re-read.
+  const uint64_t ldsm_fwd = 2 * k16 * uint64_t(fc / 16) + (keep_q ? 0 : k16);
+  const uint64_t ldsm_dq = 3 * k16 * uint64_t(qc / 16) + (keep_q_do ? 0 : 2 * k16);
+  const uint64_t ldsm_dkv = 4 * k16 * uint64_t(kc / 16) + 2 * k16;
   MmaCount n;
   for (const BlockMask& m : masks) {
     const int64_t T = m.T, tile = m.tile;
@@ -284,19 +294,29 @@ MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D, cud
           if (m.visible(i, j)) return true;
       return false;
     };
-    for (int64_t qb = 0; qb < m.num_blocks(); ++qb)
+    for (int64_t qb = 0; qb < m.num_blocks(); ++qb) {
+      if (m.q_ptr[size_t(qb) + 1] > m.q_ptr[size_t(qb)]) {  // A held in registers: loaded once
+        n.ldsm_forward += cuda::attn::kWarps * (keep_q ? k16 : 0);
+        n.ldsm_backward += cuda::attn::kWarps * (keep_q_do ? 2 * k16 : 0);
+      }
       for (int32_t e = m.q_ptr[size_t(qb)]; e < m.q_ptr[size_t(qb) + 1]; ++e) {
         const int64_t kb = m.q_kv[size_t(e)];
         for (int w = 0; w < cuda::attn::kWarps; ++w) {
           for (int64_t j0 = kb * tile; j0 < (kb + 1) * tile; j0 += fc)
             if (j0 < T) {
               n.unskipped_forward += per_fwd;
-              if (any(qb * tile + 16 * w, j0, fc)) n.forward += per_fwd;
+              if (any(qb * tile + 16 * w, j0, fc)) {
+                n.forward += per_fwd;
+                n.ldsm_forward += ldsm_fwd;
+              }
             }
           for (int64_t j0 = kb * tile; j0 < (kb + 1) * tile; j0 += qc)
             if (j0 < T) {
               n.unskipped_backward += per_dq;
-              if (any(qb * tile + 16 * w, j0, qc)) n.backward += per_dq;
+              if (any(qb * tile + 16 * w, j0, qc)) {
+                n.backward += per_dq;
+                n.ldsm_backward += ldsm_dq;
+              }
             }
           // dK/dV: warp w owns keys kb * tile + 16w.. and walks query chunks of qb.
           for (int64_t i0 = qb * tile; i0 < (qb + 1) * tile; i0 += kc)
@@ -306,11 +326,17 @@ MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D, cud
               for (int64_t i = i0; i < std::min(T, i0 + kc) && !seen; ++i)
                 for (int64_t j = kb * tile + 16 * w; j < std::min(T, kb * tile + 16 * w + 16) && !seen; ++j)
                   seen = m.visible(i, j);
-              if (seen) n.backward += per_dkv;
+              if (seen) {
+                n.backward += per_dkv;
+                n.ldsm_backward += ldsm_dkv;
+              }
             }
         }
       }
+    }
   }
+  n.ldsm_forward *= uint64_t(H);
+  n.ldsm_backward *= uint64_t(H);
   n.forward *= uint64_t(H);
   n.backward *= uint64_t(H);
   n.unskipped_forward *= uint64_t(H);
@@ -382,8 +408,9 @@ CopyCount expected_copies(const std::vector<BlockMask>& masks, int64_t H, int D,
 // A warp skips the products of a chunk in which its 16 rows (or keys) see nothing, and a
 // CTA does not load a chunk in which none of its tile's do: counted by the emulator's
 // mma.sync and cp.async counters against the dense rule, on every case (results are
-// checked by MatchesTheCpuOracleOnAwkwardShapes). A GPU has no such counters here: the
-// emulated build only.
+// checked by MatchesTheCpuOracleOnAwkwardShapes). The ldmatrix counter holds the shared-
+// memory reads to the products' (the kernels that keep Q, or Q and dO, in registers read
+// them once per item). A GPU has no such counters here: the emulated build only.
 TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
 #ifndef SPEEDRUN_CUDA_EMULATED
   GTEST_SKIP() << "counts mma.sync instructions on the CPU emulator of CUDA (scripts/emulate.sh)";
@@ -400,14 +427,17 @@ TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
       DeviceAttention t(c.B(), c.T, H, D);
       upload(t, random_inputs(size_t(t.N * t.C), 1.0, 5));
       const double scale = 1.0 / std::sqrt(double(D));
-      const uint64_t n0 = cuda::emu::mma_count(), b0 = cuda::emu::async_copy_bytes();
+      const uint64_t n0 = cuda::emu::mma_count(), b0 = cuda::emu::async_copy_bytes(),
+                     l0 = cuda::emu::ldmatrix_count();
       runner.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
       sync();
-      const uint64_t n1 = cuda::emu::mma_count(), b1 = cuda::emu::async_copy_bytes();
+      const uint64_t n1 = cuda::emu::mma_count(), b1 = cuda::emu::async_copy_bytes(),
+                     l1 = cuda::emu::ldmatrix_count();
       runner.backward(t.rows(t.dq), t.rows(t.dk), t.rows(t.dv), t.rows(t.dout), t.rows(t.q),
                       t.rows(t.k), t.rows(t.v), t.rows(t.out), t.stats(), masks, H, scale);
       sync();
-      const uint64_t n2 = cuda::emu::mma_count(), b2 = cuda::emu::async_copy_bytes();
+      const uint64_t n2 = cuda::emu::mma_count(), b2 = cuda::emu::async_copy_bytes(),
+                     l2 = cuda::emu::ldmatrix_count();
       const CopyCount copies = expected_copies(masks, H, D, tiling);
       EXPECT_EQ(b1 - b0, copies.forward) << "forward loads (" << copies.unskipped_forward << " loading every chunk)";
       EXPECT_EQ(b2 - b1, copies.backward) << "backward loads (" << copies.unskipped_backward << " loading every chunk)";
@@ -415,6 +445,8 @@ TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
       const MmaCount want = expected_mma(masks, H, D, tiling);
       EXPECT_EQ(n1 - n0, want.forward) << "forward (" << want.unskipped_forward << " without skipping)";
       EXPECT_EQ(n2 - n1, want.backward) << "backward (" << want.unskipped_backward << " without skipping)";
+      EXPECT_EQ(l1 - l0, want.ldsm_forward) << "forward ldmatrix";
+      EXPECT_EQ(l2 - l1, want.ldsm_backward) << "backward ldmatrix";
       skipped += want.unskipped_forward - want.forward + want.unskipped_backward - want.backward;
     }
   EXPECT_GT(skipped, 0u) << "the cases must hold chunks a warp sees nothing of";

@@ -1,8 +1,9 @@
 // Device building blocks of the attention kernels: the tensor-core instructions through
 // inline PTX (ldmatrix, mma.sync m16n8k16 bf16 -> fp32), cp.async tile loads into padded
 // shared memory, and the two warp-level products every kernel is written with:
-//   gemm_abt: acc[16 x N] += A[16 x K] * B^T, A and B read from shared memory (B stored
-//             [N][K]): S = Q K^T, dP = dO V^T, and S^T = K Q^T, dP^T = V dO^T.
+//   gemm_abt: acc[16 x N] += A[16 x K] * B^T, A read from shared memory or held in
+//             registers (load_a_frags), B from shared memory (stored [N][K]): S = Q K^T,
+//             dP = dO V^T, and S^T = K Q^T, dP^T = V dO^T.
 //   gemm_cb:  acc[16 x N] += C[16 x K] * B, C an accumulator tile still in registers
 //             (rounded to bf16), B read from shared memory stored [K][N]: O += P V,
 //             dQ += dS K, dV += P^T dO, dK += dS^T Q.
@@ -116,6 +117,29 @@ __device__ __forceinline__ void load_rows(bf16* s, const bf16* g, int64_t ld, in
   }
 }
 
+// acc[16 x N] += A[16 x 16] B^T for one 16-wide k-step: af the A fragment, B stored [N][K]
+// at `b` (the step's first column; row stride ldb).
+template <int N>
+__device__ __forceinline__ void mma_row_bt(float (&acc)[N / 8][4], const uint32_t (&af)[4],
+                                           const bf16* b, int ldb, int lane) {
+  SR_UNROLL
+  for (int np = 0; np < N / 16; ++np) {
+    uint32_t bf[4];
+    ldsm_x4(bf, b + (np * 16 + ldsm_bn_row(lane)) * ldb + ldsm_bn_col(lane));
+    mma_16816(acc[2 * np], af, bf[0], bf[1]);
+    mma_16816(acc[2 * np + 1], af, bf[2], bf[3]);
+  }
+}
+
+// A warp's 16 x K operand A (at `a`, row stride lda) as mma fragments, one per k-step: for
+// an operand a kernel multiplies with every chunk (its own tile's rows), loaded once.
+template <int K>
+__device__ __forceinline__ void load_a_frags(uint32_t (&af)[K / 16][4], const bf16* a, int lda,
+                                             int lane) {
+  SR_UNROLL
+  for (int kk = 0; kk < K / 16; ++kk) ldsm_x4(af[kk], a + ldsm_a_row(lane) * lda + kk * 16 + ldsm_a_col(lane));
+}
+
 // acc[16 x N] += A[16 x K] B^T; A at `a` (row stride lda), B stored [N][K] at `b` (ldb).
 template <int K, int N>
 __device__ __forceinline__ void gemm_abt(float (&acc)[N / 8][4], const bf16* a, int lda,
@@ -125,14 +149,17 @@ __device__ __forceinline__ void gemm_abt(float (&acc)[N / 8][4], const bf16* a, 
   for (int kk = 0; kk < K / 16; ++kk) {
     uint32_t af[4];
     ldsm_x4(af, a + ldsm_a_row(lane) * lda + kk * 16 + ldsm_a_col(lane));
-    SR_UNROLL
-    for (int np = 0; np < N / 16; ++np) {
-      uint32_t bf[4];
-      ldsm_x4(bf, b + (np * 16 + ldsm_bn_row(lane)) * ldb + kk * 16 + ldsm_bn_col(lane));
-      mma_16816(acc[2 * np], af, bf[0], bf[1]);
-      mma_16816(acc[2 * np + 1], af, bf[2], bf[3]);
-    }
+    mma_row_bt<N>(acc, af, b + kk * 16, ldb, lane);
   }
+}
+
+// The same with A already in registers (load_a_frags): K/16 fewer ldmatrix per product.
+template <int K, int N>
+__device__ __forceinline__ void gemm_abt(float (&acc)[N / 8][4], const uint32_t (&af)[K / 16][4],
+                                         const bf16* b, int ldb, int lane) {
+  static_assert(K % 16 == 0 && N % 16 == 0, "whole 16x16 blocks");
+  SR_UNROLL
+  for (int kk = 0; kk < K / 16; ++kk) mma_row_bt<N>(acc, af[kk], b + kk * 16, ldb, lane);
 }
 
 // acc[16 x N] += C[16 x K] B; C accumulator tiles in registers (K/8 tiles of 16x8), B stored

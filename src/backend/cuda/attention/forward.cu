@@ -12,7 +12,8 @@ namespace speedrun::cuda::attn {
 
 namespace {
 
-template <int D, int kChunk>
+// kKeepQ: the warp's Q rows stay in registers (plan.h, fwd_keeps_q).
+template <int D, int kChunk, bool kKeepQ>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) {
   constexpr int kLd = smem_ld(D);
   SR_DYNAMIC_SMEM(smem_raw);
@@ -60,6 +61,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
   }
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
   float o[D / 8][4] = {};
+  uint32_t qf[kKeepQ ? D / 16 : 1][4];  // with kKeepQ: this warp's Q, from chunk 0 on
 
   for (int c = 0; c < n; ++c) {
     if (c + 1 < n)
@@ -68,6 +70,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
       cp_async_commit();  // an empty group keeps the wait count uniform
     cp_async_wait<1>();   // Q and chunk c have landed
     __syncthreads();
+    if constexpr (kKeepQ)
+      if (c == 0) load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
     // A partial chunk none of this warp's rows sees adds nothing: skip it (tile_math.h).
     const bool live = tile_sees(ch) &&  // uniform over the block, so every lane votes below
@@ -75,7 +79,10 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
     if (live) {
       const int st = c & 1;
       float s[kChunk / 8][4] = {};
-      gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, sK + st * kChunk * kLd, kLd, lane);
+      if constexpr (kKeepQ)
+        gemm_abt<D, kChunk>(s, qf, sK + st * kChunk * kLd, kLd, lane);
+      else
+        gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, sK + st * kChunk * kLd, kLd, lane);
       SR_UNROLL
       for (int nb = 0; nb < kChunk / 8; ++nb)
         SR_UNROLL
@@ -123,14 +130,14 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
 // The kernel of head dim D with tiling T's chunk (plan.h).
 template <int D, Tiling T>
 cudaError_t prepare() {
-  return cudaFuncSetAttribute(forward_kernel<D, fwd_chunk(D, T)>,
+  return cudaFuncSetAttribute(forward_kernel<D, fwd_chunk(D, T), fwd_keeps_q(D, T)>,
                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem(D, T)));
 }
 
 template <int D, Tiling T>
 cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
   const dim3 grid(unsigned(a.plan.n_q_items) * unsigned(a.H));
-  SR_LAUNCH(grid, kThreads, fwd_smem(D, T), stream, forward_kernel<D, fwd_chunk(D, T)>)(a);
+  SR_LAUNCH(grid, kThreads, fwd_smem(D, T), stream, forward_kernel<D, fwd_chunk(D, T), fwd_keeps_q(D, T)>)(a);
   return cudaGetLastError();
 }
 

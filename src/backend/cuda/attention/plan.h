@@ -39,6 +39,17 @@ constexpr int dq_chunk(int D, Tiling t) {
   return D > 64 ? (t == Tiling::kNarrow ? 16 : 32) : 64;
 }
 constexpr int dkv_chunk(int D, Tiling t) { return dq_chunk(D, t); }
+// Whether the forward kernel holds its warp's 16 rows of Q in registers (as mma fragments,
+// D / 16 x 4 registers) for all its chunks, and the dQ kernel its rows of Q and dO, instead
+// of reading them from shared memory again for every chunk: D / 16 fewer ldmatrix per
+// product, 11% of the forward's and 25% of dQ's at head dim 128. On Hopper, mma.sync's
+// tensor cores outrun shared memory (an ldmatrix.x4 is 512 bytes, 4 cycles of an SM's 128
+// bytes a cycle, against ~1.6 cycles per mma), so these reads bound the kernels. Only where
+// the kernel runs one CTA per SM anyway (by its registers or shared memory), so that the
+// registers cost no occupancy: the forward and dQ of the wide tiling at head dim 128, and
+// dQ at head dim 64. dK/dV, at 221-246 registers, has no room for its K and V.
+constexpr bool fwd_keeps_q(int D, Tiling t) { return D > 64 && t == Tiling::kWide; }
+constexpr bool dq_keeps_q(int D, Tiling t) { return D <= 64 || t == Tiling::kWide; }
 // Q tile + (K, V) x 2 stages.
 constexpr size_t fwd_smem(int D, Tiling t) {
   return size_t(kTile + 4 * fwd_chunk(D, t)) * smem_ld(D) * 2;

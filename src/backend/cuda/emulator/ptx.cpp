@@ -10,6 +10,7 @@ namespace speedrun::cuda::emu {
 namespace {
 
 std::atomic<uint64_t> g_mma_count{0};
+std::atomic<uint64_t> g_ldmatrix_count{0};
 
 uint16_t half_of(uint32_t w, int hi) { return uint16_t(hi ? w >> 16 : w & 0xffffu); }
 float bf16_value(uint16_t b) { return math::bf16_to_f32(b); }
@@ -20,6 +21,7 @@ struct LdmIn {
 
 template <bool Trans>
 void ldmatrix_fn(const unsigned char* ins, unsigned char* outs, const void*) {
+  g_ldmatrix_count.fetch_add(1, std::memory_order_relaxed);
   const LdmIn* in = reinterpret_cast<const LdmIn*>(ins);
   uint32_t* out = reinterpret_cast<uint32_t*>(outs);
   for (int lane = 0; lane < 32; ++lane)
@@ -98,5 +100,6 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint3
 }
 
 uint64_t mma_count() { return g_mma_count.load(std::memory_order_relaxed); }
+uint64_t ldmatrix_count() { return g_ldmatrix_count.load(std::memory_order_relaxed); }
 
 }  // namespace speedrun::cuda::emu

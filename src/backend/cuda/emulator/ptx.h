@@ -23,5 +23,9 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint3
 // lane), as a profiler's tensor-pipe instruction count: the tests read it to check the work
 // a kernel does, not only its results.
 uint64_t mma_count();
+// ldmatrix.x4 instructions (either form) executed by warps so far, one per warp: the
+// shared-memory reads that feed the tensor cores (512 bytes each), which bound these
+// kernels on a GPU where the tensor cores outrun shared memory.
+uint64_t ldmatrix_count();
 
 }  // namespace speedrun::cuda::emu
