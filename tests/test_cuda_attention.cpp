@@ -262,8 +262,8 @@ TEST_F(CudaAttention, PlansQueuedWithoutAWaitKeepTheirOwnWorkLists) {
 // The mma.sync instructions the kernels issue per (item, chunk, warp) of work, from
 // common.cuh's products: gemm_abt<K, N> and gemm_cb<K, N> issue K/16 * N/8 each; and the
 // ldmatrix.x4 that feed them: N/16 per k-step for B, and for A in gemm_abt K/16 per product
-// unless the kernel holds A in registers (plan.h's fwd_keeps_q, dq_keeps_q: K/16 once per
-// warp and item).
+// unless the kernel holds A in registers (dQ, and the forward where plan.h's fwd_keeps_q:
+// K/16 once per warp and item).
 struct MmaCount {
   uint64_t forward = 0, backward = 0, unskipped_forward = 0, unskipped_backward = 0;
   uint64_t ldsm_forward = 0, ldsm_backward = 0;
@@ -278,11 +278,11 @@ MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D, cud
   const uint64_t per_fwd = 2 * uint64_t(D / 16) * uint64_t(fc / 8);  // S = Q K^T, O += P V
   const uint64_t per_dq = 3 * uint64_t(D / 16) * uint64_t(qc / 8);   // S, dP, dQ += dS K
   const uint64_t per_dkv = 4 * uint64_t(D / 16) * uint64_t(kc / 8);  // S^T, dP^T, dV, dK
-  const bool keep_q = cuda::attn::fwd_keeps_q(D, tl), keep_q_do = cuda::attn::dq_keeps_q(D, tl);
+  const bool keep_q = cuda::attn::fwd_keeps_q(D);
   const uint64_t k16 = uint64_t(D / 16);
   // Per live chunk and warp: B of S (and dP) and of the gemm_cb products, A where re-read.
   const uint64_t ldsm_fwd = 2 * k16 * uint64_t(fc / 16) + (keep_q ? 0 : k16);
-  const uint64_t ldsm_dq = 3 * k16 * uint64_t(qc / 16) + (keep_q_do ? 0 : 2 * k16);
+  const uint64_t ldsm_dq = 3 * k16 * uint64_t(qc / 16);
   const uint64_t ldsm_dkv = 4 * k16 * uint64_t(kc / 16) + 2 * k16;
   MmaCount n;
   for (const BlockMask& m : masks) {
@@ -297,7 +297,7 @@ MmaCount expected_mma(const std::vector<BlockMask>& masks, int64_t H, int D, cud
     for (int64_t qb = 0; qb < m.num_blocks(); ++qb) {
       if (m.q_ptr[size_t(qb) + 1] > m.q_ptr[size_t(qb)]) {  // A held in registers: loaded once
         n.ldsm_forward += cuda::attn::kWarps * (keep_q ? k16 : 0);
-        n.ldsm_backward += cuda::attn::kWarps * (keep_q_do ? 2 * k16 : 0);
+        n.ldsm_backward += cuda::attn::kWarps * 2 * k16;
       }
       for (int32_t e = m.q_ptr[size_t(qb)]; e < m.q_ptr[size_t(qb) + 1]; ++e) {
         const int64_t kb = m.q_kv[size_t(e)];

@@ -148,8 +148,7 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
                 static_cast<bf16*>(a.dk) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
 }
 
-// kKeepQ: the warp's rows of Q and dO stay in registers (plan.h, dq_keeps_q).
-template <int D, int kChunk, bool kKeepQ>
+template <int D, int kChunk>
 __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   constexpr int kLd = smem_ld(D);
   SR_DYNAMIC_SMEM(smem_raw);
@@ -213,7 +212,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
     if (c_row(lane, 2) == r) delta[1] = s;
   }
   float dq[D / 8][4] = {};
-  uint32_t qf[kKeepQ ? D / 16 : 1][4], gf[kKeepQ ? D / 16 : 1][4];  // Q, dO from chunk 0 on
+  uint32_t qf[D / 16][4], gf[D / 16][4];  // this warp's Q and dO, from chunk 0 on (plan.h)
 
   for (int c = 0; c < n; ++c) {
     if (c + 1 < n)
@@ -222,11 +221,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
       cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if constexpr (kKeepQ)
-      if (c == 0) {
-        load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
-        load_a_frags<D>(gf, sdO + warp * 16 * kLd, kLd, lane);
-      }
+    if (c == 0) {
+      load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
+      load_a_frags<D>(gf, sdO + warp * 16 * kLd, kLd, lane);
+    }
     const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
     // A partial chunk none of this warp's rows sees adds nothing: skip it.
     const bool live = tile_sees(ch) &&  // uniform over the block, so every lane votes below
@@ -235,13 +233,8 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
       const int st = c & 1;
       const bf16* kc = sK + st * kChunk * kLd;
       float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
-      if constexpr (kKeepQ) {
-        gemm_abt<D, kChunk>(s, qf, kc, kLd, lane);
-        gemm_abt<D, kChunk>(dp, gf, sV + st * kChunk * kLd, kLd, lane);
-      } else {
-        gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, kc, kLd, lane);
-        gemm_abt<D, kChunk>(dp, sdO + warp * 16 * kLd, kLd, sV + st * kChunk * kLd, kLd, lane);
-      }
+      gemm_abt<D, kChunk>(s, qf, kc, kLd, lane);
+      gemm_abt<D, kChunk>(dp, gf, sV + st * kChunk * kLd, kLd, lane);
       SR_UNROLL
       for (int nb = 0; nb < kChunk / 8; ++nb)
         SR_UNROLL
@@ -269,7 +262,7 @@ template <int D, Tiling T>
 cudaError_t launch(const BackwardArgs& a, cudaStream_t stream) {
   // dq_kernel first: it writes the D that dkv_kernel reads.
   SR_LAUNCH(dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_smem(D, T), stream,
-            dq_kernel<D, dq_chunk(D, T), dq_keeps_q(D, T)>)(a);
+            dq_kernel<D, dq_chunk(D, T)>)(a);
   cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
   SR_LAUNCH(dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_smem(D, T), stream,
@@ -283,7 +276,7 @@ cudaError_t prepare() {
                                        cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        int(dkv_smem(D, T)));
   if (e != cudaSuccess) return e;
-  return cudaFuncSetAttribute(dq_kernel<D, dq_chunk(D, T), dq_keeps_q(D, T)>,
+  return cudaFuncSetAttribute(dq_kernel<D, dq_chunk(D, T)>,
                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(dq_smem(D, T)));
 }
 

@@ -12,10 +12,10 @@ namespace speedrun::cuda::attn {
 
 namespace {
 
-// kKeepQ: the warp's Q rows stay in registers (plan.h, fwd_keeps_q).
-template <int D, int kChunk, bool kKeepQ>
+template <int D, int kChunk>
 __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) {
   constexpr int kLd = smem_ld(D);
+  constexpr bool kKeepQ = fwd_keeps_q(D);  // the warp's Q rows stay in registers (plan.h)
   SR_DYNAMIC_SMEM(smem_raw);
   bf16* sQ = reinterpret_cast<bf16*>(smem_raw);  // [kTile][kLd]
   bf16* sK = sQ + kTile * kLd;                     // [2][kChunk][kLd]
@@ -130,14 +130,14 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
 // The kernel of head dim D with tiling T's chunk (plan.h).
 template <int D, Tiling T>
 cudaError_t prepare() {
-  return cudaFuncSetAttribute(forward_kernel<D, fwd_chunk(D, T), fwd_keeps_q(D, T)>,
+  return cudaFuncSetAttribute(forward_kernel<D, fwd_chunk(D, T)>,
                               cudaFuncAttributeMaxDynamicSharedMemorySize, int(fwd_smem(D, T)));
 }
 
 template <int D, Tiling T>
 cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
   const dim3 grid(unsigned(a.plan.n_q_items) * unsigned(a.H));
-  SR_LAUNCH(grid, kThreads, fwd_smem(D, T), stream, forward_kernel<D, fwd_chunk(D, T), fwd_keeps_q(D, T)>)(a);
+  SR_LAUNCH(grid, kThreads, fwd_smem(D, T), stream, forward_kernel<D, fwd_chunk(D, T)>)(a);
   return cudaGetLastError();
 }
 

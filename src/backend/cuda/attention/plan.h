@@ -40,16 +40,16 @@ constexpr int dq_chunk(int D, Tiling t) {
 }
 constexpr int dkv_chunk(int D, Tiling t) { return dq_chunk(D, t); }
 // Whether the forward kernel holds its warp's 16 rows of Q in registers (as mma fragments,
-// D / 16 x 4 registers) for all its chunks, and the dQ kernel its rows of Q and dO, instead
-// of reading them from shared memory again for every chunk: D / 16 fewer ldmatrix per
-// product, 11% of the forward's and 25% of dQ's at head dim 128. On Hopper, mma.sync's
-// tensor cores outrun shared memory (an ldmatrix.x4 is 512 bytes, 4 cycles of an SM's 128
-// bytes a cycle, against ~1.6 cycles per mma), so these reads bound the kernels. Only where
-// the kernel runs one CTA per SM anyway (by its registers or shared memory), so that the
-// registers cost no occupancy: the forward and dQ of the wide tiling at head dim 128, and
-// dQ at head dim 64. dK/dV, at 221-246 registers, has no room for its K and V.
-constexpr bool fwd_keeps_q(int D, Tiling t) { return D > 64 && t == Tiling::kWide; }
-constexpr bool dq_keeps_q(int D, Tiling t) { return D <= 64 || t == Tiling::kWide; }
+// D / 16 x 4 registers) for all its chunks, instead of reading them from shared memory
+// again for every chunk: D / 16 fewer ldmatrix per S = Q K^T. The dQ kernel always does so
+// with its rows of Q and dO. On Hopper and Ampere, mma.sync's tensor cores outrun shared
+// memory (an ldmatrix.x4 is 512 bytes, 4 cycles of an SM's 128 bytes a cycle, against 2
+// cycles per mma on an A100), so these reads bound the kernels. Worth it where the kernel
+// runs one CTA per SM anyway, so that the registers cost no occupancy: at head dim 128, the
+// wide tiling by its registers and shared memory, the narrow one on the GPUs that take it
+// (~100 KB of shared memory per SM, one CTA); dQ at both head dims. The head-dim-64 forward
+// (127 registers) runs two CTAs per SM on A100 and Hopper and keeps re-reading Q.
+constexpr bool fwd_keeps_q(int D) { return D > 64; }
 // Q tile + (K, V) x 2 stages.
 constexpr size_t fwd_smem(int D, Tiling t) {
   return size_t(kTile + 4 * fwd_chunk(D, t)) * smem_ld(D) * 2;
