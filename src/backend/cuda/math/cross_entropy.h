@@ -3,9 +3,9 @@
 // gradient grad_scale * (softmax(z) - onehot) * (1 - tanh^2). The kernel keeps an online
 // (max, sum) per thread and merges them; softcap_ce_row() applies the same functions to a
 // row in order, for the host test.
-// The GPU's kernel is bound by its instructions, not its bytes (two passes over the V =
-// 50,304 logits of a row, each a tanh and an exp per logit), so the math is written for few
-// of them: logits are kept in base 2, t = z * log2(e) = th * (cap * log2(e)), so an exp is
+// On a GPU the kernel's instructions cost as much as its bytes (two passes over the V =
+// 50,304 logits of a row, each a tanh and an exp per logit; bench/head_sass.sh counts
+// them), so the math is written for few of them: logits are kept in base 2, t = z * log2(e) = th * (cap * log2(e)), so an exp is
 // one MUFU.EX2 (math/exp2.h), and l / cap is l * (1 / cap) (a multiply; a correctly
 // rounded fp32 division is ~10 instructions). Each moves a result by about an fp32 ulp of
 // its operand, far inside the bf16 rounding of the logits themselves.
