@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 command -v "$NVCC" >/dev/null || { echo "head_sass: no nvcc ($NVCC)" >&2; exit 2; }
+command -v readelf >/dev/null || { echo "head_sass: no readelf (apt-get install binutils)" >&2; exit 2; }
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(90a 80)
 work=$(mktemp -d)
