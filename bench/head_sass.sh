@@ -3,8 +3,8 @@
 # counted without a GPU: its two passes (the loss's online softmax; the gradient) are
 # compiled as loops of 8 and of 16 logits per iteration, and the difference of the kernels'
 # machine code (.text sections, 16 bytes per instruction on sm_70 and later) over 8 is what
-# one more logit costs. That kernel is bound by these instructions at the record's
-# vocabulary (docs/PERFORMANCE.md): compare two commits with this script.
+# one more logit costs. At the record's vocabulary these instructions cost that kernel as
+# much as its bytes do (docs/PERFORMANCE.md): compare two commits with this script.
 #
 #   bench/head_sass.sh [ARCH ...]      # default: 90a 80
 set -euo pipefail
@@ -48,8 +48,8 @@ template __global__ void loss_pass<16>(const float*, float*, float, int);
 template __global__ void grad_pass<8>(float*, float, int, SoftmaxState, float, int);
 template __global__ void grad_pass<16>(float*, float, int, SoftmaxState, float, int);
 CU
-# size KERNEL CUBIN: instructions in the kernel's .text section.
-size() {
+# text_instructions KERNEL CUBIN: instructions in the kernel's .text section.
+text_instructions() {
   readelf -SW "$2" 2>/dev/null | awk -v k="$1" '$0 ~ "\\.text\\..*" k {
       for (i = 1; i <= NF; ++i) if ($i ~ /^\.text\./) { print $(i + 4); exit } }' |
     { read -r hex; echo $((16#$hex / 16)); }
@@ -59,7 +59,7 @@ echo "|---|---|---|---|"
 for a in "${archs[@]}"; do
   "$NVCC" -O3 -std=c++20 -Isrc -gencode="arch=compute_$a,code=sm_$a" -cubin "$work/h.cu" \
     -o "$work/h_$a.cubin"
-  f=$(( ($(size loss_passILi16 "$work/h_$a.cubin") - $(size loss_passILi8 "$work/h_$a.cubin")) / 8 ))
-  b=$(( ($(size grad_passILi16 "$work/h_$a.cubin") - $(size grad_passILi8 "$work/h_$a.cubin")) / 8 ))
+  f=$(( ($(text_instructions loss_passILi16 "$work/h_$a.cubin") - $(text_instructions loss_passILi8 "$work/h_$a.cubin")) / 8 ))
+  b=$(( ($(text_instructions grad_passILi16 "$work/h_$a.cubin") - $(text_instructions grad_passILi8 "$work/h_$a.cubin")) / 8 ))
   echo "| sm_$a | $f | $b | $((f + b)) |"
 done
