@@ -2,7 +2,9 @@
 // The cost should follow the number of tiles the mask lists (~T/tile * (window/tile + 1)),
 // i.e. T * window, not T^2: the ns/(T*window) column stays flat while T or window grow
 // (it rises only when window ~ tile, where the diagonal tiles dominate). Prints a table.
-//   bench_attention [--quick]     (--quick: fewer and smaller cases, for smoke runs)
+// --tiles times the same kernels with masks of 32-, 64- and 128-token tiles over a range of
+// windows, beside the tile the CPU backend picks for each (CpuBackend::attention_tile).
+//   bench_attention [--quick] [--tiles]   (--quick: fewer and smaller cases, for smoke runs)
 #include <omp.h>
 
 #include <algorithm>
@@ -17,6 +19,7 @@
 #include "backend/block_mask.h"
 #include "backend/cpu/attention/backward.h"
 #include "backend/cpu/attention/forward.h"
+#include "backend/cpu/cpu_backend.h"
 
 namespace {
 
@@ -37,9 +40,14 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-void run(const Case& c, int reps) {
+struct Timing {
+  double fwd_ms, bwd_ms, cpu_ms;  // best of the reps: wall time of each pass, CPU time of both
+  int64_t blocks, full;           // tiles the mask lists per head; of them without a mask test
+};
+
+Timing time_case(const Case& c, int reps, int64_t tile) {
   using namespace speedrun;
-  const int64_t B = 1, tile = 128, n = B * c.T * c.H * c.D;
+  const int64_t B = 1, n = B * c.T * c.H * c.D;
   std::mt19937_64 rng(uint64_t(c.T * 31 + c.window));
   std::vector<int32_t> tokens(static_cast<size_t>(c.T));
   std::uniform_int_distribution<int32_t> id(0, 50000);
@@ -75,23 +83,70 @@ void run(const Case& c, int reps) {
       cpu = std::min(cpu, used);
     }
   }
-  const int64_t blocks = int64_t(mask.q_kv.size());
-  const double total_ms = 1e3 * (fwd + bwd);
+  return {1e3 * fwd, 1e3 * bwd, 1e3 * cpu, int64_t(mask.q_kv.size()), mask.count_full()};
+}
+
+void run(const Case& c, int reps) {
+  const int64_t tile = 128;
+  const Timing t = time_case(c, reps, tile);
+  const double total_ms = t.fwd_ms + t.bwd_ms;
   // Matmul work over whole listed tiles: forward QK^T and PV, backward QK^T, dO V^T, P^T dO,
   // dS^T Q, dS K (one pass); 2 flops per multiply-add.
-  const double tile_flops = 2.0 * double(tile * tile * c.D) * double(c.H * blocks);
+  const double tile_flops = 2.0 * double(tile * tile * c.D) * double(c.H * t.blocks);
   const double tw = double(c.T) * double(std::min(c.window, c.T));
   std::printf("%6lld %6lld %7s %2lld %4lld %7lld %5lld %8.1f %8.1f %9.1f %8.1f %11.1f %10.1f\n",
               (long long)c.T, (long long)c.window, c.docs ? "random" : "single", (long long)c.H,
-              (long long)c.D, (long long)blocks, (long long)mask.count_full(), 1e3 * fwd, 1e3 * bwd,
-              total_ms, 1e3 * cpu, 1e6 * total_ms / tw, tile_flops * 7 / cpu / 1e9);
+              (long long)c.D, (long long)t.blocks, (long long)t.full, t.fwd_ms, t.bwd_ms, total_ms,
+              t.cpu_ms, 1e6 * total_ms / tw, tile_flops * 7 / (t.cpu_ms * 1e-3) / 1e9);
   std::fflush(stdout);
+}
+
+// Forward + backward wall time per tile edge, random documents, for head dims 64 and 128.
+void tiles(bool quick) {
+  const int reps = quick ? 1 : 2;
+  const int64_t T = quick ? 2048 : 8192, H = 2;
+  const speedrun::CpuBackend cpu;
+  std::printf("CPU block-sparse attention by tile edge: fwd + bwd wall ms, fp32, B=1, T=%lld, "
+              "H=%lld, random documents (mean 1024 tokens), %d threads; best of %d runs\n"
+              "backend: the CPU backend's tile for the window; ratio: its time over tile 128's\n\n",
+              (long long)T, (long long)H, omp_get_max_threads(), reps);
+  std::printf("%4s %6s %9s %9s %9s %8s %6s\n", "D", "window", "tile 32", "tile 64", "tile 128",
+              "backend", "ratio");
+  for (int64_t D : {64, 128})
+    for (int64_t w : {32, 64, 128, 256, 512, 1024, 1792}) {
+      const Case c{T, w, H, D, true};
+      double ms[3];
+      int i = 0;
+      for (int64_t tile : {32, 64, 128}) {
+        const Timing t = time_case(c, reps, tile);
+        ms[i++] = t.fwd_ms + t.bwd_ms;
+      }
+      const int64_t own = cpu.attention_tile(w);
+      const double own_ms = own == 32 ? ms[0] : own == 64 ? ms[1] : own == 128 ? ms[2] : NAN;
+      std::printf("%4lld %6lld %9.1f %9.1f %9.1f %8lld %6.2f\n", (long long)D, (long long)w,
+                  ms[0], ms[1], ms[2], (long long)own, own_ms / ms[2]);
+      std::fflush(stdout);
+    }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, by_tile = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--tiles") == 0) {
+      by_tile = true;
+    } else {
+      std::fprintf(stderr, "bench_attention: unknown argument %s (takes --quick, --tiles)\n", argv[i]);
+      return 2;
+    }
+  }
+  if (by_tile) {
+    tiles(quick);
+    return 0;
+  }
   std::printf("CPU block-sparse attention, fp32, B=1, tile 128, %d threads; best of %d runs\n",
               omp_get_max_threads(), quick ? 1 : 2);
   std::printf(

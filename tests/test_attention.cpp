@@ -371,7 +371,7 @@ TEST(AttentionCpu, ExpMatchesLibm) {
 
 TEST(AttentionCpu, ForwardMatchesNaiveDense) {
   for (int64_t D : {8, 16}) {
-    for (int64_t tile : {64, 128}) {
+    for (int64_t tile : {32, 64, 128}) {
       for (int64_t window : {1, 64, 100, 300}) {
         const Problem p = make_problem(2, 257, 3, D, window, tile, 100 + uint64_t(D + tile + window));
         std::vector<double> out, lse;
@@ -451,7 +451,7 @@ TEST(AttentionCpu, BackwardMatchesFiniteDifferences) {
 TEST(AttentionCpu, BackwardMatchesNaiveDense) {
   using cpu::attn::BackwardSchedule;
   for (int64_t D : {8, 16}) {
-    for (int64_t tile : {64, 128}) {
+    for (int64_t tile : {32, 64, 128}) {
       for (int64_t window : {1, 100, 300}) {
         const Problem p = make_problem(2, 257, 3, D, window, tile, 300 + uint64_t(D + tile + window));
         const auto dout = random_vec(p.size(), 900 + uint64_t(window));

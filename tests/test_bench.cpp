@@ -131,7 +131,7 @@ TEST(TimingBackend, CountsTheStepsFlopsExactly) {
   // Attention: the masks' visible pairs, 4 D per pair per head forward, 10 D backward.
   int64_t pairs = 0;
   for (int64_t b = 0; b < B; ++b)
-    pairs += pairs_by_definition(build_block_mask(x.data() + b * T, T, c.eot, window, c.attn_tile));
+    pairs += pairs_by_definition(build_block_mask(x.data() + b * T, T, c.eot, window, 128));
   const OpStat* af = find(be.stats(), "fwd+bwd", "attention_forward");
   const OpStat* ab = find(be.stats(), "fwd+bwd", "attention_backward");
   ASSERT_NE(af, nullptr);

@@ -259,6 +259,49 @@ TEST(Model, TheHeadsChunkSizeChangesNoResult) {
   EXPECT_THROW(GPT(be, p, B, T, -1), Error);
 }
 
+TEST(Model, MasksTakeTheBackendsTileUnlessTheConfigNamesOne) {
+  // attn_tile 0 builds each window's masks with the backend's tile (the CPU's: 32 up to
+  // window 64, 64 up to 256, else 128), a positive attn_tile forces it; the tile decides which masked pairs
+  // are computed, never which pairs are visible, so every tile gives the same loss and
+  // gradients up to the order of sums.
+  CpuBackend be;
+  GPTConfig cfg = micro_gpt();
+  const int64_t B = 2, T = 150;
+  std::vector<int32_t> x, y;
+  batch_with_documents(B, T, cfg, x, y, 9);
+  auto run = [&](int64_t tile, int64_t window, int64_t expect_tile) {
+    cfg.attn_tile = tile;
+    Parameters p(be, cfg, DType::F64);
+    randomize(p, 23);
+    GPT model(be, p, B, T);
+    const double loss = model.forward_backward(x.data(), y.data(), window);
+    for (const BlockMask& m : model.masks()) EXPECT_EQ(m.tile, expect_tile) << window;
+    std::vector<double> g;
+    for (int i = 0; i < p.count(); ++i) {
+      const auto gi = be.to_host_f64(p.grad(i));
+      g.insert(g.end(), gi.begin(), gi.end());
+    }
+    return std::make_pair(loss, g);
+  };
+  for (int64_t window : {int64_t(20), int64_t(64), int64_t(65), int64_t(140), int64_t(300)}) {
+    const auto chosen = run(0, window, be.attention_tile(window));
+    for (int64_t tile : {int64_t(1), int64_t(16), int64_t(128)}) {
+      const auto forced = run(tile, window, tile);
+      EXPECT_NEAR(forced.first, chosen.first, 1e-13) << "window " << window << " tile " << tile;
+      ASSERT_EQ(forced.second.size(), chosen.second.size());
+      for (size_t k = 0; k < chosen.second.size(); ++k)
+        ASSERT_NEAR(forced.second[k], chosen.second[k], 1e-12)
+            << "window " << window << " tile " << tile << " gradient element " << k;
+    }
+  }
+  EXPECT_EQ(be.attention_tile(64), 32);
+  EXPECT_EQ(be.attention_tile(65), 64);
+  EXPECT_EQ(be.attention_tile(256), 64);
+  EXPECT_EQ(be.attention_tile(257), 128);
+  cfg.attn_tile = -1;
+  EXPECT_THROW(cfg.validate(), Error);
+}
+
 namespace {
 
 // A device tensor of `dtype` holding `values` (owned by the test's backend until released).

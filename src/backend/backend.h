@@ -111,6 +111,13 @@ class Backend {
   // gradient, so a chunk too small pays that traffic many times; one too large holds
   // logits the size of the whole batch.
   virtual int64_t head_chunk_logits() const { return int64_t(1) << 25; }
+  // The tile edge (tokens) of the block masks this backend's attention takes best at this
+  // window; the model builds its masks with it unless its config names one
+  // (GPTConfig::attn_tile). The tile decides only which pairs are computed and then masked,
+  // never which are visible: a mask lists every tile holding a visible pair, so a small
+  // window wastes most of a large tile (a 128-token query tile at window 64 computes about
+  // four times its visible pairs), while a small tile makes small products.
+  virtual int64_t attention_tile(int64_t window) const { return 128; }
 
   // ---- host-side helpers (synchronising; for checkpoints, tests and sampling) ----------
   // The tensor's values in double on the host; a tensor from double host values. Both

@@ -17,7 +17,8 @@ void GPTConfig::validate() const {
   check(vocab >= 2, "model: vocabulary of ", vocab, " rows: must be >= 2");
   check(eot >= 0 && eot < vocab, "model: EOT id ", eot, " is outside the vocabulary [0, ",
         vocab, ")");
-  check(attn_tile >= 1, "model: attention tile ", attn_tile, ": must be >= 1");
+  check(attn_tile >= 0, "model: attention tile ", attn_tile,
+        ": must be >= 1, or 0 for the backend's choice");
   check(softcap > 0, "model: softcap ", softcap, ": must be > 0");
 }
 

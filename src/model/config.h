@@ -26,7 +26,10 @@ struct GPTConfig {
   int32_t eot = kGpt2Eot;            // document delimiter token id
   double rope_base = 10000.0;
   double softcap = 30.0;
-  int64_t attn_tile = 128; // block-mask tile edge in tokens
+  // Block-mask tile edge in tokens; 0: the backend's choice for each window
+  // (Backend::attention_tile). The tile changes which masked pairs are computed, not which
+  // pairs are visible: results differ only in the order of fp32 sums.
+  int64_t attn_tile = 0;
 
   int64_t width() const { return heads * head_dim; }
   int64_t hidden() const { return 4 * width(); }

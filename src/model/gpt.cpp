@@ -101,6 +101,10 @@ Coef GPT::skip_coef(int64_t l) const {
   return Coef::param(p_.c.skip_weights.element(i), p_.g.skip_weights.element(i));
 }
 
+int64_t mask_tile(const GPTConfig& cfg, const Backend& be, int64_t window) {
+  return cfg.attn_tile > 0 ? cfg.attn_tile : be.attention_tile(window);
+}
+
 void GPT::prepare(const int32_t* x, const int32_t* y, int64_t window) {
   check(window >= 1, "GPT: attention window must be >= 1, got ", window);
   for (int64_t n = 0; n < N_; ++n) {
@@ -112,8 +116,9 @@ void GPT::prepare(const int32_t* x, const int32_t* y, int64_t window) {
   be_.upload(tokens_, x);
   be_.upload(targets_, y);
   masks_.resize(B_);
+  const int64_t tile = mask_tile(cfg_, be_, window);
   for (int64_t b = 0; b < B_; ++b)
-    masks_[b] = build_block_mask(x + b * T_, T_, cfg_.eot, window, cfg_.attn_tile);
+    masks_[b] = build_block_mask(x + b * T_, T_, cfg_.eot, window, tile);
 }
 
 void GPT::train_micro_batch(const int32_t* x, const int32_t* y, int64_t window,

@@ -23,6 +23,10 @@
 
 namespace speedrun {
 
+// The tile edge of the block masks for this window: the config's attn_tile, or where that is
+// 0 the backend's (Backend::attention_tile).
+int64_t mask_tile(const GPTConfig& cfg, const Backend& be, int64_t window);
+
 class GPT {
  public:
   // Plans and allocates the activations for micro-batches of B sequences of T tokens. The

@@ -414,7 +414,7 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
     int64_t pairs = 0;
     for (int64_t b = 0; b < r.batch; ++b)
       pairs += visible_pairs(
-          build_block_mask(x.data() + b * r.seq_len, r.seq_len, mc.eot, window, mc.attn_tile));
+          build_block_mask(x.data() + b * r.seq_len, r.seq_len, mc.eot, window, mask_tile(mc, be, window)));
     w.attention_pairs = pairs;
     for (const OpRow& row : w.ops)
       if (row.phase == kMicro && (row.op == "matmul" || row.op == "matmul_add"))

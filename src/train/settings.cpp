@@ -42,8 +42,8 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
   v(S{.key = "rope-base", .help = "rotary base", .range = above(0), .flag = false},
     m.rope_base);
   v(S{.key = "softcap", .help = "logit softcap", .range = above(0), .flag = false}, m.softcap);
-  v(S{.key = "attn-tile", .help = "block-mask tile edge", .unit = "tokens",
-      .range = at_least(1), .flag = false},
+  v(S{.key = "attn-tile", .help = "block-mask tile edge (0: the backend's for each window)",
+      .unit = "tokens", .range = at_least(0), .flag = false},
     m.attn_tile);
   // The batch.
   v(S{.key = "seq-len", .help = "tokens per sequence (T)", .unit = "tokens",

@@ -71,6 +71,7 @@ class TimingBackend final : public Backend {
     return be_.preferred_micro_batch_tokens();
   }
   int64_t head_chunk_logits() const override { return be_.head_chunk_logits(); }
+  int64_t attention_tile(int64_t window) const override { return be_.attention_tile(window); }
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;

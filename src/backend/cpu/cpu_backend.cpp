@@ -74,6 +74,10 @@ void CpuBackend::set_threads(int threads) {
   }
 }
 
+int64_t CpuBackend::attention_tile(int64_t window) const {
+  return window <= 64 ? 32 : window <= 256 ? 64 : 128;
+}
+
 std::string CpuBackend::numerics() const {
   const int n = omp_get_max_threads();
   return "cpu, " + std::to_string(n) + (n == 1 ? " thread" : " threads");

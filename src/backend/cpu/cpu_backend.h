@@ -26,6 +26,12 @@ class CpuBackend final : public Backend {
   void fill(Tensor t, double value) override;
   void convert(Tensor dst, const Tensor& src) override;
   void sum_into(Tensor acc, const Tensor& t) override;
+  // 32 up to window 64, 64 up to 256, else 128: each tile's products run through OpenBLAS,
+  // which does more per call on larger ones, so the best tile trades its products' size
+  // against the masked pairs a large tile computes. `build/bench_attention --tiles`
+  // (docs/PERFORMANCE.md): at windows 32-64 tile 32 takes 0.4-0.7x the time of 128, at 128
+  // tile 64 0.8-0.9x; from 512 up 64 and 128 are within the machine's noise of each other.
+  int64_t attention_tile(int64_t window) const override;
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;

@@ -82,6 +82,10 @@ class CudaBackend final : public Backend {
   // One 64K-token sequence per micro-batch: the record's per-GPU batch.
   int64_t preferred_micro_batch_tokens() const override { return 65536; }
   int64_t head_chunk_logits() const override { return kHeadChunkLogits; }
+  // The kernels walk 128-token tiles (attention/tile_math.h) and skip, per warp, the
+  // 16-row chunks of a partial tile that see nothing, so a small window costs them less
+  // than whole tiles would.
+  int64_t attention_tile(int64_t) const override { return attn::kTile; }
 
   void matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,
               bool accumulate) override;
