@@ -52,7 +52,7 @@ PlanLayout plan_layout(const char* op, const std::vector<BlockMask>& masks) {
           L.T, "; all sequences of a call have one length");
     check(m.tile == kTile, op, ": mask of sequence ", b, " has ", m.tile,
           "-token tiles; the CUDA kernels walk ", kTile, "-token tiles: build the masks with tile ",
-          kTile, " (the model's attn-tile)");
+          kTile, " (the model's attn-tile 0 takes the backend's)");
     const int64_t nb = m.num_blocks();
     const size_t nnz = m.q_kv.size();
     const bool ok = m.window >= 1 && int64_t(m.doc.size()) == m.T &&
