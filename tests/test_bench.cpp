@@ -356,6 +356,8 @@ TEST(Benchmark, StepFlopsOfTheTinyPreset) {
   }
   // A wider window sees more pairs.
   EXPECT_GT(r.windows[1].attention_pairs, r.windows[0].attention_pairs);
+  // The masks are the backend's for each window, as the trainer's.
+  for (const WindowBench& w : r.windows) EXPECT_EQ(w.attention_tile, be->attention_tile(w.window));
 }
 
 TEST(BenchCommand, WritesJsonWithEveryField) {
@@ -387,6 +389,9 @@ TEST(BenchCommand, WritesJsonWithEveryField) {
   ASSERT_EQ(j["windows"].size(), 2u);
   EXPECT_EQ(j["windows"][0]["window"], 64);
   EXPECT_EQ(j["windows"][1]["window"], 512);
+  EXPECT_EQ(j["windows"][0]["step"]["attention_tile"], 32);  // the CPU's at window 64
+  EXPECT_EQ(j["windows"][1]["step"]["attention_tile"], 128);
+  EXPECT_NE(r.out.find("window 64 (masks of 32-token tiles)"), std::string::npos) << r.out;
   for (const auto& w : j["windows"]) {
     for (const char* k : {"fwd_bwd_ms", "optimizer_ms", "step_ms", "tokens_per_s", "model_flops",
                           "matmul_flops", "attention_flops", "attention_pairs", "mfu", "floor_ms"})

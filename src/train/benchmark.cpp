@@ -412,9 +412,10 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
     // The step's model FLOPs: matmuls as counted in the table (the same in every
     // micro-batch), attention from every micro-batch's masks.
     int64_t pairs = 0;
+    w.attention_tile = mask_tile(mc, be, window);
     for (int64_t b = 0; b < r.batch; ++b)
-      pairs += visible_pairs(
-          build_block_mask(x.data() + b * r.seq_len, r.seq_len, mc.eot, window, mask_tile(mc, be, window)));
+      pairs += visible_pairs(build_block_mask(x.data() + b * r.seq_len, r.seq_len, mc.eot, window,
+                                              w.attention_tile));
     w.attention_pairs = pairs;
     for (const OpRow& row : w.ops)
       if (row.phase == kMicro && (row.op == "matmul" || row.op == "matmul_add"))

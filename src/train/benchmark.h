@@ -78,6 +78,7 @@ struct OpRow {
 struct WindowBench {
   int64_t window = 0;
   int64_t attention_pairs = 0;  // visible (query, key) pairs in one step (all micro-batches)
+  int64_t attention_tile = 0;   // the masks' tile edge in tokens (the backend's at this window)
   std::vector<OpRow> ops;
   double serial_step_ms = 0;    // the per-op table's total (micro-batch rows x K)
   // The real step: medians over reps.

@@ -80,8 +80,9 @@ std::string format_bench(const BenchResult& r) {
   line(fmt::format("peak memory: {:.1f} MiB ({})", r.peak_bytes / (1 << 20), r.peak_kind));
   for (const WindowBench& w : r.windows) {
     line("");
-    line(fmt::format("window {}: per op, one micro-batch (x{} in a step) and one optimizer step.",
-                     w.window, r.micro_batches));
+    line(fmt::format("window {} (masks of {}-token tiles): per op, one micro-batch (x{} in a "
+                     "step) and one optimizer step.",
+                     w.window, w.attention_tile, r.micro_batches));
     line("  Each op runs alone between two synchronisations, which serialises the device (no");
     line("  overlap between ops), and host work between ops is not counted: compare the total");
     line("  with the real step below. step% counts the micro-batch rows x" +
@@ -159,6 +160,7 @@ nlohmann::json bench_json(const BenchResult& r) {
                          {"model_flops", w.model_flops()}, {"matmul_flops", w.matmul_flops},
                          {"attention_flops", w.attention_flops},
                          {"attention_pairs", w.attention_pairs},
+                         {"attention_tile", w.attention_tile},
                          {"optimizer_flops", w.optimizer_flops}, {"floor_ms", w.floor_ms},
                          {"mfu", w.mfu}, {"loss", w.loss}}}});
   }
