@@ -8,6 +8,9 @@
   python3 bench/cuda_check.py head BENCH.json OTHER.json
       the first window's forward+backward in two `speedrun bench --json` runs that differ in
       the head's chunk size (--head-logits), side by side
+  python3 bench/cuda_check.py gemm BENCH.json TUNED.json
+      the first window's step in two `speedrun bench --json` runs, the second with
+      SPEEDRUN_GEMM_TUNE (cuBLASLt's candidate algorithms timed), side by side
   python3 bench/cuda_check.py results STEPS.tsv --json OUT.json [--part NAME=FILE ...]
       one JSON of every step's result and the parts' JSON files
 
@@ -207,6 +210,35 @@ def head(args):
     return 0
 
 
+def gemm_run(path):
+    with open(path) as f:
+        j = json.load(f)
+    w = (j.get("windows") or [{}])[0]
+    ms = {(o.get("phase"), o.get("op")): o.get("ms") for o in w.get("ops", [])}
+    gemm = [ms.get(("fwd+bwd", op)) for op in ("matmul", "matmul_add")]
+    step = w.get("step") or {}
+    return {"window": w.get("window"), "fwd_bwd_ms": step.get("fwd_bwd_ms"),
+            "optimizer_ms": step.get("optimizer_ms"), "step_ms": step.get("step_ms"),
+            "gemm_ms": sum(g for g in gemm if g) if any(gemm) else None,
+            "ns_ms": ms.get(("optimizer", "muon_stack")),
+            "first_s": (j.get("launch") or {}).get("to_first_step_s")}
+
+
+def gemm(args):
+    a, b = gemm_run(args.json), gemm_run(args.other)
+    print(f"| GEMM algorithms | fwd+bwd at window {a['window']} (ms) | matmuls, serialised (ms) "
+          f"| Newton-Schulz, serialised (ms) | optimizer (ms) | step (ms) | launch -> first step (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, r in (("the heuristic's first", a), ("fastest of 8, timed", b)):
+        print(f"| {name} | {fmt(r['fwd_bwd_ms'], '.2f')} | {fmt(r['gemm_ms'], '.2f')} | "
+              f"{fmt(r['ns_ms'], '.2f')} | {fmt(r['optimizer_ms'], '.2f')} | {fmt(r['step_ms'], '.2f')} | "
+              f"{fmt(r['first_s'], '.2f')} |")
+    if a["step_ms"] and b["step_ms"]:
+        print(f"SPEEDRUN_GEMM_TUNE=8: step {b['step_ms']:.2f} ms against {a['step_ms']:.2f} ms "
+              f"({b['step_ms'] / a['step_ms']:.3f}x)")
+    return 0
+
+
 def results(args):
     steps = []
     with open(args.steps) as f:
@@ -241,12 +273,16 @@ def main():
     h = sub.add_parser("head")
     h.add_argument("json")
     h.add_argument("other")
+    g = sub.add_parser("gemm")
+    g.add_argument("json")
+    g.add_argument("other")
     r = sub.add_parser("results")
     r.add_argument("steps")
     r.add_argument("--json", required=True)
     r.add_argument("--part", action="append")
     a = ap.parse_args()
-    return {"compare": compare, "bench": bench, "head": head, "results": results}[a.cmd](a)
+    return {"compare": compare, "bench": bench, "head": head, "gemm": gemm,
+            "results": results}[a.cmd](a)
 
 
 if __name__ == "__main__":

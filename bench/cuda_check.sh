@@ -14,6 +14,8 @@
 #              bench` if the binary has it, else bench_cuda_step, beside the PyTorch anchor
 #   head       the bench at window 64 again with the CPU's smaller head chunks (2^25
 #              logits), beside the default's: what the GPU's chunk size is worth
+#   gemm-tune  the bench at window 64 again with SPEEDRUN_GEMM_TUNE=8 (the fastest of 8 of
+#              cuBLASLt's candidates per GEMM problem), beside the heuristic's first
 #   memcheck   compute-sanitizer memcheck, then racecheck, on 2 training steps of a micro
 #   racecheck  model (and on test_cuda* with CUDA_CHECK_SANITIZE_FILTER), if the tool works
 # Logs go to $OUT (at most 8 files, none deeper than $OUT/); the last thing printed is the
@@ -120,7 +122,7 @@ finish() {
   if command -v python3 >/dev/null; then
     python3 bench/cuda_check.py results "$STEPS" --json "$OUT/results.json" \
       --part "compare=$WORK/compare.json" --part "bench=$WORK/bench.json" \
-      --part "head=$WORK/bench_head.json" >/dev/null 2>&1
+      --part "head=$WORK/bench_head.json" --part "gemm_tune=$WORK/bench_gemm.json" >/dev/null 2>&1
   fi
   write_summary
   echo
@@ -128,6 +130,7 @@ finish() {
   [ -s "$WORK/compare.txt" ] && { echo; cat "$WORK/compare.txt"; }
   [ -s "$WORK/bench_table.md" ] && { echo; cat "$WORK/bench_table.md"; }
   [ -s "$WORK/head.md" ] && { echo; cat "$WORK/head.md"; }
+  [ -s "$WORK/gemm.md" ] && { echo; cat "$WORK/gemm.md"; }
   echo
   cat "$OUT/summary.md"
   local bad
@@ -525,6 +528,39 @@ else
     { echo; echo "---- head chunk sizes"; cat "$WORK/head.md"; } >>"$BENCH_LOG"
     sed 's/^/      /' "$WORK/head.md"
     end "$r" "$(tail -n 1 "$WORK/head.md")"
+  else
+    show_tail "$BENCH_LOG" 10
+    end "$r" "no results: see bench.log"
+  fi
+fi
+
+# ---- cuBLASLt's algorithms timed -------------------------------------------------------
+# Every GEMM takes the heuristic's first algorithm; SPEEDRUN_GEMM_TUNE=8 times eight of its
+# candidates on each problem's first call and keeps the fastest (src/backend/cuda/matmul.cu):
+# the same bench with it shows what that is worth, and what the timing costs at start-up.
+begin gemm-tune "forward+backward at window 64 and the optimizer with SPEEDRUN_GEMM_TUNE=8 against the heuristic's first"
+if [ "$GPU" = 0 ]; then
+  end skip "no GPU"
+elif [ "$mode" != speedrun ] || [ ! -s "$WORK/bench.json" ] || [ -z "$PY" ]; then
+  end skip "needs the bench step's speedrun bench JSON and python3"
+else
+  if [ "$EMU" = 1 ]; then
+    gdev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0
+          --gemm-size 256 --copy-mib 8)
+  else
+    gdev=(--device cuda --preset record --windows 64 --reps 3 --warmup 1 --gemm-size 4096
+          --copy-mib 256)
+  fi
+  (cd "$WORK" && run "$BENCH_LOG" "$(limit 60 60)" env SPEEDRUN_GEMM_TUNE=8 "$BIN/speedrun" bench \
+     "${gdev[@]}" --batch 1 --micro-batch 1 --json "$WORK/bench_gemm.json")
+  r=$(status_of $?)
+  if [ "$r" = no-time ] || [ "$r" = timeout ]; then
+    end skip "the budget ran out before it finished (bench.log)"
+  elif [ -s "$WORK/bench_gemm.json" ]; then
+    $PY bench/cuda_check.py gemm "$WORK/bench.json" "$WORK/bench_gemm.json" >"$WORK/gemm.md" 2>&1
+    { echo; echo "---- cuBLASLt's algorithms timed"; cat "$WORK/gemm.md"; } >>"$BENCH_LOG"
+    sed 's/^/      /' "$WORK/gemm.md"
+    end "$r" "$(tail -n 1 "$WORK/gemm.md")"
   else
     show_tail "$BENCH_LOG" 10
     end "$r" "no results: see bench.log"

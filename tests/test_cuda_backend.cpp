@@ -502,6 +502,76 @@ TEST_F(CudaBackendTest, MatmulChoosesItsAlgorithmOncePerProblem) {
   EXPECT_LE(rel_err(host(C2), host(Cc)), tol::kBf16);
   EXPECT_THROW(cuda::gemm_cache_info(cpu_), Error);
 }
+
+// SPEEDRUN_GEMM_TUNE=N times the heuristic's candidates on a problem's first call and keeps
+// the fastest: the products are those of the untuned backend (the same bits under the
+// emulator, whose algorithms compute alike; within bf16 of fp64 on a GPU, where they may
+// sum in other orders), an accumulation in place adds its product once (the candidates'
+// runs write a scratch output), and a bad value is refused naming the variable.
+TEST_F(CudaBackendTest, GemmTuningKeepsTheFastestCandidateAndEveryResult) {
+  BackendOptions o;
+  o.device = DeviceChoice::CUDA;
+  setenv("SPEEDRUN_GEMM_TUNE", "4", 1);
+#ifdef SPEEDRUN_CUDA_EMULATED
+  setenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO", "0", 1);  // the heuristic's first is the slow one
+#endif
+  std::unique_ptr<Backend> tuned;
+  try {
+    tuned = make_backend(o);
+  } catch (...) {
+    unsetenv("SPEEDRUN_GEMM_TUNE");
+    throw;
+  }
+  unsetenv("SPEEDRUN_GEMM_TUNE");
+  Pool p(*tuned);
+  auto run = [&](Backend& be, Pool& pool) {
+    Tensor A = pool.from(randn(64 * 96, 1), DType::BF16, {64, 96});
+    Tensor B = pool.from(randn(96 * 128, 2), DType::BF16, {96, 128});
+    Tensor R = pool.from(randn(64 * 128, 3), DType::BF16, {64, 128});
+    Tensor C = pool.poisoned(DType::BF16, {64, 128}), S = pool.poisoned(DType::BF16, {64, 128});
+    Tensor G = pool.from(randn(96 * 128, 4), DType::F32, {96, 128});
+    be.matmul(C, A, false, B, false, false);            // C = A B
+    be.matmul_add(S, A, false, B, false, R);            // S = A B + R, R read only
+    be.matmul(G, A, true, C, false, true);              // G += A^T C, in place
+    be.matmul_add(R, A, false, B, false, R);            // R += A B, in place
+    return std::vector<Vec>{be.to_host_f64(C), be.to_host_f64(S), be.to_host_f64(G),
+                            be.to_host_f64(R)};
+  };
+  const std::vector<Vec> want = run(gpu(), *g_);
+  const std::vector<Vec> got = run(*tuned, p);
+#ifdef SPEEDRUN_CUDA_EMULATED
+  unsetenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO");
+#endif
+  const cuda::GemmCacheInfo info = cuda::gemm_cache_info(*tuned);
+  // Three problems: R += A B is S's (the same shape, dtypes and alignment), whose algorithm
+  // was timed writing S; G's accumulation in place was timed on a scratch output.
+  EXPECT_EQ(info.misses, 3u);
+  EXPECT_EQ(info.tuned, info.misses);  // every problem had candidates to time
+  EXPECT_GT(info.tune_ms, 0.0);
+  EXPECT_EQ(cuda::gemm_cache_info(gpu()).tuned, 0u);  // untuned by default
+  for (size_t i = 0; i < want.size(); ++i) {
+#ifdef SPEEDRUN_CUDA_EMULATED
+    EXPECT_EQ(got[i], want[i]) << "product " << i;
+#else
+    EXPECT_LE(rel_err(got[i], want[i]), tol::kBf16) << "product " << i;
+#endif
+  }
+#ifdef SPEEDRUN_CUDA_EMULATED
+  // Every candidate but the first ran fast: each problem kept a later one.
+  EXPECT_EQ(info.retuned, info.misses);
+  EXPECT_NE(info.last_algo, cuda::gemm_cache_info(gpu()).last_algo);
+#endif
+  for (const char* bad : {"0", "17", "x", "4x", "-1"}) {
+    setenv("SPEEDRUN_GEMM_TUNE", bad, 1);
+    try {
+      make_backend(o);
+      ADD_FAILURE() << "SPEEDRUN_GEMM_TUNE=" << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("SPEEDRUN_GEMM_TUNE"), std::string::npos) << e.what();
+    }
+  }
+  unsetenv("SPEEDRUN_GEMM_TUNE");
+}
 #endif
 
 // ---- embedding -------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ std::string CudaBackend::numerics() const {
          std::to_string(p.minor);
 }
 
-CudaBackend::CudaBackend(int gpu) : gpu_(gpu), sync_each_launch_(sync_after_each_op()) {
+CudaBackend::CudaBackend(int gpu)
+    : gpu_(gpu), sync_each_launch_(sync_after_each_op()), gemm_tune_(gemm_tune_candidates()) {
   const std::string dev = "GPU " + std::to_string(gpu);
   check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
   const std::string unsupported = gpu_problem(gpu);
@@ -233,6 +234,9 @@ GemmCacheInfo CudaBackend::gemm_cache_info() const {
   i.lookups = gemm_lookups_;
   i.misses = gemm_misses_;
   i.last_algo = last_algo_;
+  i.tuned = gemm_tuned_;
+  i.retuned = gemm_retuned_;
+  i.tune_ms = gemm_tune_ms_;
   return i;
 }
 

@@ -186,6 +186,11 @@ class CudaBackend final : public Backend {
   void upload_bytes(void* dst, const void* host, size_t bytes, const char* op);
   // Runs one GEMM (matmul.cu), choosing and caching its descriptors and algorithm once.
   void gemm(const GemmCall& call, const char* op);
+  // The fastest of `n` candidate algorithms for this call's problem, timed on its operands
+  // (matmul.cu); the call's output is left unspecified (the caller runs the GEMM after).
+  int time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
+                      cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
+                      const cublasLtMatmulHeuristicResult_t* results, int n, const char* op);
   // matmul and matmul_add: C = op(A) op(B) + Cin (beta 1) or + 0 (Cin null, beta 0).
   void product(const char* op, Tensor C, const Tensor& A, bool transA, const Tensor& B,
                bool transB, const Tensor* Cin);
@@ -204,12 +209,15 @@ class CudaBackend final : public Backend {
 
   int gpu_ = 0;
   bool sync_each_launch_ = false;
+  int gemm_tune_ = 1;  // SPEEDRUN_GEMM_TUNE: candidate algorithms timed per new problem
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* gemm_workspace_ = nullptr;
   std::unordered_map<GemmKey, GemmEntry, GemmKeyHash> gemms_;
   uint64_t gemm_lookups_ = 0, gemm_misses_ = 0;
   uint64_t last_algo_ = 0;
+  uint64_t gemm_tuned_ = 0, gemm_retuned_ = 0;  // problems timed; of them won by a later one
+  double gemm_tune_ms_ = 0;                      // wall time spent timing candidates
   std::vector<StagingSlot> staging_;
   size_t next_slot_ = 0;
   std::unordered_map<void*, size_t> sizes_;

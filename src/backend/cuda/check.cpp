@@ -13,6 +13,17 @@ bool sync_after_each_op() {
   return v != nullptr && *v != 0 && std::strcmp(v, "0") != 0;
 }
 
+int gemm_tune_candidates() {
+  const char* v = std::getenv("SPEEDRUN_GEMM_TUNE");
+  if (v == nullptr || *v == 0) return 1;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  check(*end == 0 && n >= 1 && n <= kMaxGemmTune, "SPEEDRUN_GEMM_TUNE=", v,
+        ": expected how many of cuBLASLt's algorithms to time per GEMM problem, 1 to ",
+        kMaxGemmTune, " (1 or unset: the heuristic's first)");
+  return int(n);
+}
+
 void check_cuda(cudaError_t e, const char* op, const char* what) {
   if (e == cudaSuccess) return;
   // Clear a non-sticky error so that the next call starts clean (a sticky one, such as an

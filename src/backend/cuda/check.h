@@ -12,6 +12,12 @@ namespace speedrun::cuda {
 // the op that caused it. Read by the backend at construction and by check_cuda's hint.
 bool sync_after_each_op();
 
+// SPEEDRUN_GEMM_TUNE=N: how many of cuBLASLt's candidate algorithms the backend times for
+// each new GEMM problem, keeping the fastest (matmul.cu); 1 (also unset or empty) takes the
+// heuristic's first untimed. Throws unless N is an integer in [1, kMaxGemmTune].
+inline constexpr int kMaxGemmTune = 16;
+int gemm_tune_candidates();
+
 // Throws "cuda <op>: <what>: <error name>: <description>" unless e is cudaSuccess.
 // Errors of earlier asynchronous kernels surface at later calls; the message then says how
 // to find the kernel (SPEEDRUN_CUDA_SYNC=1).

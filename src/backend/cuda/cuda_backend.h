@@ -30,14 +30,18 @@ std::string gpu_problem(int gpu);
 std::vector<std::string> describe_gpus(int visible);
 
 // The GEMM cache of a CUDA backend (tests and diagnostics): cuBLASLt descriptors and the
-// heuristic's algorithm are chosen once per problem (shape, transposes, dtypes,
-// accumulate, batch, alignment) and reused. last_algo fingerprints the algorithm of the
-// last GEMM issued. Throws when `be` is not a CUDA backend.
+// heuristic's algorithm (or with SPEEDRUN_GEMM_TUNE the fastest of its candidates) are
+// chosen once per problem (shape, transposes, dtypes, accumulate, batch, alignment) and
+// reused. last_algo fingerprints the algorithm of the last GEMM issued. Throws when `be`
+// is not a CUDA backend.
 struct GemmCacheInfo {
   size_t entries = 0;     // distinct problems seen
   uint64_t lookups = 0;   // GEMMs issued
   uint64_t misses = 0;    // of which chose an algorithm
   uint64_t last_algo = 0;
+  uint64_t tuned = 0;     // problems whose candidates were timed (SPEEDRUN_GEMM_TUNE > 1)
+  uint64_t retuned = 0;   // of them, where another than the heuristic's first was faster
+  double tune_ms = 0;     // time spent timing them
 };
 GemmCacheInfo gemm_cache_info(const Backend& be);
 

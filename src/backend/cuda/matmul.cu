@@ -4,7 +4,15 @@
 // cuBLASLt's column-major ones by gemm_plan.h. The descriptors and the heuristic's
 // algorithm are made once per GemmKey and cached; one 32 MiB workspace serves every call
 // (all on the backend's one stream).
+// With SPEEDRUN_GEMM_TUNE=N the backend asks the heuristic for N candidates instead of one
+// and times each on the problem's first call (on its own operands), keeping the fastest.
+// The heuristic ranks algorithms by a model, not by a run on this GPU; what timing them is
+// worth on the record's shapes is for a GPU run to say (bench/cuda_check.sh's gemm-tune
+// step). Algorithms may sum in different orders, so a tuned run is reproducible only where
+// the timings choose alike: off by default.
 #include <algorithm>
+#include <chrono>
+#include <limits>
 
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -90,15 +98,17 @@ void CudaBackend::gemm(const GemmCall& call, const char* op) {
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
     for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; ++i)
       st = cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]);
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t results[kMaxGemmTune] = {};
     int returned = 0;
     if (st == CUBLAS_STATUS_SUCCESS)
-      st = cublasLtMatmulAlgoGetHeuristic(lt_, e.desc, e.a, e.b, e.c, e.c, pref, 1, &result,
-                                          &returned);
+      st = cublasLtMatmulAlgoGetHeuristic(lt_, e.desc, e.a, e.b, e.c, e.c, pref, gemm_tune_,
+                                          results, &returned);
     cublasLtMatmulPreferenceDestroy(pref);
     check_cublas(st, op, ("choosing an algorithm for " + gemm_key_str(key)).c_str());
     check(returned > 0, "cuda ", op, ": cuBLASLt has no algorithm for ", gemm_key_str(key));
-    e.algo = result.algo;
+    const int best =
+        returned > 1 ? time_candidates(call, e.desc, e.a, e.b, e.c, results, returned, op) : 0;
+    e.algo = results[best].algo;
     guard.armed = false;
     it = gemms_.emplace(key, e).first;
   }
@@ -110,6 +120,72 @@ void CudaBackend::gemm(const GemmCall& call, const char* op) {
                op, ("cublasLtMatmul " + gemm_key_str(key)).c_str());
   last_algo_ = fingerprint(e.algo);
   if (sync_each_launch_) launched(op, "cublasLtMatmul");
+}
+
+int CudaBackend::time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc,
+                                 cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                 cublasLtMatrixLayout_t c,
+                                 const cublasLtMatmulHeuristicResult_t* results, int n,
+                                 const char* op) {
+  constexpr int kReps = 3;  // timed runs per candidate, after one untimed
+  const auto t0 = std::chrono::steady_clock::now();
+  const GemmKey& key = call.key;
+  // Where the GEMM accumulates in place (its C is its D), a candidate run into the real
+  // output would add the product once more: the candidates write a scratch D instead.
+  // Elsewhere they write the real D, which the GEMM itself writes again after them.
+  const bool in_place = call.beta != 0 && call.Cin == call.D;
+  struct Scope {
+    CudaBackend& be;
+    void* scratch = nullptr;
+    cudaEvent_t ev[2] = {nullptr, nullptr};
+    ~Scope() {
+      for (cudaEvent_t e : ev)
+        if (e) cudaEventDestroy(e);
+      if (scratch) {
+        try {
+          be.device_free(scratch);
+        } catch (...) {  // an error of the stream: the GEMM after reports it
+        }
+      }
+    }
+  } s{*this};
+  void* d = call.D;
+  if (in_place) {
+    const int64_t elems = (key.batch - 1) * key.strideC + key.M * key.N;
+    s.scratch = device_alloc(size_t(elems) * dtype_size(key.c),
+                             "a GEMM's output while SPEEDRUN_GEMM_TUNE times its algorithms");
+    d = s.scratch;
+  }
+  const void* cin = call.beta != 0 ? call.Cin : d;
+  for (cudaEvent_t& e : s.ev) check_cuda(cudaEventCreate(&e), op, "creating a timing event");
+  float best_ms = std::numeric_limits<float>::infinity();
+  int best = 0;
+  for (int i = 0; i < n; ++i) {
+    if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
+    auto run = [&] {
+      return cublasLtMatmul(lt_, desc, &call.alpha, call.B, a, call.A, b, &call.beta, cin, c, d, c,
+                            &results[i].algo, gemm_workspace_, kGemmWorkspaceBytes, stream_);
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate this problem refuses
+    check_cuda(cudaEventRecord(s.ev[0], stream_), op, "timing a GEMM algorithm");
+    bool ok = true;
+    for (int r = 0; r < kReps && ok; ++r) ok = run() == CUBLAS_STATUS_SUCCESS;
+    check_cuda(cudaEventRecord(s.ev[1], stream_), op, "timing a GEMM algorithm");
+    check_cuda(cudaEventSynchronize(s.ev[1]), op,
+               ("running the candidate algorithms of " + gemm_key_str(key)).c_str());
+    float ms = 0;
+    check_cuda(cudaEventElapsedTime(&ms, s.ev[0], s.ev[1]), op, "timing a GEMM algorithm");
+    // The heuristic's order breaks near-ties: a later candidate must be 1% faster.
+    if (ok && ms < best_ms * 0.99f) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  ++gemm_tuned_;
+  if (best != 0) ++gemm_retuned_;
+  gemm_tune_ms_ +=
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return best;
 }
 
 void CudaBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,

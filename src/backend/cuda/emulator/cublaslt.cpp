@@ -4,12 +4,17 @@
 // D = alpha op(A) op(B) + beta C is computed by OpenBLAS's sgemm on fp32 copies of the
 // operands (bf16 widens exactly; accumulation in fp32 as on the GPU) and rounded to D's
 // type. Shapes that do not fit each other are refused with CUBLAS_STATUS_INVALID_VALUE, as
-// cuBLASLt refuses them; the heuristic offers one algorithm for any valid problem.
+// cuBLASLt refuses them. The heuristic offers up to kAlgos algorithms for any valid problem,
+// which compute alike; so that tests can see the backend time them and keep the fastest,
+// SPEEDRUN_EMU_SLOW_GEMM_ALGO=i makes algorithm i take 20 ms longer on the stream.
 #include <cblas.h>
 #include <cublasLt.h>
 
+#include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <thread>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -34,6 +39,9 @@ struct Desc {
   cudaDataType_t scale;
   cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
 };
+
+constexpr uint64_t kAlgoId = 0x5eed;  // algorithm i is kAlgoId + i
+constexpr int kAlgos = 3;
 
 std::mutex g_lt_mutex;
 std::map<const void*, Layout> g_layouts;
@@ -193,25 +201,34 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDe
   Layout A, B, C, D;
   *returned = 0;
   if (requested < 1 || !problem(d, a, b, c, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
-  std::memset(&results[0], 0, sizeof results[0]);
-  results[0].algo.data[0] = 0x5eed;  // one algorithm, the same for every problem
-  results[0].state = CUBLAS_STATUS_SUCCESS;
-  results[0].wavesCount = 1;
-  *returned = 1;
+  const int n = requested < kAlgos ? requested : kAlgos;
+  for (int i = 0; i < n; ++i) {
+    std::memset(&results[i], 0, sizeof results[i]);
+    results[i].algo.data[0] = kAlgoId + uint64_t(i);  // the same algorithms for every problem
+    results[i].state = CUBLAS_STATUS_SUCCESS;
+    results[i].wavesCount = 1;
+  }
+  *returned = n;
   return CUBLAS_STATUS_SUCCESS;
 }
 
 cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const void* alpha, const void* a,
                               cublasLtMatrixLayout_t al, const void* b, cublasLtMatrixLayout_t bl, const void* beta,
                               const void* c, cublasLtMatrixLayout_t cl, void* dp, cublasLtMatrixLayout_t dl,
-                              const cublasLtMatmulAlgo_t*, void*, size_t, cudaStream_t stream) {
+                              const cublasLtMatmulAlgo_t* algo, void*, size_t, cudaStream_t stream) {
   if (speedrun::cuda::emu::peek_sticky_error() != cudaSuccess) return CUBLAS_STATUS_EXECUTION_FAILED;
   Desc desc;
   Layout A, B, C, D;
   if (!problem(d, al, bl, cl, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
+  // An algorithm the heuristic offered, or none (cuBLASLt then runs its own choice).
+  const uint64_t id = algo ? algo->data[0] : kAlgoId;
+  if (id < kAlgoId || id >= kAlgoId + kAlgos) return CUBLAS_STATUS_INVALID_VALUE;
+  const char* slow = std::getenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO");
+  const bool delay = slow && *slow && std::strtoull(slow, nullptr, 10) == id - kAlgoId;
   // Host scalars are read at the call, the matrices when the stream runs the product.
   const float fa = *static_cast<const float*>(alpha), fb = *static_cast<const float*>(beta);
   speedrun::cuda::emu::enqueue(stream, [=] {
+    if (delay) std::this_thread::sleep_for(std::chrono::milliseconds(20));
     const int m = int(D.rows), n = int(D.cols);
     const int k = int(desc.ta == CUBLAS_OP_N ? A.cols : A.rows);
     for (int32_t s = 0; s < A.batch; ++s) {
