@@ -183,56 +183,51 @@ def bench(args):
     return 0
 
 
-def head_run(path):
+def first_window(path):
+    """The first window's numbers of a `speedrun bench --json` run that head() and gemm() compare."""
     with open(path) as f:
         j = json.load(f)
     cfg = j.get("config", {})
     w = (j.get("windows") or [{}])[0]
-    ops = {o.get("op"): o for o in w.get("ops", []) if o.get("phase") == "fwd+bwd"}
+    ms = {(o.get("phase"), o.get("op")): o.get("ms") for o in w.get("ops", [])}
+    gemm_ms = [ms.get(("fwd+bwd", op)) for op in ("matmul", "matmul_add")]
+    step = w.get("step") or {}
     rows, tokens = cfg.get("head_rows") or 0, (cfg.get("micro_batch") or 1) * (cfg.get("seq_len") or 0)
     return {"rows": rows, "chunks": -(-tokens // rows) if rows else 0, "window": w.get("window"),
-            "fwd_bwd_ms": (w.get("step") or {}).get("fwd_bwd_ms"),
-            "matmul_ms": (ops.get("matmul") or {}).get("ms"),
-            "ce_ms": (ops.get("softcap_cross_entropy") or {}).get("ms")}
+            "fwd_bwd_ms": step.get("fwd_bwd_ms"), "optimizer_ms": step.get("optimizer_ms"),
+            "step_ms": step.get("step_ms"), "matmul_ms": ms.get(("fwd+bwd", "matmul")),
+            "gemm_ms": sum(g for g in gemm_ms if g) if any(gemm_ms) else None,
+            "ce_ms": ms.get(("fwd+bwd", "softcap_cross_entropy")),
+            "ns_ms": ms.get(("optimizer", "muon_stack")),
+            "first_s": (j.get("launch") or {}).get("to_first_step_s")}
+
+
+def table(header, rows):
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
 
 
 def head(args):
-    a, b = head_run(args.json), head_run(args.other)
-    print(f"| head chunk (rows) | chunks per micro-batch | fwd+bwd at window {a['window']} (ms) "
-          f"| matmuls, serialised (ms) | cross entropy, serialised (ms) |")
-    print("|---|---|---|---|---|")
-    for r in (a, b):
-        print(f"| {r['rows']} | {r['chunks']} | {fmt(r['fwd_bwd_ms'], '.2f')} | "
-              f"{fmt(r['matmul_ms'], '.2f')} | {fmt(r['ce_ms'], '.2f')} |")
+    a, b = first_window(args.json), first_window(args.other)
+    table(["head chunk (rows)", "chunks per micro-batch", f"fwd+bwd at window {a['window']} (ms)",
+           "matmuls, serialised (ms)", "cross entropy, serialised (ms)"],
+          [[r["rows"], r["chunks"], fmt(r["fwd_bwd_ms"], ".2f"), fmt(r["matmul_ms"], ".2f"),
+            fmt(r["ce_ms"], ".2f")] for r in (a, b)])
     if a["fwd_bwd_ms"] and b["fwd_bwd_ms"]:
         print(f"head chunks of {a['rows']} rows: fwd+bwd {a['fwd_bwd_ms']:.2f} ms; of {b['rows']} "
               f"rows: {b['fwd_bwd_ms']:.2f} ms ({b['fwd_bwd_ms'] / a['fwd_bwd_ms']:.3f}x)")
     return 0
 
 
-def gemm_run(path):
-    with open(path) as f:
-        j = json.load(f)
-    w = (j.get("windows") or [{}])[0]
-    ms = {(o.get("phase"), o.get("op")): o.get("ms") for o in w.get("ops", [])}
-    gemm = [ms.get(("fwd+bwd", op)) for op in ("matmul", "matmul_add")]
-    step = w.get("step") or {}
-    return {"window": w.get("window"), "fwd_bwd_ms": step.get("fwd_bwd_ms"),
-            "optimizer_ms": step.get("optimizer_ms"), "step_ms": step.get("step_ms"),
-            "gemm_ms": sum(g for g in gemm if g) if any(gemm) else None,
-            "ns_ms": ms.get(("optimizer", "muon_stack")),
-            "first_s": (j.get("launch") or {}).get("to_first_step_s")}
-
-
 def gemm(args):
-    a, b = gemm_run(args.json), gemm_run(args.other)
-    print(f"| GEMM algorithms | fwd+bwd at window {a['window']} (ms) | matmuls, serialised (ms) "
-          f"| Newton-Schulz, serialised (ms) | optimizer (ms) | step (ms) | launch -> first step (s) |")
-    print("|---|---|---|---|---|---|---|")
-    for name, r in (("the heuristic's first", a), ("fastest of 8, timed", b)):
-        print(f"| {name} | {fmt(r['fwd_bwd_ms'], '.2f')} | {fmt(r['gemm_ms'], '.2f')} | "
-              f"{fmt(r['ns_ms'], '.2f')} | {fmt(r['optimizer_ms'], '.2f')} | {fmt(r['step_ms'], '.2f')} | "
-              f"{fmt(r['first_s'], '.2f')} |")
+    a, b = first_window(args.json), first_window(args.other)
+    table(["GEMM algorithms", f"fwd+bwd at window {a['window']} (ms)", "matmuls, serialised (ms)",
+           "Newton-Schulz, serialised (ms)", "optimizer (ms)", "step (ms)", "launch -> first step (s)"],
+          [[name] + [fmt(r[k], ".2f") for k in ("fwd_bwd_ms", "gemm_ms", "ns_ms", "optimizer_ms",
+                                                "step_ms", "first_s")]
+           for name, r in (("the heuristic's first", a), ("fastest of 8, timed", b))])
     if a["step_ms"] and b["step_ms"]:
         print(f"SPEEDRUN_GEMM_TUNE=8: step {b['step_ms']:.2f} ms against {a['step_ms']:.2f} ms "
               f"({b['step_ms'] / a['step_ms']:.3f}x)")

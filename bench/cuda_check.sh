@@ -501,71 +501,57 @@ else
   fi
 fi
 
-# ---- the head's chunk size -------------------------------------------------------------
-# The GPU's head chunks (2^28 logits) follow a count of memory traffic, not a timing: the
-# same bench at window 64 with the CPU's 2^25 shows what the choice is worth.
-begin head "forward+backward at window 64 with 2^25-logit head chunks against the default's"
-if [ "$GPU" = 0 ]; then
-  end skip "no GPU"
-elif [ "$mode" != speedrun ] || [ ! -s "$WORK/bench.json" ] || [ -z "$PY" ]; then
-  end skip "needs the bench step's speedrun bench JSON and python3"
-else
-  if [ "$EMU" = 1 ]; then  # the code path at tiny size: 16 rows of its 512-token vocabulary
-    hdev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0 --head-logits 8192
-          --gemm-size 256 --copy-mib 8)
-  else
-    hdev=(--device cuda --preset record --windows 64 --reps 3 --warmup 1 --head-logits 33554432
-          --gemm-size 4096 --copy-mib 256)
+# ---- variants of the bench ------------------------------------------------------------
+# bench_variant STEP JSON TITLE CMD...: the bench again (one sequence per micro-batch) as
+# CMD, compared with the bench step's by `cuda_check.py STEP` into $WORK/STEP.md. A
+# measurement beside the check, not part of it: the budget's end skips it.
+bench_variant() {
+  local step=$1 json=$2 title=$3 r md="$WORK/$1.md"
+  shift 3
+  if [ "$GPU" = 0 ]; then
+    end skip "no GPU"
+    return
+  elif [ "$mode" != speedrun ] || [ ! -s "$WORK/bench.json" ] || [ -z "$PY" ]; then
+    end skip "needs the bench step's speedrun bench JSON and python3"
+    return
   fi
-  (cd "$WORK" && run "$BENCH_LOG" "$(limit 60 60)" "$BIN/speedrun" bench "${hdev[@]}" --batch 1 \
-     --micro-batch 1 --json "$WORK/bench_head.json")
+  (cd "$WORK" && run "$BENCH_LOG" "$(limit 60 60)" "$@" --batch 1 --micro-batch 1 --json "$json")
   r=$(status_of $?)
   if [ "$r" = no-time ] || [ "$r" = timeout ]; then
-    # A measurement beside the check, not part of it: the budget's end skips it.
     end skip "the budget ran out before it finished (bench.log)"
-  elif [ -s "$WORK/bench_head.json" ]; then
-    $PY bench/cuda_check.py head "$WORK/bench.json" "$WORK/bench_head.json" >"$WORK/head.md" 2>&1
-    { echo; echo "---- head chunk sizes"; cat "$WORK/head.md"; } >>"$BENCH_LOG"
-    sed 's/^/      /' "$WORK/head.md"
-    end "$r" "$(tail -n 1 "$WORK/head.md")"
+  elif [ -s "$json" ]; then
+    $PY bench/cuda_check.py "$step" "$WORK/bench.json" "$json" >"$md" 2>&1
+    { echo; echo "---- $title"; cat "$md"; } >>"$BENCH_LOG"
+    sed 's/^/      /' "$md"
+    end "$r" "$(tail -n 1 "$md")"
   else
     show_tail "$BENCH_LOG" 10
     end "$r" "no results: see bench.log"
   fi
+}
+# The emulator runs each variant at the tiny preset's size: the code path, not a timing.
+if [ "$EMU" = 1 ]; then
+  vdev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0 --gemm-size 256
+        --copy-mib 8)
+  head_logits=8192  # 16 rows of the tiny preset's 512-token vocabulary
+else
+  vdev=(--device cuda --preset record --windows 64 --reps 3 --warmup 1 --gemm-size 4096
+        --copy-mib 256)
+  head_logits=33554432  # the CPU's 2^25
 fi
 
-# ---- cuBLASLt's algorithms timed -------------------------------------------------------
+# The GPU's head chunks (2^28 logits) follow a count of memory traffic, not a timing: the
+# same bench at window 64 with the CPU's 2^25 shows what the choice is worth.
+begin head "forward+backward at window 64 with 2^25-logit head chunks against the default's"
+bench_variant head "$WORK/bench_head.json" "head chunk sizes" "$BIN/speedrun" bench "${vdev[@]}" \
+  --head-logits "$head_logits"
+
 # Every GEMM takes the heuristic's first algorithm; SPEEDRUN_GEMM_TUNE=8 times eight of its
 # candidates on each problem's first call and keeps the fastest (src/backend/cuda/matmul.cu):
 # the same bench with it shows what that is worth, and what the timing costs at start-up.
 begin gemm-tune "forward+backward at window 64 and the optimizer with SPEEDRUN_GEMM_TUNE=8 against the heuristic's first"
-if [ "$GPU" = 0 ]; then
-  end skip "no GPU"
-elif [ "$mode" != speedrun ] || [ ! -s "$WORK/bench.json" ] || [ -z "$PY" ]; then
-  end skip "needs the bench step's speedrun bench JSON and python3"
-else
-  if [ "$EMU" = 1 ]; then
-    gdev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0
-          --gemm-size 256 --copy-mib 8)
-  else
-    gdev=(--device cuda --preset record --windows 64 --reps 3 --warmup 1 --gemm-size 4096
-          --copy-mib 256)
-  fi
-  (cd "$WORK" && run "$BENCH_LOG" "$(limit 60 60)" env SPEEDRUN_GEMM_TUNE=8 "$BIN/speedrun" bench \
-     "${gdev[@]}" --batch 1 --micro-batch 1 --json "$WORK/bench_gemm.json")
-  r=$(status_of $?)
-  if [ "$r" = no-time ] || [ "$r" = timeout ]; then
-    end skip "the budget ran out before it finished (bench.log)"
-  elif [ -s "$WORK/bench_gemm.json" ]; then
-    $PY bench/cuda_check.py gemm "$WORK/bench.json" "$WORK/bench_gemm.json" >"$WORK/gemm.md" 2>&1
-    { echo; echo "---- cuBLASLt's algorithms timed"; cat "$WORK/gemm.md"; } >>"$BENCH_LOG"
-    sed 's/^/      /' "$WORK/gemm.md"
-    end "$r" "$(tail -n 1 "$WORK/gemm.md")"
-  else
-    show_tail "$BENCH_LOG" 10
-    end "$r" "no results: see bench.log"
-  fi
-fi
+bench_variant gemm "$WORK/bench_gemm.json" "cuBLASLt's algorithms timed" env SPEEDRUN_GEMM_TUNE=8 \
+  "$BIN/speedrun" bench "${vdev[@]}"
 
 # ---- compute-sanitizer -----------------------------------------------------------------
 MICRO="--preset tiny --layers 2 --heads 2 --head-dim 64 --seq-len 256 --batch 2 --steps 2 --cooldown 1 --window-start 64 --window-end 128 --val-every 0 --val-tokens 2048 --seed 0 --no-sample"
