@@ -115,14 +115,14 @@ void tiles(bool quick) {
   for (int64_t D : {64, 128})
     for (int64_t w : {32, 64, 128, 256, 512, 1024, 1792}) {
       const Case c{T, w, H, D, true};
-      double ms[3];
-      int i = 0;
-      for (int64_t tile : {32, 64, 128}) {
-        const Timing t = time_case(c, reps, tile);
-        ms[i++] = t.fwd_ms + t.bwd_ms;
-      }
       const int64_t own = cpu.attention_tile(w);
-      const double own_ms = own == 32 ? ms[0] : own == 64 ? ms[1] : own == 128 ? ms[2] : NAN;
+      double ms[3], own_ms = NAN;
+      for (int i = 0; i < 3; ++i) {
+        const int64_t tile = int64_t(32) << i;  // 32, 64, 128
+        const Timing t = time_case(c, reps, tile);
+        ms[i] = t.fwd_ms + t.bwd_ms;
+        if (tile == own) own_ms = ms[i];
+      }
       std::printf("%4lld %6lld %9.1f %9.1f %9.1f %8lld %6.2f\n", (long long)D, (long long)w,
                   ms[0], ms[1], ms[2], (long long)own, own_ms / ms[2]);
       std::fflush(stdout);
