@@ -18,7 +18,7 @@
 #              cuBLASLt's candidates per GEMM problem), beside the heuristic's first
 #   memcheck   compute-sanitizer memcheck, then racecheck, on 2 training steps of a micro
 #   racecheck  model (and on test_cuda* with CUDA_CHECK_SANITIZE_FILTER), if the tool works
-# Logs go to $OUT (at most 8 files, none deeper than $OUT/); the last thing printed is the
+# Logs go to $OUT (at most 9 files, none deeper than $OUT/); the last thing printed is the
 # summary table.
 #
 #   bash bench/cuda_check.sh              # on the GPU machine, carrying build-portable (and .debs)
@@ -549,9 +549,11 @@ bench_variant head "$WORK/bench_head.json" "head chunk sizes" "$BIN/speedrun" be
 # Every GEMM takes the heuristic's first algorithm; SPEEDRUN_GEMM_TUNE=8 times eight of its
 # candidates on each problem's first call and keeps the fastest (src/backend/cuda/matmul.cu):
 # the same bench with it shows what that is worth, and what the timing costs at start-up.
+# The choices come back in $OUT/gemm_algos.tsv (the GEMM algorithm record, made afresh).
 begin gemm-tune "forward+backward at window 64 and the optimizer with SPEEDRUN_GEMM_TUNE=8 against the heuristic's first"
+rm -f "$OUT/gemm_algos.tsv"
 bench_variant gemm "$WORK/bench_gemm.json" "cuBLASLt's algorithms timed" env SPEEDRUN_GEMM_TUNE=8 \
-  "$BIN/speedrun" bench "${vdev[@]}"
+  SPEEDRUN_GEMM_ALGOS="$OUT/gemm_algos.tsv" "$BIN/speedrun" bench "${vdev[@]}"
 
 # ---- compute-sanitizer -----------------------------------------------------------------
 MICRO="--preset tiny --layers 2 --heads 2 --head-dim 64 --seq-len 256 --batch 2 --steps 2 --cooldown 1 --window-start 64 --window-end 128 --val-every 0 --val-tokens 2048 --seed 0 --no-sample"

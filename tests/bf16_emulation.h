@@ -200,7 +200,7 @@ class Bf16Emulation final : public Backend {
     std::map<const void*, Entry> map_;
   };
 
-  std::unique_ptr<Backend> cpu_ = make_backend(BackendOptions{DeviceChoice::CPU, 0, -1});
+  std::unique_ptr<Backend> cpu_ = make_backend(BackendOptions{DeviceChoice::CPU, 0, -1, {}});
 };
 
 }  // namespace speedrun::conformance

@@ -30,7 +30,7 @@ namespace {
 
 using test::micro_gpt;
 
-std::unique_ptr<Backend> cpu() { return make_backend(BackendOptions{DeviceChoice::CPU, 0, -1}); }
+std::unique_ptr<Backend> cpu() { return make_backend(BackendOptions{DeviceChoice::CPU, 0, -1, {}}); }
 
 // Brute force over every (query, key) pair: the definition the counts must equal.
 int64_t pairs_by_definition(const BlockMask& m) {

@@ -70,12 +70,12 @@ Backend& backend(const Target& t) {
   }
   static std::map<DeviceChoice, std::unique_ptr<Backend>> made;
   auto& be = made[t.device];
-  if (!be) be = make_backend(BackendOptions{t.device, 0, -1});
+  if (!be) be = make_backend(BackendOptions{t.device, 0, -1, {}});
   return *be;
 }
 
 Backend& oracle() {
-  static std::unique_ptr<Backend> be = make_backend(BackendOptions{DeviceChoice::CPU, 0, -1});
+  static std::unique_ptr<Backend> be = make_backend(BackendOptions{DeviceChoice::CPU, 0, -1, {}});
   return *be;
 }
 

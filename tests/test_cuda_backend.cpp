@@ -18,6 +18,10 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <utility>
+#include <optional>
+#include <iterator>
+#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
@@ -46,6 +50,7 @@
 
 #ifdef SPEEDRUN_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/gemm_record.h"
 #include "backend/cuda/math/reduce.h"
 #include "backend/cuda/plan.h"
 #endif
@@ -503,74 +508,238 @@ TEST_F(CudaBackendTest, MatmulChoosesItsAlgorithmOncePerProblem) {
   EXPECT_THROW(cuda::gemm_cache_info(cpu_), Error);
 }
 
-// SPEEDRUN_GEMM_TUNE=N times the heuristic's candidates on a problem's first call and keeps
-// the fastest: the products are those of the untuned backend (the same bits under the
-// emulator, whose algorithms compute alike; within bf16 of fp64 on a GPU, where they may
-// sum in other orders), an accumulation in place adds its product once (the candidates'
-// runs write a scratch output), and a bad value is refused naming the variable.
-TEST_F(CudaBackendTest, GemmTuningKeepsTheFastestCandidateAndEveryResult) {
+// One backend's GEMMs on fixed operands: C = A B, S = A B + R (R read only), G += A^T C in
+// place, R += A B in place. Three problems (R += A B is S's: the same shape, dtypes and
+// alignment), two of them accumulations.
+std::vector<Vec> gemm_products(Backend& be, Pool& pool) {
+  Tensor A = pool.from(randn(64 * 96, 1), DType::BF16, {64, 96});
+  Tensor B = pool.from(randn(96 * 128, 2), DType::BF16, {96, 128});
+  Tensor R = pool.from(randn(64 * 128, 3), DType::BF16, {64, 128});
+  Tensor C = pool.poisoned(DType::BF16, {64, 128}), S = pool.poisoned(DType::BF16, {64, 128});
+  Tensor G = pool.from(randn(96 * 128, 4), DType::F32, {96, 128});
+  be.matmul(C, A, false, B, false, false);
+  be.matmul_add(S, A, false, B, false, R);
+  be.matmul(G, A, true, C, false, true);
+  be.matmul_add(R, A, false, B, false, R);
+  return {be.to_host_f64(C), be.to_host_f64(S), be.to_host_f64(G), be.to_host_f64(R)};
+}
+
+// A CUDA backend with these environment variables set while it is made (and unset after).
+std::unique_ptr<Backend> cuda_backend_with(const std::vector<std::pair<const char*, std::string>>& env,
+                                           std::optional<std::string> gemm_algos = {}) {
   BackendOptions o;
   o.device = DeviceChoice::CUDA;
-  setenv("SPEEDRUN_GEMM_TUNE", "4", 1);
-#ifdef SPEEDRUN_CUDA_EMULATED
-  setenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO", "0", 1);  // the heuristic's first is the slow one
-#endif
-  std::unique_ptr<Backend> tuned;
+  o.gemm_algos = std::move(gemm_algos);
+  for (const auto& [k, v] : env) setenv(k, v.c_str(), 1);
+  std::unique_ptr<Backend> be;
   try {
-    tuned = make_backend(o);
+    be = make_backend(o);
   } catch (...) {
-    unsetenv("SPEEDRUN_GEMM_TUNE");
+    for (const auto& [k, v] : env) unsetenv(k);
     throw;
   }
-  unsetenv("SPEEDRUN_GEMM_TUNE");
+  for (const auto& [k, v] : env) unsetenv(k);
+  return be;
+}
+
+// SPEEDRUN_GEMM_TUNE=N times the heuristic's candidates on a problem's first call and keeps
+// the fastest, and the GEMM algorithm record keeps each choice: a backend reading it runs
+// every GEMM with the tuned backend's algorithm, untimed, and gets its bits, which shows
+// too that an accumulation in place added its product once while it was timed (the
+// candidates' runs write a scratch output). Under the emulator, whose algorithms sum K in
+// 1, 2 or 3 slices as split-K kernels do, the heuristic's first gives other bits. Bad
+// values are refused naming the variable.
+TEST_F(CudaBackendTest, GemmTuningKeepsTheFastestCandidateAndTheRecordRepeatsIt) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_gemm_tune";
+  fs::remove_all(dir);
+  const std::string record = (dir / "algos.tsv").string();
+  std::vector<std::pair<const char*, std::string>> env = {{"SPEEDRUN_GEMM_TUNE", "4"}};
+#ifdef SPEEDRUN_CUDA_EMULATED
+  env.push_back({"SPEEDRUN_EMU_SLOW_GEMM_ALGO", "0"});  // the heuristic's first is the slow one
+#endif
+  std::unique_ptr<Backend> tuned = cuda_backend_with(env, record);
+#ifdef SPEEDRUN_CUDA_EMULATED
+  setenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO", "0", 1);  // slow while it runs, too
+#endif
   Pool p(*tuned);
-  auto run = [&](Backend& be, Pool& pool) {
-    Tensor A = pool.from(randn(64 * 96, 1), DType::BF16, {64, 96});
-    Tensor B = pool.from(randn(96 * 128, 2), DType::BF16, {96, 128});
-    Tensor R = pool.from(randn(64 * 128, 3), DType::BF16, {64, 128});
-    Tensor C = pool.poisoned(DType::BF16, {64, 128}), S = pool.poisoned(DType::BF16, {64, 128});
-    Tensor G = pool.from(randn(96 * 128, 4), DType::F32, {96, 128});
-    be.matmul(C, A, false, B, false, false);            // C = A B
-    be.matmul_add(S, A, false, B, false, R);            // S = A B + R, R read only
-    be.matmul(G, A, true, C, false, true);              // G += A^T C, in place
-    be.matmul_add(R, A, false, B, false, R);            // R += A B, in place
-    return std::vector<Vec>{be.to_host_f64(C), be.to_host_f64(S), be.to_host_f64(G),
-                            be.to_host_f64(R)};
-  };
-  const std::vector<Vec> want = run(gpu(), *g_);
-  const std::vector<Vec> got = run(*tuned, p);
+  const std::vector<Vec> got = gemm_products(*tuned, p);
 #ifdef SPEEDRUN_CUDA_EMULATED
   unsetenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO");
 #endif
   const cuda::GemmCacheInfo info = cuda::gemm_cache_info(*tuned);
-  // Three problems: R += A B is S's (the same shape, dtypes and alignment), whose algorithm
-  // was timed writing S; G's accumulation in place was timed on a scratch output.
   EXPECT_EQ(info.misses, 3u);
   EXPECT_EQ(info.tuned, info.misses);  // every problem had candidates to time
   EXPECT_GT(info.tune_ms, 0.0);
+  EXPECT_EQ(info.tune, 4);
+  EXPECT_EQ(info.record, record);
+  EXPECT_EQ(info.record_read, 0u);
+  EXPECT_EQ(info.record_entries, 3u);  // each timed choice, written as it was made
   EXPECT_EQ(cuda::gemm_cache_info(gpu()).tuned, 0u);  // untuned by default
-  for (size_t i = 0; i < want.size(); ++i) {
-#ifdef SPEEDRUN_CUDA_EMULATED
-    EXPECT_EQ(got[i], want[i]) << "product " << i;
-#else
+  EXPECT_EQ(cuda::gemm_cache_info(gpu()).record, "");
+  cuda::GemmRecord file;
+  ASSERT_TRUE(cuda::read_gemm_record(record, file));
+  EXPECT_EQ(file.entries.size(), 3u);
+  EXPECT_EQ(file.tune, 4);
+
+  // The record repeats the choices, untimed, without SPEEDRUN_GEMM_TUNE: the same bits.
+  std::unique_ptr<Backend> replay = cuda_backend_with({}, record);
+  Pool rp(*replay);
+  const std::vector<Vec> again = gemm_products(*replay, rp);
+  const cuda::GemmCacheInfo ri = cuda::gemm_cache_info(*replay);
+  EXPECT_EQ(ri.record_read, 3u);
+  EXPECT_EQ(ri.recorded, 3u);
+  EXPECT_EQ(ri.tuned, 0u);
+  EXPECT_EQ(ri.tune, 4);  // problems it has not met would be timed as the record's run did
+  EXPECT_EQ(ri.last_algo, info.last_algo);
+  const std::vector<Vec> want = gemm_products(gpu(), *g_);  // the heuristic's first
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(again[i], got[i]) << "product " << i;
     EXPECT_LE(rel_err(got[i], want[i]), tol::kBf16) << "product " << i;
-#endif
   }
 #ifdef SPEEDRUN_CUDA_EMULATED
-  // Every candidate but the first ran fast: each problem kept a later one.
+  // Every candidate but the first ran fast: each problem kept a later one, which sums in
+  // slices: G (F32, K = 64) shows it.
   EXPECT_EQ(info.retuned, info.misses);
   EXPECT_NE(info.last_algo, cuda::gemm_cache_info(gpu()).last_algo);
+  EXPECT_NE(got[2], want[2]);
 #endif
   for (const char* bad : {"0", "17", "x", "4x", "-1"}) {
-    setenv("SPEEDRUN_GEMM_TUNE", bad, 1);
     try {
-      make_backend(o);
+      cuda_backend_with({{"SPEEDRUN_GEMM_TUNE", bad}});
       ADD_FAILURE() << "SPEEDRUN_GEMM_TUNE=" << bad << " was accepted";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("SPEEDRUN_GEMM_TUNE"), std::string::npos) << e.what();
     }
   }
-  unsetenv("SPEEDRUN_GEMM_TUNE");
+  fs::remove_all(dir);
+}
+
+// A record cuBLASLt cannot honour is refused naming the file and the fix: one made on
+// another GPU (or cuBLASLt) when the backend starts, one whose algorithm does not run for
+// its problem when the problem comes; a damaged one names its line. A record that cannot
+// be written is reported once, and the run goes on.
+TEST_F(CudaBackendTest, GemmRecordFromElsewhereIsRefusedAndAnUnwritableOneReported) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_gemm_record";
+  fs::remove_all(dir);
+  const std::string made = (dir / "made.tsv").string();
+  std::vector<std::pair<const char*, std::string>> env = {{"SPEEDRUN_GEMM_TUNE", "3"}};
+  {
+    std::unique_ptr<Backend> tuned = cuda_backend_with(env, made);
+    Pool p(*tuned);
+    gemm_products(*tuned, p);
+  }
+  cuda::GemmRecord r;
+  ASSERT_TRUE(cuda::read_gemm_record(made, r));
+  ASSERT_FALSE(r.entries.empty());
+  auto expect_refused = [&](const std::string& path, std::vector<std::string> pieces,
+                            bool at_start) {
+    try {
+      std::unique_ptr<Backend> be = cuda_backend_with({}, path);
+      ASSERT_FALSE(at_start) << "a backend started on " << path;
+      Pool p(*be);
+      gemm_products(*be, p);
+      ADD_FAILURE() << "the GEMMs ran with " << path;
+    } catch (const Error& e) {
+      pieces.push_back(path);
+      pieces.push_back("remove the file");
+      for (const std::string& piece : pieces)
+        EXPECT_NE(std::string(e.what()).find(piece), std::string::npos)
+            << "'" << piece << "' not in: " << e.what();
+    }
+  };
+  cuda::GemmRecord other = r;
+  other.origin.gpu = "Imaginary GPU 9000";
+  const std::string elsewhere = (dir / "elsewhere.tsv").string();
+  cuda::write_gemm_record(elsewhere, other);
+  expect_refused(elsewhere, {"was made on Imaginary GPU 9000", "this process runs on"}, true);
+  other = r;
+  other.origin.cublaslt += 1;
+  cuda::write_gemm_record(elsewhere, other);
+  expect_refused(elsewhere, {"with cuBLASLt " + std::to_string(other.origin.cublaslt)}, true);
+#ifdef SPEEDRUN_CUDA_EMULATED
+  // The emulated cuBLASLt knows its own three algorithms only (a real one's opaque words
+  // may name a configuration that happens to exist).
+  other = r;
+  for (cuda::GemmRecordEntry& e : other.entries) e.algo = {};
+  const std::string foreign = (dir / "foreign.tsv").string();
+  cuda::write_gemm_record(foreign, other);
+  expect_refused(foreign, {"holds an algorithm for", "does not run here"}, false);
+#endif
+  const std::string damaged = (dir / "damaged.tsv").string();
+  std::ofstream(damaged) << "format\t1\ngpu\tX\n";
+  expect_refused(damaged, {"line 2"}, true);
+
+  // Unwritable: the folder is a file. Reported once; every GEMM still runs and is right.
+  std::ofstream((dir / "plain").string()) << "x";
+  const std::string unwritable = (dir / "plain" / "algos.tsv").string();
+  testing::internal::CaptureStderr();
+  std::unique_ptr<Backend> be = cuda_backend_with(env, unwritable);
+  Pool p(*be);
+  const std::vector<Vec> got = gemm_products(*be, p);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find(unwritable), std::string::npos) << err;
+  EXPECT_NE(err.find("the run goes on"), std::string::npos) << err;
+  size_t warnings = 0;
+  for (size_t at = err.find("warning:"); at != std::string::npos; at = err.find("warning:", at + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, 1u) << err;
+  EXPECT_EQ(cuda::gemm_cache_info(*be).tuned, 3u);
+  const std::vector<Vec> want = gemm_products(gpu(), *g_);
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_LE(rel_err(got[i], want[i]), tol::kBf16) << "product " << i;
+  fs::remove_all(dir);
+}
+
+// A training run that times its GEMM algorithms keeps them in its folder, and resuming it
+// (without SPEEDRUN_GEMM_TUNE) runs every GEMM as it did: the checkpoint it writes is the
+// uninterrupted run's, bit for bit. Under the emulator, resuming without the record (the
+// heuristic's first algorithm, which sums K in one slice) gives other bits.
+TEST_F(CudaBackendTest, TunedRunResumesWithItsGemmAlgorithms) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_gemm_resume";
+  fs::remove_all(dir);
+  const test::ShardFiles data = test::synthetic_shards(dir / "data", 100000, 4000);
+  const fs::path run = dir / "run";
+  const std::string train =
+      "train --device cuda --layers 2 --heads 2 --head-dim 64 --vocab 128 --eot 0 --seq-len 128 "
+      "--batch 2 --window-end 128 --steps 4 --cooldown 1 --val-tokens 256 --save-every 2 "
+      "--no-sample --train " + data.train[0] + " --val " + data.val[0];
+  std::string env = "SPEEDRUN_GEMM_TUNE=3";
+#ifdef SPEEDRUN_CUDA_EMULATED
+  env += " SPEEDRUN_EMU_SLOW_GEMM_ALGO=0";
+#endif
+  const Outcome first = run_cli(train + " --out " + run.string(), env);
+  ASSERT_EQ(first.code, 0) << first.out;
+  const std::string record = (run / "gemm_algos.tsv").string();
+  EXPECT_NE(first.out.find("gemm algorithms: " + record + " (0 recorded, SPEEDRUN_GEMM_TUNE=3"),
+            std::string::npos) << first.out;
+  cuda::GemmRecord r;
+  ASSERT_TRUE(cuda::read_gemm_record(record, r));
+  ASSERT_FALSE(r.entries.empty());
+  const fs::path last = run / "ckpt_step000004";
+  auto bytes = [](const fs::path& f) {
+    std::ifstream in(f, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string model = bytes(last / "model.safetensors"), state = bytes(last / "state.safetensors");
+  ASSERT_FALSE(model.empty());
+
+  const std::string resume = "train --device cuda --resume " + (run / "ckpt_step000002").string();
+  const Outcome second = run_cli(resume);
+  ASSERT_EQ(second.code, 0) << second.out;
+  EXPECT_NE(second.out.find("gemm algorithms: " + record + " (" + std::to_string(r.entries.size()) +
+                            " recorded"),
+            std::string::npos) << second.out;
+  EXPECT_TRUE(bytes(last / "model.safetensors") == model) << "the resumed run's weights differ";
+  EXPECT_TRUE(bytes(last / "state.safetensors") == state) << "the resumed run's optimizer differs";
+#ifdef SPEEDRUN_CUDA_EMULATED
+  fs::rename(record, dir / "moved.tsv");
+  const Outcome third = run_cli(resume);
+  ASSERT_EQ(third.code, 0) << third.out;
+  EXPECT_EQ(third.out.find("gemm algorithms:"), std::string::npos) << third.out;
+  EXPECT_FALSE(bytes(last / "model.safetensors") == model)
+      << "the heuristic's algorithms gave the tuned ones' bits: the test shows nothing";
+#endif
+  if (!HasFailure()) fs::remove_all(dir);
 }
 #endif
 

@@ -37,12 +37,16 @@
 #ifdef SPEEDRUN_HAVE_CUDA
 #include <cublasLt.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
 
 #include "backend/cuda/cublaslt_loader.h"
+#include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemm_plan.h"
+#include "backend/cuda/gemm_record.h"
 #include "backend/cuda/plan.h"
 #endif
 
@@ -642,6 +646,134 @@ TEST(CudaPlan, GemmKeysHashAndPrint) {
   EXPECT_EQ(cuda::pointer_alignment(buf), 256u);
   EXPECT_EQ(cuda::pointer_alignment(buf + 64), 64u);
   EXPECT_EQ(cuda::pointer_alignment(buf + 2), 2u);
+}
+
+// The GEMM algorithm record: every field of a problem and its algorithm survives the file,
+// and a damaged file is refused naming the file, the line and the fix, never half-read.
+TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
+  cuda::GemmRecord r;
+  r.origin = {"NVIDIA H200", 90, 130100};
+  r.tune = 8;
+  cuda::GemmRecordEntry e;
+  e.key.M = 65536, e.key.N = 768, e.key.K = 3072, e.key.transA = true, e.key.c = DType::F32;
+  e.key.accumulate = true, e.key.alignB = 64;
+  e.algo = {0x1234, 0, ~uint64_t(0), 7, 1ull << 63, 42, 0xdeadbeef, 3};
+  e.ms = 0.1234, e.candidates = 8;
+  cuda::GemmRecordEntry f;
+  f.key.M = 768, f.key.N = 768, f.key.K = 768, f.key.transB = true, f.key.batch = 24;
+  f.key.strideA = f.key.strideB = f.key.strideC = 768 * 768, f.key.alignC = 2;
+  f.algo = {5, 4, 3, 2, 1, 0, 9, 8};
+  f.ms = 2.5, f.candidates = 3;
+  r.entries = {e, f};
+  const std::string text = cuda::format_gemm_record(r);
+  const cuda::GemmRecord back = cuda::parse_gemm_record(text, "x.tsv");
+  EXPECT_EQ(back.origin, r.origin);
+  EXPECT_EQ(back.tune, 8);
+  ASSERT_EQ(back.entries.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_TRUE(back.entries[i].key == r.entries[i].key) << i;
+    EXPECT_EQ(back.entries[i].algo, r.entries[i].algo) << i;
+    EXPECT_NEAR(back.entries[i].ms, r.entries[i].ms, 1e-4) << i;
+    EXPECT_EQ(back.entries[i].candidates, r.entries[i].candidates) << i;
+  }
+  ASSERT_NE(back.find(f.key), nullptr);
+  EXPECT_EQ(back.find(f.key)->algo, f.algo);
+  cuda::GemmKey other = f.key;
+  other.alignA = 128;  // another alignment is another problem
+  EXPECT_EQ(back.find(other), nullptr);
+
+  // Through a file, written atomically into a folder it makes.
+  const std::string dir = ::testing::TempDir() + "speedrun_gemm_record";
+  std::filesystem::remove_all(dir);
+  const std::string path = dir + "/sub/algos.tsv";
+  cuda::GemmRecord read;
+  EXPECT_FALSE(cuda::read_gemm_record(path, read));
+  cuda::write_gemm_record(path, r);
+  ASSERT_TRUE(cuda::read_gemm_record(path, read));
+  EXPECT_EQ(read.entries.size(), 2u);
+
+  // Each damage names the line; the rest of the file was good.
+  const std::string gemm_line = text.substr(text.find("gemm\t"));
+  const std::string head = text.substr(0, text.find("gemm\t"));
+  const int gemm_at = int(std::count(head.begin(), head.end(), '\n')) + 1;
+  auto replaced = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    const size_t at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return t.replace(at, from.size(), to);
+  };
+  struct Case {
+    std::string text, why;
+    int line;
+  };
+  const std::vector<Case> bad = {
+      {"", "empty", 0},
+      {"gpu\tX\tsm_90\tcublaslt 1\n", "format 1", 1},
+      {replaced("format\t1", "format\t2"), "format 2", 5},
+      {replaced("\tsm_90\t", "\tsm_9x\t"), "compute capability", 6},
+      {replaced("tune\t8", "tune\t0"), "tune", 7},
+      {replaced("\t65536\t", "\t65536x\t"), "M '65536x'", gemm_at},
+      {replaced("\tT\tN\t", "\tY\tN\t"), "transA 'Y'", gemm_at},
+      {replaced("\tBF16\t", "\tF16\t"), "dtypeA 'F16'", gemm_at},
+      {replaced("\t+=\t", "\t-=\t"), "'-='", gemm_at},
+      {replaced("\t64\t256\t", "\t48\t256\t"), "power of two", gemm_at},
+      {replaced("0000000000001234:", "000000000000123g:"), "word 0", gemm_at},
+      {replaced("0000000000001234:", "0000000000001234-"), "':'", gemm_at},
+      {replaced("\t0.1234\t", "\tfast\t"), "ms 'fast'", gemm_at},
+      {replaced("\t0.1234\t8\n", "\t0.1234\n"), "19 fields", gemm_at},
+      {text + gemm_line.substr(0, gemm_line.find('\n') + 1), "second entry", gemm_at + 2},
+      {text + "gemmm\t1\n", "unknown line 'gemmm'", gemm_at + 2},
+      {head.substr(0, head.find("gpu\t")) + "tune\t8\n", "no 'gpu' line", 6},
+  };
+  for (const Case& c : bad) {
+    try {
+      cuda::parse_gemm_record(c.text, "damaged.tsv");
+      ADD_FAILURE() << "accepted a record that should fail with '" << c.why << "':\n" << c.text;
+    } catch (const Error& err) {
+      const std::string m = err.what();
+      for (const std::string& piece : {std::string("damaged.tsv line ") + std::to_string(c.line),
+                                       c.why, std::string("remove the file")})
+        EXPECT_NE(m.find(piece), std::string::npos) << "'" << piece << "' not in: " << m;
+    }
+  }
+
+  // Algorithms belong to a GPU and a cuBLASLt: a record from elsewhere is refused.
+  EXPECT_EQ(cuda::gemm_record_mismatch("a.tsv", r.origin, r.origin), "");
+  cuda::GemmRecordOrigin there = r.origin;
+  there.cublaslt = 130200;
+  const std::string why = cuda::gemm_record_mismatch("a.tsv", r.origin, there);
+  for (const char* piece : {"a.tsv", "NVIDIA H200 (sm_90) with cuBLASLt 130100", "130200",
+                            "remove the file", "SPEEDRUN_GEMM_ALGOS"})
+    EXPECT_NE(why.find(piece), std::string::npos) << piece << " not in: " << why;
+  there = r.origin;
+  there.gpu = "NVIDIA H100 80GB HBM3";
+  EXPECT_NE(cuda::gemm_record_mismatch("a.tsv", r.origin, there), "");
+  std::filesystem::remove_all(dir);
+}
+
+// Where a training run keeps its record: in its folder when it times algorithms or the
+// file is there already, one file per rank, SPEEDRUN_GEMM_ALGOS overriding ("" none).
+TEST(CudaPlan, RunGemmRecordFollowsTheRunAndTheRank) {
+  const std::string dir = ::testing::TempDir() + "speedrun_run_gemm_record";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  unsetenv("SPEEDRUN_GEMM_ALGOS");
+  unsetenv("SPEEDRUN_GEMM_TUNE");
+  EXPECT_EQ(cuda::run_gemm_record(dir, 0, 1), "");  // nothing timed, no file: no record
+  setenv("SPEEDRUN_GEMM_TUNE", "4", 1);
+  EXPECT_EQ(cuda::run_gemm_record(dir, 0, 1), dir + "/gemm_algos.tsv");
+  EXPECT_EQ(cuda::run_gemm_record(dir, 3, 8), dir + "/gemm_algos.rank3.tsv");
+  unsetenv("SPEEDRUN_GEMM_TUNE");
+  std::ofstream(dir + "/gemm_algos.tsv") << "format\t1\n";  // a run that timed them
+  EXPECT_EQ(cuda::run_gemm_record(dir, 0, 1), dir + "/gemm_algos.tsv");
+  EXPECT_EQ(cuda::run_gemm_record(dir, 1, 2), "");  // rank 1 of 2 has no file of its own
+  setenv("SPEEDRUN_GEMM_ALGOS", "/shared/algos.tsv", 1);
+  EXPECT_EQ(cuda::run_gemm_record(dir, 0, 1), "/shared/algos.tsv");
+  EXPECT_EQ(cuda::run_gemm_record(dir, 5, 8), "/shared/algos.rank5.tsv");
+  setenv("SPEEDRUN_GEMM_ALGOS", "", 1);
+  EXPECT_EQ(cuda::run_gemm_record(dir, 0, 1), "");
+  unsetenv("SPEEDRUN_GEMM_ALGOS");
+  std::filesystem::remove_all(dir);
 }
 
 TEST(CudaPlan, OutOfMemoryMessageSaysWhatToReduce) {

@@ -1,6 +1,7 @@
 #include "backend/factory.h"
 
 #include <cstdio>
+#include <cstdlib>
 
 #include "backend/cpu/cpu_backend.h"
 #ifdef SPEEDRUN_HAVE_CUDA
@@ -56,7 +57,8 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
       check(n > 0, "--device cuda: no CUDA GPU is visible (", why,
             "): check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu");
 #ifdef SPEEDRUN_HAVE_CUDA
-      return cuda::make_backend(o.gpu, n);
+      const char* env = std::getenv("SPEEDRUN_GEMM_ALGOS");
+      return cuda::make_backend(o.gpu, n, o.gemm_algos ? *o.gemm_algos : env ? env : "");
 #endif
       break;
     }

@@ -7,6 +7,7 @@
 // factory.cpp.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "backend/backend.h"
@@ -26,6 +27,9 @@ struct BackendOptions {
   DeviceChoice device = DeviceChoice::Auto;
   int threads = 0;  // CPU threads (0: all cores); ignored by cuda
   int gpu = -1;     // CUDA device index (-1: the process's local rank modulo the GPUs)
+  // cuda: the GEMM algorithm record the backend reads and extends (backend/cuda/
+  // gemm_record.h; "" none); unset: SPEEDRUN_GEMM_ALGOS, where set. Ignored by cpu.
+  std::optional<std::string> gemm_algos;
 };
 
 // The backend `o` names. Asking for cuda in a build without it, or on a machine where no

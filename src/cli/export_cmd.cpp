@@ -18,7 +18,7 @@ namespace {
 
 struct ExportArgs {
   std::string checkpoint, out, dtype = "bf16";
-  BackendOptions backend{DeviceChoice::CPU, 1, -1};  // reading and rounding: no GPU needed
+  BackendOptions backend{DeviceChoice::CPU, 1, -1, {}};  // reading and rounding: no GPU needed
   ShapeHints shape;
 };
 

@@ -23,6 +23,10 @@
 #include "train/settings.h"
 #include "train/trainer.h"
 
+#ifdef SPEEDRUN_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
 namespace speedrun::cli {
 
 namespace {
@@ -61,6 +65,21 @@ void settle_config(TrainArgs& a) {
                             // in Trainer, once the data has fixed the vocabulary
 }
 
+// Where the CUDA backend keeps its GEMM algorithm choices, if anywhere.
+void print_gemm_record(const Backend& backend) {
+#ifdef SPEEDRUN_HAVE_CUDA
+  if (backend.device() != Device::CUDA) return;
+  const cuda::GemmCacheInfo g = cuda::gemm_cache_info(backend);
+  if (g.record.empty()) return;
+  std::printf("gemm algorithms: %s (%zu recorded%s)\n", g.record.c_str(), g.record_read,
+              g.tune > 1 ? (", SPEEDRUN_GEMM_TUNE=" + std::to_string(g.tune) +
+                            " times the others and adds them").c_str()
+                         : ", the others take cuBLASLt's heuristic's first");
+#else
+  (void)backend;
+#endif
+}
+
 // A short sample from the final weights, decoded as text (the built-in corpora only).
 void print_sample(Backend& backend, const TrainConfig& c, const TrainResult& r,
                   const TrainingData& d) {
@@ -91,6 +110,12 @@ void run_train(TrainArgs& a) {
   const LaunchInfo launch = detect_launch();
   BackendOptions bo = a.backend;
   if (bo.gpu < 0) bo.gpu = launch.local_rank;  // one GPU per process of a node
+#ifdef SPEEDRUN_HAVE_CUDA
+  // A run that times its GEMM algorithms keeps its choices in its folder, so that resuming
+  // it runs every GEMM as it did (the same bits).
+  if (bo.device != DeviceChoice::CPU && !bo.gemm_algos)
+    bo.gemm_algos = cuda::run_gemm_record(c.out_dir, launch.rank, launch.world);
+#endif
   std::unique_ptr<Backend> backend = make_backend(bo);
   std::unique_ptr<Comm> comm = make_comm(launch, *backend);
   // Rank 0 prepares the built-in corpus and prints; the others find it prepared.
@@ -98,6 +123,7 @@ void run_train(TrainArgs& a) {
     comm->barrier();
     if (!std::freopen("/dev/null", "w", stdout)) std::perror("stdout");
   }
+  print_gemm_record(*backend);
   const TrainingData data = training_data(c, comm->is_root());
   if (comm->is_root() && comm->size() > 1) comm->barrier();
   install_stop_handlers();

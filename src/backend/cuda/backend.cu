@@ -27,7 +27,7 @@ std::string CudaBackend::numerics() const {
          std::to_string(p.minor);
 }
 
-CudaBackend::CudaBackend(int gpu)
+CudaBackend::CudaBackend(int gpu, const std::string& gemm_algos)
     : gpu_(gpu), sync_each_launch_(sync_after_each_op()), gemm_tune_(gemm_tune_candidates()) {
   const std::string dev = "GPU " + std::to_string(gpu);
   check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
@@ -38,6 +38,7 @@ CudaBackend::CudaBackend(int gpu)
   try {
     check_cublas(cublasLtCreate(&lt_), "init", ("cublasLtCreate on " + dev).c_str());
     gemm_workspace_ = device_alloc(kGemmWorkspaceBytes, "the cuBLASLt workspace");
+    open_gemm_record(gemm_algos);
     staging_.resize(kStagingSlots);
     for (StagingSlot& s : staging_) {
       check_cuda(cudaHostAlloc(&s.host, kStagingSlotBytes, cudaHostAllocDefault), "init",
@@ -237,6 +238,11 @@ GemmCacheInfo CudaBackend::gemm_cache_info() const {
   i.tuned = gemm_tuned_;
   i.retuned = gemm_retuned_;
   i.tune_ms = gemm_tune_ms_;
+  i.tune = gemm_tune_;
+  i.record = gemm_record_path_;
+  i.record_read = gemm_record_read_;
+  i.record_entries = gemm_record_.entries.size();
+  i.recorded = gemm_recorded_;
   return i;
 }
 

@@ -29,6 +29,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/plan.h"
 #include "backend/cuda/gemm_plan.h"
+#include "backend/cuda/gemm_record.h"
 
 namespace speedrun::cuda {
 
@@ -55,7 +56,9 @@ struct GemmCall {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int gpu);
+  // gemm_algos: the GEMM algorithm record this backend reads and extends
+  // (gemm_record.h), or "" for none.
+  explicit CudaBackend(int gpu, const std::string& gemm_algos = "");
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -187,10 +190,28 @@ class CudaBackend final : public Backend {
   // Runs one GEMM (matmul.cu), choosing and caching its descriptors and algorithm once.
   void gemm(const GemmCall& call, const char* op);
   // The fastest of `n` candidate algorithms for this call's problem, timed on its operands
-  // (matmul.cu); the call's output is left unspecified (the caller runs the GEMM after).
+  // (matmul.cu), and its time per run in *ms; the call's output is left unspecified (the
+  // caller runs the GEMM after).
   int time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
                       cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
-                      const cublasLtMatmulHeuristicResult_t* results, int n, const char* op);
+                      const cublasLtMatmulHeuristicResult_t* results, int n, const char* op,
+                      double* ms);
+  // A new problem's algorithm: the heuristic's first, or with SPEEDRUN_GEMM_TUNE the
+  // fastest of its candidates, which the record (where there is one) then holds.
+  cublasLtMatmulAlgo_t choose_algo(const GemmCall& call, cublasLtMatmulDesc_t desc,
+                                   cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                   cublasLtMatrixLayout_t c, const char* op);
+  // Opens the GEMM algorithm record at `path` (matmul.cu): reads it where it exists,
+  // refusing one made on another GPU or cuBLASLt; without SPEEDRUN_GEMM_TUNE set, new
+  // problems are timed as the run that made it timed them.
+  void open_gemm_record(const std::string& path);
+  // The algorithm the record holds for this problem, checked against it by cuBLASLt.
+  cublasLtMatmulAlgo_t recorded_algo(const GemmRecordEntry& r, cublasLtMatmulDesc_t desc,
+                                     cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                     cublasLtMatrixLayout_t c, const char* op);
+  // Adds a timed choice to the record and rewrites its file; a file that cannot be written
+  // is reported once on stderr and the run goes on (the record only repeats choices).
+  void record_gemm(const GemmRecordEntry& e);
   // matmul and matmul_add: C = op(A) op(B) + Cin (beta 1) or + 0 (Cin null, beta 0).
   void product(const char* op, Tensor C, const Tensor& A, bool transA, const Tensor& B,
                bool transB, const Tensor* Cin);
@@ -218,6 +239,11 @@ class CudaBackend final : public Backend {
   uint64_t last_algo_ = 0;
   uint64_t gemm_tuned_ = 0, gemm_retuned_ = 0;  // problems timed; of them won by a later one
   double gemm_tune_ms_ = 0;                      // wall time spent timing candidates
+  std::string gemm_record_path_;                 // "" without a record
+  GemmRecord gemm_record_;                       // its choices, read and made here
+  size_t gemm_record_read_ = 0;                  // entries the file held at the start
+  uint64_t gemm_recorded_ = 0;                   // problems that took a recorded algorithm
+  bool gemm_record_unwritable_ = false;          // reported once
   std::vector<StagingSlot> staging_;
   size_t next_slot_ = 0;
   std::unordered_map<void*, size_t> sizes_;

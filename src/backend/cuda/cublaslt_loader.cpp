@@ -116,6 +116,23 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoGetHeuristic(
   return f(handle, desc, Adesc, Bdesc, Cdesc, Ddesc, preference, requested, results, returned);
 }
 
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoCheck(cublasLtHandle_t handle,
+                                                    cublasLtMatmulDesc_t desc,
+                                                    cublasLtMatrixLayout_t Adesc,
+                                                    cublasLtMatrixLayout_t Bdesc,
+                                                    cublasLtMatrixLayout_t Cdesc,
+                                                    cublasLtMatrixLayout_t Ddesc,
+                                                    const cublasLtMatmulAlgo_t* algo,
+                                                    cublasLtMatmulHeuristicResult_t* result) {
+  static const auto f = SPEEDRUN_CUBLASLT_TARGET(cublasLtMatmulAlgoCheck);
+  return f(handle, desc, Adesc, Bdesc, Cdesc, Ddesc, algo, result);
+}
+
+size_t CUBLASWINAPI cublasLtGetVersion(void) {
+  static const auto f = SPEEDRUN_CUBLASLT_TARGET(cublasLtGetVersion);
+  return f();
+}
+
 cublasStatus_t CUBLASWINAPI cublasLtMatmulDescCreate(cublasLtMatmulDesc_t* desc,
                                                      cublasComputeType_t compute,
                                                      cudaDataType_t scale) {

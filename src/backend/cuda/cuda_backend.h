@@ -16,8 +16,15 @@ namespace speedrun::cuda {
 int visible_devices(std::string* why);
 
 // The backend on GPU `gpu` (-1: the process's local rank modulo `visible`, 0 for a single
-// process). Throws Error naming the device on failure, and on a GPU it cannot run on.
-std::unique_ptr<Backend> make_backend(int gpu, int visible);
+// process), reading and extending the GEMM algorithm record `gemm_algos` ("" none;
+// gemm_record.h). Throws Error naming the device on failure, and on a GPU it cannot run on.
+std::unique_ptr<Backend> make_backend(int gpu, int visible, const std::string& gemm_algos = "");
+// The GEMM algorithm record of rank `rank` of a training run writing into `run_dir`:
+// SPEEDRUN_GEMM_ALGOS where it is set ("" none), else <run_dir>/gemm_algos.tsv where
+// SPEEDRUN_GEMM_TUNE times algorithms or that file exists (a run that timed them resumes
+// with the same choices), else "". Over several ranks each rank has its own file, the
+// rank's number before the extension (gemm_algos.rank3.tsv): their GPUs time apart.
+std::string run_gemm_record(const std::string& run_dir, int rank, int world);
 // The GPU make_backend(gpu, visible) takes.
 int process_gpu(int gpu, int visible);
 // Why the backend cannot run on GPU `gpu`, naming the fix; "" when it can: a GPU older than
@@ -42,6 +49,11 @@ struct GemmCacheInfo {
   uint64_t tuned = 0;     // problems whose candidates were timed (SPEEDRUN_GEMM_TUNE > 1)
   uint64_t retuned = 0;   // of them, where another than the heuristic's first was faster
   double tune_ms = 0;     // time spent timing them
+  int tune = 1;           // candidates timed per new problem
+  std::string record;     // the GEMM algorithm record's file ("" none)
+  size_t record_read = 0; // entries it held when the backend started
+  size_t record_entries = 0;  // entries it holds now
+  uint64_t recorded = 0;  // problems that took a recorded algorithm (not timed)
 };
 GemmCacheInfo gemm_cache_info(const Backend& be);
 

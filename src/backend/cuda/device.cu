@@ -56,8 +56,8 @@ int process_gpu(int gpu, int visible) {
                     std::getenv("SLURM_LOCALID"));
 }
 
-std::unique_ptr<Backend> make_backend(int gpu, int visible) {
-  return std::make_unique<CudaBackend>(process_gpu(gpu, visible));
+std::unique_ptr<Backend> make_backend(int gpu, int visible, const std::string& gemm_algos) {
+  return std::make_unique<CudaBackend>(process_gpu(gpu, visible), gemm_algos);
 }
 
 std::vector<std::string> describe_gpus(int visible) {

@@ -8,10 +8,15 @@
 // and times each on the problem's first call (on its own operands), keeping the fastest.
 // The heuristic ranks algorithms by a model, not by a run on this GPU; what timing them is
 // worth on the record's shapes is for a GPU run to say (bench/cuda_check.sh's gemm-tune
-// step). Algorithms may sum in different orders, so a tuned run is reproducible only where
-// the timings choose alike: off by default.
+// step). Algorithms may sum in different orders, so a tuned run repeats its bits only where
+// it runs every GEMM with the algorithm it chose before: the GEMM algorithm record
+// (gemm_record.h, SPEEDRUN_GEMM_ALGOS; a training run keeps one in its folder) holds each
+// timed choice, and a problem found there takes its algorithm untimed.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
 
 #include "backend/cuda/backend.cuh"
@@ -86,29 +91,12 @@ void CudaBackend::gemm(const GemmCall& call, const char* op) {
     make_layout(&e.a, key.b, g.a, key.batch, g.stride_a, op, "layout of B");
     make_layout(&e.b, key.a, g.b, key.batch, g.stride_b, op, "layout of A");
     make_layout(&e.c, key.c, g.c, key.batch, g.stride_c, op, "layout of C");
-
-    cublasLtMatmulPreference_t pref = nullptr;
-    check_cublas(cublasLtMatmulPreferenceCreate(&pref), op, "creating a matmul preference");
-    const size_t ws = kGemmWorkspaceBytes;
-    const uint32_t al[4] = {key.alignB, key.alignA, key.alignC, key.alignC};
-    const cublasLtMatmulPreferenceAttributes_t which[4] = {
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
-    cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
-    for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; ++i)
-      st = cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]);
-    cublasLtMatmulHeuristicResult_t results[kMaxGemmTune] = {};
-    int returned = 0;
-    if (st == CUBLAS_STATUS_SUCCESS)
-      st = cublasLtMatmulAlgoGetHeuristic(lt_, e.desc, e.a, e.b, e.c, e.c, pref, gemm_tune_,
-                                          results, &returned);
-    cublasLtMatmulPreferenceDestroy(pref);
-    check_cublas(st, op, ("choosing an algorithm for " + gemm_key_str(key)).c_str());
-    check(returned > 0, "cuda ", op, ": cuBLASLt has no algorithm for ", gemm_key_str(key));
-    const int best =
-        returned > 1 ? time_candidates(call, e.desc, e.a, e.b, e.c, results, returned, op) : 0;
-    e.algo = results[best].algo;
+    if (const GemmRecordEntry* r = gemm_record_.find(key)) {  // chosen before: untimed
+      e.algo = recorded_algo(*r, e.desc, e.a, e.b, e.c, op);
+      ++gemm_recorded_;
+    } else {
+      e.algo = choose_algo(call, e.desc, e.a, e.b, e.c, op);
+    }
     guard.armed = false;
     it = gemms_.emplace(key, e).first;
   }
@@ -122,11 +110,49 @@ void CudaBackend::gemm(const GemmCall& call, const char* op) {
   if (sync_each_launch_) launched(op, "cublasLtMatmul");
 }
 
+cublasLtMatmulAlgo_t CudaBackend::choose_algo(const GemmCall& call, cublasLtMatmulDesc_t desc,
+                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                              cublasLtMatrixLayout_t c, const char* op) {
+  const GemmKey& key = call.key;
+  cublasLtMatmulPreference_t pref = nullptr;
+  check_cublas(cublasLtMatmulPreferenceCreate(&pref), op, "creating a matmul preference");
+  const size_t ws = kGemmWorkspaceBytes;
+  const uint32_t al[4] = {key.alignB, key.alignA, key.alignC, key.alignC};
+  const cublasLtMatmulPreferenceAttributes_t which[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+  for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; ++i)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]);
+  cublasLtMatmulHeuristicResult_t results[kMaxGemmTune] = {};
+  int returned = 0;
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulAlgoGetHeuristic(lt_, desc, a, b, c, c, pref, gemm_tune_, results,
+                                        &returned);
+  cublasLtMatmulPreferenceDestroy(pref);
+  check_cublas(st, op, ("choosing an algorithm for " + gemm_key_str(key)).c_str());
+  check(returned > 0, "cuda ", op, ": cuBLASLt has no algorithm for ", gemm_key_str(key));
+  if (returned == 1) return results[0].algo;  // nothing to time, nothing to record
+  double ms = 0;
+  const int best = time_candidates(call, desc, a, b, c, results, returned, op, &ms);
+  if (!gemm_record_path_.empty() && std::isfinite(ms)) {
+    GemmRecordEntry r;
+    r.key = key;
+    std::copy(std::begin(results[best].algo.data), std::end(results[best].algo.data),
+              r.algo.begin());
+    r.ms = ms;
+    r.candidates = returned;
+    record_gemm(r);
+  }
+  return results[best].algo;
+}
+
 int CudaBackend::time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc,
                                  cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                                  cublasLtMatrixLayout_t c,
                                  const cublasLtMatmulHeuristicResult_t* results, int n,
-                                 const char* op) {
+                                 const char* op, double* best_ms_per_run) {
   constexpr int kReps = 3;  // timed runs per candidate, after one untimed
   const auto t0 = std::chrono::steady_clock::now();
   const GemmKey& key = call.key;
@@ -185,7 +211,64 @@ int CudaBackend::time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc
   if (best != 0) ++gemm_retuned_;
   gemm_tune_ms_ +=
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  *best_ms_per_run = double(best_ms) / kReps;  // infinite where no candidate ran
   return best;
+}
+
+void CudaBackend::open_gemm_record(const std::string& path) {
+  if (path.empty()) return;
+  cudaDeviceProp p{};
+  check_cuda(cudaGetDeviceProperties(&p, gpu_), "init", "reading the GPU's properties");
+  GemmRecordOrigin here;
+  for (const char* ch = p.name; *ch; ++ch) here.gpu += (*ch == '\t' || *ch == '\n') ? ' ' : *ch;
+  here.sm = 10 * p.major + p.minor;
+  here.cublaslt = cublasLtGetVersion();
+  GemmRecord r;
+  if (read_gemm_record(path, r)) {
+    const std::string why = gemm_record_mismatch(path, r.origin, here);
+    check(why.empty(), why);
+    gemm_record_read_ = r.entries.size();
+    // A run resumed (or repeated) without SPEEDRUN_GEMM_TUNE times the problems it has not
+    // met yet as the run that made the record did.
+    const char* v = std::getenv("SPEEDRUN_GEMM_TUNE");
+    if (v == nullptr || *v == 0) gemm_tune_ = std::clamp(r.tune, 1, kMaxGemmTune);
+  }
+  r.origin = here;
+  r.tune = gemm_tune_;
+  gemm_record_ = std::move(r);
+  gemm_record_path_ = path;
+}
+
+cublasLtMatmulAlgo_t CudaBackend::recorded_algo(const GemmRecordEntry& r,
+                                                cublasLtMatmulDesc_t desc,
+                                                cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                                                cublasLtMatrixLayout_t c, const char* op) {
+  cublasLtMatmulAlgo_t algo{};
+  std::copy(r.algo.begin(), r.algo.end(), std::begin(algo.data));
+  cublasLtMatmulHeuristicResult_t result{};
+  const cublasStatus_t st = cublasLtMatmulAlgoCheck(lt_, desc, a, b, c, c, &algo, &result);
+  check(st == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= kGemmWorkspaceBytes, "cuda ", op,
+        ": the GEMM algorithm record ", gemm_record_path_, " holds an algorithm for ",
+        gemm_key_str(r.key), " that cuBLASLt does not run here (",
+        st == CUBLAS_STATUS_SUCCESS ? "it needs " + std::to_string(result.workspaceSize) +
+                                          " bytes of workspace"
+                                    : std::string(cublasLtGetStatusName(st)),
+        "): remove the file to time the GEMMs again");
+  return algo;
+}
+
+void CudaBackend::record_gemm(const GemmRecordEntry& e) {
+  gemm_record_.entries.push_back(e);
+  try {
+    write_gemm_record(gemm_record_path_, gemm_record_);
+  } catch (const Error& err) {
+    if (!gemm_record_unwritable_)
+      std::fprintf(stderr,
+                   "warning: %s; the run goes on, but a run resumed from it may choose other "
+                   "GEMM algorithms (other rounding)\n",
+                   err.what());
+    gemm_record_unwritable_ = true;
+  }
 }
 
 void CudaBackend::matmul(Tensor C, const Tensor& A, bool transA, const Tensor& B, bool transB,

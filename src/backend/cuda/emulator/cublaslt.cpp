@@ -4,12 +4,15 @@
 // D = alpha op(A) op(B) + beta C is computed by OpenBLAS's sgemm on fp32 copies of the
 // operands (bf16 widens exactly; accumulation in fp32 as on the GPU) and rounded to D's
 // type. Shapes that do not fit each other are refused with CUBLAS_STATUS_INVALID_VALUE, as
-// cuBLASLt refuses them. The heuristic offers up to kAlgos algorithms for any valid problem,
-// which compute alike; so that tests can see the backend time them and keep the fastest,
+// cuBLASLt refuses them. The heuristic offers up to kAlgos algorithms for any valid problem;
+// as cuBLASLt's split-K kernels do, algorithm i sums the K terms in i + 1 slices added one
+// after another (algorithm 0 in one), so that another algorithm gives other rounding. So
+// that tests can see the backend time them and keep the fastest,
 // SPEEDRUN_EMU_SLOW_GEMM_ALGO=i makes algorithm i take 20 ms longer on the stream.
 #include <cblas.h>
 #include <cublasLt.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -239,18 +242,51 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
       const std::vector<float> wa = widen(pa, A), wb = widen(pb, B);
       std::vector<float> out(size_t(m) * size_t(n), 0.f);
       if (fb != 0) out = widen(pc, C);
-      if (k > 0)
-        cblas_sgemm(CblasRowMajor, desc.ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans,
-                    desc.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans, m, n, k, fa, wa.data(), int(A.cols),
-                    wb.data(), int(B.cols), fb, out.data(), n);
-      else
+      const CBLAS_TRANSPOSE ta = desc.ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+      const CBLAS_TRANSPOSE tb = desc.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
+      const int slices = k > 1 ? int(std::min<uint64_t>(id - kAlgoId + 1, uint64_t(k))) : 1;
+      if (k > 0 && slices == 1) {
+        cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, fa, wa.data(), int(A.cols), wb.data(), int(B.cols), fb,
+                    out.data(), n);
+      } else if (k > 0) {  // split-K: beta C, then each slice's product added in turn
         for (float& v : out) v *= fb;
+        std::vector<float> part(out.size());
+        for (int sl = 0; sl < slices; ++sl) {
+          const int k0 = int(int64_t(k) * sl / slices), k1 = int(int64_t(k) * (sl + 1) / slices);
+          // Row-major op(A) [m, k]: A [m, k] (slice of columns) or A^T of [k, m] (of rows);
+          // op(B) [k, n]: B [k, n] (of rows) or B^T of [n, k] (of columns).
+          const float* sa = wa.data() + (ta == CblasNoTrans ? size_t(k0) : size_t(k0) * A.cols);
+          const float* sb = wb.data() + (tb == CblasNoTrans ? size_t(k0) * B.cols : size_t(k0));
+          cblas_sgemm(CblasRowMajor, ta, tb, m, n, k1 - k0, fa, sa, int(A.cols), sb, int(B.cols), 0.f,
+                      part.data(), n);
+          for (size_t i = 0; i < out.size(); ++i) out[i] += part[i];
+        }
+      } else {
+        for (float& v : out) v *= fb;
+      }
       for (int r = 0; r < m; ++r)
         for (int col = 0; col < n; ++col) store(pd, D.type, int64_t(r) + int64_t(col) * D.ld, out[size_t(r) * n + col]);
     }
   });
   return CUBLAS_STATUS_SUCCESS;
 }
+
+cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
+                                       cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t dl,
+                                       const cublasLtMatmulAlgo_t* algo, cublasLtMatmulHeuristicResult_t* result) {
+  Desc desc;
+  Layout A, B, C, D;
+  if (!algo || !result || !problem(d, a, b, c, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (algo->data[0] < kAlgoId || algo->data[0] >= kAlgoId + kAlgos) return CUBLAS_STATUS_NOT_SUPPORTED;
+  const cublasLtMatmulAlgo_t copy = *algo;  // algo may point to result->algo
+  std::memset(result, 0, sizeof *result);
+  result->algo = copy;
+  result->state = CUBLAS_STATUS_SUCCESS;
+  result->wavesCount = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+size_t cublasLtGetVersion(void) { return CUBLAS_VERSION; }
 
 const char* cublasLtGetStatusName(cublasStatus_t s) {
   switch (s) {
