@@ -51,6 +51,11 @@
 #ifdef SPEEDRUN_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemm_record.h"
+#include "dist/local_comm.h"
+#ifdef SPEEDRUN_HAVE_NCCL
+#include "dist/nccl/nccl_comm.h"
+#include "nccl_check.h"
+#endif
 #include "backend/cuda/math/reduce.h"
 #include "backend/cuda/plan.h"
 #endif
@@ -742,6 +747,27 @@ TEST_F(CudaBackendTest, TunedRunResumesWithItsGemmAlgorithms) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 #endif
+
+// NCCL at world 1 against the LocalComm, which is what MPI gives a job of one rank: NCCL
+// refuses two ranks on one GPU, so on a one-GPU machine this is how NcclComm's calls, its
+// side stream, events and tickets meet real NCCL (tests/nccl_check.h; test_mpi runs the
+// same checks against MPI over several ranks).
+TEST_F(CudaBackendTest, NcclAtWorldOneAgreesWithTheLocalComm) {
+#ifndef SPEEDRUN_HAVE_NCCL
+  GTEST_SKIP() << "this build has no NCCL (the CUDA toolkit's nccl.h was not found)";
+#else
+  if (const std::string why = nccl_library_problem(); !why.empty()) GTEST_SKIP() << why;
+  LocalComm host(&gpu());
+  NcclComm nccl(gpu(), std::make_unique<LocalComm>(&gpu()));
+  EXPECT_EQ(nccl.name(), "nccl");
+  int checks = 0;
+  test::check_nccl(nccl, host, gpu(), [&](bool ok, const std::string& what) {
+    ++checks;
+    EXPECT_TRUE(ok) << what;
+  });
+  EXPECT_GE(checks, 10);
+#endif
+}
 
 // ---- embedding -------------------------------------------------------------------------------
 

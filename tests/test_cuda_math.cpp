@@ -48,6 +48,11 @@
 #include "backend/cuda/gemm_plan.h"
 #include "backend/cuda/gemm_record.h"
 #include "backend/cuda/plan.h"
+#ifdef SPEEDRUN_HAVE_NCCL
+#include <nccl.h>
+
+#include "dist/nccl/nccl_comm.h"
+#endif
 #endif
 
 namespace speedrun {
@@ -895,6 +900,33 @@ TEST(CudaPlan, CublasLtOpensOnItsFirstCall) {
                               "/nonexistent/libspeedrun-none.so.1", "LD_LIBRARY_PATH"})
       EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
   }
+#endif
+}
+
+// NCCL is opened as cuBLASLt is, on first use: nothing links it, so a machine without it
+// runs everything but NcclComm; where the build found the toolkit's NCCL it opens, through
+// the soname or the toolkit's folder, and its functions answer.
+TEST(CudaPlan, NcclOpensOnItsFirstUse) {
+#if !defined(SPEEDRUN_HAVE_NCCL)
+  GTEST_SKIP() << "this build has no NCCL (the CUDA toolkit's nccl.h was not found)";
+#elif defined(SPEEDRUN_CUDA_EMULATED)
+  GTEST_SKIP() << "the emulated build runs the emulator's NCCL";
+#else
+  auto mapped = [] {
+    std::ifstream maps("/proc/self/maps");
+    return std::string((std::istreambuf_iterator<char>(maps)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(mapped().find("libnccl.so"), std::string::npos) << "NCCL was loaded before its use";
+  if (const std::string why = nccl_library_problem(); !why.empty()) {
+    // A machine without NCCL (a portable build carried where none is found): said so.
+    for (const char* piece : {"cannot open NCCL", "libnccl.so.", "LD_LIBRARY_PATH"})
+      EXPECT_NE(why.find(piece), std::string::npos) << piece << " in: " << why;
+    GTEST_SKIP() << why;
+  }
+  EXPECT_NE(mapped().find("libnccl.so"), std::string::npos);
+  const char* why = ncclGetErrorString(ncclInvalidArgument);  // the library's own text
+  ASSERT_NE(why, nullptr);
+  EXPECT_NE(std::string(why).find("invalid argument"), std::string::npos) << why;
 #endif
 }
 #endif  // SPEEDRUN_HAVE_CUDA

@@ -66,7 +66,7 @@ std::unique_ptr<Comm> make_comm(const LaunchInfo& launch, Backend& backend) {
 #ifdef SPEEDRUN_HAVE_MPI
   if (backend.device() == Device::CPU) return std::make_unique<MpiComm>();
 #ifdef SPEEDRUN_HAVE_NCCL
-  return std::make_unique<NcclComm>(backend);
+  return std::make_unique<NcclComm>(backend, std::make_unique<MpiComm>());
 #else
   fail("rank ", launch.rank, " of ", launch.world, ": training on ", backend.name(),
        " over several processes needs NCCL, which this build lacks (it is part of the CUDA "

@@ -5,6 +5,7 @@
 // prints the failed checks and exits 1 otherwise.
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "dist/mpi/mpi_comm.h"
 #ifdef SPEEDRUN_HAVE_NCCL
 #include "dist/nccl/nccl_comm.h"
+#include "nccl_check.h"
 #endif
 #if defined(SPEEDRUN_HAVE_NCCL) && defined(SPEEDRUN_CUDA_EMULATED)
 #include "backend/cuda/emulator/simt.h"
@@ -54,91 +56,16 @@ std::vector<std::vector<double>> muon_steps(Comm* comm) {
 }  // namespace
 
 #ifdef SPEEDRUN_HAVE_NCCL
-// The NCCL communicator on this rank's GPU against MPI on the same values in host memory:
-// sum, mean, gather, broadcast and the async reduction. A one-GPU machine runs it at world 1.
+// The NCCL communicator on this rank's GPU against MPI on the same values in host memory
+// (tests/nccl_check.h). A one-GPU machine runs it at world 1.
 int nccl_check(MpiComm& mpi) {
   BackendOptions o;
   o.device = DeviceChoice::CUDA;
   o.gpu = detect_launch().local_rank;
   auto be = make_backend(o);
-  NcclComm nccl(*be);
-  const int r = mpi.rank(), W = mpi.size();
-  const int64_t n = 1000;
-  std::vector<double> host(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) host[size_t(i)] = std::sin(double(i + 1) * (r + 1));
-  Arena mem([&](size_t b) { return be->allocate(b); }, [&](void* p) { be->release(p); });
-  Tensor d, y, g;
-  mem.add("x", DType::F32, {n}, &d);
-  mem.add("y", DType::F32, {n}, &y);
-  mem.add("gathered", DType::F32, {int64_t(W) * n}, &g);
-  mem.materialize(be->device());
-  auto agrees = [&](const std::vector<double>& got, const std::vector<float>& ref, const char* what) {
-    for (int64_t i = 0; i < n; ++i)
-      if (!(std::fabs(got[size_t(i)] - ref[size_t(i)]) <= 1e-6 * (1 + std::fabs(ref[size_t(i)])))) {
-        expect(false, r, what);
-        return;
-      }
-  };
-  std::vector<float> ref_sum, ref_mean;
-  for (ReduceOp op : {ReduceOp::Sum, ReduceOp::Mean}) {
-    std::vector<float> ref(host.begin(), host.end());
-    mpi.all_reduce(Tensor(ref.data(), DType::F32, {n}), op);
-    (op == ReduceOp::Sum ? ref_sum : ref_mean) = ref;
-    be->from_host_f64(d, host);
-    nccl.all_reduce(d, op);
-    const auto got = be->to_host_f64(d);
-    be->from_host_f64(d, host);
-    nccl.all_reduce_async(d, op);
-    nccl.wait_async();
-    const auto got_async = be->to_host_f64(d);
-    for (int64_t i = 0; i < n; ++i) {
-      expect(std::fabs(got[size_t(i)] - ref[size_t(i)]) <= 1e-6 * (1 + std::fabs(ref[size_t(i)])), r,
-             "nccl all_reduce agrees with MPI");
-      expect(got_async[size_t(i)] == got[size_t(i)], r, "nccl async all_reduce = all_reduce");
-      if (failures) break;
-    }
-  }
-  // Tickets: waiting for one async reduction is enough to read its buffer while the one
-  // started after it may still run; the ring of events is reused past 64 of them.
-  for (int round = 0; round < 2; ++round) {
-    be->from_host_f64(d, host);
-    be->from_host_f64(y, host);
-    const int64_t t1 = nccl.all_reduce_async(d, ReduceOp::Sum);
-    const int64_t t2 = nccl.all_reduce_async(y, ReduceOp::Mean);
-    expect(t2 == t1 + 1, r, "nccl tickets count the async reductions");
-    nccl.wait_async(t1);
-    agrees(be->to_host_f64(d), ref_sum, "nccl wait_async(ticket): that reduction has landed");
-    nccl.wait_async();
-    agrees(be->to_host_f64(y), ref_mean, "nccl wait_async(): every reduction has landed");
-    for (int k = 0; k < 70; ++k) nccl.all_reduce_async(g.slice(0, 1), ReduceOp::Mean);
-    nccl.wait_async(t1);  // its event has been reused: waits through the newest
-  }
-  be->synchronize();
-  be->from_host_f64(d, host);
-  nccl.all_gather(g, d);
-  const auto all = be->to_host_f64(g);
-  for (int q = 0; q < W; ++q)
-    for (int64_t i = 0; i < n; i += 97)
-      expect(all[size_t(q) * size_t(n) + size_t(i)] == double(float(std::sin(double(i + 1) * (q + 1)))), r,
-             "nccl all_gather: every rank's values in rank order");
-  // In place, at once and async: the same gather.
-  for (const bool async : {false, true}) {
-    be->fill(g, std::nan(""));
-    be->copy(g.slice(int64_t(r) * n, int64_t(r + 1) * n), d);
-    if (async) {
-      nccl.all_gather_async(g);
-      nccl.wait_async();
-    } else {
-      nccl.all_gather_in_place(g);
-    }
-    expect(be->to_host_f64(g) == all, r, async ? "nccl all_gather_async in place = all_gather"
-                                               : "nccl all_gather_in_place = all_gather");
-  }
-  nccl.broadcast(d, 0);
-  const auto root = be->to_host_f64(d);
-  for (int64_t i = 0; i < n; i += 97)
-    expect(root[size_t(i)] == double(float(std::sin(double(i + 1)))), r, "nccl broadcast: rank 0's values");
-  nccl.barrier();
+  NcclComm nccl(*be, std::make_unique<MpiComm>());
+  const int r = mpi.rank();
+  test::check_nccl(nccl, mpi, *be, [r](bool ok, const std::string& what) { expect(ok, r, what); });
   return 0;
 }
 #endif
@@ -156,7 +83,7 @@ int nccl_race_check(MpiComm& mpi) {
   o.device = DeviceChoice::CUDA;
   o.gpu = detect_launch().local_rank;
   auto be = make_backend(o);
-  NcclComm nccl(*be);
+  NcclComm nccl(*be, std::make_unique<MpiComm>());
   const int r = mpi.rank();
   const int64_t n = 256;
   Arena mem([&](size_t b) { return be->allocate(b); }, [&](void* p) { be->release(p); });

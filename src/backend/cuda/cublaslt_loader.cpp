@@ -53,14 +53,15 @@ std::vector<std::string> cublaslt_candidates() {
   return names;
 }
 
-void* open_first_library(const std::vector<std::string>& names, const std::string& what) {
+void* open_first_library(const std::vector<std::string>& names, const std::string& what,
+                         const std::string& needs) {
   std::string tried;
   for (const std::string& name : names) {
     if (void* h = dlopen(name.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
     const char* why = dlerror();
     tried += (tried.empty() ? "" : "; ") + std::string(why ? why : name + ": not found");
   }
-  fail("cuda: cannot open ", what, " (", tried, "): the CUDA backend needs it; install the CUDA ",
+  fail("cuda: cannot open ", what, " (", tried, "): ", needs, " needs it; install the CUDA ",
        CUBLAS_VER_MAJOR, " toolkit's libraries, or add the folder that holds ",
        names.empty() ? what : names.front(), " to LD_LIBRARY_PATH");
 }

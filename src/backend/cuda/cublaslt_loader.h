@@ -20,8 +20,10 @@ namespace speedrun::cuda {
 std::vector<std::string> cublaslt_candidates();
 
 // dlopen()s the first of `names` that opens and returns its handle; throws a
-// speedrun::Error naming `what`, every name tried with the loader's reason, and the fix.
-void* open_first_library(const std::vector<std::string>& names, const std::string& what);
+// speedrun::Error naming `what`, what `needs` it, every name tried with the loader's
+// reason, and the fix.
+void* open_first_library(const std::vector<std::string>& names, const std::string& what,
+                         const std::string& needs = "the CUDA backend");
 
 // Whether this process has opened cuBLASLt (for tests: CPU-only processes must not).
 bool cublaslt_opened();

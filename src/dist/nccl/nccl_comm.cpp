@@ -3,6 +3,9 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstring>
+#include <utility>
+
 #include "core/error.h"
 
 namespace speedrun {
@@ -35,16 +38,25 @@ void need_device(const Tensor& t, const char* op) {
 
 }  // namespace
 
-NcclComm::NcclComm(Backend& backend) : be_(backend) {
+NcclComm::NcclComm(Backend& backend, std::unique_ptr<Comm> host)
+    : be_(backend), host_(std::move(host)) {
+  check(host_ != nullptr, "NcclComm: no host Comm");
   check(backend.device() == Device::CUDA, "NcclComm: the backend is ", backend.name(),
         ", not a GPU: use MpiComm");
+  // Rank 0's unique id to every rank, as the host Comm's words (128 bytes).
   ncclUniqueId id{};
-  if (mpi_.rank() == 0) ok(ncclGetUniqueId(&id), "GetUniqueId");
-  mpi_.broadcast_bytes(&id, sizeof(id), 0);
+  static_assert(sizeof(id) % sizeof(int64_t) == 0, "ncclUniqueId is whole 64-bit words");
+  std::vector<int64_t> words(sizeof(id) / sizeof(int64_t), 0);
+  if (host_->rank() == 0) {
+    ok(ncclGetUniqueId(&id), "GetUniqueId");
+    std::memcpy(words.data(), &id, sizeof(id));
+  }
+  const std::vector<int64_t> all = host_->all_gather(words);
+  std::memcpy(&id, all.data(), sizeof(id));  // rank 0's, first
   check(cudaSetDevice(backend.device_index()) == cudaSuccess, "NcclComm: cudaSetDevice(",
         backend.device_index(), ") failed");
   ncclComm_t c = nullptr;
-  ok(ncclCommInitRank(&c, mpi_.size(), id, mpi_.rank()), "CommInitRank");
+  ok(ncclCommInitRank(&c, host_->size(), id, host_->rank()), "CommInitRank");
   comm_ = c;
   cudaStream_t side = nullptr;
   cudaEvent_t a = nullptr;
@@ -151,7 +163,7 @@ void NcclComm::broadcast(Tensor t, int root) {
 
 void NcclComm::barrier() {
   be_.synchronize();
-  mpi_.barrier();
+  host_->barrier();
 }
 
 }  // namespace speedrun

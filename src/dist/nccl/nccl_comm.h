@@ -1,25 +1,30 @@
 // NcclComm: the ranks of a GPU job, one process per GPU: collectives on device buffers
 // through NCCL, ordered on the backend's stream; host values and the bootstrap (NCCL's
-// unique id, broadcast from rank 0) through MPI. Built when the CUDA toolkit's NCCL and MPI
-// are both found. NCCL refuses two ranks on one GPU: a one-GPU machine runs world 1 only.
+// unique id, gathered from rank 0) through a host Comm: MpiComm in a job of several
+// processes, LocalComm for one (world 1, where NCCL's calls are checked on one GPU: NCCL
+// refuses two ranks on one GPU). Built wherever the CUDA toolkit's nccl.h is found; NCCL
+// itself is opened on first use (nccl_loader.cpp), so a machine without it runs everything
+// else.
 #pragma once
+#include <exception>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
 #include "dist/comm.h"
-#include "dist/mpi/mpi_comm.h"
 
 namespace speedrun {
 
 class NcclComm final : public Comm {
  public:
-  // backend: this rank's CUDA backend (its stream and device).
-  explicit NcclComm(Backend& backend);
+  // backend: this rank's CUDA backend (its stream and device); host: the ranks' Comm for
+  // host values, whose rank and size are this one's.
+  NcclComm(Backend& backend, std::unique_ptr<Comm> host);
   ~NcclComm() override;
   std::string name() const override { return "nccl"; }
-  int rank() const override { return mpi_.rank(); }
-  int size() const override { return mpi_.size(); }
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
   void all_reduce(Tensor t, ReduceOp op) override;
   void all_gather(Tensor out, const Tensor& in) override;
   void broadcast(Tensor t, int root) override;
@@ -32,11 +37,14 @@ class NcclComm final : public Comm {
   void all_gather_in_place(Tensor t) override;
   int64_t all_gather_async(Tensor t) override;  // as all_reduce_async
   void wait_async(int64_t ticket = kAllAsync) override;
-  double all_reduce(double x, ReduceOp op) override { return mpi_.all_reduce(x, op); }
+  double all_reduce(double x, ReduceOp op) override { return host_->all_reduce(x, op); }
   std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
-    return mpi_.all_gather(mine);
+    return host_->all_gather(mine);
   }
-  [[noreturn]] void abort(const std::string& why) override { mpi_.abort(why); }
+  [[noreturn]] void abort(const std::string& why) override {
+    host_->abort(why);
+    std::terminate();  // not reached: Comm::abort does not return (a virtual call hides it)
+  }
 
  private:
   // The side stream ordered after the backend's work so far; then, after the collective is
@@ -47,7 +55,7 @@ class NcclComm final : public Comm {
   void gather_in_place(Tensor t, const char* op, void* stream);
 
   Backend& be_;
-  MpiComm mpi_;
+  std::unique_ptr<Comm> host_;
   void* comm_ = nullptr;         // ncclComm_t
   void* side_ = nullptr;         // cudaStream_t for the async reductions
   void* compute_done_ = nullptr; // cudaEvent_t: the backend's work so far
@@ -57,5 +65,9 @@ class NcclComm final : public Comm {
   static constexpr int kEvents = 64;
   std::vector<void*> done_;
 };
+
+// Whether NCCL can be opened here; "" when it can, else why (the library tried and the
+// loader's reason). Opens it.
+std::string nccl_library_problem();
 
 }  // namespace speedrun

@@ -3,6 +3,9 @@
 // memory, so a collective is MPI on the buffers themselves, over a communicator of its own
 // (MPI_Comm_dup of the world, so its traffic never matches the host's MPI calls).
 //
+// A process without MPI running (a test, or a one-GPU check) may make a communicator of one
+// rank: its collectives copy the buffer to itself, as NCCL's do at world 1.
+//
 // Sums are done by every rank alike: the ranks' buffers gathered, then added in rank order
 // in the dtype's own arithmetic (bf16 through fp32, rounded once per addition), so every
 // rank receives the same bits, as NCCL guarantees. Avg divides the sum by the rank count.
@@ -31,9 +34,10 @@
 #include "backend/cuda/emulator/simt.h"
 #include "backend/cuda/emulator/streams.h"
 #include "backend/cuda/math/bf16.h"
+#include "dist/nccl/nccl_comm.h"
 
 struct ncclComm {
-  MPI_Comm mpi = MPI_COMM_NULL;
+  MPI_Comm mpi = MPI_COMM_NULL;  // null: one rank, without MPI
   int rank = 0, size = 1;
 };
 
@@ -92,7 +96,17 @@ void divide(void* acc, size_t n, ncclDataType_t t, int by) {
   }
 }
 
-bool usable(ncclComm_t c) { return c != nullptr && c->mpi != MPI_COMM_NULL; }
+bool usable(ncclComm_t c) { return c != nullptr && (c->mpi != MPI_COMM_NULL || c->size == 1); }
+
+// Every rank's `bytes` from `send`, in rank order.
+std::vector<unsigned char> gather_all(const void* send, size_t bytes, ncclComm_t comm) {
+  std::vector<unsigned char> all(bytes * size_t(comm->size));
+  if (comm->mpi == MPI_COMM_NULL)
+    std::memcpy(all.data(), send, bytes);
+  else
+    MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
+  return all;
+}
 
 // The stream's earlier work, then exchange() of [in, in + in_bytes) now; the out_bytes it
 // returns are copied to `out` when the stream runs its next item (see the top of this
@@ -132,6 +146,9 @@ ncclResult_t run_on(const char* name, cudaStream_t stream, const void* in, size_
 
 }  // namespace
 
+// The emulated NCCL is part of the build: always there.
+std::string speedrun::nccl_library_problem() { return ""; }
+
 extern "C" {
 
 ncclResult_t ncclGetUniqueId(ncclUniqueId* id) {
@@ -148,7 +165,12 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
   std::memcpy(&magic, id.internal, sizeof magic);
   int inited = 0, world = 0, me = 0;
   MPI_Initialized(&inited);
-  if (magic != kIdMagic || !inited) return ncclInvalidArgument;  // an id from elsewhere, or no MPI
+  if (magic != kIdMagic) return ncclInvalidArgument;  // an id from elsewhere
+  if (!inited) {  // one rank alone, or ranks that MPI does not know
+    if (nranks != 1 || rank != 0) return ncclInvalidArgument;
+    *comm = new ncclComm;
+    return ncclSuccess;
+  }
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &me);
   if (nranks != world || rank != me) return ncclInvalidArgument;  // the ranks are MPI's
@@ -175,8 +197,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
     return ncclInvalidArgument;
   const size_t bytes = count * type_bytes(type);
   return run_on("ncclAllReduce", stream, send, bytes, recv, bytes, [=] {
-    std::vector<unsigned char> all(bytes * size_t(comm->size));
-    MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
+    std::vector<unsigned char> all = gather_all(send, bytes, comm);
     for (int r = 1; r < comm->size; ++r) add(all.data(), all.data() + size_t(r) * bytes, count, type);
     if (op == ncclAvg) divide(all.data(), count, type, comm->size);
     all.resize(bytes);
@@ -188,11 +209,8 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
                            cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX)) return ncclInvalidArgument;
-  return run_on("ncclAllGather", stream, send, bytes, recv, bytes * size_t(comm->size), [=] {
-    std::vector<unsigned char> all(bytes * size_t(comm->size));
-    MPI_Allgather(send, int(bytes), MPI_BYTE, all.data(), int(bytes), MPI_BYTE, comm->mpi);
-    return all;
-  });
+  return run_on("ncclAllGather", stream, send, bytes, recv, bytes * size_t(comm->size),
+                [=] { return gather_all(send, bytes, comm); });
 }
 
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
@@ -203,7 +221,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   return run_on("ncclBroadcast", stream, send, comm->rank == root ? bytes : 0, recv, bytes, [=] {
     std::vector<unsigned char> data(bytes);
     if (comm->rank == root) std::memcpy(data.data(), send, bytes);
-    MPI_Bcast(data.data(), int(bytes), MPI_BYTE, root, comm->mpi);
+    if (comm->mpi != MPI_COMM_NULL) MPI_Bcast(data.data(), int(bytes), MPI_BYTE, root, comm->mpi);
     return data;
   });
 }
@@ -212,8 +230,8 @@ const char* ncclGetErrorString(ncclResult_t r) {
   switch (r) {
     case ncclSuccess: return "no error";
     case ncclUnhandledCudaError: return "unhandled cuda error (a kernel failed before the collective)";
-    case ncclInvalidArgument: return "invalid argument (the emulated NCCL takes its ranks from MPI, "
-                                     "sums F32/F64/BF16/I32)";
+    case ncclInvalidArgument: return "invalid argument (the emulated NCCL takes its ranks from MPI, or "
+                                     "one rank without it; sums F32/F64/BF16/I32)";
     default: return "unknown result";
   }
 }
