@@ -33,14 +33,10 @@ void* cublaslt_handle() {
 // The library's function of this name, as the header declares it (F).
 template <class F>
 F cublaslt_symbol(const char* name) {
-  void* handle = cublaslt_handle();
-  dlerror();
-  void* f = dlsym(handle, name);
-  const char* why = f != nullptr ? "" : dlerror();
-  check(f != nullptr, "cuda: ", kCublasLtSoname, " has no ", name, " (", why ? why : "not found",
-        "): it is older than the CUDA ", CUBLAS_VER_MAJOR,
-        " toolkit speedrun was built with; install that toolkit's cuBLASLt");
-  return reinterpret_cast<F>(f);
+  return reinterpret_cast<F>(library_symbol(
+      cublaslt_handle(), name, kCublasLtSoname,
+      "it is older than the CUDA " + std::to_string(CUBLAS_VER_MAJOR) +
+          " toolkit speedrun was built with; install that toolkit's cuBLASLt"));
 }
 
 }  // namespace
@@ -64,6 +60,16 @@ void* open_first_library(const std::vector<std::string>& names, const std::strin
   fail("cuda: cannot open ", what, " (", tried, "): ", needs, " needs it; install the CUDA ",
        CUBLAS_VER_MAJOR, " toolkit's libraries, or add the folder that holds ",
        names.empty() ? what : names.front(), " to LD_LIBRARY_PATH");
+}
+
+void* library_symbol(void* handle, const char* name, const std::string& library,
+                     const std::string& fix) {
+  dlerror();
+  void* f = dlsym(handle, name);
+  const char* why = f != nullptr ? "" : dlerror();
+  check(f != nullptr, "cuda: ", library, " has no ", name, " (", why ? why : "not found", "): ",
+        fix);
+  return f;
 }
 
 bool cublaslt_opened() { return g_cublaslt_opened; }

@@ -25,6 +25,11 @@ std::vector<std::string> cublaslt_candidates();
 void* open_first_library(const std::vector<std::string>& names, const std::string& what,
                          const std::string& needs = "the CUDA backend");
 
+// The function `name` of an opened library (handle), or a speedrun::Error naming it, the
+// `library` and the loader's reason, then `fix`.
+void* library_symbol(void* handle, const char* name, const std::string& library,
+                     const std::string& fix);
+
 // Whether this process has opened cuBLASLt (for tests: CPU-only processes must not).
 bool cublaslt_opened();
 

@@ -6,8 +6,6 @@
 // In the emulated build the emulator defines them instead (backend/cuda/emulator/nccl.cpp).
 #ifndef SPEEDRUN_CUDA_EMULATED
 
-#include <dlfcn.h>
-
 #include <nccl.h>
 
 #include <string>
@@ -39,13 +37,10 @@ void* nccl_handle() {
 
 template <class F>
 F nccl_symbol(const char* name) {
-  void* handle = nccl_handle();
-  dlerror();
-  void* f = dlsym(handle, name);
-  const char* why = f != nullptr ? "" : dlerror();
-  check(f != nullptr, "NCCL: ", kNcclSoname, " has no ", name, " (", why ? why : "not found",
-        "): install NCCL ", NCCL_MAJOR, ".", NCCL_MINOR, " or newer");
-  return reinterpret_cast<F>(f);
+  return reinterpret_cast<F>(cuda::library_symbol(
+      nccl_handle(), name, kNcclSoname,
+      "install NCCL " + std::to_string(NCCL_MAJOR) + "." + std::to_string(NCCL_MINOR) +
+          " or newer"));
 }
 
 }  // namespace
