@@ -380,7 +380,7 @@ else
     fl=$(grep -m1 -oE '\[  FAILED  \] [0-9]+ test' "$WORK/$name.log" | grep -oE '[0-9]+ ' | tr -d ' ')
     r=$(status_of $rc)
     # With a GPU, a skipped test is a check that did not happen. On the emulator some skip
-    # by design (test_cuda_math's check of the real cuBLASLt), and scripts/emulate.sh runs
+    # by design (test_cuda_math's checks of the real cuBLASLt and NCCL), and scripts/emulate.sh runs
     # the GPU families itself: skips are counted, not failed.
     [ "$EMU" = 0 ] && [ "$r" = pass ] && [ "${s:-0}" -gt 0 ] && r=partial
     say "   $name: $r in $(($(now) - t1))s (passed ${p:-0}, skipped ${s:-0}, failed ${fl:-0})"

@@ -58,7 +58,10 @@ command -v ninja >/dev/null && export CMAKE_GENERATOR="${CMAKE_GENERATOR:-Ninja}
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON \
   ${SPEEDRUN_UNITY_BUILD:+-DSPEEDRUN_UNITY_BUILD=$SPEEDRUN_UNITY_BUILD} \
   ${flags[@]+"${flags[@]}"} >/dev/null
-targets=(speedrun test_cuda_emulator test_conformance test_cuda_backend test_cuda_attention)
+# test_cuda_math too: bench/cuda_check.sh --emulated runs every test_cuda* of the tree, so
+# an old copy would otherwise run there (and none on a new tree).
+targets=(speedrun test_cuda_emulator test_conformance test_cuda_backend test_cuda_attention
+         test_cuda_math)
 # With MPI (scripts/setup.sh installs it): NCCL emulated over MPI, and the multi-GPU tests.
 mpi=0
 grep -q '^SPEEDRUN_HAVE_NCCL_EMULATED:INTERNAL=ON' "$dir/CMakeCache.txt" 2>/dev/null && mpi=1
