@@ -228,10 +228,35 @@ def gemm(args):
           [[name] + [fmt(r[k], ".2f") for k in ("fwd_bwd_ms", "gemm_ms", "ns_ms", "optimizer_ms",
                                                 "step_ms", "first_s")]
            for name, r in (("the heuristic's first", a), ("fastest of 8, timed", b))])
+    if args.record:
+        record_summary(args.record)
     if a["step_ms"] and b["step_ms"]:
         print(f"SPEEDRUN_GEMM_TUNE=8: step {b['step_ms']:.2f} ms against {a['step_ms']:.2f} ms "
               f"({b['step_ms'] / a['step_ms']:.3f}x)")
     return 0
+
+
+def record_summary(path):
+    """What the GEMM algorithm record says timing changed: per problem the winner's place in
+    the heuristic's order and its time per run against the heuristic's first's (one call of
+    each problem; a step calls some problems many times)."""
+    try:
+        with open(path) as f:
+            rows = [l.rstrip("\n").split("\t") for l in f if l.startswith("gemm\t")]
+    except OSError as e:
+        print(f"GEMM algorithm record: {e}")
+        return
+    rows = [r for r in rows if len(r) == 22]
+    changed = [r for r in rows if int(r[20]) > 0]
+    print()
+    print(f"GEMM algorithm record ({path}): {len(rows)} problems timed, {len(changed)} took "
+          f"another algorithm than the heuristic's first")
+    if changed:
+        table(["M", "N", "K", "op", "batch", "chosen", "ms (chosen)", "ms (first)"],
+              [[r[1], r[2], r[3], ("A^T" if r[4] == "T" else "A") + " x " +
+                ("B^T" if r[5] == "T" else "B") + " " + r[13], r[6], r[20], r[18], r[21]]
+               for r in sorted(changed, key=lambda r: float(r[18]) - float(r[21]))])
+    print()
 
 
 def results(args):
@@ -271,6 +296,7 @@ def main():
     g = sub.add_parser("gemm")
     g.add_argument("json")
     g.add_argument("other")
+    g.add_argument("--record", help="the GEMM algorithm record the timed run wrote")
     r = sub.add_parser("results")
     r.add_argument("steps")
     r.add_argument("--json", required=True)

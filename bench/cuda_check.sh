@@ -520,7 +520,8 @@ bench_variant() {
   if [ "$r" = no-time ] || [ "$r" = timeout ]; then
     end skip "the budget ran out before it finished (bench.log)"
   elif [ -s "$json" ]; then
-    $PY bench/cuda_check.py "$step" "$WORK/bench.json" "$json" >"$md" 2>&1
+    $PY bench/cuda_check.py "$step" "$WORK/bench.json" "$json" ${py_args[@]+"${py_args[@]}"} \
+      >"$md" 2>&1
     { echo; echo "---- $title"; cat "$md"; } >>"$BENCH_LOG"
     sed 's/^/      /' "$md"
     end "$r" "$(tail -n 1 "$md")"
@@ -542,6 +543,7 @@ fi
 
 # The GPU's head chunks (2^28 logits) follow a count of memory traffic, not a timing: the
 # same bench at window 64 with the CPU's 2^25 shows what the choice is worth.
+py_args=()  # bench_variant's extra arguments to cuda_check.py
 begin head "forward+backward at window 64 with 2^25-logit head chunks against the default's"
 bench_variant head "$WORK/bench_head.json" "head chunk sizes" "$BIN/speedrun" bench "${vdev[@]}" \
   --head-logits "$head_logits"
@@ -552,6 +554,7 @@ bench_variant head "$WORK/bench_head.json" "head chunk sizes" "$BIN/speedrun" be
 # The choices come back in $OUT/gemm_algos.tsv (the GEMM algorithm record, made afresh).
 begin gemm-tune "forward+backward at window 64 and the optimizer with SPEEDRUN_GEMM_TUNE=8 against the heuristic's first"
 rm -f "$OUT/gemm_algos.tsv"
+py_args=(--record "$OUT/gemm_algos.tsv")  # which problems changed algorithm, by how much
 bench_variant gemm "$WORK/bench_gemm.json" "cuBLASLt's algorithms timed" env SPEEDRUN_GEMM_TUNE=8 \
   SPEEDRUN_GEMM_ALGOS="$OUT/gemm_algos.tsv" "$BIN/speedrun" bench "${vdev[@]}"
 

@@ -585,6 +585,14 @@ TEST_F(CudaBackendTest, GemmTuningKeepsTheFastestCandidateAndTheRecordRepeatsIt)
   ASSERT_TRUE(cuda::read_gemm_record(record, file));
   EXPECT_EQ(file.entries.size(), 3u);
   EXPECT_EQ(file.tune, 4);
+  for (const cuda::GemmRecordEntry& e : file.entries) {
+    EXPECT_GE(e.candidates, 2) << cuda::gemm_key_str(e.key);
+    EXPECT_GT(e.first_ms, 0.0) << cuda::gemm_key_str(e.key);
+#ifdef SPEEDRUN_CUDA_EMULATED
+    EXPECT_GT(e.chosen, 0) << cuda::gemm_key_str(e.key);  // the first was slowed by 20 ms
+    EXPECT_GT(e.first_ms, 10 * e.ms) << cuda::gemm_key_str(e.key);
+#endif
+  }
 
   // The record repeats the choices, untimed, without SPEEDRUN_GEMM_TUNE: the same bits.
   std::unique_ptr<Backend> replay = cuda_backend_with({}, record);

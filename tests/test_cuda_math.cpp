@@ -663,12 +663,12 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
   e.key.M = 65536, e.key.N = 768, e.key.K = 3072, e.key.transA = true, e.key.c = DType::F32;
   e.key.accumulate = true, e.key.alignB = 64;
   e.algo = {0x1234, 0, ~uint64_t(0), 7, 1ull << 63, 42, 0xdeadbeef, 3};
-  e.ms = 0.1234, e.candidates = 8;
+  e.ms = 0.1234, e.candidates = 8, e.chosen = 3, e.first_ms = 0.2;
   cuda::GemmRecordEntry f;
   f.key.M = 768, f.key.N = 768, f.key.K = 768, f.key.transB = true, f.key.batch = 24;
   f.key.strideA = f.key.strideB = f.key.strideC = 768 * 768, f.key.alignC = 2;
   f.algo = {5, 4, 3, 2, 1, 0, 9, 8};
-  f.ms = 2.5, f.candidates = 3;
+  f.ms = 2.5, f.candidates = 3, f.chosen = 0, f.first_ms = 2.5;
   r.entries = {e, f};
   const std::string text = cuda::format_gemm_record(r);
   const cuda::GemmRecord back = cuda::parse_gemm_record(text, "x.tsv");
@@ -680,6 +680,8 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
     EXPECT_EQ(back.entries[i].algo, r.entries[i].algo) << i;
     EXPECT_NEAR(back.entries[i].ms, r.entries[i].ms, 1e-4) << i;
     EXPECT_EQ(back.entries[i].candidates, r.entries[i].candidates) << i;
+    EXPECT_EQ(back.entries[i].chosen, r.entries[i].chosen) << i;
+    EXPECT_NEAR(back.entries[i].first_ms, r.entries[i].first_ms, 1e-4) << i;
   }
   ASSERT_NE(back.find(f.key), nullptr);
   EXPECT_EQ(back.find(f.key)->algo, f.algo);
@@ -700,7 +702,12 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
   // Each damage names the line; the rest of the file was good.
   const std::string gemm_line = text.substr(text.find("gemm\t"));
   const std::string head = text.substr(0, text.find("gemm\t"));
-  const int gemm_at = int(std::count(head.begin(), head.end(), '\n')) + 1;
+  auto line_of = [&](const std::string& start) {  // 1-based line of text's `start`
+    const std::string before = text.substr(0, text.find(start));
+    return int(std::count(before.begin(), before.end(), '\n')) + 1;
+  };
+  const int gemm_at = line_of("gemm\t"), format_at = line_of("format\t");
+  const int gpu_at = line_of("gpu\t"), tune_at = line_of("tune\t");
   auto replaced = [&](const std::string& from, const std::string& to) {
     std::string t = text;
     const size_t at = t.find(from);
@@ -714,9 +721,9 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
   const std::vector<Case> bad = {
       {"", "empty", 0},
       {"gpu\tX\tsm_90\tcublaslt 1\n", "format 1", 1},
-      {replaced("format\t1", "format\t2"), "format 2", 5},
-      {replaced("\tsm_90\t", "\tsm_9x\t"), "compute capability", 6},
-      {replaced("tune\t8", "tune\t0"), "tune", 7},
+      {replaced("format\t1", "format\t2"), "format 2", format_at},
+      {replaced("\tsm_90\t", "\tsm_9x\t"), "compute capability", gpu_at},
+      {replaced("tune\t8", "tune\t0"), "tune", tune_at},
       {replaced("\t65536\t", "\t65536x\t"), "M '65536x'", gemm_at},
       {replaced("\tT\tN\t", "\tY\tN\t"), "transA 'Y'", gemm_at},
       {replaced("\tBF16\t", "\tF16\t"), "dtypeA 'F16'", gemm_at},
@@ -725,10 +732,12 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
       {replaced("0000000000001234:", "000000000000123g:"), "word 0", gemm_at},
       {replaced("0000000000001234:", "0000000000001234-"), "':'", gemm_at},
       {replaced("\t0.1234\t", "\tfast\t"), "ms 'fast'", gemm_at},
-      {replaced("\t0.1234\t8\n", "\t0.1234\n"), "19 fields", gemm_at},
+      {replaced("\t0.1234\t8\t3\t0.2000\n", "\t0.1234\t8\t3\n"), "21 fields, not 20", gemm_at},
+      {replaced("\t0.1234\t8\t3\t", "\t0.1234\t8\t8\t"), "chosen '8'", gemm_at},
+      {replaced("\t3\t0.2000\n", "\t3\t-1\n"), "first_ms '-1'", gemm_at},
       {text + gemm_line.substr(0, gemm_line.find('\n') + 1), "second entry", gemm_at + 2},
       {text + "gemmm\t1\n", "unknown line 'gemmm'", gemm_at + 2},
-      {head.substr(0, head.find("gpu\t")) + "tune\t8\n", "no 'gpu' line", 6},
+      {head.substr(0, head.find("gpu\t")) + "tune\t8\n", "no 'gpu' line", gpu_at},
   };
   for (const Case& c : bad) {
     try {

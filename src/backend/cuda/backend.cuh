@@ -190,12 +190,12 @@ class CudaBackend final : public Backend {
   // Runs one GEMM (matmul.cu), choosing and caching its descriptors and algorithm once.
   void gemm(const GemmCall& call, const char* op);
   // The fastest of `n` candidate algorithms for this call's problem, timed on its operands
-  // (matmul.cu), and its time per run in *ms; the call's output is left unspecified (the
-  // caller runs the GEMM after).
+  // (matmul.cu), its time per run in *ms and the first candidate's in *first_ms (0 if it did
+  // not run); the call's output is left unspecified (the caller runs the GEMM after).
   int time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc, cublasLtMatrixLayout_t a,
                       cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
                       const cublasLtMatmulHeuristicResult_t* results, int n, const char* op,
-                      double* ms);
+                      double* ms, double* first_ms);
   // A new problem's algorithm: the heuristic's first, or with SPEEDRUN_GEMM_TUNE the
   // fastest of its candidates, which the record (where there is one) then holds.
   cublasLtMatmulAlgo_t choose_algo(const GemmCall& call, cublasLtMatmulDesc_t desc,

@@ -58,6 +58,13 @@ struct LineReader {
       if (s == dtype_name(t)) return t;
     bad(std::string(name) + " '" + s + "' is not BF16 or F32");
   }
+  double time(const std::string& s, const char* name) const {
+    double v = 0;
+    const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+    if (ec != std::errc() || p != s.data() + s.size() || !(v >= 0) || v > 1e9)
+      bad(std::string(name) + " '" + s + "' is not a time in ms");
+    return v;
+  }
   uint32_t alignment(const std::string& s, const char* name) const {
     const int64_t v = integer(s, name, 1, 256);
     if ((v & (v - 1)) != 0) bad(std::string(name) + " " + s + " is not a power of two");
@@ -88,21 +95,23 @@ std::string format_gemm_record(const GemmRecord& r) {
   o << "# speedrun GEMM algorithms: the cuBLASLt algorithm each GEMM problem runs with, as\n"
        "# SPEEDRUN_GEMM_TUNE timed them (docs/CUDA.md). Columns of a gemm line: M N K transA\n"
        "# transB batch strideA strideB strideC dtypeA dtypeB dtypeC (=|+=) alignA alignB alignC\n"
-       "# algorithm ms candidates.\n";
+       "# algorithm ms candidates chosen first_ms (chosen: the winner's place in the heuristic's\n"
+       "# order; first_ms: the heuristic's first's time, 0 where it did not run).\n";
   o << "format\t" << kFormat << "\n";
   o << "gpu\t" << r.origin.gpu << "\tsm_" << r.origin.sm << "\tcublaslt " << r.origin.cublaslt
     << "\n";
   o << "tune\t" << r.tune << "\n";
   for (const GemmRecordEntry& e : r.entries) {
     const GemmKey& k = e.key;
-    char ms[32];
+    char ms[32], first[32];
     std::snprintf(ms, sizeof ms, "%.4f", e.ms);
+    std::snprintf(first, sizeof first, "%.4f", e.first_ms);
     o << "gemm\t" << k.M << "\t" << k.N << "\t" << k.K << "\t" << (k.transA ? "T" : "N") << "\t"
       << (k.transB ? "T" : "N") << "\t" << k.batch << "\t" << k.strideA << "\t" << k.strideB
       << "\t" << k.strideC << "\t" << dtype_name(k.a) << "\t" << dtype_name(k.b) << "\t"
       << dtype_name(k.c) << "\t" << (k.accumulate ? "+=" : "=") << "\t" << k.alignA << "\t"
       << k.alignB << "\t" << k.alignC << "\t" << algo_str(e.algo) << "\t" << ms << "\t"
-      << e.candidates << "\n";
+      << e.candidates << "\t" << e.chosen << "\t" << first << "\n";
   }
   return o.str();
 }
@@ -140,7 +149,7 @@ GemmRecord parse_gemm_record(const std::string& text, const std::string& path) {
       r.tune = int(rd.integer(f[1], "tune", 1, 1 << 10));
       have_tune = true;
     } else if (f[0] == "gemm") {
-      if (f.size() != 20) rd.bad("a gemm line has 19 fields, not " + std::to_string(f.size() - 1));
+      if (f.size() != 22) rd.bad("a gemm line has 21 fields, not " + std::to_string(f.size() - 1));
       GemmRecordEntry e;
       GemmKey& k = e.key;
       k.M = rd.integer(f[1], "M", 1, kBig);
@@ -169,12 +178,10 @@ GemmRecord parse_gemm_record(const std::string& text, const std::string& path) {
         if (ec != std::errc() || p != s + 16)
           rd.bad("the algorithm's word " + std::to_string(i) + " is not 16 hex digits");
       }
-      double ms = 0;
-      const auto [p, ec] = std::from_chars(f[18].data(), f[18].data() + f[18].size(), ms);
-      if (ec != std::errc() || p != f[18].data() + f[18].size() || !(ms >= 0) || ms > 1e9)
-        rd.bad("ms '" + f[18] + "' is not a time");
-      e.ms = ms;
+      e.ms = rd.time(f[18], "ms");
       e.candidates = int(rd.integer(f[19], "candidates", 1, 1 << 10));
+      e.chosen = int(rd.integer(f[20], "chosen", 0, e.candidates - 1));
+      e.first_ms = rd.time(f[21], "first_ms");
       if (r.find(k)) rd.bad("a second entry for " + gemm_key_str(k));
       r.entries.push_back(e);
     } else {

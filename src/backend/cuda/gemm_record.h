@@ -10,9 +10,11 @@
 //   gpu     <name>  sm_<major><minor>  cublaslt <version>   where the algorithms were chosen
 //   tune    <N>                                    the candidates timed per problem
 //   gemm    <M> <N> <K> <N|T> <N|T> <batch> <strideA> <strideB> <strideC> <a> <b> <c>
-//           <=|+=> <alignA> <alignB> <alignC> <algo> <ms> <candidates>
+//           <=|+=> <alignA> <alignB> <alignC> <algo> <ms> <candidates> <chosen> <first_ms>
 // where <algo> is cuBLASLt's opaque cublasLtMatmulAlgo_t as its 8 64-bit words in hex
-// joined by ':', <ms> the time of its timed runs and <candidates> how many were timed.
+// joined by ':', <ms> its time per run, <candidates> how many were timed, <chosen> its place
+// in the heuristic's order (0: the heuristic's first) and <first_ms> the heuristic's first's
+// time per run (0 where it did not run): what timing them gained on each problem.
 // cublasLt.h: the algorithm "can be trivially serialized and later restored for use with
 // the same version of cuBLAS library"; and which one a problem should take depends on the
 // GPU. So a record names both and is refused where either differs (the fix: remove the
@@ -40,6 +42,8 @@ struct GemmRecordEntry {
   std::array<uint64_t, 8> algo{};  // cublasLtMatmulAlgo_t::data
   double ms = 0;                   // the winner's time over its timed runs
   int candidates = 0;              // how many were timed
+  int chosen = 0;                  // the winner's place in the heuristic's order
+  double first_ms = 0;             // the heuristic's first's time (0: it did not run)
 };
 
 struct GemmRecord {

@@ -134,8 +134,8 @@ cublasLtMatmulAlgo_t CudaBackend::choose_algo(const GemmCall& call, cublasLtMatm
   check_cublas(st, op, ("choosing an algorithm for " + gemm_key_str(key)).c_str());
   check(returned > 0, "cuda ", op, ": cuBLASLt has no algorithm for ", gemm_key_str(key));
   if (returned == 1) return results[0].algo;  // nothing to time, nothing to record
-  double ms = 0;
-  const int best = time_candidates(call, desc, a, b, c, results, returned, op, &ms);
+  double ms = 0, first_ms = 0;
+  const int best = time_candidates(call, desc, a, b, c, results, returned, op, &ms, &first_ms);
   if (!gemm_record_path_.empty() && std::isfinite(ms)) {
     GemmRecordEntry r;
     r.key = key;
@@ -143,6 +143,8 @@ cublasLtMatmulAlgo_t CudaBackend::choose_algo(const GemmCall& call, cublasLtMatm
               r.algo.begin());
     r.ms = ms;
     r.candidates = returned;
+    r.chosen = best;
+    r.first_ms = first_ms;
     record_gemm(r);
   }
   return results[best].algo;
@@ -152,7 +154,8 @@ int CudaBackend::time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc
                                  cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                                  cublasLtMatrixLayout_t c,
                                  const cublasLtMatmulHeuristicResult_t* results, int n,
-                                 const char* op, double* best_ms_per_run) {
+                                 const char* op, double* best_ms_per_run,
+                                 double* first_ms_per_run) {
   constexpr int kReps = 3;  // timed runs per candidate, after one untimed
   const auto t0 = std::chrono::steady_clock::now();
   const GemmKey& key = call.key;
@@ -186,6 +189,7 @@ int CudaBackend::time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc
   for (cudaEvent_t& e : s.ev) check_cuda(cudaEventCreate(&e), op, "creating a timing event");
   float best_ms = std::numeric_limits<float>::infinity();
   int best = 0;
+  *first_ms_per_run = 0;
   for (int i = 0; i < n; ++i) {
     if (results[i].state != CUBLAS_STATUS_SUCCESS) continue;
     auto run = [&] {
@@ -201,6 +205,7 @@ int CudaBackend::time_candidates(const GemmCall& call, cublasLtMatmulDesc_t desc
                ("running the candidate algorithms of " + gemm_key_str(key)).c_str());
     float ms = 0;
     check_cuda(cudaEventElapsedTime(&ms, s.ev[0], s.ev[1]), op, "timing a GEMM algorithm");
+    if (ok && i == 0) *first_ms_per_run = double(ms) / kReps;
     // The heuristic's order breaks near-ties: a later candidate must be 1% faster.
     if (ok && ms < best_ms * 0.99f) {
       best_ms = ms;
