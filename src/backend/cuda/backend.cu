@@ -28,7 +28,8 @@ std::string CudaBackend::numerics() const {
 }
 
 CudaBackend::CudaBackend(int gpu, const std::string& gemm_algos)
-    : gpu_(gpu), sync_each_launch_(sync_after_each_op()), gemm_tune_(gemm_tune_candidates()) {
+    : gpu_(gpu), sync_each_launch_(sync_after_each_op()), gemm_tune_given_(gemm_tune_setting()) {
+  gemm_tune_ = gemm_tune_given_.value_or(1);
   const std::string dev = "GPU " + std::to_string(gpu);
   check_cuda(cudaSetDevice(gpu), "init", ("cudaSetDevice(" + std::to_string(gpu) + ")").c_str());
   const std::string unsupported = gpu_problem(gpu);

@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -230,7 +231,8 @@ class CudaBackend final : public Backend {
 
   int gpu_ = 0;
   bool sync_each_launch_ = false;
-  int gemm_tune_ = 1;  // SPEEDRUN_GEMM_TUNE: candidate algorithms timed per new problem
+  std::optional<int> gemm_tune_given_;  // SPEEDRUN_GEMM_TUNE, where set
+  int gemm_tune_ = 1;  // candidate algorithms timed per new problem (given, the record's, or 1)
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* gemm_workspace_ = nullptr;

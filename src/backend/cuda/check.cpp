@@ -13,9 +13,9 @@ bool sync_after_each_op() {
   return v != nullptr && *v != 0 && std::strcmp(v, "0") != 0;
 }
 
-int gemm_tune_candidates() {
+std::optional<int> gemm_tune_setting() {
   const char* v = std::getenv("SPEEDRUN_GEMM_TUNE");
-  if (v == nullptr || *v == 0) return 1;
+  if (v == nullptr || *v == 0) return std::nullopt;
   char* end = nullptr;
   const long n = std::strtol(v, &end, 10);
   check(*end == 0 && n >= 1 && n <= kMaxGemmTune, "SPEEDRUN_GEMM_TUNE=", v,

@@ -4,6 +4,8 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <optional>
+
 #include "core/tensor.h"
 
 namespace speedrun::cuda {
@@ -13,10 +15,12 @@ namespace speedrun::cuda {
 bool sync_after_each_op();
 
 // SPEEDRUN_GEMM_TUNE=N: how many of cuBLASLt's candidate algorithms the backend times for
-// each new GEMM problem, keeping the fastest (matmul.cu); 1 (also unset or empty) takes the
-// heuristic's first untimed. Throws unless N is an integer in [1, kMaxGemmTune].
+// each new GEMM problem, keeping the fastest (matmul.cu); 1 takes the heuristic's first
+// untimed. Unset or empty: none given (a GEMM algorithm record's N then applies, else 1).
+// Throws unless N is an integer in [1, kMaxGemmTune].
 inline constexpr int kMaxGemmTune = 16;
-int gemm_tune_candidates();
+std::optional<int> gemm_tune_setting();
+inline int gemm_tune_candidates() { return gemm_tune_setting().value_or(1); }
 
 // Throws "cuda <op>: <what>: <error name>: <description>" unless e is cudaSuccess.
 // Errors of earlier asynchronous kernels surface at later calls; the message then says how

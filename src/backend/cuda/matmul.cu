@@ -16,7 +16,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 
 #include "backend/cuda/backend.cuh"
@@ -235,8 +234,7 @@ void CudaBackend::open_gemm_record(const std::string& path) {
     gemm_record_read_ = r.entries.size();
     // A run resumed (or repeated) without SPEEDRUN_GEMM_TUNE times the problems it has not
     // met yet as the run that made the record did.
-    const char* v = std::getenv("SPEEDRUN_GEMM_TUNE");
-    if (v == nullptr || *v == 0) gemm_tune_ = std::clamp(r.tune, 1, kMaxGemmTune);
+    if (!gemm_tune_given_) gemm_tune_ = std::clamp(r.tune, 1, kMaxGemmTune);
   }
   r.origin = here;
   r.tune = gemm_tune_;
