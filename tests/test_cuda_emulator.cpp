@@ -490,6 +490,61 @@ TEST(CudaEmulator, LazyStreamsShowAMissingEventWait) {
   }
 }
 
+// The host's calls, counted (streams.h's HostCalls): allocations and releases of each kind,
+// every wait, and as drains the waits that ran queued work and left none. A wait for an
+// event with later work queued behind it is not a drain; a stream synchronisation is; a
+// wait for work already run is not either (the device was idle before it).
+TEST(CudaEmulator, CountsTheHostsAllocationsWaitsAndDrains) {
+  ScheduleScope scope(order(emu::Schedule::Order::Forward, 0, false, true));
+  const emu::HostCalls c0 = emu::host_calls();
+  void* p = nullptr;
+  void* h = nullptr;
+  ASSERT_EQ(cudaMalloc(&p, 256), cudaSuccess);
+  ASSERT_EQ(cudaMallocHost(&h, 256), cudaSuccess);
+  cudaStream_t s;
+  cudaEvent_t e;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaEventCreate(&e), cudaSuccess);
+  const emu::HostCalls c1 = emu::host_calls();
+  EXPECT_EQ(c1.device_allocs - c0.device_allocs, 1);
+  EXPECT_EQ(c1.pinned_allocs - c0.pinned_allocs, 1);
+
+  ASSERT_EQ(cudaMemsetAsync(p, 0, 256, s), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(e, s), cudaSuccess);
+  ASSERT_EQ(cudaMemsetAsync(p, 1, 256, s), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(e), cudaSuccess);  // the second memset stays queued
+  const emu::HostCalls c2 = emu::host_calls();
+  EXPECT_EQ(c2.waits - c1.waits, 1);
+  EXPECT_EQ(c2.drains - c1.drains, 0) << "work was still queued behind the event";
+
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);  // runs the second: a drain
+  const emu::HostCalls c3 = emu::host_calls();
+  EXPECT_EQ(c3.waits - c2.waits, 1);
+  EXPECT_EQ(c3.drains - c2.drains, 1);
+
+  ASSERT_EQ(cudaEventSynchronize(e), cudaSuccess);  // ran already: a wait, not a drain
+  ASSERT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+  const emu::HostCalls c4 = emu::host_calls();
+  EXPECT_EQ(c4.waits - c3.waits, 2);
+  EXPECT_EQ(c4.drains - c3.drains, 0);
+
+  ASSERT_EQ(cudaMemsetAsync(p, 2, 256, s), cudaSuccess);
+  unsigned char back[256];
+  ASSERT_EQ(cudaMemcpyAsync(back, p, 256, cudaMemcpyDeviceToHost, s), cudaSuccess);  // pageable
+  EXPECT_EQ(back[0], 2);
+  const emu::HostCalls c5 = emu::host_calls();
+  EXPECT_EQ(c5.drains - c4.drains, 1) << "a copy to pageable memory waits for the stream";
+
+  cudaEventDestroy(e);
+  cudaStreamDestroy(s);
+  ASSERT_EQ(cudaFree(p), cudaSuccess);
+  ASSERT_EQ(cudaFreeHost(h), cudaSuccess);
+  const emu::HostCalls c6 = emu::host_calls();
+  EXPECT_EQ(c6.device_frees - c5.device_frees, 1);
+  EXPECT_EQ(c6.pinned_frees - c5.pinned_frees, 1);
+  EXPECT_EQ(c6.drains - c5.drains, 0) << "nothing was left to run";
+}
+
 // CUDA's rules for host memory in async copies: pageable memory is read at the call and
 // written before it returns; pinned memory is read and written when the copy runs, so a
 // pinned buffer reused before its copy ran is a bug that lazy streams show.

@@ -143,6 +143,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   g_device[q] = n;
   g_used += n;
   *p = q;
+  emu::count_allocation(false, false);
   return cudaSuccess;
 }
 
@@ -156,6 +157,7 @@ cudaError_t cudaFree(void* p) {
   g_used -= it->second;
   g_device.erase(it);
   ::operator delete(p, std::align_val_t(256));
+  emu::count_allocation(false, true);
   return cudaSuccess;
 }
 
@@ -164,6 +166,7 @@ cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) {
   *p = ::operator new(bytes ? bytes : 1, std::align_val_t(256), std::nothrow);
   if (!*p) return cudaErrorMemoryAllocation;
   emu::register_pinned(*p, bytes ? bytes : 1);
+  emu::count_allocation(true, false);
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** p, size_t bytes) { return cudaHostAlloc(p, bytes, 0); }
@@ -172,6 +175,7 @@ cudaError_t cudaFreeHost(void* p) {
   emu::drain_all();  // as cudaFree: a queued copy may still use it
   emu::unregister_pinned(p);
   ::operator delete(p, std::align_val_t(256));
+  emu::count_allocation(true, true);
   return cudaSuccess;
 }
 

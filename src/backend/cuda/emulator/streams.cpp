@@ -58,6 +58,9 @@ double now_ms() {
 
 bool lazy() { return schedule().lazy_streams; }
 
+HostCalls g_calls;          // guarded by g_m
+uint64_t g_items_run = 0;   // items of lazy queues run so far; guarded by g_m
+
 Queue* queue_of(cudaStream_t s) { return reinterpret_cast<Queue*>(s); }
 
 // Runs stream `id`'s work numbered <= seq (all of it for UINT64_MAX). Caller holds g_m.
@@ -69,6 +72,7 @@ void run_to(uint64_t id, uint64_t seq) {
     if (q.items.empty() || q.items.front().seq > seq) return;
     Item item = std::move(q.items.front());
     q.items.pop_front();
+    ++g_items_run;
     item.work();  // may run other streams (a wait), never this one's later items
   }
 }
@@ -93,6 +97,22 @@ void run_blocking_streams() {
   for (auto& [id, q] : g_queues)
     if (q->blocking) ids.push_back(id);
   for (uint64_t id : ids) run_to(id, UINT64_MAX);
+}
+
+bool all_queues_empty() {
+  for (auto& [id, q] : g_queues)
+    if (!q->items.empty()) return false;
+  return true;
+}
+
+// Runs `wait` (the host waiting for the device) and counts it, as a drain where it ran queued
+// work and left none. Caller holds g_m.
+template <class Wait>
+void host_wait(Wait&& wait) {
+  const uint64_t before = g_items_run;
+  wait();
+  ++g_calls.waits;
+  if (g_items_run != before && all_queues_empty()) ++g_calls.drains;
 }
 
 }  // namespace
@@ -130,11 +150,12 @@ void destroy_stream(cudaStream_t s) {
 
 void drain(cudaStream_t s) {
   std::lock_guard<std::recursive_mutex> lock(g_m);
-  if (s == nullptr) {
-    run_blocking_streams();
-    return;
-  }
-  run_to(queue_of(s)->id, UINT64_MAX);
+  host_wait([s] {
+    if (s == nullptr)
+      run_blocking_streams();
+    else
+      run_to(queue_of(s)->id, UINT64_MAX);
+  });
 }
 
 void drain_for(cudaStream_t s, const void* lo, size_t bytes) {
@@ -163,15 +184,18 @@ void drain_for(cudaStream_t s, const void* lo, size_t bytes) {
     }
     Item item = std::move(*it);
     q.items.erase(it);
+    ++g_items_run;
     item.work();
   }
 }
 
 void drain_all() {
   std::lock_guard<std::recursive_mutex> lock(g_m);
-  std::vector<uint64_t> ids;
-  for (auto& [id, q] : g_queues) ids.push_back(id);
-  for (uint64_t id : ids) run_to(id, UINT64_MAX);
+  host_wait([] {
+    std::vector<uint64_t> ids;
+    for (auto& [id, q] : g_queues) ids.push_back(id);
+    for (uint64_t id : ids) run_to(id, UINT64_MAX);
+  });
 }
 
 cudaEvent_t create_event() { return reinterpret_cast<cudaEvent_t>(new Event); }
@@ -209,7 +233,9 @@ void wait_event(cudaStream_t s, cudaEvent_t e) {
 void sync_event(cudaEvent_t e) {
   std::lock_guard<std::recursive_mutex> lock(g_m);
   const Event& ev = *reinterpret_cast<Event*>(e);
-  if (ev.stream != 0) run_to(ev.stream, ev.seq);
+  host_wait([&ev] {
+    if (ev.stream != 0) run_to(ev.stream, ev.seq);
+  });
 }
 
 bool elapsed_ms(cudaEvent_t start, cudaEvent_t end, float* ms) {
@@ -238,6 +264,18 @@ bool is_pinned(const void* p, size_t bytes) {
   if (it == g_pinned.begin()) return false;
   --it;
   return c >= it->first && c + bytes <= it->first + it->second;
+}
+
+HostCalls host_calls() {
+  std::lock_guard<std::recursive_mutex> lock(g_m);
+  return g_calls;
+}
+
+void count_allocation(bool pinned, bool release) {
+  std::lock_guard<std::recursive_mutex> lock(g_m);
+  int64_t& n = pinned ? (release ? g_calls.pinned_frees : g_calls.pinned_allocs)
+                      : (release ? g_calls.device_frees : g_calls.device_allocs);
+  ++n;
 }
 
 }  // namespace speedrun::cuda::emu

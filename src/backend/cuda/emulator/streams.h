@@ -21,6 +21,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 
 namespace speedrun::cuda::emu {
@@ -65,5 +66,20 @@ bool elapsed_ms(cudaEvent_t start, cudaEvent_t end, float* ms);
 void register_pinned(const void* p, size_t bytes);
 void unregister_pinned(const void* p);
 bool is_pinned(const void* p, size_t bytes);
+
+// What the host asked of the device runtime, counted since the process started, so that a
+// test can hold a training step to what a step may ask (tests/test_cuda_backend.cpp).
+// A drain is a host wait that had to run queued work and left no stream any: on a GPU the
+// device then sits idle until the host issues more. Only lazy streams queue work, so on eager
+// ones no wait is a drain.
+struct HostCalls {
+  int64_t device_allocs = 0, device_frees = 0;  // cudaMalloc, cudaFree
+  int64_t pinned_allocs = 0, pinned_frees = 0;  // cudaHostAlloc / cudaMallocHost, cudaFreeHost
+  int64_t waits = 0;   // the host waited for the device: a synchronize call, a copy to
+                       // pageable memory, cudaFree, cudaFreeHost
+  int64_t drains = 0;  // of those waits, the ones that left the device nothing to run
+};
+HostCalls host_calls();
+void count_allocation(bool pinned, bool release);  // runtime.cpp's allocation calls
 
 }  // namespace speedrun::cuda::emu
