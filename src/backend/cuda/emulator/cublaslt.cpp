@@ -8,7 +8,8 @@
 // as cuBLASLt's split-K kernels do, algorithm i sums the K terms in i + 1 slices added one
 // after another (algorithm 0 in one), so that another algorithm gives other rounding. So
 // that tests can see the backend time them and keep the fastest,
-// SPEEDRUN_EMU_SLOW_GEMM_ALGO=i makes algorithm i take 20 ms longer on the stream.
+// SPEEDRUN_EMU_SLOW_GEMM_ALGO=i makes algorithm i take 50 ms longer on the stream (far
+// more than a small product's time and a loaded machine's noise).
 #include <cblas.h>
 #include <cublasLt.h>
 
@@ -231,7 +232,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   // Host scalars are read at the call, the matrices when the stream runs the product.
   const float fa = *static_cast<const float*>(alpha), fb = *static_cast<const float*>(beta);
   speedrun::cuda::emu::enqueue(stream, [=] {
-    if (delay) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (delay) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     const int m = int(D.rows), n = int(D.cols);
     const int k = int(desc.ta == CUBLAS_OP_N ? A.cols : A.rows);
     for (int32_t s = 0; s < A.batch; ++s) {
