@@ -28,6 +28,7 @@
 #ifdef SPEEDRUN_CUDA_EMULATED
 #include "backend/cuda/emulator/gpu_profile.h"
 #include "backend/cuda/emulator/ptx.h"
+#include "backend/cuda/emulator/streams.h"
 #endif
 #include "core/error.h"
 #include "cuda_attention_cases.h"
@@ -256,6 +257,46 @@ TEST_F(CudaAttention, PlansQueuedWithoutAWaitKeepTheirOwnWorkLists) {
   for (int i = 0; i < 3; ++i) run_both(runner, *ts[size_t(i)], masks[size_t(i)], scale);
   sync();
   for (int i = 0; i < 3; ++i) EXPECT_EQ(download_bf16(ts[size_t(i)]->dq), alone[size_t(i)]) << cs[i]->name;
+}
+
+// The runner sizes its work lists for the largest masks of a (B, T) the first time it sees
+// it (plan_bytes_bound): masks that list more tiles later (over a run the window grows from
+// 64 to 1728 tokens, and the lists with it) fit the same buffers, so no step allocates or
+// waits for the GPU to release a buffer. First the fewest tiles (window 1: the diagonal),
+// then the most (one document, window T: every tile at or below it).
+TEST_F(CudaAttention, SizesItsWorkListsForTheLargestMasksOfTheirShape) {
+  const int64_t B = 2, T = 1024, H = 1, D = 64;  // 8 tiles: 8 listed per sequence, then 36
+  const double scale = 1.0 / std::sqrt(double(D));
+  const std::vector<int32_t> tokens(size_t(T), 1);  // no EOT: one document
+  const std::vector<BlockMask> fewest(size_t(B), build_block_mask(tokens.data(), T, attn_cases::kEot, 1, 128));
+  const std::vector<BlockMask> most(size_t(B), build_block_mask(tokens.data(), T, attn_cases::kEot, T, 128));
+  ASSERT_EQ(fewest[0].q_kv.size(), 8u);
+  ASSERT_EQ(most[0].q_kv.size(), 36u);
+  DeviceAttention t(B, T, H, D);
+  upload(t, random_inputs(size_t(t.N * t.C), 1.0, 11));
+  cuda::AttentionRunner runner(stream_);
+  run_both(runner, t, fewest, scale);
+  sync();
+  const size_t held = runner.device_bytes();
+  EXPECT_EQ(held, cuda::attn::plan_bytes_bound(B, T) + size_t(B * H * T) * sizeof(float))
+      << "the work lists' bound and the backward's row statistics";
+#ifdef SPEEDRUN_CUDA_EMULATED
+  const cuda::emu::HostCalls before = cuda::emu::host_calls();
+#endif
+  run_both(runner, t, most, scale);
+  run_both(runner, t, fewest, scale);
+  sync();
+  EXPECT_EQ(runner.device_bytes(), held);
+#ifdef SPEEDRUN_CUDA_EMULATED
+  const cuda::emu::HostCalls after = cuda::emu::host_calls();
+  EXPECT_EQ(after.device_allocs, before.device_allocs);
+  EXPECT_EQ(after.device_frees, before.device_frees);
+  EXPECT_EQ(after.pinned_allocs, before.pinned_allocs);
+  EXPECT_EQ(after.pinned_frees, before.pinned_frees);
+#endif
+  // The bound is the plan of the most tiles masks of that shape can list.
+  EXPECT_EQ(cuda::attn::plan_bytes_bound(B, T), cuda::attn::plan_layout("test", most).bytes);
+  EXPECT_LT(cuda::attn::plan_layout("test", fewest).bytes, cuda::attn::plan_bytes_bound(B, T));
 }
 
 #ifdef SPEEDRUN_CUDA_EMULATED

@@ -237,6 +237,24 @@ TEST(CudaAttentionPlan, ListsItemsAndLoMatchTheMasks) {
   }
 }
 
+// plan_bytes_bound: the runner's buffers for a (B, T), sized once. No masks of that shape
+// need more (every case), and masks that list every causal tile (one document, a window of
+// T or more) need exactly that.
+TEST(CudaAttentionPlan, TheBoundHoldsEveryPlanOfItsShape) {
+  for (const Case& c : attn_cases::cases()) {
+    SCOPED_TRACE(c.name);
+    const int64_t B = c.B(), T = c.T;
+    EXPECT_LE(plan_layout("test", masks_of(c)).bytes, plan_bytes_bound(B, T));
+    const std::vector<int32_t> one_doc(size_t(T), 1);
+    const std::vector<BlockMask> all(size_t(B), build_block_mask(one_doc.data(), T, attn_cases::kEot, T, kTile));
+    EXPECT_EQ(plan_layout("test", all).bytes, plan_bytes_bound(B, T));
+  }
+  // The record's shape: T = 65,536, one sequence, 512 tiles.
+  const size_t record = plan_bytes_bound(1, 65536);
+  EXPECT_EQ(record, 2 * 512 * sizeof(WorkItem) + 2 * size_t(512 * 513 / 2) * 4 + 65536 * 4);
+  EXPECT_THROW(plan_bytes_bound(0, 128), Error);
+}
+
 TEST(CudaAttentionPlan, ChunksCoverEveryRealRowOfEveryListedTileOnce) {
   for (const Case& c : attn_cases::cases()) {
     SCOPED_TRACE(c.name);

@@ -30,6 +30,8 @@
 #include "backend/cpu/cpu_backend.h"
 #ifdef SPEEDRUN_CUDA_EMULATED
 #include "backend/cuda/emulator/gpu_profile.h"
+#include "backend/cuda/emulator/simt.h"
+#include "backend/cuda/emulator/streams.h"
 #endif
 #include "backend/factory.h"
 #include "core/arena.h"
@@ -1490,6 +1492,66 @@ TEST_F(CudaBackendTest, SampleCommandRunsOnTheGpu) {
   EXPECT_NE(r.out.find(ids), std::string::npos) << "expected" << ids << "\noutput:\n" << r.out;
   fs::remove_all(dir);
 }
+
+// What a training step asks of CUDA's host side, counted by the emulator under lazy streams
+// (work runs only when waited for, the latest a GPU may run it), on the trainer's own loop:
+// from the third step on (the first ones choose GEMM algorithms and size the scratch), a
+// step allocates and releases no device or pinned memory, and drains the GPU (a host wait
+// that leaves it nothing to run) once, to read its loss at the end. Its other waits (for a
+// staging buffer, for an earlier plan upload) leave the GPU work queued. So the host runs a
+// step ahead of the GPU, a step could be captured as a CUDA graph, and a run holds the
+// memory its first steps took: it cannot run out of it hours later. The window grows every
+// step and each micro-batch has other documents, so the attention plan changes throughout.
+#ifdef SPEEDRUN_CUDA_EMULATED  // the emulator only: a GPU run skips no test
+TEST_F(CudaBackendTest, AStepAllocatesNothingAndDrainsTheGpuOnlyForItsLoss) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_step_calls";
+  fs::remove_all(dir);
+  TrainConfig c = test::micro_run(dir / "run", PrecisionChoice::Auto);
+  c.model.head_dim = 64;  // the attention kernels take 64 or 128
+  c.seq_len = 512;        // 4 tiles of 128: lists that grow with the window
+  c.batch = 4;
+  c.grad_accum = 2;       // two micro-batches of two sequences
+  c.schedule.steps = 6;
+  c.schedule.window_start = 64;
+  c.schedule.window_end = 512;
+  c.val_every = 0;
+  c.val_tokens = 2048;  // one validation batch, at the end
+  const test::ShardFiles data = test::synthetic_shards(dir / "data", 200000, 20000);
+  struct LazyStreams {
+    cuda::emu::Schedule saved = cuda::emu::schedule();
+    LazyStreams() {
+      cuda::emu::Schedule s = saved;
+      s.lazy_streams = true;
+      cuda::emu::set_schedule(s);
+    }
+    ~LazyStreams() { cuda::emu::set_schedule(saved); }
+  } lazy;
+  std::vector<cuda::emu::HostCalls> at;  // after each step's log line
+  std::vector<int64_t> windows;
+  Trainer t(gpu(), c, data.train, data.val);
+  t.log = [&](const std::string& line) {
+    if (line.find(" train_loss:") == std::string::npos) return;  // a training step's line
+    at.push_back(cuda::emu::host_calls());
+    const size_t w = line.find("window:");
+    if (w != std::string::npos) windows.push_back(std::stoll(line.substr(w + 7)));
+  };
+  t.run();
+  ASSERT_EQ(at.size(), 6u);
+  ASSERT_EQ(windows.size(), 6u);
+  EXPECT_LT(windows[1], windows.back()) << "the window should grow over the steps";
+  for (size_t s = 2; s < at.size(); ++s) {
+    const cuda::emu::HostCalls& a = at[s - 1];
+    const cuda::emu::HostCalls& b = at[s];
+    EXPECT_EQ(b.device_allocs - a.device_allocs, 0) << "step " << s + 1;
+    EXPECT_EQ(b.device_frees - a.device_frees, 0) << "step " << s + 1;
+    EXPECT_EQ(b.pinned_allocs - a.pinned_allocs, 0) << "step " << s + 1;
+    EXPECT_EQ(b.pinned_frees - a.pinned_frees, 0) << "step " << s + 1;
+    EXPECT_EQ(b.drains - a.drains, 1) << "step " << s + 1 << ": drains other than the loss read";
+    EXPECT_GE(b.waits - a.waits, 1) << "step " << s + 1;
+  }
+  if (!HasFailure()) fs::remove_all(dir);
+}
+#endif  // SPEEDRUN_CUDA_EMULATED
 
 TEST_F(CudaBackendTest, TrainingTracksTheCpuLossCurve) {
   const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_train";

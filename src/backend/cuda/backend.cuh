@@ -80,7 +80,11 @@ class CudaBackend final : public Backend {
   void convert(Tensor dst, const Tensor& src) override;
   void sum_into(Tensor acc, const Tensor& t) override;
   void synchronize() override;
-  size_t peak_bytes() const override { return peak_; }
+  // The backend's allocations at their peak, plus the attention runner's work lists and
+  // backward scratch (allocated apart, sized at first use, never shrinking).
+  size_t peak_bytes() const override {
+    return peak_ + (attention_ ? attention_->device_bytes() : 0);
+  }
   void* stream() const override { return stream_; }
   int device_index() const override { return gpu_; }
   // One 64K-token sequence per micro-batch: the record's per-GPU batch.

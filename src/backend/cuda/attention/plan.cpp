@@ -35,6 +35,22 @@ namespace {
 
 size_t align16(size_t x) { return (x + 15) & ~size_t(15); }
 
+// The sections' offsets and the whole size, from B, T and the counts.
+void place_sections(PlanLayout& L) {
+  size_t at = 0;
+  L.q_items = at;
+  at = align16(at + size_t(L.n_q_items) * sizeof(WorkItem));
+  L.k_items = at;
+  at = align16(at + size_t(L.n_k_items) * sizeof(WorkItem));
+  L.q_list = at;
+  at = align16(at + size_t(L.n_entries) * 4);
+  L.k_list = at;
+  at = align16(at + size_t(L.n_entries) * 4);
+  L.lo = at;
+  at = align16(at + size_t(L.B * L.T) * 4);
+  L.bytes = at;
+}
+
 // Whether tile t of a sequence of T tokens has all kTile rows.
 bool complete(int64_t t, int64_t T) { return (t + 1) * kTile <= T; }
 
@@ -78,19 +94,20 @@ PlanLayout plan_layout(const char* op, const std::vector<BlockMask>& masks) {
   check(L.n_entries <= INT32_MAX && L.n_q_items * kTile <= INT32_MAX, op,
         ": the masks list more than 2^31 tiles; split the micro-batch");
   L.n_k_items = L.n_q_items;
-  size_t at = 0;
-  L.q_items = at;
-  at = align16(at + size_t(L.n_q_items) * sizeof(WorkItem));
-  L.k_items = at;
-  at = align16(at + size_t(L.n_k_items) * sizeof(WorkItem));
-  L.q_list = at;
-  at = align16(at + size_t(L.n_entries) * 4);
-  L.k_list = at;
-  at = align16(at + size_t(L.n_entries) * 4);
-  L.lo = at;
-  at = align16(at + size_t(L.B * L.T) * 4);
-  L.bytes = at;
+  place_sections(L);
   return L;
+}
+
+size_t plan_bytes_bound(int64_t B, int64_t T) {
+  check(B >= 1 && T >= 1, "cuda attention: no plan for B = ", B, ", T = ", T);
+  PlanLayout L;
+  L.B = B;
+  L.T = T;
+  const int64_t nb = (T + kTile - 1) / kTile;
+  L.n_q_items = L.n_k_items = B * nb;
+  L.n_entries = B * nb * (nb + 1) / 2;
+  place_sections(L);
+  return L.bytes;
 }
 
 void write_plan(const std::vector<BlockMask>& masks, const PlanLayout& L, void* dst,

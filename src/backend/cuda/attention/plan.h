@@ -94,6 +94,12 @@ struct PlanLayout {
 // Validates the masks for the CUDA kernels (one T, 128-token tiles, well-formed lists) and
 // returns the layout. `op` prefixes error messages.
 PlanLayout plan_layout(const char* op, const std::vector<BlockMask>& masks);
+// The size of the largest plan that masks of B sequences of T tokens have: every query tile
+// listing every key tile at or below it (masks are causal: build_block_mask lists no tile
+// above the diagonal). The runner sizes its buffers to it when it first sees (B, T), so
+// later masks (the window grows over a run) never make them grow: no allocation, and no
+// wait for the GPU to release the old buffer, in a step. At the record's T = 65,536: 1.3 MB.
+size_t plan_bytes_bound(int64_t B, int64_t T);
 // Writes the plan into dst (layout.bytes bytes, 16-byte aligned). `order` is scratch.
 void write_plan(const std::vector<BlockMask>& masks, const PlanLayout& layout, void* dst,
                 std::vector<WorkItem>& order);

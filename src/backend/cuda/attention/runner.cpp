@@ -6,10 +6,12 @@
 // staging buffers and copied asynchronously on the stream; the host waits only for the copy
 // that last used the same staging buffer, two plans back, so it can run ahead of the GPU.
 // The device copy is overwritten in stream order, after every kernel that read the old one.
-// Buffers grow (with headroom) and are reused: no allocation per step once warm; growing
-// waits for the stream, since queued kernels may still read the old buffer.
+// Buffers are sized for the largest plan of the call's B and T (plan_bytes_bound) when
+// first needed, and reused: a step allocates nothing, however the masks change. Growing (a
+// larger B or T) waits for the stream, since queued kernels may still read the old buffer.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -96,13 +98,14 @@ struct AttentionRunner::Impl {
   bool prepared_fwd[2] = {false, false};  // shared-memory limits raised, D = 64 / 128
   bool prepared_bwd[2] = {false, false};
 
-  void grow_device(void*& p, size_t& cap, size_t bytes, const char* op, const char* what) {
+  // Makes p hold at least `bytes`, allocating `want` (>= bytes) where it must grow.
+  void grow_device(void*& p, size_t& cap, size_t bytes, size_t want, const char* op,
+                   const char* what) {
     if (bytes <= cap) return;
     cuda_ok(cudaStreamSynchronize(stream), op, "waiting for the stream before growing a buffer");
     if (p) cuda_ok(cudaFree(p), op, "cudaFree");
     p = nullptr;
     cap = 0;
-    const size_t want = bytes + bytes / 4;
     cuda_ok(cudaMalloc(&p, want), op, what);
     cap = want;
   }
@@ -112,18 +115,24 @@ struct AttentionRunner::Impl {
     if (cache.matches(masks)) return view;
     cache.forget();  // until the new plan is fully enqueued
     const PlanLayout L = attn::plan_layout(op, masks);
+    // Masks from build_block_mask never pass the bound; others grow the buffers to their size.
+    const size_t want = std::max(L.bytes, attn::plan_bytes_bound(L.B, L.T));
     const int s = slot;
     cuda_ok(cudaEventSynchronize(copied[s]), op, "waiting for an earlier plan upload");
-    if (L.bytes > pinned_cap[s]) {
-      if (pinned[s]) cuda_ok(cudaFreeHost(pinned[s]), op, "cudaFreeHost");
-      pinned[s] = nullptr;
-      pinned_cap[s] = 0;
-      const size_t want = L.bytes + L.bytes / 4;
-      cuda_ok(cudaMallocHost(&pinned[s], want), op, "cudaMallocHost (plan staging)");
-      pinned_cap[s] = want;
+    // Both staging buffers at once, so the next plan (the other buffer's) allocates nothing.
+    for (int k : {s, s ^ 1}) {
+      if (L.bytes <= pinned_cap[k]) continue;
+      if (pinned[k]) {
+        cuda_ok(cudaEventSynchronize(copied[k]), op, "waiting for an earlier plan upload");
+        cuda_ok(cudaFreeHost(pinned[k]), op, "cudaFreeHost");
+      }
+      pinned[k] = nullptr;
+      pinned_cap[k] = 0;
+      cuda_ok(cudaMallocHost(&pinned[k], want), op, "cudaMallocHost (plan staging)");
+      pinned_cap[k] = want;
     }
     attn::write_plan(masks, L, pinned[s], order);
-    grow_device(plan_dev, plan_cap, L.bytes, op, "cudaMalloc (plan)");
+    grow_device(plan_dev, plan_cap, L.bytes, want, op, "cudaMalloc (plan)");
     cuda_ok(cudaMemcpyAsync(plan_dev, pinned[s], L.bytes, cudaMemcpyHostToDevice, stream), op,
             "plan upload");
     cuda_ok(cudaEventRecord(copied[s], stream), op, "cudaEventRecord");
@@ -224,8 +233,8 @@ void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& do
   Impl& m = *impl_;
   const PlanView& plan = m.ensure_plan(op, masks);
   m.check_grid(op, plan.n_q_items, H);
-  m.grow_device(m.delta, m.delta_cap, size_t(s.B * s.H * s.T) * sizeof(float), op,
-                "cudaMalloc (backward scratch)");
+  const size_t delta_bytes = size_t(s.B * s.H * s.T) * sizeof(float);
+  m.grow_device(m.delta, m.delta_cap, delta_bytes, delta_bytes, op, "cudaMalloc (backward scratch)");
   const int di = s.D == 64 ? 0 : 1;
   if (!m.prepared_bwd[di]) {
     cuda_ok(attn::prepare_backward(int(s.D), m.tiling), op, "cudaFuncSetAttribute");
