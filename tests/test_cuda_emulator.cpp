@@ -92,6 +92,32 @@ __global__ void deadlock_kernel(int* out) {
 // One warp: C[16x8] = A[16x16] B[16x8] through ldmatrix (A row-major, B stored [n][k]) and
 // mma.sync, addressed with attention/fragment.h; A and B are staged in dynamic shared memory
 // with cp.async.
+// One warpgroup (128 threads) computes D [64 x 16] = A [64 x 16] B [16 x 16] by
+// wgmma.mma_async with A in registers, B placed in shared memory by the host at the byte
+// offsets `place` gives (the layout under test) and described by `desc` (start at byte 0).
+// A's fragments are written here from the PTX ISA's figure for m64nNk16 (each warp's 16
+// rows as mma.sync's A), D's read back the same way.
+__global__ void wgmma_kernel(float* d, const uint16_t* a, const uint16_t* b_placed, int b_bytes,
+                             uint64_t desc, bool trans_b) {
+  SR_DYNAMIC_SMEM(smem);
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  for (int i = tid; i < b_bytes / 2; i += 128) reinterpret_cast<uint16_t*>(smem)[i] = b_placed[i];
+  __syncthreads();
+  const int g = lane / 4, t = lane % 4;
+  uint32_t af[4];
+  for (int r = 0; r < 4; ++r) {  // a[2r], a[2r+1]: row g + 8 (r % 2), columns 2t + 8 (r / 2)
+    const int row = warp * 16 + g + 8 * (r % 2), col = 2 * t + 8 * (r / 2);
+    af[r] = uint32_t(a[row * 16 + col]) | (uint32_t(a[row * 16 + col + 1]) << 16);
+  }
+  float acc[8];
+  for (float& x : acc) x = 1e30f;  // scale-d 0: not read
+  emu::wgmma_m64nNk16_bf16(acc, 16, af, desc, trans_b, false);
+  for (int i = 0; i < 8; ++i) {  // d[4j..4j+3]: rows g, g+8; columns 8j + 2t, +1
+    const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
+    d[row * 16 + col] = acc[i];
+  }
+}
+
 __global__ void mma_kernel(float* c, const uint16_t* a, const uint16_t* bt) {
   SR_DYNAMIC_SMEM(smem);
   auto* sa = reinterpret_cast<uint16_t*>(smem);  // [16][16]
@@ -312,6 +338,51 @@ TEST(CudaEmulator, LdmatrixAndMmaComputeTheMatrixProductThroughFragmentH) {
         EXPECT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
       }
   }
+}
+
+// wgmma's B descriptor read as the PTX ISA's canonical no-swizzle layouts say (T = 8 bf16
+// per 16 bytes): MN-major ((T,1,m),(8,k)):((1,T,SBO),(1T,LBO)), here with the ISA's own
+// bf16 example's strides (LBO 128 and SBO 64 elements), and K-major ((8,m),(T,2k)):
+// ((1T,SBO),(1,LBO)) with LBO 64 and SBO 128 elements. The product must be A B either way,
+// and a swizzled descriptor is refused.
+TEST(CudaEmulator, WgmmaReadsBThroughTheDescriptorsCanonicalLayouts) {
+  std::vector<uint16_t> a(64 * 16), b(16 * 16);  // b[k][n]
+  const std::vector<float> ra = randn(a.size(), 11), rb = randn(b.size(), 12);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = math::f32_to_bf16(rb[i]);
+  Device dev;
+  const uint16_t* da = dev.upload(a);
+  float* dd = dev.zeros<float>(64 * 16);
+  const auto encode = [](uint32_t lbo_bytes, uint32_t sbo_bytes) {
+    return (uint64_t(lbo_bytes >> 4) << 16) | (uint64_t(sbo_bytes >> 4) << 32);  // start 0
+  };
+  for (bool mn_major : {true, false}) {
+    SCOPED_TRACE(mn_major ? "MN-major" : "K-major");
+    const int lbo = mn_major ? 128 : 64, sbo = mn_major ? 64 : 128;  // elements
+    std::vector<uint16_t> placed(512, 0);
+    for (int k = 0; k < 16; ++k)
+      for (int n = 0; n < 16; ++n) {
+        const int at = mn_major ? (n % 8) + (n / 8) * sbo + (k % 8) * 8 + (k / 8) * lbo
+                                : (n % 8) * 8 + (n / 8) * sbo + (k % 8) + (k / 8) * lbo;
+        placed[size_t(at)] = b[size_t(k * 16 + n)];
+      }
+    const uint16_t* dp = dev.upload(placed);
+    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_kernel)(dd, da, dp, 1024, encode(2 * lbo, 2 * sbo), mn_major);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> got = download(dd, 64 * 16);
+    for (int i = 0; i < 64; ++i)
+      for (int j = 0; j < 16; ++j) {
+        double want = 0;
+        for (int k = 0; k < 16; ++k)
+          want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) * math::bf16_to_f32(b[size_t(k * 16 + j)]);
+        ASSERT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
+      }
+  }
+  const std::vector<uint16_t> zeros(512, 0);
+  const uint16_t* dz = dev.upload(zeros);
+  const uint64_t swizzled = encode(16, 1024) | (uint64_t(1) << 62);  // 128-byte swizzle
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_kernel)(dd, da, dz, 1024, swizzled, false);
+  expect_kernel_failure(emu::peek_sticky_error(), "swizzle");
 }
 
 TEST(CudaEmulator, CpAsyncLandsAtItsWaitAndIsCheckedAgainstSharedMemory) {

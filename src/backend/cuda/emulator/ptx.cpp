@@ -1,7 +1,9 @@
 #include "backend/cuda/emulator/ptx.h"
 
 #include <atomic>
+#include <cstring>
 #include <string>
+#include <vector>
 
 #include "backend/cuda/math/bf16.h"
 
@@ -74,7 +76,87 @@ void mma_fn(const unsigned char* ins, unsigned char* outs, const void*) {
   }
 }
 
+std::atomic<uint64_t> g_wgmma_count{0};
+
+constexpr int kMaxWgmmaN = 256;
+
+struct WgmmaIn {
+  uint32_t a[4];
+  float d[kMaxWgmmaN / 2];
+};
+
+struct WgmmaCtx {
+  int n;
+  const unsigned char* smem;  // the block's dynamic shared memory
+  uint32_t start, lbo, sbo;   // bytes
+  bool trans_b, scale_d;
+};
+
+void wgmma_fn(const unsigned char* ins, unsigned char* outs, const void* ctx_ptr) {
+  const WgmmaCtx& c = *static_cast<const WgmmaCtx*>(ctx_ptr);
+  g_wgmma_count.fetch_add(1, std::memory_order_relaxed);
+  const WgmmaIn* in = reinterpret_cast<const WgmmaIn*>(ins);
+  float A[16][16];
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int e = 0; e < 8; ++e) {  // as mma.sync's A fragment (mma_fn above)
+      const int row = g + ((e / 2) % 2) * 8, col = 2 * t + (e % 2) + (e / 4) * 8;
+      A[row][col] = bf16_value(half_of(in[lane].a[e / 2], e % 2));
+    }
+  }
+  std::vector<float> B(size_t(16) * size_t(c.n));
+  for (int k = 0; k < 16; ++k)
+    for (int j = 0; j < c.n; ++j) {
+      const uint32_t off = c.trans_b ? c.start + (k / 8) * c.lbo + (j / 8) * c.sbo + 16 * (k % 8) + 2 * (j % 8)
+                                     : c.start + (j / 8) * c.sbo + (k / 8) * c.lbo + 16 * (j % 8) + 2 * (k % 8);
+      if (!in_dynamic_smem(c.smem + off, 2))
+        kernel_fail("wgmma.mma_async: the descriptor reaches B's element (" + std::to_string(k) + ", " +
+                    std::to_string(j) + ") outside the block's dynamic shared memory (byte " +
+                    std::to_string(off) + ")");
+      uint16_t bits;
+      std::memcpy(&bits, c.smem + off, 2);
+      B[size_t(k) * size_t(c.n) + size_t(j)] = bf16_value(bits);
+    }
+  float* out = reinterpret_cast<float*>(outs);
+  for (int lane = 0; lane < 32; ++lane) {
+    const int g = lane / 4, t = lane % 4;
+    for (int i = 0; i < c.n / 2; ++i) {
+      const int row = g + ((i / 2) % 2) * 8, col = 8 * (i / 4) + 2 * t + (i % 2);
+      double s = c.scale_d ? double(in[lane].d[i]) : 0.0;
+      for (int k = 0; k < 16; ++k) s += double(A[row][k]) * double(B[size_t(k) * size_t(c.n) + size_t(col)]);
+      out[lane * (kMaxWgmmaN / 2) + i] = float(s);
+    }
+  }
+}
+
 }  // namespace
+
+void wgmma_m64nNk16_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool trans_b,
+                         bool scale_d) {
+  if (n < 8 || n > kMaxWgmmaN || n % 8)
+    kernel_fail("wgmma.mma_async: n = " + std::to_string(n) + " is not one of 8, 16, ..., 256");
+  if ((desc_b >> 62) != 0)
+    kernel_fail("wgmma.mma_async: a swizzled B descriptor (mode " + std::to_string(desc_b >> 62) +
+                "); the emulator has the no-swizzle layouts only");
+  WgmmaCtx ctx{};
+  ctx.n = n;
+  ctx.smem = dynamic_smem();
+  ctx.start = uint32_t(desc_b & 0x3fff) << 4;
+  ctx.lbo = uint32_t((desc_b >> 16) & 0x3fff) << 4;
+  ctx.sbo = uint32_t((desc_b >> 32) & 0x3fff) << 4;
+  ctx.trans_b = trans_b;
+  ctx.scale_d = scale_d;
+  WgmmaIn in{};
+  for (int i = 0; i < 4; ++i) in.a[i] = a[i];
+  for (int i = 0; i < n / 2; ++i) in.d[i] = d[i];
+  float out[kMaxWgmmaN / 2];
+  // Every lane of the warp passes the same descriptor and shape (the ISA asks the same of
+  // the whole warpgroup); lane 0's are the ones used.
+  warp_collective("wgmma.mma_async", 0xffffffffu, &in, sizeof in, out, sizeof out, wgmma_fn, &ctx);
+  for (int i = 0; i < n / 2; ++i) d[i] = out[i];
+}
+
+uint64_t wgmma_count() { return g_wgmma_count.load(std::memory_order_relaxed); }
 
 void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool trans) {
   const char* what = trans ? "ldmatrix.x4.trans" : "ldmatrix.x4";

@@ -1,7 +1,7 @@
 // The PTX instructions the attention kernels issue through inline assembly (attention/
 // common.cuh), emulated as the PTX ISA defines them: ldmatrix.sync.aligned.m8n8.x4[.trans]
 // .shared.b16, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, and cp.async with its
-// commit and wait groups (simt.h). The fragment layouts are written here from the ISA's
+// commit and wait groups (simt.h), and Hopper's wgmma.mma_async with A in registers. The fragment layouts are written here from the ISA's
 // tables, independently of attention/fragment.h, which the kernels use to address them.
 #pragma once
 #include <cstdint>
@@ -18,6 +18,26 @@ void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool trans);
 // d = a * b + c for one warp's 16x8x16 tile; a, b bf16 pairs, c and d fp32 (products
 // exact, sums in double rounded once to fp32: the hardware's order is unspecified).
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
+
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 with A in registers (the form
+// `d, a, b-desc, scale-d, 1, 1, imm-trans-b`), as one warp of the warpgroup sees it: the
+// warp's 16 rows of D (n / 2 floats per lane, the accumulator fragment: d[4j..4j+3] hold
+// rows g and g + 8, columns 8j + 2t and 8j + 2t + 1, as mma.sync's C) become
+// (scale_d ? D : 0) + A B, A the warp's 16 x 16 rows (mma.sync's A fragment) and B the
+// 16 x n matrix the descriptor describes in dynamic shared memory. Only the no-swizzle
+// layouts ("interleave"), as the PTX ISA's canonical layouts give them with T = 8 bf16:
+//   K-major (trans_b false): B[k][j] at start + (j/8)*SBO + (k/8)*LBO + 16*(j%8) + 2*(k%8)
+//   MN-major (trans_b true): B[k][j] at start + (k/8)*LBO + (j/8)*SBO + 16*(k%8) + 2*(j%8)
+// with start, LBO and SBO the descriptor's bits 0-13, 16-29 and 32-45 times 16, the start
+// counted from the block's dynamic shared memory; a swizzle mode other than 0, or a core
+// matrix outside the block's dynamic shared memory, fails the kernel. The product runs when
+// issued (products exact, sums in double rounded once to fp32, as mma_m16n8k16_bf16): the
+// emulator does not model the instruction's asynchrony, so reading D or changing B's shared
+// memory before wgmma.wait_group goes unseen here; the kernels wait at once.
+void wgmma_m64nNk16_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool trans_b,
+                         bool scale_d);
+// Warps that issued a wgmma.mma_async so far (four per warpgroup instruction).
+uint64_t wgmma_count();
 
 // mma.sync instructions executed by warps of this process so far (one per warp, not per
 // lane), as a profiler's tensor-pipe instruction count: the tests read it to check the work

@@ -145,8 +145,8 @@ void prepare(Context& c, void* stack, size_t bytes, void (*entry)()) {
 constexpr size_t kStackBytes = size_t(256) << 10;
 constexpr int kMaxThreads = 1024;
 constexpr size_t kDefaultSmem = 48 << 10;    // without the attribute
-constexpr size_t kMaxCollectiveIn = 64;      // bytes per lane
-constexpr size_t kMaxCollectiveOut = 64;
+constexpr size_t kMaxCollectiveIn = 544;     // bytes per lane (a wgmma's A and 128 accumulators)
+constexpr size_t kMaxCollectiveOut = 512;
 
 struct Copy {
   void* dst;
@@ -348,7 +348,16 @@ void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& r
   const int n = int(L.block.x * L.block.y * L.block.z);
   L.block_idx = bidx;
   L.fibers.assign(size_t(n), Fiber{});
-  L.warps.assign(size_t((n + 31) / 32), Warp{});
+  // The warps' state anew; their operand buffers (~50 KB each) are kept, not cleared.
+  L.warps.resize(size_t((n + 31) / 32));
+  for (Warp& w : L.warps) {
+    w.size = w.live = w.arrived = 0;
+    w.gen = 0;
+    w.what = nullptr;
+    w.in_bytes = w.out_bytes = 0;
+    w.fn = nullptr;
+    w.ctx = nullptr;
+  }
   L.live = n;
   L.arrived = 0;
   if (L.smem) std::memset(L.smem_buf, 0xff, L.smem);
