@@ -236,6 +236,37 @@ def gemm(args):
     return 0
 
 
+def by_window(path):
+    """Per window of a `speedrun bench --json` run: the attention ops (serialised), fwd+bwd
+    and the step, as attn() compares them."""
+    with open(path) as f:
+        j = json.load(f)
+    out = {}
+    for w in j.get("windows") or []:
+        ms = {(o.get("phase"), o.get("op")): o.get("ms") for o in w.get("ops", [])}
+        step = w.get("step") or {}
+        out[w.get("window")] = {"fwd_ms": ms.get(("fwd+bwd", "attention_forward")),
+                                "bwd_ms": ms.get(("fwd+bwd", "attention_backward")),
+                                "fwd_bwd_ms": step.get("fwd_bwd_ms"), "step_ms": step.get("step_ms")}
+    return out
+
+
+def attn(args):
+    a, b = by_window(args.json), by_window(args.other)
+    windows = [w for w in a if w in b]
+    table(["attention forward", "window", "attention_forward, serialised (ms)",
+           "attention_backward, serialised (ms)", "fwd+bwd (ms)", "step (ms)"],
+          [[name, w] + [fmt(r[w][k], ".2f") for k in ("fwd_ms", "bwd_ms", "fwd_bwd_ms", "step_ms")]
+           for w in windows for name, r in (("mma.sync (default)", a), ("wgmma", b))])
+    for w in windows:
+        x, y = a[w], b[w]
+        if x["fwd_ms"] and y["fwd_ms"] and x["step_ms"] and y["step_ms"]:
+            print(f"wgmma forward at window {w}: attention_forward {y['fwd_ms']:.2f} ms against "
+                  f"{x['fwd_ms']:.2f} ms ({y['fwd_ms'] / x['fwd_ms']:.3f}x), step "
+                  f"{y['step_ms']:.2f} ms against {x['step_ms']:.2f} ms ({y['step_ms'] / x['step_ms']:.3f}x)")
+    return 0
+
+
 def record_summary(path):
     """What the GEMM algorithm record says timing changed: per problem the winner's place in
     the heuristic's order and its time per run against the heuristic's first's (one call of
@@ -293,6 +324,9 @@ def main():
     h = sub.add_parser("head")
     h.add_argument("json")
     h.add_argument("other")
+    t = sub.add_parser("attn")
+    t.add_argument("json")
+    t.add_argument("other")
     g = sub.add_parser("gemm")
     g.add_argument("json")
     g.add_argument("other")
@@ -302,7 +336,7 @@ def main():
     r.add_argument("--json", required=True)
     r.add_argument("--part", action="append")
     a = ap.parse_args()
-    return {"compare": compare, "bench": bench, "head": head, "gemm": gemm,
+    return {"compare": compare, "bench": bench, "head": head, "gemm": gemm, "attn": attn,
             "results": results}[a.cmd](a)
 
 

@@ -12,6 +12,8 @@
 #   compare    the two loss curves against the bf16-noise criterion (bench/cuda_check.py)
 #   bench      the record step (one 64K-token sequence, windows 64 and 1792): `speedrun
 #              bench` if the binary has it, else bench_cuda_step, beside the PyTorch anchor
+#   attn-wgmma the bench at windows 64 and 1792 again with SPEEDRUN_ATTENTION_FORWARD=wgmma
+#              (Hopper's warpgroup products for the attention forward), beside mma.sync's
 #   head       the bench at window 64 again with the CPU's smaller head chunks (2^25
 #              logits), beside the default's: what the GPU's chunk size is worth
 #   gemm-tune  the bench at window 64 again with SPEEDRUN_GEMM_TUNE=8 (the fastest of 8 of
@@ -534,12 +536,24 @@ bench_variant() {
 if [ "$EMU" = 1 ]; then
   vdev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0 --gemm-size 256
         --copy-mib 8)
+  adev=("${vdev[@]}")
   head_logits=8192  # 16 rows of the tiny preset's 512-token vocabulary
 else
   vdev=(--device cuda --preset record --windows 64 --reps 3 --warmup 1 --gemm-size 4096
         --copy-mib 256)
+  adev=(--device cuda --preset record --windows 64,1792 --reps 3 --warmup 1 --gemm-size 4096
+        --copy-mib 256)
   head_logits=33554432  # the CPU's 2^25
 fi
+
+# The attention forward runs on mma.sync (every GPU of sm_80 or newer) unless
+# SPEEDRUN_ATTENTION_FORWARD=wgmma picks Hopper's warpgroup products (forward_wgmma.cu):
+# the bench again with it, at both windows, shows which is faster here. The tests step has
+# held it to the CPU oracle already (CudaAttention.WgmmaForwardMatchesTheCpuOracleAndTheMmaForward).
+py_args=()
+begin attn-wgmma "the attention forward by wgmma against mma.sync, windows 64 and 1792"
+bench_variant attn "$WORK/bench_attn.json" "the attention forward by wgmma" \
+  env SPEEDRUN_ATTENTION_FORWARD=wgmma "$BIN/speedrun" bench "${adev[@]}"
 
 # The GPU's head chunks (2^28 logits) follow a count of memory traffic, not a timing: the
 # same bench at window 64 with the CPU's 2^25 shows what the choice is worth.

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "backend/cuda/attention/attention.h"
+#include "backend/cuda/attention/kernels.h"
 #include "backend/cuda/attention/plan.h"
 #ifdef SPEEDRUN_CUDA_EMULATED
 #include "backend/cuda/emulator/gpu_profile.h"
@@ -174,6 +175,58 @@ TEST_F(CudaAttention, MatchesTheCpuOracleOnAwkwardShapes) {
         EXPECT_LT(attn_cases::rel_err(download_bf16(t.dq), ref.dq), tol::kBf16) << "dq";
         EXPECT_LT(attn_cases::rel_err(download_bf16(t.dk), ref.dk), tol::kBf16) << "dk";
         EXPECT_LT(attn_cases::rel_err(download_bf16(t.dv), ref.dv), tol::kBf16) << "dv";
+      }
+}
+
+// The wgmma forward (forward_wgmma.cu, Hopper only, SPEEDRUN_ATTENTION_FORWARD=wgmma): on
+// every case and both head dims, out and lse against the CPU oracle as the mma.sync forward
+// is held, lse within fp32 rounding of the mma.sync forward's (the products sum in another
+// order), the backward after it against the oracle, and the same bits twice. Where the GPU
+// is not sm_90 (or the build has no sm_90a code), the runner must refuse it, saying why.
+TEST_F(CudaAttention, WgmmaForwardMatchesTheCpuOracleAndTheMmaForward) {
+  int dev = 0, major = 0;
+  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "capability");
+  if (major != 9 || cuda::attn::forward_wgmma_binary_version() < 90) {
+    try {
+      cuda::AttentionRunner r(stream_, std::nullopt, cuda::attn::ForwardKernel::kWgmma);
+      ADD_FAILURE() << "the wgmma forward was accepted on an sm_" << major << " GPU";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << e.what();
+    }
+    return;
+  }
+  cuda::AttentionRunner wg(stream_, cuda::attn::Tiling::kWide, cuda::attn::ForwardKernel::kWgmma),
+      mma(stream_, cuda::attn::Tiling::kWide, cuda::attn::ForwardKernel::kMma);
+  EXPECT_EQ(wg.forward_kernel(), cuda::attn::ForwardKernel::kWgmma);
+  for (const Case& c : attn_cases::cases())
+    for (int64_t D : {64, 128})
+      for (double sd : {1.0, std::sqrt(3.0)}) {
+        const int64_t H = D == 64 ? 3 : 2;
+        SCOPED_TRACE(c.name + " D=" + std::to_string(D) + " sd=" + std::to_string(sd));
+        const std::vector<BlockMask> masks = attn_cases::make_masks(c, 1234);
+        const double scale = 1.0 / std::sqrt(double(D));
+        DeviceAttention t(c.B(), c.T, H, D);
+        const Inputs in = random_inputs(size_t(t.N * t.C), sd, 99 + uint64_t(D));
+        upload(t, in);
+        poison_outputs(t);
+        run_both(wg, t, masks, scale);
+        sync();
+        const attn_cases::Reference ref =
+            attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout);
+        const std::vector<float> out = download_bf16(t.out), lse = download_f32(t.lse);
+        EXPECT_LT(attn_cases::rel_err(out, ref.out), tol::kBf16) << "out";
+        EXPECT_LT(attn_cases::rel_err(lse, ref.lse), tol::kStat) << "lse";
+        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dq), ref.dq), tol::kBf16) << "dq";
+        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dk), ref.dk), tol::kBf16) << "dk";
+        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dv), ref.dv), tol::kBf16) << "dv";
+        poison_outputs(t);
+        wg.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
+        sync();
+        EXPECT_EQ(download_bf16(t.out), out) << "the same bits twice";
+        mma.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
+        sync();
+        EXPECT_LT(attn_cases::rel_err(download_f32(t.lse), lse), tol::kFloat) << "lse against mma.sync's";
       }
 }
 

@@ -25,7 +25,10 @@ class AttentionRunner {
   // stream: the backend's cudaStream_t, passed as void* to keep CUDA types out of here.
   // tiling: the kernels' chunk sizes (plan.h); by default the widest the current GPU's
   // shared memory per block holds. An Error where the GPU holds neither.
-  explicit AttentionRunner(void* stream, std::optional<attn::Tiling> tiling = std::nullopt);
+  // forward: the forward kernel (plan.h); by default SPEEDRUN_ATTENTION_FORWARD's (mma
+  // when unset). An Error where wgmma is asked for and this GPU or build cannot run it.
+  explicit AttentionRunner(void* stream, std::optional<attn::Tiling> tiling = std::nullopt,
+                           std::optional<attn::ForwardKernel> forward = std::nullopt);
   ~AttentionRunner();
   AttentionRunner(const AttentionRunner&) = delete;
   AttentionRunner& operator=(const AttentionRunner&) = delete;
@@ -40,6 +43,7 @@ class AttentionRunner {
                 const std::vector<BlockMask>& masks, int64_t H, double scale);
 
   attn::Tiling tiling() const;
+  attn::ForwardKernel forward_kernel() const;
   // Device bytes held for work lists and scratch (for the memory report).
   size_t device_bytes() const;
 

@@ -51,6 +51,12 @@ cudaError_t prepare_forward(int D, Tiling t);
 cudaError_t prepare_backward(int D, Tiling t);
 // Enqueue on `stream`; return the launch error (cudaSuccess when all launched).
 cudaError_t launch_forward(int D, Tiling t, const ForwardArgs& a, cudaStream_t stream);
+// The wgmma forward (forward_wgmma.cu, head dims 64 and 128, its own chunks: plan.h), and
+// the SASS version its kernels run as on the current GPU (90 where built for sm_90a and run
+// on an sm_90 GPU; 0 where they have no code for it).
+cudaError_t prepare_forward_wgmma(int D);
+cudaError_t launch_forward_wgmma(int D, const ForwardArgs& a, cudaStream_t stream);
+int forward_wgmma_binary_version();
 // dQ over query tiles (and D_i = rowsum(dO * O) for each), then dK/dV over key tiles.
 cudaError_t launch_backward(int D, Tiling t, const BackwardArgs& a, cudaStream_t stream);
 

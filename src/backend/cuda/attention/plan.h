@@ -63,6 +63,17 @@ constexpr size_t dkv_smem(int D, Tiling t) {
   return size_t(2 * kTile + 4 * dkv_chunk(D, t)) * smem_ld(D) * 2 +
          size_t(2 * 3 * dkv_chunk(D, t)) * 4;
 }
+// The forward kernel: mma.sync per warp (forward.cu, every GPU of sm_80 or newer), or
+// Hopper's warpgroup products (forward_wgmma.cu: sm_90 GPUs, built for sm_90a), chosen by
+// SPEEDRUN_ATTENTION_FORWARD=mma|wgmma (default mma) until a GPU has timed both.
+enum class ForwardKernel { kMma, kWgmma };
+const char* forward_kernel_name(ForwardKernel k);
+// The wgmma forward: chunks of 64 keys (one m64n64 product per k-step for S), K and V in
+// core-matrix order (wgmma.cuh). Q tile (padded rows) + (K, V) x 2 stages.
+inline constexpr int kWgmmaChunk = 64;
+constexpr size_t fwd_wgmma_smem(int D) {
+  return size_t(kTile) * smem_ld(D) * 2 + size_t(4 * kWgmmaChunk) * D * 2;
+}
 KernelShape forward_shape(int D, Tiling t);
 KernelShape dq_shape(int D, Tiling t);
 KernelShape dkv_shape(int D, Tiling t);

@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -95,6 +97,8 @@ struct AttentionRunner::Impl {
   void* delta = nullptr;              // backward scratch [B, H, T] fp32
   size_t delta_cap = 0;
   attn::Tiling tiling = attn::Tiling::kWide;  // chunk sizes (plan.h), for this GPU
+  attn::ForwardKernel forward_kernel = attn::ForwardKernel::kMma;
+  bool prepared_wgmma[2] = {false, false};
   bool prepared_fwd[2] = {false, false};  // shared-memory limits raised, D = 64 / 128
   bool prepared_bwd[2] = {false, false};
 
@@ -149,7 +153,38 @@ struct AttentionRunner::Impl {
   }
 };
 
-AttentionRunner::AttentionRunner(void* stream, std::optional<attn::Tiling> tiling)
+namespace {
+
+// SPEEDRUN_ATTENTION_FORWARD: mma (or unset) or wgmma.
+attn::ForwardKernel forward_kernel_setting() {
+  const char* v = std::getenv("SPEEDRUN_ATTENTION_FORWARD");
+  if (v == nullptr || *v == 0 || std::strcmp(v, "mma") == 0) return attn::ForwardKernel::kMma;
+  check(std::strcmp(v, "wgmma") == 0, "SPEEDRUN_ATTENTION_FORWARD=", v,
+        " is not a forward kernel: use mma (every GPU, the default) or wgmma (Hopper)");
+  return attn::ForwardKernel::kWgmma;
+}
+
+// Refuses the wgmma forward where it cannot run: a GPU other than sm_90, or a build
+// without sm_90a code for it.
+void check_wgmma_runs(int dev) {
+  int major = 0, minor = 0;
+  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "AttentionRunner",
+          "reading the GPU's compute capability");
+  cuda_ok(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "AttentionRunner",
+          "reading the GPU's compute capability");
+  check(major == 9, "cuda attention: the wgmma forward (SPEEDRUN_ATTENTION_FORWARD=wgmma) runs on ",
+        "Hopper GPUs (sm_90) only, and GPU ", dev, " is sm_", major, minor,
+        ": unset SPEEDRUN_ATTENTION_FORWARD (or set it to mma)");
+  const int built = attn::forward_wgmma_binary_version();
+  check(built >= 90, "cuda attention: the wgmma forward needs code built for sm_90a, and this ",
+        "build has none for GPU ", dev, " (it runs its sm_", built,
+        " code): build with CMAKE_CUDA_ARCHITECTURES including 90a, or unset SPEEDRUN_ATTENTION_FORWARD");
+}
+
+}  // namespace
+
+AttentionRunner::AttentionRunner(void* stream, std::optional<attn::Tiling> tiling,
+                                 std::optional<attn::ForwardKernel> forward)
     : impl_(std::make_unique<Impl>()) {
   impl_->stream = static_cast<cudaStream_t>(stream);
   if (tiling) {
@@ -162,6 +197,12 @@ AttentionRunner::AttentionRunner(void* stream, std::optional<attn::Tiling> tilin
             "AttentionRunner", "reading the GPU's shared memory per block");
     const std::string gpu = "GPU " + std::to_string(dev);
     impl_->tiling = attn::tiling_for(size_t(optin), gpu.c_str());
+  }
+  impl_->forward_kernel = forward ? *forward : forward_kernel_setting();
+  if (impl_->forward_kernel == attn::ForwardKernel::kWgmma) {
+    int dev = 0;
+    cuda_ok(cudaGetDevice(&dev), "AttentionRunner", "cudaGetDevice");
+    check_wgmma_runs(dev);
   }
   for (cudaEvent_t& e : impl_->copied)
     cuda_ok(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "AttentionRunner",
@@ -195,9 +236,12 @@ void AttentionRunner::forward(Tensor out, Tensor lse, const Tensor& q, const Ten
   const PlanView& plan = m.ensure_plan(op, masks);
   m.check_grid(op, plan.n_q_items, H);
   const int di = s.D == 64 ? 0 : 1;
-  if (!m.prepared_fwd[di]) {
-    cuda_ok(attn::prepare_forward(int(s.D), m.tiling), op, "cudaFuncSetAttribute");
-    m.prepared_fwd[di] = true;
+  const bool wgmma = m.forward_kernel == attn::ForwardKernel::kWgmma;
+  bool& prepared = wgmma ? m.prepared_wgmma[di] : m.prepared_fwd[di];
+  if (!prepared) {
+    cuda_ok(wgmma ? attn::prepare_forward_wgmma(int(s.D)) : attn::prepare_forward(int(s.D), m.tiling),
+            op, "cudaFuncSetAttribute");
+    prepared = true;
   }
   attn::ForwardArgs a{};
   a.plan = plan;
@@ -209,7 +253,9 @@ void AttentionRunner::forward(Tensor out, Tensor lse, const Tensor& q, const Ten
   a.ld = s.C;
   a.H = int(H);
   a.scale = float(scale);
-  cuda_ok(attn::launch_forward(int(s.D), m.tiling, a, m.stream), op, "kernel launch");
+  cuda_ok(wgmma ? attn::launch_forward_wgmma(int(s.D), a, m.stream)
+                : attn::launch_forward(int(s.D), m.tiling, a, m.stream),
+          op, "kernel launch");
 }
 
 void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& dout,
@@ -260,6 +306,8 @@ void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& do
 }
 
 attn::Tiling AttentionRunner::tiling() const { return impl_->tiling; }
+
+attn::ForwardKernel AttentionRunner::forward_kernel() const { return impl_->forward_kernel; }
 
 size_t AttentionRunner::device_bytes() const { return impl_->plan_cap + impl_->delta_cap; }
 

@@ -1,0 +1,179 @@
+// Attention forward on Hopper's warpgroup products (wgmma.cuh, sm_90a): the forward kernel
+// of forward.cu with S = Q K^T and O += P V issued by a warpgroup (4 warps, 64 query rows)
+// instead of per warp through ldmatrix and mma.sync. The same work list, chunks of 64 keys
+// double-buffered through cp.async, online softmax per warp on the same accumulator
+// fragments, and the same outputs: only the products' summation order differs (the tensor
+// cores' own), so results agree within fp32 rounding, not bit for bit.
+//
+// What differs from forward.cu: K and V chunks sit in shared memory in core-matrix order
+// (wgmma.cuh's core_offset), so the tensor cores read them without ldmatrix; a warp no longer
+// skips a partial chunk its own 16 rows see nothing of (a wgmma is issued by the whole
+// warpgroup), only the CTA's chunks no row of its tile sees are skipped, as forward.cu's
+// loads are. Q stays in registers as A fragments (loaded once through ldmatrix from a padded
+// tile, which also stages the output rows).
+#include <algorithm>
+
+#include "backend/cuda/attention/kernels.h"
+#include "backend/cuda/attention/wgmma.cuh"
+
+namespace speedrun::cuda::attn {
+
+namespace {
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) forward_wgmma_kernel(const ForwardArgs a) {
+  constexpr int kChunk = kWgmmaChunk;
+  constexpr int kLd = smem_ld(D);
+  constexpr int kStage = kChunk * D * 2;  // bytes of one K or V chunk
+  SR_DYNAMIC_SMEM(smem_raw);
+  bf16* sQ = reinterpret_cast<bf16*>(smem_raw);                      // [kTile][kLd]
+  unsigned char* sK = smem_raw + size_t(kTile) * kLd * 2;            // [2][kStage]
+  unsigned char* sV = sK + 2 * kStage;                               // [2][kStage]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int h = int(blockIdx.x % unsigned(a.H));
+  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
+  const int T = a.plan.T;
+  const int q0 = it.tile * kTile;
+  const int64_t row0 = int64_t(it.seq) * T;
+  const int64_t head = int64_t(h) * D;
+  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
+  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const float scale_log2 = a.scale * kLog2e;
+
+  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
+                      T - q0, tid);
+  cp_async_commit();
+  const int n = chunk_count(it, kChunk);
+  const int32_t* lo_seq = a.plan.lo + row0;
+  auto tile_sees = [&](const Chunk& ch) {
+    return chunk_needed(ch, lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+  };
+  auto load_chunk = [&](int c) {
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (tile_sees(ch)) {
+      const int st = c & 1;
+      load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    }
+    cp_async_commit();
+  };
+  load_chunk(0);
+
+  int qi[2], lo[2];
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
+    lo[slot] = qi[slot] < T ? a.plan.lo[row0 + qi[slot]] : 0;
+  }
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
+  float o[D / 8][4] = {};
+  uint32_t qf[D / 16][4];  // this warp's 16 rows of Q as A fragments, from chunk 0 on
+
+  for (int c = 0; c < n; ++c) {
+    if (c + 1 < n)
+      load_chunk(c + 1);
+    else
+      cp_async_commit();
+    cp_async_wait<1>();   // Q and chunk c have landed (this thread's copies)
+    fence_proxy_async();  // ... and are visible to the tensor cores' reads after the barrier
+    __syncthreads();
+    if (c == 0) load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (tile_sees(ch)) {  // uniform over the block: every warpgroup issues its products
+      const int st = c & 1;
+      const unsigned char* k_st = sK + st * kStage;
+      const unsigned char* v_st = sV + st * kStage;
+      float s[kChunk / 8][4] = {};  // the first product overwrites them (scale-d 0)
+      wgmma_fence();  // qf and s were written by ordinary instructions
+      SR_UNROLL
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma<kChunk, false>(s, qf[kk], smem_desc(k_st + kk * 256, 128, 16 * D), kk > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      SR_UNROLL
+      for (int nb = 0; nb < kChunk / 8; ++nb)
+        SR_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          float x = s[nb][i] * scale_log2;
+          if (!ch.full) {
+            const int j = ch.start + nb * 8 + c_col(lane, i);
+            if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
+          }
+          s[nb][i] = x;
+        }
+      SR_UNROLL
+      for (int slot = 0; slot < 2; ++slot) {
+        float mx = kNegInf;
+        SR_UNROLL
+        for (int nb = 0; nb < kChunk / 8; ++nb)
+          mx = fmaxf(mx, fmaxf(s[nb][2 * slot], s[nb][2 * slot + 1]));
+        mx = quad_max(mx);
+        const float alpha = softmax_chunk<kChunk / 4>(
+            [&](int k) -> float& { return s[k >> 1][2 * slot + (k & 1)]; }, mx, m[slot], l[slot]);
+        SR_UNROLL
+        for (int nb = 0; nb < D / 8; ++nb) {
+          o[nb][2 * slot] *= alpha;
+          o[nb][2 * slot + 1] *= alpha;
+        }
+      }
+      uint32_t pf[kChunk / 16][4];  // P as A fragments (bf16), as gemm_cb packs them
+      SR_UNROLL
+      for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
+      wgmma_fence();  // o was rescaled and pf packed by ordinary instructions
+      SR_UNROLL
+      for (int kk = 0; kk < kChunk / 16; ++kk)
+        wgmma<D, true>(o, pf[kk], smem_desc(v_st + kk * 32 * D, 16 * D, 128), true);
+      wgmma_commit();
+      wgmma_wait<0>();
+    }
+    __syncthreads();  // stage c & 1 is reloaded by the next iteration
+  }
+
+  float mul[2];
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    const RowEnd e = finish_row(m[slot], quad_sum(l[slot]));
+    mul[slot] = e.inv_l;
+    if ((lane & 3) == 0 && qi[slot] < T)
+      a.lse[(int64_t(it.seq) * a.H + h) * T + qi[slot]] = e.lse;
+  }
+  const int r0 = q0 + warp * 16;
+  store_rows<D>(o, mul, sQ + warp * 16 * kLd,
+                static_cast<bf16*>(a.out) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+}
+
+template <int D>
+cudaError_t prepare() {
+  return cudaFuncSetAttribute(forward_wgmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              int(fwd_wgmma_smem(D)));
+}
+
+template <int D>
+cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
+  const dim3 grid(unsigned(a.plan.n_q_items) * unsigned(a.H));
+  SR_LAUNCH(grid, kThreads, fwd_wgmma_smem(D), stream, forward_wgmma_kernel<D>)(a);
+  return cudaGetLastError();
+}
+
+template <int D>
+int binary_version() {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, forward_wgmma_kernel<D>) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return attr.binaryVersion;
+}
+
+}  // namespace
+
+cudaError_t prepare_forward_wgmma(int D) { return D == 64 ? prepare<64>() : prepare<128>(); }
+
+cudaError_t launch_forward_wgmma(int D, const ForwardArgs& a, cudaStream_t stream) {
+  return D == 64 ? launch<64>(a, stream) : launch<128>(a, stream);
+}
+
+int forward_wgmma_binary_version() { return std::min(binary_version<64>(), binary_version<128>()); }
+
+}  // namespace speedrun::cuda::attn
