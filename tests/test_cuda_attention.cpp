@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <memory>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "backend/cuda/attention/attention.h"
@@ -706,15 +707,23 @@ TEST_F(CudaAttention, RecordShapeIsFiniteAndMatchesSampledRows) {
   for (int k = 0; k < 21; ++k) rows.push_back(int64_t(rng() % uint64_t(T)));
 
   // This GPU's tiling first (what training runs), then the other where it fits (its time
-  // tells what the chunks cost).
-  const cuda::attn::Tiling own = cuda::AttentionRunner(stream_).tiling();
-  std::vector<std::pair<cuda::attn::Tiling, int64_t>> runs;
-  for (int64_t window : {64, 1792}) runs.push_back({own, window});
+  // tells what the chunks cost), then on Hopper the wgmma forward (SPEEDRUN_ATTENTION_FORWARD).
+  using cuda::attn::ForwardKernel;
+  const cuda::attn::Tiling own = cuda::AttentionRunner(stream_, std::nullopt, ForwardKernel::kMma).tiling();
+  std::vector<std::tuple<cuda::attn::Tiling, int64_t, ForwardKernel>> runs;
+  for (int64_t window : {64, 1792}) runs.push_back({own, window, ForwardKernel::kMma});
   if (own == cuda::attn::Tiling::kWide)
-    for (int64_t window : {64, 1792}) runs.push_back({cuda::attn::Tiling::kNarrow, window});
-  for (const auto& [tiling, window] : runs) {
-    SCOPED_TRACE("window " + std::to_string(window) + " " + cuda::attn::tiling_name(tiling));
-    cuda::AttentionRunner runner(stream_, tiling);
+    for (int64_t window : {64, 1792}) runs.push_back({cuda::attn::Tiling::kNarrow, window, ForwardKernel::kMma});
+  int dev = 0, major = 0;
+  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "capability");
+  if (major == 9 && cuda::attn::forward_wgmma_binary_version() >= 90)
+    for (int64_t window : {64, 1792}) runs.push_back({own, window, ForwardKernel::kWgmma});
+  for (const auto& [tiling, window, fwd] : runs) {
+    const std::string kernels = std::string(cuda::attn::tiling_name(tiling)) + " chunks" +
+                                (fwd == ForwardKernel::kWgmma ? ", wgmma forward" : "");
+    SCOPED_TRACE("window " + std::to_string(window) + " " + kernels);
+    cuda::AttentionRunner runner(stream_, tiling, fwd);
     const std::vector<BlockMask> masks = {build_block_mask(tokens.data(), T, attn_cases::kEot, window)};
     poison_outputs(t);
     run_both(runner, t, masks, scale);
@@ -750,10 +759,10 @@ TEST_F(CudaAttention, RecordShapeIsFiniteAndMatchesSampledRows) {
       pairs += i - j + 1;
     }
     const double tiles = double(masks[0].q_kv.size()) * H;
-    std::printf("[ record    ] %s chunks, window %lld: fwd %.3f ms, bwd %.3f ms (median of 5); %lld visible "
+    std::printf("[ record    ] %s, window %lld: fwd %.3f ms, bwd %.3f ms (median of 5); %lld visible "
                 "pairs per head, %lld listed tiles; exact-FLOP rate fwd %.0f / bwd %.0f TFLOP/s, "
                 "tile-FLOP rate fwd %.0f / bwd %.0f TFLOP/s\n",
-                cuda::attn::tiling_name(tiling), (long long)window, fwd_ms[2], bwd_ms[2], (long long)pairs,
+                kernels.c_str(), (long long)window, fwd_ms[2], bwd_ms[2], (long long)pairs,
                 (long long)masks[0].q_kv.size(), 4.0 * pairs * D * H / (fwd_ms[2] * 1e9),
                 10.0 * pairs * D * H / (bwd_ms[2] * 1e9),
                 4.0 * tiles * 128 * 128 * D / (fwd_ms[2] * 1e9),
