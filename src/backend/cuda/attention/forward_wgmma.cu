@@ -85,12 +85,14 @@ __global__ void __launch_bounds__(kThreads) forward_wgmma_kernel(const ForwardAr
       const unsigned char* k_st = sK + st * kStage;
       const unsigned char* v_st = sV + st * kStage;
       float s[kChunk / 8][4] = {};  // the first product overwrites them (scale-d 0)
+      fence_operands(s);
       wgmma_fence();  // qf and s were written by ordinary instructions
       SR_UNROLL
       for (int kk = 0; kk < D / 16; ++kk)
         wgmma<kChunk, false>(s, qf[kk], smem_desc(k_st + kk * 256, 128, 16 * D), kk > 0);
       wgmma_commit();
       wgmma_wait<0>();
+      fence_operands(s);
       SR_UNROLL
       for (int nb = 0; nb < kChunk / 8; ++nb)
         SR_UNROLL
@@ -120,12 +122,14 @@ __global__ void __launch_bounds__(kThreads) forward_wgmma_kernel(const ForwardAr
       uint32_t pf[kChunk / 16][4];  // P as A fragments (bf16), as gemm_cb packs them
       SR_UNROLL
       for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
+      fence_operands(o);
       wgmma_fence();  // o was rescaled and pf packed by ordinary instructions
       SR_UNROLL
       for (int kk = 0; kk < kChunk / 16; ++kk)
         wgmma<D, true>(o, pf[kk], smem_desc(v_st + kk * 32 * D, 16 * D, 128), true);
       wgmma_commit();
       wgmma_wait<0>();
+      fence_operands(o);
     }
     __syncthreads();  // stage c & 1 is reloaded by the next iteration
   }

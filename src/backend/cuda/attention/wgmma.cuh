@@ -17,7 +17,8 @@
 // async proxy, so each writing thread fences (fence.proxy.async) after its copies land and
 // before the barrier; registers a wgmma reads or writes that ordinary instructions touched
 // since (the accumulators rescaled, P packed) need wgmma.fence first; results are read only
-// after wgmma.wait_group. These kernels wait for each product at once (no overlap yet).
+// after wgmma.wait_group, with the accumulators pinned on both sides (fence_operands).
+// These kernels wait for each product at once (no overlap yet).
 #pragma once
 #include <cstdint>
 
@@ -64,6 +65,22 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) { return smem_u32(p
 __device__ __forceinline__ uint64_t smem_desc(const void* start, uint32_t lbo, uint32_t sbo) {
   return uint64_t((smem_addr(start) & 0x3ffffu) >> 4) | (uint64_t((lbo & 0x3ffffu) >> 4) << 16) |
          (uint64_t((sbo & 0x3ffffu) >> 4) << 32);
+}
+
+// Pins accumulator registers in place around a product: the compiler sees wgmma's outputs
+// written when it is issued, so without this it may move their reads above
+// wgmma.wait_group (or writes below the issue); an empty volatile asm that reads and writes
+// each one orders them with the waits and issues, which are volatile too.
+template <int R>
+__device__ __forceinline__ void fence_operands(float (&d)[R][4]) {
+#if !defined(SPEEDRUN_CUDA_EMULATED) && defined(__CUDA_ARCH__)
+  SR_UNROLL
+  for (int r = 0; r < R; ++r)
+    SR_UNROLL
+    for (int i = 0; i < 4; ++i) asm volatile("" : "+f"(d[r][i])::"memory");
+#else
+  (void)d;
+#endif
 }
 
 #if defined(SPEEDRUN_CUDA_EMULATED)
