@@ -133,6 +133,18 @@ void run_both(cuda::AttentionRunner& r, DeviceAttention& t, const std::vector<Bl
              t.rows(t.v), t.rows(t.out), t.stats(), masks, t.H, scale);
 }
 
+// out, lse, dq, dk, dv of a forward and backward against the fp64 oracle; returns out and lse.
+std::pair<std::vector<float>, std::vector<float>> expect_oracle(DeviceAttention& t,
+                                                                 const attn_cases::Reference& ref) {
+  std::vector<float> out = download_bf16(t.out), lse = download_f32(t.lse);
+  EXPECT_LT(attn_cases::rel_err(out, ref.out), tol::kBf16) << "out";
+  EXPECT_LT(attn_cases::rel_err(lse, ref.lse), tol::kStat) << "lse";
+  EXPECT_LT(attn_cases::rel_err(download_bf16(t.dq), ref.dq), tol::kBf16) << "dq";
+  EXPECT_LT(attn_cases::rel_err(download_bf16(t.dk), ref.dk), tol::kBf16) << "dk";
+  EXPECT_LT(attn_cases::rel_err(download_bf16(t.dv), ref.dv), tol::kBf16) << "dv";
+  return {std::move(out), std::move(lse)};
+}
+
 void poison_outputs(DeviceAttention& t) {
   for (DeviceBuffer* b : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) b->poison();
 }
@@ -169,13 +181,7 @@ TEST_F(CudaAttention, MatchesTheCpuOracleOnAwkwardShapes) {
         poison_outputs(t);
         run_both(runner, t, masks, scale);
         sync();
-        const attn_cases::Reference ref =
-            attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout);
-        EXPECT_LT(attn_cases::rel_err(download_bf16(t.out), ref.out), tol::kBf16) << "out";
-        EXPECT_LT(attn_cases::rel_err(download_f32(t.lse), ref.lse), tol::kStat) << "lse";
-        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dq), ref.dq), tol::kBf16) << "dq";
-        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dk), ref.dk), tol::kBf16) << "dk";
-        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dv), ref.dv), tol::kBf16) << "dv";
+        expect_oracle(t, attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout));
       }
 }
 
@@ -213,14 +219,8 @@ TEST_F(CudaAttention, WgmmaForwardMatchesTheCpuOracleAndTheMmaForward) {
         poison_outputs(t);
         run_both(wg, t, masks, scale);
         sync();
-        const attn_cases::Reference ref =
-            attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout);
-        const std::vector<float> out = download_bf16(t.out), lse = download_f32(t.lse);
-        EXPECT_LT(attn_cases::rel_err(out, ref.out), tol::kBf16) << "out";
-        EXPECT_LT(attn_cases::rel_err(lse, ref.lse), tol::kStat) << "lse";
-        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dq), ref.dq), tol::kBf16) << "dq";
-        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dk), ref.dk), tol::kBf16) << "dk";
-        EXPECT_LT(attn_cases::rel_err(download_bf16(t.dv), ref.dv), tol::kBf16) << "dv";
+        const auto [out, lse] =
+            expect_oracle(t, attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout));
         poison_outputs(t);
         wg.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
         sync();

@@ -5,8 +5,7 @@
 // cp.async: S = Q K^T and O += P V on the tensor cores (mma.sync m16n8k16 bf16, fp32
 // accumulate), the online softmax in fp32 registers (tile_math.h), the mask rule only in
 // partial tiles. Writes out (bf16) and lse (fp32, natural log) of every real row.
-#include "backend/cuda/attention/common.cuh"
-#include "backend/cuda/attention/kernels.h"
+#include "backend/cuda/attention/forward_steps.cuh"
 
 namespace speedrun::cuda::attn {
 
@@ -83,48 +82,13 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
         gemm_abt<D, kChunk>(s, qf, sK + st * kChunk * kLd, kLd, lane);
       else
         gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, sK + st * kChunk * kLd, kLd, lane);
-      SR_UNROLL
-      for (int nb = 0; nb < kChunk / 8; ++nb)
-        SR_UNROLL
-        for (int i = 0; i < 4; ++i) {
-          float x = s[nb][i] * scale_log2;
-          if (!ch.full) {
-            const int j = ch.start + nb * 8 + c_col(lane, i);
-            if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
-          }
-          s[nb][i] = x;
-        }
-      SR_UNROLL
-      for (int slot = 0; slot < 2; ++slot) {
-        float mx = kNegInf;
-        SR_UNROLL
-        for (int nb = 0; nb < kChunk / 8; ++nb)
-          mx = fmaxf(mx, fmaxf(s[nb][2 * slot], s[nb][2 * slot + 1]));
-        mx = quad_max(mx);
-        const float alpha = softmax_chunk<kChunk / 4>(
-            [&](int k) -> float& { return s[k >> 1][2 * slot + (k & 1)]; }, mx, m[slot], l[slot]);
-        SR_UNROLL
-        for (int nb = 0; nb < D / 8; ++nb) {
-          o[nb][2 * slot] *= alpha;
-          o[nb][2 * slot + 1] *= alpha;
-        }
-      }
+      softmax_step<kChunk, D>(s, o, ch, qi, lo, T, scale_log2, m, l, lane);
       gemm_cb<kChunk, D>(o, s, sV + st * kChunk * kLd, kLd, lane);
     }
     __syncthreads();  // stage c & 1 is reloaded by the next iteration
   }
 
-  float mul[2];
-  SR_UNROLL
-  for (int slot = 0; slot < 2; ++slot) {
-    const RowEnd e = finish_row(m[slot], quad_sum(l[slot]));
-    mul[slot] = e.inv_l;
-    if ((lane & 3) == 0 && qi[slot] < T)
-      a.lse[(int64_t(it.seq) * a.H + h) * T + qi[slot]] = e.lse;
-  }
-  const int r0 = q0 + warp * 16;
-  store_rows<D>(o, mul, sQ + warp * 16 * kLd,
-                static_cast<bf16*>(a.out) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+  finish_tile<D>(a, o, m, l, qi, it.seq, h, q0, row0, sQ + warp * 16 * kLd, warp, lane);
 }
 
 // The kernel of head dim D with tiling T's chunk (plan.h).

@@ -13,7 +13,7 @@
 // tile, which also stages the output rows).
 #include <algorithm>
 
-#include "backend/cuda/attention/kernels.h"
+#include "backend/cuda/attention/forward_steps.cuh"
 #include "backend/cuda/attention/wgmma.cuh"
 
 namespace speedrun::cuda::attn {
@@ -93,32 +93,7 @@ __global__ void __launch_bounds__(kThreads) forward_wgmma_kernel(const ForwardAr
       wgmma_commit();
       wgmma_wait<0>();
       fence_operands(s);
-      SR_UNROLL
-      for (int nb = 0; nb < kChunk / 8; ++nb)
-        SR_UNROLL
-        for (int i = 0; i < 4; ++i) {
-          float x = s[nb][i] * scale_log2;
-          if (!ch.full) {
-            const int j = ch.start + nb * 8 + c_col(lane, i);
-            if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
-          }
-          s[nb][i] = x;
-        }
-      SR_UNROLL
-      for (int slot = 0; slot < 2; ++slot) {
-        float mx = kNegInf;
-        SR_UNROLL
-        for (int nb = 0; nb < kChunk / 8; ++nb)
-          mx = fmaxf(mx, fmaxf(s[nb][2 * slot], s[nb][2 * slot + 1]));
-        mx = quad_max(mx);
-        const float alpha = softmax_chunk<kChunk / 4>(
-            [&](int k) -> float& { return s[k >> 1][2 * slot + (k & 1)]; }, mx, m[slot], l[slot]);
-        SR_UNROLL
-        for (int nb = 0; nb < D / 8; ++nb) {
-          o[nb][2 * slot] *= alpha;
-          o[nb][2 * slot + 1] *= alpha;
-        }
-      }
+      softmax_step<kChunk, D>(s, o, ch, qi, lo, T, scale_log2, m, l, lane);
       uint32_t pf[kChunk / 16][4];  // P as A fragments (bf16), as gemm_cb packs them
       SR_UNROLL
       for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
@@ -134,17 +109,7 @@ __global__ void __launch_bounds__(kThreads) forward_wgmma_kernel(const ForwardAr
     __syncthreads();  // stage c & 1 is reloaded by the next iteration
   }
 
-  float mul[2];
-  SR_UNROLL
-  for (int slot = 0; slot < 2; ++slot) {
-    const RowEnd e = finish_row(m[slot], quad_sum(l[slot]));
-    mul[slot] = e.inv_l;
-    if ((lane & 3) == 0 && qi[slot] < T)
-      a.lse[(int64_t(it.seq) * a.H + h) * T + qi[slot]] = e.lse;
-  }
-  const int r0 = q0 + warp * 16;
-  store_rows<D>(o, mul, sQ + warp * 16 * kLd,
-                static_cast<bf16*>(a.out) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+  finish_tile<D>(a, o, m, l, qi, it.seq, h, q0, row0, sQ + warp * 16 * kLd, warp, lane);
 }
 
 template <int D>

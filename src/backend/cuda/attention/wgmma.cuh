@@ -83,18 +83,7 @@ __device__ __forceinline__ void fence_operands(float (&d)[R][4]) {
 #endif
 }
 
-#if defined(SPEEDRUN_CUDA_EMULATED)
-__device__ __forceinline__ void wgmma_fence() {}
-__device__ __forceinline__ void wgmma_commit() {}
-template <int n>
-__device__ __forceinline__ void wgmma_wait() {}
-__device__ __forceinline__ void fence_proxy_async() {}
-template <int N, bool kTransB>
-__device__ __forceinline__ void wgmma(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b,
-                                      bool accumulate) {
-  emu::wgmma_m64nNk16_bf16(&d[0][0], N, a, desc_b, kTransB, accumulate);
-}
-#elif defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#if !defined(SPEEDRUN_CUDA_EMULATED) && defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
@@ -145,16 +134,21 @@ __device__ __forceinline__ void wgmma(float (&d)[N / 8][4], const uint32_t (&a)[
 #undef SR_WG_D64
 #undef SR_WG_D8
 #else
-// Another target (sm_80, or the host pass): the kernels that use these are launched only on
-// a GPU whose code was built for sm_90a (runner.cpp checks), so they are never reached here.
+// The emulator (products run when issued, so fences and waits have nothing to order), or
+// another target (sm_80, or the host pass), where the kernels that use these are never
+// launched: the runner runs them only on a GPU whose code was built for sm_90a.
 __device__ __forceinline__ void wgmma_fence() {}
 __device__ __forceinline__ void wgmma_commit() {}
 template <int n>
 __device__ __forceinline__ void wgmma_wait() {}
 __device__ __forceinline__ void fence_proxy_async() {}
 template <int N, bool kTransB>
-__device__ __forceinline__ void wgmma(float (&)[N / 8][4], const uint32_t (&)[4], uint64_t, bool) {
-#ifdef __CUDA_ARCH__
+__device__ __forceinline__ void wgmma(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b,
+                                      bool accumulate) {
+#if defined(SPEEDRUN_CUDA_EMULATED)
+  emu::wgmma_m64nNk16_bf16(&d[0][0], N, a, desc_b, kTransB, accumulate);
+#elif defined(__CUDA_ARCH__)
+  (void)d, (void)a, (void)desc_b, (void)accumulate;
   __trap();
 #endif
 }

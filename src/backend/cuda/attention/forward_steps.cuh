@@ -1,0 +1,69 @@
+// The steps the two forward kernels share (forward.cu on mma.sync, forward_wgmma.cu on
+// wgmma): both hold a warp's 16 query rows as the same accumulator fragments (fragment.h),
+// so the softmax of a chunk's scores and the end of a tile are one code.
+#pragma once
+#include "backend/cuda/attention/common.cuh"
+#include "backend/cuda/attention/kernels.h"
+
+namespace speedrun::cuda::attn {
+
+// One chunk's online softmax for a warp's rows: s [16 x kChunk] holds S = Q K^T for the
+// chunk's keys from ch.start; scores go to log2 units (scale_log2), keys the mask rule hides
+// (in a partial chunk) to -inf, then per row (this thread's slots: rows qi[slot], first
+// visible key lo[slot]) the running max m and sum l take the chunk in, the accumulator o is
+// rescaled by the change of max, and s is left holding P (fp32), ready for O += P V.
+template <int kChunk, int D>
+__device__ __forceinline__ void softmax_step(float (&s)[kChunk / 8][4], float (&o)[D / 8][4],
+                                             const Chunk& ch, const int (&qi)[2], const int (&lo)[2],
+                                             int T, float scale_log2, float (&m)[2], float (&l)[2],
+                                             int lane) {
+  SR_UNROLL
+  for (int nb = 0; nb < kChunk / 8; ++nb)
+    SR_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      float x = s[nb][i] * scale_log2;
+      if (!ch.full) {
+        const int j = ch.start + nb * 8 + c_col(lane, i);
+        if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
+      }
+      s[nb][i] = x;
+    }
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    float mx = kNegInf;
+    SR_UNROLL
+    for (int nb = 0; nb < kChunk / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * slot], s[nb][2 * slot + 1]));
+    mx = quad_max(mx);
+    const float alpha = softmax_chunk<kChunk / 4>(
+        [&](int k) -> float& { return s[k >> 1][2 * slot + (k & 1)]; }, mx, m[slot], l[slot]);
+    SR_UNROLL
+    for (int nb = 0; nb < D / 8; ++nb) {
+      o[nb][2 * slot] *= alpha;
+      o[nb][2 * slot + 1] *= alpha;
+    }
+  }
+}
+
+// The end of a query tile for a warp: each row's lse (natural log) to a.lse and out = O / l
+// (bf16) through the warp's own 16 rows of shared memory `stage` (row stride D + 8) to
+// global memory; rows past T are not written. q0: the tile's first row, row0: the
+// sequence's first row of [N, C], h: the head.
+template <int D>
+__device__ __forceinline__ void finish_tile(const ForwardArgs& a, const float (&o)[D / 8][4],
+                                            const float (&m)[2], const float (&l)[2],
+                                            const int (&qi)[2], int seq, int h, int q0,
+                                            int64_t row0, bf16* stage, int warp, int lane) {
+  const int T = a.plan.T;
+  float mul[2];
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    const RowEnd e = finish_row(m[slot], quad_sum(l[slot]));
+    mul[slot] = e.inv_l;
+    if ((lane & 3) == 0 && qi[slot] < T) a.lse[(int64_t(seq) * a.H + h) * T + qi[slot]] = e.lse;
+  }
+  const int r0 = q0 + warp * 16;
+  store_rows<D>(o, mul, stage, static_cast<bf16*>(a.out) + (row0 + r0) * a.ld + int64_t(h) * D, a.ld,
+                T - r0, lane);
+}
+
+}  // namespace speedrun::cuda::attn
