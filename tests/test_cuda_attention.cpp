@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <tuple>
@@ -229,6 +230,57 @@ TEST_F(CudaAttention, WgmmaForwardMatchesTheCpuOracleAndTheMmaForward) {
         sync();
         EXPECT_LT(attn_cases::rel_err(download_f32(t.lse), lse), tol::kFloat) << "lse against mma.sync's";
       }
+}
+
+// The runner's forward kernel by default comes from SPEEDRUN_ATTENTION_FORWARD: unset or
+// mma gives mma.sync, wgmma the warpgroup kernel where the GPU and build run it (an error
+// naming the variable elsewhere: on the emulator also as an A100), anything else an error
+// naming the value and the choices.
+TEST_F(CudaAttention, ForwardKernelComesFromTheEnvironmentAndBadValuesAreRefused) {
+  struct Env {
+    explicit Env(const char* v) {
+      if (v) setenv("SPEEDRUN_ATTENTION_FORWARD", v, 1);
+      else unsetenv("SPEEDRUN_ATTENTION_FORWARD");
+    }
+    ~Env() { unsetenv("SPEEDRUN_ATTENTION_FORWARD"); }
+  };
+  using cuda::attn::ForwardKernel;
+  auto refusal = [&](const char* value) -> std::string {
+    Env env(value);
+    try {
+      cuda::AttentionRunner r(stream_);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  for (const char* v : {static_cast<const char*>(nullptr), "", "mma"}) {
+    Env env(v);
+    EXPECT_EQ(cuda::AttentionRunner(stream_).forward_kernel(), ForwardKernel::kMma) << (v ? v : "unset");
+  }
+  const std::string bad = refusal("wgmma2");
+  EXPECT_NE(bad.find("SPEEDRUN_ATTENTION_FORWARD=wgmma2"), std::string::npos) << bad;
+  EXPECT_NE(bad.find("mma"), std::string::npos) << bad;
+
+  int dev = 0, major = 0;
+  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "capability");
+  if (major == 9 && cuda::attn::forward_wgmma_binary_version() >= 90) {
+    Env env("wgmma");
+    EXPECT_EQ(cuda::AttentionRunner(stream_).forward_kernel(), ForwardKernel::kWgmma);
+  } else {
+    const std::string why = refusal("wgmma");
+    EXPECT_NE(why.find("SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << why;
+  }
+#ifdef SPEEDRUN_CUDA_EMULATED
+  {
+    const cuda::emu::ScopedGpuProfile as_a100("a100");
+    ASSERT_TRUE(as_a100.ok());
+    const std::string why = refusal("wgmma");
+    EXPECT_NE(why.find("Hopper GPUs (sm_90) only, and GPU 0 is sm_80"), std::string::npos) << why;
+    EXPECT_NE(why.find("unset SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << why;
+  }
+#endif
 }
 
 // The same inputs give the same bits, also after calls with other masks in between (the
