@@ -118,6 +118,27 @@ __global__ void wgmma_kernel(float* d, const uint16_t* a, const uint16_t* b_plac
   }
 }
 
+// The same product with A read through its own descriptor from shared memory (a_placed,
+// 2048 bytes, then B's placement): each warp reads its warpgroup's 64 rows from 16 x its
+// place in the group.
+__global__ void wgmma_ss_kernel(float* d, const uint16_t* a_placed, const uint16_t* b_placed,
+                                int b_bytes, uint64_t desc_a, uint64_t desc_b, bool trans_b) {
+  SR_DYNAMIC_SMEM(smem);
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  auto* s16 = reinterpret_cast<uint16_t*>(smem);
+  for (int i = tid; i < 1024; i += 128) s16[i] = a_placed[i];
+  for (int i = tid; i < b_bytes / 2; i += 128) s16[1024 + i] = b_placed[i];
+  __syncthreads();
+  const int g = lane / 4, t = lane % 4;
+  float acc[8];
+  for (float& x : acc) x = 1e30f;  // scale-d 0: not read
+  emu::wgmma_m64nNk16_bf16_ss(acc, 16, desc_a, desc_b, trans_b, false);
+  for (int i = 0; i < 8; ++i) {
+    const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
+    d[row * 16 + col] = acc[i];
+  }
+}
+
 __global__ void mma_kernel(float* c, const uint16_t* a, const uint16_t* bt) {
   SR_DYNAMIC_SMEM(smem);
   auto* sa = reinterpret_cast<uint16_t*>(smem);  // [16][16]
@@ -383,6 +404,52 @@ TEST(CudaEmulator, WgmmaReadsBThroughTheDescriptorsCanonicalLayouts) {
   const uint64_t swizzled = encode(16, 1024) | (uint64_t(1) << 62);  // 128-byte swizzle
   SR_LAUNCH(1, 128, 1024, nullptr, wgmma_kernel)(dd, da, dz, 1024, swizzled, false);
   expect_kernel_failure(emu::peek_sticky_error(), "swizzle");
+}
+
+// wgmma with A from shared memory: K-major ((8,m),(T,2k)):((1T,SBO),(1,LBO)) as for B, the
+// warpgroup's 64 rows at A's descriptor, here with LBO 512 and SBO 64 elements (the rows'
+// 8-blocks between the k halves) and the other way round (LBO 64, SBO 128: the k halves
+// inside each 8-row block); B K-major as above. Each warp must multiply its own 16 rows,
+// and a swizzled A is refused.
+TEST(CudaEmulator, WgmmaReadsAThroughItsDescriptorWarpByWarp) {
+  std::vector<uint16_t> a(64 * 16), b(16 * 16);  // a[m][k], b[k][n]
+  const std::vector<float> ra = randn(a.size(), 13), rb = randn(b.size(), 14);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = math::f32_to_bf16(rb[i]);
+  std::vector<uint16_t> b_placed(512, 0);  // K-major, LBO 64, SBO 128 elements
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 16; ++n) b_placed[size_t((n % 8) * 8 + (n / 8) * 128 + (k % 8) + (k / 8) * 64)] = b[size_t(k * 16 + n)];
+  Device dev;
+  const uint16_t* db = dev.upload(b_placed);
+  float* dd = dev.zeros<float>(64 * 16);
+  const auto encode = [](uint32_t start_bytes, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+    return uint64_t(start_bytes >> 4) | (uint64_t(lbo_bytes >> 4) << 16) | (uint64_t(sbo_bytes >> 4) << 32);
+  };
+  const uint64_t desc_b = encode(2048, 128, 256);
+  for (const auto& [lbo, sbo] : {std::pair{512, 64}, std::pair{64, 128}}) {  // elements
+    SCOPED_TRACE("LBO " + std::to_string(lbo) + ", SBO " + std::to_string(sbo));
+    std::vector<uint16_t> a_placed(1024, 0);
+    for (int m = 0; m < 64; ++m)
+      for (int k = 0; k < 16; ++k)
+        a_placed[size_t((m % 8) * 8 + (m / 8) * sbo + (k % 8) + (k / 8) * lbo)] = a[size_t(m * 16 + k)];
+    const uint16_t* da = dev.upload(a_placed);
+    SR_LAUNCH(1, 128, 3072, nullptr, wgmma_ss_kernel)(dd, da, db, 1024, encode(0, 2 * lbo, 2 * sbo), desc_b,
+                                                      false);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> got = download(dd, 64 * 16);
+    for (int i = 0; i < 64; ++i)
+      for (int j = 0; j < 16; ++j) {
+        double want = 0;
+        for (int k = 0; k < 16; ++k)
+          want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) * math::bf16_to_f32(b[size_t(k * 16 + j)]);
+        ASSERT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
+      }
+  }
+  const std::vector<uint16_t> zeros(1024, 0);
+  const uint16_t* dz = dev.upload(zeros);
+  SR_LAUNCH(1, 128, 3072, nullptr, wgmma_ss_kernel)(dd, dz, db, 1024, encode(0, 1024, 128) | (uint64_t(2) << 62),
+                                                    desc_b, false);
+  expect_kernel_failure(emu::peek_sticky_error(), "swizzled A");
 }
 
 TEST(CudaEmulator, CpAsyncLandsAtItsWaitAndIsCheckedAgainstSharedMemory) {

@@ -85,37 +85,61 @@ struct WgmmaIn {
   float d[kMaxWgmmaN / 2];
 };
 
+// A no-swizzle descriptor's fields, in bytes from the block's dynamic shared memory.
+struct Desc {
+  uint32_t start, lbo, sbo;
+};
+
 struct WgmmaCtx {
   int n;
   const unsigned char* smem;  // the block's dynamic shared memory
-  uint32_t start, lbo, sbo;   // bytes
+  Desc b;
+  bool a_in_smem;  // A through a descriptor (K-major) instead of registers
+  Desc a;
+  int warp_rank;  // the calling warp's place in its warpgroup: its rows of A are 16 x rank on
   bool trans_b, scale_d;
 };
+
+// One bf16 element of an operand in shared memory, refused outside the dynamic shared memory.
+float smem_element(const WgmmaCtx& c, uint32_t off, const char* operand, int row, int col) {
+  if (!in_dynamic_smem(c.smem + off, 2))
+    kernel_fail(std::string("wgmma.mma_async: the descriptor reaches ") + operand + "'s element (" +
+                std::to_string(row) + ", " + std::to_string(col) +
+                ") outside the block's dynamic shared memory (byte " + std::to_string(off) + ")");
+  uint16_t bits;
+  std::memcpy(&bits, c.smem + off, 2);
+  return bf16_value(bits);
+}
 
 void wgmma_fn(const unsigned char* ins, unsigned char* outs, const void* ctx_ptr) {
   const WgmmaCtx& c = *static_cast<const WgmmaCtx*>(ctx_ptr);
   g_wgmma_count.fetch_add(1, std::memory_order_relaxed);
   const WgmmaIn* in = reinterpret_cast<const WgmmaIn*>(ins);
   float A[16][16];
-  for (int lane = 0; lane < 32; ++lane) {
-    const int g = lane / 4, t = lane % 4;
-    for (int e = 0; e < 8; ++e) {  // as mma.sync's A fragment (mma_fn above)
-      const int row = g + ((e / 2) % 2) * 8, col = 2 * t + (e % 2) + (e / 4) * 8;
-      A[row][col] = bf16_value(half_of(in[lane].a[e / 2], e % 2));
+  if (c.a_in_smem) {
+    // K-major A[m][k] of the warpgroup's 64 rows: (m/8)*SBO + (k/8)*LBO + 16(m%8) + 2(k%8).
+    for (int row = 0; row < 16; ++row)
+      for (int k = 0; k < 16; ++k) {
+        const int m = 16 * c.warp_rank + row;
+        A[row][k] = smem_element(c, c.a.start + (m / 8) * c.a.sbo + (k / 8) * c.a.lbo + 16 * (m % 8) + 2 * (k % 8),
+                                 "A", m, k);
+      }
+  } else {
+    for (int lane = 0; lane < 32; ++lane) {
+      const int g = lane / 4, t = lane % 4;
+      for (int e = 0; e < 8; ++e) {  // as mma.sync's A fragment (mma_fn above)
+        const int row = g + ((e / 2) % 2) * 8, col = 2 * t + (e % 2) + (e / 4) * 8;
+        A[row][col] = bf16_value(half_of(in[lane].a[e / 2], e % 2));
+      }
     }
   }
   std::vector<float> B(size_t(16) * size_t(c.n));
+  const Desc& b = c.b;
   for (int k = 0; k < 16; ++k)
     for (int j = 0; j < c.n; ++j) {
-      const uint32_t off = c.trans_b ? c.start + (k / 8) * c.lbo + (j / 8) * c.sbo + 16 * (k % 8) + 2 * (j % 8)
-                                     : c.start + (j / 8) * c.sbo + (k / 8) * c.lbo + 16 * (j % 8) + 2 * (k % 8);
-      if (!in_dynamic_smem(c.smem + off, 2))
-        kernel_fail("wgmma.mma_async: the descriptor reaches B's element (" + std::to_string(k) + ", " +
-                    std::to_string(j) + ") outside the block's dynamic shared memory (byte " +
-                    std::to_string(off) + ")");
-      uint16_t bits;
-      std::memcpy(&bits, c.smem + off, 2);
-      B[size_t(k) * size_t(c.n) + size_t(j)] = bf16_value(bits);
+      const uint32_t off = c.trans_b ? b.start + (k / 8) * b.lbo + (j / 8) * b.sbo + 16 * (k % 8) + 2 * (j % 8)
+                                     : b.start + (j / 8) * b.sbo + (k / 8) * b.lbo + 16 * (j % 8) + 2 * (k % 8);
+      B[size_t(k) * size_t(c.n) + size_t(j)] = smem_element(c, off, "B", k, j);
     }
   float* out = reinterpret_cast<float*>(outs);
   for (int lane = 0; lane < 32; ++lane) {
@@ -131,29 +155,50 @@ void wgmma_fn(const unsigned char* ins, unsigned char* outs, const void* ctx_ptr
 
 }  // namespace
 
-void wgmma_m64nNk16_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool trans_b,
-                         bool scale_d) {
+namespace {
+
+Desc decode(const char* operand, uint64_t desc) {
+  if ((desc >> 62) != 0)
+    kernel_fail(std::string("wgmma.mma_async: a swizzled ") + operand + " descriptor (mode " +
+                std::to_string(desc >> 62) + "); the emulator has the no-swizzle layouts only");
+  return {uint32_t(desc & 0x3fff) << 4, uint32_t((desc >> 16) & 0x3fff) << 4,
+          uint32_t((desc >> 32) & 0x3fff) << 4};
+}
+
+void wgmma_issue(float* d, int n, const uint32_t* a, const uint64_t* desc_a, uint64_t desc_b,
+                 bool trans_b, bool scale_d) {
   if (n < 8 || n > kMaxWgmmaN || n % 8)
     kernel_fail("wgmma.mma_async: n = " + std::to_string(n) + " is not one of 8, 16, ..., 256");
-  if ((desc_b >> 62) != 0)
-    kernel_fail("wgmma.mma_async: a swizzled B descriptor (mode " + std::to_string(desc_b >> 62) +
-                "); the emulator has the no-swizzle layouts only");
   WgmmaCtx ctx{};
   ctx.n = n;
   ctx.smem = dynamic_smem();
-  ctx.start = uint32_t(desc_b & 0x3fff) << 4;
-  ctx.lbo = uint32_t((desc_b >> 16) & 0x3fff) << 4;
-  ctx.sbo = uint32_t((desc_b >> 32) & 0x3fff) << 4;
+  ctx.b = decode("B", desc_b);
+  ctx.a_in_smem = desc_a != nullptr;
+  if (desc_a) ctx.a = decode("A", *desc_a);
+  ctx.warp_rank = warp_id() % 4;
   ctx.trans_b = trans_b;
   ctx.scale_d = scale_d;
   WgmmaIn in{};
-  for (int i = 0; i < 4; ++i) in.a[i] = a[i];
+  if (a)
+    for (int i = 0; i < 4; ++i) in.a[i] = a[i];
   for (int i = 0; i < n / 2; ++i) in.d[i] = d[i];
   float out[kMaxWgmmaN / 2];
-  // Every lane of the warp passes the same descriptor and shape (the ISA asks the same of
+  // Every lane of the warp passes the same descriptors and shape (the ISA asks the same of
   // the whole warpgroup); lane 0's are the ones used.
   warp_collective("wgmma.mma_async", 0xffffffffu, &in, sizeof in, out, sizeof out, wgmma_fn, &ctx);
   for (int i = 0; i < n / 2; ++i) d[i] = out[i];
+}
+
+}  // namespace
+
+void wgmma_m64nNk16_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool trans_b,
+                         bool scale_d) {
+  wgmma_issue(d, n, a, nullptr, desc_b, trans_b, scale_d);
+}
+
+void wgmma_m64nNk16_bf16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool trans_b,
+                            bool scale_d) {
+  wgmma_issue(d, n, nullptr, &desc_a, desc_b, trans_b, scale_d);
 }
 
 uint64_t wgmma_count() { return g_wgmma_count.load(std::memory_order_relaxed); }

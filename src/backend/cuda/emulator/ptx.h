@@ -1,7 +1,8 @@
 // The PTX instructions the attention kernels issue through inline assembly (attention/
-// common.cuh), emulated as the PTX ISA defines them: ldmatrix.sync.aligned.m8n8.x4[.trans]
-// .shared.b16, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, and cp.async with its
-// commit and wait groups (simt.h), and Hopper's wgmma.mma_async with A in registers. The fragment layouts are written here from the ISA's
+// common.cuh, wgmma.cuh), emulated as the PTX ISA defines them: ldmatrix.sync.aligned.m8n8
+// .x4[.trans].shared.b16, mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32, cp.async
+// with its commit and wait groups (simt.h), and Hopper's wgmma.mma_async (A in registers or
+// shared memory, B in shared memory). The fragment layouts are written here from the ISA's
 // tables, independently of attention/fragment.h, which the kernels use to address them.
 #pragma once
 #include <cstdint>
@@ -36,6 +37,13 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint3
 // memory before wgmma.wait_group goes unseen here; the kernels wait at once.
 void wgmma_m64nNk16_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool trans_b,
                          bool scale_d);
+// The same with A in shared memory too (the form `d, a-desc, b-desc, scale-d, 1, 1, 0,
+// imm-trans-b`), K-major: the warpgroup's 64 x 16 A at A's descriptor as
+//   A[m][k] at start + (m/8)*SBO + (k/8)*LBO + 16*(m%8) + 2*(k%8)
+// of which the calling warp multiplies rows 16 r .. 16 r + 15, r its place in the
+// warpgroup (its warp index mod 4). Checked and run as above.
+void wgmma_m64nNk16_bf16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, bool trans_b,
+                            bool scale_d);
 // Warps that issued a wgmma.mma_async so far (four per warpgroup instruction).
 uint64_t wgmma_count();
 
