@@ -10,34 +10,13 @@
 // D in dq_kernel rather than a launch of its own: dO is read once for it (the CTA's own
 // tile, just loaded, from cache) where a separate pass read all of it again.
 // P and dS are recomputed in both passes (7 tile products instead of 5) to avoid atomics.
-// Scores in log2 units, mask rule and dS: tile_math.h. dQ and dK take the scale at the end.
-#include "backend/cuda/attention/common.cuh"
-#include "backend/cuda/attention/kernels.h"
+// Scores in log2 units, mask rule and dS: tile_math.h; the steps both backwards share:
+// backward_steps.cuh. dQ and dK take the scale at the end.
+#include "backend/cuda/attention/backward_steps.cuh"
 
 namespace speedrun::cuda::attn {
 
 namespace {
-
-// D = rowsum(dO * O) of row n, head h (head dim D), by one warp: lanes take bf16 pairs in
-// turn, then a butterfly sum; every lane returns the row's value.
-template <int D>
-__device__ inline float row_delta(const BackwardArgs& a, int64_t n, int h, int lane) {
-  const auto* o = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.out) +
-                                                          n * a.ld + int64_t(h) * D);
-  const auto* g = reinterpret_cast<const __nv_bfloat162*>(static_cast<const bf16*>(a.dout) +
-                                                          n * a.ld + int64_t(h) * D);
-  float s = 0.f;
-  SR_UNROLL
-  for (int it = 0; it < (D / 2 + 31) / 32; ++it) {
-    const int p = it * 32 + lane;
-    if (p >= D / 2) break;
-    const float2 x = __bfloat1622float2(o[p]), y = __bfloat1622float2(g[p]);
-    s += x.x * y.x + x.y * y.y;
-  }
-  SR_UNROLL
-  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
-  return s;
-}
 
 template <int D, int kChunk>
 __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
@@ -122,18 +101,8 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
       float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
       gemm_abt<D, kChunk>(s, sK + warp * 16 * kLd, kLd, q, kLd, lane);   // S^T: keys x queries
       gemm_abt<D, kChunk>(dp, sV + warp * 16 * kLd, kLd, g, kLd, lane);  // dP^T
-      SR_UNROLL
-      for (int nb = 0; nb < kChunk / 8; ++nb)
-        SR_UNROLL
-        for (int i = 0; i < 4; ++i) {
-          const int col = nb * 8 + c_col(lane, i);  // query, relative to the chunk
-          float x = s[nb][i] * scale_log2;
-          if (!ch.full && !visible(ch.start + col, kj[i >> 1], sLo[st * kChunk + col], T))
-            x = kNegInf;
-          const float p = prob_from_lse(x, lse_to_log2(sLse[st * kChunk + col]));
-          s[nb][i] = p;
-          dp[nb][i] = dscore(p, dp[nb][i], sDelta[st * kChunk + col]);
-        }
+      dkv_scores<kChunk>(s, dp, ch, kj, sLse + st * kChunk, sDelta + st * kChunk, sLo + st * kChunk, T,
+                         scale_log2, lane);
       gemm_cb<kChunk, D>(dv, s, g, kLd, lane);   // dV += P^T dO
       gemm_cb<kChunk, D>(dk, dp, q, kLd, lane);  // dK += dS^T Q
     }
@@ -192,7 +161,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   load_chunk(0);
 
   int qi[2], lo[2];
-  float lse2[2], delta[2] = {0.f, 0.f};
+  float lse2[2], delta[2];
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) {
     qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
@@ -200,17 +169,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
     lo[slot] = ok ? a.plan.lo[row0 + qi[slot]] : 0;
     lse2[slot] = ok ? lse_to_log2(a.lse[stat0 + qi[slot]]) : 0.f;
   }
-  // D for the warp's 16 rows (rows past T have none): each lane keeps its two rows' (slot
-  // 0: row lane / 4, slot 1: row lane / 4 + 8), and lane 0 writes them for dkv_kernel.
-  SR_UNROLL
-  for (int r = 0; r < 16; ++r) {
-    const int t = q0 + warp * 16 + r;
-    if (t >= T) break;  // uniform over the warp
-    const float s = row_delta<D>(a, row0 + t, h, lane);
-    if (lane == 0) a.delta[stat0 + t] = s;
-    if (c_row(lane, 0) == r) delta[0] = s;
-    if (c_row(lane, 2) == r) delta[1] = s;
-  }
+  warp_deltas<D>(a, row0, stat0, h, q0, warp, lane, delta);
   float dq[D / 8][4] = {};
   uint32_t qf[D / 16][4], gf[D / 16][4];  // this warp's Q and dO, from chunk 0 on (plan.h)
 
@@ -235,17 +194,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
       float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
       gemm_abt<D, kChunk>(s, qf, kc, kLd, lane);
       gemm_abt<D, kChunk>(dp, gf, sV + st * kChunk * kLd, kLd, lane);
-      SR_UNROLL
-      for (int nb = 0; nb < kChunk / 8; ++nb)
-        SR_UNROLL
-        for (int i = 0; i < 4; ++i) {
-          float x = s[nb][i] * scale_log2;
-          if (!ch.full) {
-            const int j = ch.start + nb * 8 + c_col(lane, i);
-            if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
-          }
-          s[nb][i] = dscore(prob_from_lse(x, lse2[i >> 1]), dp[nb][i], delta[i >> 1]);
-        }
+      dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
       gemm_cb<kChunk, D>(dq, s, kc, kLd, lane);  // dQ += dS K
     }
     __syncthreads();
