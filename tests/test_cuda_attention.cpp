@@ -186,19 +186,24 @@ TEST_F(CudaAttention, MatchesTheCpuOracleOnAwkwardShapes) {
       }
 }
 
+// Whether this GPU and build run the wgmma kernels (an sm_90 GPU, code built for sm_90a).
+bool runs_wgmma(int binary_version) {
+  int dev = 0, major = 0;
+  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
+  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "capability");
+  return major == 9 && binary_version >= 90;
+}
+
 // The wgmma forward (forward_wgmma.cu, Hopper only, SPEEDRUN_ATTENTION_FORWARD=wgmma): on
 // every case and both head dims, out and lse against the CPU oracle as the mma.sync forward
 // is held, lse within fp32 rounding of the mma.sync forward's (the products sum in another
 // order), the backward after it against the oracle, and the same bits twice. Where the GPU
 // is not sm_90 (or the build has no sm_90a code), the runner must refuse it, saying why.
 TEST_F(CudaAttention, WgmmaForwardMatchesTheCpuOracleAndTheMmaForward) {
-  int dev = 0, major = 0;
-  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
-  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "capability");
-  if (major != 9 || cuda::attn::forward_wgmma_binary_version() < 90) {
+  if (!runs_wgmma(cuda::attn::forward_wgmma_binary_version())) {
     try {
       cuda::AttentionRunner r(stream_, std::nullopt, cuda::attn::ForwardKernel::kWgmma);
-      ADD_FAILURE() << "the wgmma forward was accepted on an sm_" << major << " GPU";
+      ADD_FAILURE() << "the wgmma forward was accepted on a GPU that cannot run it";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << e.what();
     }
@@ -232,21 +237,90 @@ TEST_F(CudaAttention, WgmmaForwardMatchesTheCpuOracleAndTheMmaForward) {
       }
 }
 
-// The runner's forward kernel by default comes from SPEEDRUN_ATTENTION_FORWARD: unset or
-// mma gives mma.sync, wgmma the warpgroup kernel where the GPU and build run it (an error
-// naming the variable elsewhere: on the emulator also as an A100), anything else an error
-// naming the value and the choices.
-TEST_F(CudaAttention, ForwardKernelComesFromTheEnvironmentAndBadValuesAreRefused) {
-  struct Env {
-    explicit Env(const char* v) {
-      if (v) setenv("SPEEDRUN_ATTENTION_FORWARD", v, 1);
-      else unsetenv("SPEEDRUN_ATTENTION_FORWARD");
-    }
-    ~Env() { unsetenv("SPEEDRUN_ATTENTION_FORWARD"); }
-  };
+// The wgmma backward (backward_wgmma.cu, Hopper only, SPEEDRUN_ATTENTION_BACKWARD=wgmma): on
+// every case and both head dims, after the mma.sync forward and after the wgmma one, dq, dk
+// and dv against the CPU oracle as the mma.sync backward is held, within one bf16 ulp of the
+// largest value of the mma.sync backward's (each kernel rounds nearly the same fp32 sums to
+// the nearest bf16, half an ulp each way at most: the products sum in another order), and
+// the same bits twice. Where the GPU is not
+// sm_90 (or the build has no sm_90a code), the runner must refuse it, saying why.
+TEST_F(CudaAttention, WgmmaBackwardMatchesTheCpuOracleAndTheMmaBackward) {
+  using cuda::attn::BackwardKernel;
   using cuda::attn::ForwardKernel;
-  auto refusal = [&](const char* value) -> std::string {
-    Env env(value);
+  if (!runs_wgmma(cuda::attn::backward_wgmma_binary_version())) {
+    try {
+      cuda::AttentionRunner r(stream_, std::nullopt, ForwardKernel::kMma, BackwardKernel::kWgmma);
+      ADD_FAILURE() << "the wgmma backward was accepted on a GPU that cannot run it";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("SPEEDRUN_ATTENTION_BACKWARD"), std::string::npos) << e.what();
+    }
+    return;
+  }
+  constexpr double kOneBf16Ulp = 1.0 / 128;  // bf16's ulp is at most 2^-7 of its value
+  cuda::AttentionRunner wg(stream_, cuda::attn::Tiling::kWide, ForwardKernel::kMma, BackwardKernel::kWgmma),
+      all_wg(stream_, cuda::attn::Tiling::kWide, ForwardKernel::kWgmma, BackwardKernel::kWgmma),
+      mma(stream_, cuda::attn::Tiling::kWide, ForwardKernel::kMma, BackwardKernel::kMma);
+  EXPECT_EQ(wg.backward_kernel(), BackwardKernel::kWgmma);
+  EXPECT_EQ(mma.backward_kernel(), BackwardKernel::kMma);
+  for (const Case& c : attn_cases::cases())
+    for (int64_t D : {64, 128})
+      for (double sd : {1.0, std::sqrt(3.0)}) {
+        const int64_t H = D == 64 ? 3 : 2;
+        SCOPED_TRACE(c.name + " D=" + std::to_string(D) + " sd=" + std::to_string(sd));
+        const std::vector<BlockMask> masks = attn_cases::make_masks(c, 1234);
+        const double scale = 1.0 / std::sqrt(double(D));
+        DeviceAttention t(c.B(), c.T, H, D);
+        const Inputs in = random_inputs(size_t(t.N * t.C), sd, 99 + uint64_t(D));
+        const attn_cases::Reference ref = attn_cases::reference(masks, c.T, H, D, scale, in.q, in.k, in.v, in.dout);
+        upload(t, in);
+        poison_outputs(t);
+        run_both(mma, t, masks, scale);
+        sync();
+        expect_oracle(t, ref);
+        const std::vector<float> dq = download_bf16(t.dq), dk = download_bf16(t.dk), dv = download_bf16(t.dv);
+        auto backward = [&](cuda::AttentionRunner& r) {
+          for (DeviceBuffer* b : {&t.dq, &t.dk, &t.dv}) b->poison();
+          r.backward(t.rows(t.dq), t.rows(t.dk), t.rows(t.dv), t.rows(t.dout), t.rows(t.q), t.rows(t.k),
+                     t.rows(t.v), t.rows(t.out), t.stats(), masks, t.H, scale);
+          sync();
+        };
+        backward(wg);
+        expect_oracle(t, ref);
+        const std::vector<float> wdq = download_bf16(t.dq), wdk = download_bf16(t.dk), wdv = download_bf16(t.dv);
+        EXPECT_LE(attn_cases::rel_err(wdq, dq), kOneBf16Ulp) << "dq against mma.sync's";
+        EXPECT_LE(attn_cases::rel_err(wdk, dk), kOneBf16Ulp) << "dk against mma.sync's";
+        EXPECT_LE(attn_cases::rel_err(wdv, dv), kOneBf16Ulp) << "dv against mma.sync's";
+        backward(wg);
+        EXPECT_EQ(download_bf16(t.dq), wdq) << "the same bits twice";
+        EXPECT_EQ(download_bf16(t.dk), wdk) << "the same bits twice";
+        EXPECT_EQ(download_bf16(t.dv), wdv) << "the same bits twice";
+        poison_outputs(t);
+        run_both(all_wg, t, masks, scale);  // both directions on wgmma
+        sync();
+        expect_oracle(t, ref);
+      }
+}
+
+// The runner's kernels by default come from SPEEDRUN_ATTENTION_FORWARD and
+// SPEEDRUN_ATTENTION_BACKWARD, each on its own: unset or mma gives mma.sync, wgmma the
+// warpgroup kernels where the GPU and build run them (an error naming the variable
+// elsewhere: on the emulator also as an A100), anything else an error naming the value and
+// the choices.
+TEST_F(CudaAttention, KernelsComeFromTheEnvironmentAndBadValuesAreRefused) {
+  struct Env {
+    const char* name;
+    Env(const char* n, const char* v) : name(n) {
+      if (v) setenv(name, v, 1);
+      else unsetenv(name);
+    }
+    ~Env() { unsetenv(name); }
+  };
+  using cuda::attn::BackwardKernel;
+  using cuda::attn::ForwardKernel;
+  const char* kForward = "SPEEDRUN_ATTENTION_FORWARD";
+  const char* kBackward = "SPEEDRUN_ATTENTION_BACKWARD";
+  auto refusal = [&](const char* variable, const char* value) -> std::string {
+    Env env(variable, value);
     try {
       cuda::AttentionRunner r(stream_);
     } catch (const Error& e) {
@@ -255,30 +329,44 @@ TEST_F(CudaAttention, ForwardKernelComesFromTheEnvironmentAndBadValuesAreRefused
     return "";
   };
   for (const char* v : {static_cast<const char*>(nullptr), "", "mma"}) {
-    Env env(v);
-    EXPECT_EQ(cuda::AttentionRunner(stream_).forward_kernel(), ForwardKernel::kMma) << (v ? v : "unset");
+    Env f(kForward, v), b(kBackward, v);
+    cuda::AttentionRunner r(stream_);
+    EXPECT_EQ(r.forward_kernel(), ForwardKernel::kMma) << (v ? v : "unset");
+    EXPECT_EQ(r.backward_kernel(), BackwardKernel::kMma) << (v ? v : "unset");
   }
-  const std::string bad = refusal("wgmma2");
-  EXPECT_NE(bad.find("SPEEDRUN_ATTENTION_FORWARD=wgmma2"), std::string::npos) << bad;
-  EXPECT_NE(bad.find("mma"), std::string::npos) << bad;
-
-  int dev = 0, major = 0;
-  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
-  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "capability");
-  if (major == 9 && cuda::attn::forward_wgmma_binary_version() >= 90) {
-    Env env("wgmma");
-    EXPECT_EQ(cuda::AttentionRunner(stream_).forward_kernel(), ForwardKernel::kWgmma);
+  for (const char* variable : {kForward, kBackward}) {
+    SCOPED_TRACE(variable);
+    const std::string bad = refusal(variable, "wgmma2");
+    EXPECT_NE(bad.find(std::string(variable) + "=wgmma2"), std::string::npos) << bad;
+    EXPECT_NE(bad.find("mma"), std::string::npos) << bad;
+  }
+  if (runs_wgmma(cuda::attn::forward_wgmma_binary_version())) {
+    Env env(kForward, "wgmma");
+    const cuda::AttentionRunner r(stream_);
+    EXPECT_EQ(r.forward_kernel(), ForwardKernel::kWgmma);
+    EXPECT_EQ(r.backward_kernel(), BackwardKernel::kMma);
   } else {
-    const std::string why = refusal("wgmma");
-    EXPECT_NE(why.find("SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << why;
+    const std::string why = refusal(kForward, "wgmma");
+    EXPECT_NE(why.find(kForward), std::string::npos) << why;
+  }
+  if (runs_wgmma(cuda::attn::backward_wgmma_binary_version())) {
+    Env env(kBackward, "wgmma");
+    const cuda::AttentionRunner r(stream_);
+    EXPECT_EQ(r.forward_kernel(), ForwardKernel::kMma);
+    EXPECT_EQ(r.backward_kernel(), BackwardKernel::kWgmma);
+  } else {
+    const std::string why = refusal(kBackward, "wgmma");
+    EXPECT_NE(why.find(kBackward), std::string::npos) << why;
   }
 #ifdef SPEEDRUN_CUDA_EMULATED
   {
     const cuda::emu::ScopedGpuProfile as_a100("a100");
     ASSERT_TRUE(as_a100.ok());
-    const std::string why = refusal("wgmma");
-    EXPECT_NE(why.find("Hopper GPUs (sm_90) only, and GPU 0 is sm_80"), std::string::npos) << why;
-    EXPECT_NE(why.find("unset SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << why;
+    for (const char* variable : {kForward, kBackward}) {
+      const std::string why = refusal(variable, "wgmma");
+      EXPECT_NE(why.find("Hopper GPUs (sm_90) only, and GPU 0 is sm_80"), std::string::npos) << why;
+      EXPECT_NE(why.find(std::string("unset ") + variable), std::string::npos) << why;
+    }
   }
 #endif
 }
@@ -759,23 +847,29 @@ TEST_F(CudaAttention, RecordShapeIsFiniteAndMatchesSampledRows) {
   for (int k = 0; k < 21; ++k) rows.push_back(int64_t(rng() % uint64_t(T)));
 
   // This GPU's tiling first (what training runs), then the other where it fits (its time
-  // tells what the chunks cost), then on Hopper the wgmma forward (SPEEDRUN_ATTENTION_FORWARD).
+  // tells what the chunks cost), then on Hopper the wgmma kernels (SPEEDRUN_ATTENTION_FORWARD
+  // and _BACKWARD).
+  using cuda::attn::BackwardKernel;
   using cuda::attn::ForwardKernel;
-  const cuda::attn::Tiling own = cuda::AttentionRunner(stream_, std::nullopt, ForwardKernel::kMma).tiling();
-  std::vector<std::tuple<cuda::attn::Tiling, int64_t, ForwardKernel>> runs;
-  for (int64_t window : {64, 1792}) runs.push_back({own, window, ForwardKernel::kMma});
+  const cuda::attn::Tiling own =
+      cuda::AttentionRunner(stream_, std::nullopt, ForwardKernel::kMma, BackwardKernel::kMma).tiling();
+  struct Run {
+    cuda::attn::Tiling tiling;
+    int64_t window;
+    bool wgmma;
+  };
+  std::vector<Run> runs;
+  for (int64_t window : {64, 1792}) runs.push_back({own, window, false});
   if (own == cuda::attn::Tiling::kWide)
-    for (int64_t window : {64, 1792}) runs.push_back({cuda::attn::Tiling::kNarrow, window, ForwardKernel::kMma});
-  int dev = 0, major = 0;
-  cuda_ok(cudaGetDevice(&dev), "cudaGetDevice");
-  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "capability");
-  if (major == 9 && cuda::attn::forward_wgmma_binary_version() >= 90)
-    for (int64_t window : {64, 1792}) runs.push_back({own, window, ForwardKernel::kWgmma});
-  for (const auto& [tiling, window, fwd] : runs) {
-    const std::string kernels = std::string(cuda::attn::tiling_name(tiling)) + " chunks" +
-                                (fwd == ForwardKernel::kWgmma ? ", wgmma forward" : "");
+    for (int64_t window : {64, 1792}) runs.push_back({cuda::attn::Tiling::kNarrow, window, false});
+  if (runs_wgmma(std::min(cuda::attn::forward_wgmma_binary_version(), cuda::attn::backward_wgmma_binary_version())))
+    for (int64_t window : {64, 1792}) runs.push_back({own, window, true});
+  for (const auto& [tiling, window, wgmma] : runs) {
+    const std::string kernels =
+        std::string(cuda::attn::tiling_name(tiling)) + " chunks" + (wgmma ? ", wgmma forward and backward" : "");
     SCOPED_TRACE("window " + std::to_string(window) + " " + kernels);
-    cuda::AttentionRunner runner(stream_, tiling, fwd);
+    cuda::AttentionRunner runner(stream_, tiling, wgmma ? ForwardKernel::kWgmma : ForwardKernel::kMma,
+                                 wgmma ? BackwardKernel::kWgmma : BackwardKernel::kMma);
     const std::vector<BlockMask> masks = {build_block_mask(tokens.data(), T, attn_cases::kEot, window)};
     poison_outputs(t);
     run_both(runner, t, masks, scale);

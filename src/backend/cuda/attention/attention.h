@@ -25,10 +25,12 @@ class AttentionRunner {
   // stream: the backend's cudaStream_t, passed as void* to keep CUDA types out of here.
   // tiling: the kernels' chunk sizes (plan.h); by default the widest the current GPU's
   // shared memory per block holds. An Error where the GPU holds neither.
-  // forward: the forward kernel (plan.h); by default SPEEDRUN_ATTENTION_FORWARD's (mma
-  // when unset). An Error where wgmma is asked for and this GPU or build cannot run it.
+  // forward, backward: the kernels (plan.h); by default SPEEDRUN_ATTENTION_FORWARD's and
+  // SPEEDRUN_ATTENTION_BACKWARD's (mma when unset). An Error where wgmma is asked for and
+  // this GPU or build cannot run it.
   explicit AttentionRunner(void* stream, std::optional<attn::Tiling> tiling = std::nullopt,
-                           std::optional<attn::ForwardKernel> forward = std::nullopt);
+                           std::optional<attn::ForwardKernel> forward = std::nullopt,
+                           std::optional<attn::BackwardKernel> backward = std::nullopt);
   ~AttentionRunner();
   AttentionRunner(const AttentionRunner&) = delete;
   AttentionRunner& operator=(const AttentionRunner&) = delete;
@@ -44,6 +46,7 @@ class AttentionRunner {
 
   attn::Tiling tiling() const;
   attn::ForwardKernel forward_kernel() const;
+  attn::BackwardKernel backward_kernel() const;
   // Device bytes held for work lists and scratch (for the memory report).
   size_t device_bytes() const;
 

@@ -1,6 +1,6 @@
-// The launches of the attention kernels (forward.cu, backward.cu), for runner.cpp. Tensors
-// are bf16 [N, C] head-interleaved (row n, head h at n * ld + h * D), lse and delta fp32
-// [B, H, T]; `plan` points at the device copy of the work lists (plan.h).
+// The launches of the attention kernels (forward.cu, backward.cu and their wgmma versions),
+// for runner.cpp. Tensors are bf16 [N, C] head-interleaved (row n, head h at n * ld + h * D),
+// lse and delta fp32 [B, H, T]; `plan` points at the device copy of the work lists (plan.h).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -59,5 +59,10 @@ cudaError_t launch_forward_wgmma(int D, const ForwardArgs& a, cudaStream_t strea
 int forward_wgmma_binary_version();
 // dQ over query tiles (and D_i = rowsum(dO * O) for each), then dK/dV over key tiles.
 cudaError_t launch_backward(int D, Tiling t, const BackwardArgs& a, cudaStream_t stream);
+// The same on wgmma (backward_wgmma.cu, head dims 64 and 128, its own chunks: plan.h), and
+// the SASS version its kernels run as on the current GPU, as for the forward's.
+cudaError_t prepare_backward_wgmma(int D);
+cudaError_t launch_backward_wgmma(int D, const BackwardArgs& a, cudaStream_t stream);
+int backward_wgmma_binary_version();
 
 }  // namespace speedrun::cuda::attn

@@ -10,6 +10,7 @@ namespace speedrun::cuda::attn {
 
 const char* tiling_name(Tiling t) { return t == Tiling::kWide ? "wide" : "narrow"; }
 const char* forward_kernel_name(ForwardKernel k) { return k == ForwardKernel::kMma ? "mma" : "wgmma"; }
+const char* backward_kernel_name(BackwardKernel k) { return k == BackwardKernel::kMma ? "mma" : "wgmma"; }
 KernelShape forward_shape(int D, Tiling t) {
   return {kThreads, kTile, fwd_chunk(D, t), fwd_smem(D, t)};
 }

@@ -98,7 +98,9 @@ struct AttentionRunner::Impl {
   size_t delta_cap = 0;
   attn::Tiling tiling = attn::Tiling::kWide;  // chunk sizes (plan.h), for this GPU
   attn::ForwardKernel forward_kernel = attn::ForwardKernel::kMma;
-  bool prepared_wgmma[2] = {false, false};
+  attn::BackwardKernel backward_kernel = attn::BackwardKernel::kMma;
+  bool prepared_wgmma[2] = {false, false};      // the wgmma forward's, D = 64 / 128
+  bool prepared_bwd_wgmma[2] = {false, false};
   bool prepared_fwd[2] = {false, false};  // shared-memory limits raised, D = 64 / 128
   bool prepared_bwd[2] = {false, false};
 
@@ -155,36 +157,37 @@ struct AttentionRunner::Impl {
 
 namespace {
 
-// SPEEDRUN_ATTENTION_FORWARD: mma (or unset) or wgmma.
-attn::ForwardKernel forward_kernel_setting() {
-  const char* v = std::getenv("SPEEDRUN_ATTENTION_FORWARD");
-  if (v == nullptr || *v == 0 || std::strcmp(v, "mma") == 0) return attn::ForwardKernel::kMma;
-  check(std::strcmp(v, "wgmma") == 0, "SPEEDRUN_ATTENTION_FORWARD=", v,
-        " is not a forward kernel: use mma (every GPU, the default) or wgmma (Hopper)");
-  return attn::ForwardKernel::kWgmma;
+// SPEEDRUN_ATTENTION_<which>: mma (or unset) or wgmma; whether it asks for wgmma.
+bool wants_wgmma(const char* variable, const char* which) {
+  const char* v = std::getenv(variable);
+  if (v == nullptr || *v == 0 || std::strcmp(v, "mma") == 0) return false;
+  check(std::strcmp(v, "wgmma") == 0, variable, "=", v, " is not a ", which,
+        " kernel: use mma (every GPU, the default) or wgmma (Hopper)");
+  return true;
 }
 
-// Refuses the wgmma forward where it cannot run: a GPU other than sm_90, or a build
-// without sm_90a code for it.
-void check_wgmma_runs(int dev) {
+// Refuses a wgmma kernel set (the forward's or the backward's: `what`, chosen by `variable`)
+// where it cannot run: a GPU other than sm_90, or a build without sm_90a code for it
+// (`built`: the SASS version its kernels run as here).
+void check_wgmma_runs(int dev, const char* what, const char* variable, int built) {
   int major = 0, minor = 0;
   cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "AttentionRunner",
           "reading the GPU's compute capability");
   cuda_ok(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "AttentionRunner",
           "reading the GPU's compute capability");
-  check(major == 9, "cuda attention: the wgmma forward (SPEEDRUN_ATTENTION_FORWARD=wgmma) runs on ",
-        "Hopper GPUs (sm_90) only, and GPU ", dev, " is sm_", major, minor,
-        ": unset SPEEDRUN_ATTENTION_FORWARD (or set it to mma)");
-  const int built = attn::forward_wgmma_binary_version();
-  check(built >= 90, "cuda attention: the wgmma forward needs code built for sm_90a, and this ",
+  check(major == 9, "cuda attention: the wgmma ", what, " (", variable, "=wgmma) runs on ",
+        "Hopper GPUs (sm_90) only, and GPU ", dev, " is sm_", major, minor, ": unset ", variable,
+        " (or set it to mma)");
+  check(built >= 90, "cuda attention: the wgmma ", what, " needs code built for sm_90a, and this ",
         "build has none for GPU ", dev, " (it runs its sm_", built,
-        " code): build with CMAKE_CUDA_ARCHITECTURES including 90a, or unset SPEEDRUN_ATTENTION_FORWARD");
+        " code): build with CMAKE_CUDA_ARCHITECTURES including 90a, or unset ", variable);
 }
 
 }  // namespace
 
 AttentionRunner::AttentionRunner(void* stream, std::optional<attn::Tiling> tiling,
-                                 std::optional<attn::ForwardKernel> forward)
+                                 std::optional<attn::ForwardKernel> forward,
+                                 std::optional<attn::BackwardKernel> backward)
     : impl_(std::make_unique<Impl>()) {
   impl_->stream = static_cast<cudaStream_t>(stream);
   if (tiling) {
@@ -198,12 +201,22 @@ AttentionRunner::AttentionRunner(void* stream, std::optional<attn::Tiling> tilin
     const std::string gpu = "GPU " + std::to_string(dev);
     impl_->tiling = attn::tiling_for(size_t(optin), gpu.c_str());
   }
-  impl_->forward_kernel = forward ? *forward : forward_kernel_setting();
-  if (impl_->forward_kernel == attn::ForwardKernel::kWgmma) {
-    int dev = 0;
+  impl_->forward_kernel =
+      forward ? *forward
+              : (wants_wgmma("SPEEDRUN_ATTENTION_FORWARD", "forward") ? attn::ForwardKernel::kWgmma
+                                                                       : attn::ForwardKernel::kMma);
+  impl_->backward_kernel =
+      backward ? *backward
+               : (wants_wgmma("SPEEDRUN_ATTENTION_BACKWARD", "backward") ? attn::BackwardKernel::kWgmma
+                                                                          : attn::BackwardKernel::kMma);
+  int dev = 0;
+  if (impl_->forward_kernel == attn::ForwardKernel::kWgmma ||
+      impl_->backward_kernel == attn::BackwardKernel::kWgmma)
     cuda_ok(cudaGetDevice(&dev), "AttentionRunner", "cudaGetDevice");
-    check_wgmma_runs(dev);
-  }
+  if (impl_->forward_kernel == attn::ForwardKernel::kWgmma)
+    check_wgmma_runs(dev, "forward", "SPEEDRUN_ATTENTION_FORWARD", attn::forward_wgmma_binary_version());
+  if (impl_->backward_kernel == attn::BackwardKernel::kWgmma)
+    check_wgmma_runs(dev, "backward", "SPEEDRUN_ATTENTION_BACKWARD", attn::backward_wgmma_binary_version());
   for (cudaEvent_t& e : impl_->copied)
     cuda_ok(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "AttentionRunner",
             "cudaEventCreate");
@@ -282,9 +295,12 @@ void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& do
   const size_t delta_bytes = size_t(s.B * s.H * s.T) * sizeof(float);
   m.grow_device(m.delta, m.delta_cap, delta_bytes, delta_bytes, op, "cudaMalloc (backward scratch)");
   const int di = s.D == 64 ? 0 : 1;
-  if (!m.prepared_bwd[di]) {
-    cuda_ok(attn::prepare_backward(int(s.D), m.tiling), op, "cudaFuncSetAttribute");
-    m.prepared_bwd[di] = true;
+  const bool wgmma = m.backward_kernel == attn::BackwardKernel::kWgmma;
+  bool& prepared = wgmma ? m.prepared_bwd_wgmma[di] : m.prepared_bwd[di];
+  if (!prepared) {
+    cuda_ok(wgmma ? attn::prepare_backward_wgmma(int(s.D)) : attn::prepare_backward(int(s.D), m.tiling),
+            op, "cudaFuncSetAttribute");
+    prepared = true;
   }
   attn::BackwardArgs a{};
   a.plan = plan;
@@ -302,12 +318,16 @@ void AttentionRunner::backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& do
   a.N = s.N;
   a.H = int(H);
   a.scale = float(scale);
-  cuda_ok(attn::launch_backward(int(s.D), m.tiling, a, m.stream), op, "kernel launch");
+  cuda_ok(wgmma ? attn::launch_backward_wgmma(int(s.D), a, m.stream)
+                : attn::launch_backward(int(s.D), m.tiling, a, m.stream),
+          op, "kernel launch");
 }
 
 attn::Tiling AttentionRunner::tiling() const { return impl_->tiling; }
 
 attn::ForwardKernel AttentionRunner::forward_kernel() const { return impl_->forward_kernel; }
+
+attn::BackwardKernel AttentionRunner::backward_kernel() const { return impl_->backward_kernel; }
 
 size_t AttentionRunner::device_bytes() const { return impl_->plan_cap + impl_->delta_cap; }
 

@@ -18,6 +18,9 @@
 // before the barrier; registers a wgmma reads or writes that ordinary instructions touched
 // since (the accumulators rescaled, P packed) need wgmma.fence first; results are read only
 // after wgmma.wait_group, with the accumulators pinned on both sides (fence_operands).
+// A may also come from shared memory (wgmma_ss), in the same core-matrix order: a tile of Q,
+// dO, K or V as the backward's K-major A[m = row][k = d], LBO = 128, SBO = 16D, the
+// warpgroup g's rows 128 D g bytes in; k-step kk starts 256 kk bytes in.
 // These kernels wait for each product at once (no overlap yet).
 #pragma once
 #include <cstdint>
@@ -130,6 +133,36 @@ __device__ __forceinline__ void wgmma(float (&d)[N / 8][4], const uint32_t (&a)[
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(kTransB ? 1 : 0), "r"(scale_d));
   }
 }
+// The same with A read from shared memory too (K-major, no swizzle: wgmma_fence orders it
+// like B): the warpgroup's 64 rows at desc_a, warp w of the group multiplying rows
+// 16 (w % 4) .. 16 (w % 4) + 15.
+template <int N, bool kTransB>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b,
+                                         bool accumulate) {
+  static_assert(N == 64 || N == 128, "the attention kernels' widths");
+  const int scale_d = accumulate ? 1 : 0;
+  if constexpr (N == 64) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %35, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "%32, %33, p, 1, 1, 0, %34;\n}\n"
+        : SR_WG_D64
+        : "l"(desc_a), "l"(desc_b), "n"(kTransB ? 1 : 0), "r"(scale_d));
+  } else {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %67, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+        "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+        "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, p, 1, 1, 0, %66;\n}\n"
+        : SR_WG_D128
+        : "l"(desc_a), "l"(desc_b), "n"(kTransB ? 1 : 0), "r"(scale_d));
+  }
+}
 #undef SR_WG_D128
 #undef SR_WG_D64
 #undef SR_WG_D8
@@ -149,6 +182,16 @@ __device__ __forceinline__ void wgmma(float (&d)[N / 8][4], const uint32_t (&a)[
   emu::wgmma_m64nNk16_bf16(&d[0][0], N, a, desc_b, kTransB, accumulate);
 #elif defined(__CUDA_ARCH__)
   (void)d, (void)a, (void)desc_b, (void)accumulate;
+  __trap();
+#endif
+}
+template <int N, bool kTransB>
+__device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, uint64_t desc_b,
+                                         bool accumulate) {
+#if defined(SPEEDRUN_CUDA_EMULATED)
+  emu::wgmma_m64nNk16_bf16_ss(&d[0][0], N, desc_a, desc_b, kTransB, accumulate);
+#elif defined(__CUDA_ARCH__)
+  (void)d, (void)desc_a, (void)desc_b, (void)accumulate;
   __trap();
 #endif
 }

@@ -1,0 +1,312 @@
+// Attention backward on Hopper's warpgroup products (wgmma.cuh, sm_90a): backward.cu's two
+// kernels with every tile product issued by a warpgroup (4 warps, 64 rows) instead of per
+// warp through ldmatrix and mma.sync. The same work lists, the same split (dq kernel first,
+// writing D = rowsum(dO * O) for the dK/dV kernel), chunks of 64 partner rows double-buffered
+// through cp.async, and the same scores-to-dS step on the same accumulator fragments
+// (backward_steps.cuh): only the products' summation order differs (the tensor cores' own),
+// so results agree with backward.cu's within fp32 rounding, not bit for bit. Deterministic:
+// no atomics, every output row summed by one warpgroup in list order.
+//
+// Operands: the CTA's own tile (Q and dO for dQ; K and V for dK/dV) sits in shared memory in
+// core-matrix order and is read by the tensor cores as a K-major A (wgmma_ss), so it holds
+// no registers; the chunks (K and V for dQ; Q and dO for dK/dV) sit there the same way and
+// serve both as a K-major B (S = Q K^T, dP = dO V^T; S^T = K Q^T, dP^T = V dO^T) and as a
+// transposed, MN-major B (dQ += dS K; dV += P^T dO, dK += dS^T Q), with dS and P^T fed from
+// the accumulators as register A fragments. Per chunk and warpgroup: dQ 3 products (2 of
+// 64 x 64 x D, 1 of 64 x D x 64), dK/dV 4 (2 and 2). A chunk no row of the CTA's tile sees
+// is neither loaded nor multiplied; a warp no longer skips a partial chunk its own 16 rows
+// see nothing of (a wgmma is issued by the whole warpgroup).
+#include <algorithm>
+
+#include "backend/cuda/attention/backward_steps.cuh"
+#include "backend/cuda/attention/wgmma.cuh"
+
+namespace speedrun::cuda::attn {
+
+namespace {
+
+// A no-swizzle descriptor of rows [16 * 4 g, ...) of a K-major operand in core-matrix order
+// (wgmma.cuh), at k-step kk: the warpgroup g's A, or a chunk's B (g = 0).
+template <int D>
+__device__ __forceinline__ uint64_t k_major(const unsigned char* base, int g, int kk) {
+  return smem_desc(base + g * 128 * D + kk * 256, 128, 16 * D);
+}
+// The same operand as a transposed (MN-major) B [k = row][n = d], at k-step kk (16 rows).
+template <int D>
+__device__ __forceinline__ uint64_t mn_major(const unsigned char* base, int kk) {
+  return smem_desc(base + kk * 32 * D, 16 * D, 128);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a) {
+  constexpr int kChunk = kWgmmaChunk;
+  constexpr int kTileBytes = kTile * D * 2, kStage = kChunk * D * 2;
+  SR_DYNAMIC_SMEM(smem_raw);
+  unsigned char* sQ = smem_raw;             // [kTile rows], core order
+  unsigned char* sdO = sQ + kTileBytes;     // [kTile rows]
+  unsigned char* sK = sdO + kTileBytes;     // [2][kChunk rows]
+  unsigned char* sV = sK + 2 * kStage;      // [2][kChunk rows]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+  const int h = int(blockIdx.x % unsigned(a.H));
+  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
+  const int T = a.plan.T;
+  const int q0 = it.tile * kTile;
+  const int64_t row0 = int64_t(it.seq) * T;
+  const int64_t head = int64_t(h) * D;
+  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;
+  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
+  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const float scale_log2 = a.scale * kLog2e;
+
+  load_rows_core<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
+                           T - q0, tid);
+  load_rows_core<kTile, D>(sdO, static_cast<const bf16*>(a.dout) + (row0 + q0) * a.ld + head, a.ld,
+                           T - q0, tid);
+  cp_async_commit();
+  const int n = chunk_count(it, kChunk);
+  const int32_t* lo_seq = a.plan.lo + row0;
+  auto tile_sees = [&](const Chunk& ch) {
+    return chunk_needed(ch, lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+  };
+  auto load_chunk = [&](int c) {
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (tile_sees(ch)) {
+      const int st = c & 1;
+      load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    }
+    cp_async_commit();
+  };
+  load_chunk(0);
+
+  int qi[2], lo[2];
+  float lse2[2], delta[2];
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
+    const bool ok = qi[slot] < T;
+    lo[slot] = ok ? a.plan.lo[row0 + qi[slot]] : 0;
+    lse2[slot] = ok ? lse_to_log2(a.lse[stat0 + qi[slot]]) : 0.f;
+  }
+  warp_deltas<D>(a, row0, stat0, h, q0, warp, lane, delta);
+  float dq[D / 8][4] = {};
+
+  for (int c = 0; c < n; ++c) {
+    if (c + 1 < n)
+      load_chunk(c + 1);
+    else
+      cp_async_commit();
+    cp_async_wait<1>();   // Q, dO and chunk c have landed (this thread's copies)
+    fence_proxy_async();  // ... and are visible to the tensor cores' reads after the barrier
+    __syncthreads();
+    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
+    if (tile_sees(ch)) {  // uniform over the block: every warpgroup issues its products
+      const int st = c & 1;
+      const unsigned char* k_st = sK + st * kStage;
+      const unsigned char* v_st = sV + st * kStage;
+      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
+      fence_operands(s);
+      fence_operands(dp);
+      wgmma_fence();
+      SR_UNROLL
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss<kChunk, false>(s, k_major<D>(sQ, wg, kk), k_major<D>(k_st, 0, kk), kk > 0);
+      SR_UNROLL
+      for (int kk = 0; kk < D / 16; ++kk)
+        wgmma_ss<kChunk, false>(dp, k_major<D>(sdO, wg, kk), k_major<D>(v_st, 0, kk), kk > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(s);
+      fence_operands(dp);
+      dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
+      uint32_t df[kChunk / 16][4];  // dS as A fragments (bf16)
+      SR_UNROLL
+      for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(df[kk], s[2 * kk], s[2 * kk + 1]);
+      fence_operands(dq);
+      wgmma_fence();  // df was packed by ordinary instructions
+      SR_UNROLL
+      for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dq, df[kk], mn_major<D>(k_st, kk), true);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(dq);
+    }
+    __syncthreads();  // stage c & 1 is reloaded by the next iteration
+  }
+  cp_async_wait<0>();  // the chunk buffers stage the output below
+  __syncthreads();
+
+  const int r0 = q0 + warp * 16;
+  const float sc[2] = {a.scale, a.scale};
+  store_rows<D>(dq, sc, reinterpret_cast<bf16*>(sK) + warp * 16 * smem_ld(D),
+                static_cast<bf16*>(a.dq) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads) dkv_wgmma_kernel(const BackwardArgs a) {
+  constexpr int kChunk = kWgmmaChunk;
+  constexpr int kTileBytes = kTile * D * 2, kStage = kChunk * D * 2;
+  SR_DYNAMIC_SMEM(smem_raw);
+  unsigned char* sK = smem_raw;             // [kTile rows], core order
+  unsigned char* sV = sK + kTileBytes;      // [kTile rows]
+  unsigned char* sQ = sV + kTileBytes;      // [2][kChunk rows]
+  unsigned char* sdO = sQ + 2 * kStage;     // [2][kChunk rows]
+  float* sLse = reinterpret_cast<float*>(sdO + 2 * kStage);         // [2][kChunk]
+  float* sDelta = sLse + 2 * kChunk;                                // [2][kChunk]
+  int32_t* sLo = reinterpret_cast<int32_t*>(sDelta + 2 * kChunk);   // [2][kChunk]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
+  const int h = int(blockIdx.x % unsigned(a.H));
+  const WorkItem it = a.plan.k_items[blockIdx.x / unsigned(a.H)];
+  const int T = a.plan.T;
+  const int k0 = it.tile * kTile;
+  const int64_t row0 = int64_t(it.seq) * T;
+  const int64_t head = int64_t(h) * D;
+  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;
+  const bf16* qbase = static_cast<const bf16*>(a.q) + row0 * a.ld + head;
+  const bf16* gbase = static_cast<const bf16*>(a.dout) + row0 * a.ld + head;
+  const float scale_log2 = a.scale * kLog2e;
+
+  load_rows_core<kTile, D>(sK, static_cast<const bf16*>(a.k) + (row0 + k0) * a.ld + head, a.ld,
+                           T - k0, tid);
+  load_rows_core<kTile, D>(sV, static_cast<const bf16*>(a.v) + (row0 + k0) * a.ld + head, a.ld,
+                           T - k0, tid);
+  cp_async_commit();
+  const int n = chunk_count(it, kChunk);
+  const int32_t* lo_seq = a.plan.lo + row0;
+  auto tile_seen = [&](const Chunk& ch) {
+    return chunk_needed(ch, lo_seq, T, ch.start, ch.start + kChunk - 1, k0, k0 + kTile - 1);
+  };
+  auto load_chunk = [&](int c) {
+    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
+    if (tile_seen(ch)) {
+      const int st = c & 1;
+      load_rows_core<kChunk, D>(sQ + st * kStage, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      load_rows_core<kChunk, D>(sdO + st * kStage, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+      if (tid < kChunk) {  // per-query statistics; zeros past T (those rows are hidden)
+        const int i = ch.start + tid;
+        const bool ok = i < T;
+        cp_async_4(sLse + st * kChunk + tid, ok ? a.lse + stat0 + i : a.lse, ok);
+        cp_async_4(sDelta + st * kChunk + tid, ok ? a.delta + stat0 + i : a.delta, ok);
+        cp_async_4(sLo + st * kChunk + tid, ok ? a.plan.lo + row0 + i : a.plan.lo, ok);
+      }
+    }
+    cp_async_commit();
+  };
+  load_chunk(0);
+
+  int kj[2];  // this thread's two keys
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) kj[slot] = k0 + warp * 16 + c_row(lane, 2 * slot);
+  float dk[D / 8][4] = {}, dv[D / 8][4] = {};
+
+  for (int c = 0; c < n; ++c) {
+    if (c + 1 < n)
+      load_chunk(c + 1);
+    else
+      cp_async_commit();
+    cp_async_wait<1>();
+    fence_proxy_async();
+    __syncthreads();
+    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
+    if (tile_seen(ch)) {  // uniform over the block
+      const int st = c & 1;
+      const unsigned char* q_st = sQ + st * kStage;
+      const unsigned char* g_st = sdO + st * kStage;
+      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
+      fence_operands(s);
+      fence_operands(dp);
+      wgmma_fence();
+      SR_UNROLL
+      for (int kk = 0; kk < D / 16; ++kk)  // S^T: keys x queries
+        wgmma_ss<kChunk, false>(s, k_major<D>(sK, wg, kk), k_major<D>(q_st, 0, kk), kk > 0);
+      SR_UNROLL
+      for (int kk = 0; kk < D / 16; ++kk)  // dP^T
+        wgmma_ss<kChunk, false>(dp, k_major<D>(sV, wg, kk), k_major<D>(g_st, 0, kk), kk > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(s);
+      fence_operands(dp);
+      dkv_scores<kChunk>(s, dp, ch, kj, sLse + st * kChunk, sDelta + st * kChunk, sLo + st * kChunk, T,
+                         scale_log2, lane);
+      uint32_t pf[kChunk / 16][4], df[kChunk / 16][4];  // P^T and dS^T as A fragments (bf16)
+      SR_UNROLL
+      for (int kk = 0; kk < kChunk / 16; ++kk) {
+        a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
+        a_from_c(df[kk], dp[2 * kk], dp[2 * kk + 1]);
+      }
+      fence_operands(dv);
+      fence_operands(dk);
+      wgmma_fence();
+      SR_UNROLL
+      for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dv, pf[kk], mn_major<D>(g_st, kk), true);
+      SR_UNROLL
+      for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dk, df[kk], mn_major<D>(q_st, kk), true);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(dv);
+      fence_operands(dk);
+    }
+    __syncthreads();
+  }
+  cp_async_wait<0>();  // the chunk and tile buffers stage the outputs below
+  __syncthreads();
+
+  const int r0 = k0 + warp * 16;
+  const float one[2] = {1.f, 1.f}, sc[2] = {a.scale, a.scale};
+  store_rows<D>(dv, one, reinterpret_cast<bf16*>(sQ) + warp * 16 * smem_ld(D),
+                static_cast<bf16*>(a.dv) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+  store_rows<D>(dk, sc, reinterpret_cast<bf16*>(sK) + warp * 16 * smem_ld(D),
+                static_cast<bf16*>(a.dk) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+}
+
+// The staging of the outputs (8 warps x 16 rows of D + 8 bf16) fits where it goes.
+static_assert(kWarps * 16 * smem_ld(128) * 2 <= 4 * kWgmmaChunk * 128 * 2, "dq's stage in its chunks");
+static_assert(kWarps * 16 * smem_ld(128) * 2 <= 2 * kTile * 128 * 2, "dk's stage in its tiles");
+static_assert(kWarps * 16 * smem_ld(64) * 2 <= 4 * kWgmmaChunk * 64 * 2, "the same at head dim 64");
+
+template <int D>
+cudaError_t prepare() {
+  cudaError_t e = cudaFuncSetAttribute(dq_wgmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       int(dq_wgmma_smem(D)));
+  if (e != cudaSuccess) return e;
+  return cudaFuncSetAttribute(dkv_wgmma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              int(dkv_wgmma_smem(D)));
+}
+
+template <int D>
+cudaError_t launch(const BackwardArgs& a, cudaStream_t stream) {
+  // dq first: it writes the D that the dK/dV kernel reads.
+  SR_LAUNCH(dim3(unsigned(a.plan.n_q_items) * unsigned(a.H)), kThreads, dq_wgmma_smem(D), stream,
+            dq_wgmma_kernel<D>)(a);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  SR_LAUNCH(dim3(unsigned(a.plan.n_k_items) * unsigned(a.H)), kThreads, dkv_wgmma_smem(D), stream,
+            dkv_wgmma_kernel<D>)(a);
+  return cudaGetLastError();
+}
+
+template <class K>
+int binary_version(K kernel) {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return attr.binaryVersion;
+}
+
+}  // namespace
+
+cudaError_t prepare_backward_wgmma(int D) { return D == 64 ? prepare<64>() : prepare<128>(); }
+
+cudaError_t launch_backward_wgmma(int D, const BackwardArgs& a, cudaStream_t stream) {
+  return D == 64 ? launch<64>(a, stream) : launch<128>(a, stream);
+}
+
+int backward_wgmma_binary_version() {
+  return std::min({binary_version(dq_wgmma_kernel<64>), binary_version(dq_wgmma_kernel<128>),
+                   binary_version(dkv_wgmma_kernel<64>), binary_version(dkv_wgmma_kernel<128>)});
+}
+
+}  // namespace speedrun::cuda::attn
