@@ -254,15 +254,16 @@ def by_window(path):
 def attn(args):
     a, b = by_window(args.json), by_window(args.other)
     windows = [w for w in a if w in b]
-    table(["attention forward", "window", "attention_forward, serialised (ms)",
+    table(["attention kernels", "window", "attention_forward, serialised (ms)",
            "attention_backward, serialised (ms)", "fwd+bwd (ms)", "step (ms)"],
           [[name, w] + [fmt(r[w][k], ".2f") for k in ("fwd_ms", "bwd_ms", "fwd_bwd_ms", "step_ms")]
            for w in windows for name, r in (("mma.sync (default)", a), ("wgmma", b))])
     for w in windows:
         x, y = a[w], b[w]
-        if x["fwd_ms"] and y["fwd_ms"] and x["step_ms"] and y["step_ms"]:
-            print(f"wgmma forward at window {w}: attention_forward {y['fwd_ms']:.2f} ms against "
-                  f"{x['fwd_ms']:.2f} ms ({y['fwd_ms'] / x['fwd_ms']:.3f}x), step "
+        if all(x[k] and y[k] for k in ("fwd_ms", "bwd_ms", "step_ms")):
+            print(f"wgmma at window {w}: attention_forward {y['fwd_ms']:.2f} ms against "
+                  f"{x['fwd_ms']:.2f} ms ({y['fwd_ms'] / x['fwd_ms']:.3f}x), attention_backward "
+                  f"{y['bwd_ms']:.2f} ms against {x['bwd_ms']:.2f} ms ({y['bwd_ms'] / x['bwd_ms']:.3f}x), step "
                   f"{y['step_ms']:.2f} ms against {x['step_ms']:.2f} ms ({y['step_ms'] / x['step_ms']:.3f}x)")
     return 0
 

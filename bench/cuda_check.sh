@@ -13,7 +13,8 @@
 #   bench      the record step (one 64K-token sequence, windows 64 and 1792): `speedrun
 #              bench` if the binary has it, else bench_cuda_step, beside the PyTorch anchor
 #   attn-wgmma the bench at windows 64 and 1792 again with SPEEDRUN_ATTENTION_FORWARD=wgmma
-#              (Hopper's warpgroup products for the attention forward), beside mma.sync's
+#              and SPEEDRUN_ATTENTION_BACKWARD=wgmma (Hopper's warpgroup products for the
+#              attention kernels), beside mma.sync's
 #   head       the bench at window 64 again with the CPU's smaller head chunks (2^25
 #              logits), beside the default's: what the GPU's chunk size is worth
 #   gemm-tune  the bench at window 64 again with SPEEDRUN_GEMM_TUNE=8 (the fastest of 8 of
@@ -546,14 +547,16 @@ else
   head_logits=33554432  # the CPU's 2^25
 fi
 
-# The attention forward runs on mma.sync (every GPU of sm_80 or newer) unless
-# SPEEDRUN_ATTENTION_FORWARD=wgmma picks Hopper's warpgroup products (forward_wgmma.cu):
-# the bench again with it, at both windows, shows which is faster here. The tests step has
-# held it to the CPU oracle already (CudaAttention.WgmmaForwardMatchesTheCpuOracleAndTheMmaForward).
+# The attention kernels run on mma.sync (every GPU of sm_80 or newer) unless
+# SPEEDRUN_ATTENTION_FORWARD=wgmma and SPEEDRUN_ATTENTION_BACKWARD=wgmma pick Hopper's
+# warpgroup products (forward_wgmma.cu, backward_wgmma.cu): the bench again with both, at
+# both windows, shows which is faster here, op by op. The tests step has held them to the
+# CPU oracle already (CudaAttention.WgmmaForwardMatchesTheCpuOracleAndTheMmaForward,
+# CudaAttention.WgmmaBackwardMatchesTheCpuOracleAndTheMmaBackward).
 py_args=()
-begin attn-wgmma "the attention forward by wgmma against mma.sync, windows 64 and 1792"
-bench_variant attn "$WORK/bench_attn.json" "the attention forward by wgmma" \
-  env SPEEDRUN_ATTENTION_FORWARD=wgmma "$BIN/speedrun" bench "${adev[@]}"
+begin attn-wgmma "the attention kernels by wgmma against mma.sync, windows 64 and 1792"
+bench_variant attn "$WORK/bench_attn.json" "the attention kernels by wgmma" \
+  env SPEEDRUN_ATTENTION_FORWARD=wgmma SPEEDRUN_ATTENTION_BACKWARD=wgmma "$BIN/speedrun" bench "${adev[@]}"
 
 # The GPU's head chunks (2^28 logits) follow a count of memory traffic, not a timing: the
 # same bench at window 64 with the CPU's 2^25 shows what the choice is worth.
