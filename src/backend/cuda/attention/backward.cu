@@ -7,6 +7,7 @@
 //  2. dkv_kernel: one CTA per (key tile, head), 8 warps of 16 keys; walks the key tile's
 //     listed query tiles in chunks of dkv_chunk(D, tiling) queries: S^T = K Q^T, P^T from the
 //     forward's lse, dP^T = V dO^T, dS^T = P^T (dP^T - D), dV += P^T dO, dK += dS^T Q.
+// Both walk their partner chunks double-buffered through cp.async (walk.cuh).
 // D in dq_kernel rather than a launch of its own: dO is read once for it (the CTA's own
 // tile, just loaded, from cache) where a separate pass read all of it again.
 // P and dS are recomputed in both passes (7 tile products instead of 5) to avoid atomics.
@@ -31,13 +32,10 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   int32_t* sLo = reinterpret_cast<int32_t*>(sDelta + 2 * kChunk);   // [2][kChunk]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int h = int(blockIdx.x % unsigned(a.H));
-  const WorkItem it = a.plan.k_items[blockIdx.x / unsigned(a.H)];
   const int T = a.plan.T;
-  const int k0 = it.tile * kTile;
-  const int64_t row0 = int64_t(it.seq) * T;
-  const int64_t head = int64_t(h) * D;
-  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;  // [B, H, T] row of this head
+  const Site site = site_of<D>(a.plan.k_items, a.H, T);
+  const int k0 = site.r0;
+  const int64_t row0 = site.row0, head = site.head, stat0 = site.stat0;
   const bf16* qbase = static_cast<const bf16*>(a.q) + row0 * a.ld + head;
   const bf16* gbase = static_cast<const bf16*>(a.dout) + row0 * a.ld + head;
   const float scale_log2 = a.scale * kLog2e;
@@ -47,29 +45,13 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   load_rows<kTile, D>(sV, static_cast<const bf16*>(a.v) + (row0 + k0) * a.ld + head, a.ld,
                       T - k0, tid);
   cp_async_commit();
-  const int n = chunk_count(it, kChunk);
-  const int32_t* lo_seq = a.plan.lo + row0;
-  // A chunk whose queries see no key of the tile is not loaded.
-  auto tile_seen = [&](const Chunk& ch) {
-    return chunk_needed(ch, lo_seq, T, ch.start, ch.start + kChunk - 1, k0, k0 + kTile - 1);
+  const ChunkWalk<kChunk, false> walk(a.plan, site);
+  auto load = [&](const Chunk& ch, int st) {
+    load_rows<kChunk, D>(sQ + st * kChunk * kLd, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_rows<kChunk, D>(sdO + st * kChunk * kLd, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, row0, stat0, tid);
   };
-  auto load_chunk = [&](int c) {
-    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
-    if (tile_seen(ch)) {
-      const int st = c & 1;
-      load_rows<kChunk, D>(sQ + st * kChunk * kLd, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      load_rows<kChunk, D>(sdO + st * kChunk * kLd, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      if (tid < kChunk) {  // per-query statistics; zeros past T (those rows are hidden)
-        const int i = ch.start + tid;
-        const bool ok = i < T;
-        cp_async_4(sLse + st * kChunk + tid, ok ? a.lse + stat0 + i : a.lse, ok);
-        cp_async_4(sDelta + st * kChunk + tid, ok ? a.delta + stat0 + i : a.delta, ok);
-        cp_async_4(sLo + st * kChunk + tid, ok ? a.plan.lo + row0 + i : a.plan.lo, ok);
-      }
-    }
-    cp_async_commit();
-  };
-  load_chunk(0);
+  walk.issue(0, load);
 
   const int kw0 = k0 + warp * 16;  // this warp's first key
   int kj[2];                       // this thread's two keys
@@ -77,37 +59,27 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   for (int slot = 0; slot < 2; ++slot) kj[slot] = k0 + warp * 16 + c_row(lane, 2 * slot);
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
 
-  for (int c = 0; c < n; ++c) {
-    if (c + 1 < n)
-      load_chunk(c + 1);
-    else
-      cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
-    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
+  walk.template run<false>(load, [&](int, const Chunk& ch, int st) {
     // A partial chunk whose queries see none of this warp's keys adds nothing: skip it (one
     // that sees none of the tile's keys was not loaded).
     bool live = ch.valid && ch.full;
-    if (!ch.full && tile_seen(ch)) {  // uniform over the block: every lane votes
+    if (!ch.full && walk.needed(ch)) {  // uniform over the block: every lane votes
       bool mine = false;
       for (int q = lane; q < kChunk; q += 32)
-        mine = mine || sees_any(ch.start + q, sLo[(c & 1) * kChunk + q], T, kw0, kw0 + 15);
+        mine = mine || sees_any(ch.start + q, sLo[st * kChunk + q], T, kw0, kw0 + 15);
       live = __any_sync(0xffffffffu, mine);
     }
-    if (live) {
-      const int st = c & 1;
-      const bf16* q = sQ + st * kChunk * kLd;
-      const bf16* g = sdO + st * kChunk * kLd;
-      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
-      gemm_abt<D, kChunk>(s, sK + warp * 16 * kLd, kLd, q, kLd, lane);   // S^T: keys x queries
-      gemm_abt<D, kChunk>(dp, sV + warp * 16 * kLd, kLd, g, kLd, lane);  // dP^T
-      dkv_scores<kChunk>(s, dp, ch, kj, sLse + st * kChunk, sDelta + st * kChunk, sLo + st * kChunk, T,
-                         scale_log2, lane);
-      gemm_cb<kChunk, D>(dv, s, g, kLd, lane);   // dV += P^T dO
-      gemm_cb<kChunk, D>(dk, dp, q, kLd, lane);  // dK += dS^T Q
-    }
-    __syncthreads();
-  }
+    if (!live) return;
+    const bf16* q = sQ + st * kChunk * kLd;
+    const bf16* g = sdO + st * kChunk * kLd;
+    float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
+    gemm_abt<D, kChunk>(s, sK + warp * 16 * kLd, kLd, q, kLd, lane);   // S^T: keys x queries
+    gemm_abt<D, kChunk>(dp, sV + warp * 16 * kLd, kLd, g, kLd, lane);  // dP^T
+    dkv_scores<kChunk>(s, dp, ch, kj, sLse + st * kChunk, sDelta + st * kChunk, sLo + st * kChunk, T,
+                       scale_log2, lane);
+    gemm_cb<kChunk, D>(dv, s, g, kLd, lane);   // dV += P^T dO
+    gemm_cb<kChunk, D>(dk, dp, q, kLd, lane);  // dK += dS^T Q
+  });
 
   const int r0 = kw0;
   const float one[2] = {1.f, 1.f}, sc[2] = {a.scale, a.scale};
@@ -127,13 +99,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   bf16* sV = sK + 2 * kChunk * kLd;                // [2][kChunk][kLd]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int h = int(blockIdx.x % unsigned(a.H));
-  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
   const int T = a.plan.T;
-  const int q0 = it.tile * kTile;
-  const int64_t row0 = int64_t(it.seq) * T;
-  const int64_t head = int64_t(h) * D;
-  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;
+  const Site site = site_of<D>(a.plan.q_items, a.H, T);
+  const int q0 = site.r0;
+  const int64_t row0 = site.row0, head = site.head, stat0 = site.stat0;
   const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
   const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
   const float scale_log2 = a.scale * kLog2e;
@@ -143,62 +112,36 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   load_rows<kTile, D>(sdO, static_cast<const bf16*>(a.dout) + (row0 + q0) * a.ld + head, a.ld,
                       T - q0, tid);
   cp_async_commit();
-  const int n = chunk_count(it, kChunk);
-  const int32_t* lo_seq = a.plan.lo + row0;
-  // A chunk no row of the tile sees is not loaded.
-  auto tile_sees = [&](const Chunk& ch) {
-    return chunk_needed(ch, lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+  const ChunkWalk<kChunk, true> walk(a.plan, site);
+  auto load = [&](const Chunk& ch, int st) {
+    load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  auto load_chunk = [&](int c) {
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (tile_sees(ch)) {
-      const int st = c & 1;
-      load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-    }
-    cp_async_commit();
-  };
-  load_chunk(0);
+  walk.issue(0, load);
 
   int qi[2], lo[2];
   float lse2[2], delta[2];
-  SR_UNROLL
-  for (int slot = 0; slot < 2; ++slot) {
-    qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
-    const bool ok = qi[slot] < T;
-    lo[slot] = ok ? a.plan.lo[row0 + qi[slot]] : 0;
-    lse2[slot] = ok ? lse_to_log2(a.lse[stat0 + qi[slot]]) : 0.f;
-  }
-  warp_deltas<D>(a, row0, stat0, h, q0, warp, lane, delta);
+  query_rows(a, site, warp, lane, qi, lo, lse2);
+  warp_deltas<D>(a, row0, stat0, site.h, q0, warp, lane, delta);
   float dq[D / 8][4] = {};
   uint32_t qf[D / 16][4], gf[D / 16][4];  // this warp's Q and dO, from chunk 0 on (plan.h)
 
-  for (int c = 0; c < n; ++c) {
-    if (c + 1 < n)
-      load_chunk(c + 1);
-    else
-      cp_async_commit();
-    cp_async_wait<1>();
-    __syncthreads();
+  walk.template run<false>(load, [&](int c, const Chunk& ch, int st) {
     if (c == 0) {
       load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
       load_a_frags<D>(gf, sdO + warp * 16 * kLd, kLd, lane);
     }
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
     // A partial chunk none of this warp's rows sees adds nothing: skip it.
-    const bool live = tile_sees(ch) &&  // uniform over the block, so every lane votes below
+    const bool live = walk.needed(ch) &&  // uniform over the block, so every lane votes below
                       (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
-    if (live) {
-      const int st = c & 1;
-      const bf16* kc = sK + st * kChunk * kLd;
-      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
-      gemm_abt<D, kChunk>(s, qf, kc, kLd, lane);
-      gemm_abt<D, kChunk>(dp, gf, sV + st * kChunk * kLd, kLd, lane);
-      dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
-      gemm_cb<kChunk, D>(dq, s, kc, kLd, lane);  // dQ += dS K
-    }
-    __syncthreads();
-  }
+    if (!live) return;
+    const bf16* kc = sK + st * kChunk * kLd;
+    float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};
+    gemm_abt<D, kChunk>(s, qf, kc, kLd, lane);
+    gemm_abt<D, kChunk>(dp, gf, sV + st * kChunk * kLd, kLd, lane);
+    dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
+    gemm_cb<kChunk, D>(dq, s, kc, kLd, lane);  // dQ += dS K
+  });
 
   const int r0 = q0 + warp * 16;
   const float sc[2] = {a.scale, a.scale};

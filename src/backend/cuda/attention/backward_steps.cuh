@@ -5,6 +5,7 @@
 #pragma once
 #include "backend/cuda/attention/common.cuh"
 #include "backend/cuda/attention/kernels.h"
+#include "backend/cuda/attention/walk.cuh"
 
 namespace speedrun::cuda::attn {
 
@@ -27,6 +28,36 @@ __device__ inline float row_delta(const BackwardArgs& a, int64_t n, int h, int l
   SR_UNROLL
   for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
   return s;
+}
+
+// A dQ CTA's thread's two query rows (accumulator slots 0 and 1: rows g and g + 8 of its
+// warp): qi, their first visible keys lo and the forward's lse in log2 units lse2 (zeros for
+// rows past T).
+__device__ __forceinline__ void query_rows(const BackwardArgs& a, const Site& site, int warp, int lane,
+                                           int (&qi)[2], int (&lo)[2], float (&lse2)[2]) {
+  const int T = a.plan.T;
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot) {
+    qi[slot] = site.r0 + warp * 16 + c_row(lane, 2 * slot);
+    const bool ok = qi[slot] < T;
+    lo[slot] = ok ? a.plan.lo[site.row0 + qi[slot]] : 0;
+    lse2[slot] = ok ? lse_to_log2(a.lse[site.stat0 + qi[slot]]) : 0.f;
+  }
+}
+
+// A dK/dV CTA's copies of a chunk's per-query statistics into stage st of its shared arrays
+// ([2][kChunk] each): the forward's lse, D and the first visible key; zeros past T (those
+// queries are hidden). Threads below kChunk issue them.
+template <int kChunk>
+__device__ __forceinline__ void load_query_stats(const BackwardArgs& a, const Chunk& ch, int st,
+                                                 float* sLse, float* sDelta, int32_t* sLo,
+                                                 int64_t row0, int64_t stat0, int tid) {
+  if (tid >= kChunk) return;
+  const int i = ch.start + tid;
+  const bool ok = i < a.plan.T;
+  cp_async_4(sLse + st * kChunk + tid, ok ? a.lse + stat0 + i : a.lse, ok);
+  cp_async_4(sDelta + st * kChunk + tid, ok ? a.delta + stat0 + i : a.delta, ok);
+  cp_async_4(sLo + st * kChunk + tid, ok ? a.plan.lo + row0 + i : a.plan.lo, ok);
 }
 
 // D for a warp's 16 query rows from q0 + 16 warp (rows past T have none): each lane keeps its
@@ -58,17 +89,12 @@ __device__ __forceinline__ void dq_scores(float (&s)[kChunk / 8][4], const float
                                           const Chunk& ch, const int (&qi)[2], const int (&lo)[2], int T,
                                           float scale_log2, const float (&lse2)[2],
                                           const float (&delta)[2], int lane) {
+  scale_and_mask<kChunk>(s, ch, qi, lo, T, scale_log2, lane);
   SR_UNROLL
   for (int nb = 0; nb < kChunk / 8; ++nb)
     SR_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      float x = s[nb][i] * scale_log2;
-      if (!ch.full) {
-        const int j = ch.start + nb * 8 + c_col(lane, i);
-        if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
-      }
-      s[nb][i] = dscore(prob_from_lse(x, lse2[i >> 1]), dp[nb][i], delta[i >> 1]);
-    }
+    for (int i = 0; i < 4; ++i)
+      s[nb][i] = dscore(prob_from_lse(s[nb][i], lse2[i >> 1]), dp[nb][i], delta[i >> 1]);
 }
 
 // dK/dV's chunk step for a warp's keys (this thread's: kj[slot]): s holds S^T = K Q^T and

@@ -48,13 +48,10 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
   unsigned char* sV = sK + 2 * kStage;      // [2][kChunk rows]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
-  const int h = int(blockIdx.x % unsigned(a.H));
-  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
   const int T = a.plan.T;
-  const int q0 = it.tile * kTile;
-  const int64_t row0 = int64_t(it.seq) * T;
-  const int64_t head = int64_t(h) * D;
-  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;
+  const Site site = site_of<D>(a.plan.q_items, a.H, T);
+  const int q0 = site.r0;
+  const int64_t row0 = site.row0, head = site.head;
   const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
   const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
   const float scale_log2 = a.scale * kLog2e;
@@ -64,75 +61,50 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
   load_rows_core<kTile, D>(sdO, static_cast<const bf16*>(a.dout) + (row0 + q0) * a.ld + head, a.ld,
                            T - q0, tid);
   cp_async_commit();
-  const int n = chunk_count(it, kChunk);
-  const int32_t* lo_seq = a.plan.lo + row0;
-  auto tile_sees = [&](const Chunk& ch) {
-    return chunk_needed(ch, lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+  const ChunkWalk<kChunk, true> walk(a.plan, site);
+  auto load = [&](const Chunk& ch, int st) {
+    load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  auto load_chunk = [&](int c) {
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (tile_sees(ch)) {
-      const int st = c & 1;
-      load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-    }
-    cp_async_commit();
-  };
-  load_chunk(0);
+  walk.issue(0, load);
 
   int qi[2], lo[2];
   float lse2[2], delta[2];
-  SR_UNROLL
-  for (int slot = 0; slot < 2; ++slot) {
-    qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
-    const bool ok = qi[slot] < T;
-    lo[slot] = ok ? a.plan.lo[row0 + qi[slot]] : 0;
-    lse2[slot] = ok ? lse_to_log2(a.lse[stat0 + qi[slot]]) : 0.f;
-  }
-  warp_deltas<D>(a, row0, stat0, h, q0, warp, lane, delta);
+  query_rows(a, site, warp, lane, qi, lo, lse2);
+  warp_deltas<D>(a, row0, site.stat0, site.h, q0, warp, lane, delta);
   float dq[D / 8][4] = {};
 
-  for (int c = 0; c < n; ++c) {
-    if (c + 1 < n)
-      load_chunk(c + 1);
-    else
-      cp_async_commit();
-    cp_async_wait<1>();   // Q, dO and chunk c have landed (this thread's copies)
-    fence_proxy_async();  // ... and are visible to the tensor cores' reads after the barrier
-    __syncthreads();
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (tile_sees(ch)) {  // uniform over the block: every warpgroup issues its products
-      const int st = c & 1;
-      const unsigned char* k_st = sK + st * kStage;
-      const unsigned char* v_st = sV + st * kStage;
-      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
-      fence_operands(s);
-      fence_operands(dp);
-      wgmma_fence();
-      SR_UNROLL
-      for (int kk = 0; kk < D / 16; ++kk)
-        wgmma_ss<kChunk, false>(s, k_major<D>(sQ, wg, kk), k_major<D>(k_st, 0, kk), kk > 0);
-      SR_UNROLL
-      for (int kk = 0; kk < D / 16; ++kk)
-        wgmma_ss<kChunk, false>(dp, k_major<D>(sdO, wg, kk), k_major<D>(v_st, 0, kk), kk > 0);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(s);
-      fence_operands(dp);
-      dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
-      uint32_t df[kChunk / 16][4];  // dS as A fragments (bf16)
-      SR_UNROLL
-      for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(df[kk], s[2 * kk], s[2 * kk + 1]);
-      fence_operands(dq);
-      wgmma_fence();  // df was packed by ordinary instructions
-      SR_UNROLL
-      for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dq, df[kk], mn_major<D>(k_st, kk), true);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(dq);
-    }
-    __syncthreads();  // stage c & 1 is reloaded by the next iteration
-  }
+  // The tiles and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
+  walk.template run<true>(load, [&](int, const Chunk& ch, int st) {
+    if (!walk.needed(ch)) return;  // uniform over the block: every warpgroup issues its products
+    const unsigned char* k_st = sK + st * kStage;
+    const unsigned char* v_st = sV + st * kStage;
+    float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
+    fence_operands(s);
+    fence_operands(dp);
+    wgmma_fence();
+    SR_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma_ss<kChunk, false>(s, k_major<D>(sQ, wg, kk), k_major<D>(k_st, 0, kk), kk > 0);
+    SR_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma_ss<kChunk, false>(dp, k_major<D>(sdO, wg, kk), k_major<D>(v_st, 0, kk), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(s);
+    fence_operands(dp);
+    dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
+    uint32_t df[kChunk / 16][4];  // dS as A fragments (bf16)
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(df[kk], s[2 * kk], s[2 * kk + 1]);
+    fence_operands(dq);
+    wgmma_fence();  // df was packed by ordinary instructions
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dq, df[kk], mn_major<D>(k_st, kk), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(dq);
+  });
   cp_async_wait<0>();  // the chunk buffers stage the output below
   __syncthreads();
 
@@ -156,13 +128,10 @@ __global__ void __launch_bounds__(kThreads) dkv_wgmma_kernel(const BackwardArgs 
   int32_t* sLo = reinterpret_cast<int32_t*>(sDelta + 2 * kChunk);   // [2][kChunk]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
-  const int h = int(blockIdx.x % unsigned(a.H));
-  const WorkItem it = a.plan.k_items[blockIdx.x / unsigned(a.H)];
   const int T = a.plan.T;
-  const int k0 = it.tile * kTile;
-  const int64_t row0 = int64_t(it.seq) * T;
-  const int64_t head = int64_t(h) * D;
-  const int64_t stat0 = (int64_t(it.seq) * a.H + h) * T;
+  const Site site = site_of<D>(a.plan.k_items, a.H, T);
+  const int k0 = site.r0;
+  const int64_t row0 = site.row0, head = site.head;
   const bf16* qbase = static_cast<const bf16*>(a.q) + row0 * a.ld + head;
   const bf16* gbase = static_cast<const bf16*>(a.dout) + row0 * a.ld + head;
   const float scale_log2 = a.scale * kLog2e;
@@ -172,83 +141,57 @@ __global__ void __launch_bounds__(kThreads) dkv_wgmma_kernel(const BackwardArgs 
   load_rows_core<kTile, D>(sV, static_cast<const bf16*>(a.v) + (row0 + k0) * a.ld + head, a.ld,
                            T - k0, tid);
   cp_async_commit();
-  const int n = chunk_count(it, kChunk);
-  const int32_t* lo_seq = a.plan.lo + row0;
-  auto tile_seen = [&](const Chunk& ch) {
-    return chunk_needed(ch, lo_seq, T, ch.start, ch.start + kChunk - 1, k0, k0 + kTile - 1);
+  const ChunkWalk<kChunk, false> walk(a.plan, site);
+  auto load = [&](const Chunk& ch, int st) {
+    load_rows_core<kChunk, D>(sQ + st * kStage, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_rows_core<kChunk, D>(sdO + st * kStage, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, row0, site.stat0, tid);
   };
-  auto load_chunk = [&](int c) {
-    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
-    if (tile_seen(ch)) {
-      const int st = c & 1;
-      load_rows_core<kChunk, D>(sQ + st * kStage, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      load_rows_core<kChunk, D>(sdO + st * kStage, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      if (tid < kChunk) {  // per-query statistics; zeros past T (those rows are hidden)
-        const int i = ch.start + tid;
-        const bool ok = i < T;
-        cp_async_4(sLse + st * kChunk + tid, ok ? a.lse + stat0 + i : a.lse, ok);
-        cp_async_4(sDelta + st * kChunk + tid, ok ? a.delta + stat0 + i : a.delta, ok);
-        cp_async_4(sLo + st * kChunk + tid, ok ? a.plan.lo + row0 + i : a.plan.lo, ok);
-      }
-    }
-    cp_async_commit();
-  };
-  load_chunk(0);
+  walk.issue(0, load);
 
   int kj[2];  // this thread's two keys
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) kj[slot] = k0 + warp * 16 + c_row(lane, 2 * slot);
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
 
-  for (int c = 0; c < n; ++c) {
-    if (c + 1 < n)
-      load_chunk(c + 1);
-    else
-      cp_async_commit();
-    cp_async_wait<1>();
-    fence_proxy_async();
-    __syncthreads();
-    const Chunk ch = chunk_at(a.plan.k_list, it, c, kChunk, T);
-    if (tile_seen(ch)) {  // uniform over the block
-      const int st = c & 1;
-      const unsigned char* q_st = sQ + st * kStage;
-      const unsigned char* g_st = sdO + st * kStage;
-      float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
-      fence_operands(s);
-      fence_operands(dp);
-      wgmma_fence();
-      SR_UNROLL
-      for (int kk = 0; kk < D / 16; ++kk)  // S^T: keys x queries
-        wgmma_ss<kChunk, false>(s, k_major<D>(sK, wg, kk), k_major<D>(q_st, 0, kk), kk > 0);
-      SR_UNROLL
-      for (int kk = 0; kk < D / 16; ++kk)  // dP^T
-        wgmma_ss<kChunk, false>(dp, k_major<D>(sV, wg, kk), k_major<D>(g_st, 0, kk), kk > 0);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(s);
-      fence_operands(dp);
-      dkv_scores<kChunk>(s, dp, ch, kj, sLse + st * kChunk, sDelta + st * kChunk, sLo + st * kChunk, T,
-                         scale_log2, lane);
-      uint32_t pf[kChunk / 16][4], df[kChunk / 16][4];  // P^T and dS^T as A fragments (bf16)
-      SR_UNROLL
-      for (int kk = 0; kk < kChunk / 16; ++kk) {
-        a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
-        a_from_c(df[kk], dp[2 * kk], dp[2 * kk + 1]);
-      }
-      fence_operands(dv);
-      fence_operands(dk);
-      wgmma_fence();
-      SR_UNROLL
-      for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dv, pf[kk], mn_major<D>(g_st, kk), true);
-      SR_UNROLL
-      for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dk, df[kk], mn_major<D>(q_st, kk), true);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(dv);
-      fence_operands(dk);
+  walk.template run<true>(load, [&](int, const Chunk& ch, int st) {
+    if (!walk.needed(ch)) return;  // uniform over the block
+    const unsigned char* q_st = sQ + st * kStage;
+    const unsigned char* g_st = sdO + st * kStage;
+    float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
+    fence_operands(s);
+    fence_operands(dp);
+    wgmma_fence();
+    SR_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk)  // S^T: keys x queries
+      wgmma_ss<kChunk, false>(s, k_major<D>(sK, wg, kk), k_major<D>(q_st, 0, kk), kk > 0);
+    SR_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk)  // dP^T
+      wgmma_ss<kChunk, false>(dp, k_major<D>(sV, wg, kk), k_major<D>(g_st, 0, kk), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(s);
+    fence_operands(dp);
+    dkv_scores<kChunk>(s, dp, ch, kj, sLse + st * kChunk, sDelta + st * kChunk, sLo + st * kChunk, T,
+                       scale_log2, lane);
+    uint32_t pf[kChunk / 16][4], df[kChunk / 16][4];  // P^T and dS^T as A fragments (bf16)
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk) {
+      a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
+      a_from_c(df[kk], dp[2 * kk], dp[2 * kk + 1]);
     }
-    __syncthreads();
-  }
+    fence_operands(dv);
+    fence_operands(dk);
+    wgmma_fence();
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dv, pf[kk], mn_major<D>(g_st, kk), true);
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dk, df[kk], mn_major<D>(q_st, kk), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(dv);
+    fence_operands(dk);
+  });
   cp_async_wait<0>();  // the chunk and tile buffers stage the outputs below
   __syncthreads();
 
@@ -286,16 +229,6 @@ cudaError_t launch(const BackwardArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <class K>
-int binary_version(K kernel) {
-  cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return attr.binaryVersion;
-}
-
 }  // namespace
 
 cudaError_t prepare_backward_wgmma(int D) { return D == 64 ? prepare<64>() : prepare<128>(); }
@@ -305,8 +238,8 @@ cudaError_t launch_backward_wgmma(int D, const BackwardArgs& a, cudaStream_t str
 }
 
 int backward_wgmma_binary_version() {
-  return std::min({binary_version(dq_wgmma_kernel<64>), binary_version(dq_wgmma_kernel<128>),
-                   binary_version(dkv_wgmma_kernel<64>), binary_version(dkv_wgmma_kernel<128>)});
+  return std::min({binary_version_of(dq_wgmma_kernel<64>), binary_version_of(dq_wgmma_kernel<128>),
+                   binary_version_of(dkv_wgmma_kernel<64>), binary_version_of(dkv_wgmma_kernel<128>)});
 }
 
 }  // namespace speedrun::cuda::attn

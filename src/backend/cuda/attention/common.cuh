@@ -182,6 +182,26 @@ __device__ __forceinline__ void gemm_cb(float (&acc)[N / 8][4], const float (&c)
   }
 }
 
+// A warp's scores of a chunk of kChunk keys from ch.start, s = Q K^T for its 16 query rows
+// (this thread's: qi[slot], first visible key lo[slot]), to log2 units (scale_log2), and in a
+// partial chunk the pairs the mask rule hides to -inf.
+template <int kChunk>
+__device__ __forceinline__ void scale_and_mask(float (&s)[kChunk / 8][4], const Chunk& ch,
+                                               const int (&qi)[2], const int (&lo)[2], int T,
+                                               float scale_log2, int lane) {
+  SR_UNROLL
+  for (int nb = 0; nb < kChunk / 8; ++nb)
+    SR_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      float x = s[nb][i] * scale_log2;
+      if (!ch.full) {
+        const int j = ch.start + nb * 8 + c_col(lane, i);
+        if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
+      }
+      s[nb][i] = x;
+    }
+}
+
 // The max of v over the 4 lanes that share an accumulator row (lanes 4g..4g+3).
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));

@@ -1,11 +1,11 @@
 // Attention forward on the GPU: one CTA per (query tile, head), in the plan's order (longest
 // key-tile list first). 8 warps each own 16 query rows of the 128-row tile; the CTA walks
 // the tile's listed key tiles in chunks of kChunk keys (fwd_chunk(D, tiling): plan.h),
-// double-buffered through
-// cp.async: S = Q K^T and O += P V on the tensor cores (mma.sync m16n8k16 bf16, fp32
-// accumulate), the online softmax in fp32 registers (tile_math.h), the mask rule only in
-// partial tiles. Writes out (bf16) and lse (fp32, natural log) of every real row.
+// double-buffered through cp.async (walk.cuh): S = Q K^T and O += P V on the tensor cores
+// (mma.sync m16n8k16 bf16, fp32 accumulate), the online softmax in fp32 registers
+// (tile_math.h), the mask rule only in partial tiles. Writes out (bf16) and lse (fp32, natural log) of every real row.
 #include "backend/cuda/attention/forward_steps.cuh"
+#include "backend/cuda/attention/walk.cuh"
 
 namespace speedrun::cuda::attn {
 
@@ -21,74 +21,51 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
   bf16* sV = sK + 2 * kChunk * kLd;                // [2][kChunk][kLd]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int h = int(blockIdx.x % unsigned(a.H));
-  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
   const int T = a.plan.T;
-  const int q0 = it.tile * kTile;
-  const int64_t row0 = int64_t(it.seq) * T;  // the sequence's first row of [N, C]
-  const int64_t head = int64_t(h) * D;
-  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
-  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const Site site = site_of<D>(a.plan.q_items, a.H, T);
+  const int q0 = site.r0;
+  const bf16* kbase = static_cast<const bf16*>(a.k) + site.row0 * a.ld + site.head;
+  const bf16* vbase = static_cast<const bf16*>(a.v) + site.row0 * a.ld + site.head;
   const float scale_log2 = a.scale * kLog2e;
 
-  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
+  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (site.row0 + q0) * a.ld + site.head, a.ld,
                       T - q0, tid);
   cp_async_commit();
-  const int n = chunk_count(it, kChunk);
-  const int32_t* lo_seq = a.plan.lo + row0;
-  // A chunk no row of the tile sees is not loaded.
-  auto tile_sees = [&](const Chunk& ch) {
-    return chunk_needed(ch, lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+  const ChunkWalk<kChunk, true> walk(a.plan, site);
+  auto load = [&](const Chunk& ch, int st) {
+    load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  auto load_chunk = [&](int c) {
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (tile_sees(ch)) {
-      const int st = c & 1;
-      load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-    }
-    cp_async_commit();
-  };
-  load_chunk(0);
+  walk.issue(0, load);
 
   // This thread's two rows (accumulator slots 0 and 1: rows g and g + 8 of its warp).
   int qi[2], lo[2];
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) {
     qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
-    lo[slot] = qi[slot] < T ? a.plan.lo[row0 + qi[slot]] : 0;
+    lo[slot] = qi[slot] < T ? a.plan.lo[site.row0 + qi[slot]] : 0;
   }
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
   float o[D / 8][4] = {};
   uint32_t qf[kKeepQ ? D / 16 : 1][4];  // with kKeepQ: this warp's Q, from chunk 0 on
 
-  for (int c = 0; c < n; ++c) {
-    if (c + 1 < n)
-      load_chunk(c + 1);
-    else
-      cp_async_commit();  // an empty group keeps the wait count uniform
-    cp_async_wait<1>();   // Q and chunk c have landed
-    __syncthreads();
+  walk.template run<false>(load, [&](int c, const Chunk& ch, int st) {
     if constexpr (kKeepQ)
       if (c == 0) load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
     // A partial chunk none of this warp's rows sees adds nothing: skip it (tile_math.h).
-    const bool live = tile_sees(ch) &&  // uniform over the block, so every lane votes below
+    const bool live = walk.needed(ch) &&  // uniform over the block, so every lane votes below
                       (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
-    if (live) {
-      const int st = c & 1;
-      float s[kChunk / 8][4] = {};
-      if constexpr (kKeepQ)
-        gemm_abt<D, kChunk>(s, qf, sK + st * kChunk * kLd, kLd, lane);
-      else
-        gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, sK + st * kChunk * kLd, kLd, lane);
-      softmax_step<kChunk, D>(s, o, ch, qi, lo, T, scale_log2, m, l, lane);
-      gemm_cb<kChunk, D>(o, s, sV + st * kChunk * kLd, kLd, lane);
-    }
-    __syncthreads();  // stage c & 1 is reloaded by the next iteration
-  }
+    if (!live) return;
+    float s[kChunk / 8][4] = {};
+    if constexpr (kKeepQ)
+      gemm_abt<D, kChunk>(s, qf, sK + st * kChunk * kLd, kLd, lane);
+    else
+      gemm_abt<D, kChunk>(s, sQ + warp * 16 * kLd, kLd, sK + st * kChunk * kLd, kLd, lane);
+    softmax_step<kChunk, D>(s, o, ch, qi, lo, T, scale_log2, m, l, lane);
+    gemm_cb<kChunk, D>(o, s, sV + st * kChunk * kLd, kLd, lane);
+  });
 
-  finish_tile<D>(a, o, m, l, qi, it.seq, h, q0, row0, sQ + warp * 16 * kLd, warp, lane);
+  finish_tile<D>(a, o, m, l, qi, site.it.seq, site.h, q0, site.row0, sQ + warp * 16 * kLd, warp, lane);
 }
 
 // The kernel of head dim D with tiling T's chunk (plan.h).

@@ -17,17 +17,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[kChunk / 8][4], float (&
                                              const Chunk& ch, const int (&qi)[2], const int (&lo)[2],
                                              int T, float scale_log2, float (&m)[2], float (&l)[2],
                                              int lane) {
-  SR_UNROLL
-  for (int nb = 0; nb < kChunk / 8; ++nb)
-    SR_UNROLL
-    for (int i = 0; i < 4; ++i) {
-      float x = s[nb][i] * scale_log2;
-      if (!ch.full) {
-        const int j = ch.start + nb * 8 + c_col(lane, i);
-        if (!visible(qi[i >> 1], j, lo[i >> 1], T)) x = kNegInf;
-      }
-      s[nb][i] = x;
-    }
+  scale_and_mask<kChunk>(s, ch, qi, lo, T, scale_log2, lane);
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) {
     float mx = kNegInf;

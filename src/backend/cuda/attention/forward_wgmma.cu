@@ -14,6 +14,7 @@
 #include <algorithm>
 
 #include "backend/cuda/attention/forward_steps.cuh"
+#include "backend/cuda/attention/walk.cuh"
 #include "backend/cuda/attention/wgmma.cuh"
 
 namespace speedrun::cuda::attn {
@@ -31,85 +32,63 @@ __global__ void __launch_bounds__(kThreads) forward_wgmma_kernel(const ForwardAr
   unsigned char* sV = sK + 2 * kStage;                               // [2][kStage]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int h = int(blockIdx.x % unsigned(a.H));
-  const WorkItem it = a.plan.q_items[blockIdx.x / unsigned(a.H)];
   const int T = a.plan.T;
-  const int q0 = it.tile * kTile;
-  const int64_t row0 = int64_t(it.seq) * T;
-  const int64_t head = int64_t(h) * D;
-  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
-  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const Site site = site_of<D>(a.plan.q_items, a.H, T);
+  const int q0 = site.r0;
+  const bf16* kbase = static_cast<const bf16*>(a.k) + site.row0 * a.ld + site.head;
+  const bf16* vbase = static_cast<const bf16*>(a.v) + site.row0 * a.ld + site.head;
   const float scale_log2 = a.scale * kLog2e;
 
-  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
+  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (site.row0 + q0) * a.ld + site.head, a.ld,
                       T - q0, tid);
   cp_async_commit();
-  const int n = chunk_count(it, kChunk);
-  const int32_t* lo_seq = a.plan.lo + row0;
-  auto tile_sees = [&](const Chunk& ch) {
-    return chunk_needed(ch, lo_seq, T, q0, q0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+  const ChunkWalk<kChunk, true> walk(a.plan, site);
+  auto load = [&](const Chunk& ch, int st) {
+    load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
+    load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  auto load_chunk = [&](int c) {
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (tile_sees(ch)) {
-      const int st = c & 1;
-      load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-      load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-    }
-    cp_async_commit();
-  };
-  load_chunk(0);
+  walk.issue(0, load);
 
   int qi[2], lo[2];
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) {
     qi[slot] = q0 + warp * 16 + c_row(lane, 2 * slot);
-    lo[slot] = qi[slot] < T ? a.plan.lo[row0 + qi[slot]] : 0;
+    lo[slot] = qi[slot] < T ? a.plan.lo[site.row0 + qi[slot]] : 0;
   }
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
   float o[D / 8][4] = {};
   uint32_t qf[D / 16][4];  // this warp's 16 rows of Q as A fragments, from chunk 0 on
 
-  for (int c = 0; c < n; ++c) {
-    if (c + 1 < n)
-      load_chunk(c + 1);
-    else
-      cp_async_commit();
-    cp_async_wait<1>();   // Q and chunk c have landed (this thread's copies)
-    fence_proxy_async();  // ... and are visible to the tensor cores' reads after the barrier
-    __syncthreads();
+  // Q and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
+  walk.template run<true>(load, [&](int c, const Chunk& ch, int st) {
     if (c == 0) load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
-    const Chunk ch = chunk_at(a.plan.q_list, it, c, kChunk, T);
-    if (tile_sees(ch)) {  // uniform over the block: every warpgroup issues its products
-      const int st = c & 1;
-      const unsigned char* k_st = sK + st * kStage;
-      const unsigned char* v_st = sV + st * kStage;
-      float s[kChunk / 8][4] = {};  // the first product overwrites them (scale-d 0)
-      fence_operands(s);
-      wgmma_fence();  // qf and s were written by ordinary instructions
-      SR_UNROLL
-      for (int kk = 0; kk < D / 16; ++kk)
-        wgmma<kChunk, false>(s, qf[kk], smem_desc(k_st + kk * 256, 128, 16 * D), kk > 0);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(s);
-      softmax_step<kChunk, D>(s, o, ch, qi, lo, T, scale_log2, m, l, lane);
-      uint32_t pf[kChunk / 16][4];  // P as A fragments (bf16), as gemm_cb packs them
-      SR_UNROLL
-      for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
-      fence_operands(o);
-      wgmma_fence();  // o was rescaled and pf packed by ordinary instructions
-      SR_UNROLL
-      for (int kk = 0; kk < kChunk / 16; ++kk)
-        wgmma<D, true>(o, pf[kk], smem_desc(v_st + kk * 32 * D, 16 * D, 128), true);
-      wgmma_commit();
-      wgmma_wait<0>();
-      fence_operands(o);
-    }
-    __syncthreads();  // stage c & 1 is reloaded by the next iteration
-  }
+    if (!walk.needed(ch)) return;  // uniform over the block: every warpgroup issues its products
+    const unsigned char* k_st = sK + st * kStage;
+    const unsigned char* v_st = sV + st * kStage;
+    float s[kChunk / 8][4] = {};  // the first product overwrites them (scale-d 0)
+    fence_operands(s);
+    wgmma_fence();  // qf and s were written by ordinary instructions
+    SR_UNROLL
+    for (int kk = 0; kk < D / 16; ++kk)
+      wgmma<kChunk, false>(s, qf[kk], smem_desc(k_st + kk * 256, 128, 16 * D), kk > 0);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(s);
+    softmax_step<kChunk, D>(s, o, ch, qi, lo, T, scale_log2, m, l, lane);
+    uint32_t pf[kChunk / 16][4];  // P as A fragments (bf16), as gemm_cb packs them
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
+    fence_operands(o);
+    wgmma_fence();  // o was rescaled and pf packed by ordinary instructions
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk)
+      wgmma<D, true>(o, pf[kk], smem_desc(v_st + kk * 32 * D, 16 * D, 128), true);
+    wgmma_commit();
+    wgmma_wait<0>();
+    fence_operands(o);
+  });
 
-  finish_tile<D>(a, o, m, l, qi, it.seq, h, q0, row0, sQ + warp * 16 * kLd, warp, lane);
+  finish_tile<D>(a, o, m, l, qi, site.it.seq, site.h, q0, site.row0, sQ + warp * 16 * kLd, warp, lane);
 }
 
 template <int D>
@@ -125,16 +104,6 @@ cudaError_t launch(const ForwardArgs& a, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-template <int D>
-int binary_version() {
-  cudaFuncAttributes attr{};
-  if (cudaFuncGetAttributes(&attr, forward_wgmma_kernel<D>) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return attr.binaryVersion;
-}
-
 }  // namespace
 
 cudaError_t prepare_forward_wgmma(int D) { return D == 64 ? prepare<64>() : prepare<128>(); }
@@ -143,6 +112,8 @@ cudaError_t launch_forward_wgmma(int D, const ForwardArgs& a, cudaStream_t strea
   return D == 64 ? launch<64>(a, stream) : launch<128>(a, stream);
 }
 
-int forward_wgmma_binary_version() { return std::min(binary_version<64>(), binary_version<128>()); }
+int forward_wgmma_binary_version() {
+  return std::min(binary_version_of(forward_wgmma_kernel<64>), binary_version_of(forward_wgmma_kernel<128>));
+}
 
 }  // namespace speedrun::cuda::attn

@@ -197,4 +197,17 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, 
 }
 #endif
 
+// The SASS version a kernel runs as on the current GPU (90 where built for sm_90a and run on
+// an sm_90 GPU; 0 where the build has no code for it): the runner launches the wgmma kernels
+// only where their code is sm_90a's.
+template <class Kernel>
+int binary_version_of(Kernel kernel) {
+  cudaFuncAttributes attr{};
+  if (cudaFuncGetAttributes(&attr, kernel) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return attr.binaryVersion;
+}
+
 }  // namespace speedrun::cuda::attn

@@ -1,0 +1,89 @@
+// The walk every attention kernel makes (forward.cu, backward.cu and their wgmma versions):
+// a CTA owns one 128-row tile (its work item: queries for the forward and dQ, keys for
+// dK/dV) of one head, and walks the item's list of partner tiles in chunks of kChunk rows,
+// double-buffered through cp.async, so chunk c + 1's copies fly while chunk c is multiplied.
+// Chunks no row of the tile sees (range_sees_any) are neither loaded nor multiplied.
+#pragma once
+#include "backend/cuda/attention/common.cuh"
+#include "backend/cuda/attention/wgmma.cuh"
+
+namespace speedrun::cuda::attn {
+
+// Where a CTA works, from its block index (CTA x: item x / H, head x % H; plan.h).
+struct Site {
+  WorkItem it;
+  int h;
+  int r0;         // the tile's first row, within its sequence
+  int64_t row0;   // the sequence's first row of [N, C]
+  int64_t head;   // the head's first column of [N, C] (h * D)
+  int64_t stat0;  // the sequence and head's first element of [B, H, T]
+};
+
+template <int D>
+__device__ __forceinline__ Site site_of(const WorkItem* items, int H, int T) {
+  Site s;
+  s.h = int(blockIdx.x % unsigned(H));
+  s.it = items[blockIdx.x / unsigned(H)];
+  s.r0 = s.it.tile * kTile;
+  s.row0 = int64_t(s.it.seq) * T;
+  s.head = int64_t(s.h) * D;
+  s.stat0 = (int64_t(s.it.seq) * H + s.h) * T;
+  return s;
+}
+
+// An item's chunks of kChunk partner rows. kOwnQueries: the tile's rows are queries and the
+// chunks keys (the forward, dQ: the plan's q_list), else the other way round (dK/dV: k_list).
+template <int kChunk, bool kOwnQueries>
+struct ChunkWalk {
+  const int32_t* list;
+  const int32_t* lo;  // the sequence's first visible key of each query
+  WorkItem it;
+  int T, r0, n;       // n: chunks
+
+  __device__ __forceinline__ ChunkWalk(const PlanView& plan, const Site& s)
+      : list(kOwnQueries ? plan.q_list : plan.k_list), lo(plan.lo + s.row0), it(s.it), T(plan.T),
+        r0(s.r0), n(chunk_count(s.it, kChunk)) {}
+
+  __device__ __forceinline__ Chunk at(int c) const { return chunk_at(list, it, c, kChunk, T); }
+
+  // Whether the CTA loads and multiplies chunk ch: it holds tokens, and the tile is full or
+  // some pair of the tile and the chunk is visible. The same for every thread of the block,
+  // so votes that follow it stay collective.
+  __device__ __forceinline__ bool needed(const Chunk& ch) const {
+    if constexpr (kOwnQueries)
+      return chunk_needed(ch, lo, T, r0, r0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+    else
+      return chunk_needed(ch, lo, T, ch.start, ch.start + kChunk - 1, r0, r0 + kTile - 1);
+  }
+
+  // Enqueues chunk c's copies, load(ch, stage) with stage c & 1, where the CTA needs the
+  // chunk, and commits a group either way (an empty one keeps the wait counts uniform).
+  template <class Load>
+  __device__ __forceinline__ void issue(int c, Load& load) const {
+    const Chunk ch = at(c);
+    if (needed(ch)) load(ch, c & 1);
+    cp_async_commit();
+  }
+
+  // For each chunk in order: issues the next chunk's copies, waits for this one's (and for
+  // every group committed before issue(0): the tile's own rows), then runs body(c, ch,
+  // stage) between two barriers, the second because the next iteration reloads the stage.
+  // Chunk 0 must have been issued. kAsyncProxy: the tensor cores read the stages through the
+  // async proxy (wgmma), so each thread fences its landed copies before the first barrier.
+  template <bool kAsyncProxy, class Load, class Body>
+  __device__ __forceinline__ void run(Load& load, Body&& body) const {
+    for (int c = 0; c < n; ++c) {
+      if (c + 1 < n)
+        issue(c + 1, load);
+      else
+        cp_async_commit();
+      cp_async_wait<1>();
+      if constexpr (kAsyncProxy) fence_proxy_async();
+      __syncthreads();
+      body(c, at(c), c & 1);
+      __syncthreads();
+    }
+  }
+};
+
+}  // namespace speedrun::cuda::attn
