@@ -51,6 +51,7 @@
 #include "train/trainer.h"
 
 #ifdef SPEEDRUN_HAVE_CUDA
+#include "backend/cuda/attention/kernels.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/gemm_record.h"
 #include "dist/local_comm.h"
@@ -1411,17 +1412,19 @@ void randomize(Parameters& p, uint64_t seed) {
   }
 }
 
-TEST_F(CudaBackendTest, ModelLossAndEveryGradientMatchFp64) {
+// The model's loss and every parameter's gradient on a GPU backend against the CPU's in
+// fp64, for the same weights and batch, within twice bf16's own floor on that batch.
+void expect_model_matches_fp64(Backend& gpu, CpuBackend& cpu) {
   const GPTConfig cfg = small_config();
   const int64_t B = 1, T = 256, window = 160;
-  Parameters pg(gpu(), cfg, gpu().default_precision());
-  Parameters pc(cpu_, cfg, DType::F64);
+  Parameters pg(gpu, cfg, gpu.default_precision());
+  Parameters pc(cpu, cfg, DType::F64);
   randomize(pc, 3);
   for (int i = 0; i < pc.count(); ++i) pg.from_host_f64(i, pc.to_host_f64(i));
   const std::vector<int32_t> x = documents(B * T, int32_t(cfg.vocab), 1),
                              y = documents(B * T, int32_t(cfg.vocab), 2);
   // The GPU's head in chunks of 100 rows (two and a remainder of 56), the CPU's in one.
-  GPT mg(gpu(), pg, B, T, 100 * cfg.vocab), mc(cpu_, pc, B, T);
+  GPT mg(gpu, pg, B, T, 100 * cfg.vocab), mc(cpu, pc, B, T);
   ASSERT_EQ(mg.head_rows(), 100);
   ASSERT_EQ(mc.head_rows(), B * T);
   pg.zero_grad();
@@ -1442,10 +1445,61 @@ TEST_F(CudaBackendTest, ModelLossAndEveryGradientMatchFp64) {
   pe.zero_grad();
   me.forward_backward(x.data(), y.data(), window);
   for (int i = 0; i < pc.count(); ++i) {
-    const Vec want = cpu_.to_host_f64(pc.grad(i));
+    const Vec want = cpu.to_host_f64(pc.grad(i));
     const double floor = rel_to_max(bf16.to_host_f64(pe.grad(i)), want);
-    EXPECT_LE(rel_to_max(gpu().to_host_f64(pg.grad(i)), want), std::max(tol::kBf16Iterated, 2 * floor))
+    EXPECT_LE(rel_to_max(gpu.to_host_f64(pg.grad(i)), want), std::max(tol::kBf16Iterated, 2 * floor))
         << pc.name(i) << " (the bf16 storage floor: " << floor << ")";
+  }
+}
+
+TEST_F(CudaBackendTest, ModelLossAndEveryGradientMatchFp64) {
+  expect_model_matches_fp64(gpu(), cpu_);
+  EXPECT_EQ(gpu().numerics().find("attention"), std::string::npos) << gpu().numerics();
+}
+
+// The same on Hopper's wgmma attention kernels (SPEEDRUN_ATTENTION_FORWARD and _BACKWARD),
+// which a backend takes when it starts, and which its numerics name (a checkpoint records
+// them: a resume on other kernels is told it will not repeat the bits); each alone is named
+// too. Where the GPU or the build cannot run them, the backend refuses to start, naming
+// the variable.
+TEST_F(CudaBackendTest, WgmmaAttentionTrainsTheModelAndIsNamedInTheNumerics) {
+  struct Env {
+    const char* name;
+    Env(const char* n, const char* v) : name(n) { setenv(name, v, 1); }
+    ~Env() { unsetenv(name); }
+  };
+  BackendOptions o;
+  o.device = DeviceChoice::CUDA;
+  int dev = 0, major = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+  const bool runs = major == 9 && cuda::attn::forward_wgmma_binary_version() >= 90 &&
+                    cuda::attn::backward_wgmma_binary_version() >= 90;
+  {
+    const Env f("SPEEDRUN_ATTENTION_FORWARD", "wgmma"), b("SPEEDRUN_ATTENTION_BACKWARD", "wgmma");
+    if (!runs) {
+      try {
+        make_backend(o);
+        ADD_FAILURE() << "the wgmma attention was accepted on a GPU that cannot run it";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << e.what();
+      }
+      return;
+    }
+    const std::unique_ptr<Backend> wg = make_backend(o);
+    EXPECT_NE(wg->numerics().find(", wgmma attention forward and backward"), std::string::npos) << wg->numerics();
+    expect_model_matches_fp64(*wg, cpu_);
+  }
+  {
+    const Env f("SPEEDRUN_ATTENTION_FORWARD", "wgmma");
+    const std::string n = make_backend(o)->numerics();
+    EXPECT_NE(n.find(", wgmma attention forward"), std::string::npos) << n;
+    EXPECT_EQ(n.find("backward"), std::string::npos) << n;
+  }
+  {
+    const Env b("SPEEDRUN_ATTENTION_BACKWARD", "wgmma");
+    const std::string n = make_backend(o)->numerics();
+    EXPECT_NE(n.find(", wgmma attention backward"), std::string::npos) << n;
   }
 }
 

@@ -23,8 +23,17 @@ constexpr size_t kStagingSlotBytes = size_t(1) << 20;
 std::string CudaBackend::numerics() const {
   cudaDeviceProp p{};
   check_cuda(cudaGetDeviceProperties(&p, gpu_), "numerics", "reading the GPU's properties");
-  return "cuda, " + std::string(p.name) + ", sm_" + std::to_string(p.major) +
-         std::to_string(p.minor);
+  std::string s =
+      "cuda, " + std::string(p.name) + ", sm_" + std::to_string(p.major) + std::to_string(p.minor);
+  // The attention kernels sum in their own orders (SPEEDRUN_ATTENTION_FORWARD / _BACKWARD);
+  // the default, mma.sync for both, says nothing, as before they could be chosen.
+  const bool fwd = attention_->forward_kernel() == attn::ForwardKernel::kWgmma;
+  const bool bwd = attention_->backward_kernel() == attn::BackwardKernel::kWgmma;
+  if (fwd && bwd)
+    s += ", wgmma attention forward and backward";
+  else if (fwd || bwd)
+    s += fwd ? ", wgmma attention forward" : ", wgmma attention backward";
+  return s;
 }
 
 CudaBackend::CudaBackend(int gpu, const std::string& gemm_algos)
