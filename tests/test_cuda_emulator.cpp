@@ -112,6 +112,8 @@ __global__ void wgmma_kernel(float* d, const uint16_t* a, const uint16_t* b_plac
   float acc[8];
   for (float& x : acc) x = 1e30f;  // scale-d 0: not read
   emu::wgmma_m64nNk16_bf16(acc, 16, af, desc, trans_b, false);
+  emu::wgmma_commit_group();
+  emu::wgmma_wait_group(0);
   for (int i = 0; i < 8; ++i) {  // d[4j..4j+3]: rows g, g+8; columns 8j + 2t, +1
     const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
     d[row * 16 + col] = acc[i];
@@ -133,6 +135,43 @@ __global__ void wgmma_ss_kernel(float* d, const uint16_t* a_placed, const uint16
   float acc[8];
   for (float& x : acc) x = 1e30f;  // scale-d 0: not read
   emu::wgmma_m64nNk16_bf16_ss(acc, 16, desc_a, desc_b, trans_b, false);
+  emu::wgmma_commit_group();
+  emu::wgmma_wait_group(0);
+  for (int i = 0; i < 8; ++i) {
+    const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
+    d[row * 16 + col] = acc[i];
+  }
+}
+
+// Two products of the same accumulators (a chain over k, B's two halves of 16 rows each:
+// A B0 + A B1, A the same registers) in one group, then per `mode`: 0 waits and writes the
+// result; 1 reads the accumulators before the wait (into early) and after; 2 changes B's
+// shared memory before the wait; 3 ends without a wait.
+__global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, const uint16_t* b_placed,
+                                   uint64_t desc_b0, uint64_t desc_b1, int mode) {
+  SR_DYNAMIC_SMEM(smem);
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  for (int i = tid; i < 512; i += 128) reinterpret_cast<uint16_t*>(smem)[i] = b_placed[i];
+  __syncthreads();
+  const int g = lane / 4, t = lane % 4;
+  uint32_t af[4];
+  for (int r = 0; r < 4; ++r) {
+    const int row = warp * 16 + g + 8 * (r % 2), col = 2 * t + 8 * (r / 2);
+    af[r] = uint32_t(a[row * 16 + col]) | (uint32_t(a[row * 16 + col + 1]) << 16);
+  }
+  float acc[8] = {};
+  emu::wgmma_m64nNk16_bf16(acc, 16, af, desc_b0, false, false);
+  emu::wgmma_m64nNk16_bf16(acc, 16, af, desc_b1, false, true);
+  emu::wgmma_commit_group();
+  if (mode == 1)
+    for (int i = 0; i < 8; ++i) early[tid * 8 + i] = acc[i];
+  if (mode == 2) {
+    __syncthreads();
+    if (tid == 0) reinterpret_cast<uint16_t*>(smem)[3] ^= 0x4000;
+    __syncthreads();
+  }
+  if (mode == 3) return;
+  emu::wgmma_wait_group(0);
   for (int i = 0; i < 8; ++i) {
     const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
     d[row * 16 + col] = acc[i];
@@ -450,6 +489,49 @@ TEST(CudaEmulator, WgmmaReadsAThroughItsDescriptorWarpByWarp) {
   SR_LAUNCH(1, 128, 3072, nullptr, wgmma_ss_kernel)(dd, dz, db, 1024, encode(0, 1024, 128) | (uint64_t(2) << 62),
                                                     desc_b, false);
   expect_kernel_failure(emu::peek_sticky_error(), "swizzled A");
+}
+
+// wgmma is asynchronous as far as a thread can see: the accumulators read NaN from the issue
+// to the wgmma.wait_group that completes the group, then hold the product; a product issued
+// on accumulators in flight continues from their in-flight result (A B0 + A B1 here); a
+// change of the shared memory a product read before its wait, or a thread that ends
+// without waiting, fails the kernel.
+TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
+  std::vector<uint16_t> a(64 * 16), b(32 * 16);  // a[m][k]; b[k][n], k < 16 for B0, >= 16 for B1
+  const std::vector<float> ra = randn(a.size(), 15), rb = randn(b.size(), 16);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]);
+  for (size_t i = 0; i < b.size(); ++i) b[i] = math::f32_to_bf16(rb[i]);
+  std::vector<uint16_t> placed(512, 0);  // each half K-major, LBO 64, SBO 128 elements, 256 apart
+  for (int k = 0; k < 32; ++k)
+    for (int n = 0; n < 16; ++n)
+      placed[size_t((k / 16) * 256 + (n % 8) * 8 + (n / 8) * 128 + (k % 8) + ((k % 16) / 8) * 64)] =
+          b[size_t(k * 16 + n)];
+  Device dev;
+  const uint16_t* da = dev.upload(a);
+  const uint16_t* dp = dev.upload(placed);
+  float* dd = dev.zeros<float>(64 * 16);
+  float* de = dev.zeros<float>(128 * 8);
+  const auto desc = [](uint32_t start_bytes) {
+    return uint64_t(start_bytes >> 4) | (uint64_t(128 >> 4) << 16) | (uint64_t(256 >> 4) << 32);
+  };
+  for (int mode : {0, 1}) {
+    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), mode);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const std::vector<float> got = download(dd, 64 * 16);
+    for (int i = 0; i < 64; ++i)
+      for (int j = 0; j < 16; ++j) {
+        double want = 0;
+        for (int k = 0; k < 16; ++k)
+          want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) *
+                  (double(math::bf16_to_f32(b[size_t(k * 16 + j)])) + math::bf16_to_f32(b[size_t((k + 16) * 16 + j)]));
+        ASSERT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
+      }
+  }
+  for (float v : download(de, 128 * 8)) EXPECT_TRUE(std::isnan(v)) << "read before the wait: " << v;
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), 2);
+  expect_kernel_failure(emu::peek_sticky_error(), "changed before the wgmma.wait_group");
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), 3);
+  expect_kernel_failure(emu::peek_sticky_error(), "never waited for");
 }
 
 TEST(CudaEmulator, CpAsyncLandsAtItsWaitAndIsCheckedAgainstSharedMemory) {

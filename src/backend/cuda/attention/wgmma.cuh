@@ -167,14 +167,23 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, 
 #undef SR_WG_D64
 #undef SR_WG_D8
 #else
-// The emulator (products run when issued, so fences and waits have nothing to order), or
-// another target (sm_80, or the host pass), where the kernels that use these are never
-// launched: the runner runs them only on a GPU whose code was built for sm_90a.
+// The emulator (products land at the wait that completes their group, ptx.h; fences have
+// nothing to order there), or another target (sm_80, or the host pass), where the kernels
+// that use these are never launched: the runner runs them only on a GPU whose code was
+// built for sm_90a.
 __device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void fence_proxy_async() {}
+#if defined(SPEEDRUN_CUDA_EMULATED)
+__device__ __forceinline__ void wgmma_commit() { emu::wgmma_commit_group(); }
+template <int n>
+__device__ __forceinline__ void wgmma_wait() {
+  emu::wgmma_wait_group(n);
+}
+#else
 __device__ __forceinline__ void wgmma_commit() {}
 template <int n>
 __device__ __forceinline__ void wgmma_wait() {}
-__device__ __forceinline__ void fence_proxy_async() {}
+#endif
 template <int N, bool kTransB>
 __device__ __forceinline__ void wgmma(float (&d)[N / 8][4], const uint32_t (&a)[4], uint64_t desc_b,
                                       bool accumulate) {

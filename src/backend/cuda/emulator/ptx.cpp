@@ -98,6 +98,7 @@ struct WgmmaCtx {
   Desc a;
   int warp_rank;  // the calling warp's place in its warpgroup: its rows of A are 16 x rank on
   bool trans_b, scale_d;
+  std::vector<std::pair<uint32_t, uint16_t>>* reads;  // filled: the shared memory read
 };
 
 // One bf16 element of an operand in shared memory, refused outside the dynamic shared memory.
@@ -108,6 +109,7 @@ float smem_element(const WgmmaCtx& c, uint32_t off, const char* operand, int row
                 ") outside the block's dynamic shared memory (byte " + std::to_string(off) + ")");
   uint16_t bits;
   std::memcpy(&bits, c.smem + off, 2);
+  c.reads->emplace_back(off, bits);
   return bf16_value(bits);
 }
 
@@ -178,15 +180,26 @@ void wgmma_issue(float* d, int n, const uint32_t* a, const uint64_t* desc_a, uin
   ctx.warp_rank = warp_id() % 4;
   ctx.trans_b = trans_b;
   ctx.scale_d = scale_d;
+  AsyncResult r;
+  ctx.reads = &r.smem;
   WgmmaIn in{};
   if (a)
     for (int i = 0; i < 4; ++i) in.a[i] = a[i];
-  for (int i = 0; i < n / 2; ++i) in.d[i] = d[i];
+  // The accumulators as they will be when this product runs: an earlier product of the same
+  // accumulators still in flight (a chain over k) hands its result on, as the tensor cores do.
+  const std::vector<float>* chained = scale_d ? pending_result(d) : nullptr;
+  if (chained && chained->size() != size_t(n / 2))
+    kernel_fail("wgmma.mma_async: accumulators still in flight from a product of another shape");
+  for (int i = 0; i < n / 2; ++i) in.d[i] = chained ? (*chained)[size_t(i)] : d[i];
   float out[kMaxWgmmaN / 2];
   // Every lane of the warp passes the same descriptors and shape (the ISA asks the same of
-  // the whole warpgroup); lane 0's are the ones used.
+  // the whole warpgroup); one lane's are the ones used, and that lane records the shared
+  // memory the product read.
   warp_collective("wgmma.mma_async", 0xffffffffu, &in, sizeof in, out, sizeof out, wgmma_fn, &ctx);
-  for (int i = 0; i < n / 2; ++i) d[i] = out[i];
+  // The result lands at the wgmma.wait_group that completes its group; d reads NaN until then.
+  r.d = d;
+  r.values.assign(out, out + n / 2);
+  async_result(std::move(r));
 }
 
 }  // namespace
@@ -202,6 +215,10 @@ void wgmma_m64nNk16_bf16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, b
 }
 
 uint64_t wgmma_count() { return g_wgmma_count.load(std::memory_order_relaxed); }
+
+void wgmma_commit_group() { async_result_commit(); }
+
+void wgmma_wait_group(int pending) { async_result_wait(pending); }
 
 void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool trans) {
   const char* what = trans ? "ldmatrix.x4.trans" : "ldmatrix.x4";

@@ -31,10 +31,9 @@ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint3
 //   MN-major (trans_b true): B[k][j] at start + (k/8)*LBO + (j/8)*SBO + 16*(k%8) + 2*(j%8)
 // with start, LBO and SBO the descriptor's bits 0-13, 16-29 and 32-45 times 16, the start
 // counted from the block's dynamic shared memory; a swizzle mode other than 0, or a core
-// matrix outside the block's dynamic shared memory, fails the kernel. The product runs when
-// issued (products exact, sums in double rounded once to fp32, as mma_m16n8k16_bf16): the
-// emulator does not model the instruction's asynchrony, so reading D or changing B's shared
-// memory before wgmma.wait_group goes unseen here; the kernels wait at once.
+// matrix outside the block's dynamic shared memory, fails the kernel. Products exact, sums
+// in double rounded once to fp32, as mma_m16n8k16_bf16; the result lands asynchronously
+// (wgmma_wait_group, below).
 void wgmma_m64nNk16_bf16(float* d, int n, const uint32_t (&a)[4], uint64_t desc_b, bool trans_b,
                          bool scale_d);
 // The same with A in shared memory too (the form `d, a-desc, b-desc, scale-d, 1, 1, 0,
@@ -46,6 +45,14 @@ void wgmma_m64nNk16_bf16_ss(float* d, int n, uint64_t desc_a, uint64_t desc_b, b
                             bool scale_d);
 // Warps that issued a wgmma.mma_async so far (four per warpgroup instruction).
 uint64_t wgmma_count();
+// wgmma.commit_group and wgmma.wait_group N (this thread's): the products above are
+// asynchronous as on the hardware, as far as a thread can see it. Each one's result lands in
+// its accumulators at the wait that completes its group (all but the N most recent groups),
+// and they read NaN until then; a product issued on accumulators still in flight (a chain
+// over k) continues from the in-flight result; the shared memory a product read must not
+// change before its wait; a thread that ends with products not waited for fails the kernel.
+void wgmma_commit_group();
+void wgmma_wait_group(int pending);
 
 // mma.sync instructions executed by warps of this process so far (one per warp, not per
 // lane), as a profiler's tensor-pipe instruction count: the tests read it to check the work

@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -189,6 +190,8 @@ struct Fiber {
   bool started = false;
   std::vector<Copy> open;                 // cp.async since the last commit
   std::vector<std::vector<Copy>> groups;  // committed, oldest first
+  std::vector<AsyncResult> results_open;                 // wgmma since the last commit
+  std::vector<std::vector<AsyncResult>> result_groups;   // committed, oldest first
 };
 
 struct Warp {
@@ -264,6 +267,9 @@ void yield(LaunchState& L, Fiber& f) {
 }
 
 void finish_fiber(LaunchState& L, Fiber& f) {
+  if (!f.results_open.empty() || !f.result_groups.empty())
+    kernel_fail("this thread ended with warpgroup products (wgmma.mma_async) it never waited for "
+                "(wgmma.commit_group, then wgmma.wait_group)");
   for (auto& g : f.groups)
     for (const Copy& c : g) land(c);
   for (const Copy& c : f.open) land(c);
@@ -595,6 +601,48 @@ void async_wait(int pending) {
   while (f.groups.size() > size_t(pending)) {
     for (const Copy& c : f.groups.front()) land(c);
     f.groups.erase(f.groups.begin());
+  }
+}
+
+// ---- asynchronous register results -------------------------------------------------------------
+
+void async_result(AsyncResult r) {
+  Fiber& f = *launch_state().current;
+  for (size_t i = 0; i < r.values.size(); ++i) r.d[i] = std::numeric_limits<float>::quiet_NaN();
+  f.results_open.push_back(std::move(r));
+}
+
+const std::vector<float>* pending_result(const float* d) {
+  Fiber& f = *launch_state().current;
+  for (auto it = f.results_open.rbegin(); it != f.results_open.rend(); ++it)
+    if (it->d == d) return &it->values;
+  for (auto g = f.result_groups.rbegin(); g != f.result_groups.rend(); ++g)
+    for (auto it = g->rbegin(); it != g->rend(); ++it)
+      if (it->d == d) return &it->values;
+  return nullptr;
+}
+
+void async_result_commit() {
+  Fiber& f = *launch_state().current;
+  f.result_groups.push_back(std::move(f.results_open));
+  f.results_open.clear();
+}
+
+void async_result_wait(int pending) {
+  LaunchState& L = launch_state();
+  Fiber& f = *L.current;
+  while (f.result_groups.size() > size_t(pending)) {
+    for (const AsyncResult& r : f.result_groups.front()) {
+      for (const auto& [off, bits] : r.smem) {
+        uint16_t now;
+        std::memcpy(&now, L.smem_buf + off, 2);
+        if (now != bits)
+          kernel_fail("the shared memory a warpgroup product reads (byte " + std::to_string(off) +
+                      ") changed before the wgmma.wait_group that completes it");
+      }
+      std::copy(r.values.begin(), r.values.end(), r.d);
+    }
+    f.result_groups.erase(f.result_groups.begin());
   }
 }
 

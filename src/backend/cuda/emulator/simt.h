@@ -35,6 +35,8 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace speedrun::cuda::emu {
 
@@ -121,6 +123,24 @@ void async_wait(int pending);
 // fills included), as a profiler counts a kernel's copies: tests hold a kernel to the data
 // it should load, not only to its results.
 uint64_t async_copy_bytes();
+
+// ---- asynchronous register results (wgmma.mma_async: ptx.h issues through these) --------------
+// A result that lands in a thread's registers later, as a warpgroup product's accumulators:
+// `values` go to d[0 .. values.size()) at the wait that completes its group, and until then
+// d holds NaN, so a read before the wait shows. `smem` lists (offset, bits) of the dynamic
+// shared memory the product read: the tensor cores may read it until the product is done,
+// so a change before the wait fails the kernel.
+struct AsyncResult {
+  float* d = nullptr;
+  std::vector<float> values;
+  std::vector<std::pair<uint32_t, uint16_t>> smem;
+};
+void async_result(AsyncResult r);
+// The values this thread's latest result not yet landed holds for d (an accumulator chain of
+// products issued before a wait reads it), or null.
+const std::vector<float>* pending_result(const float* d);
+void async_result_commit();           // wgmma.commit_group
+void async_result_wait(int pending);  // wgmma.wait_group: all but `pending` groups land
 
 // ---- launches --------------------------------------------------------------------------------
 // The dynamic shared memory a kernel may take (cudaFuncSetAttribute).
