@@ -35,21 +35,18 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   const int T = a.plan.T;
   const Site site = site_of<D>(a.plan.k_items, a.H, T);
   const int k0 = site.r0;
-  const int64_t row0 = site.row0, head = site.head, stat0 = site.stat0;
-  const bf16* qbase = static_cast<const bf16*>(a.q) + row0 * a.ld + head;
-  const bf16* gbase = static_cast<const bf16*>(a.dout) + row0 * a.ld + head;
+  const bf16* qbase = site.seq(a.q, a.ld);
+  const bf16* gbase = site.seq(a.dout, a.ld);
   const float scale_log2 = a.scale * kLog2e;
 
-  load_rows<kTile, D>(sK, static_cast<const bf16*>(a.k) + (row0 + k0) * a.ld + head, a.ld,
-                      T - k0, tid);
-  load_rows<kTile, D>(sV, static_cast<const bf16*>(a.v) + (row0 + k0) * a.ld + head, a.ld,
-                      T - k0, tid);
+  load_rows<kTile, D>(sK, site.seq(a.k, a.ld) + k0 * a.ld, a.ld, T - k0, tid);
+  load_rows<kTile, D>(sV, site.seq(a.v, a.ld) + k0 * a.ld, a.ld, T - k0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, false> walk(a.plan, site);
   auto load = [&](const Chunk& ch, int st) {
     load_rows<kChunk, D>(sQ + st * kChunk * kLd, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows<kChunk, D>(sdO + st * kChunk * kLd, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-    load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, row0, stat0, tid);
+    load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, site.row0, site.stat0, tid);
   };
   walk.issue(0, load);
 
@@ -84,9 +81,9 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   const int r0 = kw0;
   const float one[2] = {1.f, 1.f}, sc[2] = {a.scale, a.scale};
   store_rows<D>(dv, one, sV + warp * 16 * kLd,
-                static_cast<bf16*>(a.dv) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+                site.seq(a.dv, a.ld) + r0 * a.ld, a.ld, T - r0, lane);
   store_rows<D>(dk, sc, sK + warp * 16 * kLd,
-                static_cast<bf16*>(a.dk) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+                site.seq(a.dk, a.ld) + r0 * a.ld, a.ld, T - r0, lane);
 }
 
 template <int D, int kChunk>
@@ -102,15 +99,12 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   const int T = a.plan.T;
   const Site site = site_of<D>(a.plan.q_items, a.H, T);
   const int q0 = site.r0;
-  const int64_t row0 = site.row0, head = site.head, stat0 = site.stat0;
-  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
-  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const bf16* kbase = site.seq(a.k, a.ld);
+  const bf16* vbase = site.seq(a.v, a.ld);
   const float scale_log2 = a.scale * kLog2e;
 
-  load_rows<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
-                      T - q0, tid);
-  load_rows<kTile, D>(sdO, static_cast<const bf16*>(a.dout) + (row0 + q0) * a.ld + head, a.ld,
-                      T - q0, tid);
+  load_rows<kTile, D>(sQ, site.seq(a.q, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
+  load_rows<kTile, D>(sdO, site.seq(a.dout, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, true> walk(a.plan, site);
   auto load = [&](const Chunk& ch, int st) {
@@ -122,7 +116,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   int qi[2], lo[2];
   float lse2[2], delta[2];
   query_rows(a, site, warp, lane, qi, lo, lse2);
-  warp_deltas<D>(a, row0, stat0, site.h, q0, warp, lane, delta);
+  warp_deltas<D>(a, site.row0, site.stat0, site.h, q0, warp, lane, delta);
   float dq[D / 8][4] = {};
   uint32_t qf[D / 16][4], gf[D / 16][4];  // this warp's Q and dO, from chunk 0 on (plan.h)
 
@@ -146,7 +140,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   const int r0 = q0 + warp * 16;
   const float sc[2] = {a.scale, a.scale};
   store_rows<D>(dq, sc, sQ + warp * 16 * kLd,
-                static_cast<bf16*>(a.dq) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+                site.seq(a.dq, a.ld) + r0 * a.ld, a.ld, T - r0, lane);
 }
 
 // The kernels of head dim D with tiling T's chunks (plan.h).

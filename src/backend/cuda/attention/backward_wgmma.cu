@@ -51,15 +51,12 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
   const int T = a.plan.T;
   const Site site = site_of<D>(a.plan.q_items, a.H, T);
   const int q0 = site.r0;
-  const int64_t row0 = site.row0, head = site.head;
-  const bf16* kbase = static_cast<const bf16*>(a.k) + row0 * a.ld + head;
-  const bf16* vbase = static_cast<const bf16*>(a.v) + row0 * a.ld + head;
+  const bf16* kbase = site.seq(a.k, a.ld);
+  const bf16* vbase = site.seq(a.v, a.ld);
   const float scale_log2 = a.scale * kLog2e;
 
-  load_rows_core<kTile, D>(sQ, static_cast<const bf16*>(a.q) + (row0 + q0) * a.ld + head, a.ld,
-                           T - q0, tid);
-  load_rows_core<kTile, D>(sdO, static_cast<const bf16*>(a.dout) + (row0 + q0) * a.ld + head, a.ld,
-                           T - q0, tid);
+  load_rows_core<kTile, D>(sQ, site.seq(a.q, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
+  load_rows_core<kTile, D>(sdO, site.seq(a.dout, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, true> walk(a.plan, site);
   auto load = [&](const Chunk& ch, int st) {
@@ -71,7 +68,7 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
   int qi[2], lo[2];
   float lse2[2], delta[2];
   query_rows(a, site, warp, lane, qi, lo, lse2);
-  warp_deltas<D>(a, row0, site.stat0, site.h, q0, warp, lane, delta);
+  warp_deltas<D>(a, site.row0, site.stat0, site.h, q0, warp, lane, delta);
   float dq[D / 8][4] = {};
 
   // The tiles and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
@@ -111,7 +108,7 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
   const int r0 = q0 + warp * 16;
   const float sc[2] = {a.scale, a.scale};
   store_rows<D>(dq, sc, reinterpret_cast<bf16*>(sK) + warp * 16 * smem_ld(D),
-                static_cast<bf16*>(a.dq) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+                site.seq(a.dq, a.ld) + r0 * a.ld, a.ld, T - r0, lane);
 }
 
 template <int D>
@@ -131,21 +128,18 @@ __global__ void __launch_bounds__(kThreads) dkv_wgmma_kernel(const BackwardArgs 
   const int T = a.plan.T;
   const Site site = site_of<D>(a.plan.k_items, a.H, T);
   const int k0 = site.r0;
-  const int64_t row0 = site.row0, head = site.head;
-  const bf16* qbase = static_cast<const bf16*>(a.q) + row0 * a.ld + head;
-  const bf16* gbase = static_cast<const bf16*>(a.dout) + row0 * a.ld + head;
+  const bf16* qbase = site.seq(a.q, a.ld);
+  const bf16* gbase = site.seq(a.dout, a.ld);
   const float scale_log2 = a.scale * kLog2e;
 
-  load_rows_core<kTile, D>(sK, static_cast<const bf16*>(a.k) + (row0 + k0) * a.ld + head, a.ld,
-                           T - k0, tid);
-  load_rows_core<kTile, D>(sV, static_cast<const bf16*>(a.v) + (row0 + k0) * a.ld + head, a.ld,
-                           T - k0, tid);
+  load_rows_core<kTile, D>(sK, site.seq(a.k, a.ld) + k0 * a.ld, a.ld, T - k0, tid);
+  load_rows_core<kTile, D>(sV, site.seq(a.v, a.ld) + k0 * a.ld, a.ld, T - k0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, false> walk(a.plan, site);
   auto load = [&](const Chunk& ch, int st) {
     load_rows_core<kChunk, D>(sQ + st * kStage, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows_core<kChunk, D>(sdO + st * kStage, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
-    load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, row0, site.stat0, tid);
+    load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, site.row0, site.stat0, tid);
   };
   walk.issue(0, load);
 
@@ -198,9 +192,9 @@ __global__ void __launch_bounds__(kThreads) dkv_wgmma_kernel(const BackwardArgs 
   const int r0 = k0 + warp * 16;
   const float one[2] = {1.f, 1.f}, sc[2] = {a.scale, a.scale};
   store_rows<D>(dv, one, reinterpret_cast<bf16*>(sQ) + warp * 16 * smem_ld(D),
-                static_cast<bf16*>(a.dv) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+                site.seq(a.dv, a.ld) + r0 * a.ld, a.ld, T - r0, lane);
   store_rows<D>(dk, sc, reinterpret_cast<bf16*>(sK) + warp * 16 * smem_ld(D),
-                static_cast<bf16*>(a.dk) + (row0 + r0) * a.ld + head, a.ld, T - r0, lane);
+                site.seq(a.dk, a.ld) + r0 * a.ld, a.ld, T - r0, lane);
 }
 
 // The staging of the outputs (8 warps x 16 rows of D + 8 bf16) fits where it goes.

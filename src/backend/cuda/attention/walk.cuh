@@ -17,6 +17,14 @@ struct Site {
   int64_t row0;   // the sequence's first row of [N, C]
   int64_t head;   // the head's first column of [N, C] (h * D)
   int64_t stat0;  // the sequence and head's first element of [B, H, T]
+
+  // The head's columns from the sequence's first row of a bf16 [N, C] tensor (row stride ld).
+  __device__ __forceinline__ const bf16* seq(const void* t, int64_t ld) const {
+    return static_cast<const bf16*>(t) + row0 * ld + head;
+  }
+  __device__ __forceinline__ bf16* seq(void* t, int64_t ld) const {
+    return static_cast<bf16*>(t) + row0 * ld + head;
+  }
 };
 
 template <int D>
