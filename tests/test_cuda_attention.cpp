@@ -687,6 +687,89 @@ TEST_F(CudaAttention, SkipsTheProductsOfChunksAWarpSeesNothingOf) {
 }
 #endif  // SPEEDRUN_CUDA_EMULATED
 
+#ifdef SPEEDRUN_CUDA_EMULATED
+// What the wgmma kernels issue, counted per warp as emu::wgmma_count does, when a warpgroup
+// skips exactly the chunks of kWgmmaChunk partner rows its 64 rows see nothing of by the
+// dense rule (BlockMask::visible; rows and keys < T), and what they would issue without
+// skipping (every valid chunk of every listed tile, both warpgroups).
+struct WgmmaCount {
+  uint64_t forward = 0, backward = 0, unskipped_forward = 0, unskipped_backward = 0;
+};
+
+WgmmaCount expected_wgmma(const std::vector<BlockMask>& masks, int64_t H, int D) {
+  const int64_t c = cuda::attn::kWgmmaChunk;
+  const uint64_t k16 = uint64_t(D / 16), c16 = uint64_t(c / 16);
+  const uint64_t per_fwd = 4 * (k16 + c16);         // 4 warps x (S = Q K^T, O += P V)
+  const uint64_t per_dq = 4 * (2 * k16 + c16);      // S, dP, dQ += dS K
+  const uint64_t per_dkv = 4 * (2 * k16 + 2 * c16);  // S^T, dP^T, dV += P^T dO, dK += dS^T Q
+  WgmmaCount n;
+  for (const BlockMask& m : masks) {
+    const int64_t T = m.T, tile = m.tile;
+    // Whether queries [i0, i0 + ni) and keys [j0, j0 + nj) hold a visible pair.
+    auto any = [&](int64_t i0, int64_t ni, int64_t j0, int64_t nj) {
+      for (int64_t i = i0; i < std::min(T, i0 + ni); ++i)
+        for (int64_t j = j0; j < std::min(T, j0 + nj); ++j)
+          if (m.visible(i, j)) return true;
+      return false;
+    };
+    for (int64_t qb = 0; qb < m.num_blocks(); ++qb)
+      for (int32_t e = m.q_ptr[size_t(qb)]; e < m.q_ptr[size_t(qb) + 1]; ++e) {
+        const int64_t kb = m.q_kv[size_t(e)];  // the pair (qb, kb) is in kb's list too
+        for (int64_t g = 0; g < 2; ++g) {
+          for (int64_t j0 = kb * tile; j0 < std::min(T, (kb + 1) * tile); j0 += c) {  // forward, dQ
+            n.unskipped_forward += per_fwd;
+            n.unskipped_backward += per_dq;
+            if (any(qb * tile + 64 * g, 64, j0, c)) {
+              n.forward += per_fwd;
+              n.backward += per_dq;
+            }
+          }
+          for (int64_t i0 = qb * tile; i0 < std::min(T, (qb + 1) * tile); i0 += c) {  // dK/dV
+            n.unskipped_backward += per_dkv;
+            if (any(i0, c, kb * tile + 64 * g, 64)) n.backward += per_dkv;
+          }
+        }
+      }
+  }
+  for (uint64_t* x : {&n.forward, &n.backward, &n.unskipped_forward, &n.unskipped_backward}) *x *= uint64_t(H);
+  return n;
+}
+
+// The wgmma kernels multiply only the chunks a warpgroup's rows see something of: the
+// emulator's count of wgmma instructions equals the count of (item, chunk, warpgroup)
+// holding a visible pair times the products per chunk, on every case and both head dims
+// (the oracle test fails if they skip too much). The cases must hold chunks a warpgroup
+// skips (the diagonal tile's second chunk is never seen by its first 64 queries).
+TEST_F(CudaAttention, WgmmaSkipsTheChunksAWarpgroupSeesNothingOf) {
+  using cuda::attn::BackwardKernel;
+  using cuda::attn::ForwardKernel;
+  cuda::AttentionRunner wg(stream_, cuda::attn::Tiling::kWide, ForwardKernel::kWgmma, BackwardKernel::kWgmma);
+  uint64_t skipped = 0;
+  for (const Case& c : attn_cases::cases())
+    for (int64_t D : {64, 128}) {
+      SCOPED_TRACE(c.name + " D=" + std::to_string(D));
+      const int64_t H = 2;
+      const std::vector<BlockMask> masks = attn_cases::make_masks(c, 77);
+      DeviceAttention t(c.B(), c.T, H, D);
+      upload(t, random_inputs(size_t(t.N * t.C), 1.0, 5));
+      const double scale = 1.0 / std::sqrt(double(D));
+      const uint64_t n0 = cuda::emu::wgmma_count();
+      wg.forward(t.rows(t.out), t.stats(), t.rows(t.q), t.rows(t.k), t.rows(t.v), masks, H, scale);
+      sync();
+      const uint64_t n1 = cuda::emu::wgmma_count();
+      wg.backward(t.rows(t.dq), t.rows(t.dk), t.rows(t.dv), t.rows(t.dout), t.rows(t.q), t.rows(t.k),
+                  t.rows(t.v), t.rows(t.out), t.stats(), masks, H, scale);
+      sync();
+      const uint64_t n2 = cuda::emu::wgmma_count();
+      const WgmmaCount want = expected_wgmma(masks, H, int(D));
+      EXPECT_EQ(n1 - n0, want.forward) << "forward (" << want.unskipped_forward << " without skipping)";
+      EXPECT_EQ(n2 - n1, want.backward) << "backward (" << want.unskipped_backward << " without skipping)";
+      skipped += want.unskipped_forward - want.forward + want.unskipped_backward - want.backward;
+    }
+  EXPECT_GT(skipped, 0u) << "the cases must hold chunks a warpgroup sees nothing of";
+}
+#endif  // SPEEDRUN_CUDA_EMULATED
+
 // A runner takes the widest chunks the GPU's shared memory per block holds (plan.h,
 // tiling_for). On the emulator, also as an RTX 4090 (99 KiB per block): the narrow chunks,
 // which run, where the wide ones' shared memory is refused.

@@ -14,8 +14,8 @@
 // transposed, MN-major B (dQ += dS K; dV += P^T dO, dK += dS^T Q), with dS and P^T fed from
 // the accumulators as register A fragments. Per chunk and warpgroup: dQ 3 products (2 of
 // 64 x 64 x D, 1 of 64 x D x 64), dK/dV 4 (2 and 2). A chunk no row of the CTA's tile sees
-// is neither loaded nor multiplied; a warp no longer skips a partial chunk its own 16 rows
-// see nothing of (a wgmma is issued by the whole warpgroup).
+// is not loaded, and a warpgroup whose 64 rows see nothing of a chunk skips its products
+// (backward.cu's warps skip by their 16 rows: a wgmma is issued by the whole warpgroup).
 #include <algorithm>
 
 #include "backend/cuda/attention/backward_steps.cuh"
@@ -73,7 +73,9 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
 
   // The tiles and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
   walk.template run<true>(load, [&](int, const Chunk& ch, int st) {
-    if (!walk.needed(ch)) return;  // uniform over the block: every warpgroup issues its products
+    // A chunk none of this warpgroup's 64 rows sees adds nothing: skip it (uniform over the
+    // warpgroup, whose products are collective; one the tile does not see was not loaded).
+    if (!walk.seen_by_warpgroup(ch, wg)) return;
     const unsigned char* k_st = sK + st * kStage;
     const unsigned char* v_st = sV + st * kStage;
     float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
@@ -149,7 +151,7 @@ __global__ void __launch_bounds__(kThreads) dkv_wgmma_kernel(const BackwardArgs 
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
 
   walk.template run<true>(load, [&](int, const Chunk& ch, int st) {
-    if (!walk.needed(ch)) return;  // uniform over the block
+    if (!walk.seen_by_warpgroup(ch, wg)) return;  // none of this warpgroup's 64 keys is seen
     const unsigned char* q_st = sQ + st * kStage;
     const unsigned char* g_st = sdO + st * kStage;
     float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)

@@ -6,10 +6,10 @@
 // cores' own), so results agree within fp32 rounding, not bit for bit.
 //
 // What differs from forward.cu: K and V chunks sit in shared memory in core-matrix order
-// (wgmma.cuh's core_offset), so the tensor cores read them without ldmatrix; a warp no longer
-// skips a partial chunk its own 16 rows see nothing of (a wgmma is issued by the whole
-// warpgroup), only the CTA's chunks no row of its tile sees are skipped, as forward.cu's
-// loads are. Q stays in registers as A fragments (loaded once through ldmatrix from a padded
+// (wgmma.cuh's core_offset), so the tensor cores read them without ldmatrix; a chunk is
+// skipped by a warpgroup whose 64 rows see nothing of it (a wgmma is issued by the whole
+// warpgroup: forward.cu's warps skip by their 16 rows), and not loaded where no row of the
+// tile sees it, as forward.cu's. Q stays in registers as A fragments (loaded once through ldmatrix from a padded
 // tile, which also stages the output rows).
 #include <algorithm>
 
@@ -62,7 +62,9 @@ __global__ void __launch_bounds__(kThreads) forward_wgmma_kernel(const ForwardAr
   // Q and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
   walk.template run<true>(load, [&](int c, const Chunk& ch, int st) {
     if (c == 0) load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
-    if (!walk.needed(ch)) return;  // uniform over the block: every warpgroup issues its products
+    // A chunk none of this warpgroup's 64 rows sees adds nothing: skip it (uniform over the
+    // warpgroup, whose products are collective; one the tile does not see was not loaded).
+    if (!walk.seen_by_warpgroup(ch, warp >> 2)) return;
     const unsigned char* k_st = sK + st * kStage;
     const unsigned char* v_st = sV + st * kStage;
     float s[kChunk / 8][4] = {};  // the first product overwrites them (scale-d 0)

@@ -54,14 +54,21 @@ struct ChunkWalk {
 
   __device__ __forceinline__ Chunk at(int c) const { return chunk_at(list, it, c, kChunk, T); }
 
-  // Whether the CTA loads and multiplies chunk ch: it holds tokens, and the tile is full or
-  // some pair of the tile and the chunk is visible. The same for every thread of the block,
-  // so votes that follow it stay collective.
-  __device__ __forceinline__ bool needed(const Chunk& ch) const {
+  // Whether chunk ch means anything to the tile's rows [a, b]: it holds tokens, and the
+  // tile is full or some pair of those rows and the chunk is visible.
+  __device__ __forceinline__ bool seen_by(const Chunk& ch, int a, int b) const {
     if constexpr (kOwnQueries)
-      return chunk_needed(ch, lo, T, r0, r0 + kTile - 1, ch.start, ch.start + kChunk - 1);
+      return chunk_needed(ch, lo, T, a, b, ch.start, ch.start + kChunk - 1);
     else
-      return chunk_needed(ch, lo, T, ch.start, ch.start + kChunk - 1, r0, r0 + kTile - 1);
+      return chunk_needed(ch, lo, T, ch.start, ch.start + kChunk - 1, a, b);
+  }
+  // Whether the CTA loads and multiplies chunk ch: it means something to some row of the
+  // tile. The same for every thread of the block, so votes that follow it stay collective.
+  __device__ __forceinline__ bool needed(const Chunk& ch) const { return seen_by(ch, r0, r0 + kTile - 1); }
+  // Whether warpgroup g (rows 64 g .. 64 g + 63 of the tile) multiplies chunk ch: the same
+  // for its 128 threads, as its products need.
+  __device__ __forceinline__ bool seen_by_warpgroup(const Chunk& ch, int g) const {
+    return seen_by(ch, r0 + 64 * g, r0 + 64 * g + 63);
   }
 
   // Enqueues chunk c's copies, load(ch, stage) with stage c & 1, where the CTA needs the
