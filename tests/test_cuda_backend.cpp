@@ -391,12 +391,22 @@ TEST_F(CudaBackendTest, DevicesSaysWhichGpusRunTheBackend) {
   for (const char* piece : {"; CUDA backend", "GPU 0: ", "runs the CUDA backend", "attention chunks",
                             "this process would take GPU 0"})
     EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+  // Hopper with sm_90a code (the emulator's H200, an H100 or H200 here) says the wgmma
+  // attention runs there, and how to ask for it.
+  int dev = 0, major = 0;
+  ASSERT_EQ(cudaGetDevice(&dev), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+  if (major == 9 && cuda::attn::forward_wgmma_binary_version() >= 90) {
+    EXPECT_NE(r.out.find("Hopper's wgmma attention too, with SPEEDRUN_ATTENTION_FORWARD=wgmma"),
+              std::string::npos) << r.out;
+  }
 #ifdef SPEEDRUN_CUDA_EMULATED
   r = run_cli("devices", "SPEEDRUN_CUDA_EMULATOR_GPU=rtx4090");
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* piece : {"RTX 4090", "sm_89", "101376 bytes of shared memory per block",
                             "runs the CUDA backend (narrow attention chunks)"})
     EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+  EXPECT_EQ(r.out.find("wgmma"), std::string::npos) << "not Hopper: " << r.out;
   r = run_cli("devices", "SPEEDRUN_CUDA_EMULATOR_GPU=v100");
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* piece : {"sm_70", "cannot run the CUDA backend", "sm_80 or newer"})

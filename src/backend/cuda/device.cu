@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 
+#include "backend/cuda/attention/kernels.h"
 #include "backend/cuda/attention/plan.h"
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -83,6 +84,11 @@ std::vector<std::string> describe_gpus(int visible) {
       } catch (const Error& e) {
         chunks = e.what();
       }
+      // gpu_problem left GPU g current, where the kernels' SASS versions are looked up.
+      if (p.major == 9 && attn::forward_wgmma_binary_version() >= 90 &&
+          attn::backward_wgmma_binary_version() >= 90)
+        chunks += "; Hopper's wgmma attention too, with SPEEDRUN_ATTENTION_FORWARD=wgmma and "
+                  "SPEEDRUN_ATTENTION_BACKWARD=wgmma";
       line += "\n  runs the CUDA backend (" + chunks + ")";
     }
     lines.push_back(line);
