@@ -25,8 +25,8 @@ namespace speedrun::cuda::attn {
 
 namespace {
 
-// A no-swizzle descriptor of rows [16 * 4 g, ...) of a K-major operand in core-matrix order
-// (wgmma.cuh), at k-step kk: the warpgroup g's A, or a chunk's B (g = 0).
+// A no-swizzle descriptor of rows [64 g, 64 g + 64) of a K-major operand in core-matrix
+// order (wgmma.cuh), at k-step kk: warpgroup g's A, or a chunk's B (g = 0).
 template <int D>
 __device__ __forceinline__ uint64_t k_major(const unsigned char* base, int g, int kk) {
   return smem_desc(base + g * 128 * D + kk * 256, 128, 16 * D);
