@@ -291,6 +291,31 @@ std::vector<float> randn(size_t n, uint32_t seed) {
   return v;
 }
 
+// n standard normal values rounded to bf16 (their bits).
+std::vector<uint16_t> bf16_randn(size_t n, uint32_t seed) {
+  const std::vector<float> r = randn(n, seed);
+  std::vector<uint16_t> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = math::f32_to_bf16(r[i]);
+  return v;
+}
+
+// A no-swizzle wgmma matrix descriptor (start, LBO and SBO in bytes).
+uint64_t wgmma_desc(uint32_t start_bytes, uint32_t lbo_bytes, uint32_t sbo_bytes) {
+  return uint64_t(start_bytes >> 4) | (uint64_t(lbo_bytes >> 4) << 16) | (uint64_t(sbo_bytes >> 4) << 32);
+}
+
+// got [64][16] (a warpgroup's accumulators, row-major) equals A B for a [64][16] (bf16 bits)
+// and B given by b(k, j) for k < 16, j < 16, summed in double.
+template <class B>
+void expect_warpgroup_product(const std::vector<float>& got, const std::vector<uint16_t>& a, B b) {
+  for (int i = 0; i < 64; ++i)
+    for (int j = 0; j < 16; ++j) {
+      double want = 0;
+      for (int k = 0; k < 16; ++k) want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) * b(k, j);
+      ASSERT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
+    }
+}
+
 // ---- execution model --------------------------------------------------------------------------
 
 TEST(CudaEmulator, BarriersMakeABlockReductionRightInEverySchedule) {
@@ -406,16 +431,10 @@ TEST(CudaEmulator, LdmatrixAndMmaComputeTheMatrixProductThroughFragmentH) {
 // ((1T,SBO),(1,LBO)) with LBO 64 and SBO 128 elements. The product must be A B either way,
 // and a swizzled descriptor is refused.
 TEST(CudaEmulator, WgmmaReadsBThroughTheDescriptorsCanonicalLayouts) {
-  std::vector<uint16_t> a(64 * 16), b(16 * 16);  // b[k][n]
-  const std::vector<float> ra = randn(a.size(), 11), rb = randn(b.size(), 12);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]);
-  for (size_t i = 0; i < b.size(); ++i) b[i] = math::f32_to_bf16(rb[i]);
+  const std::vector<uint16_t> a = bf16_randn(64 * 16, 11), b = bf16_randn(16 * 16, 12);  // b[k][n]
   Device dev;
   const uint16_t* da = dev.upload(a);
   float* dd = dev.zeros<float>(64 * 16);
-  const auto encode = [](uint32_t lbo_bytes, uint32_t sbo_bytes) {
-    return (uint64_t(lbo_bytes >> 4) << 16) | (uint64_t(sbo_bytes >> 4) << 32);  // start 0
-  };
   for (bool mn_major : {true, false}) {
     SCOPED_TRACE(mn_major ? "MN-major" : "K-major");
     const int lbo = mn_major ? 128 : 64, sbo = mn_major ? 64 : 128;  // elements
@@ -427,20 +446,14 @@ TEST(CudaEmulator, WgmmaReadsBThroughTheDescriptorsCanonicalLayouts) {
         placed[size_t(at)] = b[size_t(k * 16 + n)];
       }
     const uint16_t* dp = dev.upload(placed);
-    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_kernel)(dd, da, dp, 1024, encode(2 * lbo, 2 * sbo), mn_major);
+    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_kernel)(dd, da, dp, 1024, wgmma_desc(0, 2 * lbo, 2 * sbo), mn_major);
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-    const std::vector<float> got = download(dd, 64 * 16);
-    for (int i = 0; i < 64; ++i)
-      for (int j = 0; j < 16; ++j) {
-        double want = 0;
-        for (int k = 0; k < 16; ++k)
-          want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) * math::bf16_to_f32(b[size_t(k * 16 + j)]);
-        ASSERT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
-      }
+    expect_warpgroup_product(download(dd, 64 * 16), a,
+                             [&](int k, int j) { return double(math::bf16_to_f32(b[size_t(k * 16 + j)])); });
   }
   const std::vector<uint16_t> zeros(512, 0);
   const uint16_t* dz = dev.upload(zeros);
-  const uint64_t swizzled = encode(16, 1024) | (uint64_t(1) << 62);  // 128-byte swizzle
+  const uint64_t swizzled = wgmma_desc(0, 16, 1024) | (uint64_t(1) << 62);  // 128-byte swizzle
   SR_LAUNCH(1, 128, 1024, nullptr, wgmma_kernel)(dd, da, dz, 1024, swizzled, false);
   expect_kernel_failure(emu::peek_sticky_error(), "swizzle");
 }
@@ -451,20 +464,14 @@ TEST(CudaEmulator, WgmmaReadsBThroughTheDescriptorsCanonicalLayouts) {
 // inside each 8-row block); B K-major as above. Each warp must multiply its own 16 rows,
 // and a swizzled A is refused.
 TEST(CudaEmulator, WgmmaReadsAThroughItsDescriptorWarpByWarp) {
-  std::vector<uint16_t> a(64 * 16), b(16 * 16);  // a[m][k], b[k][n]
-  const std::vector<float> ra = randn(a.size(), 13), rb = randn(b.size(), 14);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]);
-  for (size_t i = 0; i < b.size(); ++i) b[i] = math::f32_to_bf16(rb[i]);
+  const std::vector<uint16_t> a = bf16_randn(64 * 16, 13), b = bf16_randn(16 * 16, 14);  // a[m][k], b[k][n]
   std::vector<uint16_t> b_placed(512, 0);  // K-major, LBO 64, SBO 128 elements
   for (int k = 0; k < 16; ++k)
     for (int n = 0; n < 16; ++n) b_placed[size_t((n % 8) * 8 + (n / 8) * 128 + (k % 8) + (k / 8) * 64)] = b[size_t(k * 16 + n)];
   Device dev;
   const uint16_t* db = dev.upload(b_placed);
   float* dd = dev.zeros<float>(64 * 16);
-  const auto encode = [](uint32_t start_bytes, uint32_t lbo_bytes, uint32_t sbo_bytes) {
-    return uint64_t(start_bytes >> 4) | (uint64_t(lbo_bytes >> 4) << 16) | (uint64_t(sbo_bytes >> 4) << 32);
-  };
-  const uint64_t desc_b = encode(2048, 128, 256);
+  const uint64_t desc_b = wgmma_desc(2048, 128, 256);
   for (const auto& [lbo, sbo] : {std::pair{512, 64}, std::pair{64, 128}}) {  // elements
     SCOPED_TRACE("LBO " + std::to_string(lbo) + ", SBO " + std::to_string(sbo));
     std::vector<uint16_t> a_placed(1024, 0);
@@ -472,21 +479,15 @@ TEST(CudaEmulator, WgmmaReadsAThroughItsDescriptorWarpByWarp) {
       for (int k = 0; k < 16; ++k)
         a_placed[size_t((m % 8) * 8 + (m / 8) * sbo + (k % 8) + (k / 8) * lbo)] = a[size_t(m * 16 + k)];
     const uint16_t* da = dev.upload(a_placed);
-    SR_LAUNCH(1, 128, 3072, nullptr, wgmma_ss_kernel)(dd, da, db, 1024, encode(0, 2 * lbo, 2 * sbo), desc_b,
+    SR_LAUNCH(1, 128, 3072, nullptr, wgmma_ss_kernel)(dd, da, db, 1024, wgmma_desc(0, 2 * lbo, 2 * sbo), desc_b,
                                                       false);
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-    const std::vector<float> got = download(dd, 64 * 16);
-    for (int i = 0; i < 64; ++i)
-      for (int j = 0; j < 16; ++j) {
-        double want = 0;
-        for (int k = 0; k < 16; ++k)
-          want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) * math::bf16_to_f32(b[size_t(k * 16 + j)]);
-        ASSERT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
-      }
+    expect_warpgroup_product(download(dd, 64 * 16), a,
+                             [&](int k, int j) { return double(math::bf16_to_f32(b[size_t(k * 16 + j)])); });
   }
   const std::vector<uint16_t> zeros(1024, 0);
   const uint16_t* dz = dev.upload(zeros);
-  SR_LAUNCH(1, 128, 3072, nullptr, wgmma_ss_kernel)(dd, dz, db, 1024, encode(0, 1024, 128) | (uint64_t(2) << 62),
+  SR_LAUNCH(1, 128, 3072, nullptr, wgmma_ss_kernel)(dd, dz, db, 1024, wgmma_desc(0, 1024, 128) | (uint64_t(2) << 62),
                                                     desc_b, false);
   expect_kernel_failure(emu::peek_sticky_error(), "swizzled A");
 }
@@ -497,10 +498,8 @@ TEST(CudaEmulator, WgmmaReadsAThroughItsDescriptorWarpByWarp) {
 // change of the shared memory a product read before its wait, or a thread that ends
 // without waiting, fails the kernel.
 TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
-  std::vector<uint16_t> a(64 * 16), b(32 * 16);  // a[m][k]; b[k][n], k < 16 for B0, >= 16 for B1
-  const std::vector<float> ra = randn(a.size(), 15), rb = randn(b.size(), 16);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = math::f32_to_bf16(ra[i]);
-  for (size_t i = 0; i < b.size(); ++i) b[i] = math::f32_to_bf16(rb[i]);
+  // a[m][k]; b[k][n], k < 16 for B0, >= 16 for B1
+  const std::vector<uint16_t> a = bf16_randn(64 * 16, 15), b = bf16_randn(32 * 16, 16);
   std::vector<uint16_t> placed(512, 0);  // each half K-major, LBO 64, SBO 128 elements, 256 apart
   for (int k = 0; k < 32; ++k)
     for (int n = 0; n < 16; ++n)
@@ -511,21 +510,13 @@ TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
   const uint16_t* dp = dev.upload(placed);
   float* dd = dev.zeros<float>(64 * 16);
   float* de = dev.zeros<float>(128 * 8);
-  const auto desc = [](uint32_t start_bytes) {
-    return uint64_t(start_bytes >> 4) | (uint64_t(128 >> 4) << 16) | (uint64_t(256 >> 4) << 32);
-  };
+  const auto desc = [](uint32_t start_bytes) { return wgmma_desc(start_bytes, 128, 256); };
   for (int mode : {0, 1}) {
     SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), mode);
     ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-    const std::vector<float> got = download(dd, 64 * 16);
-    for (int i = 0; i < 64; ++i)
-      for (int j = 0; j < 16; ++j) {
-        double want = 0;
-        for (int k = 0; k < 16; ++k)
-          want += double(math::bf16_to_f32(a[size_t(i * 16 + k)])) *
-                  (double(math::bf16_to_f32(b[size_t(k * 16 + j)])) + math::bf16_to_f32(b[size_t((k + 16) * 16 + j)]));
-        ASSERT_NEAR(got[size_t(i * 16 + j)], want, 1e-4 * (1 + std::fabs(want))) << i << "," << j;
-      }
+    expect_warpgroup_product(download(dd, 64 * 16), a, [&](int k, int j) {
+      return double(math::bf16_to_f32(b[size_t(k * 16 + j)])) + math::bf16_to_f32(b[size_t((k + 16) * 16 + j)]);
+    });
   }
   for (float v : download(de, 128 * 8)) EXPECT_TRUE(std::isnan(v)) << "read before the wait: " << v;
   SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), 2);
