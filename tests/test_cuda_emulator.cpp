@@ -102,6 +102,7 @@ __global__ void wgmma_kernel(float* d, const uint16_t* a, const uint16_t* b_plac
   SR_DYNAMIC_SMEM(smem);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   for (int i = tid; i < b_bytes / 2; i += 128) reinterpret_cast<uint16_t*>(smem)[i] = b_placed[i];
+  emu::fence_proxy_async();  // stores, then the async proxy reads them
   __syncthreads();
   const int g = lane / 4, t = lane % 4;
   uint32_t af[4];
@@ -111,6 +112,7 @@ __global__ void wgmma_kernel(float* d, const uint16_t* a, const uint16_t* b_plac
   }
   float acc[8];
   for (float& x : acc) x = 1e30f;  // scale-d 0: not read
+  emu::wgmma_fence();
   emu::wgmma_m64nNk16_bf16(acc, 16, af, desc, trans_b, false);
   emu::wgmma_commit_group();
   emu::wgmma_wait_group(0);
@@ -130,10 +132,12 @@ __global__ void wgmma_ss_kernel(float* d, const uint16_t* a_placed, const uint16
   auto* s16 = reinterpret_cast<uint16_t*>(smem);
   for (int i = tid; i < 1024; i += 128) s16[i] = a_placed[i];
   for (int i = tid; i < b_bytes / 2; i += 128) s16[1024 + i] = b_placed[i];
+  emu::fence_proxy_async();
   __syncthreads();
   const int g = lane / 4, t = lane % 4;
   float acc[8];
   for (float& x : acc) x = 1e30f;  // scale-d 0: not read
+  emu::wgmma_fence();
   emu::wgmma_m64nNk16_bf16_ss(acc, 16, desc_a, desc_b, trans_b, false);
   emu::wgmma_commit_group();
   emu::wgmma_wait_group(0);
@@ -152,6 +156,7 @@ __global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, co
   SR_DYNAMIC_SMEM(smem);
   const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
   for (int i = tid; i < 512; i += 128) reinterpret_cast<uint16_t*>(smem)[i] = b_placed[i];
+  emu::fence_proxy_async();
   __syncthreads();
   const int g = lane / 4, t = lane % 4;
   uint32_t af[4];
@@ -160,6 +165,7 @@ __global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, co
     af[r] = uint32_t(a[row * 16 + col]) | (uint32_t(a[row * 16 + col + 1]) << 16);
   }
   float acc[8] = {};
+  emu::wgmma_fence();
   emu::wgmma_m64nNk16_bf16(acc, 16, af, desc_b0, false, false);
   emu::wgmma_m64nNk16_bf16(acc, 16, af, desc_b1, false, true);
   emu::wgmma_commit_group();
@@ -171,6 +177,46 @@ __global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, co
     __syncthreads();
   }
   if (mode == 3) return;
+  emu::wgmma_wait_group(0);
+  for (int i = 0; i < 8; ++i) {
+    const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
+    d[row * 16 + col] = acc[i];
+  }
+}
+
+// wgmma's two fences. B (16 x 16, K-major, 1024 bytes) comes by cp.async, a 16-byte piece
+// from each of threads 0..63, then one product A B, then, after the wait, the accumulators
+// doubled by ordinary instructions and a second product added: 3 A B. Per `mode`: 0 as the
+// ISA asks; 1 no fence.proxy.async; 2 fence.proxy.async by threads 64..127 only (not the
+// writers); 3 fence.proxy.async before the copies' wait; 4 no wgmma.fence before the first
+// product; 5 none before the second; 6 warp 1 skips the second product; 7 warp 3 issues it
+// with another descriptor than its warpgroup's.
+__global__ void wgmma_fences_kernel(float* d, const uint16_t* a, const uint16_t* b_placed, uint64_t desc_b,
+                                    int mode) {
+  SR_DYNAMIC_SMEM(smem);
+  const int tid = int(threadIdx.x), warp = tid / 32, lane = tid % 32;
+  if (tid < 64) emu::async_copy(smem + 16 * tid, b_placed + 8 * tid, 16, 16);
+  emu::async_commit();
+  if (mode == 3) emu::fence_proxy_async();
+  emu::async_wait(0);
+  if (mode == 0 || mode >= 4 || (mode == 2 && tid >= 64)) emu::fence_proxy_async();
+  __syncthreads();
+  const int g = lane / 4, t = lane % 4;
+  uint32_t af[4];
+  for (int r = 0; r < 4; ++r) {
+    const int row = warp * 16 + g + 8 * (r % 2), col = 2 * t + 8 * (r / 2);
+    af[r] = uint32_t(a[row * 16 + col]) | (uint32_t(a[row * 16 + col + 1]) << 16);
+  }
+  float acc[8];
+  if (mode != 4) emu::wgmma_fence();
+  emu::wgmma_m64nNk16_bf16(acc, 16, af, desc_b, false, false);
+  emu::wgmma_commit_group();
+  emu::wgmma_wait_group(0);
+  for (float& x : acc) x *= 2;
+  if (mode != 5) emu::wgmma_fence();
+  if (mode != 6 || warp != 1)
+    emu::wgmma_m64nNk16_bf16(acc, 16, af, mode == 7 && warp == 3 ? desc_b + 1 : desc_b, false, true);
+  emu::wgmma_commit_group();
   emu::wgmma_wait_group(0);
   for (int i = 0; i < 8; ++i) {
     const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
@@ -523,6 +569,63 @@ TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
   expect_kernel_failure(emu::peek_sticky_error(), "changed before the wgmma.wait_group");
   SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), 3);
   expect_kernel_failure(emu::peek_sticky_error(), "never waited for");
+}
+
+// The tensor cores read shared memory through the async proxy and registers the thread may
+// have rewritten: a kernel that skips either fence the ISA asks for fails, as it may compute
+// from stale data on the hardware, and one that has both computes the product in every
+// schedule.
+TEST(CudaEmulator, WgmmaNeedsBothFences) {
+  const std::vector<uint16_t> a = bf16_randn(64 * 16, 17), b = bf16_randn(16 * 16, 18);  // a[m][k], b[k][n]
+  std::vector<uint16_t> placed(512, 0);  // K-major, LBO 64, SBO 128 elements
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 16; ++n) placed[size_t((n % 8) * 8 + (n / 8) * 128 + (k % 8) + (k / 8) * 64)] = b[size_t(k * 16 + n)];
+  Device dev;
+  const uint16_t* da = dev.upload(a);
+  const uint16_t* dp = dev.upload(placed);
+  float* dd = dev.zeros<float>(64 * 16);
+  const uint64_t desc = wgmma_desc(0, 128, 256);
+  for (const emu::Schedule& s : {order(emu::Schedule::Order::Forward), order(emu::Schedule::Order::Reverse, 0, true),
+                                 order(emu::Schedule::Order::Shuffle, 7)}) {
+    ScheduleScope scope(s);
+    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 0);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    expect_warpgroup_product(download(dd, 64 * 16), a,
+                             [&](int k, int j) { return 3.0 * math::bf16_to_f32(b[size_t(k * 16 + j)]); });
+  }
+  ScheduleScope forward(order(emu::Schedule::Order::Forward));  // copies land at their wait
+  for (int mode : {1, 2, 3}) {
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, mode);
+    expect_kernel_failure(emu::peek_sticky_error(), "filled by cp.async and has not fenced since");
+  }
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 2);
+  expect_kernel_failure(emu::peek_sticky_error(), "which thread 0 filled");  // the writer, by name
+  for (int mode : {4, 5}) {
+    SCOPED_TRACE("mode " + std::to_string(mode));
+    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, mode);
+    expect_kernel_failure(emu::peek_sticky_error(), "no wgmma.fence since the thread started or last waited");
+  }
+}
+
+// wgmma.mma_async is one instruction of a warpgroup's four warps: a warp that skips one (on
+// the hardware the others would wait for it), a warp whose operands differ from its
+// warpgroup's, or a block that is not whole warpgroups fails the kernel.
+TEST(CudaEmulator, WgmmaIsOneInstructionOfFourWarps) {
+  const std::vector<uint16_t> a = bf16_randn(64 * 16, 19), placed = bf16_randn(512, 20);
+  Device dev;
+  const uint16_t* da = dev.upload(a);
+  const uint16_t* dp = dev.upload(placed);
+  float* dd = dev.zeros<float>(64 * 16);
+  const uint64_t desc = wgmma_desc(0, 128, 256);
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 0);
+  ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 6);
+  expect_kernel_failure(emu::peek_sticky_error(), "warp 1 issued 1 warpgroup products (wgmma.mma_async) and warp 0");
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 7);
+  expect_kernel_failure(emu::peek_sticky_error(), "number 2 differs from warp");
+  SR_LAUNCH(1, 96, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 0);
+  expect_kernel_failure(emu::peek_sticky_error(), "a warpgroup is four whole warps");
 }
 
 TEST(CudaEmulator, CpAsyncLandsAtItsWaitAndIsCheckedAgainstSharedMemory) {

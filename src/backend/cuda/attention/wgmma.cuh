@@ -167,19 +167,21 @@ __device__ __forceinline__ void wgmma_ss(float (&d)[N / 8][4], uint64_t desc_a, 
 #undef SR_WG_D64
 #undef SR_WG_D8
 #else
-// The emulator (products land at the wait that completes their group, ptx.h; fences have
-// nothing to order there), or another target (sm_80, or the host pass), where the kernels
-// that use these are never launched: the runner runs them only on a GPU whose code was
-// built for sm_90a.
-__device__ __forceinline__ void wgmma_fence() {}
-__device__ __forceinline__ void fence_proxy_async() {}
+// The emulator (products land at the wait that completes their group, and both fences are
+// checked where the ISA asks for them: ptx.h), or another target (sm_80, or the host pass),
+// where the kernels that use these are never launched: the runner runs them only on a GPU
+// whose code was built for sm_90a.
 #if defined(SPEEDRUN_CUDA_EMULATED)
+__device__ __forceinline__ void wgmma_fence() { emu::wgmma_fence(); }
+__device__ __forceinline__ void fence_proxy_async() { emu::fence_proxy_async(); }
 __device__ __forceinline__ void wgmma_commit() { emu::wgmma_commit_group(); }
 template <int n>
 __device__ __forceinline__ void wgmma_wait() {
   emu::wgmma_wait_group(n);
 }
 #else
+__device__ __forceinline__ void wgmma_fence() {}
+__device__ __forceinline__ void fence_proxy_async() {}
 __device__ __forceinline__ void wgmma_commit() {}
 template <int n>
 __device__ __forceinline__ void wgmma_wait() {}

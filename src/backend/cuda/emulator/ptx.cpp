@@ -99,6 +99,7 @@ struct WgmmaCtx {
   int warp_rank;  // the calling warp's place in its warpgroup: its rows of A are 16 x rank on
   bool trans_b, scale_d;
   std::vector<std::pair<uint32_t, uint16_t>>* reads;  // filled: the shared memory read
+  WarpgroupProduct product;  // what the warpgroup's four warps must agree on
 };
 
 // One bf16 element of an operand in shared memory, refused outside the dynamic shared memory.
@@ -107,6 +108,13 @@ float smem_element(const WgmmaCtx& c, uint32_t off, const char* operand, int row
     kernel_fail(std::string("wgmma.mma_async: the descriptor reaches ") + operand + "'s element (" +
                 std::to_string(row) + ", " + std::to_string(col) +
                 ") outside the block's dynamic shared memory (byte " + std::to_string(off) + ")");
+  for (uint32_t byte = off; byte < off + 2; ++byte)
+    if (const int writer = unfenced_writer(byte); writer >= 0)
+      kernel_fail(std::string("wgmma.mma_async reads ") + operand + "'s element (" + std::to_string(row) + ", " +
+                  std::to_string(col) + ") at shared-memory byte " + std::to_string(byte) + ", which thread " +
+                  std::to_string(writer) +
+                  " filled by cp.async and has not fenced since: the tensor cores read through the async "
+                  "proxy, so each writer needs fence.proxy.async after its copies land, before the barrier");
   uint16_t bits;
   std::memcpy(&bits, c.smem + off, 2);
   c.reads->emplace_back(off, bits);
@@ -116,6 +124,7 @@ float smem_element(const WgmmaCtx& c, uint32_t off, const char* operand, int row
 void wgmma_fn(const unsigned char* ins, unsigned char* outs, const void* ctx_ptr) {
   const WgmmaCtx& c = *static_cast<const WgmmaCtx*>(ctx_ptr);
   g_wgmma_count.fetch_add(1, std::memory_order_relaxed);
+  warpgroup_product(c.product);
   const WgmmaIn* in = reinterpret_cast<const WgmmaIn*>(ins);
   float A[16][16];
   if (c.a_in_smem) {
@@ -180,6 +189,7 @@ void wgmma_issue(float* d, int n, const uint32_t* a, const uint64_t* desc_a, uin
   ctx.warp_rank = warp_id() % 4;
   ctx.trans_b = trans_b;
   ctx.scale_d = scale_d;
+  ctx.product = {n, desc_a != nullptr, trans_b, scale_d, desc_a ? *desc_a : 0, desc_b};
   AsyncResult r;
   ctx.reads = &r.smem;
   WgmmaIn in{};
@@ -187,7 +197,12 @@ void wgmma_issue(float* d, int n, const uint32_t* a, const uint64_t* desc_a, uin
     for (int i = 0; i < 4; ++i) in.a[i] = a[i];
   // The accumulators as they will be when this product runs: an earlier product of the same
   // accumulators still in flight (a chain over k) hands its result on, as the tensor cores do.
-  const std::vector<float>* chained = scale_d ? pending_result(d) : nullptr;
+  const std::vector<float>* in_flight = pending_result(d);
+  if (!in_flight && !registers_fenced())
+    kernel_fail("wgmma.mma_async starts an accumulator chain with no wgmma.fence since the thread "
+                "started or last waited (wgmma.wait_group): registers it reads or writes may have been "
+                "touched by ordinary instructions since; issue wgmma.fence first");
+  const std::vector<float>* chained = scale_d ? in_flight : nullptr;
   if (chained && chained->size() != size_t(n / 2))
     kernel_fail("wgmma.mma_async: accumulators still in flight from a product of another shape");
   for (int i = 0; i < n / 2; ++i) in.d[i] = chained ? (*chained)[size_t(i)] : d[i];
@@ -219,6 +234,10 @@ uint64_t wgmma_count() { return g_wgmma_count.load(std::memory_order_relaxed); }
 void wgmma_commit_group() { async_result_commit(); }
 
 void wgmma_wait_group(int pending) { async_result_wait(pending); }
+
+void wgmma_fence() { register_fence(); }
+
+void fence_proxy_async() { proxy_fence(); }
 
 void ldmatrix_x4(uint32_t (&r)[4], const void* row_address, bool trans) {
   const char* what = trans ? "ldmatrix.x4.trans" : "ldmatrix.x4";

@@ -53,6 +53,14 @@ uint64_t wgmma_count();
 // change before its wait; a thread that ends with products not waited for fails the kernel.
 void wgmma_commit_group();
 void wgmma_wait_group(int pending);
+// wgmma.fence and fence.proxy.async.shared::cta, with the ordering the ISA asks of them
+// (simt.h): a product that starts an accumulator chain (its accumulators not in flight) with
+// no wgmma.fence since the thread started or last waited fails the kernel, since the thread
+// may have rewritten its accumulators or A fragments meanwhile; and so does a product that
+// reads shared memory a thread filled by cp.async and did not fence for the async proxy once
+// the copy landed. Shared memory written by plain stores is not tracked.
+void wgmma_fence();
+void fence_proxy_async();
 
 // mma.sync instructions executed by warps of this process so far (one per warp, not per
 // lane), as a profiler's tensor-pipe instruction count: the tests read it to check the work

@@ -155,12 +155,6 @@ struct Copy {
   size_t bytes, src_bytes;
 };
 
-void land(const Copy& c) {
-  if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
-  if (c.bytes > c.src_bytes)
-    std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
-}
-
 enum class State { Runnable, AtBarrier, InCollective, Done };
 
 struct Stack {
@@ -192,6 +186,8 @@ struct Fiber {
   std::vector<std::vector<Copy>> groups;  // committed, oldest first
   std::vector<AsyncResult> results_open;                 // wgmma since the last commit
   std::vector<std::vector<AsyncResult>> result_groups;   // committed, oldest first
+  std::vector<std::pair<uint32_t, uint32_t>> unfenced;   // (offset, bytes) landed, not fenced
+  bool registers_fenced = false;                          // wgmma.fence since start or wait
 };
 
 struct Warp {
@@ -211,6 +207,10 @@ struct LaunchState {
   uint3 block_idx{};
   size_t smem = 0;
   unsigned char* smem_buf = nullptr;
+  // Per byte of dynamic shared memory: 1 + the thread whose cp.async filled it and has not
+  // fenced it for the async proxy since, or 0 (empty until a block's first copy lands).
+  std::vector<uint16_t> smem_writer;
+  std::vector<std::vector<WarpgroupProduct>> warpgroup_log;  // per warp: its products so far
   const std::function<void()>* body = nullptr;
   Context scheduler;
   Fiber* current = nullptr;
@@ -225,6 +225,17 @@ struct LaunchState {
 
 thread_local LaunchState* tls = nullptr;
 thread_local std::vector<std::unique_ptr<Stack>> tls_stacks;
+
+// A copy lands: its bytes are written and, until f fences them, f's unfenced writes.
+void land(LaunchState& L, Fiber& f, const Copy& c) {
+  if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
+  if (c.bytes > c.src_bytes)
+    std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
+  if (L.smem_writer.empty()) L.smem_writer.assign(L.smem, 0);
+  const auto off = uint32_t(static_cast<unsigned char*>(c.dst) - L.smem_buf);
+  std::fill_n(L.smem_writer.begin() + off, c.bytes, uint16_t(f.linear + 1));
+  f.unfenced.emplace_back(off, uint32_t(c.bytes));
+}
 
 std::mutex g_state_mutex;  // guards what follows
 Schedule g_schedule;
@@ -271,8 +282,8 @@ void finish_fiber(LaunchState& L, Fiber& f) {
     kernel_fail("this thread ended with warpgroup products (wgmma.mma_async) it never waited for "
                 "(wgmma.commit_group, then wgmma.wait_group)");
   for (auto& g : f.groups)
-    for (const Copy& c : g) land(c);
-  for (const Copy& c : f.open) land(c);
+    for (const Copy& c : g) land(L, f, c);
+  for (const Copy& c : f.open) land(L, f, c);
   f.groups.clear();
   f.open.clear();
   f.state = State::Done;
@@ -367,6 +378,8 @@ void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& r
   L.live = n;
   L.arrived = 0;
   if (L.smem) std::memset(L.smem_buf, 0xff, L.smem);
+  L.smem_writer.clear();
+  L.warpgroup_log.assign(L.warps.size(), {});
   while (tls_stacks.size() < size_t(n)) tls_stacks.push_back(std::make_unique<Stack>());
   for (int i = 0; i < n; ++i) {
     Fiber& f = L.fibers[size_t(i)];
@@ -397,6 +410,17 @@ void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& r
       return unwind_all(L);
     }
     if (s.order == Schedule::Order::Shuffle) std::shuffle(order.begin(), order.end(), rng);
+  }
+  for (size_t w = 0; w < L.warpgroup_log.size(); ++w) {
+    const size_t lead = w - w % 4;
+    if (L.warpgroup_log[w].size() == L.warpgroup_log[lead].size()) continue;
+    L.failed = true;
+    L.failure = "block " + dims(bidx) + ": warp " + std::to_string(w) + " issued " +
+                std::to_string(L.warpgroup_log[w].size()) + " warpgroup products (wgmma.mma_async) and warp " +
+                std::to_string(lead) + " of its warpgroup " + std::to_string(L.warpgroup_log[lead].size()) +
+                ": each one is an instruction of all four warps, so on the hardware the others wait for "
+                "the warp that skipped it";
+    return;
   }
 }
 
@@ -585,7 +609,7 @@ void async_copy(void* smem, const void* global, size_t bytes, size_t src_bytes) 
                 std::to_string(bytes));
   const Copy c{smem, global, bytes, src_bytes};
   if (current_schedule().early_copies)
-    land(c);
+    land(L, *L.current, c);
   else
     L.current->open.push_back(c);
 }
@@ -597,9 +621,10 @@ void async_commit() {
 }
 
 void async_wait(int pending) {
-  Fiber& f = *launch_state().current;
+  LaunchState& L = launch_state();
+  Fiber& f = *L.current;
   while (f.groups.size() > size_t(pending)) {
-    for (const Copy& c : f.groups.front()) land(c);
+    for (const Copy& c : f.groups.front()) land(L, f, c);
     f.groups.erase(f.groups.begin());
   }
 }
@@ -644,6 +669,48 @@ void async_result_wait(int pending) {
     }
     f.result_groups.erase(f.result_groups.begin());
   }
+  f.registers_fenced = false;  // the thread now reads and rewrites what landed
+}
+
+// ---- the async proxy and register fences -------------------------------------------------------
+
+void proxy_fence() {
+  LaunchState& L = launch_state();
+  Fiber& f = *L.current;
+  const auto me = uint16_t(f.linear + 1);
+  for (const auto& [off, n] : f.unfenced)
+    for (uint32_t i = off; i < off + n; ++i)
+      if (L.smem_writer[i] == me) L.smem_writer[i] = 0;  // unless another copy landed since
+  f.unfenced.clear();
+}
+
+int unfenced_writer(uint32_t off) {
+  const LaunchState& L = launch_state();
+  return off < L.smem_writer.size() ? int(L.smem_writer[off]) - 1 : -1;
+}
+
+void register_fence() { launch_state().current->registers_fenced = true; }
+
+bool registers_fenced() { return launch_state().current->registers_fenced; }
+
+void warpgroup_product(const WarpgroupProduct& p) {
+  LaunchState& L = launch_state();
+  const int warp = L.current->warp, lead = warp - warp % 4;
+  const int threads = int(L.block.x * L.block.y * L.block.z);
+  if (threads % 128 != 0)
+    kernel_fail("wgmma.mma_async in a block of " + std::to_string(threads) +
+                " threads: a warpgroup is four whole warps (128 threads), so the block must hold whole ones");
+  auto& mine = L.warpgroup_log[size_t(warp)];
+  const size_t k = mine.size();
+  for (int o = lead; o < lead + 4; ++o) {
+    const auto& theirs = L.warpgroup_log[size_t(o)];
+    if (o != warp && theirs.size() > k && !(theirs[k] == p))
+      kernel_fail("warp " + std::to_string(warp) + "'s warpgroup product (wgmma.mma_async) number " +
+                  std::to_string(k + 1) + " differs from warp " + std::to_string(o) +
+                  "'s (shape, descriptors, transpose or scale-d): the four warps of a warpgroup issue "
+                  "each one together, with the same operands");
+  }
+  mine.push_back(p);
 }
 
 // ---- launches -----------------------------------------------------------------------------------

@@ -11,7 +11,11 @@
 //  - barriers nobody can pass (a deadlock: some threads wait where others never arrive);
 //  - warp collectives with a partial mask or an exited lane, and lanes of one warp at
 //    different collectives (both undefined on the hardware);
-//  - ldmatrix / cp.async addresses outside the block's dynamic shared memory or misaligned.
+//  - ldmatrix / cp.async addresses outside the block's dynamic shared memory or misaligned;
+//  - wgmma's rules (ptx.h): its results read before their wait, the shared memory it reads
+//    changed before then or filled by cp.async without a fence.proxy.async, a product issued
+//    on registers the thread may have touched with no wgmma.fence since, and the four warps
+//    of a warpgroup issuing other products, or other numbers of them.
 // Shared memory starts as 0xff bytes (NaN in bf16 and fp32), so a read of a value nobody
 // wrote shows in the results.
 //
@@ -141,6 +145,36 @@ void async_result(AsyncResult r);
 const std::vector<float>* pending_result(const float* d);
 void async_result_commit();           // wgmma.commit_group
 void async_result_wait(int pending);  // wgmma.wait_group: all but `pending` groups land
+
+// ---- the async proxy and register fences (wgmma's ordering rules, ptx.h) --------------------
+// The tensor cores read shared memory through the async proxy, which sees what this block's
+// threads wrote through the generic proxy (cp.async included) only once the writer has
+// fenced it (fence.proxy.async) after it landed. The emulator tracks the bytes cp.async
+// filled, by writer, until that writer's next fence; plain stores are not tracked.
+void proxy_fence();                  // fence.proxy.async: this thread's landed copies
+int unfenced_writer(uint32_t off);   // the thread (linear index) whose landed copy of dynamic
+                                     // shared memory byte `off` it has not fenced, or -1
+// wgmma.fence: orders this thread's register accesses before the warpgroup products it issues
+// next. The emulator's rule: a product that does not continue an accumulator chain in flight
+// needs one since the thread started or last waited (wgmma.wait_group), the points after
+// which a thread reads and rewrites its accumulators and A fragments.
+void register_fence();
+bool registers_fenced();
+
+// ---- warpgroups: wgmma.mma_async is one instruction of four warps ------------------------------
+// What the ISA asks the four warps of a warpgroup (warps 4g .. 4g + 3 of the block) to agree on
+// for each product they issue together.
+struct WarpgroupProduct {
+  int n = 0;
+  bool a_in_smem = false, trans_b = false, scale_d = false;
+  uint64_t desc_a = 0, desc_b = 0;
+  bool operator==(const WarpgroupProduct&) const = default;
+};
+// Recorded once per warp (from the product's warp collective). Fails the kernel where the
+// block's threads do not form whole warpgroups, or where another warp of the warpgroup issued
+// a different product as its same-numbered one; at the block's end the four warps must have
+// issued as many (on the hardware the others would wait for the one that skipped).
+void warpgroup_product(const WarpgroupProduct& p);
 
 // ---- launches --------------------------------------------------------------------------------
 // The dynamic shared memory a kernel may take (cudaFuncSetAttribute).
