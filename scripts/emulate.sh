@@ -119,13 +119,20 @@ side_by_side() {  # side_by_side CMD1 CMD2: both at once; stops when either fail
   [ "$r1" = 0 ] && [ "$r2" = 0 ] || exit 1
 }
 side_by_side forward_runs "other_runs reverse,early,lazy"
-other_runs 1234,lazy
-if [ "$mpi" = 1 ]; then
-  # Lazy streams only: eager ones run every collective at issue, which proves nothing more.
-  run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*'
-else
-  echo "== no MPI in this build: the multi-GPU tests (test_mpi on the emulated NCCL) are skipped"
-fi
+# The third schedule as two processes too: its attention tests (the longest binary) beside
+# the rest of it and the multi-GPU tests.
+shuffled_attention() { run 1234,lazy test_cuda_attention "$filter"; }
+shuffled_rest() {
+  run 1234,lazy test_conformance '*cuda*'
+  run 1234,lazy test_cuda_backend "$filter"
+  if [ "$mpi" = 1 ]; then
+    # Lazy streams only: eager ones run every collective at issue, which proves nothing more.
+    run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*'
+  else
+    echo "== no MPI in this build: the multi-GPU tests (test_mpi on the emulated NCCL) are skipped"
+  fi
+}
+side_by_side shuffled_attention shuffled_rest
 cd ..
 echo "== bench/cuda_check.sh --emulated"
 OUT="$PWD/build-emu/cuda_check" bash bench/cuda_check.sh --emulated --build build-emu >/dev/null ||
