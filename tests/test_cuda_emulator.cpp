@@ -150,7 +150,8 @@ __global__ void wgmma_ss_kernel(float* d, const uint16_t* a_placed, const uint16
 // Two products of the same accumulators (a chain over k, B's two halves of 16 rows each:
 // A B0 + A B1, A the same registers) in one group, then per `mode`: 0 waits and writes the
 // result; 1 reads the accumulators before the wait (into early) and after; 2 changes B's
-// shared memory before the wait; 3 ends without a wait.
+// shared memory before the wait; 3 ends without a wait; 4 reloads B's first 16 bytes by
+// cp.async before the wait (landing after it, at the copy's own wait).
 __global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, const uint16_t* b_placed,
                                    uint64_t desc_b0, uint64_t desc_b1, int mode) {
   SR_DYNAMIC_SMEM(smem);
@@ -177,7 +178,13 @@ __global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, co
     __syncthreads();
   }
   if (mode == 3) return;
+  if (mode == 4) {
+    __syncthreads();
+    if (tid == 0) emu::async_copy(smem, b_placed, 16, 16);
+    emu::async_commit();
+  }
   emu::wgmma_wait_group(0);
+  if (mode == 4) emu::async_wait(0);
   for (int i = 0; i < 8; ++i) {
     const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
     d[row * 16 + col] = acc[i];
@@ -190,7 +197,8 @@ __global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, co
 // ISA asks; 1 no fence.proxy.async; 2 fence.proxy.async by threads 64..127 only (not the
 // writers); 3 fence.proxy.async before the copies' wait; 4 no wgmma.fence before the first
 // product; 5 none before the second; 6 warp 1 skips the second product; 7 warp 3 issues it
-// with another descriptor than its warpgroup's.
+// with another descriptor than its warpgroup's; 8 thread 0 reloads B's first 16 bytes by
+// cp.async before the products and waits for that copy only after them.
 __global__ void wgmma_fences_kernel(float* d, const uint16_t* a, const uint16_t* b_placed, uint64_t desc_b,
                                     int mode) {
   SR_DYNAMIC_SMEM(smem);
@@ -201,6 +209,10 @@ __global__ void wgmma_fences_kernel(float* d, const uint16_t* a, const uint16_t*
   emu::async_wait(0);
   if (mode == 0 || mode >= 4 || (mode == 2 && tid >= 64)) emu::fence_proxy_async();
   __syncthreads();
+  if (mode == 8) {
+    if (tid == 0) emu::async_copy(smem, b_placed, 16, 16);
+    emu::async_commit();
+  }
   const int g = lane / 4, t = lane % 4;
   uint32_t af[4];
   for (int r = 0; r < 4; ++r) {
@@ -218,6 +230,7 @@ __global__ void wgmma_fences_kernel(float* d, const uint16_t* a, const uint16_t*
     emu::wgmma_m64nNk16_bf16(acc, 16, af, mode == 7 && warp == 3 ? desc_b + 1 : desc_b, false, true);
   emu::wgmma_commit_group();
   emu::wgmma_wait_group(0);
+  if (mode == 8) emu::async_wait(0);
   for (int i = 0; i < 8; ++i) {
     const int row = warp * 16 + g + 8 * ((i / 2) % 2), col = 8 * (i / 4) + 2 * t + (i % 2);
     d[row * 16 + col] = acc[i];
@@ -541,8 +554,8 @@ TEST(CudaEmulator, WgmmaReadsAThroughItsDescriptorWarpByWarp) {
 // wgmma is asynchronous as far as a thread can see: the accumulators read NaN from the issue
 // to the wgmma.wait_group that completes the group, then hold the product; a product issued
 // on accumulators in flight continues from their in-flight result (A B0 + A B1 here); a
-// change of the shared memory a product read before its wait, or a thread that ends
-// without waiting, fails the kernel.
+// change of the shared memory a product read before its wait, a cp.async issued to it
+// before then, or a thread that ends without waiting, fails the kernel.
 TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
   // a[m][k]; b[k][n], k < 16 for B0, >= 16 for B1
   const std::vector<uint16_t> a = bf16_randn(64 * 16, 15), b = bf16_randn(32 * 16, 16);
@@ -569,12 +582,16 @@ TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
   expect_kernel_failure(emu::peek_sticky_error(), "changed before the wgmma.wait_group");
   SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), 3);
   expect_kernel_failure(emu::peek_sticky_error(), "never waited for");
+  // The copy lands only at its own wait, after the product's: the bytes are unchanged there,
+  // but on the hardware it may land first.
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_async_kernel)(dd, de, da, dp, desc(0), desc(512), 4);
+  expect_kernel_failure(emu::peek_sticky_error(), "which a warpgroup product in flight reads");
 }
 
 // The tensor cores read shared memory through the async proxy and registers the thread may
 // have rewritten: a kernel that skips either fence the ISA asks for fails, as it may compute
 // from stale data on the hardware, and one that has both computes the product in every
-// schedule.
+// schedule; so does one whose product reads what a cp.async in flight writes.
 TEST(CudaEmulator, WgmmaNeedsBothFences) {
   const std::vector<uint16_t> a = bf16_randn(64 * 16, 17), b = bf16_randn(16 * 16, 18);  // a[m][k], b[k][n]
   std::vector<uint16_t> placed(512, 0);  // K-major, LBO 64, SBO 128 elements
@@ -606,6 +623,10 @@ TEST(CudaEmulator, WgmmaNeedsBothFences) {
     SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, mode);
     expect_kernel_failure(emu::peek_sticky_error(), "no wgmma.fence since the thread started or last waited");
   }
+  // A copy to what a product reads, in flight during the product: it lands at its wait here,
+  // after the product, but may land first on the hardware.
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 8);
+  expect_kernel_failure(emu::peek_sticky_error(), "which a cp.async in flight (issued, not yet waited for) writes");
 }
 
 // wgmma.mma_async is one instruction of a warpgroup's four warps: a warp that skips one (on

@@ -50,7 +50,9 @@ uint64_t wgmma_count();
 // its accumulators at the wait that completes its group (all but the N most recent groups),
 // and they read NaN until then; a product issued on accumulators still in flight (a chain
 // over k) continues from the in-flight result; the shared memory a product read must not
-// change before its wait; a thread that ends with products not waited for fails the kernel.
+// change before its wait, nor be the target of a cp.async issued before then, and a product
+// may not read bytes a cp.async in flight writes (either copy may land while the tensor
+// cores read); a thread that ends with products not waited for fails the kernel.
 void wgmma_commit_group();
 void wgmma_wait_group(int pending);
 // wgmma.fence and fence.proxy.async.shared::cta, with the ordering the ISA asks of them

@@ -153,6 +153,7 @@ struct Copy {
   void* dst;
   const void* src;
   size_t bytes, src_bytes;
+  bool queued;  // landing at its wait (else at issue)
 };
 
 enum class State { Runnable, AtBarrier, InCollective, Done };
@@ -210,6 +211,10 @@ struct LaunchState {
   // Per byte of dynamic shared memory: 1 + the thread whose cp.async filled it and has not
   // fenced it for the async proxy since, or 0 (empty until a block's first copy lands).
   std::vector<uint16_t> smem_writer;
+  // Per byte of dynamic shared memory: how many warpgroup products in flight read it (empty
+  // until a block's first product), and how many cp.async copies in flight write it (empty
+  // until a block's first copy is queued).
+  std::vector<uint16_t> smem_readers, smem_copies;
   std::vector<std::vector<WarpgroupProduct>> warpgroup_log;  // per warp: its products so far
   const std::function<void()>* body = nullptr;
   Context scheduler;
@@ -228,11 +233,13 @@ thread_local std::vector<std::unique_ptr<Stack>> tls_stacks;
 
 // A copy lands: its bytes are written and, until f fences them, f's unfenced writes.
 void land(LaunchState& L, Fiber& f, const Copy& c) {
+  const auto off = uint32_t(static_cast<unsigned char*>(c.dst) - L.smem_buf);
+  if (c.queued)
+    for (size_t i = off; i < off + c.bytes; ++i) --L.smem_copies[i];
   if (c.src_bytes) std::memcpy(c.dst, c.src, c.src_bytes);
   if (c.bytes > c.src_bytes)
     std::memset(static_cast<unsigned char*>(c.dst) + c.src_bytes, 0, c.bytes - c.src_bytes);
   if (L.smem_writer.empty()) L.smem_writer.assign(L.smem, 0);
-  const auto off = uint32_t(static_cast<unsigned char*>(c.dst) - L.smem_buf);
   std::fill_n(L.smem_writer.begin() + off, c.bytes, uint16_t(f.linear + 1));
   f.unfenced.emplace_back(off, uint32_t(c.bytes));
 }
@@ -379,6 +386,8 @@ void run_block(LaunchState& L, uint3 bidx, const Schedule& s, std::mt19937_64& r
   L.arrived = 0;
   if (L.smem) std::memset(L.smem_buf, 0xff, L.smem);
   L.smem_writer.clear();
+  L.smem_readers.clear();
+  L.smem_copies.clear();
   L.warpgroup_log.assign(L.warps.size(), {});
   while (tls_stacks.size() < size_t(n)) tls_stacks.push_back(std::make_unique<Stack>());
   for (int i = 0; i < n; ++i) {
@@ -607,11 +616,23 @@ void async_copy(void* smem, const void* global, size_t bytes, size_t src_bytes) 
   if (reinterpret_cast<uintptr_t>(smem) % bytes || (src_bytes && reinterpret_cast<uintptr_t>(global) % bytes))
     kernel_fail("cp.async of " + std::to_string(bytes) + " bytes from or to an address not aligned to " +
                 std::to_string(bytes));
-  const Copy c{smem, global, bytes, src_bytes};
-  if (current_schedule().early_copies)
+  const auto off = size_t(static_cast<unsigned char*>(smem) - L.smem_buf);
+  if (!L.smem_readers.empty())
+    for (size_t i = off; i < off + bytes; ++i)
+      if (L.smem_readers[i])
+        kernel_fail("cp.async writes shared-memory byte " + std::to_string(i) +
+                    ", which a warpgroup product in flight reads (issued, not yet waited for): the "
+                    "copy may land before the tensor cores read it; wait for the product "
+                    "(wgmma.wait_group, then a barrier where other threads issued it) before reloading");
+  const bool early = current_schedule().early_copies;
+  const Copy c{smem, global, bytes, src_bytes, !early};
+  if (early) {
     land(L, *L.current, c);
-  else
+  } else {
+    if (L.smem_copies.empty()) L.smem_copies.assign(L.smem, 0);
+    for (size_t i = off; i < off + bytes; ++i) ++L.smem_copies[i];
     L.current->open.push_back(c);
+  }
 }
 
 void async_commit() {
@@ -632,7 +653,10 @@ void async_wait(int pending) {
 // ---- asynchronous register results -------------------------------------------------------------
 
 void async_result(AsyncResult r) {
-  Fiber& f = *launch_state().current;
+  LaunchState& L = launch_state();
+  Fiber& f = *L.current;
+  if (!r.smem.empty() && L.smem_readers.empty()) L.smem_readers.assign(L.smem, 0);
+  for (const auto& [off, bits] : r.smem) ++L.smem_readers[off], ++L.smem_readers[off + 1];
   for (size_t i = 0; i < r.values.size(); ++i) r.d[i] = std::numeric_limits<float>::quiet_NaN();
   f.results_open.push_back(std::move(r));
 }
@@ -664,6 +688,7 @@ void async_result_wait(int pending) {
         if (now != bits)
           kernel_fail("the shared memory a warpgroup product reads (byte " + std::to_string(off) +
                       ") changed before the wgmma.wait_group that completes it");
+        --L.smem_readers[off], --L.smem_readers[off + 1];
       }
       std::copy(r.values.begin(), r.values.end(), r.d);
     }
@@ -682,6 +707,11 @@ void proxy_fence() {
     for (uint32_t i = off; i < off + n; ++i)
       if (L.smem_writer[i] == me) L.smem_writer[i] = 0;  // unless another copy landed since
   f.unfenced.clear();
+}
+
+bool copy_in_flight(uint32_t off) {
+  const LaunchState& L = launch_state();
+  return off < L.smem_copies.size() && L.smem_copies[off] > 0;
 }
 
 int unfenced_writer(uint32_t off) {

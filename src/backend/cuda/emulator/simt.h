@@ -13,7 +13,8 @@
 //    different collectives (both undefined on the hardware);
 //  - ldmatrix / cp.async addresses outside the block's dynamic shared memory or misaligned;
 //  - wgmma's rules (ptx.h): its results read before their wait, the shared memory it reads
-//    changed before then or filled by cp.async without a fence.proxy.async, a product issued
+//    changed or the target of a cp.async before then, in flight from a cp.async when it is
+//    issued, or filled by cp.async without a fence.proxy.async, a product issued
 //    on registers the thread may have touched with no wgmma.fence since, and the four warps
 //    of a warpgroup issuing other products, or other numbers of them.
 // Shared memory starts as 0xff bytes (NaN in bf16 and fp32), so a read of a value nobody
@@ -154,6 +155,9 @@ void async_result_wait(int pending);  // wgmma.wait_group: all but `pending` gro
 void proxy_fence();                  // fence.proxy.async: this thread's landed copies
 int unfenced_writer(uint32_t off);   // the thread (linear index) whose landed copy of dynamic
                                      // shared memory byte `off` it has not fenced, or -1
+// Whether a cp.async issued and not yet landed writes dynamic shared memory byte `off` (a
+// product reading it races with the copy; under early landing, none is ever in flight).
+bool copy_in_flight(uint32_t off);
 // wgmma.fence: orders this thread's register accesses before the warpgroup products it issues
 // next. The emulator's rule: a product that does not continue an accumulator chain in flight
 // needs one since the thread started or last waited (wgmma.wait_group), the points after
