@@ -7,16 +7,16 @@
 
 namespace speedrun::cuda::attn {
 
-// One chunk's online softmax for a warp's rows: s [16 x kChunk] holds S = Q K^T for the
-// chunk's keys from ch.start; scores go to log2 units (scale_log2), keys the mask rule hides
-// (in a partial chunk) to -inf, then per row (this thread's slots: rows qi[slot], first
-// visible key lo[slot]) the running max m and sum l take the chunk in, the accumulator o is
-// rescaled by the change of max, and s is left holding P (fp32), ready for O += P V.
-template <int kChunk, int D>
-__device__ __forceinline__ void softmax_step(float (&s)[kChunk / 8][4], float (&o)[D / 8][4],
-                                             const Chunk& ch, const int (&qi)[2], const int (&lo)[2],
-                                             int T, float scale_log2, float (&m)[2], float (&l)[2],
-                                             int lane) {
+// One chunk's online softmax for a warp's rows, but for the accumulator: s [16 x kChunk]
+// holds S = Q K^T for the chunk's keys from ch.start; scores go to log2 units (scale_log2),
+// keys the mask rule hides (in a partial chunk) to -inf, then per row (this thread's slots:
+// rows qi[slot], first visible key lo[slot]) the running max m and sum l take the chunk in,
+// s is left holding P (fp32), ready for O += P V, and alpha[slot] is the factor the row's
+// accumulator must be rescaled by (the change of max) before P V is added to it.
+template <int kChunk>
+__device__ __forceinline__ void softmax_scores(float (&s)[kChunk / 8][4], const Chunk& ch, const int (&qi)[2],
+                                               const int (&lo)[2], int T, float scale_log2, float (&m)[2],
+                                               float (&l)[2], float (&alpha)[2], int lane) {
   scale_and_mask<kChunk>(s, ch, qi, lo, T, scale_log2, lane);
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) {
@@ -24,14 +24,33 @@ __device__ __forceinline__ void softmax_step(float (&s)[kChunk / 8][4], float (&
     SR_UNROLL
     for (int nb = 0; nb < kChunk / 8; ++nb) mx = fmaxf(mx, fmaxf(s[nb][2 * slot], s[nb][2 * slot + 1]));
     mx = quad_max(mx);
-    const float alpha = softmax_chunk<kChunk / 4>(
+    alpha[slot] = softmax_chunk<kChunk / 4>(
         [&](int k) -> float& { return s[k >> 1][2 * slot + (k & 1)]; }, mx, m[slot], l[slot]);
+  }
+}
+
+// o *= alpha, row by row (this thread's two slots).
+template <int D>
+__device__ __forceinline__ void rescale_rows(float (&o)[D / 8][4], const float (&alpha)[2]) {
+  SR_UNROLL
+  for (int slot = 0; slot < 2; ++slot)
     SR_UNROLL
     for (int nb = 0; nb < D / 8; ++nb) {
-      o[nb][2 * slot] *= alpha;
-      o[nb][2 * slot + 1] *= alpha;
+      o[nb][2 * slot] *= alpha[slot];
+      o[nb][2 * slot + 1] *= alpha[slot];
     }
-  }
+}
+
+// Both: the chunk's softmax with the accumulator rescaled at once (the accumulator is not
+// being written by a product in flight).
+template <int kChunk, int D>
+__device__ __forceinline__ void softmax_step(float (&s)[kChunk / 8][4], float (&o)[D / 8][4],
+                                             const Chunk& ch, const int (&qi)[2], const int (&lo)[2],
+                                             int T, float scale_log2, float (&m)[2], float (&l)[2],
+                                             int lane) {
+  float alpha[2];
+  softmax_scores<kChunk>(s, ch, qi, lo, T, scale_log2, m, l, alpha, lane);
+  rescale_rows<D>(o, alpha);
 }
 
 // The end of a query tile for a warp: each row's lse (natural log) to a.lse and out = O / l

@@ -69,10 +69,12 @@ constexpr size_t dkv_smem(int D, Tiling t) {
 enum class ForwardKernel { kMma, kWgmma };
 const char* forward_kernel_name(ForwardKernel k);
 // The wgmma forward: chunks of 64 keys (one m64n64 product per k-step for S), K and V in
-// core-matrix order (wgmma.cuh). Q tile (padded rows) + (K, V) x 2 stages.
+// core-matrix order (wgmma.cuh). Q tile (padded rows) + (K, V) x 3 stages: chunk c's P V
+// runs while chunk c + 1's scores are formed and chunk c + 2 loads.
 inline constexpr int kWgmmaChunk = 64;
+inline constexpr int kWgmmaStages = 3;
 constexpr size_t fwd_wgmma_smem(int D) {
-  return size_t(kTile) * smem_ld(D) * 2 + size_t(4 * kWgmmaChunk) * D * 2;
+  return size_t(kTile) * smem_ld(D) * 2 + size_t(2 * kWgmmaStages * kWgmmaChunk) * D * 2;
 }
 // The backward likewise: mma.sync per warp (backward.cu) or warpgroup products
 // (backward_wgmma.cu: sm_90 GPUs, built for sm_90a), by SPEEDRUN_ATTENTION_BACKWARD=mma|wgmma

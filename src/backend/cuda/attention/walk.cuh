@@ -1,7 +1,8 @@
 // The walk every attention kernel makes (forward.cu, backward.cu and their wgmma versions):
 // a CTA owns one 128-row tile (its work item: queries for the forward and dQ, keys for
 // dK/dV) of one head, and walks the item's list of partner tiles in chunks of kChunk rows,
-// double-buffered through cp.async, so chunk c + 1's copies fly while chunk c is multiplied.
+// through kStages buffers filled by cp.async, so chunk c + 1's copies fly while chunk c is
+// multiplied (and, with 3, while a product of chunk c - 1 still reads its buffer).
 // Chunks no row of the tile sees (range_sees_any) are neither loaded nor multiplied.
 #pragma once
 #include "backend/cuda/attention/common.cuh"
@@ -41,8 +42,11 @@ __device__ __forceinline__ Site site_of(const WorkItem* items, int H, int T) {
 
 // An item's chunks of kChunk partner rows. kOwnQueries: the tile's rows are queries and the
 // chunks keys (the forward, dQ: the plan's q_list), else the other way round (dK/dV: k_list).
-template <int kChunk, bool kOwnQueries>
+// Chunk c goes to buffer (stage) c % kStages.
+template <int kChunk, bool kOwnQueries, int kStages = 2>
 struct ChunkWalk {
+  static_assert(kStages == 2 || kStages == 3, "one chunk multiplied, one loading, maybe one finishing");
+
   const int32_t* list;
   const int32_t* lo;  // the sequence's first visible key of each query
   WorkItem it;
@@ -71,19 +75,20 @@ struct ChunkWalk {
     return seen_by(ch, r0 + 64 * g, r0 + 64 * g + 63);
   }
 
-  // Enqueues chunk c's copies, load(ch, stage) with stage c & 1, where the CTA needs the
-  // chunk, and commits a group either way (an empty one keeps the wait counts uniform).
+  // Enqueues chunk c's copies, load(ch, stage) with stage c % kStages, where the CTA needs
+  // the chunk, and commits a group either way (an empty one keeps the wait counts uniform).
   template <class Load>
   __device__ __forceinline__ void issue(int c, Load& load) const {
     const Chunk ch = at(c);
-    if (needed(ch)) load(ch, c & 1);
+    if (needed(ch)) load(ch, c % kStages);
     cp_async_commit();
   }
 
   // For each chunk in order: issues the next chunk's copies, waits for this one's (and for
   // every group committed before issue(0): the tile's own rows), then runs body(c, ch,
-  // stage) between two barriers, the second because the next iteration reloads the stage.
-  // Chunk 0 must have been issued. kAsyncProxy: the tensor cores read the stages through the
+  // stage) between two barriers, the second because the next iteration reloads a stage: with
+  // 2, chunk c's own; with 3, chunk c - 1's, so a body may leave a product reading its own
+  // chunk in flight if the next chunk's body waits for it. Chunk 0 must have been issued. kAsyncProxy: the tensor cores read the stages through the
   // async proxy (wgmma), so each thread fences its landed copies before the first barrier.
   template <bool kAsyncProxy, class Load, class Body>
   __device__ __forceinline__ void run(Load& load, Body&& body) const {
@@ -95,7 +100,7 @@ struct ChunkWalk {
       cp_async_wait<1>();
       if constexpr (kAsyncProxy) fence_proxy_async();
       __syncthreads();
-      body(c, at(c), c & 1);
+      body(c, at(c), c % kStages);
       __syncthreads();
     }
   }
