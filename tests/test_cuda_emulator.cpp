@@ -198,7 +198,8 @@ __global__ void wgmma_async_kernel(float* d, float* early, const uint16_t* a, co
 // writers); 3 fence.proxy.async before the copies' wait; 4 no wgmma.fence before the first
 // product; 5 none before the second; 6 warp 1 skips the second product; 7 warp 3 issues it
 // with another descriptor than its warpgroup's; 8 thread 0 reloads B's first 16 bytes by
-// cp.async before the products and waits for that copy only after them.
+// cp.async before the products and waits for that copy only after them; 9 rewrites its A
+// fragments while the second product is in flight.
 __global__ void wgmma_fences_kernel(float* d, const uint16_t* a, const uint16_t* b_placed, uint64_t desc_b,
                                     int mode) {
   SR_DYNAMIC_SMEM(smem);
@@ -229,6 +230,7 @@ __global__ void wgmma_fences_kernel(float* d, const uint16_t* a, const uint16_t*
   if (mode != 6 || warp != 1)
     emu::wgmma_m64nNk16_bf16(acc, 16, af, mode == 7 && warp == 3 ? desc_b + 1 : desc_b, false, true);
   emu::wgmma_commit_group();
+  if (mode == 9) af[0] ^= 1u;
   emu::wgmma_wait_group(0);
   if (mode == 8) emu::async_wait(0);
   for (int i = 0; i < 8; ++i) {
@@ -591,7 +593,8 @@ TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
 // The tensor cores read shared memory through the async proxy and registers the thread may
 // have rewritten: a kernel that skips either fence the ISA asks for fails, as it may compute
 // from stale data on the hardware, and one that has both computes the product in every
-// schedule; so does one whose product reads what a cp.async in flight writes.
+// schedule; so does one whose product reads what a cp.async in flight writes, or one that
+// rewrites a product's A fragments before its wait.
 TEST(CudaEmulator, WgmmaNeedsBothFences) {
   const std::vector<uint16_t> a = bf16_randn(64 * 16, 17), b = bf16_randn(16 * 16, 18);  // a[m][k], b[k][n]
   std::vector<uint16_t> placed(512, 0);  // K-major, LBO 64, SBO 128 elements
@@ -627,6 +630,9 @@ TEST(CudaEmulator, WgmmaNeedsBothFences) {
   // after the product, but may land first on the hardware.
   SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 8);
   expect_kernel_failure(emu::peek_sticky_error(), "which a cp.async in flight (issued, not yet waited for) writes");
+  // The A fragments of a product in flight are its operands until its wait.
+  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 9);
+  expect_kernel_failure(emu::peek_sticky_error(), "A fragment registers a warpgroup product reads were rewritten");
 }
 
 // wgmma.mma_async is one instruction of a warpgroup's four warps: a warp that skips one (on

@@ -1,5 +1,6 @@
 #include "backend/cuda/emulator/ptx.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -220,6 +221,10 @@ void wgmma_issue(float* d, int n, const uint32_t* a, const uint64_t* desc_a, uin
   // The result lands at the wgmma.wait_group that completes its group; d reads NaN until then.
   r.d = d;
   r.values.assign(out, out + n / 2);
+  if (a) {
+    r.a = a;
+    std::copy(a, a + 4, r.a_bits);
+  }
   async_result(std::move(r));
 }
 

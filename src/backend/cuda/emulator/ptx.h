@@ -52,7 +52,8 @@ uint64_t wgmma_count();
 // over k) continues from the in-flight result; the shared memory a product read must not
 // change before its wait, nor be the target of a cp.async issued before then, and a product
 // may not read bytes a cp.async in flight writes (either copy may land while the tensor
-// cores read); a thread that ends with products not waited for fails the kernel.
+// cores read); the A fragment registers a product reads must hold their values until its
+// wait; a thread that ends with products not waited for fails the kernel.
 void wgmma_commit_group();
 void wgmma_wait_group(int pending);
 // wgmma.fence and fence.proxy.async.shared::cta, with the ordering the ISA asks of them

@@ -690,6 +690,9 @@ void async_result_wait(int pending) {
                       ") changed before the wgmma.wait_group that completes it");
         --L.smem_readers[off], --L.smem_readers[off + 1];
       }
+      if (r.a && !std::equal(r.a_bits, r.a_bits + 4, r.a))
+        kernel_fail("the A fragment registers a warpgroup product reads were rewritten before the "
+                    "wgmma.wait_group that completes it (the tensor cores may read them until then)");
       std::copy(r.values.begin(), r.values.end(), r.d);
     }
     f.result_groups.erase(f.result_groups.begin());

@@ -14,9 +14,10 @@
 //  - ldmatrix / cp.async addresses outside the block's dynamic shared memory or misaligned;
 //  - wgmma's rules (ptx.h): its results read before their wait, the shared memory it reads
 //    changed or the target of a cp.async before then, in flight from a cp.async when it is
-//    issued, or filled by cp.async without a fence.proxy.async, a product issued
-//    on registers the thread may have touched with no wgmma.fence since, and the four warps
-//    of a warpgroup issuing other products, or other numbers of them.
+//    issued, or filled by cp.async without a fence.proxy.async, its A fragments rewritten
+//    before its wait, a product issued on registers the thread may have touched with no
+//    wgmma.fence since, and the four warps of a warpgroup issuing other products, or other
+//    numbers of them.
 // Shared memory starts as 0xff bytes (NaN in bf16 and fp32), so a read of a value nobody
 // wrote shows in the results.
 //
@@ -134,11 +135,15 @@ uint64_t async_copy_bytes();
 // `values` go to d[0 .. values.size()) at the wait that completes its group, and until then
 // d holds NaN, so a read before the wait shows. `smem` lists (offset, bits) of the dynamic
 // shared memory the product read: the tensor cores may read it until the product is done,
-// so a change before the wait fails the kernel.
+// so a change before the wait fails the kernel; so does a change of the A fragment
+// registers `a` the product read (their values at issue in a_bits), which the tensor cores
+// may also read until then.
 struct AsyncResult {
   float* d = nullptr;
   std::vector<float> values;
   std::vector<std::pair<uint32_t, uint16_t>> smem;
+  const uint32_t* a = nullptr;
+  uint32_t a_bits[4] = {};
 };
 void async_result(AsyncResult r);
 // The values this thread's latest result not yet landed holds for d (an accumulator chain of
