@@ -1,8 +1,9 @@
 // Attention backward on Hopper's warpgroup products (wgmma.cuh, sm_90a): backward.cu's two
 // kernels with every tile product issued by a warpgroup (4 warps, 64 rows) instead of per
 // warp through ldmatrix and mma.sync. The same work lists, the same split (dq kernel first,
-// writing D = rowsum(dO * O) for the dK/dV kernel), chunks of 64 partner rows double-buffered
-// through cp.async, and the same scores-to-dS step on the same accumulator fragments
+// writing D = rowsum(dO * O) for the dK/dV kernel), chunks of 64 partner rows loaded
+// through cp.async (3 buffers for dQ, whose last product overlaps the next chunk's; 2 for
+// dK/dV, whose registers leave no room for that), and the same scores-to-dS step on the same accumulator fragments
 // (backward_steps.cuh): only the products' summation order differs (the tensor cores' own),
 // so results agree with backward.cu's within fp32 rounding, not bit for bit. Deterministic:
 // no atomics, every output row summed by one warpgroup in list order.
@@ -37,15 +38,21 @@ __device__ __forceinline__ uint64_t mn_major(const unsigned char* base, int kk) 
   return smem_desc(base + kk * 32 * D, 16 * D, 128);
 }
 
+// dQ's products of consecutive chunks overlap, as the forward's do: a chunk's dQ += dS K is
+// issued with the next chunk's S and dP and waited for after that chunk's dS step, so the
+// tensor cores multiply while the warps exponentiate (dQ sums the same terms in the same
+// order). The K a product in flight reads must outlive the next load: 3 buffers. At D = 64
+// each dQ += dS K is waited for at once: the overlap's registers would spill there at the
+// two CTAs per SM that D allows.
 template <int D>
-__global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a) {
+__global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) dq_wgmma_kernel(const BackwardArgs a) {
   constexpr int kChunk = kWgmmaChunk;
   constexpr int kTileBytes = kTile * D * 2, kStage = kChunk * D * 2;
   SR_DYNAMIC_SMEM(smem_raw);
-  unsigned char* sQ = smem_raw;             // [kTile rows], core order
-  unsigned char* sdO = sQ + kTileBytes;     // [kTile rows]
-  unsigned char* sK = sdO + kTileBytes;     // [2][kChunk rows]
-  unsigned char* sV = sK + 2 * kStage;      // [2][kChunk rows]
+  unsigned char* sQ = smem_raw;                        // [kTile rows], core order
+  unsigned char* sdO = sQ + kTileBytes;                // [kTile rows]
+  unsigned char* sK = sdO + kTileBytes;                // [kWgmmaStages][kChunk rows]
+  unsigned char* sV = sK + kWgmmaStages * kStage;      // [kWgmmaStages][kChunk rows]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, wg = warp >> 2;
   const int T = a.plan.T;
@@ -58,7 +65,7 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
   load_rows_core<kTile, D>(sQ, site.seq(a.q, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
   load_rows_core<kTile, D>(sdO, site.seq(a.dout, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
   cp_async_commit();
-  const ChunkWalk<kChunk, true> walk(a.plan, site);
+  const ChunkWalk<kChunk, true, kWgmmaStages> walk(a.plan, site);
   auto load = [&](const Chunk& ch, int st) {
     load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
@@ -70,18 +77,42 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
   query_rows(a, site, warp, lane, qi, lo, lse2);
   warp_deltas<D>(a, site.row0, site.stat0, site.h, q0, warp, lane, delta);
   float dq[D / 8][4] = {};
+  // dS of the last chunk this warpgroup multiplied, as A fragments (bf16), and the stage of
+  // its K: its dQ += dS K is issued with the next chunk's products (-1: none pending).
+  constexpr bool kOverlap = D != 64;
+  uint32_t df[kChunk / 16][4];
+  int pending = -1;
+  auto issue_dq = [&](int st) {  // dQ += dS K for the pending chunk; the caller fenced
+    SR_UNROLL
+    for (int kk = 0; kk < kChunk / 16; ++kk)
+      wgmma<D, true>(dq, df[kk], mn_major<D>(sK + st * kStage, kk), true);
+    wgmma_commit();
+  };
+  auto finish_pending = [&] {
+    fence_operands(dq);
+    wgmma_fence();
+    issue_dq(pending);
+    wgmma_wait<0>();
+    fence_operands(dq);
+    pending = -1;
+  };
 
   // The tiles and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
   walk.template run<true>(load, [&](int, const Chunk& ch, int st) {
     // A chunk none of this warpgroup's 64 rows sees adds nothing: skip it (uniform over the
-    // warpgroup, whose products are collective; one the tile does not see was not loaded).
-    if (!walk.seen_by_warpgroup(ch, wg)) return;
+    // warpgroup, whose products are collective; one the tile does not see was not loaded),
+    // finishing the pending product first (its K's stage is reloaded after this chunk).
+    if (!walk.seen_by_warpgroup(ch, wg)) {
+      if (pending >= 0) finish_pending();
+      return;
+    }
     const unsigned char* k_st = sK + st * kStage;
     const unsigned char* v_st = sV + st * kStage;
     float s[kChunk / 8][4] = {}, dp[kChunk / 8][4] = {};  // overwritten (scale-d 0)
     fence_operands(s);
     fence_operands(dp);
-    wgmma_fence();
+    fence_operands(dq);
+    wgmma_fence();  // s, dp, and dq and df for the pending product, written by ordinary instructions
     SR_UNROLL
     for (int kk = 0; kk < D / 16; ++kk)
       wgmma_ss<kChunk, false>(s, k_major<D>(sQ, wg, kk), k_major<D>(k_st, 0, kk), kk > 0);
@@ -89,21 +120,25 @@ __global__ void __launch_bounds__(kThreads) dq_wgmma_kernel(const BackwardArgs a
     for (int kk = 0; kk < D / 16; ++kk)
       wgmma_ss<kChunk, false>(dp, k_major<D>(sdO, wg, kk), k_major<D>(v_st, 0, kk), kk > 0);
     wgmma_commit();
-    wgmma_wait<0>();
+    if (pending >= 0) {
+      issue_dq(pending);
+      wgmma_wait<1>();  // S and dP have landed; the previous chunk's dQ += dS K may still run
+    } else {
+      wgmma_wait<0>();
+    }
     fence_operands(s);
     fence_operands(dp);
     dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
-    uint32_t df[kChunk / 16][4];  // dS as A fragments (bf16)
+    if (pending >= 0) {
+      wgmma_wait<0>();  // df is read by the product in flight until here
+      fence_operands(dq);
+    }
     SR_UNROLL
     for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(df[kk], s[2 * kk], s[2 * kk + 1]);
-    fence_operands(dq);
-    wgmma_fence();  // df was packed by ordinary instructions
-    SR_UNROLL
-    for (int kk = 0; kk < kChunk / 16; ++kk) wgmma<D, true>(dq, df[kk], mn_major<D>(k_st, kk), true);
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_operands(dq);
+    pending = st;
+    if constexpr (!kOverlap) finish_pending();
   });
+  if (pending >= 0) finish_pending();  // the last chunk's dQ += dS K
   cp_async_wait<0>();  // the chunk buffers stage the output below
   __syncthreads();
 

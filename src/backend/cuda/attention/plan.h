@@ -79,13 +79,16 @@ constexpr size_t fwd_wgmma_smem(int D) {
 // The backward likewise: mma.sync per warp (backward.cu) or warpgroup products
 // (backward_wgmma.cu: sm_90 GPUs, built for sm_90a), by SPEEDRUN_ATTENTION_BACKWARD=mma|wgmma
 // (default mma). The wgmma kernels take chunks of kWgmmaChunk partner rows and hold
-// everything in core-matrix order: dQ the Q and dO tiles + (K, V) x 2 stages; dK/dV the K
-// and V tiles + (Q, dO) x 2 stages + (lse, delta, lo) x 2 stages.
+// everything in core-matrix order: dQ the Q and dO tiles + (K, V) x 3 stages (its dQ += dS K
+// overlaps the next chunk, as the forward's P V); dK/dV the K and V tiles + (Q, dO) x 2
+// stages + (lse, delta, lo) x 2 stages.
 enum class BackwardKernel { kMma, kWgmma };
 const char* backward_kernel_name(BackwardKernel k);
-constexpr size_t dq_wgmma_smem(int D) { return size_t(2 * kTile + 4 * kWgmmaChunk) * D * 2; }
+constexpr size_t dq_wgmma_smem(int D) {
+  return size_t(2 * kTile + 2 * kWgmmaStages * kWgmmaChunk) * D * 2;
+}
 constexpr size_t dkv_wgmma_smem(int D) {
-  return dq_wgmma_smem(D) + size_t(2 * 3 * kWgmmaChunk) * 4;
+  return size_t(2 * kTile + 4 * kWgmmaChunk) * D * 2 + size_t(2 * 3 * kWgmmaChunk) * 4;
 }
 KernelShape forward_shape(int D, Tiling t);
 KernelShape dq_shape(int D, Tiling t);

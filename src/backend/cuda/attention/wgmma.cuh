@@ -21,8 +21,8 @@
 // A may also come from shared memory (wgmma_ss), in the same core-matrix order: a tile of Q,
 // dO, K or V as the backward's K-major A[m = row][k = d], LBO = 128, SBO = 16D, the
 // warpgroup g's rows 128 D g bytes in; k-step kk starts 256 kk bytes in.
-// The forward overlaps a chunk's O += P V with the next chunk's scores and softmax; the
-// backward waits for each product at once.
+// The forward overlaps a chunk's O += P V with the next chunk's scores and softmax, dQ (at
+// D = 128) its dQ += dS K likewise; dK/dV waits for each product at once.
 #pragma once
 #include <cstdint>
 
