@@ -365,6 +365,15 @@ uint64_t wgmma_desc(uint32_t start_bytes, uint32_t lbo_bytes, uint32_t sbo_bytes
   return uint64_t(start_bytes >> 4) | (uint64_t(lbo_bytes >> 4) << 16) | (uint64_t(sbo_bytes >> 4) << 32);
 }
 
+// b [16][16] (b[k][n], bf16 bits) placed as wgmma's no-swizzle K-major B with LBO 64 and SBO
+// 128 elements (in the first 256 of 512 elements).
+std::vector<uint16_t> k_major_placed(const std::vector<uint16_t>& b) {
+  std::vector<uint16_t> placed(512, 0);
+  for (int k = 0; k < 16; ++k)
+    for (int n = 0; n < 16; ++n) placed[size_t((n % 8) * 8 + (n / 8) * 128 + (k % 8) + (k / 8) * 64)] = b[size_t(k * 16 + n)];
+  return placed;
+}
+
 // got [64][16] (a warpgroup's accumulators, row-major) equals A B for a [64][16] (bf16 bits)
 // and B given by b(k, j) for k < 16, j < 16, summed in double.
 template <class B>
@@ -526,9 +535,7 @@ TEST(CudaEmulator, WgmmaReadsBThroughTheDescriptorsCanonicalLayouts) {
 // and a swizzled A is refused.
 TEST(CudaEmulator, WgmmaReadsAThroughItsDescriptorWarpByWarp) {
   const std::vector<uint16_t> a = bf16_randn(64 * 16, 13), b = bf16_randn(16 * 16, 14);  // a[m][k], b[k][n]
-  std::vector<uint16_t> b_placed(512, 0);  // K-major, LBO 64, SBO 128 elements
-  for (int k = 0; k < 16; ++k)
-    for (int n = 0; n < 16; ++n) b_placed[size_t((n % 8) * 8 + (n / 8) * 128 + (k % 8) + (k / 8) * 64)] = b[size_t(k * 16 + n)];
+  const std::vector<uint16_t> b_placed = k_major_placed(b);
   Device dev;
   const uint16_t* db = dev.upload(b_placed);
   float* dd = dev.zeros<float>(64 * 16);
@@ -597,9 +604,7 @@ TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
 // rewrites a product's A fragments before its wait.
 TEST(CudaEmulator, WgmmaNeedsBothFences) {
   const std::vector<uint16_t> a = bf16_randn(64 * 16, 17), b = bf16_randn(16 * 16, 18);  // a[m][k], b[k][n]
-  std::vector<uint16_t> placed(512, 0);  // K-major, LBO 64, SBO 128 elements
-  for (int k = 0; k < 16; ++k)
-    for (int n = 0; n < 16; ++n) placed[size_t((n % 8) * 8 + (n / 8) * 128 + (k % 8) + (k / 8) * 64)] = b[size_t(k * 16 + n)];
+  const std::vector<uint16_t> placed = k_major_placed(b);
   Device dev;
   const uint16_t* da = dev.upload(a);
   const uint16_t* dp = dev.upload(placed);
