@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <vector>
 
@@ -597,6 +598,22 @@ TEST(CudaEmulator, WgmmaLandsAtItsWaitGroup) {
   expect_kernel_failure(emu::peek_sticky_error(), "which a warpgroup product in flight reads");
 }
 
+// wgmma_fences_kernel in each failing mode (with `threads` threads): the kernel fails, saying
+// `words`.
+struct FailingMode {
+  int mode;
+  unsigned threads;
+  const char* words;
+};
+void expect_fences_kernel_failures(float* dd, const uint16_t* da, const uint16_t* dp, uint64_t desc,
+                                   std::initializer_list<FailingMode> cases) {
+  for (const FailingMode& c : cases) {
+    SCOPED_TRACE("mode " + std::to_string(c.mode) + ", " + std::to_string(c.threads) + " threads");
+    SR_LAUNCH(1, c.threads, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, c.mode);
+    expect_kernel_failure(emu::peek_sticky_error(), c.words);
+  }
+}
+
 // The tensor cores read shared memory through the async proxy and registers the thread may
 // have rewritten: a kernel that skips either fence the ISA asks for fails, as it may compute
 // from stale data on the hardware, and one that has both computes the product in every
@@ -619,25 +636,18 @@ TEST(CudaEmulator, WgmmaNeedsBothFences) {
                              [&](int k, int j) { return 3.0 * math::bf16_to_f32(b[size_t(k * 16 + j)]); });
   }
   ScheduleScope forward(order(emu::Schedule::Order::Forward));  // copies land at their wait
-  for (int mode : {1, 2, 3}) {
-    SCOPED_TRACE("mode " + std::to_string(mode));
-    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, mode);
-    expect_kernel_failure(emu::peek_sticky_error(), "filled by cp.async and has not fenced since");
-  }
-  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 2);
-  expect_kernel_failure(emu::peek_sticky_error(), "which thread 0 filled");  // the writer, by name
-  for (int mode : {4, 5}) {
-    SCOPED_TRACE("mode " + std::to_string(mode));
-    SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, mode);
-    expect_kernel_failure(emu::peek_sticky_error(), "no wgmma.fence since the thread started or last waited");
-  }
-  // A copy to what a product reads, in flight during the product: it lands at its wait here,
-  // after the product, but may land first on the hardware.
-  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 8);
-  expect_kernel_failure(emu::peek_sticky_error(), "which a cp.async in flight (issued, not yet waited for) writes");
-  // The A fragments of a product in flight are its operands until its wait.
-  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 9);
-  expect_kernel_failure(emu::peek_sticky_error(), "A fragment registers a warpgroup product reads were rewritten");
+  expect_fences_kernel_failures(dd, da, dp, desc, {
+      {1, 128, "filled by cp.async and has not fenced since"},
+      {2, 128, "which thread 0 filled"},  // the writer's own fence counts, and it is named
+      {3, 128, "filled by cp.async and has not fenced since"},
+      {4, 128, "no wgmma.fence since the thread started or last waited"},
+      {5, 128, "no wgmma.fence since the thread started or last waited"},
+      // A copy to what a product reads, in flight during the product: it lands at its wait
+      // here, after the product, but may land first on the hardware.
+      {8, 128, "which a cp.async in flight (issued, not yet waited for) writes"},
+      // The A fragments of a product in flight are its operands until its wait.
+      {9, 128, "A fragment registers a warpgroup product reads were rewritten"},
+  });
 }
 
 // wgmma.mma_async is one instruction of a warpgroup's four warps: a warp that skips one (on
@@ -652,12 +662,11 @@ TEST(CudaEmulator, WgmmaIsOneInstructionOfFourWarps) {
   const uint64_t desc = wgmma_desc(0, 128, 256);
   SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 0);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 6);
-  expect_kernel_failure(emu::peek_sticky_error(), "warp 1 issued 1 warpgroup products (wgmma.mma_async) and warp 0");
-  SR_LAUNCH(1, 128, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 7);
-  expect_kernel_failure(emu::peek_sticky_error(), "number 2 differs from warp");
-  SR_LAUNCH(1, 96, 1024, nullptr, wgmma_fences_kernel)(dd, da, dp, desc, 0);
-  expect_kernel_failure(emu::peek_sticky_error(), "a warpgroup is four whole warps");
+  expect_fences_kernel_failures(dd, da, dp, desc, {
+      {6, 128, "warp 1 issued 1 warpgroup products (wgmma.mma_async) and warp 0"},
+      {7, 128, "number 2 differs from warp"},
+      {0, 96, "a warpgroup is four whole warps"},
+  });
 }
 
 TEST(CudaEmulator, CpAsyncLandsAtItsWaitAndIsCheckedAgainstSharedMemory) {
