@@ -76,6 +76,14 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
       wgmma<D, true>(o, pf[kk], smem_desc(v_st + kk * 32 * D, 16 * D, 128), true);
     wgmma_commit();
   };
+  auto finish_pending = [&] {
+    fence_operands(o);
+    wgmma_fence();
+    issue_pv(pending);
+    wgmma_wait<0>();
+    fence_operands(o);
+    pending = -1;
+  };
 
   // Q and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
   walk.template run<true>(load, [&](int c, const Chunk& ch, int st) {
@@ -84,14 +92,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
     // warpgroup, whose products are collective; one the tile does not see was not loaded).
     // A pending P V is finished first: its V's stage is reloaded after this chunk.
     if (!walk.seen_by_warpgroup(ch, warp >> 2)) {
-      if (pending >= 0) {
-        fence_operands(o);
-        wgmma_fence();
-        issue_pv(pending);
-        wgmma_wait<0>();
-        fence_operands(o);
-        pending = -1;
-      }
+      if (pending >= 0) finish_pending();
       return;
     }
     const unsigned char* k_st = sK + st * kStage;
@@ -121,13 +122,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
     for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
     pending = st;
   });
-  if (pending >= 0) {  // the last chunk's P V
-    fence_operands(o);
-    wgmma_fence();
-    issue_pv(pending);
-    wgmma_wait<0>();
-    fence_operands(o);
-  }
+  if (pending >= 0) finish_pending();  // the last chunk's P V
 
   finish_tile<D>(a, o, m, l, qi, site.it.seq, site.h, q0, site.row0, sQ + warp * 16 * kLd, warp, lane);
 }

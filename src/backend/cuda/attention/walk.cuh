@@ -88,8 +88,9 @@ struct ChunkWalk {
   // every group committed before issue(0): the tile's own rows), then runs body(c, ch,
   // stage) between two barriers, the second because the next iteration reloads a stage: with
   // 2, chunk c's own; with 3, chunk c - 1's, so a body may leave a product reading its own
-  // chunk in flight if the next chunk's body waits for it. Chunk 0 must have been issued. kAsyncProxy: the tensor cores read the stages through the
-  // async proxy (wgmma), so each thread fences its landed copies before the first barrier.
+  // chunk in flight if the next chunk's body waits for it. Chunk 0 must have been issued.
+  // kAsyncProxy: the tensor cores read the stages through the async proxy (wgmma), so each
+  // thread fences its landed copies before the first barrier.
   template <bool kAsyncProxy, class Load, class Body>
   __device__ __forceinline__ void run(Load& load, Body&& body) const {
     for (int c = 0; c < n; ++c) {

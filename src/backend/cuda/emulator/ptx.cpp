@@ -109,19 +109,6 @@ float smem_element(const WgmmaCtx& c, uint32_t off, const char* operand, int row
     kernel_fail(std::string("wgmma.mma_async: the descriptor reaches ") + operand + "'s element (" +
                 std::to_string(row) + ", " + std::to_string(col) +
                 ") outside the block's dynamic shared memory (byte " + std::to_string(off) + ")");
-  for (uint32_t byte = off; byte < off + 2; ++byte) {
-    if (copy_in_flight(byte))
-      kernel_fail(std::string("wgmma.mma_async reads ") + operand + "'s element (" + std::to_string(row) + ", " +
-                  std::to_string(col) + ") at shared-memory byte " + std::to_string(byte) +
-                  ", which a cp.async in flight (issued, not yet waited for) writes: the copy may land "
-                  "while the tensor cores read");
-    if (const int writer = unfenced_writer(byte); writer >= 0)
-      kernel_fail(std::string("wgmma.mma_async reads ") + operand + "'s element (" + std::to_string(row) + ", " +
-                  std::to_string(col) + ") at shared-memory byte " + std::to_string(byte) + ", which thread " +
-                  std::to_string(writer) +
-                  " filled by cp.async and has not fenced since: the tensor cores read through the async "
-                  "proxy, so each writer needs fence.proxy.async after its copies land, before the barrier");
-  }
   uint16_t bits;
   std::memcpy(&bits, c.smem + off, 2);
   c.reads->emplace_back(off, bits);

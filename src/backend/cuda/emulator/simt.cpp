@@ -656,7 +656,20 @@ void async_result(AsyncResult r) {
   LaunchState& L = launch_state();
   Fiber& f = *L.current;
   if (!r.smem.empty() && L.smem_readers.empty()) L.smem_readers.assign(L.smem, 0);
-  for (const auto& [off, bits] : r.smem) ++L.smem_readers[off], ++L.smem_readers[off + 1];
+  for (const auto& [off, bits] : r.smem)
+    for (uint32_t byte = off; byte < off + 2; ++byte) {
+      // A copy in flight (never under early landing) may land while the tensor cores read.
+      if (byte < L.smem_copies.size() && L.smem_copies[byte])
+        kernel_fail("wgmma.mma_async reads shared-memory byte " + std::to_string(byte) +
+                    ", which a cp.async in flight (issued, not yet waited for) writes: the copy may land "
+                    "while the tensor cores read");
+      if (byte < L.smem_writer.size() && L.smem_writer[byte])
+        kernel_fail("wgmma.mma_async reads shared-memory byte " + std::to_string(byte) + ", which thread " +
+                    std::to_string(L.smem_writer[byte] - 1) +
+                    " filled by cp.async and has not fenced since: the tensor cores read through the async "
+                    "proxy, so each writer needs fence.proxy.async after its copies land, before the barrier");
+      ++L.smem_readers[byte];
+    }
   for (size_t i = 0; i < r.values.size(); ++i) r.d[i] = std::numeric_limits<float>::quiet_NaN();
   f.results_open.push_back(std::move(r));
 }
@@ -710,16 +723,6 @@ void proxy_fence() {
     for (uint32_t i = off; i < off + n; ++i)
       if (L.smem_writer[i] == me) L.smem_writer[i] = 0;  // unless another copy landed since
   f.unfenced.clear();
-}
-
-bool copy_in_flight(uint32_t off) {
-  const LaunchState& L = launch_state();
-  return off < L.smem_copies.size() && L.smem_copies[off] > 0;
-}
-
-int unfenced_writer(uint32_t off) {
-  const LaunchState& L = launch_state();
-  return off < L.smem_writer.size() ? int(L.smem_writer[off]) - 1 : -1;
 }
 
 void register_fence() { launch_state().current->registers_fenced = true; }

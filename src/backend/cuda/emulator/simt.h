@@ -134,8 +134,10 @@ uint64_t async_copy_bytes();
 // A result that lands in a thread's registers later, as a warpgroup product's accumulators:
 // `values` go to d[0 .. values.size()) at the wait that completes its group, and until then
 // d holds NaN, so a read before the wait shows. `smem` lists (offset, bits) of the dynamic
-// shared memory the product read: the tensor cores may read it until the product is done,
-// so a change before the wait fails the kernel; so does a change of the A fragment
+// shared memory the product read: it must hold no cp.async in flight and no copy its writer
+// has not fenced for the async proxy when the result is issued (below), and the tensor
+// cores may read it until the product is done, so a change before the wait fails the
+// kernel; so does a change of the A fragment
 // registers `a` the product read (their values at issue in a_bits), which the tensor cores
 // may also read until then.
 struct AsyncResult {
@@ -157,12 +159,7 @@ void async_result_wait(int pending);  // wgmma.wait_group: all but `pending` gro
 // threads wrote through the generic proxy (cp.async included) only once the writer has
 // fenced it (fence.proxy.async) after it landed. The emulator tracks the bytes cp.async
 // filled, by writer, until that writer's next fence; plain stores are not tracked.
-void proxy_fence();                  // fence.proxy.async: this thread's landed copies
-int unfenced_writer(uint32_t off);   // the thread (linear index) whose landed copy of dynamic
-                                     // shared memory byte `off` it has not fenced, or -1
-// Whether a cp.async issued and not yet landed writes dynamic shared memory byte `off` (a
-// product reading it races with the copy; under early landing, none is ever in flight).
-bool copy_in_flight(uint32_t off);
+void proxy_fence();  // fence.proxy.async: this thread's landed copies
 // wgmma.fence: orders this thread's register accesses before the warpgroup products it issues
 // next. The emulator's rule: a product that does not continue an accumulator chain in flight
 // needs one since the thread started or last waited (wgmma.wait_group), the points after
