@@ -408,9 +408,11 @@ elif [ "$GPU" = 0 ]; then
   end skip "no GPU: the CPU reference run alone (compared with itself below)"
 else
   echo "==== speedrun train --device cuda" >>"$TRAIN_LOG"
+  # A step that never ends (a kernel that hangs) ends the run after 60 s, naming the step,
+  # well within the step's own time limit.
   # shellcheck disable=SC2086
   (cd "$WORK/cuda" && run "$TRAIN_LOG" "$(limit 120 150)" "$BIN/speedrun" train $TRAIN_FLAGS \
-     --device cuda --out "$WORK/cuda/run")
+     --device cuda --stall-timeout 60 --out "$WORK/cuda/run")
   rc=$?
   grep -E '^step:' "$TRAIN_LOG" | tail -2 | sed 's/^/      /'
   r=$(status_of $rc)

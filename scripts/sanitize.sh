@@ -19,7 +19,7 @@
 # backward; test_optimizer, test_schedule), plus sampling's KV cache (test_sample), the
 # model's forward and backward (test_model) and the distributed optimizer's per-reduction
 # waits and rank ordering (test_dist), the run directory's guarantees under signals and
-# failed writes (test_reliability), the sweep runner (test_sweep), the benchmark
+# failed writes (test_reliability), the stall watchdog's thread (test_stall), the sweep runner (test_sweep), the benchmark
 # (test_bench) and a training run to a low loss (test_train). Left to --all: test_parity
 # (its time goes to the PyTorch reference, 32 s).
 set -euo pipefail
@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 
 ci=(test_data test_tokenizer test_bpe_train test_prepare test_resume test_report test_settings
     test_cli test_conformance test_ops test_attention test_optimizer test_schedule test_sample
-    test_model test_dist test_reliability test_sweep test_bench test_train)
+    test_model test_dist test_reliability test_stall test_sweep test_bench test_train)
 families=()
 if [ "${1:-}" = "--all" ]; then
   for f in tests/test_*.cpp; do

@@ -16,7 +16,9 @@
 #include "data/synthetic.h"
 #include "model/config.h"
 #include "model/params.h"
+#include "core/stall_watchdog.h"
 #include "train/config.h"
+#include "train/trainer.h"
 
 namespace speedrun::test {
 
@@ -168,6 +170,23 @@ inline TrainConfig learning_run(const fs::path& out) {
   c.val_every = 50;
   c.val_tokens = 4 * 256 * 4;
   return c;
+}
+
+// What a trainer on `be` marks as waits: at each console line (a step's is logged inside
+// the step, a validation's inside the validation) the message its watchdog would give an
+// hour past the limit; "" where nothing was marked. The watchdog has no thread: nothing
+// ends the run.
+inline std::vector<std::string> waits_at_log_lines(Backend& be, const TrainConfig& c,
+                                                   const ShardFiles& data) {
+  StallWatchdog dog({.limit_s = 60, .who = "", .advice = "", .on_stall = {}, .thread = false});
+  std::vector<std::string> seen;
+  Trainer t(be, c, data.train, data.val);
+  t.watchdog = &dog;
+  t.log = [&](const std::string&) {
+    seen.push_back(dog.message(StallWatchdog::Clock::now() + std::chrono::hours(1)));
+  };
+  t.run();
+  return seen;
 }
 
 }  // namespace speedrun::test

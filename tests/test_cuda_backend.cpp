@@ -1615,6 +1615,34 @@ TEST_F(CudaBackendTest, AStepAllocatesNothingAndDrainsTheGpuOnlyForItsLoss) {
 }
 #endif  // SPEEDRUN_CUDA_EMULATED
 
+// On a GPU the host queues a step's work and then waits for its loss: the trainer marks each
+// step and validation as a wait of its watchdog, so one that never ends is a stall that ends
+// the run (core/stall_watchdog.h; on the CPU it marks nothing, test_stall).
+TEST_F(CudaBackendTest, TheTrainerMarksItsStepsAndValidationsAsWaits) {
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_waits";
+  fs::remove_all(dir);
+  TrainConfig c = test::micro_run(dir / "run", PrecisionChoice::Auto);
+  c.model.head_dim = 64;  // the attention kernels take 64 or 128
+  c.schedule.steps = 2;
+  c.schedule.cooldown = 1;
+  c.val_every = 1;
+  const test::ShardFiles data = test::synthetic_shards(dir / "data", 60000, 3000);
+  const std::vector<std::string> waits = test::waits_at_log_lines(gpu(), c, data);
+  // The model line, validation 0, step 1, validation 1, step 2, validation 2, the weights.
+  ASSERT_EQ(waits.size(), 7u);
+  EXPECT_EQ(waits[0], "");
+  const char* during[] = {"validation at step 0/2 on cuda.",
+                          "step 1/2 on cuda (forward, backward, optimizer).",
+                          "validation at step 1/2 on cuda.",
+                          "step 2/2 on cuda (forward, backward, optimizer).",
+                          "validation at step 2/2 on cuda."};
+  for (size_t i = 0; i < 5; ++i)
+    EXPECT_NE(waits[i + 1].find(std::string("while waiting for: ") + during[i]), std::string::npos)
+        << waits[i + 1];
+  EXPECT_EQ(waits[6], "");
+  if (!HasFailure()) fs::remove_all(dir);
+}
+
 TEST_F(CudaBackendTest, TrainingTracksTheCpuLossCurve) {
   const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_train";
   fs::remove_all(dir);

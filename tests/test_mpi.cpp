@@ -9,6 +9,8 @@
 // Skipped, saying so, when this build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <cmath>
 #include <fstream>
 #include <string>
@@ -28,8 +30,9 @@ using namespace speedrun::test;
 namespace {
 
 // mpirun as root needs --allow-run-as-root; more ranks than cores need --oversubscribe.
-std::string mpirun(int ranks) {
-  return "timeout 600 mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
+std::string mpirun(int ranks, int timeout_s = 600) {
+  return "timeout " + std::to_string(timeout_s) +
+         " mpirun --allow-run-as-root --oversubscribe --bind-to none -np " +
          std::to_string(ranks) + " ";
 }
 
@@ -213,3 +216,42 @@ TEST_F(Mpi, AFailingRankEndsTheJobWithItsMessage) {
   EXPECT_NE(o.out.find("rank 1 of 2"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("token 500"), std::string::npos) << o.out;
 }
+
+// A rank that stops without its process ending (SIGSTOP here; a frozen node, a process
+// swapped out or stuck in a driver elsewhere) would keep the others waiting in their next
+// collective forever. Their watchdog ends them instead, naming the wait, and mpirun ends the
+// job (core/stall_watchdog.h).
+TEST_F(Mpi, AFrozenRankEndsTheJobInsteadOfHanging) {
+  const fs::path run = dir / "frozen", pid = dir / "rank1.pid", script = dir / "rank.sh";
+  const std::string train = std::string(SPEEDRUN_BINARY) + " train --train '" +
+                            (dir / "data").string() + "/*train*.bin' --vocab 128 --eot 0 "
+                            "--layers 2 --heads 2 --head-dim 16 --seq-len 256 --batch 2 "
+                            "--window-end 256 --steps 1000 --cooldown 1 --val-tokens 0 "
+                            "--no-sample --threads 1 --device cpu --stall-timeout 3 --out " +
+                            run.string();
+  // Rank 1 runs the trainer in the background, stops it once rank 0 has logged a step, and
+  // waits; whatever ends this shell ends its trainer too.
+  write_bytes(script,
+              "if [ \"$OMPI_COMM_WORLD_RANK\" != 1 ]; then exec " + train + "; fi\n" +
+              train + " &\n"
+              "child=$!\n"
+              "echo $child > " + pid.string() + "\n"
+              "trap 'kill -CONT $child 2>/dev/null; kill -KILL $child 2>/dev/null' EXIT TERM INT\n"
+              "until grep -q train_loss " + (run / "metrics.jsonl").string() +
+              " 2>/dev/null; do sleep 0.05; done\n"
+              "kill -STOP $child\n"
+              "wait $child\n");
+  const Outcome o = run_shell(mpirun(2, 300) + "sh " + script.string());
+  // However it ended, leave no stopped process behind.
+  std::ifstream f(pid);
+  if (long p = 0; f >> p && p > 0) {
+    ::kill(pid_t(p), SIGCONT);
+    ::kill(pid_t(p), SIGKILL);
+  }
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  EXPECT_NE(o.out.find("error: rank 0 of 2: no progress for "), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("while waiting for: mpi "), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("--stall-timeout S sets the limit"), std::string::npos) << o.out;
+}
+

@@ -84,7 +84,7 @@ TEST(Settings, KeysAreUniqueAndCoverTheConfigJson) {
     EXPECT_TRUE(keys.insert(s.key).second) << "twice: " << s.key;
     flags += s.flag;
   });
-  EXPECT_EQ(flags, 40);  // all but rope-base, softcap, attn-tile
+  EXPECT_EQ(flags, 41);  // all but rope-base, softcap, attn-tile
   std::set<std::string> json_keys;
   const nlohmann::json j = config_to_json(TrainConfig{});
   for (const auto& [k, v] : j.items()) json_keys.insert(k);
@@ -263,7 +263,7 @@ TEST(Settings, ResumeListsExactlyTheSettingsThatMustNotDiffer) {
     if (s.on_resume != OnResume::Same) free.insert(s.key);
   });
   EXPECT_EQ(free, (std::set<std::string>{"out", "save-every", "keep", "stop-after", "train",
-                                         "val", "init", "resume", "overwrite"}));
+                                         "val", "init", "resume", "overwrite", "stall-timeout"}));
   // Exact text of one line, as README and CHECKPOINTS.md show it.
   TrainConfig s = base;
   s.seq_len = 128;
@@ -318,7 +318,7 @@ TEST(Settings, EveryNumberMustBeFiniteAndInRange) {
       }
     }
   });
-  EXPECT_EQ(doubles, 11);
+  EXPECT_EQ(doubles, 12);
   TrainConfig c = preset_config("tiny");
   c.seq_len = 0;
   EXPECT_EQ(error_of(c), "--seq-len 0: must be >= 1");

@@ -7,13 +7,17 @@
 #include <memory>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "cli/backend_flags.h"
 #include "cli/commands.h"
 #include "cli/setting_flags.h"
 #include "cli/training_data.h"
 #include "data/synthetic.h"
+#include "core/stall_watchdog.h"
 #include "core/stop_signal.h"
 #include "dist/launch.h"
+#include "dist/watched_comm.h"
 #include "model/params.h"
 #include "train/checkpoint.h"
 #include "train/config.h"
@@ -117,7 +121,27 @@ void run_train(TrainArgs& a) {
     bo.gemm_algos = cuda::run_gemm_record(c.out_dir, launch.rank, launch.world);
 #endif
   std::unique_ptr<Backend> backend = make_backend(bo);
-  std::unique_ptr<Comm> comm = make_comm(launch, *backend);
+  // From here on a wait for another rank or for the GPU that outlasts --stall-timeout ends
+  // this process (core/stall_watchdog.h): the ranks' start (NCCL waits for every rank to
+  // join), every collective, and each step and validation on a GPU.
+  StallWatchdog watchdog({.limit_s = c.stall_timeout,
+                          .who = launch.world > 1 ? fmt::format("rank {} of {}", launch.rank,
+                                                                launch.world)
+                                                  : "",
+                          .advice = "--stall-timeout S sets the limit in seconds (0: wait "
+                                    "forever)" +
+                                    (c.save_every > 0 ? "; continue from the last checkpoint "
+                                                        "with speedrun train --resume " +
+                                                            c.out_dir
+                                                      : std::string()),
+                          .on_stall = {}});  // print and end the process
+  StallWatchdog::set_process_watchdog(&watchdog);  // SPEEDRUN_CUDA_SYNC names each kernel
+  std::unique_ptr<Comm> comm;
+  {
+    const auto w = watchdog.watch(fmt::format("the job's {} ranks to start together",
+                                              launch.world));
+    comm = std::make_unique<WatchedComm>(make_comm(launch, *backend), watchdog);
+  }
   // Rank 0 prepares the built-in corpus and prints; the others find it prepared.
   if (!comm->is_root()) {
     comm->barrier();
@@ -128,6 +152,7 @@ void run_train(TrainArgs& a) {
   if (comm->is_root() && comm->size() > 1) comm->barrier();
   install_stop_handlers();
   Trainer trainer(*backend, *comm, c, data.train_files, data.val_files);
+  trainer.watchdog = &watchdog;
   const TrainResult r = trainer.run();
   if (r.stopped_by_signal != 0) {
     exit_status() = 128 + (r.stopped_by_signal > 0 ? r.stopped_by_signal : SIGTERM);

@@ -5,7 +5,9 @@
 //
 // Implementations: LocalComm (one process, dist/local_comm.h), ThreadComm (size() ranks as
 // threads of one process, each with its own backend: multi-rank logic tested on one
-// machine, dist/thread_comm.h). A Comm for processes (MPI, NCCL) is a new file here.
+// machine, dist/thread_comm.h), MpiComm (processes, host buffers, dist/mpi/), NcclComm
+// (processes, GPU buffers, dist/nccl/); WatchedComm (dist/watched_comm.h) wraps any of them
+// so that a rank waiting for one that never comes ends instead (core/stall_watchdog.h).
 //
 // Buffers live on the device of the backend the rank trains with; every rank passes the
 // same dtype and numel to a collective, and every rank calls the same collectives in the

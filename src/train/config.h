@@ -29,6 +29,7 @@ struct TrainConfig {
   int64_t save_every = 0;       // steps between checkpoints (0: none; weights at step 0 and end)
   int64_t keep = 0;             // checkpoints kept (the newest; 0: all)
   int64_t stop_after = 0;       // > 0: stop after this many steps with a checkpoint (resumable)
+  double stall_timeout = 600;   // seconds a rank may wait for another or for its GPU (0: forever)
   std::string resume;           // a run or checkpoint directory to continue from
   bool overwrite = false;       // a new run may replace the run already in out_dir
   uint64_t seed = 0;

@@ -132,6 +132,12 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
               "still spans --steps",
       .unit = "steps", .on_resume = this_run, .range = at_least(0)},
     c.stop_after);
+  v(S{.key = "stall-timeout",
+      .help = "end the run when a rank waits this long in a collective or for its GPU to "
+              "finish a step: a rank frozen or gone, a lost link, a kernel that does not end "
+              "(0: wait forever)",
+      .unit = "seconds", .on_resume = may_change, .range = at_least(0)},
+    c.stall_timeout);
   v(S{.key = "overwrite",
       .help = "start over in an --out that holds another run, deleting that run's files",
       .on_resume = this_run},

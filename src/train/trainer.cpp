@@ -89,6 +89,13 @@ class TrainingRun {
   void log(const std::string& line) const {
     if (comm_.is_root()) t_.log(line);
   }
+  // A mark of the trainer's watchdog while a GPU computes `what`: the host only queues the
+  // work and then waits for it, so a step that never ends is a stall. On the CPU the host
+  // computes it, which is never one.
+  StallWatchdog::Watch watch_device(const std::string& what) const {
+    if (!t_.watchdog || be_.device() == Device::CPU) return {};
+    return t_.watchdog->watch(what);
+  }
 
   Trainer& t_;
   Backend& be_;
@@ -330,9 +337,16 @@ TrainResult TrainingRun::run() {
   run_t0_ = Clock::now();
   for (int64_t s = start_; s <= N_; ++s) {
     const int64_t window = attention_window(c_.schedule, s);
-    if (validation_due(s)) validate(s, window);
+    if (validation_due(s)) {
+      const auto w = watch_device(fmt::format("validation at step {}/{} on {}", s, N_, be_.name()));
+      validate(s, window);
+    }
     if (s == N_) break;
-    train_step(s, window);
+    {
+      const auto w = watch_device(fmt::format("step {}/{} on {} (forward, backward, optimizer)",
+                                              s + 1, N_, be_.name()));
+      train_step(s, window);
+    }
     const int64_t done = s + 1;
     // A stop asked by a signal on any rank ends every rank after the same step.
     int sig = stop_requested();

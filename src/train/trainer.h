@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/stall_watchdog.h"
 #include "dist/comm.h"
 #include "dist/local_comm.h"
 #include "train/config.h"
@@ -52,6 +53,10 @@ class Trainer {
   TrainResult run();
   // Called with each console line on rank 0 (default: stdout); other ranks log nothing.
   std::function<void(const std::string&)> log;
+  // Where the run marks its waits for a GPU (each step, each validation) when the backend
+  // is not the CPU; null: none. The Comm's waits are the Comm's to mark (WatchedComm). Must
+  // outlive run().
+  StallWatchdog* watchdog = nullptr;
 
  private:
   friend class TrainingRun;

@@ -9,6 +9,7 @@
 #include "backend/cuda/check.h"
 #include "backend/cuda/plan.h"
 #include "core/error.h"
+#include "core/stall_watchdog.h"
 
 namespace speedrun::cuda {
 
@@ -103,8 +104,12 @@ void CudaBackend::check_precision(const Precision& p) const {
 void CudaBackend::launched(const char* op, const char* kernel) {
   const std::string what = std::string("kernel ") + kernel;
   check_cuda(cudaGetLastError(), op, ("launching " + what).c_str());
-  if (sync_each_launch_)
+  if (sync_each_launch_) {
+    // A kernel that never ends is named by the run's watchdog, where there is one.
+    const auto w = StallWatchdog::watch_process_wait("cuda " + std::string(op) + ": " + what +
+                                                     " (SPEEDRUN_CUDA_SYNC)");
     check_cuda(cudaStreamSynchronize(stream_), op, (what + " (SPEEDRUN_CUDA_SYNC)").c_str());
+  }
 }
 
 void* CudaBackend::scratch(Scratch& s, size_t bytes, const char* what) {

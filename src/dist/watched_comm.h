@@ -1,0 +1,46 @@
+// WatchedComm: a Comm whose collectives are marked as waits of a StallWatchdog, so that a
+// rank waiting for another that is frozen or gone ends (with a message naming the
+// collective) instead of waiting forever. Every call goes to the wrapped Comm unchanged:
+// the same results, tickets and errors. A collective that a GPU Comm only enqueues (NCCL)
+// is marked for as long as the call takes; the wait for its result is the GPU's, which the
+// trainer marks.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/stall_watchdog.h"
+#include "dist/comm.h"
+
+namespace speedrun {
+
+class WatchedComm final : public Comm {
+ public:
+  // dog (and a Comm given by reference) must outlive this Comm.
+  WatchedComm(std::unique_ptr<Comm> inner, StallWatchdog& dog);
+  WatchedComm(Comm& inner, StallWatchdog& dog) : inner_(&inner), dog_(dog) {}
+  std::string name() const override { return inner_->name(); }
+  int rank() const override { return inner_->rank(); }
+  int size() const override { return inner_->size(); }
+  void all_reduce(Tensor t, ReduceOp op) override;
+  void all_gather(Tensor out, const Tensor& in) override;
+  void all_gather_in_place(Tensor t) override;
+  void broadcast(Tensor t, int root) override;
+  void barrier() override;
+  int64_t all_reduce_async(Tensor t, ReduceOp op) override;
+  int64_t all_gather_async(Tensor t) override;
+  void wait_async(int64_t ticket = kAllAsync) override { inner_->wait_async(ticket); }
+  double all_reduce(double x, ReduceOp op) override;
+  std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override;
+  [[noreturn]] void abort(const std::string& why) override;
+
+ private:
+  StallWatchdog::Watch mark(const std::string& what) const {
+    return dog_.watch(inner_->name() + " " + what);
+  }
+  std::unique_ptr<Comm> owned_;
+  Comm* inner_;
+  StallWatchdog& dog_;
+};
+
+}  // namespace speedrun
