@@ -5,6 +5,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -24,6 +25,7 @@
 #include "backend/cpu/vec_math.h"
 #include "core/bf16.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "tolerances.h"
 
 namespace speedrun {
@@ -310,7 +312,7 @@ TEST(ReluSquared, ForwardBackward) {
     cpu::relu_squared_forward(yf.data(), xf.data(), n);
     EXPECT_LT(rel_err(yf, ref), tol::kFloat);
 
-    cpu::relu_squared_backward(dx.data(), R.data(), x.data(), n);
+    cpu::relu_squared_backward(dx.data(), R.data(), y.data(), n);  // from the output
     auto loss = [&] {
       double l = 0;
       for (int64_t i = 0; i < n; ++i) l += (x[i] > 0 ? x[i] * x[i] : 0.0) * R[i];
@@ -318,8 +320,34 @@ TEST(ReluSquared, ForwardBackward) {
     };
     EXPECT_LT(fd_err(x, dx, loss), tol::kFiniteDiff);
     FVec Rf = to_f(R);
-    cpu::relu_squared_backward(Rf.data(), Rf.data(), xf.data(), n);  // dx aliases dy
+    cpu::relu_squared_backward(Rf.data(), Rf.data(), yf.data(), n);  // dx aliases dy
     EXPECT_LT(rel_err(Rf, dx), tol::kFloat);
+    // The same bits as 2 relu(x) dy from the input, in both precisions.
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_EQ(dx[size_t(i)], (x[size_t(i)] + std::fabs(x[size_t(i)])) * R[size_t(i)]) << i;
+      const float xi = xf[size_t(i)], ri = float(R[size_t(i)]);
+      EXPECT_EQ(Rf[size_t(i)], (xi + std::fabs(xi)) * ri) << i;
+    }
+  }
+}
+
+// The backward takes relu(x) as sqrt(relu(x)^2): exact wherever the square is a normal
+// number, since the correctly rounded root of a correctly rounded square is the number
+// (radix 2). Every fp32 in [1, 2) (scaling by 2 scales the square by 4 exactly, so this is
+// every normal exponent), and fp64 samples across the exponents the model sees.
+TEST(ReluSquared, TheRootOfTheRoundedSquareIsTheNumber) {
+  int64_t wrong = 0;
+  for (uint32_t m = 0; m < (1u << 23); ++m) {
+    const float x = std::bit_cast<float>(0x3f800000u | m);
+    wrong += std::sqrt(x * x) != x;
+  }
+  EXPECT_EQ(wrong, 0);
+  Rng rng(5);
+  for (int i = 0; i < 1000000; ++i) {
+    const double x = std::ldexp(1.0 + rng.uniform(), int(rng.uniform() * 120) - 60);
+    ASSERT_EQ(std::sqrt(x * x), x) << x;
+    const float f = float(x);
+    ASSERT_EQ(std::sqrt(f * f), f) << f;
   }
 }
 

@@ -260,10 +260,14 @@ class Backend {
   }
 
   // ---- MLP activation -----------------------------------------------------------------
-  // y = relu(x)^2 (=); x, y (c).
+  // y = relu(x)^2 (=); x, y (c); y may alias x (the model computes it in place).
   virtual void relu_squared_forward(Tensor y, const Tensor& x) = 0;
-  // dx = 2 relu(x) dy (=); all (c); dx may alias dy.
-  virtual void relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) = 0;
+  // dx = 2 sqrt(y) dy (=), from the forward's output y = relu(x)^2: so the forward's input
+  // need not be kept. sqrt(y) is relu(x) exactly in fp32 and fp64 (the correctly rounded root
+  // of a correctly rounded square is the number, wherever the square neither underflows nor
+  // overflows), so dx = 2 relu(x) dy with the same bits; in bf16, y's rounding moves sqrt(y)
+  // by at most half an ulp of relu(x). All (c); dx may alias dy.
+  virtual void relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& y) = 0;
 
   // ---- scalar-weighted sums (lambdas, value residual, U-net skips) ----------------------
   // out = a*x + b*y (=); out, x, y (c); out may alias x or y.

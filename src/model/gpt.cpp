@@ -59,7 +59,6 @@ GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t hea
     a.add(p + "xmid", c, {N, C}, &A.xmid);
     a.add(p + "n2", c, {N, C}, &A.n2);
     a.add(p + "rstd2", s, {N}, &A.rstd2);
-    a.add(p + "fc", c, {N, F}, &A.fc);
     a.add(p + "act", c, {N, F}, &A.act);
     a.add(p + "xout", c, {N, C}, &A.xout);
   }
@@ -195,8 +194,8 @@ void GPT::forward(bool train, double grad_scale) {
     be_.attention_forward(A.att, A.lse, A.q, A.k, A.v, masks_, H, scale);
     be_.matmul_add(A.xmid, A.att, false, W.c_proj, true, A.xmix);
     be_.rms_norm_forward(A.n2, A.rstd2, A.xmid, kNormEps);
-    be_.matmul(A.fc, A.n2, false, W.c_fc, true, false);
-    be_.relu_squared_forward(A.act, A.fc);
+    be_.matmul(A.act, A.n2, false, W.c_fc, true, false);  // fc = n2 c_fc^T, then in place:
+    be_.relu_squared_forward(A.act, A.act);               // act = relu(fc)^2
     be_.matmul_add(A.xout, A.act, false, W.mlp_proj, true, A.xmid);
     h = A.xout;
   }
@@ -236,7 +235,7 @@ void GPT::backward() {
     // MLP: xout = xmid + relu(n2 Wfc^T)^2 Wp^T
     be_.matmul(dfc_, dh_, false, W.mlp_proj, false, false);
     be_.matmul(G.mlp_proj, dh_, true, A.act, false, true);
-    be_.relu_squared_backward(dfc_, dfc_, A.fc);
+    be_.relu_squared_backward(dfc_, dfc_, A.act);  // d fc = 2 relu(fc) d act
     be_.matmul(G.c_fc, dfc_, true, A.n2, false, true);
     be_.matmul(dn_, dfc_, false, W.c_fc, false, false);
     be_.rms_norm_backward(dh_, dn_, A.xmid, A.rstd2, true);  // dh = d xmid

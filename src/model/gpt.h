@@ -87,7 +87,8 @@ class GPT {
     Tensor att, lse;        // attention output; lse [B, H, T] (s)
     Tensor xmid;            // xmix + att c_proj^T
     Tensor n2, rstd2;       // rms_norm(xmid)
-    Tensor fc, act;         // [N, F]: n2 c_fc^T, relu(fc)^2
+    Tensor act;             // [N, F]: relu(n2 c_fc^T)^2, formed in place (its input is
+                            // not kept: the backward takes relu from act)
     Tensor xout;            // xmid + act mlp_proj^T
   };
   void prepare(const int32_t* x, const int32_t* y, int64_t window);

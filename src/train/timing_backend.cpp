@@ -206,9 +206,9 @@ void TimingBackend::relu_squared_forward(Tensor y, const Tensor& x) {
   run("relu_squared_forward", [&] { return bytes(sz(x) + sz(y)); },
       [&] { be_.relu_squared_forward(y, x); });
 }
-void TimingBackend::relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) {
-  run("relu_squared_backward", [&] { return bytes(sz(dy) + sz(x) + sz(dx)); },
-      [&] { be_.relu_squared_backward(dx, dy, x); });
+void TimingBackend::relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& y) {
+  run("relu_squared_backward", [&] { return bytes(sz(dy) + sz(y) + sz(dx)); },
+      [&] { be_.relu_squared_backward(dx, dy, y); });
 }
 
 void TimingBackend::scaled_sum_forward(Tensor o, const Tensor& x, const Coef& a, const Tensor& y,

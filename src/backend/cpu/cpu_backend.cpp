@@ -412,11 +412,11 @@ void CpuBackend::relu_squared_forward(Tensor y, const Tensor& x) {
   });
 }
 
-void CpuBackend::relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) {
-  same("relu_squared_backward", dx, x);
-  dispatch("relu_squared_backward", x, [&](auto z) {
+void CpuBackend::relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& y) {
+  same("relu_squared_backward", dx, y);
+  dispatch("relu_squared_backward", y, [&](auto z) {
     using T = decltype(z);
-    cpu::relu_squared_backward<T>(dx.ptr<T>(), dy.ptr<T>(), x.ptr<T>(), x.numel());
+    cpu::relu_squared_backward<T>(dx.ptr<T>(), dy.ptr<T>(), y.ptr<T>(), y.numel());
   });
 }
 

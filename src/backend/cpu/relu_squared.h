@@ -1,5 +1,6 @@
 // relu(x)^2, elementwise over n values. forward: y = max(x,0)^2 (=); y may alias x.
-// backward: dx = 2*max(x,0)*dy (=); dx may alias dy (not x).
+// backward, from the forward's output: dx = 2*sqrt(y)*dy (=), which is 2*max(x,0)*dy with
+// the same bits (backend.h says why); dx may alias dy (not y).
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -20,10 +21,11 @@ void relu_squared_forward(T* y, const T* x, int64_t n) {
 }
 
 template <class T>
-void relu_squared_backward(T* dx, const T* dy, const T* x, int64_t n) {
+void relu_squared_backward(T* dx, const T* dy, const T* y, int64_t n) {
 #pragma omp parallel for simd schedule(static) if (parallel: n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
-    dx[i] = (x[i] + std::fabs(x[i])) * dy[i];  // 2*max(x,0)*dy with the same bits
+    const T r = std::sqrt(y[i]);  // max(x, 0), exactly
+    dx[i] = (r + r) * dy[i];      // as (x + |x|) * dy: 2r is exact
   }
 }
 

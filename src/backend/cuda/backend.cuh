@@ -134,7 +134,7 @@ class CudaBackend final : public Backend {
   void attention_decode(Tensor out, const Tensor& q, const Tensor& k, const Tensor& v,
                         const std::vector<int32_t>& rows, int64_t H, double scale) override;
   void relu_squared_forward(Tensor y, const Tensor& x) override;
-  void relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& x) override;
+  void relu_squared_backward(Tensor dx, const Tensor& dy, const Tensor& y) override;
   void scaled_sum_forward(Tensor out, const Tensor& x, const Coef& a, const Tensor& y,
                           const Coef& b) override;
   void scaled_sum_backward(Tensor dx, bool acc_x, Tensor dy, bool acc_y, const Tensor& dout,

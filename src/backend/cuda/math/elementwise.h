@@ -9,12 +9,16 @@
 
 namespace speedrun::cuda::math {
 
-// relu(x)^2 = ((x + |x|)/2)^2; its derivative times dy = (x + |x|) * dy.
+// relu(x)^2 = ((x + |x|)/2)^2; its derivative times dy from the output y = relu(x)^2:
+// 2 sqrt(y) dy, as the CPU's (sqrtf is correctly rounded: nvcc's default -prec-sqrt=true).
 SR_HD inline float relu_squared(float x) {
   const float r = (x + fabsf(x)) * 0.5f;
   return r * r;
 }
-SR_HD inline float relu_squared_grad(float x, float dy) { return (x + fabsf(x)) * dy; }
+SR_HD inline float relu_squared_grad(float y, float dy) {
+  const float r = sqrtf(y);
+  return (r + r) * dy;
+}
 
 // a*x + b*y in fp32 as fma(a, x, b*y): b*y rounded, then one rounding of the rest. The one
 // expression of every weighted sum (scaled_sum.cu, mix_norm.cu), with its rounding spelled
