@@ -1,11 +1,13 @@
 // A run directory that cannot be corrupted, and the other holes a careless or hostile user
 // finds: moved runs, two writers, reused directories, failed writes, leftovers, outputs
-// over inputs, weights without our metadata, validation budgets beyond the data, signals.
+// over inputs, weights without our metadata, validation budgets beyond the data, signals,
+// files that shrink while they are read.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -254,4 +256,44 @@ TEST_F(Reliability, SmallerHolesGetClearErrors) {
   write_bytes(dir / "doc.txt", "a document\n");
   refused("prepare " + (dir / "doc.txt").string() + " -o '" + (dir / "a b").string() + "'",
           {"-o ", "pass --name"});
+}
+
+// 11. A shard (or checkpoint) that another program truncates or rewrites in place while it
+// is mapped: reading past its new end faults (SIGBUS). The process ends with status 1 and
+// the file's name instead of a bare crash. Another mapping's fault still reaches the
+// handler installed before ours.
+TEST_F(Reliability, AMappedFileThatShrinksEndsTheRunNamingIt) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // each statement in a fresh process
+  const std::string shard = data.train[0];
+  const fs::path copy = dir / "shrinking.bin";
+  EXPECT_EXIT(
+      {
+        fs::copy_file(shard, copy, fs::copy_options::overwrite_existing);
+        const Shard s = Shard::open(copy.string());
+        ASSERT_GT(s.size(), 20000);
+        fs::resize_file(copy, 1024);  // the header alone, as `: > file` then a slow rewrite
+        volatile uint16_t t = s.tokens()[s.size() - 1];  // pages past the end: SIGBUS
+        (void)t;
+        std::_Exit(0);  // not reached
+      },
+      testing::ExitedWithCode(1),
+      "error: shard .*shrinking.bin: the file shrank while it was being read \\(another "
+      "program truncated it or rewrote it in place\\)");
+  EXPECT_EXIT(
+      {
+        struct sigaction sa {};
+        sa.sa_handler = [](int) { std::_Exit(7); };
+        ::sigaction(SIGBUS, &sa, nullptr);
+        const Shard guarded = Shard::open(shard);  // installs the handler, after this one
+        fs::copy_file(shard, copy, fs::copy_options::overwrite_existing);
+        const int fd = ::open(copy.c_str(), O_RDONLY);
+        const size_t n = size_t(fs::file_size(copy));
+        const auto* p = static_cast<const volatile uint8_t*>(
+            ::mmap(nullptr, n, PROT_READ, MAP_PRIVATE, fd, 0));
+        fs::resize_file(copy, 1024);
+        volatile uint8_t b = p[n - 1];  // not a MappedFile's: the earlier handler's
+        (void)b;
+        std::_Exit(0);
+      },
+      testing::ExitedWithCode(7), "");
 }

@@ -1,5 +1,10 @@
 // MappedFile: a whole file mapped read-only (move-only; unmapped on destruction).
 // Used for token shards and safetensors checkpoints, so big files cost no copy.
+// A file that shrinks while it is mapped (another program truncates it or rewrites it in
+// place) makes the reads past its new end fault with SIGBUS; for a mapped file that ends the
+// process with exit status 1 and "error: <what> <path>: the file shrank while it was being
+// read ...", instead of a bare crash (a SIGBUS handler installed on the first mapping,
+// passing other faults on to the handler before it).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +37,7 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+  int guard_ = -1;  // the SIGBUS handler's slot for this mapping (-1: none)
 };
 
 // Opens `path` for reading with the same checks and messages as MappedFile::open
