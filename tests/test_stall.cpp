@@ -60,6 +60,13 @@ TEST(StallWatchdog, AWaitPastTheLimitNamesWhoWhatAndHowLongOnce) {
   EXPECT_TRUE(stalls[0].ends_with(". raise the limit")) << stalls[0];
   EXPECT_FALSE(dog.check(t0 + std::chrono::hours(1)));  // once: the process is ending
   EXPECT_EQ(stalls.size(), 1u);
+  // A process of one has no other rank to blame.
+  StallWatchdog alone(by_hand(10));
+  const auto w = alone.watch("step 3/10 on cuda");
+  const std::string m = alone.message(Clock::now() + std::chrono::hours(1));
+  EXPECT_EQ(m.rfind("no progress for ", 0), 0u) << m;
+  EXPECT_TRUE(has(m, ". The GPU did not finish its work")) << m;
+  EXPECT_FALSE(has(m, "rank")) << m;
 }
 
 TEST(StallWatchdog, OnlyOpenMarksCountAndTheOldestSetsTheTime) {

@@ -71,12 +71,17 @@ std::string StallWatchdog::message_locked(Clock::time_point now) const {
       std::chrono::duration<double>(now - open_.begin()->second.since).count();
   std::string chain;
   for (const auto& [id, mark] : open_) chain += (chain.empty() ? "" : " > ") + mark.what;
+  // A process of one names only the GPU: there is no other rank to wait for.
+  const char* causes = o_.who.empty()
+                           ? "The GPU did not finish its work (a kernel that does not end, a "
+                             "GPU fault)"
+                           : "Another rank may be frozen or gone without its process ending "
+                             "(a stopped process, a lost network link), or a GPU did not "
+                             "finish its work (a kernel that does not end, a GPU fault)";
   std::string text = fmt::format(
-      "{}no progress for {:.0f} s (the limit is {:g} s) while waiting for: {}. Another rank "
-      "may be frozen or gone without its process ending (a stopped process, a lost network "
-      "link), or a GPU did not finish its work (a kernel that does not end, a GPU fault); "
-      "this process ends so that the job does not hang",
-      o_.who.empty() ? "" : o_.who + ": ", std::max(0.0, waited), o_.limit_s, chain);
+      "{}no progress for {:.0f} s (the limit is {:g} s) while waiting for: {}. {}; this "
+      "process ends so that the job does not hang",
+      o_.who.empty() ? "" : o_.who + ": ", std::max(0.0, waited), o_.limit_s, chain, causes);
   if (!o_.advice.empty()) text += ". " + o_.advice;
   return text;
 }
