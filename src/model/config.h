@@ -11,6 +11,10 @@ namespace speedrun {
 
 class SafetensorsFile;
 
+// rms_norm's eps: fp32's machine epsilon whatever the dtype (SPEC.md); the full forward
+// (GPT) and the KV-cache decoder use the same.
+inline constexpr double kNormEps = 1.1920928955078125e-07;
+
 // What a command line says about a model whose weights file lacks speedrun's metadata (a
 // PyTorch export of the record, say): what the tensors' shapes cannot tell. 0 / -1: not given.
 struct ShapeHints {

@@ -6,11 +6,6 @@
 
 namespace speedrun {
 
-namespace {
-// rms_norm's eps: fp32's machine epsilon whatever the dtype (SPEC.md), as in GPT.
-constexpr double kNormEps = 1.1920928955078125e-07;
-}  // namespace
-
 Decoder::Decoder(Backend& backend, const Parameters& params, int64_t window,
                  int64_t max_positions)
     : be_(backend), p_(params), cfg_(params.config()), window_(window),

@@ -5,11 +5,6 @@
 
 namespace speedrun {
 
-namespace {
-// rms_norm's eps: fp32's machine epsilon, whatever the dtype (SPEC.md).
-constexpr double kNormEps = 1.1920928955078125e-07;
-}  // namespace
-
 GPT::GPT(Backend& backend, Parameters& params, int64_t B, int64_t T, int64_t head_logits)
     : GPT(backend, params, B, T, head_logits, true) {}
 
