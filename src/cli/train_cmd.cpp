@@ -130,6 +130,11 @@ void run_train(TrainArgs& a) {
                                                   : "",
                           .advice = "--stall-timeout S sets the limit in seconds (0: wait "
                                     "forever)" +
+                                    (backend->device() != Device::CPU
+                                         ? std::string("; SPEEDRUN_CUDA_SYNC=1 in the "
+                                                       "environment names the kernel a GPU "
+                                                       "step waits for")
+                                         : std::string()) +
                                     (c.save_every > 0 ? "; continue from the last checkpoint "
                                                         "with speedrun train --resume " +
                                                             c.out_dir
