@@ -124,22 +124,16 @@ void run_train(TrainArgs& a) {
   // From here on a wait for another rank or for the GPU that outlasts --stall-timeout ends
   // this process (core/stall_watchdog.h): the ranks' start (NCCL waits for every rank to
   // join), every collective, and each step and validation on a GPU.
-  StallWatchdog watchdog({.limit_s = c.stall_timeout,
-                          .who = launch.world > 1 ? fmt::format("rank {} of {}", launch.rank,
-                                                                launch.world)
-                                                  : "",
-                          .advice = "--stall-timeout S sets the limit in seconds (0: wait "
-                                    "forever)" +
-                                    (backend->device() != Device::CPU
-                                         ? std::string("; SPEEDRUN_CUDA_SYNC=1 in the "
-                                                       "environment names the kernel a GPU "
-                                                       "step waits for")
-                                         : std::string()) +
-                                    (c.save_every > 0 ? "; continue from the last checkpoint "
-                                                        "with speedrun train --resume " +
-                                                            c.out_dir
-                                                      : std::string()),
-                          .on_stall = {}});  // print and end the process
+  std::string advice = "--stall-timeout S sets the limit in seconds (0: wait forever)";
+  if (backend->device() != Device::CPU)
+    advice += "; SPEEDRUN_CUDA_SYNC=1 in the environment names the kernel a GPU step waits for";
+  if (c.save_every > 0)
+    advice += "; continue from the last checkpoint with speedrun train --resume " + c.out_dir;
+  StallWatchdog watchdog(
+      {.limit_s = c.stall_timeout,
+       .who = launch.world > 1 ? fmt::format("rank {} of {}", launch.rank, launch.world) : "",
+       .advice = advice,
+       .on_stall = {}});  // print and end the process
   StallWatchdog::set_process_watchdog(&watchdog);  // SPEEDRUN_CUDA_SYNC names each kernel
   std::unique_ptr<Comm> comm;
   {

@@ -20,47 +20,49 @@ WatchedComm::WatchedComm(std::unique_ptr<Comm> inner, StallWatchdog& dog)
 }
 
 void WatchedComm::all_reduce(Tensor t, ReduceOp op) {
-  const auto w = mark("all-reduce of " + values(t));
+  const auto w = mark([&] { return "all-reduce of " + values(t); });
   inner_->all_reduce(t, op);
 }
 
 void WatchedComm::all_gather(Tensor out, const Tensor& in) {
-  const auto w = mark("all-gather of " + values(in) + " per rank");
+  const auto w = mark([&] { return "all-gather of " + values(in) + " per rank"; });
   inner_->all_gather(out, in);
 }
 
 void WatchedComm::all_gather_in_place(Tensor t) {
-  const auto w = mark("all-gather of " + values(t));
+  const auto w = mark([&] { return "all-gather of " + values(t); });
   inner_->all_gather_in_place(t);
 }
 
 void WatchedComm::broadcast(Tensor t, int root) {
-  const auto w = mark(fmt::format("broadcast of {} from rank {}", values(t), root));
+  const auto w =
+      mark([&] { return fmt::format("broadcast of {} from rank {}", values(t), root); });
   inner_->broadcast(t, root);
 }
 
 void WatchedComm::barrier() {
-  const auto w = mark("barrier (every rank waits for the others)");
+  const auto w = mark([&] { return "barrier (every rank waits for the others)"; });
   inner_->barrier();
 }
 
 int64_t WatchedComm::all_reduce_async(Tensor t, ReduceOp op) {
-  const auto w = mark("all-reduce of " + values(t));
+  const auto w = mark([&] { return "all-reduce of " + values(t); });
   return inner_->all_reduce_async(t, op);
 }
 
 int64_t WatchedComm::all_gather_async(Tensor t) {
-  const auto w = mark("all-gather of " + values(t));
+  const auto w = mark([&] { return "all-gather of " + values(t); });
   return inner_->all_gather_async(t);
 }
 
 double WatchedComm::all_reduce(double x, ReduceOp op) {
-  const auto w = mark("all-reduce of a host value");
+  const auto w = mark([&] { return "all-reduce of a host value"; });
   return inner_->all_reduce(x, op);
 }
 
 std::vector<int64_t> WatchedComm::all_gather(const std::vector<int64_t>& mine) {
-  const auto w = mark(fmt::format("all-gather of {} host integers per rank", mine.size()));
+  const auto w = mark(
+      [&] { return fmt::format("all-gather of {} host integers per rank", mine.size()); });
   return inner_->all_gather(mine);
 }
 

@@ -35,8 +35,11 @@ class WatchedComm final : public Comm {
   [[noreturn]] void abort(const std::string& why) override;
 
  private:
-  StallWatchdog::Watch mark(const std::string& what) const {
-    return dog_.watch(inner_->name() + " " + what);
+  // The wait `describe()` names, described only when the watchdog is on.
+  template <class Describe>
+  StallWatchdog::Watch mark(Describe&& describe) const {
+    if (!dog_.on()) return {};
+    return dog_.watch(inner_->name() + " " + describe());
   }
   std::unique_ptr<Comm> owned_;
   Comm* inner_;

@@ -4,9 +4,10 @@
 // writing D = rowsum(dO * O) for the dK/dV kernel), chunks of 64 partner rows loaded
 // through cp.async (3 buffers for dQ, whose last product overlaps the next chunk's; 2 for
 // dK/dV, whose registers leave no room for that), and the same scores-to-dS step on the
-// same accumulator fragments (backward_steps.cuh): only the products' summation order differs (the tensor cores' own),
-// so results agree with backward.cu's within fp32 rounding, not bit for bit. Deterministic:
-// no atomics, every output row summed by one warpgroup in list order.
+// same accumulator fragments (backward_steps.cuh): only the products' summation order
+// differs (the tensor cores' own), so results agree with backward.cu's within fp32
+// rounding, not bit for bit. Deterministic: no atomics, every output row summed by one
+// warpgroup in list order.
 //
 // Operands: the CTA's own tile (Q and dO for dQ; K and V for dK/dV) sits in shared memory in
 // core-matrix order and is read by the tensor cores as a K-major A (wgmma_ss), so it holds
