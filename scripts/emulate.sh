@@ -12,9 +12,9 @@
 #     would change results, both with lazy streams (work runs only when waited for), where
 #     a missing stream, event or staging-buffer wait would;
 #   - with MPI: the NCCL communicator's collectives against MPI's, `mpirun -np 2 speedrun
-#     train --device cuda` against one GPU of two micro-batches and the emulator's check on
-#     a collective's input (test_mpi), each rank a process with an emulated GPU, NCCL
-#     emulated over MPI (emulator/nccl.cpp);
+#     train --device cuda` against one GPU of two micro-batches, the emulator's check on
+#     a collective's input and a job whose NCCL loses a link (test_mpi), each rank a
+#     process with an emulated GPU, NCCL emulated over MPI (emulator/nccl.cpp);
 #   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
 #     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
 #     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
@@ -127,7 +127,7 @@ shuffled_rest() {
   run 1234,lazy test_cuda_backend "$filter"
   if [ "$mpi" = 1 ]; then
     # Lazy streams only: eager ones run every collective at issue, which proves nothing more.
-    run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*'
+    run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*:Mpi.ALostNccl*'
   else
     echo "== no MPI in this build: the multi-GPU tests (test_mpi on the emulated NCCL) are skipped"
   fi

@@ -178,7 +178,8 @@ inline TrainConfig learning_run(const fs::path& out) {
 // ends the run.
 inline std::vector<std::string> waits_at_log_lines(Backend& be, const TrainConfig& c,
                                                    const ShardFiles& data) {
-  StallWatchdog dog({.limit_s = 60, .who = "", .advice = "", .on_stall = {}, .thread = false});
+  StallWatchdog dog({.limit_s = 60, .who = "", .advice = "", .failure_advice = "", .on_stall = {},
+                     .thread = false});
   std::vector<std::string> seen;
   Trainer t(be, c, data.train, data.val);
   t.watchdog = &dog;

@@ -1,9 +1,10 @@
 // The NCCL communicator on this rank's GPU against a host Comm on the same values in host
-// memory: sum, mean, gather (into another buffer, in place, in place async), broadcast, and
-// the async reduction with its tickets. Run by tests/mpi/mpi_selftest.cpp against MPI on
-// every rank of an mpirun job, and by tests/test_cuda_backend.cpp at world 1 against the
-// LocalComm (what MPI gives one rank), so that a one-GPU machine checks NCCL's calls, streams
-// and events without MPI. `expect(ok, what)` reports each check.
+// memory: sum, mean, gather (into another buffer, in place, in place async), broadcast, the
+// async reduction with its tickets, and no background error after them. Run by
+// tests/mpi/mpi_selftest.cpp against MPI on every rank of an mpirun job, and by
+// tests/test_cuda_backend.cpp at world 1 against the LocalComm (what MPI gives one rank), so
+// that a one-GPU machine checks NCCL's calls, streams and events without MPI.
+// `expect(ok, what)` reports each check.
 #pragma once
 #include <cmath>
 #include <functional>
@@ -99,6 +100,9 @@ inline void check_nccl(Comm& nccl, Comm& host_comm, Backend& be,
     roots = roots && root[size_t(i)] == double(float(std::sin(double(i + 1))));
   expect(roots, "nccl broadcast: rank 0's values");
   nccl.barrier();
+  // Healthy links after all of it: nothing for the stall watchdog to end the run for.
+  const std::string background = nccl.background_error();
+  expect(background.empty(), "nccl background_error() is empty on healthy links: " + background);
 }
 
 }  // namespace speedrun::test

@@ -1651,6 +1651,51 @@ TEST_F(CudaBackendTest, TheTrainerMarksItsStepsAndValidationsAsWaits) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
+// A kernel that never ends (a deadlock on the device) leaves the host waiting for the step's
+// loss for good. The run's watchdog ends it with status 1, naming the step and the GPU, and
+// saying that SPEEDRUN_CUDA_SYNC=1 names the kernel, which it then does. The emulator hangs
+// a kernel on demand (SPEEDRUN_CUDA_EMULATOR_HANG: the embedding's forward, a step's first).
+TEST_F(CudaBackendTest, AKernelThatNeverEndsEndsTheRunNamingItsStepAndWithSyncItsKernel) {
+#ifndef SPEEDRUN_CUDA_EMULATED
+  GTEST_SKIP() << "the CUDA emulator hangs a kernel on demand (scripts/emulate.sh)";
+#else
+  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_hang";
+  fs::remove_all(dir);
+  test::synthetic_shards(dir / "data", 60000, 3000);
+  const std::string data = (dir / "data").string();
+  auto train = [&](const std::string& out) {
+    return std::string(SPEEDRUN_BINARY) + " train --train '" + data + "/*train*.bin' --val '" +
+           data + "/*val*.bin' --vocab 128 --eot 0 --layers 2 --heads 2 --head-dim 64 "
+           "--seq-len 256 --batch 2 --steps 3 --cooldown 1 --window-end 256 --val-tokens 0 "
+           "--no-sample --threads 1 --device cuda --stall-timeout 0.5 --out " +
+           (dir / out).string();
+  };
+  const std::string hang = "SPEEDRUN_CUDA_EMULATOR_HANG=embedding_forward_kernel timeout 120 ";
+  const std::string step = "step 1/3 on cuda (forward, backward, optimizer)";
+  const Outcome plain = run_shell(hang + train("plain"));
+  EXPECT_EQ(plain.code, 1) << plain.out;
+  EXPECT_NE(plain.out.find("error: no progress for "), std::string::npos) << plain.out;
+  EXPECT_NE(plain.out.find("(the limit is 0.5 s) while waiting for: " + step +
+                           ". The GPU did not finish its work"),
+            std::string::npos)
+      << plain.out;
+  EXPECT_NE(plain.out.find("SPEEDRUN_CUDA_SYNC=1 in the environment names the kernel a GPU "
+                           "step waits for"),
+            std::string::npos)
+      << plain.out;
+  // Lazy streams: the kernel runs (and hangs) when the host waits for it, as on a GPU.
+  const Outcome sync = run_shell(
+      "SPEEDRUN_CUDA_SYNC=1 SPEEDRUN_CUDA_EMULATOR_ORDER=forward,lazy " + hang + train("sync"));
+  EXPECT_EQ(sync.code, 1) << sync.out;
+  EXPECT_NE(sync.out.find("while waiting for: " + step + " > cuda "), std::string::npos)
+      << sync.out;
+  EXPECT_NE(sync.out.find(": kernel embedding_forward_kernel (SPEEDRUN_CUDA_SYNC). The GPU"),
+            std::string::npos)
+      << sync.out;
+  if (!HasFailure()) fs::remove_all(dir);
+#endif
+}
+
 TEST_F(CudaBackendTest, TrainingTracksTheCpuLossCurve) {
   const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_train";
   fs::remove_all(dir);

@@ -100,11 +100,11 @@ int gpu_ranks() {
   return std::min(2, cuda_device_count());
 #endif
 }
-std::string gpu_mpirun(int ranks) {
+std::string gpu_mpirun(int ranks, int timeout_s = 600) {
 #ifdef SPEEDRUN_CUDA_EMULATED
-  return "SPEEDRUN_CUDA_EMULATOR_DEVICES=" + std::to_string(ranks) + " " + mpirun(ranks);
+  return "SPEEDRUN_CUDA_EMULATOR_DEVICES=" + std::to_string(ranks) + " " + mpirun(ranks, timeout_s);
 #else
-  return mpirun(ranks);
+  return mpirun(ranks, timeout_s);
 #endif
 }
 
@@ -166,6 +166,34 @@ TEST_F(Mpi, TwoGpuRanksTrainLikeOneGpuOfTwoMicroBatches) {
 #endif
     }
   }
+}
+
+// NCCL learns in the background that a peer is gone or a network link failed, and the
+// collective it broke never ends: the GPU waits for data that never comes, and the host for
+// the GPU. Every rank's watchdog asks NCCL every second and ends its process at once, even
+// with --stall-timeout 0 (no wait is ever a stall): without it the job would hang for good.
+// The emulator's NCCL loses the link on demand (each rank's third collective here).
+TEST_F(Mpi, ALostNcclLinkEndsTheJobEvenWithoutAStallLimit) {
+#ifndef SPEEDRUN_CUDA_EMULATED
+  GTEST_SKIP() << "the CUDA emulator's NCCL loses a link on demand (scripts/emulate.sh)";
+#else
+  if (!nccl_built()) GTEST_SKIP() << "this build has no NCCL";
+  const std::string flags =
+      "train --train '" + (dir / "data").string() + "/*train*.bin' --val '" + (dir / "data").string() +
+      "/*val*.bin' --vocab 128 --eot 0 --layers 2 --heads 2 --head-dim 64 --seq-len 256 --batch 2 "
+      "--steps 4 --cooldown 2 --window-end 256 --val-tokens 512 --no-sample --threads 1 "
+      "--device cuda --stall-timeout 0 --save-every 2 --out " + (dir / "lost").string();
+  const Outcome o = run_shell("SPEEDRUN_CUDA_EMULATOR_NCCL_FAIL=3 " + gpu_mpirun(2, 300) +
+                              SPEEDRUN_BINARY + " " + flags);
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  EXPECT_NE(o.out.find(": NCCL reported a failure of the ranks' links: remote process exited or "
+                       "there was a network error (emulated: "),
+            std::string::npos)
+      << o.out;
+  EXPECT_NE(o.out.find("(it was waiting for: step 1/4 on cuda"), std::string::npos) << o.out;
+  EXPECT_EQ(o.out.find("no progress for"), std::string::npos) << o.out;  // not a stall
+#endif
 }
 
 TEST_F(Mpi, TwoRanksTrainLikeOneRankOfTwoSequences) {

@@ -8,6 +8,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -29,7 +32,7 @@ using std::chrono::milliseconds;
 
 StallWatchdog::Options by_hand(double limit_s, std::string who = "") {
   return {.limit_s = limit_s, .who = std::move(who), .advice = "raise the limit",
-          .on_stall = {}, .thread = false};
+          .failure_advice = "", .on_stall = {}, .thread = false};
 }
 
 bool has(const std::string& text, const std::string& part) {
@@ -128,7 +131,8 @@ TEST(StallWatchdog, ItsThreadEndsTheProcessWithStatusOneAndTheMessage) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_EXIT(
       {
-        StallWatchdog dog({.limit_s = 0.05, .who = "rank 0 of 2", .advice = "", .on_stall = {}});
+        StallWatchdog dog({.limit_s = 0.05, .who = "rank 0 of 2", .advice = "",
+                           .failure_advice = "", .on_stall = {}});
         const auto w = dog.watch("mpi barrier");
         std::this_thread::sleep_for(std::chrono::minutes(5));  // ended long before
       },
@@ -137,13 +141,105 @@ TEST(StallWatchdog, ItsThreadEndsTheProcessWithStatusOneAndTheMessage) {
       "for: mpi barrier\\.");
 }
 
+// NCCL learns in the background that a peer is gone and the collective it broke never ends:
+// a probe that reports it ends the run at the next check, naming the failure and the open
+// waits, with no limit to wait out.
+TEST(StallWatchdog, AProbesFailureEndsTheRunAtOnceWithItsWordsAndTheOpenWaits) {
+  std::vector<std::string> ended;
+  StallWatchdog::Options o = by_hand(600, "rank 1 of 4");
+  o.failure_advice = "resume it";
+  o.on_stall = [&](const std::string& m) { ended.push_back(m); };
+  StallWatchdog dog(o);
+  std::string failure;
+  int asked = 0;
+  const auto probe = dog.add_probe([&] {
+    ++asked;
+    return failure;
+  });
+  const Clock::time_point t0 = Clock::now();
+  const auto step = dog.watch("step 3/10 on cuda");
+  const auto reduce = dog.watch("nccl all-reduce of 5 F32 values");
+  EXPECT_FALSE(dog.check(t0));
+  EXPECT_EQ(asked, 1);
+  failure = "NCCL reported a failure of the ranks' links: remote process exited";
+  EXPECT_TRUE(dog.check(t0 + milliseconds(1)));  // long before the limit
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0],
+            "rank 1 of 4: NCCL reported a failure of the ranks' links: remote process exited; "
+            "this process ends so that the job does not hang (it was waiting for: step 3/10 on "
+            "cuda > nccl all-reduce of 5 F32 values). resume it");
+  EXPECT_FALSE(dog.check(t0 + std::chrono::hours(1)));  // once
+  EXPECT_EQ(ended.size(), 1u);
+}
+
+TEST(StallWatchdog, AProbeIsAskedWithTheLimitOffAndNeverAfterItsWatchEnds) {
+  std::vector<std::string> ended;
+  StallWatchdog::Options o = by_hand(0);  // --stall-timeout 0: waits are never a stall
+  o.on_stall = [&](const std::string& m) { ended.push_back(m); };
+  StallWatchdog dog(o);
+  int asked = 0;
+  {
+    auto probe = dog.add_probe([&] {
+      ++asked;
+      return std::string("gone");
+    });
+    probe.end();
+  }
+  EXPECT_FALSE(dog.check(Clock::now()));
+  EXPECT_EQ(asked, 0);
+  const auto unmarked = dog.watch("a wait before any probe");  // no limit, no probe: not kept
+  const auto throws = dog.add_probe([]() -> std::string { throw Error("cannot ask NCCL"); });
+  const auto marked = dog.watch("nccl all-reduce");  // kept while a probe is asked
+  EXPECT_TRUE(dog.check(Clock::now()));  // a probe that cannot ask has failed too
+  ASSERT_EQ(ended.size(), 1u);
+  EXPECT_EQ(ended[0], "cannot ask NCCL; this process ends so that the job does not hang (it "
+                      "was waiting for: nccl all-reduce)");
+}
+
+TEST(StallWatchdog, AProbesFailureEndsTheProcessWithTheLimitOff) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        StallWatchdog dog({.limit_s = 0, .who = "rank 0 of 2", .advice = "",
+                           .failure_advice = "", .on_stall = {}});
+        const auto probe = dog.add_probe([] { return std::string("NCCL reported a failure"); });
+        std::this_thread::sleep_for(std::chrono::minutes(5));  // ended long before
+      },
+      testing::ExitedWithCode(1),
+      "error: rank 0 of 2: NCCL reported a failure; this process ends so that the job does "
+      "not hang");
+}
+
+// A wait known to be long (the other ranks while rank 0 writes a checkpoint) carries a
+// longer limit, which holds for every wait inside it while it is open.
+TEST(StallWatchdog, AMarkWithALongerLimitHoldsForTheWaitsInsideIt) {
+  int stalls = 0;
+  StallWatchdog::Options o = by_hand(10);
+  o.on_stall = [&](const std::string&) { ++stalls; };
+  StallWatchdog dog(o);
+  const Clock::time_point t0 = Clock::now();
+  auto write = dog.watch("rank 0 to write a checkpoint", 100);
+  const auto barrier = dog.watch("mpi barrier");
+  EXPECT_TRUE(has(dog.message(t0 + milliseconds(50000)), "(the limit is 100 s)"))
+      << dog.message(t0 + milliseconds(50000));
+  EXPECT_FALSE(dog.check(t0 + milliseconds(50000)));
+  write.end();  // the barrier alone: the watchdog's limit again
+  EXPECT_TRUE(has(dog.message(t0 + milliseconds(50000)), "(the limit is 10 s)"));
+  EXPECT_TRUE(dog.check(t0 + milliseconds(50000)));
+  EXPECT_EQ(stalls, 1);
+  // A shorter limit than the watchdog's is the watchdog's.
+  StallWatchdog other(by_hand(10));
+  const auto quick = other.watch("quick", 1);
+  EXPECT_TRUE(has(other.message(Clock::now()), "(the limit is 10 s)"));
+}
+
 // Rank 0 waits in a barrier that rank 1 joins only once rank 0's watchdog has spoken: the
 // wait is named by its Comm and collective, and the Comm's results pass through unchanged.
 TEST(StallWatchdog, ACommsCollectivesAreMarked) {
   std::mutex m;
   std::string said;
   std::atomic<bool> fired{false};
-  StallWatchdog dog({.limit_s = 0.2, .who = "rank 0 of 2", .advice = "",
+  StallWatchdog dog({.limit_s = 0.2, .who = "rank 0 of 2", .advice = "", .failure_advice = "",
                      .on_stall = [&](const std::string& s) {
                        std::lock_guard<std::mutex> g(m);
                        said = s;
@@ -168,6 +264,98 @@ TEST(StallWatchdog, ACommsCollectivesAreMarked) {
   ASSERT_TRUE(fired) << "the watchdog never saw the barrier";
   EXPECT_TRUE(has(said, "rank 0 of 2: no progress for ")) << said;
   EXPECT_TRUE(has(said, "while waiting for: threads barrier")) << said;
+}
+
+namespace {
+
+// Another Comm's ranks and collectives, unchanged; `at_barrier` runs as a barrier begins.
+class BarrierSpy final : public Comm {
+ public:
+  BarrierSpy(Comm& inner, std::function<void()> at_barrier)
+      : inner_(inner), at_barrier_(std::move(at_barrier)) {}
+  std::string name() const override { return inner_.name(); }
+  int rank() const override { return inner_.rank(); }
+  int size() const override { return inner_.size(); }
+  void all_reduce(Tensor t, ReduceOp op) override { inner_.all_reduce(t, op); }
+  void all_gather(Tensor out, const Tensor& in) override { inner_.all_gather(out, in); }
+  void all_gather_in_place(Tensor t) override { inner_.all_gather_in_place(t); }
+  void broadcast(Tensor t, int root) override { inner_.broadcast(t, root); }
+  void barrier() override {
+    at_barrier_();
+    inner_.barrier();
+  }
+  double all_reduce(double x, ReduceOp op) override { return inner_.all_reduce(x, op); }
+  std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
+    return inner_.all_gather(mine);
+  }
+  [[noreturn]] void abort(const std::string& why) override {
+    inner_.abort(why);
+    std::terminate();  // not reached: Comm::abort does not return (a virtual call hides it)
+  }
+
+ private:
+  Comm& inner_;
+  std::function<void()> at_barrier_;
+};
+
+// The number after `before` in `text` (NaN without one).
+double number_after(const std::string& text, const std::string& before) {
+  const size_t at = text.find(before);
+  return at == std::string::npos ? std::nan("") : std::atof(text.c_str() + at + before.size());
+}
+
+}  // namespace
+
+// Rank 0 writes a checkpoint while the other ranks wait in a barrier: that wait is work
+// being done elsewhere, not a stall, so its limit is the watchdog's plus a second per MiB of
+// the checkpoint (a disk slower than 1 MiB/s is taken for a stall).
+TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
+  TempDir dir{"test_stall_checkpoint"};
+  const ShardFiles data = synthetic_shards(dir / "data", 60000, 3000);
+  TrainConfig c = micro_run(dir / "run");
+  c.schedule.steps = 4;
+  c.schedule.cooldown = 1;
+  c.save_every = 2;
+  const double limit = 0.001;
+  std::vector<std::string> waits;
+  std::vector<bool> early;
+  run_thread_ranks(2, [&](Comm& comm) {
+    BackendOptions bo;
+    bo.device = DeviceChoice::CPU;
+    bo.threads = 1;
+    const auto be = make_backend(bo);
+    if (comm.rank() == 0) {
+      Trainer(*be, comm, c, data.train, data.val).run();
+      return;
+    }
+    StallWatchdog dog({.limit_s = limit, .who = "rank 1 of 2", .advice = "", .failure_advice = "",
+                       .on_stall = {}, .thread = false});
+    BarrierSpy spy(comm, [&] {
+      const Clock::time_point now = Clock::now();
+      waits.push_back(dog.message(now));
+      const double in_force = number_after(waits.back(), "(the limit is ");
+      early.push_back(dog.check(now + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(0.9 * in_force))));
+    });
+    WatchedComm watched(spy, dog);
+    Trainer t(*be, watched, c, data.train, data.val);
+    t.watchdog = &dog;
+    t.run();
+  });
+  int checkpoints = 0;
+  for (size_t i = 0; i < waits.size(); ++i) {
+    EXPECT_FALSE(early[i]) << waits[i];
+    if (!has(waits[i], "checkpoint")) continue;
+    ++checkpoints;
+    EXPECT_TRUE(has(waits[i], "while waiting for: rank 0 to write the checkpoint of step ") &&
+                has(waits[i], " > threads barrier"))
+        << waits[i];
+    const double mib = number_after(waits[i], "the checkpoint of step 2 (");
+    if (std::isnan(mib)) continue;  // step 4's
+    EXPECT_GT(mib, 0.01) << waits[i];
+    EXPECT_NEAR(number_after(waits[i], "(the limit is "), limit + mib, 0.01) << waits[i];
+  }
+  EXPECT_EQ(checkpoints, 2);  // steps 2 and 4
 }
 
 TEST(StallWatchdog, ATrainerOnTheCpuMarksNoWaitOfItsOwn) {

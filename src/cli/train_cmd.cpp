@@ -123,16 +123,21 @@ void run_train(TrainArgs& a) {
   std::unique_ptr<Backend> backend = make_backend(bo);
   // From here on a wait for another rank or for the GPU that outlasts --stall-timeout ends
   // this process (core/stall_watchdog.h): the ranks' start (NCCL waits for every rank to
-  // join), every collective, and each step and validation on a GPU.
+  // join), every collective, and each step and validation on a GPU; and a failure the Comm
+  // learns of in the background (NCCL: a peer gone, a link lost) ends it at once.
   std::string advice = "--stall-timeout S sets the limit in seconds (0: wait forever)";
   if (backend->device() != Device::CPU)
     advice += "; SPEEDRUN_CUDA_SYNC=1 in the environment names the kernel a GPU step waits for";
-  if (c.save_every > 0)
-    advice += "; continue from the last checkpoint with speedrun train --resume " + c.out_dir;
+  const std::string resume =
+      c.save_every > 0
+          ? "continue from the last checkpoint with speedrun train --resume " + c.out_dir
+          : "";
+  if (!resume.empty()) advice += "; " + resume;
   StallWatchdog watchdog(
       {.limit_s = c.stall_timeout,
        .who = launch.world > 1 ? fmt::format("rank {} of {}", launch.rank, launch.world) : "",
        .advice = advice,
+       .failure_advice = resume,
        .on_stall = {}});  // print and end the process
   StallWatchdog::set_process_watchdog(&watchdog);  // SPEEDRUN_CUDA_SYNC names each kernel
   std::unique_ptr<Comm> comm;
@@ -141,6 +146,9 @@ void run_train(TrainArgs& a) {
                                               launch.world));
     comm = std::make_unique<WatchedComm>(make_comm(launch, *backend), watchdog);
   }
+  // Asked every second, also with --stall-timeout 0; ends before comm does.
+  StallWatchdog::Watch links;
+  if (comm->size() > 1) links = watchdog.add_probe([&cm = *comm] { return cm.background_error(); });
   // Rank 0 prepares the built-in corpus and prints; the others find it prepared.
   if (!comm->is_root()) {
     comm->barrier();

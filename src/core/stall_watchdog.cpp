@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 
 #include <fmt/format.h>
 
@@ -38,7 +39,14 @@ void StallWatchdog::Watch::end() {
 
 StallWatchdog::StallWatchdog(Options o) : o_(std::move(o)) {
   if (!o_.on_stall) o_.on_stall = &StallWatchdog::exit_process;
-  if (on() && o_.thread) thread_ = std::thread([this] { loop(); });
+  if (on()) {
+    std::lock_guard<std::mutex> g(m_);
+    start_thread_locked();
+  }
+}
+
+void StallWatchdog::start_thread_locked() {
+  if (o_.thread && !thread_.joinable()) thread_ = std::thread([this] { loop(); });
 }
 
 StallWatchdog::~StallWatchdog() {
@@ -52,25 +60,57 @@ StallWatchdog::~StallWatchdog() {
   if (thread_.joinable()) thread_.join();
 }
 
-StallWatchdog::Watch StallWatchdog::watch(std::string what) {
-  if (!on()) return Watch();
+StallWatchdog::Watch StallWatchdog::watch(std::string what, double limit_s) {
+  if (!watching()) return Watch();
   std::lock_guard<std::mutex> g(m_);
   const uint64_t id = next_id_++;
-  open_.emplace(id, Mark{std::move(what), Clock::now()});
+  open_.emplace(id, Mark{std::move(what), Clock::now(), std::max(limit_s, o_.limit_s)});
+  return Watch(this, id);
+}
+
+StallWatchdog::Watch StallWatchdog::add_probe(Probe probe) {
+  std::lock_guard<std::mutex> g(m_);
+  const uint64_t id = next_id_++;
+  probes_.emplace(id, std::move(probe));
+  probe_count_ = int(probes_.size());
+  start_thread_locked();
   return Watch(this, id);
 }
 
 void StallWatchdog::close(uint64_t id) {
+  // Under the lock that check() asks the probes under: once a probe's Watch has ended, the
+  // probe is not running and is never called again.
   std::lock_guard<std::mutex> g(m_);
   open_.erase(id);
+  probes_.erase(id);
+  probe_count_ = int(probes_.size());
+}
+
+double StallWatchdog::limit_locked() const {
+  double limit = o_.limit_s;
+  for (const auto& [id, mark] : open_) limit = std::max(limit, mark.limit_s);
+  return limit;
+}
+
+std::string StallWatchdog::chain_locked() const {
+  std::string chain;
+  for (const auto& [id, mark] : open_) chain += (chain.empty() ? "" : " > ") + mark.what;
+  return chain;
+}
+
+std::string StallWatchdog::failure_message_locked(const std::string& failure) const {
+  std::string text = (o_.who.empty() ? "" : o_.who + ": ") + failure +
+                     "; this process ends so that the job does not hang";
+  if (!open_.empty()) text += " (it was waiting for: " + chain_locked() + ")";
+  if (!o_.failure_advice.empty()) text += ". " + o_.failure_advice;
+  return text;
 }
 
 std::string StallWatchdog::message_locked(Clock::time_point now) const {
   if (open_.empty()) return "";
   const double waited =
       std::chrono::duration<double>(now - open_.begin()->second.since).count();
-  std::string chain;
-  for (const auto& [id, mark] : open_) chain += (chain.empty() ? "" : " > ") + mark.what;
+  const std::string chain = chain_locked();
   // A process of one names only the GPU: there is no other rank to wait for.
   const char* causes = o_.who.empty()
                            ? "The GPU did not finish its work (a kernel that does not end, a "
@@ -81,7 +121,7 @@ std::string StallWatchdog::message_locked(Clock::time_point now) const {
   std::string text = fmt::format(
       "{}no progress for {:.0f} s (the limit is {:g} s) while waiting for: {}. {}; this "
       "process ends so that the job does not hang",
-      o_.who.empty() ? "" : o_.who + ": ", std::max(0.0, waited), o_.limit_s, chain, causes);
+      o_.who.empty() ? "" : o_.who + ": ", std::max(0.0, waited), limit_locked(), chain, causes);
   if (!o_.advice.empty()) text += ". " + o_.advice;
   return text;
 }
@@ -95,21 +135,37 @@ bool StallWatchdog::check(Clock::time_point now) {
   std::string text;
   {
     std::lock_guard<std::mutex> g(m_);
-    if (fired_ || open_.empty()) return false;
-    const double waited =
-        std::chrono::duration<double>(now - open_.begin()->second.since).count();
-    if (!(waited > o_.limit_s)) return false;
-    fired_ = true;
-    text = message_locked(now);
+    if (fired_) return false;
+    for (const auto& [id, probe] : probes_) {
+      std::string failure;
+      try {
+        failure = probe();
+      } catch (const std::exception& e) {  // a probe that cannot ask has failed too
+        failure = e.what();
+      }
+      if (failure.empty()) continue;
+      fired_ = true;
+      text = failure_message_locked(failure);
+      break;
+    }
+    if (!fired_) {
+      if (open_.empty() || !on()) return false;
+      const double waited =
+          std::chrono::duration<double>(now - open_.begin()->second.since).count();
+      if (!(waited > limit_locked())) return false;
+      fired_ = true;
+      text = message_locked(now);
+    }
   }
   o_.on_stall(text);  // outside the lock: it may exit, or (in tests) open marks itself
   return true;
 }
 
 void StallWatchdog::loop() {
-  // A quarter of the limit between checks: a stall is seen within 1.25 x the limit.
-  const auto period = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(std::clamp(o_.limit_s / 4, 1e-3, 1.0)));
+  // A quarter of the limit between checks, at most a second: a stall is seen within 1.25 x
+  // the limit, a probe's failure within a second (a second with the limit off).
+  const auto period = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
+      on() ? std::clamp(o_.limit_s / 4, 1e-3, 1.0) : 1.0));
   std::unique_lock<std::mutex> lk(m_);
   while (!stopping_) {
     wake_.wait_for(lk, period, [this] { return stopping_; });

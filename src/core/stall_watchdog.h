@@ -14,8 +14,17 @@
 //
 // Host computation is never marked: a long step on a CPU is work, not a stall. Marks nest
 // (a collective inside a GPU step): the oldest open mark sets the time, the message names
-// them all, outermost first. Thread-safe; marks may be opened on any thread.
+// them all, outermost first. A mark may carry a longer limit of its own, for a wait known
+// to be long (the other ranks waiting while rank 0 writes a checkpoint); while it is open
+// the largest open limit holds for every mark.
+//
+// Some failures are known without waiting out a limit: NCCL learns in the background that
+// a peer is gone or a network link failed, and the collective it broke never ends. Such a
+// source is a probe (add_probe), asked at every check, also with the limit off; the first
+// probe to report a failure ends the process as a stall does, with the probe's words and
+// the open marks. Thread-safe; marks and probes may be added on any thread.
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -35,12 +44,19 @@ class StallWatchdog {
   struct Options {
     double limit_s = 0;   // seconds a mark may stay open; <= 0: off (watch() marks nothing)
     std::string who;      // this process in messages: "rank 1 of 8", or "" alone
-    std::string advice;   // appended to the message: how to change the limit
-    OnStall on_stall;     // empty: print and exit (exit_process)
+    std::string advice;   // appended to a stall's message: how to change the limit
+    std::string failure_advice;  // appended to a probe's failure: what to do next
+    OnStall on_stall;     // a stall's or a probe's failure; empty: print and exit
+                          // (exit_process)
     bool thread = true;   // false: nothing checks but check() itself (tests)
   };
+  // A check of something the process depends on, called on the watchdog's thread: "" while
+  // all is well, else what failed (a clause: "NCCL reported ..."). Must not throw or block;
+  // what it reads must stay valid until its Watch ends.
+  using Probe = std::function<std::string()>;
 
-  // A wait, open from watch() until it is destroyed (or moved from and then destroyed).
+  // A wait (or a probe), open from watch() (add_probe()) until it is destroyed (or moved
+  // from and then destroyed).
   class Watch {
    public:
     Watch() = default;
@@ -63,12 +79,21 @@ class StallWatchdog {
   StallWatchdog(const StallWatchdog&) = delete;
   StallWatchdog& operator=(const StallWatchdog&) = delete;
 
-  bool on() const { return o_.limit_s > 0; }
+  bool on() const { return o_.limit_s > 0; }  // whether the limit is on
+  // Whether marks are kept: with the limit on, or while a probe is asked (its failure's
+  // message names the open waits).
+  bool watching() const { return on() || probe_count_ > 0; }
   double limit_s() const { return o_.limit_s; }
-  // Opens a mark: `what` is waited for from now until the Watch ends.
-  [[nodiscard]] Watch watch(std::string what);
-  // Calls on_stall once (the first time only) if the oldest open mark is older than the
-  // limit at `now`; returns whether it did. The thread calls it with Clock::now().
+  // Opens a mark: `what` is waited for from now until the Watch ends (an empty Watch unless
+  // watching()). limit_s > the watchdog's: a longer limit, holding for every open mark while
+  // this one is open.
+  [[nodiscard]] Watch watch(std::string what, double limit_s = 0);
+  // Asks `probe` at every check from now until the Watch ends; starts the thread (with
+  // Options::thread) even where the limit is off.
+  [[nodiscard]] Watch add_probe(Probe probe);
+  // Calls on_stall once (the first time only) if a probe reports a failure, or else if the
+  // oldest open mark is older than the limit in force at `now`; returns whether it did. The
+  // thread calls it with Clock::now().
   bool check(Clock::time_point now);
   // The message check() would give at `now` (also when within the limit; "" with no mark).
   std::string message(Clock::time_point now) const;
@@ -87,15 +112,22 @@ class StallWatchdog {
   struct Mark {
     std::string what;
     Clock::time_point since;
+    double limit_s;  // the limit while it is open (>= the watchdog's)
   };
   void close(uint64_t id);
+  void start_thread_locked();
   void loop();
+  double limit_locked() const;  // the limit in force: the largest open one
+  std::string chain_locked() const;
   std::string message_locked(Clock::time_point now) const;
+  std::string failure_message_locked(const std::string& failure) const;
 
   Options o_;
   mutable std::mutex m_;
   std::condition_variable wake_;
   std::map<uint64_t, Mark> open_;  // by id: ids grow with time, so the first is the oldest
+  std::map<uint64_t, Probe> probes_;  // ids from the same sequence as the marks'
+  std::atomic<int> probe_count_{0};  // probes_.size(), read without the lock
   uint64_t next_id_ = 1;
   bool fired_ = false, stopping_ = false;
   std::thread thread_;

@@ -73,6 +73,12 @@ class Comm {
   // Host integers from every rank (the same count on each), concatenated in rank order
   // (data-loader positions for a checkpoint).
   virtual std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) = 0;
+  // A failure this Comm learnt of in the background, which no call reports because the
+  // collective it broke never ends (NCCL's asynchronous errors: a peer's process gone, a
+  // network link lost; the GPU then waits for data that never comes); "" while there is
+  // none. Safe to call from any thread while the Comm lives: the stall watchdog asks it
+  // every second (core/stall_watchdog.h). The default has none to report.
+  virtual std::string background_error() const { return ""; }
   // Ends the run on every rank: throws Error(why) here; the other ranks stop at their next
   // collective with an Error naming this rank (a process Comm may end them outright).
   [[noreturn]] virtual void abort(const std::string& why) = 0;

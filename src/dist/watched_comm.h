@@ -32,13 +32,14 @@ class WatchedComm final : public Comm {
   void wait_async(int64_t ticket = kAllAsync) override { inner_->wait_async(ticket); }
   double all_reduce(double x, ReduceOp op) override;
   std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override;
+  std::string background_error() const override { return inner_->background_error(); }
   [[noreturn]] void abort(const std::string& why) override;
 
  private:
-  // The wait `describe()` names, described only when the watchdog is on.
+  // The wait `describe()` names, described only when the watchdog keeps marks.
   template <class Describe>
   StallWatchdog::Watch mark(Describe&& describe) const {
-    if (!dog_.on()) return {};
+    if (!dog_.watching()) return {};
     return dog_.watch(inner_->name() + " " + describe());
   }
   std::unique_ptr<Comm> owned_;

@@ -97,6 +97,21 @@ class TrainingRun {
     return t_.watchdog->watch(what);
   }
 
+  // A mark of the trainer's watchdog while rank 0 writes the checkpoint of step `done` and
+  // the other ranks wait for it, with the watchdog's limit plus a second per MiB written.
+  StallWatchdog::Watch watch_checkpoint_write(int64_t done) const {
+    if (!t_.watchdog || !t_.watchdog->watching() || comm_.size() == 1) return {};
+    double bytes = 0;
+    for (int i = 0; i < params_->count(); ++i) bytes += double(params_->value(i).bytes());
+    for (const auto& [name, t] : opt_->state()) bytes += double(t.bytes());
+    const double grace_s = bytes / double(1 << 20);
+    return t_.watchdog->watch(
+        fmt::format("rank 0 to write the checkpoint of step {} ({:.2f} MiB: {:.2f} s more "
+                    "allowed)",
+                    done, bytes / double(1 << 20), grace_s),
+        t_.watchdog->limit_s() + grace_s);
+  }
+
   Trainer& t_;
   Backend& be_;
   Comm& comm_;
@@ -318,7 +333,12 @@ void TrainingRun::checkpoint(int64_t done) {
   m.run_id = run_dir_ ? run_dir_->run_id() : "";
   m.numerics = be_.numerics();
   const std::string dir = files_->checkpoint(be_, m, *params_, *opt_);
-  comm_.barrier();  // no rank runs ahead of a checkpoint being written
+  {
+    // No rank runs ahead of a checkpoint being written. The others wait here while rank 0
+    // writes, which is work: their limit grows by the time a slow disk (1 MiB/s) takes.
+    const auto w = watch_checkpoint_write(done);
+    comm_.barrier();
+  }
   if (!comm_.is_root()) return;
   result_.last_checkpoint = dir;
   log(fmt::format("checkpoint: {}", dir));

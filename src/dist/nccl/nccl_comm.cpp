@@ -58,6 +58,9 @@ NcclComm::NcclComm(Backend& backend, std::unique_ptr<Comm> host)
   ncclComm_t c = nullptr;
   ok(ncclCommInitRank(&c, host_->size(), id, host_->rank()), "CommInitRank");
   comm_ = c;
+  // Asked once here, so that a library without it says so now rather than in the watchdog.
+  ncclResult_t state = ncclSuccess;
+  ok(ncclCommGetAsyncError(c, &state), "CommGetAsyncError");
   cudaStream_t side = nullptr;
   cudaEvent_t a = nullptr;
   check(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking) == cudaSuccess &&
@@ -159,6 +162,24 @@ void NcclComm::broadcast(Tensor t, int root) {
   ok(ncclBroadcast(t.data, t.data, size_t(t.numel()), nccl_type(t.dtype, "broadcast"), root,
                    as_comm(comm_), as_stream(be_.stream())),
      "Broadcast");
+}
+
+std::string NcclComm::background_error() const {
+  ncclResult_t state = ncclSuccess;
+  const ncclResult_t rc = ncclCommGetAsyncError(as_comm(comm_), &state);
+  if (rc != ncclSuccess)
+    return std::string("NCCL cannot say whether its links work: ncclCommGetAsyncError failed: ") +
+           ncclGetErrorString(rc);
+  if (state == ncclSuccess || state == ncclInProgress) return "";
+  std::string last;
+  try {  // NCCL's own words, where the library has them
+    if (const char* l = ncclGetLastError(as_comm(comm_)); l != nullptr) last = l;
+  } catch (const Error&) {
+  }
+  return std::string("NCCL reported a failure of the ranks' links: ") + ncclGetErrorString(state) +
+         (last.empty() ? "" : " (" + last + ")") +
+         ". Another rank's process may have ended, or a network link failed; NCCL_DEBUG=WARN "
+         "in the environment prints NCCL's account of it";
 }
 
 void NcclComm::barrier() {

@@ -41,6 +41,8 @@ class NcclComm final : public Comm {
   std::vector<int64_t> all_gather(const std::vector<int64_t>& mine) override {
     return host_->all_gather(mine);
   }
+  // ncclCommGetAsyncError: a peer gone or a link lost, with NCCL's last error.
+  std::string background_error() const override;
   [[noreturn]] void abort(const std::string& why) override {
     host_->abort(why);
     std::terminate();  // not reached: Comm::abort does not return (a virtual call hides it)

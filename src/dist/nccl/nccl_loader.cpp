@@ -74,6 +74,16 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   return f(comm);
 }
 
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
+  static const auto f = SPEEDRUN_NCCL_TARGET(ncclCommGetAsyncError);
+  return f(comm, async_error);
+}
+
+const char* ncclGetLastError(ncclComm_t comm) {
+  static const auto f = SPEEDRUN_NCCL_TARGET(ncclGetLastError);
+  return f(comm);
+}
+
 const char* ncclGetErrorString(ncclResult_t result) {
   static const auto f = SPEEDRUN_NCCL_TARGET(ncclGetErrorString);
   return f(result);

@@ -19,12 +19,21 @@
 // Earlier results on the stream that the new collective's input does not touch stay queued
 // (streams.h drain_for): a consumer that waits for the first of several collectives and
 // reads the last one's buffer reads it unreduced too.
+//
+// A lost link, on demand: with SPEEDRUN_CUDA_EMULATOR_NCCL_FAIL=N each communicator's N-th
+// collective (from 1) never ends, as one whose peer died or whose network failed: its
+// stream blocks for good (so does whatever waits for it), and ncclCommGetAsyncError reports
+// ncclRemoteError from then on, as NCCL does in the background. Nothing but a thread that
+// asks (the stall watchdog's) can then end the process.
 #ifdef SPEEDRUN_HAVE_MPI
 
 #include <mpi.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -39,6 +48,9 @@
 struct ncclComm {
   MPI_Comm mpi = MPI_COMM_NULL;  // null: one rank, without MPI
   int rank = 0, size = 1;
+  int64_t issued = 0;   // collectives issued so far
+  int64_t fail_at = 0;  // the collective that loses its link (see the top); 0: none
+  std::atomic<ncclResult_t> async{ncclSuccess};  // read by any thread
 };
 
 namespace {
@@ -97,6 +109,22 @@ void divide(void* acc, size_t n, ncclDataType_t t, int by) {
 }
 
 bool usable(ncclComm_t c) { return c != nullptr && (c->mpi != MPI_COMM_NULL || c->size == 1); }
+
+// SPEEDRUN_CUDA_EMULATOR_NCCL_FAIL: the collective that loses its link; 0 (unset): none.
+int64_t fail_at_from_environment() {
+  const char* e = std::getenv("SPEEDRUN_CUDA_EMULATOR_NCCL_FAIL");
+  return e ? std::max<int64_t>(0, std::strtoll(e, nullptr, 10)) : 0;
+}
+
+// Whether this collective is the one that loses its link: then its stream blocks for good
+// (a GPU's NCCL kernel waiting for a peer that never sends) and the communicator reports
+// the failure in the background.
+bool loses_link(ncclComm_t comm, cudaStream_t stream) {
+  if (++comm->issued != comm->fail_at) return false;
+  comm->async = ncclRemoteError;
+  emu::enqueue_endless(stream);
+  return true;
+}
 
 // Every rank's `bytes` from `send`, in rank order.
 std::vector<unsigned char> gather_all(const void* send, size_t bytes, ncclComm_t comm) {
@@ -169,6 +197,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
   if (!inited) {  // one rank alone, or ranks that MPI does not know
     if (nranks != 1 || rank != 0) return ncclInvalidArgument;
     *comm = new ncclComm;
+    (*comm)->fail_at = fail_at_from_environment();
     return ncclSuccess;
   }
   MPI_Comm_size(MPI_COMM_WORLD, &world);
@@ -178,6 +207,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
   MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
   c->rank = rank;
   c->size = nranks;
+  c->fail_at = fail_at_from_environment();
   *comm = c;
   return ncclSuccess;
 }
@@ -196,6 +226,7 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
   if (!usable(comm) || !supported_sum(type) || (op != ncclSum && op != ncclAvg) || count > size_t(INT32_MAX))
     return ncclInvalidArgument;
   const size_t bytes = count * type_bytes(type);
+  if (loses_link(comm, stream)) return ncclSuccess;
   return run_on("ncclAllReduce", stream, send, bytes, recv, bytes, [=] {
     std::vector<unsigned char> all = gather_all(send, bytes, comm);
     for (int r = 1; r < comm->size; ++r) add(all.data(), all.data() + size_t(r) * bytes, count, type);
@@ -209,6 +240,7 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
                            cudaStream_t stream) {
   const size_t bytes = count * type_bytes(type);
   if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX)) return ncclInvalidArgument;
+  if (loses_link(comm, stream)) return ncclSuccess;
   return run_on("ncclAllGather", stream, send, bytes, recv, bytes * size_t(comm->size),
                 [=] { return gather_all(send, bytes, comm); });
 }
@@ -218,6 +250,7 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   const size_t bytes = count * type_bytes(type);
   if (!usable(comm) || type_bytes(type) == 0 || bytes > size_t(INT32_MAX) || root < 0 || root >= comm->size)
     return ncclInvalidArgument;
+  if (loses_link(comm, stream)) return ncclSuccess;
   return run_on("ncclBroadcast", stream, send, comm->rank == root ? bytes : 0, recv, bytes, [=] {
     std::vector<unsigned char> data(bytes);
     if (comm->rank == root) std::memcpy(data.data(), send, bytes);
@@ -226,9 +259,23 @@ ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataT
   });
 }
 
+ncclResult_t ncclCommGetAsyncError(ncclComm_t comm, ncclResult_t* async_error) {
+  if (!comm || !async_error) return ncclInvalidArgument;
+  *async_error = comm->async.load();
+  return ncclSuccess;
+}
+
+const char* ncclGetLastError(ncclComm_t comm) {
+  return comm && comm->async.load() == ncclRemoteError
+             ? "emulated: a collective's link to its peers was lost "
+               "(SPEEDRUN_CUDA_EMULATOR_NCCL_FAIL)"
+             : "";
+}
+
 const char* ncclGetErrorString(ncclResult_t r) {
   switch (r) {
     case ncclSuccess: return "no error";
+    case ncclRemoteError: return "remote process exited or there was a network error";
     case ncclUnhandledCudaError: return "unhandled cuda error (a kernel failed before the collective)";
     case ncclInvalidArgument: return "invalid argument (the emulated NCCL takes its ranks from MPI, or "
                                      "one rank without it; sums F32/F64/BF16/I32)";

@@ -26,6 +26,8 @@
 #include <mutex>
 #include <numeric>
 #include <random>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -854,9 +856,28 @@ cudaError_t run_launch(const char* name, const void* kernel, dim3 grid, dim3 blo
   return execute_launch(name, grid, block, smem, body);
 }
 
+namespace {
+
+// SPEEDRUN_CUDA_EMULATOR_HANG=<text>: whether a launch of kernel `name` never ends (its
+// name holds <text>), as a kernel deadlocked on the device: so that what ends a run waiting
+// for one (the stall watchdog) is tested.
+bool launch_hangs(const char* name) {
+  static const std::string pattern = [] {
+    const char* e = std::getenv("SPEEDRUN_CUDA_EMULATOR_HANG");
+    return std::string(e ? e : "");
+  }();
+  return !pattern.empty() && std::string_view(name).find(pattern) != std::string_view::npos;
+}
+
+}  // namespace
+
 cudaError_t issue_launch(const char* name, const void* kernel, dim3 grid, dim3 block, size_t smem,
                          cudaStream_t stream, std::function<void()> body) {
   if (cudaError_t e = check_launch(name, kernel, grid, block, smem)) return e;
+  if (launch_hangs(name)) {
+    enqueue_endless(stream);
+    return cudaSuccess;
+  }
   enqueue(stream, [name, grid, block, smem, body = std::move(body)] {
     execute_launch(name, grid, block, smem, body);
   });

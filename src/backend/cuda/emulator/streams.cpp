@@ -11,6 +11,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "backend/cuda/emulator/simt.h"
@@ -187,6 +188,12 @@ void drain_for(cudaStream_t s, const void* lo, size_t bytes) {
     ++g_items_run;
     item.work();
   }
+}
+
+void enqueue_endless(cudaStream_t s) {
+  enqueue(s, [] {
+    for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+  });
 }
 
 void drain_all() {

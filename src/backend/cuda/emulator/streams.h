@@ -42,6 +42,11 @@ struct Access {
 // work must own what it reads from the host (copy arguments in).
 void enqueue(cudaStream_t s, std::function<void()> work, Access access = {});
 
+// Work that never ends (a kernel deadlocked on the device, a collective whose peer is
+// gone), on stream s: whatever runs it blocks for good, and so does everything that waits
+// for s. For tests of what ends a run that waits for it (the stall watchdog).
+void enqueue_endless(cudaStream_t s);
+
 // Streams and events (runtime.cpp forwards the CUDA calls here).
 cudaStream_t create_stream(bool blocking);
 void destroy_stream(cudaStream_t s);  // runs what it holds first
