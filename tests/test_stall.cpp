@@ -1,9 +1,11 @@
 // A run that would wait forever ends instead (core/stall_watchdog.h): a wait past the limit
 // names who waited, for what and how long, once; the default ends the process with status 1;
-// a Comm's collectives are marked (a rank waiting for one that never comes ends); a trainer
-// on the CPU marks nothing of its own (host computation is never a stall); `speedrun train
-// --stall-timeout` reaches it. The GPU's marks are in test_cuda_backend, a frozen rank of an
-// MPI job in test_mpi.
+// a probe's failure (NCCL's background error) ends it at the next check, also with the limit
+// off; a Comm's collectives are marked (a rank waiting for one that never comes ends); ranks
+// waiting while rank 0 writes a checkpoint get a second per MiB more; a trainer on the CPU
+// marks nothing of its own (host computation is never a stall); `speedrun train
+// --stall-timeout` reaches it. The GPU's marks and a kernel that never ends are in
+// test_cuda_backend, a frozen rank and a lost NCCL link of an MPI job in test_mpi.
 #include <gtest/gtest.h>
 
 #include <atomic>
