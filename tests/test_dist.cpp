@@ -19,6 +19,7 @@
 #include "model/params.h"
 #include "optim/optimizer.h"
 #include "tolerances.h"
+#include "train/config_io.h"
 #include "train/trainer.h"
 
 using namespace speedrun;
@@ -469,4 +470,63 @@ TEST_F(Ranks, ABadShardOnOneRankEndsTheRunWithItsMessage) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("token 500"), std::string::npos) << e.what();
   }
+}
+
+// What ranks must agree on is what they compute with: auto values as resolved, data by shard
+// names and sizes, never a rank's own settings or the path its machine reads the data by.
+TEST(RankTerms, CountWhatIsComputedNotHowItWasSpelled) {
+  TrainConfig a = micro_run("runs/a");
+  TrainConfig b = a;
+  a.grad_accum = 0;  // auto, resolved to 1
+  b.grad_accum = 1;
+  a.dtype = PrecisionChoice::Auto;
+  b.dtype = PrecisionChoice::FP32;
+  a.train_glob = "/mnt/a/data/train_*.bin";  // the same shards by another mount
+  b.train_glob = "/data/train_*.bin";
+  b.stall_timeout = 60;
+  const std::vector<std::string> shards{"train_000001.bin (100000000 tokens)"}, val{"val.bin"};
+  const nlohmann::json ta = rank_terms(a, 1, "fp32", shards, val);
+  const nlohmann::json tb = rank_terms(b, 1, "fp32", shards, val);
+  EXPECT_TRUE(rank_differences({ta, tb, ta}).empty());
+  b.batch = 16;
+  const nlohmann::json tc = rank_terms(b, 2, "fp32", {"train_000002.bin (100000000 tokens)"}, val);
+  EXPECT_EQ(rank_differences({ta, tb, tc}),
+            (std::vector<std::string>{
+                "rank 2: --batch 16 (rank 0: 2)", "rank 2: --grad-accum 2 (rank 0: 1)",
+                "rank 2: train-shards [\"train_000002.bin (100000000 tokens)\"] (rank 0: "
+                "[\"train_000001.bin (100000000 tokens)\"])"}));
+}
+
+// Ranks started with different flags would issue collectives of different sizes or counts,
+// or read overlapping data: they stop before the first step, naming what differs.
+TEST_F(Ranks, RanksStartedWithDifferentSettingsStopNamingThem) {
+  TrainConfig c = micro_run(dir / "differ", PrecisionChoice::FP32);
+  c.batch = 3;
+  c.val_tokens = 3 * 256;
+  std::atomic<int> stopped{0};
+  try {
+    run_thread_ranks(3, [&](Comm& comm) {
+      TrainConfig mine = c;
+      if (comm.rank() == 2) {
+        mine.schedule.steps = 9;
+        mine.seed = 7;
+      }
+      CpuBackend be(1);
+      try {
+        Trainer(be, comm, mine, data.train, data.val).run();
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_NE(m.find("the ranks do not run the same training"), std::string::npos) << m;
+        EXPECT_NE(m.find("rank 2: --steps 9 (rank 0: 8)"), std::string::npos) << m;
+        EXPECT_NE(m.find("rank 2: --seed 7 (rank 0: "), std::string::npos) << m;
+        EXPECT_EQ(m.find("rank 1:"), std::string::npos) << m;
+        ++stopped;
+        throw;
+      }
+    });
+    ADD_FAILURE() << "no error";
+  } catch (const Error&) {
+  }
+  EXPECT_EQ(stopped.load(), 3);  // every rank, by its own check
+  EXPECT_FALSE(fs::exists(dir / "differ" / "metrics.jsonl"));  // stopped before any step
 }

@@ -245,6 +245,25 @@ TEST_F(Mpi, AFailingRankEndsTheJobWithItsMessage) {
   EXPECT_NE(o.out.find("token 500"), std::string::npos) << o.out;
 }
 
+// A job whose ranks were started with different flags (a per-node script, a hostfile's
+// wrapper) stops before its first step, naming the flag, instead of hanging in collectives
+// of different sizes.
+TEST_F(Mpi, RanksStartedWithDifferentFlagsEndTheJobNamingThem) {
+  const fs::path script = dir / "differ.sh";
+  const std::string train = std::string(SPEEDRUN_BINARY) + " train --train '" +
+                            (dir / "data").string() + "/*train*.bin' --vocab 128 --eot 0 "
+                            "--layers 2 --heads 2 --head-dim 16 --batch 2 --window-end 128 "
+                            "--steps 4 --cooldown 1 --val-tokens 0 --no-sample --threads 1 "
+                            "--device cpu --out " + (dir / "differ").string();
+  write_bytes(script, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec " + train +
+                          " --seq-len 128; fi\nexec " + train + " --seq-len 256\n");
+  const Outcome o = run_shell(mpirun(2, 120) + "sh " + script.string());
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  EXPECT_NE(o.out.find("the ranks do not run the same training"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("rank 1: --seq-len 128 (rank 0: 256)"), std::string::npos) << o.out;
+}
+
 // A rank that stops without its process ending (SIGSTOP here; a frozen node, a process
 // swapped out or stuck in a driver elsewhere) would keep the others waiting in their next
 // collective forever. Their watchdog ends them instead, naming the wait, and mpirun ends the

@@ -42,7 +42,8 @@ class StallWatchdog {
   using OnStall = std::function<void(const std::string& message)>;
 
   struct Options {
-    double limit_s = 0;   // seconds a mark may stay open; <= 0: off (watch() marks nothing)
+    double limit_s = 0;   // seconds a mark may stay open; <= 0: no limit (and no marks kept
+                          // unless a probe is asked)
     std::string who;      // this process in messages: "rank 1 of 8", or "" alone
     std::string advice;   // appended to a stall's message: how to change the limit
     std::string failure_advice;  // appended to a probe's failure: what to do next

@@ -14,7 +14,9 @@
 // same order. A Comm that sees another rank fail throws Error naming that rank instead of
 // waiting forever.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -84,6 +86,24 @@ class Comm {
   [[noreturn]] virtual void abort(const std::string& why) = 0;
 
   bool is_root() const { return rank() == 0; }
+
+  // Every rank's text, in rank order, through the integer all_gather: the lengths, then the
+  // bytes in 64-bit words, each rank's padded to the longest.
+  std::vector<std::string> all_gather_text(const std::string& mine) {
+    const std::vector<int64_t> lengths = all_gather(std::vector<int64_t>{int64_t(mine.size())});
+    int64_t longest = 0;
+    for (int64_t n : lengths) longest = std::max(longest, n);
+    const size_t words = size_t((longest + 7) / 8);
+    std::vector<int64_t> packed(words, 0);
+    if (!mine.empty()) std::memcpy(packed.data(), mine.data(), mine.size());
+    const std::vector<int64_t> all = all_gather(packed);
+    std::vector<std::string> out;
+    for (size_t r = 0; r < lengths.size(); ++r)
+      out.push_back(lengths[r] == 0 ? std::string()
+                                    : std::string(reinterpret_cast<const char*>(&all[r * words]),
+                                                  size_t(lengths[r])));
+    return out;
+  }
 
  protected:
   // all_gather_in_place's part: the bytes of t / size(); throws (naming `who`) unless the

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
 #include <type_traits>
 
 #include "train/settings.h"
@@ -83,6 +84,45 @@ std::vector<std::string> config_differences(const nlohmann::json& checkpoint,
     const std::string a = text(checkpoint), b = text(now);
     if (a != b) out.push_back(s.name() + ": checkpoint " + a + ", now " + b);
   });
+  return out;
+}
+
+nlohmann::json rank_terms(const TrainConfig& c, int64_t micro_batches, const std::string& precision,
+                          const std::vector<std::string>& train_shards,
+                          const std::vector<std::string>& val_shards) {
+  nlohmann::json j = config_to_json(c);
+  for (const char* own : {"stall-timeout", "train", "val"}) j.erase(own);
+  j["grad-accum"] = micro_batches;
+  j["dtype"] = precision;
+  j["train-shards"] = train_shards;
+  j["val-shards"] = val_shards;
+  return j;
+}
+
+std::vector<std::string> rank_differences(const std::vector<nlohmann::json>& ranks) {
+  std::vector<std::string> out;
+  if (ranks.empty()) return out;
+  // The flag's name where the key is a setting's ("--batch"), else the key.
+  std::map<std::string, std::string> names;
+  visit_settings(TrainConfig{}, [&](const Setting& s, const auto&) { names[s.key] = s.name(); });
+  const auto name = [&](const std::string& key) {
+    const auto it = names.find(key);
+    return it == names.end() ? key : it->second;
+  };
+  const auto text = [](const nlohmann::json& j, const std::string& key) {
+    return j.contains(key) ? j.at(key).dump() : std::string("(absent)");
+  };
+  const nlohmann::json& root = ranks[0];
+  for (size_t r = 1; r < ranks.size(); ++r) {
+    std::vector<std::string> keys;
+    for (const auto& [key, v] : root.items()) keys.push_back(key);
+    for (const auto& [key, v] : ranks[r].items())
+      if (!root.contains(key)) keys.push_back(key);
+    for (const std::string& key : keys) {
+      const std::string a = text(root, key), b = text(ranks[r], key);
+      if (a != b) out.push_back(fmt::format("rank {}: {} {} (rank 0: {})", r, name(key), b, a));
+    }
+  }
   return out;
 }
 

@@ -31,4 +31,17 @@ nlohmann::json merge_resume_config(const nlohmann::json& checkpoint, const nlohm
 std::vector<std::string> config_differences(const nlohmann::json& checkpoint,
                                             const nlohmann::json& now);
 
+// What a rank of a data-parallel run computes with, which every rank must share: the config
+// JSON with the auto values resolved ("grad-accum": the micro-batches this rank runs,
+// "dtype": its precision's name), the data by shard names and sizes ("train-shards",
+// "val-shards"), and without what is a rank's own ("stall-timeout") or may name the same
+// files by another path on another machine ("train", "val").
+nlohmann::json rank_terms(const TrainConfig& c, int64_t micro_batches, const std::string& precision,
+                          const std::vector<std::string>& train_shards,
+                          const std::vector<std::string>& val_shards);
+
+// One line per rank and term that differs from rank 0's, ranks[r] being rank r's
+// rank_terms: "rank 2: --batch 16 (rank 0: 8)". Empty when every rank agrees.
+std::vector<std::string> rank_differences(const std::vector<nlohmann::json>& ranks);
+
 }  // namespace speedrun

@@ -83,6 +83,7 @@ class TrainingRun {
   void validate(int64_t s, int64_t window);
   void train_step(int64_t s, int64_t window);
   void checkpoint(int64_t done);
+  void check_ranks_agree();
   void start_fresh();
   void resume();
   void open_run_dir();
@@ -151,6 +152,11 @@ TrainingRun::TrainingRun(Trainer& t)
   micro_ = per_rank_ / K_;
   result_.micro_batches = K_;
   train_ = std::make_unique<StepLoader>(t.train_files_, micro_, T_, K_, rank, world, c_.model.vocab);
+  for (size_t i = 0; i < t.train_files_.size(); ++i)
+    shards_.push_back({fs::path(t.train_files_[i]).filename().string(),
+                       train_->shard_tokens(int64_t(i))});
+  precision_ = resolve_precision(be_, c_.dtype);
+  check_ranks_agree();
   if (!t.val_files_.empty() && c_.val_tokens > 0) {
     val_ = std::make_unique<StepLoader>(t.val_files_, micro_, T_, K_, rank, world, c_.model.vocab);
     val_steps_ = c_.val_tokens / (c_.batch * T_);
@@ -159,10 +165,6 @@ TrainingRun::TrainingRun(Trainer& t)
           "shards hold: they give ", pass, " batches of ", c_.batch, " x ", T_, " tokens (",
           pass * c_.batch * T_, " tokens) before repeating; lower --val-tokens to at most that");
   }
-  for (size_t i = 0; i < t.train_files_.size(); ++i)
-    shards_.push_back({fs::path(t.train_files_[i]).filename().string(),
-                       train_->shard_tokens(int64_t(i))});
-  precision_ = resolve_precision(be_, c_.dtype);
   params_ = std::make_unique<Parameters>(be_, c_.model, precision_);
   opt_ = std::make_unique<Optimizer>(be_, *params_, c_.optim, &comm_);
   if (!c_.resume.empty())
@@ -172,6 +174,32 @@ TrainingRun::TrainingRun(Trainer& t)
   model_ = std::make_unique<GPT>(be_, *params_, micro_, T_);
   x_.resize(size_t(per_rank_ * T_));
   y_.resize(x_.size());
+}
+
+// Ranks started with different flags or data, or resolving an auto value differently on
+// unlike machines (--grad-accum 0 by GPU memory), would issue collectives of different
+// sizes or counts (a hang, or garbage) or read overlapping data without a word. Every rank
+// compares what it computes with (rank_terms) with every other's before the first
+// collective on the model, and all of them stop naming the differences.
+void TrainingRun::check_ranks_agree() {
+  if (comm_.size() == 1) return;
+  std::vector<std::string> train, val;
+  for (const TrainShard& s : shards_) train.push_back(fmt::format("{} ({} tokens)", s.file, s.tokens));
+  for (const std::string& f : t_.val_files_) val.push_back(fs::path(f).filename().string());
+  const nlohmann::json mine = rank_terms(c_, K_, precision_.str(), train, val);
+  std::vector<nlohmann::json> all;
+  for (const std::string& text : comm_.all_gather_text(mine.dump()))
+    all.push_back(nlohmann::json::parse(text));
+  const std::vector<std::string> diffs = rank_differences(all);
+  if (diffs.empty()) return;
+  std::string list;
+  const size_t shown = std::min<size_t>(diffs.size(), 12);
+  for (size_t i = 0; i < shown; ++i) list += "\n  " + diffs[i];
+  if (shown < diffs.size()) list += fmt::format("\n  ... and {} more", diffs.size() - shown);
+  fail("the ranks do not run the same training (their collectives would not match, or their "
+       "data would overlap):", list,
+       "\nstart every rank with the same flags and data; on machines that differ, give "
+       "--grad-accum and --dtype rather than auto");
 }
 
 // Takes the run directory for this run (rank 0), once the inputs have been checked and
