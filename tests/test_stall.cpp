@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/factory.h"
 #include "core/stall_watchdog.h"
 #include "dist/thread_comm.h"
@@ -322,12 +323,9 @@ TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
   std::vector<std::string> waits;
   std::vector<bool> early;
   run_thread_ranks(2, [&](Comm& comm) {
-    BackendOptions bo;
-    bo.device = DeviceChoice::CPU;
-    bo.threads = 1;
-    const auto be = make_backend(bo);
+    CpuBackend be(1);
     if (comm.rank() == 0) {
-      Trainer(*be, comm, c, data.train, data.val).run();
+      Trainer(be, comm, c, data.train, data.val).run();
       return;
     }
     StallWatchdog dog({.limit_s = limit, .who = "rank 1 of 2", .advice = "", .failure_advice = "",
@@ -340,7 +338,7 @@ TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
                                           std::chrono::duration<double>(0.9 * in_force))));
     });
     WatchedComm watched(spy, dog);
-    Trainer t(*be, watched, c, data.train, data.val);
+    Trainer t(be, watched, c, data.train, data.val);
     t.watchdog = &dog;
     t.run();
   });
