@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The CUDA backend on one GPU in one call of under 6 minutes: the one script a GPU session
-# runs (docs/PERFORMANCE.md, "Checking the CUDA backend on a GPU"). Each step is timed, runs
+# The CUDA backend on one GPU in one call of under 6 minutes: the one script to run on a GPU
+# machine (docs/PERFORMANCE.md, "Checking the CUDA backend on a GPU"). Each step is timed, runs
 # under `timeout`, and may fail without stopping the others:
 #   env        GPU, driver, glibc, nvcc, compilers, profiling tools
 #   build      the carried build-portable/ (scripts/build_portable.sh) when this machine's

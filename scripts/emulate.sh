@@ -15,9 +15,11 @@
 #     train --device cuda` against one GPU of two micro-batches, the emulator's check on
 #     a collective's input and a job whose NCCL loses a link (test_mpi), each rank a
 #     process with an emulated GPU, NCCL emulated over MPI (emulator/nccl.cpp);
-#   - the GPU check (bench/cuda_check.sh --emulated): the script a GPU session runs, its GPU
+#   - the GPU check (bench/cuda_check.sh --emulated): the script run on a GPU machine, its GPU
 #     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
-#     at dry-run sizes on this build, so that none of its branches first runs on a GPU.
+#     at dry-run sizes on this build, so that none of its branches first runs on a GPU;
+#   - where nvcc is found: bench/head_sass.sh, and scripts/check_wgmma.sh (ptxas serializes
+#     none of the attention's warpgroup products).
 # Left to a GPU (and to `scripts/emulate.sh --all`): the 100-step training run against the
 # CPU curve (~3 minutes here) and the record-shape attention check (over half an hour).
 # `--asan` builds build-emu-asan/ instead, with AddressSanitizer + UndefinedBehaviorSanitizer
@@ -141,5 +143,7 @@ cat build-emu/cuda_check/summary.md
 if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
   echo "== bench/head_sass.sh: machine instructions per logit of the head's cross entropy"
   bench/head_sass.sh
+  echo "== scripts/check_wgmma.sh: ptxas keeps the attention's warpgroup products asynchronous"
+  scripts/check_wgmma.sh
 fi
 echo "emulate: the CUDA backend's tests passed on the emulator"

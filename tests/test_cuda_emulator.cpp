@@ -53,10 +53,12 @@ __global__ void block_sum_kernel(float* out, const float* in) {
   if (t == 0) out[blockIdx.x] = s[0];
 }
 
-__global__ void shuffle_kernel(int* xor_out, int* down_out) {
+__global__ void shuffle_kernel(int* xor_out, int* down_out, int* from_out) {
   const int v = int(threadIdx.x) * 10;
   xor_out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, v, 5);
   down_out[threadIdx.x] = __shfl_down_sync(0xffffffffu, v, 3);
+  // Each warp's lane 7 (39 % 32 for the second warp's odd lanes: the lane is taken mod 32).
+  from_out[threadIdx.x] = __shfl_sync(0xffffffffu, v, threadIdx.x & 1 ? 39 : 7);
 }
 
 // out[t] = __any_sync over the warp of (lane == pick[warp]); pick < 0 or >= 32: no lane.
@@ -425,13 +427,15 @@ TEST(CudaEmulator, ShufflesFollowTheirDefinitions) {
   Device d;
   int* x = d.zeros<int>(64);
   int* dn = d.zeros<int>(64);
-  SR_LAUNCH(1, 64, 0, nullptr, shuffle_kernel)(x, dn);
+  int* from = d.zeros<int>(64);
+  SR_LAUNCH(1, 64, 0, nullptr, shuffle_kernel)(x, dn, from);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  const std::vector<int> gx = download(x, 64), gd = download(dn, 64);
+  const std::vector<int> gx = download(x, 64), gd = download(dn, 64), gf = download(from, 64);
   for (int t = 0; t < 64; ++t) {
     const int warp = t / 32 * 32, lane = t % 32;
     EXPECT_EQ(gx[size_t(t)], (warp + (lane ^ 5)) * 10);
     EXPECT_EQ(gd[size_t(t)], (lane + 3 < 32 ? t + 3 : t) * 10) << "lanes past the end keep their value";
+    EXPECT_EQ(gf[size_t(t)], (warp + 7) * 10) << "lane " << t;
   }
 }
 

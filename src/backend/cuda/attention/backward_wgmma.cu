@@ -103,7 +103,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) dq_wgmma_kernel(con
     // A chunk none of this warpgroup's 64 rows sees adds nothing: skip it (uniform over the
     // warpgroup, whose products are collective; one the tile does not see was not loaded),
     // finishing the pending product first (its K's stage is reloaded after this chunk).
-    if (!walk.seen_by_warpgroup(ch, wg)) {
+    if (!warp_uniform(walk.seen_by_warpgroup(ch, wg))) {
       if (pending >= 0) finish_pending();
       return;
     }
@@ -122,6 +122,9 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) dq_wgmma_kernel(con
       wgmma_ss<kChunk, false>(dp, k_major<D>(sdO, wg, kk), k_major<D>(v_st, 0, kk), kk > 0);
     wgmma_commit();
     if (pending >= 0) {
+      // df were written by ordinary instructions: ptxas wants the fence right before
+      // the products that read them (it adds one there otherwise, note C7519).
+      wgmma_fence();
       issue_dq(pending);
       wgmma_wait<1>();  // S and dP have landed; the previous chunk's dQ += dS K may still run
     } else {
@@ -130,13 +133,14 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) dq_wgmma_kernel(con
     fence_operands(s);
     fence_operands(dp);
     dq_scores<kChunk>(s, dp, ch, qi, lo, T, scale_log2, lse2, delta, lane);
-    if (pending >= 0) {
-      wgmma_wait<0>();  // df is read by the product in flight until here
-      fence_operands(dq);
-    }
+    // df is read by the product in flight, if any, until here. Unconditional (with none in
+    // flight it returns at once): under a second `pending >= 0` test ptxas cannot tell that
+    // every path that issued the product waits for it, and serializes the products.
+    wgmma_wait<0>();
+    fence_operands(dq);
     SR_UNROLL
     for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(df[kk], s[2 * kk], s[2 * kk + 1]);
-    pending = st;
+    pending = warp_uniform(st);  // uniform to ptxas too (see warp_uniform)
     if constexpr (!kOverlap) finish_pending();
   });
   if (pending >= 0) finish_pending();  // the last chunk's dQ += dS K

@@ -91,7 +91,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
     // A chunk none of this warpgroup's 64 rows sees adds nothing: skip it (uniform over the
     // warpgroup, whose products are collective; one the tile does not see was not loaded).
     // A pending P V is finished first: its V's stage is reloaded after this chunk.
-    if (!walk.seen_by_warpgroup(ch, warp >> 2)) {
+    if (!warp_uniform(walk.seen_by_warpgroup(ch, warp >> 2))) {
       if (pending >= 0) finish_pending();
       return;
     }
@@ -105,6 +105,9 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
       wgmma<kChunk, false>(s, qf[kk], smem_desc(k_st + kk * 256, 128, 16 * D), kk > 0);
     wgmma_commit();
     if (pending >= 0) {
+      // pf were written by ordinary instructions: ptxas wants the fence right before
+      // the products that read them (it adds one there otherwise, note C7519).
+      wgmma_fence();
       issue_pv(pending);
       wgmma_wait<1>();  // S has landed; the previous chunk's P V may still run
     } else {
@@ -113,14 +116,15 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
     fence_operands(s);
     float alpha[2];
     softmax_scores<kChunk>(s, ch, qi, lo, T, scale_log2, m, l, alpha, lane);
-    if (pending >= 0) {
-      wgmma_wait<0>();
-      fence_operands(o);
-    }
+    // The pending P V, if any, lands before O is rescaled. Unconditional (with none in flight
+    // it returns at once): under a second `pending >= 0` test ptxas cannot tell that every
+    // path that issued the product waits for it, and serializes the products (C7515).
+    wgmma_wait<0>();
+    fence_operands(o);
     rescale_rows<D>(o, alpha);  // O, now holding every chunk before this one, to this one's max
     SR_UNROLL
     for (int kk = 0; kk < kChunk / 16; ++kk) a_from_c(pf[kk], s[2 * kk], s[2 * kk + 1]);
-    pending = st;
+    pending = warp_uniform(st);  // uniform to ptxas too (see warp_uniform)
   });
   if (pending >= 0) finish_pending();  // the last chunk's P V
 

@@ -87,6 +87,14 @@ __device__ __forceinline__ void fence_operands(float (&d)[R][4]) {
 #endif
 }
 
+// Lane 0's v, on every lane of the warp. A branch around products that the code knows to be
+// uniform, but on a value ptxas cannot prove uniform (one loaded from memory, a counter it
+// sets under such a branch), makes ptxas serialize the products (its warning C7520:
+// "wgmma.mma_async instructions are serialized due to program dependence on
+// compiler-inserted WG.AR in divergent path"): a product then no longer runs while the code
+// after its issue does. A broadcast value is uniform by construction.
+__device__ __forceinline__ int warp_uniform(int v) { return __shfl_sync(0xffffffffu, v, 0); }
+
 #if !defined(SPEEDRUN_CUDA_EMULATED) && defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() {

@@ -50,6 +50,7 @@ inline unsigned __float_as_uint(float f) {
 #define gridDim (::speedrun::cuda::emu::grid_dim())
 #define __syncthreads() ::speedrun::cuda::emu::sync_threads(__FILE__, __LINE__)
 #define __syncwarp(...) ::speedrun::cuda::emu::sync_warp(__VA_ARGS__)
+#define __shfl_sync(mask, v, src) ::speedrun::cuda::emu::shfl(mask, v, src)
 #define __shfl_xor_sync(mask, v, m) ::speedrun::cuda::emu::shfl_xor(mask, v, m)
 #define __shfl_down_sync(mask, v, d) ::speedrun::cuda::emu::shfl_down(mask, v, d)
 #define __any_sync(mask, pred) ::speedrun::cuda::emu::vote_any(mask, pred)

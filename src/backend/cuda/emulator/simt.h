@@ -107,6 +107,10 @@ T shfl_from(const char* what, unsigned mask, T v, int src) {
 int vote_any(unsigned mask, int pred);
 
 template <class T>
+T shfl(unsigned mask, T v, int src_lane) {  // __shfl_sync at width 32: lane src_lane % 32's v
+  return shfl_from("__shfl_sync", mask, v, src_lane & 31);
+}
+template <class T>
 T shfl_xor(unsigned mask, T v, int lane_mask) {
   return shfl_from("__shfl_xor_sync", mask, v, (lane_id() ^ lane_mask) & 31);
 }
