@@ -42,6 +42,11 @@ __host__ __device__ constexpr int core_offset(int r, int c) {
 
 // Rows [0, kRows) of a head slice (row stride ld elements, D columns) into shared memory at
 // s in core-matrix order (core_offset); rows >= valid are zero-filled.
+//
+// Copy p is piece c of row r with the row's low 3 bits fastest: 8 consecutive threads fill
+// one core matrix, 128 contiguous bytes, every bank once. With the piece fastest, the 16
+// (D = 128) or 8 (D = 64) threads of one row wrote 128 bytes apart, into the same 4 banks.
+// A warp still reads whole 32-byte sectors: 8 rows x 4 adjacent pieces of 16 bytes.
 template <int kRows, int D>
 __device__ __forceinline__ void load_rows_core(unsigned char* s, const bf16* g, int64_t ld,
                                                int valid, int tid) {
@@ -50,7 +55,7 @@ __device__ __forceinline__ void load_rows_core(unsigned char* s, const bf16* g, 
   SR_UNROLL
   for (int it = 0; it < kRows * kPieces / kThreads; ++it) {
     const int p = it * kThreads + tid;
-    const int r = p / kPieces, c = p % kPieces;
+    const int r = (p / (8 * kPieces)) * 8 + p % 8, c = (p / 8) % kPieces;
     const bool ok = r < valid;
     cp_async_16(s + core_offset<D>(r, c), ok ? g + r * ld + c * 8 : g, ok);
   }
