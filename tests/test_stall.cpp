@@ -18,7 +18,6 @@
 #include <thread>
 
 #include "backend/cpu/cpu_backend.h"
-#include "backend/factory.h"
 #include "core/stall_watchdog.h"
 #include "dist/thread_comm.h"
 #include "dist/watched_comm.h"
@@ -307,6 +306,14 @@ double number_after(const std::string& text, const std::string& before) {
   return at == std::string::npos ? std::nan("") : std::atof(text.c_str() + at + before.size());
 }
 
+// A micro run of `steps` steps (cooldown 1) into dir/run.
+TrainConfig short_run(const TempDir& dir, int64_t steps) {
+  TrainConfig c = micro_run(dir / "run");
+  c.schedule.steps = steps;
+  c.schedule.cooldown = 1;
+  return c;
+}
+
 }  // namespace
 
 // Rank 0 writes a checkpoint while the other ranks wait in a barrier: that wait is work
@@ -315,9 +322,7 @@ double number_after(const std::string& text, const std::string& before) {
 TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
   TempDir dir{"test_stall_checkpoint"};
   const ShardFiles data = synthetic_shards(dir / "data", 60000, 3000);
-  TrainConfig c = micro_run(dir / "run");
-  c.schedule.steps = 4;
-  c.schedule.cooldown = 1;
+  TrainConfig c = short_run(dir, 4);
   c.save_every = 2;
   const double limit = 0.001;
   std::vector<std::string> waits;
@@ -361,15 +366,10 @@ TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
 TEST(StallWatchdog, ATrainerOnTheCpuMarksNoWaitOfItsOwn) {
   TempDir dir{"test_stall"};
   const ShardFiles data = synthetic_shards(dir / "data", 60000, 3000);
-  TrainConfig c = micro_run(dir / "run");
-  c.schedule.steps = 3;
-  c.schedule.cooldown = 1;
+  TrainConfig c = short_run(dir, 3);
   c.val_every = 2;
-  BackendOptions bo;
-  bo.device = DeviceChoice::CPU;
-  bo.threads = 1;
-  const auto be = make_backend(bo);
-  const std::vector<std::string> waits = waits_at_log_lines(*be, c, data);
+  CpuBackend be(1);
+  const std::vector<std::string> waits = waits_at_log_lines(be, c, data);
   ASSERT_GE(waits.size(), 5u);  // the model line, 3 steps, 2 validations, saved
   for (const std::string& w : waits) EXPECT_EQ(w, "");
 }

@@ -73,15 +73,19 @@ nlohmann::json merge_resume_config(const nlohmann::json& checkpoint, const nlohm
   return out;
 }
 
+namespace {
+// A key's value as JSON text, for comparing and printing; "(absent)" where j lacks it.
+std::string key_text(const nlohmann::json& j, const std::string& key) {
+  return j.contains(key) ? j.at(key).dump() : std::string("(absent)");
+}
+}  // namespace
+
 std::vector<std::string> config_differences(const nlohmann::json& checkpoint,
                                             const nlohmann::json& now) {
   std::vector<std::string> out;
   visit_settings(TrainConfig{}, [&](const Setting& s, const auto&) {
     if (s.on_resume != OnResume::Same) return;
-    const auto text = [&s](const nlohmann::json& j) {
-      return j.contains(s.key) ? j.at(s.key).dump() : std::string("(absent)");
-    };
-    const std::string a = text(checkpoint), b = text(now);
+    const std::string a = key_text(checkpoint, s.key), b = key_text(now, s.key);
     if (a != b) out.push_back(s.name() + ": checkpoint " + a + ", now " + b);
   });
   return out;
@@ -109,9 +113,6 @@ std::vector<std::string> rank_differences(const std::vector<nlohmann::json>& ran
     const auto it = names.find(key);
     return it == names.end() ? key : it->second;
   };
-  const auto text = [](const nlohmann::json& j, const std::string& key) {
-    return j.contains(key) ? j.at(key).dump() : std::string("(absent)");
-  };
   const nlohmann::json& root = ranks[0];
   for (size_t r = 1; r < ranks.size(); ++r) {
     std::vector<std::string> keys;
@@ -119,7 +120,7 @@ std::vector<std::string> rank_differences(const std::vector<nlohmann::json>& ran
     for (const auto& [key, v] : ranks[r].items())
       if (!root.contains(key)) keys.push_back(key);
     for (const std::string& key : keys) {
-      const std::string a = text(root, key), b = text(ranks[r], key);
+      const std::string a = key_text(root, key), b = key_text(ranks[r], key);
       if (a != b) out.push_back(fmt::format("rank {}: {} {} (rank 0: {})", r, name(key), b, a));
     }
   }

@@ -39,9 +39,12 @@ std::string format_eta(double s) {
   if (t < 3600) return fmt::format("{}m{:02d}s", t / 60, t % 60);
   return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
 }
+std::string shard_text(const TrainShard& s) {
+  return fmt::format("{} ({} tokens)", s.file, s.tokens);
+}
 std::string shard_list(const std::vector<TrainShard>& v) {
   std::string t;
-  for (const auto& s : v) t += fmt::format(" {} ({} tokens)", s.file, s.tokens);
+  for (const auto& s : v) t += " " + shard_text(s);
   return t;
 }
 }  // namespace
@@ -184,7 +187,7 @@ TrainingRun::TrainingRun(Trainer& t)
 void TrainingRun::check_ranks_agree() {
   if (comm_.size() == 1) return;
   std::vector<std::string> train, val;
-  for (const TrainShard& s : shards_) train.push_back(fmt::format("{} ({} tokens)", s.file, s.tokens));
+  for (const TrainShard& s : shards_) train.push_back(shard_text(s));
   for (const std::string& f : t_.val_files_) val.push_back(fs::path(f).filename().string());
   const nlohmann::json mine = rank_terms(c_, K_, precision_.str(), train, val);
   std::vector<nlohmann::json> all;
