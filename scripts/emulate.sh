@@ -13,8 +13,9 @@
 #     a missing stream, event or staging-buffer wait would;
 #   - with MPI: the NCCL communicator's collectives against MPI's, `mpirun -np 2 speedrun
 #     train --device cuda` against one GPU of two micro-batches, the emulator's check on
-#     a collective's input and a job whose NCCL loses a link (test_mpi), each rank a
-#     process with an emulated GPU, NCCL emulated over MPI (emulator/nccl.cpp);
+#     a collective's input, a job whose NCCL loses a link and one whose rank fails
+#     (test_mpi), each rank a process with an emulated GPU, NCCL emulated over MPI
+#     (emulator/nccl.cpp);
 #   - the GPU check (bench/cuda_check.sh --emulated): the script run on a GPU machine, its GPU
 #     steps (tests, a training run against the CPU's curve, speedrun bench --device cuda)
 #     at dry-run sizes on this build, so that none of its branches first runs on a GPU;
@@ -129,7 +130,7 @@ shuffled_rest() {
   run 1234,lazy test_cuda_backend "$filter"
   if [ "$mpi" = 1 ]; then
     # Lazy streams only: eager ones run every collective at issue, which proves nothing more.
-    run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*:Mpi.ALostNccl*'
+    run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*:Mpi.ALostNccl*:Mpi.AFailingGpu*'
   else
     echo "== no MPI in this build: the multi-GPU tests (test_mpi on the emulated NCCL) are skipped"
   fi

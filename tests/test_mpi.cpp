@@ -245,6 +245,34 @@ TEST_F(Mpi, AFailingRankEndsTheJobWithItsMessage) {
   EXPECT_NE(o.out.find("token 500"), std::string::npos) << o.out;
 }
 
+// The same on GPUs, where NCCL's ncclCommDestroy waits for every rank of the node to call it
+// (the emulator's too): rank 1 fails in its second step, after GPU work and collectives,
+// while rank 0 waits in that step's first collective. Had the failing rank unwound to main
+// before ending the job, its communicator's teardown would wait for rank 0 and rank 0 for
+// it, for good (--stall-timeout 0: no watchdog to end either), and its message would never
+// print.
+TEST_F(Mpi, AFailingGpuRankEndsTheJobWithItsMessage) {
+  if (!nccl_built()) GTEST_SKIP() << "this build has no NCCL (the CUDA toolkit's nccl.h was not found)";
+  std::string why;
+  if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA GPU visible: " << why;
+  if (gpu_ranks() < 2) GTEST_SKIP() << "one GPU visible: NCCL needs a GPU per rank";
+  // Rank 1's second step reads tokens [768, 1025).
+  fs::create_directories(dir / "bad");
+  std::vector<uint16_t> tokens(20000, 5);
+  tokens[800] = 500;
+  write_shard((dir / "bad" / "bad_train_000000.bin").string(), tokens.data(), int64_t(tokens.size()));
+  const std::string flags = "train --train '" + (dir / "bad").string() + "/*.bin' --vocab 128 "
+                            "--eot 0 --layers 2 --heads 2 --head-dim 64 --seq-len 256 --batch 2 "
+                            "--window-end 256 --steps 4 --cooldown 1 --val-tokens 0 --no-sample "
+                            "--threads 1 --device cuda --stall-timeout 0 --out " +
+                            (dir / "badgpu").string();
+  const Outcome o = run_shell(gpu_mpirun(2, 300) + SPEEDRUN_BINARY + " " + flags);
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  EXPECT_NE(o.out.find("error: rank 1 of 2: "), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("token 500"), std::string::npos) << o.out;
+}
+
 // A job whose ranks were started with different flags (a per-node script, a hostfile's
 // wrapper) stops before its first step, naming the flag, instead of hanging in collectives
 // of different sizes.

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -108,6 +109,36 @@ void print_sample(Backend& backend, const TrainConfig& c, const TrainResult& r,
   }
 }
 
+// run_train's work once the ranks have started: the data, the trainer (in `trainer`, which
+// outlives an error: see run_train), its run and what rank 0 prints after it.
+void train_with(TrainArgs& a, Backend& backend, Comm& comm, StallWatchdog& watchdog,
+                std::optional<Trainer>& trainer) {
+  TrainConfig& c = a.cfg;
+  // Rank 0 prepares the built-in corpus and prints; the others find it prepared.
+  if (!comm.is_root()) {
+    comm.barrier();
+    if (!std::freopen("/dev/null", "w", stdout)) std::perror("stdout");
+  }
+  print_gemm_record(backend);
+  const TrainingData data = training_data(c, comm.is_root());
+  if (comm.is_root() && comm.size() > 1) comm.barrier();
+  install_stop_handlers();
+  trainer.emplace(backend, comm, c, data.train_files, data.val_files);
+  trainer->watchdog = &watchdog;
+  const TrainResult r = trainer->run();
+  if (r.stopped_by_signal != 0) {
+    exit_status() = 128 + (r.stopped_by_signal > 0 ? r.stopped_by_signal : SIGTERM);
+    return;
+  }
+  if (!comm.is_root()) return;
+  if (!r.val_losses.empty()) {
+    const bool finished = r.val_losses.back().first == c.schedule.steps;
+    std::printf("%s val_loss: %.4f (step %lld)\n", finished ? "final" : "last",
+                r.val_losses.back().second, (long long)r.val_losses.back().first);
+  }
+  if ((data.synthetic || data.tokenizer) && !a.no_sample) print_sample(backend, c, r, data);
+}
+
 void run_train(TrainArgs& a) {
   settle_config(a);
   TrainConfig& c = a.cfg;
@@ -149,29 +180,19 @@ void run_train(TrainArgs& a) {
   // Asked every second, also with --stall-timeout 0; ends before comm does.
   StallWatchdog::Watch links;
   if (comm->size() > 1) links = watchdog.add_probe([&cm = *comm] { return cm.background_error(); });
-  // Rank 0 prepares the built-in corpus and prints; the others find it prepared.
-  if (!comm->is_root()) {
-    comm->barrier();
-    if (!std::freopen("/dev/null", "w", stdout)) std::perror("stdout");
+  // In a job of several ranks an error ends every rank from here, with the trainer and the
+  // Comm as the error left them: NCCL's ncclCommDestroy (and ncclCommAbort) wait for every
+  // rank of the node to call them, and the other ranks wait in a collective this one will
+  // never join, so unwinding to main would hang the job with this rank's message unprinted;
+  // freeing the trainer's GPU memory waits for the GPU, collectives in flight included.
+  // Comm::abort prints the error naming this rank and ends them all (MPI_Abort).
+  std::optional<Trainer> trainer;
+  try {
+    train_with(a, *backend, *comm, watchdog, trainer);
+  } catch (const std::exception& e) {
+    if (comm->size() > 1) comm->abort(e.what());
+    throw;
   }
-  print_gemm_record(*backend);
-  const TrainingData data = training_data(c, comm->is_root());
-  if (comm->is_root() && comm->size() > 1) comm->barrier();
-  install_stop_handlers();
-  Trainer trainer(*backend, *comm, c, data.train_files, data.val_files);
-  trainer.watchdog = &watchdog;
-  const TrainResult r = trainer.run();
-  if (r.stopped_by_signal != 0) {
-    exit_status() = 128 + (r.stopped_by_signal > 0 ? r.stopped_by_signal : SIGTERM);
-    return;
-  }
-  if (!comm->is_root()) return;
-  if (!r.val_losses.empty()) {
-    const bool finished = r.val_losses.back().first == c.schedule.steps;
-    std::printf("%s val_loss: %.4f (step %lld)\n", finished ? "final" : "last",
-                r.val_losses.back().second, (long long)r.val_losses.back().first);
-  }
-  if ((data.synthetic || data.tokenizer) && !a.no_sample) print_sample(*backend, c, r, data);
 }
 
 }  // namespace

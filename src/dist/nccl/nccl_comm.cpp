@@ -76,6 +76,9 @@ NcclComm::NcclComm(Backend& backend, std::unique_ptr<Comm> host)
   }
 }
 
+// ncclCommDestroy returns once every rank of the node has called it: a job ends its ranks'
+// Comms together, and a rank that fails ends the job without coming here (abort, and
+// speedrun train's error path).
 NcclComm::~NcclComm() {
   if (side_) cudaStreamSynchronize(as_stream(side_));
   if (comm_) ncclCommDestroy(as_comm(comm_));

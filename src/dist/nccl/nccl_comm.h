@@ -43,6 +43,9 @@ class NcclComm final : public Comm {
   }
   // ncclCommGetAsyncError: a peer gone or a link lost, with NCCL's last error.
   std::string background_error() const override;
+  // The host Comm's abort (MPI_Abort ends every rank), without ncclCommAbort or
+  // ncclCommDestroy first: both wait for every rank of the node to call them, which the
+  // others, waiting in a collective, never will.
   [[noreturn]] void abort(const std::string& why) override {
     host_->abort(why);
     std::terminate();  // not reached: Comm::abort does not return (a virtual call hides it)

@@ -25,6 +25,11 @@
 // stream blocks for good (so does whatever waits for it), and ncclCommGetAsyncError reports
 // ncclRemoteError from then on, as NCCL does in the background. Nothing but a thread that
 // asks (the stall watchdog's) can then end the process.
+//
+// ncclCommDestroy is, as NCCL documents it, an intra-node collective: it returns once every
+// rank of the communicator has called it (a barrier over a communicator of its own, so a
+// rank that destroys its communicator while another waits in a collective waits for good,
+// as on the hardware).
 #ifdef SPEEDRUN_HAVE_MPI
 
 #include <mpi.h>
@@ -46,7 +51,8 @@
 #include "dist/nccl/nccl_comm.h"
 
 struct ncclComm {
-  MPI_Comm mpi = MPI_COMM_NULL;  // null: one rank, without MPI
+  MPI_Comm mpi = MPI_COMM_NULL;       // null: one rank, without MPI
+  MPI_Comm teardown = MPI_COMM_NULL;  // ncclCommDestroy's barrier (see the top)
   int rank = 0, size = 1;
   int64_t issued = 0;   // collectives issued so far
   int64_t fail_at = 0;  // the collective that loses its link (see the top); 0: none
@@ -205,6 +211,7 @@ ncclResult_t ncclCommInitRank(ncclComm_t* comm, int nranks, ncclUniqueId id, int
   if (nranks != world || rank != me) return ncclInvalidArgument;  // the ranks are MPI's
   auto* c = new ncclComm;
   MPI_Comm_dup(MPI_COMM_WORLD, &c->mpi);
+  MPI_Comm_dup(MPI_COMM_WORLD, &c->teardown);
   c->rank = rank;
   c->size = nranks;
   c->fail_at = fail_at_from_environment();
@@ -216,7 +223,11 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (!comm) return ncclInvalidArgument;
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized && comm->mpi != MPI_COMM_NULL) MPI_Comm_free(&comm->mpi);
+  if (!finalized && comm->mpi != MPI_COMM_NULL) {
+    MPI_Barrier(comm->teardown);
+    MPI_Comm_free(&comm->teardown);
+    MPI_Comm_free(&comm->mpi);
+  }
   delete comm;
   return ncclSuccess;
 }
