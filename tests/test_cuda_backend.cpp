@@ -824,6 +824,49 @@ TEST_F(CudaBackendTest, EmbeddingForwardCopiesRowsAndBackwardIsDeterministic) {
   }
 }
 
+// A token of web text can fill ~4% of a batch (" the"); its run is one block's, whose rows
+// are loaded many at a time. The sums must still be the CPU's: the starting gradient plus
+// each occurrence's row in position order, one fp32 addition each, replayed here bit for
+// bit. Runs of 1, 15-17 and 300 rows (the loads' batch is 16), 16-byte columns (C 768, 40)
+// and single ones (C 31).
+TEST_F(CudaBackendTest, EmbeddingBackwardAddsATokensRowsInPositionOrder) {
+  for (int64_t C : {768, 40, 31}) {
+    const int64_t V = 50, N = 1200;
+    std::vector<int32_t> tok = rand_tokens(N, int32_t(V), uint64_t(C) + 1);
+    std::mt19937_64 pick{uint64_t(C)};
+    for (int i = 0; i < 300; ++i) tok[size_t(pick() % uint64_t(N))] = 3;  // ~300 of token 3
+    int seen = 0;
+    for (size_t n = 0; n < tok.size(); ++n) {
+      if (tok[n] == 7 || tok[n] == 9 || tok[n] == 11) tok[n] = 12;  // runs of 15, 16, 17
+      if (n % 61 == 0 && seen < 48) tok[n] = int32_t(7 + 2 * (seen++ % 3));
+    }
+    tok[N - 1] = 49;  // a run of one at the end of the sorted keys
+    for (size_t n = 0; n + 1 < tok.size(); ++n)
+      if (tok[n] == 49) tok[n] = 48;
+    Tensor tg = g_->make(DType::I32, {N});
+    gpu().upload(tg, tok.data());
+    Tensor dout = g_->from(randn(N * C, 21), DType::BF16, {N, C});
+    Tensor dw = g_->from(randn(V * C, 22), DType::F32, {V, C});
+    std::vector<uint16_t> d(size_t(N * C));
+    std::vector<float> ref(size_t(V * C));
+    gpu().download(d.data(), dout);
+    gpu().download(ref.data(), dw);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) {
+        uint32_t bits = uint32_t(d[size_t(n * C + c)]) << 16;
+        float x;
+        std::memcpy(&x, &bits, 4);
+        ref[size_t(tok[size_t(n)] * C + c)] += x;
+      }
+    gpu().embedding_backward(dw, tg, dout);
+    std::vector<float> got(ref.size());
+    gpu().download(got.data(), dw);
+    int64_t differ = 0;
+    for (size_t i = 0; i < ref.size(); ++i) differ += std::memcmp(&got[i], &ref[i], 4) != 0;
+    EXPECT_EQ(differ, 0) << "values of dwte differ from the position-order sums, C " << C;
+  }
+}
+
 // ---- rms_norm --------------------------------------------------------------------------------
 
 TEST_F(CudaBackendTest, RmsNormForwardAndBackward) {
