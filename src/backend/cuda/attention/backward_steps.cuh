@@ -60,23 +60,40 @@ __device__ __forceinline__ void load_query_stats(const BackwardArgs& a, const Ch
   cp_async_4(sLo + st * kChunk + tid, ok ? a.plan.lo + row0 + i : a.plan.lo, ok);
 }
 
-// D for a warp's 16 query rows from q0 + 16 warp (rows past T have none): each lane keeps its
-// two rows' in delta[slot] (slot 0: row lane / 4, slot 1: row lane / 4 + 8), and lane 0
+// D for a warp's 16 query rows from q0 + 16 warp (rows past T have 0): each lane keeps its
+// two rows' in delta[slot] (slot 0: row lane / 4, slot 1: row lane / 4 + 8), and the warp
 // writes them to a.delta (stat0: the [B, H, T] row of this sequence and head) for the dK/dV
-// kernel.
-template <int D>
+// kernel. kEarlyLoads: no exit and no store inside the loop (a row past T reads row T - 1
+// and drops it; lane r < 16 stores row r's after it), so the compiler issues every row's
+// loads before the first row's sums, where an exit or a store (which may alias them) keeps
+// each row's loads behind the row before: 16 memory round trips in a chain per warp before
+// the CTA's first product. It holds more loads in flight in registers; the kernel whose
+// register bound leaves no room (dq_wgmma at head dim 64, 128 registers) keeps the chain.
+template <int D, bool kEarlyLoads = true>
 __device__ __forceinline__ void warp_deltas(const BackwardArgs& a, int64_t row0, int64_t stat0, int h,
                                             int q0, int warp, int lane, float (&delta)[2]) {
   const int T = a.plan.T;
   delta[0] = delta[1] = 0.f;
+  float mine = 0.f;  // row `lane`'s, for lanes 0-15 (kEarlyLoads)
   SR_UNROLL
   for (int r = 0; r < 16; ++r) {
     const int t = q0 + warp * 16 + r;
-    if (t >= T) break;  // uniform over the warp
-    const float s = row_delta<D>(a, row0 + t, h, lane);
-    if (lane == 0) a.delta[stat0 + t] = s;
+    float s;
+    if constexpr (kEarlyLoads) {
+      const float d = row_delta<D>(a, row0 + std::min(t, T - 1), h, lane);
+      s = t < T ? d : 0.f;
+      if (lane == r) mine = s;
+    } else {
+      if (t >= T) break;  // uniform over the warp
+      s = row_delta<D>(a, row0 + t, h, lane);
+      if (lane == 0) a.delta[stat0 + t] = s;
+    }
     if (c_row(lane, 0) == r) delta[0] = s;
     if (c_row(lane, 2) == r) delta[1] = s;
+  }
+  if constexpr (kEarlyLoads) {
+    const int t = q0 + warp * 16 + lane;
+    if (lane < 16 && t < T) a.delta[stat0 + t] = mine;
   }
 }
 
@@ -111,8 +128,11 @@ __device__ __forceinline__ void dkv_scores(float (&s)[kChunk / 8][4], float (&dp
     SR_UNROLL
     for (int i = 0; i < 4; ++i) {
       const int col = nb * 8 + c_col(lane, i);  // query, relative to the chunk
-      float x = s[nb][i] * scale_log2;
-      if (!ch.full && !visible(ch.start + col, kj[i >> 1], lo[col], T)) x = kNegInf;
+      // Evaluated without a branch (lo read in full chunks too): a short-circuit made each
+      // element a branch of its own waiting on its shared-memory read.
+      const float x = (!ch.full & !visible(ch.start + col, kj[i >> 1], lo[col], T))
+                          ? kNegInf
+                          : s[nb][i] * scale_log2;
       const float p = prob_from_lse(x, lse_to_log2(lse[col]));
       s[nb][i] = p;
       dp[nb][i] = dscore(p, dp[nb][i], delta[col]);

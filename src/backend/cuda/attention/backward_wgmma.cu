@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) dq_wgmma_kernel(con
   int qi[2], lo[2];
   float lse2[2], delta[2];
   query_rows(a, site, warp, lane, qi, lo, lse2);
-  warp_deltas<D>(a, site.row0, site.stat0, site.h, q0, warp, lane, delta);
+  warp_deltas<D, D != 64>(a, site.row0, site.stat0, site.h, q0, warp, lane, delta);  // (its note)
   float dq[D / 8][4] = {};
   // dS of the last chunk this warpgroup multiplied, as A fragments (bf16), and the stage of
   // its K: its dQ += dS K is issued with the next chunk's products (-1: none pending).
