@@ -520,7 +520,8 @@ TEST(CudaPlan, LaunchShapesOfTheRecordFitTheHardware) {
   EXPECT_EQ(cuda::warp_rows_launch(T).blocks, T / 8);            // rms_norm rows
   EXPECT_EQ(cuda::warp_rows_launch(T * H).blocks, T * H / 8);    // QK heads
   EXPECT_EQ(cuda::warp_rows_launch(33).blocks, 5);
-  EXPECT_EQ(cuda::block_rows_launch(head_rows).blocks, 5336);    // cross-entropy rows
+  EXPECT_EQ(cuda::block_rows_launch(head_rows, cuda::kHeadRowThreads).blocks, 5336);  // CE rows
+  EXPECT_EQ(cuda::block_rows_launch(head_rows, cuda::kHeadRowThreads).threads, 1024);
   EXPECT_LT(cuda::warp_rows_launch(T * H).blocks, int64_t(1) << 31);
   EXPECT_EQ(m::reduce_blocks(T * C), m::kMaxPartials);
 }

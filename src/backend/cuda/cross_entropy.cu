@@ -1,4 +1,5 @@
-// Softcap + cross entropy, one block per row of bf16 logits, all math in fp32
+// Softcap + cross entropy, one block of kHeadRowThreads per row of bf16 logits (plan.h: why
+// so many), all math in fp32
 // (math/cross_entropy.h): each thread keeps an online (max, sum) over its logits, the
 // states merge across the warp (butterfly) and then across the warps in warp order, so
 // every thread holds the row's state; the loss goes to losses[row] (F32) and, with
@@ -18,10 +19,10 @@ namespace {
 using math::SoftmaxState;
 
 template <bool Vec>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kHeadRowThreads)
     softcap_cross_entropy_kernel(uint16_t* logits, float* losses, const int32_t* targets,
                                  int64_t V, float cap, float grad_scale, bool backward) {
-  __shared__ SoftmaxState warp_states[kThreads / 32];
+  __shared__ SoftmaxState warp_states[kHeadRowThreads / 32];
   const int64_t row = blockIdx.x;
   uint16_t* l = logits + row * V;
   const math::Softcap c = math::softcap_of(cap);
@@ -95,7 +96,7 @@ void CudaBackend::softcap_cross_entropy(Tensor logits, Tensor losses, const Tens
   auto* pl = static_cast<uint16_t*>(logits.data);
   auto* ploss = static_cast<float*>(losses.data);
   const auto* pt = static_cast<const int32_t*>(targets.data);
-  const Launch l = block_rows_launch(R);
+  const Launch l = block_rows_launch(R, kHeadRowThreads);
   if (vec8_ok(V, pl))
     SR_LAUNCH(l.blocks, l.threads, 0, stream_, softcap_cross_entropy_kernel<true>)(
         pl, ploss, pt, V, float(cap), float(grad_scale), backward);

@@ -130,9 +130,10 @@ Launch warp_rows_launch(int64_t rows) {
   return l;
 }
 
-Launch block_rows_launch(int64_t rows) {
+Launch block_rows_launch(int64_t rows, int threads) {
   Launch l;
   l.blocks = rows < 1 ? 1 : rows;
+  l.threads = threads;
   return l;
 }
 
