@@ -921,8 +921,9 @@ TEST_F(CudaBackendTest, RotaryTablesMatchTheCpu) {
 TEST_F(CudaBackendTest, QkvForwardAndBackward) {
   // The stacked projection's heads against the fp64 CPU, with v1 another layer's and (layer
   // 0) qkv's own; (1 - lamb) and lamb get separate gradient scalars so that each dot shows.
+  // Head dims for 1 to 4 pairs per lane (the kernels' template), halves not a multiple of 32.
   const double eps = 1.1920928955078125e-07;
-  for (int64_t D : {64, 128})
+  for (int64_t D : {2, 64, 96, 128, 192, 256})
     for (bool layer0 : {false, true}) {
       const int64_t T = 200, B = 2, N = B * T, H = 3, C = H * D, half = D / 2;  // T % 128 != 0
       Tensor cs = g_->make(DType::F32, {T, half}), sn = g_->make(DType::F32, {T, half});

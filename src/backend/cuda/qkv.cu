@@ -22,36 +22,50 @@ namespace {
 using math::CoefArg;
 
 // One head of QK norm + rotary for one warp: lane l holds the pairs (x[j], x[j + D/2]) for
-// j = l, l + 32, ... (D <= 256: up to 4 pairs, in registers), the head's sum of squares
-// (forward) or <dy rotated back, x> (backward) is summed across the warp, then each pair
-// is written (math/rotary.h, math/rms_norm.h).
+// j = l, l + 32, ... (P pairs, in registers: P = 2 at D = 128, at most 4), the head's sum
+// of squares (forward) or <dy rotated back, x> (backward) is summed across the warp, then
+// each pair is written (math/rotary.h, math/rms_norm.h). A kernel loads every value of its
+// (row, head) before the first sum: ptxas moves no load across the warp's shuffles or across
+// a store that may alias it, so loads in between made a chain of memory round trips.
 inline constexpr int kMaxPairsPerLane = 4;  // D <= 2 * 32 * 4 = 256
 
 
-// y = rotary(rms_norm(x)) for one head of D elements at position row cos_t/sin_t (the
-// tables' row, D/2 entries); returns the head's rstd (on every lane).
-__device__ inline float norm_rotary_head(uint16_t* y, const uint16_t* x, const float* cos_t,
-                                         const float* sin_t, int64_t D, float eps, int lane) {
+// One head's pairs (x[j], x[j + D/2]) for this lane's j = lane + 32 p (zeros past D/2).
+template <int P>
+struct HeadPairs {
+  float a[P], b[P];
+};
+template <int P>
+__device__ inline HeadPairs<P> load_head(const uint16_t* __restrict__ x, int64_t half, int lane) {
+  HeadPairs<P> h;
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int64_t j = lane + 32 * p;
+    h.a[p] = j < half ? load_bf16(x + j) : 0.f;
+    h.b[p] = j < half ? load_bf16(x + j + half) : 0.f;
+  }
+  return h;
+}
+
+// y = rotary(rms_norm(x)) for one head of D elements, its pairs loaded (load_head), at the
+// position whose cos/sin this lane holds for its j; returns the head's rstd (on every lane).
+template <int P>
+__device__ inline float norm_rotary_head(uint16_t* __restrict__ y, const HeadPairs<P>& x,
+                                         const float (&cs)[P],
+                                         const float (&sn)[P], int64_t D,
+                                         float eps, int lane) {
   const int64_t half = D / 2;
-  float a[kMaxPairsPerLane], b[kMaxPairsPerLane];
   float ss = 0;
 #pragma unroll
-  for (int p = 0; p < kMaxPairsPerLane; ++p) {
-    const int64_t j = lane + 32 * p;
-    a[p] = b[p] = 0;
-    if (j < half) {
-      a[p] = load_bf16(x + j);
-      b[p] = load_bf16(x + j + half);
-      ss += a[p] * a[p] + b[p] * b[p];
-    }
-  }
+  for (int p = 0; p < P; ++p)
+    if (lane + 32 * p < half) ss += x.a[p] * x.a[p] + x.b[p] * x.b[p];
   const float s = math::rms_rstd(warp_allsum(ss), D, eps);
 #pragma unroll
-  for (int p = 0; p < kMaxPairsPerLane; ++p) {
+  for (int p = 0; p < P; ++p) {
     const int64_t j = lane + 32 * p;
     if (j < half) {
       float y1, y2;
-      math::rotate(a[p] * s, b[p] * s, {cos_t[j], sin_t[j]}, y1, y2);
+      math::rotate(x.a[p] * s, x.b[p] * s, {cs[p], sn[p]}, y1, y2);
       store_bf16(y + j, y1);
       store_bf16(y + j + half, y2);
     }
@@ -59,71 +73,105 @@ __device__ inline float norm_rotary_head(uint16_t* y, const uint16_t* x, const f
   return s;
 }
 
-// dx = the gradient through rotary then rms_norm for one head, given dy, the input x and
-// its saved rstd s.
-__device__ inline void norm_rotary_head_backward(uint16_t* dx, const uint16_t* dy,
-                                                 const uint16_t* x, float s, const float* cos_t,
-                                                 const float* sin_t, int64_t D, int lane) {
+// dx = the gradient through rotary then rms_norm for one head, given dy and the input x
+// (loaded: load_head), its saved rstd s, and this lane's cos/sin.
+template <int P>
+__device__ inline void norm_rotary_head_backward(uint16_t* __restrict__ dx, const HeadPairs<P>& dy,
+                                                 const HeadPairs<P>& x, float s,
+                                                 const float (&cs)[P],
+                                                 const float (&sn)[P], int64_t D,
+                                                 int lane) {
   const int64_t half = D / 2;
-  float g1[kMaxPairsPerLane], g2[kMaxPairsPerLane], x1[kMaxPairsPerLane], x2[kMaxPairsPerLane];
+  float g1[P], g2[P];
   float dot = 0;
 #pragma unroll
-  for (int p = 0; p < kMaxPairsPerLane; ++p) {
-    const int64_t j = lane + 32 * p;
-    g1[p] = g2[p] = x1[p] = x2[p] = 0;
-    if (j < half) {
-      math::rotate_back(load_bf16(dy + j), load_bf16(dy + j + half), {cos_t[j], sin_t[j]}, g1[p],
-                        g2[p]);
-      x1[p] = load_bf16(x + j);
-      x2[p] = load_bf16(x + j + half);
-      dot += g1[p] * x1[p] + g2[p] * x2[p];
+  for (int p = 0; p < P; ++p) {
+    g1[p] = g2[p] = 0;
+    if (lane + 32 * p < half) {
+      math::rotate_back(dy.a[p], dy.b[p], {cs[p], sn[p]}, g1[p], g2[p]);
+      dot += g1[p] * x.a[p] + g2[p] * x.b[p];
     }
   }
   const float coef = math::rms_backward_coef(s, warp_allsum(dot), D);
 #pragma unroll
-  for (int p = 0; p < kMaxPairsPerLane; ++p) {
+  for (int p = 0; p < P; ++p) {
     const int64_t j = lane + 32 * p;
     if (j < half) {
-      store_bf16(dx + j, math::rms_backward_elem(s, coef, g1[p], x1[p]));
-      store_bf16(dx + j + half, math::rms_backward_elem(s, coef, g2[p], x2[p]));
+      store_bf16(dx + j, math::rms_backward_elem(s, coef, g1[p], x.a[p]));
+      store_bf16(dx + j + half, math::rms_backward_elem(s, coef, g2[p], x.b[p]));
     }
   }
 }
 
-__global__ void qkv_forward_kernel(uint16_t* q, uint16_t* k, uint16_t* v, float* rstd,
-                                   const uint16_t* qkv, const uint16_t* v1src, CoefArg a,
-                                   CoefArg b, const float* cos, const float* sin, int64_t heads,
-                                   int64_t T, int64_t H, int64_t D, float eps) {
+// This lane's cos/sin of position row t for its pairs' j (zeros past D/2).
+template <int P>
+__device__ inline void load_rotary(float (&cs)[P], float (&sn)[P],
+                                   const float* __restrict__ cos, const float* __restrict__ sin,
+                                   int64_t t, int64_t half, int lane) {
+#pragma unroll
+  for (int p = 0; p < P; ++p) {
+    const int64_t j = lane + 32 * p;
+    cs[p] = j < half ? cos[t * half + j] : 0.f;
+    sn[p] = j < half ? sin[t * half + j] : 0.f;
+  }
+}
+
+// Every load of a (row, head) is issued before its first sum: q's and k's pairs, their
+// position's cos/sin, v_raw and v1. Loads after the first warp sum or store would wait for
+// it (ptxas does not move a load across the shuffles, nor across a store that may alias
+// it), which made the kernel ~7 memory round trips per warp, latency-bound.
+template <int P>
+__global__ void qkv_forward_kernel(uint16_t* __restrict__ q, uint16_t* __restrict__ k,
+                                   uint16_t* __restrict__ v, float* __restrict__ rstd,
+                                   const uint16_t* __restrict__ qkv,
+                                   const uint16_t* __restrict__ v1src, CoefArg a, CoefArg b,
+                                   const float* __restrict__ cos, const float* __restrict__ sin,
+                                   int64_t heads, int64_t T, int64_t H, int64_t D, float eps) {
   const int64_t r = int64_t(blockIdx.x) * kWarpRowsPerBlock + (threadIdx.x >> 5);
   if (r >= heads) return;
   const int lane = threadIdx.x & 31;
   const int64_t n = r / H, h = r % H, t = n % T, C = H * D, half = D / 2;
   const uint16_t* x = qkv + n * 3 * C + h * D;
   const int64_t o = n * C + h * D;
-  const float* ct = cos + t * half;
-  const float* st = sin + t * half;
-  const float sq = norm_rotary_head(q + o, x, ct, st, D, eps, lane);
-  const float sk = norm_rotary_head(k + o, x + C, ct, st, D, eps, lane);
+  const HeadPairs<P> xq = load_head<P>(x, half, lane), xk = load_head<P>(x + C, half, lane);
+  float cs[P], sn[P];
+  load_rotary(cs, sn, cos, sin, t, half, lane);
+  const uint16_t* vr = x + 2 * C;
+  const uint16_t* v1 = v1src + n * 3 * C + 2 * C + h * D;
+  float xv[2 * P], x1[2 * P];
+#pragma unroll
+  for (int i = 0; i < 2 * P; ++i) {
+    const int64_t j = lane + 32 * i;
+    xv[i] = j < D ? load_bf16(vr + j) : 0.f;
+    x1[i] = j < D ? load_bf16(v1 + j) : 0.f;
+  }
+  const float av = math::coef_value(a), bv = math::coef_value(b);
+  const float sq = norm_rotary_head(q + o, xq, cs, sn, D, eps, lane);
+  const float sk = norm_rotary_head(k + o, xk, cs, sn, D, eps, lane);
   if (lane == 0) {
     rstd[r] = sq;
     rstd[heads + r] = sk;
   }
-  const float av = math::coef_value(a), bv = math::coef_value(b);
-  const uint16_t* vr = x + 2 * C;
-  const uint16_t* v1 = v1src + n * 3 * C + 2 * C + h * D;
-  for (int64_t j = lane; j < D; j += 32)
-    store_bf16(v + o + j, av * load_bf16(vr + j) + bv * load_bf16(v1 + j));
+#pragma unroll
+  for (int i = 0; i < 2 * P; ++i) {
+    const int64_t j = lane + 32 * i;
+    if (j < D) store_bf16(v + o + j, av * xv[i] + bv * x1[i]);
+  }
 }
 
 // math::kReduceThreads threads per block; partial[block] and partial[gridDim.x + block]
-// get the block's two dots. At least 4 blocks per SM: without the bound ptxas gives it 90
-// registers (2 blocks, a quarter of the warps an SM holds, for a kernel that waits on
-// memory); with it 62 and no spills (sm_90a).
-__global__ void __launch_bounds__(math::kReduceThreads, 4)
-    qkv_backward_kernel(uint16_t* dqkv, uint16_t* dv1, const uint16_t* dq, const uint16_t* dk,
-                        const uint16_t* dv, const uint16_t* qkv, const float* rstd,
-                        const uint16_t* v1src, CoefArg a, CoefArg b, const float* cos,
-                        const float* sin, int64_t heads, int64_t T, int64_t H, int64_t D,
+// get the block's two dots. Each warp issues all of a (row, head)'s loads (dq, dk, q, k,
+// cos/sin, dv, v_raw, v1, dv1) before its first sum, as the forward; the bound keeps the
+// registers that takes (80 at D = 128, 121 at 256; sm_90a, no spills) to 3 blocks per SM
+// (2 above D = 128), where 4 blocks of a load-after-store chain per warp ran before.
+template <int P>
+__global__ void __launch_bounds__(math::kReduceThreads, P <= 2 ? 3 : 2)
+    qkv_backward_kernel(uint16_t* __restrict__ dqkv, uint16_t* __restrict__ dv1,
+                        const uint16_t* __restrict__ dq, const uint16_t* __restrict__ dk,
+                        const uint16_t* __restrict__ dv, const uint16_t* __restrict__ qkv,
+                        const float* __restrict__ rstd, const uint16_t* __restrict__ v1src,
+                        CoefArg a, CoefArg b, const float* __restrict__ cos,
+                        const float* __restrict__ sin, int64_t heads, int64_t T, int64_t H, int64_t D,
                         bool layer0, double* partial) {
   const int lane = threadIdx.x & 31;
   const int64_t warps = int64_t(gridDim.x) * math::kReduceWarps;
@@ -136,24 +184,40 @@ __global__ void __launch_bounds__(math::kReduceThreads, 4)
     const uint16_t* x = qkv + n * 3 * C + h * D;
     uint16_t* g = dqkv + n * 3 * C + h * D;
     const int64_t o = n * C + h * D;
-    const float* ct = cos + t * half;
-    const float* st = sin + t * half;
-    norm_rotary_head_backward(g, dq + o, x, rstd[r], ct, st, D, lane);
-    norm_rotary_head_backward(g + C, dk + o, x + C, rstd[heads + r], ct, st, D, lane);
+    // Every load of the (row, head) first, as the forward's.
+    const HeadPairs<P> gq = load_head<P>(dq + o, half, lane), xq = load_head<P>(x, half, lane);
+    const HeadPairs<P> gk = load_head<P>(dk + o, half, lane), xk = load_head<P>(x + C, half, lane);
+    float cs[P], sn[P];
+    load_rotary(cs, sn, cos, sin, t, half, lane);
+    const float rq = rstd[r], rk = rstd[heads + r];
     const uint16_t* vr = x + 2 * C;
     const uint16_t* v1 = v1src + n * 3 * C + 2 * C + h * D;
-    for (int64_t j = lane; j < D; j += 32) {
-      const float d = load_bf16(dv + o + j);
-      sx += double(d) * double(load_bf16(vr + j));
-      sy += double(d) * double(load_bf16(v1 + j));
-      const float old = load_bf16(dv1 + o + j);
+    float d[2 * P], xv[2 * P], x1[2 * P],
+        old[2 * P];
+#pragma unroll
+    for (int i = 0; i < 2 * P; ++i) {
+      const int64_t j = lane + 32 * i;
+      const bool in = j < D;
+      d[i] = in ? load_bf16(dv + o + j) : 0.f;
+      xv[i] = in ? load_bf16(vr + j) : 0.f;
+      x1[i] = in ? load_bf16(v1 + j) : 0.f;
+      old[i] = in ? load_bf16(dv1 + o + j) : 0.f;
+    }
+    norm_rotary_head_backward(g, gq, xq, rq, cs, sn, D, lane);
+    norm_rotary_head_backward(g + C, gk, xk, rk, cs, sn, D, lane);
+#pragma unroll
+    for (int i = 0; i < 2 * P; ++i) {
+      const int64_t j = lane + 32 * i;
+      if (j >= D) break;
+      sx += double(d[i]) * double(xv[i]);
+      sy += double(d[i]) * double(x1[i]);
       if (layer0) {  // dv1 += a*d, then += b*d (each rounded); v_raw's gradient is dv1
-        const uint16_t sum = math::f32_to_bf16(math::round_bf16(old + av * d) + bv * d);
+        const uint16_t sum = math::f32_to_bf16(math::round_bf16(old[i] + av * d[i]) + bv * d[i]);
         dv1[o + j] = sum;
         g[2 * C + j] = sum;
       } else {
-        store_bf16(g + 2 * C + j, av * d);
-        store_bf16(dv1 + o + j, old + bv * d);
+        store_bf16(g + 2 * C + j, av * d[i]);
+        store_bf16(dv1 + o + j, old[i] + bv * d[i]);
       }
     }
   }
@@ -191,6 +255,18 @@ int64_t check_qkv(const char* op, const Tensor& qkv, const Tensor& v1src, const 
   return C;
 }
 
+// Calls f.template operator()<P>() with P = the pairs per lane of head dim D (1-4): each
+// kernel holds a head's values in P-sized arrays, so D = 128 keeps 2 pairs, not 4.
+template <class F>
+void with_pairs_per_lane(int64_t D, const F& f) {
+  switch ((D / 2 + 31) / 32) {
+    case 1: f.template operator()<1>(); break;
+    case 2: f.template operator()<2>(); break;
+    case 3: f.template operator()<3>(); break;
+    default: f.template operator()<4>(); break;
+  }
+}
+
 }  // namespace
 
 void CudaBackend::qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const Tensor& qkv,
@@ -203,12 +279,15 @@ void CudaBackend::qkv_forward(Tensor q, Tensor k, Tensor v, Tensor rstd, const T
   const int64_t heads = qkv.rows() * H, D = C / H;
   if (heads == 0) return;
   const Launch l = warp_rows_launch(heads);
-  SR_LAUNCH(l.blocks, l.threads, 0, stream_, qkv_forward_kernel)(
-      static_cast<uint16_t*>(q.data), static_cast<uint16_t*>(k.data),
-      static_cast<uint16_t*>(v.data), static_cast<float*>(rstd.data),
-      static_cast<const uint16_t*>(qkv.data), static_cast<const uint16_t*>(v1src.data), ca, cb,
-      static_cast<const float*>(cos.data), static_cast<const float*>(sin.data), heads, T, H, D,
-      float(eps));
+  const auto launch = [&]<int P>() {
+    SR_LAUNCH(l.blocks, l.threads, 0, stream_, qkv_forward_kernel<P>)(
+        static_cast<uint16_t*>(q.data), static_cast<uint16_t*>(k.data),
+        static_cast<uint16_t*>(v.data), static_cast<float*>(rstd.data),
+        static_cast<const uint16_t*>(qkv.data), static_cast<const uint16_t*>(v1src.data), ca, cb,
+        static_cast<const float*>(cos.data), static_cast<const float*>(sin.data), heads, T, H, D,
+        float(eps));
+  };
+  with_pairs_per_lane(D, launch);
   launched(op, "qkv_forward_kernel");
 }
 
@@ -227,13 +306,16 @@ void CudaBackend::qkv_backward(Tensor dqkv, Tensor dv1, const Tensor& dq, const 
   const int blocks = warp_rows_reduce_blocks(heads);
   auto* partial = static_cast<double*>(
       scratch(partials_, kPartialsBytes, "reduction partials"));
-  SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, qkv_backward_kernel)(
-      static_cast<uint16_t*>(dqkv.data), static_cast<uint16_t*>(dv1.data),
-      static_cast<const uint16_t*>(dq.data), static_cast<const uint16_t*>(dk.data),
-      static_cast<const uint16_t*>(dv.data), static_cast<const uint16_t*>(qkv.data),
-      static_cast<const float*>(rstd.data), static_cast<const uint16_t*>(v1src.data), ca, cb,
-      static_cast<const float*>(cos.data), static_cast<const float*>(sin.data), heads, T, H, D,
-      v1src.data == qkv.data, partial);
+  const auto launch = [&]<int P>() {
+    SR_LAUNCH(blocks, math::kReduceThreads, 0, stream_, qkv_backward_kernel<P>)(
+        static_cast<uint16_t*>(dqkv.data), static_cast<uint16_t*>(dv1.data),
+        static_cast<const uint16_t*>(dq.data), static_cast<const uint16_t*>(dk.data),
+        static_cast<const uint16_t*>(dv.data), static_cast<const uint16_t*>(qkv.data),
+        static_cast<const float*>(rstd.data), static_cast<const uint16_t*>(v1src.data), ca, cb,
+        static_cast<const float*>(cos.data), static_cast<const float*>(sin.data), heads, T, H, D,
+        v1src.data == qkv.data, partial);
+  };
+  with_pairs_per_lane(D, launch);
   launched(op, "qkv_backward_kernel");
   if (!ca.grad && !cb.grad) return;
   SR_LAUNCH(1, math::kReduceThreads, 0, stream_, coef_grads_kernel)(partial, blocks, ca.grad,
