@@ -43,12 +43,12 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   load_rows<kTile, D>(sV, site.seq(a.v, a.ld) + k0 * a.ld, a.ld, T - k0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, false> walk(a.plan, site);
-  auto load = [&](const Chunk& ch, int st) {
+  auto load = [&](const WalkedChunk& ch, int st) {
     load_rows<kChunk, D>(sQ + st * kChunk * kLd, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows<kChunk, D>(sdO + st * kChunk * kLd, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, site.row0, site.stat0, tid);
   };
-  walk.issue(0, load);
+  const WalkedChunk first = walk.issue(0, load);
 
   const int kw0 = k0 + warp * 16;  // this warp's first key
   int kj[2];                       // this thread's two keys
@@ -56,11 +56,11 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   for (int slot = 0; slot < 2; ++slot) kj[slot] = k0 + warp * 16 + c_row(lane, 2 * slot);
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
 
-  walk.template run<false>(load, [&](int, const Chunk& ch, int st) {
+  walk.template run<false>(first, load, [&](int, const WalkedChunk& ch, int st) {
     // A partial chunk whose queries see none of this warp's keys adds nothing: skip it (one
     // that sees none of the tile's keys was not loaded).
     bool live = ch.valid && ch.full;
-    if (!ch.full && walk.needed(ch)) {  // uniform over the block: every lane votes
+    if (!ch.full && ch.needed) {  // uniform over the block: every lane votes
       bool mine = false;
       for (int q = lane; q < kChunk; q += 32)
         mine = mine || sees_any(ch.start + q, sLo[st * kChunk + q], T, kw0, kw0 + 15);
@@ -107,11 +107,11 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   load_rows<kTile, D>(sdO, site.seq(a.dout, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, true> walk(a.plan, site);
-  auto load = [&](const Chunk& ch, int st) {
+  auto load = [&](const WalkedChunk& ch, int st) {
     load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  walk.issue(0, load);
+  const WalkedChunk first = walk.issue(0, load);
 
   int qi[2], lo[2];
   float lse2[2], delta[2];
@@ -120,13 +120,13 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   float dq[D / 8][4] = {};
   uint32_t qf[D / 16][4], gf[D / 16][4];  // this warp's Q and dO, from chunk 0 on (plan.h)
 
-  walk.template run<false>(load, [&](int c, const Chunk& ch, int st) {
+  walk.template run<false>(first, load, [&](int c, const WalkedChunk& ch, int st) {
     if (c == 0) {
       load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
       load_a_frags<D>(gf, sdO + warp * 16 * kLd, kLd, lane);
     }
     // A partial chunk none of this warp's rows sees adds nothing: skip it.
-    const bool live = walk.needed(ch) &&  // uniform over the block, so every lane votes below
+    const bool live = ch.needed &&  // uniform over the block, so every lane votes below
                       (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
     if (!live) return;
     const bf16* kc = sK + st * kChunk * kLd;

@@ -71,7 +71,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) dq_wgmma_kernel(con
     load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  walk.issue(0, load);
+  const WalkedChunk first = walk.issue(0, load);
 
   int qi[2], lo[2];
   float lse2[2], delta[2];
@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) dq_wgmma_kernel(con
   };
 
   // The tiles and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
-  walk.template run<true>(load, [&](int, const Chunk& ch, int st) {
+  walk.template run<true>(first, load, [&](int, const Chunk& ch, int st) {
     // A chunk none of this warpgroup's 64 rows sees adds nothing: skip it (uniform over the
     // warpgroup, whose products are collective; one the tile does not see was not loaded),
     // finishing the pending product first (its K's stage is reloaded after this chunk).
@@ -183,14 +183,14 @@ __global__ void __launch_bounds__(kThreads) dkv_wgmma_kernel(const BackwardArgs 
     load_rows_core<kChunk, D>(sdO + st * kStage, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, site.row0, site.stat0, tid);
   };
-  walk.issue(0, load);
+  const WalkedChunk first = walk.issue(0, load);
 
   int kj[2];  // this thread's two keys
   SR_UNROLL
   for (int slot = 0; slot < 2; ++slot) kj[slot] = k0 + warp * 16 + c_row(lane, 2 * slot);
   float dk[D / 8][4] = {}, dv[D / 8][4] = {};
 
-  walk.template run<true>(load, [&](int, const Chunk& ch, int st) {
+  walk.template run<true>(first, load, [&](int, const Chunk& ch, int st) {
     if (!walk.seen_by_warpgroup(ch, wg)) return;  // none of this warpgroup's 64 keys is seen
     const unsigned char* q_st = sQ + st * kStage;
     const unsigned char* g_st = sdO + st * kStage;

@@ -32,11 +32,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
                       T - q0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, true> walk(a.plan, site);
-  auto load = [&](const Chunk& ch, int st) {
+  auto load = [&](const WalkedChunk& ch, int st) {
     load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  walk.issue(0, load);
+  const WalkedChunk first = walk.issue(0, load);
 
   // This thread's two rows (accumulator slots 0 and 1: rows g and g + 8 of its warp).
   int qi[2], lo[2];
@@ -49,11 +49,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
   float o[D / 8][4] = {};
   uint32_t qf[kKeepQ ? D / 16 : 1][4];  // with kKeepQ: this warp's Q, from chunk 0 on
 
-  walk.template run<false>(load, [&](int c, const Chunk& ch, int st) {
+  walk.template run<false, D != 64>(first, load, [&](int c, const WalkedChunk& ch, int st) {
     if constexpr (kKeepQ)
       if (c == 0) load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
     // A partial chunk none of this warp's rows sees adds nothing: skip it (tile_math.h).
-    const bool live = walk.needed(ch) &&  // uniform over the block, so every lane votes below
+    const bool live = ch.needed &&  // uniform over the block, so every lane votes below
                       (ch.full || warp_rows_see_any(qi, lo, T, ch.start, ch.start + kChunk - 1));
     if (!live) return;
     float s[kChunk / 8][4] = {};

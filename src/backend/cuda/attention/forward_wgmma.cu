@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
     load_rows_core<kChunk, D>(sK + st * kStage, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows_core<kChunk, D>(sV + st * kStage, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
-  walk.issue(0, load);
+  const WalkedChunk first = walk.issue(0, load);
 
   int qi[2], lo[2];
   SR_UNROLL
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) forward_wgmma_kerne
   };
 
   // Q and each chunk are fenced for the tensor cores' reads (the async proxy) as they land.
-  walk.template run<true>(load, [&](int c, const Chunk& ch, int st) {
+  walk.template run<true>(first, load, [&](int c, const Chunk& ch, int st) {
     if (c == 0) load_a_frags<D>(qf, sQ + warp * 16 * kLd, kLd, lane);
     // A chunk none of this warpgroup's 64 rows sees adds nothing: skip it (uniform over the
     // warpgroup, whose products are collective; one the tile does not see was not loaded).

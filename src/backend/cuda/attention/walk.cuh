@@ -40,6 +40,14 @@ __device__ __forceinline__ Site site_of(const WorkItem* items, int H, int T) {
   return s;
 }
 
+// A chunk of the walk with whether the CTA loads and multiplies it (ChunkWalk::needed),
+// found once, when its copies are issued, and kept for its body: found again after the
+// barrier, the list entry and the rows' first keys behind it were two chained global reads
+// every warp waited for before its first product.
+struct WalkedChunk : Chunk {
+  bool needed;
+};
+
 // An item's chunks of kChunk partner rows. kOwnQueries: the tile's rows are queries and the
 // chunks keys (the forward, dQ: the plan's q_list), else the other way round (dK/dV: k_list).
 // Chunk c goes to buffer (stage) c % kStages.
@@ -75,34 +83,55 @@ struct ChunkWalk {
     return seen_by(ch, r0 + 64 * g, r0 + 64 * g + 63);
   }
 
-  // Enqueues chunk c's copies, load(ch, stage) with stage c % kStages, where the CTA needs
-  // the chunk, and commits a group either way (an empty one keeps the wait counts uniform).
-  template <class Load>
-  __device__ __forceinline__ void issue(int c, Load& load) const {
+  __device__ __forceinline__ WalkedChunk walked(int c) const {
     const Chunk ch = at(c);
-    if (needed(ch)) load(ch, c % kStages);
+    return {ch, needed(ch)};
+  }
+
+  // Enqueues chunk c's copies, load(ch, stage) with stage c % kStages, where the CTA needs
+  // the chunk, and commits a group either way (an empty one keeps the wait counts uniform);
+  // returns the chunk.
+  template <class Load>
+  __device__ __forceinline__ WalkedChunk issue(int c, Load& load) const {
+    const WalkedChunk ch = walked(c);
+    if (ch.needed) load(ch, c % kStages);
     cp_async_commit();
+    return ch;
   }
 
   // For each chunk in order: issues the next chunk's copies, waits for this one's (and for
   // every group committed before issue(0): the tile's own rows), then runs body(c, ch,
-  // stage) between two barriers, the second because the next iteration reloads a stage: with
-  // 2, chunk c's own; with 3, chunk c - 1's, so a body may leave a product reading its own
-  // chunk in flight if the next chunk's body waits for it. Chunk 0 must have been issued.
+  // stage) (ch a WalkedChunk) between two barriers, the second because the next iteration
+  // reloads a stage: with 2, chunk c's own; with 3, chunk c - 1's, so a body may leave a
+  // product reading its own chunk in flight if the next chunk's body waits for it. `first`:
+  // what issue(0), which must come before, returned.
   // kAsyncProxy: the tensor cores read the stages through the async proxy (wgmma), so each
   // thread fences its landed copies before the first barrier.
-  template <bool kAsyncProxy, class Load, class Body>
-  __device__ __forceinline__ void run(Load& load, Body&& body) const {
+  // kCarry: the chunk found when its copies were issued is kept for its body (WalkedChunk),
+  // which holds two chunks' fields in registers during a body; without, the body's chunk is
+  // found again after the barrier (a kernel at its register bound: the forward at D = 64).
+  template <bool kAsyncProxy, bool kCarry = true, class Load, class Body>
+  __device__ __forceinline__ void run(const WalkedChunk& first, Load& load, Body&& body) const {
+    WalkedChunk ch = first;
     for (int c = 0; c < n; ++c) {
-      if (c + 1 < n)
-        issue(c + 1, load);
-      else
+      WalkedChunk next = ch;
+      if (c + 1 < n) {
+        if constexpr (kCarry)
+          next = issue(c + 1, load);
+        else
+          issue(c + 1, load);
+      } else {
         cp_async_commit();
+      }
       cp_async_wait<1>();
       if constexpr (kAsyncProxy) fence_proxy_async();
       __syncthreads();
-      body(c, at(c), c % kStages);
+      if constexpr (kCarry)
+        body(c, ch, c % kStages);
+      else
+        body(c, walked(c), c % kStages);
       __syncthreads();
+      ch = next;
     }
   }
 };
