@@ -1242,6 +1242,41 @@ TEST_F(CudaBackendTest, SoftcapCrossEntropyLossesAndGradients) {
   }
 }
 
+// Where a block can hold a row's V floats (Hopper), the backward keeps each logit's tanh in
+// shared memory for the gradient's pass; elsewhere (an RTX 4090's 99 KB) it reads and
+// softcaps the logits again. Both give the same bits: th is kept as computed, and t = th k
+// is how the softcap forms t. Vector (V % 8 == 0) and single loads.
+TEST_F(CudaBackendTest, SoftcapCrossEntropyKeepingTheRowGivesTheStreamingBits) {
+#ifndef SPEEDRUN_CUDA_EMULATED
+  GTEST_SKIP() << "needs the emulator's GPU profiles (a GPU with less shared memory)";
+#else
+  for (int64_t V : {25600, 25601}) {  // 102 KB of floats: more than an RTX 4090's block holds
+    const int64_t R = 3;
+    const Vec logits = randn(R * V, uint64_t(V), 15.0);
+    const std::vector<int32_t> tgt = rand_tokens(R, int32_t(V), uint64_t(V) + 1);
+    auto run = [&](Backend& be) {
+      Pool pool(be);
+      Tensor l = pool.from(logits, DType::BF16, {R, V});
+      Tensor t = pool.make(DType::I32, {R});
+      be.upload(t, tgt.data());
+      Tensor loss = pool.poisoned(DType::F32, {R});
+      be.softcap_cross_entropy(l, loss, t, 30.0, 0.5, true);
+      return std::make_pair(raw(be, l), raw(be, loss));
+    };
+    // A backend of each GPU, made in turn: a kernel's shared-memory allowance is the
+    // process's (the emulator has one GPU at a time), set by each backend as it starts.
+    BackendOptions o;
+    o.device = DeviceChoice::CUDA;
+    const auto kept = run(*make_backend(o));
+    const cuda::emu::ScopedGpuProfile as_rtx4090("rtx4090");
+    ASSERT_TRUE(as_rtx4090.ok());
+    const auto streamed = run(*make_backend(o));
+    EXPECT_EQ(kept.first, streamed.first) << "gradients, V " << V;
+    EXPECT_EQ(kept.second, streamed.second) << "losses, V " << V;
+  }
+#endif
+}
+
 // ---- optimizers ------------------------------------------------------------------------------
 
 TEST_F(CudaBackendTest, AdamMomentumAxpyMatchFp64) {

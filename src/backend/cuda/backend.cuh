@@ -256,6 +256,11 @@ class CudaBackend final : public Backend {
   size_t held_ = 0, peak_ = 0;
   Scratch partials_, sort_, ns_, decode_rows_, decode_scores_, rotary_freq_;
   std::unique_ptr<AttentionRunner> attention_;
+  // Bytes of shared memory a head row's block may take (cross_entropy.cu), -1 until asked.
+  int64_t head_row_smem_ = -1;
+  // The shared memory the cross entropy's backward keeps a row of V th values in, or 0
+  // where a block cannot hold them (cross_entropy.cu).
+  size_t head_row_keep_bytes(int64_t V);
 };
 
 }  // namespace speedrun::cuda

@@ -1,9 +1,13 @@
 // Softcap + cross entropy, one block of kHeadRowThreads per row of bf16 logits (plan.h: why
-// so many), all math in fp32
-// (math/cross_entropy.h): each thread keeps an online (max, sum) over its logits, the
-// states merge across the warp (butterfly) and then across the warps in warp order, so
-// every thread holds the row's state; the loss goes to losses[row] (F32) and, with
-// backward, a second pass overwrites the logits with the gradient in bf16.
+// so many), all math in fp32 (math/cross_entropy.h): each thread keeps an online (max, sum)
+// over its logits, the states merge across the warp (butterfly) and then across the warps in
+// warp order, so every thread holds the row's state; the loss goes to losses[row] (F32) and,
+// with backward, a second pass overwrites the logits with the gradient in bf16.
+// kKeep (backward, where a block may hold the row's V floats in shared memory: Hopper's
+// 227 KiB, 201 KB at V = 50,304): the first pass keeps each logit's th = tanh(l / cap)
+// there, so the second neither reads the logits again nor computes a tanh (t = th k is how
+// softcap2 forms t: the same bits); the kernel's issue, ~5 ms per 64K-token sequence with
+// its two tanh per logit, is then ~4.
 // Targets outside [0, V) (GPT validates them first) give a NaN loss.
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -18,11 +22,13 @@ namespace {
 
 using math::SoftmaxState;
 
-template <bool Vec>
+template <bool Vec, bool kKeep>
 __global__ void __launch_bounds__(kHeadRowThreads)
     softcap_cross_entropy_kernel(uint16_t* logits, float* losses, const int32_t* targets,
                                  int64_t V, float cap, float grad_scale, bool backward) {
   __shared__ SoftmaxState warp_states[kHeadRowThreads / 32];
+  SR_DYNAMIC_SMEM(kept_raw);  // kKeep: the row's th, [V] floats
+  float* kept = reinterpret_cast<float*>(kept_raw);
   const int64_t row = blockIdx.x;
   uint16_t* l = logits + row * V;
   const math::Softcap c = math::softcap_of(cap);
@@ -33,11 +39,16 @@ __global__ void __launch_bounds__(kHeadRowThreads)
       float v[8];
       load8(l + i, v);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) math::softmax_add(st, math::softcap2(v[k], c, th));
+      for (int k = 0; k < 8; ++k) {
+        math::softmax_add(st, math::softcap2(v[k], c, th));
+        if constexpr (kKeep) kept[i + k] = th;
+      }
     }
   } else {
-    for (int64_t i = threadIdx.x; i < V; i += blockDim.x)
+    for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
       math::softmax_add(st, math::softcap2(load_bf16(l + i), c, th));
+      if constexpr (kKeep) kept[i] = th;
+    }
   }
   for (int o = 16; o > 0; o >>= 1) {
     const SoftmaxState other{__shfl_xor_sync(0xffffffffu, st.m, o),
@@ -57,29 +68,59 @@ __global__ void __launch_bounds__(kHeadRowThreads)
   }
   if (!backward) return;
   // Every thread has read its logits above, and the barrier orders those reads before any
-  // write below (thread 0 read l[target] before the barrier too).
+  // write below (thread 0 read l[target] before the barrier too). With kKeep each thread
+  // reads back the th it wrote itself.
   __syncthreads();
   const float inv = 1.0f / st.s;
   if constexpr (Vec) {
     for (int64_t i = threadIdx.x * 8; i < V; i += int64_t(blockDim.x) * 8) {
       float v[8];
-      load8(l + i, v);
+      if constexpr (!kKeep) load8(l + i, v);
 #pragma unroll
       for (int k = 0; k < 8; ++k) {
-        const float t = math::softcap2(v[k], c, th);
+        float t;
+        if constexpr (kKeep) {
+          th = kept[i + k];
+          t = th * c.k;
+        } else {
+          t = math::softcap2(v[k], c, th);
+        }
         v[k] = math::ce_grad(t, th, i + k == target, st, inv, grad_scale);
       }
       store8(l + i, v);
     }
   } else {
     for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
-      const float t = math::softcap2(load_bf16(l + i), c, th);
+      float t;
+      if constexpr (kKeep) {
+        th = kept[i];
+        t = th * c.k;
+      } else {
+        t = math::softcap2(load_bf16(l + i), c, th);
+      }
       store_bf16(l + i, math::ce_grad(t, th, i == target, st, inv, grad_scale));
     }
   }
 }
 
 }  // namespace
+
+size_t CudaBackend::head_row_keep_bytes(int64_t V) {
+  if (head_row_smem_ < 0) {  // once: what a block may hold, and the kernels allowed it
+    int optin = 0;
+    check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, gpu_),
+               "softcap_cross_entropy", "reading the GPU's shared memory per block");
+    // The static part (warp_states) comes out of the same budget.
+    head_row_smem_ = std::max<int64_t>(0, int64_t(optin) - int64_t(kHeadRowThreads / 32 * 8));
+    for (const void* k : {reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<true, true>),
+                          reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<false, true>)})
+      check_cuda(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      int(head_row_smem_)),
+                 "softcap_cross_entropy", "allowing its blocks the GPU's shared memory");
+  }
+  const int64_t bytes = V * int64_t(sizeof(float));
+  return bytes <= head_row_smem_ ? size_t(bytes) : 0;
+}
 
 void CudaBackend::softcap_cross_entropy(Tensor logits, Tensor losses, const Tensor& targets,
                                         double cap, double grad_scale, bool backward) {
@@ -97,12 +138,17 @@ void CudaBackend::softcap_cross_entropy(Tensor logits, Tensor losses, const Tens
   auto* ploss = static_cast<float*>(losses.data);
   const auto* pt = static_cast<const int32_t*>(targets.data);
   const Launch l = block_rows_launch(R, kHeadRowThreads);
-  if (vec8_ok(V, pl))
-    SR_LAUNCH(l.blocks, l.threads, 0, stream_, softcap_cross_entropy_kernel<true>)(
-        pl, ploss, pt, V, float(cap), float(grad_scale), backward);
+  const bool vec = vec8_ok(V, pl);
+  const size_t keep = backward ? head_row_keep_bytes(V) : 0;
+  const auto launch = [&]<bool Vec, bool kKeep>() {
+    SR_LAUNCH(l.blocks, l.threads, kKeep ? keep : 0, stream_,
+              softcap_cross_entropy_kernel<Vec, kKeep>)(pl, ploss, pt, V, float(cap),
+                                                        float(grad_scale), backward);
+  };
+  if (keep > 0)
+    vec ? launch.template operator()<true, true>() : launch.template operator()<false, true>();
   else
-    SR_LAUNCH(l.blocks, l.threads, 0, stream_, softcap_cross_entropy_kernel<false>)(
-        pl, ploss, pt, V, float(cap), float(grad_scale), backward);
+    vec ? launch.template operator()<true, false>() : launch.template operator()<false, false>();
   launched(op, "softcap_cross_entropy_kernel");
 }
 
