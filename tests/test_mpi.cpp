@@ -67,6 +67,15 @@ class Mpi : public ::testing::Test {
   TempDir dir{"test_mpi"};
   // One train shard: no reader changes shard during these runs.
   ShardFiles data = synthetic_shards(dir / "data", 200000, 3000);
+  // A shard of token 5 but for token 500 (outside a vocabulary of 128) at `at`; its glob.
+  std::string bad_shard(size_t at) const {
+    fs::create_directories(dir / "bad");
+    std::vector<uint16_t> tokens(20000, 5);
+    tokens[at] = 500;
+    write_shard((dir / "bad" / "bad_train_000000.bin").string(), tokens.data(),
+                int64_t(tokens.size()));
+    return (dir / "bad").string() + "/*.bin";
+  }
   std::string micro_flags(const std::string& out) const {
     return "train --train '" + (dir / "data").string() + "/*train*.bin' --val '" +
            (dir / "data").string() + "/*val*.bin' --vocab 128 --eot 0 --layers 2 --heads 2 "
@@ -231,11 +240,7 @@ TEST_F(Mpi, ResumeAtTheSameWorldSizeIsBitIdentical) {
 
 TEST_F(Mpi, AFailingRankEndsTheJobWithItsMessage) {
   // Rank 1 reads tokens [256, 513) of the first step: one of them is outside the vocabulary.
-  fs::create_directories(dir / "bad");
-  std::vector<uint16_t> tokens(20000, 5);
-  tokens[300] = 500;
-  write_shard((dir / "bad" / "bad_train_000000.bin").string(), tokens.data(), int64_t(tokens.size()));
-  const std::string flags = "train --train '" + (dir / "bad").string() + "/*.bin' --vocab 128 "
+  const std::string flags = "train --train '" + bad_shard(300) + "' --vocab 128 "
                             "--eot 0 --layers 2 --heads 2 --head-dim 16 --seq-len 256 --batch 2 "
                             "--window-end 256 --steps 4 --cooldown 1 --val-tokens 0 --no-sample --threads 1 "
                             "--device cpu --out " + (dir / "badrun").string();
@@ -257,11 +262,7 @@ TEST_F(Mpi, AFailingGpuRankEndsTheJobWithItsMessage) {
   if (cuda_device_count(&why) == 0) GTEST_SKIP() << "no CUDA GPU visible: " << why;
   if (gpu_ranks() < 2) GTEST_SKIP() << "one GPU visible: NCCL needs a GPU per rank";
   // Rank 1's second step reads tokens [768, 1025).
-  fs::create_directories(dir / "bad");
-  std::vector<uint16_t> tokens(20000, 5);
-  tokens[800] = 500;
-  write_shard((dir / "bad" / "bad_train_000000.bin").string(), tokens.data(), int64_t(tokens.size()));
-  const std::string flags = "train --train '" + (dir / "bad").string() + "/*.bin' --vocab 128 "
+  const std::string flags = "train --train '" + bad_shard(800) + "' --vocab 128 "
                             "--eot 0 --layers 2 --heads 2 --head-dim 64 --seq-len 256 --batch 2 "
                             "--window-end 256 --steps 4 --cooldown 1 --val-tokens 0 --no-sample "
                             "--threads 1 --device cuda --stall-timeout 0 --out " +
