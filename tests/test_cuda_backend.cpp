@@ -835,14 +835,12 @@ TEST_F(CudaBackendTest, EmbeddingBackwardAddsATokensRowsInPositionOrder) {
     std::vector<int32_t> tok = rand_tokens(N, int32_t(V), uint64_t(C) + 1);
     std::mt19937_64 pick{uint64_t(C)};
     for (int i = 0; i < 300; ++i) tok[size_t(pick() % uint64_t(N))] = 3;  // ~300 of token 3
-    int seen = 0;
-    for (size_t n = 0; n < tok.size(); ++n) {
-      if (tok[n] == 7 || tok[n] == 9 || tok[n] == 11) tok[n] = 12;  // runs of 15, 16, 17
-      if (n % 61 == 0 && seen < 48) tok[n] = int32_t(7 + 2 * (seen++ % 3));
-    }
-    tok[N - 1] = 49;  // a run of one at the end of the sorted keys
-    for (size_t n = 0; n + 1 < tok.size(); ++n)
-      if (tok[n] == 49) tok[n] = 48;
+    // Tokens 7, 9 and 11 exactly 15, 16 and 17 times; 49 once, last in the sorted keys.
+    for (int32_t& t : tok)
+      if (t == 7 || t == 9 || t == 11 || t == 49) t = 12;
+    for (int k = 0; k < 15 + 16 + 17; ++k)
+      tok[size_t(5 + 19 * k)] = k < 15 ? 7 : k < 31 ? 9 : 11;
+    tok[N - 1] = 49;
     Tensor tg = g_->make(DType::I32, {N});
     gpu().upload(tg, tok.data());
     Tensor dout = g_->from(randn(N * C, 21), DType::BF16, {N, C});

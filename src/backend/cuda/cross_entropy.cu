@@ -6,8 +6,8 @@
 // kKeep (backward, where a block may hold the row's V floats in shared memory: Hopper's
 // 227 KiB, 201 KB at V = 50,304): the first pass keeps each logit's th = tanh(l / cap)
 // there, so the second neither reads the logits again nor computes a tanh (t = th k is how
-// softcap2 forms t: the same bits); the kernel's issue, ~5 ms per 64K-token sequence with
-// its two tanh per logit, is then ~4.
+// softcap2 forms t: the same bits), ~34 instructions per logit instead of 52
+// (docs/PERFORMANCE.md).
 // Targets outside [0, V) (GPT validates them first) give a NaN loss.
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
@@ -111,7 +111,8 @@ size_t CudaBackend::head_row_keep_bytes(int64_t V) {
     check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, gpu_),
                "softcap_cross_entropy", "reading the GPU's shared memory per block");
     // The static part (warp_states) comes out of the same budget.
-    head_row_smem_ = std::max<int64_t>(0, int64_t(optin) - int64_t(kHeadRowThreads / 32 * 8));
+    const int64_t fixed = kHeadRowThreads / 32 * int64_t(sizeof(SoftmaxState));
+    head_row_smem_ = std::max<int64_t>(0, int64_t(optin) - fixed);
     for (const void* k : {reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<true, true>),
                           reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<false, true>)})
       check_cuda(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -77,7 +77,7 @@ Launch block_rows_launch(int64_t rows, int threads = kThreads);
 // per SM are in flight, 1,056 rows of 50,304 bf16 logits on an H200: 106 MB between a
 // logit's two reads, twice its L2, so the second read came from memory. At 1,024, 2 rows
 // per SM: 26.5 MB, and the second read is an L2 hit (19.8 -> 13.2 GB of memory traffic per
-// 64K-token sequence).
+// 64K-token sequence), where the GPU cannot keep the row in shared memory instead.
 inline constexpr int kHeadRowThreads = 1024;
 
 // Whether bf16 data of n elements at each given address can be read 8 at a time with

@@ -29,7 +29,6 @@ using math::CoefArg;
 // a store that may alias it, so loads in between made a chain of memory round trips.
 inline constexpr int kMaxPairsPerLane = 4;  // D <= 2 * 32 * 4 = 256
 
-
 // One head's pairs (x[j], x[j + D/2]) for this lane's j = lane + 32 p (zeros past D/2).
 template <int P>
 struct HeadPairs {
@@ -116,10 +115,7 @@ __device__ inline void load_rotary(float (&cs)[P], float (&sn)[P],
   }
 }
 
-// Every load of a (row, head) is issued before its first sum: q's and k's pairs, their
-// position's cos/sin, v_raw and v1. Loads after the first warp sum or store would wait for
-// it (ptxas does not move a load across the shuffles, nor across a store that may alias
-// it), which made the kernel ~7 memory round trips per warp, latency-bound.
+// Loads q's and k's pairs, their position's cos/sin, v_raw and v1, then sums (see the top).
 template <int P>
 __global__ void qkv_forward_kernel(uint16_t* __restrict__ q, uint16_t* __restrict__ k,
                                    uint16_t* __restrict__ v, float* __restrict__ rstd,
@@ -192,8 +188,7 @@ __global__ void __launch_bounds__(math::kReduceThreads, P <= 2 ? 3 : 2)
     const float rq = rstd[r], rk = rstd[heads + r];
     const uint16_t* vr = x + 2 * C;
     const uint16_t* v1 = v1src + n * 3 * C + 2 * C + h * D;
-    float d[2 * P], xv[2 * P], x1[2 * P],
-        old[2 * P];
+    float d[2 * P], xv[2 * P], x1[2 * P], old[2 * P];
 #pragma unroll
     for (int i = 0; i < 2 * P; ++i) {
       const int64_t j = lane + 32 * i;

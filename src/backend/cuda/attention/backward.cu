@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(const BackwardArgs a) {
   load_rows<kTile, D>(sV, site.seq(a.v, a.ld) + k0 * a.ld, a.ld, T - k0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, false> walk(a.plan, site);
-  auto load = [&](const WalkedChunk& ch, int st) {
+  auto load = [&](const Chunk& ch, int st) {
     load_rows<kChunk, D>(sQ + st * kChunk * kLd, qbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows<kChunk, D>(sdO + st * kChunk * kLd, gbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_query_stats<kChunk>(a, ch, st, sLse, sDelta, sLo, site.row0, site.stat0, tid);
@@ -107,7 +107,7 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(const BackwardArgs a) {
   load_rows<kTile, D>(sdO, site.seq(a.dout, a.ld) + q0 * a.ld, a.ld, T - q0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, true> walk(a.plan, site);
-  auto load = [&](const WalkedChunk& ch, int st) {
+  auto load = [&](const Chunk& ch, int st) {
     load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };

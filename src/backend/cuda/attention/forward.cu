@@ -32,7 +32,7 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(const ForwardArgs a) 
                       T - q0, tid);
   cp_async_commit();
   const ChunkWalk<kChunk, true> walk(a.plan, site);
-  auto load = [&](const WalkedChunk& ch, int st) {
+  auto load = [&](const Chunk& ch, int st) {
     load_rows<kChunk, D>(sK + st * kChunk * kLd, kbase + ch.start * a.ld, a.ld, T - ch.start, tid);
     load_rows<kChunk, D>(sV + st * kChunk * kLd, vbase + ch.start * a.ld, a.ld, T - ch.start, tid);
   };
