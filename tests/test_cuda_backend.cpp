@@ -59,6 +59,7 @@
 #include "dist/nccl/nccl_comm.h"
 #include "nccl_check.h"
 #endif
+#include "backend/cuda/math/muon.h"
 #include "backend/cuda/math/reduce.h"
 #include "backend/cuda/plan.h"
 #endif
@@ -1319,11 +1320,18 @@ TEST_F(CudaBackendTest, AdamMomentumAxpyMatchFp64) {
 // more tensors than one launch takes (cuda::kMaxLaunchTensors).
 TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
   std::vector<int64_t> sizes;
-  // Two tensors longer than a launch's grid (kMaxElementwiseBlocks x 256 elements), so their
-  // blocks loop.
+  // Tensors of 8k elements at aligned addresses go 8 elements at a time (TensorTable::vec),
+  // the others one by one; of each kind, tensors longer than a launch's grid
+  // (kMaxElementwiseBlocks x 256 items), so that their blocks loop.
   for (int k = 0; k < 52; ++k)
-    sizes.push_back(k % 25 == 10 ? (1 << 20) + 3 : k % 9 == 4 ? 100003 : 1 + (k * 53) % 700);
+    sizes.push_back(k % 25 == 10 ? (1 << 20) + (k < 25 ? 3 : 0)
+                    : k % 9 == 4 ? (k % 2 ? 100003 : 100000)
+                                 : 1 + (k * 53) % 700);
   ASSERT_GT(int(sizes.size()), cuda::kMaxLaunchTensors);
+  // One tensor of 8k elements whose parameter starts 4 bytes past an alignment: the
+  // element path, beside its aligned neighbours in the same launch.
+  const size_t unaligned = 22;
+  ASSERT_EQ(sizes[unaligned] % 8, 0);
   std::vector<AdamTensor> fused, single;
   std::vector<MuonApply> afused, asingle;
   uint64_t seed = 100;
@@ -1335,15 +1343,22 @@ TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
     Vec v = randn(n, ++seed, 0.001);
     for (double& x : v) x = x * x;  // second moments are >= 0
     for (int r = 0; r < 2; ++r) {
-      t[r].p = g_->from(p, DType::F32, {n});
+      if (fused.size() == unaligned) {
+        Vec wider = p;
+        wider.insert(wider.begin(), 7.0);
+        t[r].p = g_->from(wider, DType::F32, {n + 1}).slice(1, n + 1);
+        u[r].p = g_->from(wider, DType::F32, {n + 1}).slice(1, n + 1);
+      } else {
+        t[r].p = g_->from(p, DType::F32, {n});
+        u[r].p = g_->from(p, DType::F32, {n});
+      }
       t[r].g = g_->from(g, DType::F32, {n});
       t[r].m = g_->from(m, DType::F32, {n});
       t[r].v = g_->from(v, DType::F32, {n});
-      if (n % 2) t[r].copy = g_->poisoned(DType::BF16, {n});
+      if (fused.size() % 2 == 0) t[r].copy = g_->poisoned(DType::BF16, {n});
       t[r].lr = 0.001 * double(fused.size() + 1);
-      u[r].p = g_->from(p, DType::F32, {n});
       u[r].update = g_->from(up, DType::F32, {n});
-      if (n % 3) u[r].copy = g_->poisoned(DType::BF16, {n});
+      if (afused.size() % 3) u[r].copy = g_->poisoned(DType::BF16, {n});
       u[r].alpha = -0.01 * double(afused.size() + 1);
     }
     // Every fourth update is a bf16 copy (another rank's, from the exchange): the single
@@ -1388,7 +1403,9 @@ TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
   // muon_stack against muon_momentum into a stack, then newton_schulz; a stack of 50 spans
   // two launches of the fused load.
   ASSERT_FALSE(gpu().muon_stack_needs_input());
-  for (const Shape& sh : {Shape{50, 24, 40}, Shape{3, 96, 32}, Shape{1, 64, 64}}) {
+  // Layouts (plan.h NsLayout): vectors, elements (transposed, not whole tiles), vectors,
+  // tiles.
+  for (const Shape& sh : {Shape{50, 24, 40}, Shape{3, 96, 32}, Shape{1, 64, 64}, Shape{2, 192, 128}}) {
     const int64_t n = sh[0], size = sh[1] * sh[2];
     std::vector<Tensor> bufs[2], grads[2];
     for (int64_t k = 0; k < n; ++k) {
@@ -1450,6 +1467,61 @@ TEST_F(CudaBackendTest, NewtonSchulzInBf16MatchesTheCpusBf16Emulation) {
     int wide = 0;
     for (double v : host(X)) wide += double(round_bf16(float(v))) != v;
     EXPECT_EQ(wide, 0) << G.shape_str() << ": values a bf16 copy would change";
+  }
+}
+
+// The three ways into and out of the bf16 work matrix (plan.h NsLayout) give the same
+// values: a stack whose work matrices are transposed through shared-memory tiles, the same
+// stack read from an unaligned copy (element by element, the transpose a scatter), and the
+// stack of its transposes (not transposed, 16-byte vectors) transposed back. Their norms add
+// the same squares in other orders (in double, rounded to bf16 after the square root), so
+// the divisors agree. After no iteration X is bf16(bf16(G) / divisor), checked on the host.
+TEST_F(CudaBackendTest, NewtonSchulzLayoutsGiveTheSameBits) {
+  const int64_t n = 2, rows = 192, cols = 128, size = rows * cols;
+  const Vec g = randn(n * size, 71, 0.02);
+  Vec gt(g.size()), wider(g.size() + 1, 0.5);
+  for (int64_t m = 0; m < n; ++m)
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) gt[size_t(m * size + c * rows + r)] = g[size_t(m * size + r * cols + c)];
+  std::copy(g.begin(), g.end(), wider.begin() + 1);
+  ASSERT_EQ(cuda::newton_schulz_plan(n, rows, cols, true).layout, cuda::NsLayout::kTiles);
+  ASSERT_EQ(cuda::newton_schulz_plan(n, cols, rows, true).layout, cuda::NsLayout::kVectors);
+  ASSERT_EQ(cuda::newton_schulz_plan(n, rows, cols, false).layout, cuda::NsLayout::kElements);
+  const Tensor G = g_->from(g, DType::F32, {n, rows, cols});
+  const Tensor GT = g_->from(gt, DType::F32, {n, cols, rows});
+  const Tensor Gu = g_->from(wider, DType::F32, {n * size + 1}).slice(1, n * size + 1).view({n, rows, cols});
+  for (int steps : {0, 1, 5}) {
+    Tensor X = g_->poisoned(DType::F32, {n, rows, cols}), Xu = g_->poisoned(DType::F32, {n, rows, cols});
+    Tensor XT = g_->poisoned(DType::F32, {n, cols, rows});
+    gpu().newton_schulz(X, G, steps, true);
+    gpu().newton_schulz(Xu, Gu, steps, true);
+    gpu().newton_schulz(XT, GT, steps, true);
+    const Vec x = host(X), xu = host(Xu), xt = host(XT);
+    int64_t differ_u = 0, differ_t = 0;
+    for (int64_t m = 0; m < n; ++m)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) {
+          const size_t i = size_t(m * size + r * cols + c);
+          differ_u += xu[i] != x[i];
+          differ_t += xt[size_t(m * size + c * rows + r)] != x[i];
+        }
+    EXPECT_EQ(differ_u, 0) << "tiles against elements, " << steps << " steps";
+    EXPECT_EQ(differ_t, 0) << "tiles against the transposes' vectors, " << steps << " steps";
+    if (steps != 0) continue;
+    for (int64_t m = 0; m < n; ++m) {
+      double sumsq = 0;
+      for (int64_t i = 0; i < size; ++i) {
+        const double b = cuda::math::round_bf16(float(g[size_t(m * size + i)]));
+        sumsq += b * b;
+      }
+      const float d = cuda::math::ns_divisor(sumsq);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < size; ++i) {
+        const float b = cuda::math::round_bf16(float(g[size_t(m * size + i)]));
+        wrong += x[size_t(m * size + i)] != double(cuda::math::round_bf16(b / d));
+      }
+      EXPECT_EQ(wrong, 0) << "matrix " << m << ": bf16(bf16(G) / " << d << ")";
+    }
   }
 }
 
@@ -1698,6 +1770,7 @@ TEST_F(CudaBackendTest, AStepAllocatesNothingAndDrainsTheGpuOnlyForItsLoss) {
   }
   if (!HasFailure()) fs::remove_all(dir);
 }
+
 #endif  // SPEEDRUN_CUDA_EMULATED
 
 // On a GPU the host queues a step's work and then waits for its loss: the trainer marks each

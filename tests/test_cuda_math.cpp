@@ -555,18 +555,22 @@ TEST(CudaPlan, EmbeddingBackwardPlan) {
 }
 
 TEST(CudaPlan, NewtonSchulzPlanForTheRecordsMatrices) {
-  const auto sq = cuda::newton_schulz_plan(4, 768, 768);  // c_q, c_k, c_v, c_proj of a layer
+  using cuda::NsLayout;
+  const auto sq = cuda::newton_schulz_plan(4, 768, 768, true);  // c_q, c_k, c_v, c_proj of a layer
   EXPECT_FALSE(sq.transposed);
   EXPECT_EQ(sq.m, 768);
   EXPECT_EQ(sq.k, 768);
-  const auto fc = cuda::newton_schulz_plan(12, 3072, 768);  // c_fc: rows > cols, transposed
+  EXPECT_EQ(sq.layout, NsLayout::kVectors);
+  const auto fc = cuda::newton_schulz_plan(12, 3072, 768, true);  // c_fc: rows > cols, transposed
   EXPECT_TRUE(fc.transposed);
   EXPECT_EQ(fc.m, 768);
   EXPECT_EQ(fc.k, 3072);
-  const auto pr = cuda::newton_schulz_plan(12, 768, 3072);  // mlp c_proj
+  EXPECT_EQ(fc.layout, NsLayout::kTiles);
+  const auto pr = cuda::newton_schulz_plan(12, 768, 3072, true);  // mlp c_proj
   EXPECT_FALSE(pr.transposed);
   EXPECT_EQ(pr.m, 768);
   EXPECT_EQ(pr.k, 3072);
+  EXPECT_EQ(pr.layout, NsLayout::kVectors);
   for (const auto& p : {sq, fc, pr}) {
     for (size_t off : {p.x0, p.x1, p.a, p.b, p.partial, p.divisor}) EXPECT_EQ(off % 256, 0u);
     EXPECT_LT(p.x0, p.x1);
@@ -577,8 +581,31 @@ TEST(CudaPlan, NewtonSchulzPlanForTheRecordsMatrices) {
     EXPECT_LT(p.divisor, p.total);
   }
   EXPECT_EQ(fc.x1 - fc.x0, size_t(12) * 768 * 3072 * 2);
-  EXPECT_EQ(fc.partials, m::reduce_blocks(3072 * 768));
-  EXPECT_THROW(cuda::newton_schulz_plan(70000, 2, 2), Error);
+  // 8-element items: a partial per 256 x 16 x 8 elements.
+  EXPECT_EQ(fc.items, 3072 * 768 / 8);
+  EXPECT_EQ(fc.partials, m::reduce_blocks(3072 * 768 / 8));
+  EXPECT_EQ(sq.partials, 18);
+  EXPECT_THROW(cuda::newton_schulz_plan(70000, 2, 2, true), Error);
+}
+
+// Which matrices take the 16-byte paths: vectors need 8 | size and aligned F32 matrices;
+// a transposed work matrix needs whole tiles as well, or goes element by element.
+TEST(CudaPlan, NewtonSchulzLayoutFollowsSizeAlignmentAndTiles) {
+  using cuda::NsLayout;
+  auto layout = [](int64_t rows, int64_t cols, bool aligned) {
+    return cuda::newton_schulz_plan(3, rows, cols, aligned).layout;
+  };
+  EXPECT_EQ(layout(768, 768, false), NsLayout::kElements);  // an unaligned view
+  EXPECT_EQ(layout(3072, 768, false), NsLayout::kElements);
+  EXPECT_EQ(layout(24, 40, true), NsLayout::kVectors);      // 960 = 8 x 120
+  EXPECT_EQ(layout(31, 33, true), NsLayout::kElements);     // 1,023 elements
+  EXPECT_EQ(layout(128, 64, true), NsLayout::kTiles);
+  EXPECT_EQ(layout(96, 32, true), NsLayout::kElements);     // transposed, not whole tiles
+  EXPECT_EQ(layout(33, 31, true), NsLayout::kElements);
+  EXPECT_EQ(layout(64, 64, true), NsLayout::kVectors);      // square: not transposed
+  const auto e = cuda::newton_schulz_plan(2, 31, 33, true);
+  EXPECT_EQ(e.items, 31 * 33);
+  EXPECT_EQ(e.partials, m::reduce_blocks(31 * 33));
 }
 
 // A multi-tensor launch gives each tensor the blocks its own launch would have, back to

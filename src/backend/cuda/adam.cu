@@ -1,7 +1,9 @@
 // PyTorch's Adam fused over F32 p, g, m, v (math/adam.h): the scalars in double on the
 // host once per call, the element update in fp32 on the device. adam_steps runs it over
 // many parameters in one launch (plan.h tensor_block_starts), each at its own lr, and
-// writes the bf16 compute copy from the updated value while it is in a register.
+// writes the bf16 compute copy from the updated value while it is in a register; a
+// parameter of 8k elements at aligned addresses (the embedding and the head) is read and
+// written 16 bytes at a time, 8 elements per loop step.
 #include <algorithm>
 
 #include "backend/cuda/backend.cuh"
@@ -44,7 +46,24 @@ __global__ void adam_batch_kernel(AdamBatch b, math::AdamScalars s) {
   float *p = b.p[t.k], *m = b.m[t.k], *v = b.v[t.k];
   const float* g = b.g[t.k];
   uint16_t* copy = b.copy[t.k];
-  for (int64_t i = t.first; i < b.t.n[t.k]; i += t.stride) {
+  const int64_t items = b.t.items(t.k);
+  if (b.t.vec[t.k]) {
+    for (int64_t i = t.first; i < items; i += t.stride) {
+      float pi[8], gi[8], mi[8], vi[8];
+      load8f(p + 8 * i, pi);
+      load8f(g + 8 * i, gi);
+      load8f(m + 8 * i, mi);
+      load8f(v + 8 * i, vi);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) math::adam_update(pi[e], gi[e], mi[e], vi[e], s);
+      store8f(p + 8 * i, pi);
+      store8f(m + 8 * i, mi);
+      store8f(v + 8 * i, vi);
+      if (copy) store8(copy + 8 * i, pi);
+    }
+    return;
+  }
+  for (int64_t i = t.first; i < items; i += t.stride) {
     float pi = p[i], mi = m[i], vi = v[i];
     math::adam_update(pi, g[i], mi, vi, s);
     p[i] = pi;
@@ -86,6 +105,7 @@ void CudaBackend::adam_steps(const std::vector<AdamTensor>& ts, const AdamArgs& 
       b.v[k] = static_cast<float*>(t.v.data);
       b.copy[k] = static_cast<uint16_t*>(t.copy.data);
       b.step_size[k] = math::adam_scalars(t.lr, a.beta1, a.beta2, a.eps, a.step).step_size;
+      b.t.vec[k] = vec8_ok(b.t.n[k], b.p[k], b.g[k], b.m[k], b.v[k]) && vec8_ok(0, b.copy[k]);
     }
     SR_LAUNCH(b.t.grid(), kThreads, 0, stream_, adam_batch_kernel)(b, shared);
     launched(op, "adam_batch_kernel");

@@ -180,10 +180,12 @@ class CudaBackend final : public Backend {
                             const Coef* c, const Coef& a, const Tensor& y, const Coef& b,
                             const Tensor& dadd);
   // Newton-Schulz over a stack X [n, rows, cols] (F32 out) whose bf16 work matrix and norm
-  // partials `load` fills (muon.cu: from a G stack, or from the momentum), `op` naming it.
+  // partials `load` fills in the plan's layout (muon.cu: from a G stack, or from the
+  // momentum), `op` naming it. `aligned`: every F32 matrix `load` reads starts 16-byte
+  // aligned (X's are checked here).
   using NsLoad = std::function<void(const NewtonSchulzPlan&, uint16_t* x, double* partial)>;
   void newton_schulz_stack(const char* op, Tensor X, int64_t n, int64_t rows, int64_t cols,
-                           int steps, const NsLoad& load);
+                           int steps, bool aligned, const NsLoad& load);
   // Device memory for a purpose, grown to at least `bytes` (contents not kept).
   void* scratch(Scratch& s, size_t bytes, const char* what);
   // cudaMalloc + zero fill, tracked in peak_bytes; `what` names it in an out-of-memory error.

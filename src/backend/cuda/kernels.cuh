@@ -60,6 +60,17 @@ __device__ inline void store8(uint16_t* p, const float (&v)[8]) {
   *reinterpret_cast<uint4*>(p) = u;
 }
 
+// 8 floats at p (16-byte aligned) with two 16-byte accesses, and back.
+__device__ inline void load8f(const float* p, float (&v)[8]) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+  v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+  v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+}
+__device__ inline void store8f(float* p, const float (&v)[8]) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
 __device__ inline float load_bf16(const uint16_t* p) { return math::bf16_to_f32(*p); }
 __device__ inline void store_bf16(uint16_t* p, float v) { *p = math::f32_to_bf16(v); }
 
@@ -109,24 +120,32 @@ __device__ inline void warp_row_scale(uint16_t* dst, const uint16_t* src, int64_
 inline constexpr size_t kPartialsBytes = sizeof(double) * 3 * math::kMaxPartials;
 
 // A block of a multi-tensor launch (plan.h tensor_block_starts): the tensor k it works on
-// and its first index and stride in that tensor's grid-stride loop, the same as in a launch
+// and its first item and stride in that tensor's grid-stride loop, the same as in a launch
 // of the tensor alone.
 struct TensorBlock {
   int k;
   int64_t first, stride;
 };
 // The head of a multi-tensor launch's table, a kernel parameter: count tensors of n[k]
-// elements, tensor k's blocks [start[k], start[k + 1]). Each op's batch holds one beside
-// its own per-tensor pointers.
+// elements, tensor k's blocks [start[k], start[k + 1]). A tensor with vec[k] (n[k] % 8 == 0
+// and every address 16-byte aligned: vec8_ok) is walked in items of 8 elements with 16-byte
+// accesses, the others one element at a time; each element's arithmetic is the same either
+// way. Each op's batch holds one beside its own per-tensor pointers.
 struct TensorTable {
   int count;
   int start[kMaxLaunchTensors + 1];
   int64_t n[kMaxLaunchTensors];
-  // Host: start from n[0, count) (plan.h tensor_block_starts); returns the launch's grid.
+  bool vec[kMaxLaunchTensors];
+  // Host: start from the items of n[0, count) (plan.h tensor_block_starts); returns the
+  // launch's grid.
   unsigned grid() {
-    tensor_block_starts(n, count, start);
+    int64_t items[kMaxLaunchTensors];
+    for (int k = 0; k < count; ++k) items[k] = vec[k] ? n[k] / 8 : n[k];
+    tensor_block_starts(items, count, start);
     return unsigned(start[count]);
   }
+  // The items of tensor k (device).
+  __device__ int64_t items(int k) const { return vec[k] ? n[k] / 8 : n[k]; }
 };
 __device__ inline TensorBlock tensor_block(const TensorTable& t) {
   int k = 0;

@@ -98,7 +98,7 @@ __device__ inline void mix_norm_backward_elem(float s, float coef, float dn, flo
   sx += double(g) * double(xv);
   sy += double(g) * double(yv);
   dx = av * g;
-  dy = dy + bv * g;
+  dy = math::fma_rn(bv, g, dy);
 }
 
 // With Skip, the backward recomputes xv from h and skip (skip_input, as the forward), and

@@ -9,6 +9,11 @@
 // muon_stack folds the momentum into the Newton-Schulz's first read (the Nesterov values go
 // from registers to bf16, never to memory in F32); muon_apply lands many matrices' updates
 // and their bf16 compute copies in one launch (plan.h tensor_block_starts).
+// Every pass over the record's matrices moves 16 bytes per access, 8 elements per loop
+// step (plan.h NsLayout, TensorTable::vec): these passes are pure memory traffic (~3 GB per
+// step), and one 4-byte element per thread kept too few bytes in flight to reach the GPU's
+// bandwidth. The transposed c_fc work matrices go through shared-memory tiles, not a
+// 2-byte scatter that touches a 32-byte sector per element.
 #include <algorithm>
 #include <utility>
 
@@ -34,7 +39,7 @@ __global__ void muon_momentum_kernel(float* out, float* buf, const float* g, int
 }
 
 __global__ void axpy_kernel(float* y, const float* x, int64_t n, float alpha) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] += alpha * x[i];
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = math::axpy_value(y[i], alpha, x[i]);
 }
 
 // The model also adds activation gradients (bf16) with axpy: fp32 math, one rounding.
@@ -46,12 +51,12 @@ __global__ void axpy_bf16_kernel(uint16_t* y, const uint16_t* x, int64_t n, floa
       load8(y + 8 * i, a);
       load8(x + 8 * i, b);
 #pragma unroll
-      for (int k = 0; k < 8; ++k) a[k] += alpha * b[k];
+      for (int k = 0; k < 8; ++k) a[k] = math::axpy_value(a[k], alpha, b[k]);
       store8(y + 8 * i, a);
     }
   } else {
     for (int64_t i = global_thread(); i < n; i += grid_threads())
-      store_bf16(y + i, load_bf16(y + i) + alpha * load_bf16(x + i));
+      store_bf16(y + i, math::axpy_value(load_bf16(y + i), alpha, load_bf16(x + i)));
   }
 }
 
@@ -63,6 +68,8 @@ struct FromStack {
   const float* G;
   int64_t size;
   __device__ float operator()(int m, int64_t s) const { return G[m * size + s]; }
+  // Elements s..s+7 (s % 8 == 0, G 16-byte aligned).
+  __device__ void load8(int m, int64_t s, float (&v)[8]) const { load8f(G + m * size + s, v); }
 };
 // The momentum buffers and gradients of up to kMaxLaunchTensors matrices of one stack.
 struct FromMomentum {
@@ -75,7 +82,26 @@ struct FromMomentum {
     buf[m][s] = b;
     return o;
   }
+  __device__ void load8(int m, int64_t s, float (&v)[8]) const {
+    float b[8], gs[8];
+    load8f(buf[m] + s, b);
+    load8f(g[m] + s, gs);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) v[e] = math::muon_momentum_update(gs[e], b[e], mu);
+    store8f(buf[m] + s, b);
+  }
 };
+
+// The bf16 value of x, adding its square to acc (the norm's sum, in the load's order).
+__device__ inline uint16_t to_bf16_summing(float x, double& acc) {
+  const uint16_t b = math::f32_to_bf16(x);
+  const double v = math::bf16_to_f32(b);
+  acc += v * v;
+  return b;
+}
+__device__ inline uint32_t pair_bits(uint16_t lo, uint16_t hi) {
+  return uint32_t(lo) | (uint32_t(hi) << 16);
+}
 
 // Matrix first + blockIdx.y of the stack: X = bf16(its values) laid out [m, k] (transposed
 // when tr), and the sum of squares of those bf16 values, partial[matrix * gridDim.x +
@@ -90,10 +116,91 @@ __global__ void __launch_bounds__(math::kReduceThreads)
   uint16_t* x = X + mat * size;
   double acc = 0;
   for (int64_t s = global_thread(); s < size; s += grid_threads()) {
-    const uint16_t b = math::f32_to_bf16(src(int(blockIdx.y), s));
-    const double v = math::bf16_to_f32(b);
-    acc += v * v;
+    const uint16_t b = to_bf16_summing(src(int(blockIdx.y), s), acc);
     x[tr ? (s % cols) * rows + s / cols : s] = b;
+  }
+  const double total = block_sum(acc, smem);
+  if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
+}
+
+// NsLayout::kVectors: as ns_load_kernel, not transposed, 8 elements per item (their squares
+// added in order), 16-byte accesses.
+template <class Source>
+__global__ void __launch_bounds__(math::kReduceThreads)
+    ns_load_vec_kernel(uint16_t* X, double* partial, Source src, int first, int64_t size) {
+  __shared__ double smem[math::kReduceWarps];
+  const int64_t mat = first + int64_t(blockIdx.y);
+  uint16_t* x = X + mat * size;
+  double acc = 0;
+  for (int64_t i = global_thread(); i < size / 8; i += grid_threads()) {
+    float v[8];
+    src.load8(int(blockIdx.y), 8 * i, v);
+    uint32_t w[4];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const uint16_t lo = to_bf16_summing(v[2 * e], acc);
+      w[e] = pair_bits(lo, to_bf16_summing(v[2 * e + 1], acc));
+    }
+    *reinterpret_cast<uint4*>(x + 8 * i) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+  const double total = block_sum(acc, smem);
+  if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
+}
+
+// A kNsTile x kNsTile tile of bf16 in shared memory, rows padded by one 32-bit word: a
+// warp's transposing reads (8 rows at each of 4 columns) then meet 2 lanes per bank, its
+// row-wise 32-bit writes none.
+struct NsTile {
+  uint32_t w[kNsTile][kNsTile / 2 + 1];  // w[r][j]: elements (r, 2j) low, (r, 2j + 1) high
+  __device__ uint16_t at(int r, int c) const { return uint16_t(w[r][c / 2] >> (16 * (c & 1))); }
+};
+// The thread's place in a tile walk: 256 threads cover 32 rows x 8 vectors of 8 columns.
+inline constexpr int kNsTilePasses = int(kNsTile) / 32;
+static_assert(kNsTile % 32 == 0 && kNsTile / 8 * 32 == math::kReduceThreads,
+              "a tile pass is one row slot per 8 threads, 8 vectors per row");
+
+// The 8 bf16 of tile column c, rows r..r+7, packed as in memory.
+__device__ inline uint4 tile_column8(const NsTile& t, int r, int c) {
+  uint32_t w[4];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) w[e] = pair_bits(t.at(r + 2 * e, c), t.at(r + 2 * e + 1, c));
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// NsLayout::kTiles: the values [rows, cols] (rows > cols, both multiples of kNsTile) into
+// the work matrix X [cols, rows] through shared-memory tiles: a tile's rows are read with
+// 16-byte loads and its columns written as X's rows with 16-byte stores. Block b of the
+// matrix takes tiles b, b + gridDim.x, ...; its threads add the squares of the elements
+// they read, 8 at a time in order, so the partials are a function of the shape alone.
+template <class Source>
+__global__ void __launch_bounds__(math::kReduceThreads)
+    ns_load_tiles_kernel(uint16_t* X, double* partial, Source src, int first, int64_t rows,
+                         int64_t cols) {
+  __shared__ double smem[math::kReduceWarps];
+  __shared__ NsTile tile;
+  const int64_t mat = first + int64_t(blockIdx.y), tiles_c = cols / kNsTile;
+  const int64_t tiles = rows / kNsTile * tiles_c;
+  uint16_t* x = X + mat * rows * cols;
+  const int slot = int(threadIdx.x) / 8, c8 = int(threadIdx.x) % 8 * 8;
+  double acc = 0;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t r0 = t / tiles_c * kNsTile, c0 = t % tiles_c * kNsTile;
+    for (int pass = 0; pass < kNsTilePasses; ++pass) {
+      const int r = 32 * pass + slot;
+      float v[8];
+      src.load8(int(blockIdx.y), (r0 + r) * cols + c0 + c8, v);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const uint16_t lo = to_bf16_summing(v[2 * e], acc);
+        tile.w[r][c8 / 2 + e] = pair_bits(lo, to_bf16_summing(v[2 * e + 1], acc));
+      }
+    }
+    __syncthreads();
+    for (int pass = 0; pass < kNsTilePasses; ++pass) {
+      const int c = 32 * pass + slot;  // X's row c0 + c, its columns r0 + c8 .. + 7
+      *reinterpret_cast<uint4*>(x + (c0 + c) * rows + r0 + c8) = tile_column8(tile, c8, c);
+    }
+    __syncthreads();  // the next tile overwrites this one
   }
   const double total = block_sum(acc, smem);
   if (threadIdx.x == 0) partial[mat * gridDim.x + blockIdx.x] = total;
@@ -117,9 +224,25 @@ __global__ void apply_batch_kernel(ApplyBatch b) {
   const uint16_t* ub = b.ub[t.k];
   uint16_t* copy = b.copy[t.k];
   const float alpha = b.alpha[t.k];
-  for (int64_t i = t.first; i < b.t.n[t.k]; i += t.stride) {
+  const int64_t items = b.t.items(t.k);
+  if (b.t.vec[t.k]) {
+    for (int64_t i = t.first; i < items; i += t.stride) {
+      float y[8], ui[8];
+      load8f(p + 8 * i, y);
+      if (u)
+        load8f(u + 8 * i, ui);
+      else
+        load8(ub + 8 * i, ui);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) y[e] = math::axpy_value(y[e], alpha, ui[e]);
+      store8f(p + 8 * i, y);
+      if (copy) store8(copy + 8 * i, y);
+    }
+    return;
+  }
+  for (int64_t i = t.first; i < items; i += t.stride) {
     const float ui = u ? u[i] : math::bf16_to_f32(ub[i]);
-    const float y = p[i] + alpha * ui;  // axpy_kernel's arithmetic
+    const float y = math::axpy_value(p[i], alpha, ui);  // axpy_kernel's arithmetic
     p[i] = y;
     if (copy) copy[i] = math::f32_to_bf16(y);
   }
@@ -137,7 +260,19 @@ __global__ void momenta_batch_kernel(MomentaBatch b, float mu) {
   const TensorBlock t = tensor_block(b.t);
   float* buf = b.buf[t.k];
   const float* g = b.g[t.k];
-  for (int64_t i = t.first; i < b.t.n[t.k]; i += t.stride) {
+  const int64_t items = b.t.items(t.k);
+  if (b.t.vec[t.k]) {
+    for (int64_t i = t.first; i < items; i += t.stride) {
+      float v[8], gi[8];
+      load8f(buf + 8 * i, v);
+      load8f(g + 8 * i, gi);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) math::muon_momentum_update(gi[e], v[e], mu);
+      store8f(buf + 8 * i, v);
+    }
+    return;
+  }
+  for (int64_t i = t.first; i < items; i += t.stride) {
     float v = buf[i];
     math::muon_momentum_update(g[i], v, mu);
     buf[i] = v;
@@ -149,19 +284,93 @@ struct NsDivisor {
   __device__ void operator()(double sumsq, int mat) const { divisor[mat] = math::ns_divisor(sumsq); }
 };
 
+template <bool Vec>
 __global__ void ns_scale_kernel(uint16_t* X, const float* divisor, int64_t size) {
   uint16_t* x = X + int64_t(blockIdx.y) * size;
   const float d = divisor[blockIdx.y];
-  for (int64_t i = global_thread(); i < size; i += grid_threads())
-    x[i] = math::f32_to_bf16(math::bf16_to_f32(x[i]) / d);
+  if constexpr (Vec) {
+    for (int64_t i = global_thread(); i < size / 8; i += grid_threads()) {
+      float v[8];
+      load8(x + 8 * i, v);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) v[e] /= d;
+      store8(x + 8 * i, v);
+    }
+  } else {
+    for (int64_t i = global_thread(); i < size; i += grid_threads())
+      x[i] = math::f32_to_bf16(math::bf16_to_f32(x[i]) / d);
+  }
 }
 
+template <NsLayout L>
 __global__ void ns_store_kernel(float* out, const uint16_t* X, int64_t rows, int64_t cols, bool tr) {
   const int64_t size = rows * cols, mat = blockIdx.y;
   float* o = out + mat * size;
   const uint16_t* x = X + mat * size;
-  for (int64_t s = global_thread(); s < size; s += grid_threads())
-    o[s] = math::bf16_to_f32(x[tr ? (s % cols) * rows + s / cols : s]);
+  if constexpr (L == NsLayout::kElements) {
+    for (int64_t s = global_thread(); s < size; s += grid_threads())
+      o[s] = math::bf16_to_f32(x[tr ? (s % cols) * rows + s / cols : s]);
+  } else if constexpr (L == NsLayout::kVectors) {
+    for (int64_t i = global_thread(); i < size / 8; i += grid_threads()) {
+      float v[8];
+      load8(x + 8 * i, v);
+      store8f(o + 8 * i, v);
+    }
+  } else {
+    // ns_load_tiles_kernel backwards: X [cols, rows] tile by tile into out [rows, cols].
+    __shared__ NsTile tile;
+    const int64_t tiles_c = cols / kNsTile, tiles = rows / kNsTile * tiles_c;
+    const int slot = int(threadIdx.x) / 8, c8 = int(threadIdx.x) % 8 * 8;
+    for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+      const int64_t r0 = t / tiles_c * kNsTile, c0 = t % tiles_c * kNsTile;
+      for (int pass = 0; pass < kNsTilePasses; ++pass) {
+        const int c = 32 * pass + slot;  // X's row c0 + c, its columns r0 + c8 .. + 7
+        const uint4 u = *reinterpret_cast<const uint4*>(x + (c0 + c) * rows + r0 + c8);
+        tile.w[c][c8 / 2] = u.x;
+        tile.w[c][c8 / 2 + 1] = u.y;
+        tile.w[c][c8 / 2 + 2] = u.z;
+        tile.w[c][c8 / 2 + 3] = u.w;
+      }
+      __syncthreads();
+      for (int pass = 0; pass < kNsTilePasses; ++pass) {
+        const int r = 32 * pass + slot;  // out's row r0 + r, its columns c0 + c8 .. + 7
+        float v[8];
+        const uint4 u = tile_column8(tile, c8, r);
+        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[2 * e] = math::unpack_lo(w[e]), v[2 * e + 1] = math::unpack_hi(w[e]);
+        store8f(o + (r0 + r) * cols + c0 + c8, v);
+      }
+      __syncthreads();
+    }
+  }
+}
+
+// The load of the plan's layout over matrices first .. first + count of the stack.
+template <class Source>
+void launch_ns_load(const NewtonSchulzPlan& p, uint16_t* x, double* partial, const Source& src,
+                    int64_t first, int64_t count, int64_t rows, int64_t cols, cudaStream_t stream) {
+  const dim3 grid(unsigned(p.partials), unsigned(count));
+  switch (p.layout) {
+    case NsLayout::kElements:
+      SR_LAUNCH(grid, math::kReduceThreads, 0, stream, ns_load_kernel<Source>)(
+          x, partial, src, int(first), rows, cols, p.transposed);
+      break;
+    case NsLayout::kVectors:
+      SR_LAUNCH(grid, math::kReduceThreads, 0, stream, ns_load_vec_kernel<Source>)(
+          x, partial, src, int(first), rows * cols);
+      break;
+    case NsLayout::kTiles:
+      SR_LAUNCH(grid, math::kReduceThreads, 0, stream, ns_load_tiles_kernel<Source>)(
+          x, partial, src, int(first), rows, cols);
+      break;
+  }
+}
+
+const char* ns_load_name(NsLayout l) {
+  return l == NsLayout::kElements  ? "ns_load_kernel"
+         : l == NsLayout::kVectors ? "ns_load_vec_kernel"
+                                   : "ns_load_tiles_kernel";
 }
 
 }  // namespace
@@ -224,14 +433,13 @@ void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf1
   check(steps >= 0, "cuda newton_schulz: steps ", steps, " must be >= 0");
   const int64_t n = G.ndim == 3 ? G.dim(0) : 1, rows = G.dim(-2), cols = G.dim(-1);
   if (n == 0) return;
-  newton_schulz_stack(op, X, n, rows, cols, steps, [&](const NewtonSchulzPlan& p, uint16_t* x,
-                                                         double* partial) {
-    SR_LAUNCH(dim3(unsigned(p.partials), unsigned(n)), math::kReduceThreads, 0, stream_,
-              ns_load_kernel<FromStack>)(x, partial,
-                                         FromStack{static_cast<const float*>(G.data), rows * cols},
-                                         0, rows, cols, p.transposed);
-    launched(op, "ns_load_kernel");
-  });
+  const bool aligned = vec8_ok(0, G.data);
+  newton_schulz_stack(op, X, n, rows, cols, steps, aligned,
+                      [&](const NewtonSchulzPlan& p, uint16_t* x, double* partial) {
+                        const FromStack src{static_cast<const float*>(G.data), rows * cols};
+                        launch_ns_load(p, x, partial, src, 0, n, rows, cols, stream_);
+                        launched(op, ns_load_name(p.layout));
+                      });
 }
 
 void CudaBackend::muon_stack(Tensor X, Tensor /*input*/, const std::vector<Tensor>& bufs,
@@ -252,8 +460,11 @@ void CudaBackend::muon_stack(Tensor X, Tensor /*input*/, const std::vector<Tenso
           grads[size_t(k)].shape_str(), " is not [", rows, ", ", cols, "]");
   }
   if (n == 0) return;
-  newton_schulz_stack(op, X, n, rows, cols, steps, [&](const NewtonSchulzPlan& p, uint16_t* x,
-                                                         double* partial) {
+  bool aligned = true;
+  for (int64_t k = 0; k < n; ++k)
+    aligned = aligned && vec8_ok(0, bufs[size_t(k)].data, grads[size_t(k)].data);
+  newton_schulz_stack(op, X, n, rows, cols, steps, aligned,
+                      [&](const NewtonSchulzPlan& p, uint16_t* x, double* partial) {
     for (int64_t first = 0; first < n; first += kMaxLaunchTensors) {
       const int64_t count = std::min<int64_t>(n - first, kMaxLaunchTensors);
       FromMomentum src{};
@@ -262,10 +473,8 @@ void CudaBackend::muon_stack(Tensor X, Tensor /*input*/, const std::vector<Tenso
         src.buf[k] = static_cast<float*>(bufs[size_t(first + k)].data);
         src.g[k] = static_cast<const float*>(grads[size_t(first + k)].data);
       }
-      SR_LAUNCH(dim3(unsigned(p.partials), unsigned(count)), math::kReduceThreads, 0, stream_,
-                ns_load_kernel<FromMomentum>)(x, partial, src, int(first), rows, cols,
-                                              p.transposed);
-      launched(op, "ns_load_kernel");
+      launch_ns_load(p, x, partial, src, first, count, rows, cols, stream_);
+      launched(op, ns_load_name(p.layout));
     }
   });
 }
@@ -295,6 +504,7 @@ void CudaBackend::muon_apply(const std::vector<MuonApply>& us) {
       b.ub[k] = narrow ? static_cast<const uint16_t*>(u.update.data) : nullptr;
       b.copy[k] = static_cast<uint16_t*>(u.copy.data);
       b.alpha[k] = float(u.alpha);
+      b.t.vec[k] = vec8_ok(b.t.n[k], b.p[k], u.update.data, b.copy[k]);
     }
     SR_LAUNCH(b.t.grid(), kThreads, 0, stream_, apply_batch_kernel)(b);
     launched(op, "apply_batch_kernel");
@@ -318,6 +528,7 @@ void CudaBackend::muon_momenta(const std::vector<Tensor>& bufs, const std::vecto
       b.t.n[k] = grads[first + size_t(k)].numel();
       b.buf[k] = static_cast<float*>(bufs[first + size_t(k)].data);
       b.g[k] = static_cast<const float*>(grads[first + size_t(k)].data);
+      b.t.vec[k] = vec8_ok(b.t.n[k], b.buf[k], b.g[k]);
     }
     SR_LAUNCH(b.t.grid(), kThreads, 0, stream_, momenta_batch_kernel)(b, float(mu));
     launched(op, "momenta_batch_kernel");
@@ -325,8 +536,8 @@ void CudaBackend::muon_momenta(const std::vector<Tensor>& bufs, const std::vecto
 }
 
 void CudaBackend::newton_schulz_stack(const char* op, Tensor X, int64_t n, int64_t rows,
-                                      int64_t cols, int steps, const NsLoad& load) {
-  const NewtonSchulzPlan p = newton_schulz_plan(n, rows, cols);
+                                      int64_t cols, int steps, bool aligned, const NsLoad& load) {
+  const NewtonSchulzPlan p = newton_schulz_plan(n, rows, cols, aligned && vec8_ok(0, X.data));
   char* base = static_cast<char*>(scratch(ns_, p.total, "Newton-Schulz work matrices"));
   auto* x = reinterpret_cast<uint16_t*>(base + p.x0);
   auto* xn = reinterpret_cast<uint16_t*>(base + p.x1);
@@ -340,8 +551,12 @@ void CudaBackend::newton_schulz_stack(const char* op, Tensor X, int64_t n, int64
   SR_LAUNCH(unsigned(n), math::kReduceThreads, 0, stream_, reduce_partials_kernel<NsDivisor>)(partial, p.partials,
                                                                              NsDivisor{divisor});
   launched(op, "reduce_partials_kernel");
-  const Launch l = elementwise_launch(size);
-  SR_LAUNCH(dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_, ns_scale_kernel)(x, divisor, size);
+  const Launch l = elementwise_launch(p.items);
+  const dim3 grid(unsigned(l.blocks), unsigned(n));
+  if (p.layout == NsLayout::kElements)
+    SR_LAUNCH(grid, l.threads, 0, stream_, ns_scale_kernel<false>)(x, divisor, size);
+  else
+    SR_LAUNCH(grid, l.threads, 0, stream_, ns_scale_kernel<true>)(x, divisor, size);
   launched(op, "ns_scale_kernel");
 
   // The three GEMMs of math::newton_schulz_iterations, batched over the n matrices.
@@ -390,8 +605,24 @@ void CudaBackend::newton_schulz_stack(const char* op, Tensor X, int64_t n, int64
   Ops ops{*this, n, p.m, p.k, x, xn, A, B};
   math::newton_schulz_iterations(ops, steps);
 
-  SR_LAUNCH(dim3(unsigned(l.blocks), unsigned(n)), l.threads, 0, stream_, ns_store_kernel)(
-      static_cast<float*>(X.data), ops.x, rows, cols, p.transposed);
+  auto* out = static_cast<float*>(X.data);
+  switch (p.layout) {
+    case NsLayout::kElements:
+      SR_LAUNCH(grid, l.threads, 0, stream_, ns_store_kernel<NsLayout::kElements>)(
+          out, ops.x, rows, cols, p.transposed);
+      break;
+    case NsLayout::kVectors:
+      SR_LAUNCH(grid, l.threads, 0, stream_, ns_store_kernel<NsLayout::kVectors>)(
+          out, ops.x, rows, cols, p.transposed);
+      break;
+    case NsLayout::kTiles: {  // one block per tile
+      const int64_t tiles = rows / kNsTile * (cols / kNsTile);
+      const dim3 tile_grid(unsigned(std::min(tiles, kMaxElementwiseBlocks)), unsigned(n));
+      SR_LAUNCH(tile_grid, kThreads, 0, stream_, ns_store_kernel<NsLayout::kTiles>)(
+          out, ops.x, rows, cols, p.transposed);
+      break;
+    }
+  }
   launched(op, "ns_store_kernel");
 }
 

@@ -164,7 +164,7 @@ EmbeddingBackwardPlan embedding_backward_plan(int64_t N, int64_t V, size_t sort_
   return p;
 }
 
-NewtonSchulzPlan newton_schulz_plan(int64_t n, int64_t rows, int64_t cols) {
+NewtonSchulzPlan newton_schulz_plan(int64_t n, int64_t rows, int64_t cols, bool aligned) {
   check(n >= 1 && rows >= 1 && cols >= 1, "newton_schulz: ", n, " matrices [", rows, ", ", cols,
         "]");
   check(n <= 65535, "newton_schulz: ", n, " matrices in one call exceed 65535");
@@ -172,7 +172,15 @@ NewtonSchulzPlan newton_schulz_plan(int64_t n, int64_t rows, int64_t cols) {
   p.transposed = rows > cols;
   p.m = p.transposed ? cols : rows;
   p.k = p.transposed ? rows : cols;
-  p.partials = math::reduce_blocks(rows * cols);
+  const int64_t size = rows * cols;
+  if (aligned && size % 8 == 0) {
+    if (!p.transposed)
+      p.layout = NsLayout::kVectors;
+    else if (rows % kNsTile == 0 && cols % kNsTile == 0)
+      p.layout = NsLayout::kTiles;
+  }
+  p.items = p.layout == NsLayout::kElements ? size : size / 8;
+  p.partials = math::reduce_blocks(p.items);
   const size_t xb = align256(size_t(n * p.m * p.k) * 2), ab = align256(size_t(n * p.m * p.m) * 2);
   p.x0 = 0;
   p.x1 = p.x0 + xb;

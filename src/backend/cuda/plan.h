@@ -92,10 +92,11 @@ bool vec8_ok(int64_t n, const void* a, const void* b = nullptr, const void* c = 
 // pointers each is ~2.7 KiB, inside the 4 KiB a kernel's parameters may take); more tensors
 // take more launches.
 inline constexpr int kMaxLaunchTensors = 48;
-// The grid of one launch over `count` tensors of n[0..count) elements: tensor k takes the
-// blocks elementwise_launch(n[k]) would give it, [start[k], start[k + 1]), so each tensor is
-// walked exactly as its own launch would walk it; start[count] is the grid. Throws Error for
-// count outside [1, kMaxLaunchTensors] or a negative size.
+// The grid of one launch over `count` tensors of n[0..count) items (elements, or the
+// 8-element vectors of a tensor read 16 bytes at a time): tensor k takes the blocks
+// elementwise_launch(n[k]) would give it, [start[k], start[k + 1]), so each tensor is walked
+// exactly as its own launch over those items would walk it; start[count] is the grid.
+// Throws Error for count outside [1, kMaxLaunchTensors] or a negative size.
 void tensor_block_starts(const int64_t* n, int count, int* start);
 
 // ---- embedding backward -----------------------------------------------------------------
@@ -112,18 +113,32 @@ struct EmbeddingBackwardPlan {
 EmbeddingBackwardPlan embedding_backward_plan(int64_t N, int64_t V, size_t sort_temp_bytes);
 
 // ---- Newton-Schulz --------------------------------------------------------------------------
+// How a Newton-Schulz moves a matrix between its F32 values and its bf16 work matrix (the
+// load that rounds it and sums its squares, the scale, the store back):
+//  - kElements: one element per item, 2- and 4-byte accesses (any size, any alignment);
+//  - kVectors: 8 consecutive elements per item, 16-byte accesses (the sizes a multiple of 8,
+//    every F32 address 16-byte aligned), when the work matrix is not transposed;
+//  - kTiles: as kVectors, and a transposed work matrix is written (and read back) through
+//    shared memory in kNsTile x kNsTile tiles, so that both sides of the transpose are
+//    16-byte accesses along rows instead of a 2-byte scatter (rows and cols multiples of
+//    kNsTile). The record's c_fc matrices [3072, 768] take this path.
+enum class NsLayout { kElements, kVectors, kTiles };
+inline constexpr int64_t kNsTile = 64;
 // The scratch block of one newton_schulz call over n matrices [rows, cols]: the work
 // matrices are [m, k] = the short side by the long one (transposed when rows > cols); two
 // bf16 X buffers (current and next), bf16 A and B [m, m], the norms' partial sums
-// (`partials` per matrix, math/reduce.h) and one F32 divisor per matrix; each 256-byte
-// aligned.
+// (`partials` per matrix, math/reduce.h, over the layout's items) and one F32 divisor per
+// matrix; each 256-byte aligned. `aligned`: every F32 matrix the call reads or writes
+// starts 16-byte aligned (the work matrices always do).
 struct NewtonSchulzPlan {
   bool transposed = false;
+  NsLayout layout = NsLayout::kElements;
   int64_t m = 0, k = 0;
+  int64_t items = 0;  // per matrix: elements, or 8-element vectors
   int partials = 0;
   size_t x0 = 0, x1 = 0, a = 0, b = 0, partial = 0, divisor = 0, total = 0;  // byte offsets
 };
-NewtonSchulzPlan newton_schulz_plan(int64_t n, int64_t rows, int64_t cols);
+NewtonSchulzPlan newton_schulz_plan(int64_t n, int64_t rows, int64_t cols, bool aligned);
 
 // ---- messages -----------------------------------------------------------------------------
 // "512 B", "1.50 KiB", "3.00 GiB", "1.00 PiB".

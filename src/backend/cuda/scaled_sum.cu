@@ -38,8 +38,10 @@ __global__ void scaled_sum_forward_kernel(uint16_t* out, const uint16_t* x, Coef
   }
 }
 
-// Modes of an output: 0 skipped, 1 assigned, 2 accumulated.
-__device__ inline float apply(int mode, float old, float v) { return mode == 2 ? old + v : v; }
+// Modes of an output: 0 skipped, 1 assigned (c*d), 2 accumulated (old + c*d rounded once).
+__device__ inline float apply(int mode, float old, float c, float d) {
+  return mode == 2 ? math::fma_rn(c, d, old) : c * d;
+}
 
 // Stage 1 with kReduceThreads threads and math::reduce_blocks(items) blocks when partial is
 // set (partial[block] and partial[gridDim.x + block] get the two dots).
@@ -67,13 +69,13 @@ __global__ void __launch_bounds__(math::kReduceThreads)
       if (mx) {
         if (mx == 2) load8(dx + 8 * i, o);
 #pragma unroll
-        for (int k = 0; k < 8; ++k) o[k] = apply(mx, o[k], av * d[k]);
+        for (int k = 0; k < 8; ++k) o[k] = apply(mx, o[k], av, d[k]);
         store8(dx + 8 * i, o);
       }
       if (my) {
         if (my == 2) load8(dy + 8 * i, o);
 #pragma unroll
-        for (int k = 0; k < 8; ++k) o[k] = apply(my, o[k], bv * d[k]);
+        for (int k = 0; k < 8; ++k) o[k] = apply(my, o[k], bv, d[k]);
         store8(dy + 8 * i, o);
       }
     }
@@ -82,8 +84,8 @@ __global__ void __launch_bounds__(math::kReduceThreads)
       const float d = load_bf16(dout + i);
       if (x) sx += double(d) * double(load_bf16(x + i));
       if (y) sy += double(d) * double(load_bf16(y + i));
-      if (mx) store_bf16(dx + i, apply(mx, mx == 2 ? load_bf16(dx + i) : 0.0f, av * d));
-      if (my) store_bf16(dy + i, apply(my, my == 2 ? load_bf16(dy + i) : 0.0f, bv * d));
+      if (mx) store_bf16(dx + i, apply(mx, mx == 2 ? load_bf16(dx + i) : 0.0f, av, d));
+      if (my) store_bf16(dy + i, apply(my, my == 2 ? load_bf16(dy + i) : 0.0f, bv, d));
     }
   }
   if (partial) store_block_dots(sx, sy, partial);

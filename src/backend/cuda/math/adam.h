@@ -23,9 +23,10 @@ inline AdamScalars adam_scalars(double lr, double beta1, double beta2, double ep
 }
 
 // m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2; p -= step_size * m / (sqrt(v)/sqrt(bc2) + eps).
+// The moments fuse their first product (fma_rn): every kernel rounds them alike.
 SR_HD inline void adam_update(float& p, float g, float& m, float& v, const AdamScalars& s) {
-  const float mi = s.b1 * m + s.omb1 * g;
-  const float vi = s.b2 * v + s.omb2 * g * g;
+  const float mi = fma_rn(s.b1, m, s.omb1 * g);
+  const float vi = fma_rn(s.b2, v, s.omb2 * g * g);
   m = mi;
   v = vi;
   const float denom = sqrtf(vi) / s.bc2_sqrt + s.eps;

@@ -12,12 +12,15 @@
 
 namespace speedrun::cuda::math {
 
-// buf = mu*buf + g; out = g + mu*buf.
+// buf = mu*buf + g; out = g + mu*buf, each rounded once (fma_rn).
 SR_HD inline float muon_momentum_update(float g, float& buf, float mu) {
-  const float b = mu * buf + g;
+  const float b = fma_rn(mu, buf, g);
   buf = b;
-  return g + mu * b;
+  return fma_rn(mu, b, g);
 }
+
+// y + alpha*x rounded once: axpy, and Muon's update of its F32 masters.
+SR_HD inline float axpy_value(float y, float alpha, float x) { return fma_rn(alpha, x, y); }
 
 struct NsCoefficients {
   float a, b, c;

@@ -21,8 +21,9 @@ SR_HD inline float rms_backward_coef(float rstd, float dot_dy_x, int64_t dim) {
   return rstd * rstd * rstd * dot_dy_x / float(dim);
 }
 
+// rstd*dy - coef*x, the first product fused (fma_rn): rms_norm, mix_norm and qkv round it alike.
 SR_HD inline float rms_backward_elem(float rstd, float coef, float dy, float x) {
-  return rstd * dy - coef * x;
+  return fma_rn(rstd, dy, -(coef * x));
 }
 
 // Row references (fp32, in order) for the host test.

@@ -28,16 +28,17 @@ SR_HD inline CosSin rotary_entry(int64_t t, float inv_freq) {
   return {float(cos(double(angle))), float(sin(double(angle)))};
 }
 
-// y1 = x1*cos + x2*sin, y2 = -x1*sin + x2*cos.
+// y1 = x1*cos + x2*sin, y2 = -x1*sin + x2*cos; each the cos product fused with the other
+// (fma_rn), so that rotary.cu and qkv.cu round alike.
 SR_HD inline void rotate(float x1, float x2, CosSin cs, float& y1, float& y2) {
-  y1 = x1 * cs.c + x2 * cs.s;
-  y2 = -x1 * cs.s + x2 * cs.c;
+  y1 = fma_rn(x1, cs.c, x2 * cs.s);
+  y2 = fma_rn(x2, cs.c, -(x1 * cs.s));
 }
 
-// The transpose: the gradient w.r.t. (x1, x2) given dy1, dy2.
+// The transpose: the gradient w.r.t. (x1, x2) given dy1, dy2 (the cos product fused).
 SR_HD inline void rotate_back(float d1, float d2, CosSin cs, float& g1, float& g2) {
-  g1 = d1 * cs.c - d2 * cs.s;
-  g2 = d1 * cs.s + d2 * cs.c;
+  g1 = fma_rn(d1, cs.c, -(d2 * cs.s));
+  g2 = fma_rn(d2, cs.c, d1 * cs.s);
 }
 
 }  // namespace speedrun::cuda::math
