@@ -1771,6 +1771,26 @@ TEST_F(CudaBackendTest, AStepAllocatesNothingAndDrainsTheGpuOnlyForItsLoss) {
   if (!HasFailure()) fs::remove_all(dir);
 }
 
+// Sampling: a decoded token allocates and frees nothing on the device (a cudaFree waits
+// for the GPU): the decoder's buffers are made once, and its logits come to the host
+// without a staging buffer (Backend::to_host_f64).
+TEST_F(CudaBackendTest, ADecodedTokenAllocatesNothing) {
+  const GPTConfig cfg = small_config();
+  Parameters pg(gpu(), cfg, gpu().default_precision());
+  Parameters pc(cpu_, cfg, DType::F32);
+  randomize(pc, 6);
+  for (int i = 0; i < pc.count(); ++i) pg.from_host_f64(i, pc.to_host_f64(i));
+  Decoder d(gpu(), pg, 8, 40);
+  d.step(1);
+  const cuda::emu::HostCalls before = cuda::emu::host_calls();
+  for (int32_t t : {5, 17, 99, 0, 3, 7, 7, 250, 2, 11, 4, 8})  // past the window of 8
+    d.step(t);
+  const cuda::emu::HostCalls after = cuda::emu::host_calls();
+  EXPECT_EQ(after.device_allocs - before.device_allocs, 0);
+  EXPECT_EQ(after.device_frees - before.device_frees, 0);
+  EXPECT_EQ(after.pinned_allocs - before.pinned_allocs, 0);
+  EXPECT_EQ(after.pinned_frees - before.pinned_frees, 0);
+}
 #endif  // SPEEDRUN_CUDA_EMULATED
 
 // On a GPU the host queues a step's work and then waits for its loss: the trainer marks each

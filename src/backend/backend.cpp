@@ -1,8 +1,11 @@
 #include "backend/backend.h"
 
+#include <cstdint>
 #include <initializer_list>
+#include <vector>
 
 #include "core/arena.h"
+#include "core/bf16.h"
 
 namespace speedrun {
 
@@ -121,10 +124,28 @@ void Backend::muon_momenta(const std::vector<Tensor>& bufs, const std::vector<Te
 }
 
 std::vector<double> Backend::to_host_f64(const Tensor& t) {
-  std::vector<double> out(size_t(t.numel()));
+  const int64_t n = t.numel();
+  std::vector<double> out(static_cast<size_t>(n));
   if (out.empty()) return out;  // nothing to stage (an empty arena holds no memory)
   if (t.dtype == DType::F64) {
     download(out.data(), t);
+    return out;
+  }
+  // F32 and BF16 are widened on the host, exactly as convert() widens them: no device
+  // buffer of n doubles (a GPU allocation and free, which waits for the GPU, for each
+  // sampled token's logits; 309 MB for an embedding written to a checkpoint).
+  if (t.dtype == DType::F32) {
+    std::vector<float> f(static_cast<size_t>(n));
+    download(f.data(), t);
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 16))
+    for (int64_t k = 0; k < n; ++k) out[size_t(k)] = double(f[size_t(k)]);
+    return out;
+  }
+  if (t.dtype == DType::BF16) {
+    std::vector<uint16_t> b(static_cast<size_t>(n));
+    download(b.data(), t);
+#pragma omp parallel for schedule(static) if (n > (int64_t(1) << 16))
+    for (int64_t k = 0; k < n; ++k) out[size_t(k)] = double(bf16_to_float(b[size_t(k)]));
     return out;
   }
   Arena staging([this](size_t n) { return allocate(n); }, [this](void* p) { release(p); });

@@ -120,8 +120,9 @@ class Backend {
   virtual int64_t attention_tile(int64_t window) const { return 128; }
 
   // ---- host-side helpers (synchronising; for checkpoints, tests and sampling) ----------
-  // The tensor's values in double on the host; a tensor from double host values. Both
-  // convert through convert() on the device, so the rounding is the backend's.
+  // The tensor's values in double on the host (exact: F32 and BF16 are downloaded as they
+  // are and widened on the host, with no device memory); a tensor from double host values,
+  // rounded as convert() rounds (F32 on the host, other dtypes by convert() on the device).
   std::vector<double> to_host_f64(const Tensor& t);
   void from_host_f64(Tensor t, const std::vector<double>& values);
 

@@ -79,10 +79,14 @@ void CudaBackend::attention_decode(Tensor out, const Tensor& q, const Tensor& k,
   for (int32_t r : rows)
     check(r >= 0 && r < S, "cuda attention_decode: cache row ", r, " outside [0, ", S, ")");
   const int n = int(rows.size());
+  // Sized for a list of the whole cache at once (a decoder's list grows by a row per token
+  // up to the cache's rows), so that the scratch is not grown, a free that waits for the
+  // GPU, at each of the first tokens.
+  const size_t cap = std::max(rows.size(), size_t(S));
   auto* d_rows = static_cast<int32_t*>(
-      scratch(decode_rows_, rows.size() * sizeof(int32_t), "the decode row list"));
+      scratch(decode_rows_, cap * sizeof(int32_t), "the decode row list"));
   auto* d_scores = static_cast<float*>(
-      scratch(decode_scores_, size_t(H) * rows.size() * sizeof(float), "the decode scores"));
+      scratch(decode_scores_, size_t(H) * cap * sizeof(float), "the decode scores"));
   upload_bytes(d_rows, rows.data(), rows.size() * sizeof(int32_t), op);
   SR_LAUNCH(unsigned(H), kDecodeThreads, 0, stream_, attention_decode_kernel)(
       static_cast<uint16_t*>(out.data), static_cast<const uint16_t*>(q.data),
