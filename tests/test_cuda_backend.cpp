@@ -1276,6 +1276,34 @@ TEST_F(CudaBackendTest, SoftcapCrossEntropyKeepingTheRowGivesTheStreamingBits) {
 #endif
 }
 
+// A vocabulary that is not a multiple of 8 runs, on the head's 2-byte paths, and says so
+// once, with the padding that would give it the 16-byte ones.
+TEST_F(CudaBackendTest, AVocabularyNotAMultipleOf8IsNotedOnce) {
+  auto head = [&](int64_t V) {
+    const int64_t R = 2;
+    Tensor l = g_->from(randn(R * V, uint64_t(V), 5.0), DType::BF16, {R, V});
+    Tensor t = g_->make(DType::I32, {R});
+    const std::vector<int32_t> tgt = {0, int32_t(V - 1)};
+    gpu().upload(t, tgt.data());
+    Tensor loss = g_->poisoned(DType::F32, {R});
+    gpu().softcap_cross_entropy(l, loss, t, 30.0, 1.0, true);
+    for (double x : host(loss)) EXPECT_TRUE(std::isfinite(x)) << V;
+  };
+  testing::internal::CaptureStderr();
+  head(32);
+  head(33);
+  head(33);
+  head(57);
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("a vocabulary of 33 ids is not a multiple of 8"), std::string::npos) << err;
+  EXPECT_NE(err.find("--vocab 40 pads it"), std::string::npos) << err;
+  size_t notes = 0;
+  for (size_t at = err.find("note: a vocabulary"); at != std::string::npos;
+       at = err.find("note: a vocabulary", at + 1))
+    ++notes;
+  EXPECT_EQ(notes, 1u) << err;
+}
+
 // ---- optimizers ------------------------------------------------------------------------------
 
 TEST_F(CudaBackendTest, AdamMomentumAxpyMatchFp64) {

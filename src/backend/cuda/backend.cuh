@@ -260,6 +260,7 @@ class CudaBackend final : public Backend {
   std::unique_ptr<AttentionRunner> attention_;
   // Bytes of shared memory a head row's block may take (cross_entropy.cu), -1 until asked.
   int64_t head_row_smem_ = -1;
+  bool narrow_vocab_noted_ = false;  // softcap_cross_entropy's note on a vocabulary not 8k
   // The shared memory the cross entropy's backward keeps a row of V th values in, or 0
   // where a block cannot hold them (cross_entropy.cu).
   size_t head_row_keep_bytes(int64_t V);

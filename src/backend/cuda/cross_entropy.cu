@@ -9,6 +9,8 @@
 // softcap2 forms t: the same bits), ~34 instructions per logit instead of 52
 // (docs/PERFORMANCE.md).
 // Targets outside [0, V) (GPT validates them first) give a NaN loss.
+#include <cstdio>
+
 #include "backend/cuda/backend.cuh"
 #include "backend/cuda/check.h"
 #include "backend/cuda/kernels.cuh"
@@ -140,6 +142,14 @@ void CudaBackend::softcap_cross_entropy(Tensor logits, Tensor losses, const Tens
   const auto* pt = static_cast<const int32_t*>(targets.data);
   const Launch l = block_rows_launch(R, kHeadRowThreads);
   const bool vec = vec8_ok(V, pl);
+  if (V % 8 != 0 && !narrow_vocab_noted_) {  // once per backend, not every step
+    narrow_vocab_noted_ = true;
+    std::fprintf(stderr,
+                 "note: a vocabulary of %lld ids is not a multiple of 8, so the GPU reads the "
+                 "head's logits 2 bytes at a time instead of 16 (and its GEMMs lose their "
+                 "alignment): --vocab %lld pads it (the record pads GPT-2's 50257 to 50304)\n",
+                 (long long)V, (long long)((V + 7) / 8 * 8));
+  }
   const size_t keep = backward ? head_row_keep_bytes(V) : 0;
   const auto launch = [&]<bool Vec, bool kKeep>() {
     SR_LAUNCH(l.blocks, l.threads, kKeep ? keep : 0, stream_,
