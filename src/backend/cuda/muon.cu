@@ -39,7 +39,8 @@ __global__ void muon_momentum_kernel(float* out, float* buf, const float* g, int
 }
 
 __global__ void axpy_kernel(float* y, const float* x, int64_t n, float alpha) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) y[i] = math::axpy_value(y[i], alpha, x[i]);
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    y[i] = math::axpy_value(y[i], alpha, x[i]);
 }
 
 // The model also adds activation gradients (bf16) with axpy: fp32 math, one rounding.
@@ -338,7 +339,10 @@ __global__ void ns_store_kernel(float* out, const uint16_t* X, int64_t rows, int
         const uint4 u = tile_column8(tile, c8, r);
         const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-        for (int e = 0; e < 4; ++e) v[2 * e] = math::unpack_lo(w[e]), v[2 * e + 1] = math::unpack_hi(w[e]);
+        for (int e = 0; e < 4; ++e) {
+          v[2 * e] = math::unpack_lo(w[e]);
+          v[2 * e + 1] = math::unpack_hi(w[e]);
+        }
         store8f(o + (r0 + r) * cols + c0 + c8, v);
       }
       __syncthreads();
