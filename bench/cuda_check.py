@@ -252,16 +252,18 @@ def by_window(path):
 
 
 def attn(args):
+    """The attention ops of a variant (`args.label`: the wgmma kernels, or the work items in
+    tile order) beside the default's, window by window."""
     a, b = by_window(args.json), by_window(args.other)
     windows = [w for w in a if w in b]
-    table(["attention kernels", "window", "attention_forward, serialised (ms)",
+    table([args.what, "window", "attention_forward, serialised (ms)",
            "attention_backward, serialised (ms)", "fwd+bwd (ms)", "step (ms)"],
           [[name, w] + [fmt(r[w][k], ".2f") for k in ("fwd_ms", "bwd_ms", "fwd_bwd_ms", "step_ms")]
-           for w in windows for name, r in (("mma.sync (default)", a), ("wgmma", b))])
+           for w in windows for name, r in ((args.default, a), (args.label, b))])
     for w in windows:
         x, y = a[w], b[w]
         if all(x[k] and y[k] for k in ("fwd_ms", "bwd_ms", "step_ms")):
-            print(f"wgmma at window {w}: attention_forward {y['fwd_ms']:.2f} ms against "
+            print(f"{args.label} at window {w}: attention_forward {y['fwd_ms']:.2f} ms against "
                   f"{x['fwd_ms']:.2f} ms ({y['fwd_ms'] / x['fwd_ms']:.3f}x), attention_backward "
                   f"{y['bwd_ms']:.2f} ms against {x['bwd_ms']:.2f} ms ({y['bwd_ms'] / x['bwd_ms']:.3f}x), step "
                   f"{y['step_ms']:.2f} ms against {x['step_ms']:.2f} ms ({y['step_ms'] / x['step_ms']:.3f}x)")
@@ -328,6 +330,12 @@ def main():
     t = sub.add_parser("attn")
     t.add_argument("json")
     t.add_argument("other")
+    t.set_defaults(what="attention kernels", default="mma.sync (default)", label="wgmma")
+    o = sub.add_parser("order", help="attn's table for the work items in tile order")
+    o.add_argument("json")
+    o.add_argument("other")
+    o.set_defaults(what="attention work order", default="longest first (default)",
+                   label="tile order")
     g = sub.add_parser("gemm")
     g.add_argument("json")
     g.add_argument("other")
@@ -338,7 +346,7 @@ def main():
     r.add_argument("--part", action="append")
     a = ap.parse_args()
     return {"compare": compare, "bench": bench, "head": head, "gemm": gemm, "attn": attn,
-            "results": results}[a.cmd](a)
+            "order": attn, "results": results}[a.cmd](a)
 
 
 if __name__ == "__main__":

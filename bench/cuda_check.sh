@@ -15,6 +15,9 @@
 #   attn-wgmma the bench at windows 64 and 1792 again with SPEEDRUN_ATTENTION_FORWARD=wgmma
 #              and SPEEDRUN_ATTENTION_BACKWARD=wgmma (Hopper's warpgroup products for the
 #              attention kernels), beside mma.sync's
+#   attn-order the bench at window 1792 again with SPEEDRUN_ATTENTION_ORDER=tiles (the
+#              attention's work items in (sequence, tile) order, for L2 reuse, instead of
+#              longest list first), beside the default's
 #   head       the bench at window 64 again with the CPU's smaller head chunks (2^25
 #              logits), beside the default's: what the GPU's chunk size is worth
 #   gemm-tune  the bench at window 64 again with SPEEDRUN_GEMM_TUNE=8 (the fastest of 8 of
@@ -54,7 +57,7 @@ while [ $# -gt 0 ]; do
     --build) BUILD=$2; shift 2 ;;
     --budget-s) BUDGET_S=$2; shift 2 ;;
     --fallback) FORCE_FALLBACK=1; shift ;;
-    -h|--help) sed -n '2,34p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^set -u$/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "cuda_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -545,11 +548,14 @@ if [ "$EMU" = 1 ]; then
   vdev=(--device cuda --preset tiny --seq-len 256 --windows 64 --reps 1 --warmup 0 --gemm-size 256
         --copy-mib 8)
   adev=("${vdev[@]}")
+  odev=("${vdev[@]}")
   head_logits=8192  # 16 rows of the tiny preset's 512-token vocabulary
 else
   vdev=(--device cuda --preset record --windows 64 --reps 3 --warmup 1 --gemm-size 4096
         --copy-mib 256)
   adev=(--device cuda --preset record --windows 64,1792 --reps 3 --warmup 1 --gemm-size 4096
+        --copy-mib 256)
+  odev=(--device cuda --preset record --windows 1792 --reps 3 --warmup 1 --gemm-size 4096
         --copy-mib 256)
   head_logits=33554432  # the CPU's 2^25
 fi
@@ -564,6 +570,16 @@ py_args=()
 begin attn-wgmma "the attention kernels by wgmma against mma.sync, windows 64 and 1792"
 bench_variant attn "$WORK/bench_attn.json" "the attention kernels by wgmma" \
   env SPEEDRUN_ATTENTION_FORWARD=wgmma SPEEDRUN_ATTENTION_BACKWARD=wgmma "$BIN/speedrun" bench "${adev[@]}"
+
+# The attention's CTAs start longest tile list first (a short tail); in (sequence, tile)
+# order the CTAs running at once are neighbours whose windows read the same key/value tiles
+# (L2 reuse). The order changes no result (CudaAttention.IsDeterministicAcrossCallsPlans-
+# AndRunners); at window 1792 the bench's documents (lognormal lengths) give lists of every
+# length, so the bench again with SPEEDRUN_ATTENTION_ORDER=tiles shows which wins here.
+py_args=()
+begin attn-order "the attention's work items in tile order against longest first, window 1792"
+bench_variant order "$WORK/bench_order.json" "the attention's work items in tile order" \
+  env SPEEDRUN_ATTENTION_ORDER=tiles "$BIN/speedrun" bench "${odev[@]}"
 
 # The GPU's head chunks (2^28 logits) follow a count of memory traffic, not a timing: the
 # same bench at window 64 with the CPU's 2^25 shows what the choice is worth.

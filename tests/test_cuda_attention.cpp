@@ -358,6 +358,21 @@ TEST_F(CudaAttention, KernelsComeFromTheEnvironmentAndBadValuesAreRefused) {
     const std::string why = refusal(kBackward, "wgmma");
     EXPECT_NE(why.find(kBackward), std::string::npos) << why;
   }
+  {  // the work items' order
+    const char* kOrder = "SPEEDRUN_ATTENTION_ORDER";
+    for (const char* v : {static_cast<const char*>(nullptr), "", "longest"}) {
+      Env o(kOrder, v);
+      EXPECT_EQ(cuda::AttentionRunner(stream_).item_order(), cuda::attn::ItemOrder::kLongestFirst)
+          << (v ? v : "unset");
+    }
+    {
+      Env o(kOrder, "tiles");
+      EXPECT_EQ(cuda::AttentionRunner(stream_).item_order(), cuda::attn::ItemOrder::kTiles);
+    }
+    const std::string bad = refusal(kOrder, "shortest");
+    EXPECT_NE(bad.find("SPEEDRUN_ATTENTION_ORDER=shortest"), std::string::npos) << bad;
+    EXPECT_NE(bad.find("longest"), std::string::npos) << bad;
+  }
 #ifdef SPEEDRUN_CUDA_EMULATED
   {
     const cuda::emu::ScopedGpuProfile as_a100("a100");
@@ -418,6 +433,14 @@ TEST_F(CudaAttention, IsDeterministicAcrossCallsPlansAndRunners) {
     sync();
     EXPECT_TRUE(results(ta) == first) << "another runner";
     EXPECT_GT(runner.device_bytes(), 0u);
+
+    // The work items in (sequence, tile) order: other CTAs first, the same bits.
+    cuda::AttentionRunner tiles(stream_, tiling, std::nullopt, std::nullopt,
+                                cuda::attn::ItemOrder::kTiles);
+    poison_outputs(ta);
+    run_both(tiles, ta, ma, scale);
+    sync();
+    EXPECT_TRUE(results(ta) == first) << "work items in tile order";
   }
 }
 

@@ -13,6 +13,7 @@
 
 #ifdef SPEEDRUN_HAVE_CUDA
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -37,11 +38,12 @@ struct HostPlan {
   PlanLayout layout;
   std::vector<uint64_t> storage;  // 8-byte aligned backing (sections are 16-byte offsets)
   PlanView view;
-  explicit HostPlan(const std::vector<BlockMask>& masks) {
+  explicit HostPlan(const std::vector<BlockMask>& masks,
+                    ItemOrder item_order = ItemOrder::kLongestFirst) {
     layout = plan_layout("test", masks);
     storage.assign(layout.bytes / 8 + 2, 0);
     std::vector<WorkItem> order;
-    write_plan(masks, layout, storage.data(), order);
+    write_plan(masks, layout, storage.data(), order, item_order);
     view = plan_view(layout, storage.data());
   }
 };
@@ -240,6 +242,41 @@ TEST(CudaAttentionPlan, ListsItemsAndLoMatchTheMasks) {
 // plan_bytes_bound: the runner's buffers for a (B, T), sized once. No masks of that shape
 // need more (every case), and masks that list every causal tile (one document, a window of
 // T or more) need exactly that.
+// The tiles order writes the same plan but for the items' order: (sequence, tile), the
+// order the longest-first sort keeps among lists of one length.
+TEST(CudaAttentionPlan, TheTilesOrderIsSequenceAndTileOrderOfTheSameItems) {
+  EXPECT_STREQ(item_order_name(ItemOrder::kLongestFirst), "longest");
+  EXPECT_STREQ(item_order_name(ItemOrder::kTiles), "tiles");
+  for (const Case& c : attn_cases::cases()) {
+    SCOPED_TRACE(c.name);
+    const std::vector<BlockMask> masks = masks_of(c);
+    const HostPlan longest(masks), tiles(masks, ItemOrder::kTiles);
+    const PlanLayout& L = tiles.layout;
+    ASSERT_EQ(L.bytes, longest.layout.bytes);
+    const auto* a = reinterpret_cast<const unsigned char*>(longest.storage.data());
+    const auto* b = reinterpret_cast<const unsigned char*>(tiles.storage.data());
+    EXPECT_TRUE(std::equal(a + L.q_list, a + L.bytes, b + L.q_list)) << "lists and lo";
+    for (bool by_query : {true, false}) {
+      const int64_t n = by_query ? L.n_q_items : L.n_k_items;
+      const WorkItem* t = by_query ? tiles.view.q_items : tiles.view.k_items;
+      const WorkItem* l = by_query ? longest.view.q_items : longest.view.k_items;
+      std::vector<WorkItem> sorted(t, t + n);
+      std::stable_sort(sorted.begin(), sorted.end(), [](const WorkItem& x, const WorkItem& y) {
+        return x.end - x.begin > y.end - y.begin;
+      });
+      int64_t placed = 0, same = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t nb = masks[size_t(t[i].seq)].num_blocks();
+        placed += int64_t(t[i].seq) * nb + t[i].tile == i;  // every sequence has nb tiles
+        same += sorted[size_t(i)].seq == l[i].seq && sorted[size_t(i)].tile == l[i].tile &&
+                sorted[size_t(i)].begin == l[i].begin && sorted[size_t(i)].end == l[i].end;
+      }
+      EXPECT_EQ(placed, n) << (by_query ? "q" : "k") << " items in (sequence, tile) order";
+      EXPECT_EQ(same, n) << (by_query ? "q" : "k") << " items: longest first is their stable sort";
+    }
+  }
+}
+
 TEST(CudaAttentionPlan, TheBoundHoldsEveryPlanOfItsShape) {
   for (const Case& c : attn_cases::cases()) {
     SCOPED_TRACE(c.name);

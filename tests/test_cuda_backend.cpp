@@ -1433,7 +1433,8 @@ TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
   ASSERT_FALSE(gpu().muon_stack_needs_input());
   // Layouts (plan.h NsLayout): vectors, elements (transposed, not whole tiles), vectors,
   // tiles.
-  for (const Shape& sh : {Shape{50, 24, 40}, Shape{3, 96, 32}, Shape{1, 64, 64}, Shape{2, 192, 128}}) {
+  for (const Shape& sh :
+       {Shape{50, 24, 40}, Shape{3, 96, 32}, Shape{1, 64, 64}, Shape{2, 192, 128}}) {
     const int64_t n = sh[0], size = sh[1] * sh[2];
     std::vector<Tensor> bufs[2], grads[2];
     for (int64_t k = 0; k < n; ++k) {
@@ -1510,16 +1511,19 @@ TEST_F(CudaBackendTest, NewtonSchulzLayoutsGiveTheSameBits) {
   Vec gt(g.size()), wider(g.size() + 1, 0.5);
   for (int64_t m = 0; m < n; ++m)
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c) gt[size_t(m * size + c * rows + r)] = g[size_t(m * size + r * cols + c)];
+      for (int64_t c = 0; c < cols; ++c)
+        gt[size_t(m * size + c * rows + r)] = g[size_t(m * size + r * cols + c)];
   std::copy(g.begin(), g.end(), wider.begin() + 1);
   ASSERT_EQ(cuda::newton_schulz_plan(n, rows, cols, true).layout, cuda::NsLayout::kTiles);
   ASSERT_EQ(cuda::newton_schulz_plan(n, cols, rows, true).layout, cuda::NsLayout::kVectors);
   ASSERT_EQ(cuda::newton_schulz_plan(n, rows, cols, false).layout, cuda::NsLayout::kElements);
   const Tensor G = g_->from(g, DType::F32, {n, rows, cols});
   const Tensor GT = g_->from(gt, DType::F32, {n, cols, rows});
-  const Tensor Gu = g_->from(wider, DType::F32, {n * size + 1}).slice(1, n * size + 1).view({n, rows, cols});
+  const Tensor Gu =
+      g_->from(wider, DType::F32, {n * size + 1}).slice(1, n * size + 1).view({n, rows, cols});
   for (int steps : {0, 1, 5}) {
-    Tensor X = g_->poisoned(DType::F32, {n, rows, cols}), Xu = g_->poisoned(DType::F32, {n, rows, cols});
+    Tensor X = g_->poisoned(DType::F32, {n, rows, cols});
+    Tensor Xu = g_->poisoned(DType::F32, {n, rows, cols});
     Tensor XT = g_->poisoned(DType::F32, {n, cols, rows});
     gpu().newton_schulz(X, G, steps, true);
     gpu().newton_schulz(Xu, Gu, steps, true);

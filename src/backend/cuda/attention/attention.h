@@ -28,9 +28,12 @@ class AttentionRunner {
   // forward, backward: the kernels (plan.h); by default SPEEDRUN_ATTENTION_FORWARD's and
   // SPEEDRUN_ATTENTION_BACKWARD's (mma when unset). An Error where wgmma is asked for and
   // this GPU or build cannot run it.
+  // order: the work items' order (plan.h ItemOrder); by default SPEEDRUN_ATTENTION_ORDER's
+  // (longest when unset).
   explicit AttentionRunner(void* stream, std::optional<attn::Tiling> tiling = std::nullopt,
                            std::optional<attn::ForwardKernel> forward = std::nullopt,
-                           std::optional<attn::BackwardKernel> backward = std::nullopt);
+                           std::optional<attn::BackwardKernel> backward = std::nullopt,
+                           std::optional<attn::ItemOrder> order = std::nullopt);
   ~AttentionRunner();
   AttentionRunner(const AttentionRunner&) = delete;
   AttentionRunner& operator=(const AttentionRunner&) = delete;
@@ -47,6 +50,7 @@ class AttentionRunner {
   attn::Tiling tiling() const;
   attn::ForwardKernel forward_kernel() const;
   attn::BackwardKernel backward_kernel() const;
+  attn::ItemOrder item_order() const;
   // Device bytes held for work lists and scratch (for the memory report).
   size_t device_bytes() const;
 

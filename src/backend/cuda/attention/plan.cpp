@@ -11,6 +11,7 @@ namespace speedrun::cuda::attn {
 const char* tiling_name(Tiling t) { return t == Tiling::kWide ? "wide" : "narrow"; }
 const char* forward_kernel_name(ForwardKernel k) { return k == ForwardKernel::kMma ? "mma" : "wgmma"; }
 const char* backward_kernel_name(BackwardKernel k) { return k == BackwardKernel::kMma ? "mma" : "wgmma"; }
+const char* item_order_name(ItemOrder o) { return o == ItemOrder::kLongestFirst ? "longest" : "tiles"; }
 KernelShape forward_shape(int D, Tiling t) {
   return {kThreads, kTile, fwd_chunk(D, t), fwd_smem(D, t)};
 }
@@ -113,7 +114,7 @@ size_t plan_bytes_bound(int64_t B, int64_t T) {
 }
 
 void write_plan(const std::vector<BlockMask>& masks, const PlanLayout& L, void* dst,
-                std::vector<WorkItem>& order) {
+                std::vector<WorkItem>& order, ItemOrder item_order) {
   auto* base = static_cast<unsigned char*>(dst);
   std::memset(base, 0, L.bytes);  // padding between sections: the buffer is a function of the masks
   auto* q_list = reinterpret_cast<int32_t*>(base + L.q_list);
@@ -140,7 +141,8 @@ void write_plan(const std::vector<BlockMask>& masks, const PlanLayout& L, void* 
     off += int64_t(m.q_kv.size());
   }
 
-  // Items, longest list first (ties in (sequence, tile) order).
+  // Items in (sequence, tile) order, then (kLongestFirst) longest list first, ties kept in
+  // that order.
   auto emit = [&](size_t section, bool by_query) {
     order.clear();
     int64_t base_e = 0;
@@ -152,12 +154,13 @@ void write_plan(const std::vector<BlockMask>& masks, const PlanLayout& L, void* 
                                  int32_t(base_e + ptr[size_t(t) + 1])});
       base_e += int64_t(m.q_kv.size());
     }
-    std::sort(order.begin(), order.end(), [](const WorkItem& a, const WorkItem& b) {
-      const int32_t la = a.end - a.begin, lb = b.end - b.begin;
-      if (la != lb) return la > lb;
-      if (a.seq != b.seq) return a.seq < b.seq;
-      return a.tile < b.tile;
-    });
+    if (item_order == ItemOrder::kLongestFirst)
+      std::sort(order.begin(), order.end(), [](const WorkItem& a, const WorkItem& b) {
+        const int32_t la = a.end - a.begin, lb = b.end - b.begin;
+        if (la != lb) return la > lb;
+        if (a.seq != b.seq) return a.seq < b.seq;
+        return a.tile < b.tile;
+      });
     std::memcpy(base + section, order.data(), order.size() * sizeof(WorkItem));
   };
   emit(L.q_items, true);

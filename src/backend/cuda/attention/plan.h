@@ -104,8 +104,8 @@ bool supported_head_dim(int64_t D);
 
 // ---- the work lists ---------------------------------------------------------------------------
 // Byte layout of one plan buffer: sections in this order, each 16-byte aligned.
-//   q_items  WorkItem[n_q_items]  one per (sequence, query tile), longest list first
-//   k_items  WorkItem[n_k_items]  one per (sequence, key tile), longest list first
+//   q_items  WorkItem[n_q_items]  one per (sequence, query tile), longest list first (ItemOrder)
+//   k_items  WorkItem[n_k_items]  one per (sequence, key tile), likewise
 //   q_list   int32[n_entries]     the masks' q_kv / q_full as entries, sequence after sequence
 //   k_list   int32[n_entries]     the masks' k_q / k_full likewise
 //   lo       int32[B*T]           first visible key of each query (tile_math.h, visible())
@@ -127,9 +127,20 @@ PlanLayout plan_layout(const char* op, const std::vector<BlockMask>& masks);
 // later masks (the window grows over a run) never make them grow: no allocation, and no
 // wait for the GPU to release the old buffer, in a step. At the record's T = 65,536: 1.3 MB.
 size_t plan_bytes_bound(int64_t B, int64_t T);
+// The order of the work items, so of the CTAs a launch starts. Each item's CTAs compute
+// their outputs alone, so the order changes no result, only the schedule:
+//  - kLongestFirst (the default): the longest lists first, so that the last CTAs of a
+//    launch are short ones and the GPU's tail is short;
+//  - kTiles: (sequence, tile) order, so that the CTAs running at once are neighbours whose
+//    windows overlap and read the same key/value tiles (L2 reuse), at the cost of a tail of
+//    whatever items come last.
+// SPEEDRUN_ATTENTION_ORDER=longest|tiles picks one until a GPU has timed both
+// (bench/cuda_check.sh's attn-order step).
+enum class ItemOrder { kLongestFirst, kTiles };
+const char* item_order_name(ItemOrder o);
 // Writes the plan into dst (layout.bytes bytes, 16-byte aligned). `order` is scratch.
 void write_plan(const std::vector<BlockMask>& masks, const PlanLayout& layout, void* dst,
-                std::vector<WorkItem>& order);
+                std::vector<WorkItem>& order, ItemOrder item_order = ItemOrder::kLongestFirst);
 // The kernels' view of a plan written at `base` (host or device memory).
 PlanView plan_view(const PlanLayout& layout, const void* base);
 // Launch grid of a kernel over q_items or k_items: items * H CTAs.

@@ -99,6 +99,7 @@ struct AttentionRunner::Impl {
   attn::Tiling tiling = attn::Tiling::kWide;  // chunk sizes (plan.h), for this GPU
   attn::ForwardKernel forward_kernel = attn::ForwardKernel::kMma;
   attn::BackwardKernel backward_kernel = attn::BackwardKernel::kMma;
+  attn::ItemOrder item_order = attn::ItemOrder::kLongestFirst;
   bool prepared_wgmma[2] = {false, false};      // the wgmma forward's, D = 64 / 128
   bool prepared_bwd_wgmma[2] = {false, false};
   bool prepared_fwd[2] = {false, false};  // shared-memory limits raised, D = 64 / 128
@@ -137,7 +138,7 @@ struct AttentionRunner::Impl {
       cuda_ok(cudaMallocHost(&pinned[k], want), op, "cudaMallocHost (plan staging)");
       pinned_cap[k] = want;
     }
-    attn::write_plan(masks, L, pinned[s], order);
+    attn::write_plan(masks, L, pinned[s], order, item_order);
     grow_device(plan_dev, plan_cap, L.bytes, want, op, "cudaMalloc (plan)");
     cuda_ok(cudaMemcpyAsync(plan_dev, pinned[s], L.bytes, cudaMemcpyHostToDevice, stream), op,
             "plan upload");
@@ -166,6 +167,16 @@ bool wants_wgmma(const char* variable, const char* which) {
   return true;
 }
 
+// SPEEDRUN_ATTENTION_ORDER: longest (or unset) or tiles.
+attn::ItemOrder order_from_environment() {
+  const char* v = std::getenv("SPEEDRUN_ATTENTION_ORDER");
+  if (v == nullptr || *v == 0 || std::strcmp(v, "longest") == 0) return attn::ItemOrder::kLongestFirst;
+  check(std::strcmp(v, "tiles") == 0, "SPEEDRUN_ATTENTION_ORDER=", v, " is not an order of the ",
+        "attention's work: use longest (the longest tile lists first, the default) or tiles "
+        "((sequence, tile) order)");
+  return attn::ItemOrder::kTiles;
+}
+
 // Refuses a wgmma kernel set (the forward's or the backward's: `what`, chosen by `variable`)
 // where it cannot run: a GPU other than sm_90, or a build without sm_90a code for it
 // (`built`: the SASS version its kernels run as here).
@@ -187,9 +198,11 @@ void check_wgmma_runs(int dev, const char* what, const char* variable, int built
 
 AttentionRunner::AttentionRunner(void* stream, std::optional<attn::Tiling> tiling,
                                  std::optional<attn::ForwardKernel> forward,
-                                 std::optional<attn::BackwardKernel> backward)
+                                 std::optional<attn::BackwardKernel> backward,
+                                 std::optional<attn::ItemOrder> order)
     : impl_(std::make_unique<Impl>()) {
   impl_->stream = static_cast<cudaStream_t>(stream);
+  impl_->item_order = order ? *order : order_from_environment();
   if (tiling) {
     impl_->tiling = *tiling;
   } else {
@@ -328,6 +341,7 @@ attn::Tiling AttentionRunner::tiling() const { return impl_->tiling; }
 attn::ForwardKernel AttentionRunner::forward_kernel() const { return impl_->forward_kernel; }
 
 attn::BackwardKernel AttentionRunner::backward_kernel() const { return impl_->backward_kernel; }
+attn::ItemOrder AttentionRunner::item_order() const { return impl_->item_order; }
 
 size_t AttentionRunner::device_bytes() const { return impl_->plan_cap + impl_->delta_cap; }
 
