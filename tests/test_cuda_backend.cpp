@@ -1437,8 +1437,11 @@ TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
        {Shape{50, 24, 40}, Shape{3, 96, 32}, Shape{1, 64, 64}, Shape{2, 192, 128}}) {
     const int64_t n = sh[0], size = sh[1] * sh[2];
     std::vector<Tensor> bufs[2], grads[2];
+    std::vector<Vec> mbuf0, mgrad0;
     for (int64_t k = 0; k < n; ++k) {
       const Vec b = randn(size, ++seed, 0.02), g = randn(size, ++seed, 0.02);
+      mbuf0.push_back(b);
+      mgrad0.push_back(g);
       for (int r = 0; r < 2; ++r) {
         bufs[r].push_back(g_->from(b, DType::F32, {sh[1], sh[2]}));
         grads[r].push_back(g_->from(g, DType::F32, {sh[1], sh[2]}));
@@ -1452,6 +1455,18 @@ TEST_F(CudaBackendTest, MultiTensorOptimizerOpsGiveTheSingleOpsBits) {
                           grads[1][size_t(k)], 0.95);
     gpu().newton_schulz(Xs, input, 5, true);
     EXPECT_EQ(raw(gpu(), X), raw(gpu(), Xs)) << X.shape_str();
+    // Into a BF16 stack (the optimizer's update buffer on a GPU): the same values, from
+    // buffers as they were (the momentum is applied again to copies of them).
+    {
+      std::vector<Tensor> b16, g16;
+      for (int64_t k = 0; k < n; ++k) {
+        b16.push_back(g_->from(mbuf0[size_t(k)], DType::F32, {sh[1], sh[2]}));
+        g16.push_back(g_->from(mgrad0[size_t(k)], DType::F32, {sh[1], sh[2]}));
+      }
+      Tensor Y = g_->poisoned(DType::BF16, sh);
+      gpu().muon_stack(Y, Tensor{}, b16, g16, 0.95, 5, true);
+      EXPECT_TRUE(host(Y) == host(X)) << X.shape_str() << " into BF16";
+    }
     for (int64_t k = 0; k < n; ++k) {
       EXPECT_EQ(raw(gpu(), bufs[0][size_t(k)]), raw(gpu(), bufs[1][size_t(k)])) << k;
       EXPECT_EQ(raw(gpu(), grads[0][size_t(k)]), raw(gpu(), grads[1][size_t(k)])) << k;
@@ -1539,6 +1554,15 @@ TEST_F(CudaBackendTest, NewtonSchulzLayoutsGiveTheSameBits) {
         }
     EXPECT_EQ(differ_u, 0) << "tiles against elements, " << steps << " steps";
     EXPECT_EQ(differ_t, 0) << "tiles against the transposes' vectors, " << steps << " steps";
+    // Into BF16 stacks (newton_schulz_is_bf16): the same values, stored by each layout, or
+    // (not transposed, after an iteration) written by the last GEMM itself.
+    ASSERT_TRUE(gpu().newton_schulz_is_bf16());
+    for (const auto& [Gin, want] : {std::pair<const Tensor*, const Vec*>{&G, &x}, {&Gu, &xu}, {&GT, &xt}}) {
+      Tensor Y = g_->poisoned(DType::BF16, Gin->shape == G.shape ? Shape{n, rows, cols}
+                                                                 : Shape{n, cols, rows});
+      gpu().newton_schulz(Y, *Gin, steps, true);
+      EXPECT_TRUE(host(Y) == *want) << Y.shape_str() << " in BF16, " << steps << " steps";
+    }
     if (steps != 0) continue;
     for (int64_t m = 0; m < n; ++m) {
       double sumsq = 0;

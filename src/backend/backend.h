@@ -301,7 +301,8 @@ class Backend {
   // computes in bf16 whatever it is given.
   virtual void newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_round) = 0;
   // True when newton_schulz's X holds bf16 values whatever bf16_round says (X's dtype may
-  // be wider): a bf16 copy of it is exact.
+  // be wider): a bf16 copy of it is exact, and newton_schulz and muon_stack also take a
+  // BF16 X, which then holds them as they are (no wider copy is written).
   virtual bool newton_schulz_is_bf16() const { return false; }
   // y (m) += alpha * x (g) in the optimizer; GPT's backward also adds activation
   // gradients with it, y and x (c).

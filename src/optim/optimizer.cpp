@@ -17,7 +17,6 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
   state_ = Arena(alloc, release);
   updates_ = Arena(alloc, release);
   inputs_ = Arena(alloc, release);
-  wire_ = Arena(alloc, release);
   const int n = params.count();
   const int world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   const DType master = params.precision().master, grad = params.precision().grad;
@@ -69,14 +68,12 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
     }
     part = std::max(part, offset);
   }
-  // With the bf16 wire, the F32 buffer holds this rank's part alone: the other ranks'
-  // updates are applied from the wire as they arrive (muon_apply reads bf16 updates).
-  Tensor update_buffer, wire_buffer;
-  const bool wire = world > 1 && backend.newton_schulz_is_bf16();
-  if (part > 0) {
-    updates_.add("muon.update", grad, {wire ? part : int64_t(world) * part}, &update_buffer);
-    if (wire) wire_.add("muon.update.bf16", DType::BF16, {int64_t(world) * part}, &wire_buffer);
-  }
+  // Where the Newton-Schulz values are bf16 (a GPU), the buffer holds them in BF16: the
+  // Newton-Schulz writes them as they are, every rank gathers half the bytes, and
+  // muon_apply reads bf16 updates.
+  Tensor update_buffer;
+  const DType update_dtype = backend.newton_schulz_is_bf16() ? DType::BF16 : grad;
+  if (part > 0) updates_.add("muon.update", update_dtype, {int64_t(world) * part}, &update_buffer);
   // The Nesterov values' stacks, where the backend reads them from memory (muon_stack).
   std::vector<Tensor> inputs(plan.size());
   for (size_t k = 0; k < plan.size(); ++k)
@@ -85,26 +82,17 @@ Optimizer::Optimizer(Backend& backend, Parameters& params, const OptimConfig& co
                   {int64_t(plan[k].members.size()), plan[k].rows, plan[k].cols}, &inputs[k]);
   state_.materialize(backend.device());
   if (updates_.size() > 0) updates_.materialize(backend.device());
-  if (wire_.size() > 0) wire_.materialize(backend.device());
   if (inputs_.size() > 0) inputs_.materialize(backend.device());
-  exchange_ = wire ? wire_buffer : update_buffer;
-  // A stack in a buffer of every rank's parts (whole), or of this rank's part alone.
-  auto stack_of = [&](const Tensor& buffer, const Planned& pl, bool whole) {
-    const int64_t n = int64_t(pl.members.size());
-    const int64_t begin = (whole ? pl.owner * part : 0) + pl.offset;
-    return buffer.slice(begin, begin + n * pl.rows * pl.cols).view({n, pl.rows, pl.cols});
-  };
+  exchange_ = update_buffer;
   for (size_t k = 0; k < plan.size(); ++k) {
     const Planned& pl = plan[k];
-    const bool own = pl.owner == rank;
-    const Tensor update = own || !wire ? stack_of(update_buffer, pl, !wire)
-                                       : stack_of(wire_buffer, pl, true);
+    const int64_t n = int64_t(pl.members.size()), begin = pl.owner * part + pl.offset;
+    const Tensor update =
+        update_buffer.slice(begin, begin + n * pl.rows * pl.cols).view({n, pl.rows, pl.cols});
     for (size_t m = 0; m < pl.members.size(); ++m)
       slots_[size_t(pl.members[m])].update =
           update.slice(int64_t(m), int64_t(m) + 1).view({pl.rows, pl.cols});
-    if (own)
-      stacks_.push_back(
-          {inputs[k], update, pl.members, wire ? stack_of(wire_buffer, pl, true) : Tensor{}});
+    if (pl.owner == rank) stacks_.push_back({inputs[k], update, pl.members});
   }
 }
 
@@ -176,12 +164,7 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
   // 3. The updates to every rank: each rank's part of the buffer to the others, gathered in
   // place (every value is copied, so it is exact). It runs while Adam does.
   int64_t exchange = -1;
-  const bool wire = wire_.size() > 0;
-  if (world > 1 && exchange_.data != nullptr) {
-    if (wire)
-      for (const Stack& st : stacks_) be_.convert(st.wire, st.update);
-    exchange = comm_->all_gather_async(exchange_);
-  }
+  if (world > 1 && exchange_.data != nullptr) exchange = comm_->all_gather_async(exchange_);
   // 4. Adam on wte, lm_head and the scalars (and their compute copies): one call over the
   // parameters whose gradients are in, another before each wait (on one rank, or once the
   // blocks' gradients are in: one call, then wte's, reduced last, with skip_weights').
@@ -208,8 +191,7 @@ void Optimizer::step(double lr_mult, double momentum, const std::vector<int64_t>
   // 5. The Muon updates, once every reduction (the exchange last) is done: nothing of this
   // step still runs on the Comm's stream after this.
   if (exchange >= 0 || !ready.empty()) comm_->wait_async(Comm::kAllAsync);
-  // Every matrix's update and its compute copy in one call (the other ranks' updates, with
-  // the bf16 wire, read from it).
+  // Every matrix's update and its compute copy in one call.
   std::vector<MuonApply> apply;
   for (int i = 0; i < p_.count(); ++i) {
     if (p_.group(i) != ParamGroup::Matrix) continue;

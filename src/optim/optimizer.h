@@ -17,8 +17,8 @@
 // the same values, but a ring all-reduce moves each byte twice, a gather once, and nothing
 // needs zeroing. With one rank this is the single-process optimizer.
 //
-// On a GPU the exchanged buffer is a BF16 copy of the updates: the Newton-Schulz values are
-// bf16 there, so the copy is exact and the exchange moves half the bytes.
+// On a GPU the update buffer is BF16: the Newton-Schulz values are bf16 there, so nothing is
+// lost, the exchange moves half the bytes, and no F32 copy is written and read back.
 //
 // Batching: the update buffer is laid out by owner, then shape, then table order, so the
 // matrices a rank orthogonalises form one contiguous stack [n, rows, cols] per shape within
@@ -83,26 +83,20 @@ class Optimizer {
   Comm* comm_;
   int64_t t_ = 0;
   Arena state_;    // Adam m, v per Adam parameter; Muon buffer per matrix (names as checkpoints)
-  Arena updates_;  // Muon's orthogonalised updates (g): one buffer, by owner, shape, table
-                   // order (with wire_, this rank's part alone)
+  Arena updates_;  // Muon's orthogonalised updates: one buffer, by owner, shape, table order;
+                   // (g), or BF16 where the backend's Newton-Schulz values are bf16
   Arena inputs_;   // this rank's Newton-Schulz inputs (g), one stack per shape as its updates
                    // (none where the backend's muon_stack reads the gradients itself)
-  // The updates' BF16 copy, every rank's part, exchanged instead of them when the
-  // backend's Newton-Schulz gives bf16 values (a GPU): the same values in half the bytes;
-  // the other ranks' updates are applied from it. Empty on one rank and where the
-  // Newton-Schulz values are wider.
-  Arena wire_;
-  Tensor exchange_;  // what the ranks gather: wire_'s buffer, else updates_' (empty: none)
+  Tensor exchange_;  // what the ranks gather: updates_' buffer (empty: none)
   struct Slot {
     Tensor m, v, buf;     // Adam moments, or Muon's momentum buffer (empty where none)
-    Tensor update;        // Muon: the update slot (another rank's, with wire_: its bf16 copy)
+    Tensor update;        // Muon: the update slot
     int owner = -1;       // Muon: the rank that orthogonalises it
   };
   std::vector<Slot> slots_;  // per parameter
   struct Stack {             // one shape's matrices owned by this rank, contiguous
     Tensor input, update;    // [n, rows, cols] (input empty: see inputs_)
     std::vector<int> members;  // their parameters, table order
-    Tensor wire;             // its part of wire_ (empty without wire_)
   };
   std::vector<Stack> stacks_;
 };

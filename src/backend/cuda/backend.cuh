@@ -184,6 +184,7 @@ class CudaBackend final : public Backend {
   // momentum), `op` naming it. `aligned`: every F32 matrix `load` reads starts 16-byte
   // aligned (X's are checked here).
   using NsLoad = std::function<void(const NewtonSchulzPlan&, uint16_t* x, double* partial)>;
+  void need_update(const char* op, const Tensor& X);
   void newton_schulz_stack(const char* op, Tensor X, int64_t n, int64_t rows, int64_t cols,
                            int steps, bool aligned, const NsLoad& load);
   // Device memory for a purpose, grown to at least `bytes` (contents not kept).

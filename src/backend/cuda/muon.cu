@@ -303,19 +303,27 @@ __global__ void ns_scale_kernel(uint16_t* X, const float* divisor, int64_t size)
   }
 }
 
-template <NsLayout L>
-__global__ void ns_store_kernel(float* out, const uint16_t* X, int64_t rows, int64_t cols, bool tr) {
+// An output element or 8 from bf16 values: F32 widened, or BF16 as they are (exactly: store8
+// rounds each value, which is already a bf16).
+__device__ inline void put1(float* o, uint16_t b) { *o = math::bf16_to_f32(b); }
+__device__ inline void put1(uint16_t* o, uint16_t b) { *o = b; }
+__device__ inline void put8(float* o, const float (&v)[8]) { store8f(o, v); }
+__device__ inline void put8(uint16_t* o, const float (&v)[8]) { store8(o, v); }
+
+// The work matrix back in the stack's layout, Out = float (F32) or uint16_t (BF16).
+template <NsLayout L, class Out>
+__global__ void ns_store_kernel(Out* out, const uint16_t* X, int64_t rows, int64_t cols, bool tr) {
   const int64_t size = rows * cols, mat = blockIdx.y;
-  float* o = out + mat * size;
+  Out* o = out + mat * size;
   const uint16_t* x = X + mat * size;
   if constexpr (L == NsLayout::kElements) {
     for (int64_t s = global_thread(); s < size; s += grid_threads())
-      o[s] = math::bf16_to_f32(x[tr ? (s % cols) * rows + s / cols : s]);
+      put1(o + s, x[tr ? (s % cols) * rows + s / cols : s]);
   } else if constexpr (L == NsLayout::kVectors) {
     for (int64_t i = global_thread(); i < size / 8; i += grid_threads()) {
       float v[8];
       load8(x + 8 * i, v);
-      store8f(o + 8 * i, v);
+      put8(o + 8 * i, v);
     }
   } else {
     // ns_load_tiles_kernel backwards: X [cols, rows] tile by tile into out [rows, cols].
@@ -343,7 +351,7 @@ __global__ void ns_store_kernel(float* out, const uint16_t* X, int64_t rows, int
           v[2 * e] = math::unpack_lo(w[e]);
           v[2 * e + 1] = math::unpack_hi(w[e]);
         }
-        store8f(o + (r0 + r) * cols + c0 + c8, v);
+        put8(o + (r0 + r) * cols + c0 + c8, v);
       }
       __syncthreads();
     }
@@ -378,6 +386,13 @@ const char* ns_load_name(NsLayout l) {
 }
 
 }  // namespace
+
+// A Newton-Schulz's output: F32, or BF16 (newton_schulz_is_bf16: its values are bf16).
+void CudaBackend::need_update(const char* op, const Tensor& X) {
+  check(X.dtype == DType::F32 || X.dtype == DType::BF16, "cuda ", op, ": X ", X.shape_str(),
+        " is ", dtype_name(X.dtype), ", expected F32 or BF16");
+  need(op, "X", X, X.dtype);
+}
 
 void CudaBackend::muon_momentum(Tensor out, Tensor buf, const Tensor& g, double mu) {
   const char* op = "muon_momentum";
@@ -428,7 +443,7 @@ void CudaBackend::axpy(Tensor y, const Tensor& x, double alpha) {
 void CudaBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool /*bf16_round*/) {
   // A bf16 backend computes in bf16 whatever it is asked (backend.h).
   const char* op = "newton_schulz";
-  need(op, "X", X, DType::F32);
+  need_update(op, X);
   need(op, "G", G, DType::F32);
   check(G.ndim == 2 || G.ndim == 3, "cuda newton_schulz: G ", G.shape_str(),
         " must be [rows, cols] or [n, rows, cols]");
@@ -450,7 +465,7 @@ void CudaBackend::muon_stack(Tensor X, Tensor /*input*/, const std::vector<Tenso
                              const std::vector<Tensor>& grads, double mu, int steps,
                              bool /*bf16_round*/) {
   const char* op = "muon_stack";
-  need(op, "X", X, DType::F32);
+  need_update(op, X);
   check(X.ndim == 3, "cuda muon_stack: X ", X.shape_str(), " must be [n, rows, cols]");
   const int64_t n = X.dim(0), rows = X.dim(1), cols = X.dim(2);
   check(int64_t(bufs.size()) == n && int64_t(grads.size()) == n, "cuda muon_stack: ",
@@ -568,6 +583,8 @@ void CudaBackend::newton_schulz_stack(const char* op, Tensor X, int64_t n, int64
     CudaBackend& be;
     int64_t n, m, k;
     uint16_t *x, *xn, *A, *B;
+    int bx_left;      // X' products still to come
+    uint16_t* last_out;  // where the last one goes (null: xn, as the others)
     GemmCall call(int64_t M, int64_t N, int64_t K, bool transB, int64_t sa, int64_t sb,
                   int64_t sc, float alpha, float beta) const {
       GemmCall c;
@@ -594,9 +611,13 @@ void CudaBackend::newton_schulz_stack(const char* op, Tensor X, int64_t n, int64
     }
     void bx(float alpha, float beta) {  // X' = alpha B X + beta X
       GemmCall c = call(m, k, m, false, m * m, m * k, m * k, alpha, beta);
-      c.A = B, c.B = x, c.Cin = x, c.D = xn;
+      // The last X' straight into the output where it can take it (last_out: a BF16 stack in
+      // the work matrix's layout), so that no store pass copies it there.
+      uint16_t* out = --bx_left == 0 && last_out != nullptr ? last_out : xn;
+      c.A = B, c.B = x, c.Cin = x, c.D = out;
       finish(c);
-      std::swap(x, xn);
+      xn = x;
+      x = out;
     }
     void finish(GemmCall& c) {
       c.key.alignA = pointer_alignment(c.A);
@@ -606,27 +627,35 @@ void CudaBackend::newton_schulz_stack(const char* op, Tensor X, int64_t n, int64
       be.gemm(c, "newton_schulz");
     }
   };
-  Ops ops{*this, n, p.m, p.k, x, xn, A, B};
+  // A BF16 output in the work matrix's own layout takes the last product itself.
+  const bool direct = X.dtype == DType::BF16 && !p.transposed && steps > 0;
+  Ops ops{*this, n, p.m, p.k, x, xn, A, B, steps, direct ? static_cast<uint16_t*>(X.data) : nullptr};
   math::newton_schulz_iterations(ops, steps);
+  if (direct) return;
 
-  auto* out = static_cast<float*>(X.data);
-  switch (p.layout) {
-    case NsLayout::kElements:
-      SR_LAUNCH(grid, l.threads, 0, stream_, ns_store_kernel<NsLayout::kElements>)(
-          out, ops.x, rows, cols, p.transposed);
-      break;
-    case NsLayout::kVectors:
-      SR_LAUNCH(grid, l.threads, 0, stream_, ns_store_kernel<NsLayout::kVectors>)(
-          out, ops.x, rows, cols, p.transposed);
-      break;
-    case NsLayout::kTiles: {  // one block per tile
-      const int64_t tiles = rows / kNsTile * (cols / kNsTile);
-      const dim3 tile_grid(unsigned(std::min(tiles, kMaxElementwiseBlocks)), unsigned(n));
-      SR_LAUNCH(tile_grid, kThreads, 0, stream_, ns_store_kernel<NsLayout::kTiles>)(
-          out, ops.x, rows, cols, p.transposed);
-      break;
+  const auto store = [&]<class Out>(Out* out) {
+    switch (p.layout) {
+      case NsLayout::kElements:
+        SR_LAUNCH(grid, l.threads, 0, stream_, ns_store_kernel<NsLayout::kElements, Out>)(
+            out, ops.x, rows, cols, p.transposed);
+        break;
+      case NsLayout::kVectors:
+        SR_LAUNCH(grid, l.threads, 0, stream_, ns_store_kernel<NsLayout::kVectors, Out>)(
+            out, ops.x, rows, cols, p.transposed);
+        break;
+      case NsLayout::kTiles: {  // one block per tile
+        const int64_t tiles = rows / kNsTile * (cols / kNsTile);
+        const dim3 tile_grid(unsigned(std::min(tiles, kMaxElementwiseBlocks)), unsigned(n));
+        SR_LAUNCH(tile_grid, kThreads, 0, stream_, ns_store_kernel<NsLayout::kTiles, Out>)(
+            out, ops.x, rows, cols, p.transposed);
+        break;
+      }
     }
-  }
+  };
+  if (X.dtype == DType::BF16)
+    store(static_cast<uint16_t*>(X.data));
+  else
+    store(static_cast<float*>(X.data));
   launched(op, "ns_store_kernel");
 }
 
