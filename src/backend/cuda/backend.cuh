@@ -179,7 +179,7 @@ class CudaBackend final : public Backend {
                             const Tensor& rstd, const Tensor& x, const Tensor* skip,
                             const Coef* c, const Coef& a, const Tensor& y, const Coef& b,
                             const Tensor& dadd);
-  // Newton-Schulz over a stack X [n, rows, cols] (F32 out) whose bf16 work matrix and norm
+  // Newton-Schulz over a stack X [n, rows, cols] (F32 or BF16 out) whose bf16 work matrix and norm
   // partials `load` fills in the plan's layout (muon.cu: from a G stack, or from the
   // momentum), `op` naming it. `aligned`: every F32 matrix `load` reads starts 16-byte
   // aligned (X's are checked here).

@@ -4,14 +4,15 @@
 // rows > cols), divided by bf16(bf16(||X||_F) + 1e-7); `steps` times A = X X^T,
 // B = c A A + b A, X = B X + a X (math/muon.h) as strided-batched cuBLASLt GEMMs over a
 // stack of n matrices of one shape (bf16 operands and results, fp32 accumulation); then X
-// written back in F32, transposed back. The norms use the deterministic two-stage order
+// written back, transposed back, in F32 or as the bf16 it is (a BF16 output not transposed
+// takes the last GEMM's result directly). The norms use the deterministic two-stage order
 // of math/reduce.h, one set of partials per matrix.
 // muon_stack folds the momentum into the Newton-Schulz's first read (the Nesterov values go
 // from registers to bf16, never to memory in F32); muon_apply lands many matrices' updates
 // and their bf16 compute copies in one launch (plan.h tensor_block_starts).
 // Every pass over the record's matrices moves 16 bytes per access, 8 elements per loop
-// step (plan.h NsLayout, TensorTable::vec): these passes are pure memory traffic (~3 GB per
-// step), and one 4-byte element per thread kept too few bytes in flight to reach the GPU's
+// step (plan.h NsLayout, TensorTable::vec): these passes are pure memory traffic (~2.6 GB
+// per step at the record config), and one 4-byte element per thread kept too few bytes in flight to reach the GPU's
 // bandwidth. The transposed c_fc work matrices go through shared-memory tiles, not a
 // 2-byte scatter that touches a 32-byte sector per element.
 #include <algorithm>

@@ -117,7 +117,7 @@ EmbeddingBackwardPlan embedding_backward_plan(int64_t N, int64_t V, size_t sort_
 // load that rounds it and sums its squares, the scale, the store back):
 //  - kElements: one element per item, 2- and 4-byte accesses (any size, any alignment);
 //  - kVectors: 8 consecutive elements per item, 16-byte accesses (the sizes a multiple of 8,
-//    every F32 address 16-byte aligned), when the work matrix is not transposed;
+//    the stack and its output 16-byte aligned), when the work matrix is not transposed;
 //  - kTiles: as kVectors, and a transposed work matrix is written (and read back) through
 //    shared memory in kNsTile x kNsTile tiles, so that both sides of the transpose are
 //    16-byte accesses along rows instead of a 2-byte scatter (rows and cols multiples of
@@ -128,8 +128,8 @@ inline constexpr int64_t kNsTile = 64;
 // matrices are [m, k] = the short side by the long one (transposed when rows > cols); two
 // bf16 X buffers (current and next), bf16 A and B [m, m], the norms' partial sums
 // (`partials` per matrix, math/reduce.h, over the layout's items) and one F32 divisor per
-// matrix; each 256-byte aligned. `aligned`: every F32 matrix the call reads or writes
-// starts 16-byte aligned (the work matrices always do).
+// matrix; each 256-byte aligned. `aligned`: every matrix the call reads or writes (its
+// sources and its output) starts 16-byte aligned (the work matrices always do).
 struct NewtonSchulzPlan {
   bool transposed = false;
   NsLayout layout = NsLayout::kElements;
