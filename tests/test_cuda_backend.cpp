@@ -1833,9 +1833,7 @@ TEST_F(CudaBackendTest, AStepAllocatesNothingAndDrainsTheGpuOnlyForItsLoss) {
 TEST_F(CudaBackendTest, ADecodedTokenAllocatesNothing) {
   const GPTConfig cfg = small_config();
   Parameters pg(gpu(), cfg, gpu().default_precision());
-  Parameters pc(cpu_, cfg, DType::F32);
-  randomize(pc, 6);
-  for (int i = 0; i < pc.count(); ++i) pg.from_host_f64(i, pc.to_host_f64(i));
+  pg.init(6);
   Decoder d(gpu(), pg, 8, 40);
   d.step(1);
   const cuda::emu::HostCalls before = cuda::emu::host_calls();

@@ -104,6 +104,11 @@ __device__ inline uint16_t to_bf16_summing(float x, double& acc) {
 __device__ inline uint32_t pair_bits(uint16_t lo, uint16_t hi) {
   return uint32_t(lo) | (uint32_t(hi) << 16);
 }
+// Two values as a bf16 pair (lo first in memory), their squares added in that order.
+__device__ inline uint32_t pair_summing(float lo, float hi, double& acc) {
+  const uint16_t l = to_bf16_summing(lo, acc);
+  return pair_bits(l, to_bf16_summing(hi, acc));
+}
 
 // Matrix first + blockIdx.y of the stack: X = bf16(its values) laid out [m, k] (transposed
 // when tr), and the sum of squares of those bf16 values, partial[matrix * gridDim.x +
@@ -139,10 +144,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
     src.load8(int(blockIdx.y), 8 * i, v);
     uint32_t w[4];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const uint16_t lo = to_bf16_summing(v[2 * e], acc);
-      w[e] = pair_bits(lo, to_bf16_summing(v[2 * e + 1], acc));
-    }
+    for (int e = 0; e < 4; ++e) w[e] = pair_summing(v[2 * e], v[2 * e + 1], acc);
     *reinterpret_cast<uint4*>(x + 8 * i) = make_uint4(w[0], w[1], w[2], w[3]);
   }
   const double total = block_sum(acc, smem);
@@ -192,10 +194,7 @@ __global__ void __launch_bounds__(math::kReduceThreads)
       float v[8];
       src.load8(int(blockIdx.y), (r0 + r) * cols + c0 + c8, v);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const uint16_t lo = to_bf16_summing(v[2 * e], acc);
-        tile.w[r][c8 / 2 + e] = pair_bits(lo, to_bf16_summing(v[2 * e + 1], acc));
-      }
+      for (int e = 0; e < 4; ++e) tile.w[r][c8 / 2 + e] = pair_summing(v[2 * e], v[2 * e + 1], acc);
     }
     __syncthreads();
     for (int pass = 0; pass < kNsTilePasses; ++pass) {
@@ -304,12 +303,20 @@ __global__ void ns_scale_kernel(uint16_t* X, const float* divisor, int64_t size)
   }
 }
 
-// An output element or 8 from bf16 values: F32 widened, or BF16 as they are (exactly: store8
-// rounds each value, which is already a bf16).
+// An output element, or 8 (bf16 bits packed as in memory): F32 widened, or BF16 copied.
 __device__ inline void put1(float* o, uint16_t b) { *o = math::bf16_to_f32(b); }
 __device__ inline void put1(uint16_t* o, uint16_t b) { *o = b; }
-__device__ inline void put8(float* o, const float (&v)[8]) { store8f(o, v); }
-__device__ inline void put8(uint16_t* o, const float (&v)[8]) { store8(o, v); }
+__device__ inline void put8(float* o, uint4 u) {
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+  float v[8];
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    v[2 * e] = math::unpack_lo(w[e]);
+    v[2 * e + 1] = math::unpack_hi(w[e]);
+  }
+  store8f(o, v);
+}
+__device__ inline void put8(uint16_t* o, uint4 u) { *reinterpret_cast<uint4*>(o) = u; }
 
 // The work matrix back in the stack's layout, Out = float (F32) or uint16_t (BF16).
 template <NsLayout L, class Out>
@@ -321,11 +328,8 @@ __global__ void ns_store_kernel(Out* out, const uint16_t* X, int64_t rows, int64
     for (int64_t s = global_thread(); s < size; s += grid_threads())
       put1(o + s, x[tr ? (s % cols) * rows + s / cols : s]);
   } else if constexpr (L == NsLayout::kVectors) {
-    for (int64_t i = global_thread(); i < size / 8; i += grid_threads()) {
-      float v[8];
-      load8(x + 8 * i, v);
-      put8(o + 8 * i, v);
-    }
+    for (int64_t i = global_thread(); i < size / 8; i += grid_threads())
+      put8(o + 8 * i, *reinterpret_cast<const uint4*>(x + 8 * i));
   } else {
     // ns_load_tiles_kernel backwards: X [cols, rows] tile by tile into out [rows, cols].
     __shared__ NsTile tile;
@@ -344,15 +348,7 @@ __global__ void ns_store_kernel(Out* out, const uint16_t* X, int64_t rows, int64
       __syncthreads();
       for (int pass = 0; pass < kNsTilePasses; ++pass) {
         const int r = 32 * pass + slot;  // out's row r0 + r, its columns c0 + c8 .. + 7
-        float v[8];
-        const uint4 u = tile_column8(tile, c8, r);
-        const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          v[2 * e] = math::unpack_lo(w[e]);
-          v[2 * e + 1] = math::unpack_hi(w[e]);
-        }
-        put8(o + (r0 + r) * cols + c0 + c8, v);
+        put8(o + (r0 + r) * cols + c0 + c8, tile_column8(tile, c8, r));
       }
       __syncthreads();
     }
