@@ -2,7 +2,11 @@
 // gets, Adam's first steps, Muon's update = -lr * scale * NS(Nesterov(g)).
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/muon.h"
@@ -148,4 +152,43 @@ TEST(Optimizer, FusedOpsRefuseBadOperandsByName) {
   EXPECT_NE(message([&] { be.mix_norm_backward(Tensor{}, E, D, E, A, Rs, A, a, F, b, Tensor{}); })
                 .find("only where x is y"),
             std::string::npos);
+}
+
+// A stack's Newton-Schulz runs its matrices on threads of their own: every matrix gets
+// the bits it gets alone (where its products may use every thread), on any thread count,
+// in fp32 with and without the bf16 emulation, wide and tall, and in fp64.
+TEST(Optimizer, NewtonSchulzStackGivesEachMatrixItsOwnBitsOnAnyThreadCount) {
+  CpuBackend be;
+  const int saved = omp_get_max_threads();
+  Rng rng(11);
+  for (auto [rows, cols] : {std::pair{96, 160}, std::pair{160, 96}}) {
+    const int n = 5;
+    const size_t one = size_t(rows) * size_t(cols);
+    std::vector<double> gd(one * n);
+    for (double& v : gd) v = rng.normal();
+    std::vector<float> gf(gd.begin(), gd.end());
+    for (bool bf16 : {false, true}) {
+      std::vector<float> alone(one * n);
+      for (int i = 0; i < n; ++i)  // each matrix alone, as a stack of one
+        be.newton_schulz(Tensor(alone.data() + i * one, DType::F32, {rows, cols}),
+                         Tensor(gf.data() + i * one, DType::F32, {rows, cols}), 5, bf16);
+      for (int threads : {1, 2, 3}) {
+        be.set_threads(threads);
+        std::vector<float> stack(one * n);
+        be.newton_schulz(Tensor(stack.data(), DType::F32, {n, rows, cols}),
+                         Tensor(gf.data(), DType::F32, {n, rows, cols}), 5, bf16);
+        EXPECT_EQ(stack, alone) << rows << "x" << cols << " bf16 " << bf16 << " threads " << threads;
+      }
+      be.set_threads(saved);
+    }
+    std::vector<double> alone(one * n), stack(one * n);
+    for (int i = 0; i < n; ++i)
+      be.newton_schulz(Tensor(alone.data() + i * one, DType::F64, {rows, cols}),
+                       Tensor(gd.data() + i * one, DType::F64, {rows, cols}), 5, false);
+    be.set_threads(2);
+    be.newton_schulz(Tensor(stack.data(), DType::F64, {n, rows, cols}),
+                     Tensor(gd.data(), DType::F64, {n, rows, cols}), 5, false);
+    be.set_threads(saved);
+    EXPECT_EQ(stack, alone) << rows << "x" << cols << " fp64";
+  }
 }

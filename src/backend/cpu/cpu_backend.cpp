@@ -485,8 +485,16 @@ void CpuBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_r
   check(G.ndim == 2 || G.ndim == 3, "cpu newton_schulz: G ", G.shape_str(),
         " must be [rows, cols] or [n, rows, cols]");
   const int64_t n = G.ndim == 3 ? G.dim(0) : 1, rows = G.dim(-2), cols = G.dim(-1);
+  // A stack's matrices are independent: one thread each, when there are as many matrices
+  // as threads or they are small. Each then runs its products on one thread (OpenBLAS's
+  // OpenMP build does inside a parallel region), with the bits it gets alone. On 2 cores
+  // that took 16 x [128, 128] from 22.8 to 8.8 ms and 4 x [3072, 768] from 798 to 675 ms:
+  // the products of a small matrix are too small to share well, and even large ones pay a
+  // barrier per product. Where threads outnumber large matrices, their products share them.
+  const bool per_matrix = n > 1 && (n >= omp_get_max_threads() || rows * cols <= (int64_t(1) << 18));
   dispatch("newton_schulz", G, [&](auto z) {
     using T = decltype(z);
+#pragma omp parallel for schedule(dynamic, 1) if (per_matrix)
     for (int64_t i = 0; i < n; ++i)
       cpu::newton_schulz5<T>(X.ptr<T>() + i * rows * cols, G.ptr<T>() + i * rows * cols, rows,
                              cols, steps, bf16_round);
