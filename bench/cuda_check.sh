@@ -265,6 +265,31 @@ usable() {
   timeout 30 "$dir/speedrun" --help >/dev/null 2>&1 || { echo "speedrun --help fails"; return 1; }
 }
 
+# unpacked DIR: prints the folder to run from. scripts/build_portable.sh packs the library
+# (libspeedrun.so.xz: the whole carry must fit 64 MiB); a folder with NAME.xz files is
+# copied under $WORK and each unpacked to NAME (xz, else Python's lzma) beside the
+# executables, which find libspeedrun.so there (RPATH $ORIGIN).
+unpacked() {
+  local dir=$1 f
+  ls "$dir"/*.xz >/dev/null 2>&1 || { echo "$dir"; return 0; }
+  rm -rf "$WORK/carried" && cp -r "$dir" "$WORK/carried" || return 1
+  for f in "$WORK/carried"/*.xz; do
+    if command -v xz >/dev/null; then
+      xz -d -f "$f" || return 1
+    elif [ -n "$PY" ]; then
+      $PY -c 'import lzma, os, shutil, sys
+src = sys.argv[1]
+with lzma.open(src) as i, open(src[:-3], "wb") as o:
+    shutil.copyfileobj(i, o)
+os.chmod(src[:-3], 0o755)
+os.remove(src)' "$f" || return 1
+    else
+      return 1
+    fi
+  done
+  echo "$WORK/carried"
+}
+
 begin build "choose the binaries (carried build-portable/, else build from .debs/)"
 {
   echo "== CUDA libraries"
@@ -273,10 +298,18 @@ begin build "choose the binaries (carried build-portable/, else build from .debs
 grep '^lib ' "$SETUP" | sed 's/^/      /'
 BIN=""
 why=""
+carried=""
 if [ -n "$BUILD" ]; then
-  why=$(usable "$BUILD") && BIN=$BUILD
+  carried=$BUILD
 elif [ "$FORCE_FALLBACK" = 0 ]; then
-  why=$(usable build-portable) && BIN=build-portable
+  carried=build-portable
+fi
+if [ -n "$carried" ]; then
+  if dir=$(unpacked "$carried"); then
+    why=$(usable "$dir") && BIN=$dir
+  else
+    why="could not unpack the .xz files of $carried (neither xz nor python3 here)"
+  fi
 fi
 if [ -n "$BIN" ]; then
   BIN=$(cd "$BIN" && pwd)
@@ -288,6 +321,7 @@ if [ -n "$BIN" ]; then
   made=$(sed -n 's/^commit: //p' "$BIN/MANIFEST.txt" 2>/dev/null | awk '{print $1}')
   head=$(git rev-parse --short HEAD 2>/dev/null || true)
   note="$BIN ($(du -sh "$BIN" | cut -f1); built at ${made:-?}; needs glibc $(glibc_needed "$BIN"))"
+  [ "$BIN" = "$WORK/carried" ] && note="$note, unpacked from $carried"
   [ -n "$made" ] && [ -n "$head" ] && [ "$made" != "$head" ] && note="$note; WARNING: tree is at $head"
   end pass "$note"
 else

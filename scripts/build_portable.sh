@@ -3,8 +3,8 @@
 # SPEEDRUN_PORTABLE, cmake/portable.cmake): everything but glibc and the CUDA libraries
 # linked in, one libspeedrun.so beside the executables (RPATH $ORIGIN). The CMake build tree
 # goes to build-portable-tree/; what travels is copied flat into build-portable/ with a
-# MANIFEST.txt (commit, glibc needed, shared libraries needed, sizes) and GLIBC_REQUIRED.
-# Then it checks the copy: only glibc and CUDA libraries needed, and, from a copy in another
+# MANIFEST.txt (commit, glibc needed, shared libraries needed, sizes) and GLIBC_REQUIRED,
+# the library xz-packed (below). Before packing it checks the copy: only glibc and CUDA libraries needed, and, from a copy in another
 # folder, `speedrun train` runs 3 steps on the CPU and every test binary lists its tests.
 #
 #   scripts/build_portable.sh                  # speedrun, the CUDA-facing tests, the bench tool
@@ -12,7 +12,9 @@
 #   scripts/build_portable.sh --debs .debs --deps-root /tmp/deps --tree /tmp/t --out /tmp/o
 #       (bench/cuda_check.sh's fallback on the GPU machine: unpacks the Debian packages that
 #        scripts/fetch_debs.sh saved, never into /, and builds against them)
-# Options: --jobs N (default: all cores), --no-check, --tree DIR, --out DIR,
+# Options: --jobs N (default: all cores), --no-check, --tree DIR, --out DIR, --pack /
+#          --no-pack (libspeedrun.so as libspeedrun.so.xz; default: packed when --out is
+#          inside the repository, where the folder travels),
 #          --deps-root DIR, --debs DIR, --cmake-arg ARG (repeatable), --deps-only (find
 #          the dependencies under --deps-root alone: checks that the packages suffice).
 set -euo pipefail
@@ -22,6 +24,7 @@ TREE=build-portable-tree
 OUT_DIR=build-portable
 JOBS=$(nproc)
 CHECK=1
+PACK=""
 DEPS_ROOT=""
 DEBS=""
 DEPS_ONLY=0
@@ -31,6 +34,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --jobs) JOBS=$2; shift 2 ;;
     --no-check) CHECK=0; shift ;;
+    --pack) PACK=1; shift ;;
+    --no-pack) PACK=0; shift ;;
     --tree) TREE=$2; shift 2 ;;
     --out) OUT_DIR=$2; shift 2 ;;
     --deps-root) DEPS_ROOT=$2; shift 2 ;;
@@ -42,6 +47,9 @@ while [ $# -gt 0 ]; do
     *) TARGETS+=("$1"); shift ;;
   esac
 done
+
+# The folder is packed (below) where it travels: inside the repository, unless told.
+if [ -z "$PACK" ]; then [[ "$OUT_DIR" != /* ]] && PACK=1 || PACK=0; fi
 
 # What a GPU check runs: speedrun, the tests that exercise a backend through the interface
 # or the CUDA code itself, and the step benchmark.
@@ -137,6 +145,55 @@ echo "$glibc_req" >"$OUT_DIR/GLIBC_REQUIRED"
 } >"$OUT_DIR/MANIFEST.txt"
 cat "$OUT_DIR/MANIFEST.txt"
 
+
+[ -z "$bad" ] || { echo "build_portable: FAIL: needs libraries a GPU machine may lack: $bad" >&2; exit 1; }
+check_copy() {
+  # Run from a copy elsewhere, so nothing may depend on the build tree or the sources.
+  tmp=$(mktemp -d /tmp/speedrun-portable-check.XXXXXX)
+  trap 'rm -rf "$tmp"' EXIT
+  cp -r "$OUT_DIR" "$tmp/bin"
+  fail=0
+  for f in "$tmp"/bin/*; do
+    [ -x "$f" ] && [ "${f##*.}" != so ] || continue
+    if ldd "$f" | grep -q 'not found'; then
+      echo "check: $(basename "$f"): unresolved libraries:"; ldd "$f" | grep 'not found'; fail=1
+    fi
+    while read -r name path; do  # every library it loads, directly or not
+      if [[ "$name" =~ $GLIBC_OK || "$name" =~ $CUDA_OK ]]; then continue; fi
+      # The CUDA libraries' own needs (NCCL: libstdc++), there wherever they are; the
+      # binaries themselves do not need them (NEEDED is checked above).
+      [[ "$name" =~ ^(libgcc_s\.so\.1|libstdc\+\+\.so\.6)$ ]] && continue
+      [ "$name" = libspeedrun.so ] && [ "$path" = "$tmp/bin/libspeedrun.so" ] && continue
+      echo "check: $(basename "$f") loads $name from $path: a GPU machine may lack it"; fail=1
+    done < <(ldd "$f" | awk '/=>/ {print $1, $3}')
+  done
+  (cd "$tmp" && timeout 300 ./bin/speedrun train --steps 3 --cooldown 1 --seq-len 256 --batch 2 \
+     --window-start 64 --window-end 128 --val-every 0 --val-tokens 4096 --no-sample --out "$tmp/run" \
+     --device cpu --threads 2 >"$tmp/train.log" 2>&1) \
+    && grep -q '"step":2' "$tmp/run/metrics.jsonl" \
+    && echo "check: speedrun train (3 CPU steps) from a copy: ok" \
+    || { echo "check: speedrun train from a copy FAILED:"; tail -20 "$tmp/train.log"; fail=1; }
+  for f in "$tmp"/bin/test_*; do
+    [ -x "$f" ] || continue
+    n=$(cd "$tmp" && "$f" --gtest_list_tests 2>/dev/null | grep -c '^  ' || true)
+    if [ "${n:-0}" -gt 0 ]; then echo "check: $(basename "$f") lists $n tests"
+    else echo "check: $(basename "$f") --gtest_list_tests FAILED"; fail=1; fi
+  done
+  [ "$fail" = 0 ] && echo "build_portable: ok" || { echo "build_portable: FAILED checks" >&2; exit 1; }
+}
+[ "$CHECK" = 0 ] || check_copy
+
+# Packing: the shared library is most of the folder (static OpenBLAS's kernels for every
+# x86 CPU, the kernels' cubins), and everything the GPU machine gets travels in 64 MiB
+# with the tree and .debs/. xz takes it from ~44 to ~5 MiB; bench/cuda_check.sh unpacks
+# every NAME.xz of a carried folder (xz, else Python's lzma) before it runs anything.
+if [ "$PACK" = 1 ]; then
+  command -v xz >/dev/null || { echo "build_portable: xz is missing (apt-get install xz-utils; or --no-pack)" >&2; exit 1; }
+  xz -T0 -6 -f "$OUT_DIR/libspeedrun.so"
+  echo "packed: libspeedrun.so.xz $(du -b "$OUT_DIR/libspeedrun.so.xz" | cut -f1) bytes (bench/cuda_check.sh unpacks it)" \
+    | tee -a "$OUT_DIR/MANIFEST.txt"
+fi
+
 if [[ "$OUT_DIR" != /* ]]; then  # inside the repository: it travels with the tree
 tree_bytes=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } |
               xargs -0 -r du -cb 2>/dev/null | awk '$2=="total"{s+=$1} END{print s+0}')
@@ -148,38 +205,3 @@ out_bytes=$((out_bytes + debs_bytes))
 [ $((tree_bytes + out_bytes)) -lt $((60 * 1048576)) ] || echo "build_portable: WARNING: over 60 MiB with the working tree" >&2
 fi
 
-[ -z "$bad" ] || { echo "build_portable: FAIL: needs libraries a GPU machine may lack: $bad" >&2; exit 1; }
-[ "$CHECK" = 1 ] || exit 0
-
-# Run from a copy elsewhere, so nothing may depend on the build tree or the sources.
-tmp=$(mktemp -d /tmp/speedrun-portable-check.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
-cp -r "$OUT_DIR" "$tmp/bin"
-fail=0
-for f in "$tmp"/bin/*; do
-  [ -x "$f" ] && [ "${f##*.}" != so ] || continue
-  if ldd "$f" | grep -q 'not found'; then
-    echo "check: $(basename "$f"): unresolved libraries:"; ldd "$f" | grep 'not found'; fail=1
-  fi
-  while read -r name path; do  # every library it loads, directly or not
-    if [[ "$name" =~ $GLIBC_OK || "$name" =~ $CUDA_OK ]]; then continue; fi
-    # The CUDA libraries' own needs (NCCL: libstdc++), there wherever they are; the
-    # binaries themselves do not need them (NEEDED is checked above).
-    [[ "$name" =~ ^(libgcc_s\.so\.1|libstdc\+\+\.so\.6)$ ]] && continue
-    [ "$name" = libspeedrun.so ] && [ "$path" = "$tmp/bin/libspeedrun.so" ] && continue
-    echo "check: $(basename "$f") loads $name from $path: a GPU machine may lack it"; fail=1
-  done < <(ldd "$f" | awk '/=>/ {print $1, $3}')
-done
-(cd "$tmp" && timeout 300 ./bin/speedrun train --steps 3 --cooldown 1 --seq-len 256 --batch 2 \
-   --window-start 64 --window-end 128 --val-every 0 --val-tokens 4096 --no-sample --out "$tmp/run" \
-   --device cpu --threads 2 >"$tmp/train.log" 2>&1) \
-  && grep -q '"step":2' "$tmp/run/metrics.jsonl" \
-  && echo "check: speedrun train (3 CPU steps) from a copy: ok" \
-  || { echo "check: speedrun train from a copy FAILED:"; tail -20 "$tmp/train.log"; fail=1; }
-for f in "$tmp"/bin/test_*; do
-  [ -x "$f" ] || continue
-  n=$(cd "$tmp" && "$f" --gtest_list_tests 2>/dev/null | grep -c '^  ' || true)
-  if [ "${n:-0}" -gt 0 ]; then echo "check: $(basename "$f") lists $n tests"
-  else echo "check: $(basename "$f") --gtest_list_tests FAILED"; fail=1; fi
-done
-[ "$fail" = 0 ] && echo "build_portable: ok" || { echo "build_portable: FAILED checks" >&2; exit 1; }
