@@ -4,6 +4,7 @@
 // a time value: times depend on the machine; the counts and the plumbing do not.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -16,6 +17,8 @@
 #include "backend/block_mask.h"
 #include "backend/factory.h"
 #include "bf16_emulation.h"
+#include "core/error.h"
+#include "data/shard.h"
 #include "fixtures.h"
 #include "model/gpt.h"
 #include "model/params.h"
@@ -360,6 +363,57 @@ TEST(Benchmark, StepFlopsOfTheTinyPreset) {
   for (const WindowBench& w : r.windows) EXPECT_EQ(w.attention_tile, be->attention_tile(w.window));
 }
 
+// --data: the step's tokens are the shards' first step. Every token is 5: one document per
+// sequence, so each query sees min(i + 1, window) keys; with --eot 5 each token is its own
+// document and sees itself alone. Ids beyond the vocabulary are refused, naming --vocab.
+TEST(Benchmark, DataShardsGiveTheStepsTokens) {
+  test::TempDir dir("bench_data");
+  const std::vector<uint16_t> tokens(4096, 5);
+  write_shard((dir / "d_train_000000.bin").string(), tokens.data(), int64_t(tokens.size()));
+  auto be = cpu();
+  BenchOptions o;
+  o.preset = "tiny";
+  o.batch = 2;
+  o.seq_len = 256;
+  o.reps = 1;
+  o.warmup = 0;
+  o.windows = {64};
+  o.gemm_size = 64;
+  o.copy_mib = 1;
+  o.data = (dir / "d_train_*.bin").string();
+  const auto now = LaunchTime{std::chrono::steady_clock::now(), "main"};
+  ASSERT_NE(preset_config("tiny").model.eot, 5);
+  int64_t one_document = 0;
+  for (int64_t i = 0; i < o.seq_len; ++i) one_document += std::min<int64_t>(i + 1, 64);
+  const BenchResult r = run_benchmark(*be, o, now);
+  EXPECT_EQ(r.windows.at(0).attention_pairs, 2 * one_document);
+  EXPECT_EQ(r.data, o.data);
+  EXPECT_NE(format_bench(r).find("tokens: the first step of " + o.data), std::string::npos);
+  EXPECT_EQ(bench_json(r)["config"]["data"], o.data);
+  o.eot = 5;
+  const BenchResult every = run_benchmark(*be, o, now);
+  EXPECT_EQ(every.windows.at(0).attention_pairs, 2 * o.seq_len);
+  EXPECT_EQ(bench_json(every)["config"]["eot"], 5);
+  // The random documents otherwise: no more pairs than one document per sequence.
+  o.data.clear();
+  o.eot = -1;
+  const BenchResult random = run_benchmark(*be, o, now);
+  EXPECT_LE(random.windows.at(0).attention_pairs, 2 * one_document);
+  EXPECT_TRUE(bench_json(random)["config"]["data"].is_null());
+  // Ids the vocabulary lacks.
+  const std::vector<uint16_t> wide(4096, 600);
+  write_shard((dir / "w_train_000000.bin").string(), wide.data(), int64_t(wide.size()));
+  o.data = (dir / "w_train_*.bin").string();
+  try {
+    run_benchmark(*be, o, now);
+    ADD_FAILURE() << "ids of 600 in a vocabulary of 512 ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--vocab to at least 601"), std::string::npos) << e.what();
+  }
+  o.vocab = 601;
+  EXPECT_EQ(run_benchmark(*be, o, now).vocab, 601);
+}
+
 TEST(BenchCommand, WritesJsonWithEveryField) {
   test::TempDir dir("bench_cmd");
   const std::string json = (dir / "bench.json").string();
@@ -421,6 +475,13 @@ TEST(BenchCommand, RefusesBadFlagsClearly) {
   EXPECT_EQ(c.code, 1) << c.out;
   EXPECT_NE(c.out.find("/nonexistent-dir/b.json"), std::string::npos) << c.out;
   EXPECT_EQ(c.out.find("ceilings"), std::string::npos) << "ran before refusing:\n" << c.out;
+  // The model's vocabulary and delimiter, and shards that are not there.
+  const Outcome e = run_cli("bench --device cpu --preset tiny --eot 5000");
+  EXPECT_EQ(e.code, 1) << e.out;
+  EXPECT_NE(e.out.find("--eot 5000 is outside the vocabulary [0, 512)"), std::string::npos) << e.out;
+  const Outcome f = run_cli("bench --device cpu --preset tiny --data '/nonexistent-dir/*.bin'");
+  EXPECT_EQ(f.code, 1) << f.out;
+  EXPECT_NE(f.out.find("no files match --data"), std::string::npos) << f.out;
   // Sizes "by device" (0) or given must not be negative; the message says both.
   for (const char* flag : {"--head-logits", "--gemm-size", "--copy-mib"}) {
     const Outcome d = run_cli(std::string("bench --device cpu --preset tiny ") + flag + " -1");

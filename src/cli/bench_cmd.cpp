@@ -92,6 +92,11 @@ void add_bench_command(CLI::App& app, std::chrono::steady_clock::time_point main
                   "2^28 on a GPU, 2^25 on the CPU)");
   sub->add_option("--seed", a->opt.seed, "seed of the weights' nudge and the batches")
       ->capture_default_str();
+  sub->add_option("--data", a->opt.data,
+                  "glob of token shards: the step's tokens are their first step's, as "
+                  "`speedrun train --train GLOB` reads it (default: random documents)");
+  sub->add_option("--vocab", a->opt.vocab, "the model's vocabulary (default: the preset's)");
+  sub->add_option("--eot", a->opt.eot, "the documents' delimiter id (default: the preset's)");
   sub->add_option("--json", a->json, "also write the results as JSON to this file");
   add_enum_option(sub, "--dtype", a->opt.dtype, "precision (auto: the device's)");
   add_backend_flags(sub, a->backend);

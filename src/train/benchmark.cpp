@@ -20,6 +20,8 @@
 #include "backend/factory.h"
 #include "core/arena.h"
 #include "core/rng.h"
+#include "data/shard.h"
+#include "data/step_loader.h"
 #include "model/gpt.h"
 #include "model/params.h"
 #include "optim/optimizer.h"
@@ -219,6 +221,8 @@ void BenchOptions::validate() const {
   check(gemm_size >= 0, "--gemm-size ", gemm_size, ": must be >= 1 (0: by device)");
   check(copy_mib >= 0, "--copy-mib ", copy_mib, ": must be >= 1 (0: by device)");
   check(head_logits >= 0, "--head-logits ", head_logits, ": must be >= 1 (0: by device)");
+  check(vocab >= 0, "--vocab ", vocab, ": must be >= 2 (0: the preset's)");
+  check(eot >= -1, "--eot ", eot, ": must be an id of the vocabulary (-1: the preset's)");
 }
 
 LaunchTime LaunchTime::detect(Clock::time_point main_entry) {
@@ -277,6 +281,12 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   r.backend = backend.name();
   r.preset = o.preset.empty() ? (gpu ? "record" : "tiny") : o.preset;
   TrainConfig tc = preset_config(r.preset);
+  if (o.vocab > 0) tc.model.vocab = o.vocab;
+  if (o.eot >= 0) tc.model.eot = int32_t(o.eot);
+  check(tc.model.vocab >= 2, "--vocab ", tc.model.vocab, ": must be >= 2");
+  check(tc.model.eot < tc.model.vocab, "--eot ", tc.model.eot, " is outside the vocabulary [0, ",
+        tc.model.vocab, ") of the model (the ", r.preset, " preset's, or --vocab)");
+  tc.model.validate();
   const GPTConfig& mc = tc.model;
   r.seq_len = o.seq_len > 0 ? o.seq_len : tc.seq_len;
   r.batch = o.batch > 0 ? o.batch : tc.batch;
@@ -294,6 +304,8 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   r.heads = mc.heads;
   r.head_dim = mc.head_dim;
   r.vocab = mc.vocab;
+  r.eot = mc.eot;
+  r.data = o.data;
   r.matmul_params = matmul_param_count(mc);
   r.reps = o.reps;
   r.warmup = o.warmup;
@@ -322,7 +334,15 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   const Clock::time_point t_weights = Clock::now();
   Rng rng(o.seed);
   std::vector<int32_t> x, y;
-  make_batch(rng, mc, r.batch, r.seq_len, x, y);
+  if (o.data.empty()) {
+    make_batch(rng, mc, r.batch, r.seq_len, x, y);
+  } else {
+    x.resize(size_t(r.batch * r.seq_len));
+    y.resize(x.size());
+    StepLoader loader(expand_glob(o.data, "--data"), r.micro_batch, r.seq_len, r.micro_batches,
+                      0, 1, mc.vocab);
+    loader.next(x.data(), y.data());
+  }
   Bench bench{be, params, model, opt, x, y, r.micro_batches, r.micro_batch * r.seq_len};
   bench.momentum = tc.schedule.momentum_end;
   const Clock::time_point t_first0 = Clock::now();

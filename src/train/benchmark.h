@@ -13,7 +13,8 @@
 // The weights are the preset's initialisation with the zero-initialised matrices (c_proj,
 // lm_head) given random values, so every product carries real data; the batches are random
 // tokens cut into documents by EOTs (lognormal lengths, mean ~1000 tokens, as the GPU anchor
-// of bench/gpu_anchor.py), so the masks have partial tiles. Only the Backend interface is
+// of bench/gpu_anchor.py), so the masks have partial tiles; or the first step of token
+// shards (--data). Only the Backend interface is
 // used: the same code measures the CPU and the CUDA backends.
 #pragma once
 #include <chrono>
@@ -43,6 +44,13 @@ struct BenchOptions {
   int64_t head_logits = 0;        // logits the head computes at once (0: the backend's choice)
   PrecisionChoice dtype = PrecisionChoice::Auto;
   uint64_t seed = 1;
+  // The step's tokens: "" draws random documents (above); else a glob of token shards,
+  // read as a training run reads its first step (StepLoader, rank 0 of 1): the token
+  // distribution and documents of real text (the embedding backward's repeated tokens,
+  // the masks of its documents).
+  std::string data;
+  int64_t vocab = 0;              // the model's vocabulary (0: the preset's)
+  int64_t eot = -1;               // the document delimiter's id (-1: the preset's)
   void validate() const;          // throws naming the flag to fix
 };
 
@@ -98,6 +106,8 @@ struct WindowBench {
 
 struct BenchResult {
   std::string backend, precision, preset, host;
+  std::string data;  // the shards' glob, or "" for random documents
+  int64_t eot = 0;
   int threads = 0;  // CPU threads (0 on a GPU)
   int64_t layers = 0, heads = 0, head_dim = 0, vocab = 0, params = 0, matmul_params = 0;
   int64_t seq_len = 0, batch = 0, micro_batch = 0, micro_batches = 0;

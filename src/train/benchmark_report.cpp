@@ -53,6 +53,9 @@ std::string format_bench(const BenchResult& r) {
                    r.batch, r.seq_len, r.batch * r.seq_len, r.micro_batches,
                    r.micro_batches == 1 ? "" : "es", r.micro_batch, r.micro_batch == 1 ? "" : "s",
                    r.warmup, r.reps));
+  line(r.data.empty()
+           ? fmt::format("tokens: random ids in documents of lognormal lengths (mean ~1000), EOT {}", r.eot)
+           : fmt::format("tokens: the first step of {} (EOT {})", r.data, r.eot));
   const int64_t rows = r.micro_batch * r.seq_len;
   line(fmt::format("head: chunks of {} rows ({} per micro-batch, {:.1f} MiB of logits)",
                    r.head_rows, (rows + r.head_rows - 1) / std::max<int64_t>(r.head_rows, 1),
@@ -129,7 +132,8 @@ nlohmann::json bench_json(const BenchResult& r) {
         {"head_dim", r.head_dim}, {"vocab", r.vocab}, {"params", r.params},
         {"matmul_params", r.matmul_params}, {"seq_len", r.seq_len}, {"batch", r.batch},
         {"micro_batch", r.micro_batch}, {"micro_batches", r.micro_batches},
-        {"head_rows", r.head_rows},
+        {"head_rows", r.head_rows}, {"eot", r.eot},
+        {"data", r.data.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.data)},
         {"reps", r.reps}, {"warmup", r.warmup}}},
       {"ceilings",
        {{"gemm", {{"n", c.gemm_n}, {"dtype", c.gemm_dtype}, {"ms", c.gemm_ms},
