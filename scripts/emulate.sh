@@ -5,8 +5,9 @@
 # specifications define them), then runs
 #   - the emulator's own tests (test_cuda_emulator);
 #   - every Backend op of the CUDA backend against the fp64 oracle (test_conformance),
-#     its own tests (test_cuda_backend: the model's loss and every gradient, decoding,
-#     sampling) and the attention kernels on awkward shapes (test_cuda_attention);
+#     its own tests (test_cuda_backend, _ops, _optimizer, _model: memory, GEMMs, each op
+#     and the fused ones bit for bit, the optimizer, the model's loss and every gradient,
+#     decoding, sampling) and the attention kernels on awkward shapes (test_cuda_attention);
 #   - the attention kernels and every other op again under two other schedules (threads
 #     and blocks in reverse with cp.async landing at issue; a seeded shuffle), where a race
 #     would change results, both with lazy streams (work runs only when waited for), where
@@ -63,7 +64,9 @@ cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSPEEDRUN_CUDA_EMULATOR=ON \
   ${flags[@]+"${flags[@]}"} >/dev/null
 # test_cuda_math too: bench/cuda_check.sh --emulated runs every test_cuda* of the tree, so
 # an old copy would otherwise run there (and none on a new tree).
-targets=(speedrun test_cuda_emulator test_conformance test_cuda_backend test_cuda_attention
+# The CUDA backend's own tests, a binary per family (tests/test_cuda_*.cpp).
+backend_tests=(test_cuda_backend test_cuda_ops test_cuda_optimizer test_cuda_model)
+targets=(speedrun test_cuda_emulator test_conformance "${backend_tests[@]}" test_cuda_attention
          test_cuda_math)
 # With MPI (scripts/setup.sh installs it): NCCL emulated over MPI, and the multi-GPU tests.
 mpi=0
@@ -92,13 +95,13 @@ run() {  # run <schedule> <binary> [gtest filter]
 forward_runs() {
   run forward test_cuda_emulator
   run forward test_conformance '*cuda*'
-  run forward test_cuda_backend "$filter"
+  for t in "${backend_tests[@]}"; do run forward "$t" "$filter"; done
   run forward test_cuda_attention "$filter"
 }
 other_runs() {  # other_runs <schedule>
   run "$1" test_cuda_attention "$filter"
   run "$1" test_conformance '*cuda*'
-  run "$1" test_cuda_backend "$filter"
+  for t in "${backend_tests[@]}"; do run "$1" "$t" "$filter"; done
 }
 if [ "$asan" = 1 ]; then
   forward_runs
@@ -127,7 +130,7 @@ side_by_side forward_runs "other_runs reverse,early,lazy"
 shuffled_attention() { run 1234,lazy test_cuda_attention "$filter"; }
 shuffled_rest() {
   run 1234,lazy test_conformance '*cuda*'
-  run 1234,lazy test_cuda_backend "$filter"
+  for t in "${backend_tests[@]}"; do run 1234,lazy "$t" "$filter"; done
   if [ "$mpi" = 1 ]; then
     # Lazy streams only: eager ones run every collective at issue, which proves nothing more.
     run 1234,lazy test_mpi 'Mpi.Nccl*:Mpi.TwoGpu*:Mpi.EmulatedNccl*:Mpi.ALostNccl*:Mpi.AFailingGpu*'

@@ -2,7 +2,7 @@
 // runtime: the __host__ __device__ functions of src/backend/cuda/math/ (compiled here by
 // g++) against the CPU backend's kernels (src/backend/cpu/) or fp64 loops, and the
 // host-side plans (GPU choice, launch shapes for the record's config, GEMM layouts,
-// scratch layouts, messages). What only a GPU can show is in test_cuda_backend.cpp.
+// scratch layouts, messages). What only a GPU can show is in test_cuda_{backend,ops,optimizer,model}.cpp.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -5,7 +5,7 @@
 // waiting while rank 0 writes a checkpoint get a second per MiB more; a trainer on the CPU
 // marks nothing of its own (host computation is never a stall); `speedrun train
 // --stall-timeout` reaches it. The GPU's marks and a kernel that never ends are in
-// test_cuda_backend, a frozen rank and a lost NCCL link of an MPI job in test_mpi.
+// test_cuda_model, a frozen rank and a lost NCCL link of an MPI job in test_mpi.
 #include <gtest/gtest.h>
 
 #include <atomic>
