@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake ninja-build pkg-config libgtest-dev libgmock-dev libbenchmark-dev
       libopenblas-openmp-dev libcli11-dev nlohmann-json3-dev libfmt-dev
-      libpcre2-dev libzstd-dev xz-utils fortunes bible-kjv libopenmpi-dev openmpi-bin)
+      libpcre2-dev libzstd-dev xz-utils qemu-user fortunes bible-kjv libopenmpi-dev openmpi-bin)
 # The sanitized tests and the fuzzers (scripts/sanitize.sh, scripts/fuzz.sh): clang, its
 # sanitizer and libFuzzer runtimes, and its OpenMP.
 pkgs+=(clang libclang-rt-14-dev libomp-dev)

@@ -11,11 +11,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "core/cpu_check.h"
 #include "core/safetensors.h"
 #include "data/shard.h"
 #include "fixtures.h"
@@ -296,4 +298,63 @@ TEST_F(Reliability, AMappedFileThatShrinksEndsTheRunNamingIt) {
         std::_Exit(0);
       },
       testing::ExitedWithCode(7), "");
+}
+
+// The build's CPU extensions (SPEEDRUN_CPU_ARCH): this machine runs the build, so it has
+// every one, and the check knows each name (an unknown one would count as missing). A CPU
+// without some is told which, and the rebuild that fixes it, before anything uses them.
+TEST(CpuCheck, ThisCpuHasEveryExtensionTheBuildUses) {
+  const std::vector<std::string>& req = required_cpu_features();
+  EXPECT_TRUE(missing_cpu_features(req, cpu_supports).empty())
+      << cpu_features_message(missing_cpu_features(req, cpu_supports));
+#if defined(__x86_64__) && defined(__AVX2__)
+  EXPECT_EQ(std::string(cpu_arch_name()), "x86-64-v3");  // the default on x86-64
+  for (const char* f : {"avx", "avx2", "fma", "bmi2"})
+    EXPECT_NE(std::find(req.begin(), req.end(), f), req.end()) << f;
+#endif
+  EXPECT_FALSE(cpu_supports("no-such-extension"));
+}
+
+TEST(CpuCheck, ACpuWithoutAvx2IsToldWhichRebuildFixesIt) {
+  const std::vector<std::string> req = {"sse4.2", "avx", "avx2", "fma", "bmi2"};
+  const auto missing = missing_cpu_features(req, [](const std::string& f) {
+    return f != "avx2" && f != "fma";
+  });
+  EXPECT_EQ(missing, (std::vector<std::string>{"avx2", "fma"}));
+  const std::string msg = cpu_features_message(missing);
+  EXPECT_NE(msg.find("this CPU lacks avx2, fma"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("SPEEDRUN_CPU_ARCH=native scripts/build.sh"), std::string::npos) << msg;
+  EXPECT_NE(msg.find(std::string("built for ") + (cpu_arch_name()[0] ? cpu_arch_name() : "these")),
+            std::string::npos) << msg;
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kAddressSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kAddressSanitizer = true;
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+#else
+constexpr bool kAddressSanitizer = false;
+#endif
+
+// The real thing, on a CPU that lacks them: QEMU's user-mode emulation of a Nehalem (SSE4.2,
+// no AVX) runs the built speedrun, which must end with the message, not an illegal
+// instruction (which is what a build without the check did there).
+TEST(CpuCheck, ACpuWithoutTheBuildsExtensionsGetsTheMessageNotACrash) {
+#if !(defined(__x86_64__) && defined(__AVX__))
+  GTEST_SKIP() << "this build uses no extension beyond x86-64's baseline";
+#else
+  if (kAddressSanitizer) GTEST_SKIP() << "AddressSanitizer's shadow memory does not map under QEMU's user mode";
+  if (run_shell("command -v qemu-x86_64").code != 0)
+    GTEST_SKIP() << "qemu-x86_64 not found (Debian: qemu-user, which scripts/setup.sh installs)";
+  const Outcome old_cpu = run_cli("--help", "qemu-x86_64 -cpu Nehalem");
+  EXPECT_EQ(old_cpu.code, 1) << old_cpu.out;
+  EXPECT_NE(old_cpu.out.find("and this CPU lacks avx"), std::string::npos) << old_cpu.out;
+  EXPECT_NE(old_cpu.out.find("SPEEDRUN_CPU_ARCH=native scripts/build.sh"), std::string::npos)
+      << old_cpu.out;
+  EXPECT_EQ(old_cpu.out.find("Illegal instruction"), std::string::npos) << old_cpu.out;
+#endif
 }

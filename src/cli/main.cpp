@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "core/cpu_check.h"
 #include "core/error.h"
 #ifdef SPEEDRUN_HAVE_MPI
 #include "dist/mpi/mpi_comm.h"
@@ -23,6 +24,7 @@ int report_error(const char* what) {
 
 int main(int argc, char** argv) {
   const auto main_entry = std::chrono::steady_clock::now();  // speedrun bench: launch time
+  speedrun::require_cpu_features();  // ran at load already; the call keeps it linked in
   CLI::App app{"speedrun: train GPT models with the NanoGPT speedrun recipe (SPEC.md)"};
   app.require_subcommand(1);
   speedrun::cli::add_train_command(app, argc, argv);
