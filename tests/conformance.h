@@ -60,19 +60,7 @@ inline double round_to(DType d, double v) {
   }
 }
 
-// ||got - ref||_inf / max(1, ||ref||_inf), tests/tolerances.h's measure; a NaN on either
-// side, or a size mismatch, gives infinity, so it never passes.
-inline double rel_err(const Vec& got, const Vec& ref) {
-  if (got.size() != ref.size()) return INFINITY;
-  double num = 0, den = 1;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double e = std::fabs(got[i] - ref[i]);
-    if (std::isnan(e)) return INFINITY;
-    num = std::max(num, e);
-    den = std::max(den, std::fabs(ref[i]));
-  }
-  return num / den;
-}
+using tol::rel_err;  // tests/tolerances.h's measure
 
 // A stable 64-bit hash (FNV-1a) of a case's name: its seed, the same in every build.
 inline uint64_t seed_of(const std::string& s) {

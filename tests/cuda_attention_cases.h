@@ -15,6 +15,7 @@
 #include "backend/cpu/attention/backward.h"
 #include "backend/cpu/attention/forward.h"
 #include "core/bf16.h"
+#include "tolerances.h"
 
 namespace speedrun::attn_cases {
 
@@ -93,19 +94,7 @@ inline std::vector<double> to_double(const std::vector<float>& x) {
   return std::vector<double>(x.begin(), x.end());
 }
 
-// ||got - ref||_inf / max(1, ||ref||_inf); NaN or inf in got never passes.
-template <class A, class R>
-double rel_err(const std::vector<A>& got, const std::vector<R>& ref) {
-  if (got.size() != ref.size()) return std::numeric_limits<double>::infinity();
-  double err = 0, mag = 1;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double g = double(got[i]);
-    if (!std::isfinite(g)) return std::numeric_limits<double>::infinity();
-    err = std::max(err, std::abs(g - double(ref[i])));
-    mag = std::max(mag, std::abs(double(ref[i])));
-  }
-  return err / mag;
-}
+using tol::rel_err;  // tests/tolerances.h's measure
 
 // The CPU backend's kernels in double: the oracle.
 struct Reference {

@@ -109,17 +109,7 @@ inline std::vector<int32_t> rand_tokens(int64_t n, int32_t V, uint64_t seed) {
   return t;
 }
 
-// ||got - ref||_inf / max(1, ||ref||_inf) (tests/tolerances.h); NaN never passes.
-inline double rel_err(const Vec& got, const Vec& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double num = 0, den = 1;
-  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
-    const double e = std::fabs(got[i] - ref[i]);
-    num = std::isnan(e) ? INFINITY : std::max(num, e);
-    den = std::max(den, std::fabs(ref[i]));
-  }
-  return num / den;
-}
+using tol::rel_err;  // tests/tolerances.h's measure
 
 // The same, relative to the reference's own largest magnitude (for small gradients).
 inline double rel_to_max(const Vec& got, const Vec& ref) {

@@ -300,18 +300,7 @@ void naive_backward(const Problem& p, const std::vector<double>& dout, const std
       }
 }
 
-template <class A, class R>
-double rel_err(const std::vector<A>& got, const std::vector<R>& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double err = 0, mag = 1;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double g = double(got[i]);
-    if (!std::isfinite(g)) return INFINITY;  // NaN never passes
-    err = std::max(err, std::abs(g - double(ref[i])));
-    mag = std::max(mag, std::abs(double(ref[i])));
-  }
-  return err / mag;
-}
+using tol::rel_err;
 
 template <class T>
 std::vector<T> cast(const std::vector<double>& x) {

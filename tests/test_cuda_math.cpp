@@ -72,18 +72,7 @@ FVec randf(int64_t n, uint64_t seed, double scale = 1.0, double mean = 0.0) {
 
 Vec to_d(const FVec& v) { return Vec(v.begin(), v.end()); }
 
-// ||got - ref||_inf / max(1, ||ref||_inf) (tests/tolerances.h); NaN never passes.
-double rel_err(const Vec& got, const Vec& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double num = 0, den = 1;
-  for (size_t i = 0; i < ref.size() && i < got.size(); ++i) {
-    const double e = std::fabs(got[i] - ref[i]);
-    num = std::isnan(e) ? INFINITY : std::max(num, e);
-    den = std::max(den, std::fabs(ref[i]));
-  }
-  return num / den;
-}
-double rel_err(const FVec& got, const Vec& ref) { return rel_err(to_d(got), ref); }
+using tol::rel_err;  // tests/tolerances.h's measure
 
 const int64_t kDims[] = {31, 32, 33, 768};
 

@@ -45,20 +45,8 @@ Vec randn(int64_t n, uint64_t seed, double scale = 1.0) {
 }
 
 FVec to_f(const Vec& v) { return FVec(v.begin(), v.end()); }
-Vec to_d(const FVec& v) { return Vec(v.begin(), v.end()); }
 
-// ||got - ref||_inf / max(1, ||ref||_inf), the measure of tests/tolerances.h.
-double rel_err(const Vec& got, const Vec& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double num = 0, den = 1;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    const double e = std::fabs(got[i] - ref[i]);
-    num = std::isnan(e) ? INFINITY : std::max(num, e);
-    den = std::max(den, std::fabs(ref[i]));
-  }
-  return num / den;
-}
-double rel_err(const FVec& got, const Vec& ref) { return rel_err(to_d(got), ref); }
+using tol::rel_err;  // tests/tolerances.h's measure
 
 double dot(const Vec& a, const Vec& b) {
   double s = 0;

@@ -14,10 +14,27 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <vector>
 
 #include "core/dtype.h"
 
 namespace speedrun::tol {
+
+// The measure the tolerances bound: ||got - ref||_inf / max(1, ||ref||_inf), in double. A size
+// mismatch, or a NaN or an infinity in got, gives infinity: it never passes.
+template <class A, class R>
+double rel_err(const std::vector<A>& got, const std::vector<R>& ref) {
+  if (got.size() != ref.size()) return std::numeric_limits<double>::infinity();
+  double err = 0, mag = 1;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    const double g = double(got[i]);
+    if (!std::isfinite(g)) return std::numeric_limits<double>::infinity();
+    err = std::max(err, std::abs(g - double(ref[i])));
+    mag = std::max(mag, std::abs(double(ref[i])));
+  }
+  return err / mag;
+}
 constexpr double kDouble = 1e-12;
 constexpr double kFloat = 2e-5;
 constexpr double kFiniteDiff = 1e-6;
