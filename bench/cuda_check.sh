@@ -542,7 +542,8 @@ else
   elif [ "$EMU" = 1 ]; then
     end "$r" "emulated: the GPU path ran at tiny size (its times are the emulator's, not a GPU's)"
   elif [ -s "$WORK/bench_table.md" ]; then
-    end "$r" "$(basename "${cmd[0]}")$( [ "$mode" = speedrun ] && echo ' bench'): the table below"
+    met=$(sed -n 's/^\(targets met: [0-9]* of [0-9]*\).*/\1/p' "$WORK/bench_table.md")
+    end "$r" "$(basename "${cmd[0]}")$( [ "$mode" = speedrun ] && echo ' bench'): the table below${met:+; $met}"
   else
     end "$r" "no results: see bench.log"
   fi

@@ -42,9 +42,11 @@ struct SoftmaxState {
 
 SR_HD inline SoftmaxState softmax_start(Softcap c) { return {-c.k, 0.0f}; }
 
+// Sums that add a product round it as one fma (fma_rn, math/hd.h): the streaming kernel
+// and the one that keeps the row in shared memory must give each other's bits.
 SR_HD inline void softmax_add(SoftmaxState& st, float t) {
   if (t > st.m) {
-    st.s = st.s * exp2_ftz(st.m - t) + 1.0f;
+    st.s = fma_rn(st.s, exp2_ftz(st.m - t), 1.0f);
     st.m = t;
   } else {
     st.s += exp2_ftz(t - st.m);
@@ -53,7 +55,7 @@ SR_HD inline void softmax_add(SoftmaxState& st, float t) {
 
 SR_HD inline SoftmaxState softmax_merge(SoftmaxState a, SoftmaxState b) {
   const float m = fmaxf(a.m, b.m);
-  return {m, a.s * exp2_ftz(a.m - m) + b.s * exp2_ftz(b.m - m)};
+  return {m, fma_rn(a.s, exp2_ftz(a.m - m), b.s * exp2_ftz(b.m - m))};
 }
 
 // logsumexp(z) - z[target], back in natural units. m - t first: exact where the target is
@@ -66,7 +68,7 @@ SR_HD inline float ce_loss(SoftmaxState st, float t_target) {
 SR_HD inline float ce_grad(float t, float th, bool is_target, SoftmaxState st, float inv_s,
                            float grad_scale) {
   const float p = exp2_ftz(t - st.m) * inv_s;
-  return grad_scale * (p - (is_target ? 1.0f : 0.0f)) * (1.0f - th * th);
+  return grad_scale * (p - (is_target ? 1.0f : 0.0f)) * fma_rn(-th, th, 1.0f);
 }
 
 // One row in order (host test): *loss (=); with backward, l (=) the gradient.

@@ -35,7 +35,8 @@ SR_HD inline float weighted_sum(float a, float x, float b, float y) {
 }
 
 // A Coef (backend.h) on the device: offset + sign * value[0] evaluated in fp32 as
-// PyTorch evaluates (1 - lamb), or offset alone when there is no parameter.
+// PyTorch evaluates (1 - lamb), or offset alone when there is no parameter. The sign is
+// +-1, so the product is exact and a contracted fma rounds as the sum alone does.
 struct CoefArg {
   const float* value = nullptr;  // master scalar (F32) or null
   float* grad = nullptr;         // gradient scalar (F32) or null
