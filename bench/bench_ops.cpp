@@ -1,6 +1,8 @@
 // CPU op throughput at GPT-small-like sizes (N = 8192 rows, C = 768, fp32): effective GB/s
 // of each memory-bound kernel (bytes each must read and write, divided by the best of a few
-// runs) and Newton-Schulz milliseconds for the record's matrix shapes. Runs in ~10 s.
+// runs) and Newton-Schulz milliseconds for the record's matrix shapes, one matrix alone and
+// stacks of them through CpuBackend::newton_schulz (a thread per matrix) against the same
+// matrices one after another. Runs in ~20 s.
 // Usage: bench_ops   (threads from OMP_NUM_THREADS)
 #include <omp.h>
 
@@ -10,9 +12,11 @@
 #include <cstdio>
 #include <functional>
 #include <random>
+#include <tuple>
 #include <vector>
 
 #include "backend/cpu/adam.h"
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cross_entropy.h"
 #include "backend/cpu/embedding.h"
 #include "backend/cpu/head_norm_rotary.h"
@@ -149,6 +153,29 @@ int main() {
           [&] { cpu::newton_schulz5(X.data(), G.data(), r, c, 5, bf); }, 2);
       std::printf("%-28s %-18s %10.1f\n", bf ? "  bf16-rounded" : "  fp32", shape, s * 1e3);
     }
+  }
+
+  // A Muon stack through the backend: its matrices on threads of their own (where there are
+  // as many as threads, or they are small) against the same matrices one call each, whose
+  // products share the threads. bf16-rounded, as Muon runs; the same bits either way.
+  std::printf("\n%-28s %-18s %10s %10s\n", "newton_schulz stack", "shape", "stack ms", "alone ms");
+  CpuBackend be;
+  for (const auto& [count, r, c] : {std::tuple<int64_t, int64_t, int64_t>{16, 128, 128},
+                                    {4, 512, 128}, {4, 768, 768}, {4, 3072, 768}}) {
+    Buf G = randn(count * r * c, 12), X(G.size());
+    const int64_t one = r * c;
+    char shape[48];
+    std::snprintf(shape, sizeof shape, "%ld x [%ld,%ld]", long(count), long(r), long(c));
+    const double stack = best_seconds([&] {
+      be.newton_schulz(Tensor(X.data(), DType::F32, {count, r, c}),
+                       Tensor(G.data(), DType::F32, {count, r, c}), 5, true);
+    }, 3);
+    const double alone = best_seconds([&] {
+      for (int64_t i = 0; i < count; ++i)
+        be.newton_schulz(Tensor(X.data() + i * one, DType::F32, {r, c}),
+                         Tensor(G.data() + i * one, DType::F32, {r, c}), 5, true);
+    }, 3);
+    std::printf("%-28s %-18s %10.1f %10.1f\n", "", shape, stack * 1e3, alone * 1e3);
   }
   return 0;
 }

@@ -13,6 +13,8 @@
       SPEEDRUN_GEMM_TUNE (cuBLASLt's candidate algorithms timed), side by side
   python3 bench/cuda_check.py results STEPS.tsv --json OUT.json [--part NAME=FILE ...]
       one JSON of every step's result and the parts' JSON files
+  python3 bench/cuda_check.py selftest
+      the bench table's verdicts against made-up runs on either side of each target (a ctest)
 
 The criterion for the curves (bf16 compute on the GPU against fp32 on the CPU, same
 initial weights and batches): both runs finite and of the same length; the first step's
@@ -352,6 +354,63 @@ def results(args):
     return 0
 
 
+def selftest(args):
+    """The bench table's verdicts on made-up runs, each number on one side of its target: a
+    GPU run meets what it should and misses what it should; a CPU run meets nothing."""
+    import contextlib
+    import io
+    import os
+    import tempfile
+
+    def window(w, step, opt, fwd, bwd, mfu):
+        return {"window": w, "step": {"fwd_bwd_ms": step - opt, "optimizer_ms": opt,
+                                      "step_ms": step, "mfu": mfu, "tokens_per_s": 1.0},
+                "ops": [{"phase": "fwd+bwd", "op": "attention_forward", "ms": fwd},
+                        {"phase": "fwd+bwd", "op": "attention_backward", "ms": bwd}]}
+
+    run = {"backend": "cuda", "host": "cuda, NVIDIA H100 80GB HBM3, sm_90", "config": {},
+           "windows": [window(64, 98.0, 5.9, 2.0, 4.0, 0.54),      # step yes, opt yes, mfu no
+                       window(1792, 105.5, 6.1, 8.0, 12.5, 0.56)],  # step no, opt no, attn no, mfu yes
+           "peak_memory": {"bytes": 31 * 2**30},                      # no
+           "launch": {"to_first_step_s": 4.9}}                        # yes
+    expect = {("full step (ms)", "64"): "yes", ("optimizer (ms)", "64"): "yes",
+              ("MFU (measured GEMM rate)", "64"): "no", ("full step (ms)", "1792"): "no",
+              ("optimizer (ms)", "1792"): "no", ("attention fwd+bwd, all layers (ms)", "1792"): "no",
+              ("MFU (measured GEMM rate)", "1792"): "yes", ("peak memory (GiB)", ""): "no",
+              ("launch to first step (s)", ""): "yes"}
+    fails = []
+
+    def table(j):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(j, f)
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                bench(argparse.Namespace(json=f.name))
+        finally:
+            os.remove(f.name)
+        text = out.getvalue()
+        cells = {}
+        for line in text.splitlines():
+            c = [x.strip() for x in line.strip().strip("|").split("|")]
+            if len(c) == 7 and c[0] not in ("quantity", "---"):
+                cells[(c[0], c[1])] = c[6]
+        return text, cells
+
+    text, cells = table(run)
+    for key, want in expect.items():
+        if cells.get(key) != want:
+            fails.append(f"{key}: met {cells.get(key)!r}, expected {want!r}")
+    if "targets met: 4 of 9" not in text:
+        fails.append("no 'targets met: 4 of 9' line")
+    run["backend"], run["host"] = "cpu", "a CPU"
+    text, cells = table(run)
+    if any(cells.values()) or "targets met" in text:
+        fails.append("a CPU run was given verdicts")
+    print("PASS" if not fails else "FAIL: " + "; ".join(fails))
+    return 0 if not fails else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -383,9 +442,10 @@ def main():
     r.add_argument("steps")
     r.add_argument("--json", required=True)
     r.add_argument("--part", action="append")
+    sub.add_parser("selftest", help="the bench table's verdicts on made-up runs")
     a = ap.parse_args()
     return {"compare": compare, "bench": bench, "head": head, "gemm": gemm, "attn": attn,
-            "order": attn, "results": results}[a.cmd](a)
+            "order": attn, "results": results, "selftest": selftest}[a.cmd](a)
 
 
 if __name__ == "__main__":

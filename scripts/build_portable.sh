@@ -4,8 +4,9 @@
 # linked in, one libspeedrun.so beside the executables (RPATH $ORIGIN). The CMake build tree
 # goes to build-portable-tree/; what travels is copied flat into build-portable/ with a
 # MANIFEST.txt (commit, glibc needed, shared libraries needed, sizes) and GLIBC_REQUIRED,
-# the library xz-packed (below). Before packing it checks the copy: only glibc and CUDA libraries needed, and, from a copy in another
-# folder, `speedrun train` runs 3 steps on the CPU and every test binary lists its tests.
+# the library xz-packed (below). Before packing it checks the copy: only glibc and CUDA
+# libraries needed, and, from a copy in another folder, `speedrun train` runs 3 steps on
+# the CPU and every test binary lists its tests.
 #
 #   scripts/build_portable.sh                  # speedrun, the CUDA-facing tests, the bench tool
 #   scripts/build_portable.sh speedrun         # named targets only
@@ -42,7 +43,7 @@ while [ $# -gt 0 ]; do
     --debs) DEBS=$2; shift 2 ;;
     --cmake-arg) CMAKE_ARGS+=("$2"); shift 2 ;;
     --deps-only) DEPS_ONLY=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^set -euo pipefail$/ { exit } NR > 1' "$0"; exit 0 ;;
     -*) echo "build_portable: unknown option $1" >&2; exit 2 ;;
     *) TARGETS+=("$1"); shift ;;
   esac
@@ -144,7 +145,6 @@ echo "$glibc_req" >"$OUT_DIR/GLIBC_REQUIRED"
   echo "total: $(du -cb "$OUT_DIR"/* | tail -1 | cut -f1) bytes"
 } >"$OUT_DIR/MANIFEST.txt"
 cat "$OUT_DIR/MANIFEST.txt"
-
 
 [ -z "$bad" ] || { echo "build_portable: FAIL: needs libraries a GPU machine may lack: $bad" >&2; exit 1; }
 check_copy() {

@@ -479,6 +479,9 @@ TEST(BenchCommand, RefusesBadFlagsClearly) {
   const Outcome e = run_cli("bench --device cpu --preset tiny --eot 5000");
   EXPECT_EQ(e.code, 1) << e.out;
   EXPECT_NE(e.out.find("--eot 5000 is outside the vocabulary [0, 512)"), std::string::npos) << e.out;
+  const Outcome v = run_cli("bench --device cpu --preset tiny --vocab 1");
+  EXPECT_EQ(v.code, 1) << v.out;
+  EXPECT_NE(v.out.find("--vocab 1: must be >= 2"), std::string::npos) << v.out;
   const Outcome f = run_cli("bench --device cpu --preset tiny --data '/nonexistent-dir/*.bin'");
   EXPECT_EQ(f.code, 1) << f.out;
   EXPECT_NE(f.out.find("no files match --data"), std::string::npos) << f.out;

@@ -221,7 +221,7 @@ void BenchOptions::validate() const {
   check(gemm_size >= 0, "--gemm-size ", gemm_size, ": must be >= 1 (0: by device)");
   check(copy_mib >= 0, "--copy-mib ", copy_mib, ": must be >= 1 (0: by device)");
   check(head_logits >= 0, "--head-logits ", head_logits, ": must be >= 1 (0: by device)");
-  check(vocab >= 0, "--vocab ", vocab, ": must be >= 2 (0: the preset's)");
+  check(vocab == 0 || vocab >= 2, "--vocab ", vocab, ": must be >= 2 (0: the preset's)");
   check(eot >= -1, "--eot ", eot, ": must be an id of the vocabulary (-1: the preset's)");
 }
 
@@ -283,7 +283,6 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   TrainConfig tc = preset_config(r.preset);
   if (o.vocab > 0) tc.model.vocab = o.vocab;
   if (o.eot >= 0) tc.model.eot = int32_t(o.eot);
-  check(tc.model.vocab >= 2, "--vocab ", tc.model.vocab, ": must be >= 2");
   check(tc.model.eot < tc.model.vocab, "--eot ", tc.model.eot, " is outside the vocabulary [0, ",
         tc.model.vocab, ") of the model (the ", r.preset, " preset's, or --vocab)");
   tc.model.validate();
