@@ -262,6 +262,24 @@ TEST_F(CudaBackendTest, DevicesSaysWhichGpusRunTheBackend) {
 #endif
 }
 
+#ifdef SPEEDRUN_CUDA_EMULATED
+// A driver older than the build's CUDA runtime, and no driver at all, which CUDA reports
+// alike, are told apart, each with its fix; --device auto then takes the CPU saying so.
+// The emulator plays both (SPEEDRUN_CUDA_EMULATOR_DRIVER: the driver's CUDA version).
+TEST_F(CudaBackendTest, AnOldOrMissingDriverIsNamedWithItsFix) {
+  Outcome r = run_cli("devices", "SPEEDRUN_CUDA_EMULATOR_DRIVER=12040");
+  ASSERT_EQ(r.code, 0) << r.out;
+  for (const char* piece : {"no CUDA GPU visible", "supports CUDA up to 12.4", "runtime is 13.",
+                            "update the driver", "CUDA 12.4 toolkit"})
+    EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+  r = run_cli("train --device cuda --steps 1", "SPEEDRUN_CUDA_EMULATOR_DRIVER=0");
+  EXPECT_NE(r.code, 0) << r.out;
+  for (const char* piece : {"--device cuda", "no NVIDIA driver is loaded", "libcuda.so.1",
+                            "--device cpu"})
+    EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+}
+#endif
+
 // --device auto takes a GPU only where the backend runs on it; elsewhere the CPU, saying
 // why, where --device cuda stops with the reason. On the emulator, as a V100.
 TEST_F(CudaBackendTest, DeviceAutoTakesTheCpuBesideAGpuItCannotRunOn) {

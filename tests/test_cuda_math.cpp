@@ -908,6 +908,27 @@ TEST(CudaPlan, BuildArchitecturesAndTheGpusTheyRunOn) {
 #endif
 }
 
+// No GPU found: CUDA says "driver version is insufficient" for an old driver and for none at
+// all; the versions tell them apart, each with its own fix.
+TEST(CudaMath, DeviceCountProblemTellsAMissingDriverFromAnOldOne) {
+  const std::string insufficient = "CUDA driver version is insufficient for CUDA runtime version";
+  std::string m = cuda::device_count_problem(insufficient, true, 0, 13000);
+  for (const char* piece : {"no NVIDIA driver is loaded", "libcuda.so.1", "nvidia-smi", insufficient.c_str()})
+    EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+  EXPECT_EQ(m.find("update the driver"), std::string::npos) << m;
+  m = cuda::device_count_problem(insufficient, true, 12040, 13000);
+  for (const char* piece : {"supports CUDA up to 12.4", "runtime is 13.0", "reaches 13.0",
+                            "CUDA 12.4 toolkit", insufficient.c_str()})
+    EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+  EXPECT_EQ(m.find("no NVIDIA driver"), std::string::npos) << m;
+  // Any other failure: CUDA's own words, and where to look.
+  EXPECT_EQ(cuda::device_count_problem("no CUDA-capable device is detected", false, 13000, 13000),
+            "cudaGetDeviceCount: no CUDA-capable device is detected: check nvidia-smi and "
+            "CUDA_VISIBLE_DEVICES");
+  EXPECT_EQ(cuda::cuda_version_name(13010), "13.1");
+  EXPECT_EQ(cuda::cuda_version_name(12080), "12.8");
+}
+
 // cuBLASLt opened on first use (cublaslt_loader.h): the forwarding functions reach the
 // library, which needs no GPU for its status names; a library that cannot be opened is an
 // error naming it and the fix. The emulated build has the emulator's cuBLASLt instead.

@@ -54,8 +54,7 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
         fail("--device cuda: this build of speedrun has no CUDA backend: install the CUDA "
              "toolkit (nvcc) and rebuild (scripts/build.sh), or use --device cpu");
       const int n = cuda_device_count(&why);
-      check(n > 0, "--device cuda: no CUDA GPU is visible (", why,
-            "): check nvidia-smi and CUDA_VISIBLE_DEVICES, or use --device cpu");
+      check(n > 0, "--device cuda: no CUDA GPU is visible: ", why, "; or use --device cpu");
 #ifdef SPEEDRUN_HAVE_CUDA
       const char* env = std::getenv("SPEEDRUN_GEMM_ALGOS");
       return cuda::make_backend(o.gpu, n, o.gemm_algos ? *o.gemm_algos : env ? env : "");

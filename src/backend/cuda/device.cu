@@ -24,7 +24,13 @@ int visible_devices(std::string* why) {
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess) {
-    if (why) *why = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(e);
+    if (why) {
+      int driver = 0, runtime = 0;
+      if (cudaDriverGetVersion(&driver) != cudaSuccess) driver = 0;
+      if (cudaRuntimeGetVersion(&runtime) != cudaSuccess) runtime = CUDART_VERSION;
+      *why = device_count_problem(cudaGetErrorString(e), e == cudaErrorInsufficientDriver,
+                                  driver, runtime);
+    }
     cudaGetLastError();  // clear the sticky error so later calls start clean
     return 0;
   }

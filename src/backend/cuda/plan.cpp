@@ -85,6 +85,26 @@ std::string build_cuda_architectures() {
 #endif
 }
 
+std::string cuda_version_name(int version) {
+  return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
+}
+
+std::string device_count_problem(const std::string& error, bool insufficient_driver,
+                                 int driver_version, int runtime_version) {
+  const std::string what = "cudaGetDeviceCount: " + error;
+  if (insufficient_driver && driver_version <= 0)
+    return "no NVIDIA driver is loaded (libcuda.so.1 was not found; " + what +
+           "): install the GPU's driver (nvidia-smi then lists the GPU), or in a container "
+           "pass the GPUs through (docker run --gpus all)";
+  if (insufficient_driver || driver_version < runtime_version)
+    return "the NVIDIA driver supports CUDA up to " + cuda_version_name(driver_version) +
+           " and this build's CUDA runtime is " + cuda_version_name(runtime_version) + " (" +
+           what + "): update the driver until nvidia-smi's \"CUDA Version\" reaches " +
+           cuda_version_name(runtime_version) + ", or rebuild speedrun with a CUDA " +
+           cuda_version_name(driver_version) + " toolkit";
+  return what + ": check nvidia-smi and CUDA_VISIBLE_DEVICES";
+}
+
 std::string gpu_support_problem(int gpu, const std::string& name, int cc, const std::string& archs,
                                 const std::string& probe_error) {
   const std::string sm = "sm_" + std::to_string(cc);

@@ -16,6 +16,17 @@ namespace speedrun::cuda {
 // non-negative integer.
 int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid);
 
+// Why cudaGetDeviceCount found no GPU, and the fix: `error` is its error's text,
+// `insufficient_driver` whether it was cudaErrorInsufficientDriver, the versions as CUDA
+// encodes them (1000 major + 10 minor): the driver's (cudaDriverGetVersion: 0 when no
+// driver is loaded) and this build's runtime's. CUDA reports a missing driver and an old
+// one alike ("CUDA driver version is insufficient for CUDA runtime version"); the
+// versions tell them apart, and each has its own fix.
+std::string device_count_problem(const std::string& error, bool insufficient_driver,
+                                 int driver_version, int runtime_version);
+// "13.0" from 13000.
+std::string cuda_version_name(int version);
+
 // ---- which GPUs a build runs on ---------------------------------------------------------
 // The kernels need sm_80 or newer: bf16 mma.sync, cp.async and bf16 conversions (Ampere).
 inline constexpr int kMinComputeCapability = 80;

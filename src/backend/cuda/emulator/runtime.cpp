@@ -46,6 +46,18 @@ int device_count() {
   return n;
 }
 
+// The driver's CUDA version (SPEEDRUN_CUDA_EMULATOR_DRIVER, as CUDA encodes it: 12040 for
+// 12.4, 0 for no driver at all; this runtime's by default). Below the runtime's, every call
+// fails as the real runtime's do: cudaErrorInsufficientDriver, for a missing driver too.
+int driver_version() {
+  static const int v = [] {
+    const char* e = std::getenv("SPEEDRUN_CUDA_EMULATOR_DRIVER");
+    return e && *e ? std::atoi(e) : CUDART_VERSION;
+  }();
+  return v;
+}
+bool old_driver() { return driver_version() < CUDART_VERSION; }
+
 bool no_device() {
   const char* v = std::getenv("CUDA_VISIBLE_DEVICES");
   return v && (std::strcmp(v, "") == 0 || std::strcmp(v, "-1") == 0);
@@ -53,6 +65,7 @@ bool no_device() {
 
 // Every call but the error queries starts here: a sticky failure or a hidden device.
 cudaError_t gate() {
+  if (old_driver()) return cudaErrorInsufficientDriver;
   if (no_device()) return cudaErrorNoDevice;
   return speedrun::cuda::emu::peek_sticky_error();
 }
@@ -64,8 +77,20 @@ namespace emu = speedrun::cuda::emu;
 extern "C" {
 
 cudaError_t cudaGetDeviceCount(int* count) {
+  *count = 0;
+  if (old_driver()) return cudaErrorInsufficientDriver;
   *count = no_device() ? 0 : device_count();
   return no_device() ? cudaErrorNoDevice : cudaSuccess;
+}
+
+cudaError_t cudaDriverGetVersion(int* version) {
+  *version = driver_version();
+  return cudaSuccess;
+}
+
+cudaError_t cudaRuntimeGetVersion(int* version) {
+  *version = CUDART_VERSION;
+  return cudaSuccess;
 }
 
 int g_current_device = 0;  // the process's (ranks of an emulated job are processes)
@@ -299,6 +324,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInsufficientDriver: return "cudaErrorInsufficientDriver";
     case cudaErrorLaunchFailure: return "cudaErrorLaunchFailure";
     case cudaErrorNotSupported: return "cudaErrorNotSupported";
     case cudaErrorNotReady: return "cudaErrorNotReady";
@@ -315,6 +341,8 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInsufficientDriver:
+      return "CUDA driver version is insufficient for CUDA runtime version";
     case cudaErrorLaunchFailure: return "unspecified launch failure (the emulator printed why)";
     case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorNotReady: return "device not ready";
