@@ -154,6 +154,9 @@ def bench(args):
     where = ANCHOR_GPU if same_gpu or not host or not on_gpu else f"{ANCHOR_GPU}, another GPU"
     if host:
         print(f"{'GPU' if on_gpu else 'device'}: {host}")
+    build = j.get("speedrun") or {}  # the build that ran it; older JSON lacks it
+    if build:
+        print(f"speedrun {build.get('version')}, commit {build.get('commit')}, {build.get('cuda') or 'no CUDA'}")
     print(f"| quantity | window | speedrun ({j.get('backend')}) | PyTorch anchor ({where}) | ratio "
           f"| target | met |")
     print("|---|---|---|---|---|---|---|")
@@ -369,6 +372,7 @@ def selftest(args):
                         {"phase": "fwd+bwd", "op": "attention_backward", "ms": bwd}]}
 
     run = {"backend": "cuda", "host": "cuda, NVIDIA H100 80GB HBM3, sm_90", "config": {},
+           "speedrun": {"version": "0.1.0", "commit": "0123456789ab", "cuda": "CUDA 13.0.88 for 80,90a"},
            "windows": [window(64, 98.0, 5.9, 2.0, 4.0, 0.54),      # step yes, opt yes, mfu no
                        window(1792, 105.5, 6.1, 8.0, 12.5, 0.56)],  # step no, opt no, attn no, mfu yes
            "peak_memory": {"bytes": 31 * 2**30},                      # no
@@ -403,6 +407,8 @@ def selftest(args):
             fails.append(f"{key}: met {cells.get(key)!r}, expected {want!r}")
     if "targets met: 4 of 9" not in text:
         fails.append("no 'targets met: 4 of 9' line")
+    if "commit 0123456789ab" not in text:
+        fails.append("the build's commit is not named")
     run["backend"], run["host"] = "cpu", "a CPU"
     text, cells = table(run)
     if any(cells.values()) or "targets met" in text:

@@ -208,6 +208,44 @@ TEST_F(Cli, DevicesSaysWhatThisBuildRunsOn) {
 #endif
 }
 
+// The commit a build records (cmake/source_commit.cmake, run at every build): the tree's own,
+// "-dirty" with uncommitted changes, "unknown" outside git; rewritten only when it changed,
+// so that a build of an unchanged tree recompiles nothing.
+TEST_F(Cli, TheBuildRecordsTheTreesCommit) {
+  if (run_shell("git --version").code != 0) GTEST_SKIP() << "git is not installed here";
+  const fs::path repo = dir / "repo", header = dir / "commit.h";
+  const std::string script = std::string(SPEEDRUN_SOURCE_DIR) + "/cmake/source_commit.cmake";
+  auto commit_of = [&](const fs::path& src) {
+    const Outcome r = run_shell("cmake -DSRC=" + src.string() + " -DOUT=" + header.string() +
+                                " -P " + script + " 2>&1");
+    EXPECT_EQ(r.code, 0) << r.out;
+    std::ifstream f(header);
+    const std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const std::string key = "#define SPEEDRUN_SOURCE_COMMIT \"";
+    const size_t at = text.find(key);
+    if (at == std::string::npos) return "(no definition in: " + text + ")";
+    return text.substr(at + key.size(), text.find('"', at + key.size()) - at - key.size());
+  };
+  fs::create_directories(repo);
+  EXPECT_EQ(commit_of(repo), "unknown");
+  const std::string git = "cd " + repo.string() + " && git -c user.name=t -c user.email=t@t ";
+  ASSERT_EQ(run_shell(git + "init -q . && echo a > f && " + git + "add f && " + git +
+                      "commit -q -m a 2>&1").code, 0);
+  const std::string head = run_shell("cd " + repo.string() + " && git rev-parse --short=12 HEAD").out;
+  ASSERT_GE(head.size(), 12u);
+  EXPECT_EQ(commit_of(repo), head.substr(0, 12));
+  const auto written = fs::last_write_time(header);
+  EXPECT_EQ(commit_of(repo), head.substr(0, 12));
+  EXPECT_EQ(fs::last_write_time(header), written) << "rewritten with the same commit";
+  run_shell("echo b > " + (repo / "f").string());
+  EXPECT_EQ(commit_of(repo), head.substr(0, 12) + "-dirty");
+  // What this binary records is what --version prints.
+  const Outcome v = run_cli("--version");
+  EXPECT_EQ(v.code, 0) << v.out;
+  EXPECT_EQ(v.out.rfind("speedrun ", 0), 0u) << v.out;
+  EXPECT_NE(v.out.find("(commit "), std::string::npos) << v.out;
+}
+
 // --device cuda where there is no CUDA backend (a CPU-only build) or no GPU says which, on
 // every command that takes it; --device nonsense lists the devices.
 TEST_F(Cli, DeviceCudaWithoutAGpuSaysWhy) {

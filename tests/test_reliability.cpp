@@ -17,6 +17,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "core/build_info.h"
 #include "core/cpu_check.h"
 #include "core/safetensors.h"
 #include "data/shard.h"
@@ -89,12 +92,49 @@ TEST_F(Reliability, ResumingAMovedRunWritesWhereItsCheckpointIs) {
 // a process that died is free.
 TEST_F(Reliability, ASecondWriterIsRefusedNamingTheHolder) {
   {
-    RunDir held = RunDir::start((dir / "D").string(), false);
+    RunDir held = RunDir::start((dir / "D").string(), false, nlohmann::json::object());
     refused(micro(dir / "D", "--overwrite"), {"is being written by another process", "pid"});
   }
   // The lock file stays behind, with a dead holder's pid: the next run goes ahead.
   ASSERT_TRUE(fs::exists(dir / "D" / ".lock"));
   ok(micro(dir / "D", "--overwrite --steps 2 --cooldown 1 --val-every 0"));
+}
+
+// What ran a run is recorded: run.json lists each launch (the start, then each resume) with
+// the build (version, commit), command line, host, device and ranks; each checkpoint names
+// the build that wrote it, and a resume by another build says so.
+TEST_F(Reliability, RunsRecordWhatRanThem) {
+  ok(micro(dir / "P", "--save-every 5 --stop-after 5"));
+  const std::string version = run_cli("--version").out;
+  ASSERT_NE(version.find("speedrun " + build_info().version + " (commit " + build_info().commit + ")"),
+            std::string::npos) << version;
+  ok("train --resume " + (dir / "P").string() + " --threads 1 --device cpu");
+  const nlohmann::json run = nlohmann::json::parse(read_bytes(dir / "P" / "run.json"));
+  ASSERT_TRUE(run.contains("launches")) << run.dump(2);
+  const nlohmann::json& launches = run["launches"];
+  ASSERT_EQ(launches.size(), 2u) << run.dump(2);
+  EXPECT_EQ(launches[0]["step"], 0);
+  EXPECT_EQ(launches[1]["step"], 5);
+  for (const auto& l : launches) {
+    EXPECT_EQ(l["speedrun"]["commit"], build_info().commit) << l.dump(2);
+    EXPECT_EQ(l["speedrun"]["version"], build_info().version) << l.dump(2);
+    EXPECT_EQ(l["device"], "cpu, 1 thread") << l.dump(2);
+    EXPECT_EQ(l["ranks"], 1);
+    EXPECT_FALSE(l["host"].get<std::string>().empty());
+    EXPECT_FALSE(l["time"].get<std::string>().empty());
+    ASSERT_TRUE(l["command"].is_array()) << l.dump(2);
+    EXPECT_EQ(l["command"][1], "train") << l.dump(2);
+  }
+  EXPECT_EQ(launches[1]["command"][2], "--resume");
+  // The checkpoint names its build; one written by another build resumes, saying so.
+  const fs::path meta = dir / "P" / "ckpt_step000005" / "meta.json";
+  nlohmann::json m = nlohmann::json::parse(read_bytes(meta));
+  EXPECT_EQ(m["speedrun"]["commit"], build_info().commit) << m.dump(2);
+  m["speedrun"]["commit"] = "0123456789ab";
+  write_bytes(meta, m.dump(2));
+  const Outcome o = ok("train --resume " + meta.parent_path().string() + " --threads 1 --device cpu");
+  EXPECT_NE(o.out.find("written by speedrun 0123456789ab, this is " + build_info().commit),
+            std::string::npos) << o.out;
 }
 
 // 3. A new run into a used --out is refused unless --overwrite, which replaces the old

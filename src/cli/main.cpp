@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "core/build_info.h"
 #include "core/cpu_check.h"
 #include "core/error.h"
 #ifdef SPEEDRUN_HAVE_MPI
@@ -25,7 +26,10 @@ int report_error(const char* what) {
 int main(int argc, char** argv) {
   const auto main_entry = std::chrono::steady_clock::now();  // speedrun bench: launch time
   speedrun::require_cpu_features();  // ran at load already; the call keeps it linked in
+  speedrun::set_command_line(argc, argv);
   CLI::App app{"speedrun: train GPT models with the NanoGPT speedrun recipe (SPEC.md)"};
+  app.set_version_flag("--version", speedrun::build_summary(),
+                       "Print what built this speedrun (version, commit, compiler, CUDA) and exit");
   app.require_subcommand(1);
   speedrun::cli::add_train_command(app, argc, argv);
   speedrun::cli::add_eval_command(app);

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include "core/build_info.h"
 #include "train/benchmark.h"
 
 namespace speedrun {
@@ -44,6 +45,7 @@ std::string format_bench(const BenchResult& r) {
   const Ceilings& c = r.ceilings;
   line(fmt::format("speedrun bench, {}: {} backend on {}{}, {}", r.date, r.backend, r.host,
                    r.threads > 0 ? fmt::format(", {} thread{}", r.threads, r.threads == 1 ? "" : "s") : "", r.precision));
+  line("build: " + build_summary());
   line(fmt::format("model: preset {}, {} layers, {} heads x {} (width {}), vocab {}: {:.2f}M "
                    "parameters, {:.2f}M in matmuls",
                    r.preset, r.layers, r.heads, r.head_dim, r.heads * r.head_dim, r.vocab,
@@ -121,6 +123,7 @@ nlohmann::json bench_json(const BenchResult& r) {
   const Ceilings& c = r.ceilings;
   json j = {
       {"date", r.date},
+      {"speedrun", build_info_json()},
       {"backend", r.backend},
       {"host", r.host},
       {"threads", r.threads},

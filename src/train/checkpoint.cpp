@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "core/atomic_file.h"
+#include "core/build_info.h"
 #include "core/json_input.h"
 #include "core/mapped_file.h"
 #include "core/safetensors.h"
@@ -167,6 +168,7 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
     j["world"] = meta.world;
     j["run_id"] = meta.run_id;
     j["numerics"] = meta.numerics;
+    j["speedrun"] = build_info_json();  // the build that wrote it
     j["log"] = {{"train_ms", meta.train_ms}, {"timed_steps", meta.timed_steps}};
     j["rng"] = "none: training draws no random numbers after the seeded initialisation";
     j["config"] = meta.config;
@@ -233,6 +235,8 @@ CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& c
             ", not a string: damaged; resume from an older checkpoint");
       m.numerics = j.at("numerics").get<std::string>();
     }
+    if (j.contains("speedrun") && j.at("speedrun").is_object() && j.at("speedrun").contains("commit"))
+      m.commit = j.at("speedrun").at("commit").get<std::string>();
     const nlohmann::json& log = j.at("log");
     check(log.at("train_ms").is_number() && log.at("train_ms").get<double>() >= 0, "checkpoint ",
           ckpt_dir, ": ", kMeta, ": \"train_ms\" is ", log.at("train_ms").dump(),

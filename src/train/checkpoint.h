@@ -45,6 +45,8 @@ struct CheckpointMeta {
   int64_t world = 1;            // ranks of the run that wrote it
   std::string run_id;           // the run it belongs to (train/run_dir.h); "" from older versions
   std::string numerics;         // Backend::numerics() of the run that wrote it ("": unknown)
+  std::string commit;           // the source commit of the speedrun that wrote it (its
+                                // "speedrun" object, core/build_info.h; "": unknown)
   double train_ms = 0;          // the console log's train_time and step_avg counters
   int64_t timed_steps = 0;
   nlohmann::json config;        // config_to_json of the run

@@ -134,7 +134,23 @@ std::string run_id_of(const std::string& dir) {
   }
 }
 
-RunDir RunDir::start(const std::string& dir, bool overwrite) {
+namespace {
+// `launch` with where and when it ran: the entry run.json's "launches" gets.
+nlohmann::json launch_entry(const nlohmann::json& launch, int64_t step) {
+  nlohmann::json e = {{"step", step}, {"time", utc_now()}, {"host", hostname()}};
+  if (launch.is_object()) e.update(launch);
+  return e;
+}
+
+void write_run_file(const fs::path& d, const nlohmann::json& j) {
+  const std::string text = j.dump(2) + "\n";
+  AtomicFileWriter w((d / kRunFile).string(), "run file");
+  w.write(text.data(), text.size());
+  w.commit();
+}
+}  // namespace
+
+RunDir RunDir::start(const std::string& dir, bool overwrite, const nlohmann::json& launch) {
   const fs::path d(dir);
   prepare_dir(d);
   const int fd = take_lock(d);
@@ -148,16 +164,15 @@ RunDir RunDir::start(const std::string& dir, bool overwrite) {
     for (const auto& e : fs::directory_iterator(d, ec))
       if (is_run_file(e.path().filename().string())) fs::remove_all(e.path(), ec);
   }
-  const std::string text =
-      nlohmann::json{{"format", "speedrun-run"}, {"run_id", r.run_id_}, {"created", utc_now()}}
-          .dump(2) + "\n";
-  AtomicFileWriter w((d / kRunFile).string(), "run file");
-  w.write(text.data(), text.size());
-  w.commit();
+  write_run_file(d, {{"format", "speedrun-run"},
+                     {"run_id", r.run_id_},
+                     {"created", utc_now()},
+                     {"launches", nlohmann::json::array({launch_entry(launch, 0)})}});
   return r;
 }
 
-RunDir RunDir::resume(const std::string& dir, const std::string& run_id) {
+RunDir RunDir::resume(const std::string& dir, const std::string& run_id, int64_t step,
+                      const nlohmann::json& launch) {
   const fs::path d(dir);
   prepare_dir(d);
   const int fd = take_lock(d);
@@ -167,6 +182,15 @@ RunDir RunDir::resume(const std::string& dir, const std::string& run_id) {
   check(here.empty() || run_id.empty() || here == run_id, "--resume: ", dir,
         " now holds another run (run_id ", here, ", the checkpoint's is ", run_id,
         "): the checkpoint's run was replaced; resume from a copy of the old run directory");
+  if (!here.empty()) {  // run_id_of read it: valid JSON holding a run_id
+    std::ifstream f(d / kRunFile);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    nlohmann::json j = nlohmann::json::parse(ss.str());
+    if (!j.contains("launches") || !j["launches"].is_array()) j["launches"] = nlohmann::json::array();
+    j["launches"].push_back(launch_entry(launch, step));
+    write_run_file(d, j);
+  }
   return r;
 }
 

@@ -1,14 +1,21 @@
 // A run directory (--out) belongs to one run:
-//   OUT/run.json  {"format": "speedrun-run", "run_id": 16 hex digits, "created": UTC time}
+//   OUT/run.json  {"format": "speedrun-run", "run_id": 16 hex digits, "created": UTC time,
+//                  "launches": [{"step", "time", "host", ...}, ...]}
 //                 written when the run starts; every checkpoint records the run_id, so a
-//                 resume never picks up another run's checkpoint
+//                 resume never picks up another run's checkpoint. Each launch (the start,
+//                 then each resume) appends what ran it: the step it began at, UTC time,
+//                 host, and the caller's fields (the trainer's: the build, command line,
+//                 device and ranks)
 //   OUT/.lock     locked (flock) by the one process writing OUT, holding its pid and host;
 //                 a second writer is refused naming the holder, and the lock of a process
 //                 that died is free again (the kernel drops it with the process)
 // Opening a directory for writing also removes the leftovers of failed or killed writes
 // (hidden checkpoint temporaries, *.tmp.<pid> files of atomic writes) whose process is gone.
 #pragma once
+#include <cstdint>
 #include <string>
+
+#include <nlohmann/json_fwd.hpp>
 
 namespace speedrun {
 
@@ -16,9 +23,13 @@ class RunDir {
  public:
   // A new run in `dir`: refuses a directory that holds another run (its metrics, weights,
   // checkpoints or run.json) unless `overwrite`, which deletes that run's files first.
-  static RunDir start(const std::string& dir, bool overwrite);
-  // The run of `run_id` continues in `dir` (the directory its checkpoint is in).
-  static RunDir resume(const std::string& dir, const std::string& run_id);
+  // `launch` (an object) is its first entry of "launches", with "step": 0, "time" and "host".
+  static RunDir start(const std::string& dir, bool overwrite, const nlohmann::json& launch);
+  // The run of `run_id` continues in `dir` (the directory its checkpoint is in) from step
+  // `step`: `launch` joins run.json's "launches" as for start (a run.json that lacks the
+  // list, from an older version, gets one; a directory without run.json is left without).
+  static RunDir resume(const std::string& dir, const std::string& run_id, int64_t step,
+                       const nlohmann::json& launch);
 
   RunDir(RunDir&& o) noexcept;
   RunDir& operator=(RunDir&&) = delete;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "core/build_info.h"
 #include "core/stop_signal.h"
 #include "data/step_loader.h"
 #include "model/gpt.h"
@@ -208,9 +209,14 @@ void TrainingRun::check_ranks_agree() {
 // Takes the run directory for this run (rank 0), once the inputs have been checked and
 // before anything is written into it.
 void TrainingRun::open_run_dir() {
-  if (comm_.is_root())
-    run_dir_.emplace(ck_ ? RunDir::resume(c_.out_dir, ck_->meta.run_id)
-                         : RunDir::start(c_.out_dir, c_.overwrite));
+  if (comm_.is_root()) {
+    // What ran this part of the run, for run.json's "launches".
+    nlohmann::json launch = {{"speedrun", build_info_json()}, {"device", be_.numerics()},
+                             {"ranks", comm_.size()}};
+    if (!command_line().empty()) launch["command"] = command_line();
+    run_dir_.emplace(ck_ ? RunDir::resume(c_.out_dir, ck_->meta.run_id, ck_->meta.step, launch)
+                         : RunDir::start(c_.out_dir, c_.overwrite, launch));
+  }
   files_.emplace(c_, comm_.is_root());
 }
 
@@ -264,6 +270,11 @@ void TrainingRun::resume() {
   const int64_t kept = files_->open_metrics(start_, c_.out_dir);
   log(fmt::format("resume: {} at step {}/{}; metrics.jsonl keeps {} lines before it", ck.dir,
                   start_, N_, kept));
+  if (!ck.meta.commit.empty() && ck.meta.commit != build_info().commit)
+    log(fmt::format("resume: the checkpoint was written by speedrun {}, this is {}: it "
+                    "continues the same training, but a change to the code may change the "
+                    "losses from here on (bit for bit needs the same build)",
+                    ck.meta.commit, build_info().commit));
   if (!ck.meta.numerics.empty() && ck.meta.numerics != be_.numerics())
     log(fmt::format("resume: the checkpoint was computed on {}, this run on {}: it continues "
                     "the same training, but its losses will differ from an uninterrupted "
