@@ -101,6 +101,26 @@ TEST_F(Report, EverySeriesOfEveryRunIsAPath) {
   EXPECT_NE(colors[0], colors[1]);
 }
 
+// The runs table names what ran each run (run.json's launches: the commits and devices of
+// its start and resumes, each once); "-" where run.json is missing, older or damaged.
+TEST_F(Report, TheRunsTableNamesTheBuildAndDevice) {
+  std::ofstream(dir / "a" / "run.json") << R"({"format": "speedrun-run", "run_id": "1", "launches": [
+    {"step": 0, "speedrun": {"commit": "0123456789ab"}, "device": "cuda, NVIDIA H200, sm_90"},
+    {"step": 5, "speedrun": {"commit": "0123456789ab"}, "device": "cpu, 2 threads"},
+    {"step": 9, "speedrun": {"commit": "ba9876543210-dirty"}, "device": "cpu, 2 threads"}]})";
+  std::ofstream(dir / "b" / "run.json") << "{ damaged";
+  const auto runs = load_report_runs({(dir / "a").string(), (dir / "b").string()});
+  ASSERT_EQ(runs.size(), 2u);
+  EXPECT_EQ(runs[0].built_by, "0123456789ab; ba9876543210-dirty");
+  EXPECT_EQ(runs[0].ran_on, "cuda, NVIDIA H200, sm_90; cpu, 2 threads");
+  EXPECT_EQ(runs[1].built_by, "");
+  const std::string html = render_report(runs, "builds");
+  EXPECT_NE(html.find("<th>speedrun commit</th><th>device</th>"), std::string::npos);
+  EXPECT_NE(html.find("<td>0123456789ab; ba9876543210-dirty</td><td>cuda, NVIDIA H200, sm_90; cpu, 2 threads</td>"),
+            std::string::npos) << html;
+  EXPECT_NE(html.find("<td>-</td><td>-</td></tr>"), std::string::npos) << html;
+}
+
 // The points follow the data: the LR path is flat (same y) while the multiplier is 1, and the
 // loss path's y falls as the loss falls (SVG y grows downwards).
 TEST_F(Report, PathsFollowTheData) {

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/error.h"
+#include "train/run_dir.h"
 #include "train/sweep.h"
 
 namespace speedrun {
@@ -449,7 +450,7 @@ std::string render_report(const std::vector<ReportRun>& runs, const ReportOption
   }
   h += "<table class=\"runs\">\n<tr><th>run</th><th>train steps</th><th>last train loss</th>"
        "<th>last val loss (step)</th><th>best val loss</th><th>training time</th>"
-       "<th>ms/step</th></tr>\n";
+       "<th>ms/step</th><th>speedrun commit</th><th>device</th></tr>\n";
   for (size_t r = 0; r < runs.size(); ++r) {
     const auto& m = runs[r].metrics;
     std::string last_train = "-", last_val = "-", best_val = "-";
@@ -463,10 +464,12 @@ std::string render_report(const std::vector<ReportRun>& runs, const ReportOption
     const double total = cum[r].empty() ? 0 : cum[r].back();
     h += fmt::format(
         "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1f} s</td>"
-        "<td>{}</td></tr>\n",
+        "<td>{}</td><td>{}</td><td>{}</td></tr>\n",
         swatch(color[r]), escape(runs[r].name), m.train.size(), last_train, last_val, best_val,
         total / 1e3,
-        m.train.empty() ? std::string("-") : fmt::format("{:.1f}", total / double(m.train.size())));
+        m.train.empty() ? std::string("-") : fmt::format("{:.1f}", total / double(m.train.size())),
+        runs[r].built_by.empty() ? std::string("-") : escape(runs[r].built_by),
+        runs[r].ran_on.empty() ? std::string("-") : escape(runs[r].ran_on));
   }
   h += "</table>\n<p class=\"key\">Loss charts: thin line = training loss of each step, thick "
        "line with dots = validation loss";
@@ -483,6 +486,20 @@ std::string render_report(const std::vector<ReportRun>& runs, const ReportOption
   return h;
 }
 
+namespace {
+// Its launches' commits and devices, each list joined by "; " (a device names itself with commas).
+void add_launches(ReportRun& run, const std::string& dir) {
+  const RunLaunches l = run_launches(dir);
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : "; ") + x;
+    return s;
+  };
+  run.built_by = join(l.commits);
+  run.ran_on = join(l.devices);
+}
+}  // namespace
+
 std::vector<ReportRun> load_report_runs(const std::vector<std::string>& paths) {
   namespace fs = std::filesystem;
   check(!paths.empty(), "report: give at least one run directory");
@@ -496,7 +513,7 @@ std::vector<ReportRun> load_report_runs(const std::vector<std::string>& paths) {
     } else {
       check(fs::exists(file), "report: ", p, ": no such file or directory");
     }
-    runs.push_back({"", read_metrics(file.string()), ""});
+    runs.push_back({"", read_metrics(file.string()), "", "", ""});
     dirs.push_back(fs::absolute(file).lexically_normal().parent_path());
   }
   // Names: the directory's name; its parent's too when two runs share it.
@@ -505,6 +522,7 @@ std::vector<ReportRun> load_report_runs(const std::vector<std::string>& paths) {
   for (size_t i = 0; i < runs.size(); ++i) {
     const std::string n = dirs[i].filename().string();
     runs[i].name = count[n] > 1 ? (dirs[i].parent_path().filename() / n).string() : n;
+    add_launches(runs[i], dirs[i].string());
   }
   return runs;
 }
@@ -541,8 +559,10 @@ ReportInputs load_report_inputs(const std::vector<std::string>& paths) {
       const std::string prefix = sweeps > 1 ? clean_dir(p).filename().string() + "/" : "";
       for (SweepRun& r : d.runs) {
         r.variant = prefix + r.variant;
-        if (!r.metrics.train.empty() || !r.metrics.val.empty())
-          in.runs.push_back({fmt::format("{}/seed{}", r.variant, r.seed), r.metrics, r.variant});
+        if (!r.metrics.train.empty() || !r.metrics.val.empty()) {
+          in.runs.push_back({fmt::format("{}/seed{}", r.variant, r.seed), r.metrics, r.variant, "", ""});
+          add_launches(in.runs.back(), r.dir);
+        }
         in.records.push_back(std::move(r));
       }
       continue;

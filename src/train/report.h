@@ -26,6 +26,7 @@ struct ReportRun {
   std::string name;   // shown in the legend
   MetricsLog metrics;
   std::string group;  // its variant: the runs of a group are drawn as one band; "" alone
+  std::string built_by, ran_on;  // its launches' commits and devices (run_dir.h; "" unknown)
 };
 
 struct ReportOptions {

@@ -5,6 +5,7 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -20,6 +21,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/json_input.h"
 
 namespace speedrun {
 
@@ -118,6 +120,31 @@ bool holds_a_run(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir, ec))
     if (is_run_file(e.path().filename().string())) return true;
   return false;
+}
+
+RunLaunches run_launches(const std::string& dir) {
+  RunLaunches out;
+  std::ifstream f(fs::path(dir) / kRunFile);
+  if (!f) return out;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto add = [](std::vector<std::string>& list, const nlohmann::json& v) {
+    if (v.is_string() && std::find(list.begin(), list.end(), v.get<std::string>()) == list.end())
+      list.push_back(v.get<std::string>());
+  };
+  try {
+    const nlohmann::json j = parse_json(ss.str());
+    if (!j.is_object() || !j.contains("launches") || !j["launches"].is_array()) return out;
+    for (const auto& l : j["launches"]) {
+      if (!l.is_object()) continue;
+      if (l.contains("speedrun") && l["speedrun"].is_object() && l["speedrun"].contains("commit"))
+        add(out.commits, l["speedrun"]["commit"]);
+      if (l.contains("device")) add(out.devices, l["device"]);
+    }
+  } catch (const nlohmann::json::exception&) {
+    return {};
+  }
+  return out;
 }
 
 std::string run_id_of(const std::string& dir) {

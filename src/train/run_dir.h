@@ -14,6 +14,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json_fwd.hpp>
 
@@ -57,6 +58,14 @@ void remove_write_leftovers(const std::string& dir);
 
 // The run_id in dir/run.json, or "" when there is none (a run of an older version).
 std::string run_id_of(const std::string& dir);
+
+// What ran the run in `dir`, from run.json's launches: the distinct source commits and
+// devices, in launch order. Empty lists where run.json is missing, damaged or older than
+// the launches (a reader's summary: never an error).
+struct RunLaunches {
+  std::vector<std::string> commits, devices;
+};
+RunLaunches run_launches(const std::string& dir);
 
 // `base`-1, `base`-2, ...: the first that does not exist (the default --out of a new run,
 // so running the same command twice never mixes two runs).
