@@ -387,6 +387,8 @@ void TrainingRun::checkpoint(int64_t done) {
 }
 
 TrainResult TrainingRun::run() {
+  log(fmt::format("run: {} (speedrun {}, commit {}; {})", c_.out_dir, build_info().version,
+                  build_info().commit, be_.numerics()));
   log(fmt::format(
       "model: {} layers, {} heads x {}, width {}, vocab {}, {:.2f}M parameters; {} x {} tokens "
       "per step{}; {} steps; {} {}; activations {:.1f} MiB",
