@@ -194,6 +194,7 @@ TEST_F(Cli, DevicesSaysWhatThisBuildRunsOn) {
   const Outcome r = run_cli("devices");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(r.out.rfind("speedrun: CPU backend", 0), 0u) << r.out;
+  EXPECT_NE(r.out.find("\nbuild: speedrun "), std::string::npos) << r.out;
   if (speedrun::cuda_built()) {
     EXPECT_NE(r.out.find("; CUDA backend"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("no CUDA GPU visible"), std::string::npos) << r.out;

@@ -8,6 +8,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/plan.h"
 #endif
+#include "core/build_info.h"
 
 namespace speedrun {
 
@@ -84,6 +85,7 @@ std::string devices_report() {
   out += "; NCCL";
 #endif
   out += "\n";
+  out += "build: " + build_summary() + "\n";
 #ifdef SPEEDRUN_HAVE_CUDA
   const std::string archs = cuda::build_cuda_architectures();
   if (!archs.empty()) out += "CUDA kernels compiled for " + archs + "\n";
