@@ -21,6 +21,7 @@
 
 #include "core/build_info.h"
 #include "core/cpu_check.h"
+#include "core/host_memory.h"
 #include "core/safetensors.h"
 #include "data/shard.h"
 #include "fixtures.h"
@@ -135,6 +136,42 @@ TEST_F(Reliability, RunsRecordWhatRanThem) {
   const Outcome o = ok("train --resume " + meta.parent_path().string() + " --threads 1 --device cpu");
   EXPECT_NE(o.out.find("written by speedrun 0123456789ab, this is " + build_info().commit),
             std::string::npos) << o.out;
+}
+
+// A block larger than the memory this process has left is refused before a page is touched,
+// naming what was asked, what is left and what to lower; Linux would otherwise let the
+// allocation succeed and kill the process, without a word, as the backend zeroes it.
+TEST(HostMemory, WhatIsLeftIsFreeMemoryAndSwapWithinEveryCgroupLimit) {
+  const std::string meminfo = "MemTotal:       24000000 kB\nMemFree:  100 kB\n"
+                              "MemAvailable:   20000000 kB\nSwapTotal: 0 kB\nSwapFree:  1000 kB\n";
+  EXPECT_EQ(host_memory_available(meminfo, {}), size_t(20001000) * 1024);
+  // cgroup levels innermost first: the tightest room wins; "max" is no limit.
+  EXPECT_EQ(host_memory_available(meminfo, {{"max\n", "123\n"}, {"1000000\n", "400000\n"}}),
+            size_t(600000));
+  EXPECT_EQ(host_memory_available(meminfo, {{"5000\n", "9000\n"}}), size_t(0));  // over its limit
+  EXPECT_EQ(host_memory_available(meminfo, {{"", ""}}), size_t(20001000) * 1024);  // no such file
+  EXPECT_EQ(host_memory_available("MemTotal: 1 kB\n", {}), std::nullopt);
+  EXPECT_EQ(host_memory_available("MemAvailable: lots\n", {}), std::nullopt);
+  // This machine: known on Linux, and at most what it has.
+  const auto here = host_memory_available();
+  ASSERT_TRUE(here.has_value());
+  EXPECT_GT(*here, size_t(0));
+  const std::string m = host_oom_message(size_t(3) << 30, size_t(1) << 30);
+  for (const char* piece : {"3.00 GiB", "3221225472 bytes", "has 1.00 GiB left", "--seq-len",
+                            "--grad-accum", "--batch"})
+    EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
+}
+
+TEST_F(Reliability, AModelLargerThanTheMachineIsRefusedNamingTheFix) {
+  // The record's 8 sequences of 65,536 tokens as one CPU batch: ~320 GiB of activations.
+  const auto room = host_memory_available();
+  if (room && *room > (size_t(400) << 30)) GTEST_SKIP() << "this machine has room for it";
+  synthetic_shards(dir / "big_data", 600000, 600000);  // one step's 524,289 tokens, and validation's
+  const std::string data = (dir / "big_data").string();
+  refused("train --preset record --train '" + data + "/*train*.bin' --val '" + data +
+              "/*val*.bin' --vocab 128 --eot 0 --device cpu --threads 1 --steps 2 --cooldown 1 "
+              "--val-tokens 524288 --out " + (dir / "big").string(),
+          {"cpu: out of memory allocating", "left", "--grad-accum", "h0.act"});
 }
 
 // 3. A new run into a used --out is refused unless --overwrite, which replaces the old

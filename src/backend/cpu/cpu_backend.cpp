@@ -21,6 +21,7 @@
 #include "backend/cpu/rms_norm.h"
 #include "backend/cpu/scaled_sum.h"
 #include "core/bf16.h"
+#include "core/host_memory.h"
 
 extern "C" void openblas_set_num_threads(int);
 
@@ -89,11 +90,18 @@ void* CpuBackend::allocate(size_t bytes) {
   // faulted in 2 MiB at a time instead of 4 KiB, which on a virtual machine was most of
   // the time a large model took to start, and the TLB covers them.
   constexpr size_t kHuge = size_t(2) << 20;
+  constexpr size_t kCheckedBlock = size_t(64) << 20;  // smaller ones are not worth a /proc read
   const bool huge = bytes >= kHuge;
   const size_t align = huge ? kHuge : 64;
   const size_t n = bytes == 0 ? 64 : (bytes + align - 1) / align * align;
+  // Every page is touched below: a block beyond what the machine has left would have the
+  // kernel kill the process mid-memset, with no message. Refuse it first, naming the fix.
+  if (n >= kCheckedBlock) {
+    const std::optional<size_t> room = host_memory_available();
+    check(!room || n <= *room, host_oom_message(bytes, room));
+  }
   void* p = std::aligned_alloc(align, n);
-  check(p != nullptr, "cpu: out of memory allocating ", bytes, " bytes");
+  check(p != nullptr, host_oom_message(bytes, std::nullopt));
   if (huge) madvise(p, n, MADV_HUGEPAGE);
   std::memset(p, 0, n);
   return p;
