@@ -11,6 +11,7 @@
 #include <mutex>
 
 #include "backend/cpu/cpu_backend.h"
+#include "core/build_info.h"
 #include "core/safetensors.h"
 #include "data/shard.h"
 #include "dist/local_comm.h"
@@ -495,6 +496,14 @@ TEST(RankTerms, CountWhatIsComputedNotHowItWasSpelled) {
                 "rank 2: --batch 16 (rank 0: 2)", "rank 2: --grad-accum 2 (rank 0: 1)",
                 "rank 2: train-shards [\"train_000002.bin (100000000 tokens)\"] (rank 0: "
                 "[\"train_000001.bin (100000000 tokens)\"])"}));
+  // A rank running another build of speedrun (a stale binary on one machine).
+  nlohmann::json td = tb;
+  const std::string built = build_info().version + " commit " + build_info().commit;
+  EXPECT_EQ(ta["speedrun"], built);
+  td["speedrun"] = build_info().version + " commit 0123456789ab";
+  EXPECT_EQ(rank_differences({ta, td}),
+            (std::vector<std::string>{"rank 1: speedrun \"" + build_info().version +
+                                      " commit 0123456789ab\" (rank 0: \"" + built + "\")"}));
 }
 
 // Ranks started with different flags would issue collectives of different sizes or counts,

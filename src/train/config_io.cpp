@@ -5,6 +5,7 @@
 #include <map>
 #include <type_traits>
 
+#include "core/build_info.h"
 #include "train/settings.h"
 
 namespace speedrun {
@@ -100,6 +101,7 @@ nlohmann::json rank_terms(const TrainConfig& c, int64_t micro_batches, const std
   j["dtype"] = precision;
   j["train-shards"] = train_shards;
   j["val-shards"] = val_shards;
+  j["speedrun"] = build_info().version + " commit " + build_info().commit;
   return j;
 }
 

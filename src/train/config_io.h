@@ -34,7 +34,8 @@ std::vector<std::string> config_differences(const nlohmann::json& checkpoint,
 // What a rank of a data-parallel run computes with, which every rank must share: the config
 // JSON with the auto values resolved ("grad-accum": the micro-batches this rank runs,
 // "dtype": its precision's name), the data by shard names and sizes ("train-shards",
-// "val-shards"), and without what is a rank's own ("stall-timeout") or may name the same
+// "val-shards"), the speedrun it runs ("speedrun": version and source commit: another build
+// may lay out or order its collectives otherwise), and without what is a rank's own ("stall-timeout") or may name the same
 // files by another path on another machine ("train", "val").
 nlohmann::json rank_terms(const TrainConfig& c, int64_t micro_batches, const std::string& precision,
                           const std::vector<std::string>& train_shards,

@@ -202,8 +202,8 @@ void TrainingRun::check_ranks_agree() {
   if (shown < diffs.size()) list += fmt::format("\n  ... and {} more", diffs.size() - shown);
   fail("the ranks do not run the same training (their collectives would not match, or their "
        "data would overlap):", list,
-       "\nstart every rank with the same flags and data; on machines that differ, give "
-       "--grad-accum and --dtype rather than auto");
+       "\nstart every rank with the same flags, data and speedrun build; on machines that "
+       "differ, give --grad-accum and --dtype rather than auto");
 }
 
 // Takes the run directory for this run (rank 0), once the inputs have been checked and
