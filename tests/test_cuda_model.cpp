@@ -269,18 +269,20 @@ TEST_F(CudaBackendTest, TheTrainerMarksItsStepsAndValidationsAsWaits) {
   c.val_every = 1;
   const test::ShardFiles data = test::synthetic_shards(dir / "data", 60000, 3000);
   const std::vector<std::string> waits = test::waits_at_log_lines(gpu(), c, data);
-  // The model line, validation 0, step 1, validation 1, step 2, validation 2, the weights.
-  ASSERT_EQ(waits.size(), 7u);
+  // The run and model lines, validation 0, step 1, validation 1, step 2, validation 2, the
+  // weights.
+  ASSERT_EQ(waits.size(), 8u);
   EXPECT_EQ(waits[0], "");
+  EXPECT_EQ(waits[1], "");
   const char* during[] = {"validation at step 0/2 on cuda.",
                           "step 1/2 on cuda (forward, backward, optimizer).",
                           "validation at step 1/2 on cuda.",
                           "step 2/2 on cuda (forward, backward, optimizer).",
                           "validation at step 2/2 on cuda."};
   for (size_t i = 0; i < 5; ++i)
-    EXPECT_NE(waits[i + 1].find(std::string("while waiting for: ") + during[i]), std::string::npos)
-        << waits[i + 1];
-  EXPECT_EQ(waits[6], "");
+    EXPECT_NE(waits[i + 2].find(std::string("while waiting for: ") + during[i]), std::string::npos)
+        << waits[i + 2];
+  EXPECT_EQ(waits[7], "");
   if (!HasFailure()) fs::remove_all(dir);
 }
 
