@@ -127,6 +127,9 @@ TEST_F(Reliability, RunsRecordWhatRanThem) {
     EXPECT_EQ(l["command"][1], "train") << l.dump(2);
   }
   EXPECT_EQ(launches[1]["command"][2], "--resume");
+  // The weights name the build that trained them.
+  const auto weights = SafetensorsFile::open((dir / "P" / "model_step000010.safetensors").string());
+  EXPECT_EQ(weights.metadata().at("speedrun"), build_info().version + " commit " + build_info().commit);
   // The checkpoint names its build; one written by another build resumes, saying so.
   const fs::path meta = dir / "P" / "ckpt_step000005" / "meta.json";
   nlohmann::json m = nlohmann::json::parse(read_bytes(meta));

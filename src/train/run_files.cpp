@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "core/build_info.h"
 #include "optim/schedule.h"
 #include "train/metrics_file.h"
 
@@ -67,7 +68,8 @@ std::string RunFiles::weights_path(int64_t step) const {
 std::map<std::string, std::string> RunFiles::weights_meta(int64_t step) const {
   return {{"step", std::to_string(step)},
           {"preset", cfg_.preset},
-          {"window", std::to_string(attention_window(cfg_.schedule, step))}};
+          {"window", std::to_string(attention_window(cfg_.schedule, step))},
+          {"speedrun", build_info().version + " commit " + build_info().commit}};
 }
 
 void RunFiles::save_weights(const Parameters& params, int64_t step) const {
