@@ -10,7 +10,7 @@ namespace speedrun {
 
 namespace {
 
-std::string read_text(const std::string& path) {
+std::string proc_file_text(const std::string& path) {
   std::ifstream f(path);
   if (!f) return "";
   std::stringstream ss;
@@ -74,20 +74,20 @@ std::optional<size_t> host_memory_available(const std::string& meminfo,
 std::optional<size_t> host_memory_available() {
   // This process's cgroup (v2: the line "0::/path" of /proc/self/cgroup) and its ancestors.
   std::vector<CgroupLevel> levels;
-  std::istringstream in(read_text("/proc/self/cgroup"));
+  std::istringstream in(proc_file_text("/proc/self/cgroup"));
   std::string line;
   while (std::getline(in, line)) {
     if (line.rfind("0::", 0) != 0) continue;
     std::string path = line.substr(3);
     while (true) {
       const std::string dir = "/sys/fs/cgroup" + (path == "/" ? std::string() : path);
-      levels.push_back({read_text(dir + "/memory.max"), read_text(dir + "/memory.current")});
+      levels.push_back({proc_file_text(dir + "/memory.max"), proc_file_text(dir + "/memory.current")});
       if (path.empty() || path == "/") break;
       const size_t slash = path.rfind('/');
       path = slash == 0 || slash == std::string::npos ? "/" : path.substr(0, slash);
     }
   }
-  return host_memory_available(read_text("/proc/meminfo"), levels);
+  return host_memory_available(proc_file_text("/proc/meminfo"), levels);
 }
 
 }  // namespace speedrun
