@@ -347,6 +347,35 @@ TEST_F(Sweep, SummaryStatisticsMatchHandComputedValues) {
   EXPECT_EQ(cells[2], (std::vector<std::string>{"B", "1/3", "4.0000", "not reached", "not reached",
                                                 "not reached", "10.00K"}));
 
+  // Made by one build on one device (or with no run.json): the note warns of nothing.
+  EXPECT_EQ(summary_note(s).find("Warning"), std::string::npos) << summary_note(s);
+  // Runs of one sweep made by two builds, or on two devices, confound its comparisons: the
+  // summary counts each and its note says so.
+  auto launched = [&](const char* run, const char* commit, const char* device) {
+    std::ofstream(out / run / "run.json")
+        << nlohmann::json{{"format", "speedrun-run"}, {"run_id", "1"},
+                          {"launches", {{{"step", 0}, {"speedrun", {{"commit", commit}}},
+                                         {"device", device}}}}}.dump();
+  };
+  launched("A/seed1", "0123456789ab", "cpu, 2 threads");
+  launched("A/seed2", "0123456789ab", "cpu, 2 threads");
+  launched("B/seed1", "ba9876543210", "cuda, NVIDIA H200, sm_90");
+  std::vector<SweepRun> mixed;
+  for (const char* v : {"A", "B"})
+    for (int seed : {1, 2})
+      mixed.push_back(load_sweep_run((out / v / ("seed" + std::to_string(seed))).string(), v,
+                                     uint64_t(seed), 10, 1000));
+  const SweepSummary ms = summarize(mixed, 3.5);
+  EXPECT_EQ(ms.commits, (std::vector<std::pair<std::string, int>>{{"0123456789ab", 2}, {"ba9876543210", 1}}));
+  EXPECT_EQ(ms.devices.size(), 2u);
+  const std::string note = summary_note(ms);
+  for (const char* piece : {"made by 2 builds of speedrun (0123456789ab: 2 runs; ba9876543210: 1 run)",
+                            "may come from the code", "ran on 2 devices",
+                            "cuda, NVIDIA H200, sm_90: 1 run"})
+    EXPECT_NE(note.find(piece), std::string::npos) << piece << " in: " << note;
+  EXPECT_EQ(summary_json(ms)["commits"]["0123456789ab"], 2);
+  for (const char* run : {"A/seed1", "A/seed2", "B/seed1"}) fs::remove(out / run / "run.json");
+
   // Where the target is met: at the first validation already, or exactly at one.
   MetricsLog m = read_metrics((out / "A" / "seed1" / "metrics.jsonl").string());
   auto c = target_crossing(m, 6.0);

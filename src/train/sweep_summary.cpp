@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "core/progress.h"
 #include "train/checkpoint.h"
+#include "train/run_dir.h"
 
 namespace speedrun {
 
@@ -85,6 +86,9 @@ SweepRun load_sweep_run(const std::string& dir, const std::string& variant, uint
   }
   r.steps = steps;
   r.tokens_per_step = tokens_per_step;
+  const RunLaunches launches = run_launches(dir);
+  r.commits = launches.commits;
+  r.devices = launches.devices;
   r.finished = steps > 0 &&
                fs::exists(fs::path(dir) / fmt::format("model_step{:06d}.safetensors", steps), ec) &&
                metrics_complete(r.metrics, steps);
@@ -131,6 +135,15 @@ SampleStats sample_stats(const std::vector<double>& xs) {
 SweepSummary summarize(const std::vector<SweepRun>& runs, std::optional<double> target_loss) {
   SweepSummary out;
   out.target_loss = target_loss;
+  auto count = [](std::vector<std::pair<std::string, int>>& tally, const std::string& v) {
+    for (auto& [name, n] : tally)
+      if (name == v) return void(++n);
+    tally.emplace_back(v, 1);
+  };
+  for (const SweepRun& r : runs) {
+    for (const auto& x : r.commits) count(out.commits, x);
+    for (const auto& x : r.devices) count(out.devices, x);
+  }
   std::map<std::string, size_t> index;
   std::vector<std::vector<const SweepRun*>> groups;
   for (const SweepRun& r : runs) {
@@ -222,6 +235,19 @@ std::string summary_note(const SweepSummary& s) {
                      "interpolated linearly between the validations either side of the "
                      "crossing, over the seeds that reached it.",
                      *s.target_loss);
+  auto tally = [](const std::vector<std::pair<std::string, int>>& t) {
+    std::string out;
+    for (const auto& [name, n] : t) out += fmt::format("{}{}: {} run{}", out.empty() ? "" : "; ", name, n, n == 1 ? "" : "s");
+    return out;
+  };
+  if (s.commits.size() > 1)
+    e += fmt::format(" Warning: the runs were made by {} builds of speedrun ({}): a difference "
+                     "between variants may come from the code.",
+                     s.commits.size(), tally(s.commits));
+  if (s.devices.size() > 1)
+    e += fmt::format(" Warning: the runs ran on {} devices ({}): their times compare only as "
+                     "the devices do, and their losses differ in the last bits.",
+                     s.devices.size(), tally(s.devices));
   return e;
 }
 
@@ -311,6 +337,13 @@ nlohmann::ordered_json summary_json(const SweepSummary& s) {
     }
     j["variants"].push_back(x);
   }
+  auto tally_json = [](const std::vector<std::pair<std::string, int>>& t) {
+    nlohmann::ordered_json o = nlohmann::ordered_json::object();
+    for (const auto& [name, n] : t) o[name] = n;
+    return o;
+  };
+  j["commits"] = tally_json(s.commits);
+  j["devices"] = tally_json(s.devices);
   j["note"] = summary_note(s);
   return j;
 }

@@ -32,6 +32,7 @@ struct SweepRun {
   int64_t steps = 0;            // --steps (N); 0: unknown
   int64_t tokens_per_step = 0;  // batch x seq-len; 0: unknown
   bool finished = false;
+  std::vector<std::string> commits, devices;  // what ran it (run.json's launches; run_dir.h)
 };
 
 // Whether metrics hold a whole run of `steps` steps: every training step up to N-1 and,
@@ -83,6 +84,10 @@ struct VariantSummary {
 struct SweepSummary {
   std::optional<double> target_loss;
   std::vector<VariantSummary> variants;  // in the order they first appear in the runs
+  // The speedrun commits and the devices that ran the runs, with how many runs each (a run
+  // resumed elsewhere counts for each): more than one of either and the note says what it
+  // confounds.
+  std::vector<std::pair<std::string, int>> commits, devices;
 };
 
 SweepSummary summarize(const std::vector<SweepRun>& runs, std::optional<double> target_loss);
