@@ -12,7 +12,7 @@ namespace speedrun {
 
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& s) {
+std::string weights_shape_text(const std::vector<int64_t>& s) {
   std::string t = "[";
   for (size_t k = 0; k < s.size(); ++k) t += (k ? "," : "") + std::to_string(s[k]);
   return t + "]";
@@ -283,8 +283,8 @@ void Parameters::load(const std::string& path) {
           "': the file was written for another model shape");
     auto v = f.get(name(i));
     if (v.shape != want)
-      fail("weights ", path, ": tensor '", name(i), "' has shape ", shape_text(v.shape),
-           " but the model needs ", shape_text(want), ": check --layers/--heads/--head-dim/--vocab");
+      fail("weights ", path, ": tensor '", name(i), "' has shape ", weights_shape_text(v.shape),
+           " but the model needs ", weights_shape_text(want), ": check --layers/--heads/--head-dim/--vocab");
     std::vector<double> h(size_t(values_[i].numel()));
     if (v.dtype == DType::F32) {
       const float* p = static_cast<const float*>(v.data);

@@ -20,6 +20,7 @@
 #include "backend/factory.h"
 #include "core/arena.h"
 #include "core/rng.h"
+#include "core/utc_time.h"
 #include "data/shard.h"
 #include "data/step_loader.h"
 #include "model/gpt.h"
@@ -171,15 +172,6 @@ std::string cpu_model() {
   return "unknown CPU";
 }
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char b[32];
-  std::strftime(b, sizeof b, "%Y-%m-%d %H:%M UTC", &tm);
-  return b;
-}
-
 // Everything a step needs, built on the TimingBackend.
 struct Bench {
   TimingBackend& be;
@@ -277,7 +269,7 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   BenchResult r;
   r.load_before = load_average();
   r.hardware_threads = int(std::thread::hardware_concurrency());
-  r.date = utc_now();
+  r.date = utc_now("%Y-%m-%d %H:%M UTC");
   r.backend = backend.name();
   r.preset = o.preset.empty() ? (gpu ? "record" : "tiny") : o.preset;
   TrainConfig tc = preset_config(r.preset);

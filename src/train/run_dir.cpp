@@ -21,6 +21,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "core/utc_time.h"
 #include "core/json_input.h"
 
 namespace speedrun {
@@ -93,15 +94,6 @@ std::string new_run_id() {
   const uint64_t hi = (uint64_t(rd()) << 32) ^ rd();
   const uint64_t t = uint64_t(std::chrono::system_clock::now().time_since_epoch().count());
   return fmt::format("{:016x}", hi ^ (t * 0x9e3779b97f4a7c15ull) ^ uint64_t(::getpid()));
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
 }
 
 void prepare_dir(const fs::path& dir) {

@@ -24,6 +24,7 @@
 #include "core/atomic_file.h"
 #include "core/child_process.h"
 #include "core/error.h"
+#include "core/utc_time.h"
 #include "core/progress.h"
 #include "core/stop_signal.h"
 #include "train/checkpoint.h"
@@ -201,15 +202,6 @@ std::string last_error(const fs::path& log) {
   return error.empty() ? last : error;
 }
 
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S UTC", &tm);
-  return buf;
-}
-
 std::string shell_quote(const std::string& s) {
   if (s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=./:,+") ==
       std::string::npos)
@@ -332,7 +324,7 @@ void Runner::launch(size_t i) {
   for (size_t k = 1; k < argv.size(); ++k) cmd += fmt::format(" {}", shell_quote(argv[k]));
   {
     std::ofstream f(log, std::ios::app);
-    f << "\n=== speedrun sweep " << spec_.file << ", " << utc_now() << ": speedrun" << cmd << "\n";
+    f << "\n=== speedrun sweep " << spec_.file << ", " << utc_now("%Y-%m-%d %H:%M:%S UTC") << ": speedrun" << cmd << "\n";
   }
   const RunStatus& st = status_[i];
   say(st.state == State::Resume    ? fmt::format("resume {} from step {}", p.rel, st.step)
