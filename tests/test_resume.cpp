@@ -23,6 +23,7 @@
 #include "core/bf16.h"
 #include "core/safetensors.h"
 #include "data/loader.h"
+#include "data/shard.h"
 #include "data/synthetic.h"
 #include "model/gpt.h"
 #include "model/params.h"
@@ -439,6 +440,40 @@ TEST_F(Resume, ResumeOnOtherThreadsSaysItIsNotBitIdentical) {
     said |= l.find("resume: the checkpoint was computed on cpu, 2 threads, this run on cpu, 1 "
                    "thread:") == 0 && l.find("last bits") != std::string::npos;
   EXPECT_TRUE(said);
+}
+
+// A training shard prepared again under the same name and size (another tokenizer, another
+// order) would resume silently on other data: the checkpoint's fingerprint of each shard
+// (16 samples of 4 KiB) refuses it, naming the shard; the same data resumes.
+TEST_F(Resume, AShardWithOtherContentUnderTheSameNameIsRefused) {
+  TrainConfig c = config("data_changed");
+  c.save_every = 4;
+  c.stop_after = 4;
+  train_run(c);
+  const CheckpointMeta m = read_checkpoint((dir / "data_changed" / "ckpt_step000004").string());
+  ASSERT_EQ(m.train_shards.size(), train.size());
+  EXPECT_EQ(m.train_shards[0].sample_hash, shard_sample_hash(train[0]));
+  EXPECT_EQ(m.train_shards[0].sample_hash.size(), 16u);
+  // The same count of other tokens: one token changed near the end, in the last sample.
+  const std::string kept = read_bytes(train[0]);
+  std::string changed = kept;
+  changed[changed.size() - 2] ^= 1;
+  write_bytes(train[0], changed);
+  EXPECT_NE(shard_sample_hash(train[0]), m.train_shards[0].sample_hash);
+  c.stop_after = 0;
+  c.resume = (dir / "data_changed").string();
+  try {
+    train_run(c);
+    ADD_FAILURE() << "resumed on a changed shard";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    for (const std::string& piece :
+         std::vector<std::string>{fs::path(train[0]).filename().string(), "other content",
+                                  "sample hash", "resume with the data the run was trained on"})
+      EXPECT_NE(w.find(piece), std::string::npos) << piece << " in: " << w;
+  }
+  write_bytes(train[0], kept);
+  EXPECT_EQ(train_run(c).train_losses.size(), 4u);
 }
 
 TEST_F(Resume, CommandLineResumeTakesTheCheckpointsConfig) {

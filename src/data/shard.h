@@ -42,6 +42,14 @@ int64_t check_shard_bytes(const uint8_t* bytes, uint64_t size, const std::string
 // a crash never leaves a half shard under `path`. n must fit the int32 header.
 void write_shard(const std::string& path, const uint16_t* tokens, int64_t n);
 
+// A fingerprint of a shard's content (16 hex digits): its size and 16 samples of 4 KiB
+// spread over it, the header and the end included (all of a file below 64 KiB). A
+// checkpoint records it for each training shard, so that a resume notices a shard
+// regenerated under the same name and size (another tokenizer, another order) without
+// reading gigabytes. Read with pread, not mapped: a file cut short meanwhile gives an
+// Error naming it, never SIGBUS.
+std::string shard_sample_hash(const std::string& path);
+
 // Files matching the glob(3) `pattern`, sorted by path (byte order, as Python's sorted()).
 // No match throws "no files match <what> '<pattern>'"; `what` names the flag ("--train").
 std::vector<std::string> expand_glob(const std::string& pattern, const char* what);

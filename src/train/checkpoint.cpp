@@ -173,8 +173,11 @@ std::string write_checkpoint(const std::string& out_dir, Backend& backend,
     j["rng"] = "none: training draws no random numbers after the seeded initialisation";
     j["config"] = meta.config;
     j["train_shards"] = nlohmann::json::array();
-    for (const auto& s : meta.train_shards)
-      j["train_shards"].push_back({{"file", s.file}, {"tokens", s.tokens}});
+    for (const auto& s : meta.train_shards) {
+      nlohmann::json e = {{"file", s.file}, {"tokens", s.tokens}};
+      if (!s.sample_hash.empty()) e["sample_hash"] = s.sample_hash;
+      j["train_shards"].push_back(e);
+    }
     for (const char* f : {kModel, kState})
       j["files"][f] = {{"bytes", fs::file_size(tmp / f)}, {"checksum", file_checksum((tmp / f).string())}};
     const std::string text = j.dump(2) + "\n";
@@ -248,7 +251,9 @@ CheckpointMeta parse_checkpoint_meta(std::string_view text, const std::string& c
           m.config.type_name(), ", not an object of settings: damaged; resume from an older "
           "checkpoint");
     for (const auto& s : meta_array(j, "train_shards", c))
-      m.train_shards.push_back({s.at("file").get<std::string>(), meta_int(s, "tokens", 0, c)});
+      m.train_shards.push_back({s.at("file").get<std::string>(), meta_int(s, "tokens", 0, c),
+                                s.contains("sample_hash") ? s.at("sample_hash").get<std::string>()
+                                                          : std::string()});
     for (const char* f : {kModel, kState}) {
       const auto& info = j.at("files").at(f);
       m.files[f] = {uint64_t(meta_int(info, "bytes", 0, c)), info.at("checksum").get<std::string>()};

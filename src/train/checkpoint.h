@@ -28,6 +28,7 @@ namespace speedrun {
 struct TrainShard {
   std::string file;  // base name
   int64_t tokens = 0;
+  std::string sample_hash;  // shard_sample_hash (data/shard.h); "": not taken (older versions)
 };
 
 // A file of the checkpoint as meta.json records it.

@@ -13,6 +13,7 @@
 
 #include "core/build_info.h"
 #include "core/stop_signal.h"
+#include "data/shard.h"
 #include "data/step_loader.h"
 #include "model/gpt.h"
 #include "model/params.h"
@@ -158,7 +159,7 @@ TrainingRun::TrainingRun(Trainer& t)
   train_ = std::make_unique<StepLoader>(t.train_files_, micro_, T_, K_, rank, world, c_.model.vocab);
   for (size_t i = 0; i < t.train_files_.size(); ++i)
     shards_.push_back({fs::path(t.train_files_[i]).filename().string(),
-                       train_->shard_tokens(int64_t(i))});
+                       train_->shard_tokens(int64_t(i)), ""});
   precision_ = resolve_precision(be_, c_.dtype);
   check_ranks_agree();
   if (!t.val_files_.empty() && c_.val_tokens > 0) {
@@ -249,6 +250,19 @@ void TrainingRun::resume() {
   check(same, "--resume ", ck.dir, ": the checkpoint was trained on shards",
         shard_list(ck.meta.train_shards), " but --train now gives", shard_list(shards_),
         ": resume with the same training data");
+  // The same names and sizes may hold other tokens (a shard prepared again with another
+  // tokenizer or order): the checkpoint's fingerprints say (checkpoints of older versions
+  // have none). Every rank checks its own copy of the data.
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    const std::string& was = ck.meta.train_shards[i].sample_hash;
+    if (was.empty()) continue;
+    const std::string now = shard_sample_hash(t_.train_files_[i]);
+    check(now == was, "--resume ", ck.dir, ": training shard ", t_.train_files_[i],
+          " has the name and size of the checkpoint's (", shard_text(shards_[i]),
+          ") but other content (sample hash ", now, ", the checkpoint's ", was,
+          "): resume with the data the run was trained on, or start a new run");
+    shards_[i].sample_hash = now;
+  }
   check(ck.meta.step <= N_, "--resume ", ck.dir, ": checkpoint step ", ck.meta.step,
         " is past --steps ", N_);
   check(c_.stop_after == 0 || c_.stop_after > ck.meta.step, "--stop-after ", c_.stop_after,
@@ -371,6 +385,9 @@ void TrainingRun::checkpoint(int64_t done) {
   m.train_ms = train_ms_;
   m.timed_steps = timed_;
   m.config = config_to_json(c_);
+  if (comm_.is_root())  // the writer: each shard's fingerprint, taken once per run
+    for (size_t i = 0; i < shards_.size(); ++i)
+      if (shards_[i].sample_hash.empty()) shards_[i].sample_hash = shard_sample_hash(t_.train_files_[i]);
   m.train_shards = shards_;
   m.run_id = run_dir_ ? run_dir_->run_id() : "";
   m.numerics = be_.numerics();
