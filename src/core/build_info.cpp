@@ -65,6 +65,8 @@ const BuildInfo& build_info() {
   return info;
 }
 
+std::string build_id() { return build_info().version + " commit " + build_info().commit; }
+
 std::string build_summary() {
   const BuildInfo& b = build_info();
   std::string s = "speedrun " + b.version + " (commit " + b.commit + ")";

@@ -23,6 +23,9 @@ struct BuildInfo {
 };
 
 const BuildInfo& build_info();
+// The build in a few words, where one text names it (weights' metadata, what ranks compare):
+// "0.1.0 commit 0b46c95a1b2c".
+std::string build_id();
 // One line: "speedrun 0.1.0 (commit 0b46c95a1b2c), Release, g++ 12.2.0, -march=x86-64-v3,
 // CUDA 13.0.88 for 80,90a, MPI, NCCL".
 std::string build_summary();

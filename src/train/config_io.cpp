@@ -101,7 +101,7 @@ nlohmann::json rank_terms(const TrainConfig& c, int64_t micro_batches, const std
   j["dtype"] = precision;
   j["train-shards"] = train_shards;
   j["val-shards"] = val_shards;
-  j["speedrun"] = build_info().version + " commit " + build_info().commit;
+  j["speedrun"] = build_id();
   return j;
 }
 

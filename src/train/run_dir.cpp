@@ -12,6 +12,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -114,20 +115,32 @@ bool holds_a_run(const std::string& dir) {
   return false;
 }
 
-RunLaunches run_launches(const std::string& dir) {
-  RunLaunches out;
+namespace {
+// dir/run.json parsed, or nullopt where there is none; throws nlohmann::json::exception
+// where it is not valid JSON (each caller says what that means for it).
+std::optional<nlohmann::json> read_run_file(const std::string& dir) {
   std::ifstream f(fs::path(dir) / kRunFile);
-  if (!f) return out;
+  if (!f) return std::nullopt;
   std::stringstream ss;
   ss << f.rdbuf();
+  return parse_json(ss.str());
+}
+
+// The run_id of run.json's `j`, or "" when it has none (a run of an older version); throws
+// nlohmann::json::type_error where `j` is no object or its run_id no string.
+std::string run_id_in(const nlohmann::json& j) { return j.value("run_id", std::string()); }
+}  // namespace
+
+RunLaunches run_launches(const std::string& dir) {
+  RunLaunches out;
   auto add = [](std::vector<std::string>& list, const nlohmann::json& v) {
     if (v.is_string() && std::find(list.begin(), list.end(), v.get<std::string>()) == list.end())
       list.push_back(v.get<std::string>());
   };
   try {
-    const nlohmann::json j = parse_json(ss.str());
-    if (!j.is_object() || !j.contains("launches") || !j["launches"].is_array()) return out;
-    for (const auto& l : j["launches"]) {
+    const std::optional<nlohmann::json> j = read_run_file(dir);
+    if (!j || !j->is_object() || !j->contains("launches") || !(*j)["launches"].is_array()) return out;
+    for (const auto& l : (*j)["launches"]) {
       if (!l.is_object()) continue;
       if (l.contains("speedrun") && l["speedrun"].is_object() && l["speedrun"].contains("commit"))
         add(out.commits, l["speedrun"]["commit"]);
@@ -140,16 +153,11 @@ RunLaunches run_launches(const std::string& dir) {
 }
 
 std::string run_id_of(const std::string& dir) {
-  const fs::path p = fs::path(dir) / kRunFile;
-  std::ifstream f(p);
-  if (!f) return "";
-  std::stringstream ss;
-  ss << f.rdbuf();
   try {
-    const auto j = nlohmann::json::parse(ss.str());
-    return j.value("run_id", std::string());
+    const std::optional<nlohmann::json> j = read_run_file(dir);
+    return j ? run_id_in(*j) : std::string();
   } catch (const nlohmann::json::exception&) {
-    fail(p.string(), " is not valid JSON: the run directory is damaged");
+    fail((fs::path(dir) / kRunFile).string(), " is not valid JSON: the run directory is damaged");
   }
 }
 
@@ -197,18 +205,21 @@ RunDir RunDir::resume(const std::string& dir, const std::string& run_id, int64_t
   const int fd = take_lock(d);
   RunDir r(dir, fd, run_id);
   remove_write_leftovers(dir);
-  const std::string here = run_id_of(dir);
+  std::optional<nlohmann::json> j;
+  std::string here;
+  try {
+    j = read_run_file(dir);
+    if (j) here = run_id_in(*j);
+  } catch (const nlohmann::json::exception&) {
+    fail((d / kRunFile).string(), " is not valid JSON: the run directory is damaged");
+  }
   check(here.empty() || run_id.empty() || here == run_id, "--resume: ", dir,
         " now holds another run (run_id ", here, ", the checkpoint's is ", run_id,
         "): the checkpoint's run was replaced; resume from a copy of the old run directory");
-  if (!here.empty()) {  // run_id_of read it: valid JSON holding a run_id
-    std::ifstream f(d / kRunFile);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    nlohmann::json j = nlohmann::json::parse(ss.str());
-    if (!j.contains("launches") || !j["launches"].is_array()) j["launches"] = nlohmann::json::array();
-    j["launches"].push_back(launch_entry(launch, step));
-    write_run_file(d, j);
+  if (!here.empty()) {  // a run.json of this run: this launch joins its list
+    if (!j->contains("launches") || !(*j)["launches"].is_array()) (*j)["launches"] = nlohmann::json::array();
+    (*j)["launches"].push_back(launch_entry(launch, step));
+    write_run_file(d, *j);
   }
   return r;
 }

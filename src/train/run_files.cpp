@@ -69,7 +69,7 @@ std::map<std::string, std::string> RunFiles::weights_meta(int64_t step) const {
   return {{"step", std::to_string(step)},
           {"preset", cfg_.preset},
           {"window", std::to_string(attention_window(cfg_.schedule, step))},
-          {"speedrun", build_info().version + " commit " + build_info().commit}};
+          {"speedrun", build_id()}};
 }
 
 void RunFiles::save_weights(const Parameters& params, int64_t step) const {
