@@ -228,6 +228,29 @@ def metrics_seeds():
     write("metrics", "val_only", '{"step": 10, "val_loss": 3.3}\n')
 
 
+# --- sweep spec (train/sweep_spec.h) --------------------------------------------------------
+def sweep_seeds():
+    good = {"preset": "tiny", "flags": {"steps": 200, "val-every": 25},
+            "variants": [{"name": "window-warmup"},
+                         {"name": "fixed-window", "flags": {"window-schedule": "fixed"}}],
+            "seeds": 3, "out": "runs/window", "target-loss": 4.2, "parallel": 2, "threads": 2}
+    write("sweep_spec", "study", json.dumps(good, indent=2))
+    write("sweep_spec", "seed_list", json.dumps(dict(good, seeds=[0, 7, 18446744073709551615])))
+    write("sweep_spec", "minimal", '{"preset":"tiny","variants":[{"name":"a"}],"seeds":1,"out":"o"}')
+    write("sweep_spec", "every_key", json.dumps(
+        {"preset": "record", "flags": {"steps": 10, "cooldown": 2, "muon-lr": 0.04, "ns-bf16": True,
+                                       "train": "data/*.bin", "save-every": 5, "keep": 0},
+         "variants": [{"name": "v.1_a-b", "flags": {"dtype": "fp64", "window-start": 128}}],
+         "seeds": [2, 1], "out": "o", "device": "cpu"}))
+    write("sweep_spec", "duplicate_key", '{"preset":"tiny","preset":"tiny","variants":[{"name":"a"}],'
+          '"seeds":1,"out":"o"}')
+    write("sweep_spec", "huge_count", '{"preset":"tiny","variants":[{"name":"a"}],"seeds":1e11,'
+          '"out":"o","parallel":2147483648,"threads":4294967297}')
+    write("sweep_spec", "reserved_flag", '{"preset":"tiny","flags":{"seed":1},"variants":[{"name":"a"}],'
+          '"seeds":[1,1],"out":"o"}')
+    write("sweep_spec", "cut", json.dumps(good)[:70])
+
+
 # --- UTF-8 ----------------------------------------------------------------------------------
 def utf8_seeds():
     write("utf8", "ascii", "plain ASCII text, 0123456789")
@@ -248,6 +271,7 @@ def main():
     jsonl_seeds()
     text_seeds()
     metrics_seeds()
+    sweep_seeds()
     utf8_seeds()
 
 

@@ -56,6 +56,7 @@ declare -A dicts=(
   [jsonl]="json documents"
   [text_documents]="documents"
   [metrics]="json metrics"
+  [sweep_spec]="json sweep_spec"
   [utf8]="utf8"
 )
 

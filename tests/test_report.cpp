@@ -244,3 +244,19 @@ TEST_F(Report, ClashingNamesGetTheirParent) {
   EXPECT_EQ(runs[0].name, "x/run");
   EXPECT_EQ(runs[1].name, "y/run");
 }
+
+// A directory named seed<k> is a sweep's run of seed k, grouped under its variant; one whose
+// number no uint64 holds is a plain run (it was an uncaught std::out_of_range), and so is a
+// sweep run's weights file whose step no int64 holds, which names no final weights.
+TEST_F(Report, SeedDirectoriesBeyondAUint64AreAPlainRun) {
+  write_run(dir / "v" / "seed18446744073709551615", 10, 5, 1.0);
+  write_run(dir / "v" / "seed18446744073709551616", 10, 5, 1.0);
+  std::ofstream(dir / "v" / "seed18446744073709551616" / "model_step99999999999999999999.safetensors");
+  const ReportInputs in = load_report_inputs({(dir / "v" / "seed18446744073709551615").string(),
+                                              (dir / "v" / "seed18446744073709551616").string()});
+  ASSERT_EQ(in.records.size(), 2u);
+  EXPECT_EQ(in.records[0].variant, "v");
+  EXPECT_EQ(in.records[0].seed, 18446744073709551615u);
+  EXPECT_EQ(in.records[1].variant, in.runs[1].name);
+  EXPECT_EQ(in.records[1].seed, 0u);
+}

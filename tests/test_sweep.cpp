@@ -495,8 +495,20 @@ TEST(SweepSpec, BadSpecsAreRefusedNamingTheLineAndTheKey) {
        {"bad.json line 1", "unknown preset \"huge\""}},
       {"{\"preset\": \"tiny\", \"variants\": [], \"out\": \"x\", \"seeds\": 2}", {"non-empty list"}},
       {"{\"preset\": \"tiny\", \"variants\": [{\"name\": \"a\"}], \"out\": \"x\", \"seeds\": 2,\n"
-       "\"parallel\": 0}", {"bad.json line 2", "\"parallel\" must be an integer >= 1"}},
+       "\"parallel\": 0}", {"bad.json line 2", "\"parallel\" must be an integer in [1, 10000]"}},
+      // Numbers beyond what a sweep plans or an int holds: refused, not planned until the
+      // memory runs out, nor cut to another value (2^31 runs at a time read as negative,
+      // and no run ever started).
+      {"{\"preset\": \"tiny\", \"variants\": [{\"name\": \"a\"}], \"out\": \"x\",\n\"seeds\": 100000000000}",
+       {"bad.json line 2", "\"seeds\" must be a count in [1, 10000]"}},
+      {"{\"preset\": \"tiny\", \"variants\": [{\"name\": \"a\"}], \"out\": \"x\", \"seeds\": 2,\n"
+       "\"parallel\": 2147483648}", {"bad.json line 2", "\"parallel\" must be an integer in [1, 10000]"}},
+      {"{\"preset\": \"tiny\", \"variants\": [{\"name\": \"a\"}], \"out\": \"x\", \"seeds\": 2,\n"
+       "\"threads\": 4294967297}", {"bad.json line 2", "\"threads\" must be an integer in [0, 65536]"}},
+      {"{\"preset\": \"tiny\", \"variants\": [{\"name\": \"a\"}, {\"name\": \"b\"}], \"out\": \"x\",\n"
+       "\"seeds\": 5001}", {"2 variants x 5001 seeds are 10002 runs", "at most 10000"}},
       {"[1, 2]", {"a sweep spec is a JSON object"}},
+      {"{\"preset\": \"tiny\", \"seeds\": [1e400]}", {"bad.json: not valid JSON", "number overflow"}},
   };
   for (const Case& c : cases) {
     const std::string e = spec_error(c.text);

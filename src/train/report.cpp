@@ -1,6 +1,7 @@
 #include "train/report.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -573,9 +574,10 @@ ReportInputs load_report_inputs(const std::vector<std::string>& paths) {
     const std::string leaf = dir.filename().string();
     std::string variant = run.name;
     uint64_t seed = 0;
-    if (std::regex_match(leaf, m, seed_dir)) {  // a sweep's OUT/<variant>/seed<k>
+    // A sweep's OUT/<variant>/seed<k> (k a uint64; "seed" and more digits is a plain run).
+    if (std::regex_match(leaf, m, seed_dir) &&
+        std::from_chars(leaf.data() + 4, leaf.data() + leaf.size(), seed).ec == std::errc()) {
       variant = run.group = dir.parent_path().filename().string();
-      seed = std::stoull(m[1].str());
       in.grouped = true;
     }
     SweepRun rec = load_sweep_run(dir.string(), variant, seed);

@@ -146,6 +146,13 @@ bool has_flag(const std::string& key, bool* is_setting) {
   return flag;
 }
 
+// Whether `v` is an integer in [min, max] (JSON's integers beyond int64 included).
+bool integer_in(const Json& v, int64_t min, int64_t max) {
+  if (v.is_number_unsigned())
+    return v.get<uint64_t>() <= uint64_t(max) && uint64_t(std::max<int64_t>(min, 0)) <= v.get<uint64_t>();
+  return v.is_number_integer() && v.get<int64_t>() >= min && v.get<int64_t>() <= max;
+}
+
 // A flag's value as its text on the command line.
 std::string flag_text(const Json& v) {
   if (v.is_string()) return v.get<std::string>();
@@ -168,6 +175,12 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& file) {
     if (at != std::string::npos && why.find(": ", at) != std::string::npos)
       why = why.substr(why.find(": ", at) + 2);
     fail(file, " line ", line, ", column ", col, ": not valid JSON: ", why);
+  } catch (const Json::exception& e) {
+    // A number beyond a double (1e400): nlohmann says which, not where.
+    std::string why = e.what();
+    if (why.rfind("[json.exception.", 0) == 0 && why.find("] ") != std::string::npos)
+      why = why.substr(why.find("] ") + 2);
+    fail(file, ": not valid JSON: ", why);
   }
   const JsonLines lines(text, file);
   const auto at = [&](const std::string& ptr) {
@@ -195,10 +208,10 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& file) {
           "\" must be a non-empty string, not ", json_kind(v));
     return v.get<std::string>();
   };
-  const auto int_at = [&](const char* key, int64_t min) {
+  const auto int_at = [&](const char* key, int64_t min, int64_t max) {
     const Json& v = j.at(key);
-    check(v.is_number_integer() && v.get<int64_t>() >= min, at(std::string("/") + key), ": \"",
-          key, "\" must be an integer >= ", min, ", not ", v.dump());
+    check(integer_in(v, min, max), at(std::string("/") + key), ": \"", key,
+          "\" must be an integer in [", min, ", ", max, "], not ", v.dump());
     return v.get<int64_t>();
   };
   s.preset = string_at("preset");
@@ -212,8 +225,8 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& file) {
           ": \"target-loss\" must be a validation loss > 0, not ", v.dump());
     s.target_loss = v.get<double>();
   }
-  if (j.contains("parallel")) s.parallel = int(int_at("parallel", 1));
-  if (j.contains("threads")) s.threads = int(int_at("threads", 0));
+  if (j.contains("parallel")) s.parallel = int(int_at("parallel", 1, kMaxSweepRuns));
+  if (j.contains("threads")) s.threads = int(int_at("threads", 0, kMaxSweepThreads));
   if (j.contains("device")) {
     s.device = string_at("device");
     parse_enum<DeviceChoice>(s.device, at("/device") + ": \"device\"");
@@ -222,8 +235,8 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& file) {
   // Seeds: a list of distinct integers >= 0, or a count.
   const Json& seeds = j["seeds"];
   if (seeds.is_number_integer()) {
-    check(seeds.get<int64_t>() >= 1, at("/seeds"), ": \"seeds\" must be a count >= 1 or a list "
-          "of seeds, not ", seeds.dump());
+    check(integer_in(seeds, 1, kMaxSweepRuns), at("/seeds"), ": \"seeds\" must be a count in "
+          "[1, ", kMaxSweepRuns, "] or a list of seeds, not ", seeds.dump());
     for (int64_t k = 0; k < seeds.get<int64_t>(); ++k) s.seeds.push_back(uint64_t(k));
   } else {
     check(seeds.is_array() && !seeds.empty(), at("/seeds"), ": \"seeds\" must be a list of "
@@ -304,6 +317,10 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& file) {
     var.config = c;
     s.variants.push_back(std::move(var));
   }
+  const size_t runs = s.variants.size() * s.seeds.size();
+  check(runs <= size_t(kMaxSweepRuns), file, ": ", s.variants.size(), " variants x ",
+        s.seeds.size(), " seeds are ", runs, " runs; a sweep plans at most ", kMaxSweepRuns,
+        ": split it into several sweeps");
   return s;
 }
 

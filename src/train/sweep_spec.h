@@ -52,6 +52,13 @@ struct SweepSpec {
   std::string device;  // "": train's default
 };
 
+// The most runs (variants x seeds) one sweep plans, and the most it runs at a time: a
+// bound that no real study meets, so a typo ("seeds": 30000000) is an error, not a plan that
+// fills the memory before the first run.
+constexpr int64_t kMaxSweepRuns = 10000;
+// The most CPU threads "threads" may split.
+constexpr int64_t kMaxSweepThreads = 65536;
+
 // Parses and checks a spec's text; `file` names it in errors ("spec.json line 7: ...").
 SweepSpec parse_sweep_spec(const std::string& text, const std::string& file);
 // Reads and parses the file.

@@ -1,6 +1,7 @@
 #include "train/sweep_summary.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -53,7 +54,10 @@ int64_t final_weights_step(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     std::smatch m;
     const std::string name = e.path().filename().string();
-    if (std::regex_match(name, m, re)) best = std::max<int64_t>(best, std::stoll(m[1].str()));
+    int64_t step = 0;  // (a number beyond int64 names no weights of ours)
+    if (std::regex_match(name, m, re) &&
+        std::from_chars(name.data() + 10, name.data() + 10 + m[1].length(), step).ec == std::errc())
+      best = std::max(best, step);
   }
   return best;
 }
