@@ -178,6 +178,16 @@ def tokenizer_seeds():
     write("tokenizer_files", "duplicate_id", tokenizer(MERGES[:1], extra={"zz": 3}))
 
 
+def bpe_train_seeds():
+    # The first byte picks the vocabulary size (257 + it), then texts separated by NUL bytes.
+    write("bpe_train", "english", b"\x40" + b"the cat sat on the mat; the hat.\x00"
+          b"It's 2024: caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80!\n\n  indented\tline")
+    write("bpe_train", "repeats", b"\xff" + b"aaaaaaaa aaaa aa a\x00" + b"abababab abab\x00" + b"   \n\n\n")
+    write("bpe_train", "invalid_utf8", b"\x10" + b"\xff\xfe \xc3( \xe2\x82 \xed\xa0\x80 \xc3\xa9\xc3\xa9")
+    write("bpe_train", "empty_texts", b"\x05" + b"\x00\x00\x00")
+    write("bpe_train", "eot_text", b"\x20" + b"<|endoftext|>a<|endoftext|>b 's 're 've 'll")
+
+
 # --- JSON Lines -----------------------------------------------------------------------------
 def jsonl_seeds():
     write("jsonl", "fineweb_like", '{"text": "Hello world.\\nSecond line.", "id": "a", "score": 3.5}\n'
@@ -268,6 +278,7 @@ def main():
     safetensors_seeds()
     checkpoint_seeds()
     tokenizer_seeds()
+    bpe_train_seeds()
     jsonl_seeds()
     text_seeds()
     metrics_seeds()

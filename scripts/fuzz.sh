@@ -53,6 +53,7 @@ declare -A dicts=(
   [safetensors]="json safetensors"
   [checkpoint_meta]="json checkpoint_meta"
   [tokenizer_files]="json tokenizer_files"
+  [bpe_train]="utf8"
   [jsonl]="json documents"
   [text_documents]="documents"
   [metrics]="json metrics"

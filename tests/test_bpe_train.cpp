@@ -133,6 +133,27 @@ TEST(BpeTrain, FilesLoadBackAndEncodingRoundTrips) {
   EXPECT_EQ(back.decode(std::vector<int32_t>{back.eot()}), "<|endoftext|>");
 }
 
+// A vocabulary of the bytes alone (--vocab-size 257, or a text with no pair to merge) is a
+// byte-level tokenizer like any other: its files load back (they were refused for having no
+// merge, so `speedrun tokenizer train` wrote a tokenizer nothing could read).
+TEST(BpeTrain, AVocabularyOfTheBytesAloneLoadsBack) {
+  for (const auto& [texts, size] : {std::pair{std::vector<std::string>{"abc"}, 257},
+                                    std::pair{std::vector<std::string>{"a", "", "b\n"}, 300}}) {
+    const BpeVocab v = train(texts, size);
+    ASSERT_EQ(v.merges.size(), 0u);
+    const fs::path dir = fs::temp_directory_path() / ("speedrun_bpe_bytes_" + std::to_string(::getpid()));
+    fs::remove_all(dir);
+    Tokenizer(v).save(dir);
+    const Tokenizer back = Tokenizer::load(dir);
+    fs::remove_all(dir);
+    EXPECT_EQ(back.vocab().tokens, v.tokens);
+    EXPECT_EQ(back.eot(), 256);
+    const std::string s = "bytes only \xC3\xA9";
+    EXPECT_EQ(back.encode(s).size(), s.size());
+    EXPECT_EQ(back.decode(back.encode(s)), s);
+  }
+}
+
 TEST(BpeTrain, FrequentWordsBecomeSingleTokens) {
   // Three pieces, each repeated: 50 merges are enough to make each one token, and the
   // tokenizer, which merges by the learned ranks, finds those tokens again.

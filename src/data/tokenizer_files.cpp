@@ -162,7 +162,7 @@ BpeVocab parse_bpe_files(std::string_view vocab_json_text, std::string_view merg
   }
   check(j.is_object(), "tokenizer: ", vj, " must be a JSON object {token: id}; ", kFix);
   const size_t n = j.size();
-  check(n > 257, "tokenizer: ", vj, " has ", n, " entries; a byte-level vocabulary has the ",
+  check(n >= 257, "tokenizer: ", vj, " has ", n, " entries; a byte-level vocabulary has the ",
         "256 bytes and <|endoftext|> at least; ", kFix);
 
   BpeVocab v;
