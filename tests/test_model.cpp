@@ -6,6 +6,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
@@ -489,6 +491,53 @@ TEST(Model, ArenaAdjacentTensorsHaveNoPadding) {
   EXPECT_EQ(at(z), 32);
   EXPECT_EQ(at(w), 64);  // the next plain tensor is aligned again
   EXPECT_EQ(a.bytes(), size_t(128));
+}
+
+// Sizes come from flags and files: an element count whose bytes pass 2^62 (or wrap past
+// 2^64 into a small allocation the tensors would overrun) is refused where it is sized,
+// naming the tensor; nothing is allocated.
+TEST(Model, ArenaRefusesSizesBeyondAnyMemory) {
+  int allocations = 0;
+  Arena a([&](size_t n) { ++allocations; return std::calloc(n, 1); }, [](void* p) { std::free(p); });
+  a.add("ok", DType::F32, {1 << 20, 0, int64_t(1) << 62});  // no elements: no bytes
+  const auto refused = [&](const std::vector<int64_t>& shape, const std::string& words) {
+    try {
+      a.add("big", DType::F32, shape);
+      ADD_FAILURE() << "accepted " << words;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  refused({int64_t(1) << 40, int64_t(1) << 21}, "'big' [1099511627776, 2097152] F32 is more than 2^62 bytes");
+  refused({int64_t(1) << 33, int64_t(1) << 33}, "is more than 2^62 bytes");  // 2^68: wraps to 0
+  refused({-4, 8}, "negative dimension");
+  a.add("half", DType::F32, {int64_t(1) << 30, int64_t(1) << 29});  // 2^61 bytes: sized, not yet allocated
+  refused({int64_t(1) << 30, (int64_t(1) << 29) + 1}, "takes the arena beyond 2^62 bytes");
+  EXPECT_EQ(allocations, 0);
+}
+
+// A weights file's metadata names the model's shape: one beyond the bounds of model/config.h
+// is refused naming the file, as a truncated eot would have been read as another id.
+TEST(Model, WeightsMetadataBeyondTheShapeBoundsIsRefused) {
+  const std::map<std::string, std::string> good = GPTConfig{}.to_metadata();
+  const auto refused = [&](const std::string& key, const std::string& value, const std::string& words) {
+    auto m = good;
+    m[key] = value;
+    try {
+      GPTConfig::from_metadata(m, "w.safetensors");
+      ADD_FAILURE() << key << " = " << value << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("w.safetensors"), std::string::npos) << e.what();
+    }
+  };
+  EXPECT_NO_THROW(GPTConfig::from_metadata(good, "w.safetensors"));
+  refused("layers", "4294967296", "4294967296 layers: at most 65536");
+  refused("heads", "2147483648", "heads: must be in [1, 65536]");
+  refused("head_dim", "262144", "head dimension 262144: at most 65536");
+  refused("heads", "65536", "width 65536 heads x 128 = 8388608: at most 1048576");
+  refused("vocab", "4294967296", "must be in [2, 2147483647]");
+  refused("eot", "4294967301", "eot = 4294967301 is not a token id");
 }
 
 TEST(Model, MixNormOpsAreTheSeparateOps) {

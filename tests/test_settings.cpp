@@ -330,7 +330,20 @@ TEST(Settings, EveryNumberMustBeFiniteAndInRange) {
   EXPECT_EQ(error_of(c), "--adam-eps 0: must be > 0");
   c = preset_config("tiny");
   c.model.head_dim = 15;
-  EXPECT_EQ(error_of(c).rfind("--head-dim 15: must be even, >= 2", 0), 0u) << error_of(c);
+  EXPECT_EQ(error_of(c).rfind("--head-dim 15: must be even, in [2, 65536]", 0), 0u) << error_of(c);
+  // The model's shape is bounded so that no element count overflows (and a typo does not
+  // build 2^32 layers): each dimension, and the width they make.
+  c = preset_config("tiny");
+  c.model.layers = int64_t(1) << 32;
+  EXPECT_EQ(error_of(c).rfind("--layers 4294967296: must be even, in [2, 65536]", 0), 0u) << error_of(c);
+  c = preset_config("tiny");
+  c.model.vocab = int64_t(1) << 32;
+  EXPECT_EQ(error_of(c), "--vocab 4294967296: must be in [2, 2147483647] (token ids are int32)");
+  c = preset_config("tiny");
+  c.model.heads = 65536;
+  c.model.head_dim = 64;
+  EXPECT_EQ(error_of(c), "--heads 65536 x --head-dim 64 is a width of 4194304, more than "
+                         "1048576: lower them");
   c = preset_config("tiny");
   c.model.softcap = 0;
   EXPECT_EQ(error_of(c), "softcap 0: must be > 0");

@@ -1,5 +1,7 @@
 #include "core/arena.h"
 
+#include <algorithm>
+
 namespace speedrun {
 
 Arena& Arena::operator=(Arena&& o) noexcept {
@@ -30,7 +32,23 @@ int Arena::add(const std::string& name, DType dtype, const std::vector<int64_t>&
   e.bind = bind;
   check(shape.size() <= 4, "Arena: '", name, "' has more than 4 dimensions");
   e.tensor = Tensor(nullptr, dtype, {});
+  // Sizes come from settings and files: a product beyond 2^62 bytes would wrap into a small
+  // allocation that the tensors then overrun, so it is refused here, where every model,
+  // optimizer and activation buffer is sized.
+  constexpr uint64_t kMaxBytes = uint64_t(1) << 62;
   for (int64_t d : shape) e.tensor.shape[e.tensor.ndim++] = d;
+  uint64_t bytes = dtype_size(dtype);
+  bool over = false;
+  for (int64_t d : shape) {
+    check(d >= 0, "Arena: '", name, "' ", e.tensor.shape_str(), " has a negative dimension");
+    over = __builtin_mul_overflow(bytes, uint64_t(d), &bytes) || over;
+  }
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) bytes = 0, over = false;
+  check(!over && bytes <= kMaxBytes, "'", name, "' ", e.tensor.shape_str(), " ",
+        dtype_name(dtype), " is more than 2^62 bytes, beyond any machine's memory: lower the "
+        "model's size, --seq-len, --batch, or raise --grad-accum");
+  check(uint64_t(total_) + bytes <= kMaxBytes, "Arena: '", name, "' takes the arena beyond 2^62 bytes, ",
+        "beyond any machine's memory: lower the model's size, --seq-len, --batch, or raise --grad-accum");
   e.offset = total_;
   total_ += (e.tensor.bytes() + 63) / 64 * 64;
   entries_.push_back(std::move(e));

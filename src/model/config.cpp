@@ -11,10 +11,15 @@ namespace speedrun {
 void GPTConfig::validate() const {
   check(layers >= 2 && layers % 2 == 0, "model: ", layers,
         " layers: the U-net needs an even number of layers >= 2");
-  check(heads >= 1, "model: ", heads, " heads: must be >= 1");
+  check(layers <= kMaxLayers, "model: ", layers, " layers: at most ", kMaxLayers);
+  check(heads >= 1 && heads <= kMaxHeads, "model: ", heads, " heads: must be in [1, ", kMaxHeads, "]");
   check(head_dim >= 2 && head_dim % 2 == 0, "model: head dimension ", head_dim,
         ": rotary needs an even head dimension >= 2");
-  check(vocab >= 2, "model: vocabulary of ", vocab, " rows: must be >= 2");
+  check(head_dim <= kMaxHeadDim, "model: head dimension ", head_dim, ": at most ", kMaxHeadDim);
+  check(width() <= kMaxWidth, "model: width ", heads, " heads x ", head_dim, " = ", width(),
+        ": at most ", kMaxWidth);
+  check(vocab >= 2 && vocab <= kMaxVocab, "model: vocabulary of ", vocab,
+        " rows: must be in [2, ", kMaxVocab, "] (token ids are int32)");
   check(eot >= 0 && eot < vocab, "model: EOT id ", eot, " is outside the vocabulary [0, ",
         vocab, ")");
   check(attn_tile >= 0, "model: attention tile ", attn_tile,
@@ -49,6 +54,8 @@ GPTConfig GPTConfig::from_metadata(const std::map<std::string, std::string>& met
   get("head_dim", c.head_dim);
   get("vocab", c.vocab);
   get("eot", eot);
+  check(eot >= 0 && eot <= kMaxVocab, "weights ", file, ": metadata eot = ", eot,
+        " is not a token id (an int32 >= 0)");
   c.eot = int32_t(eot);
   try {
     c.validate();
@@ -105,6 +112,8 @@ GPTConfig GPTConfig::from_weights(const SafetensorsFile& f, const ShapeHints& hi
          "--head-dim 128)");
   }
   if (hints.eot >= 0) {
+    check(hints.eot < c.vocab, "--eot ", hints.eot, " is outside the vocabulary [0, ", c.vocab,
+          ") of ", file);
     c.eot = int32_t(hints.eot);
   } else {
     check(c.vocab >= kGpt2Vocab, "weights ", file, " have no speedrun metadata and a vocabulary "

@@ -22,6 +22,15 @@ struct ShapeHints {
   int64_t eot = -1;                 // the document delimiter id
 };
 
+// The largest model shape accepted: far beyond any model trained (GPT-3: 96 layers, width
+// 12,288), and small enough that no element count of the model (vocab x width at most
+// 2^51) overflows an int64, nor the loops over layers run for hours. Token ids are int32.
+inline constexpr int64_t kMaxLayers = 65536;
+inline constexpr int64_t kMaxHeads = 65536;
+inline constexpr int64_t kMaxHeadDim = 65536;
+inline constexpr int64_t kMaxWidth = int64_t(1) << 20;
+inline constexpr int64_t kMaxVocab = 2147483647;
+
 struct GPTConfig {
   int64_t layers = 12;
   int64_t heads = 6;

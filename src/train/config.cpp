@@ -11,6 +11,8 @@ void TrainConfig::validate(int world) const {
   const auto flag = [this](const auto& field) { return flag_of(*this, field); };
   const GPTConfig& m = model;
   const ScheduleConfig& s = schedule;
+  check(m.width() <= kMaxWidth, flag(m.heads), " ", m.heads, " x ", flag(m.head_dim), " ",
+        m.head_dim, " is a width of ", m.width(), ", more than ", kMaxWidth, ": lower them");
   check(m.eot < m.vocab, flag(m.eot), " ", m.eot, " is outside the vocabulary [0, ", m.vocab,
         "): give ", flag(m.vocab), " larger than the EOT id or another ", flag(m.eot));
   check(s.warmup + s.cooldown <= s.steps, flag(s.warmup), " ", s.warmup, " + ",

@@ -27,15 +27,20 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
       .on_resume = may_change},
     c.val_glob);
   // The model (SPEC.md "Model").
+  // (Each bounded as GPTConfig::validate bounds it: model/config.h.)
   v(S{.key = "layers", .help = "transformer layers",
-      .range = multiple_of(2, 2, "the U-net pairs each encoder layer with a decoder layer")},
+      .range = Range{.min = 2, .max = double(kMaxLayers), .multiple = 2,
+                     .why = "the U-net pairs each encoder layer with a decoder layer"}},
     m.layers);
-  v(S{.key = "heads", .help = "attention heads", .range = at_least(1)}, m.heads);
+  v(S{.key = "heads", .help = "attention heads",
+      .range = Range{.min = 1, .max = double(kMaxHeads)}},
+    m.heads);
   v(S{.key = "head-dim", .help = "dimension of each head",
-      .range = multiple_of(2, 2, "rotary turns pairs of dimensions")},
+      .range = Range{.min = 2, .max = double(kMaxHeadDim), .multiple = 2,
+                     .why = "rotary turns pairs of dimensions"}},
     m.head_dim);
   v(S{.key = "vocab", .help = "vocabulary rows of wte and lm_head", .unit = "ids",
-      .range = at_least(2)},
+      .range = Range{.min = 2, .max = double(kMaxVocab), .why = "token ids are int32"}},
     m.vocab);
   v(S{.key = "eot", .help = "document delimiter token id", .unit = "id", .range = at_least(0)},
     m.eot);
