@@ -486,11 +486,25 @@ TEST(BenchCommand, RefusesBadFlagsClearly) {
   EXPECT_EQ(f.code, 1) << f.out;
   EXPECT_NE(f.out.find("no files match --data"), std::string::npos) << f.out;
   // Sizes "by device" (0) or given must not be negative; the message says both.
-  for (const char* flag : {"--head-logits", "--gemm-size", "--copy-mib"}) {
+  for (const auto& [flag, must] : {std::pair{"--head-logits", ">= 1"}, {"--gemm-size", "in [1, 65536]"},
+                                   {"--copy-mib", "in [1, 1048576]"}}) {
     const Outcome d = run_cli(std::string("bench --device cpu --preset tiny ") + flag + " -1");
     EXPECT_EQ(d.code, 1) << d.out;
-    EXPECT_NE(d.out.find(std::string(flag) + " -1: must be >= 1 (0: by device)"), std::string::npos)
+    EXPECT_NE(d.out.find(std::string(flag) + " -1: must be " + must + " (0: by device)"), std::string::npos)
         << d.out;
+    EXPECT_EQ(d.out.find("ceilings"), std::string::npos) << "ran before refusing:\n" << d.out;
+  }
+  // Counts whose products would overflow are refused before anything runs: 2^31 - 1 reps
+  // printed "-2 timed steps", a copy of 2^62 MiB wrapped to nothing, and an eot of 2^32
+  // was read as 0.
+  for (const auto& [flags, words] :
+       {std::pair{"--reps 2147483647", "--reps 2147483647: must be in [1, 1000000]"},
+        {"--copy-mib 4611686018427387904", "--copy-mib 4611686018427387904: must be in [1, 1048576]"},
+        {"--seq-len 4611686018427387904", "is more than 2^40 tokens per step"},
+        {"--eot 4294967296", "--eot 4294967296 is outside the vocabulary [0, 512)"}}) {
+    const Outcome d = run_cli(std::string("bench --device cpu --preset tiny ") + flags);
+    EXPECT_EQ(d.code, 1) << d.out;
+    EXPECT_NE(d.out.find(words), std::string::npos) << d.out;
     EXPECT_EQ(d.out.find("ceilings"), std::string::npos) << "ran before refusing:\n" << d.out;
   }
 }

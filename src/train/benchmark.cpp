@@ -208,10 +208,14 @@ void BenchOptions::validate() const {
   check(batch >= 0, "--batch ", batch, ": must be >= 1");
   check(micro_batch >= 1, "--micro-batch ", micro_batch, ": must be >= 1");
   for (int64_t w : windows) check(w >= 1, "--windows: window ", w, " must be >= 1");
-  check(reps >= 1, "--reps ", reps, ": must be >= 1");
-  check(warmup >= 0, "--warmup ", warmup, ": must be >= 0");
-  check(gemm_size >= 0, "--gemm-size ", gemm_size, ": must be >= 1 (0: by device)");
-  check(copy_mib >= 0, "--copy-mib ", copy_mib, ": must be >= 1 (0: by device)");
+  // (Upper bounds: far beyond a useful benchmark, and within what the counts and byte
+  // sizes derived from them hold without overflowing.)
+  check(reps >= 1 && reps <= 1000000, "--reps ", reps, ": must be in [1, 1000000]");
+  check(warmup >= 0 && warmup <= 1000000, "--warmup ", warmup, ": must be in [0, 1000000]");
+  check(gemm_size >= 0 && gemm_size <= 65536, "--gemm-size ", gemm_size,
+        ": must be in [1, 65536] (0: by device)");
+  check(copy_mib >= 0 && copy_mib <= (1 << 20), "--copy-mib ", copy_mib,
+        ": must be in [1, 1048576] (0: by device)");
   check(head_logits >= 0, "--head-logits ", head_logits, ": must be >= 1 (0: by device)");
   check(vocab == 0 || vocab >= 2, "--vocab ", vocab, ": must be >= 2 (0: the preset's)");
   check(eot >= -1, "--eot ", eot, ": must be an id of the vocabulary (-1: the preset's)");
@@ -274,9 +278,10 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   r.preset = o.preset.empty() ? (gpu ? "record" : "tiny") : o.preset;
   TrainConfig tc = preset_config(r.preset);
   if (o.vocab > 0) tc.model.vocab = o.vocab;
-  if (o.eot >= 0) tc.model.eot = int32_t(o.eot);
-  check(tc.model.eot < tc.model.vocab, "--eot ", tc.model.eot, " is outside the vocabulary [0, ",
-        tc.model.vocab, ") of the model (the ", r.preset, " preset's, or --vocab)");
+  const int64_t eot = o.eot >= 0 ? o.eot : tc.model.eot;
+  check(eot < tc.model.vocab, "--eot ", eot, " is outside the vocabulary [0, ", tc.model.vocab,
+        ") of the model (the ", r.preset, " preset's, or --vocab)");
+  tc.model.eot = int32_t(eot);
   tc.model.validate();
   const GPTConfig& mc = tc.model;
   r.seq_len = o.seq_len > 0 ? o.seq_len : tc.seq_len;
@@ -285,6 +290,8 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   check(r.batch % r.micro_batch == 0, "--micro-batch ", r.micro_batch, " does not divide the ",
         r.batch, " sequences of a step (--batch): pick a divisor");
   r.micro_batches = r.batch / r.micro_batch;
+  check(r.batch <= (int64_t(1) << 40) / r.seq_len, "--batch ", r.batch, " x --seq-len ", r.seq_len,
+        " is more than 2^40 tokens per step: lower them");
   std::vector<int64_t> windows = o.windows;
   if (windows.empty()) {
     windows = {tc.schedule.window_start};
