@@ -26,6 +26,7 @@
 #include "data/shard.h"
 #include "fixtures.h"
 #include "run_command.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/run_dir.h"
 #include "train/run_files.h"
@@ -315,6 +316,55 @@ TEST_F(Reliability, SigtermStopsWithACheckpointAndResumesExactly) {
       << text;
   ok("train --resume " + (dir / "S").string() + " --threads 1 --no-sample");
   EXPECT_EQ(read_bytes(dir / "S" / "model_step000200.safetensors"),
+            read_bytes(dir / "ref" / "model_step000200.safetensors"));
+}
+
+// 9b. The output's reader going away (`| head`; `| tee log` when Ctrl-C ends tee before the
+// trainer) stops the run after its step with a checkpoint, as a signal does: SIGPIPE killed
+// it mid-step, without one. So does the terminal's hangup (SIGHUP).
+TEST_F(Reliability, AClosedOutputOrAHangupStopsWithACheckpoint) {
+  const auto run = [&](const fs::path& out, bool close_output) {
+    int fds[2];
+    EXPECT_EQ(::pipe(fds), 0);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::signal(SIGPIPE, SIG_DFL);  // as a shell starts it, whatever this test process does
+      ::signal(SIGHUP, SIG_DFL);
+      ::dup2(fds[1], 1);
+      ::dup2(fds[1], 2);
+      ::close(fds[0]);
+      const std::string cmd = "exec " + std::string(SPEEDRUN_BINARY) + " " +
+                              micro(out, "--steps 200 --cooldown 10 --val-every 0");
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+      ::_exit(127);
+    }
+    ::close(fds[1]);
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; text.find("step:3/200") == std::string::npos &&
+                    (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+      text.append(buf, size_t(n));
+    if (close_output) ::close(fds[0]);
+    else ::kill(pid, SIGHUP);
+    for (ssize_t n; !close_output && (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, size_t(n));
+    if (!close_output) ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status)) << "killed by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0)
+                                   << "\n" << text;
+    return std::pair{WIFEXITED(status) ? WEXITSTATUS(status) : -1, text};
+  };
+  const auto [piped, piped_text] = run(dir / "P", true);
+  EXPECT_EQ(piped, 128 + SIGPIPE) << piped_text;
+  ASSERT_FALSE(list_checkpoints((dir / "P").string()).empty()) << piped_text;
+  const auto [hung, hung_text] = run(dir / "H", false);
+  EXPECT_EQ(hung, 128 + SIGHUP) << hung_text;
+  EXPECT_NE(hung_text.find("(SIGHUP): continue with speedrun train --resume"), std::string::npos)
+      << hung_text;
+  // The stopped run resumes to the uninterrupted run's weights.
+  ok(micro(dir / "ref", "--steps 200 --cooldown 10 --val-every 0"));
+  ok("train --resume " + (dir / "P").string() + " --threads 1 --no-sample");
+  EXPECT_EQ(read_bytes(dir / "P" / "model_step000200.safetensors"),
             read_bytes(dir / "ref" / "model_step000200.safetensors"));
 }
 

@@ -360,7 +360,8 @@ void Runner::ended(Active& a) {
   const RunStatus now = inspect(p, o_.out);
   done_[i] = now.state == State::Finished ? p.config.schedule.steps
                                           : steps_in_metrics(fs::path(p.dir) / "metrics.jsonl");
-  const bool signalled = code == 128 + SIGINT || code == 128 + SIGTERM;
+  const bool signalled = code == 128 + SIGINT || code == 128 + SIGTERM || code == 128 + SIGHUP ||
+                         code == 128 + SIGPIPE;
   if (now.state == State::Finished) {
     ++finished_;
     const MetricsLog m = load_sweep_run(p.dir, p.variant, p.seed, p.config.schedule.steps).metrics;
@@ -480,7 +481,9 @@ SweepOutcome Runner::run() {
       say(fmt::format("sweep: {}: asking the {} running run(s) to stop after their current step "
                       "with a checkpoint (signal again to stop them at once)",
                       signal_name(sig), active_.size()));
-      for (const auto& a : active_) a.proc.signal(sig);
+      // (A run writes to its own log, so the sweep's closed output or terminal is not its:
+      // it is asked as a scheduler asks, SIGINT's Ctrl-C aside.)
+      for (const auto& a : active_) a.proc.signal(sig == SIGINT ? SIGINT : SIGTERM);
     }
     for (size_t k = 0; k < active_.size();) {
       if (active_[k].proc.poll()) {
