@@ -32,6 +32,7 @@ ChildProcess ChildProcess::start(const std::vector<std::string>& argv,
   }
   if (pid == 0) {
     ::setpgid(0, 0);
+    ::signal(SIGPIPE, SIG_DFL);  // as a shell starts it (the parent ignores it: stop_signal.h)
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(128 + SIGTERM);  // the parent died before prctl
     const int null = ::open("/dev/null", O_RDONLY);

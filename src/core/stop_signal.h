@@ -1,23 +1,33 @@
 // A graceful stop on SIGINT (Ctrl-C), SIGTERM (what a cluster scheduler sends before it
-// kills a job), SIGHUP (the terminal or the ssh session closed) and SIGPIPE (the reader of
-// the output went away: `speedrun train | tee log` after Ctrl-C, which ends tee at once, or
-// `| head`): the first signal only sets a flag that the training loop reads after each step
-// (it then writes a checkpoint and says how to resume); a second SIGINT, SIGTERM or SIGHUP
-// ends the process at once, the default way. SIGPIPE comes again at every write to the
-// closed output, so it never ends the process: those writes fail, and the files (metrics,
-// checkpoints) are written as before. A signal the process was started with ignored (nohup's
-// SIGHUP) stays ignored.
+// kills a job) and SIGHUP (the terminal or the ssh session closed): the first signal only
+// sets a flag that the training loop reads after each step (it then writes a checkpoint and
+// says how to resume); a second one ends the process at once, the default way. A run under
+// nohup (SIGHUP ignored) keeps ignoring SIGHUP.
+//
+// The console's reader going away (`speedrun train | head`; `| tee log` when Ctrl-C ends tee
+// before the trainer) asks for the same stop, as SIGPIPE: SIGPIPE itself is ignored (its
+// default killed the process mid-step, without a checkpoint), and a console write that
+// fails with EPIPE (write_console) makes the request. Writes to other pipes and sockets
+// just fail, as their libraries expect.
 #pragma once
+#include <cstdio>
+#include <string>
 
 namespace speedrun {
 
 // Installs the handlers (idempotent).
 void install_stop_handlers();
-// The signal that asked for a stop (SIGINT, SIGTERM, SIGHUP or SIGPIPE), or 0.
+// The signal that asked for a stop (SIGINT, SIGTERM, SIGHUP, or SIGPIPE for a console whose
+// reader is gone), or 0.
 int stop_requested();
 // Forgets a request (after the stop was handled; for tests).
 void clear_stop_request();
 // Names a signal number: "SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE", or "a signal".
 const char* signal_name(int sig);
+
+// Writes `text` to the console stream `f` and flushes it. Where the stream's reader is gone
+// (EPIPE), asks for a stop (stop_requested() == SIGPIPE) unless one was asked already, and
+// says so on stderr; the text is lost, and so is every later line.
+void write_console(FILE* f, const std::string& text);
 
 }  // namespace speedrun

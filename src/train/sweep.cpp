@@ -279,10 +279,8 @@ std::vector<std::string> Runner::command(size_t i) const {
 }
 
 void Runner::say(const std::string& line) {
-  if (tty_ && drawn_) std::fputs("\r\033[K", o_.out);
-  std::fprintf(o_.out, "%s\n", line.c_str());
+  write_console(o_.out, (tty_ && drawn_ ? "\r\033[K" : "") + line + "\n");
   drawn_ = false;
-  std::fflush(o_.out);
 }
 
 std::string Runner::progress_line() const {
@@ -307,12 +305,11 @@ void Runner::draw_progress(bool force) {
   if (!force && since < (tty_ ? 0.5 : 30.0)) return;
   last_draw_ = now;
   if (tty_) {
-    std::fprintf(o_.out, "\r\033[K%s", progress_line().c_str());
+    write_console(o_.out, "\r\033[K" + progress_line());
     drawn_ = true;
   } else {
-    std::fprintf(o_.out, "%s\n", progress_line().c_str());
+    write_console(o_.out, progress_line() + "\n");
   }
-  std::fflush(o_.out);
 }
 
 void Runner::launch(size_t i) {

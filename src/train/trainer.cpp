@@ -59,10 +59,7 @@ Trainer::Trainer(Backend& backend, Comm& comm, TrainConfig config,
       cfg_(std::move(config)),
       train_files_(std::move(train_files)),
       val_files_(std::move(val_files)) {
-  log = [](const std::string& s) {
-    std::fputs((s + "\n").c_str(), stdout);
-    std::fflush(stdout);
-  };
+  log = [](const std::string& s) { write_console(stdout, s + "\n"); };
   cfg_.validate(comm_.size());
   // The config records the precision actually used, so a resume (on any device) asks for
   // the same one instead of the new device's default.
