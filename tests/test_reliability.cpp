@@ -23,6 +23,7 @@
 #include "core/cpu_check.h"
 #include "core/host_memory.h"
 #include "core/safetensors.h"
+#include "core/stop_signal.h"
 #include "data/shard.h"
 #include "fixtures.h"
 #include "run_command.h"
@@ -366,6 +367,30 @@ TEST_F(Reliability, AClosedOutputOrAHangupStopsWithACheckpoint) {
   ok("train --resume " + (dir / "P").string() + " --threads 1 --no-sample");
   EXPECT_EQ(read_bytes(dir / "P" / "model_step000200.safetensors"),
             read_bytes(dir / "ref" / "model_step000200.safetensors"));
+}
+
+// The console's writer: a write to a pipe whose reader is gone asks for the stop once,
+// as SIGPIPE, and never kills the process (SIGPIPE is ignored); a write that works asks
+// for nothing. (The sweep's lines go through it as the trainer's do.)
+TEST(ConsoleWrites, AClosedPipeAsksForTheStopOnce) {
+  install_stop_handlers();
+  clear_stop_request();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  FILE* f = ::fdopen(fds[1], "w");
+  ASSERT_NE(f, nullptr);
+  write_console(f, "read\n");
+  EXPECT_EQ(stop_requested(), 0);
+  char buf[8];
+  EXPECT_EQ(::read(fds[0], buf, sizeof buf), 5);
+  ::close(fds[0]);
+  write_console(f, "lost\n");
+  EXPECT_EQ(stop_requested(), SIGPIPE);
+  write_console(f, "lost too\n");  // no second request, no signal
+  EXPECT_EQ(stop_requested(), SIGPIPE);
+  EXPECT_STREQ(signal_name(stop_requested()), "SIGPIPE");
+  std::fclose(f);
+  clear_stop_request();
 }
 
 // 10. Smaller holes.
