@@ -10,9 +10,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text = fuzz::text(data, size);
   speedrun::MetricsLog log;
   if (fuzz::parses(name, [&] { log = speedrun::parse_metrics(text, name); })) {
-    // Two runs of one variant (drawn as a band) and one alone: every chart path is taken.
+    // Two runs of one variant (drawn as a band) and one alone: every chart path is taken;
+    // the runs table's build and device columns, known and unknown, escaped.
     const std::string page = speedrun::render_report(
-        {{"run<&>", log, "v<&>"}, {"b", log, "v<&>"}, {"c", log, ""}}, "t");
+        {{"run<&>", log, "v<&>", "c<&>1; c2", "cuda, <H>&"}, {"b", log, "v<&>", "", ""},
+         {"c", log, "", "c1", ""}},
+        "t");
     fuzz::require(page.find("</html>") != page.npos, "the report page is incomplete");
   }
   const int64_t step = size > 0 ? int64_t(data[0]) - 8 : 0;

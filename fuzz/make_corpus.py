@@ -82,6 +82,41 @@ def safetensors_seeds():
     write("safetensors", "short", b"\x10\0\0")
 
 
+# --- weights: a GPT of SPEC.md's names (layers 2, heads 1, head dim 2, vocab 4) -----------
+def gpt_tensors(layers=2, C=2, V=4, dtype="F32"):
+    size = {"F32": 4, "BF16": 2, "F64": 8}[dtype]
+    def t(name, shape, value=0.25):
+        n = 1
+        for d in shape:
+            n *= d
+        blob = {"F32": struct.pack("<f", value), "F64": struct.pack("<d", value),
+                "BF16": struct.pack("<f", value)[2:]}[dtype] * n
+        assert len(blob) == n * size
+        return (name, dtype, shape, blob)
+    out = [t("transformer.wte.weight", [V, C])]
+    for l in range(layers):
+        h = "transformer.h.%d." % l
+        out += [t(h + "lambdas", [2], 0.5), t(h + "attn.lamb", [], 0.5)]
+        out += [t(h + "attn.%s.weight" % m, [C, C]) for m in ("c_q", "c_k", "c_v", "c_proj")]
+        out += [t(h + "mlp.c_fc.weight", [4 * C, C]), t(h + "mlp.c_proj.weight", [C, 4 * C])]
+    out += [t("lm_head.weight", [V, C]), t("skip_weights", [layers // 2], 1.0)]
+    return out
+
+
+def weights_seeds():
+    meta = {"format": "speedrun-gpt", "layers": "2", "heads": "1", "head_dim": "2", "vocab": "4",
+            "eot": "3"}
+    write("weights", "speedrun_f32", safetensors(gpt_tensors(), meta))
+    write("weights", "speedrun_bf16", safetensors(gpt_tensors(dtype="BF16"), meta))
+    write("weights", "pytorch_no_metadata", safetensors(gpt_tensors(C=4)))
+    write("weights", "huge_shape_metadata", safetensors(gpt_tensors(), dict(
+        meta, layers="4294967296", heads="2147483648", eot="4294967299")))
+    write("weights", "shape_mismatch", safetensors(gpt_tensors(C=4), meta))
+    nan = list(gpt_tensors())
+    nan[0] = (nan[0][0], "F32", nan[0][2], struct.pack("<f", float("nan")) * 8)
+    write("weights", "nan_value", safetensors(nan, meta))
+
+
 # --- checkpoint meta.json -------------------------------------------------------------------
 CONFIG = {  # config_to_json of the tiny preset, as a checkpoint stores it
     "adam-beta1": 0.8, "adam-beta2": 0.95, "adam-eps": 1e-10, "batch": 8, "cooldown": 100,
@@ -276,6 +311,7 @@ def main():
     clean()
     shards()
     safetensors_seeds()
+    weights_seeds()
     checkpoint_seeds()
     tokenizer_seeds()
     bpe_train_seeds()

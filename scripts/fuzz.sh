@@ -51,6 +51,7 @@ cmake --build build-asan -j"$(nproc)" "${build_targets[@]}"
 declare -A dicts=(
   [shard]=""
   [safetensors]="json safetensors"
+  [weights]="json safetensors"
   [checkpoint_meta]="json checkpoint_meta"
   [tokenizer_files]="json tokenizer_files"
   [bpe_train]="utf8"

@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <cstdio>
+#include <iterator>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -538,6 +541,44 @@ TEST(Model, WeightsMetadataBeyondTheShapeBoundsIsRefused) {
   refused("heads", "65536", "width 65536 heads x 128 = 8388608: at most 1048576");
   refused("vocab", "4294967296", "must be in [2, 2147483647]");
   refused("eot", "4294967301", "eot = 4294967301 is not a token id");
+}
+
+// Weights whose data is not aligned for its dtype (a header not padded to 8 bytes, which the
+// safetensors format allows) load the same values as the aligned file: each element is read
+// through memcpy (an unaligned float load is undefined behaviour, reported under UBSan).
+TEST(Model, UnalignedWeightsLoadTheSameValues) {
+  CpuBackend be(1);
+  GPTConfig cfg;
+  cfg.layers = 2;
+  cfg.heads = 1;
+  cfg.head_dim = 4;
+  cfg.vocab = 8;
+  cfg.eot = 7;
+  Parameters p(be, cfg, DType::F64);
+  p.init(3);
+  const std::string dir = ::testing::TempDir();
+  for (DType d : {DType::F32, DType::F64, DType::BF16}) {
+    const std::string aligned = dir + "/speedrun_aligned.safetensors",
+                      shifted = dir + "/speedrun_unaligned.safetensors";
+    p.save(aligned, {}, d);
+    std::string bytes;
+    {
+      std::ifstream in(aligned, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    const uint64_t m = n + 2;  // two more spaces after the header's JSON: data at 2 mod 4
+    std::string out(reinterpret_cast<const char*>(&m), 8);
+    out += bytes.substr(8, n) + "  " + bytes.substr(8 + n);
+    std::ofstream(shifted, std::ios::binary) << out;
+    Parameters a(be, cfg, DType::F64), b(be, cfg, DType::F64);
+    a.load(aligned);
+    b.load(shifted);
+    for (int i = 0; i < p.count(); ++i) EXPECT_EQ(a.to_host_f64(i), b.to_host_f64(i)) << p.name(i);
+    std::remove(aligned.c_str());
+    std::remove(shifted.c_str());
+  }
 }
 
 TEST(Model, MixNormOpsAreTheSeparateOps) {

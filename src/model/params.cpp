@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "core/bf16.h"
 #include "core/rng.h"
@@ -286,15 +287,22 @@ void Parameters::load(const std::string& path) {
       fail("weights ", path, ": tensor '", name(i), "' has shape ", weights_shape_text(v.shape),
            " but the model needs ", weights_shape_text(want), ": check --layers/--heads/--head-dim/--vocab");
     std::vector<double> h(size_t(values_[i].numel()));
+    // Element by element through memcpy: a file whose header is not padded to 8 bytes (the
+    // format allows it) leaves the data unaligned for its dtype.
+    const auto* bytes = static_cast<const unsigned char*>(v.data);
+    const auto read = [&](auto x) {
+      for (size_t k = 0; k < h.size(); ++k) {
+        std::memcpy(&x, bytes + k * sizeof x, sizeof x);
+        if constexpr (std::is_same_v<decltype(x), uint16_t>) h[k] = bf16_to_float(x);
+        else h[k] = double(x);
+      }
+    };
     if (v.dtype == DType::F32) {
-      const float* p = static_cast<const float*>(v.data);
-      for (size_t k = 0; k < h.size(); ++k) h[k] = p[k];
+      read(float());
     } else if (v.dtype == DType::F64) {
-      const double* p = static_cast<const double*>(v.data);
-      for (size_t k = 0; k < h.size(); ++k) h[k] = p[k];
+      read(double());
     } else if (v.dtype == DType::BF16) {
-      const uint16_t* p = static_cast<const uint16_t*>(v.data);
-      for (size_t k = 0; k < h.size(); ++k) h[k] = bf16_to_float(p[k]);
+      read(uint16_t());
     } else {
       fail("weights ", path, ": tensor '", name(i), "' has dtype ", dtype_name(v.dtype),
            "; expected F32, F64 or BF16");
