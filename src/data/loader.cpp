@@ -15,7 +15,7 @@ DataLoader::DataLoader(std::vector<std::string> files, int64_t B, int64_t T, int
   check(world >= 1 && rank >= 0 && rank < world, "data loader: rank ", rank,
         " is outside a world of ", world, " processes");
   check(vocab >= 1, "data loader: vocab ", vocab, " must be >= 1 (--vocab)");
-  check(B <= (int64_t(1) << 40) / T / world, "data loader: B*T*world = ", B, "*", T, "*", world,
+  check(B <= kMaxStepTokens / T / world, "data loader: B*T*world = ", B, "*", T, "*", world,
         " tokens per step is absurdly large (check --batch and --seq-len)");
   const int64_t step = B * T * world;
   sizes_.reserve(files_.size());

@@ -11,6 +11,11 @@
 
 namespace speedrun {
 
+// The most tokens one step may read over all ranks: far beyond any machine, and small enough
+// that the token counts and offsets derived from batch x seq-len x ranks stay int64s. The
+// loader, the run's config and the benchmark refuse more.
+inline constexpr int64_t kMaxStepTokens = int64_t(1) << 40;
+
 class DataLoader {
  public:
   // Validates every shard's header up front (a bad shard fails here, by name), and that

@@ -21,6 +21,7 @@
 #include "core/arena.h"
 #include "core/rng.h"
 #include "core/utc_time.h"
+#include "data/loader.h"
 #include "data/shard.h"
 #include "data/step_loader.h"
 #include "model/gpt.h"
@@ -290,7 +291,7 @@ BenchResult run_benchmark(Backend& backend, const BenchOptions& o, const LaunchT
   check(r.batch % r.micro_batch == 0, "--micro-batch ", r.micro_batch, " does not divide the ",
         r.batch, " sequences of a step (--batch): pick a divisor");
   r.micro_batches = r.batch / r.micro_batch;
-  check(r.batch <= (int64_t(1) << 40) / r.seq_len, "--batch ", r.batch, " x --seq-len ", r.seq_len,
+  check(r.batch <= kMaxStepTokens / r.seq_len, "--batch ", r.batch, " x --seq-len ", r.seq_len,
         " is more than 2^40 tokens per step: lower them");
   std::vector<int64_t> windows = o.windows;
   if (windows.empty()) {

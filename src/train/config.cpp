@@ -1,6 +1,7 @@
 #include "train/config.h"
 
 #include "core/error.h"
+#include "data/loader.h"
 #include "train/settings.h"
 
 namespace speedrun {
@@ -31,9 +32,6 @@ void TrainConfig::validate(int world) const {
   check(world >= 1 && batch % world == 0, flag(batch), " ", batch,
         " is not a multiple of the ", world,
         " ranks: each rank reads batch / ranks sequences per step; pick a multiple");
-  // Token counts are int64 products of these; 2^40 tokens per step is far beyond any
-  // machine and keeps them from overflowing.
-  constexpr int64_t kMaxStepTokens = int64_t(1) << 40;
   check(batch <= kMaxStepTokens / seq_len, flag(batch), " ", batch, " x ", flag(seq_len), " ",
         seq_len, " is more than 2^40 tokens per step: lower them");
   micro_batches(*this, world);  // checks grad_accum against the batch
