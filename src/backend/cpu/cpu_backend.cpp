@@ -495,10 +495,11 @@ void CpuBackend::newton_schulz(Tensor X, const Tensor& G, int steps, bool bf16_r
   const int64_t n = G.ndim == 3 ? G.dim(0) : 1, rows = G.dim(-2), cols = G.dim(-1);
   // A stack's matrices are independent: one thread each, when there are as many matrices
   // as threads or they are small. Each then runs its products on one thread (OpenBLAS's
-  // OpenMP build does inside a parallel region), with the bits it gets alone. On 2 cores
-  // that is 2.5-4x faster for the tiny preset's stacks and 15-25% for the record's
-  // (build/bench_ops, docs/PERFORMANCE.md): a small matrix's products are too small to
-  // share well, and even large ones pay a barrier per product. Where threads outnumber large matrices, their products share them.
+  // OpenMP build does inside a parallel region), with the bits it gets alone on one
+  // thread. On 2 cores that is 2.5-4x faster for the tiny preset's stacks and 15-25% for
+  // the record's (build/bench_ops, docs/PERFORMANCE.md): a small matrix's products are too
+  // small to share well, and even large ones pay a barrier per product. Where threads
+  // outnumber large matrices, their products share them.
   const bool per_matrix = n > 1 && (n >= omp_get_max_threads() || rows * cols <= (int64_t(1) << 18));
   dispatch("newton_schulz", G, [&](auto z) {
     using T = decltype(z);
