@@ -71,6 +71,42 @@ TEST_F(Cli, GoodRunSucceeds) {
   EXPECT_TRUE(fs::exists(dir / "run" / "model_step000002.safetensors"));
 }
 
+// Every command reads its numbers as decimal text (core/number_text.h), as presets and
+// sweep specs do: "--steps 010" trains ten steps (CLI11 read eight), and a number that is
+// not one, or beyond what the flag's type holds, is refused naming the flag and why.
+TEST_F(Cli, NumbersAreDecimalOnEveryCommand) {
+  Outcome r = run_cli(small("--steps 010 --train '" + (dir / "good_train_*.bin").string() +
+                            "' --val '" + (dir / "good_val_*.bin").string() + "'"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("step:10/10 val_loss:"), std::string::npos) << r.out;
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train --steps 0x10", "error: --steps '0x10': not an integer"},
+      {"train --steps 1e3", "error: --steps '1e3': not an integer"},
+      {"train --steps 99999999999999999999",
+       "error: --steps 99999999999999999999: out of range (an integer in "
+       "[-9223372036854775808, 9223372036854775807]); must be >= 1"},
+      {"train --threads 99999999999",
+       "error: --threads 99999999999: out of range (an integer in [-2147483648, 2147483647])"},
+      {"bench --seed -1", "error: --seed '-1': not an integer >= 0"},
+      {"bench --reps 0x10", "error: --reps '0x10': not an integer"},
+      {"eval --weights w --val v --window 0x40", "error: --window '0x40': not an integer"},
+      {"sample --checkpoint c --temperature warm", "error: --temperature 'warm': not a number"},
+      {"sample --checkpoint c --heads 1.5", "error: --heads '1.5': not an integer"},
+      {"prepare f -o o --shard-tokens 1e8", "error: --shard-tokens '1e8': not an integer"},
+      {"shards info f --eot x", "error: --eot 'x': not an integer"},
+      {"tokenizer train f -o o --vocab-size 3e4", "error: --vocab-size '3e4': not an integer"},
+      {"report r --target-loss low", "error: --target-loss 'low': not a number"},
+      // CLI11's own refusals begin as every other error does.
+      {"sample", "error: --checkpoint is required"},
+  };
+  for (const auto& [args, message] : cases) {
+    r = run_cli(args);
+    EXPECT_EQ(r.code == 0, false) << args;
+    EXPECT_LT(r.code, 128) << "crashed: " << args << "\n" << r.out;
+    EXPECT_EQ(r.out.rfind(message, 0), 0u) << args << ":\n" << r.out;
+  }
+}
+
 TEST_F(Cli, ShardWithWrongMagic) {
   const auto p = corrupt("bad_magic.bin", 0, 12345);
   expect_error(small("--train " + p), {"bad_magic.bin", "magic"});

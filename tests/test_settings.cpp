@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/number_text.h"
 #include "run_command.h"
 #include "train/config.h"
 #include "train/config_io.h"
@@ -397,6 +398,65 @@ TEST(Settings, EnumsAndTextsParseOnceListingTheValidValues) {
     EXPECT_NE(r.code, 0) << args;
     EXPECT_NE(r.out.find(valid), std::string::npos) << args << ":\n" << r.out;
   }
+}
+
+// A number is read the same way wherever it comes from (core/number_text.h): decimal, so
+// "010" is ten on the command line as in a sweep spec (CLI11 alone read it as octal eight,
+// "0x10" as sixteen, and "-1" for an unsigned flag as 2^64 - 1).
+TEST(Settings, NumbersAreDecimalWhereverTheyAreRead) {
+  int64_t i = 7;
+  EXPECT_EQ(read_number("010", i), NumberText::kOk);
+  EXPECT_EQ(i, 10);
+  EXPECT_EQ(read_number("+5", i), NumberText::kOk);
+  EXPECT_EQ(i, 5);
+  EXPECT_EQ(read_number("-9223372036854775808", i), NumberText::kOk);
+  EXPECT_EQ(i, std::numeric_limits<int64_t>::min());
+  for (const char* bad : {"", "+", "0x10", "1.5", "1e3", " 5", "5 ", "++5", "+-5", "true", "1_000"}) {
+    i = 7;
+    EXPECT_EQ(read_number(bad, i), NumberText::kNotANumber) << "'" << bad << "'";
+    EXPECT_EQ(i, 7) << bad;
+  }
+  EXPECT_EQ(read_number("9223372036854775808", i), NumberText::kOutOfRange);
+  uint64_t u = 0;
+  EXPECT_EQ(read_number("-1", u), NumberText::kNotANumber);
+  EXPECT_EQ(read_number("18446744073709551615", u), NumberText::kOk);
+  EXPECT_EQ(u, std::numeric_limits<uint64_t>::max());
+  EXPECT_EQ(read_number("18446744073709551616", u), NumberText::kOutOfRange);
+  int32_t small = 0;
+  EXPECT_EQ(read_number("2147483648", small), NumberText::kOutOfRange);
+  double d = 0;
+  EXPECT_EQ(read_number("+0.05", d), NumberText::kOk);
+  EXPECT_EQ(d, 0.05);
+  EXPECT_EQ(read_number("1e-8", d), NumberText::kOk);
+  EXPECT_EQ(read_number("inf", d), NumberText::kOk);  // the setting's range refuses it
+  EXPECT_EQ(read_number("1e999", d), NumberText::kOutOfRange);
+  EXPECT_EQ(read_number("0x1p3", d), NumberText::kNotANumber);
+  EXPECT_EQ(read_number("0.5x", d), NumberText::kNotANumber);
+
+  // A preset or a sweep spec (set_setting) and the command line give the same config.
+  TrainConfig c = preset_config("tiny");
+  set_setting(c, "steps", "010", "spec");
+  EXPECT_EQ(c.schedule.steps, 10);
+  auto error = [&](const char* key, const char* text) {
+    try {
+      set_setting(c, key, text, "spec");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error("steps", "0x10"), "spec: --steps '0x10': not an integer");
+  EXPECT_EQ(error("steps", "99999999999999999999"),
+            "spec: --steps 99999999999999999999: out of range (an integer in "
+            "[-9223372036854775808, 9223372036854775807]); must be >= 1");
+  EXPECT_EQ(error("muon-lr", "1e999").rfind("spec: --muon-lr 1e999: out of range (a number of "
+                                            "magnitude below 1.7976931348623157e+308); must be >= 0",
+                                            0),
+            0u)
+      << error("muon-lr", "1e999");
+  EXPECT_EQ(error("seed", "18446744073709551616"),
+            "spec: --seed 18446744073709551616: out of range (an integer in [0, "
+            "18446744073709551615])");
 }
 
 TEST(Settings, RulesBetweenSettingsNameTheirFlags) {

@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 
 #include "backend/factory.h"
+#include "cli/number_option.h"
 #include "core/enum_names.h"
 
 namespace speedrun::cli {
@@ -27,7 +28,7 @@ CLI::Option* add_enum_option(CLI::App* app, const std::string& flag, E& target,
 inline void add_backend_flags(CLI::App* app, BackendOptions& o) {
   add_enum_option(app, "--device", o.device,
                   "where to run: auto picks cuda when this build has it and a GPU is visible");
-  app->add_option("--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
+  add_number_option(app, "--threads", o.threads, "CPU threads (0: all cores)")->capture_default_str();
 }
 
 }  // namespace speedrun::cli

@@ -9,6 +9,7 @@
 
 #include "cli/backend_flags.h"
 #include "cli/commands.h"
+#include "cli/number_option.h"
 #include "core/atomic_file.h"
 #include "train/benchmark.h"
 
@@ -71,32 +72,32 @@ void add_bench_command(CLI::App& app, std::chrono::steady_clock::time_point main
   sub->add_option("--preset", a->opt.preset,
                   "model: record | previous-record | tiny (default: record on cuda, tiny on cpu)")
       ->check(CLI::IsMember({"record", "previous-record", "tiny"}));
-  sub->add_option("--seq-len", a->opt.seq_len, "tokens per sequence (default: the preset's)");
-  sub->add_option("--batch", a->opt.batch,
+  add_number_option(sub, "--seq-len", a->opt.seq_len, "tokens per sequence (default: the preset's)");
+  add_number_option(sub, "--batch", a->opt.batch,
                   "sequences per step (default: the preset's; 1 with --micro-batch 1 is one "
                   "sequence and an optimizer step, as the GPU anchor)");
-  sub->add_option("--micro-batch", a->opt.micro_batch, "sequences per micro-batch")
+  add_number_option(sub, "--micro-batch", a->opt.micro_batch, "sequences per micro-batch")
       ->capture_default_str();
   sub->add_option("--windows", a->windows,
                   "attention windows, comma-separated (default: the preset's start and end, "
                   "e.g. 64,1792)");
-  sub->add_option("--reps", a->opt.reps, "timed repetitions (medians)")->capture_default_str();
-  sub->add_option("--warmup", a->opt.warmup, "untimed steps per window first")
+  add_number_option(sub, "--reps", a->opt.reps, "timed repetitions (medians)")->capture_default_str();
+  add_number_option(sub, "--warmup", a->opt.warmup, "untimed steps per window first")
       ->capture_default_str();
-  sub->add_option("--gemm-size", a->opt.gemm_size,
+  add_number_option(sub, "--gemm-size", a->opt.gemm_size,
                   "n of the n^3 GEMM ceiling (default: 8192 on a GPU, 2048 on the CPU)");
-  sub->add_option("--copy-mib", a->opt.copy_mib,
+  add_number_option(sub, "--copy-mib", a->opt.copy_mib,
                   "buffer of the copy ceiling in MiB (default: 1024 on a GPU, 128 on the CPU)");
-  sub->add_option("--head-logits", a->opt.head_logits,
+  add_number_option(sub, "--head-logits", a->opt.head_logits,
                   "logits the head computes at once, rows x vocabulary (default: the device's: "
                   "2^28 on a GPU, 2^25 on the CPU)");
-  sub->add_option("--seed", a->opt.seed, "seed of the weights' nudge and the batches")
+  add_number_option(sub, "--seed", a->opt.seed, "seed of the weights' nudge and the batches")
       ->capture_default_str();
   sub->add_option("--data", a->opt.data,
                   "glob of token shards: the step's tokens are their first step's, as "
                   "`speedrun train --train GLOB` reads it (default: random documents)");
-  sub->add_option("--vocab", a->opt.vocab, "the model's vocabulary (default: the preset's)");
-  sub->add_option("--eot", a->opt.eot, "the documents' delimiter id (default: the preset's)");
+  add_number_option(sub, "--vocab", a->opt.vocab, "the model's vocabulary (default: the preset's)");
+  add_number_option(sub, "--eot", a->opt.eot, "the documents' delimiter id (default: the preset's)");
   sub->add_option("--json", a->json, "also write the results as JSON to this file");
   add_enum_option(sub, "--dtype", a->opt.dtype, "precision (auto: the device's)");
   add_backend_flags(sub, a->backend);

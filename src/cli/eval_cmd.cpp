@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/backend_flags.h"
+#include "cli/number_option.h"
 #include "cli/shape_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
@@ -56,10 +57,10 @@ void add_eval_command(CLI::App& app) {
       "eval", "Validation loss of a weights file (the model shape is read from its metadata)");
   sub->add_option("--weights", a->weights, "weights file (.safetensors)")->required();
   sub->add_option("--val", a->val_glob, "glob of validation shards")->required();
-  sub->add_option("--window", a->window, "attention window in tokens")->capture_default_str();
-  sub->add_option("--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();
-  sub->add_option("--batch", a->batch, "sequences per batch")->capture_default_str();
-  sub->add_option("--val-tokens", a->val_tokens, "tokens to evaluate")->capture_default_str();
+  add_number_option(sub, "--window", a->window, "attention window in tokens")->capture_default_str();
+  add_number_option(sub, "--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();
+  add_number_option(sub, "--batch", a->batch, "sequences per batch")->capture_default_str();
+  add_number_option(sub, "--val-tokens", a->val_tokens, "tokens to evaluate")->capture_default_str();
   add_enum_option(sub, "--dtype", a->dtype, "precision (auto: the device's)");
   add_backend_flags(sub, a->backend);
   add_shape_flags(sub, a->shape);

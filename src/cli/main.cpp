@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", speedrun::build_summary(),
                        "Print what built this speedrun (version, commit, compiler, CUDA) and exit");
   app.require_subcommand(1);
+  // CLI11's own refusals (a missing required flag, an unknown one) start as every other
+  // error does, so scripts and people find them the same way.
+  app.failure_message([](const CLI::App* a, const CLI::Error& e) {
+    return "error: " + CLI::FailureMessage::simple(a, e);
+  });
   speedrun::cli::add_train_command(app, argc, argv);
   speedrun::cli::add_eval_command(app);
   speedrun::cli::add_prepare_command(app);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/number_option.h"
 #include "core/error.h"
 #include "data/documents.h"
 #include "data/gpt2_vocab.h"
@@ -137,13 +138,13 @@ void add_prepare_command(CLI::App& app) {
                   "files); default: one document per file");
   sub->add_flag("--strip-overstrike", a->doc.strip_overstrike,
                 "remove backspace overstriking (X\\bX, _\\bX) from the text");
-  sub->add_option("--shard-tokens", a->shard_tokens, "tokens per shard")->capture_default_str();
-  sub->add_option("--val-docs", a->val_docs, "the first N documents are validation");
-  sub->add_option("--val-tokens", a->val_tokens,
+  add_number_option(sub, "--shard-tokens", a->shard_tokens, "tokens per shard")->capture_default_str();
+  add_number_option(sub, "--val-docs", a->val_docs, "the first N documents are validation");
+  add_number_option(sub, "--val-tokens", a->val_tokens,
                   "validation: whole documents until it holds more than N tokens (enough for "
                   "`speedrun train --val-tokens N`; 0: none)")
       ->capture_default_str();
-  sub->add_option("--threads", a->threads, "threads (0: all cores)")->capture_default_str();
+  add_number_option(sub, "--threads", a->threads, "threads (0: all cores)")->capture_default_str();
   sub->add_flag("--no-progress", a->no_progress, "no progress line on stderr");
   sub->callback([a, sub]() { run_prepare(*a, *sub); });
 
@@ -153,10 +154,10 @@ void add_prepare_command(CLI::App& app) {
   CLI::App* info = shards->add_subcommand(
       "info", "Validate shard headers and sizes; print token counts and the largest id");
   info->add_option("patterns", s->patterns, "shard files or globs")->required();
-  info->add_option("--vocab", s->vocab,
+  add_number_option(info, "--vocab", s->vocab,
                    "fail when an id is >= this (e.g. " + std::to_string(kGpt2Vocab) +
                         " for GPT-2)");
-  info->add_option("--eot", s->eot,
+  add_number_option(info, "--eot", s->eot,
                    "count documents: occurrences of this id (GPT-2: " +
                        std::to_string(kGpt2Eot) + ")");
   info->callback([s]() { run_shards_info(*s); });

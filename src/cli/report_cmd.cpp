@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/number_option.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "train/report.h"
@@ -78,10 +79,10 @@ void add_report_command(CLI::App& app) {
       ->required();
   sub->add_option("-o,--out", a->out, "the HTML file to write")->capture_default_str();
   sub->add_option("--title", a->title, "the page's title")->capture_default_str();
-  sub->add_option("--target-loss", a->target_loss,
+  add_number_option(sub, "--target-loss", a->target_loss,
                   "validation loss to reach: a line on the loss charts, and the steps and time "
                   "to it in the summary table (default: a sweep's target)");
-  sub->add_option("--loss-max", a->loss_max,
+  add_number_option(sub, "--loss-max", a->loss_max,
                   "top of the loss charts' y axis (default: the highest loss): zooms on the end "
                   "of the runs, where variants differ by little");
   sub->callback([a]() { run_report(*a); });

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cli/backend_flags.h"
+#include "cli/number_option.h"
 #include "cli/shape_flags.h"
 #include "cli/commands.h"
 #include "core/safetensors.h"
@@ -186,16 +187,16 @@ void add_sample_command(CLI::App& app) {
                   "weights .safetensors, a checkpoint directory or a run directory")
       ->required();
   sub->add_option("--prompt", a->prompt, "text to continue (UTF-8; starts a new document)");
-  sub->add_option("--max-tokens", a->max_tokens, "tokens to generate at most (stops at EOT)")
+  add_number_option(sub, "--max-tokens", a->max_tokens, "tokens to generate at most (stops at EOT)")
       ->capture_default_str();
-  sub->add_option("--temperature", a->temperature, "softmax temperature (0: greedy)")
+  add_number_option(sub, "--temperature", a->temperature, "softmax temperature (0: greedy)")
       ->capture_default_str();
-  sub->add_option("--top-k", a->top_k, "draw among the k likeliest tokens (0: all)")
+  add_number_option(sub, "--top-k", a->top_k, "draw among the k likeliest tokens (0: all)")
       ->capture_default_str();
-  sub->add_option("--seed", a->seed, "random seed of the draws")->capture_default_str();
+  add_number_option(sub, "--seed", a->seed, "random seed of the draws")->capture_default_str();
   sub->add_option("--tokenizer", a->tokenizer,
                   "tokenizer directory (default: GPT-2's, see scripts/fetch_gpt2_tokenizer.sh)");
-  sub->add_option("--window", a->window,
+  add_number_option(sub, "--window", a->window,
                   "attention window (default: the one in the weights' metadata)");
   sub->add_flag("--ids", a->ids, "the prompt and the output are token ids, not text");
   add_backend_flags(sub, a->backend);

@@ -27,7 +27,7 @@ std::string preset_in_args(int argc, char** argv) {
 }
 
 void add_setting_flags(CLI::App* app, TrainConfig& cfg) {
-  visit_settings(cfg, [app](const Setting& s, auto& x) {
+  visit_settings(cfg, [app, &cfg](const Setting& s, auto& x) {
     using T = std::decay_t<decltype(x)>;
     if (!s.flag) return;
     const std::string flag = "--" + std::string(s.key);
@@ -39,7 +39,17 @@ void add_setting_flags(CLI::App* app, TrainConfig& cfg) {
     } else if constexpr (std::is_same_v<T, bool>) {
       app->add_flag(flag, x, help + (x ? " (default: on)" : " (default: off)"));
     } else {
-      CLI::Option* o = app->add_option(flag, x, help);
+      CLI::Option* o;
+      if constexpr (std::is_arithmetic_v<T>) {
+        // Read as a preset or a sweep spec reads it (decimal: "010" is ten), not by
+        // CLI11's strtoll(s, 0, 0) (octal eight); beyond the type, the range is named.
+        o = app->add_option_function<std::string>(
+            flag, [&cfg, key = s.key](const std::string& text) { set_setting(cfg, key, text, ""); },
+            help);
+        o->type_name(CLI::detail::type_name<T>());
+      } else {
+        o = app->add_option(flag, x, help);
+      }
       o->default_str(setting_text(x));  // as the config JSON writes it; empty: none shown
       if (*s.unit) {
         std::string name = s.unit;

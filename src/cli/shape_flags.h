@@ -4,16 +4,17 @@
 #pragma once
 #include <CLI/CLI.hpp>
 
+#include "cli/number_option.h"
 #include "model/config.h"
 
 namespace speedrun::cli {
 
 inline void add_shape_flags(CLI::App* app, ShapeHints& h) {
-  app->add_option("--heads", h.heads,
+  add_number_option(app, "--heads", h.heads,
                   "attention heads, for weights without speedrun metadata (or --head-dim)");
-  app->add_option("--head-dim", h.head_dim,
+  add_number_option(app, "--head-dim", h.head_dim,
                   "head dimension, for weights without speedrun metadata (the record: 128)");
-  app->add_option("--eot", h.eot,
+  add_number_option(app, "--eot", h.eot,
                   "document delimiter id, for weights without speedrun metadata (default: "
                   "GPT-2's 50256 for a GPT-2-sized vocabulary)");
 }

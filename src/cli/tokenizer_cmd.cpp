@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/number_option.h"
 #include "core/error.h"
 #include "data/bpe_train.h"
 #include "data/documents.h"
@@ -117,7 +118,7 @@ void add_tokenizer_command(CLI::App& app) {
   CLI::App* train = tk->add_subcommand(
       "train", "Learn a byte-level BPE vocabulary (GPT-2's pre-tokenization and file format)");
   train->add_option("files", t->files, "text files (or JSON Lines with --jsonl)")->required();
-  train->add_option("--vocab-size", t->vocab_size,
+  add_number_option(train, "--vocab-size", t->vocab_size,
                     "ids in all: 256 bytes + merges + <|endoftext|> (GPT-2: " +
                         std::to_string(kGpt2Vocab) + ")")
       ->required();
@@ -130,7 +131,7 @@ void add_tokenizer_command(CLI::App& app) {
   train->add_flag("--strip-overstrike", t->doc.strip_overstrike,
                   "remove backspace overstriking (X\\bX, _\\bX) from the text");
   train->add_flag("--hf", t->hf_layout, "write vocab.json + merges.txt (Hugging Face names)");
-  train->add_option("--threads", t->threads, "threads (0: all cores)")->capture_default_str();
+  add_number_option(train, "--threads", t->threads, "threads (0: all cores)")->capture_default_str();
   train->callback([t]() { run_tokenizer_train(*t); });
 
   const std::string tok_help =

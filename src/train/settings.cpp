@@ -1,7 +1,8 @@
 #include "train/settings.h"
 
-#include <charconv>
 #include <cmath>
+
+#include "core/number_text.h"
 
 #include "train/presets.h"
 
@@ -191,34 +192,21 @@ std::string choice_list(const std::vector<std::string>& names) {
 
 namespace {
 
-template <class T> bool parse_number(std::string_view text, T& out) {
-  const char* end = text.data() + text.size();
-  auto [ptr, ec] = std::from_chars(text.data(), end, out);
-  return ec == std::errc() && ptr == end;
-}
-
-// Parses text into a field of any setting type; false when it does not parse.
-template <class T> bool parse_text(std::string_view text, T& out, const std::string& what) {
+// Sets a field of any setting type from its text; `what` names the source and the flag.
+template <class T>
+void set_from_text(const Setting& s, T& out, std::string_view text, const std::string& what) {
   if constexpr (std::is_enum_v<T>) {
     out = parse_enum<T>(text, what);  // throws listing the valid names
-    return true;
   } else if constexpr (std::is_same_v<T, bool>) {
-    if (text != "true" && text != "false") return false;
+    check(text == "true" || text == "false", what, " '", text, "': not true or false");
     out = text == "true";
-    return true;
   } else if constexpr (std::is_same_v<T, std::string>) {
     out = std::string(text);
-    return true;
   } else {
-    return parse_number(text, out);
+    // Beyond what the type holds: the setting's own range says what it takes.
+    out = number_or_throw<T>(text, what, s.range.bounded() ? "must be " + s.range.describe()
+                                                           : std::string());
   }
-}
-
-template <class T> const char* type_noun() {
-  if constexpr (std::is_same_v<T, bool>) return "true or false";
-  else if constexpr (std::is_floating_point_v<T>) return "a number";
-  else if constexpr (std::is_unsigned_v<T>) return "an integer >= 0";
-  else return "an integer";
 }
 
 }  // namespace
@@ -229,11 +217,10 @@ void set_setting(TrainConfig& c, std::string_view key, std::string_view text,
   visit_settings(c, [&](const Setting& s, auto& x) {
     if (key != s.key) return;
     found = true;
-    const std::string what = fmt::format("{}: {}", where, s.name());
-    using T = std::decay_t<decltype(x)>;
-    check(parse_text(text, x, what), what, " '", text, "': not ", type_noun<T>());
+    set_from_text(s, x, text, where.empty() ? s.name() : fmt::format("{}: {}", where, s.name()));
   });
-  check(found, where, ": '", key, "' is not a setting of speedrun train");
+  check(found, where.empty() ? std::string("speedrun train") : std::string(where), ": '", key,
+        "' is not a setting of speedrun train");
 }
 
 void check_setting_ranges(const TrainConfig& c) {

@@ -116,8 +116,10 @@ template <class T> std::string setting_text(const T& v) {
 // "a, b or c": accepted values, for messages.
 std::string choice_list(const std::vector<std::string>& names);
 
-// Sets the setting `key` of `c` from its text (as on the command line); `where` names the
-// source in errors (unknown key, text that does not parse).
+// Sets the setting `key` of `c` from its text, read the same way from the command line, a
+// preset or a sweep spec (core/number_text.h: decimal numbers, "010" is ten); `where` names
+// the source in errors (unknown key, text that does not parse; empty: the command line,
+// the flag alone: "--steps '1.5': not an integer").
 void set_setting(TrainConfig& c, std::string_view key, std::string_view text,
                  std::string_view where);
 
