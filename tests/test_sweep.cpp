@@ -264,6 +264,23 @@ TEST_F(Sweep, AFailingRunLeavesTheOthersAndIsNamed) {
   EXPECT_TRUE(fs::exists(run_dir("good", 0) / "model_step000008.safetensors"));
 }
 
+// A flag given as text in the spec is read by the run as the sweep read it when it checked
+// and recorded the config: "010" is ten steps in both (the run's command line once read it
+// as octal eight).
+TEST_F(Sweep, FlagsGivenAsTextRunAsTheSweepRecordsThem) {
+  Json flags = micro_flags();
+  flags["steps"] = "010";
+  flags["cooldown"] = "+4";
+  const std::string file = write_spec(spec(Json::array({Json{{"name", "text"}}}), Json::array({0}), flags));
+  const Outcome r = run_cli("sweep " + file);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const auto record = nlohmann::json::parse(read_bytes(*dir / "out" / "sweep.json"));
+  EXPECT_EQ(record["runs"][0]["steps"], 10);
+  EXPECT_TRUE(metrics_complete(read_metrics((run_dir("text", 0) / "metrics.jsonl").string()), 10))
+      << read_bytes(run_dir("text", 0) / "metrics.jsonl");
+  EXPECT_TRUE(fs::exists(run_dir("text", 0) / "model_step000010.safetensors"));
+}
+
 // ---------------------------------------------------------------- the summary, by hand
 
 namespace {
