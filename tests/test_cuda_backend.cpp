@@ -424,6 +424,31 @@ std::unique_ptr<Backend> cuda_backend_with(const std::vector<std::pair<const cha
   return be;
 }
 
+// A bf16 output's split-K partial sums are added in fp32 and rounded once (docs/CUDA.md).
+// cuBLASLt's default preference also allows reducing them in the output's type, each
+// partial sum rounded to bf16 first; the backend's preference does not. Here the row
+// [1, 1, 1, 1] times the column [1, 2^-9, 2^-9, 2^-9] is 1 + 3 * 2^-9, which rounds to
+// 1 + 2^-7; in two slices reduced in bf16, 1 + 2^-9 rounds to 1, and 1 + 2^-8 (a tie) to 1
+// again. (The emulated heuristic offers such an algorithm first where it is allowed:
+// test_cuda_emulator.) With the residual as C (matmul_add) too, and for every candidate a
+// tuning run times.
+TEST_F(CudaBackendTest, Bf16OutputsAddSplitKPartialSumsInFp32) {
+  const double e = std::ldexp(1.0, -9);
+  for (const char* tune : {"1", "4"}) {
+    std::unique_ptr<Backend> be = cuda_backend_with({{"SPEEDRUN_GEMM_TUNE", tune}});
+    Pool p(*be);
+    Tensor A = p.from({1, 1, 1, 1}, DType::BF16, {1, 4});
+    Tensor B = p.from({1, e, e, e}, DType::BF16, {4, 1});
+    Tensor C = p.poisoned(DType::BF16, {1, 1});
+    be->matmul(C, A, false, B, false, false);
+    EXPECT_EQ(be->to_host_f64(C), Vec{1 + std::ldexp(1.0, -7)}) << "SPEEDRUN_GEMM_TUNE=" << tune;
+    Tensor R = p.from({0}, DType::BF16, {1, 1});
+    Tensor S = p.poisoned(DType::BF16, {1, 1});
+    be->matmul_add(S, A, false, B, false, R);
+    EXPECT_EQ(be->to_host_f64(S), Vec{1 + std::ldexp(1.0, -7)}) << "SPEEDRUN_GEMM_TUNE=" << tune;
+  }
+}
+
 // SPEEDRUN_GEMM_TUNE=N times the heuristic's candidates on a problem's first call and keeps
 // the fastest, and the GEMM algorithm record keeps each choice: a backend reading it runs
 // every GEMM with the tuned backend's algorithm, untimed, and gets its bits, which shows
@@ -556,6 +581,19 @@ TEST_F(CudaBackendTest, GemmRecordFromElsewhereIsRefusedAndAnUnwritableOneReport
   const std::string foreign = (dir / "foreign.tsv").string();
   cuda::write_gemm_record(foreign, other);
   expect_refused(foreign, {"holds an algorithm for", "does not run here"}, false);
+  // One that adds a bf16 output's split-K partial sums in bf16 (the emulator's algorithm
+  // after its three, which cuBLASLt's default preference would allow): refused.
+  other = r;
+  bool bf16_output = false;
+  for (cuda::GemmRecordEntry& e : other.entries)
+    if (e.key.c == DType::BF16) {
+      e.algo = {0x5eed + 3};
+      bf16_output = true;
+    }
+  ASSERT_TRUE(bf16_output);
+  const std::string reduced = (dir / "reduced.tsv").string();
+  cuda::write_gemm_record(reduced, other);
+  expect_refused(reduced, {"adds its split-K partial sums in bf16"}, false);
 #endif
   const std::string damaged = (dir / "damaged.tsv").string();
   std::ofstream(damaged) << "format\t1\ngpu\tX\n";

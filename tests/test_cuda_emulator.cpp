@@ -788,6 +788,72 @@ TEST(CudaEmulator, CublasLtStridedBatchedTransposedProductMatchesFp64) {
   cublasLtDestroy(h);
 }
 
+// cuBLASLt's default preference allows split-K reductions in the output's type; the
+// emulated heuristic offers, for a bf16 D, one such algorithm first (2 slices, each partial
+// sum rounded to bf16), and none once the preference's reduction mask leaves them out. The
+// row [1, 1, 1, 1] times the column [1, 2^-9, 2^-9, 2^-9]: 1 + 3 * 2^-9 rounds to 1 + 2^-7
+// in one pass; reduced in bf16, (1 + 2^-9 -> 1) + 2^-8 = 1 + 2^-8 ties to 1.
+TEST(CudaEmulator, CublasLtOffersBf16ReductionsUnlessThePreferenceMasksThem) {
+  const uint16_t one = math::f32_to_bf16(1.f), e = math::f32_to_bf16(std::ldexp(1.f, -9));
+  Device d;
+  const uint16_t* da = d.upload(std::vector<uint16_t>{one, one, one, one});
+  const uint16_t* db = d.upload(std::vector<uint16_t>{one, e, e, e});
+  uint16_t* dd = d.zeros<uint16_t>(1);
+  cublasLtHandle_t h;
+  ASSERT_EQ(cublasLtCreate(&h), CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulDesc_t desc;
+  ASSERT_EQ(cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), CUBLAS_STATUS_SUCCESS);
+  // Column-major: A [1, 4] with ld 1, B [4, 1] with ld 4, D [1, 1].
+  cublasLtMatrixLayout_t la, lb, ld;
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, 1, 4, 1), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, 4, 1, 4), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(cublasLtMatrixLayoutCreate(&ld, CUDA_R_16BF, 1, 1, 1), CUBLAS_STATUS_SUCCESS);
+  const float alpha = 1, beta = 0;
+  auto first = [&](const uint32_t* mask) {
+    cublasLtMatmulPreference_t pref;
+    EXPECT_EQ(cublasLtMatmulPreferenceCreate(&pref), CUBLAS_STATUS_SUCCESS);
+    if (mask) {
+      EXPECT_EQ(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, mask,
+                                                     sizeof *mask),
+                CUBLAS_STATUS_SUCCESS);
+    }
+    cublasLtMatmulHeuristicResult_t results[8] = {};
+    int returned = 0;
+    EXPECT_EQ(cublasLtMatmulAlgoGetHeuristic(h, desc, la, lb, ld, ld, pref, 8, results, &returned),
+              CUBLAS_STATUS_SUCCESS);
+    cublasLtMatmulPreferenceDestroy(pref);
+    std::vector<uint32_t> schemes;
+    for (int i = 0; i < returned; ++i) {
+      uint32_t scheme = 99;
+      size_t written = 0;
+      EXPECT_EQ(cublasLtMatmulAlgoConfigGetAttribute(&results[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME,
+                                                     &scheme, sizeof scheme, &written),
+                CUBLAS_STATUS_SUCCESS);
+      EXPECT_EQ(written, sizeof scheme);
+      schemes.push_back(scheme);
+    }
+    return std::pair{returned > 0 ? results[0].algo : cublasLtMatmulAlgo_t{}, schemes};
+  };
+  auto product = [&](const cublasLtMatmulAlgo_t& algo) {
+    EXPECT_EQ(cublasLtMatmul(h, desc, &alpha, da, la, db, lb, &beta, dd, ld, dd, ld, &algo, nullptr, 0, nullptr),
+              CUBLAS_STATUS_SUCCESS);
+    return double(math::bf16_to_f32(download(dd, 1)[0]));
+  };
+  const auto [by_default, default_schemes] = first(nullptr);
+  EXPECT_EQ(default_schemes, (std::vector<uint32_t>{CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE, CUBLASLT_REDUCTION_SCHEME_NONE,
+                                                    CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE,
+                                                    CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}));
+  EXPECT_EQ(product(by_default), 1.0);
+  const uint32_t fp32 = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+  const auto [masked, masked_schemes] = first(&fp32);
+  EXPECT_EQ(masked_schemes, (std::vector<uint32_t>{CUBLASLT_REDUCTION_SCHEME_NONE, CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE,
+                                                   CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}));
+  EXPECT_EQ(product(masked), 1 + std::ldexp(1.0, -7));
+  for (auto l : {la, lb, ld}) cublasLtMatrixLayoutDestroy(l);
+  cublasLtMatmulDescDestroy(desc);
+  cublasLtDestroy(h);
+}
+
 TEST(CudaEmulator, RadixSortIsStableOverTheGivenBits) {
   const std::vector<uint32_t> keys = {5, 3, 0x105, 3, 1, 5};  // 0x105 sorts as 5 over 8 bits
   const std::vector<int32_t> vals = {0, 1, 2, 3, 4, 5};

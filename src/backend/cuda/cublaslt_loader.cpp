@@ -135,6 +135,13 @@ cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoCheck(cublasLtHandle_t handle,
   return f(handle, desc, Adesc, Bdesc, Cdesc, Ddesc, algo, result);
 }
 
+cublasStatus_t CUBLASWINAPI cublasLtMatmulAlgoConfigGetAttribute(
+    const cublasLtMatmulAlgo_t* algo, cublasLtMatmulAlgoConfigAttributes_t attr, void* buf,
+    size_t size, size_t* written) {
+  static const auto f = SPEEDRUN_CUBLASLT_TARGET(cublasLtMatmulAlgoConfigGetAttribute);
+  return f(algo, attr, buf, size, written);
+}
+
 size_t CUBLASWINAPI cublasLtGetVersion(void) {
   static const auto f = SPEEDRUN_CUBLASLT_TARGET(cublasLtGetVersion);
   return f();

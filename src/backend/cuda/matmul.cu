@@ -1,9 +1,9 @@
-// matmul and matmul_add through cuBLASLt: bf16 A and B, fp32 accumulation, C in bf16
-// (activations) or F32 (weight gradients, accumulate: beta 1); matmul_add reads the
-// residual as cuBLASLt's C and writes our C as its D. Row-major problems are mapped onto
-// cuBLASLt's column-major ones by gemm_plan.h. The descriptors and the heuristic's
-// algorithm are made once per GemmKey and cached; one 32 MiB workspace serves every call
-// (all on the backend's one stream).
+// matmul and matmul_add through cuBLASLt: bf16 A and B, fp32 accumulation (split-K partial
+// sums too: allowed_reductions), C in bf16 (activations) or F32 (weight gradients,
+// accumulate: beta 1); matmul_add reads the residual as cuBLASLt's C and writes our C as
+// its D. Row-major problems are mapped onto cuBLASLt's column-major ones by gemm_plan.h.
+// The descriptors and the heuristic's algorithm are made once per GemmKey and cached; one
+// 32 MiB workspace serves every call (all on the backend's one stream).
 // With SPEEDRUN_GEMM_TUNE=N the backend asks the heuristic for N candidates instead of one
 // and times each on the problem's first call (on its own operands), keeping the fastest.
 // The heuristic ranks algorithms by a model, not by a run on this GPU; what timing them is
@@ -25,6 +25,17 @@
 namespace speedrun::cuda {
 
 namespace {
+
+// The split-K reductions a GEMM may use. A bf16 output's partial sums stay in fp32 (the
+// compute type) and are rounded once (docs/CUDA.md: fp32 accumulation); cuBLASLt's
+// default preference also allows reductions in the output's type (INPLACE, OUTPUT_TYPE),
+// which round each partial sum to bf16, and its heuristic picks them for some shapes. An
+// fp32 output's partial sums are fp32 whichever scheme runs. (NONE, one pass over K, is 0:
+// always allowed.)
+uint32_t allowed_reductions(const GemmKey& k) {
+  return k.c == DType::BF16 ? uint32_t(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE)
+                            : uint32_t(CUBLASLT_REDUCTION_SCHEME_MASK);
+}
 
 cudaDataType_t lt_type(DType t) {
   switch (t) {
@@ -124,6 +135,10 @@ cublasLtMatmulAlgo_t CudaBackend::choose_algo(const GemmCall& call, cublasLtMatm
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
   for (int i = 0; i < 4 && st == CUBLAS_STATUS_SUCCESS; ++i)
     st = cublasLtMatmulPreferenceSetAttribute(pref, which[i], &al[i], sizeof al[i]);
+  const uint32_t reductions = allowed_reductions(key);
+  if (st == CUBLAS_STATUS_SUCCESS)
+    st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                              &reductions, sizeof reductions);
   cublasLtMatmulHeuristicResult_t results[kMaxGemmTune] = {};
   int returned = 0;
   if (st == CUBLAS_STATUS_SUCCESS)
@@ -257,6 +272,20 @@ cublasLtMatmulAlgo_t CudaBackend::recorded_algo(const GemmRecordEntry& r,
                                           " bytes of workspace"
                                     : std::string(cublasLtGetStatusName(st)),
         "): remove the file to time the GEMMs again");
+  // A record written without the reduction rule, or edited, must not bring back a split-K
+  // reduced in bf16.
+  uint32_t scheme = 0;
+  size_t written = 0;
+  const cublasStatus_t rs = cublasLtMatmulAlgoConfigGetAttribute(
+      &algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme, &written);
+  check(rs == CUBLAS_STATUS_SUCCESS && (scheme & ~allowed_reductions(r.key)) == 0, "cuda ", op,
+        ": the GEMM algorithm record ", gemm_record_path_, " holds an algorithm for ",
+        gemm_key_str(r.key), " that ",
+        rs == CUBLAS_STATUS_SUCCESS
+            ? "adds its split-K partial sums in bf16 (reduction scheme " + std::to_string(scheme) +
+                  "), where a bf16 output's are added in fp32"
+            : "cuBLASLt cannot describe (" + std::string(cublasLtGetStatusName(rs)) + ")",
+        ": remove the file to time the GEMMs again");
   return algo;
 }
 

@@ -9,7 +9,12 @@
 // after another (algorithm 0 in one), so that another algorithm gives other rounding. So
 // that tests can see the backend time them and keep the fastest,
 // SPEEDRUN_EMU_SLOW_GEMM_ALGO=i makes algorithm i take 50 ms longer on the stream (far
-// more than a small product's time and a loaded machine's noise).
+// more than a small product's time and a loaded machine's noise). Those sum their slices
+// in fp32 (CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE). cuBLASLt's default preference also
+// allows split-K reductions in the output's type, which round each slice's partial sum to
+// a bf16 output's precision; so, where a preference's CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK
+// allows those (its default) and D is bf16, the heuristic offers first one more algorithm,
+// kOutputTypeAlgo: K in 2 slices, each partial sum rounded to bf16 before they are added.
 #include <cblas.h>
 #include <cublasLt.h>
 
@@ -46,6 +51,12 @@ struct Desc {
 
 constexpr uint64_t kAlgoId = 0x5eed;  // algorithm i is kAlgoId + i
 constexpr int kAlgos = 3;
+// Split-K in 2 slices reduced in the output's type (the heuristic's first for a bf16 D where
+// the preference allows it).
+constexpr uint64_t kOutputTypeAlgo = kAlgoId + kAlgos;
+constexpr uint32_t kOutputTypeSchemes = CUBLASLT_REDUCTION_SCHEME_INPLACE | CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE;
+
+bool known_algo(uint64_t id) { return id >= kAlgoId && id <= kOutputTypeAlgo; }
 
 std::mutex g_lt_mutex;
 std::map<const void*, Layout> g_layouts;
@@ -81,6 +92,11 @@ void store(void* base, cudaDataType t, int64_t i, float v) {
     static_cast<uint16_t*>(base)[i] = speedrun::cuda::math::f32_to_bf16(v);
   else
     static_cast<float*>(base)[i] = v;
+}
+
+// v as type t holds it (bf16: rounded to nearest even).
+float round_to(cudaDataType t, float v) {
+  return t == CUDA_R_16BF ? speedrun::cuda::math::bf16_to_f32(speedrun::cuda::math::f32_to_bf16(v)) : v;
 }
 
 // A column-major rows x cols matrix (element (r, c) at r + c * ld) as row-major fp32.
@@ -157,17 +173,52 @@ cublasStatus_t cublasLtMatrixLayoutSetAttribute(cublasLtMatrixLayout_t l, cublas
   return CUBLAS_STATUS_NOT_SUPPORTED;
 }
 
+// A preference's data[0]: its reduction scheme mask (cuBLASLt's default: every scheme). Its
+// other attributes (workspace, alignments) are accepted and do not narrow the offer.
 cublasStatus_t cublasLtMatmulPreferenceCreate(cublasLtMatmulPreference_t* p) {
   *p = new cublasLtMatmulPreferenceOpaque_t{};
+  (*p)->data[0] = CUBLASLT_REDUCTION_SCHEME_MASK;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasLtMatmulPreferenceDestroy(cublasLtMatmulPreference_t p) {
   delete p;
   return CUBLAS_STATUS_SUCCESS;
 }
-cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t,
-                                                    const void*, size_t) {
+cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p,
+                                                    cublasLtMatmulPreferenceAttributes_t attr,
+                                                    const void* buf, size_t size) {
+  if (!p || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+  if (attr == CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK) {
+    uint32_t mask = 0;
+    if (size != sizeof mask) return CUBLAS_STATUS_INVALID_VALUE;
+    std::memcpy(&mask, buf, sizeof mask);
+    p->data[0] = mask;
+  }
   return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasLtMatmulAlgoConfigGetAttribute(const cublasLtMatmulAlgo_t* algo,
+                                                    cublasLtMatmulAlgoConfigAttributes_t attr, void* buf,
+                                                    size_t size, size_t* written) {
+  if (!algo || !known_algo(algo->data[0])) return CUBLAS_STATUS_INVALID_VALUE;
+  const bool output_type = algo->data[0] == kOutputTypeAlgo;
+  const int32_t splits = output_type ? 2 : int32_t(algo->data[0] - kAlgoId + 1);
+  if (attr == CUBLASLT_ALGO_CONFIG_SPLITK_NUM) {
+    if (written) *written = sizeof splits;
+    if (size != sizeof splits || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+    std::memcpy(buf, &splits, sizeof splits);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  if (attr == CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME) {
+    const uint32_t scheme = output_type  ? uint32_t(CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE)
+                            : splits > 1 ? uint32_t(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE)
+                                         : uint32_t(CUBLASLT_REDUCTION_SCHEME_NONE);
+    if (written) *written = sizeof scheme;
+    if (size != sizeof scheme || !buf) return CUBLAS_STATUS_INVALID_VALUE;
+    std::memcpy(buf, &scheme, sizeof scheme);
+    return CUBLAS_STATUS_SUCCESS;
+  }
+  return CUBLAS_STATUS_NOT_SUPPORTED;
 }
 
 }  // extern "C"
@@ -199,16 +250,20 @@ extern "C" {
 
 cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t d, cublasLtMatrixLayout_t a,
                                               cublasLtMatrixLayout_t b, cublasLtMatrixLayout_t c,
-                                              cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t, int requested,
-                                              cublasLtMatmulHeuristicResult_t results[], int* returned) {
+                                              cublasLtMatrixLayout_t dl, cublasLtMatmulPreference_t pref,
+                                              int requested, cublasLtMatmulHeuristicResult_t results[],
+                                              int* returned) {
   Desc desc;
   Layout A, B, C, D;
   *returned = 0;
-  if (requested < 1 || !problem(d, a, b, c, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
-  const int n = requested < kAlgos ? requested : kAlgos;
+  if (requested < 1 || !pref || !problem(d, a, b, c, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
+  std::vector<uint64_t> offer;
+  if (D.type == CUDA_R_16BF && (pref->data[0] & kOutputTypeSchemes) != 0) offer.push_back(kOutputTypeAlgo);
+  for (int i = 0; i < kAlgos; ++i) offer.push_back(kAlgoId + uint64_t(i));  // for every problem
+  const int n = std::min(requested, int(offer.size()));
   for (int i = 0; i < n; ++i) {
     std::memset(&results[i], 0, sizeof results[i]);
-    results[i].algo.data[0] = kAlgoId + uint64_t(i);  // the same algorithms for every problem
+    results[i].algo.data[0] = offer[size_t(i)];
     results[i].state = CUBLAS_STATUS_SUCCESS;
     results[i].wavesCount = 1;
   }
@@ -226,7 +281,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
   if (!problem(d, al, bl, cl, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
   // An algorithm the heuristic offered, or none (cuBLASLt then runs its own choice).
   const uint64_t id = algo ? algo->data[0] : kAlgoId;
-  if (id < kAlgoId || id >= kAlgoId + kAlgos) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!known_algo(id)) return CUBLAS_STATUS_INVALID_VALUE;
+  const bool output_type = id == kOutputTypeAlgo;
   const char* slow = std::getenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO");
   const bool delay = slow && *slow && std::strtoull(slow, nullptr, 10) == id - kAlgoId;
   // Host scalars are read at the call, the matrices when the stream runs the product.
@@ -245,7 +301,7 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
       if (fb != 0) out = widen(pc, C);
       const CBLAS_TRANSPOSE ta = desc.ta == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
       const CBLAS_TRANSPOSE tb = desc.tb == CUBLAS_OP_N ? CblasNoTrans : CblasTrans;
-      const int slices = k > 1 ? int(std::min<uint64_t>(id - kAlgoId + 1, uint64_t(k))) : 1;
+      const int slices = k > 1 ? int(std::min<uint64_t>(output_type ? 2 : id - kAlgoId + 1, uint64_t(k))) : 1;
       if (k > 0 && slices == 1) {
         cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, fa, wa.data(), int(A.cols), wb.data(), int(B.cols), fb,
                     out.data(), n);
@@ -260,6 +316,9 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t d, const vo
           const float* sb = wb.data() + (tb == CblasNoTrans ? size_t(k0) * B.cols : size_t(k0));
           cblas_sgemm(CblasRowMajor, ta, tb, m, n, k1 - k0, fa, sa, int(A.cols), sb, int(B.cols), 0.f,
                       part.data(), n);
+          // Reduced in the output's type: each partial sum rounded to it first.
+          if (output_type)
+            for (float& v : part) v = round_to(D.type, v);
           for (size_t i = 0; i < out.size(); ++i) out[i] += part[i];
         }
       } else {
@@ -278,7 +337,7 @@ cublasStatus_t cublasLtMatmulAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t d,
   Desc desc;
   Layout A, B, C, D;
   if (!algo || !result || !problem(d, a, b, c, dl, desc, A, B, C, D)) return CUBLAS_STATUS_INVALID_VALUE;
-  if (algo->data[0] < kAlgoId || algo->data[0] >= kAlgoId + kAlgos) return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!known_algo(algo->data[0])) return CUBLAS_STATUS_NOT_SUPPORTED;
   const cublasLtMatmulAlgo_t copy = *algo;  // algo may point to result->algo
   std::memset(result, 0, sizeof *result);
   result->algo = copy;
