@@ -596,7 +596,7 @@ TEST_F(CudaBackendTest, GemmRecordFromElsewhereIsRefusedAndAnUnwritableOneReport
   expect_refused(reduced, {"adds its split-K partial sums in bf16"}, false);
 #endif
   const std::string damaged = (dir / "damaged.tsv").string();
-  std::ofstream(damaged) << "format\t1\ngpu\tX\n";
+  std::ofstream(damaged) << "format\t2\ngpu\tX\n";
   expect_refused(damaged, {"line 2"}, true);
 
   // Unwritable: the folder is a file. Reported once; every GEMM still runs and is right.

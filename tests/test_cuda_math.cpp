@@ -681,7 +681,7 @@ TEST(CudaPlan, GemmKeysHashAndPrint) {
 // and a damaged file is refused naming the file, the line and the fix, never half-read.
 TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
   cuda::GemmRecord r;
-  r.origin = {"NVIDIA H200", 90, 130100};
+  r.origin = {"NVIDIA H200", 90, 130100, 132};
   r.tune = 8;
   cuda::GemmRecordEntry e;
   e.key.M = 65536, e.key.N = 768, e.key.K = 3072, e.key.transA = true, e.key.c = DType::F32;
@@ -744,9 +744,11 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
   };
   const std::vector<Case> bad = {
       {"", "empty", 0},
-      {"gpu\tX\tsm_90\tcublaslt 1\n", "format 1", 1},
-      {replaced("format\t1", "format\t2"), "format 2", format_at},
+      {"gpu\tX\tsm_90\tcublaslt 1\tsms 132\n", "format 2", 1},
+      {replaced("format\t2", "format\t1"), "format 1 is not 2", format_at},
       {replaced("\tsm_90\t", "\tsm_9x\t"), "compute capability", gpu_at},
+      {replaced("\tsms 132\n", "\tsms 0\n"), "the number of SMs '0'", gpu_at},
+      {replaced("\tsms 132\n", "\n"), "sms <SMs>", gpu_at},
       {replaced("tune\t8", "tune\t0"), "tune", tune_at},
       {replaced("\t65536\t", "\t65536x\t"), "M '65536x'", gemm_at},
       {replaced("\tT\tN\t", "\tY\tN\t"), "transA 'Y'", gemm_at},
@@ -780,12 +782,15 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
   cuda::GemmRecordOrigin there = r.origin;
   there.cublaslt = 130200;
   const std::string why = cuda::gemm_record_mismatch("a.tsv", r.origin, there);
-  for (const char* piece : {"a.tsv", "NVIDIA H200 (sm_90) with cuBLASLt 130100", "130200",
+  for (const char* piece : {"a.tsv", "NVIDIA H200 (sm_90, 132 SMs) with cuBLASLt 130100", "130200",
                             "remove the file", "SPEEDRUN_GEMM_ALGOS"})
     EXPECT_NE(why.find(piece), std::string::npos) << piece << " not in: " << why;
   there = r.origin;
   there.gpu = "NVIDIA H100 80GB HBM3";
   EXPECT_NE(cuda::gemm_record_mismatch("a.tsv", r.origin, there), "");
+  there = r.origin;
+  there.sms = 16;  // a MIG slice of the same GPU: its name and compute capability
+  EXPECT_NE(cuda::gemm_record_mismatch("a.tsv", r.origin, there).find("16 SMs"), std::string::npos);
   std::filesystem::remove_all(dir);
 }
 
@@ -802,7 +807,7 @@ TEST(CudaPlan, RunGemmRecordFollowsTheRunAndTheRank) {
   EXPECT_EQ(cuda::run_gemm_record(dir, 0, 1), dir + "/gemm_algos.tsv");
   EXPECT_EQ(cuda::run_gemm_record(dir, 3, 8), dir + "/gemm_algos.rank3.tsv");
   unsetenv("SPEEDRUN_GEMM_TUNE");
-  std::ofstream(dir + "/gemm_algos.tsv") << "format\t1\n";  // a run that timed them
+  std::ofstream(dir + "/gemm_algos.tsv") << "format\t2\n";  // a run that timed them
   EXPECT_EQ(cuda::run_gemm_record(dir, 0, 1), dir + "/gemm_algos.tsv");
   EXPECT_EQ(cuda::run_gemm_record(dir, 1, 2), "");  // rank 1 of 2 has no file of its own
   setenv("SPEEDRUN_GEMM_ALGOS", "/shared/algos.tsv", 1);

@@ -19,7 +19,7 @@ namespace speedrun::cuda {
 
 namespace {
 
-constexpr int kFormat = 1;
+constexpr int kFormat = 2;
 constexpr const char* kFix = "; remove the file to time the GEMMs again";
 
 std::vector<std::string> split_tabs(const std::string& line) {
@@ -99,7 +99,7 @@ std::string format_gemm_record(const GemmRecord& r) {
        "# order; first_ms: the heuristic's first's time, 0 where it did not run).\n";
   o << "format\t" << kFormat << "\n";
   o << "gpu\t" << r.origin.gpu << "\tsm_" << r.origin.sm << "\tcublaslt " << r.origin.cublaslt
-    << "\n";
+    << "\tsms " << r.origin.sms << "\n";
   o << "tune\t" << r.tune << "\n";
   for (const GemmRecordEntry& e : r.entries) {
     const GemmKey& k = e.key;
@@ -138,11 +138,13 @@ GemmRecord parse_gemm_record(const std::string& text, const std::string& path) {
     } else if (!have_format) {
       rd.bad("the file does not open with 'format " + std::to_string(kFormat) + "'");
     } else if (f[0] == "gpu") {
-      if (f.size() != 4 || f[2].rfind("sm_", 0) != 0 || f[3].rfind("cublaslt ", 0) != 0)
-        rd.bad("a gpu line is: gpu <name> sm_<NN> cublaslt <version>");
+      if (f.size() != 5 || f[2].rfind("sm_", 0) != 0 || f[3].rfind("cublaslt ", 0) != 0 ||
+          f[4].rfind("sms ", 0) != 0)
+        rd.bad("a gpu line is: gpu <name> sm_<NN> cublaslt <version> sms <SMs>");
       r.origin.gpu = f[1];
       r.origin.sm = int(rd.integer(f[2].substr(3), "the compute capability", 0, 10000));
       r.origin.cublaslt = size_t(rd.integer(f[3].substr(9), "cuBLASLt's version", 0, kBig));
+      r.origin.sms = int(rd.integer(f[4].substr(4), "the number of SMs", 1, 1 << 20));
       have_gpu = true;
     } else if (f[0] == "tune") {
       if (f.size() != 2) rd.bad("a tune line has 1 field");
@@ -223,7 +225,8 @@ std::string gemm_record_mismatch(const std::string& path, const GemmRecordOrigin
                                  const GemmRecordOrigin& here) {
   if (made == here) return "";
   auto str = [](const GemmRecordOrigin& o) {
-    return o.gpu + " (sm_" + std::to_string(o.sm) + ") with cuBLASLt " + std::to_string(o.cublaslt);
+    return o.gpu + " (sm_" + std::to_string(o.sm) + ", " + std::to_string(o.sms) +
+           " SMs) with cuBLASLt " + std::to_string(o.cublaslt);
   };
   return "GEMM algorithm record " + path + " was made on " + str(made) + "; this process runs on " +
          str(here) + ", where its algorithms may not exist or sum alike: remove the file (or "

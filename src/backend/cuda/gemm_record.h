@@ -6,8 +6,9 @@
 //
 // The file (one line each, fields separated by tabs):
 //   # speedrun GEMM algorithms ...                  comments: '#' lines, ignored
-//   format  1
-//   gpu     <name>  sm_<major><minor>  cublaslt <version>   where the algorithms were chosen
+//   format  2
+//   gpu     <name>  sm_<major><minor>  cublaslt <version>  sms <SMs>
+//                                                  where the algorithms were chosen
 //   tune    <N>                                    the candidates timed per problem
 //   gemm    <M> <N> <K> <N|T> <N|T> <batch> <strideA> <strideB> <strideC> <a> <b> <c>
 //           <=|+=> <alignA> <alignB> <alignC> <algo> <ms> <candidates> <chosen> <first_ms>
@@ -17,8 +18,11 @@
 // time per run (0 where it did not run): what timing them gained on each problem.
 // cublasLt.h: the algorithm "can be trivially serialized and later restored for use with
 // the same version of cuBLAS library"; and which one a problem should take depends on the
-// GPU. So a record names both and is refused where either differs (the fix: remove the
-// file, which times them again).
+// GPU, down to its number of SMs (cuBLAS repeats its bits only "on GPUs with the same
+// architecture and the same number of SMs"; a MIG slice has the name and compute
+// capability of its whole GPU, and fewer SMs). So a record names them and is refused where
+// any differs (the fix: remove the file, which times them again). Format 2: SMs added, and
+// a bf16 output's algorithms reduce split-K partial sums in fp32 (matmul.cu).
 #pragma once
 #include <array>
 #include <cstdint>
@@ -34,6 +38,7 @@ struct GemmRecordOrigin {
   std::string gpu;          // the device's name (cudaDeviceProp::name)
   int sm = 0;               // compute capability, major * 10 + minor
   size_t cublaslt = 0;      // cublasLtGetVersion()
+  int sms = 0;              // streaming multiprocessors (cudaDeviceProp::multiProcessorCount)
   bool operator==(const GemmRecordOrigin&) const = default;
 };
 

@@ -242,6 +242,7 @@ void CudaBackend::open_gemm_record(const std::string& path) {
   for (const char* ch = p.name; *ch; ++ch) here.gpu += (*ch == '\t' || *ch == '\n') ? ' ' : *ch;
   here.sm = 10 * p.major + p.minor;
   here.cublaslt = cublasLtGetVersion();
+  here.sms = p.multiProcessorCount;
   GemmRecord r;
   if (read_gemm_record(path, r)) {
     const std::string why = gemm_record_mismatch(path, r.origin, here);
