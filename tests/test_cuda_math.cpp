@@ -472,6 +472,9 @@ TEST(CudaPlan, GpuChoiceFollowsTheLocalRank) {
   EXPECT_EQ(cuda::choose_gpu(-1, 8, nullptr, "5"), 5);
   EXPECT_EQ(cuda::choose_gpu(-1, 8, "2", "5"), 2);  // OpenMPI's first
   EXPECT_EQ(cuda::choose_gpu(-1, 4, "6", nullptr), 2);  // modulo the visible GPUs
+  EXPECT_EQ(cuda::choose_gpu(-1, 1, nullptr, "3"), 0);  // srun --gpus-per-task=1: its own GPU
+  EXPECT_EQ(cuda::choose_gpu(-1, 8, nullptr, nullptr, "4"), 4);  // MPICH (PMI)
+  EXPECT_EQ(cuda::choose_gpu(-1, 8, nullptr, "1", "4"), 1);
   EXPECT_EQ(cuda::choose_gpu(1, 2, "0", nullptr), 1);   // an explicit GPU wins
   EXPECT_THROW(cuda::choose_gpu(2, 2, nullptr, nullptr), Error);
   EXPECT_THROW(cuda::choose_gpu(-1, 2, "x", nullptr), Error);
@@ -861,6 +864,12 @@ TEST(CudaPlan, BuildArchitecturesAndTheGpusTheyRunOn) {
   EXPECT_TRUE(!real[1].sass && real[1].ptx);
   EXPECT_EQ(real[1].cc, 120);
   EXPECT_THROW(cuda::parse_cuda_architectures("sm_90"), Error);
+  // wgmma needs "90a": a plain "90" build's kernels read binaryVersion 90 all the same.
+  EXPECT_TRUE(cuda::has_specific_arch(cuda::parse_cuda_architectures("80;90a"), 90));
+  EXPECT_TRUE(cuda::has_specific_arch(cuda::parse_cuda_architectures("90a-virtual"), 90));
+  EXPECT_FALSE(cuda::has_specific_arch(cuda::parse_cuda_architectures("80;90"), 90));
+  EXPECT_FALSE(cuda::has_specific_arch(cuda::parse_cuda_architectures("90f"), 90));
+  EXPECT_FALSE(cuda::has_specific_arch(cuda::parse_cuda_architectures("100a"), 90));
   EXPECT_THROW(cuda::parse_cuda_architectures("90b"), Error);
   EXPECT_THROW(cuda::parse_cuda_architectures("90-fake"), Error);
 

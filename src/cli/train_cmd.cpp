@@ -143,8 +143,10 @@ void run_train(TrainArgs& a) {
   settle_config(a);
   TrainConfig& c = a.cfg;
   const LaunchInfo launch = detect_launch();
+  // (The GPU: the backend takes the local rank modulo the GPUs this process sees,
+  // cuda::choose_gpu. Asking for GPU <local rank> itself failed where each rank sees only
+  // its own: srun --gpus-per-task=1.)
   BackendOptions bo = a.backend;
-  if (bo.gpu < 0) bo.gpu = launch.local_rank;  // one GPU per process of a node
 #ifdef SPEEDRUN_HAVE_CUDA
   // A run that times its GEMM algorithms keeps its choices in its folder, so that resuming
   // it runs every GEMM as it did (the same bits).

@@ -60,7 +60,7 @@ std::string gpu_problem(int gpu) {
 
 int process_gpu(int gpu, int visible) {
   return choose_gpu(gpu, visible, std::getenv("OMPI_COMM_WORLD_LOCAL_RANK"),
-                    std::getenv("SLURM_LOCALID"));
+                    std::getenv("SLURM_LOCALID"), std::getenv("MPI_LOCALRANKID"));
 }
 
 std::unique_ptr<Backend> make_backend(int gpu, int visible, const std::string& gemm_algos) {

@@ -22,7 +22,8 @@ int local_rank_from(const char* name, const char* value) {
 size_t align256(size_t x) { return (x + 255) / 256 * 256; }
 }  // namespace
 
-int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid) {
+int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid,
+               const char* mpich_localrankid) {
   check(visible > 0, "--device cuda: no CUDA GPU is visible");
   if (gpu >= 0) {
     check(gpu < visible, "--device cuda: GPU ", gpu, " asked for, but only ", visible,
@@ -31,6 +32,7 @@ int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* sl
   }
   int rank = local_rank_from("OMPI_COMM_WORLD_LOCAL_RANK", ompi_local_rank);
   if (rank < 0) rank = local_rank_from("SLURM_LOCALID", slurm_localid);
+  if (rank < 0) rank = local_rank_from("MPI_LOCALRANKID", mpich_localrankid);
   if (rank < 0) rank = 0;
   return rank % visible;
 }
@@ -74,6 +76,12 @@ bool build_runs_on(const std::vector<CudaArch>& archs, int cc) {
     if (a.sass && cc / 10 == a.cc / 10 && cc >= a.cc) return true;
     if (a.ptx && cc >= a.cc) return true;
   }
+  return false;
+}
+
+bool has_specific_arch(const std::vector<CudaArch>& archs, int cc) {
+  for (const CudaArch& a : archs)
+    if (a.cc == cc && a.specific && (a.sass || a.ptx)) return true;
   return false;
 }
 

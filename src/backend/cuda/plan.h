@@ -11,10 +11,13 @@ namespace speedrun::cuda {
 
 // ---- devices ----------------------------------------------------------------------------
 // The GPU a process uses: `gpu` itself when >= 0 (it must be < visible), else the process's
-// local rank (OMPI_COMM_WORLD_LOCAL_RANK, else SLURM_LOCALID, else 0: pass the variables'
-// values or null) modulo `visible`. Throws Error naming the variable when one is not a
-// non-negative integer.
-int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid);
+// local rank (OMPI_COMM_WORLD_LOCAL_RANK, else SLURM_LOCALID, else MPICH's MPI_LOCALRANKID,
+// else 0: pass the variables' values or null) modulo `visible`: one GPU per process of a
+// node, whether each process sees them all or only its own (srun --gpus-per-task=1, where
+// local rank 3 sees one GPU, its device 0). Throws Error naming the variable when one is not
+// a non-negative integer.
+int choose_gpu(int gpu, int visible, const char* ompi_local_rank, const char* slurm_localid,
+               const char* mpich_localrankid = nullptr);
 
 // Why cudaGetDeviceCount found no GPU, and the fix: `error` is its error's text,
 // `insufficient_driver` whether it was cudaErrorInsufficientDriver, the versions as CUDA
@@ -40,6 +43,10 @@ struct CudaArch {
 };
 // Parses a list separated by ';' or ','. Throws Error naming a malformed entry.
 std::vector<CudaArch> parse_cuda_architectures(const std::string& list);
+// Whether the list holds code for compute capability `cc`'s architecture-specific features
+// ("90a", as machine code or PTX): Hopper's wgmma exists there alone, and a kernel's
+// binaryVersion reads 90 for a plain "90" build all the same.
+bool has_specific_arch(const std::vector<CudaArch>& archs, int cc);
 // Whether a build of these architectures holds code a GPU of compute capability `cc` runs,
 // by CUDA's rules: machine code for X.Y runs on X.Z, Z >= Y, of the same major (an "a"
 // target's on X.Y alone); PTX for X.Y is compiled by the driver for any X.Y or newer (not
