@@ -56,17 +56,19 @@ inline void check_nccl(Comm& nccl, Comm& host_comm, Backend& be,
     expect(got_async == got, "nccl async all_reduce = all_reduce");
   }
   // Tickets: waiting for one async reduction is enough to read its buffer while the one
-  // started after it may still run; the ring of events is reused past 64 of them.
+  // started after it may still run; the ring of events is reused past 64 of them. The
+  // ticket waited for is a mean: at world 1 NCCL skips an in-place sum, but runs a kernel
+  // for a mean (each value times 1/W), so there too the wait is for work on the GPU.
   for (int round = 0; round < 2; ++round) {
     be.from_host_f64(d, host);
     be.from_host_f64(y, host);
-    const int64_t t1 = nccl.all_reduce_async(d, ReduceOp::Sum);
-    const int64_t t2 = nccl.all_reduce_async(y, ReduceOp::Mean);
+    const int64_t t1 = nccl.all_reduce_async(d, ReduceOp::Mean);
+    const int64_t t2 = nccl.all_reduce_async(y, ReduceOp::Sum);
     expect(t2 == t1 + 1, "nccl tickets count the async reductions");
     nccl.wait_async(t1);
-    agrees(be.to_host_f64(d), ref_sum, "nccl wait_async(ticket): that reduction has landed");
+    agrees(be.to_host_f64(d), ref_mean, "nccl wait_async(ticket): that reduction has landed");
     nccl.wait_async();
-    agrees(be.to_host_f64(y), ref_mean, "nccl wait_async(): every reduction has landed");
+    agrees(be.to_host_f64(y), ref_sum, "nccl wait_async(): every reduction has landed");
     for (int k = 0; k < 70; ++k) nccl.all_reduce_async(g.slice(0, 1), ReduceOp::Mean);
     nccl.wait_async(t1);  // its event has been reused: waits through the newest
   }

@@ -34,6 +34,9 @@
 #include "core/error.h"
 #include "tolerances.h"
 
+#ifdef SPEEDRUN_HAVE_NCCL
+#include "dist/nccl/nccl_comm.h"
+#endif
 #ifdef SPEEDRUN_HAVE_CUDA
 #include <cublasLt.h>
 
@@ -998,6 +1001,21 @@ TEST(CudaPlan, NcclOpensOnItsFirstUse) {
 #endif
 }
 #endif  // SPEEDRUN_HAVE_CUDA
+
+#ifdef SPEEDRUN_HAVE_NCCL
+// An NCCL older than 2.13 (a PyTorch wheel's, first on the loader's path) is refused when it
+// is opened, naming its version and the fix, not at the first bf16 or average reduction with
+// a bare "invalid argument"; ncclGetVersion's two codings (before and since 2.9) read right.
+TEST(CudaPlan, NcclOlderThanItNeedsIsRefusedNamingItsVersion) {
+  EXPECT_EQ(nccl_version_problem(21300), "");
+  EXPECT_EQ(nccl_version_problem(22805), "");
+  const std::string old = nccl_version_problem(21003);
+  for (const char* piece : {"NCCL 2.10.3 was found", "2.13 or newer", "LD_LIBRARY_PATH"})
+    EXPECT_NE(old.find(piece), std::string::npos) << piece << " not in: " << old;
+  EXPECT_NE(nccl_version_problem(2708).find("NCCL 2.7.8 was found"), std::string::npos);
+  EXPECT_NE(nccl_version_problem(21299).find("NCCL 2.12.99 was found"), std::string::npos);
+}
+#endif
 
 }  // namespace
 }  // namespace speedrun

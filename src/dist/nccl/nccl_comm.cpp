@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
+#include <cstdint>
 #include <cstring>
 #include <utility>
 
@@ -14,7 +15,10 @@ namespace {
 
 void ok(ncclResult_t rc, const char* what) {
   if (rc == ncclSuccess) return;
+  // NCCL's own account of its last error, where it has one (its comm argument is unused).
+  const char* last = ncclGetLastError(nullptr);
   fail("NCCL ", what, " failed: ", ncclGetErrorString(rc),
+       last != nullptr && *last ? std::string(": ") + last : std::string(),
        " (NCCL_DEBUG=INFO in the environment prints why)");
 }
 
@@ -37,6 +41,19 @@ void need_device(const Tensor& t, const char* op) {
 }
 
 }  // namespace
+
+std::string nccl_version_problem(int code) {
+  if (code >= kMinNcclVersion) return "";
+  const bool old_code = code < 10000;  // before 2.9: major * 1000 + minor * 100 + patch
+  const int major = old_code ? code / 1000 : code / 10000;
+  const int minor = old_code ? code % 1000 / 100 : code % 10000 / 100;
+  const int patch = code % 100;
+  return "NCCL " + std::to_string(major) + "." + std::to_string(minor) + "." +
+         std::to_string(patch) + " was found, and speedrun's GPU ranks need " +
+         std::to_string(kMinNcclVersion / 10000) + "." + std::to_string(kMinNcclVersion % 10000 / 100) +
+         " or newer (bf16 and average reductions, errors of a peer gone): install a newer NCCL, "
+         "or put its folder first in LD_LIBRARY_PATH";
+}
 
 NcclComm::NcclComm(Backend& backend, std::unique_ptr<Comm> host)
     : be_(backend), host_(std::move(host)) {
@@ -155,6 +172,12 @@ void NcclComm::all_gather(Tensor out, const Tensor& in) {
   need_device(out, "all_gather");
   check(out.dtype == in.dtype && out.numel() == in.numel() * size(), "NcclComm all_gather: out ",
         out.shape_str(), " must hold ", size(), " x in ", in.shape_str());
+  // NCCL's one in-place form is in = out's own part (all_gather_in_place); any other overlap
+  // races on the GPU, where the emulator's copy through host memory would not show it.
+  const auto ib = reinterpret_cast<uintptr_t>(in.data), ob = reinterpret_cast<uintptr_t>(out.data);
+  check(ib + in.bytes() <= ob || ob + out.bytes() <= ib, "NcclComm all_gather: in ",
+        in.shape_str(), " overlaps out ", out.shape_str(), ": gather into another buffer, or "
+        "in place with all_gather_in_place");
   ok(ncclAllGather(in.data, out.data, size_t(in.numel()), nccl_type(in.dtype, "all_gather"),
                    as_comm(comm_), as_stream(be_.stream())),
      "AllGather");

@@ -72,7 +72,16 @@ class NcclComm final : public Comm {
 };
 
 // Whether NCCL can be opened here; "" when it can, else why (the library tried and the
-// loader's reason). Opens it.
+// loader's reason, or a version older than kMinNcclVersion). Opens it.
 std::string nccl_library_problem();
+
+// The oldest NCCL the communicator runs on, as ncclGetVersion codes it: 2.13 (ncclBfloat16
+// and ncclAvg came in 2.10; ncclGetLastError, and ncclRemoteError for a peer gone, in 2.13).
+// An older libnccl.so.2 found first (a PyTorch wheel's, say) would fail at its first
+// reduction with a bare "invalid argument".
+inline constexpr int kMinNcclVersion = 21300;
+// Why the NCCL of ncclGetVersion's `code` (major * 10000 + minor * 100 + patch since 2.9,
+// major * 1000 + minor * 100 + patch before) cannot serve; "" where it can.
+std::string nccl_version_problem(int code);
 
 }  // namespace speedrun

@@ -30,8 +30,17 @@ std::vector<std::string> nccl_candidates() {
 }
 
 void* nccl_handle() {
-  static void* const handle =
-      cuda::open_first_library(nccl_candidates(), "NCCL", "the GPU ranks' communicator");
+  static void* const handle = [] {
+    void* h = cuda::open_first_library(nccl_candidates(), "NCCL", "the GPU ranks' communicator");
+    using GetVersion = ncclResult_t (*)(int*);
+    const auto get = reinterpret_cast<GetVersion>(
+        cuda::library_symbol(h, "ncclGetVersion", kNcclSoname, "install NCCL 2.13 or newer"));
+    int code = 0;
+    check(get(&code) == ncclSuccess, kNcclSoname, ": ncclGetVersion failed");
+    const std::string why = nccl_version_problem(code);
+    check(why.empty(), why);
+    return h;
+  }();
   return handle;
 }
 
