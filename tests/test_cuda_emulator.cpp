@@ -1006,6 +1006,13 @@ TEST(CudaEmulator, AsyncCopiesUseHostMemoryAsCudaDefines) {
   ASSERT_EQ(cudaEventSynchronize(e1), cudaSuccess);
   EXPECT_EQ(pinned[0], 4.f);
   EXPECT_EQ(cudaEventElapsedTime(&ms, e0, e1), cudaSuccess);
+  // An event made without timing cannot be timed, as CUDA refuses it.
+  cudaEvent_t untimed;
+  ASSERT_EQ(cudaEventCreateWithFlags(&untimed, cudaEventDisableTiming), cudaSuccess);
+  ASSERT_EQ(cudaEventRecord(untimed, s), cudaSuccess);
+  ASSERT_EQ(cudaEventSynchronize(untimed), cudaSuccess);
+  EXPECT_EQ(cudaEventElapsedTime(&ms, e0, untimed), cudaErrorInvalidResourceHandle);
+  cudaEventDestroy(untimed);
 
   std::vector<float> back(4, 0.f);
   ASSERT_EQ(cudaMemcpyAsync(back.data(), dev, 16, cudaMemcpyDeviceToHost, s), cudaSuccess);

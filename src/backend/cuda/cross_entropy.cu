@@ -112,11 +112,20 @@ size_t CudaBackend::head_row_keep_bytes(int64_t V) {
     int optin = 0;
     check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, gpu_),
                "softcap_cross_entropy", "reading the GPU's shared memory per block");
-    // The static part (warp_states) comes out of the same budget.
-    const int64_t fixed = kHeadRowThreads / 32 * int64_t(sizeof(SoftmaxState));
+    // The static part (warp_states) comes out of the same budget: the compiler's count of
+    // it (cudaFuncGetAttributes), so that a static array added later is counted too, and
+    // at least the one this file declares (the emulator reports none).
+    const void* kernels[] = {reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<true, true>),
+                             reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<false, true>)};
+    int64_t fixed = kHeadRowThreads / 32 * int64_t(sizeof(SoftmaxState));
+    for (const void* k : kernels) {
+      cudaFuncAttributes fa{};
+      check_cuda(cudaFuncGetAttributes(&fa, k), "softcap_cross_entropy",
+                 "reading its kernel's static shared memory");
+      fixed = std::max<int64_t>(fixed, int64_t(fa.sharedSizeBytes));
+    }
     head_row_smem_ = std::max<int64_t>(0, int64_t(optin) - fixed);
-    for (const void* k : {reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<true, true>),
-                          reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<false, true>)})
+    for (const void* k : kernels)
       check_cuda(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       int(head_row_smem_)),
                  "softcap_cross_entropy", "allowing its blocks the GPU's shared memory");

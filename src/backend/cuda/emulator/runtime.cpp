@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <set>
 #include <string>
 
 #include "backend/cuda/emulator/gpu_profile.h"
@@ -71,6 +72,11 @@ cudaError_t gate() {
 }
 
 namespace emu = speedrun::cuda::emu;
+
+// Events made with cudaEventDisableTiming, which CUDA refuses to time
+// (cudaErrorInvalidResourceHandle from cudaEventElapsedTime).
+std::mutex g_untimed_mutex;
+std::set<cudaEvent_t> g_untimed;
 
 }  // namespace
 
@@ -264,8 +270,19 @@ cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = emu::create_event();
   return cudaSuccess;
 }
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int) { return cudaEventCreate(e); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned int flags) {
+  const cudaError_t err = cudaEventCreate(e);
+  if (err == cudaSuccess && (flags & cudaEventDisableTiming)) {
+    std::lock_guard<std::mutex> lock(g_untimed_mutex);
+    g_untimed.insert(*e);
+  }
+  return err;
+}
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  {
+    std::lock_guard<std::mutex> lock(g_untimed_mutex);
+    g_untimed.erase(e);
+  }
   emu::destroy_event(e);
   return cudaSuccess;
 }
@@ -281,6 +298,10 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e) {
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (cudaError_t err = gate()) return err;
+  {
+    std::lock_guard<std::mutex> lock(g_untimed_mutex);
+    if (g_untimed.count(start) || g_untimed.count(end)) return cudaErrorInvalidResourceHandle;
+  }
   return emu::elapsed_ms(start, end, ms) ? cudaSuccess : cudaErrorNotReady;
 }
 
@@ -293,7 +314,8 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
 }
 
 // Every kernel of an emulated build runs on every profile: the attributes of a kernel that
-// uses no static shared memory (the backend only looks a kernel up, to see it loads).
+// uses no static shared memory (the emulator does not know a kernel's; where the backend
+// sizes dynamic shared memory against the static part, it counts its own at least).
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
   if (cudaError_t e = gate()) return e;
   if (!func) return cudaErrorInvalidDeviceFunction;
