@@ -202,6 +202,10 @@ TEST_F(Mpi, ALostNcclLinkEndsTheJobEvenWithoutAStallLimit) {
       << o.out;
   EXPECT_NE(o.out.find("(it was waiting for: step 1/4 on cuda"), std::string::npos) << o.out;
   EXPECT_EQ(o.out.find("no progress for"), std::string::npos) << o.out;  // not a stall
+  // What no probe finds, a frozen rank, would hang such a job: rank 0 says so at its start.
+  EXPECT_NE(o.out.find("warning: --stall-timeout 0 with 2 ranks: a rank that freezes"),
+            std::string::npos)
+      << o.out;
 #endif
 }
 

@@ -182,6 +182,12 @@ void run_train(TrainArgs& a) {
   // Asked every second, also with --stall-timeout 0; ends before comm does.
   StallWatchdog::Watch links;
   if (comm->size() > 1) links = watchdog.add_probe([&cm = *comm] { return cm.background_error(); });
+  // What no probe finds: a rank that is frozen rather than gone (NCCL does not even report
+  // a peer of the same machine that dies; the launcher ends the job then).
+  if (comm->size() > 1 && c.stall_timeout == 0 && comm->is_root())
+    std::fprintf(stderr, "warning: --stall-timeout 0 with %d ranks: a rank that freezes (a "
+                 "stuck GPU, a swapped-out or stopped process) will hang the job for good; "
+                 "give a limit in seconds (default 600)\n", comm->size());
   // In a job of several ranks an error ends every rank from here, with the trainer and the
   // Comm as the error left them: NCCL's ncclCommDestroy (and ncclCommAbort) wait for every
   // rank of the node to call them, and the other ranks wait in a collective this one will
