@@ -76,6 +76,16 @@ std::string error_of(const TrainConfig& c) {
   return "";
 }
 
+// The error set_setting(c, key, text, where) throws, or "" (c takes the value then).
+std::string set_error(TrainConfig& c, const char* key, const char* text, const char* where) {
+  try {
+    set_setting(c, key, text, where);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 }  // namespace
 
 TEST(Settings, KeysAreUniqueAndCoverTheConfigJson) {
@@ -363,14 +373,7 @@ TEST(Settings, EnumsAndTextsParseOnceListingTheValidValues) {
   EXPECT_EQ(c.schedule.window_schedule, WindowSchedule::Fixed);
   set_setting(c, "dtype", "fp64", "test");
   EXPECT_EQ(c.dtype, PrecisionChoice::FP64);
-  auto error = [&](const char* key, const char* text) {
-    try {
-      set_setting(c, key, text, "test");
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto error = [&](const char* key, const char* text) { return set_error(c, key, text, "test"); };
   EXPECT_EQ(error("window-schedule", "shrink"),
             "test: --window-schedule 'shrink': unknown; choose linear or fixed");
   EXPECT_EQ(error("dtype", "fp16"),
@@ -437,14 +440,7 @@ TEST(Settings, NumbersAreDecimalWhereverTheyAreRead) {
   TrainConfig c = preset_config("tiny");
   set_setting(c, "steps", "010", "spec");
   EXPECT_EQ(c.schedule.steps, 10);
-  auto error = [&](const char* key, const char* text) {
-    try {
-      set_setting(c, key, text, "spec");
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
+  auto error = [&](const char* key, const char* text) { return set_error(c, key, text, "spec"); };
   EXPECT_EQ(error("steps", "0x10"), "spec: --steps '0x10': not an integer");
   EXPECT_EQ(error("steps", "99999999999999999999"),
             "spec: --steps 99999999999999999999: out of range (an integer in "
