@@ -107,6 +107,15 @@ TEST_F(Cli, NumbersAreDecimalOnEveryCommand) {
   }
 }
 
+// More threads than cores slow every step many times over (each parallel region waits for
+// the slowest of threads taking turns): said once, and the command goes on.
+TEST_F(Cli, MoreThreadsThanCoresIsWarned) {
+  const Outcome r = run_cli("eval --weights " + (dir / "none.safetensors").string() +
+                            " --val x --device cpu --threads 1000000");
+  EXPECT_NE(r.out.find("warning: --threads 1000000 on "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("none.safetensors: no such file"), std::string::npos) << r.out;
+}
+
 TEST_F(Cli, ShardWithWrongMagic) {
   const auto p = corrupt("bad_magic.bin", 0, 12345);
   expect_error(small("--train " + p), {"bad_magic.bin", "magic"});

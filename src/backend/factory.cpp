@@ -1,5 +1,7 @@
 #include "backend/factory.h"
 
+#include <omp.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -47,8 +49,16 @@ std::unique_ptr<Backend> make_backend(const BackendOptions& o) {
 #endif
   }
   switch (d) {
-    case DeviceChoice::CPU:
+    case DeviceChoice::CPU: {
+      // More threads than the cores this process may use take turns on them, and every
+      // parallel region waits for the slowest: a typo (--threads 1000) slows every step
+      // many times over without a word otherwise.
+      const int cores = omp_get_num_procs();
+      if (o.threads > cores)
+        std::fprintf(stderr, "warning: --threads %d on %d cores: threads beyond the cores take "
+                     "turns and slow every step (0: all cores)\n", o.threads, cores);
       return std::make_unique<CpuBackend>(o.threads);
+    }
     case DeviceChoice::CUDA: {
       std::string why;
       if (!cuda_built())
