@@ -296,6 +296,27 @@ def sweep_seeds():
     write("sweep_spec", "cut", json.dumps(good)[:70])
 
 
+# --- GEMM algorithm record (backend/cuda/gemm_record.h): tab-separated lines ---------------
+def gemm_record_seeds():
+    algo = ":".join("%016x" % (0x1234 * (i + 1)) for i in range(8))
+    head = ("# speedrun GEMM algorithms\nformat\t2\n"
+            "gpu\tNVIDIA H200\tsm_90\tcublaslt 130100\tsms 132\ntune\t8\n")
+    gemm = ("gemm\t65536\t768\t3072\tN\tT\t1\t0\t0\t0\tBF16\tBF16\tBF16\t=\t256\t64\t256\t"
+            + algo + "\t0.1234\t8\t3\t0.2000\n")
+    stack = ("gemm\t768\t768\t768\tT\tN\t48\t589824\t589824\t589824\tBF16\tBF16\tF32\t+=\t"
+             "256\t256\t16\t" + algo + "\t0.0100\t1\t0\t0.0000\n")
+    write("gemm_record", "record", head + gemm + stack)
+    write("gemm_record", "no_entries", head)
+    write("gemm_record", "crlf", (head + gemm).replace("\n", "\r\n"))
+    write("gemm_record", "format_1", head.replace("format\t2", "format\t1") + gemm)
+    write("gemm_record", "twice", head + gemm + gemm)
+    write("gemm_record", "odd_fields", head + gemm.replace("\t256\t64\t", "\t48\t64\t")
+          + stack.replace("\t1\t0\t0.0000", "\t1\t1\t-0"))
+    write("gemm_record", "huge_numbers", head.replace("sms 132", "sms 99999999999999999999")
+          + gemm.replace("65536", "1099511627777").replace("0.1234", "1e9"))
+    write("gemm_record", "cut", (head + gemm)[:-40])
+
+
 # --- UTF-8 ----------------------------------------------------------------------------------
 def utf8_seeds():
     write("utf8", "ascii", "plain ASCII text, 0123456789")
@@ -319,6 +340,7 @@ def main():
     text_seeds()
     metrics_seeds()
     sweep_seeds()
+    gemm_record_seeds()
     utf8_seeds()
 
 

@@ -59,6 +59,7 @@ declare -A dicts=(
   [text_documents]="documents"
   [metrics]="json metrics"
   [sweep_spec]="json sweep_spec"
+  [gemm_record]="gemm_record"
   [utf8]="utf8"
 )
 

@@ -770,6 +770,11 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
       {text + gemm_line.substr(0, gemm_line.find('\n') + 1), "second entry", gemm_at + 2},
       {text + "gemmm\t1\n", "unknown line 'gemmm'", gemm_at + 2},
       {head.substr(0, head.find("gpu\t")) + "tune\t8\n", "no 'gpu' line", gpu_at},
+      // A line given twice would leave the record to whichever came last.
+      {replaced("tune\t8\n", "tune\t8\nformat\t2\n"), "a second format line", tune_at + 1},
+      {replaced("tune\t8\n", "tune\t8\ngpu\tY\tsm_80\tcublaslt 1\tsms 108\n"),
+       "a second gpu line", tune_at + 1},
+      {replaced("tune\t8\n", "tune\t8\ntune\t2\n"), "a second tune line", tune_at + 1},
   };
   for (const Case& c : bad) {
     try {

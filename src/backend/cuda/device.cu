@@ -1,8 +1,10 @@
-// Finding GPUs, telling whether this build runs on one, building the CUDA backend on one,
-// and describing them (speedrun devices).
+// Finding GPUs, telling whether this build runs on one, building the CUDA backend on one
+// (and naming the GEMM algorithm record a run's backend reads), and describing them
+// (speedrun devices).
 #include <cuda_runtime.h>
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "backend/cuda/attention/kernels.h"
 #include "backend/cuda/attention/plan.h"
@@ -100,6 +102,19 @@ std::vector<std::string> describe_gpus(int visible) {
     lines.push_back(line);
   }
   return lines;
+}
+
+std::string run_gemm_record(const std::string& run_dir, int rank, int world) {
+  const char* given = std::getenv("SPEEDRUN_GEMM_ALGOS");
+  if (given != nullptr && *given == 0) return "";  // set empty: no record
+  std::filesystem::path p = given != nullptr ? std::filesystem::path(given)
+                                             : std::filesystem::path(run_dir) / "gemm_algos.tsv";
+  if (world > 1)
+    p.replace_filename(p.stem().string() + ".rank" + std::to_string(rank) + p.extension().string());
+  std::error_code ec;
+  if (given != nullptr || gemm_tune_candidates() > 1 || std::filesystem::exists(p, ec))
+    return p.string();
+  return "";
 }
 
 }  // namespace speedrun::cuda

@@ -4,14 +4,11 @@
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "backend/cuda/check.h"
-#include "backend/cuda/cuda_backend.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
 
@@ -129,6 +126,7 @@ GemmRecord parse_gemm_record(const std::string& text, const std::string& path) {
     if (line.empty() || line[0] == '#') continue;
     const std::vector<std::string> f = split_tabs(line);
     if (f[0] == "format") {
+      if (have_format) rd.bad("a second format line");
       if (f.size() != 2) rd.bad("a format line has 1 field");
       const int64_t v = rd.integer(f[1], "format", 0, 1 << 20);
       if (v != kFormat)
@@ -138,6 +136,7 @@ GemmRecord parse_gemm_record(const std::string& text, const std::string& path) {
     } else if (!have_format) {
       rd.bad("the file does not open with 'format " + std::to_string(kFormat) + "'");
     } else if (f[0] == "gpu") {
+      if (have_gpu) rd.bad("a second gpu line: one record holds one GPU's algorithms");
       if (f.size() != 5 || f[2].rfind("sm_", 0) != 0 || f[3].rfind("cublaslt ", 0) != 0 ||
           f[4].rfind("sms ", 0) != 0)
         rd.bad("a gpu line is: gpu <name> sm_<NN> cublaslt <version> sms <SMs>");
@@ -147,6 +146,7 @@ GemmRecord parse_gemm_record(const std::string& text, const std::string& path) {
       r.origin.sms = int(rd.integer(f[4].substr(4), "the number of SMs", 1, 1 << 20));
       have_gpu = true;
     } else if (f[0] == "tune") {
+      if (have_tune) rd.bad("a second tune line");
       if (f.size() != 2) rd.bad("a tune line has 1 field");
       r.tune = int(rd.integer(f[1], "tune", 1, 1 << 10));
       have_tune = true;
@@ -231,19 +231,6 @@ std::string gemm_record_mismatch(const std::string& path, const GemmRecordOrigin
   return "GEMM algorithm record " + path + " was made on " + str(made) + "; this process runs on " +
          str(here) + ", where its algorithms may not exist or sum alike: remove the file (or "
          "unset SPEEDRUN_GEMM_ALGOS) to time the GEMMs here, or run where it was made";
-}
-
-std::string run_gemm_record(const std::string& run_dir, int rank, int world) {
-  const char* given = std::getenv("SPEEDRUN_GEMM_ALGOS");
-  if (given != nullptr && *given == 0) return "";  // set empty: no record
-  std::filesystem::path p = given != nullptr ? std::filesystem::path(given)
-                                             : std::filesystem::path(run_dir) / "gemm_algos.tsv";
-  if (world > 1)
-    p.replace_filename(p.stem().string() + ".rank" + std::to_string(rank) + p.extension().string());
-  std::error_code ec;
-  if (given != nullptr || gemm_tune_candidates() > 1 || std::filesystem::exists(p, ec))
-    return p.string();
-  return "";
 }
 
 }  // namespace speedrun::cuda

@@ -1,8 +1,9 @@
 // The GEMM algorithm record: the cuBLASLt algorithm each GEMM problem took, in a text file,
 // so that a run that timed its candidates (SPEEDRUN_GEMM_TUNE) and a run that resumes it,
 // or repeats it, run every GEMM with the same algorithm and so sum in the same order: the
-// same bits, without timing again. Plain C++ (no CUDA calls), so that tests check the
-// format without a GPU; matmul.cu reads and extends it.
+// same bits, without timing again. Plain C++ (no CUDA headers), so that tests check the
+// format without a GPU and fuzz/fuzz_gemm_record.cpp runs in a CPU build; matmul.cu reads
+// and extends it.
 //
 // The file (one line each, fields separated by tabs):
 //   # speedrun GEMM algorithms ...                  comments: '#' lines, ignored
