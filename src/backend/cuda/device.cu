@@ -93,7 +93,8 @@ std::vector<std::string> describe_gpus(int visible) {
         chunks = e.what();
       }
       // gpu_problem left GPU g current, where the kernels' SASS versions are looked up.
-      if (p.major == 9 && attn::forward_wgmma_binary_version() >= 90 &&
+      // As the attention runner decides whether it may run them (runner.cpp).
+      if (p.major == 9 && build_has_wgmma() && attn::forward_wgmma_binary_version() >= 90 &&
           attn::backward_wgmma_binary_version() >= 90)
         chunks += "; Hopper's wgmma attention too, with SPEEDRUN_ATTENTION_FORWARD=wgmma and "
                   "SPEEDRUN_ATTENTION_BACKWARD=wgmma";

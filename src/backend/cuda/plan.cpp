@@ -93,6 +93,11 @@ std::string build_cuda_architectures() {
 #endif
 }
 
+bool build_has_wgmma() {
+  const std::string archs = build_cuda_architectures();
+  return archs.empty() || has_specific_arch(parse_cuda_architectures(archs), 90);
+}
+
 std::string cuda_version_name(int version) {
   return std::to_string(version / 1000) + "." + std::to_string(version % 1000 / 10);
 }

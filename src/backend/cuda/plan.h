@@ -54,6 +54,10 @@ bool has_specific_arch(const std::vector<CudaArch>& archs, int cc);
 bool build_runs_on(const std::vector<CudaArch>& archs, int cc);
 // The architectures this build's kernels were compiled for, as CMake was given them.
 std::string build_cuda_architectures();
+// Whether this build holds Hopper's wgmma code: its list names 90a (an emulated build's
+// list is empty, and its wgmma runs anywhere). Where it does not, the wgmma kernels'
+// binaryVersion may still read 90 (a plain "90" build), and their wgmma calls are traps.
+bool build_has_wgmma();
 // Why the CUDA backend cannot run on GPU `gpu` (`name`, compute capability `cc`), or ""
 // when it can: a GPU older than sm_80, or `probe_error` (the CUDA error of looking up one of
 // the build's kernels on it; "" when that worked) where the build holds no code for it (the

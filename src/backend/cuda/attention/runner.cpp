@@ -190,13 +190,10 @@ void check_wgmma_runs(int dev, const char* what, const char* variable, int built
   check(major == 9, "cuda attention: the wgmma ", what, " (", variable, "=wgmma) runs on ",
         "Hopper GPUs (sm_90) only, and GPU ", dev, " is sm_", major, minor, ": unset ", variable,
         " (or set it to mma)");
-  // binaryVersion reads 90 for a plain "90" build too, whose wgmma calls are traps: the
-  // build's list must name 90a (an emulated build's is empty: its wgmma runs anywhere).
-  const std::string archs = build_cuda_architectures();
-  const bool specific = archs.empty() || has_specific_arch(parse_cuda_architectures(archs), 90);
-  check(built >= 90 && specific, "cuda attention: the wgmma ", what, " needs code built for ",
-        "sm_90a, and this build has none for GPU ", dev, " (it runs its sm_", built, " code; built ",
-        "for ", archs, "): build with CMAKE_CUDA_ARCHITECTURES including 90a, or unset ", variable);
+  // binaryVersion reads 90 for a plain "90" build too, whose wgmma calls are traps.
+  check(built >= 90 && build_has_wgmma(), "cuda attention: the wgmma ", what, " needs code built ",
+        "for sm_90a, and this build has none for GPU ", dev, " (it runs its sm_", built, " code; ",
+        "built for ", build_cuda_architectures(), "): build with CMAKE_CUDA_ARCHITECTURES including 90a, or unset ", variable);
 }
 
 }  // namespace
