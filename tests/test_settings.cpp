@@ -126,7 +126,7 @@ TEST(Settings, HelpListsEveryFlagOnceWithThePresetsValue) {
         EXPECT_NE(h.line.find(x ? "(default: on)" : "(default: off)"), std::string::npos)
             << name << ": " << h.line;
       } else if (!setting_text(x).empty()) {  // an empty string shows no default
-        EXPECT_TRUE(shows_default(h.line, setting_text(x))) << name << ": " << h.line;
+        EXPECT_TRUE(shows_default(h.line, setting_text(x) + s.default_suffix)) << name << ": " << h.line;
       }
     });
     EXPECT_EQ(help_flags(r.out), expected) << name << ": flags not from the table in:\n" << r.out;
@@ -144,6 +144,8 @@ TEST(Settings, HelpListsEveryFlagOnceWithThePresetsValue) {
   EXPECT_NE(help_line(rec, "--seq-len").line.find("TOKENS=65536 "), std::string::npos);
   EXPECT_NE(help_line(rec, "--adam-eps").line.find("=1e-08 "), std::string::npos);
   EXPECT_NE(help_line(rec, "--window-end").line.find("TOKENS=1792 "), std::string::npos);
+  // Without --out a run takes a new numbered directory, which is what --help shows.
+  EXPECT_NE(help_line(rec, "--out").line.find("DIR=runs/record-N "), std::string::npos);
 }
 
 TEST(Settings, PresetsKeepSpecValues) {

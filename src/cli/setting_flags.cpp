@@ -50,7 +50,9 @@ void add_setting_flags(CLI::App* app, TrainConfig& cfg) {
       } else {
         o = app->add_option(flag, x, help);
       }
-      o->default_str(setting_text(x));  // as the config JSON writes it; empty: none shown
+      // As the config JSON writes it; empty: none shown.
+      const std::string shown = setting_text(x);
+      o->default_str(shown.empty() ? shown : shown + s.default_suffix);
       if (*s.unit) {
         std::string name = s.unit;
         std::transform(name.begin(), name.end(), name.begin(),

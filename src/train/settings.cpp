@@ -115,11 +115,15 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
               "device's"},
     c.dtype);
   v(S{.key = "grad-accum",
-      .help = "micro-batches per rank per step (0: auto, by the device's memory)",
+      .help = "micro-batches per rank per step (0: auto, the fewest of at most 65536 "
+              "tokens on a GPU, one on the CPU)",
       .range = at_least(0)},
     c.grad_accum);
   // Artefacts and resume: where files go and when, which do not change what is computed.
-  v(S{.key = "out", .help = "output directory", .unit = "dir", .on_resume = may_change},
+  v(S{.key = "out",
+      .help = "output directory; when not given, N is the first number from 1 whose directory "
+              "does not exist",
+      .unit = "dir", .on_resume = may_change, .default_suffix = "-N"},
     c.out_dir);
   v(S{.key = "init", .help = "start from these weights (.safetensors)", .unit = "file",
       .on_resume = may_change},

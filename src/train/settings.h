@@ -60,6 +60,9 @@ struct Setting {
   Range range = {};
   bool flag = true;         // false: recorded in the config JSON only (model constants)
   std::vector<std::string> (*choices)() = nullptr;  // strings: the accepted values
+  // Added to the value where --help shows it as the default: "-N" where train numbers the
+  // preset's directory (runs/tiny-1, runs/tiny-2, ...) when the flag is not given.
+  const char* default_suffix = "";
 
   std::string name() const;  // "--seq-len" in messages; the bare key where there is no flag
 };

@@ -179,10 +179,11 @@ TrainingRun::TrainingRun(Trainer& t)
 }
 
 // Ranks started with different flags or data, or resolving an auto value differently on
-// unlike machines (--grad-accum 0 by GPU memory), would issue collectives of different
-// sizes or counts (a hang, or garbage) or read overlapping data without a word. Every rank
-// compares what it computes with (rank_terms) with every other's before the first
-// collective on the model, and all of them stop naming the differences.
+// unlike machines (--grad-accum 0 is the backend's choice: a GPU and a CPU rank pick
+// differently), would issue collectives of different sizes or counts (a hang, or garbage)
+// or read overlapping data without a word. Every rank compares what it computes with
+// (rank_terms) with every other's before the first collective on the model, and all of them
+// stop naming the differences.
 void TrainingRun::check_ranks_agree() {
   if (comm_.size() == 1) return;
   std::vector<std::string> train, val;
