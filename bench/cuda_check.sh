@@ -40,7 +40,8 @@
 # Environment: OUT (default out/cuda_check), CUDA_CHECK_TRAIN_FLAGS (the compared run's
 #   flags), CUDA_CHECK_BENCH=auto|speedrun|tool|none, CUDA_CHECK_SANITIZE_FILTER (gtest
 #   filter for the sanitizers on test_cuda*; default none), CUDA_CHECK_CPU_THREADS,
-#   CUDA_CHECK_BUILD_S (the fallback build's time cap, default 240).
+#   CUDA_CHECK_BUILD_S (the fallback build's time cap, default 240), CUDA_CHECK_DRY_RUN=1
+#   (as --dry-run).
 set -u
 T0=$(date +%s)
 cd "$(dirname "$0")/.." || exit 2

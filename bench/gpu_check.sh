@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU anchor in one call: environment, then bench/gpu_anchor.py (the reference PyTorch
-# model at the record config: bf16, FlexAttention, torch.compile) under a hard timeout so
-# the whole script ends in under 7 minutes; logs and JSON go to $OUT (default ./out); the
-# last thing printed is one markdown table.
+# model at the record config: bf16, FlexAttention, torch.compile) under a hard timeout
+# (GPU_CHECK_BUDGET_S, default 370 s, plus 25), after a torch probe of at most 60 s, so the
+# whole script ends in about 7 minutes; logs and JSON go to $OUT (default ./out); the last
+# thing printed is one markdown table.
 #   bash bench/gpu_check.sh                       # on the GPU machine
 #   PYTHON=/usr/bin/python3 bash bench/gpu_check.sh --smoke   # CPU plumbing check
 # Extra arguments go to gpu_anchor.py.
