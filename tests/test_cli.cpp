@@ -69,6 +69,12 @@ TEST_F(Cli, GoodRunSucceeds) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("step:2/2 val_loss:"), std::string::npos) << r.out;
   EXPECT_TRUE(fs::exists(dir / "run" / "model_step000002.safetensors"));
+  EXPECT_EQ(r.out.find("validates nothing"), std::string::npos) << r.out;
+  // --train without --val trains without validation, and says so.
+  r = run_cli(small("--overwrite --train '" + (dir / "good_train_*.bin").string() + "'"));
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("no --val given: the run validates nothing"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("val_loss"), std::string::npos) << r.out;
 }
 
 // Every command reads its numbers as decimal text (core/number_text.h), as presets and

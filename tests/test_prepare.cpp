@@ -694,6 +694,30 @@ TEST_F(Fortunes, DefaultTrainingRunUsesFortunesOrSaysItFallsBack) {
       << r.out;
   EXPECT_NE(r.out.find("vocab " + std::to_string(rows) + ","), std::string::npos) << r.out;
 
+  // --vocab and --eot given for the corpus: padding rows are kept (and by a resume), a
+  // vocabulary without room for the tokenizer's ids or another EOT is refused.
+  const std::string in_cwd1 = "cd " + (dir / "cwd1").string() +
+                              " && SPEEDRUN_BIBLE=none SPEEDRUN_FORTUNES_DIR=" + src.string();
+  const std::string padded = std::to_string(rows + 128);
+  r = run_cli(flags + " --vocab " + padded + " --save-every 1 --stop-after 1 --no-sample --out p",
+              in_cwd1);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("vocab " + padded + ","), std::string::npos) << r.out;
+  r = run_cli("train --resume p --threads 1 --no-sample", in_cwd1);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("vocab " + padded + ","), std::string::npos) << r.out;
+  r = run_cli(flags + " --vocab 100", in_cwd1);
+  EXPECT_EQ(r.code, 1) << r.out;
+  for (const std::string& piece :
+       {"--vocab 100 cannot hold the corpus's " + std::to_string(t.vocab_size()) + " ids",
+        std::string("BPE of"), std::string("--train")})
+    EXPECT_NE(r.out.find(piece), std::string::npos) << piece << " in: " << r.out;
+  r = run_cli(flags + " --eot 3", in_cwd1);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--eot 3 is not the corpus's EOT " + std::to_string(t.eot())),
+            std::string::npos)
+      << r.out;
+
   fs::create_directories(dir / "cwd2");
   r = run_cli(flags, "cd " + (dir / "cwd2").string() +
                          " && SPEEDRUN_BIBLE=none SPEEDRUN_FORTUNES_DIR=" + (dir / "empty").string());

@@ -81,8 +81,11 @@ void add_bench_command(CLI::App& app, std::chrono::steady_clock::time_point main
   sub->add_option("--windows", a->windows,
                   "attention windows, comma-separated (default: the preset's start and end, "
                   "e.g. 64,1792)");
-  add_number_option(sub, "--reps", a->opt.reps, "timed repetitions (medians)")->capture_default_str();
-  add_number_option(sub, "--warmup", a->opt.warmup, "untimed steps per window first")
+  add_number_option(sub, "--reps", a->opt.reps,
+                    "timed repetitions (medians; the GEMM and copy ceilings take at least 5)")
+      ->capture_default_str();
+  add_number_option(sub, "--warmup", a->opt.warmup,
+                    "untimed steps per window first (the ceilings: at least 1)")
       ->capture_default_str();
   add_number_option(sub, "--gemm-size", a->opt.gemm_size,
                   "n of the n^3 GEMM ceiling (default: 8192 on a GPU, 2048 on the CPU)");

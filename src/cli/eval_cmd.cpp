@@ -60,7 +60,9 @@ void add_eval_command(CLI::App& app) {
   add_number_option(sub, "--window", a->window, "attention window in tokens")->capture_default_str();
   add_number_option(sub, "--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();
   add_number_option(sub, "--batch", a->batch, "sequences per batch")->capture_default_str();
-  add_number_option(sub, "--val-tokens", a->val_tokens, "tokens to evaluate")->capture_default_str();
+  add_number_option(sub, "--val-tokens", a->val_tokens,
+                    "tokens to evaluate, a positive multiple of --batch x --seq-len")
+      ->capture_default_str();
   add_enum_option(sub, "--dtype", a->dtype, "precision (auto: the device's)");
   add_backend_flags(sub, a->backend);
   add_shape_flags(sub, a->shape);

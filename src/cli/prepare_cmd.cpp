@@ -139,7 +139,9 @@ void add_prepare_command(CLI::App& app) {
   sub->add_flag("--strip-overstrike", a->doc.strip_overstrike,
                 "remove backspace overstriking (X\\bX, _\\bX) from the text");
   add_number_option(sub, "--shard-tokens", a->shard_tokens, "tokens per shard")->capture_default_str();
-  add_number_option(sub, "--val-docs", a->val_docs, "the first N documents are validation");
+  add_number_option(sub, "--val-docs", a->val_docs,
+                    "the first N documents are validation, instead of --val-tokens (0: "
+                    "--val-tokens decides)");
   add_number_option(sub, "--val-tokens", a->val_tokens,
                   "validation: whole documents until it holds more than N tokens (enough for "
                   "`speedrun train --val-tokens N`; 0: none)")

@@ -119,7 +119,7 @@ void add_tokenizer_command(CLI::App& app) {
       "train", "Learn a byte-level BPE vocabulary (GPT-2's pre-tokenization and file format)");
   train->add_option("files", t->files, "text files (or JSON Lines with --jsonl)")->required();
   add_number_option(train, "--vocab-size", t->vocab_size,
-                    "ids in all: 256 bytes + merges + <|endoftext|> (GPT-2: " +
+                    "ids in all: 256 bytes + merges + <|endoftext|>, at least 257 (GPT-2: " +
                         std::to_string(kGpt2Vocab) + ")")
       ->required();
   train->add_option("-o,--out", t->out, "folder for encoder.json + vocab.bpe")->required();

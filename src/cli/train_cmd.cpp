@@ -120,7 +120,7 @@ void train_with(TrainArgs& a, Backend& backend, Comm& comm, StallWatchdog& watch
     if (!std::freopen("/dev/null", "w", stdout)) std::perror("stdout");
   }
   print_gemm_record(backend);
-  const TrainingData data = training_data(c, comm.is_root());
+  const TrainingData data = training_data(c, comm.is_root(), a.given);
   if (comm.is_root() && comm.size() > 1) comm.barrier();
   install_stop_handlers();
   trainer.emplace(backend, comm, c, data.train_files, data.val_files);
@@ -215,7 +215,9 @@ void add_train_command(CLI::App& app, int argc, char** argv) {
   sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   add_setting_flags(sub, args->cfg);
   add_backend_flags(sub, args->backend);
-  sub->add_flag("--no-sample", args->no_sample, "do not print a sample after training");
+  sub->add_flag("--no-sample", args->no_sample,
+                "do not print a sample after training (one is printed for the built-in corpus "
+                "only)");
   sub->callback([args, sub]() {
     for (const CLI::Option* o : sub->get_options()) {
       const std::string name = o->get_name();

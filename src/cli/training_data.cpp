@@ -1,5 +1,6 @@
 #include "cli/training_data.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -12,11 +13,18 @@
 
 namespace speedrun::cli {
 
-TrainingData training_data(TrainConfig& c, bool say) {
+TrainingData training_data(TrainConfig& c, bool say, const std::vector<std::string>& given) {
+  const auto was_given = [&](const char* flag) {
+    return std::find(given.begin(), given.end(), flag) != given.end();
+  };
   TrainingData d;
   if (!c.train_glob.empty()) {
     d.train_files = expand_glob(c.train_glob, flag_of(c, c.train_glob).c_str());
     if (!c.val_glob.empty()) d.val_files = expand_glob(c.val_glob, flag_of(c, c.val_glob).c_str());
+    else if (say)
+      std::printf("data: no %s given: the run validates nothing (%s and %s do not apply)\n",
+                  flag_of(c, c.val_glob).c_str(), flag_of(c, c.val_every).c_str(),
+                  flag_of(c, c.val_tokens).c_str());
     return d;
   }
   check(c.val_glob.empty(), flag_of(c, c.val_glob), " given without ", flag_of(c, c.train_glob),
@@ -30,9 +38,23 @@ TrainingData training_data(TrainConfig& c, bool say) {
     demo = fortunes_corpus("data", kDemoVocabSize, c.val_tokens);
   }
   if (demo) {
-    c.model.vocab = demo->vocab;
-    c.model.eot = demo->eot;
     d.tokenizer = Tokenizer::load(demo->tokenizer_dir);
+    // The corpus's tokens are its tokenizer's: a model must hold every id, and its EOT is
+    // the one that separates the documents.
+    const int64_t ids = d.tokenizer->vocab_size();
+    const std::string fix = fmt::format(
+        ": the built-in corpus ({}) is tokenized with a BPE of {} ids whose EOT is {} (by "
+        "default --vocab {} --eot {}); leave the flag out, or train on your own shards with "
+        "--train",
+        demo->what, ids, demo->eot, demo->vocab, demo->eot);
+    // A resumed run's vocabulary is its checkpoint's (this rule fixed it when the run began).
+    const bool keep_vocab = was_given("vocab") || !c.resume.empty();
+    check(!keep_vocab || c.model.vocab >= ids, flag_of(c, c.model.vocab), " ", c.model.vocab,
+          " cannot hold the corpus's ", ids, " ids", fix);
+    check(!(was_given("eot") || !c.resume.empty()) || c.model.eot == demo->eot,
+          flag_of(c, c.model.eot), " ", c.model.eot, " is not the corpus's EOT ", demo->eot, fix);
+    if (!keep_vocab) c.model.vocab = demo->vocab;
+    c.model.eot = demo->eot;
     d.train_files = demo->train_files;
     d.val_files = demo->val_files;
     if (say)

@@ -23,8 +23,9 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
               "if installed, else fortunes, else synthetic)",
       .unit = "glob", .on_resume = may_change},
     c.train_glob);
-  v(S{.key = "val", .help = "glob of validation shards", .unit = "glob",
-      .on_resume = may_change},
+  v(S{.key = "val",
+      .help = "glob of validation shards, with --train (--train without it: no validation)",
+      .unit = "glob", .on_resume = may_change},
     c.val_glob);
   // The model (SPEC.md "Model").
   // (Each bounded as GPTConfig::validate bounds it: model/config.h.)
@@ -39,10 +40,15 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
       .range = Range{.min = 2, .max = double(kMaxHeadDim), .multiple = 2,
                      .why = "rotary turns pairs of dimensions"}},
     m.head_dim);
-  v(S{.key = "vocab", .help = "vocabulary rows of wte and lm_head", .unit = "ids",
+  v(S{.key = "vocab",
+      .help = "vocabulary rows of wte and lm_head (not given, with the built-in corpus: its "
+              "tokenizer's ids rounded up to a multiple of 128)",
+      .unit = "ids",
       .range = Range{.min = 2, .max = double(kMaxVocab), .why = "token ids are int32"}},
     m.vocab);
-  v(S{.key = "eot", .help = "document delimiter token id", .unit = "id", .range = at_least(0)},
+  v(S{.key = "eot",
+      .help = "document delimiter token id (with the built-in corpus: its tokenizer's)",
+      .unit = "id", .range = at_least(0)},
     m.eot);
   v(S{.key = "rope-base", .help = "rotary base", .range = above(0), .flag = false},
     m.rope_base);
@@ -100,16 +106,21 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
   v(S{.key = "ns-steps", .help = "Newton-Schulz iterations of Muon", .range = at_least(1)},
     o.ns_steps);
   v(S{.key = "ns-bf16",
-      .help = "round Newton-Schulz intermediates to bf16 as the record's GPU run does"},
+      .help = "round Newton-Schulz intermediates to bf16 as the record's GPU run does (the "
+              "CPU's choice: the CUDA backend always computes them in bf16)"},
     o.ns_bf16);
   // Validation, initialisation, precision.
   v(S{.key = "val-every", .help = "steps between validations (0: only at the end)",
       .unit = "steps", .range = at_least(0)},
     c.val_every);
-  v(S{.key = "val-tokens", .help = "tokens per validation, a multiple of batch x seq-len",
+  v(S{.key = "val-tokens",
+      .help = "tokens per validation, a multiple of batch x seq-len (0: no validation); with "
+              "the built-in corpus also the size of its validation part",
       .unit = "tokens", .range = at_least(0)},
     c.val_tokens);
-  v(S{.key = "seed", .help = "initialisation seed"}, c.seed);
+  v(S{.key = "seed",
+      .help = "initialisation seed (unused with --init) and the end-of-run sample's"},
+    c.seed);
   v(S{.key = "dtype",
       .help = "precision: fp32 (cpu), fp64 (cpu, exact comparisons), bf16 (cuda); auto: the "
               "device's"},
