@@ -81,11 +81,17 @@ inline void batch_with_documents(int64_t B, int64_t T, const GPTConfig& c,
 }
 
 // A fresh directory under the system's temp dir, removed at the end unless `keep`.
+// A folder of this process's own under the temp directory: tests of two builds (or a CI
+// run beside a developer's) run at once without deleting each other's files.
+inline fs::path process_temp(const std::string& name) {
+  return fs::temp_directory_path() / ("speedrun_" + name + "_" + std::to_string(::getpid()));
+}
+
 struct TempDir {
   fs::path path;
   bool keep = false;
   explicit TempDir(const std::string& name) {
-    path = fs::temp_directory_path() / ("speedrun_" + name + "_" + std::to_string(::getpid()));
+    path = process_temp(name);
     fs::remove_all(path);
     fs::create_directories(path);
   }

@@ -460,7 +460,7 @@ TEST_F(CudaBackendTest, Bf16OutputsAddSplitKPartialSumsInFp32) {
 // 1, 2 or 3 slices as split-K kernels do, the heuristic's first gives other bits. Bad
 // values are refused naming the variable.
 TEST_F(CudaBackendTest, GemmTuningKeepsTheFastestCandidateAndTheRecordRepeatsIt) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_gemm_tune";
+  const fs::path dir = test::process_temp("test_gemm_tune");
   fs::remove_all(dir);
   const std::string record = (dir / "algos.tsv").string();
   std::vector<std::pair<const char*, std::string>> env = {{"SPEEDRUN_GEMM_TUNE", "4"}};
@@ -539,7 +539,7 @@ TEST_F(CudaBackendTest, GemmTuningKeepsTheFastestCandidateAndTheRecordRepeatsIt)
 // its problem when the problem comes; a damaged one names its line. A record that cannot
 // be written is reported once, and the run goes on.
 TEST_F(CudaBackendTest, GemmRecordFromElsewhereIsRefusedAndAnUnwritableOneReported) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_gemm_record";
+  const fs::path dir = test::process_temp("test_gemm_record");
   fs::remove_all(dir);
   const std::string made = (dir / "made.tsv").string();
   std::vector<std::pair<const char*, std::string>> env = {{"SPEEDRUN_GEMM_TUNE", "3"}};
@@ -628,7 +628,7 @@ TEST_F(CudaBackendTest, GemmRecordFromElsewhereIsRefusedAndAnUnwritableOneReport
 // uninterrupted run's, bit for bit. Under the emulator, resuming without the record (the
 // heuristic's first algorithm, which sums K in one slice) gives other bits.
 TEST_F(CudaBackendTest, TunedRunResumesWithItsGemmAlgorithms) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_gemm_resume";
+  const fs::path dir = test::process_temp("test_gemm_resume");
   fs::remove_all(dir);
   const test::ShardFiles data = test::synthetic_shards(dir / "data", 100000, 4000);
   const fs::path run = dir / "run";

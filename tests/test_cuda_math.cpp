@@ -32,6 +32,7 @@
 #include "core/arena.h"
 #include "core/bf16.h"
 #include "core/error.h"
+#include "fixtures.h"
 #include "tolerances.h"
 
 #ifdef SPEEDRUN_HAVE_NCCL
@@ -720,7 +721,7 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
   EXPECT_EQ(back.find(other), nullptr);
 
   // Through a file, written atomically into a folder it makes.
-  const std::string dir = ::testing::TempDir() + "speedrun_gemm_record";
+  const std::string dir = test::process_temp("gemm_record").string();
   std::filesystem::remove_all(dir);
   const std::string path = dir + "/sub/algos.tsv";
   cuda::GemmRecord read;
@@ -808,7 +809,7 @@ TEST(CudaPlan, GemmRecordRoundTripsAndRefusesDamage) {
 // Where a training run keeps its record: in its folder when it times algorithms or the
 // file is there already, one file per rank, SPEEDRUN_GEMM_ALGOS overriding ("" none).
 TEST(CudaPlan, RunGemmRecordFollowsTheRunAndTheRank) {
-  const std::string dir = ::testing::TempDir() + "speedrun_run_gemm_record";
+  const std::string dir = test::process_temp("run_gemm_record").string();
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   unsetenv("SPEEDRUN_GEMM_ALGOS");

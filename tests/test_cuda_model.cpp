@@ -152,7 +152,7 @@ TEST_F(CudaBackendTest, DecoderLogitsMatchFp64) {
 
 // speedrun sample --device cuda: the command's greedy tokens are the library's on the GPU.
 TEST_F(CudaBackendTest, SampleCommandRunsOnTheGpu) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_sample";
+  const fs::path dir = test::process_temp("test_cuda_sample");
   fs::remove_all(dir);
   fs::create_directories(dir);
   const GPTConfig cfg = small_config();
@@ -188,7 +188,7 @@ TEST_F(CudaBackendTest, SampleCommandRunsOnTheGpu) {
 // step and each micro-batch has other documents, so the attention plan changes throughout.
 #ifdef SPEEDRUN_CUDA_EMULATED  // the emulator only: a GPU run skips no test
 TEST_F(CudaBackendTest, AStepAllocatesNothingAndDrainsTheGpuOnlyForItsLoss) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_step_calls";
+  const fs::path dir = test::process_temp("test_cuda_step_calls");
   fs::remove_all(dir);
   TrainConfig c = test::micro_run(dir / "run", PrecisionChoice::Auto);
   c.model.head_dim = 64;  // the attention kernels take 64 or 128
@@ -260,7 +260,7 @@ TEST_F(CudaBackendTest, ADecodedTokenAllocatesNothing) {
 // step and validation as a wait of its watchdog, so one that never ends is a stall that ends
 // the run (core/stall_watchdog.h; on the CPU it marks nothing, test_stall).
 TEST_F(CudaBackendTest, TheTrainerMarksItsStepsAndValidationsAsWaits) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_waits";
+  const fs::path dir = test::process_temp("test_cuda_waits");
   fs::remove_all(dir);
   TrainConfig c = test::micro_run(dir / "run", PrecisionChoice::Auto);
   c.model.head_dim = 64;  // the attention kernels take 64 or 128
@@ -294,7 +294,7 @@ TEST_F(CudaBackendTest, AKernelThatNeverEndsEndsTheRunNamingItsStepAndWithSyncIt
 #ifndef SPEEDRUN_CUDA_EMULATED
   GTEST_SKIP() << "the CUDA emulator hangs a kernel on demand (scripts/emulate.sh)";
 #else
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_hang";
+  const fs::path dir = test::process_temp("test_cuda_hang");
   fs::remove_all(dir);
   test::synthetic_shards(dir / "data", 60000, 3000);
   const std::string data = (dir / "data").string();
@@ -332,7 +332,7 @@ TEST_F(CudaBackendTest, AKernelThatNeverEndsEndsTheRunNamingItsStepAndWithSyncIt
 }
 
 TEST_F(CudaBackendTest, TrainingTracksTheCpuLossCurve) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_cuda_train";
+  const fs::path dir = test::process_temp("test_cuda_train");
   fs::remove_all(dir);
   TrainConfig c = test::learning_run(dir / "run");
   c.model.head_dim = 64;  // the attention kernels take 64 or 128

@@ -20,7 +20,7 @@ using namespace speedrun;
 namespace fs = std::filesystem;
 
 TEST(Train, MicroModelLearnsFarBelowUnigramEntropy) {
-  const fs::path dir = fs::temp_directory_path() / "speedrun_test_train";
+  const fs::path dir = test::process_temp("test_train");
   fs::remove_all(dir);
   const TrainConfig c = test::learning_run(dir / "run");
   const auto [tr, va] = test::synthetic_shards(dir / "data", 400000, 40000);
