@@ -21,6 +21,7 @@
 #include "core/safetensors.h"
 #include "data/loader.h"
 #include "data/shard.h"
+#include "data/step_loader.h"
 #include "data/synthetic.h"
 
 namespace fs = std::filesystem;
@@ -354,6 +355,136 @@ TEST_F(DataTest, LoaderResumesExactlyFromASavedPosition) {
   EXPECT_NO_THROW(b.seek({0, 108}));               // 108 + 24 < 150
   // A position from a damaged meta.json near INT64_MAX: pos + B*T*W overflowed.
   expect_error([&] { b.seek({0, 12 + (INT64_MAX - 12) / 24 * 24}); }, says);
+}
+
+// A step's sequences are the record's: sequence s is what the record's rank s of `batch`
+// ranks (B = 1) reads, however ranks and micro-batches split the step, across shard changes
+// that the readers make at different steps; saved positions resume under another split.
+TEST_F(DataTest, AStepReadsTheRecordsSequencesHoweverItIsSplit) {
+  std::mt19937 gen(5);
+  std::vector<std::vector<uint16_t>> shards;
+  std::vector<std::string> files;
+  for (int i = 0; i < 3; ++i) {
+    std::vector<uint16_t> t(size_t(131 + 47 * i));
+    for (auto& v : t) v = uint16_t(gen() % 500);
+    files.push_back(path("s_" + std::to_string(i) + ".bin"));
+    write_shard(files.back(), t.data(), int64_t(t.size()));
+    shards.push_back(t);
+  }
+  const int64_t batch = 6, T = 4, steps = 40;
+  // The record's readers, step by step: x of the whole step, and where each reader stands.
+  std::vector<std::vector<int32_t>> want(steps);
+  std::vector<std::vector<DataLoader::Position>> at(steps + 1);
+  {
+    std::vector<RecordLoader> ref;
+    for (int64_t r = 0; r < batch; ++r) ref.push_back({shards, 1, T, r, batch});
+    for (auto& l : ref) l.reset();
+    for (int64_t s = 0; s <= steps; ++s) {
+      for (const auto& l : ref) at[size_t(s)].push_back({l.current_shard, l.current_position});
+      if (s == steps) break;
+      std::vector<int32_t> x, y;
+      for (auto& l : ref) {
+        l.next_batch(x, y);
+        want[size_t(s)].insert(want[size_t(s)].end(), x.begin(), x.end());
+      }
+    }
+  }
+  struct Split {
+    int world;
+    int64_t K, micro;
+  };
+  const std::vector<Split> splits = {{1, 1, 6}, {1, 6, 1}, {1, 2, 3}, {2, 3, 1}, {2, 1, 3},
+                                     {3, 1, 2}, {6, 1, 1}};
+  auto make = [&](const Split& sp) {
+    std::vector<StepLoader> ranks;
+    for (int r = 0; r < sp.world; ++r)
+      ranks.emplace_back(files, sp.micro, T, sp.K, r, sp.world, 500);
+    return ranks;
+  };
+  for (const Split& sp : splits) {
+    SCOPED_TRACE(std::to_string(sp.world) + " ranks x " + std::to_string(sp.K) + " x " +
+                 std::to_string(sp.micro));
+    std::vector<StepLoader> ranks = make(sp);
+    for (int64_t s = 0; s < steps; ++s) {
+      std::vector<int32_t> step;
+      for (StepLoader& l : ranks) {
+        std::vector<int32_t> x(size_t(l.tokens_per_step())), y(x.size());
+        l.next(x.data(), y.data());
+        step.insert(step.end(), x.begin(), x.end());
+      }
+      ASSERT_EQ(step, want[size_t(s)]) << "step " << s;
+      std::vector<DataLoader::Position> all;
+      for (const StepLoader& l : ranks)
+        for (const auto& p : l.positions()) all.push_back(p);
+      for (size_t i = 0; i < all.size(); ++i) {
+        ASSERT_EQ(all[i].shard, at[size_t(s) + 1][i].shard) << "step " << s << " reader " << i;
+        ASSERT_EQ(all[i].pos, at[size_t(s) + 1][i].pos) << "step " << s << " reader " << i;
+      }
+    }
+  }
+  // Saved at step 17 by one split, resumed by another: the same sequences from there on.
+  std::vector<StepLoader> other = make({2, 3, 1});
+  const std::vector<DataLoader::Position>& saved = at[17];
+  for (int r = 0; r < 2; ++r)
+    other[size_t(r)].seek({saved.begin() + 3 * r, saved.begin() + 3 * (r + 1)});
+  for (int64_t s = 17; s < steps; ++s) {
+    std::vector<int32_t> step;
+    for (StepLoader& l : other) {
+      std::vector<int32_t> x(size_t(l.tokens_per_step())), y(x.size());
+      l.next(x.data(), y.data());
+      step.insert(step.end(), x.begin(), x.end());
+    }
+    ASSERT_EQ(step, want[size_t(s)]) << "resumed, step " << s;
+  }
+}
+
+// Positions saved by readers of several sequences each (2 readers of 3: an older
+// speedrun's one process of 2 micro-batches) become the one-sequence readers' positions:
+// exactly the record's while those readers have changed shards with the record's, and a
+// position the one-sequence readers reach after.
+TEST_F(DataTest, PositionsOfReadersOfSeveralSequencesBecomeOneSequenceReaders) {
+  std::vector<int64_t> sizes;
+  std::vector<std::vector<uint16_t>> shards;
+  std::vector<std::string> files;
+  for (int i = 0; i < 2; ++i) {
+    std::vector<uint16_t> t(size_t(140 + 23 * i), uint16_t(i));
+    files.push_back(path("o_" + std::to_string(i) + ".bin"));
+    write_shard(files.back(), t.data(), int64_t(t.size()));
+    shards.push_back(t);
+    sizes.push_back(int64_t(t.size()));
+  }
+  const int64_t batch = 6, T = 4;
+  std::vector<DataLoader> old;
+  for (int i = 0; i < 2; ++i) old.emplace_back(files, 3, T, i, 2, 500);
+  std::vector<RecordLoader> ref;
+  for (int64_t r = 0; r < batch; ++r) ref.push_back({shards, 1, T, r, batch});
+  for (auto& l : ref) l.reset();
+  std::vector<int32_t> x(12), y(12), rx, ry;
+  int64_t exact = 0;
+  bool moved = false;  // whether an old reader has changed shards yet
+  for (int s = 0; s < 30; ++s) {
+    const std::vector<DataLoader::Position> saved = {old[0].position(), old[1].position()};
+    const auto got = one_sequence_positions(saved, batch, T, sizes);
+    ASSERT_EQ(got.size(), size_t(batch));
+    bool same = true;
+    for (size_t r = 0; r < got.size(); ++r)
+      same = same && got[r].shard == ref[r].current_shard && got[r].pos == ref[r].current_position;
+    // Every converted position is one a one-sequence reader can stand at.
+    for (int64_t r = 0; r < batch; ++r) {
+      DataLoader one(files, 1, T, int(r), int(batch), 500);
+      ASSERT_NO_THROW(one.seek(got[size_t(r)])) << "step " << s << " reader " << r;
+    }
+    moved = moved || old[0].position().shard != 0 || old[1].position().shard != 0;
+    if (!moved) {
+      EXPECT_TRUE(same) << "step " << s;
+      exact += same;
+    }
+    for (auto& l : old) l.next_batch(x.data(), y.data());
+    for (auto& l : ref) l.next_batch(rx, ry);
+  }
+  EXPECT_GT(exact, 3);
+  expect_error([&] { one_sequence_positions({{0, 0}, {0, 4}, {0, 8}, {0, 12}}, batch, T, sizes); },
+               {"4 data readers", "6 sequences"});
 }
 
 TEST_F(DataTest, LoaderKeepsAtMostOneShardMapped) {

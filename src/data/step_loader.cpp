@@ -8,12 +8,13 @@ namespace speedrun {
 
 StepLoader::StepLoader(const std::vector<std::string>& files, int64_t micro, int64_t T,
                        int64_t K, int rank, int world, int64_t vocab)
-    : micro_(micro), T_(T) {
+    : micro_(micro), T_(T), K_(K) {
   check(K >= 1 && micro >= 1, "step loader: ", K, " micro-batches of ", micro,
         " sequences: both must be >= 1");
-  loaders_.reserve(size_t(K));
-  for (int64_t k = 0; k < K; ++k)
-    loaders_.emplace_back(files, micro, T, int(rank * K + k), int(world * K), vocab);
+  const int64_t per_rank = K * micro;
+  loaders_.reserve(size_t(per_rank));
+  for (int64_t s = 0; s < per_rank; ++s)
+    loaders_.emplace_back(files, 1, T, int(rank * per_rank + s), int(world * per_rank), vocab);
 }
 
 void StepLoader::reset() {
@@ -21,8 +22,8 @@ void StepLoader::reset() {
 }
 
 void StepLoader::next(int32_t* x, int32_t* y) {
-  const int64_t n = micro_ * T_;
-  for (size_t k = 0; k < loaders_.size(); ++k) loaders_[k].next_batch(x + k * n, y + k * n);
+  for (size_t s = 0; s < loaders_.size(); ++s)
+    loaders_[s].next_batch(x + int64_t(s) * T_, y + int64_t(s) * T_);
 }
 
 int64_t StepLoader::steps_per_pass() const {
@@ -40,7 +41,32 @@ std::vector<DataLoader::Position> StepLoader::positions() const {
 void StepLoader::seek(const std::vector<DataLoader::Position>& p) {
   check(p.size() == loaders_.size(), "step loader: ", p.size(), " positions for ",
         loaders_.size(), " readers");
-  for (size_t k = 0; k < loaders_.size(); ++k) loaders_[k].seek(p[k]);
+  for (size_t s = 0; s < loaders_.size(); ++s) loaders_[s].seek(p[s]);
+}
+
+std::vector<DataLoader::Position> one_sequence_positions(
+    const std::vector<DataLoader::Position>& saved, int64_t batch, int64_t T,
+    const std::vector<int64_t>& shard_tokens) {
+  const int64_t n = int64_t(saved.size());
+  check(n >= 1 && batch % n == 0, "the checkpoint's ", n, " data readers do not divide the ",
+        batch, " sequences of a step");
+  const int64_t each = batch / n, step = batch * T, shards = int64_t(shard_tokens.size());
+  std::vector<DataLoader::Position> out;
+  out.reserve(size_t(batch));
+  for (int64_t i = 0; i < n; ++i) {
+    const DataLoader::Position& p = saved[size_t(i)];
+    const bool at_start = p.pos == i * each * T;  // a shard's first read (or the run's)
+    for (int64_t j = 0; j < each; ++j) {
+      DataLoader::Position q{p.shard, p.pos + j * T};
+      // As DataLoader::next_batch moves on after a read: a reader whose next read would
+      // reach the shard's end starts the next shard at its own offset.
+      if (!at_start && p.shard >= 0 && p.shard < shards &&
+          q.pos + step >= shard_tokens[size_t(p.shard)])
+        q = {(p.shard + 1) % shards, (i * each + j) * T};
+      out.push_back(q);
+    }
+  }
+  return out;
 }
 
 }  // namespace speedrun

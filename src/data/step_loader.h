@@ -1,9 +1,10 @@
-// StepLoader: the sequences one rank trains on in a step, as K micro-batches. Micro-batch k
-// of rank r is read by its own DataLoader (SPEC.md's loader) as reader r*K + k of W*K
-// readers of `micro` sequences each, so the batches a step sees depend only on the number
-// of readers W*K and their size: one GPU with K = 8 micro-batches of one 64K sequence
-// reads exactly what the record's 8 GPUs read (shard changes included, which the record's
-// loader lets each rank make at its own step), and W ranks x K = 1 read what W*K ranks read.
+// StepLoader: the sequences one rank trains on in a step, as K micro-batches of `micro`
+// sequences. Every sequence has its own reader, SPEC.md's loader with B = 1: sequence s of
+// rank r's step is reader r*K*micro + s of W*K*micro (= --batch). So what a step reads
+// depends on --batch and --seq-len alone: one CPU process reading its 8 sequences as one
+// batch, one GPU as K = 8 micro-batches of one 64K sequence, and 8 GPUs all read exactly
+// what the record's 8 GPUs read, shard changes included (the record's loader lets each rank
+// move to the next shard at its own step, which a reader of several sequences would not).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -21,23 +22,36 @@ class StepLoader {
              int rank, int world, int64_t vocab);
 
   void reset();
-  // x, y [K * micro * T]: micro-batch k at offset k * micro * T.
+  // x, y [K * micro * T]: micro-batch k at offset k * micro * T (its sequences in order).
   void next(int32_t* x, int32_t* y);
 
-  int64_t readers() const { return int64_t(loaders_.size()); }  // K
+  int64_t micro_batches() const { return K_; }
+  int64_t readers() const { return int64_t(loaders_.size()); }  // this rank's: K * micro
   int64_t tokens_per_micro_batch() const { return micro_ * T_; }
-  int64_t tokens_per_step() const { return readers() * micro_ * T_; }
+  int64_t tokens_per_step() const { return K_ * micro_ * T_; }
   int64_t shard_tokens(int64_t shard) const { return loaders_[0].shard_tokens(shard); }
   // Steps read before any reader repeats a batch it already read (the fewest over readers).
   int64_t steps_per_pass() const;
 
-  // Where each reader's next batch is (this rank's K), and back: enough to resume exactly.
+  // Where each of this rank's readers' next sequence is, and back: enough to resume exactly.
   std::vector<DataLoader::Position> positions() const;
   void seek(const std::vector<DataLoader::Position>& p);
 
  private:
-  int64_t micro_, T_;
+  int64_t micro_, T_, K_;
   std::vector<DataLoader> loaders_;
 };
+
+// The positions of the `batch` one-sequence readers of a step (all ranks'), from positions
+// saved with `saved.size()` readers of batch / saved.size() sequences each (what speedrun
+// saved before it read every sequence with its own reader; the same list when the sizes
+// agree). Sequence j of saved reader i continues at its pos + j*T, or at the next shard's
+// start where a one-sequence reader would have moved on there: exactly where such a reader
+// stands when the two kinds of reader have changed shards together so far, and a position
+// it reaches otherwise. `shard_tokens`: each shard's size, in order. Throws unless the
+// saved readers divide the batch.
+std::vector<DataLoader::Position> one_sequence_positions(
+    const std::vector<DataLoader::Position>& saved, int64_t batch, int64_t T,
+    const std::vector<int64_t>& shard_tokens);
 
 }  // namespace speedrun

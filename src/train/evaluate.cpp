@@ -14,7 +14,7 @@ double evaluate(GPT& model, StepLoader& loader, int64_t steps, int64_t window, C
   double sum = 0;
   for (int64_t s = 0; s < steps; ++s) {
     loader.next(x.data(), y.data());
-    for (int64_t k = 0; k < loader.readers(); ++k)
+    for (int64_t k = 0; k < loader.micro_batches(); ++k)
       model.eval_micro_batch(x.data() + k * n, y.data() + k * n, window);
     sum += model.take_mean_loss();
   }

@@ -11,8 +11,9 @@ namespace speedrun {
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> list = {
       // SPEC.md: 8 sequences of 64K tokens per step (one per GPU on 8 GPUs; on one process
-      // the same 8 sequences, as one batch or as micro-batches, which gives the same
-      // batches and gradients). Newton-Schulz in fp32 (--ns-bf16 emulates the GPU's bf16).
+      // the same 8 sequences, each from its own reader, as one batch or as micro-batches:
+      // the same batches and gradients). Newton-Schulz in fp32 (--ns-bf16 emulates the
+      // GPU's bf16).
       {"record",
        "SPEC.md's record: GPT-2 small, 1750 steps of 8 x 65,536 tokens, window 64 -> 1792",
        {{"out", "runs/record"}}},

@@ -265,15 +265,21 @@ void TrainingRun::resume() {
         " is past --steps ", N_);
   check(c_.stop_after == 0 || c_.stop_after > ck.meta.step, "--stop-after ", c_.stop_after,
         " is not after the checkpoint's step ", ck.meta.step, ": give a later step or none");
-  const int64_t readers = comm_.size() * K_;
-  check(int64_t(ck.meta.loaders.size()) == readers, "--resume ", ck.dir,
-        ": the checkpoint was written by a run of ", ck.meta.loaders.size(),
-        " data readers (ranks x micro-batches), this run has ", comm_.size(), " x ", K_, " = ",
-        readers, ": resume with --grad-accum and a number of processes whose product is ",
-        ck.meta.loaders.size());
+  // One reader per sequence of the step, whatever the ranks and micro-batches that wrote
+  // the checkpoint or resume it (a checkpoint of readers of several sequences, from an
+  // older speedrun, is read as its sequences' own readers).
+  std::vector<int64_t> sizes;
+  for (const auto& s : shards_) sizes.push_back(s.tokens);
+  std::vector<DataLoader::Position> readers;
+  try {
+    readers = one_sequence_positions(ck.meta.loaders, c_.batch, T_, sizes);
+  } catch (const Error& e) {
+    fail("--resume ", ck.dir, ": ", e.what(), " (--batch ", c_.batch,
+         "): resume with the run's own data and batch, or start a new run");
+  }
   load_checkpoint(ck.dir, ck.meta, be_, *params_, *opt_);
-  train_->seek({ck.meta.loaders.begin() + comm_.rank() * K_,
-                ck.meta.loaders.begin() + (comm_.rank() + 1) * K_});
+  const int64_t mine = train_->readers();
+  train_->seek({readers.begin() + comm_.rank() * mine, readers.begin() + (comm_.rank() + 1) * mine});
   start_ = ck.meta.step;
   train_ms_ = ck.meta.train_ms;
   timed_ = ck.meta.timed_steps;
