@@ -438,6 +438,29 @@ TEST_F(DataTest, AStepReadsTheRecordsSequencesHoweverItIsSplit) {
   }
 }
 
+// Validation reads one reader per micro-batch: the same tokens as one reader per sequence
+// within a shard, and a split just over the tokens it validates holds all its batches
+// (one-sequence readers each need a whole step past their own start).
+TEST_F(DataTest, ValidationReadersNeedNoRoomForTheStagger) {
+  const int64_t batch = 4, T = 8, steps = 5, step = batch * T;
+  const std::vector<uint16_t> tokens = iota_tokens(steps * step + T, 0);  // just over 5 steps
+  write_shard(path("v_000.bin"), tokens.data(), int64_t(tokens.size()));
+  const std::vector<std::string> files = {path("v_000.bin")};
+  StepLoader val(files, batch, T, 1, 0, 1, 1000, StepLoader::Readers::kPerMicroBatch);
+  StepLoader train(files, batch, T, 1, 0, 1, 1000);
+  EXPECT_EQ(val.readers(), 1);
+  EXPECT_EQ(train.readers(), batch);
+  EXPECT_EQ(val.steps_per_pass(), steps);
+  EXPECT_LT(train.steps_per_pass(), steps);
+  std::vector<int32_t> x(static_cast<size_t>(step)), y(x.size()), x2(x.size()), y2(x.size());
+  for (int64_t s = 0; s + 1 < steps; ++s) {
+    val.next(x.data(), y.data());
+    train.next(x2.data(), y2.data());
+    ASSERT_EQ(x, x2) << "step " << s;
+    ASSERT_EQ(y, y2) << "step " << s;
+  }
+}
+
 // Positions saved by readers of several sequences each (2 readers of 3: an older
 // speedrun's one process of 2 micro-batches) become the one-sequence readers' positions:
 // exactly the record's while those readers have changed shards with the record's, and a

@@ -37,7 +37,8 @@ void run_eval(const EvalArgs& a) {
   GPTConfig cfg = GPTConfig::from_weights(SafetensorsFile::open(a.weights), a.shape);
   Parameters params(*backend, cfg, resolve_precision(*backend, a.dtype));
   params.load(a.weights);
-  StepLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 1, 0, 1, cfg.vocab);
+  StepLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 1, 0, 1, cfg.vocab,
+                    StepLoader::Readers::kPerMicroBatch);  // as train validates
   GPT model(*backend, params, a.batch, a.seq_len);
   LocalComm comm(backend.get());
   const double loss = evaluate(model, loader, a.val_tokens / per_batch, a.window, comm);

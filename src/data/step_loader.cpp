@@ -7,14 +7,16 @@
 namespace speedrun {
 
 StepLoader::StepLoader(const std::vector<std::string>& files, int64_t micro, int64_t T,
-                       int64_t K, int rank, int world, int64_t vocab)
+                       int64_t K, int rank, int world, int64_t vocab, Readers readers)
     : micro_(micro), T_(T), K_(K) {
   check(K >= 1 && micro >= 1, "step loader: ", K, " micro-batches of ", micro,
         " sequences: both must be >= 1");
-  const int64_t per_rank = K * micro;
-  loaders_.reserve(size_t(per_rank));
-  for (int64_t s = 0; s < per_rank; ++s)
-    loaders_.emplace_back(files, 1, T, int(rank * per_rank + s), int(world * per_rank), vocab);
+  // n readers of b sequences each; reader i holds the step's sequences from i * b on.
+  const bool one = readers == Readers::kPerSequence;
+  const int64_t n = one ? K * micro : K, b = one ? 1 : micro;
+  loaders_.reserve(size_t(n));
+  for (int64_t i = 0; i < n; ++i)
+    loaders_.emplace_back(files, b, T, int(rank * n + i), int(world * n), vocab);
 }
 
 void StepLoader::reset() {
@@ -22,8 +24,9 @@ void StepLoader::reset() {
 }
 
 void StepLoader::next(int32_t* x, int32_t* y) {
-  for (size_t s = 0; s < loaders_.size(); ++s)
-    loaders_[s].next_batch(x + int64_t(s) * T_, y + int64_t(s) * T_);
+  const int64_t n = tokens_per_step() / readers();
+  for (size_t i = 0; i < loaders_.size(); ++i)
+    loaders_[i].next_batch(x + int64_t(i) * n, y + int64_t(i) * n);
 }
 
 int64_t StepLoader::steps_per_pass() const {

@@ -5,6 +5,11 @@
 // batch, one GPU as K = 8 micro-batches of one 64K sequence, and 8 GPUs all read exactly
 // what the record's 8 GPUs read, shard changes included (the record's loader lets each rank
 // move to the next shard at its own step, which a reader of several sequences would not).
+// Validation reads through one reader per micro-batch instead (Readers::kPerMicroBatch): it
+// starts over before each pass and stays within its shards, where both kinds read the same
+// tokens, and one reader needs no room for the stagger of one-sequence readers (each must
+// see a whole step past its own start), so a validation split just over --val-tokens (the
+// built-in corpus's) holds its batches.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -16,17 +21,18 @@ namespace speedrun {
 
 class StepLoader {
  public:
+  enum class Readers { kPerSequence, kPerMicroBatch };
   // micro: sequences per micro-batch; K: micro-batches per step on this rank; rank, world:
   // this rank of the run. Validates every shard (DataLoader).
   StepLoader(const std::vector<std::string>& files, int64_t micro, int64_t T, int64_t K,
-             int rank, int world, int64_t vocab);
+             int rank, int world, int64_t vocab, Readers readers = Readers::kPerSequence);
 
   void reset();
   // x, y [K * micro * T]: micro-batch k at offset k * micro * T (its sequences in order).
   void next(int32_t* x, int32_t* y);
 
   int64_t micro_batches() const { return K_; }
-  int64_t readers() const { return int64_t(loaders_.size()); }  // this rank's: K * micro
+  int64_t readers() const { return int64_t(loaders_.size()); }  // this rank's: K * micro, or K
   int64_t tokens_per_micro_batch() const { return micro_ * T_; }
   int64_t tokens_per_step() const { return K_ * micro_ * T_; }
   int64_t shard_tokens(int64_t shard) const { return loaders_[0].shard_tokens(shard); }

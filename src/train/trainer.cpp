@@ -160,7 +160,8 @@ TrainingRun::TrainingRun(Trainer& t)
   precision_ = resolve_precision(be_, c_.dtype);
   check_ranks_agree();
   if (!t.val_files_.empty() && c_.val_tokens > 0) {
-    val_ = std::make_unique<StepLoader>(t.val_files_, micro_, T_, K_, rank, world, c_.model.vocab);
+    val_ = std::make_unique<StepLoader>(t.val_files_, micro_, T_, K_, rank, world, c_.model.vocab,
+                                        StepLoader::Readers::kPerMicroBatch);
     val_steps_ = c_.val_tokens / (c_.batch * T_);
     const int64_t pass = val_->steps_per_pass();
     check(val_steps_ <= pass, "--val-tokens ", c_.val_tokens, " is more than the validation "
@@ -279,7 +280,8 @@ void TrainingRun::resume() {
   }
   load_checkpoint(ck.dir, ck.meta, be_, *params_, *opt_);
   const int64_t mine = train_->readers();
-  train_->seek({readers.begin() + comm_.rank() * mine, readers.begin() + (comm_.rank() + 1) * mine});
+  train_->seek(
+      {readers.begin() + comm_.rank() * mine, readers.begin() + (comm_.rank() + 1) * mine});
   start_ = ck.meta.step;
   train_ms_ = ck.meta.train_ms;
   timed_ = ck.meta.timed_steps;
