@@ -40,6 +40,22 @@ class DataTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
   std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  // `count` shards <prefix>_<i>.bin of first + grow * i random tokens below `vocab`, their
+  // paths appended to `files`; returns their tokens.
+  std::vector<std::vector<uint16_t>> random_shards(const std::string& prefix, int count,
+                                                   int64_t first, int64_t grow, int vocab,
+                                                   uint32_t seed, std::vector<std::string>& files) {
+    std::mt19937 gen(seed);
+    std::vector<std::vector<uint16_t>> shards;
+    for (int i = 0; i < count; ++i) {
+      std::vector<uint16_t> t(size_t(first + grow * i));
+      for (auto& v : t) v = uint16_t(gen() % uint32_t(vocab));
+      files.push_back(path(prefix + "_" + std::to_string(i) + ".bin"));
+      write_shard(files.back(), t.data(), int64_t(t.size()));
+      shards.push_back(t);
+    }
+    return shards;
+  }
   std::vector<std::string> listing() const {
     std::vector<std::string> out;
     for (const auto& e : fs::directory_iterator(dir_)) out.push_back(e.path().filename().string());
@@ -259,16 +275,8 @@ TEST_F(DataTest, LoaderFollowsTheRecordAcrossShardsAndBackToShardZero) {
 }
 
 TEST_F(DataTest, LoaderMatchesTheRecordTranscriptionOnRandomShards) {
-  std::mt19937 gen(3);
-  std::vector<std::vector<uint16_t>> shards;
   std::vector<std::string> files;
-  for (int i = 0; i < 3; ++i) {
-    std::vector<uint16_t> t(size_t(97 + 53 * i));
-    for (auto& v : t) v = uint16_t(gen() % 300);
-    files.push_back(path("r_" + std::to_string(i) + ".bin"));
-    write_shard(files.back(), t.data(), int64_t(t.size()));
-    shards.push_back(t);
-  }
+  const auto shards = random_shards("r", 3, 97, 53, 300, 3, files);
   for (int world : {1, 2, 3}) {
     for (int rank = 0; rank < world; ++rank) {
       SCOPED_TRACE("rank " + std::to_string(rank) + " of " + std::to_string(world));
@@ -325,14 +333,8 @@ TEST_F(DataTest, LoaderRejectsTokensOutsideTheVocab) {
 }
 
 TEST_F(DataTest, LoaderResumesExactlyFromASavedPosition) {
-  std::mt19937 gen(11);
   std::vector<std::string> files;
-  for (int i = 0; i < 2; ++i) {
-    std::vector<uint16_t> t(size_t(150 + 31 * i));
-    for (auto& v : t) v = uint16_t(gen() % 1000);
-    files.push_back(path("p_" + std::to_string(i) + ".bin"));
-    write_shard(files.back(), t.data(), int64_t(t.size()));
-  }
+  random_shards("p", 2, 150, 31, 1000, 11, files);
   DataLoader a(files, 3, 4, 1, 2, 1000);
   std::vector<int32_t> x(12), y(12), x2(12), y2(12);
   for (int i = 0; i < 7; ++i) a.next_batch(x.data(), y.data());
@@ -361,16 +363,8 @@ TEST_F(DataTest, LoaderResumesExactlyFromASavedPosition) {
 // ranks (B = 1) reads, however ranks and micro-batches split the step, across shard changes
 // that the readers make at different steps; saved positions resume under another split.
 TEST_F(DataTest, AStepReadsTheRecordsSequencesHoweverItIsSplit) {
-  std::mt19937 gen(5);
-  std::vector<std::vector<uint16_t>> shards;
   std::vector<std::string> files;
-  for (int i = 0; i < 3; ++i) {
-    std::vector<uint16_t> t(size_t(131 + 47 * i));
-    for (auto& v : t) v = uint16_t(gen() % 500);
-    files.push_back(path("s_" + std::to_string(i) + ".bin"));
-    write_shard(files.back(), t.data(), int64_t(t.size()));
-    shards.push_back(t);
-  }
+  const auto shards = random_shards("s", 3, 131, 47, 500, 5, files);
   const int64_t batch = 6, T = 4, steps = 40;
   // The record's readers, step by step: x of the whole step, and where each reader stands.
   std::vector<std::vector<int32_t>> want(steps);
@@ -401,18 +395,21 @@ TEST_F(DataTest, AStepReadsTheRecordsSequencesHoweverItIsSplit) {
       ranks.emplace_back(files, sp.micro, T, sp.K, r, sp.world, 500);
     return ranks;
   };
+  auto next_step = [](std::vector<StepLoader>& ranks) {  // every rank's x, in rank order
+    std::vector<int32_t> step;
+    for (StepLoader& l : ranks) {
+      std::vector<int32_t> x(size_t(l.tokens_per_step())), y(x.size());
+      l.next(x.data(), y.data());
+      step.insert(step.end(), x.begin(), x.end());
+    }
+    return step;
+  };
   for (const Split& sp : splits) {
     SCOPED_TRACE(std::to_string(sp.world) + " ranks x " + std::to_string(sp.K) + " x " +
                  std::to_string(sp.micro));
     std::vector<StepLoader> ranks = make(sp);
     for (int64_t s = 0; s < steps; ++s) {
-      std::vector<int32_t> step;
-      for (StepLoader& l : ranks) {
-        std::vector<int32_t> x(size_t(l.tokens_per_step())), y(x.size());
-        l.next(x.data(), y.data());
-        step.insert(step.end(), x.begin(), x.end());
-      }
-      ASSERT_EQ(step, want[size_t(s)]) << "step " << s;
+      ASSERT_EQ(next_step(ranks), want[size_t(s)]) << "step " << s;
       std::vector<DataLoader::Position> all;
       for (const StepLoader& l : ranks)
         for (const auto& p : l.positions()) all.push_back(p);
@@ -427,15 +424,8 @@ TEST_F(DataTest, AStepReadsTheRecordsSequencesHoweverItIsSplit) {
   const std::vector<DataLoader::Position>& saved = at[17];
   for (int r = 0; r < 2; ++r)
     other[size_t(r)].seek({saved.begin() + 3 * r, saved.begin() + 3 * (r + 1)});
-  for (int64_t s = 17; s < steps; ++s) {
-    std::vector<int32_t> step;
-    for (StepLoader& l : other) {
-      std::vector<int32_t> x(size_t(l.tokens_per_step())), y(x.size());
-      l.next(x.data(), y.data());
-      step.insert(step.end(), x.begin(), x.end());
-    }
-    ASSERT_EQ(step, want[size_t(s)]) << "resumed, step " << s;
-  }
+  for (int64_t s = 17; s < steps; ++s)
+    ASSERT_EQ(next_step(other), want[size_t(s)]) << "resumed, step " << s;
 }
 
 // Validation reads one reader per micro-batch: the same tokens as one reader per sequence
