@@ -47,12 +47,14 @@ TrainingData training_data(TrainConfig& c, bool say, const std::vector<std::stri
         "default --vocab {} --eot {}); leave the flag out, or train on your own shards with "
         "--train",
         demo->what, ids, demo->eot, demo->vocab, demo->eot);
-    // A resumed run's vocabulary is its checkpoint's (this rule fixed it when the run began).
-    const bool keep_vocab = was_given("vocab") || !c.resume.empty();
+    // Values given, or a resumed run's (its checkpoint's, which this rule fixed when the run
+    // began), are kept where they fit the corpus; the others are the corpus's.
+    const bool resumed = !c.resume.empty();
+    const bool keep_vocab = resumed || was_given("vocab"), keep_eot = resumed || was_given("eot");
     check(!keep_vocab || c.model.vocab >= ids, flag_of(c, c.model.vocab), " ", c.model.vocab,
           " cannot hold the corpus's ", ids, " ids", fix);
-    check(!(was_given("eot") || !c.resume.empty()) || c.model.eot == demo->eot,
-          flag_of(c, c.model.eot), " ", c.model.eot, " is not the corpus's EOT ", demo->eot, fix);
+    check(!keep_eot || c.model.eot == demo->eot, flag_of(c, c.model.eot), " ", c.model.eot,
+          " is not the corpus's EOT ", demo->eot, fix);
     if (!keep_vocab) c.model.vocab = demo->vocab;
     c.model.eot = demo->eot;
     d.train_files = demo->train_files;

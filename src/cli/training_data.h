@@ -22,8 +22,8 @@ struct TrainingData {
 // tokenizer's. `given`: the flags given on the command line (without dashes): a --vocab
 // given for the built-in corpus (or a resumed run's) is kept if it holds the tokenizer's
 // ids (rows past them are padding, as the record pads GPT-2's 50,257 to 50,304), and a
-// --vocab below them or an --eot other than the tokenizer's is refused, naming it. `say` prints what was chosen
-// (rank 0) or nothing.
+// --vocab below them or an --eot other than the tokenizer's is refused, naming it. `say`
+// prints what was chosen (rank 0) or nothing.
 TrainingData training_data(TrainConfig& c, bool say, const std::vector<std::string>& given = {});
 
 }  // namespace speedrun::cli

@@ -115,8 +115,9 @@ size_t CudaBackend::head_row_keep_bytes(int64_t V) {
     // The static part (warp_states) comes out of the same budget: the compiler's count of
     // it (cudaFuncGetAttributes), so that a static array added later is counted too, and
     // at least the one this file declares (the emulator reports none).
-    const void* kernels[] = {reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<true, true>),
-                             reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<false, true>)};
+    const void* kernels[] = {
+        reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<true, true>),
+        reinterpret_cast<const void*>(&softcap_cross_entropy_kernel<false, true>)};
     int64_t fixed = kHeadRowThreads / 32 * int64_t(sizeof(SoftmaxState));
     for (const void* k : kernels) {
       cudaFuncAttributes fa{};

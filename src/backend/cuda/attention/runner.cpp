@@ -193,7 +193,8 @@ void check_wgmma_runs(int dev, const char* what, const char* variable, int built
   // binaryVersion reads 90 for a plain "90" build too, whose wgmma calls are traps.
   check(built >= 90 && build_has_wgmma(), "cuda attention: the wgmma ", what, " needs code built ",
         "for sm_90a, and this build has none for GPU ", dev, " (it runs its sm_", built, " code; ",
-        "built for ", build_cuda_architectures(), "): build with CMAKE_CUDA_ARCHITECTURES including 90a, or unset ", variable);
+        "built for ", build_cuda_architectures(),
+        "): build with CMAKE_CUDA_ARCHITECTURES including 90a, or unset ", variable);
 }
 
 }  // namespace
