@@ -6,7 +6,7 @@
 #   build      the carried build-portable/ (scripts/build_portable.sh) when this machine's
 #              glibc is new enough and it runs; else a build here from the carried .debs/
 #              (scripts/fetch_debs.sh); finds cuBLASLt/NCCL/libcuda and sets LD_LIBRARY_PATH
-#   tests      the CUDA-facing test binaries (test_cuda*, test_conformance, test_model)
+#   tests      the CUDA-facing test binaries (test_cuda*, test_conformance)
 #   train      100 steps of a small model (head dim 64) on --device cuda, and the same on
 #              --device cpu --dtype fp32 (started early, in the background)
 #   compare    the two loss curves against the bf16-noise criterion (bench/cuda_check.py)
@@ -385,7 +385,7 @@ EMU_SLOW_TESTS='CudaBackendTest.TrainingTracksTheCpuLossCurve:CudaAttention.Reco
 
 TESTS=()
 if [ -n "$BIN" ]; then
-  for f in "$BIN"/test_cuda* "$BIN"/test_conformance "$BIN"/test_model; do
+  for f in "$BIN"/test_cuda* "$BIN"/test_conformance; do
     # The emulator's own tests run only in the emulated build (elsewhere they skip).
     [ "$EMU" = 0 ] && [ "$(basename "$f")" = test_cuda_emulator ] && continue
     [ -x "$f" ] && TESTS+=("$f")

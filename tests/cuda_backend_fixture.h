@@ -37,6 +37,7 @@
 #include "data/synthetic.h"
 #include "model/decoder.h"
 #include "model/gpt.h"
+#include "scoped_env.h"
 #include "model/params.h"
 #include "run_command.h"
 #include "fixtures.h"
@@ -110,6 +111,7 @@ inline std::vector<int32_t> rand_tokens(int64_t n, int32_t V, uint64_t seed) {
 }
 
 using tol::rel_err;  // tests/tolerances.h's measure
+using test::ScopedEnv;
 
 // The same, relative to the reference's own largest magnitude (for small gradients).
 inline double rel_to_max(const Vec& got, const Vec& ref) {

@@ -35,6 +35,7 @@
 #endif
 #include "core/error.h"
 #include "cuda_attention_cases.h"
+#include "scoped_env.h"
 #include "tolerances.h"
 
 namespace speedrun {
@@ -207,6 +208,7 @@ TEST_F(CudaAttention, WgmmaForwardMatchesTheCpuOracleAndTheMmaForward) {
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("SPEEDRUN_ATTENTION_FORWARD"), std::string::npos) << e.what();
     }
+    RecordProperty("checked", "the refusal only: this GPU or build cannot run wgmma");
     return;
   }
   cuda::AttentionRunner wg(stream_, cuda::attn::Tiling::kWide, cuda::attn::ForwardKernel::kWgmma),
@@ -254,6 +256,7 @@ TEST_F(CudaAttention, WgmmaBackwardMatchesTheCpuOracleAndTheMmaBackward) {
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("SPEEDRUN_ATTENTION_BACKWARD"), std::string::npos) << e.what();
     }
+    RecordProperty("checked", "the refusal only: this GPU or build cannot run wgmma");
     return;
   }
   constexpr double kOneBf16Ulp = 1.0 / 128;  // bf16's ulp is at most 2^-7 of its value
@@ -307,14 +310,7 @@ TEST_F(CudaAttention, WgmmaBackwardMatchesTheCpuOracleAndTheMmaBackward) {
 // elsewhere: on the emulator also as an A100), anything else an error naming the value and
 // the choices.
 TEST_F(CudaAttention, KernelsComeFromTheEnvironmentAndBadValuesAreRefused) {
-  struct Env {
-    const char* name;
-    Env(const char* n, const char* v) : name(n) {
-      if (v) setenv(name, v, 1);
-      else unsetenv(name);
-    }
-    ~Env() { unsetenv(name); }
-  };
+  using Env = test::ScopedEnv;
   using cuda::attn::BackwardKernel;
   using cuda::attn::ForwardKernel;
   const char* kForward = "SPEEDRUN_ATTENTION_FORWARD";

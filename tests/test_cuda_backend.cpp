@@ -298,11 +298,13 @@ TEST_F(CudaBackendTest, DeviceAutoTakesTheCpuBesideAGpuItCannotRunOn) {
 }
 
 TEST_F(CudaBackendTest, SyncModeStillRuns) {
-  setenv("SPEEDRUN_CUDA_SYNC", "1", 1);
-  BackendOptions o;
-  o.device = DeviceChoice::CUDA;
-  auto be = make_backend(o);
-  unsetenv("SPEEDRUN_CUDA_SYNC");
+  std::unique_ptr<Backend> be;
+  {
+    const ScopedEnv sync("SPEEDRUN_CUDA_SYNC", "1");
+    BackendOptions o;
+    o.device = DeviceChoice::CUDA;
+    be = make_backend(o);
+  }
   Pool p(*be);
   Tensor x = p.from(randn(64, 3), DType::BF16, {2, 32}), y = p.poisoned(DType::BF16, {2, 32});
   Tensor r = p.make(DType::F32, {2});
@@ -468,14 +470,14 @@ TEST_F(CudaBackendTest, GemmTuningKeepsTheFastestCandidateAndTheRecordRepeatsIt)
   env.push_back({"SPEEDRUN_EMU_SLOW_GEMM_ALGO", "0"});  // the heuristic's first is the slow one
 #endif
   std::unique_ptr<Backend> tuned = cuda_backend_with(env, record);
-#ifdef SPEEDRUN_CUDA_EMULATED
-  setenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO", "0", 1);  // slow while it runs, too
-#endif
   Pool p(*tuned);
-  const std::vector<Vec> got = gemm_products(*tuned, p);
+  std::vector<Vec> got;
+  {
 #ifdef SPEEDRUN_CUDA_EMULATED
-  unsetenv("SPEEDRUN_EMU_SLOW_GEMM_ALGO");
+    const ScopedEnv slow("SPEEDRUN_EMU_SLOW_GEMM_ALGO", "0");  // slow while it runs, too
 #endif
+    got = gemm_products(*tuned, p);
+  }
   const cuda::GemmCacheInfo info = cuda::gemm_cache_info(*tuned);
   EXPECT_EQ(info.misses, 3u);
   EXPECT_EQ(info.tuned, info.misses);  // every problem had candidates to time

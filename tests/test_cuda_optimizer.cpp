@@ -27,8 +27,9 @@ TEST_F(CudaBackendTest, AdamMomentumAxpyMatchFp64) {
       cpu_.adam_step(pc, gc, mc, vc, a);
     }
     EXPECT_LE(rel_err(host(p), host(pc)), tol::kFloat) << n;
-    EXPECT_LE(rel_err(host(m), host(mc)), tol::kFloat) << n;
-    EXPECT_LE(rel_err(host(v), host(vc)), tol::kFloat) << n;
+    // The moments are ~1e-2 and ~1e-4: measured against their own size, not against 1.
+    EXPECT_LE(rel_to_max(host(m), host(mc)), tol::kFloat) << n;
+    EXPECT_LE(rel_to_max(host(v), host(vc)), tol::kFloat) << n;
 
     auto [g, gc] = both(randn(n, 20), DType::F32, {n});
     auto [buf, bufc] = both(randn(n, 21), DType::F32, {n});

@@ -6,6 +6,8 @@
 // bit-identically.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+
 #include <atomic>
 #include <cmath>
 #include <mutex>
@@ -13,6 +15,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/build_info.h"
 #include "core/safetensors.h"
+#include "core/stop_signal.h"
 #include "data/shard.h"
 #include "dist/local_comm.h"
 #include "dist/thread_comm.h"
@@ -433,10 +436,46 @@ TEST_F(Ranks, OnlyRankZeroWritesAndTheLogIsOnce) {
     t.run();
   });
   for (const auto& l : lines) EXPECT_EQ(l.substr(0, 2), "0:") << l;
+  // Once: one line a step and one a validation (8 steps; validations at 0, 4 and 8).
+  int steps = 0, validations = 0;
+  for (const auto& l : lines) {
+    steps += l.find(" train_loss:") != std::string::npos;
+    validations += l.find(" val_loss:") != std::string::npos;
+  }
+  EXPECT_EQ(steps, 8);
+  EXPECT_EQ(validations, 3);
   const auto metrics = metrics_without_times(dir / "w" / "metrics.jsonl");
   EXPECT_EQ(metrics.size(), 8u + 3u);  // 8 steps and validations at 0, 4 and 8
   EXPECT_TRUE(fs::is_directory(dir / "w" / "ckpt_step000004"));
   EXPECT_TRUE(fs::is_directory(dir / "w" / "ckpt_step000008"));
+}
+
+// A signal one rank sees stops every rank after the same step, with one checkpoint: here
+// rank 0 gets SIGTERM while it logs step 3, which rank 1 may or may not have seen when it
+// asks whether to stop (the ranks agree through a reduction).
+TEST_F(Ranks, ASignalOnOneRankStopsEveryRankAfterTheSameStep) {
+  TrainConfig c = micro_run(dir / "sig", PrecisionChoice::FP32);
+  install_stop_handlers();
+  clear_stop_request();
+  TrainResult results[2];
+  run_thread_ranks(2, [&](Comm& comm) {
+    CpuBackend be(1);
+    Trainer t(be, comm, c, data.train, data.val);
+    t.log = [](const std::string& l) {  // rank 0's lines only
+      if (l.rfind("step:3/8 train_loss:", 0) == 0) ::raise(SIGTERM);
+    };
+    results[comm.rank()] = t.run();
+  });
+  const int seen = stop_requested();
+  clear_stop_request();
+  EXPECT_EQ(seen, SIGTERM);
+  EXPECT_EQ(results[0].stopped_by_signal, SIGTERM);
+  for (const TrainResult& r : results) {
+    EXPECT_EQ(r.train_losses.size(), 3u);
+    EXPECT_NE(r.stopped_by_signal, 0);
+  }
+  EXPECT_TRUE(fs::is_directory(dir / "sig" / "ckpt_step000003"));
+  EXPECT_FALSE(fs::exists(dir / "sig" / "ckpt_step000004"));
 }
 
 TEST_F(Ranks, ResumedTwoRankRunIsBitIdentical) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cmath>
@@ -66,7 +67,8 @@ TEST_P(Parity, LossesAndWeightsMatchTheReferenceStepByStep) {
     GTEST_SKIP() << "python3-torch is not installed (scripts/setup.sh installs it): "
                     "training parity against the PyTorch reference was not checked";
   const std::string dtype = GetParam();
-  const fs::path dir = fs::temp_directory_path() / ("speedrun_parity_" + dtype);
+  const fs::path dir =
+      fs::temp_directory_path() / ("speedrun_parity_" + dtype + "_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   speedrun::write_synthetic_shards((dir / "data").string(), 60000, 3000, 128, 0, 5);
   const std::string common =

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -12,6 +13,7 @@
 #include "core/safetensors.h"
 #include "data/shard.h"
 #include "data/synthetic.h"
+#include "optim/schedule.h"
 #include "train/config.h"
 #include "train/trainer.h"
 #include "fixtures.h"
@@ -44,12 +46,22 @@ TEST(Train, MicroModelLearnsFarBelowUnigramEntropy) {
   // metrics.jsonl: one train record per step, one val record per evaluation.
   std::ifstream m(dir / "run" / "metrics.jsonl");
   int train_lines = 0, val_lines = 0;
+  std::set<double> lrs, momenta;
+  std::set<int64_t> windows;
   for (std::string line; std::getline(m, line);) {
     auto j = nlohmann::json::parse(line);
     if (j.contains("train_loss")) {
       EXPECT_EQ(j["step"].get<int64_t>(), train_lines);
       EXPECT_DOUBLE_EQ(j["train_loss"].get<double>(), r.train_losses[size_t(train_lines)]);
       for (const char* k : {"lr", "window", "momentum", "ms"}) EXPECT_TRUE(j.contains(k)) << k;
+      // The step ran with the schedule's values (the trainer logs the ones it passed on).
+      const int64_t s = train_lines;
+      EXPECT_EQ(j["lr"].get<double>(), lr_multiplier(c.schedule, s)) << "step " << s;
+      EXPECT_EQ(j["momentum"].get<double>(), muon_momentum_at(c.schedule, s)) << "step " << s;
+      EXPECT_EQ(j["window"].get<int64_t>(), attention_window(c.schedule, s)) << "step " << s;
+      lrs.insert(j["lr"].get<double>());
+      momenta.insert(j["momentum"].get<double>());
+      windows.insert(j["window"].get<int64_t>());
       ++train_lines;
     } else {
       EXPECT_TRUE(j.contains("val_loss"));
@@ -58,6 +70,11 @@ TEST(Train, MicroModelLearnsFarBelowUnigramEntropy) {
   }
   EXPECT_EQ(train_lines, 100);
   EXPECT_EQ(val_lines, 3);
+  // The schedule moved: the cooldown's 30 LRs (its first is 1), the warmup's 20 momenta and
+  // the end's, windows from 64 up.
+  EXPECT_EQ(lrs.size(), 30u);
+  EXPECT_EQ(momenta.size(), 21u);
+  EXPECT_GT(windows.size(), 1u);
   // Weights at step 0 and the end, loadable, with the config in the metadata.
   for (const char* f : {"model_step000000.safetensors", "model_step000100.safetensors"}) {
     auto w = SafetensorsFile::open((dir / "run" / f).string());
