@@ -187,6 +187,26 @@ TEST_F(CudaBackendTest, QkvForwardAndBackward) {
       EXPECT_EQ(raw(gpu(), dqkv), bits) << at;
       EXPECT_EQ(raw(gpu(), ga), bits_a) << at;
       EXPECT_EQ(raw(gpu(), gb), bits_b) << at;
+
+      // The value residual is scaled_sum's, bit for bit (backend.h): v as scaled_sum_forward
+      // forms it; dv_raw and dv1 as scaled_sum_backward adds into them (layer 0: a's term,
+      // rounded, then b's, into dv1, which is also dv_raw).
+      auto v_part = [&](const Tensor& t) {  // columns [2C, 3C) of a [N, 3C] tensor
+        const Vec all = host(t);
+        Vec part(size_t(N * C));
+        for (int64_t n = 0; n < N; ++n)
+          std::copy_n(all.begin() + n * 3 * C + 2 * C, C, part.begin() + n * C);
+        return g_->from(part, DType::BF16, {N, C});
+      };
+      const Tensor vr = v_part(qkv), w1 = v_part(v1);
+      Tensor vs = g_->poisoned(DType::BF16, {N, C});
+      gpu().scaled_sum_forward(vs, vr, a, w1, b);
+      EXPECT_EQ(raw(gpu(), vs), raw(gpu(), v)) << at;
+      Tensor dv1s = g_->from(dv1_start, DType::BF16, {N, C});
+      Tensor dvr = layer0 ? dv1s : g_->poisoned(DType::BF16, {N, C});
+      gpu().scaled_sum_backward(dvr, layer0, dv1s, true, dv, vr, a, w1, b);
+      EXPECT_EQ(raw(gpu(), dv1s), raw(gpu(), dv1)) << at;
+      EXPECT_EQ(raw(gpu(), dvr), raw(gpu(), v_part(dqkv))) << at;
     }
 }
 

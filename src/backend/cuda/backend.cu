@@ -2,6 +2,7 @@
 // (allocation with peak tracking, uploads through a pinned staging ring, downloads,
 // copies), launch checks, scratch memory, and attention forwarded to the flash-attention
 // runner (attention/attention.h).
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -15,10 +16,14 @@ namespace speedrun::cuda {
 
 namespace {
 // The pinned ring for small uploads (tokens, targets, decode rows): a micro-batch's
-// tokens (64K x 4 bytes) fit one slot; a slot is reused once the copy that last read it
-// has run, so the host may refill its own buffer as soon as upload() returns.
+// tokens (64K x 4 bytes) fit one slot, more go a slot at a time; a slot is reused once the
+// copy that last read it has run, so the host may refill its own buffer as soon as upload()
+// returns.
 constexpr int kStagingSlots = 8;
 constexpr size_t kStagingSlotBytes = size_t(1) << 20;
+// Uploads up to half the ring go through it (a micro-batch's tokens and targets, up to 512K
+// each); larger ones (weights) wait for their copy instead.
+constexpr size_t kStagedUploadBytes = kStagingSlots / 2 * kStagingSlotBytes;
 }  // namespace
 
 std::string CudaBackend::numerics() const {
@@ -163,14 +168,21 @@ void CudaBackend::release(void* p) { device_free(p); }
 
 void CudaBackend::upload_bytes(void* dst, const void* host, size_t bytes, const char* op) {
   if (bytes == 0) return;
-  if (bytes <= kStagingSlotBytes) {
-    StagingSlot& s = staging_[next_slot_];
-    next_slot_ = (next_slot_ + 1) % staging_.size();
-    check_cuda(cudaEventSynchronize(s.done), op, "waiting for a staging buffer");
-    std::memcpy(s.host, host, bytes);
-    check_cuda(cudaMemcpyAsync(dst, s.host, bytes, cudaMemcpyHostToDevice, stream_), op,
-               "copying to the GPU");
-    check_cuda(cudaEventRecord(s.done, stream_), op, "recording a staging event");
+  if (bytes <= kStagedUploadBytes) {
+    // Through the ring a slot at a time: a micro-batch of more tokens than one slot holds
+    // (over 256K) waits only for the slots' earlier copies, never for the queued step.
+    auto* d = static_cast<uint8_t*>(dst);
+    const auto* h = static_cast<const uint8_t*>(host);
+    for (size_t at = 0; at < bytes; at += kStagingSlotBytes) {
+      const size_t n = std::min(kStagingSlotBytes, bytes - at);
+      StagingSlot& s = staging_[next_slot_];
+      next_slot_ = (next_slot_ + 1) % staging_.size();
+      check_cuda(cudaEventSynchronize(s.done), op, "waiting for a staging buffer");
+      std::memcpy(s.host, h + at, n);
+      check_cuda(cudaMemcpyAsync(d + at, s.host, n, cudaMemcpyHostToDevice, stream_), op,
+                 "copying to the GPU");
+      check_cuda(cudaEventRecord(s.done, stream_), op, "recording a staging event");
+    }
   } else {
     // Large uploads (weights, checkpoints) come from pageable memory: copy and wait, so the
     // host buffer is free to change when this returns.

@@ -151,7 +151,7 @@ __global__ void qkv_forward_kernel(uint16_t* __restrict__ q, uint16_t* __restric
 #pragma unroll
   for (int i = 0; i < 2 * P; ++i) {
     const int64_t j = lane + 32 * i;
-    if (j < D) store_bf16(v + o + j, av * xv[i] + bv * x1[i]);
+    if (j < D) store_bf16(v + o + j, math::weighted_sum(av, xv[i], bv, x1[i]));
   }
 }
 
@@ -207,12 +207,13 @@ __global__ void __launch_bounds__(math::kReduceThreads, P <= 2 ? 3 : 2)
       sx += double(d[i]) * double(xv[i]);
       sy += double(d[i]) * double(x1[i]);
       if (layer0) {  // dv1 += a*d, then += b*d (each rounded); v_raw's gradient is dv1
-        const uint16_t sum = math::f32_to_bf16(math::round_bf16(old[i] + av * d[i]) + bv * d[i]);
+        const float once = math::round_bf16(math::fma_rn(av, d[i], old[i]));
+        const uint16_t sum = math::f32_to_bf16(math::fma_rn(bv, d[i], once));
         dv1[o + j] = sum;
         g[2 * C + j] = sum;
       } else {
         store_bf16(g + 2 * C + j, av * d[i]);
-        store_bf16(dv1 + o + j, old[i] + bv * d[i]);
+        store_bf16(dv1 + o + j, math::fma_rn(bv, d[i], old[i]));
       }
     }
   }
