@@ -27,7 +27,7 @@
 # Logs go to $OUT (at most 9 files, none deeper than $OUT/); the last thing printed is the
 # summary table.
 #
-#   bash bench/cuda_check.sh              # on the GPU machine, carrying build-portable (and .debs)
+#   bash bench/cuda_check.sh              # on the GPU machine, with build-portable (and .debs) copied over
 #   bash bench/cuda_check.sh --dry-run    # here, without a GPU: every step, GPU steps skipped
 #   bash bench/cuda_check.sh --emulated --build build-emu   # the GPU steps too, on the CPU
 #                                         # emulator of CUDA (scripts/emulate.sh's build)
