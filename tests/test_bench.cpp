@@ -408,7 +408,7 @@ TEST(Benchmark, DataShardsGiveTheStepsTokens) {
     run_benchmark(*be, o, now);
     ADD_FAILURE() << "ids of 600 in a vocabulary of 512 ran";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--vocab to at least 601"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--vocab of at least 601"), std::string::npos) << e.what();
   }
   o.vocab = 601;
   EXPECT_EQ(run_benchmark(*be, o, now).vocab, 601);

@@ -166,6 +166,24 @@ TEST_F(Cli, InconsistentConfigs) {
   expect_error(small(tr + "--steps abc"), {"--steps"});
 }
 
+// A path or glob given empty (a script's unset variable) is refused, not read as the flag
+// left out: --train "" would train on the built-in corpus, --resume "" start a new run.
+// A resume takes no --overwrite, and no --init other than the run's own.
+TEST_F(Cli, EmptyAndConflictingRunFlagsAreRefused) {
+  for (const char* flag : {"--train", "--val", "--out", "--init", "--resume"})
+    expect_error(small(std::string(flag) + " ''"), {flag, "empty"});
+  const std::string tr = "--train " + (dir / "good_train_000.bin").string();
+  Outcome ok = run_cli(small(tr + " --save-every 1 --stop-after 1"));
+  ASSERT_EQ(ok.code, 0) << ok.out;
+  const std::string run = (dir / "run").string();
+  const std::string resume = "train --resume " + run + " --no-sample ";
+  expect_error(resume + "--overwrite", {"--overwrite with --resume", "--out " + run});
+  expect_error(resume + "--init " + (dir / "run" / "model_step000000.safetensors").string(),
+               {"--init", "--resume", "its initialisation", "leave --init out"});
+  Outcome r = run_cli(resume);
+  EXPECT_EQ(r.code, 0) << r.out;
+}
+
 TEST_F(Cli, TokenOutsideVocabulary) {
   expect_error(small("--train " + (dir / "good_train_000.bin").string() + " --vocab 40"),
                {"good_train_000.bin", "--vocab"});
@@ -187,6 +205,10 @@ TEST_F(Cli, WeightsThatDoNotFitTheConfig) {
   expect_error(small("--train " + (dir / "good_train_000.bin").string() + " --init " +
                      (dir / "good_val_000.bin").string()),
                {"good_val_000.bin"});
+  // The same tensor shapes with another split of the width into heads: the metadata says.
+  expect_error(small("--train " + (dir / "good_train_000.bin").string() + " --init " + init +
+                     " --heads 4 --head-dim 8"),
+               {"init.safetensors", "2 heads of 16", "--heads 2 --head-dim 16"});
   fs::copy_file(w, dir / "cut.safetensors");
   fs::resize_file(dir / "cut.safetensors", fs::file_size(w) / 2);
   expect_error(small("--train " + (dir / "good_train_000.bin").string() + " --init " +
@@ -205,6 +227,37 @@ TEST_F(Cli, EvalReadsTheShapeFromTheWeights) {
   expect_error("eval --weights " + w + " --val " + (dir / "good_val_000.bin").string() +
                    " --window 64 --seq-len 128 --val-tokens 1000",
                {"--val-tokens"});
+  // A run directory stands for its newest weights (the final ones here), as for sample.
+  Outcome by_dir = run_cli("eval --weights " + (dir / "run").string() + " --val " +
+                           (dir / "good_val_000.bin").string() +
+                           " --window 64 --seq-len 128 --val-tokens 1024");
+  EXPECT_EQ(by_dir.code, 0) << by_dir.out;
+  EXPECT_EQ(by_dir.out.substr(by_dir.out.find("val_loss:"), 20),
+            r.out.substr(r.out.find("val_loss:"), 20));
+  EXPECT_NE(by_dir.out.find("model_step000002.safetensors"), std::string::npos) << by_dir.out;
+  // A budget past what the shards hold (19,968 tokens in batches of 128) would read
+  // batches again: refused, as train refuses it.
+  expect_error("eval --weights " + w + " --val " + (dir / "good_val_000.bin").string() +
+                   " --window 64 --seq-len 128 --val-tokens 131072",
+               {"--val-tokens 131072 is more than", "156 batches", "lower --val-tokens"});
+}
+
+// The documents' delimiter is not in a shard's header: a folder's manifest (prepare.json)
+// that names another EOT than --eot is refused, naming it and the fix; shards with no
+// manifest that do not begin with --eot are run with a warning.
+TEST_F(Cli, ShardsDelimitedByAnotherEotAreRefusedOrWarned) {
+  const std::string tr = "--train " + (dir / "good_train_000.bin").string();
+  { std::ofstream(dir / "prepare.json") << R"({"generator": "speedrun prepare", "eot": 7})"; }
+  expect_error(small(tr), {"EOT 0", "delimit their documents with 7", "prepare.json",
+                           "give --eot 7"});
+  fs::remove(dir / "prepare.json");
+  Outcome ok = run_cli(small(tr));
+  EXPECT_EQ(ok.code, 0) << ok.out;
+  EXPECT_EQ(ok.out.find("warning: "), std::string::npos) << ok.out;  // it begins with 0
+  Outcome warned = run_cli(small(tr + " --eot 3 --overwrite"));
+  EXPECT_EQ(warned.code, 0) << warned.out;
+  EXPECT_NE(warned.out.find("begins with token 0, not the EOT 3"), std::string::npos) << warned.out;
+  EXPECT_NE(warned.out.find("give --eot 0"), std::string::npos) << warned.out;
 }
 
 TEST_F(Cli, DivergingRunStopsWithAClearError) {

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cli/backend_flags.h"
 #include "cli/number_option.h"
@@ -10,9 +11,11 @@
 #include "core/safetensors.h"
 #include "data/loader.h"
 #include "data/shard.h"
+#include "data/shards_eot.h"
 #include "dist/local_comm.h"
 #include "model/gpt.h"
 #include "model/params.h"
+#include "train/checkpoint.h"
 #include "train/config.h"
 #include "train/evaluate.h"
 
@@ -34,16 +37,32 @@ void run_eval(const EvalArgs& a) {
   check(a.val_tokens >= per_batch && a.val_tokens % per_batch == 0, "--val-tokens ",
         a.val_tokens, " must be a positive multiple of --batch x --seq-len = ", per_batch);
   std::unique_ptr<Backend> backend = make_backend(a.backend);
-  GPTConfig cfg = GPTConfig::from_weights(SafetensorsFile::open(a.weights), a.shape);
+  // A run or checkpoint directory stands for its newest weights, as for sample and export.
+  const std::string weights = resolve_weights(
+      a.weights, [](const std::string& s) { std::fprintf(stderr, "eval: %s\n", s.c_str()); });
+  GPTConfig cfg = GPTConfig::from_weights(SafetensorsFile::open(weights), a.shape);
   Parameters params(*backend, cfg, resolve_precision(*backend, a.dtype));
-  params.load(a.weights);
-  StepLoader loader(expand_glob(a.val_glob, "--val"), a.batch, a.seq_len, 1, 0, 1, cfg.vocab,
+  params.load(weights);
+  const std::vector<std::string> files = expand_glob(a.val_glob, "--val");
+  const std::string warning = check_shards_eot(files, cfg.eot, [&](int64_t) {
+    return "evaluate " + weights + " on shards of its own tokenizer (EOT " +
+           std::to_string(cfg.eot) + ")";
+  });
+  if (!warning.empty()) std::fprintf(stderr, "%s\n", warning.c_str());
+  StepLoader loader(files, a.batch, a.seq_len, 1, 0, 1, cfg.vocab,
                     StepLoader::Readers::kPerMicroBatch);  // as train validates
+  // As train: a budget past what the shards hold would read batches again (and the
+  // record's default, 10M tokens, would take long over a small split).
+  const int64_t pass = loader.steps_per_pass();
+  check(a.val_tokens / per_batch <= pass, "--val-tokens ", a.val_tokens, " is more than ",
+        a.val_glob, " holds: it gives ", pass, " batches of ", a.batch, " x ", a.seq_len,
+        " tokens (", pass * per_batch, " tokens) before repeating; lower --val-tokens to at "
+        "most that");
   GPT model(*backend, params, a.batch, a.seq_len);
   LocalComm comm(backend.get());
   const double loss = evaluate(model, loader, a.val_tokens / per_batch, a.window, comm);
   std::printf("val_loss:%.6f tokens:%lld window:%lld weights:%s\n", loss,
-              (long long)a.val_tokens, (long long)a.window, a.weights.c_str());
+              (long long)a.val_tokens, (long long)a.window, weights.c_str());
 }
 }  // namespace
 
@@ -56,7 +75,10 @@ void add_eval_command(CLI::App& app) {
   a->val_tokens = record.val_tokens;
   CLI::App* sub = app.add_subcommand(
       "eval", "Validation loss of a weights file (the model shape is read from its metadata)");
-  sub->add_option("--weights", a->weights, "weights file (.safetensors)")->required();
+  sub->add_option("--weights", a->weights,
+                  "weights .safetensors, a checkpoint directory or a run directory (its newest "
+                  "checkpoint)")
+      ->required();
   sub->add_option("--val", a->val_glob, "glob of validation shards")->required();
   add_number_option(sub, "--window", a->window, "attention window in tokens")->capture_default_str();
   add_number_option(sub, "--seq-len", a->seq_len, "tokens per sequence")->capture_default_str();

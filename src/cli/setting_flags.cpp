@@ -49,6 +49,13 @@ void add_setting_flags(CLI::App* app, TrainConfig& cfg) {
         o->type_name(CLI::detail::type_name<T>());
       } else {
         o = app->add_option(flag, x, help);
+        // An empty value would read as the flag left out (a glob, a path): a script's unset
+        // variable would then train on the built-in corpus, from scratch, somewhere else.
+        o->check(CLI::Validator(
+            [](std::string& v) {
+              return v.empty() ? "the value is empty: give one, or leave the flag out" : "";
+            },
+            "", ""));
       }
       // As the config JSON writes it; empty: none shown.
       const std::string shown = setting_text(x);

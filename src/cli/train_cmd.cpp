@@ -52,8 +52,18 @@ void settle_config(TrainArgs& a) {
     return std::find(a.given.begin(), a.given.end(), flag) != a.given.end();
   };
   if (!c.resume.empty()) {
+    check(!given("overwrite"), "--overwrite with --resume ", c.resume, ": a resumed run "
+          "continues its checkpoint and deletes nothing; to start that run over, leave "
+          "--resume out and give --out ", c.resume, " --overwrite");
     const auto ck =
         find_checkpoint(c.resume, [](const std::string& s) { std::printf("resume: %s\n", s.c_str()); });
+    // The run's own --init again (a sweep resumes a run with its flags) says nothing new.
+    const nlohmann::json& was = ck.meta.config;
+    const std::string started = was.contains("init") && was.at("init").is_string()
+                                    ? was.at("init").get<std::string>() : "";
+    check(!given("init") || c.init == started, "--init ", c.init, " with --resume ", c.resume,
+          ": a resumed run continues from its checkpoint's weights (it started from ",
+          started.empty() ? std::string("its initialisation") : started, "); leave --init out");
     const std::string run_dir = std::filesystem::path(ck.dir).parent_path().string();
     std::error_code ec;
     check(!given("out") || std::filesystem::equivalent(c.out_dir, run_dir, ec), "--out ",

@@ -8,6 +8,7 @@
 
 #include "data/demo_corpus.h"
 #include "data/shard.h"
+#include "data/shards_eot.h"
 #include "data/synthetic.h"
 #include "train/settings.h"
 
@@ -25,6 +26,15 @@ TrainingData training_data(TrainConfig& c, bool say, const std::vector<std::stri
       std::printf("data: no %s given: the run validates nothing (%s and %s do not apply)\n",
                   flag_of(c, c.val_glob).c_str(), flag_of(c, c.val_every).c_str(),
                   flag_of(c, c.val_tokens).c_str());
+    // The documents' delimiter is not in the shards' headers: what their folder recorded,
+    // or how they begin, says whether --eot is it.
+    const auto fix = [&](int64_t eot) {
+      return "give " + flag_of(c, c.model.eot) + " " + std::to_string(eot);
+    };
+    for (const auto* files : {&d.train_files, &d.val_files}) {
+      const std::string warning = check_shards_eot(*files, c.model.eot, fix);
+      if (say && !warning.empty()) std::fprintf(stderr, "%s\n", warning.c_str());
+    }
     return d;
   }
   check(c.val_glob.empty(), flag_of(c, c.val_glob), " given without ", flag_of(c, c.train_glob),

@@ -15,14 +15,15 @@ DataLoader::DataLoader(std::vector<std::string> files, int64_t B, int64_t T, int
   check(world >= 1 && rank >= 0 && rank < world, "data loader: rank ", rank,
         " is outside a world of ", world, " processes");
   check(vocab >= 1, "data loader: vocab ", vocab, " must be >= 1 (--vocab)");
-  check(B <= kMaxStepTokens / T / world, "data loader: B*T*world = ", B, "*", T, "*", world,
-        " tokens per step is absurdly large (check --batch and --seq-len)");
+  // B*world sequences of T tokens: --batch x --seq-len, however the readers split them.
+  check(B <= kMaxStepTokens / T / world, "data loader: --batch x --seq-len = ", B * world, " x ",
+        T, " tokens per step is absurdly large (check --batch and --seq-len)");
   const int64_t step = B * T * world;
   sizes_.reserve(files_.size());
   for (const std::string& f : files_) {
     int64_t n = read_shard_header(f);
-    check(n >= step + 1, "shard ", f, ": has ", n, " tokens, but one step needs B*T*world + 1 = ",
-          B, "*", T, "*", world, " + 1 = ", step + 1,
+    check(n >= step + 1, "shard ", f, ": has ", n, " tokens, but one step reads --batch x "
+          "--seq-len + 1 = ", B * world, " x ", T, " + 1 = ", step + 1,
           " (use a smaller --batch or --seq-len, or bigger shards)");
     sizes_.push_back(n);
   }
@@ -55,8 +56,8 @@ void DataLoader::next_batch(int32_t* x, int32_t* y) {
   for (int64_t i = 0; i <= bt; ++i) {
     if (int64_t(tok[i]) >= vocab_)
       fail("shard ", current_.path(), ": token ", tok[i], " at position ", pos_ + i,
-           " is >= vocab ", vocab_, " (set --vocab to at least ", int64_t(tok[i]) + 1,
-           ", or re-create the shard with the model's tokenizer)");
+           " is >= vocab ", vocab_, ", the model's rows (give a model --vocab of at least ",
+           int64_t(tok[i]) + 1, ", or re-create the shard with the model's tokenizer)");
   }
   for (int64_t i = 0; i < bt; ++i) {
     x[i] = int32_t(tok[i]);
@@ -91,10 +92,9 @@ void DataLoader::seek(Position p) {
             (p.pos - first) % step == 0;
   if (ok) ok = p.pos == first || p.pos < sizes_[size_t(p.shard)] - step;  // pos + step overflows
   check(ok, "data loader: cannot resume at shard ", p.shard, " position ", p.pos,
-        ": not a position this loader reaches with ", files_.size(), " shards, B=", B_, ", T=", T_,
-        ", rank ", rank_, " of ", world_,
-        " (resume with the same data, --batch, --seq-len and number of processes as the run "
-        "that saved it)");
+        ": not a position reader ", rank_, " of ", world_, " (", B_, " sequence(s) of ", T_,
+        " tokens each) reaches in ", files_.size(), " shard(s) (resume with the same data, "
+        "--batch and --seq-len as the run that saved it)");
   shard_ = p.shard;
   pos_ = p.pos;
   load(shard_);

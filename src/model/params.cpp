@@ -271,6 +271,15 @@ void Parameters::save(const std::string& path,
 
 void Parameters::load(const std::string& path) {
   SafetensorsFile f = SafetensorsFile::open(path);
+  // Heads x head dim is only the width to the tensors: the split is in the metadata.
+  const auto& meta = f.metadata();
+  if (meta.count("format") && meta.at("format") == "speedrun-gpt") {
+    const GPTConfig was = GPTConfig::from_metadata(meta, path);
+    check(was.heads == config_.heads && was.head_dim == config_.head_dim, "weights ", path,
+          ": written for ", was.heads, " heads of ", was.head_dim, ", this model has ",
+          config_.heads, " of ", config_.head_dim, " (the same tensor shapes, another "
+          "attention): give --heads ", was.heads, " --head-dim ", was.head_dim);
+  }
   for (const auto& n : f.names()) {
     bool known = false;
     for (int i = 0; i < count() && !known; ++i) known = (name(i) == n);
