@@ -836,7 +836,7 @@ TEST(CudaPlan, OutOfMemoryMessageSaysWhatToReduce) {
                                           size_t(141) << 30, size_t(1) << 30, 0);
   for (const char* piece : {"out of GPU memory", "tensors", "1.00 PiB", "1125899906842624 bytes",
                             "3.00 GiB free of 141.00 GiB", "GPU 0", "--seq-len", "--grad-accum",
-                            "--batch"})
+                            "--batch", "--vocab", "--layers"})
     EXPECT_NE(s.find(piece), std::string::npos) << piece << " in: " << s;
   EXPECT_EQ(cuda::format_bytes(512), "512 B");
   // An arena adds the largest tensor of the block it could not get.

@@ -141,6 +141,13 @@ TEST_F(Reliability, RunsRecordWhatRanThem) {
   const Outcome o = ok("train --resume " + meta.parent_path().string() + " --threads 1 --device cpu");
   EXPECT_NE(o.out.find("written by speedrun 0123456789ab, this is " + build_info().commit),
             std::string::npos) << o.out;
+  // A run.json edited into something else than JSON: refused, saying what deleting it does;
+  // without it the run resumes.
+  write_bytes(dir / "P" / "run.json", "{\"run_id\": ");
+  refused("train --resume " + meta.parent_path().string() + " --threads 1 --device cpu",
+          {"run.json is not valid JSON", "delete it to resume without the check"});
+  fs::remove(dir / "P" / "run.json");
+  ok("train --resume " + meta.parent_path().string() + " --threads 1 --device cpu");
 }
 
 // A block larger than the memory this process has left is refused before a page is touched,
@@ -163,7 +170,7 @@ TEST(HostMemory, WhatIsLeftIsFreeMemoryAndSwapWithinEveryCgroupLimit) {
   EXPECT_GT(*here, size_t(0));
   const std::string m = host_oom_message(size_t(3) << 30, size_t(1) << 30);
   for (const char* piece : {"3.00 GiB", "3221225472 bytes", "has 1.00 GiB left", "--seq-len",
-                            "--grad-accum", "--batch"})
+                            "--grad-accum", "--micro-batch", "--batch", "--vocab", "--layers"})
     EXPECT_NE(m.find(piece), std::string::npos) << piece << " in: " << m;
 }
 
@@ -188,6 +195,11 @@ TEST_F(Reliability, ANewRunDoesNotMixWithAnOldOne) {
   EXPECT_FALSE(fs::exists(dir / "R" / "ckpt_step000010"));  // the old run's checkpoints are gone
   EXPECT_FALSE(fs::exists(dir / "R" / "model_step000010.safetensors"));
   EXPECT_TRUE(fs::exists(dir / "R" / "model_step000004.safetensors"));
+  // A run that saved no checkpoint cannot be resumed: the refusal does not offer --resume.
+  const Outcome again = run_cli(micro(dir / "R", "--seed 4"));
+  EXPECT_NE(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("no checkpoint to continue from"), std::string::npos) << again.out;
+  EXPECT_EQ(again.out.find("--resume"), std::string::npos) << again.out;
   // The default --out: runs/<preset>-N, a new one each time.
   const std::string cd = "cd " + dir.path.string() + " && ";
   std::string flags = micro(dir / "unused");

@@ -487,7 +487,8 @@ TEST(Settings, RulesBetweenSettingsNameTheirFlags) {
   EXPECT_EQ(error_of(c), "");
   c = preset_config("tiny");
   c.schedule.warmup = 200;
-  EXPECT_EQ(error_of(c), "--warmup 200 + --cooldown 110 exceed --steps 300");
+  EXPECT_EQ(error_of(c), "--warmup 200 + --cooldown 110 exceed --steps 300: the LR schedule "
+                        "does not fit in the run; lower them or raise --steps");
   c = preset_config("tiny");
   c.model.eot = 512;
   EXPECT_EQ(error_of(c).rfind("--eot 512 is outside the vocabulary [0, 512): give --vocab", 0),

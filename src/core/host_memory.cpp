@@ -53,8 +53,7 @@ std::string host_oom_message(size_t asked, std::optional<size_t> room) {
   if (room)
     m += ": this process has " + gib(*room) +
          " left (the free memory and swap, within its cgroup's limit)";
-  return m + ". Activations grow with the tokens of a micro-batch: lower --seq-len, split each "
-             "step into more micro-batches with --grad-accum, or lower --batch";
+  return m + ". " + kMemoryAdvice;
 }
 
 std::optional<size_t> host_memory_available(const std::string& meminfo,

@@ -17,7 +17,8 @@ void TrainConfig::validate(int world) const {
   check(m.eot < m.vocab, flag(m.eot), " ", m.eot, " is outside the vocabulary [0, ", m.vocab,
         "): give ", flag(m.vocab), " larger than the EOT id or another ", flag(m.eot));
   check(s.warmup + s.cooldown <= s.steps, flag(s.warmup), " ", s.warmup, " + ",
-        flag(s.cooldown), " ", s.cooldown, " exceed ", flag(s.steps), " ", s.steps);
+        flag(s.cooldown), " ", s.cooldown, " exceed ", flag(s.steps), " ", s.steps,
+        ": the LR schedule does not fit in the run; lower them or raise ", flag(s.steps));
   for (const int64_t* w : {&s.window_start, &s.window_end})
     check(*w <= seq_len, flag(*w), " ", *w, " exceeds ", flag(seq_len), " ", seq_len,
           ": the attention window would be longer than the sequence; lower it or raise ",

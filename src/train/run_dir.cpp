@@ -152,12 +152,20 @@ RunLaunches run_launches(const std::string& dir) {
   return out;
 }
 
+// run.json holds the run's id and its launches, written whole (never half): damage is an
+// edit by hand. Without it a resume continues, only without its check that the directory
+// still holds the checkpoint's run.
+constexpr const char* kRunFileFix =
+    "; restore it, or delete it to resume without the check that this directory still holds "
+    "the checkpoint's run";
+
 std::string run_id_of(const std::string& dir) {
   try {
     const std::optional<nlohmann::json> j = read_run_file(dir);
     return j ? run_id_in(*j) : std::string();
   } catch (const nlohmann::json::exception&) {
-    fail((fs::path(dir) / kRunFile).string(), " is not valid JSON: the run directory is damaged");
+    fail((fs::path(dir) / kRunFile).string(), " is not valid JSON: the run directory is damaged",
+         kRunFileFix);
   }
 }
 
@@ -184,10 +192,16 @@ RunDir RunDir::start(const std::string& dir, bool overwrite, const nlohmann::jso
   RunDir r(dir, fd, new_run_id());
   remove_write_leftovers(dir);
   if (holds_a_run(dir)) {
-    check(overwrite, "--out ", dir, " already holds a run (metrics, weights or checkpoints): "
-          "continue it with --resume ", dir, ", choose another --out, or pass --overwrite to "
-          "delete it and start over");
+    // --resume needs a checkpoint: without one, naming it would only lead to its refusal.
+    bool checkpointed = false;
     std::error_code ec;
+    for (const auto& e : fs::directory_iterator(d, ec))
+      checkpointed |= e.is_directory(ec) && e.path().filename().string().rfind("ckpt_step", 0) == 0;
+    check(overwrite, "--out ", dir, " already holds a run (metrics, weights or checkpoints): ",
+          checkpointed ? "continue it with --resume " + dir + ", choose"
+                       : std::string("it has no checkpoint to continue from (it saved none, or "
+                                     "stopped before its first); choose"),
+          " another --out, or pass --overwrite to delete it and start over");
     for (const auto& e : fs::directory_iterator(d, ec))
       if (is_run_file(e.path().filename().string())) fs::remove_all(e.path(), ec);
   }
@@ -211,7 +225,7 @@ RunDir RunDir::resume(const std::string& dir, const std::string& run_id, int64_t
     j = read_run_file(dir);
     if (j) here = run_id_in(*j);
   } catch (const nlohmann::json::exception&) {
-    fail((d / kRunFile).string(), " is not valid JSON: the run directory is damaged");
+    fail((d / kRunFile).string(), " is not valid JSON: the run directory is damaged", kRunFileFix);
   }
   check(here.empty() || run_id.empty() || here == run_id, "--resume: ", dir,
         " now holds another run (run_id ", here, ", the checkpoint's is ", run_id,

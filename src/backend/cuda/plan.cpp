@@ -5,6 +5,7 @@
 
 #include "backend/cuda/math/reduce.h"
 #include "core/error.h"
+#include "core/host_memory.h"
 
 namespace speedrun::cuda {
 
@@ -244,8 +245,7 @@ std::string oom_message(const std::string& what, size_t asked, size_t free_bytes
          std::to_string(gpu) + ", which has " + format_bytes(double(free_bytes)) + " free of " +
          format_bytes(double(total_bytes)) + " (this backend holds " +
          format_bytes(double(held_bytes)) +
-         "). Activations grow with the tokens of a micro-batch: lower --seq-len, split each "
-         "step into more micro-batches with --grad-accum, or lower --batch";
+         "). " + kMemoryAdvice;
 }
 
 }  // namespace speedrun::cuda
