@@ -498,6 +498,14 @@ TEST_F(DataTest, PositionsOfReadersOfSeveralSequencesBecomeOneSequenceReaders) {
   EXPECT_GT(exact, 3);
   expect_error([&] { one_sequence_positions({{0, 0}, {0, 4}, {0, 8}, {0, 12}}, batch, T, sizes); },
                {"4 data readers", "6 sequences"});
+  // A position no reader stands at (past its shard's end: an edited checkpoint) is passed
+  // on as it is, for seek to refuse, not turned into the next shard's start.
+  const auto far = one_sequence_positions({{0, 120000}, {0, 12}}, batch, T, sizes);
+  EXPECT_EQ(far[0].shard, 0);
+  EXPECT_EQ(far[0].pos, 120000);
+  EXPECT_EQ(far[2].pos, 120008);
+  DataLoader first(files, 1, T, 0, int(batch), 500);
+  expect_error([&] { first.seek(far[0]); }, {"cannot resume at shard 0 position 120000"});
 }
 
 TEST_F(DataTest, LoaderKeepsAtMostOneShardMapped) {

@@ -59,12 +59,15 @@ std::vector<DataLoader::Position> one_sequence_positions(
   for (int64_t i = 0; i < n; ++i) {
     const DataLoader::Position& p = saved[size_t(i)];
     const bool at_start = p.pos == i * each * T;  // a shard's first read (or the run's)
+    // A reader saved where none stands (its step past its shard's end: a damaged or edited
+    // checkpoint) is passed on as it is, for DataLoader::seek to refuse.
+    const bool reached = p.shard >= 0 && p.shard < shards &&
+                         (at_start || p.pos + step < shard_tokens[size_t(p.shard)]);
     for (int64_t j = 0; j < each; ++j) {
       DataLoader::Position q{p.shard, p.pos + j * T};
       // As DataLoader::next_batch moves on after a read: a reader whose next read would
       // reach the shard's end starts the next shard at its own offset.
-      if (!at_start && p.shard >= 0 && p.shard < shards &&
-          q.pos + step >= shard_tokens[size_t(p.shard)])
+      if (!at_start && reached && q.pos + step >= shard_tokens[size_t(p.shard)])
         q = {(p.shard + 1) % shards, (i * each + j) * T};
       out.push_back(q);
     }
