@@ -5,6 +5,7 @@
 // spot (no network); the GPT-2 checks skip when its files are absent.
 #include <gtest/gtest.h>
 #include <omp.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <string>
@@ -24,6 +26,7 @@
 
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/stop_signal.h"
 #include "data/bpe_train.h"
 #include "data/demo_corpus.h"
 #include "data/documents.h"
@@ -290,6 +293,109 @@ TEST_F(Prepare, NothingLeftForTrainingIsAnErrorThatLeavesNoShards) {
   EXPECT_FALSE(fs::exists(dir / "out" / "prepare.json"));
 }
 
+void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
+  try {
+    f();
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    for (const std::string& n : needles)
+      EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
+          << "missing '" << n << "' in: " << e.what();
+  }
+}
+
+// Every file under `d` (hidden ones too) with its bytes.
+std::map<std::string, std::string> snapshot(const fs::path& d) {
+  std::map<std::string, std::string> m;
+  for (const auto& e : fs::recursive_directory_iterator(d))
+    if (e.is_regular_file()) m[fs::relative(e.path(), d).string()] = read_file(e.path());
+  return m;
+}
+
+// Hands out documents as MemoryDocuments does and, at the second chunk, runs `interrupt`:
+// a throw stands for a full disk or a bad line, a raised signal for Ctrl-C.
+class InterruptedDocuments final : public DocumentSource {
+ public:
+  InterruptedDocuments(std::vector<std::string> d, std::function<void()> interrupt)
+      : inner_(std::move(d)), interrupt_(std::move(interrupt)) {}
+  bool next(std::vector<std::string>& out, size_t max_bytes) override {
+    if (++calls_ == 2) interrupt_();
+    return inner_.next(out, max_bytes);
+  }
+  uint64_t bytes_total() const override { return inner_.bytes_total(); }
+  uint64_t bytes_done() const override { return inner_.bytes_done(); }
+  const DocumentStats& stats() const override { return inner_.stats(); }
+
+ private:
+  MemoryDocuments inner_;
+  std::function<void()> interrupt_;
+  int calls_ = 0;
+};
+
+// The stop handlers for a scope: the signals' earlier dispositions come back after it.
+class ScopedStopHandlers {
+ public:
+  ScopedStopHandlers() {
+    for (size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], nullptr, &old_[i]);
+    install_stop_handlers("");
+  }
+  ~ScopedStopHandlers() {
+    clear_stop_request();
+    for (size_t i = 0; i < std::size(kSignals); ++i) ::sigaction(kSignals[i], &old_[i], nullptr);
+  }
+
+ private:
+  static constexpr int kSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
+  struct sigaction old_[std::size(kSignals)] {};
+};
+
+TEST_F(Prepare, AFailedOrStoppedRunLeavesTheEarlierOutputsAsTheyWere) {
+  {
+    MemoryDocuments src(docs);
+    run(src, "out", 500, 2, 0);
+  }
+  const auto before = snapshot(dir / "out");
+  ASSERT_TRUE(before.count("prepare.json"));
+  ASSERT_TRUE(before.count(shard_file("t_train", 1)));
+  // A run that fails part way (other shard sizes: it would rewrite and remove shards).
+  InterruptedDocuments failing(docs, [] { fail("no space left on device"); });
+  expect_error([&] { run(failing, "out", 100, 1, 0, 200); }, {"no space left"});
+  EXPECT_EQ(snapshot(dir / "out"), before);
+  // One stopped by a signal says so, and leaves the folder alone too.
+  {
+    const ScopedStopHandlers handlers;
+    InterruptedDocuments stopped(docs, [] { ::raise(SIGINT); });
+    expect_error([&] { run(stopped, "out", 100, 1, 0, 200); },
+                 {"stopped by SIGINT", (dir / "out").string(), "unchanged"});
+  }
+  EXPECT_EQ(snapshot(dir / "out"), before);
+  // A killed run's leftovers are cleared by the next run, which replaces the outputs.
+  write_file(dir / "out" / ".prepare.partial" / "t_train_000000.bin", "killed");
+  MemoryDocuments src(docs);
+  run(src, "out", 100, 1, 0, 200);
+  const auto after = snapshot(dir / "out");
+  EXPECT_NE(after, before);
+  EXPECT_FALSE(fs::exists(dir / "out" / ".prepare.partial"));
+  EXPECT_TRUE(after.count("prepare.json"));
+}
+
+TEST_F(Prepare, InputsWithoutTextSayTheyHoldNone) {
+  write_file(dir / "empty.txt", "");
+  write_file(dir / "blank.jsonl", "\n  \n\n");
+  const std::string common = " --tokenizer " + tok_dir.string() + " -o " + (dir / "o").string();
+  Outcome r = run_cli("prepare " + (dir / "empty.txt").string() + common + " --val-tokens 0");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("inputs (" + (dir / "empty.txt").string() + ") hold no text"),
+            std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("validation"), std::string::npos) << r.out;
+  r = run_cli("prepare --jsonl " + (dir / "blank.jsonl").string() + " " +
+              (dir / "empty.txt").string() + common);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find((dir / "blank.jsonl").string() + ", " + (dir / "empty.txt").string() +
+                       ") hold no text"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(dir / "o" / "prepare.json"));
+}
+
 // ---------------------------------------------------------------- documents
 
 TEST_F(Prepare, OneDocumentPerFileByDefault) {
@@ -360,17 +466,6 @@ TEST_F(Prepare, JsonLinesTakeTheTextField) {
   write_file(dir / "b.jsonl", "{\"body\": \"x\"}\n");
   EXPECT_EQ(read_documents({(dir / "b.jsonl").string()}, jsonl_options("body")),
             std::vector<std::string>{"x"});
-}
-
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "expected an error";
-  } catch (const Error& e) {
-    for (const std::string& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
-          << "missing '" << n << "' in: " << e.what();
-  }
 }
 
 TEST_F(Prepare, MalformedJsonLinesNameTheFileAndLine) {
@@ -502,6 +597,51 @@ TEST_F(Prepare, CommandLineFromTokenizerTrainingToATrainingRun) {
               "--out " + (dir / "run").string());
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("final val_loss"), std::string::npos) << r.out;
+}
+
+TEST_F(Prepare, TokenizerTrainKeepsAnExistingTokenizerUnlessToldToReplaceIt) {
+  write_file(dir / "a.txt", make_docs(5, 50)[0] + make_docs(6, 50)[1]);
+  const std::string base = "tokenizer train --vocab-size 300 " + (dir / "a.txt").string() +
+                           " -o " + tok_dir.string();
+  const auto before = snapshot(tok_dir);
+  for (const std::string extra : {"", " --hf"}) {  // --hf too: encoder.json would shadow it
+    const Outcome r = run_cli(base + extra);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(r.out.find("-o " + tok_dir.string() + " already holds a tokenizer (encoder.json, "
+                         "vocab.bpe)"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("pass --overwrite to replace it"), std::string::npos) << r.out;
+    EXPECT_EQ(snapshot(tok_dir), before);
+  }
+  const Outcome r = run_cli(base + " --hf --overwrite");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_FALSE(fs::exists(tok_dir / "encoder.json"));
+  EXPECT_FALSE(fs::exists(tok_dir / "vocab.bpe"));
+  EXPECT_EQ(Tokenizer::load(tok_dir).vocab_size(), 300);
+}
+
+TEST_F(Prepare, TokenizerTrainAndPrepareRefuseWhatNoShardCanHold) {
+  write_file(dir / "a.txt", docs[0]);
+  write_file(dir / "empty.txt", " \n");
+  const std::string a = (dir / "a.txt").string(), out = (dir / "new").string();
+  Outcome r = run_cli("tokenizer train --vocab-size 65537 " + a + " -o " + out);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--vocab-size 65537: must be in [257, 65536]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("16-bit ids"), std::string::npos) << r.out;
+  r = run_cli("tokenizer train --vocab-size 65536 " + a + " -o " + out);  // the largest: fine
+  EXPECT_EQ(r.code, 0) << r.out;
+  fs::remove_all(out);
+  r = run_cli("tokenizer train --vocab-size 300 " + (dir / "empty.txt").string() + " -o " + out);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("inputs (" + (dir / "empty.txt").string() + ") hold no text"),
+            std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out));
+  r = run_cli("tokenizer train --vocab-size 300 --threads -2 " + a + " -o " + out);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--threads -2: must be >= 0"), std::string::npos) << r.out;
+  r = run_cli("prepare --threads -1 " + a + " --tokenizer " + tok_dir.string() + " -o " + out);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--threads -1: must be >= 0"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(out));
 }
 
 TEST_F(Prepare, CommandLineErrorsNameTheFix) {

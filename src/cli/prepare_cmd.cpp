@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "cli/number_option.h"
 #include "core/error.h"
+#include "core/stop_signal.h"
 #include "data/documents.h"
 #include "data/gpt2_vocab.h"
 #include "data/prepare.h"
@@ -37,6 +38,7 @@ void run_prepare(PrepareArgs& a, const CLI::App& sub) {
         "--delimiter applies to text files, not --jsonl: give one of them");
   check(!(sub.count("--val-docs") && sub.count("--val-tokens")),
         "--val-docs and --val-tokens both given: the validation part is one or the other");
+  check(a.threads >= 0, "--threads ", a.threads, ": must be >= 0 (0: all cores)");
   if (a.threads > 0) omp_set_num_threads(a.threads);
   if (a.tokenizer.empty()) a.tokenizer = gpt2_tokenizer_dir().string();
   const Tokenizer tok = Tokenizer::load(a.tokenizer);
@@ -58,7 +60,19 @@ void run_prepare(PrepareArgs& a, const CLI::App& sub) {
   o.progress = !a.no_progress;
   o.inputs = a.files;
   o.tokenizer_dir = a.tokenizer;
-  const PrepareResult r = prepare_shards(reader, tok, o);
+  // Ctrl-C leaves the earlier outputs whole (data/prepare.h).
+  install_stop_handlers("\nstopping after this chunk, keeping the output folder as it was "
+                        "(signal again to stop at once)\n");
+  PrepareResult r;
+  try {
+    r = prepare_shards(reader, tok, o);
+  } catch (const Error& e) {
+    const int sig = stop_requested();
+    if (sig == 0) throw;
+    std::fprintf(stderr, "%s\n", e.what());  // a stop asked for, not an error
+    exit_status() = 128 + sig;
+    return;
+  }
 
   if (r.docs.invalid_utf8 > 0)
     std::fprintf(stderr,

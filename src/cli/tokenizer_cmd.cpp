@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <iterator>
 #include <memory>
@@ -17,6 +18,7 @@
 #include "data/bpe_train.h"
 #include "data/documents.h"
 #include "data/gpt2_vocab.h"
+#include "data/prepare.h"
 #include "data/tokenizer.h"
 
 namespace speedrun::cli {
@@ -29,22 +31,75 @@ struct TokenizerTrainArgs {
   int32_t vocab_size = 0;
   DocumentOptions doc;
   bool hf_layout = false;
+  bool overwrite = false;
   int threads = 0;
 };
+
+// The files of both layouts (data/tokenizer_files.h): a folder holding either is a tokenizer.
+constexpr const char* kTokenizerFiles[] = {"encoder.json", "vocab.bpe", "vocab.json",
+                                           "merges.txt"};
+
+// The tokenizer files already in `out`, joined by ", "; empty when there are none.
+std::string tokenizer_files_in(const std::string& out) {
+  std::string found;
+  std::error_code ec;
+  for (const char* f : kTokenizerFiles)
+    if (std::filesystem::exists(std::filesystem::path(out) / f, ec))
+      found += (found.empty() ? "" : ", ") + std::string(f);
+  return found;
+}
+
+// Shards and models made with a tokenizer need its exact vocabulary, so a retrained one
+// replaces it only when asked; refused before any work.
+void check_out_is_free(const std::string& out, bool overwrite) {
+  const std::string found = tokenizer_files_in(out);
+  check(found.empty() || overwrite, "-o ", out, " already holds a tokenizer (", found,
+        "): shards and models made with it need its vocabulary; choose another -o, or pass "
+        "--overwrite to replace it");
+}
+
+// Called once the new vocabulary is trained, so a failed run keeps the old one. The other
+// layout's files go too: the loader prefers encoder.json, which would shadow a new vocab.json.
+void remove_old_tokenizer(const std::string& out) {
+  for (const char* f : kTokenizerFiles) {
+    const std::filesystem::path p = std::filesystem::path(out) / f;
+    std::error_code ec;
+    std::filesystem::remove(p, ec);
+    check(!ec, "tokenizer train: cannot remove ", p.string(), ": ", ec.message(),
+          "; remove it yourself or choose another -o");
+  }
+}
+
+// No text at all would still give a tokenizer (the 256 bytes and <|endoftext|>), which
+// only hides a wrong path or --field.
+[[noreturn]] void fail_no_text(const TokenizerTrainArgs& a, const DocumentStats& stats) {
+  std::string inputs;
+  for (const std::string& f : a.files) inputs += (inputs.empty() ? "" : ", ") + f;
+  fail("tokenizer train: the inputs (", inputs, ") hold no text (",
+       (long long)stats.empty_skipped, " empty documents): give files that hold text",
+       a.doc.jsonl ? " (with --jsonl, a non-empty \"" + a.doc.field + "\" field, or name the "
+                     "field with --field)"
+                   : "");
+}
 
 void run_tokenizer_train(const TokenizerTrainArgs& a) {
   check(!(a.doc.jsonl && !a.doc.delimiter.empty()),
         "--delimiter applies to text files, not --jsonl: give one of them");
-  check(a.vocab_size >= 257, "--vocab-size ", a.vocab_size,
-        ": must be >= 257 (256 bytes + <|endoftext|>)");
+  check(a.vocab_size >= 257 && a.vocab_size <= kMaxShardVocab, "--vocab-size ", a.vocab_size,
+        ": must be in [257, ", kMaxShardVocab, "]: 256 bytes + <|endoftext|> at least, and "
+        "token shards store 16-bit ids, so `speedrun prepare` takes at most ", kMaxShardVocab);
+  check(a.threads >= 0, "--threads ", a.threads, ": must be >= 0 (0: all cores)");
+  check_out_is_free(a.out, a.overwrite);
   if (a.threads > 0) omp_set_num_threads(a.threads);
   const auto t0 = std::chrono::steady_clock::now();
   DocumentStats stats;
   const std::vector<std::string> docs = read_documents(a.files, a.doc, &stats);
+  if (docs.empty()) fail_no_text(a, stats);
   size_t bytes = 0;
   for (const std::string& d : docs) bytes += d.size();
   const Tokenizer tok(
       train_bpe(std::vector<std::string_view>(docs.begin(), docs.end()), a.vocab_size));
+  if (a.overwrite) remove_old_tokenizer(a.out);
   tok.save(a.out, a.hf_layout ? Tokenizer::Layout::HuggingFace : Tokenizer::Layout::OpenAI);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf("trained %d ids (%zu merges, <|endoftext|> = %d) on %lld documents (%zu bytes) "
@@ -119,10 +174,13 @@ void add_tokenizer_command(CLI::App& app) {
       "train", "Learn a byte-level BPE vocabulary (GPT-2's pre-tokenization and file format)");
   train->add_option("files", t->files, "text files (or JSON Lines with --jsonl)")->required();
   add_number_option(train, "--vocab-size", t->vocab_size,
-                    "ids in all: 256 bytes + merges + <|endoftext|>, at least 257 (GPT-2: " +
+                    "ids in all: 256 bytes + merges + <|endoftext|>, 257 to " +
+                        std::to_string(kMaxShardVocab) + " (shards hold 16-bit ids; GPT-2: " +
                         std::to_string(kGpt2Vocab) + ")")
       ->required();
-  train->add_option("-o,--out", t->out, "folder for encoder.json + vocab.bpe")->required();
+  train->add_option("-o,--out", t->out,
+                   "folder for encoder.json + vocab.bpe (one holding a tokenizer: see --overwrite)")
+      ->required();
   train->add_flag("--jsonl", t->doc.jsonl, "inputs are JSON Lines with a text field");
   train->add_option("--field", t->doc.field, "--jsonl: the field holding the text")
       ->capture_default_str();
@@ -131,6 +189,8 @@ void add_tokenizer_command(CLI::App& app) {
   train->add_flag("--strip-overstrike", t->doc.strip_overstrike,
                   "remove backspace overstriking (X\\bX, _\\bX) from the text");
   train->add_flag("--hf", t->hf_layout, "write vocab.json + merges.txt (Hugging Face names)");
+  train->add_flag("--overwrite", t->overwrite,
+                  "replace the tokenizer already in -o (shards made with it need the old one)");
   add_number_option(train, "--threads", t->threads, "threads (0: all cores)")->capture_default_str();
   train->callback([t]() { run_tokenizer_train(*t); });
 

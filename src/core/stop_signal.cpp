@@ -10,6 +10,7 @@ namespace speedrun {
 
 namespace {
 std::atomic<int> g_requested{0};
+std::atomic<const char*> g_notice{kTrainingStopNotice};
 
 void on_signal(int sig) {
   if (g_requested.exchange(sig) != 0) {  // the second one: stop now, the default way
@@ -17,13 +18,15 @@ void on_signal(int sig) {
     ::raise(sig);
     return;
   }
-  static const char msg[] =
-      "\nstopping after this step with a checkpoint (signal again to stop at once)\n";
-  (void)!::write(2, msg, sizeof(msg) - 1);
+  const char* msg = g_notice.load();
+  size_t n = 0;
+  while (msg[n] != '\0') ++n;  // by hand: a handler may call only async-signal-safe functions
+  (void)!::write(2, msg, n);
 }
 }  // namespace
 
-void install_stop_handlers() {
+void install_stop_handlers(const char* notice) {
+  g_notice.store(notice);
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);

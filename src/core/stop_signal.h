@@ -15,8 +15,13 @@
 
 namespace speedrun {
 
-// Installs the handlers (idempotent).
-void install_stop_handlers();
+// What the first signal prints on stderr by default: the training loop's stop.
+inline constexpr const char* kTrainingStopNotice =
+    "\nstopping after this step with a checkpoint (signal again to stop at once)\n";
+
+// Installs the handlers (idempotent). `notice` (static storage: the handler reads it) is
+// what the first signal prints, saying what the command does next.
+void install_stop_handlers(const char* notice = kTrainingStopNotice);
 // The signal that asked for a stop (SIGINT, SIGTERM, SIGHUP, or SIGPIPE for a console whose
 // reader is gone), or 0.
 int stop_requested();

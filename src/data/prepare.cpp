@@ -12,6 +12,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/progress.h"
+#include "core/stop_signal.h"
 #include "data/shard.h"
 
 namespace speedrun {
@@ -53,6 +54,48 @@ class ShardWriter {
   std::vector<ShardInfo> written_;
 };
 
+// The folder inside the output folder (one file system, so moving a shard out is a rename)
+// where this run's shards wait until every one is written. A run that fails or stops
+// removes it; one that was killed leaves it for the next run to clear.
+class Staging {
+ public:
+  explicit Staging(const fs::path& out_dir) : dir_(out_dir / ".prepare.partial") {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+    fs::create_directories(dir_, ec);
+    check(!ec, "prepare: cannot create ", dir_.string(), ": ", ec.message(),
+          "; check the output folder's permissions and free space");
+  }
+  ~Staging() {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  const fs::path& dir() const { return dir_; }
+
+ private:
+  fs::path dir_;
+};
+
+// Moves the staged shards into `out_dir`, replacing same-named ones, and points `shards`
+// at their new paths.
+void publish(std::vector<ShardInfo>& shards, const fs::path& out_dir) {
+  for (ShardInfo& s : shards) {
+    const fs::path to = out_dir / fs::path(s.path).filename();
+    std::error_code ec;
+    fs::rename(s.path, to, ec);
+    check(!ec, "prepare: cannot move ", s.path, " to ", to.string(), ": ", ec.message());
+    s.path = to.string();
+  }
+}
+
+// The inputs as a list for messages: "a.txt, b.txt".
+std::string input_list(const std::vector<std::string>& inputs) {
+  if (inputs.empty()) return "the input";
+  std::string s;
+  for (const std::string& f : inputs) s += (s.empty() ? "" : ", ") + f;
+  return s;
+}
+
 nlohmann::ordered_json shard_list(const std::vector<ShardInfo>& shards) {
   nlohmann::ordered_json a = nlohmann::ordered_json::array();
   for (const ShardInfo& s : shards)
@@ -85,11 +128,11 @@ PrepareResult prepare_shards(DocumentSource& source, const Tokenizer& tok,
   fs::create_directories(o.out_dir, ec);
   check(!ec, "prepare: cannot create the output folder ", o.out_dir, ": ", ec.message());
   const fs::path manifest = fs::path(o.out_dir) / "prepare.json";
-  fs::remove(manifest, ec);  // no manifest until every shard is written
+  const Staging staging(o.out_dir);
 
   PrepareResult r;
-  ShardWriter val(o.out_dir, o.name + "_val", o.shard_tokens);
-  ShardWriter train(o.out_dir, o.name + "_train", o.shard_tokens);
+  ShardWriter val(staging.dir().string(), o.name + "_val", o.shard_tokens);
+  ShardWriter train(staging.dir().string(), o.name + "_train", o.shard_tokens);
   const bool want_val = o.val_docs > 0 || o.val_tokens > 0;
   const uint16_t eot = uint16_t(tok.eot());
   Progress progress("prepare", source.bytes_total(), o.progress);
@@ -120,14 +163,23 @@ PrepareResult prepare_shards(DocumentSource& source, const Tokenizer& tok,
     }
     progress.update(source.bytes_done(), r.val_documents + r.train_documents,
                     r.val_tokens + r.train_tokens);
+    if (const int sig = stop_requested()) {
+      progress.finish(source.bytes_done(), r.val_documents + r.train_documents,
+                      r.val_tokens + r.train_tokens);
+      fail("prepare: stopped by ", signal_name(sig), " before every shard was written; ",
+           o.out_dir, " holds what it held before (an earlier run's shards and prepare.json "
+           "are unchanged): run the command again to prepare the data");
+    }
   }
   val.flush();
   train.flush();
   r.docs = source.stats();
   r.val_shards = val.written();
   r.train_shards = train.written();
+  check(r.val_documents + r.train_documents > 0, "prepare: the inputs (", input_list(o.inputs),
+        ") hold no text (", r.docs.empty_skipped, " empty documents skipped): give files that "
+        "hold text (with --jsonl, lines whose text field is a non-empty string; --field names it)");
   if (r.train_documents == 0) {
-    for (const ShardInfo& s : r.val_shards) fs::remove(s.path, ec);
     fail("prepare: all ", r.val_documents, " documents (", r.val_tokens,
          " tokens) went to validation and none is left for training: give a smaller "
          "--val-tokens or --val-docs, or more text");
@@ -152,6 +204,11 @@ PrepareResult prepare_shards(DocumentSource& source, const Tokenizer& tok,
       {"train", {{"documents", r.train_documents}, {"tokens", r.train_tokens},
                  {"shards", shard_list(r.train_shards)}}}};
 
+  // Every shard is written: replace the earlier run's outputs. The folder has no manifest
+  // from here until the new one is written, so a stop in between still reads as unfinished.
+  fs::remove(manifest, ec);
+  publish(r.val_shards, o.out_dir);
+  publish(r.train_shards, o.out_dir);
   // Remove shards of an earlier run under this name that this run did not rewrite.
   std::set<std::string> ours;
   for (const auto* list : {&r.val_shards, &r.train_shards})

@@ -10,9 +10,13 @@
 //    holds the rest); a document may continue from one train shard into the next, as in
 //    the record's shards. A part longer than shard_tokens continues in NAME_val_000001.bin...
 // Documents are encoded in chunks on all OpenMP threads; the files are byte-identical for
-// every thread count. OUT/prepare.json (the counts) is written last: a folder without it
-// is not a finished run. Shards of an earlier run under the same NAME that this run did not
-// write are removed, so a glob over NAME_train_*.bin sees exactly this run.
+// every thread count. The shards wait in OUT/.prepare.partial/ until every one is written,
+// so a run that fails (a full disk, bad input) or is stopped (SIGINT, SIGTERM, SIGHUP: the
+// stop request of core/stop_signal.h, read after each chunk) leaves an earlier run's shards
+// and prepare.json as they were. Then prepare.json is removed, the shards are renamed into
+// OUT, shards of an earlier run under the same NAME that this run did not write are
+// removed (so a glob over NAME_train_*.bin sees exactly this run), and OUT/prepare.json
+// (the counts) is written last: a folder without it is not a finished run.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -54,8 +58,9 @@ constexpr int64_t kMaxShardVocab = 65536;
 // Throws, naming the tokenizer folder and the fix, unless every id fits uint16.
 void check_vocab_fits_shards(const Tokenizer& tokenizer, const std::string& tokenizer_dir);
 
-// Reads every document of `source` and writes the shards and prepare.json. Throws when no
-// document is left for training after the validation split (and then leaves no shards).
+// Reads every document of `source` and writes the shards and prepare.json. Throws, leaving
+// the output folder as it was, when the source holds no document, when none is left for
+// training after the validation split, or when a stop was requested.
 PrepareResult prepare_shards(DocumentSource& source, const Tokenizer& tokenizer,
                              const PrepareOptions& options);
 
