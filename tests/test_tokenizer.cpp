@@ -18,6 +18,7 @@
 #include "data/bpe_pretokenize.h"
 #include "data/tokenizer.h"
 #include "data/utf8.h"
+#include "scoped_env.h"
 
 namespace speedrun {
 namespace {
@@ -466,6 +467,44 @@ TEST(TokenizerFiles, ErrorsNameTheFileLineAndFix) {
   EXPECT_NE(e.find("fetch_gpt2_tokenizer.sh"), std::string::npos) << e;
   e = error_of([&] { Tokenizer::load_files(enc, t.path / "missing.bpe"); });
   EXPECT_NE(e.find("missing.bpe"), std::string::npos) << e;
+}
+
+// A damaged folder is made again the way it was made: GPT-2's default folder by the fetch
+// script, any other (perhaps a vocabulary trained here) by training it again, or GPT-2's.
+TEST(TokenizerFiles, TheFixForADamagedFolderFitsWhatItHolds) {
+  TempDir t;
+  const fs::path trained = t.path / "trained", gpt2 = t.path / "gpt2";
+  for (const fs::path& d : {trained, gpt2}) {
+    Tokenizer(toy_vocab()).save(d);
+    write(d / "vocab.bpe", "#version: 0.2\nbroken\n");
+  }
+  const speedrun::test::ScopedEnv env("SPEEDRUN_GPT2_DIR", gpt2.c_str());
+  std::string e = error_of([&] { Tokenizer::load(trained); });
+  EXPECT_NE(e.find("vocab.bpe line 2"), std::string::npos) << e;
+  EXPECT_NE(e.find("re-run `speedrun tokenizer train ... -o " + trained.string() +
+                   " --overwrite`"), std::string::npos) << e;
+  EXPECT_NE(e.find("fetch_gpt2_tokenizer.sh"), std::string::npos) << e;  // GPT-2's, named
+  EXPECT_EQ(e.find("delete it"), std::string::npos) << e;
+  e = error_of([&] { Tokenizer::load(gpt2); });
+  EXPECT_NE(e.find("delete " + gpt2.string() + " and run scripts/fetch_gpt2_tokenizer.sh"),
+            std::string::npos) << e;
+  EXPECT_EQ(e.find("tokenizer train"), std::string::npos) << e;
+  // The alphabet check's error, raised below the parser, takes the folder's fix too.
+  write(trained / "vocab.bpe", "#version: 0.2\n\x01 b\n");
+  e = error_of([&] { Tokenizer::load(trained); });
+  EXPECT_NE(e.find("outside GPT-2's byte alphabet"), std::string::npos) << e;
+  EXPECT_NE(e.find("--overwrite"), std::string::npos) << e;
+}
+
+TEST(TokenizerFiles, AFolderUnderAFileNameIsNotARegularFile) {
+  TempDir t;
+  Tokenizer(toy_vocab()).save(t.path);
+  fs::remove(t.path / "encoder.json");
+  fs::create_directories(t.path / "encoder.json");
+  const std::string e = error_of([&] { Tokenizer::load(t.path); });
+  EXPECT_NE(e.find((t.path / "encoder.json").string() + " is not a regular file (a directory)"),
+            std::string::npos) << e;
+  EXPECT_EQ(e.find("but not"), std::string::npos) << e;
 }
 
 // ---------------------------------------------------------------- GPT-2

@@ -10,20 +10,39 @@
 
 #include "core/error.h"
 #include "core/json_input.h"
+#include "data/tokenizer.h"
 
 namespace speedrun {
 namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kFix =
-    "delete it and run scripts/fetch_gpt2_tokenizer.sh (or point to a complete tokenizer folder)";
+bool is_default_gpt2_dir(const fs::path& dir) {
+  std::error_code ec;
+  const fs::path a = fs::weakly_canonical(dir, ec);
+  const fs::path b = fs::weakly_canonical(gpt2_tokenizer_dir(), ec);
+  return !ec && a == b;
+}
+
+// What to do about a damaged or incomplete tokenizer folder. The default folder holds
+// GPT-2's files, which the script fetches again; another may hold a vocabulary trained
+// with `tokenizer train`, which only training it again makes (the script would put GPT-2's
+// vocabulary elsewhere and the shards made with the folder would not match it).
+std::string fix_for(const fs::path& dir) {
+  const std::string d = dir.empty() ? "." : dir.string();
+  if (is_default_gpt2_dir(dir))
+    return "delete " + d + " and run scripts/fetch_gpt2_tokenizer.sh (it holds GPT-2's files)";
+  return "make the folder again: for a vocabulary trained with speedrun, re-run `speedrun "
+         "tokenizer train ... -o " + d + " --overwrite`; for GPT-2's, run "
+         "scripts/fetch_gpt2_tokenizer.sh and pass its folder (or point to a complete "
+         "tokenizer folder)";
+}
 
 std::string read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
-    fail("tokenizer: cannot open ", path.string(), ": ", std::strerror(errno),
-         "; run scripts/fetch_gpt2_tokenizer.sh or pass the folder that holds the tokenizer files");
+    fail("tokenizer: cannot open ", path.string(), ": ", std::strerror(errno), "; ",
+         fix_for(path.parent_path()));
   std::ostringstream ss;
   ss << in.rdbuf();
   return std::move(ss).str();
@@ -123,7 +142,7 @@ std::string gpt2_unspell(std::string_view spelled, std::string_view what) {
     if (c >= inv.size() || inv[c] < 0 || (len == 1 && c >= 0x80) || (len == 2 && c < 0x80))
       fail(what, ": token '", spelled, "' holds a character outside GPT-2's byte alphabet",
            " (U+0021..U+0143 without space and control characters); the file is not a",
-           " byte-level BPE vocabulary or is damaged: ", kFix);
+           " byte-level BPE vocabulary or is damaged");
     out += static_cast<char>(inv[c]);
     i += len;
   }
@@ -134,16 +153,25 @@ std::pair<fs::path, fs::path> find_bpe_files(const fs::path& dir) {
   const std::pair<const char*, const char*> layouts[] = {{"encoder.json", "vocab.bpe"},
                                                          {"vocab.json", "merges.txt"}};
   for (const auto& [a, b] : layouts) {
+    // A folder (or another non-file) under a tokenizer file's name is said as such: "holds
+    // vocab.bpe but not encoder.json" would send one looking for a missing file.
+    for (const char* f : {a, b}) {
+      std::error_code ec;
+      const fs::file_status st = fs::status(dir / f, ec);
+      check(!fs::exists(st) || fs::is_regular_file(st), "tokenizer: ", (dir / f).string(),
+            " is not a regular file (", fs::is_directory(st) ? "a directory" : "a special file",
+            "): remove it, then ", fix_for(dir));
+    }
     const bool has_a = fs::is_regular_file(dir / a), has_b = fs::is_regular_file(dir / b);
     if (has_a && has_b) return {dir / a, dir / b};
     if (has_a != has_b)
       fail("tokenizer: ", dir.string(), " holds ", has_a ? a : b, " but not ", has_a ? b : a,
-           "; the two files belong together: run scripts/fetch_gpt2_tokenizer.sh for GPT-2's");
+           "; the two files belong together: ", fix_for(dir));
   }
   fail("tokenizer: ", dir.string(),
        " holds neither encoder.json + vocab.bpe nor vocab.json + merges.txt; run "
        "scripts/fetch_gpt2_tokenizer.sh (puts GPT-2's into ~/.cache/speedrun/gpt2) or pass "
-       "the folder that holds them");
+       "the folder that holds them (one that `speedrun tokenizer train -o` wrote)");
 }
 
 BpeVocab read_bpe_files(const fs::path& vocab_json, const fs::path& merges_file) {
@@ -154,16 +182,25 @@ BpeVocab read_bpe_files(const fs::path& vocab_json, const fs::path& merges_file)
 
 BpeVocab parse_bpe_files(std::string_view vocab_json_text, std::string_view merges_text,
                          const std::string& vj, const std::string& mf) {
+  const std::string fix = fix_for(fs::path(vj).parent_path());
+  // gpt2_unspell's error says what is wrong; the fix depends on this folder.
+  auto unspell = [&fix](std::string_view spelled, const std::string& what) {
+    try {
+      return gpt2_unspell(spelled, what);
+    } catch (const Error& e) {
+      fail(e.what(), ": ", fix);
+    }
+  };
   nlohmann::json j;
   try {
     j = parse_json(vocab_json_text);
   } catch (const nlohmann::json::exception& e) {
-    fail("tokenizer: ", vj, " is not valid JSON (", e.what(), "); ", kFix);
+    fail("tokenizer: ", vj, " is not valid JSON (", e.what(), "); ", fix);
   }
-  check(j.is_object(), "tokenizer: ", vj, " must be a JSON object {token: id}; ", kFix);
+  check(j.is_object(), "tokenizer: ", vj, " must be a JSON object {token: id}; ", fix);
   const size_t n = j.size();
   check(n >= 257, "tokenizer: ", vj, " has ", n, " entries; a byte-level vocabulary has the ",
-        "256 bytes and <|endoftext|> at least; ", kFix);
+        "256 bytes and <|endoftext|> at least; ", fix);
 
   BpeVocab v;
   v.tokens.resize(n - 1);
@@ -173,32 +210,32 @@ BpeVocab parse_bpe_files(std::string_view vocab_json_text, std::string_view merg
     check(value.is_number_integer() && value.get<int64_t>() >= 0 &&
               value.get<int64_t>() < static_cast<int64_t>(n),
           "tokenizer: ", vj, ": token '", key, "' has id ", value.dump(), "; ids must be the ",
-          "integers 0..", n - 1, "; ", kFix);
+          "integers 0..", n - 1, "; ", fix);
     const int64_t id = value.get<int64_t>();
-    check(!seen[id], "tokenizer: ", vj, ": id ", id, " is used twice; ", kFix);
+    check(!seen[id], "tokenizer: ", vj, ": id ", id, " is used twice; ", fix);
     seen[id] = true;
     if (key == kEndOfText) {
       eot = id;
       continue;
     }
     check(id < static_cast<int64_t>(n) - 1, "tokenizer: ", vj, ": ordinary token '", key,
-          "' has the last id ", id, ", which belongs to <|endoftext|>; ", kFix);
-    v.tokens[id] = gpt2_unspell(key, vj);
+          "' has the last id ", id, ", which belongs to <|endoftext|>; ", fix);
+    v.tokens[id] = unspell(key, vj);
   }
   check(eot == static_cast<int64_t>(n) - 1, "tokenizer: ", vj, ": <|endoftext|> ",
         eot < 0 ? std::string("is missing") : "has id " + std::to_string(eot),
-        "; it must have the last id, ", n - 1, "; ", kFix);
+        "; it must have the last id, ", n - 1, "; ", fix);
 
   std::unordered_map<std::string_view, int32_t> id_of;
   id_of.reserve(n);
   for (size_t id = 0; id + 1 < n; ++id) {
     const std::string& t = v.tokens[id];
     check(id >= 256 || t.size() == 1, "tokenizer: ", vj, ": id ", id, " is '", gpt2_spell(t),
-          "', but ids 0..255 must be the 256 single bytes (GPT-2's numbering); ", kFix);
+          "', but ids 0..255 must be the 256 single bytes (GPT-2's numbering); ", fix);
     check(id < 256 || t.size() >= 2, "tokenizer: ", vj, ": id ", id, " is '", gpt2_spell(t),
-          "', a single byte; only ids 0..255 may be single bytes; ", kFix);
+          "', a single byte; only ids 0..255 may be single bytes; ", fix);
     const bool fresh = id_of.emplace(t, static_cast<int32_t>(id)).second;
-    check(fresh, "tokenizer: ", vj, ": token '", gpt2_spell(t), "' appears twice; ", kFix);
+    check(fresh, "tokenizer: ", vj, ": token '", gpt2_spell(t), "' appears twice; ", fix);
   }
 
   const std::string_view text = merges_text;
@@ -219,35 +256,35 @@ BpeVocab parse_bpe_files(std::string_view vocab_json_text, std::string_view merg
       continue;
     }
     check(empty_line == 0, "tokenizer: ", mf, " line ", empty_line,
-          ": empty line inside the merge list; ", kFix);
+          ": empty line inside the merge list; ", fix);
     const size_t sp = line.find(' ');
     check(sp != std::string_view::npos && sp > 0 && sp + 1 < line.size() &&
               line.find(' ', sp + 1) == std::string_view::npos,
           "tokenizer: ", mf, " line ", line_no, ": expected two tokens separated by one space, ",
-          "got '", line, "'; ", kFix);
+          "got '", line, "'; ", fix);
     const std::string where = mf + " line " + std::to_string(line_no);
-    const std::string left = gpt2_unspell(line.substr(0, sp), where);
-    const std::string right = gpt2_unspell(line.substr(sp + 1), where);
+    const std::string left = unspell(line.substr(0, sp), where);
+    const std::string right = unspell(line.substr(sp + 1), where);
     const size_t rank = v.merges.size();
     check(rank < want, "tokenizer: ", where, ": more merges than ", vj, " has merged tokens (",
-          want, "); the two files do not belong together; ", kFix);
+          want, "); the two files do not belong together; ", fix);
     const int32_t result = static_cast<int32_t>(256 + rank);
     int32_t ids[2];
     for (int k = 0; k < 2; ++k) {
       const std::string& part = k == 0 ? left : right;
       auto it = id_of.find(part);
       check(it != id_of.end() && it->second < result, "tokenizer: ", where, ": '",
-            gpt2_spell(part), "' is not a token made by an earlier merge; ", kFix);
+            gpt2_spell(part), "' is not a token made by an earlier merge; ", fix);
       ids[k] = it->second;
     }
     check(left + right == v.tokens[result], "tokenizer: ", where, ": merge '", line,
           "' makes '", gpt2_spell(left + right), "' but ", vj, " gives id ", result, " to '",
-          gpt2_spell(v.tokens[result]), "'; the two files do not belong together; ", kFix);
+          gpt2_spell(v.tokens[result]), "'; the two files do not belong together; ", fix);
     v.merges.emplace_back(ids[0], ids[1]);
   }
   check(v.merges.size() == want, "tokenizer: ", mf, " has ", v.merges.size(), " merges but ",
         vj, " has ", want, " merged tokens; the file is truncated or the two do not belong ",
-        "together; ", kFix);
+        "together; ", fix);
   return v;
 }
 
