@@ -353,3 +353,17 @@ TEST_F(SampleCli, BadInputGivesClearErrors) {
   r = run_cli(base + " --prompt hi --temperature -1");
   EXPECT_EQ(r.code, 1) << r.out;
 }
+
+// A length past the limit names the flag, rather than overflowing prompt + tokens into a
+// negative position count.
+TEST_F(SampleCli, MaxTokensBeyondItsRangeNamesTheFlag) {
+  const std::string base = "sample --checkpoint " + weights + " --tokenizer " +
+                           (dir / "tok").string() + " --prompt hi --max-tokens ";
+  for (const std::string n : {"9223372036854775807", "1000000001", "-1"}) {
+    const auto r = run_cli(base + n);
+    EXPECT_EQ(r.code, 1) << n << ": " << r.out;
+    EXPECT_NE(r.out.find("error: --max-tokens " + n + ": must be in [0, 1000000000]"),
+              std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("Decoder"), std::string::npos) << r.out;
+  }
+}

@@ -101,7 +101,8 @@ class Utf8Stream {
 
 void run_sample(const SampleArgs& a) {
   if (!a.ids) check_prompt_utf8(a.prompt);
-  check(a.max_tokens >= 0, "--max-tokens ", a.max_tokens, ": must be >= 0");
+  check(a.max_tokens >= 0 && a.max_tokens <= kMaxSampleTokens, "--max-tokens ", a.max_tokens,
+        ": must be in [0, ", kMaxSampleTokens, "] (at most a billion tokens in one call)");
   check(a.top_k >= 0, "--top-k ", a.top_k, ": must be >= 0 (0: the whole vocabulary)");
   check(std::isfinite(a.temperature) && a.temperature >= 0, "--temperature ", a.temperature,
         ": must be >= 0 (0: greedy)");
@@ -187,7 +188,9 @@ void add_sample_command(CLI::App& app) {
                   "weights .safetensors, a checkpoint directory or a run directory")
       ->required();
   sub->add_option("--prompt", a->prompt, "text to continue (UTF-8; starts a new document)");
-  add_number_option(sub, "--max-tokens", a->max_tokens, "tokens to generate at most (stops at EOT)")
+  add_number_option(sub, "--max-tokens", a->max_tokens,
+                    "tokens to generate at most, up to " + std::to_string(kMaxSampleTokens) +
+                        " (stops at EOT)")
       ->capture_default_str();
   add_number_option(sub, "--temperature", a->temperature, "softmax temperature (0: greedy)")
       ->capture_default_str();

@@ -50,7 +50,8 @@ int32_t pick_token(const std::vector<double>& logits, const SampleOptions& o, Rn
 std::vector<int32_t> sample_tokens(Backend& backend, const Parameters& params,
                                    const std::vector<int32_t>& prompt, const SampleOptions& o) {
   check(!prompt.empty(), "sample: the prompt must hold at least one token");
-  check(o.max_tokens >= 0, "sample: --max-tokens ", o.max_tokens, " must be >= 0");
+  check(o.max_tokens >= 0 && o.max_tokens <= kMaxSampleTokens, "sample: --max-tokens ",
+        o.max_tokens, " must be in [0, ", kMaxSampleTokens, "]");
   check(o.top_k >= 0, "sample: --top-k ", o.top_k, " must be >= 0");
   check(std::isfinite(o.temperature) && o.temperature >= 0, "sample: --temperature ",
         o.temperature, " must be a finite number >= 0");

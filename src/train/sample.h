@@ -13,6 +13,10 @@
 
 namespace speedrun {
 
+// The most tokens one call generates: days of sampling at any speed, and far enough from
+// int64's end that prompt + max_tokens (the decoder's positions) cannot overflow.
+inline constexpr int64_t kMaxSampleTokens = 1'000'000'000;
+
 struct SampleOptions {
   int64_t max_tokens = 64;
   double temperature = 1.0;
