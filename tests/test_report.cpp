@@ -236,6 +236,47 @@ TEST_F(Report, EmptyMissingAndMalformedMetricsAreErrors) {
   }
 }
 
+// A run being written (or one that crashed) may end in half a line: it is left out with a
+// note, while a bad line before the last stays an error.
+TEST_F(Report, AnIncompleteLastLineIsLeftOutWithANote) {
+  fs::create_directories(dir / "live");
+  const fs::path m = dir / "live" / "metrics.jsonl";
+  const std::string good = "{\"step\":0,\"train_loss\":5.0}\n{\"step\":1,\"train_loss\":4.5}\n";
+  std::ofstream(m) << good << "{\"step\":2,\"train_lo";
+  const auto runs = load_report_runs({(dir / "live").string()});
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0].metrics.train.size(), 2u);
+  EXPECT_NE(runs[0].metrics.note.find(m.string() + " line 3 is incomplete"), std::string::npos)
+      << runs[0].metrics.note;
+  const std::string out = (dir / "live.html").string();
+  auto r = run_cli("report " + (dir / "live").string() + " -o " + out);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("note: metrics " + m.string() + " line 3 is incomplete"),
+            std::string::npos) << r.out;
+  EXPECT_TRUE(fs::exists(out));
+  // A complete file has no note; a cut line with its newline, or in the middle, is an error.
+  std::ofstream(m) << good;
+  EXPECT_TRUE(load_report_runs({(dir / "live").string()})[0].metrics.note.empty());
+  for (const std::string& bad : {good + "{\"step\":2,\"train_lo\n",
+                                "{\"step\":0,\"train_lo\n" + good}) {
+    std::ofstream(m) << bad;
+    r = run_cli("report " + (dir / "live").string() + " -o " + out);
+    EXPECT_EQ(r.code, 1) << r.out;
+    EXPECT_NE(r.out.find("not JSON"), std::string::npos) << r.out;
+  }
+}
+
+TEST_F(Report, NegativeStepsAreRefusedNamingTheFileAndLine) {
+  fs::create_directories(dir / "neg");
+  const fs::path m = dir / "neg" / "metrics.jsonl";
+  std::ofstream(m) << "{\"step\":0,\"train_loss\":5.0}\n{\"step\":-5,\"train_loss\":4.0}\n";
+  const auto r = run_cli("report " + (dir / "neg").string() + " -o " + (dir / "n.html").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("metrics " + m.string() + " line 2: \"step\" is -5"), std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dir / "n.html"));
+}
+
 // Two runs in directories of the same name are told apart by their parents.
 TEST_F(Report, ClashingNamesGetTheirParent) {
   write_run(dir / "x" / "run", 10, 5, 1.0);

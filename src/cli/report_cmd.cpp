@@ -50,6 +50,8 @@ void run_report(const ReportArgs& a) {
   const ReportInputs in = load_report_inputs(a.runs);
   const auto& runs = in.runs;
   check(!runs.empty(), "report: none of the runs has written metrics yet");
+  for (const auto& r : runs)
+    if (!r.metrics.note.empty()) std::fprintf(stderr, "note: %s\n", r.metrics.note.c_str());
   ReportOptions o;
   o.title = a.title;
   o.target_loss = a.target_loss ? a.target_loss : in.target_loss;

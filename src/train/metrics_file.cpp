@@ -56,12 +56,20 @@ MetricsLog parse_metrics(std::string_view text, const std::string& path) {
     try {
       j = parse_json(line);
     } catch (const nlohmann::json::exception&) {
+      if (i + 1 == lines.size() && !nl) {  // a run writing it now, or one that crashed
+        m.note = "metrics " + path + " line " + std::to_string(i + 1) +
+                 " is incomplete (no newline, not JSON): a record still being written, or "
+                 "cut by a crash; left out";
+        break;
+      }
       fail("metrics ", path, " line ", i + 1, ": not JSON (\"", line.substr(0, 60),
            line.size() > 60 ? "..." : "", "\"): pass a metrics.jsonl written by speedrun train");
     }
     check(j.is_object() && j.contains("step") && j["step"].is_number_integer(), "metrics ", path,
           " line ", i + 1, ": no integer \"step\": not a speedrun metrics record");
     const int64_t step = j["step"].get<int64_t>();
+    check(step >= 0, "metrics ", path, " line ", i + 1, ": \"step\" is ", step,
+          ", but steps count from 0: not a speedrun metrics record (fix or remove the line)");
     if (j.contains("train_loss") && j["train_loss"].is_number()) {
       MetricsLog::Train t;
       t.step = step;

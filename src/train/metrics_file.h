@@ -25,11 +25,14 @@ struct MetricsLog {
   };
   std::vector<Train> train;  // in file order
   std::vector<Val> val;
+  // Non-empty when the last line was skipped as incomplete: says so, naming the file and line.
+  std::string note;
 };
 
 // Reads a metrics file. A missing or empty file, a line that is not a JSON object with an
-// integer "step" and a numeric "train_loss" or "val_loss", throws Error naming the file and
-// the line.
+// integer "step" >= 0 and a numeric "train_loss" or "val_loss", throws Error naming the file
+// and the line. A last line without its newline that is not JSON is a record still being
+// written (or cut by a crash): it is skipped, and `note` says so.
 MetricsLog read_metrics(const std::string& path);
 // The same on the file's text; `path` names it in errors.
 MetricsLog parse_metrics(std::string_view text, const std::string& path);
