@@ -189,6 +189,21 @@ TEST_F(Cli, TokenOutsideVocabulary) {
                {"good_train_000.bin", "--vocab"});
 }
 
+// An unknown command is named with the valid ones, at the top level and under a command
+// that has its own (CLI11 alone says only "A subcommand is required").
+TEST_F(Cli, AnUnknownCommandIsNamedWithTheValidOnes) {
+  expect_error("bogus", {"error: 'bogus' is not a command of speedrun: give one of train, eval, "
+                         "prepare, shards, tokenizer", "speedrun --help"});
+  expect_error("tokenizer bogus", {"error: 'bogus' is not a command of speedrun tokenizer: give "
+                                   "one of train, encode, decode"});
+  expect_error("tokenizer", {"error: speedrun tokenizer needs a command: one of train, encode, "
+                             "decode"});
+  expect_error("shards bogus --vocab 3", {"'bogus' is not a command of speedrun shards: give one "
+                                          "of info"});
+  // Other missing-flag errors keep CLI11's wording.
+  expect_error("tokenizer train x.txt", {"--vocab-size is required"});
+}
+
 TEST_F(Cli, WeightsThatDoNotFitTheConfig) {
   Outcome ok = run_cli(small("--train " + (dir / "good_train_000.bin").string()));
   ASSERT_EQ(ok.code, 0) << ok.out;

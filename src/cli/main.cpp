@@ -2,6 +2,7 @@
 #include <chrono>
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "cli/commands.h"
 #include "core/build_info.h"
@@ -12,6 +13,34 @@
 #endif
 
 namespace {
+// CLI11 answers a word that is no subcommand with "A subcommand is required": name the
+// word and the commands it could have been. Empty when `e` is not about a missing
+// subcommand. `app` is the top level; the innermost parsed subcommand is the one missing one.
+std::string unknown_subcommand_message(const CLI::App* app, const CLI::Error& e) {
+  if (!dynamic_cast<const CLI::RequiredError*>(&e)) return "";
+  std::string path = "speedrun";
+  while (!app->get_subcommands().empty()) {
+    app = app->get_subcommands().front();
+    path += " " + app->get_name();
+  }
+  const auto subs = app->get_subcommands([](const CLI::App* s) { return !s->get_group().empty(); });
+  if (subs.empty() || app->get_subcommands().size() >= app->get_require_subcommand_min())
+    return "";
+  std::string names;
+  for (const CLI::App* s : subs) names += (names.empty() ? "" : ", ") + s->get_name();
+  std::string word;
+  for (const std::string& w : app->remaining())
+    if (!w.empty() && w[0] != '-') {
+      word = w;
+      break;
+    }
+  if (word.empty())
+    return "error: " + path + " needs a command: one of " + names + " (" + path +
+           " --help describes them)\n";
+  return "error: '" + word + "' is not a command of " + path + ": give one of " + names + " (" +
+         path + " --help describes them)\n";
+}
+
 // Prints an error; in a job of several MPI ranks it names this rank and ends every rank.
 int report_error(const char* what) {
   std::fflush(stdout);
@@ -34,7 +63,8 @@ int main(int argc, char** argv) {
   // CLI11's own refusals (a missing required flag, an unknown one) start as every other
   // error does, so scripts and people find them the same way.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
-    return "error: " + CLI::FailureMessage::simple(a, e);
+    const std::string unknown = unknown_subcommand_message(a, e);
+    return unknown.empty() ? "error: " + CLI::FailureMessage::simple(a, e) : unknown;
   });
   speedrun::cli::add_train_command(app, argc, argv);
   speedrun::cli::add_eval_command(app);
