@@ -589,6 +589,13 @@ TEST_F(Prepare, CommandLineFromTokenizerTrainingToATrainingRun) {
   r = run_cli("shards info '" + out + "/*.bin' --vocab 100");
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("outside --vocab 100"), std::string::npos) << r.out;
+  // Values no 16-bit id can be are refused, not run to match nothing.
+  for (const char* bad : {"--vocab -5", "--vocab 70000", "--eot 99999", "--eot -2"}) {
+    r = run_cli("shards info '" + out + "/*.bin' " + bad);
+    EXPECT_EQ(r.code, 1) << bad << ": " << r.out;
+    EXPECT_NE(r.out.find(std::string(bad).substr(0, 6)), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("16-bit ids"), std::string::npos) << r.out;
+  }
 
   r = run_cli("train --train '" + out + "/small_train_*.bin' --val '" + out +
               "/small_val_*.bin' --layers 2 --heads 2 --head-dim 16 --vocab 384 --eot 299 "

@@ -100,6 +100,11 @@ struct ShardsArgs {
 };
 
 void run_shards_info(const ShardsArgs& a) {
+  // Shards hold uint16 ids: any other value could match nothing and say so silently.
+  check(a.vocab >= 0 && a.vocab <= kMaxShardVocab, "--vocab ", a.vocab, ": must be in [1, ",
+        kMaxShardVocab, "] (shards hold 16-bit ids), or left out");
+  check(a.eot >= -1 && a.eot < kMaxShardVocab, "--eot ", a.eot, ": must be an id in [0, ",
+        kMaxShardVocab - 1, "] (shards hold 16-bit ids), or left out");
   int64_t total = 0, total_docs = 0;
   size_t files = 0;
   for (const std::string& pattern : a.patterns) {
