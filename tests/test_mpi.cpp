@@ -297,6 +297,61 @@ TEST_F(Mpi, RanksStartedWithDifferentFlagsEndTheJobNamingThem) {
   EXPECT_NE(o.out.find("rank 1: --seq-len 128 (rank 0: 256)"), std::string::npos) << o.out;
 }
 
+// An error before the ranks have started (a flag, a missing file) names its rank as the
+// later ones do.
+TEST_F(Mpi, AnErrorBeforeTheRanksStartNamesItsRank) {
+  const fs::path script = dir / "early.sh";
+  const std::string train = std::string(SPEEDRUN_BINARY) + " " + micro_flags("early");
+  write_bytes(script, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec " + train +
+                          " --no-such-flag; fi\nexec " + train + "\n");
+  const Outcome o = run_shell(mpirun(2, 120) + "sh " + script.string());
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  EXPECT_NE(o.out.find("error: rank 1 of 2: "), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("--no-such-flag"), std::string::npos) << o.out;
+}
+
+// Rank 0 writes into the run directory only once every rank has passed its own checks and
+// loaded its starting weights: a start that fails on another rank (here its --init file is
+// missing, its working directory being another) leaves an earlier run's files as they were,
+// --overwrite or not. Ranks whose --init files differ under the same path are refused too,
+// before anything is written.
+TEST_F(Mpi, AStartThatFailsOnAnyRankLeavesTheRunDirectoryAsItWas) {
+  const fs::path run = dir / "kept", other = dir / "rank1";
+  const Outcome first = run_shell(std::string(SPEEDRUN_BINARY) + " " + micro_flags("kept") +
+                                  " --save-every 4 --seed 1");
+  ASSERT_EQ(first.code, 0) << first.out;
+  const auto before = read_bytes(run / "metrics.jsonl");
+  fs::create_directories(other);
+  fs::copy_file(run / "model_step000000.safetensors", dir / "init.safetensors");
+  const fs::path script = dir / "start.sh";
+  const std::string train = std::string(SPEEDRUN_BINARY) + " " + micro_flags("kept") +
+                            " --overwrite --init init.safetensors";
+  write_bytes(script, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then cd " + other.string() +
+                          "; fi\nexec " + train + "\n");
+  Outcome o = run_shell("cd " + dir.path.string() + " && " + mpirun(2, 120) + "sh " +
+                        script.string());
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("rank 1 of 2"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("init.safetensors"), std::string::npos) << o.out;
+  EXPECT_TRUE(fs::exists(run / "ckpt_step000004" / "meta.json"));
+  EXPECT_TRUE(fs::exists(run / "model_step000008.safetensors"));
+  EXPECT_EQ(read_bytes(run / "metrics.jsonl"), before);
+  // Rank 1's init.safetensors: other weights (another seed's) under the same path.
+  const Outcome seed2 = run_shell(std::string(SPEEDRUN_BINARY) + " " + micro_flags("seed2") +
+                                  " --steps 1 --cooldown 1 --seed 2");
+  ASSERT_EQ(seed2.code, 0) << seed2.out;
+  fs::copy_file(dir / "seed2" / "model_step000000.safetensors", other / "init.safetensors");
+  o = run_shell("cd " + dir.path.string() + " && " + mpirun(2, 120) + "sh " + script.string());
+  EXPECT_NE(o.code, 0) << o.out;
+  EXPECT_NE(o.out.find("the ranks start from different weights: rank 1 from --init "
+                       "init.safetensors (checksum "),
+            std::string::npos)
+      << o.out;
+  EXPECT_TRUE(fs::exists(run / "ckpt_step000004" / "meta.json"));
+  EXPECT_EQ(read_bytes(run / "metrics.jsonl"), before);
+}
+
 // A rank that stops without its process ending (SIGSTOP here; a frozen node, a process
 // swapped out or stuck in a driver elsewhere) would keep the others waiting in their next
 // collective forever. Their watchdog ends them instead, naming the wait, and mpirun ends the

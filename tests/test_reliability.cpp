@@ -227,6 +227,9 @@ TEST_F(Reliability, AFailedMetricsWriteStopsNamingTheFile) {
     const std::string m = e.what();
     EXPECT_NE(m.find("metrics.jsonl"), std::string::npos) << m;
     EXPECT_NE(m.find("No space left"), std::string::npos) << m;
+    // No checkpoint in the directory: the message offers none to resume from.
+    EXPECT_NE(m.find("no checkpoint to resume from"), std::string::npos) << m;
+    EXPECT_EQ(m.find("--resume"), std::string::npos) << m;
   }
 }
 

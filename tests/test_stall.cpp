@@ -74,6 +74,27 @@ TEST(StallWatchdog, AWaitPastTheLimitNamesWhoWhatAndHowLongOnce) {
   EXPECT_FALSE(has(m, "rank")) << m;
 }
 
+// A process that did not run itself for longer than the limit (stopped with SIGSTOP, its
+// machine suspended) waited through no fault of another rank: its message says it was the
+// one stopped, instead of blaming the others in the words they use for it.
+TEST(StallWatchdog, AProcessThatDidNotRunSaysItWasTheOneStopped) {
+  std::vector<std::string> stalls;
+  StallWatchdog::Options o = by_hand(10, "rank 0 of 2");
+  o.on_stall = [&](const std::string& m) { stalls.push_back(m); };
+  const Clock::time_point t0 = Clock::now();
+  StallWatchdog stopped(o), ran(o);
+  const auto a = stopped.watch("mpi all-reduce of 5 F32 values");
+  const auto b = ran.watch("mpi all-reduce of 5 F32 values");
+  EXPECT_TRUE(stopped.check(t0 + milliseconds(30000), 28.0));  // 28 s without running
+  EXPECT_TRUE(ran.check(t0 + milliseconds(30000), 4.0));       // less than the limit
+  ASSERT_EQ(stalls.size(), 2u);
+  EXPECT_EQ(stalls[0].rfind("rank 0 of 2: this process did not run for 28 s (it was stopped", 0),
+            0u)
+      << stalls[0];
+  EXPECT_FALSE(has(stalls[0], "Another rank")) << stalls[0];
+  EXPECT_TRUE(has(stalls[1], "Another rank may be frozen")) << stalls[1];
+}
+
 TEST(StallWatchdog, OnlyOpenMarksCountAndTheOldestSetsTheTime) {
   int stalls = 0;
   StallWatchdog::Options o = by_hand(10);
@@ -266,6 +287,41 @@ TEST(StallWatchdog, ACommsCollectivesAreMarked) {
   ASSERT_TRUE(fired) << "the watchdog never saw the barrier";
   EXPECT_TRUE(has(said, "rank 0 of 2: no progress for ")) << said;
   EXPECT_TRUE(has(said, "while waiting for: threads barrier")) << said;
+}
+
+// The end of a job of several ranks is one watched wait: a rank frozen before the end
+// (here rank 1, until rank 0's watchdog has spoken) and a teardown that waits for a frozen
+// rank (rank 0's release, until its watchdog has spoken) both end in its message.
+TEST(StallWatchdog, TheEndOfAJobIsWatched) {
+  for (const bool frozen_teardown : {false, true}) {
+    std::mutex m;
+    std::string said;
+    std::atomic<bool> fired{false}, released{false};
+    StallWatchdog dog({.limit_s = 0.2, .who = "rank 0 of 2", .advice = "", .failure_advice = "",
+                       .on_stall = [&](const std::string& s) {
+                         std::lock_guard<std::mutex> g(m);
+                         said = s;
+                         fired = true;
+                       }});
+    const auto until_fired = [&] {  // up to a minute (the watchdog checks every 50 ms here)
+      for (int i = 0; i < 6000 && !fired; ++i) std::this_thread::sleep_for(milliseconds(10));
+    };
+    run_thread_ranks(2, [&](Comm& comm) {
+      if (comm.rank() == 0) {
+        end_job_together(comm, dog, [&] {
+          if (frozen_teardown) until_fired();
+          released = true;
+        });
+      } else {
+        if (!frozen_teardown) until_fired();
+        comm.barrier();
+      }
+    });
+    ASSERT_TRUE(fired) << "the watchdog never saw the end, frozen teardown " << frozen_teardown;
+    EXPECT_TRUE(released);
+    EXPECT_TRUE(has(said, "rank 0 of 2: no progress for ")) << said;
+    EXPECT_TRUE(has(said, "while waiting for: the job's ranks to end together")) << said;
+  }
 }
 
 namespace {

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "core/build_info.h"
+#include "dist/launch.h"
 #include "core/cpu_check.h"
 #include "core/error.h"
 #ifdef SPEEDRUN_HAVE_MPI
@@ -41,13 +42,21 @@ std::string unknown_subcommand_message(const CLI::App* app, const CLI::Error& e)
          path + " --help describes them)\n";
 }
 
+// "rank R of W: " for a process a launcher started as one rank of several, else "": errors
+// that come before MPI runs (a flag, a missing file) name their rank as the later ones do.
+std::string rank_prefix() {
+  const speedrun::LaunchInfo l = speedrun::detect_launch();
+  return l.world > 1 ? "rank " + std::to_string(l.rank) + " of " + std::to_string(l.world) + ": "
+                     : "";
+}
+
 // Prints an error; in a job of several MPI ranks it names this rank and ends every rank.
 int report_error(const char* what) {
   std::fflush(stdout);
 #ifdef SPEEDRUN_HAVE_MPI
   speedrun::abort_mpi_job_if_running(what);
 #endif
-  std::fprintf(stderr, "error: %s\n", what);
+  std::fprintf(stderr, "error: %s%s\n", rank_prefix().c_str(), what);
   return 1;
 }
 }  // namespace
@@ -64,7 +73,8 @@ int main(int argc, char** argv) {
   // error does, so scripts and people find them the same way.
   app.failure_message([](const CLI::App* a, const CLI::Error& e) {
     const std::string unknown = unknown_subcommand_message(a, e);
-    return unknown.empty() ? "error: " + CLI::FailureMessage::simple(a, e) : unknown;
+    return unknown.empty() ? "error: " + rank_prefix() + CLI::FailureMessage::simple(a, e)
+                           : unknown;
   });
   speedrun::cli::add_train_command(app, argc, argv);
   speedrun::cli::add_eval_command(app);

@@ -55,8 +55,11 @@ void settle_config(TrainArgs& a) {
     check(!given("overwrite"), "--overwrite with --resume ", c.resume, ": a resumed run "
           "continues its checkpoint and deletes nothing; to start that run over, leave "
           "--resume out and give --out ", c.resume, " --overwrite");
-    const auto ck =
-        find_checkpoint(c.resume, [](const std::string& s) { std::printf("resume: %s\n", s.c_str()); });
+    // Before the ranks start: rank 0 alone speaks (each rank checks its own copy).
+    const bool speak = detect_launch().rank == 0;
+    const auto ck = find_checkpoint(c.resume, [speak](const std::string& s) {
+      if (speak) std::printf("resume: %s\n", s.c_str());
+    });
     // The run's own --init again (a sweep resumes a run with its flags) says nothing new.
     const nlohmann::json& was = ck.meta.config;
     const std::string started = was.contains("init") && was.at("init").is_string()
@@ -211,6 +214,13 @@ void run_train(TrainArgs& a) {
     if (comm->size() > 1) comm->abort(e.what());
     throw;
   }
+  if (comm->size() == 1) return;
+  end_job_together(*comm, watchdog, [&] {
+    links = {};
+    trainer.reset();
+    comm.reset();
+    end_job_runtime();
+  });
 }
 
 }  // namespace

@@ -106,11 +106,19 @@ std::string StallWatchdog::failure_message_locked(const std::string& failure) co
   return text;
 }
 
-std::string StallWatchdog::message_locked(Clock::time_point now) const {
+std::string StallWatchdog::message_locked(Clock::time_point now, double unscheduled_s) const {
   if (open_.empty()) return "";
   const double waited =
       std::chrono::duration<double>(now - open_.begin()->second.since).count();
   const std::string chain = chain_locked();
+  // This process did not run for longer than the limit: the wait is its own doing, and the
+  // other ranks have likely ended the job meanwhile (their watchdogs saw it stop).
+  if (unscheduled_s > limit_locked())
+    return fmt::format(
+        "{}this process did not run for {:.0f} s (it was stopped: SIGSTOP or Ctrl-Z, a "
+        "suspended machine, or memory swapped out) while waiting for: {}; the limit is {:g} "
+        "s, so the other ranks have likely ended the job, and this process ends too",
+        o_.who.empty() ? "" : o_.who + ": ", unscheduled_s, chain, limit_locked());
   // A process of one names only the GPU: there is no other rank to wait for.
   const char* causes = o_.who.empty()
                            ? "The GPU did not finish its work (a kernel that does not end, a "
@@ -131,7 +139,7 @@ std::string StallWatchdog::message(Clock::time_point now) const {
   return message_locked(now);
 }
 
-bool StallWatchdog::check(Clock::time_point now) {
+bool StallWatchdog::check(Clock::time_point now, double unscheduled_s) {
   std::string text;
   {
     std::lock_guard<std::mutex> g(m_);
@@ -154,7 +162,7 @@ bool StallWatchdog::check(Clock::time_point now) {
           std::chrono::duration<double>(now - open_.begin()->second.since).count();
       if (!(waited > limit_locked())) return false;
       fired_ = true;
-      text = message_locked(now);
+      text = message_locked(now, unscheduled_s);
     }
   }
   o_.on_stall(text);  // outside the lock: it may exit, or (in tests) open marks itself
@@ -168,10 +176,12 @@ void StallWatchdog::loop() {
       on() ? std::clamp(o_.limit_s / 4, 1e-3, 1.0) : 1.0));
   std::unique_lock<std::mutex> lk(m_);
   while (!stopping_) {
+    const Clock::time_point asleep = Clock::now();
     wake_.wait_for(lk, period, [this] { return stopping_; });
     if (stopping_) break;
     lk.unlock();
-    check(Clock::now());
+    const Clock::time_point now = Clock::now();
+    check(now, std::chrono::duration<double>(now - asleep - period).count());
     lk.lock();
   }
 }

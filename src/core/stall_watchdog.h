@@ -95,7 +95,10 @@ class StallWatchdog {
   // Calls on_stall once (the first time only) if a probe reports a failure, or else if the
   // oldest open mark is older than the limit in force at `now`; returns whether it did. The
   // thread calls it with Clock::now().
-  bool check(Clock::time_point now);
+  // `unscheduled_s`: how long this process itself did not run just before (the thread's
+  // sleep overran by that much: it was stopped, or its machine suspended); a stall that
+  // happened then is this process's, not another rank's, and its message says so.
+  bool check(Clock::time_point now, double unscheduled_s = 0);
   // The message check() would give at `now` (also when within the limit; "" with no mark).
   std::string message(Clock::time_point now) const;
 
@@ -120,7 +123,7 @@ class StallWatchdog {
   void loop();
   double limit_locked() const;  // the limit in force: the largest open one
   std::string chain_locked() const;
-  std::string message_locked(Clock::time_point now) const;
+  std::string message_locked(Clock::time_point now, double unscheduled_s = 0) const;
   std::string failure_message_locked(const std::string& failure) const;
 
   Options o_;

@@ -79,4 +79,10 @@ std::unique_ptr<Comm> make_comm(const LaunchInfo& launch, Backend& backend) {
        "process, or install OpenMPI (libopenmpi-dev) and rebuild");
 }
 
+void end_job_runtime() {
+#ifdef SPEEDRUN_HAVE_MPI
+  end_mpi();
+#endif
+}
+
 }  // namespace speedrun

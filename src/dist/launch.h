@@ -26,4 +26,9 @@ bool nccl_built();
 // for the CPU backend and NcclComm for a GPU backend.
 std::unique_ptr<Comm> make_comm(const LaunchInfo& launch, Backend& backend);
 
+// Ends what make_comm started that outlives its Comm (MPI), now rather than at exit: it
+// waits for every rank, so a job ends it where a watchdog watches the wait. Call after
+// the Comm is gone; nothing when this process runs alone.
+void end_job_runtime();
+
 }  // namespace speedrun

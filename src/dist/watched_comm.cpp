@@ -71,4 +71,10 @@ void WatchedComm::abort(const std::string& why) {
   std::terminate();  // not reached: Comm::abort does not return (a virtual call hides it)
 }
 
+void end_job_together(Comm& comm, StallWatchdog& dog, const std::function<void()>& release) {
+  const auto w = dog.watch("the job's ranks to end together");
+  comm.barrier();
+  release();
+}
+
 }  // namespace speedrun

@@ -5,6 +5,7 @@
 // is marked for as long as the call takes; the wait for its result is the GPU's, which the
 // trainer marks.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -46,5 +47,13 @@ class WatchedComm final : public Comm {
   Comm* inner_;
   StallWatchdog& dog_;
 };
+
+// Ends a job of several ranks together, as one watched wait ("the job's ranks to end
+// together"): every rank waits in a barrier for the others to finish (rank 0 prints its
+// results meanwhile), then runs `release`, the teardown that waits for every rank again
+// (ncclCommDestroy, MPI_Finalize). Left to the process's exit those waits would have no
+// watchdog, and a rank frozen at the end would hold the others for good. `release` may
+// destroy `comm`: it is not used after the barrier.
+void end_job_together(Comm& comm, StallWatchdog& dog, const std::function<void()>& release);
 
 }  // namespace speedrun

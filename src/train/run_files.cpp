@@ -53,9 +53,12 @@ void RunFiles::emit(const nlohmann::json& record) {
       // Cut the partial record (best effort) so the file stays whole lines.
       const off_t end = ::lseek(metrics_fd_, 0, SEEK_END);
       if (done > 0 && end >= off_t(done)) (void)!::ftruncate(metrics_fd_, end - off_t(done));
-      fail("cannot write ", metrics_path_, ": ", std::strerror(e),
-           ": the run stops here; its checkpoints are intact (free space, then resume with "
-           "--resume ", cfg_.out_dir, ")");
+      const bool resumable = !list_checkpoints(cfg_.out_dir).empty();
+      fail("cannot write ", metrics_path_, ": ", std::strerror(e), ": the run stops here; ",
+           resumable ? "its checkpoints are intact (free space, then resume with --resume " +
+                           cfg_.out_dir + ")"
+                     : std::string("it has saved no checkpoint to resume from (free space, "
+                                   "then start it again; --save-every K keeps checkpoints)"));
     }
     done += size_t(n);
   }

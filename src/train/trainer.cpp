@@ -88,6 +88,7 @@ class TrainingRun {
   void check_ranks_agree();
   void start_fresh();
   void resume();
+  std::string start_weights() const;
   void open_run_dir();
   void log(const std::string& line) const {
     if (comm_.is_root()) t_.log(line);
@@ -185,11 +186,18 @@ TrainingRun::TrainingRun(Trainer& t)
 // or read overlapping data without a word. Every rank compares what it computes with
 // (rank_terms) with every other's before the first collective on the model, and all of them
 // stop naming the differences.
+// The shards by name, size and content fingerprint (shard_sample_hash: a shard made again
+// under the same name and size, on one node only, would otherwise train another replica).
 void TrainingRun::check_ranks_agree() {
   if (comm_.size() == 1) return;
   std::vector<std::string> train, val;
-  for (const TrainShard& s : shards_) train.push_back(shard_text(s));
-  for (const std::string& f : t_.val_files_) val.push_back(fs::path(f).filename().string());
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    shards_[i].sample_hash = shard_sample_hash(t_.train_files_[i]);
+    train.push_back(fmt::format("{}, sample hash {}", shard_text(shards_[i]), shards_[i].sample_hash));
+  }
+  for (const std::string& f : t_.val_files_)
+    val.push_back(fmt::format("{} ({} tokens, sample hash {})", fs::path(f).filename().string(),
+                              read_shard_header(f), shard_sample_hash(f)));
   const nlohmann::json mine = rank_terms(c_, K_, precision_.str(), train, val);
   std::vector<nlohmann::json> all;
   for (const std::string& text : comm_.all_gather_text(mine.dump()))
@@ -206,9 +214,31 @@ void TrainingRun::check_ranks_agree() {
        "differ, give --grad-accum and --dtype rather than auto");
 }
 
+// What this rank starts from, for the ranks to compare: the same path or seed may hold
+// other weights on another node (an --init file or a checkpoint copied out of date).
+std::string TrainingRun::start_weights() const {
+  if (ck_) {
+    const auto it = ck_->meta.files.find("model.safetensors");
+    return fmt::format("checkpoint {} (step {}, model.safetensors checksum {})", ck_->dir,
+                       ck_->meta.step, it == ck_->meta.files.end() ? "?" : it->second.checksum);
+  }
+  if (!c_.init.empty())
+    return fmt::format("--init {} (checksum {})", c_.init, file_checksum(c_.init));
+  return fmt::format("--seed {}", c_.seed);
+}
+
 // Takes the run directory for this run (rank 0), once the inputs have been checked and
-// before anything is written into it.
+// before anything is written into it. Over several ranks, every rank first reaches this
+// exchange having passed its own checks and loaded its starting weights: one that failed
+// has ended the job instead (Comm::abort), so a start that fails on any rank never
+// deletes or cuts an earlier run's files (--overwrite, a resume's metrics).
 void TrainingRun::open_run_dir() {
+  if (comm_.size() > 1) {
+    const std::vector<std::string> all = comm_.all_gather_text(start_weights());
+    for (size_t r = 1; r < all.size(); ++r)
+      check(all[r] == all[0], "the ranks start from different weights: rank ", r, " from ",
+            all[r], ", rank 0 from ", all[0], "; give every rank the same files");
+  }
   if (comm_.is_root()) {
     // What ran this part of the run, for run.json's "launches".
     nlohmann::json launch = {{"speedrun", build_info_json()}, {"device", be_.numerics()},

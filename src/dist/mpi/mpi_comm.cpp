@@ -21,6 +21,11 @@ struct MpiRuntime {
       int provided = 0;
       check(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS,
             "MPI_Init_thread failed: is this process started by mpirun?");
+      // MPI is called from the main thread only, while other threads run (OpenMP, the
+      // watchdog): an MPI without even that level may not be called safely here.
+      check(provided >= MPI_THREAD_FUNNELED, "MPI_Init_thread: this MPI provides thread level ",
+            provided, ", below MPI_THREAD_FUNNELED, which speedrun needs (its other threads "
+            "never call MPI); use an MPI built with thread support (Debian's OpenMPI is)");
     }
   }
   ~MpiRuntime() {
@@ -89,6 +94,8 @@ void MpiComm::all_gather(Tensor out, const Tensor& in) {
   need_host(out, "all_gather");
   check(out.dtype == in.dtype && out.numel() == in.numel() * size_, "MpiComm all_gather: out ",
         out.shape_str(), " must hold ", size_, " x in ", in.shape_str());
+  check(in.bytes() <= size_t(INT32_MAX), "MpiComm all_gather: a part of ", in.bytes(),
+        " bytes exceeds MPI's count");
   ok(MPI_Allgather(in.data, int(in.bytes()), MPI_BYTE, out.data, int(in.bytes()), MPI_BYTE,
                    MPI_COMM_WORLD),
      "Allgather");
@@ -110,6 +117,7 @@ void MpiComm::broadcast(Tensor t, int root) {
 }
 
 void MpiComm::broadcast_bytes(void* data, size_t bytes, int root) {
+  check(bytes <= size_t(INT32_MAX), "MpiComm broadcast: ", bytes, " bytes exceed MPI's count");
   ok(MPI_Bcast(data, int(bytes), MPI_BYTE, root, MPI_COMM_WORLD), "Bcast");
 }
 
@@ -136,6 +144,13 @@ void MpiComm::abort(const std::string& why) {
   std::fflush(stderr);
   MPI_Abort(MPI_COMM_WORLD, 1);
   std::_Exit(1);  // MPI_Abort does not return; if it did, still end this rank
+}
+
+void end_mpi() {
+  int ready = 0, finalized = 0;
+  MPI_Initialized(&ready);
+  MPI_Finalized(&finalized);
+  if (ready && !finalized) MPI_Finalize();
 }
 
 void abort_mpi_job_if_running(const std::string& message) {

@@ -35,4 +35,9 @@ class MpiComm final : public Comm {
 // running with more than one rank; returns otherwise. For errors that escape to main().
 void abort_mpi_job_if_running(const std::string& message);
 
+// MPI_Finalize now, if MPI runs and is not finalized yet (else at exit). It waits for every
+// rank: a caller that can watch the wait (a stall watchdog) calls it rather than leaving it
+// to exit, where nothing would.
+void end_mpi();
+
 }  // namespace speedrun
