@@ -372,10 +372,10 @@ TrainConfig short_run(const TempDir& dir, int64_t steps) {
 
 }  // namespace
 
-// Rank 0 writes a checkpoint while the other ranks wait in a barrier: that wait is work
-// being done elsewhere, not a stall, so its limit is the watchdog's plus a second per MiB of
-// the checkpoint (a disk slower than 1 MiB/s is taken for a stall).
-TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
+// Rank 0 writes a checkpoint (or the step-0 or final weights) while the other ranks wait in
+// a barrier: that wait is work being done elsewhere, not a stall, so its limit is the
+// watchdog's plus a second per MiB written (a disk slower than 1 MiB/s is taken for a stall).
+TEST(StallWatchdog, RanksWaitingForRankZerosWritesHaveTheLimitPlusASecondPerMiB) {
   TempDir dir{"test_stall_checkpoint"};
   const ShardFiles data = synthetic_shards(dir / "data", 60000, 3000);
   TrainConfig c = short_run(dir, 4);
@@ -403,9 +403,17 @@ TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
     t.watchdog = &dog;
     t.run();
   });
-  int checkpoints = 0;
+  int checkpoints = 0, weights = 0;
   for (size_t i = 0; i < waits.size(); ++i) {
     EXPECT_FALSE(early[i]) << waits[i];
+    // The step-0 and final weights (no optimizer state): the same grace for their size.
+    for (const char* w : {"the step-0 weights (", "the final weights ("}) {
+      const double mib = number_after(waits[i], w);
+      if (std::isnan(mib)) continue;
+      ++weights;
+      EXPECT_GT(mib, 0.001) << waits[i];
+      EXPECT_NEAR(number_after(waits[i], "(the limit is "), limit + mib, 0.01) << waits[i];
+    }
     if (!has(waits[i], "checkpoint")) continue;
     ++checkpoints;
     EXPECT_TRUE(has(waits[i], "while waiting for: rank 0 to write the checkpoint of step ") &&
@@ -417,6 +425,7 @@ TEST(StallWatchdog, RanksWaitingForACheckpointHaveTheLimitPlusASecondPerMiB) {
     EXPECT_NEAR(number_after(waits[i], "(the limit is "), limit + mib, 0.01) << waits[i];
   }
   EXPECT_EQ(checkpoints, 2);  // steps 2 and 4
+  EXPECT_EQ(weights, 2);      // steps 0 and 4
 }
 
 TEST(StallWatchdog, ATrainerOnTheCpuMarksNoWaitOfItsOwn) {

@@ -101,19 +101,24 @@ class TrainingRun {
     return t_.watchdog->watch(what);
   }
 
-  // A mark of the trainer's watchdog while rank 0 writes the checkpoint of step `done` and
-  // the other ranks wait for it, with the watchdog's limit plus a second per MiB written.
-  StallWatchdog::Watch watch_checkpoint_write(int64_t done) const {
-    if (!t_.watchdog || !t_.watchdog->watching() || comm_.size() == 1) return {};
+  // The other ranks wait in a barrier while rank 0 writes `what` (`bytes`): work done
+  // elsewhere, so the watchdog's limit grows by a second per MiB (a 1 MiB/s disk). Without
+  // the barrier they would wait in their next collective under the plain limit.
+  void wait_for_rank0_write(const std::string& what, double bytes) const {
+    if (comm_.size() == 1) return;
+    StallWatchdog::Watch w;
+    if (t_.watchdog && t_.watchdog->watching()) {
+      const double grace_s = bytes / double(1 << 20);
+      w = t_.watchdog->watch(fmt::format("rank 0 to write {} ({:.2f} MiB: {:.2f} s more allowed)",
+                                         what, bytes / double(1 << 20), grace_s),
+                             t_.watchdog->limit_s() + grace_s);
+    }
+    comm_.barrier();
+  }
+  double weights_bytes() const {
     double bytes = 0;
     for (int i = 0; i < params_->count(); ++i) bytes += double(params_->value(i).bytes());
-    for (const auto& [name, t] : opt_->state()) bytes += double(t.bytes());
-    const double grace_s = bytes / double(1 << 20);
-    return t_.watchdog->watch(
-        fmt::format("rank 0 to write the checkpoint of step {} ({:.2f} MiB: {:.2f} s more "
-                    "allowed)",
-                    done, bytes / double(1 << 20), grace_s),
-        t_.watchdog->limit_s() + grace_s);
+    return bytes;
   }
 
   Trainer& t_;
@@ -260,6 +265,7 @@ void TrainingRun::start_fresh() {
   open_run_dir();
   files_->open_metrics(0);
   files_->save_weights(*params_, 0);
+  wait_for_rank0_write("the step-0 weights", weights_bytes());
 }
 
 // Continues from the checkpoint c_.resume names, after checking it belongs to this run.
@@ -428,12 +434,10 @@ void TrainingRun::checkpoint(int64_t done) {
   m.run_id = run_dir_ ? run_dir_->run_id() : "";
   m.numerics = be_.numerics();
   const std::string dir = files_->checkpoint(be_, m, *params_, *opt_);
-  {
-    // No rank runs ahead of a checkpoint being written. The others wait here while rank 0
-    // writes, which is work: their limit grows by the time a slow disk (1 MiB/s) takes.
-    const auto w = watch_checkpoint_write(done);
-    comm_.barrier();
-  }
+  // No rank runs ahead of a checkpoint being written.
+  double bytes = weights_bytes();
+  for (const auto& [name, t] : opt_->state()) bytes += double(t.bytes());
+  wait_for_rank0_write(fmt::format("the checkpoint of step {}", done), bytes);
   if (!comm_.is_root()) return;
   result_.last_checkpoint = dir;
   log(fmt::format("checkpoint: {}", dir));
@@ -483,6 +487,7 @@ TrainResult TrainingRun::run() {
     }
   }
   files_->save_weights(*params_, N_);
+  wait_for_rank0_write("the final weights", weights_bytes());
   result_.final_weights = files_->weights_path(N_);
   log(fmt::format("saved {}", result_.final_weights));
   return result_;

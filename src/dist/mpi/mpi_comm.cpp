@@ -26,6 +26,10 @@ struct MpiRuntime {
       check(provided >= MPI_THREAD_FUNNELED, "MPI_Init_thread: this MPI provides thread level ",
             provided, ", below MPI_THREAD_FUNNELED, which speedrun needs (its other threads "
             "never call MPI); use an MPI built with thread support (Debian's OpenMPI is)");
+      // A failed call returns its error (ok() below makes it an Error naming the call, which
+      // ends the job through Comm::abort with this rank's message), instead of MPI's default
+      // of ending the job in MPI's words.
+      MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     }
   }
   ~MpiRuntime() {
