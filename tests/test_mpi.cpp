@@ -352,6 +352,34 @@ TEST_F(Mpi, AStartThatFailsOnAnyRankLeavesTheRunDirectoryAsItWas) {
   EXPECT_EQ(read_bytes(run / "metrics.jsonl"), before);
 }
 
+// SIGTERM to one rank (a scheduler's, or a user's kill) stops every rank after the same step
+// with one checkpoint, and rank 0's log names the signal and the rank that got it.
+TEST_F(Mpi, ASignalToOneRankStopsTheJobNamingIt) {
+  const fs::path run = dir / "sig", script = dir / "sig.sh";
+  const std::string train = std::string(SPEEDRUN_BINARY) + " " + micro_flags("sig") +
+                            " --steps 100000 --val-every 0";
+  write_bytes(script,
+              "if [ \"$OMPI_COMM_WORLD_RANK\" != 1 ]; then exec " + train + "; fi\n" +
+              train + " &\n"
+              "child=$!\n"
+              "until grep -q train_loss " + (run / "metrics.jsonl").string() +
+              " 2>/dev/null; do sleep 0.05; done\n"
+              "kill -TERM $child\n"
+              "wait $child\n");
+  const Outcome o = run_shell(mpirun(2, 300) + "sh " + script.string());
+  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  EXPECT_NE(o.code, 0) << o.out;
+  const size_t at = o.out.find("stopped after step ");
+  ASSERT_NE(at, std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("(SIGTERM on rank 1): continue with speedrun train --resume", at),
+            std::string::npos)
+      << o.out;
+  std::vector<std::string> checkpoints;
+  for (const auto& e : fs::directory_iterator(run))
+    if (e.path().filename().string().rfind("ckpt_step", 0) == 0) checkpoints.push_back(e.path());
+  EXPECT_EQ(checkpoints.size(), 1u) << o.out;
+}
+
 // A rank that stops without its process ending (SIGSTOP here; a frozen node, a process
 // swapped out or stuck in a driver elsewhere) would keep the others waiting in their next
 // collective forever. Their watchdog ends them instead, naming the wait, and mpirun ends the

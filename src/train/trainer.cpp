@@ -469,18 +469,25 @@ TrainResult TrainingRun::run() {
       train_step(s, window);
     }
     const int64_t done = s + 1;
-    // A stop asked by a signal on any rank ends every rank after the same step.
+    // A stop asked by a signal on any rank ends every rank after the same step; the log
+    // names the signal and the (highest) rank that got it.
     int sig = stop_requested();
-    if (comm_.size() > 1 && comm_.all_reduce(double(sig != 0), ReduceOp::Sum) > 0 && sig == 0)
-      sig = -1;
+    std::string by = sig > 0 ? signal_name(sig) : "";
+    if (comm_.size() > 1) {
+      const std::vector<int64_t> all = comm_.all_gather(std::vector<int64_t>{sig});
+      for (size_t r = 0; r < all.size() && sig == 0; ++r)
+        if (all[r] != 0) {
+          sig = -1;
+          by = fmt::format("{} on rank {}", signal_name(int(all[r])), r);
+        }
+    }
     const bool signalled = sig != 0 && done < N_;
     const bool stop = (c_.stop_after > 0 && done == c_.stop_after && done < N_) || signalled;
     if ((c_.save_every > 0 && (done % c_.save_every == 0 || done == N_)) || stop) checkpoint(done);
     if (stop) {
       result_.stopped_by_signal = signalled ? sig : 0;
       log(fmt::format("stopped after step {}/{} ({}): continue with speedrun train --resume {}",
-                      done, N_, signalled ? (sig > 0 ? signal_name(sig) : "a signal on another rank")
-                                          : "--stop-after",
+                      done, N_, signalled ? by : std::string("--stop-after"),
                       c_.out_dir));
       result_.final_weights = (fs::path(result_.last_checkpoint) / "model.safetensors").string();
       return result_;

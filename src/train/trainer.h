@@ -38,7 +38,8 @@ struct TrainResult {
   std::string last_checkpoint;   // the newest checkpoint written, if any
   int64_t start_step = 0;        // the step the run began at (a resumed run's checkpoint step)
   int64_t micro_batches = 1;     // K: micro-batches per rank per step
-  int stopped_by_signal = 0;     // SIGINT/SIGTERM when a signal stopped the run (-1: another rank's)
+  int stopped_by_signal = 0;     // SIGINT/SIGTERM when a signal stopped the run (-1: another rank's,
+                                 // which the log names)
 };
 
 class Trainer {
