@@ -76,6 +76,32 @@ class Mpi : public ::testing::Test {
                 int64_t(tokens.size()));
     return (dir / "bad").string() + "/*.bin";
   }
+  // A job of 2 ranks whose rank 1 runs `rank1` and rank 0 `rank0` (shell commands, through
+  // `script`), expected to fail without hanging.
+  Outcome failed_job(const fs::path& script, const std::string& rank1, const std::string& rank0) {
+    write_bytes(script, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then\n" + rank1 + "\nelse\n" +
+                            rank0 + "\nfi\n");
+    Outcome o = run_shell(mpirun(2, 120) + "sh " + script.string());
+    EXPECT_NE(o.code, 0) << o.out;
+    EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+    return o;
+  }
+  // A job script: rank 0 runs `train`; rank 1 runs it in the background (its pid into
+  // `pid`) and sends it SIG`sig` once rank 0 has logged a step to run/metrics.jsonl, then
+  // waits; whatever ends the shell continues and kills its trainer.
+  void write_signalling_script(const fs::path& script, const std::string& train, const fs::path& run,
+                               const std::string& sig, const fs::path& pid) const {
+    write_bytes(script,
+                "if [ \"$OMPI_COMM_WORLD_RANK\" != 1 ]; then exec " + train + "; fi\n" +
+                train + " &\n"
+                "child=$!\n"
+                "echo $child > " + pid.string() + "\n"
+                "trap 'kill -CONT $child 2>/dev/null; kill -KILL $child 2>/dev/null' EXIT TERM INT\n"
+                "until grep -q train_loss " + (run / "metrics.jsonl").string() +
+                " 2>/dev/null; do sleep 0.05; done\n"
+                "kill -" + sig + " $child\n"
+                "wait $child\n");
+  }
   std::string micro_flags(const std::string& out) const {
     return "train --train '" + (dir / "data").string() + "/*train*.bin' --val '" +
            (dir / "data").string() + "/*val*.bin' --vocab 128 --eot 0 --layers 2 --heads 2 "
@@ -288,11 +314,7 @@ TEST_F(Mpi, RanksStartedWithDifferentFlagsEndTheJobNamingThem) {
                             "--layers 2 --heads 2 --head-dim 16 --batch 2 --window-end 128 "
                             "--steps 4 --cooldown 1 --val-tokens 0 --no-sample --threads 1 "
                             "--device cpu --out " + (dir / "differ").string();
-  write_bytes(script, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec " + train +
-                          " --seq-len 128; fi\nexec " + train + " --seq-len 256\n");
-  const Outcome o = run_shell(mpirun(2, 120) + "sh " + script.string());
-  EXPECT_NE(o.code, 0) << o.out;
-  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  const Outcome o = failed_job(script, train + " --seq-len 128", train + " --seq-len 256");
   EXPECT_NE(o.out.find("the ranks do not run the same training"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("rank 1: --seq-len 128 (rank 0: 256)"), std::string::npos) << o.out;
 }
@@ -302,11 +324,7 @@ TEST_F(Mpi, RanksStartedWithDifferentFlagsEndTheJobNamingThem) {
 TEST_F(Mpi, AnErrorBeforeTheRanksStartNamesItsRank) {
   const fs::path script = dir / "early.sh";
   const std::string train = std::string(SPEEDRUN_BINARY) + " " + micro_flags("early");
-  write_bytes(script, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then exec " + train +
-                          " --no-such-flag; fi\nexec " + train + "\n");
-  const Outcome o = run_shell(mpirun(2, 120) + "sh " + script.string());
-  EXPECT_NE(o.code, 0) << o.out;
-  EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
+  const Outcome o = failed_job(script, train + " --no-such-flag", train);
   EXPECT_NE(o.out.find("error: rank 1 of 2: "), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("--no-such-flag"), std::string::npos) << o.out;
 }
@@ -327,11 +345,9 @@ TEST_F(Mpi, AStartThatFailsOnAnyRankLeavesTheRunDirectoryAsItWas) {
   const fs::path script = dir / "start.sh";
   const std::string train = std::string(SPEEDRUN_BINARY) + " " + micro_flags("kept") +
                             " --overwrite --init init.safetensors";
-  write_bytes(script, "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then cd " + other.string() +
-                          "; fi\nexec " + train + "\n");
-  Outcome o = run_shell("cd " + dir.path.string() + " && " + mpirun(2, 120) + "sh " +
-                        script.string());
-  EXPECT_NE(o.code, 0) << o.out;
+  const std::string rank1 = "cd " + other.string() + " && " + train;
+  const std::string rank0 = "cd " + dir.path.string() + " && " + train;
+  Outcome o = failed_job(script, rank1, rank0);
   EXPECT_NE(o.out.find("rank 1 of 2"), std::string::npos) << o.out;
   EXPECT_NE(o.out.find("init.safetensors"), std::string::npos) << o.out;
   EXPECT_TRUE(fs::exists(run / "ckpt_step000004" / "meta.json"));
@@ -342,8 +358,7 @@ TEST_F(Mpi, AStartThatFailsOnAnyRankLeavesTheRunDirectoryAsItWas) {
                                   " --steps 1 --cooldown 1 --seed 2");
   ASSERT_EQ(seed2.code, 0) << seed2.out;
   fs::copy_file(dir / "seed2" / "model_step000000.safetensors", other / "init.safetensors");
-  o = run_shell("cd " + dir.path.string() + " && " + mpirun(2, 120) + "sh " + script.string());
-  EXPECT_NE(o.code, 0) << o.out;
+  o = failed_job(script, rank1, rank0);
   EXPECT_NE(o.out.find("the ranks start from different weights: rank 1 from --init "
                        "init.safetensors (checksum "),
             std::string::npos)
@@ -358,14 +373,7 @@ TEST_F(Mpi, ASignalToOneRankStopsTheJobNamingIt) {
   const fs::path run = dir / "sig", script = dir / "sig.sh";
   const std::string train = std::string(SPEEDRUN_BINARY) + " " + micro_flags("sig") +
                             " --steps 100000 --val-every 0";
-  write_bytes(script,
-              "if [ \"$OMPI_COMM_WORLD_RANK\" != 1 ]; then exec " + train + "; fi\n" +
-              train + " &\n"
-              "child=$!\n"
-              "until grep -q train_loss " + (run / "metrics.jsonl").string() +
-              " 2>/dev/null; do sleep 0.05; done\n"
-              "kill -TERM $child\n"
-              "wait $child\n");
+  write_signalling_script(script, train, run, "TERM", dir / "sig1.pid");
   const Outcome o = run_shell(mpirun(2, 300) + "sh " + script.string());
   EXPECT_NE(o.code, 124) << "the job hung until timeout ended it:\n" << o.out;
   EXPECT_NE(o.code, 0) << o.out;
@@ -392,18 +400,7 @@ TEST_F(Mpi, AFrozenRankEndsTheJobInsteadOfHanging) {
                             "--window-end 256 --steps 1000 --cooldown 1 --val-tokens 0 "
                             "--no-sample --threads 1 --device cpu --stall-timeout 3 --out " +
                             run.string();
-  // Rank 1 runs the trainer in the background, stops it once rank 0 has logged a step, and
-  // waits; whatever ends this shell ends its trainer too.
-  write_bytes(script,
-              "if [ \"$OMPI_COMM_WORLD_RANK\" != 1 ]; then exec " + train + "; fi\n" +
-              train + " &\n"
-              "child=$!\n"
-              "echo $child > " + pid.string() + "\n"
-              "trap 'kill -CONT $child 2>/dev/null; kill -KILL $child 2>/dev/null' EXIT TERM INT\n"
-              "until grep -q train_loss " + (run / "metrics.jsonl").string() +
-              " 2>/dev/null; do sleep 0.05; done\n"
-              "kill -STOP $child\n"
-              "wait $child\n");
+  write_signalling_script(script, train, run, "STOP", pid);
   const Outcome o = run_shell(mpirun(2, 300) + "sh " + script.string());
   // However it ended, leave no stopped process behind.
   std::ifstream f(pid);
