@@ -160,6 +160,28 @@ TEST_F(Resume, KeepsTheNewestKCheckpoints) {
 
 // ---------------------------------------------------------------- damaged checkpoints
 
+// A run directory stands for its latest weights (eval, sample, export): after a stop with a
+// checkpoint and a resume that finished without another, those are model_step000008's,
+// not the older checkpoint's.
+TEST_F(Resume, ARunDirectoryStandsForItsLatestWeights) {
+  TrainConfig c = config("latest");
+  c.stop_after = 6;
+  train_run(c);
+  const std::string run = (dir / "latest").string();
+  const auto quiet = [](const std::string&) {};
+  EXPECT_EQ(resolve_weights(run, quiet), (dir / "latest" / "ckpt_step000006" / "model.safetensors").string());
+  c.stop_after = 0;
+  c.resume = run;
+  train_run(c);
+  EXPECT_EQ(resolve_weights(run, quiet), (dir / "latest" / "model_step000008.safetensors").string());
+  // A checkpoint at the last step too: the checkpoint's (the same weights, validated).
+  c = config("both");
+  c.save_every = 4;
+  train_run(c);
+  EXPECT_EQ(resolve_weights((dir / "both").string(), quiet),
+            (dir / "both" / "ckpt_step000008" / "model.safetensors").string());
+}
+
 TEST_F(Resume, DamagedNewestCheckpointFallsBackToTheOlderOne) {
   TrainConfig full = config("ref");
   const TrainResult ref = train_run(full);

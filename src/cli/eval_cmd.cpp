@@ -76,8 +76,8 @@ void add_eval_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "eval", "Validation loss of a weights file (the model shape is read from its metadata)");
   sub->add_option("--weights", a->weights,
-                  "weights .safetensors, a checkpoint directory or a run directory (its newest "
-                  "checkpoint)")
+                  "weights .safetensors, a checkpoint directory or a run directory (its latest "
+                  "weights)")
       ->required();
   sub->add_option("--val", a->val_glob, "glob of validation shards")->required();
   add_number_option(sub, "--window", a->window, "attention window in tokens")->capture_default_str();

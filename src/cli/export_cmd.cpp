@@ -60,7 +60,7 @@ void add_export_command(CLI::App& app) {
       "export", "Write a checkpoint's weights as one bf16/fp32 safetensors file that loads as "
                 "the record's PyTorch state_dict (and as speedrun train --init)");
   sub->add_option("checkpoint", a->checkpoint,
-                  "a checkpoint directory, a run directory (its newest checkpoint) or a weights "
+                  "a checkpoint directory, a run directory (its latest weights) or a weights "
                   ".safetensors file")
       ->required();
   sub->add_option("--dtype", a->dtype, "bf16 | fp32")

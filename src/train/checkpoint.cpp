@@ -378,17 +378,27 @@ std::string resolve_weights(const std::string& path, const LogFn& warn) {
     read_checkpoint(path);  // validated before anything reads it
     return (p / kModel).string();
   }
-  if (!list_checkpoints(path).empty()) return (fs::path(find_checkpoint(path, warn).dir) / kModel).string();
-  std::vector<std::string> weights;
+  // A run directory: its latest weights, a checkpoint's or a model_step file's, whichever
+  // has the later step (a run resumed from a checkpoint and finished has its final weights
+  // only in model_stepN; at the same step the checkpoint's, which is validated).
+  std::string newest;
+  int64_t newest_step = -1;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(p, ec)) {
     const std::string n = e.path().filename().string();
-    if (n.rfind("model_step", 0) == 0 && e.path().extension() == ".safetensors")
-      weights.push_back(e.path().string());
+    static const std::regex kWeights("model_step([0-9]+)\\.safetensors");
+    std::smatch m;
+    if (!std::regex_match(n, m, kWeights)) continue;
+    const int64_t step = std::stoll(m[1].str());
+    if (step > newest_step) newest_step = step, newest = e.path().string();
   }
-  check(!weights.empty(), "weights ", path, ": the directory holds no checkpoint "
+  if (!list_checkpoints(path).empty()) {
+    const FoundCheckpoint ck = find_checkpoint(path, warn);
+    if (ck.meta.step >= newest_step) return (fs::path(ck.dir) / kModel).string();
+  }
+  check(newest_step >= 0, "weights ", path, ": the directory holds no checkpoint "
         "(ckpt_stepNNNNNN) and no model_step*.safetensors: pass a run's --out directory");
-  return *std::max_element(weights.begin(), weights.end());
+  return newest;
 }
 
 }  // namespace speedrun

@@ -100,8 +100,9 @@ FoundCheckpoint find_checkpoint(const std::string& path, const LogFn& warn);
 void prune_checkpoints(const std::string& run_dir, int64_t keep);
 
 // A weights file for `path`: a .safetensors file itself, a checkpoint directory's
-// model.safetensors, or a run directory's newest checkpoint's (or, with no checkpoint,
-// its newest model_step*.safetensors).
+// model.safetensors, or a run directory's latest weights: its newest good checkpoint's or
+// its model_step*.safetensors of the latest step, whichever has the later step (the
+// checkpoint's at the same step).
 std::string resolve_weights(const std::string& path, const LogFn& warn);
 
 // 64-bit checksum of a file's bytes (hex), as stored in meta.json: detects truncation and
