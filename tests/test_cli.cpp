@@ -180,6 +180,15 @@ TEST_F(Cli, EmptyAndConflictingRunFlagsAreRefused) {
   expect_error(resume + "--overwrite", {"--overwrite with --resume", "--out " + run});
   expect_error(resume + "--init " + (dir / "run" / "model_step000000.safetensors").string(),
                {"--init", "--resume", "its initialisation", "leave --init out"});
+  // A run started from --init resumes with the same file under another spelling.
+  fs::copy_file(dir / "run" / "model_step000000.safetensors", dir / "init.safetensors");
+  const std::string init = (dir / "init.safetensors").string();
+  ASSERT_EQ(run_cli(small(tr + " --out " + (dir / "fromInit").string() + " --init " + init +
+                          " --save-every 1 --stop-after 1")).code, 0);
+  const std::string respelled = (dir / "." / "init.safetensors").string();
+  Outcome again = run_cli("train --resume " + (dir / "fromInit").string() + " --no-sample --init " +
+                          respelled);
+  EXPECT_EQ(again.code, 0) << again.out;
   Outcome r = run_cli(resume);
   EXPECT_EQ(r.code, 0) << r.out;
 }
@@ -273,6 +282,24 @@ TEST_F(Cli, ShardsDelimitedByAnotherEotAreRefusedOrWarned) {
   EXPECT_EQ(warned.code, 0) << warned.out;
   EXPECT_NE(warned.out.find("begins with token 0, not the EOT 3"), std::string::npos) << warned.out;
   EXPECT_NE(warned.out.find("give --eot 0"), std::string::npos) << warned.out;
+  // Training and validation folders that record different EOTs: they are of two tokenizers.
+  fs::create_directories(dir / "v7");
+  fs::copy_file(dir / "good_val_000.bin", dir / "v7" / "good_val_000.bin");
+  { std::ofstream(dir / "v7" / "prepare.json") << R"({"eot": 7})"; }
+  { std::ofstream(dir / "prepare.json") << R"({"eot": 0})"; }
+  expect_error(small(tr + " --val " + (dir / "v7" / "good_val_000.bin").string() + " --overwrite"),
+               {"--train shards record EOT 0", "--val shards EOT 7", "different tokenizers"});
+  fs::remove(dir / "v7" / "prepare.json");
+  // A run that trained with another EOT than its folder records (one started before this
+  // check) resumes with its own, warned.
+  { std::ofstream(dir / "prepare.json") << R"({"eot": 3})"; }
+  Outcome stopped = run_cli(small(tr + " --eot 3 --overwrite --stop-after 1 --save-every 1"));
+  ASSERT_EQ(stopped.code, 0) << stopped.out;
+  { std::ofstream(dir / "prepare.json") << R"({"eot": 0})"; }
+  Outcome resumed = run_cli("train --resume " + (dir / "run").string() + " --no-sample");
+  EXPECT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_NE(resumed.out.find("warning: EOT 3: the shards in"), std::string::npos) << resumed.out;
+  EXPECT_NE(resumed.out.find("goes on with its --eot 3"), std::string::npos) << resumed.out;
 }
 
 TEST_F(Cli, DivergingRunStopsWithAClearError) {

@@ -377,6 +377,14 @@ TEST_F(Prepare, AFailedOrStoppedRunLeavesTheEarlierOutputsAsTheyWere) {
   EXPECT_NE(after, before);
   EXPECT_FALSE(fs::exists(dir / "out" / ".prepare.partial"));
   EXPECT_TRUE(after.count("prepare.json"));
+  // Into a folder it made itself, a stopped run leaves nothing, and says so.
+  {
+    const ScopedStopHandlers handlers;
+    InterruptedDocuments stopped(docs, [] { ::raise(SIGINT); });
+    expect_error([&] { run(stopped, "fresh", 100, 1, 0, 200); },
+                 {"stopped by SIGINT", (dir / "fresh").string() + ", new, is removed again"});
+  }
+  EXPECT_FALSE(fs::exists(dir / "fresh"));
 }
 
 TEST_F(Prepare, InputsWithoutTextSayTheyHoldNone) {
@@ -393,7 +401,7 @@ TEST_F(Prepare, InputsWithoutTextSayTheyHoldNone) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find((dir / "blank.jsonl").string() + ", " + (dir / "empty.txt").string() +
                        ") hold no text"), std::string::npos) << r.out;
-  EXPECT_FALSE(fs::exists(dir / "o" / "prepare.json"));
+  EXPECT_FALSE(fs::exists(dir / "o"));  // made by the failed run, and removed again
 }
 
 // ---------------------------------------------------------------- documents
@@ -590,7 +598,7 @@ TEST_F(Prepare, CommandLineFromTokenizerTrainingToATrainingRun) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("outside --vocab 100"), std::string::npos) << r.out;
   // Values no 16-bit id can be are refused, not run to match nothing.
-  for (const char* bad : {"--vocab -5", "--vocab 70000", "--eot 99999", "--eot -2"}) {
+  for (const char* bad : {"--vocab -5", "--vocab 0", "--vocab 70000", "--eot 99999", "--eot -1"}) {
     r = run_cli("shards info '" + out + "/*.bin' " + bad);
     EXPECT_EQ(r.code, 1) << bad << ": " << r.out;
     EXPECT_NE(r.out.find(std::string(bad).substr(0, 6)), std::string::npos) << r.out;

@@ -44,10 +44,11 @@ void run_eval(const EvalArgs& a) {
   Parameters params(*backend, cfg, resolve_precision(*backend, a.dtype));
   params.load(weights);
   const std::vector<std::string> files = expand_glob(a.val_glob, "--val");
+  // A warning only: the model may have been trained with this EOT on these very shards.
   const std::string warning = check_shards_eot(files, cfg.eot, [&](int64_t) {
-    return "evaluate " + weights + " on shards of its own tokenizer (EOT " +
-           std::to_string(cfg.eot) + ")";
-  });
+    return "the loss is the model's with its own EOT " + std::to_string(cfg.eot) +
+           " (if the shards are of another tokenizer, evaluate on shards of the model's)";
+  }, false);
   if (!warning.empty()) std::fprintf(stderr, "%s\n", warning.c_str());
   StepLoader loader(files, a.batch, a.seq_len, 1, 0, 1, cfg.vocab,
                     StepLoader::Readers::kPerMicroBatch);  // as train validates

@@ -95,16 +95,17 @@ void run_prepare(PrepareArgs& a, const CLI::App& sub) {
 
 struct ShardsArgs {
   std::vector<std::string> patterns;
-  int64_t vocab = 0;
-  int64_t eot = -1;
+  int64_t vocab = 0;  // 0: not given
+  int64_t eot = -1;   // -1: not given
+  bool vocab_given = false, eot_given = false;
 };
 
 void run_shards_info(const ShardsArgs& a) {
   // Shards hold uint16 ids: any other value could match nothing and say so silently.
-  check(a.vocab >= 0 && a.vocab <= kMaxShardVocab, "--vocab ", a.vocab, ": must be in [1, ",
-        kMaxShardVocab, "] (shards hold 16-bit ids), or left out");
-  check(a.eot >= -1 && a.eot < kMaxShardVocab, "--eot ", a.eot, ": must be an id in [0, ",
-        kMaxShardVocab - 1, "] (shards hold 16-bit ids), or left out");
+  check(!a.vocab_given || (a.vocab >= 1 && a.vocab <= kMaxShardVocab), "--vocab ", a.vocab,
+        ": must be in [1, ", kMaxShardVocab, "] (shards hold 16-bit ids), or left out");
+  check(!a.eot_given || (a.eot >= 0 && a.eot < kMaxShardVocab), "--eot ", a.eot,
+        ": must be an id in [0, ", kMaxShardVocab - 1, "] (shards hold 16-bit ids), or left out");
   int64_t total = 0, total_docs = 0;
   size_t files = 0;
   for (const std::string& pattern : a.patterns) {
@@ -181,7 +182,11 @@ void add_prepare_command(CLI::App& app) {
   add_number_option(info, "--eot", s->eot,
                    "count documents: occurrences of this id (GPT-2: " +
                        std::to_string(kGpt2Eot) + ")");
-  info->callback([s]() { run_shards_info(*s); });
+  info->callback([s, info]() {
+    s->vocab_given = info->count("--vocab") > 0;
+    s->eot_given = info->count("--eot") > 0;
+    run_shards_info(*s);
+  });
 }
 
 }  // namespace speedrun::cli

@@ -64,11 +64,12 @@ void settle_config(TrainArgs& a) {
     const nlohmann::json& was = ck.meta.config;
     const std::string started = was.contains("init") && was.at("init").is_string()
                                     ? was.at("init").get<std::string>() : "";
-    check(!given("init") || c.init == started, "--init ", c.init, " with --resume ", c.resume,
+    std::error_code ec;  // the same file under another spelling is the same --init
+    const bool same_init = c.init == started || std::filesystem::equivalent(c.init, started, ec);
+    check(!given("init") || same_init, "--init ", c.init, " with --resume ", c.resume,
           ": a resumed run continues from its checkpoint's weights (it started from ",
           started.empty() ? std::string("its initialisation") : started, "); leave --init out");
     const std::string run_dir = std::filesystem::path(ck.dir).parent_path().string();
-    std::error_code ec;
     check(!given("out") || std::filesystem::equivalent(c.out_dir, run_dir, ec), "--out ",
           c.out_dir, " with --resume ", c.resume, ": a resumed run writes into its own "
           "directory ", run_dir, "; leave --out out (copy the run directory first to branch off)");

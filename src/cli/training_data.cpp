@@ -27,12 +27,24 @@ TrainingData training_data(TrainConfig& c, bool say, const std::vector<std::stri
                   flag_of(c, c.val_glob).c_str(), flag_of(c, c.val_every).c_str(),
                   flag_of(c, c.val_tokens).c_str());
     // The documents' delimiter is not in the shards' headers: what their folder recorded,
-    // or how they begin, says whether --eot is it.
+    // or how they begin, says whether --eot is it. A resumed run goes on with its own
+    // (a run started before this check may have trained with another): a warning.
+    const auto rt = recorded_eot_of(d.train_files), rv = recorded_eot_of(d.val_files);
+    check(!rt || !rv || rt->eot == rv->eot, "the ", flag_of(c, c.train_glob), " shards record ",
+          "EOT ", rt ? rt->eot : 0, " (", rt ? rt->manifest : "", ") and the ",
+          flag_of(c, c.val_glob), " shards EOT ", rv ? rv->eot : 0, " (",
+          rv ? rv->manifest : "", "): they were prepared with different tokenizers; give "
+          "training and validation shards of one tokenizer");
+    const bool resumed = !c.resume.empty();
     const auto fix = [&](int64_t eot) {
-      return "give " + flag_of(c, c.model.eot) + " " + std::to_string(eot);
+      return resumed ? "the resumed run goes on with its " + flag_of(c, c.model.eot) + " " +
+                           std::to_string(c.model.eot) + "; a new run with " +
+                           flag_of(c, c.model.eot) + " " + std::to_string(eot) +
+                           " would keep the documents apart"
+                     : "give " + flag_of(c, c.model.eot) + " " + std::to_string(eot);
     };
     for (const auto* files : {&d.train_files, &d.val_files}) {
-      const std::string warning = check_shards_eot(*files, c.model.eot, fix);
+      const std::string warning = check_shards_eot(*files, c.model.eot, fix, !resumed);
       if (say && !warning.empty()) std::fprintf(stderr, "%s\n", warning.c_str());
     }
     return d;

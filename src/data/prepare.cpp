@@ -125,6 +125,16 @@ PrepareResult prepare_shards(DocumentSource& source, const Tokenizer& tok,
   check(std::regex_match(o.name, kName), "--name '", o.name,
         "': use letters, digits, '.', '_' and '-' (it prefixes the shard file names)");
   std::error_code ec;
+  // A folder this run makes is removed again if the run does not finish (once empty: the
+  // staging folder inside goes first), so a failed first run leaves nothing behind.
+  struct NewFolder {
+    fs::path dir;
+    bool made = false, kept = false;
+    ~NewFolder() {
+      std::error_code e;
+      if (made && !kept) fs::remove(dir, e);  // only when empty
+    }
+  } folder{o.out_dir, !fs::exists(o.out_dir, ec)};
   fs::create_directories(o.out_dir, ec);
   check(!ec, "prepare: cannot create the output folder ", o.out_dir, ": ", ec.message());
   const fs::path manifest = fs::path(o.out_dir) / "prepare.json";
@@ -167,8 +177,10 @@ PrepareResult prepare_shards(DocumentSource& source, const Tokenizer& tok,
       progress.finish(source.bytes_done(), r.val_documents + r.train_documents,
                       r.val_tokens + r.train_tokens);
       fail("prepare: stopped by ", signal_name(sig), " before every shard was written; ",
-           o.out_dir, " holds what it held before (an earlier run's shards and prepare.json "
-           "are unchanged): run the command again to prepare the data");
+           folder.made ? o.out_dir + ", new, is removed again"
+                       : o.out_dir + " holds what it held before (an earlier run's shards and "
+                                     "prepare.json are unchanged)",
+           ": run the command again to prepare the data");
     }
   }
   val.flush();
@@ -206,6 +218,7 @@ PrepareResult prepare_shards(DocumentSource& source, const Tokenizer& tok,
 
   // Every shard is written: replace the earlier run's outputs. The folder has no manifest
   // from here until the new one is written, so a stop in between still reads as unfinished.
+  folder.kept = true;
   fs::remove(manifest, ec);
   publish(r.val_shards, o.out_dir);
   publish(r.train_shards, o.out_dir);

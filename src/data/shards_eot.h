@@ -22,12 +22,17 @@ struct RecordedEot {
 };
 std::optional<RecordedEot> recorded_eot(const std::string& shard);
 
+// The first EOT recorded by the folders of `files` (recorded_eot), with its manifest.
+std::optional<RecordedEot> recorded_eot_of(const std::vector<std::string>& files);
+
 // Checks `files` (shards) against the EOT `eot`. A folder whose manifest records another
-// EOT is an Error naming the manifest, both ids and fix(that id) (e.g. "give --eot 2047").
-// Without a manifest, the first file must begin with `eot`, as every document-delimited
-// shard stream does (speedrun prepare, the record's FineWeb shards): if it does not, the
-// returned text is a warning saying so, with fix(its first token); else "".
+// EOT is an Error naming the manifest, both ids and fix(that id) (e.g. "give --eot 2047"),
+// or with `refuse` false (a model that already trained with `eot`: it may go on with it)
+// a warning saying so. Without a manifest, the first file must begin with `eot`, as every
+// document-delimited shard stream does (speedrun prepare, the record's FineWeb shards):
+// if it does not, a warning saying so, with fix(its first token). Returns the warning, or
+// "".
 std::string check_shards_eot(const std::vector<std::string>& files, int64_t eot,
-                             const std::function<std::string(int64_t)>& fix);
+                             const std::function<std::string(int64_t)>& fix, bool refuse = true);
 
 }  // namespace speedrun
