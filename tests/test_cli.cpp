@@ -229,6 +229,14 @@ TEST_F(Cli, WeightsThatDoNotFitTheConfig) {
   expect_error(small("--train " + (dir / "good_train_000.bin").string() + " --init " +
                      (dir / "good_val_000.bin").string()),
                {"good_val_000.bin"});
+  // A run directory stands for its latest weights (as for eval, sample and export).
+  Outcome from_dir = run_cli(small("--train " + (dir / "good_train_000.bin").string() +
+                                   " --init " + (dir / "run").string() + " --out " +
+                                   (dir / "from_dir").string()));
+  EXPECT_EQ(from_dir.code, 0) << from_dir.out;
+  EXPECT_NE(from_dir.out.find("init: weights from " + (dir / "run" / "model_step000002.safetensors").string()),
+            std::string::npos)
+      << from_dir.out;
   // The same tensor shapes with another split of the width into heads: the metadata says.
   expect_error(small("--train " + (dir / "good_train_000.bin").string() + " --init " + init +
                      " --heads 4 --head-dim 8"),

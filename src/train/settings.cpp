@@ -136,7 +136,10 @@ void visit_setting_table(TrainConfig& c, SettingVisitor& v) {
               "does not exist",
       .unit = "dir", .on_resume = may_change, .default_suffix = "-N"},
     c.out_dir);
-  v(S{.key = "init", .help = "start from these weights (.safetensors)", .unit = "file",
+  v(S{.key = "init",
+      .help = "start from these weights: a .safetensors file, or a run or checkpoint "
+              "directory (its latest weights)",
+      .unit = "path",
       .on_resume = may_change},
     c.init);
   v(S{.key = "save-every",

@@ -127,6 +127,7 @@ class TrainingRun {
   TrainConfig c_;  // the trainer's, with out_dir the directory this run writes
   const int64_t N_, T_;
   std::optional<FoundCheckpoint> ck_;  // the checkpoint a resumed run continues from
+  std::string init_file_;              // the weights file --init names (or its directory's)
   std::optional<RunDir> run_dir_;      // held by the writing rank while it writes
   int64_t per_rank_ = 0, K_ = 1, micro_ = 0;  // sequences per rank, micro-batches, sequences each
   std::unique_ptr<StepLoader> train_, val_;
@@ -227,8 +228,8 @@ std::string TrainingRun::start_weights() const {
     return fmt::format("checkpoint {} (step {}, model.safetensors checksum {})", ck_->dir,
                        ck_->meta.step, it == ck_->meta.files.end() ? "?" : it->second.checksum);
   }
-  if (!c_.init.empty())
-    return fmt::format("--init {} (checksum {})", c_.init, file_checksum(c_.init));
+  if (!init_file_.empty())
+    return fmt::format("--init {} (checksum {})", init_file_, file_checksum(init_file_));
   return fmt::format("--seed {}", c_.seed);
 }
 
@@ -257,8 +258,10 @@ void TrainingRun::open_run_dir() {
 
 void TrainingRun::start_fresh() {
   if (!c_.init.empty()) {
-    params_->load(c_.init);
-    log(fmt::format("init: weights from {}", c_.init));
+    // A run or checkpoint directory stands for its latest weights, as for eval and sample.
+    init_file_ = resolve_weights(c_.init, [this](const std::string& s) { log("init: " + s); });
+    params_->load(init_file_);
+    log(fmt::format("init: weights from {}", init_file_));
   } else {
     params_->init(c_.seed);
   }
