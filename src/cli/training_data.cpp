@@ -30,11 +30,11 @@ TrainingData training_data(TrainConfig& c, bool say, const std::vector<std::stri
     // or how they begin, says whether --eot is it. A resumed run goes on with its own
     // (a run started before this check may have trained with another): a warning.
     const auto rt = recorded_eot_of(d.train_files), rv = recorded_eot_of(d.val_files);
-    check(!rt || !rv || rt->eot == rv->eot, "the ", flag_of(c, c.train_glob), " shards record ",
-          "EOT ", rt ? rt->eot : 0, " (", rt ? rt->manifest : "", ") and the ",
-          flag_of(c, c.val_glob), " shards EOT ", rv ? rv->eot : 0, " (",
-          rv ? rv->manifest : "", "): they were prepared with different tokenizers; give "
-          "training and validation shards of one tokenizer");
+    if (rt && rv)
+      check(rt->eot == rv->eot, "the ", flag_of(c, c.train_glob), " shards record EOT ", rt->eot,
+            " (", rt->manifest, ") and the ", flag_of(c, c.val_glob), " shards EOT ", rv->eot,
+            " (", rv->manifest, "): they were prepared with different tokenizers; give "
+            "training and validation shards of one tokenizer");
     const bool resumed = !c.resume.empty();
     const auto fix = [&](int64_t eot) {
       return resumed ? "the resumed run goes on with its " + flag_of(c, c.model.eot) + " " +

@@ -290,11 +290,13 @@ void TrainingRun::resume() {
         ": resume with the same training data");
   // The same names and sizes may hold other tokens (a shard prepared again with another
   // tokenizer or order): the checkpoint's fingerprints say (checkpoints of older versions
-  // have none). Every rank checks its own copy of the data.
+  // have none). Every rank checks its own copy of the data (taken once: check_ranks_agree
+  // took it already over several ranks).
   for (size_t i = 0; i < shards_.size(); ++i) {
     const std::string& was = ck.meta.train_shards[i].sample_hash;
     if (was.empty()) continue;
-    const std::string now = shard_sample_hash(t_.train_files_[i]);
+    const std::string now = shards_[i].sample_hash.empty() ? shard_sample_hash(t_.train_files_[i])
+                                                           : shards_[i].sample_hash;
     check(now == was, "--resume ", ck.dir, ": training shard ", t_.train_files_[i],
           " has the name and size of the checkpoint's (", shard_text(shards_[i]),
           ") but other content (sample hash ", now, ", the checkpoint's ", was,
